@@ -1,0 +1,276 @@
+// prism/actor.h — actors: stateful workers whose method calls run one at a time, in order.
+//
+//   struct Counter {
+//     explicit Counter(int start) : n(start) {}
+//     int increment() { return ++n; }
+//     int n;
+//   };
+//   PRISM_ACTOR(Counter, &Counter::increment);
+//
+//   prism::ActorHandle<Counter> c = prism::actor<Counter>(0).name("counter").remote();
+//   prism::ObjectRef<int> r = c.task(&Counter::increment).remote();
+//   auto same = prism::get_actor<Counter>("counter");
+//   prism::kill(c);
+//
+// The constructor runs once, as a task (its arguments may be refs). Calls run in submission
+// order, one at a time (or up to max_concurrency at once, started in order). Handles are cheap
+// to copy and may be passed to tasks and to other actors. The actor holds its resources
+// (num_cpus, num_gpus, ... default none) for its whole life, and stops when killed, when the
+// runtime shuts down, or — unless it is named — when its last handle is gone and its queued
+// calls have run. Calls on a dead actor fail with ActorDiedError; a call that throws fails
+// with TaskError and the actor lives on.
+//
+// Thread-safe: handles may be used from any thread.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <tuple>
+#include <type_traits>
+#include <typeinfo>
+#include <utility>
+
+#include "prism/internal/ids.h"
+#include "prism/internal/runtime_hooks.h"
+#include "prism/internal/task_impl.h"
+#include "prism/object_ref.h"
+#include "prism/options.h"
+
+namespace prism {
+
+namespace internal {
+
+// One per ActorHandle family (copies share it); counts towards the actor's live handles.
+class HandleToken {
+ public:
+  explicit HandleToken(std::shared_ptr<ActorCore> core) : core_(std::move(core)) {
+    actor_handle_acquired(core_.get());
+  }
+  ~HandleToken() { actor_handle_released(core_.get()); }
+  HandleToken(const HandleToken&) = delete;
+  HandleToken& operator=(const HandleToken&) = delete;
+  const std::shared_ptr<ActorCore>& core() const noexcept { return core_; }
+
+ private:
+  std::shared_ptr<ActorCore> core_;
+};
+
+template <typename T, typename M>
+struct MethodTarget {
+  std::shared_ptr<ActorCore> actor;
+  M method;
+  template <typename... X>
+  decltype(auto) invoke(X&&... x) {
+    return std::invoke(method, *static_cast<T*>(actor_instance(actor.get())),
+                       std::forward<X>(x)...);
+  }
+  std::string name() const {
+    std::string n = registered_name(function_key(method));
+    return n.empty() ? actor_type_name(actor.get()) + "::<method>" : n;
+  }
+};
+
+// Calls `new T(args...)` for the constructor task.
+template <typename T>
+struct Construct {
+  template <typename... X, typename = std::enable_if_t<std::is_constructible_v<T, X&&...>>>
+  T* operator()(X&&... x) const {
+    return new T(std::forward<X>(x)...);
+  }
+};
+
+template <typename T>
+struct ConstructTarget {
+  ActorCore* actor;
+  template <typename... X>
+  void invoke(X&&... x) {
+    T* instance = Construct<T>{}(std::forward<X>(x)...);
+    set_actor_instance(actor, instance, [](void* p) { delete static_cast<T*>(p); });
+  }
+  std::string name() const { return actor_type_name(actor) + "::" + actor_type_name(actor); }
+};
+
+void actor_creation_failed(ActorCore* actor, const std::exception_ptr& error) noexcept;
+
+// The constructor task has no result object: its failure kills the actor.
+struct CreationResult {
+  using Refs = void;
+  ActorCore* actor;
+  template <typename Call>
+  void run(Call&& call) {
+    call();
+  }
+  void fail(const std::exception_ptr& e) noexcept { actor_creation_failed(actor, e); }
+  bool cancel_requested() const noexcept { return false; }
+};
+
+}  // namespace internal
+
+template <typename T>
+class ActorHandle;
+
+template <typename T, typename M, size_t NumReturns = 0>
+class ActorMethodCaller {
+ public:
+  ActorMethodCaller(std::shared_ptr<internal::ActorCore> actor, M method, std::string name = {})
+      : actor_(std::move(actor)), method_(method), name_(std::move(name)) {}
+
+  ActorMethodCaller& name(std::string n) & { return name_ = std::move(n), *this; }
+  ActorMethodCaller&& name(std::string n) && { return std::move(name(std::move(n))); }
+
+  template <size_t N>
+  ActorMethodCaller<T, M, N> num_returns() const {
+    static_assert(N >= 1, "num_returns<N>() needs N >= 1");
+    return ActorMethodCaller<T, M, N>(actor_, method_, name_);
+  }
+
+  // Enqueues the call; it runs after every call submitted on this actor before it.
+  template <typename... A>
+  auto remote(A&&... args) const {
+    using Traits = internal::InvokeTraits<M, T, std::decay_t<A>...>;
+    static_assert(Traits::tier >= 0,
+                  "handle.task(&T::method).remote(args...): the method cannot be called with "
+                  "these arguments (an ObjectRef<T> argument is passed as const T&)");
+    using R = typename Traits::result;
+    using Slots = std::conditional_t<NumReturns == 0, internal::SingleResult<R>,
+                                     internal::MultiResult<R, NumReturns>>;
+    using Target = internal::MethodTarget<T, M>;
+    using Impl = internal::TaskImpl<Traits::tier, Target, Slots, std::decay_t<A>...>;
+    internal::ActorCore* core = actor_.get();
+    internal::RuntimeCore* rt = internal::actor_runtime(core);
+    internal::check_accepting(rt);
+    std::unique_ptr<internal::TaskExtras> extras;
+    if (!name_.empty()) {
+      internal::TaskOptions o;
+      o.name = name_;
+      extras = internal::make_task_extras(rt, o);
+    }
+    Slots slots(rt);
+    auto refs = slots.refs();
+    auto task = std::make_unique<Impl>(rt, internal::next_task_id(rt), core, std::move(extras),
+                                       Target{actor_, method_}, std::move(slots),
+                                       std::forward<A>(args)...);
+    task->register_args();
+    internal::submit_actor_call(core, task.release());
+    return refs;
+  }
+
+ private:
+  std::shared_ptr<internal::ActorCore> actor_;
+  M method_;
+  std::string name_;
+};
+
+template <typename T>
+class ActorHandle {
+ public:
+  // An empty handle; calls on it throw prism::Error(kInvalidArgument).
+  ActorHandle() = default;
+  explicit ActorHandle(std::shared_ptr<internal::ActorCore> core)
+      : token_(std::make_shared<internal::HandleToken>(std::move(core))) {}
+
+  template <typename M>
+  ActorMethodCaller<T, M> task(M method) const {
+    static_assert(std::is_member_function_pointer_v<M>,
+                  "handle.task() takes a member function pointer: &T::method");
+    if (!token_) throw Error(ErrorCode::kInvalidArgument, "call on an empty ActorHandle");
+    return ActorMethodCaller<T, M>(token_->core(), method);
+  }
+
+  bool valid() const noexcept { return static_cast<bool>(token_); }
+  ActorId id() const noexcept {
+    return token_ ? internal::actor_id(token_->core().get()) : ActorId{};
+  }
+  internal::ActorCore* core() const noexcept { return token_ ? token_->core().get() : nullptr; }
+
+  friend bool operator==(const ActorHandle& a, const ActorHandle& b) noexcept {
+    return a.core() == b.core();
+  }
+
+ private:
+  std::shared_ptr<internal::HandleToken> token_;
+};
+
+template <typename T, typename... CtorArgs>
+class ActorCreator {
+ public:
+  template <typename... U>
+  explicit ActorCreator(internal::RuntimeCore* rt, U&&... args)
+      : rt_(rt), args_(std::forward<U>(args)...) {}
+
+  ActorCreator& num_cpus(double n) & { return options_.num_cpus = n, *this; }
+  ActorCreator&& num_cpus(double n) && { return std::move(num_cpus(n)); }
+  ActorCreator& num_gpus(double n) & { return options_.num_gpus = n, *this; }
+  ActorCreator&& num_gpus(double n) && { return std::move(num_gpus(n)); }
+  ActorCreator& memory(int64_t bytes) & { return options_.memory = bytes, *this; }
+  ActorCreator&& memory(int64_t bytes) && { return std::move(memory(bytes)); }
+  ActorCreator& resource(std::string name, double amount) & {
+    options_.resources.emplace_back(std::move(name), amount);
+    return *this;
+  }
+  ActorCreator&& resource(std::string name, double amount) && {
+    return std::move(resource(std::move(name), amount));
+  }
+  // A named actor: found later with prism::get_actor<T>(name); lives until killed or shutdown.
+  ActorCreator& name(std::string n) & { return options_.name = std::move(n), *this; }
+  ActorCreator&& name(std::string n) && { return std::move(name(std::move(n))); }
+  // How many calls may run at once (default 1). Calls still start in submission order.
+  ActorCreator& max_concurrency(int n) & { return options_.max_concurrency = n, *this; }
+  ActorCreator&& max_concurrency(int n) && { return std::move(max_concurrency(n)); }
+
+  // Creates the actor; its constructor runs as a task. Returns the handle at once.
+  ActorHandle<T> remote() {
+    using Traits = internal::InvokeTraits<internal::Construct<T>, internal::NoInstance, CtorArgs...>;
+    static_assert(Traits::tier >= 0,
+                  "prism::actor<T>(args...): T cannot be constructed from these arguments");
+    using Target = internal::ConstructTarget<T>;
+    using Impl =
+        internal::TaskImpl<Traits::tier, Target, internal::CreationResult, CtorArgs...>;
+    internal::RuntimeCore* rt = rt_ ? rt_ : internal::current_runtime();
+    internal::check_accepting(rt);
+    std::shared_ptr<internal::ActorCore> core =
+        internal::new_actor(rt, options_, typeid(T), typeid(T).name());
+    ActorHandle<T> handle(core);
+    auto task = std::apply(
+        [&](auto&&... a) {
+          return std::make_unique<Impl>(rt, internal::next_task_id(rt), core.get(), nullptr,
+                                        Target{core.get()}, internal::CreationResult{core.get()},
+                                        std::move(a)...);
+        },
+        std::move(args_));
+    task->register_args();
+    internal::submit_actor_creation(core.get(), task.release());
+    return handle;
+  }
+
+ private:
+  internal::RuntimeCore* rt_;
+  std::tuple<CtorArgs...> args_;
+  internal::ActorOptions options_;
+};
+
+// Starts building an actor of type T constructed from `args` (values or refs).
+template <typename T, typename... A>
+ActorCreator<T, std::decay_t<A>...> actor(A&&... args) {
+  return ActorCreator<T, std::decay_t<A>...>(nullptr, std::forward<A>(args)...);
+}
+
+// The live actor named `name`; throws prism::Error(kInvalidArgument) if there is none or it is
+// not a T.
+template <typename T>
+ActorHandle<T> get_actor(const std::string& name) {
+  return ActorHandle<T>(
+      internal::find_named_actor(internal::current_runtime(), name, typeid(T)));
+}
+
+// Stops the actor: queued calls fail with ActorDiedError, a running call finishes, then the
+// instance is destroyed and its resources are released. Killing a dead actor does nothing.
+template <typename T>
+void kill(const ActorHandle<T>& handle) {
+  if (!handle.valid()) throw Error(ErrorCode::kInvalidArgument, "prism::kill: empty ActorHandle");
+  internal::kill_actor(handle.core());
+}
+
+}  // namespace prism

@@ -1,0 +1,230 @@
+// prism/internal/object_entry.h — the state behind an ObjectRef: one record per object.
+//
+// An ObjectEntry is created when the object's producer is submitted (or by put), is counted by
+// the ObjectRefs and task records that name it, and is freed when the last of them goes. It is
+// pending until completed exactly once, with a value or an error. Dependents (tasks waiting for
+// their arguments, blocked get/wait calls) hang in an intrusive list and are notified, outside
+// any lock, by the thread that completes the entry.
+//
+// TypedEntry<T> holds the value inline, so a task result costs one allocation. Values are
+// immutable once the entry is ready.
+//
+// Thread-safe: every method may be called from any thread; value() only after ready.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <memory>
+#include <new>
+#include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "prism/internal/ids.h"
+
+namespace prism {
+
+// Objects whose estimated size is at least this many bytes count against the object store's
+// capacity; smaller ones live with their owner only (Ray's inline-object threshold).
+inline constexpr size_t kInlineObjectBytes = 100 * 1024;
+
+// Customization point: specialize to report how many bytes a value of T holds, for object
+// store accounting. The default understands contiguous containers, strings and Eigen-like
+// matrices (rows()/cols()/Scalar) and falls back to sizeof(T).
+template <typename T, typename = void>
+struct ObjectSize {
+  static size_t bytes(const T&) { return sizeof(T); }
+};
+template <typename T>
+struct ObjectSize<T, std::void_t<decltype(std::declval<const T&>().data()),
+                                decltype(std::declval<const T&>().size()),
+                                typename T::value_type>> {
+  static size_t bytes(const T& v) { return sizeof(T) + v.size() * sizeof(typename T::value_type); }
+};
+template <typename T>
+struct ObjectSize<T, std::void_t<decltype(std::declval<const T&>().rows()),
+                                decltype(std::declval<const T&>().cols()), typename T::Scalar>> {
+  static size_t bytes(const T& v) {
+    return sizeof(T) + static_cast<size_t>(v.rows()) * static_cast<size_t>(v.cols()) *
+                           sizeof(typename T::Scalar);
+  }
+};
+
+namespace internal {
+
+class RuntimeCore;
+class ObjectEntry;
+class Dependent;
+
+// A link in an entry's list of dependents. Owned by the dependent (a task record holds one per
+// argument; a blocked get holds one on its stack).
+struct DepNode {
+  DepNode* next = nullptr;
+  Dependent* owner = nullptr;
+};
+
+// Something that waits for objects. on_ready runs on the completing thread with no lock held;
+// after it returns the entry no longer touches `node`.
+class Dependent {
+ public:
+  virtual void on_ready(ObjectEntry* entry) noexcept = 0;
+
+ protected:
+  ~Dependent() = default;
+};
+
+enum class ObjState : uint32_t { kPending = 0, kReady = 1, kFailed = 2 };
+
+// A one-byte lock for very short critical sections (a few pointer writes).
+class SpinLock {
+ public:
+  void lock() noexcept;
+  void unlock() noexcept { flag_.store(false, std::memory_order_release); }
+
+ private:
+  std::atomic<bool> flag_{false};
+};
+
+class ObjectEntry {
+ public:
+  ObjectEntry(const ObjectEntry&) = delete;
+  ObjectEntry& operator=(const ObjectEntry&) = delete;
+
+  void ref() noexcept { refs_.fetch_add(1, std::memory_order_relaxed); }
+  void unref() noexcept {
+    if (refs_.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
+  }
+
+  ObjState state() const noexcept {
+    return static_cast<ObjState>(state_.load(std::memory_order_acquire));
+  }
+  bool is_done() const noexcept { return state() != ObjState::kPending; }
+  const ObjectId& id() const noexcept { return id_; }
+  RuntimeCore* runtime() const noexcept { return runtime_; }
+  // The stored error; only meaningful once state() == kFailed.
+  const std::exception_ptr& error() const noexcept { return error_; }
+
+  // Completion, exactly once: the first call wins and returns true; later calls are ignored
+  // (a cancelled object stays cancelled when its task finishes anyway). complete_value() is for
+  // typed entries after their value was constructed.
+  bool complete_error(std::exception_ptr error) noexcept;
+
+  // Adds a dependent if the entry is still pending (returns true), else returns false and the
+  // caller handles the finished entry itself.
+  bool add_dependent(DepNode* node) noexcept;
+  // Removes a dependent that was added and not yet notified. Returns false if the entry
+  // completed first (the notification has been or is being delivered).
+  bool remove_dependent(DepNode* node) noexcept;
+
+  void request_cancel() noexcept { cancel_requested_.store(true, std::memory_order_relaxed); }
+  bool cancel_requested() const noexcept {
+    return cancel_requested_.load(std::memory_order_relaxed);
+  }
+  // Estimated size of the value (0 until ready).
+  size_t bytes() const noexcept { return bytes_; }
+
+ protected:
+  ObjectEntry(RuntimeCore* runtime, ObjectId id) noexcept : runtime_(runtime), id_(id) {}
+  virtual ~ObjectEntry();
+
+  // Marks a constructed value ready. `bytes` feeds object store accounting: `token` is a put's
+  // reservation; without one, large values are accounted as task results. Returns false if
+  // the entry was already completed (the caller then destroys its value).
+  bool publish_value(size_t bytes, std::shared_ptr<void> token = nullptr) noexcept;
+  // True if a value was published (as opposed to pending or failed).
+  bool has_value() const noexcept { return state() == ObjState::kReady; }
+
+ private:
+  std::atomic<uint32_t> refs_{1};
+  std::atomic<uint32_t> state_{0};
+  SpinLock lock_;  // guards dependents_ and the pending -> done transition
+  std::atomic<bool> cancel_requested_{false};
+  DepNode* dependents_ = nullptr;   // guarded by lock_
+  RuntimeCore* runtime_;
+  ObjectId id_;
+  std::exception_ptr error_;
+  size_t bytes_ = 0;
+  std::shared_ptr<void> store_account_;  // set for large objects; returns the bytes on free
+
+  template <typename T>
+  friend class TypedEntry;
+};
+
+// An entry that stores its T inline.
+template <typename T>
+class TypedEntry final : public ObjectEntry {
+ public:
+  TypedEntry(RuntimeCore* runtime, ObjectId id) noexcept : ObjectEntry(runtime, id) {}
+
+  // Constructs the value and publishes it. Returns false (and keeps nothing) if the entry was
+  // already completed, e.g. cancelled.
+  template <typename... A>
+  bool set_value(A&&... args) {
+    if (is_done()) return false;
+    T* v = ::new (static_cast<void*>(storage_)) T(std::forward<A>(args)...);
+    constructed_ = true;
+    if (!publish_value(ObjectSize<T>::bytes(*v))) {
+      v->~T();
+      constructed_ = false;
+      return false;
+    }
+    return true;
+  }
+
+  // The value of a put: space was reserved beforehand (token).
+  template <typename U>
+  void set_put_value(std::shared_ptr<void> token, U&& v) {
+    T* p = ::new (static_cast<void*>(storage_)) T(std::forward<U>(v));
+    constructed_ = true;
+    publish_value(ObjectSize<T>::bytes(*p), std::move(token));
+  }
+
+  const T& value() const noexcept { return *std::launder(reinterpret_cast<const T*>(storage_)); }
+
+  ~TypedEntry() override {
+    if (constructed_) std::launder(reinterpret_cast<T*>(storage_))->~T();
+  }
+
+ private:
+  alignas(T) unsigned char storage_[sizeof(T)];
+  bool constructed_ = false;
+};
+
+template <>
+class TypedEntry<void> final : public ObjectEntry {
+ public:
+  TypedEntry(RuntimeCore* runtime, ObjectId id) noexcept : ObjectEntry(runtime, id) {}
+  bool set_value() { return publish_value(0); }
+};
+
+// An owning pointer to an entry (one reference).
+class EntryPtr {
+ public:
+  EntryPtr() noexcept = default;
+  // Adopts one reference.
+  explicit EntryPtr(ObjectEntry* e) noexcept : e_(e) {}
+  EntryPtr(const EntryPtr& o) noexcept : e_(o.e_) {
+    if (e_) e_->ref();
+  }
+  EntryPtr(EntryPtr&& o) noexcept : e_(std::exchange(o.e_, nullptr)) {}
+  EntryPtr& operator=(EntryPtr o) noexcept {
+    std::swap(e_, o.e_);
+    return *this;
+  }
+  ~EntryPtr() {
+    if (e_) e_->unref();
+  }
+  ObjectEntry* get() const noexcept { return e_; }
+  ObjectEntry* operator->() const noexcept { return e_; }
+  explicit operator bool() const noexcept { return e_ != nullptr; }
+  ObjectEntry* release() noexcept { return std::exchange(e_, nullptr); }
+
+ private:
+  ObjectEntry* e_ = nullptr;
+};
+
+}  // namespace internal
+}  // namespace prism

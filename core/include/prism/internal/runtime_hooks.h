@@ -1,0 +1,133 @@
+// prism/internal/runtime_hooks.h — the non-template entry points that the API templates call.
+//
+// The public headers are templates over user types; everything they need from the runtime goes
+// through these few functions, implemented in core/src/api/. Not for users.
+//
+// Thread-safe: every function may be called from any thread.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <exception>
+#include <memory>
+#include <string>
+#include <type_traits>
+#include <typeinfo>
+#include <vector>
+
+#include "prism/internal/ids.h"
+#include "prism/internal/object_entry.h"
+#include "prism/internal/task_record.h"
+#include "prism/options.h"
+
+namespace prism::internal {
+
+class RuntimeCore;
+class ActorCore;
+
+using Clock = std::chrono::steady_clock;
+using Deadline = Clock::time_point;
+inline constexpr Deadline kNoDeadline = Deadline::max();
+
+template <typename Rep, typename Period>
+Deadline deadline_after(std::chrono::duration<Rep, Period> timeout) {
+  const auto now = Clock::now();
+  if (timeout <= std::chrono::duration<Rep, Period>::zero()) return now;
+  if (std::chrono::duration_cast<std::chrono::duration<double>>(timeout).count() >
+      std::chrono::duration_cast<std::chrono::duration<double>>(kNoDeadline - now).count()) {
+    return kNoDeadline;
+  }
+  return now + std::chrono::duration_cast<Clock::duration>(timeout);
+}
+
+// The runtime that API calls without an explicit Runtime use: the one running the current
+// task, else the global one. Throws prism::Error(kInvalidArgument) if there is none.
+RuntimeCore* current_runtime();
+
+ObjectId next_object_id(RuntimeCore* rt) noexcept;
+TaskId next_task_id(RuntimeCore* rt) noexcept;
+
+// Throws if the runtime no longer accepts work (shut down).
+void check_accepting(RuntimeCore* rt);
+// Throws InfeasibleError if the node has no whole CPU (a default task could never run).
+void check_default_feasible(RuntimeCore* rt);
+// Validates per-call options, checks feasibility against the node's total resources and
+// returns the extras record (null when every option has its default).
+std::unique_ptr<TaskExtras> make_task_extras(RuntimeCore* rt, const TaskOptions& options);
+// Hands a registered task to the runtime: drops the submitter's guard and dispatches it if all
+// of its arguments are ready. Takes ownership.
+void submit(TaskRecord* task) noexcept;
+
+// Blocks until `entry` is done or `deadline` passes. A task that blocks here lends its CPU slot
+// back while it waits. Throws TimeoutError on deadline; rethrows the stored error if failed.
+void await(ObjectEntry* entry, Deadline deadline);
+// Blocks until at least `num_ready` of `entries` are done or `deadline` passes; returns which
+// are done (entries done at the moment of return).
+std::vector<bool> await_some(const std::vector<ObjectEntry*>& entries, size_t num_ready,
+                             Deadline deadline);
+// Throws prism::Error(kInvalidArgument) naming `what` when `entry` is null (an empty ref).
+void check_ref(const ObjectEntry* entry, const char* what);
+
+// Reserves object store space for a put of `bytes`; throws ObjectStoreFullError when it does
+// not fit. Returns the token that releases the space (null for small objects).
+std::shared_ptr<void> reserve_put(RuntimeCore* rt, size_t bytes);
+// Accounts a task result of `bytes` (never refused). Null for small objects.
+std::shared_ptr<void> account_result(RuntimeCore* rt, size_t bytes) noexcept;
+
+// Cancels the task that produces `entry` if it has not finished. Returns true if the entry was
+// still pending (it now holds a TaskCancelledError).
+bool cancel(ObjectEntry* entry) noexcept;
+
+// Converts the exception currently being handled (call inside catch) into what get() rethrows:
+// a TaskError naming `function_name` and this node, or the exception itself if it already is a
+// prism::Error raised by Prism (e.g. a failed get inside the task).
+std::exception_ptr capture_task_error(const std::string& function_name) noexcept;
+
+// Demangled type name, for messages.
+std::string demangle(const char* mangled);
+
+// --- actors ---
+std::shared_ptr<ActorCore> new_actor(RuntimeCore* rt, const ActorOptions& options,
+                                     const std::type_info& type, const char* type_name);
+// Submits the constructor task (which calls set_actor_instance or fails).
+void submit_actor_creation(ActorCore* actor, TaskRecord* task) noexcept;
+// Enqueues a method call in submission order and submits it. Takes ownership.
+void submit_actor_call(ActorCore* actor, TaskRecord* task) noexcept;
+void set_actor_instance(ActorCore* actor, void* instance, void (*deleter)(void*)) noexcept;
+void* actor_instance(ActorCore* actor) noexcept;
+RuntimeCore* actor_runtime(ActorCore* actor) noexcept;
+const ActorId& actor_id(ActorCore* actor) noexcept;
+const std::string& actor_type_name(ActorCore* actor) noexcept;
+// Handle counting: an actor without handles (and without a name) stops once its queued calls
+// have run.
+void actor_handle_acquired(ActorCore* actor) noexcept;
+void actor_handle_released(ActorCore* actor) noexcept;
+void kill_actor(ActorCore* actor) noexcept;
+// The named actor, or throws prism::Error(kInvalidArgument) if none (or of another type).
+std::shared_ptr<ActorCore> find_named_actor(RuntimeCore* rt, const std::string& name,
+                                            const std::type_info& type);
+
+// --- function registry (names for cluster mode and for messages) ---
+// A key for a callable: a function pointer's address or a member pointer's bytes.
+struct FunctionKey {
+  unsigned char bytes[16] = {};
+  size_t size = 0;
+};
+template <typename F>
+FunctionKey function_key(const F& f) noexcept {
+  FunctionKey k;
+  if constexpr (std::is_pointer_v<F> || std::is_member_function_pointer_v<F>) {
+    static_assert(sizeof(F) <= sizeof(k.bytes));
+    __builtin_memcpy(k.bytes, &f, sizeof(F));
+    k.size = sizeof(F);
+  }
+  return k;
+}
+// Registers `key` under `name`. Throws prism::Error(kInvalidArgument) if another callable has
+// that name. During static initialization (PRISM_REMOTE) conflicts are recorded instead and
+// reported by init().
+void register_function(const std::string& name, const FunctionKey& key, bool throw_on_conflict);
+// The registered name of `key`, or empty.
+std::string registered_name(const FunctionKey& key);
+
+}  // namespace prism::internal

@@ -1,0 +1,264 @@
+// prism/internal/task_impl.h — the typed task record: callable, arguments and result slots.
+//
+// How arguments reach the callable (the "tier", chosen at compile time, most resolved first):
+//   2: ObjectRef<T> arguments become const T&, std::vector<ObjectRef<T>> become std::vector<T>;
+//   1: ObjectRef<T> arguments become const T&, vectors of refs are passed as they are;
+//   0: everything is passed as it is (the callable takes refs and may get() them itself).
+// Resolved arguments are dependencies: the task runs once they are ready, and fails without
+// running if one of them failed. ObjectRef<void> is a dependency that is passed as the ref.
+//
+// Not for users.
+#pragma once
+
+#include <cstddef>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <string>
+#include <tuple>
+#include <type_traits>
+#include <typeinfo>
+#include <utility>
+#include <vector>
+
+#include "prism/internal/object_entry.h"
+#include "prism/internal/runtime_hooks.h"
+#include "prism/internal/task_record.h"
+#include "prism/object_ref.h"
+
+namespace prism::internal {
+
+// ---- argument resolution ----
+
+template <int Tier, typename A, typename = void>
+struct Arg {
+  using type = const A&;
+  static const A& resolve(const A& a) noexcept { return a; }
+  static size_t count(const A&) { return 0; }
+  static void add(TaskRecord*, const A&) noexcept {}
+};
+
+template <int Tier, typename T>
+struct Arg<Tier, ObjectRef<T>, std::enable_if_t<(Tier >= 1) && !std::is_void_v<T>>> {
+  using type = const T&;
+  static const T& resolve(const ObjectRef<T>& r) noexcept { return value_of<T>(r.entry()); }
+  static size_t count(const ObjectRef<T>& r) {
+    check_ref(r.entry(), "a task argument");
+    return 1;
+  }
+  static void add(TaskRecord* t, const ObjectRef<T>& r) noexcept { t->add_dep(r.entry()); }
+};
+
+template <int Tier>
+struct Arg<Tier, ObjectRef<void>, std::enable_if_t<(Tier >= 1)>> {
+  using type = const ObjectRef<void>&;
+  static const ObjectRef<void>& resolve(const ObjectRef<void>& r) noexcept { return r; }
+  static size_t count(const ObjectRef<void>& r) {
+    check_ref(r.entry(), "a task argument");
+    return 1;
+  }
+  static void add(TaskRecord* t, const ObjectRef<void>& r) noexcept { t->add_dep(r.entry()); }
+};
+
+template <typename T>
+struct Arg<2, std::vector<ObjectRef<T>>, std::enable_if_t<!std::is_void_v<T>>> {
+  using type = std::vector<T>;
+  static std::vector<T> resolve(const std::vector<ObjectRef<T>>& v) {
+    std::vector<T> out;
+    out.reserve(v.size());
+    for (const auto& r : v) out.push_back(value_of<T>(r.entry()));
+    return out;
+  }
+  static size_t count(const std::vector<ObjectRef<T>>& v) {
+    for (const auto& r : v) check_ref(r.entry(), "a task argument");
+    return v.size();
+  }
+  static void add(TaskRecord* t, const std::vector<ObjectRef<T>>& v) noexcept {
+    for (const auto& r : v) t->add_dep(r.entry());
+  }
+};
+
+// The most resolved tier at which `Fn` accepts the arguments (called on an `Inst&` first, unless
+// Inst is NoInstance); -1 if none.
+struct NoInstance {};
+
+template <bool Ok, typename Fn, typename... X>
+struct LazyResult {
+  using type = void;
+};
+template <typename Fn, typename... X>
+struct LazyResult<true, Fn, X...> {
+  using type = std::decay_t<std::invoke_result_t<Fn, X...>>;
+};
+
+template <typename Fn, typename Inst, typename... A>
+struct InvokeTraits {
+  static constexpr int tier = [] {
+    if constexpr (std::is_invocable_v<Fn&, Inst&, typename Arg<2, A>::type...>) return 2;
+    else if constexpr (std::is_invocable_v<Fn&, Inst&, typename Arg<1, A>::type...>) return 1;
+    else if constexpr (std::is_invocable_v<Fn&, Inst&, const A&...>) return 0;
+    else return -1;
+  }();
+  using result = typename LazyResult<(tier >= 0), Fn&, Inst&,
+                                     typename Arg<(tier < 0 ? 0 : tier), A>::type...>::type;
+};
+
+template <typename Fn, typename... A>
+struct InvokeTraits<Fn, NoInstance, A...> {
+  static constexpr int tier = [] {
+    if constexpr (std::is_invocable_v<Fn&, typename Arg<2, A>::type...>) return 2;
+    else if constexpr (std::is_invocable_v<Fn&, typename Arg<1, A>::type...>) return 1;
+    else if constexpr (std::is_invocable_v<Fn&, const A&...>) return 0;
+    else return -1;
+  }();
+  using result = typename LazyResult<(tier >= 0), Fn&,
+                                     typename Arg<(tier < 0 ? 0 : tier), A>::type...>::type;
+};
+
+// ---- names ----
+
+template <typename F>
+std::string callable_name(const F& f) {
+  if constexpr (std::is_pointer_v<F> || std::is_member_function_pointer_v<F>) {
+    std::string n = registered_name(function_key(f));
+    if (!n.empty()) return n;
+  }
+  return demangle(typeid(F).name());
+}
+
+// ---- result slots ----
+
+// One result: ObjectRef<R>.
+template <typename R>
+struct SingleResult {
+  using Refs = ObjectRef<R>;
+  EntryPtr entry;
+
+  explicit SingleResult(RuntimeCore* rt) : entry(new TypedEntry<R>(rt, next_object_id(rt))) {}
+  Refs refs() const { return Refs::adopt(entry); }
+  TypedEntry<R>* typed() const noexcept { return static_cast<TypedEntry<R>*>(entry.get()); }
+  template <typename Call>
+  void run(Call&& call) {
+    if constexpr (std::is_void_v<R>) {
+      call();
+      typed()->set_value();
+    } else {
+      typed()->set_value(call());
+    }
+  }
+  void fail(const std::exception_ptr& e) noexcept { entry->complete_error(e); }
+  bool cancel_requested() const noexcept { return entry->cancel_requested(); }
+};
+
+// N results from a returned tuple (or pair): std::tuple<ObjectRef<E0>, ObjectRef<E1>, ...>.
+template <typename R, size_t N>
+struct MultiResult {
+  static_assert(std::tuple_size<R>::value == N,
+                "num_returns<N>() needs a function returning a tuple or pair of N values");
+  template <size_t... I>
+  static auto refs_type(std::index_sequence<I...>)
+      -> std::tuple<ObjectRef<std::decay_t<std::tuple_element_t<I, R>>>...>;
+  using Refs = decltype(refs_type(std::make_index_sequence<N>()));
+  template <size_t I>
+  using Elem = std::decay_t<std::tuple_element_t<I, R>>;
+
+  EntryPtr entries[N];
+
+  explicit MultiResult(RuntimeCore* rt) {
+    init(rt, std::make_index_sequence<N>());
+  }
+  Refs refs() const { return make_refs(std::make_index_sequence<N>()); }
+  template <typename Call>
+  void run(Call&& call) {
+    R result = call();
+    store(std::move(result), std::make_index_sequence<N>());
+  }
+  void fail(const std::exception_ptr& e) noexcept {
+    for (auto& x : entries) x->complete_error(e);
+  }
+  bool cancel_requested() const noexcept {
+    for (auto& x : entries) {
+      if (x->cancel_requested()) return true;
+    }
+    return false;
+  }
+
+ private:
+  template <size_t... I>
+  void init(RuntimeCore* rt, std::index_sequence<I...>) {
+    ((entries[I] = EntryPtr(new TypedEntry<Elem<I>>(rt, next_object_id(rt)))), ...);
+  }
+  template <size_t... I>
+  Refs make_refs(std::index_sequence<I...>) const {
+    return Refs{ObjectRef<Elem<I>>::adopt(EntryPtr(entries[I]))...};
+  }
+  template <size_t... I>
+  void store(R&& r, std::index_sequence<I...>) {
+    (static_cast<TypedEntry<Elem<I>>*>(entries[I].get())->set_value(std::get<I>(std::move(r))),
+     ...);
+  }
+};
+
+// ---- the record ----
+
+// `Target` supplies the callable and the instance it is called on (NoInstance for functions);
+// `Slots` holds the results.
+template <int Tier, typename Target, typename Slots, typename... A>
+class TaskImpl final : public TaskRecord {
+ public:
+  template <typename... U>
+  TaskImpl(RuntimeCore* rt, TaskId id, ActorCore* actor, std::unique_ptr<TaskExtras> extras,
+           Target target, Slots slots, U&&... args)
+      : TaskRecord(rt, id, actor, std::move(extras)),
+        target_(std::move(target)),
+        slots_(std::move(slots)),
+        args_(std::forward<U>(args)...) {}
+
+  // Registers every resolved argument as a dependency.
+  void register_args() {
+    size_t n = 0;
+    std::apply([&](const auto&... a) { ((n += Arg<Tier, A>::count(a)), ...); }, args_);
+    if (n == 0) return;
+    reserve_deps(n);
+    std::apply([&](const auto&... a) { (Arg<Tier, A>::add(this, a), ...); }, args_);
+  }
+
+  std::exception_ptr run() noexcept override {
+    try {
+      slots_.run([&]() -> decltype(auto) {
+        return std::apply(
+            [&](const auto&... a) -> decltype(auto) {
+              return target_.invoke(Arg<Tier, A>::resolve(a)...);
+            },
+            args_);
+      });
+      return nullptr;
+    } catch (...) {
+      return std::current_exception();
+    }
+  }
+  void fail(const std::exception_ptr& error) noexcept override { slots_.fail(error); }
+  bool cancel_requested() const noexcept override { return slots_.cancel_requested(); }
+  std::string function_name() const override {
+    if (extras() && !extras()->name.empty()) return extras()->name;
+    return target_.name();
+  }
+
+ private:
+  Target target_;
+  Slots slots_;
+  std::tuple<A...> args_;
+};
+
+// A plain callable.
+template <typename F>
+struct FunctionTarget {
+  F f;
+  template <typename... X>
+  decltype(auto) invoke(X&&... x) {
+    return std::invoke(f, std::forward<X>(x)...);
+  }
+  std::string name() const { return callable_name(f); }
+};
+
+}  // namespace prism::internal

@@ -1,0 +1,119 @@
+// prism/internal/task_record.h — a submitted task, from submission until it has run.
+//
+// A TaskRecord is allocated once per call (with its callable and arguments inline in the
+// derived TaskImpl), waits for its arguments through one DepNode per pending argument, is
+// handed to the scheduler when the last argument is ready, runs once (or again on a retry),
+// completes its result entries and is deleted. Exactly one party owns it at any time: the
+// submitter until the guard count drops, then the dependency that completes last, then the
+// scheduler's queue, then the worker that runs it.
+//
+// Thread-safe: on_ready may race with itself and with the submitter's registration; everything
+// else is called by the current owner only.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <exception>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "prism/internal/ids.h"
+#include "prism/internal/object_entry.h"
+
+namespace prism::internal {
+
+class ActorCore;
+class RuntimeCore;
+
+// Resources in integer units: CPU and GPU in 1/10000 (so 0.5 + 0.5 == 1 exactly), memory in
+// bytes, custom resources in 1/10000.
+inline constexpr int64_t kUnitsPerResource = 10000;
+
+struct ResourceRequest {
+  int64_t cpu = 0;
+  int64_t gpu = 0;
+  int64_t memory = 0;
+  std::vector<std::pair<std::string, int64_t>> custom;
+
+  bool empty() const { return cpu == 0 && gpu == 0 && memory == 0 && custom.empty(); }
+};
+
+// Converts user amounts to units; throws prism::Error(kInvalidArgument) for negative, NaN or
+// infinite amounts, and for GPU amounts above 1 that are not whole.
+ResourceRequest make_request(double cpus, double gpus, int64_t memory,
+                             const std::vector<std::pair<std::string, double>>& custom);
+
+// Options that most tasks do not have, allocated only when a call sets one.
+struct TaskExtras {
+  std::string name;
+  ResourceRequest request;
+  bool default_request = true;
+  int retries_left = 0;
+  bool retry_exceptions = false;
+};
+
+class TaskRecord : public Dependent {
+ public:
+  TaskRecord(const TaskRecord&) = delete;
+  TaskRecord& operator=(const TaskRecord&) = delete;
+  virtual ~TaskRecord();
+
+  // Runs the task: resolves arguments, invokes, completes the results. Returns null on success
+  // or the exception the user's code threw (the results are then NOT completed: the caller
+  // decides between a retry and fail()).
+  virtual std::exception_ptr run() noexcept = 0;
+  // Completes every result with `error` (already converted for the user, e.g. a TaskError).
+  virtual void fail(const std::exception_ptr& error) noexcept = 0;
+  // True if any result was cancelled with prism::cancel.
+  virtual bool cancel_requested() const noexcept = 0;
+  // The function's name for errors and the timeline: .name(), else the registered name.
+  virtual std::string function_name() const = 0;
+
+  // Dependent: one argument became ready.
+  void on_ready(ObjectEntry* entry) noexcept final;
+
+  // --- registration, by the submitter (template code) ---
+  // Reserves DepNodes for `n` possibly pending arguments.
+  void reserve_deps(size_t n);
+  // Adds an argument; if it is pending, the task waits for it.
+  void add_dep(ObjectEntry* entry) noexcept;
+  // Drops the submitter's guard; returns true if the task is ready now (the caller dispatches).
+  bool release_guard() noexcept { return pending_.fetch_sub(1, std::memory_order_acq_rel) == 1; }
+
+  // The first argument that failed, if any (its error is the task's error).
+  ObjectEntry* failed_dep() const noexcept { return failed_dep_.load(std::memory_order_acquire); }
+
+  RuntimeCore* runtime() const noexcept { return runtime_; }
+  const TaskId& id() const noexcept { return id_; }
+  ActorCore* actor() const noexcept { return actor_; }
+  TaskExtras* extras() const noexcept { return extras_.get(); }
+  bool has_default_request() const noexcept { return !extras_ || extras_->default_request; }
+
+  // Intrusive link for the scheduler's queues (owned by whoever queues the task).
+  TaskRecord* next_in_queue = nullptr;
+  // Actor bookkeeping, guarded by the actor's lock.
+  bool actor_creation = false;  // the constructor task (else a method call)
+  bool in_mailbox = false;
+  bool actor_ready = false;     // its arguments are ready
+
+ protected:
+  TaskRecord(RuntimeCore* runtime, TaskId id, ActorCore* actor,
+             std::unique_ptr<TaskExtras> extras) noexcept
+      : runtime_(runtime), id_(id), actor_(actor), extras_(std::move(extras)) {}
+
+ private:
+  std::atomic<int32_t> pending_{1};  // pending arguments + the submitter's guard
+  std::atomic<ObjectEntry*> failed_dep_{nullptr};
+  RuntimeCore* runtime_;
+  TaskId id_;
+  ActorCore* actor_;
+  std::unique_ptr<TaskExtras> extras_;
+  uint32_t deps_used_ = 0;
+  uint32_t deps_capacity_ = 1;
+  DepNode inline_dep_;
+  std::unique_ptr<DepNode[]> extra_deps_;
+};
+
+}  // namespace prism::internal

@@ -1,0 +1,200 @@
+// prism/object_ref.h — futures for task results and stored objects: ObjectRef, get, wait, put.
+//
+//   prism::ObjectRef<int> r = prism::task(add).remote(1, 2);   // returns at once
+//   int v = prism::get(r);                                     // blocks; rethrows task errors
+//   auto big = prism::put(std::vector<float>(1 << 26));        // stored once, never copied
+//   auto [ready, pending] = prism::wait(refs, 2, std::chrono::seconds(3));
+//
+// An ObjectRef<T> names an immutable object. Refs are cheap to copy (a reference count); the
+// object is freed when the last ref, anywhere, is dropped. Passing a ref to a task makes the
+// task wait for the object and receive the value (const T&) without a copy.
+//
+// Thread-safe: refs may be copied, passed and waited on from any thread.
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <memory>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "prism/errors.h"
+#include "prism/internal/ids.h"
+#include "prism/internal/object_entry.h"
+#include "prism/internal/runtime_hooks.h"
+
+namespace prism {
+
+class Runtime;
+
+template <typename T>
+class ObjectRef {
+  static_assert(!std::is_reference_v<T> && !std::is_const_v<T>,
+                "ObjectRef<T> takes a plain value type");
+
+ public:
+  using value_type = T;
+
+  // An empty ref (valid() is false); get() on it throws prism::Error(kInvalidArgument).
+  ObjectRef() noexcept = default;
+
+  bool valid() const noexcept { return static_cast<bool>(entry_); }
+  // The object's id (nil for an empty ref).
+  ObjectId id() const noexcept { return entry_ ? entry_->id() : ObjectId{}; }
+  // True once the object holds a value or an error. Never blocks.
+  bool is_ready() const noexcept { return entry_ && entry_->is_done(); }
+
+  friend bool operator==(const ObjectRef& a, const ObjectRef& b) noexcept {
+    return a.entry_.get() == b.entry_.get();
+  }
+
+  // For Prism's own templates.
+  internal::ObjectEntry* entry() const noexcept { return entry_.get(); }
+  static ObjectRef adopt(internal::EntryPtr e) noexcept {
+    ObjectRef r;
+    r.entry_ = std::move(e);
+    return r;
+  }
+
+ private:
+  internal::EntryPtr entry_;
+};
+
+template <typename T>
+struct is_object_ref : std::false_type {};
+template <typename T>
+struct is_object_ref<ObjectRef<T>> : std::true_type {};
+template <typename T>
+inline constexpr bool is_object_ref_v = is_object_ref<std::remove_cv_t<std::remove_reference_t<T>>>::value;
+
+namespace internal {
+
+template <typename T>
+const T& value_of(ObjectEntry* e) noexcept {
+  return static_cast<const TypedEntry<T>*>(e)->value();
+}
+
+template <typename T>
+T get_until(const ObjectRef<T>& ref, Deadline deadline) {
+  check_ref(ref.entry(), "prism::get");
+  await(ref.entry(), deadline);
+  if constexpr (!std::is_void_v<T>) return value_of<T>(ref.entry());
+}
+
+template <typename T>
+std::vector<T> get_all_until(const std::vector<ObjectRef<T>>& refs, Deadline deadline) {
+  static_assert(!std::is_void_v<T>, "get() of several ObjectRef<void>: use wait()");
+  for (const auto& r : refs) check_ref(r.entry(), "prism::get");
+  for (const auto& r : refs) await(r.entry(), deadline);
+  std::vector<T> out;
+  out.reserve(refs.size());
+  for (const auto& r : refs) out.push_back(value_of<T>(r.entry()));
+  return out;
+}
+
+template <typename T>
+ObjectRef<std::decay_t<T>> put_into(RuntimeCore* rt, T&& value) {
+  using V = std::decay_t<T>;
+  static_assert(!is_object_ref_v<V>, "put() of an ObjectRef: pass the ref itself instead");
+  // Reserve before taking the value, so a full store loses nothing of the caller's.
+  std::shared_ptr<void> token = reserve_put(rt, ObjectSize<V>::bytes(value));
+  auto* e = new TypedEntry<V>(rt, next_object_id(rt));
+  EntryPtr owner(e);
+  e->set_put_value(std::move(token), std::forward<T>(value));
+  return ObjectRef<V>::adopt(std::move(owner));
+}
+
+}  // namespace internal
+
+// Blocks until the object is ready and returns a copy of its value (use get_shared for no
+// copy). Rethrows the producing task's error (TaskError, TaskCancelledError, ...).
+template <typename T>
+T get(const ObjectRef<T>& ref) {
+  return internal::get_until(ref, internal::kNoDeadline);
+}
+
+// As get(ref), but throws prism::TimeoutError if the object is not ready within `timeout`.
+template <typename T, typename Rep, typename Period>
+T get(const ObjectRef<T>& ref, std::chrono::duration<Rep, Period> timeout) {
+  return internal::get_until(ref, internal::deadline_after(timeout));
+}
+
+// All values, in the order given. Throws the first failed object's error (in order).
+template <typename T>
+std::vector<T> get(const std::vector<ObjectRef<T>>& refs) {
+  return internal::get_all_until(refs, internal::kNoDeadline);
+}
+
+template <typename T, typename Rep, typename Period>
+std::vector<T> get(const std::vector<ObjectRef<T>>& refs,
+                   std::chrono::duration<Rep, Period> timeout) {
+  return internal::get_all_until(refs, internal::deadline_after(timeout));
+}
+
+// Zero-copy access: a shared pointer to the stored value, keeping the object alive.
+template <typename T>
+std::shared_ptr<const T> get_shared(const ObjectRef<T>& ref) {
+  internal::get_until(ref, internal::kNoDeadline);
+  internal::ObjectEntry* e = ref.entry();
+  e->ref();
+  return std::shared_ptr<const T>(&internal::value_of<T>(e), [e](const T*) { e->unref(); });
+}
+
+// Waits until `num_returns` of `refs` are ready (a value or an error) or `timeout` passes.
+// Returns (ready, not_ready), each in the order given; ready holds at most num_returns refs.
+// num_returns larger than refs.size() is an InvalidArgument error.
+template <typename T, typename Rep = int64_t, typename Period = std::milli>
+std::pair<std::vector<ObjectRef<T>>, std::vector<ObjectRef<T>>> wait(
+    const std::vector<ObjectRef<T>>& refs, size_t num_returns = 1,
+    std::chrono::duration<Rep, Period> timeout = std::chrono::duration<Rep, Period>::max()) {
+  if (num_returns > refs.size()) {
+    throw Error(ErrorCode::kInvalidArgument,
+                "prism::wait: num_returns is larger than the number of refs");
+  }
+  std::vector<internal::ObjectEntry*> entries;
+  entries.reserve(refs.size());
+  for (const auto& r : refs) {
+    internal::check_ref(r.entry(), "prism::wait");
+    entries.push_back(r.entry());
+  }
+  const internal::Deadline deadline = timeout == std::chrono::duration<Rep, Period>::max()
+                                          ? internal::kNoDeadline
+                                          : internal::deadline_after(timeout);
+  const std::vector<bool> done = internal::await_some(entries, num_returns, deadline);
+  std::pair<std::vector<ObjectRef<T>>, std::vector<ObjectRef<T>>> out;
+  for (size_t i = 0; i < refs.size(); ++i) {
+    if (done[i] && out.first.size() < num_returns) {
+      out.first.push_back(refs[i]);
+    } else {
+      out.second.push_back(refs[i]);
+    }
+  }
+  return out;
+}
+
+// Stores `value` in the current runtime's object store and returns its ref. Moving a value in
+// costs no copy. Throws ObjectStoreFullError (and keeps the value) when it does not fit.
+template <typename T>
+ObjectRef<std::decay_t<T>> put(T&& value) {
+  return internal::put_into(internal::current_runtime(), std::forward<T>(value));
+}
+
+// Cancels the task producing `ref` if it has not finished: a task that has not started never
+// runs; a running task finishes but its result is dropped. get() then throws
+// TaskCancelledError, and dependent tasks fail with it. Returns false if the object was
+// already ready (nothing to cancel).
+template <typename T>
+bool cancel(const ObjectRef<T>& ref) {
+  internal::check_ref(ref.entry(), "prism::cancel");
+  return internal::cancel(ref.entry());
+}
+
+}  // namespace prism
+
+template <typename T>
+struct std::hash<prism::ObjectRef<T>> {
+  size_t operator()(const prism::ObjectRef<T>& r) const noexcept {
+    return std::hash<const void*>{}(r.entry());
+  }
+};

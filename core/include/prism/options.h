@@ -1,0 +1,74 @@
+// prism/options.h — options for starting a runtime and for each task and actor.
+//
+//   prism::init({.num_cpus = 4, .num_gpus = 1, .resources = {{"camera", 2}}});
+//
+// InitOptions is an aggregate meant for designated initializers; fields left out take the
+// defaults documented on each. Task and actor options are set through the builder methods of
+// prism::task(f) and prism::actor<T>(...), which fill in the structs below.
+//
+// Thread-safe: plain value types.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace prism {
+
+enum class LogLevel { kDebug = 0, kInfo = 1, kWarning = 2, kError = 3, kOff = 4 };
+
+struct InitOptions {
+  // CPU slots of this node. Negative: the number of hardware threads. 0 is allowed (only
+  // tasks that ask for no CPU can then run). Fractions are allowed (e.g. 1.5).
+  double num_cpus = -1;
+  // Logical GPUs of this node. Negative: detected (0 when Prism has no GPU backend).
+  double num_gpus = -1;
+  // Memory that tasks may reserve with .memory(bytes). Negative: the machine's physical memory.
+  int64_t memory = -1;
+  // Custom resources: name -> amount (fractions allowed), as with Ray's `resources=`.
+  std::map<std::string, double> resources = {};
+  // Object store capacity in bytes for large objects (see object_ref.h). Negative: 30% of
+  // physical memory. Objects smaller than kInlineObjectBytes are kept with their owner and
+  // are not counted.
+  int64_t object_store_bytes = -1;
+  // Empty: embedded mode (this process is the whole cluster). "host:port": join a cluster.
+  std::string address = {};
+  // How much Prism logs to stderr. Quiet by default.
+  LogLevel log_level = LogLevel::kWarning;
+  // Upper bound on worker threads (threads grow on demand: blocked tasks lend their CPU slot,
+  // actors run concurrently). 0: 4096.
+  int max_threads = 0;
+};
+
+namespace internal {
+
+// Per-call options of a task, as filled by TaskCaller's builder methods.
+struct TaskOptions {
+  double num_cpus = 1;
+  double num_gpus = 0;
+  int64_t memory = 0;
+  std::vector<std::pair<std::string, double>> resources;
+  int max_retries = 0;
+  bool retry_exceptions = false;
+  std::string name;
+
+  bool is_default_request() const {
+    return num_cpus == 1 && num_gpus == 0 && memory == 0 && resources.empty();
+  }
+};
+
+// Per-actor options, as filled by ActorCreator's builder methods. Like Ray, an actor holds
+// no CPU for its lifetime unless asked to.
+struct ActorOptions {
+  double num_cpus = 0;
+  double num_gpus = 0;
+  int64_t memory = 0;
+  std::vector<std::pair<std::string, double>> resources;
+  std::string name;      // non-empty: a named actor, found with prism::get_actor<T>(name)
+  int max_concurrency = 1;
+};
+
+}  // namespace internal
+}  // namespace prism

@@ -1,0 +1,85 @@
+// prism/runtime.h — starting and stopping Prism.
+//
+//   prism::init({.num_cpus = 4});        // embedded: this process is the whole cluster
+//   ... prism::task(f).remote(...) ...
+//   prism::shutdown();                   // joins every thread, frees every resource
+//
+// A global prism::init() is a convenience over a Runtime object that owns everything. Several
+// Runtimes can live in one process (tests do this); each ObjectRef and ActorHandle knows its
+// runtime, and calls without an explicit runtime use the one running the current task, else
+// the global one.
+//
+// Shutdown: tasks that have not started never run (their refs fail with ObjectLostError),
+// running tasks finish, actors are destroyed, threads are joined. Refs outlive the runtime:
+// a ready value stays readable.
+//
+// Thread-safe: init/shutdown may be called from any thread but not concurrently with each
+// other; Runtime's methods may be called from any thread.
+#pragma once
+
+#include <map>
+#include <memory>
+#include <string>
+#include <utility>
+
+#include "prism/actor.h"
+#include "prism/object_ref.h"
+#include "prism/options.h"
+#include "prism/task.h"
+
+namespace prism {
+
+class Runtime {
+ public:
+  // Starts the runtime. Throws prism::Error for invalid options (negative resources, duplicate
+  // registered names, an address when Prism was built without cluster support).
+  explicit Runtime(const InitOptions& options = {});
+  // Shuts down.
+  ~Runtime();
+  Runtime(const Runtime&) = delete;
+  Runtime& operator=(const Runtime&) = delete;
+
+  // Idempotent. Throws prism::Error(kInvalidArgument) if called from one of its own tasks.
+  void shutdown();
+
+  template <typename F>
+  TaskCaller<std::decay_t<F>> task(F&& f) {
+    return TaskCaller<std::decay_t<F>>(core_.get(), std::forward<F>(f));
+  }
+  template <typename T, typename... A>
+  ActorCreator<T, std::decay_t<A>...> actor(A&&... args) {
+    return ActorCreator<T, std::decay_t<A>...>(core_.get(), std::forward<A>(args)...);
+  }
+  template <typename T>
+  ObjectRef<std::decay_t<T>> put(T&& value) {
+    return internal::put_into(core_.get(), std::forward<T>(value));
+  }
+  template <typename T>
+  ActorHandle<T> get_actor(const std::string& name) {
+    return ActorHandle<T>(internal::find_named_actor(core_.get(), name, typeid(T)));
+  }
+
+  // Totals and what is free now: "CPU", "GPU", "memory", "object_store_memory" and the custom
+  // resources, as with Ray's cluster_resources() / available_resources().
+  std::map<std::string, double> cluster_resources() const;
+  std::map<std::string, double> available_resources() const;
+  const std::string& node_id() const;
+
+  internal::RuntimeCore* core() const noexcept { return core_.get(); }
+
+ private:
+  std::unique_ptr<internal::RuntimeCore> core_;
+};
+
+// Starts the global runtime. Throws prism::Error(kInvalidArgument) if it is already running.
+void init(const InitOptions& options = {});
+// Stops the global runtime; does nothing if it is not running.
+void shutdown();
+bool is_initialized();
+// The global runtime; throws prism::Error(kInvalidArgument) if it is not running.
+Runtime& global_runtime();
+
+std::map<std::string, double> cluster_resources();
+std::map<std::string, double> available_resources();
+
+}  // namespace prism

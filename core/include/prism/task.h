@@ -1,0 +1,121 @@
+// prism/task.h — remote functions: prism::task(f).options(...).remote(args...).
+//
+//   int add(int a, int b) { return a + b; }
+//   auto a = prism::task(add).remote(1, 2);                 // ObjectRef<int>, returns at once
+//   auto b = prism::task(add).remote(a, 3);                 // waits for a, receives its int
+//   auto g = prism::task(step).num_gpus(0.25).memory(1 << 30).name("step").remote(x);
+//   auto [q, r] = prism::task(divmod).num_returns<2>().remote(7, 2);   // tuple -> two refs
+//
+// Arguments are stored by value in the task. An ObjectRef<T> argument is resolved before the
+// task runs: the callable receives the value as const T& (no copy) unless it takes the ref
+// itself; a std::vector<ObjectRef<T>> becomes a std::vector<T> when the callable takes one.
+// The task waits for its arguments without holding resources, then for its resources.
+//
+// Thread-safe: a TaskCaller may be shared; remote() may be called from any thread, including
+// from inside tasks (nested tasks).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <type_traits>
+#include <utility>
+
+#include "prism/internal/runtime_hooks.h"
+#include "prism/internal/task_impl.h"
+#include "prism/object_ref.h"
+#include "prism/options.h"
+
+namespace prism {
+
+template <typename F, size_t NumReturns = 0>
+class TaskCaller {
+ public:
+  TaskCaller(internal::RuntimeCore* rt, F f, internal::TaskOptions options = {})
+      : rt_(rt), f_(std::move(f)), options_(std::move(options)) {}
+
+  // CPUs the task holds while it runs (default 1; fractions allowed, 0 allowed).
+  TaskCaller& num_cpus(double n) & { return options_.num_cpus = n, *this; }
+  TaskCaller&& num_cpus(double n) && { return std::move(num_cpus(n)); }
+  // GPUs (fractions to 1/100 share one device; above 1, whole devices).
+  TaskCaller& num_gpus(double n) & { return options_.num_gpus = n, *this; }
+  TaskCaller&& num_gpus(double n) && { return std::move(num_gpus(n)); }
+  // Bytes of node memory the task reserves while it runs.
+  TaskCaller& memory(int64_t bytes) & { return options_.memory = bytes, *this; }
+  TaskCaller&& memory(int64_t bytes) && { return std::move(memory(bytes)); }
+  // A custom resource declared in InitOptions::resources.
+  TaskCaller& resource(std::string name, double amount) & {
+    options_.resources.emplace_back(std::move(name), amount);
+    return *this;
+  }
+  TaskCaller&& resource(std::string name, double amount) && {
+    return std::move(resource(std::move(name), amount));
+  }
+  // How many times the task is run again if its worker dies (cluster mode) or, with
+  // retry_exceptions(true), if it throws.
+  TaskCaller& max_retries(int n) & { return options_.max_retries = n, *this; }
+  TaskCaller&& max_retries(int n) && { return std::move(max_retries(n)); }
+  TaskCaller& retry_exceptions(bool on = true) & { return options_.retry_exceptions = on, *this; }
+  TaskCaller&& retry_exceptions(bool on = true) && { return std::move(retry_exceptions(on)); }
+  // The name shown in errors and the timeline (default: the registered name).
+  TaskCaller& name(std::string n) & { return options_.name = std::move(n), *this; }
+  TaskCaller&& name(std::string n) && { return std::move(name(std::move(n))); }
+
+  // The callable returns a tuple (or pair) of N values: remote() returns a tuple of N refs.
+  template <size_t N>
+  TaskCaller<F, N> num_returns() const {
+    static_assert(N >= 1, "num_returns<N>() needs N >= 1");
+    return TaskCaller<F, N>(rt_, f_, options_);
+  }
+
+  // Submits the call and returns its ref(s) at once. Throws prism::Error for wrong use (empty
+  // ref argument, invalid option) and InfeasibleError for requests the node can never meet.
+  template <typename... A>
+  auto remote(A&&... args) const {
+    using Traits = internal::InvokeTraits<F, internal::NoInstance, std::decay_t<A>...>;
+    static_assert(Traits::tier >= 0,
+                  "prism::task(f).remote(args...): f cannot be called with these arguments "
+                  "(an ObjectRef<T> argument is passed to f as const T&)");
+    using R = typename Traits::result;
+    using Slots = std::conditional_t<NumReturns == 0, internal::SingleResult<R>,
+                                     internal::MultiResult<R, NumReturns>>;
+    using Impl = internal::TaskImpl<Traits::tier, internal::FunctionTarget<F>, Slots,
+                                    std::decay_t<A>...>;
+    internal::RuntimeCore* rt = rt_ ? rt_ : internal::current_runtime();
+    internal::check_accepting(rt);
+    std::unique_ptr<internal::TaskExtras> extras;
+    if (is_plain()) {
+      internal::check_default_feasible(rt);
+    } else {
+      extras = internal::make_task_extras(rt, options_);
+    }
+    Slots slots(rt);
+    auto refs = slots.refs();
+    auto task = std::make_unique<Impl>(rt, internal::next_task_id(rt), nullptr, std::move(extras),
+                                       internal::FunctionTarget<F>{f_}, std::move(slots),
+                                       std::forward<A>(args)...);
+    task->register_args();
+    internal::submit(task.release());
+    return refs;
+  }
+
+ private:
+  bool is_plain() const {
+    return options_.is_default_request() && options_.name.empty() && options_.max_retries == 0 &&
+           !options_.retry_exceptions;
+  }
+
+  internal::RuntimeCore* rt_;  // null: the current runtime at remote() time
+  F f_;
+  internal::TaskOptions options_;
+};
+
+// A remote function: any callable (function, lambda, functor). Register functions by name with
+// PRISM_REMOTE for cluster mode and for readable error messages.
+template <typename F>
+TaskCaller<std::decay_t<F>> task(F&& f) {
+  return TaskCaller<std::decay_t<F>>(nullptr, std::forward<F>(f));
+}
+
+}  // namespace prism

@@ -1,0 +1,232 @@
+#include "actor/actor_core.h"
+
+#include <utility>
+#include <vector>
+
+#include "api/runtime_core.h"
+#include "prism/errors.h"
+#include "scheduler/scheduler.h"
+
+namespace prism::internal {
+
+ActorCore::ActorCore(RuntimeCore* rt, ActorId id, std::string type_name,
+                     const std::type_info& type, ActorOptions options, ResourceRequest request)
+    : rt_(rt),
+      id_(id),
+      type_name_(std::move(type_name)),
+      type_(&type),
+      options_(std::move(options)),
+      request_(std::move(request)) {}
+
+ActorCore::~ActorCore() {
+  // Normally finalize() ran; if not (a runtime torn down abruptly), free the instance here.
+  if (instance_ != nullptr && deleter_ != nullptr) deleter_(instance_);
+}
+
+void ActorCore::enqueue_call(TaskRecord* call) noexcept {
+  MutexLock lock(mu_);
+  if (state_ == State::kDead) return;  // on_call_ready fails it
+  call->in_mailbox = true;
+  mailbox_.push_back(call);
+}
+
+void ActorCore::on_call_ready(TaskRecord* call) noexcept {
+  MutexLock lock(mu_);
+  if (!call->in_mailbox) {
+    std::exception_ptr why = death_;
+    lock.unlock();
+    rt_->fail_task(call, why ? why : rt_->lost_error("the actor is dead"));
+    return;
+  }
+  call->actor_ready = true;
+  schedule_drain_locked();
+}
+
+void ActorCore::schedule_drain_locked() {
+  if (state_ != State::kAlive || mailbox_.empty() || !mailbox_.front()->actor_ready) return;
+  if (drains_ >= options_.max_concurrency || drains_ > running_) return;  // one is on its way
+  ++drains_;
+  Job job;
+  job.kind = Job::Kind::kActorDrain;
+  job.actor = shared_from_this();
+  rt_->scheduler().enqueue_job(std::move(job));
+}
+
+void ActorCore::on_create_ready(TaskRecord* create) noexcept {
+  if (ObjectEntry* dep = create->failed_dep()) {
+    std::exception_ptr error = dep->error();
+    rt_->fail_task(create, error);  // CreationResult::fail -> creation_failed
+    return;
+  }
+  {
+    MutexLock lock(mu_);
+    if (state_ == State::kDead) {  // killed before it was built
+      creating_ = false;
+      const bool fin = should_finalize_locked();
+      lock.unlock();
+      delete create;
+      if (fin) finalize();
+      return;
+    }
+  }
+  Job job;
+  job.kind = Job::Kind::kActorCreate;
+  job.task = create;
+  job.actor = shared_from_this();
+  if (request_.empty()) {
+    rt_->scheduler().enqueue_job(std::move(job));
+  } else {
+    rt_->scheduler().enqueue_with_resources(std::move(job), &request_);
+  }
+}
+
+void ActorCore::run_creation(Job& job) noexcept {
+  TaskRecord* create = job.task;
+  {
+    MutexLock lock(mu_);
+    if (state_ == State::kDead) {
+      creating_ = false;
+      const bool fin = should_finalize_locked();
+      lock.unlock();
+      delete create;  // the job's allocation is released by the scheduler
+      if (fin) finalize();
+      return;
+    }
+    alloc_ = std::move(job.alloc);  // held for life from now on
+    job.alloc = Allocation{};
+  }
+  rt_->execute(create, &alloc_);  // calls set_instance or creation_failed
+  MutexLock lock(mu_);
+  creating_ = false;
+  schedule_drain_locked();
+  const bool fin = should_finalize_locked();
+  lock.unlock();
+  if (fin) finalize();
+}
+
+void ActorCore::set_instance(void* instance, void (*deleter)(void*)) noexcept {
+  MutexLock lock(mu_);
+  instance_ = instance;
+  deleter_ = deleter;
+  if (state_ == State::kCreating) state_ = State::kAlive;
+}
+
+void ActorCore::creation_failed(const std::exception_ptr& error) noexcept {
+  std::string what = "unknown error";
+  try {
+    std::rethrow_exception(error);
+  } catch (const std::exception& e) {
+    what = e.what();
+  } catch (...) {
+  }
+  std::vector<TaskRecord*> to_fail;
+  {
+    MutexLock lock(mu_);
+    die_locked(std::make_exception_ptr(ActorDiedError(
+                   "actor " + type_name_ + " died: its constructor failed: " + what)),
+               &to_fail);
+  }
+  fail_all(to_fail);
+}
+
+void ActorCore::die_locked(std::exception_ptr error, std::vector<TaskRecord*>* to_fail) {
+  if (state_ == State::kDead) return;
+  state_ = State::kDead;
+  death_ = std::move(error);
+  for (TaskRecord* call : mailbox_) {
+    call->in_mailbox = false;
+    if (call->actor_ready) to_fail->push_back(call);  // others fail when their args are ready
+  }
+  mailbox_.clear();
+}
+
+void ActorCore::fail_all(const std::vector<TaskRecord*>& calls) noexcept {
+  std::exception_ptr why;
+  {
+    MutexLock lock(mu_);
+    why = death_;
+  }
+  for (TaskRecord* call : calls) rt_->fail_task(call, why);
+}
+
+void ActorCore::drain() noexcept {
+  MutexLock lock(mu_);
+  for (;;) {
+    if (state_ != State::kAlive || mailbox_.empty() || !mailbox_.front()->actor_ready) break;
+    TaskRecord* call = mailbox_.front();
+    mailbox_.pop_front();
+    call->in_mailbox = false;
+    ++running_;
+    schedule_drain_locked();  // with max_concurrency > 1 the next call may start now
+    lock.unlock();
+    rt_->execute(call, &alloc_);
+    lock.lock();
+    --running_;
+  }
+  --drains_;
+  const bool fin = should_finalize_locked();
+  lock.unlock();
+  if (fin) finalize();
+}
+
+bool ActorCore::should_finalize_locked() {
+  if (finalized_ || creating_ || drains_ > 0 || running_ > 0) return false;
+  if (state_ != State::kDead) {
+    if (handles_ > 0 || !options_.name.empty() || !mailbox_.empty()) return false;
+    state_ = State::kDead;  // no handle can reach it any more
+    death_ = std::make_exception_ptr(ActorDiedError("actor " + type_name_ + " has no handles left"));
+  }
+  finalized_ = true;
+  return true;
+}
+
+void ActorCore::finalize() noexcept {
+  void* instance = std::exchange(instance_, nullptr);
+  if (instance != nullptr && deleter_ != nullptr) deleter_(instance);
+  Allocation alloc = std::move(alloc_);
+  alloc_ = Allocation{};
+  rt_->scheduler().release(alloc);
+  rt_->actors().remove(this);  // may drop the last reference: touch nothing after this
+}
+
+void ActorCore::handle_acquired() noexcept {
+  MutexLock lock(mu_);
+  ++handles_;
+}
+
+void ActorCore::handle_released() noexcept {
+  MutexLock lock(mu_);
+  --handles_;
+  const bool fin = should_finalize_locked();
+  lock.unlock();
+  if (fin) finalize();
+}
+
+void ActorCore::kill(const std::string& why) noexcept {
+  std::vector<TaskRecord*> to_fail;
+  bool fin;
+  {
+    MutexLock lock(mu_);
+    die_locked(std::make_exception_ptr(ActorDiedError("actor " + type_name_ + " " + why)),
+               &to_fail);
+    fin = should_finalize_locked();
+  }
+  fail_all(to_fail);
+  if (fin) finalize();
+}
+
+void ActorCore::finalize_now() noexcept {
+  std::vector<TaskRecord*> to_fail;
+  {
+    MutexLock lock(mu_);
+    die_locked(std::make_exception_ptr(ActorDiedError("actor " + type_name_ +
+                                                      " stopped: the runtime shut down")),
+               &to_fail);
+    if (finalized_) return;
+    finalized_ = true;
+  }
+  fail_all(to_fail);
+  finalize();
+}
+
+}  // namespace prism::internal

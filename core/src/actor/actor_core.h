@@ -1,0 +1,99 @@
+// ActorCore — one actor: its instance, mailbox, resources and life cycle.
+//
+// Life: created (constructor task pending) -> alive -> dead. Method calls enter the mailbox in
+// submission order; a call runs once its arguments are ready and every call before it has
+// started. Calls are run by "drain" jobs on scheduler threads: one at a time, or up to
+// max_concurrency drains at once. The actor holds its Allocation from construction until it is
+// finalized: killed, its constructor failed, the runtime shut down, or (unnamed actors) its last
+// handle went away with nothing queued. Finalizing destroys the instance (outside any lock) and
+// returns the resources.
+//
+// Thread-safe: every public method may be called from any thread.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <exception>
+#include <memory>
+#include <string>
+#include <typeinfo>
+
+#include "common/thread_annotations.h"
+#include "prism/internal/ids.h"
+#include "prism/internal/task_record.h"
+#include "prism/options.h"
+#include "scheduler/resources.h"
+
+namespace prism::internal {
+
+class RuntimeCore;
+struct Job;
+
+class ActorCore : public std::enable_shared_from_this<ActorCore> {
+ public:
+  ActorCore(RuntimeCore* rt, ActorId id, std::string type_name, const std::type_info& type,
+            ActorOptions options, ResourceRequest request);
+  ~ActorCore();
+  ActorCore(const ActorCore&) = delete;
+  ActorCore& operator=(const ActorCore&) = delete;
+
+  RuntimeCore* runtime() const noexcept { return rt_; }
+  const ActorId& id() const noexcept { return id_; }
+  const std::string& type_name() const noexcept { return type_name_; }
+  const std::type_info& type() const noexcept { return *type_; }
+  const std::string& name() const noexcept { return options_.name; }
+  void* instance() const noexcept { return instance_; }
+
+  // Submission (by the templates, through the hooks).
+  void enqueue_call(TaskRecord* call) noexcept;
+  // Dispatch: the task's arguments are ready.
+  void on_call_ready(TaskRecord* call) noexcept;
+  void on_create_ready(TaskRecord* create) noexcept;
+  // Scheduler jobs.
+  void run_creation(Job& job) noexcept;
+  void drain() noexcept;
+
+  // From the constructor task.
+  void set_instance(void* instance, void (*deleter)(void*)) noexcept;
+  void creation_failed(const std::exception_ptr& error) noexcept;
+
+  void handle_acquired() noexcept;
+  void handle_released() noexcept;
+  // Stops the actor; `why` ends up in the ActorDiedError of calls that will not run.
+  void kill(const std::string& why) noexcept;
+  // After the scheduler stopped: destroys what is left (shutdown only).
+  void finalize_now() noexcept;
+
+ private:
+  enum class State { kCreating, kAlive, kDead };
+
+  void die_locked(std::exception_ptr error, std::vector<TaskRecord*>* to_fail)
+      PRISM_REQUIRES(mu_);
+  void schedule_drain_locked() PRISM_REQUIRES(mu_);
+  bool should_finalize_locked() PRISM_REQUIRES(mu_);
+  void finalize() noexcept;
+  void fail_all(const std::vector<TaskRecord*>& calls) noexcept;
+
+  RuntimeCore* const rt_;
+  const ActorId id_;
+  const std::string type_name_;
+  const std::type_info* const type_;
+  const ActorOptions options_;
+  const ResourceRequest request_;
+
+  Mutex mu_;
+  State state_ PRISM_GUARDED_BY(mu_) = State::kCreating;
+  bool creating_ PRISM_GUARDED_BY(mu_) = true;  // the constructor task has not finished
+  bool finalized_ PRISM_GUARDED_BY(mu_) = false;
+  std::deque<TaskRecord*> mailbox_ PRISM_GUARDED_BY(mu_);
+  int drains_ PRISM_GUARDED_BY(mu_) = 0;   // drain jobs scheduled or running
+  int running_ PRISM_GUARDED_BY(mu_) = 0;  // calls running
+  int handles_ PRISM_GUARDED_BY(mu_) = 0;
+  std::exception_ptr death_ PRISM_GUARDED_BY(mu_);
+  // Written once by the constructor (before the actor is alive), freed by finalize().
+  void* instance_ = nullptr;
+  void (*deleter_)(void*) = nullptr;
+  Allocation alloc_;  // held for life; written by run_creation before the constructor runs
+};
+
+}  // namespace prism::internal

@@ -1,0 +1,98 @@
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "api/registry_internal.h"
+#include "prism/errors.h"
+#include "prism/registry.h"
+
+namespace prism::internal {
+
+namespace {
+
+struct Registry {
+  std::mutex mu;
+  std::map<std::string, FunctionKey> by_name;
+  std::vector<std::string> conflicts;
+};
+
+Registry& registry() {
+  static Registry* r = new Registry;  // never destroyed: used from static initializers
+  return *r;
+}
+
+bool same_key(const FunctionKey& a, const FunctionKey& b) {
+  return a.size == b.size && std::memcmp(a.bytes, b.bytes, a.size) == 0;
+}
+
+std::string trim(const std::string& s) {
+  size_t b = 0, e = s.size();
+  while (b < e && (s[b] == ' ' || s[b] == '\t' || s[b] == '\n' || s[b] == '&')) ++b;
+  while (e > b && (s[e - 1] == ' ' || s[e - 1] == '\t' || s[e - 1] == '\n')) --e;
+  return s.substr(b, e - b);
+}
+
+}  // namespace
+
+void register_function(const std::string& name, const FunctionKey& key, bool throw_on_conflict) {
+  if (name.empty()) throw Error(ErrorCode::kInvalidArgument, "empty function name");
+  Registry& r = registry();
+  std::lock_guard<std::mutex> lock(r.mu);
+  auto it = r.by_name.find(name);
+  if (it == r.by_name.end()) {
+    r.by_name.emplace(name, key);
+    return;
+  }
+  if (same_key(it->second, key)) return;  // registering the same callable again is fine
+  const std::string msg = "two different functions are registered under the name '" + name + "'";
+  if (throw_on_conflict) throw Error(ErrorCode::kInvalidArgument, msg);
+  r.conflicts.push_back(msg);
+}
+
+std::string registered_name(const FunctionKey& key) {
+  if (key.size == 0) return {};
+  Registry& r = registry();
+  std::lock_guard<std::mutex> lock(r.mu);
+  for (const auto& [name, k] : r.by_name) {
+    if (same_key(k, key)) return name;
+  }
+  return {};
+}
+
+bool register_static(const char* names, const FunctionKey* keys, size_t count) noexcept {
+  try {
+    std::vector<std::string> parts;
+    std::string cur;
+    int depth = 0;  // commas inside template arguments or parentheses do not split
+    for (const char* p = names; *p != '\0'; ++p) {
+      if (*p == '<' || *p == '(') ++depth;
+      if (*p == '>' || *p == ')') --depth;
+      if (*p == ',' && depth == 0) {
+        parts.push_back(trim(cur));
+        cur.clear();
+      } else {
+        cur += *p;
+      }
+    }
+    parts.push_back(trim(cur));
+    for (size_t i = 0; i < count && i < parts.size(); ++i) {
+      register_function(parts[i], keys[i], /*throw_on_conflict=*/false);
+    }
+    return true;
+  } catch (...) {
+    return false;
+  }
+}
+
+void check_registry_conflicts() {
+  Registry& r = registry();
+  std::lock_guard<std::mutex> lock(r.mu);
+  if (r.conflicts.empty()) return;
+  std::string msg = "prism::init: ";
+  for (size_t i = 0; i < r.conflicts.size(); ++i) msg += (i ? "; " : "") + r.conflicts[i];
+  throw Error(ErrorCode::kInvalidArgument, msg);
+}
+
+}  // namespace prism::internal

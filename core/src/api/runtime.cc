@@ -1,0 +1,79 @@
+#include "prism/runtime.h"
+
+#include <atomic>
+#include <memory>
+#include <mutex>
+
+#include "api/global.h"
+#include "api/registry_internal.h"
+#include "api/runtime_core.h"
+#include "prism/errors.h"
+
+namespace prism {
+
+namespace {
+std::mutex g_mu;  // serializes init/shutdown
+std::unique_ptr<Runtime> g_runtime;
+std::atomic<internal::RuntimeCore*> g_core{nullptr};
+}  // namespace
+
+namespace internal {
+RuntimeCore* global_core() noexcept { return g_core.load(std::memory_order_acquire); }
+}  // namespace internal
+
+Runtime::Runtime(const InitOptions& options) {
+  internal::check_registry_conflicts();
+  core_ = std::make_unique<internal::RuntimeCore>(options);
+}
+
+Runtime::~Runtime() = default;  // RuntimeCore's destructor shuts down
+
+void Runtime::shutdown() { core_->shutdown(); }
+
+std::map<std::string, double> Runtime::cluster_resources() const {
+  return core_->cluster_resources();
+}
+std::map<std::string, double> Runtime::available_resources() const {
+  return core_->available_resources();
+}
+const std::string& Runtime::node_id() const { return core_->node_id(); }
+
+void init(const InitOptions& options) {
+  std::lock_guard<std::mutex> lock(g_mu);
+  if (g_runtime) {
+    throw Error(ErrorCode::kInvalidArgument,
+                "prism::init() called twice: call prism::shutdown() first");
+  }
+  g_runtime = std::make_unique<Runtime>(options);
+  g_core.store(g_runtime->core(), std::memory_order_release);
+}
+
+void shutdown() {
+  std::unique_ptr<Runtime> rt;
+  {
+    std::lock_guard<std::mutex> lock(g_mu);
+    if (!g_runtime) return;
+    g_runtime->shutdown();  // throws if called from one of its tasks; the runtime stays
+    g_core.store(nullptr, std::memory_order_release);
+    rt = std::move(g_runtime);
+  }
+}
+
+bool is_initialized() {
+  return g_core.load(std::memory_order_acquire) != nullptr;
+}
+
+Runtime& global_runtime() {
+  std::lock_guard<std::mutex> lock(g_mu);
+  if (!g_runtime) throw Error(ErrorCode::kInvalidArgument, "Prism is not initialized");
+  return *g_runtime;
+}
+
+std::map<std::string, double> cluster_resources() {
+  return internal::current_runtime()->cluster_resources();
+}
+std::map<std::string, double> available_resources() {
+  return internal::current_runtime()->available_resources();
+}
+
+}  // namespace prism

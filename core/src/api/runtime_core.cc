@@ -1,0 +1,282 @@
+#include "api/runtime_core.h"
+
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdio>
+#include <random>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "actor/actor_core.h"
+#include "common/log.h"
+#include "prism/errors.h"
+#include "prism/internal/runtime_hooks.h"
+#include "worker/exec_context.h"
+
+namespace prism::internal {
+
+namespace {
+
+uint64_t random_owner() {
+  std::random_device rd;
+  uint64_t v = 0;
+  while (v == 0) v = (static_cast<uint64_t>(rd()) << 32) ^ rd();
+  return v;
+}
+
+std::string hex(uint64_t v) {
+  char buf[24];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(v));
+  return buf;
+}
+
+int64_t physical_memory() {
+  const long pages = sysconf(_SC_PHYS_PAGES);
+  const long page = sysconf(_SC_PAGESIZE);
+  return pages > 0 && page > 0 ? static_cast<int64_t>(pages) * page : int64_t{1} << 33;
+}
+
+int64_t units(const char* what, double amount) {
+  if (std::isnan(amount) || std::isinf(amount) || amount < 0) {
+    throw Error(ErrorCode::kInvalidArgument,
+                std::string("InitOptions.") + what + " must be finite and >= 0");
+  }
+  return static_cast<int64_t>(std::llround(amount * kUnitsPerResource));
+}
+
+NodeResources node_resources(const InitOptions& o) {
+  NodeResources r;
+  const double cpus =
+      o.num_cpus < 0 ? static_cast<double>(std::max(1u, std::thread::hardware_concurrency()))
+                     : o.num_cpus;
+  r.cpu = units("num_cpus", cpus);
+  // No GPU backend in this build: detected GPUs are 0; declared ones are logical GPUs.
+  const double gpus = o.num_gpus < 0 ? 0.0 : o.num_gpus;
+  const int64_t gpu_units = units("num_gpus", gpus);
+  r.num_gpus = static_cast<int>(gpu_units / kUnitsPerResource);
+  r.gpu_fraction = gpu_units % kUnitsPerResource;
+  r.memory = o.memory < 0 ? physical_memory() : o.memory;
+  for (const auto& [name, amount] : o.resources) {
+    if (name.empty() || name == "CPU" || name == "GPU" || name == "memory") {
+      throw Error(ErrorCode::kInvalidArgument,
+                  "custom resource name '" + name + "' is empty or reserved");
+    }
+    r.custom.emplace_back(name, units(("resources[" + name + "]").c_str(), amount));
+  }
+  return r;
+}
+
+}  // namespace
+
+RuntimeCore::RuntimeCore(const InitOptions& options)
+    : owner_(random_owner()), node_id_(hex(owner_)) {
+  if (!options.address.empty()) {
+    throw Error(ErrorCode::kUnavailable,
+                "prism::init: cluster mode (address '" + options.address +
+                    "') is not available in this build; leave address empty for embedded mode");
+  }
+  set_log_level(options.log_level);
+  const NodeResources totals = node_resources(options);
+  const int64_t store_bytes = options.object_store_bytes < 0
+                                  ? static_cast<int64_t>(physical_memory() * 0.3)
+                                  : options.object_store_bytes;
+  store_ = std::make_shared<StoreAccount>(store_bytes);
+  const int max_threads = options.max_threads > 0 ? options.max_threads : 4096;
+  scheduler_ = std::make_unique<Scheduler>(this, totals, max_threads);
+  PRISM_LOG(kInfo) << "runtime " << node_id_ << " started: " << totals.cpu / kUnitsPerResource
+                   << " CPUs";
+}
+
+RuntimeCore::~RuntimeCore() {
+  try {
+    shutdown();
+  } catch (...) {
+  }
+}
+
+std::exception_ptr RuntimeCore::lost_error(const char* why) const {
+  return std::make_exception_ptr(ObjectLostError(ErrorCode::kCancelled, why));
+}
+
+void RuntimeCore::shutdown() {
+  if (scheduler_->is_own_thread()) {
+    throw Error(ErrorCode::kInvalidArgument, "shutdown() called from one of the runtime's tasks");
+  }
+  if (stopping_.exchange(true)) {
+    // Another caller is (or was) shutting down; shutdown is idempotent.
+    return;
+  }
+  // Stop actors: queued calls fail, running ones finish.
+  for (const auto& actor : actors_.all()) actor->kill("stopped: the runtime shut down");
+  // Fail what never started; in-flight tasks finish (their dependents fail inline).
+  std::vector<TaskRecord*> tasks;
+  std::vector<Job> jobs;
+  scheduler_->stop(&tasks, &jobs);
+  auto fail_leftovers = [&] {
+    for (TaskRecord* t : tasks) fail_task(t, lost_error("the runtime shut down before the task ran"));
+    for (Job& j : jobs) {
+      if (j.task != nullptr) {
+        fail_task(j.task, lost_error("the runtime shut down before the task ran"));
+      }
+      if (j.kind == Job::Kind::kActorDrain && j.actor) j.actor->drain();
+    }
+    tasks.clear();
+    jobs.clear();
+  };
+  fail_leftovers();
+  scheduler_->join();
+  // Anything dispatched while the threads were finishing.
+  scheduler_->stop(&tasks, &jobs);
+  fail_leftovers();
+  for (const auto& actor : actors_.all()) actor->finalize_now();
+  stopped_.store(true);
+  PRISM_LOG(kInfo) << "runtime " << node_id_ << " stopped";
+}
+
+std::unique_ptr<TaskExtras> RuntimeCore::make_extras(const TaskOptions& o) {
+  auto x = std::make_unique<TaskExtras>();
+  x->name = o.name;
+  if (o.max_retries < -1) {
+    throw Error(ErrorCode::kInvalidArgument, "max_retries must be >= 0 (or -1 for no limit)");
+  }
+  x->retries_left = o.max_retries == -1 ? INT32_MAX : o.max_retries;
+  x->retry_exceptions = o.retry_exceptions;
+  x->default_request = o.is_default_request();
+  if (!x->default_request) {
+    x->request = make_request(o.num_cpus, o.num_gpus, o.memory, o.resources);
+  }
+  const ResourceRequest& req = x->default_request
+                                   ? ResourceRequest{kUnitsPerResource, 0, 0, {}}
+                                   : x->request;
+  const std::string reason = scheduler_->infeasible_reason(req);
+  if (!reason.empty()) {
+    throw InfeasibleError("infeasible task '" + o.name + "': " + reason +
+                          "; no node can ever run it");
+  }
+  return x;
+}
+
+void RuntimeCore::dispatch(TaskRecord* task) noexcept {
+  if (ActorCore* actor = task->actor()) {
+    if (task->actor_creation) {
+      actor->on_create_ready(task);
+    } else {
+      actor->on_call_ready(task);
+    }
+    return;
+  }
+  if (ObjectEntry* dep = task->failed_dep()) {
+    fail_task(task, dep->error());
+  } else if (task->cancel_requested()) {
+    fail_task(task, std::make_exception_ptr(TaskCancelledError("the task was cancelled")));
+  } else if (!accepting()) {
+    fail_task(task, lost_error("the runtime shut down before the task ran"));
+  } else if (task->has_default_request()) {
+    scheduler_->enqueue_ready(task);
+  } else {
+    Job job;
+    job.kind = Job::Kind::kTask;
+    job.task = task;
+    scheduler_->enqueue_with_resources(std::move(job), &task->extras()->request);
+  }
+}
+
+void RuntimeCore::fail_task(TaskRecord* task, std::exception_ptr error) noexcept {
+  // Failing completes the task's results, which may fail dependents, which land here again:
+  // queue those on this thread and process them in a loop instead of recursing.
+  struct Item {
+    TaskRecord* task;
+    std::exception_ptr error;
+  };
+  thread_local std::vector<Item>* pending = nullptr;
+  if (pending != nullptr) {
+    pending->push_back(Item{task, std::move(error)});
+    return;
+  }
+  std::vector<Item> list;
+  list.push_back(Item{task, std::move(error)});
+  pending = &list;
+  while (!list.empty()) {
+    Item item = std::move(list.back());
+    list.pop_back();
+    item.task->fail(item.error);
+    delete item.task;
+  }
+  pending = nullptr;
+}
+
+std::exception_ptr RuntimeCore::task_error(const std::exception_ptr& thrown,
+                                           const std::string& function) {
+  try {
+    std::rethrow_exception(thrown);
+  } catch (...) {
+    return capture_task_error(function);
+  }
+}
+
+void RuntimeCore::execute(TaskRecord* task, const Allocation* alloc) noexcept {
+  if (ObjectEntry* dep = task->failed_dep()) {
+    fail_task(task, dep->error());
+    return;
+  }
+  if (task->cancel_requested()) {
+    fail_task(task, std::make_exception_ptr(TaskCancelledError("the task was cancelled")));
+    return;
+  }
+  if (!accepting()) {
+    fail_task(task, lost_error("the runtime shut down before the task ran"));
+    return;
+  }
+  ExecScope scope(this, task, alloc);
+  for (;;) {
+    std::exception_ptr thrown = task->run();
+    if (!thrown) break;
+    TaskExtras* x = task->extras();
+    if (x != nullptr && x->retry_exceptions && x->retries_left > 0 && !task->cancel_requested()) {
+      --x->retries_left;
+      PRISM_LOG(kInfo) << "retrying task " << task->function_name() << " after an exception";
+      continue;
+    }
+    std::exception_ptr error;
+    try {
+      error = task_error(thrown, task->function_name());
+    } catch (...) {
+      error = std::current_exception();
+    }
+    fail_task(task, std::move(error));
+    return;
+  }
+  delete task;
+}
+
+void RuntimeCore::run_task(TaskRecord* task) noexcept { execute(task, nullptr); }
+
+void RuntimeCore::run_job(Job& job) noexcept {
+  switch (job.kind) {
+    case Job::Kind::kTask:
+      execute(job.task, &job.alloc);
+      break;
+    case Job::Kind::kActorCreate:
+      job.actor->run_creation(job);
+      break;
+    case Job::Kind::kActorDrain:
+      job.actor->drain();
+      break;
+  }
+}
+
+std::map<std::string, double> RuntimeCore::cluster_resources() const {
+  auto m = scheduler_->totals();
+  m["object_store_memory"] = static_cast<double>(store_->capacity());
+  return m;
+}
+
+std::map<std::string, double> RuntimeCore::available_resources() const {
+  auto m = scheduler_->available();
+  m["object_store_memory"] = static_cast<double>(store_->capacity() - store_->used());
+  return m;
+}
+
+}  // namespace prism::internal

@@ -1,0 +1,78 @@
+// RuntimeCore — one embedded runtime: wires the scheduler, the object store account, the actor
+// directory and the task life cycle together.
+//
+// It dispatches tasks whose arguments are ready (to the scheduler, to an actor, or straight to
+// failure), runs what the scheduler hands out (JobRunner), and shuts everything down. It does not
+// schedule, store or queue by itself.
+//
+// Thread-safe: every public method may be called from any thread.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <exception>
+#include <map>
+#include <memory>
+#include <string>
+
+#include "actor/actor_directory.h"
+#include "object_store/store_account.h"
+#include "prism/internal/task_record.h"
+#include "prism/options.h"
+#include "scheduler/scheduler.h"
+
+namespace prism::internal {
+
+class RuntimeCore final : public JobRunner {
+ public:
+  explicit RuntimeCore(const InitOptions& options);
+  ~RuntimeCore();
+  RuntimeCore(const RuntimeCore&) = delete;
+  RuntimeCore& operator=(const RuntimeCore&) = delete;
+
+  // Idempotent. Throws prism::Error if called from one of this runtime's own threads.
+  void shutdown();
+  bool accepting() const noexcept { return !stopping_.load(std::memory_order_acquire); }
+
+  uint64_t owner() const noexcept { return owner_; }
+  const std::string& node_id() const noexcept { return node_id_; }
+  uint64_t reserve_ids(uint64_t n) noexcept {
+    return next_sequence_.fetch_add(n, std::memory_order_relaxed);
+  }
+
+  Scheduler& scheduler() noexcept { return *scheduler_; }
+  StoreAccount& store() noexcept { return *store_; }
+  ActorDirectory& actors() noexcept { return actors_; }
+
+  std::unique_ptr<TaskExtras> make_extras(const TaskOptions& options);
+  // A task whose arguments are all ready (or one of which failed).
+  void dispatch(TaskRecord* task) noexcept;
+  // Runs a task on the calling thread with its context, retries, error capture; deletes it.
+  void execute(TaskRecord* task, const Allocation* alloc) noexcept;
+  // Fails and deletes a task that will not run. Iterative: a failure that fails dependents
+  // which fail theirs does not recurse.
+  void fail_task(TaskRecord* task, std::exception_ptr error) noexcept;
+
+  // The user-facing error for an exception a task threw (TaskError naming this node).
+  std::exception_ptr task_error(const std::exception_ptr& thrown, const std::string& function);
+  std::exception_ptr lost_error(const char* why) const;
+
+  std::map<std::string, double> cluster_resources() const;
+  std::map<std::string, double> available_resources() const;
+
+  // JobRunner
+  void run_task(TaskRecord* task) noexcept override;
+  void run_job(Job& job) noexcept override;
+
+ private:
+  const uint64_t owner_;
+  const std::string node_id_;
+  std::atomic<uint64_t> next_sequence_{1};
+  std::atomic<bool> stopping_{false};
+  std::atomic<bool> stopped_{false};
+  std::shared_ptr<StoreAccount> store_;
+  ActorDirectory actors_;
+  std::unique_ptr<Scheduler> scheduler_;
+};
+
+}  // namespace prism::internal

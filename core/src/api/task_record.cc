@@ -1,0 +1,45 @@
+#include "prism/internal/task_record.h"
+
+#include "api/runtime_core.h"
+
+namespace prism::internal {
+
+TaskRecord::~TaskRecord() = default;
+
+void TaskRecord::reserve_deps(size_t n) {
+  if (n <= deps_capacity_) return;
+  extra_deps_.reset(new DepNode[n - 1]);
+  deps_capacity_ = static_cast<uint32_t>(n);
+}
+
+void TaskRecord::add_dep(ObjectEntry* entry) noexcept {
+  if (entry->is_done()) {
+    if (entry->state() == ObjState::kFailed) {
+      ObjectEntry* expected = nullptr;
+      failed_dep_.compare_exchange_strong(expected, entry, std::memory_order_acq_rel);
+    }
+    return;
+  }
+  DepNode* node = deps_used_ == 0 ? &inline_dep_ : &extra_deps_[deps_used_ - 1];
+  ++deps_used_;
+  node->owner = this;
+  pending_.fetch_add(1, std::memory_order_relaxed);
+  if (!entry->add_dependent(node)) {
+    // Completed in the meantime.
+    if (entry->state() == ObjState::kFailed) {
+      ObjectEntry* expected = nullptr;
+      failed_dep_.compare_exchange_strong(expected, entry, std::memory_order_acq_rel);
+    }
+    pending_.fetch_sub(1, std::memory_order_relaxed);
+  }
+}
+
+void TaskRecord::on_ready(ObjectEntry* entry) noexcept {
+  if (entry->state() == ObjState::kFailed) {
+    ObjectEntry* expected = nullptr;
+    failed_dep_.compare_exchange_strong(expected, entry, std::memory_order_acq_rel);
+  }
+  if (pending_.fetch_sub(1, std::memory_order_acq_rel) == 1) runtime_->dispatch(this);
+}
+
+}  // namespace prism::internal

@@ -1,0 +1,40 @@
+// Logging with levels, quiet by default: PRISM_LOG(kInfo) << "started " << n << " threads";
+//
+// Thread-safe: each message is written with one call.
+#pragma once
+
+#include <sstream>
+
+#include "prism/options.h"
+
+namespace prism::internal {
+
+void set_log_level(LogLevel level) noexcept;
+bool log_enabled(LogLevel level) noexcept;
+
+class LogMessage {
+ public:
+  LogMessage(LogLevel level, const char* file, int line);
+  ~LogMessage();
+  std::ostream& stream() { return out_; }
+
+ private:
+  std::ostringstream out_;
+};
+
+}  // namespace prism::internal
+
+#define PRISM_LOG(level)                                              \
+  if (!::prism::internal::log_enabled(::prism::LogLevel::level)) {    \
+  } else                                                              \
+    ::prism::internal::LogMessage(::prism::LogLevel::level, __FILE__, __LINE__).stream()
+
+// A broken invariant is a bug: abort with file:line.
+#define PRISM_CHECK(cond)                                                                 \
+  do {                                                                                    \
+    if (!(cond)) ::prism::internal::check_failed(#cond, __FILE__, __LINE__);              \
+  } while (0)
+
+namespace prism::internal {
+[[noreturn]] void check_failed(const char* cond, const char* file, int line) noexcept;
+}

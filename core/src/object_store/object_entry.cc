@@ -1,0 +1,89 @@
+#include "prism/internal/object_entry.h"
+
+#include <sched.h>
+
+#include <utility>
+
+#include "prism/internal/runtime_hooks.h"
+
+namespace prism::internal {
+
+void SpinLock::lock() noexcept {
+  for (int spins = 0;; ++spins) {
+    if (!flag_.exchange(true, std::memory_order_acquire)) return;
+    while (flag_.load(std::memory_order_relaxed)) {
+      if (++spins > 64) sched_yield();  // the holder was preempted: let it run
+    }
+  }
+}
+
+ObjectEntry::~ObjectEntry() = default;
+
+namespace {
+// Notifies dependents outside the lock. A dependent may free its node (and itself) in
+// on_ready, so the link is read first.
+void notify_all(ObjectEntry* entry, DepNode* list) noexcept {
+  while (list != nullptr) {
+    DepNode* next = list->next;
+    list->owner->on_ready(entry);
+    list = next;
+  }
+}
+}  // namespace
+
+bool ObjectEntry::complete_error(std::exception_ptr error) noexcept {
+  lock_.lock();
+  if (state_.load(std::memory_order_relaxed) != static_cast<uint32_t>(ObjState::kPending)) {
+    lock_.unlock();
+    return false;
+  }
+  error_ = std::move(error);
+  state_.store(static_cast<uint32_t>(ObjState::kFailed), std::memory_order_release);
+  DepNode* list = std::exchange(dependents_, nullptr);
+  lock_.unlock();
+  notify_all(this, list);
+  return true;
+}
+
+bool ObjectEntry::publish_value(size_t bytes, std::shared_ptr<void> token) noexcept {
+  if (!token && bytes >= kInlineObjectBytes) token = account_result(runtime_, bytes);
+  lock_.lock();
+  if (state_.load(std::memory_order_relaxed) != static_cast<uint32_t>(ObjState::kPending)) {
+    lock_.unlock();
+    return false;
+  }
+  bytes_ = bytes;
+  store_account_ = std::move(token);
+  state_.store(static_cast<uint32_t>(ObjState::kReady), std::memory_order_release);
+  DepNode* list = std::exchange(dependents_, nullptr);
+  lock_.unlock();
+  notify_all(this, list);
+  return true;
+}
+
+bool ObjectEntry::add_dependent(DepNode* node) noexcept {
+  lock_.lock();
+  if (state_.load(std::memory_order_relaxed) != static_cast<uint32_t>(ObjState::kPending)) {
+    lock_.unlock();
+    return false;
+  }
+  node->next = dependents_;
+  dependents_ = node;
+  lock_.unlock();
+  return true;
+}
+
+bool ObjectEntry::remove_dependent(DepNode* node) noexcept {
+  lock_.lock();
+  for (DepNode** p = &dependents_; *p != nullptr; p = &(*p)->next) {
+    if (*p == node) {
+      *p = node->next;
+      lock_.unlock();
+      return true;
+    }
+  }
+  lock_.unlock();
+  return false;
+}
+
+}  // namespace prism::internal

@@ -1,0 +1,56 @@
+// ReadyQueue — the node's queue of ready tasks that need exactly one CPU (the common case).
+//
+// A bounded lock-free multi-producer multi-consumer ring (Vyukov's sequence-number design) for
+// the hot path, with a mutex-guarded overflow list when the ring is full, so push never fails
+// and never blocks on a full ring. Roughly FIFO; consumers take from the overflow now and then so
+// it cannot starve.
+//
+// Thread-safe: any number of producers and consumers.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+
+#include "common/thread_annotations.h"
+#include "prism/internal/task_record.h"
+
+namespace prism::internal {
+
+class ReadyQueue {
+ public:
+  explicit ReadyQueue(size_t capacity_pow2 = size_t{1} << 16);
+  ReadyQueue(const ReadyQueue&) = delete;
+  ReadyQueue& operator=(const ReadyQueue&) = delete;
+
+  void push(TaskRecord* task) noexcept;
+  // Null if empty (as far as this thread can see).
+  TaskRecord* pop() noexcept;
+  // A hint: false means every push that happened-before this call has been popped.
+  bool maybe_nonempty() const noexcept {
+    return size_.load(std::memory_order_seq_cst) > 0;
+  }
+  int64_t size() const noexcept { return size_.load(std::memory_order_relaxed); }
+
+ private:
+  struct alignas(64) Cell {
+    std::atomic<size_t> seq;
+    TaskRecord* task;
+  };
+  bool ring_push(TaskRecord* task) noexcept;
+  TaskRecord* ring_pop() noexcept;
+  TaskRecord* overflow_pop() noexcept;
+
+  std::unique_ptr<Cell[]> cells_;
+  const size_t mask_;
+  alignas(64) std::atomic<size_t> head_{0};  // next to pop
+  alignas(64) std::atomic<size_t> tail_{0};  // next to push
+  alignas(64) std::atomic<int64_t> size_{0};
+  std::atomic<int64_t> overflow_size_{0};
+  Mutex overflow_mu_;
+  TaskRecord* overflow_head_ PRISM_GUARDED_BY(overflow_mu_) = nullptr;
+  TaskRecord* overflow_tail_ PRISM_GUARDED_BY(overflow_mu_) = nullptr;
+};
+
+}  // namespace prism::internal

@@ -1,0 +1,35 @@
+#include "worker/exec_context.h"
+
+#include <string>
+#include <vector>
+
+#include "api/runtime_core.h"
+#include "prism/context.h"
+#include "prism/internal/runtime_hooks.h"
+
+namespace prism {
+namespace internal {
+
+ExecContext& exec_context() noexcept {
+  thread_local ExecContext ctx;
+  return ctx;
+}
+
+}  // namespace internal
+
+std::vector<int> gpu_ids() {
+  const internal::ExecContext& c = internal::exec_context();
+  if (c.alloc == nullptr) return {};
+  return c.alloc->gpu_ids();
+}
+
+TaskId current_task_id() {
+  const internal::ExecContext& c = internal::exec_context();
+  return c.task != nullptr ? c.task->id() : TaskId{};
+}
+
+bool in_task() { return internal::exec_context().task != nullptr; }
+
+std::string node_id() { return internal::current_runtime()->node_id(); }
+
+}  // namespace prism

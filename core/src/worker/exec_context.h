@@ -1,0 +1,39 @@
+// ExecContext — what the calling thread is running: its runtime, task and allocation.
+//
+// Set by the runtime around each task (ExecScope); read by prism::gpu_ids(),
+// current_task_id(), node_id(), and by API calls without an explicit runtime.
+//
+// Thread-safe: thread-local.
+#pragma once
+
+#include "prism/internal/task_record.h"
+#include "scheduler/resources.h"
+
+namespace prism::internal {
+
+class RuntimeCore;
+
+struct ExecContext {
+  RuntimeCore* runtime = nullptr;
+  TaskRecord* task = nullptr;
+  const Allocation* alloc = nullptr;
+};
+
+ExecContext& exec_context() noexcept;
+
+// Sets the context for one task and restores the previous one.
+class ExecScope {
+ public:
+  ExecScope(RuntimeCore* rt, TaskRecord* task, const Allocation* alloc) noexcept
+      : saved_(exec_context()) {
+    exec_context() = ExecContext{rt, task, alloc};
+  }
+  ~ExecScope() { exec_context() = saved_; }
+  ExecScope(const ExecScope&) = delete;
+  ExecScope& operator=(const ExecScope&) = delete;
+
+ private:
+  ExecContext saved_;
+};
+
+}  // namespace prism::internal
