@@ -135,7 +135,8 @@ std::vector<T> get(const std::vector<ObjectRef<T>>& refs,
 // Zero-copy access: a shared pointer to the stored value, keeping the object alive.
 template <typename T>
 std::shared_ptr<const T> get_shared(const ObjectRef<T>& ref) {
-  internal::get_until(ref, internal::kNoDeadline);
+  internal::check_ref(ref.entry(), "prism::get_shared");
+  internal::await(ref.entry(), internal::kNoDeadline);
   internal::ObjectEntry* e = ref.entry();
   e->ref();
   return std::shared_ptr<const T>(&internal::value_of<T>(e), [e](const T*) { e->unref(); });

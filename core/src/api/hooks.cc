@@ -12,6 +12,7 @@
 #include "api/runtime_core.h"
 #include "api/global.h"
 #include "common/event.h"
+#include "common/spin.h"
 #include "prism/errors.h"
 #include "worker/exec_context.h"
 
@@ -112,6 +113,8 @@ class OneWaiter final : public Dependent {
   Event event;
 };
 
+constexpr int kSpinBeforeBlock = 1000;
+
 [[noreturn]] void throw_timeout(const char* what) {
   throw TimeoutError(std::string(what) + ": the object was not ready before the timeout");
 }
@@ -119,6 +122,8 @@ class OneWaiter final : public Dependent {
 }  // namespace
 
 void await(ObjectEntry* entry, Deadline deadline) {
+  // A result that is a few microseconds away is cheaper to spin for than to sleep for.
+  for (int i = 0; i < kSpinBeforeBlock && !entry->is_done(); ++i) cpu_relax();
   if (!entry->is_done()) {
     OneWaiter waiter;
     DepNode node;

@@ -15,6 +15,7 @@ namespace {
 std::mutex g_mu;  // serializes init/shutdown
 std::unique_ptr<Runtime> g_runtime;
 std::atomic<internal::RuntimeCore*> g_core{nullptr};
+std::atomic<Runtime*> g_runtime_ptr{nullptr};  // lock-free access for tasks during shutdown
 }  // namespace
 
 namespace internal {
@@ -45,6 +46,7 @@ void init(const InitOptions& options) {
                 "prism::init() called twice: call prism::shutdown() first");
   }
   g_runtime = std::make_unique<Runtime>(options);
+  g_runtime_ptr.store(g_runtime.get(), std::memory_order_release);
   g_core.store(g_runtime->core(), std::memory_order_release);
 }
 
@@ -55,6 +57,7 @@ void shutdown() {
     if (!g_runtime) return;
     g_runtime->shutdown();  // throws if called from one of its tasks; the runtime stays
     g_core.store(nullptr, std::memory_order_release);
+    g_runtime_ptr.store(nullptr, std::memory_order_release);
     rt = std::move(g_runtime);
   }
 }
@@ -64,9 +67,9 @@ bool is_initialized() {
 }
 
 Runtime& global_runtime() {
-  std::lock_guard<std::mutex> lock(g_mu);
-  if (!g_runtime) throw Error(ErrorCode::kInvalidArgument, "Prism is not initialized");
-  return *g_runtime;
+  Runtime* rt = g_runtime_ptr.load(std::memory_order_acquire);
+  if (rt == nullptr) throw Error(ErrorCode::kInvalidArgument, "Prism is not initialized");
+  return *rt;
 }
 
 std::map<std::string, double> cluster_resources() {

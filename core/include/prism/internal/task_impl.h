@@ -225,11 +225,11 @@ class TaskImpl final : public TaskRecord {
 
   std::exception_ptr run() noexcept override {
     try {
-      slots_.run([&]() -> decltype(auto) {
+      // Results are returned by value: a callable that returns a reference to one of its
+      // (resolved, possibly temporary) arguments must not leave a dangling reference.
+      slots_.run([&]() -> auto {
         return std::apply(
-            [&](const auto&... a) -> decltype(auto) {
-              return target_.invoke(Arg<Tier, A>::resolve(a)...);
-            },
+            [&](const auto&... a) -> auto { return target_.invoke(Arg<Tier, A>::resolve(a)...); },
             args_);
       });
       return nullptr;
