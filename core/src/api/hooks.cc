@@ -113,7 +113,7 @@ class OneWaiter final : public Dependent {
   Event event;
 };
 
-constexpr int kSpinBeforeBlock = 1000;
+constexpr std::chrono::microseconds kSpinBeforeBlock{10};
 
 [[noreturn]] void throw_timeout(const char* what) {
   throw TimeoutError(std::string(what) + ": the object was not ready before the timeout");
@@ -123,7 +123,7 @@ constexpr int kSpinBeforeBlock = 1000;
 
 void await(ObjectEntry* entry, Deadline deadline) {
   // A result that is a few microseconds away is cheaper to spin for than to sleep for.
-  for (int i = 0; i < kSpinBeforeBlock && !entry->is_done(); ++i) cpu_relax();
+  spin_for(kSpinBeforeBlock, [entry] { return entry->is_done(); });
   if (!entry->is_done()) {
     OneWaiter waiter;
     DepNode node;

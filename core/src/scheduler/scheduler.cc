@@ -22,7 +22,7 @@ struct Scheduler::Worker {
 
 namespace {
 thread_local Scheduler::Worker* tls_worker = nullptr;  // set on scheduler threads
-constexpr int kSpinBeforePark = 2000;  // ~10-50 us of pause instructions
+constexpr std::chrono::microseconds kSpinBeforePark{20};
 }  // namespace
 
 Scheduler::Scheduler(JobRunner* runner, const NodeResources& totals, int max_threads)
@@ -184,7 +184,7 @@ void Scheduler::run_slot_loop() noexcept {
       // Stay awake a few microseconds before giving the slot back: a submitter that waits for
       // each result (a synchronous round trip) then finds this thread awake instead of paying
       // for a wake-up.
-      for (int i = 0; i < kSpinBeforePark && !ready_.maybe_nonempty(); ++i) cpu_relax();
+      spin_for(kSpinBeforePark, [this] { return ready_.maybe_nonempty(); });
       t = ready_.pop();
       if (t == nullptr) return;
     }
