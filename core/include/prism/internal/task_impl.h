@@ -229,7 +229,15 @@ class TaskImpl final : public TaskRecord {
       // (resolved, possibly temporary) arguments must not leave a dangling reference.
       slots_.run([&]() -> auto {
         return std::apply(
-            [&](const auto&... a) -> auto { return target_.invoke(Arg<Tier, A>::resolve(a)...); },
+            [&](const auto&... a) -> auto {
+              // Resolved arguments live in this frame until the call returns.
+              std::tuple<typename Arg<Tier, A>::type...> resolved(Arg<Tier, A>::resolve(a)...);
+              return std::apply(
+                  [&](auto&&... r) -> auto {
+                    return target_.invoke(std::forward<decltype(r)>(r)...);
+                  },
+                  std::move(resolved));
+            },
             args_);
       });
       return nullptr;
