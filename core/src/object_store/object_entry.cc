@@ -19,46 +19,25 @@ void SpinLock::lock() noexcept {
 
 ObjectEntry::~ObjectEntry() = default;
 
-namespace {
-// Notifies dependents outside the lock. A dependent may free its node (and itself) in
-// on_ready, so the link is read first.
-void notify_all(ObjectEntry* entry, DepNode* list) noexcept {
+// A dependent may free its node (and itself) in on_ready, so the link is read first.
+void ObjectEntry::notify_dependents(DepNode* list) noexcept {
   while (list != nullptr) {
     DepNode* next = list->next;
-    list->owner->on_ready(entry);
+    list->owner->on_ready(this);
     list = next;
   }
 }
-}  // namespace
 
 bool ObjectEntry::complete_error(std::exception_ptr error) noexcept {
-  lock_.lock();
-  if (state_.load(std::memory_order_relaxed) != static_cast<uint32_t>(ObjState::kPending)) {
-    lock_.unlock();
-    return false;
-  }
-  error_ = std::move(error);
-  state_.store(static_cast<uint32_t>(ObjState::kFailed), std::memory_order_release);
-  DepNode* list = std::exchange(dependents_, nullptr);
-  lock_.unlock();
-  notify_all(this, list);
-  return true;
+  return complete(ObjState::kFailed, [&] { error_ = std::move(error); });
 }
 
 bool ObjectEntry::publish_value(size_t bytes, std::shared_ptr<void> token) noexcept {
   if (!token && bytes >= kInlineObjectBytes) token = account_result(runtime_, bytes);
-  lock_.lock();
-  if (state_.load(std::memory_order_relaxed) != static_cast<uint32_t>(ObjState::kPending)) {
-    lock_.unlock();
-    return false;
-  }
-  bytes_ = bytes;
-  store_account_ = std::move(token);
-  state_.store(static_cast<uint32_t>(ObjState::kReady), std::memory_order_release);
-  DepNode* list = std::exchange(dependents_, nullptr);
-  lock_.unlock();
-  notify_all(this, list);
-  return true;
+  return complete(ObjState::kReady, [&] {
+    bytes_ = bytes;
+    store_account_ = std::move(token);
+  });
 }
 
 bool ObjectEntry::add_dependent(DepNode* node) noexcept {

@@ -124,30 +124,25 @@ void Scheduler::wake_for_ready_locked() {
   if (stopping_.load(std::memory_order_relaxed)) return;
   const int64_t free_slots = pool_.cpu_available() / kUnitsPerResource;
   if (free_slots <= waking_for_ready_) return;  // enough threads are already on their way
-  if (!parked_.empty()) {
-    Worker* w = parked_.back();
-    parked_.pop_back();
-    w->wake = true;
-    w->woken_for_ready = true;
-    ++waking_for_ready_;
-    w->cv.notify_one();
-  } else {
-    spawn_locked(/*for_ready=*/true);
-  }
+  wake_one_locked(/*for_ready=*/true);
 }
 
 void Scheduler::wake_for_job_locked() {
   if (static_cast<int64_t>(jobs_.size()) <= waking_for_jobs_) return;
-  if (!parked_.empty()) {
-    Worker* w = parked_.back();
-    parked_.pop_back();
-    w->wake = true;
-    w->woken_for_job = true;
-    ++waking_for_jobs_;
-    w->cv.notify_one();
-  } else {
-    spawn_locked(/*for_ready=*/false);
+  wake_one_locked(/*for_ready=*/false);
+}
+
+void Scheduler::wake_one_locked(bool for_ready) {
+  if (parked_.empty()) {
+    spawn_locked(for_ready);
+    return;
   }
+  Worker* w = parked_.back();
+  parked_.pop_back();
+  w->wake = true;
+  (for_ready ? w->woken_for_ready : w->woken_for_job) = true;
+  ++(for_ready ? waking_for_ready_ : waking_for_jobs_);
+  w->cv.notify_one();
 }
 
 void Scheduler::spawn_locked(bool for_ready) {

@@ -102,6 +102,8 @@ class Scheduler {
   void schedule_waiting_locked() PRISM_REQUIRES(mu_);
   void wake_for_ready_locked() PRISM_REQUIRES(mu_);
   void wake_for_job_locked() PRISM_REQUIRES(mu_);
+  // Wakes a parked thread, or starts one, counted as on its way to ready work or to a job.
+  void wake_one_locked(bool for_ready) PRISM_REQUIRES(mu_);
   void spawn_locked(bool for_ready) PRISM_REQUIRES(mu_);
 
   JobRunner* const runner_;

@@ -138,6 +138,24 @@ class ObjectEntry {
   bool has_value() const noexcept { return state() == ObjState::kReady; }
 
  private:
+  // The pending -> done transition: under the lock, if still pending, `fill` stores the outcome
+  // and the state is published; the dependents are then notified outside the lock.
+  template <typename Fill>
+  bool complete(ObjState final_state, Fill&& fill) noexcept {
+    lock_.lock();
+    if (state_.load(std::memory_order_relaxed) != static_cast<uint32_t>(ObjState::kPending)) {
+      lock_.unlock();
+      return false;
+    }
+    fill();
+    state_.store(static_cast<uint32_t>(final_state), std::memory_order_release);
+    DepNode* list = std::exchange(dependents_, nullptr);
+    lock_.unlock();
+    notify_dependents(list);
+    return true;
+  }
+  void notify_dependents(DepNode* list) noexcept;
+
   std::atomic<uint32_t> refs_{1};
   std::atomic<uint32_t> state_{0};
   SpinLock lock_;  // guards dependents_ and the pending -> done transition
