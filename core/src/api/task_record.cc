@@ -6,6 +6,13 @@ namespace prism::internal {
 
 TaskRecord::~TaskRecord() = default;
 
+TaskId TaskRecord::id() const noexcept {
+  TaskId id;
+  id.owner = runtime_->owner();
+  id.sequence = sequence_;
+  return id;
+}
+
 void TaskRecord::reserve_deps(size_t n) {
   if (n <= deps_capacity_) return;
   extra_deps_.reset(new DepNode[n - 1]);

@@ -34,10 +34,7 @@ bool ObjectEntry::complete_error(std::exception_ptr error) noexcept {
 
 bool ObjectEntry::publish_value(size_t bytes, std::shared_ptr<void> token) noexcept {
   if (!token && bytes >= kInlineObjectBytes) token = account_result(runtime_, bytes);
-  return complete(ObjState::kReady, [&] {
-    bytes_ = bytes;
-    store_account_ = std::move(token);
-  });
+  return complete(ObjState::kReady, [&] { store_account_ = std::move(token); });
 }
 
 bool ObjectEntry::add_dependent(DepNode* node) noexcept {

@@ -123,8 +123,6 @@ class ObjectEntry {
   bool cancel_requested() const noexcept {
     return cancel_requested_.load(std::memory_order_relaxed);
   }
-  // Estimated size of the value (0 until ready).
-  size_t bytes() const noexcept { return bytes_; }
 
  protected:
   ObjectEntry(RuntimeCore* runtime, ObjectId id) noexcept : runtime_(runtime), id_(id) {}
@@ -156,15 +154,20 @@ class ObjectEntry {
   }
   void notify_dependents(DepNode* list) noexcept;
 
+  // Laid out so that a TypedEntry<int> fits a 96-byte allocation (per-task memory matters).
   std::atomic<uint32_t> refs_{1};
   std::atomic<uint32_t> state_{0};
   SpinLock lock_;  // guards dependents_ and the pending -> done transition
   std::atomic<bool> cancel_requested_{false};
+
+ protected:
+  bool value_constructed_ = false;  // TypedEntry: the value exists (owned by the producer)
+
+ private:
   DepNode* dependents_ = nullptr;   // guarded by lock_
   RuntimeCore* runtime_;
   ObjectId id_;
   std::exception_ptr error_;
-  size_t bytes_ = 0;
   std::shared_ptr<void> store_account_;  // set for large objects; returns the bytes on free
 
   template <typename T>
@@ -183,10 +186,10 @@ class TypedEntry final : public ObjectEntry {
   bool set_value(A&&... args) {
     if (is_done()) return false;
     T* v = ::new (static_cast<void*>(storage_)) T(std::forward<A>(args)...);
-    constructed_ = true;
+    value_constructed_ = true;
     if (!publish_value(ObjectSize<T>::bytes(*v))) {
       v->~T();
-      constructed_ = false;
+      value_constructed_ = false;
       return false;
     }
     return true;
@@ -196,19 +199,18 @@ class TypedEntry final : public ObjectEntry {
   template <typename U>
   void set_put_value(std::shared_ptr<void> token, U&& v) {
     T* p = ::new (static_cast<void*>(storage_)) T(std::forward<U>(v));
-    constructed_ = true;
+    value_constructed_ = true;
     publish_value(ObjectSize<T>::bytes(*p), std::move(token));
   }
 
   const T& value() const noexcept { return *std::launder(reinterpret_cast<const T*>(storage_)); }
 
   ~TypedEntry() override {
-    if (constructed_) std::launder(reinterpret_cast<T*>(storage_))->~T();
+    if (value_constructed_) std::launder(reinterpret_cast<T*>(storage_))->~T();
   }
 
  private:
   alignas(T) unsigned char storage_[sizeof(T)];
-  bool constructed_ = false;
 };
 
 template <>

@@ -86,28 +86,32 @@ class TaskRecord : public Dependent {
   ObjectEntry* failed_dep() const noexcept { return failed_dep_.load(std::memory_order_acquire); }
 
   RuntimeCore* runtime() const noexcept { return runtime_; }
-  const TaskId& id() const noexcept { return id_; }
+  TaskId id() const noexcept;
   ActorCore* actor() const noexcept { return actor_; }
   TaskExtras* extras() const noexcept { return extras_.get(); }
   bool has_default_request() const noexcept { return !extras_ || extras_->default_request; }
 
   // Intrusive link for the scheduler's queues (owned by whoever queues the task).
   TaskRecord* next_in_queue = nullptr;
-  // Actor bookkeeping, guarded by the actor's lock.
-  bool actor_creation = false;  // the constructor task (else a method call)
-  bool in_mailbox = false;
-  bool actor_ready = false;     // its arguments are ready
 
  protected:
   TaskRecord(RuntimeCore* runtime, TaskId id, ActorCore* actor,
              std::unique_ptr<TaskExtras> extras) noexcept
-      : runtime_(runtime), id_(id), actor_(actor), extras_(std::move(extras)) {}
+      : runtime_(runtime), sequence_(id.sequence), actor_(actor), extras_(std::move(extras)) {}
 
  private:
   std::atomic<int32_t> pending_{1};  // pending arguments + the submitter's guard
+
+ public:
+  // Actor bookkeeping, guarded by the actor's lock (packed beside pending_: memory per task).
+  bool actor_creation = false;  // the constructor task (else a method call)
+  bool in_mailbox = false;
+  bool actor_ready = false;     // its arguments are ready
+
+ private:
   std::atomic<ObjectEntry*> failed_dep_{nullptr};
   RuntimeCore* runtime_;
-  TaskId id_;
+  uint64_t sequence_;  // the id's owner is the runtime's
   ActorCore* actor_;
   std::unique_ptr<TaskExtras> extras_;
   uint32_t deps_used_ = 0;
