@@ -70,7 +70,10 @@ std::map<std::string, double> Scheduler::available() const {
 
 void Scheduler::enqueue_ready(TaskRecord* task) noexcept {
   ready_.push(task);  // seq_cst on the queue's size: pairs with the holder's re-check
-  if (holders_.load(std::memory_order_seq_cst) >= cpu_slots_) return;  // every slot is busy
+  // Every slot is busy, or an idle holder is spinning and will take it: no wake-up needed.
+  // (A holder that stops spinning or gives its slot back re-checks the queue afterwards.)
+  if (holders_.load(std::memory_order_seq_cst) >= cpu_slots_) return;
+  if (spinners_.load(std::memory_order_seq_cst) > 0) return;
   MutexLock lock(mu_);
   wake_for_ready_locked();
 }
@@ -179,9 +182,20 @@ void Scheduler::run_slot_loop() noexcept {
       // Stay awake a few microseconds before giving the slot back: a submitter that waits for
       // each result (a synchronous round trip) then finds this thread awake instead of paying
       // for a wake-up.
-      spin_for(kSpinBeforePark, [this] { return ready_.maybe_nonempty(); });
+      // One spinner is enough to catch the next task; more would only take CPU from the
+      // threads producing it.
+      if (spinners_.fetch_add(1, std::memory_order_seq_cst) == 0) {
+        spin_for(kSpinBeforePark, [this] { return ready_.maybe_nonempty(); });
+      }
+      spinners_.fetch_sub(1, std::memory_order_seq_cst);
       t = ready_.pop();
       if (t == nullptr) return;
+      // Submitters skipped waking anyone while this thread spun: if more work came in than it
+      // can take, pass the wake-up on so that a burst still runs on every free slot.
+      if (ready_.maybe_nonempty() && holders_.load(std::memory_order_seq_cst) < cpu_slots_) {
+        MutexLock lock(mu_);
+        wake_for_ready_locked();
+      }
     }
     runner_->run_task(t);
     // A job waits for CPU that this slot holds: give it back so the job can have it.

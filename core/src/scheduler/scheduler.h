@@ -112,6 +112,7 @@ class Scheduler {
   ReadyQueue ready_;
   std::atomic<int64_t> holders_{0};       // threads holding a CPU slot
   std::atomic<bool> cpu_wanted_{false};   // a waiting job lacks only CPU
+  std::atomic<int> spinners_{0};          // idle slot holders spinning before they park
   std::atomic<bool> stopping_{false};
 
   mutable Mutex mu_;
