@@ -1,0 +1,25 @@
+# prism_add_programs(<prefix> [OPTIONAL <imported-target> <DEFINE> ...])
+#
+# Builds every <name>.cc in the calling folder as its own program <name> (target
+# <prefix>_<name>), linking Prism::prism. Each OPTIONAL pair links the imported target when it
+# was found and defines the macro (e.g. PRISM_HAVE_EIGEN3=1) so the program can tell.
+function(prism_add_programs prefix)
+  cmake_parse_arguments(ARG "" "" "OPTIONAL" ${ARGN})
+  file(GLOB sources CONFIGURE_DEPENDS "${CMAKE_CURRENT_SOURCE_DIR}/*.cc")
+  foreach(src IN LISTS sources)
+    get_filename_component(name "${src}" NAME_WE)
+    set(target ${prefix}_${name})
+    add_executable(${target} "${src}")
+    set_target_properties(${target} PROPERTIES OUTPUT_NAME "${name}")
+    target_include_directories(${target} PRIVATE "${CMAKE_CURRENT_SOURCE_DIR}")
+    target_link_libraries(${target} PRIVATE Prism::prism prism_warnings)
+    set(deps ${ARG_OPTIONAL})
+    while(deps)
+      list(POP_FRONT deps dep define)
+      if(TARGET ${dep})
+        target_link_libraries(${target} PRIVATE ${dep})
+        target_compile_definitions(${target} PRIVATE ${define}=1)
+      endif()
+    endwhile()
+  endforeach()
+endfunction()
