@@ -34,19 +34,32 @@ inline constexpr size_t kInlineObjectBytes = 100 * 1024;
 // Customization point: specialize to report how many bytes a value of T holds, for object
 // store accounting. The default understands contiguous containers, strings and Eigen-like
 // matrices (rows()/cols()/Scalar) and falls back to sizeof(T).
-template <typename T, typename = void>
+template <typename T>
+concept ContiguousValue = requires(const T& v) {
+  v.data();
+  v.size();
+  typename T::value_type;
+};
+template <typename T>
+concept MatrixValue = requires(const T& v) {
+  v.rows();
+  v.cols();
+  typename T::Scalar;
+};
+
+template <typename T>
 struct ObjectSize {
   static size_t bytes(const T&) { return sizeof(T); }
 };
-template <typename T>
-struct ObjectSize<T, std::void_t<decltype(std::declval<const T&>().data()),
-                                decltype(std::declval<const T&>().size()),
-                                typename T::value_type>> {
-  static size_t bytes(const T& v) { return sizeof(T) + v.size() * sizeof(typename T::value_type); }
+template <ContiguousValue T>
+struct ObjectSize<T> {
+  static size_t bytes(const T& v) {
+    return sizeof(T) + static_cast<size_t>(v.size()) * sizeof(typename T::value_type);
+  }
 };
-template <typename T>
-struct ObjectSize<T, std::void_t<decltype(std::declval<const T&>().rows()),
-                                decltype(std::declval<const T&>().cols()), typename T::Scalar>> {
+template <MatrixValue T>
+  requires(!ContiguousValue<T>)
+struct ObjectSize<T> {
   static size_t bytes(const T& v) {
     return sizeof(T) + static_cast<size_t>(v.rows()) * static_cast<size_t>(v.cols()) *
                            sizeof(typename T::Scalar);

@@ -231,7 +231,7 @@ class TaskImpl final : public TaskRecord {
         return std::apply(
             [&](const auto&... a) -> auto {
               // Resolved arguments live in this frame until the call returns.
-              std::tuple<typename Arg<Tier, A>::type...> resolved(Arg<Tier, A>::resolve(a)...);
+              std::tuple<typename Arg<Tier, A>::type...> resolved{Arg<Tier, A>::resolve(a)...};
               return std::apply(
                   [&](auto&&... r) -> auto {
                     return target_.invoke(std::forward<decltype(r)>(r)...);

@@ -1,0 +1,367 @@
+// Actors: construction once, ordered calls, shared handles, kill, failures, named actors,
+// max_concurrency, and many actors.
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "prism/prism.h"
+#include "test_util.h"
+
+namespace {
+
+using prism_test::kTimeout;
+
+// Counts constructions and destructions of an actor instance, shared with the test.
+struct Lifecycle {
+  std::atomic<int> constructed{0};
+  std::atomic<int> destroyed{0};
+};
+
+struct ActorsCounter {
+  explicit ActorsCounter(int start) : n(start) {}
+  int increment() { return ++n; }
+  int add(int k) { return n += k; }
+  int read() const { return n; }
+  int n;
+};
+PRISM_ACTOR(ActorsCounter, &ActorsCounter::increment, &ActorsCounter::add, &ActorsCounter::read);
+
+struct ActorsProbe {
+  explicit ActorsProbe(std::shared_ptr<Lifecycle> l) : life(std::move(l)) {
+    life->constructed.fetch_add(1);
+  }
+  ~ActorsProbe() { life->destroyed.fetch_add(1); }
+  ActorsProbe(const ActorsProbe&) = delete;
+  ActorsProbe& operator=(const ActorsProbe&) = delete;
+  int ping() { return ++calls; }
+  // Signals `started`, then blocks until `release` opens.
+  int block(prism_test::Gate started, prism_test::Gate release) {
+    started.open();
+    return release.wait() ? ++calls : -1;
+  }
+  std::shared_ptr<Lifecycle> life;
+  int calls = 0;
+};
+PRISM_ACTOR(ActorsProbe, &ActorsProbe::ping, &ActorsProbe::block);
+
+struct ActorsRecorder {
+  size_t append(int v) {
+    seen.push_back(v);
+    return seen.size();
+  }
+  std::vector<int> snapshot() const { return seen; }
+  std::vector<int> seen;
+};
+PRISM_ACTOR(ActorsRecorder, &ActorsRecorder::append, &ActorsRecorder::snapshot);
+
+struct ActorsFailingCtor {
+  explicit ActorsFailingCtor(int) { throw std::runtime_error("constructor failed"); }
+  int get() { return 1; }
+};
+PRISM_ACTOR(ActorsFailingCtor, &ActorsFailingCtor::get);
+
+struct ActorsThrower {
+  int fail(int) { throw std::invalid_argument("bad call"); }
+  int succeed() { return ++ok_calls; }
+  int ok_calls = 0;
+};
+PRISM_ACTOR(ActorsThrower, &ActorsThrower::fail, &ActorsThrower::succeed);
+
+// Calls another actor through a handle it was given.
+struct ActorsRelay {
+  explicit ActorsRelay(prism::ActorHandle<ActorsCounter> c) : counter(std::move(c)) {}
+  int forward() { return prism::get(counter.task(&ActorsCounter::increment).remote(), kTimeout); }
+  int forward_to(prism::ActorHandle<ActorsCounter> other, int k) {
+    return prism::get(other.task(&ActorsCounter::add).remote(k), kTimeout);
+  }
+  prism::ActorHandle<ActorsCounter> counter;
+};
+PRISM_ACTOR(ActorsRelay, &ActorsRelay::forward, &ActorsRelay::forward_to);
+
+// For max_concurrency: every call must meet another call inside the actor.
+struct ActorsMeeting {
+  bool meet(prism_test::Rendezvous r, prism_test::ConcurrencyTracker t) {
+    prism_test::ConcurrencyTracker::Scope inside(t);
+    return r.arrive_and_wait();
+  }
+  int solo(prism_test::ConcurrencyTracker t) {
+    prism_test::ConcurrencyTracker::Scope inside(t);
+    return ++calls;
+  }
+  int calls = 0;
+};
+PRISM_ACTOR(ActorsMeeting, &ActorsMeeting::meet, &ActorsMeeting::solo);
+
+struct ActorsContext {
+  std::pair<bool, prism::TaskId> context() { return {prism::in_task(), prism::current_task_id()}; }
+};
+PRISM_ACTOR(ActorsContext, &ActorsContext::context);
+
+// A remote function that uses an actor handle it received.
+int actors_bump(prism::ActorHandle<ActorsCounter> h, int times) {
+  int last = 0;
+  for (int i = 0; i < times; ++i) {
+    const int v = prism::get(h.task(&ActorsCounter::increment).remote(), kTimeout);
+    if (v <= last) return -1;  // calls from one caller must run in order
+    last = v;
+  }
+  return last;
+}
+PRISM_REMOTE(actors_bump);
+
+class ActorsTest : public prism_test::CpuSweepTest {};
+
+TEST_P(ActorsTest, ConstructorRunsOnce) {
+  auto life = std::make_shared<Lifecycle>();
+  auto h = prism::actor<ActorsProbe>(life).remote();
+  ASSERT_TRUE(h.valid());
+  EXPECT_FALSE(h.id().is_nil());
+  std::vector<prism::ObjectRef<int>> refs;
+  for (int i = 0; i < 20; ++i) refs.push_back(h.task(&ActorsProbe::ping).remote());
+  EXPECT_EQ(prism::get(refs, kTimeout).back(), 20);
+  EXPECT_EQ(life->constructed.load(), 1);
+  EXPECT_EQ(life->destroyed.load(), 0);
+}
+
+TEST_P(ActorsTest, ConstructorArgumentMayBeARef) {
+  auto start = prism::task([] { return 40; }).remote();
+  auto h = prism::actor<ActorsCounter>(start).remote();
+  h.task(&ActorsCounter::increment).remote();
+  EXPECT_EQ(prism::get(h.task(&ActorsCounter::increment).remote(), kTimeout), 42);
+}
+
+TEST_P(ActorsTest, CallsFromOneCallerRunInOrder) {
+  auto h = prism::actor<ActorsRecorder>().remote();
+  std::vector<prism::ObjectRef<size_t>> sizes;
+  for (int i = 0; i < 1000; ++i) sizes.push_back(h.task(&ActorsRecorder::append).remote(i));
+  const std::vector<int> seen = prism::get(h.task(&ActorsRecorder::snapshot).remote(), kTimeout);
+  ASSERT_EQ(seen.size(), 1000u);
+  for (int i = 0; i < 1000; ++i) ASSERT_EQ(seen[i], i);
+  const std::vector<size_t> after = prism::get(sizes, kTimeout);
+  for (size_t i = 0; i < after.size(); ++i) ASSERT_EQ(after[i], i + 1);
+}
+
+TEST_P(ActorsTest, MethodArgumentsMayBeRefs) {
+  auto h = prism::actor<ActorsCounter>(0).remote();
+  auto k = prism::task([] { return 5; }).remote();
+  h.task(&ActorsCounter::add).remote(k);
+  h.task(&ActorsCounter::add).remote(prism::put(10));
+  EXPECT_EQ(prism::get(h.task(&ActorsCounter::read).remote(), kTimeout), 15);
+}
+
+TEST_P(ActorsTest, CallsRunOneAtATimeByDefault) {
+  auto h = prism::actor<ActorsMeeting>().remote();
+  prism_test::ConcurrencyTracker tracker;
+  std::vector<prism::ObjectRef<int>> refs;
+  for (int i = 0; i < 200; ++i) refs.push_back(h.task(&ActorsMeeting::solo).remote(tracker));
+  EXPECT_EQ(prism::get(refs, kTimeout).back(), 200);
+  EXPECT_EQ(tracker.max(), 1);
+}
+
+TEST_P(ActorsTest, TwoTasksHoldingTheSameHandle) {
+  auto h = prism::actor<ActorsCounter>(0).remote();
+  auto a = prism::task(actors_bump).remote(h, 100);
+  auto b = prism::task(actors_bump).remote(h, 100);
+  EXPECT_GT(prism::get(a, kTimeout), 0);
+  EXPECT_GT(prism::get(b, kTimeout), 0);
+  EXPECT_EQ(prism::get(h.task(&ActorsCounter::read).remote(), kTimeout), 200);
+}
+
+TEST_P(ActorsTest, HandlesPassedToOtherActors) {
+  auto counter = prism::actor<ActorsCounter>(0).remote();
+  auto other = prism::actor<ActorsCounter>(1000).remote();
+  auto relay = prism::actor<ActorsRelay>(counter).remote();
+  EXPECT_EQ(prism::get(relay.task(&ActorsRelay::forward).remote(), kTimeout), 1);
+  EXPECT_EQ(prism::get(relay.task(&ActorsRelay::forward).remote(), kTimeout), 2);
+  EXPECT_EQ(prism::get(relay.task(&ActorsRelay::forward_to).remote(other, 5), kTimeout), 1005);
+  EXPECT_EQ(prism::get(counter.task(&ActorsCounter::read).remote(), kTimeout), 2);
+  EXPECT_EQ(prism::get(other.task(&ActorsCounter::read).remote(), kTimeout), 1005);
+}
+
+TEST_P(ActorsTest, CallsFromManyThreadsAreAllApplied) {
+  auto h = prism::actor<ActorsCounter>(0).remote();
+  std::vector<std::thread> threads;
+  std::atomic<int> failures{0};
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([h, &failures] {
+      int last = 0;
+      for (int i = 0; i < 100; ++i) {
+        const int v = prism::get(h.task(&ActorsCounter::increment).remote(), kTimeout);
+        if (v <= last) failures.fetch_add(1);
+        last = v;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(failures.load(), 0);
+  EXPECT_EQ(prism::get(h.task(&ActorsCounter::read).remote(), kTimeout), 400);
+}
+
+TEST_P(ActorsTest, KillMakesLaterCallsFail) {
+  auto life = std::make_shared<Lifecycle>();
+  auto h = prism::actor<ActorsProbe>(life).remote();
+  EXPECT_EQ(prism::get(h.task(&ActorsProbe::ping).remote(), kTimeout), 1);
+  prism::kill(h);
+  EXPECT_THROW(prism::get(h.task(&ActorsProbe::ping).remote(), kTimeout), prism::ActorDiedError);
+  EXPECT_TRUE(prism_test::eventually([&] { return life->destroyed.load() == 1; }));
+  EXPECT_EQ(life->constructed.load(), 1);
+  // Killing a dead actor does nothing.
+  EXPECT_NO_THROW(prism::kill(h));
+}
+
+TEST_P(ActorsTest, KillLetsTheRunningCallFinishAndFailsQueuedCalls) {
+  auto life = std::make_shared<Lifecycle>();
+  auto h = prism::actor<ActorsProbe>(life).remote();
+  prism_test::Gate started;
+  prism_test::Gate release;
+  auto running = h.task(&ActorsProbe::block).remote(started, release);
+  ASSERT_TRUE(started.wait());
+  std::vector<prism::ObjectRef<int>> queued;
+  for (int i = 0; i < 5; ++i) queued.push_back(h.task(&ActorsProbe::ping).remote());
+  prism::kill(h);
+  release.open();
+  EXPECT_EQ(prism::get(running, kTimeout), 1);
+  for (const auto& q : queued) {
+    EXPECT_THROW(prism::get(q, kTimeout), prism::ActorDiedError);
+  }
+  EXPECT_TRUE(prism_test::eventually([&] { return life->destroyed.load() == 1; }));
+}
+
+TEST_P(ActorsTest, ThrowingConstructorKillsTheActor) {
+  auto h = prism::actor<ActorsFailingCtor>(1).remote();
+  auto r1 = h.task(&ActorsFailingCtor::get).remote();
+  auto r2 = h.task(&ActorsFailingCtor::get).remote();
+  try {
+    prism::get(r1, kTimeout);
+    FAIL() << "a call on an actor whose constructor threw returned a value";
+  } catch (const prism::ActorDiedError& e) {
+    EXPECT_EQ(e.code(), prism::ErrorCode::kUnavailable);
+    EXPECT_NE(std::string(e.what()).find("constructor failed"), std::string::npos)
+        << "the error should carry the constructor's message: " << e.what();
+  }
+  EXPECT_THROW(prism::get(r2, kTimeout), prism::ActorDiedError);
+  // Calls made after the failure is known fail too.
+  EXPECT_THROW(prism::get(h.task(&ActorsFailingCtor::get).remote(), kTimeout),
+               prism::ActorDiedError);
+}
+
+TEST_P(ActorsTest, ThrowingMethodFailsTheCallAndTheActorLivesOn) {
+  auto h = prism::actor<ActorsThrower>().remote();
+  EXPECT_EQ(prism::get(h.task(&ActorsThrower::succeed).remote(), kTimeout), 1);
+  try {
+    prism::get(h.task(&ActorsThrower::fail).remote(3), kTimeout);
+    FAIL() << "a throwing method returned a value";
+  } catch (const prism::TaskError& e) {
+    EXPECT_EQ(e.function_name(), "ActorsThrower::fail");
+    EXPECT_EQ(e.type_name(), "std::invalid_argument");
+    EXPECT_EQ(e.message(), "bad call");
+  }
+  EXPECT_EQ(prism::get(h.task(&ActorsThrower::succeed).remote(), kTimeout), 2);
+}
+
+TEST_P(ActorsTest, NamedActorIsFoundByName) {
+  auto h = prism::actor<ActorsCounter>(10).name("actors_named_counter").remote();
+  auto found = prism::get_actor<ActorsCounter>("actors_named_counter");
+  ASSERT_TRUE(found.valid());
+  EXPECT_TRUE(found == h);
+  EXPECT_EQ(found.id(), h.id());
+  EXPECT_EQ(prism::get(h.task(&ActorsCounter::increment).remote(), kTimeout), 11);
+  EXPECT_EQ(prism::get(found.task(&ActorsCounter::increment).remote(), kTimeout), 12);
+  // From inside a task as well.
+  auto in_task = prism::task([] {
+                   auto a = prism::get_actor<ActorsCounter>("actors_named_counter");
+                   return prism::get(a.task(&ActorsCounter::read).remote(), kTimeout);
+                 }).remote();
+  EXPECT_EQ(prism::get(in_task, kTimeout), 12);
+}
+
+TEST_P(ActorsTest, NamedActorOutlivesItsHandles) {
+  {
+    auto h = prism::actor<ActorsCounter>(0).name("actors_detached_counter").remote();
+    h.task(&ActorsCounter::add).remote(7);
+  }
+  auto found = prism::get_actor<ActorsCounter>("actors_detached_counter");
+  EXPECT_EQ(prism::get(found.task(&ActorsCounter::read).remote(), kTimeout), 7);
+}
+
+TEST_P(ActorsTest, UnknownNameOrWrongTypeIsAnError) {
+  try {
+    prism::get_actor<ActorsCounter>("actors_no_such_actor");
+    FAIL() << "get_actor found an actor that was never created";
+  } catch (const prism::Error& e) {
+    EXPECT_EQ(e.code(), prism::ErrorCode::kInvalidArgument);
+  }
+  auto h = prism::actor<ActorsCounter>(0).name("actors_typed_counter").remote();
+  EXPECT_THROW(prism::get_actor<ActorsRecorder>("actors_typed_counter"), prism::Error);
+  EXPECT_EQ(prism::get(h.task(&ActorsCounter::increment).remote(), kTimeout), 1);
+}
+
+TEST_P(ActorsTest, MaxConcurrencyTwoRunsTwoCallsAtOnce) {
+  auto h = prism::actor<ActorsMeeting>().max_concurrency(2).remote();
+  prism_test::Rendezvous both(2);
+  prism_test::ConcurrencyTracker tracker;
+  std::vector<prism::ObjectRef<bool>> refs;
+  for (int i = 0; i < 6; ++i) refs.push_back(h.task(&ActorsMeeting::meet).remote(both, tracker));
+  for (bool met : prism::get(refs, kTimeout)) {
+    EXPECT_TRUE(met) << "two calls were never in flight at once";
+  }
+  EXPECT_EQ(tracker.max(), 2);
+}
+
+TEST_P(ActorsTest, UnnamedActorStopsAfterItsLastHandleAndQueuedCalls) {
+  auto life = std::make_shared<Lifecycle>();
+  std::vector<prism::ObjectRef<int>> refs;
+  {
+    auto h = prism::actor<ActorsProbe>(life).remote();
+    for (int i = 0; i < 10; ++i) refs.push_back(h.task(&ActorsProbe::ping).remote());
+  }
+  const std::vector<int> values = prism::get(refs, kTimeout);
+  for (int i = 0; i < 10; ++i) EXPECT_EQ(values[i], i + 1);
+  EXPECT_TRUE(prism_test::eventually([&] { return life->destroyed.load() == 1; }));
+}
+
+TEST_P(ActorsTest, MethodCallsRunAsTasksWithTheirOwnIds) {
+  auto h = prism::actor<ActorsContext>().remote();
+  auto first = h.task(&ActorsContext::context).remote();
+  auto second = h.task(&ActorsContext::context).remote();
+  const auto [in_task1, id1] = prism::get(first, kTimeout);
+  const auto [in_task2, id2] = prism::get(second, kTimeout);
+  EXPECT_TRUE(in_task1);
+  EXPECT_TRUE(in_task2);
+  EXPECT_FALSE(id1.is_nil());
+  EXPECT_FALSE(id2.is_nil());
+  EXPECT_FALSE(id1 == id2);
+  EXPECT_FALSE(prism::in_task());
+  EXPECT_TRUE(prism::current_task_id().is_nil());
+}
+
+TEST_P(ActorsTest, ThousandActorsCreatedAndCalled) {
+  constexpr int kActors = 1000;
+  std::vector<prism::ActorHandle<ActorsCounter>> actors;
+  actors.reserve(kActors);
+  for (int i = 0; i < kActors; ++i) actors.push_back(prism::actor<ActorsCounter>(i).remote());
+  std::vector<prism::ObjectRef<int>> refs;
+  refs.reserve(kActors);
+  for (auto& a : actors) refs.push_back(a.task(&ActorsCounter::increment).remote());
+  const std::vector<int> values = prism::get(refs, kTimeout);
+  for (int i = 0; i < kActors; ++i) ASSERT_EQ(values[i], i + 1);
+}
+
+PRISM_TEST_SWEEP_CPUS(ActorsTest);
+
+TEST(ActorsEmptyHandleTest, CallOrKillOnAnEmptyHandleIsAnError) {
+  prism::ActorHandle<ActorsCounter> empty;
+  EXPECT_FALSE(empty.valid());
+  EXPECT_TRUE(empty.id().is_nil());
+  EXPECT_THROW(empty.task(&ActorsCounter::increment), prism::Error);
+  EXPECT_THROW(prism::kill(empty), prism::Error);
+}
+
+}  // namespace

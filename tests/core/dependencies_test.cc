@@ -1,0 +1,160 @@
+// Task graphs built from refs: chains, diamonds, deep chains, wide fan-in, failure propagation.
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <numeric>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "prism/prism.h"
+#include "test_util.h"
+
+namespace {
+
+using prism_test::kTimeout;
+
+int deps_inc(int x) { return x + 1; }
+int deps_add(int a, int b) { return a + b; }
+int deps_mul(int a, int b) { return a * b; }
+int64_t deps_sum(const std::vector<int>& v) {
+  return std::accumulate(v.begin(), v.end(), int64_t{0});
+}
+int deps_fail(int) { throw std::runtime_error("deps_fail failed"); }
+PRISM_REMOTE(deps_inc, deps_add, deps_mul, deps_sum, deps_fail);
+
+class DependenciesTest : public prism_test::CpuSweepTest {};
+
+TEST_P(DependenciesTest, Chain) {
+  auto a = prism::task(deps_add).remote(1, 2);   // 3
+  auto b = prism::task(deps_mul).remote(a, 4);   // 12
+  auto c = prism::task(deps_add).remote(b, a);   // 15
+  auto d = prism::task(deps_inc).remote(c);      // 16
+  EXPECT_EQ(prism::get(d, kTimeout), 16);
+  EXPECT_EQ(prism::get(a, kTimeout), 3);
+}
+
+TEST_P(DependenciesTest, ChainSubmittedBeforeItsRootIsReady) {
+  prism_test::Gate gate;
+  auto root = prism::task([gate] { return gate.wait() ? 0 : -1000; }).remote();
+  prism::ObjectRef<int> r = root;
+  for (int i = 0; i < 100; ++i) r = prism::task(deps_inc).remote(r);
+  EXPECT_FALSE(r.is_ready());
+  gate.open();
+  EXPECT_EQ(prism::get(r, kTimeout), 100);
+}
+
+TEST_P(DependenciesTest, Diamond) {
+  auto top = prism::task(deps_add).remote(2, 3);        // 5
+  auto left = prism::task(deps_mul).remote(top, 2);     // 10
+  auto right = prism::task(deps_add).remote(top, 100);  // 105
+  auto bottom = prism::task(deps_add).remote(left, right);
+  EXPECT_EQ(prism::get(bottom, kTimeout), 115);
+}
+
+TEST_P(DependenciesTest, SameRefTwiceInOneCall) {
+  auto a = prism::task(deps_add).remote(3, 4);
+  EXPECT_EQ(prism::get(prism::task(deps_mul).remote(a, a), kTimeout), 49);
+  std::vector<prism::ObjectRef<int>> same(10, a);
+  EXPECT_EQ(prism::get(prism::task(deps_sum).remote(same), kTimeout), 70);
+}
+
+TEST_P(DependenciesTest, DeepChainOf10k) {
+  constexpr int kDepth = 10000;
+  prism::ObjectRef<int> r = prism::put(0);
+  for (int i = 0; i < kDepth; ++i) r = prism::task(deps_inc).remote(r);
+  EXPECT_EQ(prism::get(r, kTimeout), kDepth);
+}
+
+TEST_P(DependenciesTest, WideFanInOf10kIntoOneTask) {
+  constexpr int kWidth = 10000;
+  std::vector<prism::ObjectRef<int>> refs;
+  refs.reserve(kWidth);
+  for (int i = 0; i < kWidth; ++i) refs.push_back(prism::task(deps_add).remote(i, 0));
+  auto total = prism::task(deps_sum).remote(refs);
+  EXPECT_EQ(prism::get(total, kTimeout), int64_t{kWidth} * (kWidth - 1) / 2);
+}
+
+TEST_P(DependenciesTest, FanOutThenFanIn) {
+  auto source = prism::task(deps_add).remote(1, 1);  // 2
+  std::vector<prism::ObjectRef<int>> mids;
+  for (int i = 0; i < 100; ++i) mids.push_back(prism::task(deps_mul).remote(source, i));
+  EXPECT_EQ(prism::get(prism::task(deps_sum).remote(mids), kTimeout), 2 * 4950);
+}
+
+TEST_P(DependenciesTest, FailurePropagatesWithoutRunningDependents) {
+  auto runs = std::make_shared<std::atomic<int>>(0);
+  auto counted_inc = [runs](int x) {
+    runs->fetch_add(1);
+    return x + 1;
+  };
+  auto failed = prism::task(deps_fail).remote(1);
+  auto b = prism::task(counted_inc).remote(failed);
+  auto c = prism::task(counted_inc).remote(b);
+  auto d = prism::task(deps_add).remote(c, 5);
+  for (const auto& ref : {failed, b, c, d}) {
+    try {
+      prism::get(ref, kTimeout);
+      ADD_FAILURE() << "a task downstream of a failure returned a value";
+    } catch (const prism::TaskError& e) {
+      // Dependents fail with the same error: it names the task that threw.
+      EXPECT_EQ(e.function_name(), "deps_fail");
+      EXPECT_EQ(e.message(), "deps_fail failed");
+    }
+  }
+  EXPECT_EQ(runs->load(), 0);
+}
+
+TEST_P(DependenciesTest, FailureInOneBranchOfADiamond) {
+  auto runs = std::make_shared<std::atomic<int>>(0);
+  auto top = prism::task(deps_add).remote(1, 2);
+  auto good = prism::task(deps_inc).remote(top);
+  auto bad = prism::task(deps_fail).remote(top);
+  auto bottom = prism::task([runs](int a, int b) {
+                  runs->fetch_add(1);
+                  return a + b;
+                }).remote(good, bad);
+  EXPECT_EQ(prism::get(good, kTimeout), 4);
+  EXPECT_THROW(prism::get(bottom, kTimeout), prism::TaskError);
+  EXPECT_EQ(runs->load(), 0);
+}
+
+TEST_P(DependenciesTest, FailureInAFanInFailsTheJoin) {
+  auto runs = std::make_shared<std::atomic<int>>(0);
+  std::vector<prism::ObjectRef<int>> refs;
+  for (int i = 0; i < 100; ++i) {
+    refs.push_back(i == 37 ? prism::task(deps_fail).remote(i) : prism::task(deps_inc).remote(i));
+  }
+  auto join = prism::task([runs](const std::vector<int>& v) {
+                runs->fetch_add(1);
+                return static_cast<int>(v.size());
+              }).remote(refs);
+  try {
+    prism::get(join, kTimeout);
+    FAIL() << "the join ran despite a failed input";
+  } catch (const prism::TaskError& e) {
+    EXPECT_EQ(e.function_name(), "deps_fail");
+  }
+  EXPECT_EQ(runs->load(), 0);
+  // get() of the whole vector throws the failed object's error too.
+  EXPECT_THROW(prism::get(refs, kTimeout), prism::TaskError);
+}
+
+TEST_P(DependenciesTest, ManyIndependentDiamonds) {
+  std::vector<prism::ObjectRef<int>> bottoms;
+  for (int i = 0; i < 200; ++i) {
+    auto top = prism::task(deps_inc).remote(i);
+    auto l = prism::task(deps_mul).remote(top, 2);
+    auto r = prism::task(deps_mul).remote(top, 3);
+    bottoms.push_back(prism::task(deps_add).remote(l, r));
+  }
+  const auto values = prism::get(bottoms, kTimeout);
+  for (int i = 0; i < 200; ++i) ASSERT_EQ(values[i], 5 * (i + 1));
+}
+
+PRISM_TEST_SWEEP_CPUS(DependenciesTest);
+
+}  // namespace
