@@ -104,6 +104,17 @@ TEST_P(ObjectRefTest, GetWithTimeoutThrowsTimeoutErrorThenSucceeds) {
   EXPECT_EQ(prism::get(r, kTimeout), 1);
 }
 
+TEST_P(ObjectRefTest, GetSharedWithTimeoutThrowsTimeoutErrorThenSucceeds) {
+  prism_test::Gate gate;
+  auto r = prism::task([gate] { return gate.wait() ? 5 : -1; }).remote();
+  EXPECT_THROW(prism::get_shared(r, 20ms), prism::TimeoutError);
+  gate.open();
+  auto p = prism::get_shared(r, kTimeout);
+  ASSERT_NE(p, nullptr);
+  EXPECT_EQ(*p, 5);
+  EXPECT_EQ(prism::get_shared(r, kTimeout).get(), p.get());  // the same stored value
+}
+
 TEST_P(ObjectRefTest, GetManyWithTimeoutThrowsTimeoutError) {
   prism_test::Gate gate;
   std::vector<prism::ObjectRef<int>> refs{

@@ -83,6 +83,16 @@ T get_until(const ObjectRef<T>& ref, Deadline deadline) {
 }
 
 template <typename T>
+std::shared_ptr<const T> shared_until(const ObjectRef<T>& ref, Deadline deadline) {
+  static_assert(!std::is_void_v<T>, "get_shared() of an ObjectRef<void>");
+  check_ref(ref.entry(), "prism::get_shared");
+  await(ref.entry(), deadline);
+  ObjectEntry* e = ref.entry();
+  e->ref();
+  return std::shared_ptr<const T>(&value_of<T>(e), [e](const T*) { e->unref(); });
+}
+
+template <typename T>
 std::vector<T> get_all_until(const std::vector<ObjectRef<T>>& refs, Deadline deadline) {
   static_assert(!std::is_void_v<T>, "get() of several ObjectRef<void>: use wait()");
   for (const auto& r : refs) check_ref(r.entry(), "prism::get");
@@ -135,11 +145,13 @@ std::vector<T> get(const std::vector<ObjectRef<T>>& refs,
 // Zero-copy access: a shared pointer to the stored value, keeping the object alive.
 template <typename T>
 std::shared_ptr<const T> get_shared(const ObjectRef<T>& ref) {
-  internal::check_ref(ref.entry(), "prism::get_shared");
-  internal::await(ref.entry(), internal::kNoDeadline);
-  internal::ObjectEntry* e = ref.entry();
-  e->ref();
-  return std::shared_ptr<const T>(&internal::value_of<T>(e), [e](const T*) { e->unref(); });
+  return internal::shared_until(ref, internal::kNoDeadline);
+}
+
+template <typename T, typename Rep, typename Period>
+std::shared_ptr<const T> get_shared(const ObjectRef<T>& ref,
+                                    std::chrono::duration<Rep, Period> timeout) {
+  return internal::shared_until(ref, internal::deadline_after(timeout));
 }
 
 // Waits until `num_returns` of `refs` are ready (a value or an error) or `timeout` passes.
