@@ -9,9 +9,9 @@ cd "$root"
 bash scripts/setup.sh
 bash scripts/build.sh release
 
-demo=build/release/examples/quickstart
+demo=build/release/examples/demo
 if [ ! -x "$demo" ]; then
-  echo "demo: $demo was not built (is examples/quickstart.cc present and PRISM_BUILD_EXAMPLES on?)" >&2
+  echo "demo: $demo was not built (is examples/demo.cc present and PRISM_BUILD_EXAMPLES on?)" >&2
   exit 1
 fi
 echo "==== $demo ===="

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# bench/run_all.sh — builds the benchmarks (Release) if needed, runs them all, writes the JSON,
+# the logs, a table and a chart into bench/results/<date>/.
+#
+#   bench/run_all.sh            # the whole suite: under 10 minutes on a 2-vCPU machine
+#   bench/run_all.sh --quick    # smaller sizes: a smoke test, 2-3 minutes
+#
+# Environment: BUILD_DIR (default build/bench), JOBS (default 2), RESULTS (default
+# bench/results/<YYYY-mm-dd_HHMMSS>), RUNS (runs per row, default 5).
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+
+quick=()
+if [[ "${1:-}" == "--quick" ]]; then
+  quick=(--quick)
+elif [[ $# -gt 0 ]]; then
+  echo "usage: bench/run_all.sh [--quick]" >&2
+  exit 2
+fi
+
+build="${BUILD_DIR:-build/bench}"
+jobs="${JOBS:-2}"
+runs="${RUNS:-5}"
+out="${RESULTS:-bench/results/$(date +%Y-%m-%d_%H%M%S)}"
+mkdir -p "$out"
+
+echo "== building the benchmarks in $build (Release)"
+if [[ ! -f "$build/build.ninja" && ! -f "$build/Makefile" ]]; then
+  generator=()
+  command -v ninja >/dev/null 2>&1 && generator=(-G Ninja)
+  cmake -S . -B "$build" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release \
+    -DPRISM_BUILD_BENCH=ON -DPRISM_BUILD_TESTS=OFF -DPRISM_BUILD_EXAMPLES=OFF >/dev/null
+fi
+cmake --build "$build" -j "$jobs" --target bench_microbench bench_scale bench_workloads
+
+start=$(date +%s)
+run() {  # run NAME ARGS...: prints as it goes, keeps a log, writes NAME.json
+  local name="$1"
+  shift
+  echo
+  echo "== $name"
+  "$build/bench/$name" --runs="$runs" --json="$out/$name.json" "${quick[@]}" "$@" \
+    2>&1 | tee "$out/$name.log"
+}
+
+# Sizes chosen so that the whole suite fits in 10 minutes on 2 vCPUs: microbench ~2 min,
+# scale (10^4..10^6 tasks, 10^3..10^5 actors, a child process per run) ~1 min, workloads
+# (sleeps at 0.2x, matmul 400 pairs of 500x500, 50 JPEGs of 3000x3000 generated once) ~4 min.
+run microbench
+run scale
+run workloads --scale=0.2 --matmul_n=500 --pairs=400 --images=50 --image_size=3000
+
+echo
+echo "== suite took $(( $(date +%s) - start )) s; results in $out"
+{
+  echo "command: bench/run_all.sh ${quick[*]}"
+  echo "date: $(date -Iseconds)"
+  echo "host: $(nproc) vCPU, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')"
+  echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet 2>/dev/null || echo ' (with local changes)')"
+} > "$out/run.txt"
+python3 bench/report "$out" --svg="$out/chart.svg" --markdown="$out/table.md"

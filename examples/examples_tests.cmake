@@ -1,0 +1,68 @@
+# Tests for examples/: included from examples/CMakeLists.txt after the example targets exist.
+#
+# Each example runs at a small size (a few seconds) and checks its own result: it exits non-zero
+# and prints "WRONG RESULT" / "FAILED" when the Prism result differs from the serial one or
+# from the known answer. The tests check that, never the timings (the examples print those).
+# Plus the unit tests of the image transforms (tests/examples/image_transforms_test.cc).
+#
+#   ctest -L examples --output-on-failure
+
+if(NOT PRISM_BUILD_TESTS)
+  return()
+endif()
+
+# Scratch folder for generated JPEGs (one per test, so that parallel ctest runs never share).
+set(PRISM_EXAMPLES_SCRATCH "${CMAKE_CURRENT_BINARY_DIR}/test-scratch")
+
+# prism_example_test(<test name> <example> [args...]): runs example_<example> with the args.
+function(prism_example_test test_name example)
+  if(NOT TARGET example_${example})
+    message(STATUS "Prism: no test ${test_name} (example_${example} is not built)")
+    return()
+  endif()
+  add_test(NAME ${test_name} COMMAND $<TARGET_FILE:example_${example}> ${ARGN})
+  set_tests_properties(${test_name} PROPERTIES
+    LABELS examples
+    TIMEOUT 120
+    # The exit code decides; these messages fail the test even if an exit code were lost.
+    FAIL_REGULAR_EXPRESSION "WRONG RESULT;FAILED")
+endfunction()
+
+prism_example_test(example_quickstart       quickstart --cpus=2)
+prism_example_test(example_sleep_tasks      sleep_tasks --scale=0.05 --cpus=4)
+# Asserts (with a wide margin) that the trees beat the chain: sleeps, so CPU load barely matters.
+prism_example_test(example_tree_add         tree_add --scale=0.1 --cpus=4)
+prism_example_test(example_fibonacci        fibonacci --n=20000 --rounds=10 --cpus=2)
+prism_example_test(example_monte_carlo_pi   monte_carlo_pi --samples=1000000 --cpus=2)
+prism_example_test(example_matmul_tree      matmul_tree --n=200 --iterations=20 --cpus=2)
+prism_example_test(example_image_preprocess image_preprocess --images=4 --size=600 --cpus=2
+  "--dir=${PRISM_EXAMPLES_SCRATCH}/image_preprocess")
+prism_example_test(example_image_preprocess_full_decode image_preprocess --images=3 --size=500
+  --full-decode --cpus=2 "--dir=${PRISM_EXAMPLES_SCRATCH}/image_preprocess_full_decode")
+prism_example_test(example_counter_actor    counter_actor --work=0.02 --cpus=2)
+prism_example_test(example_wait_and_put     wait_and_put --scale=0.2 --put-mb=16 --readers=4 --cpus=2)
+prism_example_test(example_nested_tasks     nested_tasks --steps=20000 --trials=3 --cpus=2)
+# One CPU slot: outer tasks blocked in get() must lend it to their inner tasks (no deadlock).
+prism_example_test(example_nested_tasks_1cpu nested_tasks --steps=20000 --trials=3 --cpus=1)
+prism_example_test(example_demo             demo --n=200 --iterations=10 --images=4 --size=600
+  --cpus=2 "--dir=${PRISM_EXAMPLES_SCRATCH}/demo")
+
+# Unit tests of examples/image/ (header-only; they need libjpeg, not Prism). Built here unless
+# tests/CMakeLists.txt already made a target for tests/examples.
+if(TARGET JPEG::JPEG AND NOT TARGET prism_examples_tests
+   AND EXISTS "${PROJECT_SOURCE_DIR}/tests/examples/image_transforms_test.cc")
+  find_package(GTest)
+  if(GTest_FOUND)
+    include(GoogleTest)
+    add_executable(prism_examples_tests
+      "${PROJECT_SOURCE_DIR}/tests/examples/image_transforms_test.cc")
+    target_link_libraries(prism_examples_tests PRIVATE
+      GTest::gtest GTest::gtest_main JPEG::JPEG prism_warnings)
+    gtest_discover_tests(prism_examples_tests
+      DISCOVERY_MODE PRE_TEST
+      DISCOVERY_TIMEOUT 60
+      PROPERTIES TIMEOUT 60 LABELS examples)
+  else()
+    message(STATUS "Prism: GoogleTest not found, examples/image unit tests not built")
+  endif()
+endif()
