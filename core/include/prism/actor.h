@@ -33,6 +33,7 @@
 #include <utility>
 
 #include "prism/internal/ids.h"
+#include "prism/internal/resource_options.h"
 #include "prism/internal/runtime_hooks.h"
 #include "prism/internal/task_impl.h"
 #include "prism/object_ref.h"
@@ -194,25 +195,13 @@ class ActorHandle {
 };
 
 template <typename T, typename... CtorArgs>
-class ActorCreator {
+class ActorCreator : public internal::ResourceOptions<ActorCreator<T, CtorArgs...>> {
  public:
+  // num_cpus(x), num_gpus(x), memory(bytes), resource(name, x): see ResourceOptions.
   template <typename... U>
   explicit ActorCreator(internal::RuntimeCore* rt, U&&... args)
       : rt_(rt), args_(std::forward<U>(args)...) {}
 
-  ActorCreator& num_cpus(double n) & { return options_.num_cpus = n, *this; }
-  ActorCreator&& num_cpus(double n) && { return std::move(num_cpus(n)); }
-  ActorCreator& num_gpus(double n) & { return options_.num_gpus = n, *this; }
-  ActorCreator&& num_gpus(double n) && { return std::move(num_gpus(n)); }
-  ActorCreator& memory(int64_t bytes) & { return options_.memory = bytes, *this; }
-  ActorCreator&& memory(int64_t bytes) && { return std::move(memory(bytes)); }
-  ActorCreator& resource(std::string name, double amount) & {
-    options_.resources.emplace_back(std::move(name), amount);
-    return *this;
-  }
-  ActorCreator&& resource(std::string name, double amount) && {
-    return std::move(resource(std::move(name), amount));
-  }
   // A named actor: found later with prism::get_actor<T>(name); lives until killed or shutdown.
   ActorCreator& name(std::string n) & { return options_.name = std::move(n), *this; }
   ActorCreator&& name(std::string n) && { return std::move(name(std::move(n))); }
@@ -246,6 +235,8 @@ class ActorCreator {
   }
 
  private:
+  friend class internal::ResourceOptions<ActorCreator>;
+
   internal::RuntimeCore* rt_;
   std::tuple<CtorArgs...> args_;
   internal::ActorOptions options_;

@@ -22,6 +22,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "prism/internal/resource_options.h"
 #include "prism/internal/runtime_hooks.h"
 #include "prism/internal/task_impl.h"
 #include "prism/object_ref.h"
@@ -30,28 +31,12 @@
 namespace prism {
 
 template <typename F, size_t NumReturns = 0>
-class TaskCaller {
+class TaskCaller : public internal::ResourceOptions<TaskCaller<F, NumReturns>> {
  public:
+  // num_cpus(x), num_gpus(x), memory(bytes), resource(name, x): see ResourceOptions.
   TaskCaller(internal::RuntimeCore* rt, F f, internal::TaskOptions options = {})
       : rt_(rt), f_(std::move(f)), options_(std::move(options)) {}
 
-  // CPUs the task holds while it runs (default 1; fractions allowed, 0 allowed).
-  TaskCaller& num_cpus(double n) & { return options_.num_cpus = n, *this; }
-  TaskCaller&& num_cpus(double n) && { return std::move(num_cpus(n)); }
-  // GPUs (fractions to 1/100 share one device; above 1, whole devices).
-  TaskCaller& num_gpus(double n) & { return options_.num_gpus = n, *this; }
-  TaskCaller&& num_gpus(double n) && { return std::move(num_gpus(n)); }
-  // Bytes of node memory the task reserves while it runs.
-  TaskCaller& memory(int64_t bytes) & { return options_.memory = bytes, *this; }
-  TaskCaller&& memory(int64_t bytes) && { return std::move(memory(bytes)); }
-  // A custom resource declared in InitOptions::resources.
-  TaskCaller& resource(std::string name, double amount) & {
-    options_.resources.emplace_back(std::move(name), amount);
-    return *this;
-  }
-  TaskCaller&& resource(std::string name, double amount) && {
-    return std::move(resource(std::move(name), amount));
-  }
   // How many times the task is run again if its worker dies (cluster mode) or, with
   // retry_exceptions(true), if it throws.
   TaskCaller& max_retries(int n) & { return options_.max_retries = n, *this; }
@@ -105,6 +90,8 @@ class TaskCaller {
     return options_.is_default_request() && options_.name.empty() && options_.max_retries == 0 &&
            !options_.retry_exceptions;
   }
+
+  friend class internal::ResourceOptions<TaskCaller>;
 
   internal::RuntimeCore* rt_;  // null: the current runtime at remote() time
   F f_;
