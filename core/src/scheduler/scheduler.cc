@@ -14,6 +14,7 @@ struct Scheduler::Worker {
   bool wake = false;             // guarded by sched->mu_
   bool woken_for_ready = false;  // guarded by sched->mu_
   bool woken_for_job = false;    // guarded by sched->mu_
+  bool ran_job = false;          // guarded by sched->mu_: spin once before parking
   // Owned by the thread itself:
   bool holds_slot = false;
   int64_t lease_cpu = 0;   // CPU units of the job it runs
@@ -131,7 +132,8 @@ void Scheduler::wake_for_ready_locked() {
 }
 
 void Scheduler::wake_for_job_locked() {
-  if (static_cast<int64_t>(jobs_.size()) <= waking_for_jobs_) return;
+  jobs_count_.store(static_cast<int64_t>(jobs_.size()), std::memory_order_relaxed);
+  if (static_cast<int64_t>(jobs_.size()) <= waking_for_jobs_ + job_spinners_) return;
   wake_one_locked(/*for_ready=*/false);
 }
 
@@ -214,7 +216,9 @@ void Scheduler::thread_main(Worker* w) {
     if (!jobs_.empty()) {
       Job job = std::move(jobs_.front());
       jobs_.pop_front();
+      jobs_count_.store(static_cast<int64_t>(jobs_.size()), std::memory_order_relaxed);
       w->lease_cpu = job.alloc.cpu;
+      w->ran_job = true;
       lock.unlock();
       runner_->run_job(job);
       lock.lock();
@@ -247,6 +251,21 @@ void Scheduler::thread_main(Worker* w) {
       continue;  // re-check the queue under the lock: no lost wake-ups
     }
     if (stopping_.load()) break;
+    if (w->ran_job && job_spinners_ == 0) {
+      // Like the CPU workers: stay awake a few microseconds after a job (an actor's caller that
+      // waits for each result then finds this thread awake). Submitters count this thread as
+      // on its way while it spins; it re-checks everything under the lock afterwards.
+      w->ran_job = false;
+      ++job_spinners_;
+      lock.unlock();
+      spin_for(kSpinBeforePark, [this] {
+        return jobs_count_.load(std::memory_order_relaxed) > 0 || ready_.maybe_nonempty();
+      });
+      lock.lock();
+      --job_spinners_;
+      continue;
+    }
+    w->ran_job = false;
     w->wake = false;
     parked_.push_back(w);
     while (!w->wake) w->cv.wait(lock.native());

@@ -127,6 +127,8 @@ class Scheduler {
   std::vector<Worker*> parked_ PRISM_GUARDED_BY(mu_);
   int64_t waking_for_ready_ PRISM_GUARDED_BY(mu_) = 0;
   int64_t waking_for_jobs_ PRISM_GUARDED_BY(mu_) = 0;
+  int64_t job_spinners_ PRISM_GUARDED_BY(mu_) = 0;  // threads spinning after a job
+  std::atomic<int64_t> jobs_count_{0};  // jobs_.size(), for spinners to watch without the lock
   bool warned_thread_cap_ PRISM_GUARDED_BY(mu_) = false;
 };
 
