@@ -115,6 +115,16 @@ class OneWaiter final : public Dependent {
 
 constexpr std::chrono::microseconds kSpinBeforeBlock{10};
 
+// Adaptive spinning, per thread: a spin that ends with the result earns credit, one that times
+// out halves it; without credit the thread blocks at once, trying a spin again every 32 waits.
+thread_local int tls_spin_credit = 4;
+thread_local unsigned tls_waits = 0;
+
+bool should_spin() noexcept { return tls_spin_credit > 0 || (++tls_waits & 31) == 0; }
+void spin_paid(bool paid) noexcept {
+  tls_spin_credit = paid ? (tls_spin_credit < 8 ? tls_spin_credit + 1 : 8) : tls_spin_credit / 2;
+}
+
 [[noreturn]] void throw_timeout(const char* what) {
   throw TimeoutError(std::string(what) + ": the object was not ready before the timeout");
 }
@@ -122,8 +132,11 @@ constexpr std::chrono::microseconds kSpinBeforeBlock{10};
 }  // namespace
 
 void await(ObjectEntry* entry, Deadline deadline) {
-  // A result that is a few microseconds away is cheaper to spin for than to sleep for.
-  spin_for(kSpinBeforeBlock, [entry] { return entry->is_done(); });
+  // A result that is a few microseconds away is cheaper to spin for than to sleep for, but a
+  // spin that does not pay takes a core from the workers: spin only while spins keep paying.
+  if (!entry->is_done() && should_spin()) {
+    spin_paid(spin_for(kSpinBeforeBlock, [entry] { return entry->is_done(); }));
+  }
   if (!entry->is_done()) {
     OneWaiter waiter;
     DepNode node;
