@@ -95,8 +95,16 @@ std::shared_ptr<const T> shared_until(const ObjectRef<T>& ref, Deadline deadline
 template <typename T>
 std::vector<T> get_all_until(const std::vector<ObjectRef<T>>& refs, Deadline deadline) {
   static_assert(!std::is_void_v<T>, "get() of several ObjectRef<void>: use wait()");
-  for (const auto& r : refs) check_ref(r.entry(), "prism::get");
-  for (const auto& r : refs) await(r.entry(), deadline);
+  std::vector<ObjectEntry*> entries;
+  entries.reserve(refs.size());
+  for (const auto& r : refs) {
+    check_ref(r.entry(), "prism::get");
+    entries.push_back(r.entry());
+  }
+  // One wait for all of them (one wake-up, not one per object); then each in order, which
+  // rethrows the first error or throws TimeoutError if the deadline passed first.
+  if (entries.size() > 1) await_some(entries, entries.size(), deadline);
+  for (ObjectEntry* e : entries) await(e, deadline);
   std::vector<T> out;
   out.reserve(refs.size());
   for (const auto& r : refs) out.push_back(value_of<T>(r.entry()));
