@@ -133,8 +133,9 @@ void spin_paid(bool paid) noexcept {
 
 void await(ObjectEntry* entry, Deadline deadline) {
   // A result that is a few microseconds away is cheaper to spin for than to sleep for, but a
-  // spin that does not pay takes a core from the workers: spin only while spins keep paying.
-  if (!entry->is_done() && should_spin()) {
+  // spin that does not pay takes a core from the workers: spin only while spins keep paying,
+  // and only while some core is not running a task.
+  if (!entry->is_done() && should_spin() && entry->runtime()->scheduler().has_idle_core()) {
     spin_paid(spin_for(kSpinBeforeBlock, [entry] { return entry->is_done(); }));
   }
   if (!entry->is_done()) {

@@ -1,5 +1,6 @@
 #include "scheduler/scheduler.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "common/log.h"
@@ -27,7 +28,10 @@ constexpr std::chrono::microseconds kSpinBeforePark{20};
 }  // namespace
 
 Scheduler::Scheduler(JobRunner* runner, const NodeResources& totals, int max_threads)
-    : runner_(runner), max_threads_(max_threads), pool_(totals) {
+    : runner_(runner),
+      max_threads_(max_threads),
+      hardware_threads_(std::max(1u, std::thread::hardware_concurrency())),
+      pool_(totals) {
   cpu_slots_ = totals.cpu / kUnitsPerResource;
 }
 

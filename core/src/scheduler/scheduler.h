@@ -83,6 +83,11 @@ class Scheduler {
   void reclaim_current() noexcept;
   // True on one of this scheduler's threads.
   bool is_own_thread() const noexcept;
+  // True if fewer threads hold CPU slots than the machine has hardware threads: a caller may
+  // spin briefly for a result without taking a core from a running task.
+  bool has_idle_core() const noexcept {
+    return holders_.load(std::memory_order_relaxed) < hardware_threads_;
+  }
 
   // Stops taking work: returns the queued tasks and jobs that never started (the caller fails
   // them). Threads keep running what is in flight; join() waits for them.
@@ -109,6 +114,7 @@ class Scheduler {
   JobRunner* const runner_;
   const int max_threads_;
   int64_t cpu_slots_ = 0;
+  const int64_t hardware_threads_;
   ReadyQueue ready_;
   std::atomic<int64_t> holders_{0};       // threads holding a CPU slot
   std::atomic<bool> cpu_wanted_{false};   // a waiting job lacks only CPU
