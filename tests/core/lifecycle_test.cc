@@ -258,3 +258,18 @@ TEST_P(LifecycleContextTest, NodeIdInsideAndOutsideTasks) {
 PRISM_TEST_SWEEP_CPUS(LifecycleContextTest);
 
 }  // namespace
+
+TEST(LifecycleRuntimes, RefOfAnotherRuntimeIsRejectedAsATaskArgument) {
+  prism::Runtime a({.num_cpus = 1});
+  prism::Runtime b({.num_cpus = 1});
+  auto r = a.put(41);
+  try {
+    b.task([](int x) { return x + 1; }).remote(r);
+    FAIL() << "a ref of runtime a was accepted by runtime b";
+  } catch (const prism::Error& e) {
+    EXPECT_EQ(e.code(), prism::ErrorCode::kInvalidArgument);
+  }
+  // The same ref works in its own runtime.
+  EXPECT_EQ(prism::get(a.task([](int x) { return x + 1; }).remote(r), kTimeout),
+            42);
+}

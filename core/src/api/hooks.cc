@@ -86,6 +86,15 @@ void check_ref(const ObjectEntry* entry, const char* what) {
   }
 }
 
+void check_arg_ref(const ObjectEntry* entry, RuntimeCore* rt) {
+  check_ref(entry, "a task argument");
+  if (entry->runtime() != rt) {
+    throw Error(ErrorCode::kInvalidArgument,
+                "a task argument is an ObjectRef of another prism::Runtime; pass the value, or "
+                "submit the task to the runtime that owns the ref");
+  }
+}
+
 // ---- blocking ----
 
 namespace {

@@ -67,6 +67,9 @@ std::vector<bool> await_some(const std::vector<ObjectEntry*>& entries, size_t nu
                              Deadline deadline);
 // Throws prism::Error(kInvalidArgument) naming `what` when `entry` is null (an empty ref).
 void check_ref(const ObjectEntry* entry, const char* what);
+// For a task argument: not empty, and owned by the runtime `rt` that runs the task (a ref of
+// another Runtime in the same process is an InvalidArgument error).
+void check_arg_ref(const ObjectEntry* entry, RuntimeCore* rt);
 
 // Reserves object store space for a put of `bytes`; throws ObjectStoreFullError when it does
 // not fit. Returns the token that releases the space (null for small objects).

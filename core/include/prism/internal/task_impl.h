@@ -34,7 +34,7 @@ template <int Tier, typename A, typename = void>
 struct Arg {
   using type = const A&;
   static const A& resolve(const A& a) noexcept { return a; }
-  static size_t count(const A&) { return 0; }
+  static size_t count(const A&, RuntimeCore*) { return 0; }
   static void add(TaskRecord*, const A&) noexcept {}
 };
 
@@ -42,8 +42,8 @@ template <int Tier, typename T>
 struct Arg<Tier, ObjectRef<T>, std::enable_if_t<(Tier >= 1) && !std::is_void_v<T>>> {
   using type = const T&;
   static const T& resolve(const ObjectRef<T>& r) noexcept { return value_of<T>(r.entry()); }
-  static size_t count(const ObjectRef<T>& r) {
-    check_ref(r.entry(), "a task argument");
+  static size_t count(const ObjectRef<T>& r, RuntimeCore* rt) {
+    check_arg_ref(r.entry(), rt);
     return 1;
   }
   static void add(TaskRecord* t, const ObjectRef<T>& r) noexcept { t->add_dep(r.entry()); }
@@ -53,8 +53,8 @@ template <int Tier>
 struct Arg<Tier, ObjectRef<void>, std::enable_if_t<(Tier >= 1)>> {
   using type = const ObjectRef<void>&;
   static const ObjectRef<void>& resolve(const ObjectRef<void>& r) noexcept { return r; }
-  static size_t count(const ObjectRef<void>& r) {
-    check_ref(r.entry(), "a task argument");
+  static size_t count(const ObjectRef<void>& r, RuntimeCore* rt) {
+    check_arg_ref(r.entry(), rt);
     return 1;
   }
   static void add(TaskRecord* t, const ObjectRef<void>& r) noexcept { t->add_dep(r.entry()); }
@@ -69,8 +69,8 @@ struct Arg<2, std::vector<ObjectRef<T>>, std::enable_if_t<!std::is_void_v<T>>> {
     for (const auto& r : v) out.push_back(value_of<T>(r.entry()));
     return out;
   }
-  static size_t count(const std::vector<ObjectRef<T>>& v) {
-    for (const auto& r : v) check_ref(r.entry(), "a task argument");
+  static size_t count(const std::vector<ObjectRef<T>>& v, RuntimeCore* rt) {
+    for (const auto& r : v) check_arg_ref(r.entry(), rt);
     return v.size();
   }
   static void add(TaskRecord* t, const std::vector<ObjectRef<T>>& v) noexcept {
@@ -217,7 +217,7 @@ class TaskImpl final : public TaskRecord {
   // Registers every resolved argument as a dependency.
   void register_args() {
     size_t n = 0;
-    std::apply([&](const auto&... a) { ((n += Arg<Tier, A>::count(a)), ...); }, args_);
+    std::apply([&](const auto&... a) { ((n += Arg<Tier, A>::count(a, runtime())), ...); }, args_);
     if (n == 0) return;
     reserve_deps(n);
     std::apply([&](const auto&... a) { (Arg<Tier, A>::add(this, a), ...); }, args_);
