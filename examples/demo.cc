@@ -44,6 +44,8 @@ int main(int argc, char** argv) try {
   const int count = static_cast<int>(flags.get_int("images", full ? 50 : 16, "images"));
   const int size = static_cast<int>(flags.get_int("size", 3000, "image width and height"));
   const std::string dir = flags.get_string("dir", "/tmp/prism-images", "folder of the JPEGs");
+  const std::string timeline = flags.get_string(
+      "timeline", "/tmp/prism-demo-timeline.json", "Chrome trace of the Prism runs ('' = none)");
   const int cpus = flags.cpus();
   if (!flags.ok()) return 2;
   const uint64_t kSeed = 7;
@@ -52,7 +54,7 @@ int main(int argc, char** argv) try {
   std::printf("Prism demo on %d CPU slots (%u hardware threads), %s size%s\n", cpus,
               std::thread::hardware_concurrency(), full ? "full" : "reduced",
               full ? "" : " (--full for the full-size run)");
-  prism::init({.num_cpus = static_cast<double>(cpus)});
+  prism::init({.num_cpus = static_cast<double>(cpus), .timeline = !timeline.empty()});
   images::ensure_images(dir, count, size);  // once; not timed
   std::vector<Row> rows;
 
@@ -84,6 +86,11 @@ int main(int argc, char** argv) try {
         [&] { parallel = images::preprocess_prism(dir, count, kSeed, false); });
     rows.push_back({std::to_string(count) + " images (" + std::to_string(size) + "^2 JPEG)", s, p,
                     critical, parallel == serial});
+  }
+  if (!timeline.empty()) {
+    prism::timeline(timeline);
+    std::printf("timeline of the Prism runs: %s (open it in Perfetto)\n",
+                timeline.c_str());
   }
   prism::shutdown();
 

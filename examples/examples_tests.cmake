@@ -45,7 +45,8 @@ prism_example_test(example_nested_tasks     nested_tasks --steps=20000 --trials=
 # One CPU slot: outer tasks blocked in get() must lend it to their inner tasks (no deadlock).
 prism_example_test(example_nested_tasks_1cpu nested_tasks --steps=20000 --trials=3 --cpus=1)
 prism_example_test(example_demo             demo --n=200 --iterations=10 --images=4 --size=600
-  --cpus=2 "--dir=${PRISM_EXAMPLES_SCRATCH}/demo")
+  --cpus=2 "--dir=${PRISM_EXAMPLES_SCRATCH}/demo"
+  "--timeline=${PRISM_EXAMPLES_SCRATCH}/demo-timeline.json")
 
 # Unit tests of examples/image/ (header-only; they need libjpeg, not Prism). Built here unless
 # tests/CMakeLists.txt already made a target for tests/examples.

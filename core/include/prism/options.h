@@ -37,6 +37,9 @@ struct InitOptions {
   std::string address = {};
   // How much Prism logs to stderr. Quiet by default.
   LogLevel log_level = LogLevel::kWarning;
+  // Record every task's span (name, thread, start, end, GPUs) for prism::timeline(path). Costs a
+  // few hundred nanoseconds per task, so it is off by default.
+  bool timeline = false;
   // Upper bound on worker threads (threads grow on demand: blocked tasks lend their CPU slot,
   // actors run concurrently). 0: 4096.
   int max_threads = 0;

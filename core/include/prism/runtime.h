@@ -64,6 +64,9 @@ class Runtime {
   std::map<std::string, double> cluster_resources() const;
   std::map<std::string, double> available_resources() const;
   const std::string& node_id() const;
+  // Writes every task run so far as Chrome trace JSON (open it in Perfetto). Needs
+  // InitOptions::timeline; throws prism::Error otherwise or if the file cannot be written.
+  void timeline(const std::string& path) const;
 
   internal::RuntimeCore* core() const noexcept { return core_.get(); }
 
@@ -81,5 +84,7 @@ Runtime& global_runtime();
 
 std::map<std::string, double> cluster_resources();
 std::map<std::string, double> available_resources();
+// The current runtime's timeline (see Runtime::timeline).
+void timeline(const std::string& path);
 
 }  // namespace prism

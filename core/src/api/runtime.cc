@@ -38,6 +38,7 @@ std::map<std::string, double> Runtime::available_resources() const {
   return core_->available_resources();
 }
 const std::string& Runtime::node_id() const { return core_->node_id(); }
+void Runtime::timeline(const std::string& path) const { core_->write_timeline(path); }
 
 void init(const InitOptions& options) {
   std::lock_guard<std::mutex> lock(g_mu);
@@ -78,5 +79,6 @@ std::map<std::string, double> cluster_resources() {
 std::map<std::string, double> available_resources() {
   return internal::current_runtime()->available_resources();
 }
+void timeline(const std::string& path) { internal::current_runtime()->write_timeline(path); }
 
 }  // namespace prism

@@ -78,6 +78,7 @@ RuntimeCore::RuntimeCore(const InitOptions& options)
                     "') is not available in this build; leave address empty for embedded mode");
   }
   set_log_level(options.log_level);
+  if (options.timeline) timeline_ = std::make_unique<Timeline>();
   const NodeResources totals = node_resources(options);
   const int64_t store_bytes = options.object_store_bytes < 0
                                   ? static_cast<int64_t>(physical_memory() * 0.3)
@@ -230,8 +231,13 @@ void RuntimeCore::execute(TaskRecord* task, const Allocation* alloc) noexcept {
     return;
   }
   ExecScope scope(this, task, alloc);
+  auto start = timeline_ ? Timeline::Clock::now() : Timeline::Clock::time_point{};
   for (;;) {
     std::exception_ptr thrown = task->run();
+    if (timeline_) {
+      record_span(task, alloc, start);  // one span per attempt
+      start = Timeline::Clock::now();
+    }
     if (!thrown) break;
     TaskExtras* x = task->extras();
     if (x != nullptr && x->retry_exceptions && x->retries_left > 0 && !task->cancel_requested()) {
@@ -249,6 +255,31 @@ void RuntimeCore::execute(TaskRecord* task, const Allocation* alloc) noexcept {
     return;
   }
   delete task;
+}
+
+void RuntimeCore::record_span(TaskRecord* task, const Allocation* alloc,
+                              Timeline::Clock::time_point start) noexcept {
+  try {
+    Timeline::Span span;
+    span.name = task->function_name();
+    span.task_sequence = task->id().sequence;
+    span.thread = Timeline::thread_number();
+    span.start = start;
+    span.end = Timeline::Clock::now();
+    if (alloc != nullptr) span.gpus = alloc->gpu_ids();
+    timeline_->record(std::move(span));
+  } catch (...) {
+    // Out of memory for the span: the timeline misses it, the task is unaffected.
+  }
+}
+
+void RuntimeCore::write_timeline(const std::string& path) const {
+  if (!timeline_) {
+    throw Error(ErrorCode::kInvalidArgument,
+                "prism::timeline: recording is off; start the runtime with "
+                "InitOptions{.timeline = true}");
+  }
+  timeline_->write(path, node_id_);
 }
 
 void RuntimeCore::run_task(TaskRecord* task) noexcept { execute(task, nullptr); }

@@ -17,6 +17,7 @@
 
 #include "actor/actor_directory.h"
 #include "object_store/store_account.h"
+#include "observability/timeline.h"
 #include "prism/internal/task_record.h"
 #include "prism/options.h"
 #include "scheduler/scheduler.h"
@@ -57,6 +58,9 @@ class RuntimeCore final : public JobRunner {
   std::exception_ptr task_error(const std::exception_ptr& thrown, const std::string& function);
   std::exception_ptr lost_error(const char* why) const;
 
+  // Chrome trace JSON of every task run so far (InitOptions::timeline must be on).
+  void write_timeline(const std::string& path) const;
+
   std::map<std::string, double> cluster_resources() const;
   std::map<std::string, double> available_resources() const;
 
@@ -65,12 +69,16 @@ class RuntimeCore final : public JobRunner {
   void run_job(Job& job) noexcept override;
 
  private:
+  void record_span(TaskRecord* task, const Allocation* alloc,
+                   Timeline::Clock::time_point start) noexcept;
+
   const uint64_t owner_;
   const std::string node_id_;
   std::atomic<uint64_t> next_sequence_{1};
   std::atomic<bool> stopping_{false};
   std::atomic<bool> stopped_{false};
   std::shared_ptr<StoreAccount> store_;
+  std::unique_ptr<Timeline> timeline_;  // null unless InitOptions::timeline
   ActorDirectory actors_;
   std::unique_ptr<Scheduler> scheduler_;
 };
