@@ -22,6 +22,7 @@
 #include "prism/errors.h"
 #include "prism/internal/ids.h"
 #include "prism/internal/object_entry.h"
+#include "prism/internal/placement.h"
 #include "prism/internal/runtime_hooks.h"
 
 namespace prism {
@@ -75,11 +76,22 @@ const T& value_of(ObjectEntry* e) noexcept {
   return static_cast<const TypedEntry<T>*>(e)->value();
 }
 
+// The value as a reader here sees it: placed for the calling context if T has a place (see
+// placement.h), else the stored value itself.
+template <typename T>
+decltype(auto) read_value(ObjectEntry* e) {
+  if constexpr (Placement<T>::kCustom) {
+    return T(Placement<T>::for_reader(value_of<T>(e)));
+  } else {
+    return value_of<T>(e);
+  }
+}
+
 template <typename T>
 T get_until(const ObjectRef<T>& ref, Deadline deadline) {
   check_ref(ref.entry(), "prism::get");
   await(ref.entry(), deadline);
-  if constexpr (!std::is_void_v<T>) return value_of<T>(ref.entry());
+  if constexpr (!std::is_void_v<T>) return read_value<T>(ref.entry());
 }
 
 template <typename T>
@@ -107,7 +119,7 @@ std::vector<T> get_all_until(const std::vector<ObjectRef<T>>& refs, Deadline dea
   for (ObjectEntry* e : entries) await(e, deadline);
   std::vector<T> out;
   out.reserve(refs.size());
-  for (const auto& r : refs) out.push_back(value_of<T>(r.entry()));
+  for (const auto& r : refs) out.push_back(read_value<T>(r.entry()));
   return out;
 }
 

@@ -23,8 +23,13 @@ struct InitOptions {
   // CPU slots of this node. Negative: the number of hardware threads. 0 is allowed (only
   // tasks that ask for no CPU can then run). Fractions are allowed (e.g. 1.5).
   double num_cpus = -1;
-  // Logical GPUs of this node. Negative: detected (0 when Prism has no GPU backend).
+  // GPUs of this node. Negative: the CUDA devices found (0 without any). With CUDA devices it
+  // cannot exceed their number; without, N declares N logical GPUs served by the host backend
+  // (device memory is host memory), as Ray lets a user declare GPUs.
   double num_gpus = -1;
+  // Bytes of each GPU's memory that tasks may reserve with .gpu_memory(bytes). Negative: the
+  // device's memory (CUDA), or 16 GiB per logical GPU.
+  int64_t gpu_memory = -1;
   // Memory that tasks may reserve with .memory(bytes). Negative: the machine's physical memory.
   int64_t memory = -1;
   // Custom resources: name -> amount (fractions allowed), as with Ray's `resources=`.
@@ -52,13 +57,14 @@ struct TaskOptions {
   double num_cpus = 1;
   double num_gpus = 0;
   int64_t memory = 0;
+  int64_t gpu_memory = 0;
   std::vector<std::pair<std::string, double>> resources;
   int max_retries = 0;
   bool retry_exceptions = false;
   std::string name;
 
   bool is_default_request() const {
-    return num_cpus == 1 && num_gpus == 0 && memory == 0 && resources.empty();
+    return num_cpus == 1 && num_gpus == 0 && memory == 0 && gpu_memory == 0 && resources.empty();
   }
 };
 
@@ -68,6 +74,7 @@ struct ActorOptions {
   double num_cpus = 0;
   double num_gpus = 0;
   int64_t memory = 0;
+  int64_t gpu_memory = 0;
   std::vector<std::pair<std::string, double>> resources;
   std::string name;      // non-empty: a named actor, found with prism::get_actor<T>(name)
   int max_concurrency = 1;

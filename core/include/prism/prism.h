@@ -21,3 +21,9 @@
 #include "prism/registry.h"
 #include "prism/runtime.h"
 #include "prism/task.h"
+
+// The GPU module (devices, streams, tensors, kernels), when Prism was built with it. Including it
+// here also links it into the program, so runtimes find its GPUs.
+#if __has_include(<prism/gpu.h>)
+#include <prism/gpu.h>
+#endif

@@ -301,7 +301,8 @@ std::shared_ptr<ActorCore> new_actor(RuntimeCore* rt, const ActorOptions& option
     throw Error(ErrorCode::kInvalidArgument, "max_concurrency must be >= 1");
   }
   ResourceRequest request =
-      make_request(options.num_cpus, options.num_gpus, options.memory, options.resources);
+      make_request(options.num_cpus, options.num_gpus, options.memory, options.gpu_memory,
+                   options.resources);
   const std::string reason = rt->scheduler().infeasible_reason(request);
   const std::string name = demangle(type_name);
   if (!reason.empty()) {

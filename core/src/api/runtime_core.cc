@@ -2,6 +2,8 @@
 
 #include <unistd.h>
 
+#include <algorithm>
+#include <climits>
 #include <cmath>
 #include <cstdio>
 #include <random>
@@ -12,6 +14,7 @@
 #include "actor/actor_core.h"
 #include "common/log.h"
 #include "prism/errors.h"
+#include "prism/internal/device_support.h"
 #include "prism/internal/runtime_hooks.h"
 #include "worker/exec_context.h"
 
@@ -46,20 +49,57 @@ int64_t units(const char* what, double amount) {
   return static_cast<int64_t>(std::llround(amount * kUnitsPerResource));
 }
 
+// GPUs: the real devices the GPU module found (num_gpus defaults to them and cannot exceed
+// them), or logical GPUs (host backend) when there are none.
+void gpu_resources(const InitOptions& o, NodeResources* r) {
+  DeviceSupport* support = device_support();
+  const int found = support != nullptr ? support->device_count() : 0;
+  const double gpus = o.num_gpus < 0 ? static_cast<double>(found) : o.num_gpus;
+  const int64_t gpu_units = units("num_gpus", gpus);
+  if (found > 0 && gpu_units > int64_t{found} * kUnitsPerResource) {
+    throw Error(ErrorCode::kInvalidArgument,
+                "InitOptions.num_gpus = " + std::to_string(gpus) + " but this machine has " +
+                    std::to_string(found) + " CUDA device(s)");
+  }
+  r->num_gpus = static_cast<int>(gpu_units / kUnitsPerResource);
+  r->gpu_fraction = gpu_units % kUnitsPerResource;
+  if (o.gpu_memory >= 0) {
+    r->gpu_memory = o.gpu_memory;
+  } else if (found > 0) {
+    // Devices of one node may differ; account the smallest, so every device can honour it.
+    int64_t smallest = INT64_MAX;
+    for (int d = 0; d < found; ++d) smallest = std::min(smallest, support->device_memory(d));
+    r->gpu_memory = smallest;
+  } else {
+    r->gpu_memory = int64_t{16} << 30;
+  }
+  if (gpu_units == 0) return;
+  // Once per process: say which backend serves the GPUs (a warning when GPUs were asked for
+  // and none is real, so nobody mistakes host-backend timings for GPU ones).
+  static std::atomic<bool> told{false};
+  if (!told.exchange(true)) {
+    const std::string what = support != nullptr
+                                 ? support->describe()
+                                 : std::string("no GPU module linked: GPUs are logical resources");
+    if (found == 0) {
+      PRISM_LOG(kWarning) << what;
+    } else {
+      PRISM_LOG(kInfo) << what;
+    }
+  }
+}
+
 NodeResources node_resources(const InitOptions& o) {
   NodeResources r;
   const double cpus =
       o.num_cpus < 0 ? static_cast<double>(std::max(1u, std::thread::hardware_concurrency()))
                      : o.num_cpus;
   r.cpu = units("num_cpus", cpus);
-  // No GPU backend in this build: detected GPUs are 0; declared ones are logical GPUs.
-  const double gpus = o.num_gpus < 0 ? 0.0 : o.num_gpus;
-  const int64_t gpu_units = units("num_gpus", gpus);
-  r.num_gpus = static_cast<int>(gpu_units / kUnitsPerResource);
-  r.gpu_fraction = gpu_units % kUnitsPerResource;
+  gpu_resources(o, &r);
   r.memory = o.memory < 0 ? physical_memory() : o.memory;
   for (const auto& [name, amount] : o.resources) {
-    if (name.empty() || name == "CPU" || name == "GPU" || name == "memory") {
+    if (name.empty() || name == "CPU" || name == "GPU" || name == "memory" ||
+        name == "gpu_memory") {
       throw Error(ErrorCode::kInvalidArgument,
                   "custom resource name '" + name + "' is empty or reserved");
     }
@@ -146,11 +186,14 @@ std::unique_ptr<TaskExtras> RuntimeCore::make_extras(const TaskOptions& o) {
   x->retry_exceptions = o.retry_exceptions;
   x->default_request = o.is_default_request();
   if (!x->default_request) {
-    x->request = make_request(o.num_cpus, o.num_gpus, o.memory, o.resources);
+    x->request = make_request(o.num_cpus, o.num_gpus, o.memory, o.gpu_memory, o.resources);
   }
-  const ResourceRequest& req = x->default_request
-                                   ? ResourceRequest{kUnitsPerResource, 0, 0, {}}
-                                   : x->request;
+  static const ResourceRequest kOneCpu = [] {
+    ResourceRequest r;
+    r.cpu = kUnitsPerResource;
+    return r;
+  }();
+  const ResourceRequest& req = x->default_request ? kOneCpu : x->request;
   const std::string reason = scheduler_->infeasible_reason(req);
   if (!reason.empty()) {
     throw InfeasibleError("infeasible task '" + o.name + "': " + reason +
@@ -231,6 +274,8 @@ void RuntimeCore::execute(TaskRecord* task, const Allocation* alloc) noexcept {
     return;
   }
   ExecScope scope(this, task, alloc);
+  // A task granted GPUs runs with its first GPU current (and that thread's stream for it).
+  DeviceScope device(alloc);
   auto start = timeline_ ? Timeline::Clock::now() : Timeline::Clock::time_point{};
   for (;;) {
     std::exception_ptr thrown = task->run();

@@ -24,7 +24,7 @@ int64_t to_units(const char* what, const std::string& name, double amount) {
 }
 }  // namespace
 
-ResourceRequest make_request(double cpus, double gpus, int64_t memory,
+ResourceRequest make_request(double cpus, double gpus, int64_t memory, int64_t gpu_memory,
                              const std::vector<std::pair<std::string, double>>& custom) {
   ResourceRequest r;
   r.cpu = to_units("", "num_cpus", cpus);
@@ -35,6 +35,12 @@ ResourceRequest make_request(double cpus, double gpus, int64_t memory,
   }
   if (memory < 0) throw Error(ErrorCode::kInvalidArgument, "memory must be >= 0 bytes");
   r.memory = memory;
+  if (gpu_memory < 0) throw Error(ErrorCode::kInvalidArgument, "gpu_memory must be >= 0 bytes");
+  if (gpu_memory > 0 && r.gpu == 0) {
+    throw Error(ErrorCode::kInvalidArgument,
+                "gpu_memory is reserved on the granted GPUs: ask for num_gpus > 0 as well");
+  }
+  r.gpu_memory = gpu_memory;
   for (const auto& [name, amount] : custom) {
     if (name.empty()) throw Error(ErrorCode::kInvalidArgument, "custom resource with empty name");
     const int64_t u = to_units("resource ", name, amount);
@@ -65,6 +71,8 @@ ResourcePool::ResourcePool(const NodeResources& t)
   for (int i = 0; i < t.num_gpus; ++i) gpu_total_.push_back(kUnitsPerResource);
   if (t.gpu_fraction > 0) gpu_total_.push_back(t.gpu_fraction);
   gpu_available_ = gpu_total_;
+  gpu_memory_total_.assign(gpu_total_.size(), t.gpu_memory);
+  gpu_memory_available_ = gpu_memory_total_;
   for (const auto& [name, units] : t.custom) {
     custom_names_.push_back(name);
     custom_total_.push_back(units);
@@ -95,12 +103,19 @@ std::string ResourcePool::infeasible_reason(const ResourceRequest& r) const {
            std::to_string(memory_total_);
   }
   if (r.gpu > 0) {
-    std::vector<std::pair<int, int64_t>> ignored;
+    int64_t most_memory = 0;
+    for (int64_t m : gpu_memory_total_) most_memory = std::max(most_memory, m);
+    if (r.gpu_memory > most_memory && !gpu_total_.empty()) {
+      return "the task asks for " + std::to_string(r.gpu_memory) +
+             " bytes of gpu_memory per GPU but the node's GPUs have at most " +
+             std::to_string(most_memory);
+    }
     int64_t whole = 0;
     int64_t best = 0;
-    for (int64_t g : gpu_total_) {
-      if (g == kUnitsPerResource) ++whole;
-      best = std::max(best, g);
+    for (size_t i = 0; i < gpu_total_.size(); ++i) {
+      if (gpu_memory_total_[i] < r.gpu_memory) continue;
+      if (gpu_total_[i] == kUnitsPerResource) ++whole;
+      best = std::max(best, gpu_total_[i]);
     }
     const bool ok = r.gpu <= kUnitsPerResource ? best >= r.gpu
                                                 : whole * kUnitsPerResource >= r.gpu;
@@ -122,11 +137,13 @@ std::string ResourcePool::infeasible_reason(const ResourceRequest& r) const {
   return {};
 }
 
-bool ResourcePool::pick_gpus(int64_t units, std::vector<std::pair<int, int64_t>>* out) const {
+bool ResourcePool::pick_gpus(int64_t units, int64_t gpu_memory,
+                             std::vector<std::pair<int, int64_t>>* out) const {
   if (units <= 0) return true;
   if (units <= kUnitsPerResource) {
     int best = -1;
     for (size_t i = 0; i < gpu_available_.size(); ++i) {
+      if (gpu_memory_available_[i] < gpu_memory) continue;
       if (gpu_available_[i] >= units && (best < 0 || gpu_available_[i] < gpu_available_[best])) {
         best = static_cast<int>(i);
       }
@@ -137,7 +154,8 @@ bool ResourcePool::pick_gpus(int64_t units, std::vector<std::pair<int, int64_t>>
   }
   int64_t need = units / kUnitsPerResource;
   for (size_t i = 0; i < gpu_available_.size() && need > 0; ++i) {
-    if (gpu_available_[i] == kUnitsPerResource && gpu_total_[i] == kUnitsPerResource) {
+    if (gpu_available_[i] == kUnitsPerResource && gpu_total_[i] == kUnitsPerResource &&
+        gpu_memory_available_[i] >= gpu_memory) {
       out->emplace_back(static_cast<int>(i), kUnitsPerResource);
       --need;
     }
@@ -152,7 +170,7 @@ bool ResourcePool::pick_gpus(int64_t units, std::vector<std::pair<int, int64_t>>
 bool ResourcePool::fits_except_cpu(const ResourceRequest& r) const {
   if (r.memory > memory_available_) return false;
   std::vector<std::pair<int, int64_t>> gpus;
-  if (!pick_gpus(r.gpu, &gpus)) return false;
+  if (!pick_gpus(r.gpu, r.gpu_memory, &gpus)) return false;
   for (const auto& [name, units] : r.custom) {
     const int i = custom_index(name);
     if (i < 0 || custom_available_[i] < units) return false;
@@ -166,11 +184,15 @@ bool ResourcePool::try_acquire(const ResourceRequest& r, Allocation* out) {
   Allocation a;
   a.cpu = r.cpu;
   a.memory = r.memory;
-  pick_gpus(r.gpu, &a.gpus);
+  a.gpu_memory = r.gpu_memory;
+  pick_gpus(r.gpu, r.gpu_memory, &a.gpus);
   for (const auto& [name, units] : r.custom) a.custom.emplace_back(custom_index(name), units);
   cpu_available_ -= a.cpu;
   memory_available_ -= a.memory;
-  for (const auto& [dev, units] : a.gpus) gpu_available_[dev] -= units;
+  for (const auto& [dev, units] : a.gpus) {
+    gpu_available_[dev] -= units;
+    gpu_memory_available_[dev] -= a.gpu_memory;
+  }
   for (const auto& [i, units] : a.custom) custom_available_[i] -= units;
   *out = std::move(a);
   return true;
@@ -179,7 +201,10 @@ bool ResourcePool::try_acquire(const ResourceRequest& r, Allocation* out) {
 void ResourcePool::release(const Allocation& a) {
   cpu_available_ += a.cpu;
   memory_available_ += a.memory;
-  for (const auto& [dev, units] : a.gpus) gpu_available_[dev] += units;
+  for (const auto& [dev, units] : a.gpus) {
+    gpu_available_[dev] += units;
+    gpu_memory_available_[dev] += a.gpu_memory;
+  }
   for (const auto& [i, units] : a.custom) custom_available_[i] += units;
 }
 
@@ -189,6 +214,11 @@ std::map<std::string, double> ResourcePool::totals() const {
   double g = 0;
   for (int64_t u : gpu_total_) g += to_amount(u);
   m["GPU"] = g;
+  if (!gpu_total_.empty()) {
+    double gm = 0;
+    for (int64_t b : gpu_memory_total_) gm += static_cast<double>(b);
+    m["gpu_memory"] = gm;
+  }
   m["memory"] = static_cast<double>(memory_total_);
   for (size_t i = 0; i < custom_names_.size(); ++i) m[custom_names_[i]] = to_amount(custom_total_[i]);
   return m;
@@ -200,6 +230,11 @@ std::map<std::string, double> ResourcePool::available() const {
   double g = 0;
   for (int64_t u : gpu_available_) g += to_amount(u);
   m["GPU"] = g;
+  if (!gpu_total_.empty()) {
+    double gm = 0;
+    for (int64_t b : gpu_memory_available_) gm += static_cast<double>(b);
+    m["gpu_memory"] = gm;
+  }
   m["memory"] = static_cast<double>(memory_available_);
   for (size_t i = 0; i < custom_names_.size(); ++i) {
     m[custom_names_[i]] = to_amount(custom_available_[i]);

@@ -2,7 +2,8 @@
 //
 // Amounts are integer units (see kUnitsPerResource) so that fractions add up exactly. GPUs are
 // per device: a fractional request (<= 1 GPU) takes units on one device (best fit); a request
-// above 1 takes whole devices. The CPU may go negative for a while: a task blocked in get()
+// above 1 takes whole devices. gpu_memory is per device too: a request's gpu_memory is taken on
+// each device it is granted. The CPU may go negative for a while: a task blocked in get()
 // lends its CPU back and takes it again when it resumes, even if that over-subscribes.
 //
 // Not thread-safe: the scheduler guards it with its mutex.
@@ -22,6 +23,7 @@ namespace prism::internal {
 struct Allocation {
   int64_t cpu = 0;
   int64_t memory = 0;
+  int64_t gpu_memory = 0;                       // bytes on each device in `gpus`
   std::vector<std::pair<int, int64_t>> gpus;    // (device, units)
   std::vector<std::pair<int, int64_t>> custom;  // (resource index, units)
 
@@ -34,6 +36,7 @@ struct NodeResources {
   int num_gpus = 0;  // whole devices ...
   int64_t gpu_fraction = 0;  // ... plus a fractional last device, in units (0 if none)
   int64_t memory = 0;  // bytes
+  int64_t gpu_memory = 0;  // bytes per GPU
   std::vector<std::pair<std::string, int64_t>> custom;  // units
 };
 
@@ -58,7 +61,8 @@ class ResourcePool {
 
  private:
   int custom_index(const std::string& name) const;
-  bool pick_gpus(int64_t units, std::vector<std::pair<int, int64_t>>* out) const;
+  bool pick_gpus(int64_t units, int64_t gpu_memory,
+                 std::vector<std::pair<int, int64_t>>* out) const;
 
   int64_t cpu_total_;
   int64_t cpu_available_;
@@ -66,6 +70,8 @@ class ResourcePool {
   int64_t memory_available_;
   std::vector<int64_t> gpu_total_;  // per device
   std::vector<int64_t> gpu_available_;
+  std::vector<int64_t> gpu_memory_total_;  // per device, bytes
+  std::vector<int64_t> gpu_memory_available_;
   std::vector<std::string> custom_names_;
   std::vector<int64_t> custom_total_;
   std::vector<int64_t> custom_available_;

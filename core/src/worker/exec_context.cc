@@ -5,6 +5,7 @@
 
 #include "api/runtime_core.h"
 #include "prism/context.h"
+#include "prism/internal/device_support.h"
 #include "prism/internal/runtime_hooks.h"
 
 namespace prism {
@@ -13,6 +14,16 @@ namespace internal {
 ExecContext& exec_context() noexcept {
   thread_local ExecContext ctx;
   return ctx;
+}
+
+DeviceScope::DeviceScope(const Allocation* alloc) noexcept {
+  if (alloc == nullptr || alloc->gpus.empty()) return;
+  support_ = device_support();
+  if (support_ != nullptr) support_->enter(alloc->gpus.front().first);
+}
+
+DeviceScope::~DeviceScope() {
+  if (support_ != nullptr) support_->leave();
 }
 
 }  // namespace internal

@@ -6,6 +6,7 @@
 // Thread-safe: thread-local.
 #pragma once
 
+#include "prism/internal/device_support.h"
 #include "prism/internal/task_record.h"
 #include "scheduler/resources.h"
 
@@ -34,6 +35,23 @@ class ExecScope {
 
  private:
   ExecContext saved_;
+};
+
+}  // namespace prism::internal
+
+namespace prism::internal {
+
+// Brackets a task run that was granted GPUs with DeviceSupport::enter/leave (no-op without GPUs
+// or without the GPU module).
+class DeviceScope {
+ public:
+  explicit DeviceScope(const Allocation* alloc) noexcept;
+  ~DeviceScope();
+  DeviceScope(const DeviceScope&) = delete;
+  DeviceScope& operator=(const DeviceScope&) = delete;
+
+ private:
+  DeviceSupport* support_ = nullptr;
 };
 
 }  // namespace prism::internal

@@ -26,6 +26,11 @@ class ResourceOptions {
   // Bytes of node memory reserved.
   Derived& memory(int64_t bytes) & { return opts().memory = bytes, self(); }
   Derived&& memory(int64_t bytes) && { return std::move(memory(bytes)); }
+  // Bytes of GPU memory reserved on each granted GPU (needs num_gpus > 0). Accounted per device:
+  // a task waits until its GPU has that much unreserved; more than any GPU has fails at
+  // submission. A reservation, not an allocation limit.
+  Derived& gpu_memory(int64_t bytes) & { return opts().gpu_memory = bytes, self(); }
+  Derived&& gpu_memory(int64_t bytes) && { return std::move(gpu_memory(bytes)); }
   // A custom resource declared in InitOptions::resources.
   Derived& resource(std::string name, double amount) & {
     opts().resources.emplace_back(std::move(name), amount);

@@ -38,10 +38,12 @@ struct Arg {
   static void add(TaskRecord*, const A&) noexcept {}
 };
 
+// Values with a place (Placement<T>::kCustom, e.g. GPU tensors) reach the task by value, placed
+// where the task runs; others as a reference to the stored value.
 template <int Tier, typename T>
 struct Arg<Tier, ObjectRef<T>, std::enable_if_t<(Tier >= 1) && !std::is_void_v<T>>> {
-  using type = const T&;
-  static const T& resolve(const ObjectRef<T>& r) noexcept { return value_of<T>(r.entry()); }
+  using type = std::conditional_t<Placement<T>::kCustom, T, const T&>;
+  static type resolve(const ObjectRef<T>& r) { return read_value<T>(r.entry()); }
   static size_t count(const ObjectRef<T>& r, RuntimeCore* rt) {
     check_arg_ref(r.entry(), rt);
     return 1;
@@ -66,7 +68,7 @@ struct Arg<2, std::vector<ObjectRef<T>>, std::enable_if_t<!std::is_void_v<T>>> {
   static std::vector<T> resolve(const std::vector<ObjectRef<T>>& v) {
     std::vector<T> out;
     out.reserve(v.size());
-    for (const auto& r : v) out.push_back(value_of<T>(r.entry()));
+    for (const auto& r : v) out.push_back(read_value<T>(r.entry()));
     return out;
   }
   static size_t count(const std::vector<ObjectRef<T>>& v, RuntimeCore* rt) {
@@ -143,7 +145,9 @@ struct SingleResult {
       call();
       typed()->set_value();
     } else {
-      typed()->set_value(call());
+      R value = call();
+      if constexpr (Placement<R>::kCustom) Placement<R>::on_produced(value);
+      typed()->set_value(std::move(value));
     }
   }
   void fail(const std::exception_ptr& e) noexcept { entry->complete_error(e); }
@@ -194,6 +198,13 @@ struct MultiResult {
   }
   template <size_t... I>
   void store(R&& r, std::index_sequence<I...>) {
+    (
+        [&] {
+          if constexpr (Placement<Elem<I>>::kCustom) {
+            Placement<Elem<I>>::on_produced(std::get<I>(r));
+          }
+        }(),
+        ...);
     (static_cast<TypedEntry<Elem<I>>*>(entries[I].get())->set_value(std::get<I>(std::move(r))),
      ...);
   }

@@ -35,14 +35,17 @@ struct ResourceRequest {
   int64_t cpu = 0;
   int64_t gpu = 0;
   int64_t memory = 0;
+  int64_t gpu_memory = 0;  // bytes on each granted GPU
   std::vector<std::pair<std::string, int64_t>> custom;
 
-  bool empty() const { return cpu == 0 && gpu == 0 && memory == 0 && custom.empty(); }
+  bool empty() const {
+    return cpu == 0 && gpu == 0 && memory == 0 && gpu_memory == 0 && custom.empty();
+  }
 };
 
 // Converts user amounts to units; throws prism::Error(kInvalidArgument) for negative, NaN or
-// infinite amounts, and for GPU amounts above 1 that are not whole.
-ResourceRequest make_request(double cpus, double gpus, int64_t memory,
+// infinite amounts, for GPU amounts above 1 that are not whole, and for gpu_memory without GPUs.
+ResourceRequest make_request(double cpus, double gpus, int64_t memory, int64_t gpu_memory,
                              const std::vector<std::pair<std::string, double>>& custom);
 
 // Options that most tasks do not have, allocated only when a call sets one.

@@ -1,0 +1,19 @@
+// prism/internal/placement.h — a hook for value types whose memory has a place (a device).
+//
+// Prism calls Placement<T>::on_produced(value) when a task returns a T (before anyone can read
+// it), and hands readers Placement<T>::for_reader(stored) by value instead of a reference to the
+// stored value: task arguments (ObjectRef<T> resolved for the task) and get(). The GPU module
+// specializes it for prism::gpu::Tensor so that a tensor reaches each reader on the reader's
+// device. Types without a specialization are untouched (readers get const T&).
+//
+// Not for users.
+#pragma once
+
+namespace prism::internal {
+
+template <typename T>
+struct Placement {
+  static constexpr bool kCustom = false;
+};
+
+}  // namespace prism::internal

@@ -1,0 +1,178 @@
+// prism/gpu/tensor.h — a typed, shaped buffer on the host or on one GPU: a first-class task
+// argument and result.
+//
+//   prism::gpu::Tensor make(int n) {                       // task with .num_gpus(1)
+//     auto t = prism::gpu::Tensor::empty(prism::gpu::DType::kFloat32, {n, n});   // on its GPU
+//     fill_kernel(t, prism::gpu::current_stream());
+//     return t;                                            // stays on that GPU
+//   }
+//   auto a = prism::task(make).num_gpus(1).remote(1024);
+//   auto b = prism::task(step).num_gpus(1).remote(a);      // same GPU: handed over, no copy
+//   std::vector<float> v = prism::get(a).to_vector<float>();  // host copy, made once
+//
+// A Tensor is a handle (like a shared_ptr) to immutable-once-shared storage: copying it never
+// copies data. Elements are contiguous in row-major (C) order.
+//
+// Stream order: a tensor written by a GPU task is complete when the work its task queued on its
+// stream is done. Prism records an event there when the task returns the tensor, and every
+// reader orders itself after that event: a GPU task on the same device makes its own stream
+// wait for the event (no host blocking, no device-wide synchronization); another device gets a
+// peer copy; the host (a CPU task, or get() outside tasks) gets a host copy. Copies are made
+// once per destination and cached with the storage, and counted in copy_stats().
+//
+// What a task receives for a Tensor argument (an ObjectRef<Tensor>) depends on where it runs:
+// a task granted GPU k gets the tensor on device k, any other task gets it on the host. Code
+// that needs another placement calls to(device) itself.
+//
+// Thread-safe: handles may be copied and read from any thread; writing through data() is for
+// the task that created the tensor, before it returns or shares it.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <initializer_list>
+#include <memory>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "prism/gpu/device.h"
+#include "prism/gpu/stream.h"
+#include "prism/internal/object_entry.h"
+#include "prism/internal/placement.h"
+
+namespace prism::gpu {
+
+enum class DType : uint8_t { kUInt8, kInt32, kInt64, kFloat32, kFloat64 };
+
+size_t dtype_size(DType t) noexcept;
+const char* dtype_name(DType t) noexcept;
+
+template <typename T>
+constexpr DType dtype_of() noexcept {
+  if constexpr (std::is_same_v<T, uint8_t>) return DType::kUInt8;
+  else if constexpr (std::is_same_v<T, int32_t>) return DType::kInt32;
+  else if constexpr (std::is_same_v<T, int64_t>) return DType::kInt64;
+  else if constexpr (std::is_same_v<T, float>) return DType::kFloat32;
+  else if constexpr (std::is_same_v<T, double>) return DType::kFloat64;
+  else static_assert(sizeof(T) == 0, "Tensor elements are uint8_t, int32_t, int64_t, float or double");
+}
+
+namespace internal {
+class Storage;
+}
+
+// Process-wide copy counters (every Prism runtime of the process), for tests and the stats.
+struct CopyStats {
+  uint64_t host_to_device = 0;
+  uint64_t device_to_host = 0;
+  uint64_t device_to_device = 0;  // between two GPUs of the node (peer copies)
+  uint64_t bytes = 0;
+  uint64_t total() const noexcept { return host_to_device + device_to_host + device_to_device; }
+};
+CopyStats copy_stats() noexcept;
+
+class Tensor {
+ public:
+  Tensor() = default;  // empty: numel() == 0, no storage
+
+  // Uninitialized contents on `device` (default: the running task's GPU, else the host).
+  // Device memory comes from the device's pool, stream-ordered on current_stream().
+  static Tensor empty(DType dtype, std::vector<int64_t> shape, Device device = current_device());
+  static Tensor zeros(DType dtype, std::vector<int64_t> shape, Device device = current_device());
+  // A copy of `count` host elements at `data`, shaped `shape` (numel must equal count).
+  template <typename T>
+  static Tensor from_host(const T* data, size_t count, std::vector<int64_t> shape,
+                          Device device = current_device()) {
+    return from_host_bytes(dtype_of<T>(), data, count * sizeof(T), std::move(shape), device);
+  }
+  template <typename T>
+  static Tensor from_vector(const std::vector<T>& v, std::vector<int64_t> shape,
+                            Device device = current_device()) {
+    return from_host(v.data(), v.size(), std::move(shape), device);
+  }
+  static Tensor from_host_bytes(DType dtype, const void* data, size_t bytes,
+                                std::vector<int64_t> shape, Device device);
+
+  bool defined() const noexcept { return static_cast<bool>(storage_); }
+  DType dtype() const noexcept { return dtype_; }
+  const std::vector<int64_t>& shape() const noexcept { return shape_; }
+  int64_t dim(size_t i) const { return shape_.at(i); }
+  int64_t numel() const noexcept;
+  size_t nbytes() const noexcept { return static_cast<size_t>(numel()) * dtype_size(dtype_); }
+  Device device() const noexcept;
+
+  // The elements: a device pointer for a GPU tensor (use it on a stream of that device), a host
+  // pointer for a host tensor. Throws prism::Error if T is not the element type.
+  template <typename T>
+  T* data() const {
+    check_type(dtype_of<T>());
+    return static_cast<T*>(raw_data());
+  }
+  void* raw_data() const noexcept;
+
+  // The same tensor with another shape of the same number of elements (no copy).
+  Tensor reshape(std::vector<int64_t> shape) const;
+
+  // This tensor on `device`: itself if it is there (the caller's stream then waits for it),
+  // else a copy (upload, peer copy or download), made once and cached.
+  Tensor to(Device device) const;
+  Tensor to_host() const { return to(Device::host()); }
+  // The elements on the host, in order (through the cached host copy for GPU tensors).
+  template <typename T>
+  std::vector<T> to_vector() const {
+    check_type(dtype_of<T>());
+    Tensor h = to_host();
+    const T* p = static_cast<const T*>(h.raw_data());
+    return std::vector<T>(p, p + numel());
+  }
+
+  // Stream order, for code that writes tensors with its own kernels:
+  // the contents are complete once the work queued on `stream` so far is done.
+  void record(Stream stream) const;
+  // Makes `stream` wait until the contents are complete (does not block the host).
+  void wait_on(Stream stream) const;
+  // Blocks the calling thread until the contents are complete.
+  void synchronize() const;
+
+  // Two handles of one storage (same memory).
+  bool shares_storage(const Tensor& other) const noexcept { return storage_ == other.storage_; }
+  std::string to_string() const;  // "Tensor(float32, [2, 3], gpu:0)"
+
+ private:
+  void check_type(DType t) const;
+
+  std::shared_ptr<internal::Storage> storage_;
+  std::vector<int64_t> shape_;
+  DType dtype_ = DType::kFloat32;
+};
+
+namespace internal {
+// Called by Prism when a task returns `t` (records its ready event) and when a task or get()
+// reads it (places it where the reader runs). Not for users.
+void on_produced(const Tensor& t);
+Tensor for_reader(const Tensor& t);
+// Makes sure this program's runtimes use the GPU module (see prism/internal/placement.h).
+bool link_gpu_module() noexcept;
+inline const bool kGpuModuleLinked = link_gpu_module();
+}  // namespace internal
+
+}  // namespace prism::gpu
+
+// Object store accounting: a host tensor's bytes count against the node's store; device memory
+// is the GPU's (reserve it with .gpu_memory(bytes)).
+template <>
+struct prism::ObjectSize<prism::gpu::Tensor> {
+  static size_t bytes(const prism::gpu::Tensor& t) {
+    return sizeof(t) + (t.device().is_host() ? t.nbytes() : 0);
+  }
+};
+
+template <>
+struct prism::internal::Placement<prism::gpu::Tensor> {
+  static constexpr bool kCustom = true;
+  static void on_produced(const prism::gpu::Tensor& t) { prism::gpu::internal::on_produced(t); }
+  static prism::gpu::Tensor for_reader(const prism::gpu::Tensor& t) {
+    return prism::gpu::internal::for_reader(t);
+  }
+};

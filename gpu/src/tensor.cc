@@ -1,0 +1,173 @@
+#include "prism/gpu/tensor.h"
+
+#include <sstream>
+#include <utility>
+
+#include "backend.h"
+#include "device_context.h"
+#include "prism/errors.h"
+#include "storage.h"
+
+namespace prism::gpu {
+
+size_t dtype_size(DType t) noexcept {
+  switch (t) {
+    case DType::kUInt8: return 1;
+    case DType::kInt32: return 4;
+    case DType::kInt64: return 8;
+    case DType::kFloat32: return 4;
+    case DType::kFloat64: return 8;
+  }
+  return 0;
+}
+
+const char* dtype_name(DType t) noexcept {
+  switch (t) {
+    case DType::kUInt8: return "uint8";
+    case DType::kInt32: return "int32";
+    case DType::kInt64: return "int64";
+    case DType::kFloat32: return "float32";
+    case DType::kFloat64: return "float64";
+  }
+  return "?";
+}
+
+namespace {
+
+int64_t count_of(const std::vector<int64_t>& shape) {
+  int64_t n = 1;
+  for (int64_t d : shape) {
+    if (d < 0) throw Error(ErrorCode::kInvalidArgument, "Tensor: negative dimension in shape");
+    n *= d;
+  }
+  return n;
+}
+
+void check_device(Device device) {
+  if (device.is_host()) return;
+  internal::DeviceBackend& b = internal::backend_instance();
+  if (b.kind() == Backend::kCuda && device.index >= b.device_count()) {
+    throw Error(ErrorCode::kInvalidArgument,
+                "Tensor: " + device.to_string() + " does not exist (this machine has " +
+                    std::to_string(b.device_count()) + " CUDA device(s))");
+  }
+}
+
+}  // namespace
+
+Tensor Tensor::empty(DType dtype, std::vector<int64_t> shape, Device device) {
+  check_device(device);
+  Tensor t;
+  const int64_t n = count_of(shape);
+  t.dtype_ = dtype;
+  t.shape_ = std::move(shape);
+  const Stream s = internal::thread_stream(device);
+  t.storage_ = std::make_shared<internal::Storage>(device, static_cast<size_t>(n) * dtype_size(dtype), s);
+  return t;
+}
+
+Tensor Tensor::zeros(DType dtype, std::vector<int64_t> shape, Device device) {
+  Tensor t = empty(dtype, std::move(shape), device);
+  const Stream s = internal::thread_stream(device);
+  internal::DeviceGuard on(device);
+  internal::backend_instance().memset_zero(t.raw_data(), device, t.nbytes(), s.handle());
+  t.record(s);
+  return t;
+}
+
+Tensor Tensor::from_host_bytes(DType dtype, const void* data, size_t bytes,
+                               std::vector<int64_t> shape, Device device) {
+  const int64_t n = count_of(shape);
+  if (static_cast<size_t>(n) * dtype_size(dtype) != bytes) {
+    throw Error(ErrorCode::kInvalidArgument,
+                "Tensor::from_host: " + std::to_string(bytes / dtype_size(dtype)) +
+                    " elements do not fill a shape of " + std::to_string(n));
+  }
+  if (bytes > 0 && data == nullptr) {
+    throw Error(ErrorCode::kInvalidArgument, "Tensor::from_host: null data");
+  }
+  Tensor t = empty(dtype, std::move(shape), device);
+  const Stream s = internal::thread_stream(device);
+  internal::DeviceGuard on(device);
+  internal::DeviceBackend& b = internal::backend_instance();
+  b.copy(t.raw_data(), device, data, Device::host(), bytes, s.handle());
+  if (!device.is_host()) {
+    // The caller's buffer may be gone after we return: the upload must have read it.
+    b.stream_synchronize(s.handle());
+    internal::count_copy(Device::host(), device, bytes);
+    t.record(s);
+  }
+  return t;
+}
+
+int64_t Tensor::numel() const noexcept {
+  if (!storage_) return 0;
+  int64_t n = 1;
+  for (int64_t d : shape_) n *= d;
+  return n;
+}
+
+Device Tensor::device() const noexcept { return storage_ ? storage_->device() : Device::host(); }
+
+void* Tensor::raw_data() const noexcept { return storage_ ? storage_->data() : nullptr; }
+
+void Tensor::check_type(DType t) const {
+  if (t != dtype_) {
+    throw Error(ErrorCode::kInvalidArgument, std::string("Tensor of ") + dtype_name(dtype_) +
+                                                 " accessed as " + dtype_name(t));
+  }
+}
+
+Tensor Tensor::reshape(std::vector<int64_t> shape) const {
+  if (count_of(shape) != numel()) {
+    throw Error(ErrorCode::kInvalidArgument, "Tensor::reshape: " + std::to_string(numel()) +
+                                                 " elements do not fit the new shape");
+  }
+  Tensor t = *this;
+  t.shape_ = std::move(shape);
+  return t;
+}
+
+Tensor Tensor::to(Device device) const {
+  if (!storage_) return *this;
+  check_device(device);
+  Tensor t = *this;
+  t.storage_ = storage_->copy_to(device, storage_);
+  // A reader on a GPU queues its work on its own stream for that device: order it after the
+  // contents (the producer's event, or the copy's).
+  if (!device.is_host()) t.storage_->wait_on(internal::thread_stream(device));
+  return t;
+}
+
+void Tensor::record(Stream stream) const {
+  if (storage_) storage_->record(stream);
+}
+
+void Tensor::wait_on(Stream stream) const {
+  if (storage_) storage_->wait_on(stream);
+}
+
+void Tensor::synchronize() const {
+  if (storage_) storage_->synchronize();
+}
+
+std::string Tensor::to_string() const {
+  std::ostringstream o;
+  o << "Tensor(" << dtype_name(dtype_) << ", [";
+  for (size_t i = 0; i < shape_.size(); ++i) o << (i ? ", " : "") << shape_[i];
+  o << "], " << device().to_string() << ")";
+  return o.str();
+}
+
+namespace internal {
+
+void on_produced(const Tensor& t) {
+  if (!t.defined() || t.device().is_host()) return;
+  // The task queued the tensor's work on this thread's stream for its device.
+  t.record(thread_stream(t.device()));
+}
+
+Tensor for_reader(const Tensor& t) { return t.to(current_device()); }
+
+}  // namespace internal
+}  // namespace prism::gpu
