@@ -276,7 +276,11 @@ void RuntimeCore::execute(TaskRecord* task, const Allocation* alloc) noexcept {
   ExecScope scope(this, task, alloc);
   // A task granted GPUs runs with its first GPU current (and that thread's stream for it).
   DeviceScope device(alloc);
-  auto start = timeline_ ? Timeline::Clock::now() : Timeline::Clock::time_point{};
+  auto start = Timeline::Clock::time_point{};
+  if (timeline_) {
+    timeline_->run_started();
+    start = Timeline::Clock::now();
+  }
   for (;;) {
     std::exception_ptr thrown = task->run();
     if (timeline_) {
@@ -296,9 +300,11 @@ void RuntimeCore::execute(TaskRecord* task, const Allocation* alloc) noexcept {
     } catch (...) {
       error = std::current_exception();
     }
+    if (timeline_) timeline_->run_recorded();
     fail_task(task, std::move(error));
     return;
   }
+  if (timeline_) timeline_->run_recorded();
   delete task;
 }
 

@@ -3,6 +3,7 @@
 #include <atomic>
 #include <cstdio>
 #include <fstream>
+#include <thread>
 
 #include "prism/errors.h"
 
@@ -50,6 +51,12 @@ size_t Timeline::size() const {
 }
 
 void Timeline::write(const std::string& path, const std::string& node) const {
+  // Runs that finished just before this call record their spans within microseconds; give them
+  // a bounded moment (a task still running after it is simply not in the file yet).
+  const auto until = Clock::now() + std::chrono::milliseconds(200);
+  while (in_flight_.load(std::memory_order_acquire) > 0 && Clock::now() < until) {
+    std::this_thread::yield();
+  }
   std::ofstream out(path, std::ios::trunc);
   if (!out) throw Error(ErrorCode::kInvalidArgument, "prism::timeline: cannot write " + path);
   auto us = [this](Clock::time_point t) {

@@ -7,6 +7,7 @@
 // Thread-safe.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <string>
@@ -32,6 +33,10 @@ class Timeline {
   Timeline() : origin_(Clock::now()) {}
 
   void record(Span span);
+  // A task run's results become visible before its span is recorded: the runtime counts runs in
+  // flight so that write() can first let the ones that just finished record their spans.
+  void run_started() noexcept { in_flight_.fetch_add(1, std::memory_order_relaxed); }
+  void run_recorded() noexcept { in_flight_.fetch_sub(1, std::memory_order_release); }
   // Writes every span so far as Chrome trace JSON; `node` names the process row. Throws
   // prism::Error if the file cannot be written.
   void write(const std::string& path, const std::string& node) const;
@@ -42,6 +47,7 @@ class Timeline {
 
  private:
   const Clock::time_point origin_;
+  std::atomic<int64_t> in_flight_{0};
   mutable Mutex mu_;
   std::vector<Span> spans_ PRISM_GUARDED_BY(mu_);
 };
