@@ -34,6 +34,26 @@ void check(cudaError_t e, const char* call) {
   throw Error(code, std::string("CUDA: ") + call + " failed: " + cuda_message(e));
 }
 
+// Makes `device` current for the scope, without throwing (for free/destroy paths).
+class CurrentNoThrow {
+ public:
+  explicit CurrentNoThrow(int device) {
+    if (cudaGetDevice(&previous_) != cudaSuccess) previous_ = -1;
+    ok_ = previous_ == device || cudaSetDevice(device) == cudaSuccess;
+    if (!ok_) cudaGetLastError();
+  }
+  ~CurrentNoThrow() {
+    if (previous_ >= 0 && cudaSetDevice(previous_) != cudaSuccess) cudaGetLastError();
+  }
+  bool ok() const noexcept { return ok_; }
+  CurrentNoThrow(const CurrentNoThrow&) = delete;
+  CurrentNoThrow& operator=(const CurrentNoThrow&) = delete;
+
+ private:
+  int previous_ = -1;
+  bool ok_ = false;
+};
+
 // Makes `device` current for the scope.
 class Current {
  public:
@@ -114,12 +134,9 @@ class CudaBackend final : public DeviceBackend {
   }
   void free(int device, void* ptr) noexcept override {
     if (ptr == nullptr) return;
-    if (cudaSetDevice(device) == cudaSuccess) {
-      // Ordered after everything queued on the device's blocking streams so far.
-      if (cudaFreeAsync(ptr, cudaStreamLegacy) != cudaSuccess) cudaGetLastError();
-    } else {
-      cudaGetLastError();
-    }
+    CurrentNoThrow on(device);
+    // Ordered after everything queued on the device's blocking streams so far.
+    if (on.ok() && cudaFreeAsync(ptr, cudaStreamLegacy) != cudaSuccess) cudaGetLastError();
   }
 
   void* host_allocate(size_t bytes) override {
@@ -182,8 +199,9 @@ class CudaBackend final : public DeviceBackend {
     return s;
   }
   void stream_destroy(int device, void* stream) noexcept override {
-    if (stream == nullptr || cudaSetDevice(device) != cudaSuccess) return;
-    if (cudaStreamDestroy(static_cast<cudaStream_t>(stream)) != cudaSuccess) cudaGetLastError();
+    if (stream == nullptr) return;
+    CurrentNoThrow on(device);
+    if (on.ok() && cudaStreamDestroy(static_cast<cudaStream_t>(stream)) != cudaSuccess) cudaGetLastError();
   }
   void stream_synchronize(void* stream) override {
     check(cudaStreamSynchronize(static_cast<cudaStream_t>(stream)), "cudaStreamSynchronize");
