@@ -38,6 +38,16 @@ struct Arg {
   static void add(TaskRecord*, const A&) noexcept {}
 };
 
+// A value with a place (Placement<A>::kCustom, e.g. a GPU tensor) passed directly is placed
+// where the task runs, as a ref to it would be.
+template <int Tier, typename A>
+struct Arg<Tier, A, std::enable_if_t<Placement<A>::kCustom>> {
+  using type = A;
+  static A resolve(const A& a) { return Placement<A>::for_reader(a); }
+  static size_t count(const A&, RuntimeCore*) { return 0; }
+  static void add(TaskRecord*, const A&) noexcept {}
+};
+
 // Values with a place (Placement<T>::kCustom, e.g. GPU tensors) reach the task by value, placed
 // where the task runs; others as a reference to the stored value.
 template <int Tier, typename T>

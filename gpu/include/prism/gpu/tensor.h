@@ -20,7 +20,8 @@
 // peer copy; the host (a CPU task, or get() outside tasks) gets a host copy. Copies are made
 // once per destination and cached with the storage, and counted in copy_stats().
 //
-// What a task receives for a Tensor argument (an ObjectRef<Tensor>) depends on where it runs:
+// What a task receives for a Tensor argument (an ObjectRef<Tensor>, or a Tensor passed by value)
+// depends on where it runs:
 // a task granted GPU k gets the tensor on device k, any other task gets it on the host. Code
 // that needs another placement calls to(device) itself.
 //
