@@ -8,8 +8,13 @@
 // "ideal" is the best speed-up this machine allows: the CPUs, or less when the longest chain of
 // dependent steps (the critical path) is a large part of the work.
 //
+// --gpu adds two rows: the matmul tree and the images with their pixel work as GPU tasks
+// (workloads/matmul_gpu.h, images_gpu.h), on CUDA devices or else on a logical GPU of the host
+// backend, checked against the same serial results.
+//
 //   ./demo             # reduced size: well under a minute on 2 cores
 //   ./demo --full      # 400 matrix products, 50 images of 3000 x 3000
+//   ./demo --gpu       # and the GPU rows
 
 #include <prism/prism.h>
 
@@ -21,13 +26,18 @@
 
 #include "common/check.h"
 #include "common/flags.h"
+#include "common/gpu_flags.h"
 #include "common/table.h"
 #include "common/timer.h"
 #include "workloads/images.h"
+#include "workloads/images_gpu.h"
 #include "workloads/matmul.h"
+#include "workloads/matmul_gpu.h"
 
 namespace images = examples::images;
+namespace images_gpu = examples::images_gpu;
 namespace matmul = examples::matmul;
+namespace matmul_gpu = examples::matmul_gpu;
 
 struct Row {
   std::string workload;
@@ -47,6 +57,7 @@ int main(int argc, char** argv) try {
   const std::string timeline = flags.get_string(
       "timeline", "/tmp/prism-demo-timeline.json", "Chrome trace of the Prism runs ('' = none)");
   const int cpus = flags.cpus();
+  const examples::GpuFlags gpu = examples::gpu_flags(flags);
   if (!flags.ok()) return 2;
   const uint64_t kSeed = 7;
   examples::Checker check("demo");
@@ -54,7 +65,10 @@ int main(int argc, char** argv) try {
   std::printf("Prism demo on %d CPU slots (%u hardware threads), %s size%s\n", cpus,
               std::thread::hardware_concurrency(), full ? "full" : "reduced",
               full ? "" : " (--full for the full-size run)");
-  prism::init({.num_cpus = static_cast<double>(cpus), .timeline = !timeline.empty()});
+  prism::init({.num_cpus = static_cast<double>(cpus),
+               .num_gpus = gpu.init_num_gpus(),
+               .timeline = !timeline.empty()});
+  if (gpu.enabled) examples::print_gpu_backend(gpu);
   images::ensure_images(dir, count, size);  // once; not timed
   std::vector<Row> rows;
 
@@ -66,6 +80,12 @@ int main(int argc, char** argv) try {
     const double p = examples::time_seconds([&] { parallel = matmul::tree_prism(n, kSeed); });
     rows.push_back({"matmul tree (" + std::to_string(n) + "^2)", s, p, critical,
                     matmul::max_rel_diff(parallel, serial) < 1e-9});
+    if (gpu.enabled) {  // The same tree, every step a GPU task on float64 tensors.
+      matmul::Matrix on_gpu;
+      const double g = examples::time_seconds([&] { on_gpu = matmul_gpu::tree_gpu(n, kSeed); });
+      rows.push_back({"matmul tree (" + std::to_string(n) + "^2), GPU tasks", s, g, critical,
+                      matmul::max_rel_diff(on_gpu, serial) <= 1e-9});
+    }
   }
   {  // A stream of independent products, gathered as they finish.
     double critical = 0;
@@ -86,6 +106,18 @@ int main(int argc, char** argv) try {
         [&] { parallel = images::preprocess_prism(dir, count, kSeed, false); });
     rows.push_back({std::to_string(count) + " images (" + std::to_string(size) + "^2 JPEG)", s, p,
                     critical, parallel == serial});
+    if (gpu.enabled) {  // Decoding on CPU tasks, flip + crop + normalize on GPU tasks, 8 a batch.
+      std::vector<examples::img::Tensor> on_gpu;
+      const double g = examples::time_seconds([&] {
+        on_gpu = images_gpu::to_image_tensors(
+            images_gpu::preprocess_gpu(dir, count, kSeed, false, /*batch=*/8, size));
+      });
+      bool same = on_gpu.size() == serial.size();
+      for (size_t i = 0; same && i < serial.size(); ++i) {
+        same = images_gpu::bitwise_equal(on_gpu[i], serial[i]);
+      }
+      rows.push_back({std::to_string(count) + " images, GPU tasks", s, g, critical, same});
+    }
   }
   if (!timeline.empty()) {
     prism::timeline(timeline);

@@ -39,6 +39,15 @@ prism_example_test(example_image_preprocess image_preprocess --images=4 --size=6
   "--dir=${PRISM_EXAMPLES_SCRATCH}/image_preprocess")
 prism_example_test(example_image_preprocess_full_decode image_preprocess --images=3 --size=500
   --full-decode --cpus=2 "--dir=${PRISM_EXAMPLES_SCRATCH}/image_preprocess_full_decode")
+# --gpu: the same workloads as GPU tasks, on CUDA devices when present, else on logical GPUs of
+# the host backend; matrices must match the serial ones within 1e-9, image tensors bit for bit.
+prism_example_test(example_matmul_tree_gpu  matmul_tree --n=200 --iterations=8 --cpus=2 --gpu)
+prism_example_test(example_image_preprocess_gpu image_preprocess --images=5 --size=600 --batch=2
+  --cpus=2 --gpu "--dir=${PRISM_EXAMPLES_SCRATCH}/image_preprocess_gpu")
+# Two logical GPUs (batches may land on either) and whole pictures in the batch slots.
+prism_example_test(example_image_preprocess_gpu_full_decode image_preprocess --images=3 --size=500
+  --full-decode --batch=2 --cpus=2 --gpu --gpus=2
+  "--dir=${PRISM_EXAMPLES_SCRATCH}/image_preprocess_gpu_full_decode")
 prism_example_test(example_counter_actor    counter_actor --work=0.02 --cpus=2)
 prism_example_test(example_wait_and_put     wait_and_put --scale=0.2 --put-mb=16 --readers=4 --cpus=2)
 prism_example_test(example_nested_tasks     nested_tasks --steps=20000 --trials=3 --cpus=2)
@@ -47,6 +56,8 @@ prism_example_test(example_nested_tasks_1cpu nested_tasks --steps=20000 --trials
 prism_example_test(example_demo             demo --n=200 --iterations=10 --images=4 --size=600
   --cpus=2 "--dir=${PRISM_EXAMPLES_SCRATCH}/demo"
   "--timeline=${PRISM_EXAMPLES_SCRATCH}/demo-timeline.json")
+prism_example_test(example_demo_gpu         demo --n=200 --iterations=4 --images=3 --size=600
+  --cpus=2 --gpu "--dir=${PRISM_EXAMPLES_SCRATCH}/demo_gpu" --timeline=)
 
 # Unit tests of examples/image/ (header-only; they need libjpeg, not Prism). Built here unless
 # tests/CMakeLists.txt already made a target for tests/examples.

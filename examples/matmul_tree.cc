@@ -9,8 +9,14 @@
 // copied between tasks. Both workloads are checked against a serial computation with the same
 // seeds (max abs difference below 1e-9, relative to the largest entry).
 //
+// --gpu runs both once more as GPU tasks on float64 tensors (workloads/matmul_gpu.h): on the
+// CUDA devices when there are any, else on --gpus logical GPUs of the host backend. Tensors stay
+// on their GPU between tasks; the copy counters show the uploads, the handovers without a copy
+// and the host copies the driver reads.
+//
 //   ./matmul_tree                            # n = 1000, 400 iterations
 //   ./matmul_tree --n=200 --iterations=20 --cpus=2
+//   ./matmul_tree --n=200 --iterations=20 --gpu
 
 #include <prism/prism.h>
 
@@ -21,17 +27,21 @@
 
 #include "common/check.h"
 #include "common/flags.h"
+#include "common/gpu_flags.h"
 #include "common/table.h"
 #include "common/timer.h"
 #include "workloads/matmul.h"
+#include "workloads/matmul_gpu.h"
 
 namespace matmul = examples::matmul;
+namespace matmul_gpu = examples::matmul_gpu;
 
 int main(int argc, char** argv) try {
   examples::Flags flags(argc, argv);
   const int n = static_cast<int>(flags.get_int("n", 1000, "matrix size n x n"));
   const int iterations = static_cast<int>(flags.get_int("iterations", 400, "bigger variant"));
   const int cpus = flags.cpus();
+  const examples::GpuFlags gpu = examples::gpu_flags(flags);
   if (!flags.ok()) return 2;
   const uint64_t kSeed = 1;
   const double kTolerance = 1e-9;
@@ -45,12 +55,28 @@ int main(int argc, char** argv) try {
   const double many_serial_s = examples::time_seconds(
       [&] { many_serial = matmul::many_serial(n, iterations, kSeed, &many_critical); });
 
-  prism::init({.num_cpus = static_cast<double>(cpus)});
+  prism::init({.num_cpus = static_cast<double>(cpus), .num_gpus = gpu.init_num_gpus()});
   matmul::Matrix tree;
   const double tree_s = examples::time_seconds([&] { tree = matmul::tree_prism(n, kSeed); });
   matmul::Gathered many;
   const double many_s = examples::time_seconds(
       [&] { many = matmul::many_prism(n, iterations, kSeed, /*window=*/2 * cpus); });
+
+  // The same two workloads as GPU tasks, with the copies each one made.
+  matmul::Matrix tree_gpu;
+  matmul::Gathered many_gpu;
+  double tree_gpu_s = 0, many_gpu_s = 0;
+  prism::gpu::CopyStats tree_copies, many_copies;
+  if (gpu.enabled) {
+    examples::print_gpu_backend(gpu);
+    prism::gpu::CopyStats before = prism::gpu::copy_stats();
+    tree_gpu_s = examples::time_seconds([&] { tree_gpu = matmul_gpu::tree_gpu(n, kSeed); });
+    tree_copies = examples::copies_since(before);
+    before = prism::gpu::copy_stats();
+    many_gpu_s = examples::time_seconds(
+        [&] { many_gpu = matmul_gpu::many_gpu(n, iterations, kSeed, /*window=*/2 * cpus); });
+    many_copies = examples::copies_since(before);
+  }
   prism::shutdown();
 
   // Ideal: no schedule beats the critical path, nor the total work spread over the CPUs.
@@ -75,14 +101,52 @@ int main(int argc, char** argv) try {
              examples::times(many_serial_s / many_s),
              examples::times(ideal(many_serial_s, many_critical)),
              examples::fixed(std::max(many_diff, trace_diff), 12)});
+  double tree_gpu_diff = 0, many_gpu_diff = 0;
+  if (gpu.enabled) {
+    tree_gpu_diff = matmul::max_rel_diff(tree_gpu, tree_serial);
+    many_gpu_diff = matmul::max_rel_diff(many_gpu.sum, many_serial.sum);
+    for (int i = 0; i < iterations; ++i) {
+      many_gpu_diff =
+          std::max(many_gpu_diff, std::abs(many_gpu.traces[i] - many_serial.traces[i]) /
+                                      std::max(1.0, std::abs(many_serial.traces[i])));
+    }
+    const std::string on = " on GPU tasks (" +
+                           std::string(prism::gpu::backend_name(prism::gpu::backend())) + ")";
+    table.add({"tree" + on, examples::fixed(tree_serial_s), examples::fixed(tree_gpu_s),
+               examples::times(tree_serial_s / tree_gpu_s),
+               examples::times(ideal(tree_serial_s, tree_critical)),
+               examples::fixed(tree_gpu_diff, 12)});
+    table.add({std::to_string(iterations) + " products" + on, examples::fixed(many_serial_s),
+               examples::fixed(many_gpu_s), examples::times(many_serial_s / many_gpu_s),
+               examples::times(ideal(many_serial_s, many_critical)),
+               examples::fixed(many_gpu_diff, 12)});
+  }
   table.print();
   examples::print_speedup("matmul_tree (tree)", tree_serial_s, tree_s);
   examples::print_speedup("matmul_tree (" + std::to_string(iterations) + " products)",
                           many_serial_s, many_s);
+  if (gpu.enabled) {
+    examples::print_speedup("matmul_tree (tree, GPU tasks)", tree_serial_s, tree_gpu_s);
+    examples::print_speedup("matmul_tree (" + std::to_string(iterations) + " products, GPU tasks)",
+                            many_serial_s, many_gpu_s);
+    std::printf("GPU tree: max rel diff %.3g; copies: %s\n", tree_gpu_diff,
+                examples::describe(tree_copies).c_str());
+    std::printf("  (one GPU: 4 uploads, no copy for the handovers create -> multiply -> sum, "
+                "1 download)\n");
+    std::printf("GPU products: max rel diff %.3g; copies: %s\n", many_gpu_diff,
+                examples::describe(many_copies).c_str());
+    std::printf("  (one GPU: %d uploads, no copy for the handovers, %d downloads)\n",
+                2 * iterations, iterations);
+  }
 
   check.expect(tree_diff < kTolerance, "the tree's sum differs from the serial one");
   check.expect(many_diff < kTolerance, "the sum of the products differs from the serial one");
   check.expect(trace_diff < kTolerance, "a product's trace differs from the serial one");
+  if (gpu.enabled) {
+    check.expect(tree_gpu_diff <= kTolerance, "the GPU tree's sum differs from the serial one");
+    check.expect(many_gpu_diff <= kTolerance,
+                 "the GPU products (sum or a trace) differ from the serial ones");
+  }
   return check.finish();
 } catch (const std::exception& e) {
   return examples::report_error("matmul_tree", e);
