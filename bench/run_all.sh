@@ -33,7 +33,7 @@ if [[ ! -f "$build/build.ninja" && ! -f "$build/Makefile" ]]; then
   cmake -S . -B "$build" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release \
     -DPRISM_BUILD_BENCH=ON -DPRISM_BUILD_TESTS=OFF -DPRISM_BUILD_EXAMPLES=OFF >/dev/null
 fi
-cmake --build "$build" -j "$jobs" --target bench_microbench bench_scale bench_workloads
+cmake --build "$build" -j "$jobs" --target bench_microbench bench_scale bench_workloads bench_gpu
 
 start=$(date +%s)
 run() {  # run NAME ARGS...: prints as it goes, keeps a log, writes NAME.json
@@ -51,6 +51,7 @@ run() {  # run NAME ARGS...: prints as it goes, keeps a log, writes NAME.json
 run microbench
 run scale
 run workloads --scale=0.2 --matmul_n=500 --pairs=400 --images=50 --image_size=3000
+run gpu
 
 echo
 echo "== suite took $(( $(date +%s) - start )) s; results in $out"

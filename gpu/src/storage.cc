@@ -129,6 +129,9 @@ std::shared_ptr<Storage> Storage::copy_to(Device to, const std::shared_ptr<Stora
     copy = std::make_shared<Storage>(to, bytes_, s);
     b.copy(copy->data(), to, data_, device_, bytes_, s.handle());
     copy->record(s);
+    // An upload reads host memory that the pool may hand out again as soon as this storage is
+    // freed: let it finish before anyone can.
+    if (device_.is_host()) b.stream_synchronize(s.handle());
   }
   count_copy(device_, to, bytes_);
   std::lock_guard<std::mutex> lock(mu_);

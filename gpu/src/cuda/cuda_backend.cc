@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "backend.h"
+#include "caching_pool.h"
 #include "prism/errors.h"
 
 namespace prism::gpu::internal {
@@ -72,6 +73,34 @@ class Current {
   int previous_ = -1;
   bool changed_ = false;
 };
+
+// Pinned host memory for the CachingPool, or plain malloc when pinning fails (remembered, so
+// that the block is given back the same way).
+std::mutex g_unpinned_mu;
+std::unordered_set<void*>* g_unpinned = new std::unordered_set<void*>;  // never destroyed
+
+void* pinned_block(size_t bytes) {
+  void* p = nullptr;
+  if (cudaMallocHost(&p, bytes) == cudaSuccess) return p;
+  cudaGetLastError();
+  p = std::aligned_alloc(kAlignment, bytes);
+  if (p != nullptr) {
+    std::lock_guard<std::mutex> lock(g_unpinned_mu);
+    g_unpinned->insert(p);
+  }
+  return p;
+}
+
+void free_pinned_block(void* p) {
+  {
+    std::lock_guard<std::mutex> lock(g_unpinned_mu);
+    if (g_unpinned->erase(p) > 0) {
+      std::free(p);
+      return;
+    }
+  }
+  if (cudaFreeHost(p) != cudaSuccess) cudaGetLastError();
+}
 
 class CudaBackend final : public DeviceBackend {
  public:
@@ -139,30 +168,9 @@ class CudaBackend final : public DeviceBackend {
     if (on.ok() && cudaFreeAsync(ptr, cudaStreamLegacy) != cudaSuccess) cudaGetLastError();
   }
 
-  void* host_allocate(size_t bytes) override {
-    void* p = nullptr;
-    if (cudaMallocHost(&p, bytes == 0 ? 1 : bytes) == cudaSuccess) return p;
-    cudaGetLastError();
-    p = std::malloc(bytes == 0 ? 1 : bytes);
-    if (p == nullptr) {
-      throw Error(ErrorCode::kResourceExhausted,
-                  "out of host memory allocating " + std::to_string(bytes) + " bytes");
-    }
-    std::lock_guard<std::mutex> lock(mu_);
-    unpinned_.insert(p);
-    return p;
-  }
-  void host_free(void* ptr) noexcept override {
-    if (ptr == nullptr) return;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      if (unpinned_.erase(ptr) > 0) {
-        std::free(ptr);
-        return;
-      }
-    }
-    if (cudaFreeHost(ptr) != cudaSuccess) cudaGetLastError();
-  }
+  // Pinned host buffers are expensive to make (they are mapped for the device): cached.
+  void* host_allocate(size_t bytes) override { return host_pool_.allocate(bytes); }
+  void host_free(void* ptr) noexcept override { host_pool_.free(ptr); }
 
   void copy(void* dst, Device dst_dev, const void* src, Device src_dev, size_t bytes,
             void* stream) override {
@@ -234,8 +242,7 @@ class CudaBackend final : public DeviceBackend {
   const int count_;
   std::vector<std::string> names_;
   std::vector<size_t> memory_;
-  std::mutex mu_;
-  std::unordered_set<void*> unpinned_;  // host_allocate's malloc fallbacks
+  CachingPool host_pool_{&pinned_block, &free_pinned_block};
 };
 
 }  // namespace

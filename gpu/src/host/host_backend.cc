@@ -1,26 +1,20 @@
 // The host backend: GPUs are logical, their memory is host memory, streams are synchronous.
+//
+// Memory comes from a CachingPool (as cudaMallocAsync's pools do on CUDA), so a workload that
+// makes and drops tensors of the same sizes does not pay the kernel's page faults every time.
 #include <cstdlib>
 #include <cstring>
-#include <new>
 #include <string>
 
 #include "backend.h"
+#include "caching_pool.h"
 #include "prism/errors.h"
 
 namespace prism::gpu::internal {
 namespace {
 
-constexpr size_t kAlignment = 256;  // what cudaMalloc guarantees; kernels may rely on it
-
-void* aligned(size_t bytes) {
-  const size_t rounded = (bytes + kAlignment - 1) / kAlignment * kAlignment;
-  void* p = std::aligned_alloc(kAlignment, rounded == 0 ? kAlignment : rounded);
-  if (p == nullptr) {
-    throw Error(ErrorCode::kResourceExhausted,
-                "host backend: out of memory allocating " + std::to_string(bytes) + " bytes");
-  }
-  return p;
-}
+void* aligned_block(size_t bytes) { return std::aligned_alloc(kAlignment, bytes); }
+void free_block(void* p) { std::free(p); }
 
 class HostBackend final : public DeviceBackend {
  public:
@@ -36,10 +30,11 @@ class HostBackend final : public DeviceBackend {
   int get_device() override { return 0; }
   void set_device(int) override {}
 
-  void* allocate(int, size_t bytes, void*) override { return aligned(bytes); }
-  void free(int, void* ptr) noexcept override { std::free(ptr); }
-  void* host_allocate(size_t bytes) override { return aligned(bytes); }
-  void host_free(void* ptr) noexcept override { std::free(ptr); }
+  // One pool for all logical devices and the host: it is all the same memory.
+  void* allocate(int, size_t bytes, void*) override { return pool_.allocate(bytes); }
+  void free(int, void* ptr) noexcept override { pool_.free(ptr); }
+  void* host_allocate(size_t bytes) override { return pool_.allocate(bytes); }
+  void host_free(void* ptr) noexcept override { pool_.free(ptr); }
 
   void copy(void* dst, Device, const void* src, Device, size_t bytes, void*) override {
     if (bytes > 0) std::memcpy(dst, src, bytes);
@@ -60,6 +55,7 @@ class HostBackend final : public DeviceBackend {
 
  private:
   const std::string why_;
+  CachingPool pool_{&aligned_block, &free_block};
 };
 
 }  // namespace
