@@ -124,6 +124,12 @@ int main(int argc, char** argv) try {
   }
   check.expect(serial[0] == reference, "image 0: region decoding differs from a full decode");
   if (gpu.enabled) {
+    const uint64_t batches = static_cast<uint64_t>((count + batch - 1) / batch);
+    if (gpu.gpus_in_use() == 1) {
+      check.expect(gpu_copies.host_to_device == batches && gpu_copies.device_to_host == batches &&
+                       gpu_copies.device_to_device == 0,
+                   "the GPU path made other copies than one upload and one download per batch");
+    }
     check.expect(on_gpu.size() == serial.size(), "missing GPU tensors");
     int same = 0;
     for (size_t i = 0; i < std::min(on_gpu.size(), serial.size()); ++i) {

@@ -146,6 +146,16 @@ int main(int argc, char** argv) try {
     check.expect(tree_gpu_diff <= kTolerance, "the GPU tree's sum differs from the serial one");
     check.expect(many_gpu_diff <= kTolerance,
                  "the GPU products (sum or a trace) differ from the serial ones");
+    // With one GPU every handover stays on it: only the uploads and the driver's reads copy.
+    if (gpu.gpus_in_use() == 1) {
+      check.expect(tree_copies.host_to_device == 4 && tree_copies.device_to_host == 1 &&
+                       tree_copies.device_to_device == 0,
+                   "the GPU tree made other copies than 4 uploads and 1 download");
+      check.expect(many_copies.host_to_device == static_cast<uint64_t>(2 * iterations) &&
+                       many_copies.device_to_host == static_cast<uint64_t>(iterations) &&
+                       many_copies.device_to_device == 0,
+                   "the GPU products made other copies than 2 uploads and 1 download each");
+    }
   }
   return check.finish();
 } catch (const std::exception& e) {

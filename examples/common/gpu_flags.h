@@ -34,6 +34,11 @@ struct GpuFlags {
     if (!enabled || prism::gpu::cuda_device_count() > 0) return -1;
     return logical_gpus;
   }
+  // The GPUs the run uses: the CUDA devices, else the logical ones.
+  int gpus_in_use() const {
+    const int real = prism::gpu::cuda_device_count();
+    return real > 0 ? real : logical_gpus;
+  }
 };
 
 // Declares --gpu and --gpus (call before flags.ok()).
