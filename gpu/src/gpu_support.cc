@@ -25,7 +25,7 @@ class GpuSupport final : public prism::internal::DeviceSupport {
     Frame f;
     f.task_device = current_device();
     DeviceBackend& b = backend_instance();
-    if (b.kind() == Backend::kCuda) {
+    if (device >= 0 && b.kind() == Backend::kCuda) {
       try {
         f.cuda_device = b.get_device();
         b.set_device(device);

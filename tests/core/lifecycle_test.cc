@@ -176,7 +176,7 @@ TEST(LifecycleTest, ShutdownFailsQueuedTasksInsteadOfHanging) {
       prism::get(r, kTimeout);
       ADD_FAILURE() << "a task queued at shutdown returned a value";
     } catch (const prism::ObjectLostError& e) {
-      EXPECT_EQ(e.code(), prism::ErrorCode::kCancelled);
+      EXPECT_EQ(e.code(), prism::ErrorCode::kUnavailable);
     }
   }
   EXPECT_THROW(prism::get(dependent, kTimeout), prism::ObjectLostError);

@@ -105,6 +105,7 @@ struct CreationResult {
   }
   void fail(const std::exception_ptr& e) noexcept { actor_creation_failed(actor, e); }
   bool cancel_requested() const noexcept { return false; }
+  void set_producer(TaskRecord*) noexcept {}
 };
 
 }  // namespace internal
@@ -140,13 +141,15 @@ class ActorMethodCaller {
     using Target = internal::MethodTarget<T, M>;
     using Impl = internal::TaskImpl<Traits::tier, Target, Slots, std::decay_t<A>...>;
     internal::ActorCore* core = actor_.get();
-    internal::RuntimeCore* rt = internal::actor_runtime(core);
+    // Throws kUnavailable if the actor's runtime is gone; keeps it alive until submitted.
+    const internal::RuntimePin pin = internal::pin_runtime(internal::actor_runtime(core));
+    internal::RuntimeCore* rt = pin.get();
     internal::check_accepting(rt);
     std::unique_ptr<internal::TaskExtras> extras;
     if (!name_.empty()) {
       internal::TaskOptions o;
       o.name = name_;
-      extras = internal::make_task_extras(rt, o);
+      extras = internal::make_task_extras(rt, o, name_);
     }
     Slots slots(rt);
     auto refs = slots.refs();
@@ -199,7 +202,7 @@ class ActorCreator : public internal::ResourceOptions<ActorCreator<T, CtorArgs..
  public:
   // num_cpus(x), num_gpus(x), memory(bytes), resource(name, x): see ResourceOptions.
   template <typename... U>
-  explicit ActorCreator(internal::RuntimeCore* rt, U&&... args)
+  explicit ActorCreator(internal::RuntimeRef rt, U&&... args)
       : rt_(rt), args_(std::forward<U>(args)...) {}
 
   // A named actor: found later with prism::get_actor<T>(name); lives until killed or shutdown.
@@ -217,7 +220,9 @@ class ActorCreator : public internal::ResourceOptions<ActorCreator<T, CtorArgs..
     using Target = internal::ConstructTarget<T>;
     using Impl =
         internal::TaskImpl<Traits::tier, Target, internal::CreationResult, CtorArgs...>;
-    internal::RuntimeCore* rt = rt_ ? rt_ : internal::current_runtime();
+    const internal::RuntimePin pin =
+        rt_.empty() ? internal::pin_current_runtime() : internal::pin_runtime(rt_);
+    internal::RuntimeCore* rt = pin.get();
     internal::check_accepting(rt);
     std::shared_ptr<internal::ActorCore> core =
         internal::new_actor(rt, options_, typeid(T), typeid(T).name());
@@ -237,7 +242,7 @@ class ActorCreator : public internal::ResourceOptions<ActorCreator<T, CtorArgs..
  private:
   friend class internal::ResourceOptions<ActorCreator>;
 
-  internal::RuntimeCore* rt_;
+  internal::RuntimeRef rt_;  // empty: the current runtime at remote() time
   std::tuple<CtorArgs...> args_;
   internal::ActorOptions options_;
 };
@@ -245,19 +250,20 @@ class ActorCreator : public internal::ResourceOptions<ActorCreator<T, CtorArgs..
 // Starts building an actor of type T constructed from `args` (values or refs).
 template <typename T, typename... A>
 ActorCreator<T, std::decay_t<A>...> actor(A&&... args) {
-  return ActorCreator<T, std::decay_t<A>...>(nullptr, std::forward<A>(args)...);
+  return ActorCreator<T, std::decay_t<A>...>(internal::RuntimeRef{}, std::forward<A>(args)...);
 }
 
 // The live actor named `name`; throws prism::Error(kInvalidArgument) if there is none or it is
 // not a T.
 template <typename T>
 ActorHandle<T> get_actor(const std::string& name) {
-  return ActorHandle<T>(
-      internal::find_named_actor(internal::current_runtime(), name, typeid(T)));
+  const internal::RuntimePin pin = internal::pin_current_runtime();
+  return ActorHandle<T>(internal::find_named_actor(pin.get(), name, typeid(T)));
 }
 
 // Stops the actor: queued calls fail with ActorDiedError, a running call finishes, then the
-// instance is destroyed and its resources are released. Killing a dead actor does nothing.
+// instance is destroyed and its resources are released. Its name is free again when kill()
+// returns. Killing a dead actor (or one whose runtime is gone) does nothing.
 template <typename T>
 void kill(const ActorHandle<T>& handle) {
   if (!handle.valid()) throw Error(ErrorCode::kInvalidArgument, "prism::kill: empty ActorHandle");

@@ -40,6 +40,14 @@ class ObjectRef {
   // An empty ref (valid() is false); get() on it throws prism::Error(kInvalidArgument).
   ObjectRef() noexcept = default;
 
+  // Any ref converts to an untyped one (AnyRef = ObjectRef<void>): the same object, without its
+  // type, e.g. to wait() on refs of several types at once. get() of an AnyRef waits for the
+  // object and rethrows its error; as a task argument it is a dependency.
+  template <typename U>
+    requires(std::is_void_v<T> && !std::is_void_v<U>)
+  ObjectRef(const ObjectRef<U>& other) noexcept  // NOLINT(google-explicit-constructor)
+      : entry_(other.entry_) {}
+
   bool valid() const noexcept { return static_cast<bool>(entry_); }
   // The object's id (nil for an empty ref).
   ObjectId id() const noexcept { return entry_ ? entry_->id() : ObjectId{}; }
@@ -59,8 +67,13 @@ class ObjectRef {
   }
 
  private:
+  template <typename U>
+  friend class ObjectRef;
   internal::EntryPtr entry_;
 };
+
+// An untyped ref: any ObjectRef<T> converts to it (see ObjectRef's converting constructor).
+using AnyRef = ObjectRef<void>;
 
 template <typename T>
 struct is_object_ref : std::false_type {};
@@ -129,7 +142,7 @@ ObjectRef<std::decay_t<T>> put_into(RuntimeCore* rt, T&& value) {
   static_assert(!is_object_ref_v<V>, "put() of an ObjectRef: pass the ref itself instead");
   // Reserve before taking the value, so a full store loses nothing of the caller's.
   std::shared_ptr<void> token = reserve_put(rt, ObjectSize<V>::bytes(value));
-  auto* e = new TypedEntry<V>(rt, next_object_id(rt));
+  auto* e = new TypedEntry<V>(next_object_id(rt));
   EntryPtr owner(e);
   e->set_put_value(std::move(token), std::forward<T>(value));
   return ObjectRef<V>::adopt(std::move(owner));
@@ -176,11 +189,14 @@ std::shared_ptr<const T> get_shared(const ObjectRef<T>& ref,
 
 // Waits until `num_returns` of `refs` are ready (a value or an error) or `timeout` passes.
 // Returns (ready, not_ready), each in the order given; ready holds at most num_returns refs.
-// num_returns larger than refs.size() is an InvalidArgument error.
+// An empty `refs` returns two empty vectors at once (as Ray does); otherwise num_returns larger
+// than refs.size() is an InvalidArgument error. Refs of different types can be waited on together
+// as AnyRefs (std::vector<prism::AnyRef>).
 template <typename T, typename Rep = int64_t, typename Period = std::milli>
 std::pair<std::vector<ObjectRef<T>>, std::vector<ObjectRef<T>>> wait(
     const std::vector<ObjectRef<T>>& refs, size_t num_returns = 1,
     std::chrono::duration<Rep, Period> timeout = std::chrono::duration<Rep, Period>::max()) {
+  if (refs.empty()) return {};
   if (num_returns > refs.size()) {
     throw Error(ErrorCode::kInvalidArgument,
                 "prism::wait: num_returns is larger than the number of refs");
@@ -210,7 +226,8 @@ std::pair<std::vector<ObjectRef<T>>, std::vector<ObjectRef<T>>> wait(
 // costs no copy. Throws ObjectStoreFullError (and keeps the value) when it does not fit.
 template <typename T>
 ObjectRef<std::decay_t<T>> put(T&& value) {
-  return internal::put_into(internal::current_runtime(), std::forward<T>(value));
+  const internal::RuntimePin pin = internal::pin_current_runtime();
+  return internal::put_into(pin.get(), std::forward<T>(value));
 }
 
 // Cancels the task producing `ref` if it has not finished: a task that has not started never

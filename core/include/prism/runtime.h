@@ -9,9 +9,11 @@
 // runtime, and calls without an explicit runtime use the one running the current task, else
 // the global one.
 //
-// Shutdown: tasks that have not started never run (their refs fail with ObjectLostError),
-// running tasks finish, actors are destroyed, threads are joined. Refs outlive the runtime:
-// a ready value stays readable.
+// Shutdown: tasks that have not started never run (their refs fail with ObjectLostError, code
+// kUnavailable), running tasks finish, actors are destroyed, threads are joined. Refs outlive the
+// runtime: a ready value stays readable. Whatever needs the runtime afterwards (remote() on a
+// TaskCaller or ActorHandle, put) throws prism::Error(kUnavailable), also once the Runtime object
+// is destroyed: handles hold a weak reference, never a dangling pointer.
 //
 // Thread-safe: init/shutdown may be called from any thread but not concurrently with each
 // other; Runtime's methods may be called from any thread.
@@ -44,11 +46,12 @@ class Runtime {
 
   template <typename F>
   TaskCaller<std::decay_t<F>> task(F&& f) {
-    return TaskCaller<std::decay_t<F>>(core_.get(), std::forward<F>(f));
+    return TaskCaller<std::decay_t<F>>(internal::runtime_ref(core_.get()), std::forward<F>(f));
   }
   template <typename T, typename... A>
   ActorCreator<T, std::decay_t<A>...> actor(A&&... args) {
-    return ActorCreator<T, std::decay_t<A>...>(core_.get(), std::forward<A>(args)...);
+    return ActorCreator<T, std::decay_t<A>...>(internal::runtime_ref(core_.get()),
+                                               std::forward<A>(args)...);
   }
   template <typename T>
   ObjectRef<std::decay_t<T>> put(T&& value) {
@@ -71,6 +74,9 @@ class Runtime {
   internal::RuntimeCore* core() const noexcept { return core_.get(); }
 
  private:
+  friend void init(const InitOptions& options);
+  Runtime(const InitOptions& options, bool global);
+
   std::unique_ptr<internal::RuntimeCore> core_;
 };
 

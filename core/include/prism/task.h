@@ -34,7 +34,7 @@ template <typename F, size_t NumReturns = 0>
 class TaskCaller : public internal::ResourceOptions<TaskCaller<F, NumReturns>> {
  public:
   // num_cpus(x), num_gpus(x), memory(bytes), resource(name, x): see ResourceOptions.
-  TaskCaller(internal::RuntimeCore* rt, F f, internal::TaskOptions options = {})
+  TaskCaller(internal::RuntimeRef rt, F f, internal::TaskOptions options = {})
       : rt_(rt), f_(std::move(f)), options_(std::move(options)) {}
 
   // How many times the task is run again if its worker dies (cluster mode) or, with
@@ -67,13 +67,18 @@ class TaskCaller : public internal::ResourceOptions<TaskCaller<F, NumReturns>> {
                                      internal::MultiResult<R, NumReturns>>;
     using Impl = internal::TaskImpl<Traits::tier, internal::FunctionTarget<F>, Slots,
                                     std::decay_t<A>...>;
-    internal::RuntimeCore* rt = rt_ ? rt_ : internal::current_runtime();
+    // The runtime stays alive until the call is submitted (a weak ref fails if it is gone).
+    const internal::RuntimePin pin =
+        rt_.empty() ? internal::pin_current_runtime() : internal::pin_runtime(rt_);
+    internal::RuntimeCore* rt = pin.get();
     internal::check_accepting(rt);
     std::unique_ptr<internal::TaskExtras> extras;
     if (is_plain()) {
-      internal::check_default_feasible(rt);
+      if (!internal::default_feasible(rt)) {
+        internal::check_default_feasible(rt, internal::callable_name(f_));
+      }
     } else {
-      extras = internal::make_task_extras(rt, options_);
+      extras = internal::make_task_extras(rt, options_, internal::callable_name(f_));
     }
     Slots slots(rt);
     auto refs = slots.refs();
@@ -93,7 +98,7 @@ class TaskCaller : public internal::ResourceOptions<TaskCaller<F, NumReturns>> {
 
   friend class internal::ResourceOptions<TaskCaller>;
 
-  internal::RuntimeCore* rt_;  // null: the current runtime at remote() time
+  internal::RuntimeRef rt_;  // empty: the current runtime at remote() time
   F f_;
   internal::TaskOptions options_;
 };
@@ -102,7 +107,7 @@ class TaskCaller : public internal::ResourceOptions<TaskCaller<F, NumReturns>> {
 // PRISM_REMOTE for cluster mode and for readable error messages.
 template <typename F>
 TaskCaller<std::decay_t<F>> task(F&& f) {
-  return TaskCaller<std::decay_t<F>>(nullptr, std::forward<F>(f));
+  return TaskCaller<std::decay_t<F>>(internal::RuntimeRef{}, std::forward<F>(f));
 }
 
 }  // namespace prism

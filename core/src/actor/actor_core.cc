@@ -12,11 +12,14 @@ namespace prism::internal {
 ActorCore::ActorCore(RuntimeCore* rt, ActorId id, std::string type_name,
                      const std::type_info& type, ActorOptions options, ResourceRequest request)
     : rt_(rt),
+      rt_ref_(rt->ref()),
       id_(id),
       type_name_(std::move(type_name)),
       type_(&type),
       options_(std::move(options)),
-      request_(std::move(request)) {}
+      request_(std::move(request)) {
+  lease_.cpu = request_.cpu;
+}
 
 ActorCore::~ActorCore() {
   // Normally finalize() ran; if not (a runtime torn down abruptly), free the instance here.
@@ -49,13 +52,20 @@ void ActorCore::schedule_drain_locked() {
   Job job;
   job.kind = Job::Kind::kActorDrain;
   job.actor = shared_from_this();
+  job.lease = &lease_;
   rt_->scheduler().enqueue_job(std::move(job));
 }
 
 void ActorCore::on_create_ready(TaskRecord* create) noexcept {
   if (ObjectEntry* dep = create->failed_dep()) {
+    // The constructor will never run: the actor dies with the argument's error.
     std::exception_ptr error = dep->error();
     rt_->fail_task(create, error);  // CreationResult::fail -> creation_failed
+    MutexLock lock(mu_);
+    creating_ = false;
+    const bool fin = should_finalize_locked();
+    lock.unlock();
+    if (fin) finalize();
     return;
   }
   {
@@ -64,7 +74,7 @@ void ActorCore::on_create_ready(TaskRecord* create) noexcept {
       creating_ = false;
       const bool fin = should_finalize_locked();
       lock.unlock();
-      delete create;
+      create->release_run();
       if (fin) finalize();
       return;
     }
@@ -73,10 +83,11 @@ void ActorCore::on_create_ready(TaskRecord* create) noexcept {
   job.kind = Job::Kind::kActorCreate;
   job.task = create;
   job.actor = shared_from_this();
+  job.lease = &lease_;
   if (request_.empty()) {
     rt_->scheduler().enqueue_job(std::move(job));
   } else {
-    rt_->scheduler().enqueue_with_resources(std::move(job), &request_);
+    rt_->scheduler().enqueue_with_resources(std::move(job), request_);
   }
 }
 
@@ -88,7 +99,7 @@ void ActorCore::run_creation(Job& job) noexcept {
       creating_ = false;
       const bool fin = should_finalize_locked();
       lock.unlock();
-      delete create;  // the job's allocation is released by the scheduler
+      create->release_run();  // the job's allocation is released by the scheduler
       if (fin) finalize();
       return;
     }
@@ -126,6 +137,8 @@ void ActorCore::creation_failed(const std::exception_ptr& error) noexcept {
                    "actor " + type_name_ + " died: its constructor failed: " + what)),
                &to_fail);
   }
+  // Free the name before anyone can see the failure, so a new actor may take it at once.
+  rt_->actors().release_name(this);
   fail_all(to_fail);
 }
 
@@ -211,6 +224,8 @@ void ActorCore::kill(const std::string& why) noexcept {
                &to_fail);
     fin = should_finalize_locked();
   }
+  // The name is free as soon as kill() returns, even while a running call finishes.
+  rt_->actors().release_name(this);
   fail_all(to_fail);
   if (fin) finalize();
 }

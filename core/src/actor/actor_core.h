@@ -4,9 +4,12 @@
 // submission order; a call runs once its arguments are ready and every call before it has
 // started. Calls are run by "drain" jobs on scheduler threads: one at a time, or up to
 // max_concurrency drains at once. The actor holds its Allocation from construction until it is
-// finalized: killed, its constructor failed, the runtime shut down, or (unnamed actors) its last
-// handle went away with nothing queued. Finalizing destroys the instance (outside any lock) and
-// returns the resources.
+// finalized: killed, its constructor (or one of its arguments) failed, the runtime shut down, or
+// (unnamed actors) its last handle went away with nothing queued. Finalizing destroys the
+// instance (outside any lock) and returns the resources. A killed actor's name is free at once.
+//
+// Its CPU is one CpuLease shared by its running calls: when every running call is blocked in
+// get()/wait(), the scheduler lends it to tasks (never to another actor) until a call goes on.
 //
 // Thread-safe: every public method may be called from any thread.
 #pragma once
@@ -22,6 +25,8 @@
 #include "prism/internal/ids.h"
 #include "prism/internal/task_record.h"
 #include "prism/options.h"
+#include "prism/internal/runtime_hooks.h"
+#include "scheduler/job.h"
 #include "scheduler/resources.h"
 
 namespace prism::internal {
@@ -38,6 +43,7 @@ class ActorCore : public std::enable_shared_from_this<ActorCore> {
   ActorCore& operator=(const ActorCore&) = delete;
 
   RuntimeCore* runtime() const noexcept { return rt_; }
+  RuntimeRef runtime_ref() const noexcept { return rt_ref_; }
   const ActorId& id() const noexcept { return id_; }
   const std::string& type_name() const noexcept { return type_name_; }
   const std::type_info& type() const noexcept { return *type_; }
@@ -75,6 +81,7 @@ class ActorCore : public std::enable_shared_from_this<ActorCore> {
   void fail_all(const std::vector<TaskRecord*>& calls) noexcept;
 
   RuntimeCore* const rt_;
+  const RuntimeRef rt_ref_;
   const ActorId id_;
   const std::string type_name_;
   const std::type_info* const type_;
@@ -94,6 +101,7 @@ class ActorCore : public std::enable_shared_from_this<ActorCore> {
   void* instance_ = nullptr;
   void (*deleter_)(void*) = nullptr;
   Allocation alloc_;  // held for life; written by run_creation before the constructor runs
+  CpuLease lease_;    // its CPU, lent while all its running calls are blocked (scheduler's lock)
 };
 
 }  // namespace prism::internal

@@ -35,6 +35,18 @@ void ActorDirectory::remove(const ActorCore* actor) noexcept {
   lock.unlock();
 }
 
+void ActorDirectory::release_name(const ActorCore* actor) noexcept {
+  if (actor->name().empty()) return;
+  std::shared_ptr<ActorCore> keep;  // destroyed after the lock is released
+  MutexLock lock(mu_);
+  auto n = by_name_.find(actor->name());
+  if (n != by_name_.end() && n->second.get() == actor) {
+    keep = std::move(n->second);
+    by_name_.erase(n);
+  }
+  lock.unlock();
+}
+
 std::shared_ptr<ActorCore> ActorDirectory::find(const std::string& name,
                                                 const std::type_info& type) const {
   MutexLock lock(mu_);

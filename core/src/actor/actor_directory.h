@@ -25,6 +25,8 @@ class ActorDirectory {
   // Adds an actor; throws prism::Error(kInvalidArgument) if its name is taken by a live actor.
   void add(const std::shared_ptr<ActorCore>& actor);
   void remove(const ActorCore* actor) noexcept;
+  // Frees the actor's name (if it still has it) while the actor itself stays listed.
+  void release_name(const ActorCore* actor) noexcept;
   // The live actor named `name` of type `type`, or throws prism::Error(kInvalidArgument).
   std::shared_ptr<ActorCore> find(const std::string& name, const std::type_info& type) const;
   std::vector<std::shared_ptr<ActorCore>> all() const;

@@ -6,24 +6,19 @@
 #include <cstdlib>
 #include <memory>
 #include <string>
+#include <string_view>
+#include <thread>
 #include <vector>
 
 #include "actor/actor_core.h"
 #include "api/runtime_core.h"
-#include "api/global.h"
+#include "api/runtime_registry.h"
 #include "common/event.h"
 #include "common/spin.h"
 #include "prism/errors.h"
 #include "worker/exec_context.h"
 
 namespace prism::internal {
-
-RuntimeCore* current_runtime() {
-  if (RuntimeCore* rt = exec_context().runtime) return rt;
-  if (RuntimeCore* rt = global_core()) return rt;
-  throw Error(ErrorCode::kInvalidArgument,
-              "Prism is not initialized: call prism::init() (or use a prism::Runtime) first");
-}
 
 namespace {
 struct IdBlock {
@@ -64,16 +59,19 @@ void check_accepting(RuntimeCore* rt) {
   }
 }
 
-void check_default_feasible(RuntimeCore* rt) {
-  if (rt->scheduler().cpu_slots() == 0) {
-    throw InfeasibleError(
-        "infeasible task: it asks for 1 CPU but the node has less than one; set .num_cpus(0) "
-        "or a fraction, or give the runtime CPUs");
+bool default_feasible(RuntimeCore* rt) noexcept { return rt->scheduler().cpu_slots() > 0; }
+
+void check_default_feasible(RuntimeCore* rt, const std::string& function_name) {
+  if (!default_feasible(rt)) {
+    throw InfeasibleError("infeasible task '" + function_name +
+                          "': it asks for 1 CPU but the node has less than one; set "
+                          ".num_cpus(0) or a fraction, or give the runtime CPUs");
   }
 }
 
-std::unique_ptr<TaskExtras> make_task_extras(RuntimeCore* rt, const TaskOptions& options) {
-  return rt->make_extras(options);
+std::unique_ptr<TaskExtras> make_task_extras(RuntimeCore* rt, const TaskOptions& options,
+                                             const std::string& function_name) {
+  return rt->make_extras(options, function_name);
 }
 
 void submit(TaskRecord* task) noexcept {
@@ -88,10 +86,12 @@ void check_ref(const ObjectEntry* entry, const char* what) {
 
 void check_arg_ref(const ObjectEntry* entry, RuntimeCore* rt) {
   check_ref(entry, "a task argument");
-  if (entry->runtime() != rt) {
+  // The owner id is the runtime's generation: a ref of an earlier runtime is refused even if
+  // the new one lives at the same address.
+  if (entry->id().owner != rt->owner()) {
     throw Error(ErrorCode::kInvalidArgument,
-                "a task argument is an ObjectRef of another prism::Runtime; pass the value, or "
-                "submit the task to the runtime that owns the ref");
+                "a task argument is an ObjectRef of another prism::Runtime (or of one that was "
+                "shut down); pass the value, or submit the task to the runtime that owns the ref");
   }
 }
 
@@ -99,28 +99,153 @@ void check_arg_ref(const ObjectEntry* entry, RuntimeCore* rt) {
 
 namespace {
 
-// Lends the calling task's CPU back while it blocks (so nested tasks can run), if it is a task.
-class LendScope {
+// Wakes a thread that is not one of a scheduler's: a futex event on its stack.
+class EventWaker final : public Waker {
  public:
-  LendScope() {
-    RuntimeCore* rt = exec_context().runtime;
-    if (rt != nullptr && rt->scheduler().lend_current()) sched_ = &rt->scheduler();
-  }
-  ~LendScope() {
-    if (sched_ != nullptr) sched_->reclaim_current();
-  }
-  LendScope(const LendScope&) = delete;
-  LendScope& operator=(const LendScope&) = delete;
-
- private:
-  Scheduler* sched_ = nullptr;
-};
-
-class OneWaiter final : public Dependent {
- public:
-  void on_ready(ObjectEntry*) noexcept override { event.set(); }
+  void wake() noexcept override { event.set(); }
   Event event;
 };
+
+// What a blocked parent may run itself: a plain task of the same runtime whose request fits
+// within what the parent holds (see Scheduler::block).
+struct ClaimContext {
+  RuntimeCore* rt;
+  int64_t held_cpu;
+  const Allocation* held;
+};
+
+bool accept_inline(const TaskRecord& t, const void* p) {
+  const auto& c = *static_cast<const ClaimContext*>(p);
+  if (t.runtime() != c.rt || t.actor() != nullptr) return false;
+  if (t.has_default_request()) return c.held_cpu >= kUnitsPerResource;
+  Allocation scratch;
+  return c.rt->scheduler().carve(t.extras()->request, c.held_cpu, c.held, &scratch);
+}
+
+TaskRecord* claim_producer_of(ObjectEntry* e, int64_t held_cpu) noexcept {
+  const ExecContext& ctx = exec_context();
+  if (ctx.runtime == nullptr) return nullptr;
+  const ClaimContext c{ctx.runtime, held_cpu, ctx.alloc};
+  return e->claim_producer(&accept_inline, &c);
+}
+
+// One object. on_ready is the last touch of this object by the completing thread: after it,
+// disarm() may return and the waiter's frame go.
+class OneWait final : public BlockedWait, public Dependent {
+ public:
+  explicit OneWait(ObjectEntry* e) noexcept : entry_(e) {}
+  bool ready() const noexcept override { return entry_->is_done(); }
+  TaskRecord* claim(int64_t held_cpu) noexcept override {
+    return claim_producer_of(entry_, held_cpu);
+  }
+  bool arm(Waker* waker) noexcept override {
+    waker_ = waker;
+    node_.owner = this;
+    armed_ = entry_->add_dependent(&node_);
+    return armed_;
+  }
+  void disarm() noexcept override {
+    if (!armed_ || entry_->remove_dependent(&node_)) return;
+    // Completed meanwhile: the notification is on its way; wait until it is done with us.
+    for (int i = 0; !delivered_.load(std::memory_order_acquire); ++i) {
+      if (i > 64) std::this_thread::yield();
+    }
+  }
+  void on_ready(ObjectEntry*) noexcept override {
+    Waker* w = waker_;
+    delivered_.store(true, std::memory_order_release);
+    w->wake();
+  }
+
+ private:
+  ObjectEntry* entry_;
+  DepNode node_;
+  Waker* waker_ = nullptr;
+  bool armed_ = false;
+  std::atomic<bool> delivered_{false};
+};
+
+// Several objects, of which `needed` must be done.
+class SomeWait final : public BlockedWait, public Dependent {
+ public:
+  SomeWait(const std::vector<ObjectEntry*>& entries, size_t needed)
+      : entries_(entries), needed_(static_cast<int64_t>(needed)), nodes_(entries.size()),
+        registered_(entries.size(), false) {}
+  bool ready() const noexcept override {
+    if (armed_) return remaining_.load(std::memory_order_acquire) <= 0;
+    int64_t done = 0;
+    for (ObjectEntry* e : entries_) done += e->is_done() ? 1 : 0;
+    return done >= needed_;
+  }
+  TaskRecord* claim(int64_t held_cpu) noexcept override {
+    for (ObjectEntry* e : entries_) {
+      if (e->is_done()) continue;
+      if (TaskRecord* t = claim_producer_of(e, held_cpu)) return t;
+    }
+    return nullptr;
+  }
+  bool arm(Waker* waker) noexcept override {
+    waker_ = waker;
+    armed_ = true;
+    // Entries done now are counted here; every other one is registered, and one that completes
+    // before its registration is counted when add_dependent refuses it.
+    std::vector<bool> counted(entries_.size(), false);
+    int64_t done = 0;
+    for (size_t i = 0; i < entries_.size(); ++i) {
+      counted[i] = entries_[i]->is_done();
+      done += counted[i] ? 1 : 0;
+    }
+    remaining_.store(needed_ - done, std::memory_order_relaxed);
+    if (needed_ - done <= 0) return false;
+    for (size_t i = 0; i < entries_.size(); ++i) {
+      if (counted[i]) continue;
+      nodes_[i].owner = this;
+      if (entries_[i]->add_dependent(&nodes_[i])) {
+        registered_[i] = true;
+      } else {
+        remaining_.fetch_sub(1, std::memory_order_acq_rel);  // completed since it was counted
+      }
+    }
+    return remaining_.load(std::memory_order_acquire) > 0;
+  }
+  void disarm() noexcept override {
+    uint32_t in_flight = 0;
+    for (size_t i = 0; i < entries_.size(); ++i) {
+      if (registered_[i] && !entries_[i]->remove_dependent(&nodes_[i])) ++in_flight;
+    }
+    for (int i = 0; delivered_.load(std::memory_order_acquire) < in_flight; ++i) {
+      if (i > 64) std::this_thread::yield();
+    }
+  }
+  void on_ready(ObjectEntry*) noexcept override {
+    Waker* w = waker_;
+    const bool last = remaining_.fetch_sub(1, std::memory_order_acq_rel) == 1;
+    delivered_.fetch_add(1, std::memory_order_release);
+    if (last) w->wake();
+  }
+
+ private:
+  const std::vector<ObjectEntry*>& entries_;
+  const int64_t needed_;
+  std::vector<DepNode> nodes_;
+  std::vector<bool> registered_;
+  Waker* waker_ = nullptr;
+  bool armed_ = false;
+  std::atomic<int64_t> remaining_{0};
+  std::atomic<uint32_t> delivered_{0};
+};
+
+// Blocks until `wait` is ready or the deadline: inside a task through its scheduler (which runs
+// what it waits for, lends the task's CPU or helps), elsewhere on an event. Returns ready().
+bool block_on(BlockedWait& wait, Deadline deadline) {
+  if (Scheduler* s = Scheduler::current(); s != nullptr && exec_context().task != nullptr) {
+    return s->block(wait, deadline);
+  }
+  EventWaker waker;
+  if (wait.arm(&waker)) waker.event.wait_until(deadline);
+  wait.disarm();
+  return wait.ready();
+}
 
 constexpr std::chrono::microseconds kSpinBeforeBlock{10};
 
@@ -144,53 +269,15 @@ void await(ObjectEntry* entry, Deadline deadline) {
   // A result that is a few microseconds away is cheaper to spin for than to sleep for, but a
   // spin that does not pay takes a core from the workers: spin only while spins keep paying,
   // and only while some core is not running a task.
-  if (!entry->is_done() && should_spin() && entry->runtime()->scheduler().has_idle_core()) {
+  if (!entry->is_done() && should_spin() && Scheduler::has_idle_core()) {
     spin_paid(spin_for(kSpinBeforeBlock, [entry] { return entry->is_done(); }));
   }
   if (!entry->is_done()) {
-    OneWaiter waiter;
-    DepNode node;
-    node.owner = &waiter;
-    if (entry->add_dependent(&node)) {
-      LendScope lend;
-      if (!waiter.event.wait_until(deadline)) {
-        if (entry->remove_dependent(&node)) throw_timeout("prism::get");
-        waiter.event.wait();  // completed meanwhile: the notification is on its way
-      }
-    }
+    OneWait wait(entry);
+    if (!block_on(wait, deadline)) throw_timeout("prism::get");
   }
   if (entry->state() == ObjState::kFailed) std::rethrow_exception(entry->error());
 }
-
-namespace {
-
-class CountingWaiter final : public Dependent {
- public:
-  explicit CountingWaiter(int64_t needed) : remaining_(needed) {}
-  void on_ready(ObjectEntry*) noexcept override {
-    if (remaining_.fetch_sub(1, std::memory_order_acq_rel) == 1) event.set();
-    delivered_.fetch_add(1, std::memory_order_release);
-    futex_wake_all(&delivered_);
-  }
-  // Counts an entry that was already done when registration was attempted.
-  void count_done() noexcept {
-    if (remaining_.fetch_sub(1, std::memory_order_acq_rel) == 1) event.set();
-  }
-  // Waits until `n` notifications have finished touching this object.
-  void wait_delivered(uint32_t n) noexcept {
-    for (uint32_t d = delivered_.load(std::memory_order_acquire); d < n;
-         d = delivered_.load(std::memory_order_acquire)) {
-      futex_wait(&delivered_, d, kNoDeadline);
-    }
-  }
-  Event event;
-
- private:
-  std::atomic<int64_t> remaining_;
-  std::atomic<uint32_t> delivered_{0};
-};
-
-}  // namespace
 
 std::vector<bool> await_some(const std::vector<ObjectEntry*>& entries, size_t num_ready,
                              Deadline deadline) {
@@ -203,27 +290,8 @@ std::vector<bool> await_some(const std::vector<ObjectEntry*>& entries, size_t nu
     }
   }
   if (ready >= num_ready) return done;
-  CountingWaiter waiter(static_cast<int64_t>(num_ready - ready));
-  std::vector<DepNode> nodes(entries.size());
-  std::vector<bool> registered(entries.size(), false);
-  for (size_t i = 0; i < entries.size(); ++i) {
-    if (done[i]) continue;
-    nodes[i].owner = &waiter;
-    if (entries[i]->add_dependent(&nodes[i])) {
-      registered[i] = true;
-    } else {
-      waiter.count_done();
-    }
-  }
-  {
-    LendScope lend;
-    waiter.event.wait_until(deadline);
-  }
-  uint32_t in_flight = 0;
-  for (size_t i = 0; i < entries.size(); ++i) {
-    if (registered[i] && !entries[i]->remove_dependent(&nodes[i])) ++in_flight;
-  }
-  waiter.wait_delivered(in_flight);
+  SomeWait wait(entries, num_ready);
+  block_on(wait, deadline);
   for (size_t i = 0; i < entries.size(); ++i) done[i] = entries[i]->is_done();
   return done;
 }
@@ -244,7 +312,9 @@ std::shared_ptr<void> reserve_put(RuntimeCore* rt, size_t bytes) {
   return token;
 }
 
-std::shared_ptr<void> account_result(RuntimeCore* rt, size_t bytes) noexcept {
+std::shared_ptr<void> account_result(size_t bytes) noexcept {
+  RuntimeCore* rt = exec_context().runtime;
+  if (rt == nullptr) return nullptr;
   try {
     return rt->store().reserve(bytes, /*enforce_capacity=*/false);
   } catch (...) {
@@ -254,9 +324,25 @@ std::shared_ptr<void> account_result(RuntimeCore* rt, size_t bytes) noexcept {
 
 bool cancel(ObjectEntry* entry) noexcept {
   if (entry->is_done()) return false;
+  // Failing the object runs its dependents' dispatch: keep their runtime alive meanwhile. A
+  // runtime that is gone left no pending object behind.
+  RuntimePin pin = try_pin_owner(entry->id().owner);
+  if (!pin) return false;
   entry->request_cancel();
-  return entry->complete_error(std::make_exception_ptr(TaskCancelledError(
-      "the task producing object " + entry->id().to_string() + " was cancelled")));
+  if (entry->complete_error(std::make_exception_ptr(TaskCancelledError(
+          "the task producing object " + entry->id().to_string() + " was cancelled")))) {
+    return true;
+  }
+  // Completed meanwhile: by the task itself (a value: too late to cancel), or by the runtime
+  // failing the task because it saw this cancel request (cancelled after all).
+  if (entry->state() != ObjState::kFailed) return false;
+  try {
+    std::rethrow_exception(entry->error());
+  } catch (const TaskCancelledError&) {
+    return true;
+  } catch (...) {
+    return false;
+  }
 }
 
 // ---- errors ----
@@ -269,6 +355,44 @@ std::string demangle(const char* mangled) {
   std::free(d);
   return out;
 }
+
+namespace {
+// The text of an exception not derived from std::exception, where it has one: a thrown string's
+// characters, a number's value.
+std::string describe_thrown(const std::exception_ptr& e) {
+  try {
+    std::rethrow_exception(e);
+  } catch (const char* s) {
+    return s != nullptr ? s : "";
+  } catch (const std::string& s) {
+    return s;
+  } catch (const std::string_view& s) {
+    return std::string(s);
+  } catch (bool v) {
+    return v ? "true" : "false";
+  } catch (char v) {
+    return std::string(1, v);
+  } catch (int v) {
+    return std::to_string(v);
+  } catch (unsigned v) {
+    return std::to_string(v);
+  } catch (long v) {
+    return std::to_string(v);
+  } catch (unsigned long v) {
+    return std::to_string(v);
+  } catch (long long v) {
+    return std::to_string(v);
+  } catch (unsigned long long v) {
+    return std::to_string(v);
+  } catch (double v) {
+    return std::to_string(v);
+  } catch (float v) {
+    return std::to_string(v);
+  } catch (...) {
+  }
+  return "(no message: the exception is not a std::exception)";
+}
+}  // namespace
 
 std::exception_ptr capture_task_error(const std::string& function_name) noexcept {
   const std::exception_ptr current = std::current_exception();
@@ -286,7 +410,8 @@ std::exception_ptr capture_task_error(const std::string& function_name) noexcept
     } catch (const std::exception& e) {
       return std::make_exception_ptr(TaskError(function_name, type_name, e.what(), node, current));
     } catch (...) {
-      return std::make_exception_ptr(TaskError(function_name, type_name, "", node, current));
+      return std::make_exception_ptr(
+          TaskError(function_name, type_name, describe_thrown(current), node, current));
     }
   } catch (...) {
     return current;
@@ -336,12 +461,19 @@ void actor_creation_failed(ActorCore* actor, const std::exception_ptr& error) no
 }
 
 void* actor_instance(ActorCore* actor) noexcept { return actor->instance(); }
-RuntimeCore* actor_runtime(ActorCore* actor) noexcept { return actor->runtime(); }
+RuntimeRef actor_runtime(ActorCore* actor) noexcept { return actor->runtime_ref(); }
 const ActorId& actor_id(ActorCore* actor) noexcept { return actor->id(); }
 const std::string& actor_type_name(ActorCore* actor) noexcept { return actor->type_name(); }
 void actor_handle_acquired(ActorCore* actor) noexcept { actor->handle_acquired(); }
-void actor_handle_released(ActorCore* actor) noexcept { actor->handle_released(); }
-void kill_actor(ActorCore* actor) noexcept { actor->kill("was killed"); }
+void actor_handle_released(ActorCore* actor) noexcept {
+  // After its runtime is gone the actor was finalized by the shutdown: nothing to do.
+  RuntimePin pin = try_pin_runtime(actor->runtime_ref());
+  if (pin) actor->handle_released();
+}
+void kill_actor(ActorCore* actor) noexcept {
+  RuntimePin pin = try_pin_runtime(actor->runtime_ref());
+  if (pin) actor->kill("was killed");
+}
 
 std::shared_ptr<ActorCore> find_named_actor(RuntimeCore* rt, const std::string& name,
                                             const std::type_info& type) {

@@ -4,9 +4,9 @@
 #include <memory>
 #include <mutex>
 
-#include "api/global.h"
 #include "api/registry_internal.h"
 #include "api/runtime_core.h"
+#include "api/runtime_registry.h"
 #include "prism/errors.h"
 
 namespace prism {
@@ -14,17 +14,14 @@ namespace prism {
 namespace {
 std::mutex g_mu;  // serializes init/shutdown
 std::unique_ptr<Runtime> g_runtime;
-std::atomic<internal::RuntimeCore*> g_core{nullptr};
 std::atomic<Runtime*> g_runtime_ptr{nullptr};  // lock-free access for tasks during shutdown
 }  // namespace
 
-namespace internal {
-RuntimeCore* global_core() noexcept { return g_core.load(std::memory_order_acquire); }
-}  // namespace internal
+Runtime::Runtime(const InitOptions& options) : Runtime(options, /*global=*/false) {}
 
-Runtime::Runtime(const InitOptions& options) {
+Runtime::Runtime(const InitOptions& options, bool global) {
   internal::check_registry_conflicts();
-  core_ = std::make_unique<internal::RuntimeCore>(options);
+  core_ = std::make_unique<internal::RuntimeCore>(options, global);
 }
 
 Runtime::~Runtime() = default;  // RuntimeCore's destructor shuts down
@@ -46,9 +43,9 @@ void init(const InitOptions& options) {
     throw Error(ErrorCode::kInvalidArgument,
                 "prism::init() called twice: call prism::shutdown() first");
   }
-  g_runtime = std::make_unique<Runtime>(options);
+  g_runtime.reset(new Runtime(options, /*global=*/true));
   g_runtime_ptr.store(g_runtime.get(), std::memory_order_release);
-  g_core.store(g_runtime->core(), std::memory_order_release);
+  internal::set_global_runtime(g_runtime->core()->ref());
 }
 
 void shutdown() {
@@ -57,14 +54,15 @@ void shutdown() {
     std::lock_guard<std::mutex> lock(g_mu);
     if (!g_runtime) return;
     g_runtime->shutdown();  // throws if called from one of its tasks; the runtime stays
-    g_core.store(nullptr, std::memory_order_release);
+    internal::set_global_runtime(internal::RuntimeRef{});
     g_runtime_ptr.store(nullptr, std::memory_order_release);
     rt = std::move(g_runtime);
   }
+  // Destroyed outside g_mu: it waits for API calls still pinning it (runtime_registry.h).
 }
 
 bool is_initialized() {
-  return g_core.load(std::memory_order_acquire) != nullptr;
+  return g_runtime_ptr.load(std::memory_order_acquire) != nullptr;
 }
 
 Runtime& global_runtime() {
@@ -74,11 +72,13 @@ Runtime& global_runtime() {
 }
 
 std::map<std::string, double> cluster_resources() {
-  return internal::current_runtime()->cluster_resources();
+  return internal::pin_current_runtime().get()->cluster_resources();
 }
 std::map<std::string, double> available_resources() {
-  return internal::current_runtime()->available_resources();
+  return internal::pin_current_runtime().get()->available_resources();
 }
-void timeline(const std::string& path) { internal::current_runtime()->write_timeline(path); }
+void timeline(const std::string& path) {
+  internal::pin_current_runtime().get()->write_timeline(path);
+}
 
 }  // namespace prism

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "actor/actor_core.h"
+#include "api/runtime_registry.h"
 #include "common/log.h"
 #include "prism/errors.h"
 #include "prism/internal/device_support.h"
@@ -21,13 +22,6 @@
 namespace prism::internal {
 
 namespace {
-
-uint64_t random_owner() {
-  std::random_device rd;
-  uint64_t v = 0;
-  while (v == 0) v = (static_cast<uint64_t>(rd()) << 32) ^ rd();
-  return v;
-}
 
 std::string hex(uint64_t v) {
   char buf[24];
@@ -56,6 +50,12 @@ void gpu_resources(const InitOptions& o, NodeResources* r) {
   const int found = support != nullptr ? support->device_count() : 0;
   const double gpus = o.num_gpus < 0 ? static_cast<double>(found) : o.num_gpus;
   const int64_t gpu_units = units("num_gpus", gpus);
+  if (gpu_units > kUnitsPerResource && gpu_units % kUnitsPerResource != 0) {
+    throw Error(ErrorCode::kInvalidArgument,
+                "InitOptions.num_gpus = " + std::to_string(gpus) +
+                    ": above 1 it must be a whole number of GPUs (a fraction declares one "
+                    "partial GPU, e.g. 0.5)");
+  }
   if (found > 0 && gpu_units > int64_t{found} * kUnitsPerResource) {
     throw Error(ErrorCode::kInvalidArgument,
                 "InitOptions.num_gpus = " + std::to_string(gpus) + " but this machine has " +
@@ -110,8 +110,8 @@ NodeResources node_resources(const InitOptions& o) {
 
 }  // namespace
 
-RuntimeCore::RuntimeCore(const InitOptions& options)
-    : owner_(random_owner()), node_id_(hex(owner_)) {
+RuntimeCore::RuntimeCore(const InitOptions& options, bool global)
+    : owner_(new_generation()), node_id_(hex(owner_)), global_(global) {
   if (!options.address.empty()) {
     throw Error(ErrorCode::kUnavailable,
                 "prism::init: cluster mode (address '" + options.address +
@@ -126,6 +126,7 @@ RuntimeCore::RuntimeCore(const InitOptions& options)
   store_ = std::make_shared<StoreAccount>(store_bytes);
   const int max_threads = options.max_threads > 0 ? options.max_threads : 4096;
   scheduler_ = std::make_unique<Scheduler>(this, totals, max_threads);
+  ref_ = register_runtime(this, owner_);
   PRISM_LOG(kInfo) << "runtime " << node_id_ << " started: " << totals.cpu / kUnitsPerResource
                    << " CPUs";
 }
@@ -135,20 +136,24 @@ RuntimeCore::~RuntimeCore() {
     shutdown();
   } catch (...) {
   }
+  // From here on every RuntimeRef of this runtime fails; wait for the calls still using it.
+  retire_runtime(ref_);
 }
 
 std::exception_ptr RuntimeCore::lost_error(const char* why) const {
-  return std::make_exception_ptr(ObjectLostError(ErrorCode::kCancelled, why));
+  return std::make_exception_ptr(ObjectLostError(ErrorCode::kUnavailable, why));
 }
 
 void RuntimeCore::shutdown() {
-  if (scheduler_->is_own_thread()) {
+  if (Scheduler::current() == scheduler_.get()) {
     throw Error(ErrorCode::kInvalidArgument, "shutdown() called from one of the runtime's tasks");
   }
-  if (stopping_.exchange(true)) {
-    // Another caller is (or was) shutting down; shutdown is idempotent.
-    return;
-  }
+  std::lock_guard<std::mutex> once(shutdown_mu_);
+  if (stopped_) return;  // idempotent
+  stopping_.store(true, std::memory_order_seq_cst);
+  // API calls that started before stopping_ was set finish submitting (their tasks are failed
+  // below); later ones see stopping_ and are refused.
+  wait_unpinned(ref_);
   // Stop actors: queued calls fail, running ones finish.
   for (const auto& actor : actors_.all()) actor->kill("stopped: the runtime shut down");
   // Fail what never started; in-flight tasks finish (their dependents fail inline).
@@ -172,11 +177,12 @@ void RuntimeCore::shutdown() {
   scheduler_->stop(&tasks, &jobs);
   fail_leftovers();
   for (const auto& actor : actors_.all()) actor->finalize_now();
-  stopped_.store(true);
+  stopped_ = true;
   PRISM_LOG(kInfo) << "runtime " << node_id_ << " stopped";
 }
 
-std::unique_ptr<TaskExtras> RuntimeCore::make_extras(const TaskOptions& o) {
+std::unique_ptr<TaskExtras> RuntimeCore::make_extras(const TaskOptions& o,
+                                                     const std::string& function_name) {
   auto x = std::make_unique<TaskExtras>();
   x->name = o.name;
   if (o.max_retries < -1) {
@@ -196,8 +202,8 @@ std::unique_ptr<TaskExtras> RuntimeCore::make_extras(const TaskOptions& o) {
   const ResourceRequest& req = x->default_request ? kOneCpu : x->request;
   const std::string reason = scheduler_->infeasible_reason(req);
   if (!reason.empty()) {
-    throw InfeasibleError("infeasible task '" + o.name + "': " + reason +
-                          "; no node can ever run it");
+    throw InfeasibleError("infeasible task '" + (o.name.empty() ? function_name : o.name) +
+                          "': " + reason + "; no node can ever run it");
   }
   return x;
 }
@@ -223,7 +229,7 @@ void RuntimeCore::dispatch(TaskRecord* task) noexcept {
     Job job;
     job.kind = Job::Kind::kTask;
     job.task = task;
-    scheduler_->enqueue_with_resources(std::move(job), &task->extras()->request);
+    scheduler_->enqueue_with_resources(std::move(job), task->extras()->request);
   }
 }
 
@@ -246,7 +252,7 @@ void RuntimeCore::fail_task(TaskRecord* task, std::exception_ptr error) noexcept
     Item item = std::move(list.back());
     list.pop_back();
     item.task->fail(item.error);
-    delete item.task;
+    item.task->release_run();
   }
   pending = nullptr;
 }
@@ -273,9 +279,10 @@ void RuntimeCore::execute(TaskRecord* task, const Allocation* alloc) noexcept {
     fail_task(task, lost_error("the runtime shut down before the task ran"));
     return;
   }
+  const Allocation* outer = exec_context().alloc;
   ExecScope scope(this, task, alloc);
   // A task granted GPUs runs with its first GPU current (and that thread's stream for it).
-  DeviceScope device(alloc);
+  DeviceScope device(alloc, outer);
   auto start = Timeline::Clock::time_point{};
   if (timeline_) {
     timeline_->run_started();
@@ -305,7 +312,7 @@ void RuntimeCore::execute(TaskRecord* task, const Allocation* alloc) noexcept {
     return;
   }
   if (timeline_) timeline_->run_recorded();
-  delete task;
+  task->release_run();
 }
 
 void RuntimeCore::record_span(TaskRecord* task, const Allocation* alloc,
@@ -335,6 +342,24 @@ void RuntimeCore::write_timeline(const std::string& path) const {
 
 void RuntimeCore::run_task(TaskRecord* task) noexcept { execute(task, nullptr); }
 
+void RuntimeCore::run_inline(TaskRecord* task, int64_t held_cpu) noexcept {
+  static const ResourceRequest kOneCpu = [] {
+    ResourceRequest r;
+    r.cpu = kUnitsPerResource;
+    return r;
+  }();
+  const ResourceRequest& request =
+      task->has_default_request() ? kOneCpu : task->extras()->request;
+  // The child uses its share of what the parent holds (it was claimed because it fits).
+  Allocation child;
+  if (!scheduler_->carve(request, held_cpu, exec_context().alloc, &child)) child.cpu = request.cpu;
+  execute(task, &child);
+}
+
+void RuntimeCore::reject(TaskRecord* task, const std::string& why) noexcept {
+  fail_task(task, std::make_exception_ptr(Error(ErrorCode::kResourceExhausted, why)));
+}
+
 void RuntimeCore::run_job(Job& job) noexcept {
   switch (job.kind) {
     case Job::Kind::kTask:
@@ -357,7 +382,9 @@ std::map<std::string, double> RuntimeCore::cluster_resources() const {
 
 std::map<std::string, double> RuntimeCore::available_resources() const {
   auto m = scheduler_->available();
-  m["object_store_memory"] = static_cast<double>(store_->capacity() - store_->used());
+  // Task results are accepted beyond the capacity (refusing would lose them): never below 0.
+  m["object_store_memory"] =
+      static_cast<double>(std::max<int64_t>(0, store_->capacity() - store_->used()));
   return m;
 }
 

@@ -13,9 +13,11 @@
 #include <exception>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 
 #include "actor/actor_directory.h"
+#include "prism/internal/runtime_hooks.h"
 #include "object_store/store_account.h"
 #include "observability/timeline.h"
 #include "prism/internal/task_record.h"
@@ -26,16 +28,22 @@ namespace prism::internal {
 
 class RuntimeCore final : public JobRunner {
  public:
-  explicit RuntimeCore(const InitOptions& options);
+  // `global`: started by prism::init() (API calls without a runtime use it).
+  explicit RuntimeCore(const InitOptions& options, bool global = false);
   ~RuntimeCore();
   RuntimeCore(const RuntimeCore&) = delete;
   RuntimeCore& operator=(const RuntimeCore&) = delete;
 
   // Idempotent. Throws prism::Error if called from one of this runtime's own threads.
   void shutdown();
-  bool accepting() const noexcept { return !stopping_.load(std::memory_order_acquire); }
+  // seq_cst: pairs with shutdown's wait for pins (see runtime_registry.h).
+  bool accepting() const noexcept { return !stopping_.load(std::memory_order_seq_cst); }
 
+  // The runtime's owner id: the owner of every id it makes, and its generation (unique in the
+  // process: a ref of an earlier runtime is told apart even at the same address).
   uint64_t owner() const noexcept { return owner_; }
+  RuntimeRef ref() const noexcept { return ref_; }
+  bool is_global() const noexcept { return global_; }
   const std::string& node_id() const noexcept { return node_id_; }
   uint64_t reserve_ids(uint64_t n) noexcept {
     return next_sequence_.fetch_add(n, std::memory_order_relaxed);
@@ -45,12 +53,14 @@ class RuntimeCore final : public JobRunner {
   StoreAccount& store() noexcept { return *store_; }
   ActorDirectory& actors() noexcept { return actors_; }
 
-  std::unique_ptr<TaskExtras> make_extras(const TaskOptions& options);
+  std::unique_ptr<TaskExtras> make_extras(const TaskOptions& options,
+                                         const std::string& function_name);
   // A task whose arguments are all ready (or one of which failed).
   void dispatch(TaskRecord* task) noexcept;
-  // Runs a task on the calling thread with its context, retries, error capture; deletes it.
+  // Runs a task on the calling thread with its context, retries, error capture; then releases it
+  // (TaskRecord::release_run).
   void execute(TaskRecord* task, const Allocation* alloc) noexcept;
-  // Fails and deletes a task that will not run. Iterative: a failure that fails dependents
+  // Fails and releases a task that will not run. Iterative: a failure that fails dependents
   // which fail theirs does not recurse.
   void fail_task(TaskRecord* task, std::exception_ptr error) noexcept;
 
@@ -67,6 +77,8 @@ class RuntimeCore final : public JobRunner {
   // JobRunner
   void run_task(TaskRecord* task) noexcept override;
   void run_job(Job& job) noexcept override;
+  void run_inline(TaskRecord* task, int64_t held_cpu) noexcept override;
+  void reject(TaskRecord* task, const std::string& why) noexcept override;
 
  private:
   void record_span(TaskRecord* task, const Allocation* alloc,
@@ -74,9 +86,12 @@ class RuntimeCore final : public JobRunner {
 
   const uint64_t owner_;
   const std::string node_id_;
+  const bool global_;
+  RuntimeRef ref_;
   std::atomic<uint64_t> next_sequence_{1};
   std::atomic<bool> stopping_{false};
-  std::atomic<bool> stopped_{false};
+  std::mutex shutdown_mu_;  // one shutdown at a time; a second caller waits for the first
+  bool stopped_ = false;    // guarded by shutdown_mu_
   std::shared_ptr<StoreAccount> store_;
   std::unique_ptr<Timeline> timeline_;  // null unless InitOptions::timeline
   ActorDirectory actors_;

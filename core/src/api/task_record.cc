@@ -6,6 +6,24 @@ namespace prism::internal {
 
 TaskRecord::~TaskRecord() = default;
 
+bool TaskRecord::take_from_queue() noexcept {
+  uint8_t s = run_state_.load(std::memory_order_acquire);
+  for (;;) {
+    if ((s & kClaimed) != 0) {
+      // A parent runs it: drop the queue's hold; the second of the two deletes.
+      s = run_state_.fetch_and(static_cast<uint8_t>(~kQueued), std::memory_order_acq_rel);
+      if ((s & kRunDone) != 0) delete this;
+      return false;
+    }
+    if (run_state_.compare_exchange_weak(s, kClaimed, std::memory_order_acq_rel)) return true;
+  }
+}
+
+void TaskRecord::release_run() noexcept {
+  const uint8_t s = run_state_.fetch_or(kRunDone, std::memory_order_acq_rel);
+  if ((s & kQueued) == 0) delete this;
+}
+
 TaskId TaskRecord::id() const noexcept {
   TaskId id;
   id.owner = runtime_->owner();

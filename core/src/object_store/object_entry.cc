@@ -5,6 +5,7 @@
 #include <utility>
 
 #include "prism/internal/runtime_hooks.h"
+#include "prism/internal/task_record.h"
 
 namespace prism::internal {
 
@@ -33,7 +34,7 @@ bool ObjectEntry::complete_error(std::exception_ptr error) noexcept {
 }
 
 bool ObjectEntry::publish_value(size_t bytes, std::shared_ptr<void> token) noexcept {
-  if (!token && bytes >= kInlineObjectBytes) token = account_result(runtime_, bytes);
+  if (!token && bytes >= kInlineObjectBytes) token = account_result(bytes);
   return complete(ObjState::kReady, [&] { store_account_ = std::move(token); });
 }
 
@@ -47,6 +48,18 @@ bool ObjectEntry::add_dependent(DepNode* node) noexcept {
   dependents_ = node;
   lock_.unlock();
   return true;
+}
+
+TaskRecord* ObjectEntry::claim_producer(bool (*accept)(const TaskRecord&, const void*),
+                                        const void* ctx) noexcept {
+  lock_.lock();
+  TaskRecord* t = nullptr;
+  if (state_.load(std::memory_order_relaxed) == static_cast<uint32_t>(ObjState::kPending) &&
+      producer_ != nullptr && accept(*producer_, ctx) && producer_->try_claim()) {
+    t = producer_;
+  }
+  lock_.unlock();
+  return t;
 }
 
 bool ObjectEntry::remove_dependent(DepNode* node) noexcept {

@@ -3,10 +3,19 @@
 // Amounts are integer units (see kUnitsPerResource) so that fractions add up exactly. GPUs are
 // per device: a fractional request (<= 1 GPU) takes units on one device (best fit); a request
 // above 1 takes whole devices. gpu_memory is per device too: a request's gpu_memory is taken on
-// each device it is granted. The CPU may go negative for a while: a task blocked in get()
-// lends its CPU back and takes it again when it resumes, even if that over-subscribes.
+// each device it is granted.
 //
-// Not thread-safe: the scheduler guards it with its mutex.
+// CPU has two more states besides held and free:
+//  * lent: CPU that a task blocked in get()/wait() gave back while it waits (lend). It is free
+//    for tasks, but not for long-lived holders (actors), which would keep it: a long-lived
+//    acquisition may only use cpu_free() - lent(). take_back() returns it to its lender.
+//  * reserved: set aside for the oldest waiting request (reserve_step, see WaitQueues); it is
+//    held, not free, until granted or released. A reservation never takes lent CPU: it holds
+//    what it takes, and the lender needs its CPU back to go on.
+// Free CPU never goes below zero: nothing is ever over-subscribed.
+//
+// Not thread-safe: the scheduler guards it with its mutex. The custom resource names are fixed at
+// construction, so infeasible_reason() and carve() need no lock.
 #pragma once
 
 #include <cstdint>
@@ -31,6 +40,18 @@ struct Allocation {
   std::vector<int> gpu_ids() const;
 };
 
+// Resources set aside for one waiting request as they come free (see ResourcePool::reserve_step).
+struct PartialAllocation {
+  int64_t cpu = 0;
+  int64_t memory = 0;
+  std::vector<int> gpu_devices;     // chosen at the first step that needs GPUs
+  std::vector<int64_t> gpu_units;   // per chosen device
+  std::vector<int64_t> gpu_memory;  // per chosen device, bytes
+  std::vector<int64_t> custom;      // per entry of the request's custom list
+
+  bool empty() const;
+};
+
 struct NodeResources {
   int64_t cpu = 0;  // units
   int num_gpus = 0;  // whole devices ...
@@ -40,41 +61,78 @@ struct NodeResources {
   std::vector<std::pair<std::string, int64_t>> custom;  // units
 };
 
+// "1 CPU", "2.5 CPUs", "1 GPU": amounts of units as people write them.
+std::string describe_amount(int64_t units, const char* singular, const char* plural);
+
 class ResourcePool {
  public:
   explicit ResourcePool(const NodeResources& totals);
 
-  // Empty if some node of this size could ever run `request`; otherwise the reason.
+  // Empty if some node of this size could ever run `request`; otherwise the reason, e.g.
+  // "it asks for 2 GPUs but the node has 1 GPU".
   std::string infeasible_reason(const ResourceRequest& request) const;
+
+  // True if `request` fits now. A long-lived request (an actor's) may not use lent CPU.
+  bool fits(const ResourceRequest& request, bool long_lived) const;
+  // True if everything but the CPU of `request` fits now.
+  bool fits_except_cpu(const ResourceRequest& request) const;
   // Allocates `request` if it fits now.
-  bool try_acquire(const ResourceRequest& request, Allocation* out);
+  bool try_acquire(const ResourceRequest& request, bool long_lived, Allocation* out);
   void release(const Allocation& allocation);
 
-  int64_t cpu_available() const { return cpu_available_; }
-  void add_cpu(int64_t units) { cpu_available_ += units; }
-  // True if everything but the CPU of `request` fits now (used to tell whether CPU is what a
-  // waiting request lacks).
-  bool fits_except_cpu(const ResourceRequest& request) const;
+  // Reservations: moves into `partial` what `request` still lacks, as far as it is free now
+  // (devices for GPUs are chosen at the first step that needs them). complete() says when the
+  // whole request is held; to_allocation() then turns it into the Allocation to run with.
+  void reserve_step(const ResourceRequest& request, bool long_lived, PartialAllocation* partial);
+  bool complete(const ResourceRequest& request, const PartialAllocation& partial) const;
+  Allocation to_allocation(const ResourceRequest& request, PartialAllocation&& partial) const;
+  void release(const PartialAllocation& partial, const ResourceRequest& request);
+
+  // The share of a parent's holdings that a child task running inline would use: false if
+  // `request` does not fit within `parent_cpu` CPU units and `parent` (null: CPU only). Touches
+  // no counter (the parent keeps holding everything).
+  bool carve(const ResourceRequest& request, int64_t parent_cpu, const Allocation* parent,
+             Allocation* child) const;
+
+  int64_t cpu_free() const { return cpu_free_; }
+  int64_t cpu_lent() const { return cpu_lent_; }
+  int64_t cpu_total() const { return cpu_total_; }
+  // Whole CPUs free for a ready-loop slot.
+  bool slot_free() const { return cpu_free_ >= kUnitsPerResource; }
+  void take_slot() { cpu_free_ -= kUnitsPerResource; }
+  void return_slot() { cpu_free_ += kUnitsPerResource; }
+  // A blocked task's CPU: free for tasks until taken back.
+  void lend(int64_t units) {
+    cpu_free_ += units;
+    cpu_lent_ += units;
+  }
+  // Takes back up to `units` of lent CPU that is free now; returns how much it took.
+  int64_t take_back(int64_t units);
 
   std::map<std::string, double> totals() const;
   std::map<std::string, double> available() const;
 
  private:
   int custom_index(const std::string& name) const;
+  int64_t cpu_usable(bool long_lived) const {
+    return long_lived ? cpu_free_ - cpu_lent_ : cpu_free_;
+  }
   bool pick_gpus(int64_t units, int64_t gpu_memory,
                  std::vector<std::pair<int, int64_t>>* out) const;
+  void choose_reserved_gpus(const ResourceRequest& r, PartialAllocation* p) const;
 
   int64_t cpu_total_;
-  int64_t cpu_available_;
+  int64_t cpu_free_;
+  int64_t cpu_lent_ = 0;
   int64_t memory_total_;
-  int64_t memory_available_;
+  int64_t memory_free_;
   std::vector<int64_t> gpu_total_;  // per device
-  std::vector<int64_t> gpu_available_;
+  std::vector<int64_t> gpu_free_;
   std::vector<int64_t> gpu_memory_total_;  // per device, bytes
-  std::vector<int64_t> gpu_memory_available_;
+  std::vector<int64_t> gpu_memory_free_;
   std::vector<std::string> custom_names_;
   std::vector<int64_t> custom_total_;
-  std::vector<int64_t> custom_available_;
+  std::vector<int64_t> custom_free_;
 };
 
 }  // namespace prism::internal

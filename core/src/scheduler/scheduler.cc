@@ -1,37 +1,71 @@
 #include "scheduler/scheduler.h"
 
 #include <algorithm>
+#include <exception>
 #include <utility>
 
+#include "common/event.h"
 #include "common/log.h"
 #include "common/spin.h"
 
 namespace prism::internal {
 
-struct Scheduler::Worker {
+struct Scheduler::Worker final : Waker {
   Scheduler* sched = nullptr;
   std::thread thread;
-  std::condition_variable cv;
-  bool wake = false;             // guarded by sched->mu_
-  bool woken_for_ready = false;  // guarded by sched->mu_
-  bool woken_for_job = false;    // guarded by sched->mu_
-  bool ran_job = false;          // guarded by sched->mu_: spin once before parking
-  // Owned by the thread itself:
-  bool holds_slot = false;
-  int64_t lease_cpu = 0;   // CPU units of the job it runs
-  int64_t lent_cpu = 0;    // CPU units lent while blocked
+  // Futex word: set to 1 (then woken) when the thread should look at its state again.
+  std::atomic<uint32_t> signal{0};
+  // Guarded by sched->mu_:
+  bool parked = false;
+  bool woken_for_ready = false;  // counted in waking_for_ready_
+  bool woken_for_job = false;    // counted in waking_for_jobs_
+  bool ran_job = false;          // spin once before parking
+  bool help_asked = false;       // blocked, asked to help (counted like a woken thread)
+  bool help_for_ready = false;   // which count the help request is in
+  CpuLease* resuming = nullptr;  // in resumers_: waiting to take this lease's CPU back
+  // Owned by the thread:
+  CpuLease* lease = nullptr;  // what the work running on this thread holds (innermost)
+
+  void wake() noexcept override {
+    signal.store(1, std::memory_order_release);
+    futex_wake_all(&signal);
+  }
+  // Sleeps until signalled (or the deadline). The caller clears `signal` under the scheduler's
+  // lock before it re-checks its state and sleeps.
+  void sleep(Deadline deadline = kNoDeadline) noexcept {
+    while (signal.load(std::memory_order_acquire) == 0) {
+      if (deadline != kNoDeadline && Clock::now() >= deadline) return;
+      futex_wait(&signal, 0, deadline);
+    }
+  }
 };
 
 namespace {
-thread_local Scheduler::Worker* tls_worker = nullptr;  // set on scheduler threads
+
+thread_local Scheduler::Worker* tls_worker = nullptr;
 constexpr std::chrono::microseconds kSpinBeforePark{20};
+// CPU slots held in this process, across runtimes (see has_idle_core).
+std::atomic<int64_t> g_slot_holders{0};
+
+class StdThreadStarter final : public ThreadStarter {
+ public:
+  std::thread start(std::function<void()> body) override { return std::thread(std::move(body)); }
+};
+
 }  // namespace
 
-Scheduler::Scheduler(JobRunner* runner, const NodeResources& totals, int max_threads)
+ThreadStarter& default_thread_starter() noexcept {
+  static StdThreadStarter starter;
+  return starter;
+}
+
+Scheduler::Scheduler(JobRunner* runner, const NodeResources& totals, int max_threads,
+                     ThreadStarter* starter, int starvation_bound)
     : runner_(runner),
-      max_threads_(max_threads),
-      hardware_threads_(std::max(1u, std::thread::hardware_concurrency())),
-      pool_(totals) {
+      starter_(starter != nullptr ? starter : &default_thread_starter()),
+      max_threads_(std::max(1, max_threads)),
+      pool_(totals),
+      waiting_(starvation_bound) {
   cpu_slots_ = totals.cpu / kUnitsPerResource;
 }
 
@@ -52,10 +86,6 @@ std::string Scheduler::infeasible_reason(const ResourceRequest& request) const {
   return pool_.infeasible_reason(request);
 }
 
-bool Scheduler::is_own_thread() const noexcept {
-  return tls_worker != nullptr && tls_worker->sched == this;
-}
-
 int Scheduler::thread_count() const {
   MutexLock lock(mu_);
   return static_cast<int>(workers_.size());
@@ -71,127 +101,302 @@ std::map<std::string, double> Scheduler::available() const {
   return pool_.available();
 }
 
+Scheduler* Scheduler::current() noexcept {
+  return tls_worker != nullptr ? tls_worker->sched : nullptr;
+}
+
+bool Scheduler::has_idle_core() noexcept {
+  static const int64_t hardware = std::max(1u, std::thread::hardware_concurrency());
+  return g_slot_holders.load(std::memory_order_relaxed) < hardware;
+}
+
+void Scheduler::holders_add(int64_t n) noexcept {
+  holders_.fetch_add(n, std::memory_order_seq_cst);
+  g_slot_holders.fetch_add(n, std::memory_order_relaxed);
+}
+
 // ---- submission ----
 
 void Scheduler::enqueue_ready(TaskRecord* task) noexcept {
+  task->mark_queued();
   ready_.push(task);  // seq_cst on the queue's size: pairs with the holder's re-check
   // Every slot is busy, or an idle holder is spinning and will take it: no wake-up needed.
   // (A holder that stops spinning or gives its slot back re-checks the queue afterwards.)
   if (holders_.load(std::memory_order_seq_cst) >= cpu_slots_) return;
   if (spinners_.load(std::memory_order_seq_cst) > 0) return;
-  MutexLock lock(mu_);
-  wake_for_ready_locked();
+  {
+    MutexLock lock(mu_);
+    wake_for_ready_locked();
+    if (no_thread_reason_.empty()) return;
+  }
+  reject_if_no_threads();
 }
 
-void Scheduler::enqueue_with_resources(Job job, const ResourceRequest* request) noexcept {
-  MutexLock lock(mu_);
-  if (waiting_.empty() && pool_.try_acquire(*request, &job.alloc)) {
-    jobs_.push_back(std::move(job));
-    wake_for_job_locked();
-    return;
+void Scheduler::enqueue_with_resources(Job job, const ResourceRequest& request) noexcept {
+  if (job.kind == Job::Kind::kTask && job.task != nullptr) job.task->mark_queued();
+  {
+    MutexLock lock(mu_);
+    waiting_.push(std::move(job), request);
+    distribute_locked();
+    if (no_thread_reason_.empty()) return;
   }
-  waiting_.push_back(Waiting{std::move(job), request});
-  schedule_waiting_locked();
+  reject_if_no_threads();
 }
 
 void Scheduler::enqueue_job(Job job) noexcept {
-  MutexLock lock(mu_);
-  jobs_.push_back(std::move(job));
-  wake_for_job_locked();
+  {
+    MutexLock lock(mu_);
+    jobs_.push_back(std::move(job));
+    wake_for_jobs_locked();
+    if (no_thread_reason_.empty()) return;
+  }
+  reject_if_no_threads();
 }
 
 void Scheduler::release(const Allocation& allocation) noexcept {
   if (allocation.empty()) return;
   MutexLock lock(mu_);
   pool_.release(allocation);
-  schedule_waiting_locked();
-  if (ready_.maybe_nonempty()) wake_for_ready_locked();
+  distribute_locked();
 }
 
-// ---- waking ----
+// ---- handing out resources and threads ----
 
-void Scheduler::schedule_waiting_locked() {
-  constexpr int kLookahead = 32;  // bounded scan: a release costs O(1), not O(waiting)
-  bool cpu_short = false;
-  int misses = 0;
-  for (auto it = waiting_.begin(); it != waiting_.end() && misses < kLookahead;) {
-    if (pool_.try_acquire(*it->request, &it->job.alloc)) {
-      jobs_.push_back(std::move(it->job));
-      it = waiting_.erase(it);
-      wake_for_job_locked();
-    } else {
-      if (!cpu_short && pool_.fits_except_cpu(*it->request)) cpu_short = true;
-      ++misses;
-      ++it;
-    }
+void Scheduler::distribute_locked(bool wake_for_ready) {
+  serve_resumers_locked();
+  waiting_.grant(pool_, &jobs_, /*may_reserve=*/blocked_tasks_ == 0);
+  cpu_wanted_.store(!resumers_.empty() || waiting_.wants_cpu(), std::memory_order_relaxed);
+  wake_for_jobs_locked();
+  if (wake_for_ready) wake_for_ready_locked();
+}
+
+void Scheduler::serve_resumers_locked() {
+  while (!resumers_.empty()) {
+    Worker* r = resumers_.front();
+    CpuLease* lease = r->resuming;
+    lease->lent -= pool_.take_back(lease->lent);
+    if (lease->lent > 0) return;  // first come, first served: the rest waits behind it
+    resumers_.pop_front();
+    r->resuming = nullptr;
+    r->wake();
   }
-  cpu_wanted_.store(cpu_short, std::memory_order_relaxed);
 }
 
 void Scheduler::wake_for_ready_locked() {
-  if (stopping_.load(std::memory_order_relaxed)) return;
-  const int64_t free_slots = pool_.cpu_available() / kUnitsPerResource;
+  if (!ready_.maybe_nonempty() || !resumers_.empty()) return;
+  const int64_t free_slots = pool_.cpu_free() / kUnitsPerResource;
   if (free_slots <= waking_for_ready_) return;  // enough threads are already on their way
-  wake_one_locked(/*for_ready=*/true);
+  provide_thread_locked(/*for_ready=*/true);
 }
 
-void Scheduler::wake_for_job_locked() {
+void Scheduler::wake_for_jobs_locked() {
   jobs_count_.store(static_cast<int64_t>(jobs_.size()), std::memory_order_relaxed);
-  if (static_cast<int64_t>(jobs_.size()) <= waking_for_jobs_ + job_spinners_) return;
-  wake_one_locked(/*for_ready=*/false);
-}
-
-void Scheduler::wake_one_locked(bool for_ready) {
-  if (parked_.empty()) {
-    spawn_locked(for_ready);
-    return;
+  while (static_cast<int64_t>(jobs_.size()) > waking_for_jobs_ + job_spinners_) {
+    if (!provide_thread_locked(/*for_ready=*/false)) return;
   }
-  Worker* w = parked_.back();
-  parked_.pop_back();
-  w->wake = true;
-  (for_ready ? w->woken_for_ready : w->woken_for_job) = true;
-  ++(for_ready ? waking_for_ready_ : waking_for_jobs_);
-  w->cv.notify_one();
 }
 
-void Scheduler::spawn_locked(bool for_ready) {
+bool Scheduler::provide_thread_locked(bool for_ready) {
+  if (!parked_.empty()) {
+    Worker* w = parked_.back();
+    parked_.pop_back();
+    w->parked = false;
+    (for_ready ? w->woken_for_ready : w->woken_for_job) = true;
+    ++(for_ready ? waking_for_ready_ : waking_for_jobs_);
+    w->wake();
+    return true;
+  }
+  if (spawn_locked(for_ready)) return true;
+  // No thread can be had: a thread whose task is blocked runs the work on its own stack.
+  for (Worker* b : blocked_) {
+    if (!b->help_asked && b->resuming == nullptr) {
+      b->help_asked = true;
+      b->help_for_ready = for_ready;
+      ++(for_ready ? waking_for_ready_ : waking_for_jobs_);
+      b->wake();
+      return true;
+    }
+  }
+  return false;
+}
+
+bool Scheduler::spawn_locked(bool for_ready) {
   // Once stopping, the threads that exist finish what is in flight; join() must see them all.
-  if (stopping_.load()) return;
+  if (stopping_.load()) return false;
   if (static_cast<int>(workers_.size()) >= max_threads_) {
     if (!warned_thread_cap_) {
       warned_thread_cap_ = true;
-      PRISM_LOG(kWarning) << "worker thread cap (" << max_threads_
-                          << ") reached; work waits for a free thread";
+      PRISM_LOG(kInfo) << "worker thread cap (" << max_threads_
+                       << ") reached; blocked tasks help with the work instead";
     }
-    return;
+    return false;
   }
   auto w = std::make_unique<Worker>();
   w->sched = this;
-  if (for_ready) {
-    w->woken_for_ready = true;
-    ++waking_for_ready_;
-  } else {
-    w->woken_for_job = true;
-    ++waking_for_jobs_;
-  }
   Worker* raw = w.get();
+  try {
+    // The new thread waits for mu_ (held here) before it looks at anything.
+    raw->thread = starter_->start([this, raw] { thread_main(raw); });
+  } catch (const std::exception& e) {
+    PRISM_LOG(kWarning) << "could not start a worker thread (" << e.what() << "); "
+                        << workers_.size() << " threads serve the work";
+    if (workers_.empty()) {
+      no_thread_reason_ = std::string("no worker thread could be started: ") + e.what();
+    }
+    return false;
+  }
+  (for_ready ? raw->woken_for_ready : raw->woken_for_job) = true;
+  ++(for_ready ? waking_for_ready_ : waking_for_jobs_);
   workers_.push_back(std::move(w));
-  raw->thread = std::thread([this, raw] { thread_main(raw); });
+  return true;
+}
+
+void Scheduler::reject_if_no_threads() noexcept {
+  std::vector<TaskRecord*> tasks;
+  std::string why;
+  {
+    MutexLock lock(mu_);
+    if (no_thread_reason_.empty() || !workers_.empty()) return;
+    why = no_thread_reason_;
+    no_thread_reason_.clear();  // a later submission tries to start a thread again
+    while (TaskRecord* t = ready_.pop()) {
+      if (t->take_from_queue()) tasks.push_back(t);
+    }
+    std::deque<Job> keep;
+    for (Job& j : jobs_) {
+      if (j.task == nullptr) {
+        keep.push_back(std::move(j));  // actor drains run once a thread exists
+        continue;
+      }
+      pool_.release(j.alloc);
+      if (j.kind == Job::Kind::kTask && !j.task->take_from_queue()) continue;
+      tasks.push_back(j.task);
+    }
+    jobs_ = std::move(keep);
+    distribute_locked();
+  }
+  for (TaskRecord* t : tasks) runner_->reject(t, why);
+}
+
+void Scheduler::clear_woken_locked(Worker* w) {
+  if (w->woken_for_job) {
+    w->woken_for_job = false;
+    --waking_for_jobs_;
+  }
+  if (w->woken_for_ready) {
+    w->woken_for_ready = false;
+    --waking_for_ready_;
+  }
+}
+
+// ---- leases ----
+
+void Scheduler::lend_locked(CpuLease* lease) {
+  if (lease->active > 0 || lease->cpu == 0 || lease->lent > 0) return;
+  pool_.lend(lease->cpu);
+  lease->lent = lease->cpu;
+  if (lease->slot) holders_add(-1);
+}
+
+void Scheduler::take_back_locked(Worker* w, CpuLease* lease, MutexLock& lock) {
+  // Resumers are served in order: take it at once only if nobody waits before us.
+  if (resumers_.empty()) lease->lent -= pool_.take_back(lease->lent);
+  if (lease->lent > 0) {
+    w->resuming = lease;
+    resumers_.push_back(w);
+    cpu_wanted_.store(true, std::memory_order_relaxed);
+    while (w->resuming != nullptr) {
+      w->signal.store(0, std::memory_order_relaxed);
+      lock.unlock();
+      w->sleep();
+      lock.lock();
+    }
+  }
+  if (lease->slot) holders_add(1);
+}
+
+void Scheduler::enter_lease_locked(Worker* w, CpuLease* lease, MutexLock& lock) {
+  if (lease->lent > 0) take_back_locked(w, lease, lock);
+  ++lease->active;
+}
+
+void Scheduler::leave_lease_locked(CpuLease* lease) {
+  --lease->active;
+  // Calls of the same actor still blocked: the actor's CPU is idle now, lend it.
+  if (lease->blocked > 0) lend_locked(lease);
 }
 
 // ---- worker threads ----
 
-void Scheduler::run_slot_loop() noexcept {
+bool Scheduler::can_take_slot_locked() const {
+  return resumers_.empty() && pool_.slot_free();
+}
+
+bool Scheduler::run_one_job_locked(Worker* w, MutexLock& lock) {
+  if (jobs_.empty()) return false;
+  Job job = std::move(jobs_.front());
+  jobs_.pop_front();
+  jobs_count_.store(static_cast<int64_t>(jobs_.size()), std::memory_order_relaxed);
+  if (job.kind == Job::Kind::kTask && job.task != nullptr && !job.task->take_from_queue()) {
+    pool_.release(job.alloc);  // a parent claimed and runs it
+    distribute_locked();
+    return true;
+  }
+  CpuLease own;
+  own.cpu = job.alloc.cpu;
+  CpuLease* lease = job.lease != nullptr ? job.lease : &own;
+  enter_lease_locked(w, lease, lock);
+  CpuLease* outer = std::exchange(w->lease, lease);
+  w->ran_job = true;
+  lock.unlock();
+  runner_->run_job(job);
+  lock.lock();
+  w->lease = outer;
+  leave_lease_locked(lease);
+  pool_.release(job.alloc);
+  distribute_locked();
+  return true;
+}
+
+void Scheduler::run_slot_locked(Worker* w, MutexLock& lock, bool one_task) {
+  CpuLease slot;
+  slot.slot = true;
+  slot.active = 1;
+  // When stopping, leftovers are drained (the runner fails them) even without a free CPU.
+  const bool counted = can_take_slot_locked();
+  if (counted) {
+    pool_.take_slot();
+    slot.cpu = kUnitsPerResource;
+    if (!waiting_.empty()) {
+      waiting_.note_bypass(pool_, /*may_reserve=*/blocked_tasks_ == 0);
+      cpu_wanted_.store(!resumers_.empty() || waiting_.wants_cpu(), std::memory_order_relaxed);
+    }
+  }
+  holders_add(1);
+  CpuLease* outer = std::exchange(w->lease, &slot);
+  lock.unlock();
+  run_slot_loop(one_task);
+  lock.lock();
+  w->lease = outer;
+  holders_add(-1);
+  if (counted) pool_.return_slot();
+  // A thread of the ready loop looks at the queue again itself; a helper does not.
+  distribute_locked(/*wake_for_ready=*/one_task);
+}
+
+void Scheduler::run_slot_loop(bool one_task) noexcept {
   for (;;) {
     TaskRecord* t = ready_.pop();
     if (t == nullptr) {
+      if (one_task) return;
       // Stay awake a few microseconds before giving the slot back: a submitter that waits for
       // each result (a synchronous round trip) then finds this thread awake instead of paying
-      // for a wake-up.
-      // One spinner is enough to catch the next task; more would only take CPU from the
-      // threads producing it.
+      // for a wake-up. One spinner is enough to catch the next task; more would only take CPU
+      // from the threads producing it.
       if (spinners_.fetch_add(1, std::memory_order_seq_cst) == 0) {
-        spin_for(kSpinBeforePark, [this] { return ready_.maybe_nonempty(); });
+        spin_for(kSpinBeforePark, [this] {
+          return ready_.maybe_nonempty() || cpu_wanted_.load(std::memory_order_relaxed);
+        });
       }
       spinners_.fetch_sub(1, std::memory_order_seq_cst);
       t = ready_.pop();
@@ -203,62 +408,29 @@ void Scheduler::run_slot_loop() noexcept {
         wake_for_ready_locked();
       }
     }
+    if (!t->take_from_queue()) continue;  // claimed by a blocked parent, which runs it
     runner_->run_task(t);
-    // A job waits for CPU that this slot holds: give it back so the job can have it.
+    if (one_task) return;
+    // Someone waits for CPU that this slot holds (a resumer, a job): give it back.
     if (cpu_wanted_.load(std::memory_order_relaxed)) return;
   }
 }
 
-void Scheduler::thread_main(Worker* w) {
+void Scheduler::thread_main(Worker* w) noexcept {
   tls_worker = w;
   MutexLock lock(mu_);
   for (;;) {
-    if (w->woken_for_job) {
-      w->woken_for_job = false;
-      --waking_for_jobs_;
-    }
-    if (!jobs_.empty()) {
-      Job job = std::move(jobs_.front());
-      jobs_.pop_front();
-      jobs_count_.store(static_cast<int64_t>(jobs_.size()), std::memory_order_relaxed);
-      w->lease_cpu = job.alloc.cpu;
-      w->ran_job = true;
-      lock.unlock();
-      runner_->run_job(job);
-      lock.lock();
-      w->lease_cpu = 0;
-      if (!job.alloc.empty()) {
-        pool_.release(job.alloc);
-        schedule_waiting_locked();
-        if (ready_.maybe_nonempty()) wake_for_ready_locked();
-      }
-      continue;
-    }
-    if (w->woken_for_ready) {
-      w->woken_for_ready = false;
-      --waking_for_ready_;
-    }
-    // Take a CPU slot if there is ready work (or drain what is left when stopping: the runner
-    // fails it).
-    if (ready_.maybe_nonempty() &&
-        (pool_.cpu_available() >= kUnitsPerResource || stopping_.load())) {
-      pool_.add_cpu(-kUnitsPerResource);
-      holders_.fetch_add(1, std::memory_order_seq_cst);
-      w->holds_slot = true;
-      lock.unlock();
-      run_slot_loop();
-      lock.lock();
-      w->holds_slot = false;
-      holders_.fetch_sub(1, std::memory_order_seq_cst);
-      pool_.add_cpu(kUnitsPerResource);
-      schedule_waiting_locked();
+    clear_woken_locked(w);
+    if (run_one_job_locked(w, lock)) continue;
+    if (ready_.maybe_nonempty() && (can_take_slot_locked() || stopping_.load())) {
+      run_slot_locked(w, lock, /*one_task=*/false);
       continue;  // re-check the queue under the lock: no lost wake-ups
     }
     if (stopping_.load()) break;
     if (w->ran_job && job_spinners_ == 0) {
       // Like the CPU workers: stay awake a few microseconds after a job (an actor's caller that
-      // waits for each result then finds this thread awake). Submitters count this thread as
-      // on its way while it spins; it re-checks everything under the lock afterwards.
+      // waits for each result then finds this thread awake). Submitters count this thread as on
+      // its way while it spins; it re-checks everything under the lock afterwards.
       w->ran_job = false;
       ++job_spinners_;
       lock.unlock();
@@ -270,36 +442,94 @@ void Scheduler::thread_main(Worker* w) {
       continue;
     }
     w->ran_job = false;
-    w->wake = false;
+    w->parked = true;
     parked_.push_back(w);
-    while (!w->wake) w->cv.wait(lock.native());
+    while (w->parked) {
+      w->signal.store(0, std::memory_order_relaxed);
+      lock.unlock();
+      w->sleep();
+      lock.lock();
+    }
   }
   tls_worker = nullptr;
 }
 
-bool Scheduler::lend_current() noexcept {
+// ---- blocking inside a task ----
+
+bool Scheduler::block(BlockedWait& wait, Deadline deadline) noexcept {
   Worker* w = tls_worker;
-  if (w == nullptr || w->sched != this) return false;
-  MutexLock lock(mu_);
-  w->lent_cpu = w->holds_slot ? kUnitsPerResource : w->lease_cpu;
-  if (w->holds_slot) holders_.fetch_sub(1, std::memory_order_seq_cst);
-  if (w->lent_cpu > 0) {
-    pool_.add_cpu(w->lent_cpu);
-    schedule_waiting_locked();
-    if (ready_.maybe_nonempty()) wake_for_ready_locked();
+  if (w == nullptr || w->sched != this || w->lease == nullptr) {
+    PRISM_LOG(kError) << "Scheduler::block called outside one of its tasks";
+    std::terminate();
   }
-  // This thread blocks: queued jobs need another one.
-  if (!jobs_.empty()) wake_for_job_locked();
-  return true;
+  // 1. Run what the wait needs on this thread, while it fits in what the thread holds.
+  for (;;) {
+    if (wait.ready()) return true;
+    TaskRecord* t = wait.claim(w->lease->cpu);
+    if (t == nullptr) break;
+    runner_->run_inline(t, w->lease->cpu);
+  }
+  w->signal.store(0, std::memory_order_relaxed);
+  if (!wait.arm(w)) {
+    wait.disarm();  // arm() may have registered part of the wait before it found it over
+    return true;
+  }
+  CpuLease* lease = w->lease;
+  bool timed_out = false;
+  {
+    MutexLock lock(mu_);
+    // 2. Lend the CPU (if every thread of the lease is blocked now) and find it work.
+    --lease->active;
+    ++lease->blocked;
+    lend_locked(lease);
+    ++blocked_tasks_;
+    blocked_.push_back(w);
+    distribute_locked();
+    for (;;) {
+      if (wait.ready()) break;
+      if (w->help_asked) {
+        // 3. No thread could be had for some work: do it here, then look again.
+        help_locked(w, lock);
+        continue;
+      }
+      if (deadline != kNoDeadline && Clock::now() >= deadline) {
+        timed_out = true;
+        break;
+      }
+      w->signal.store(0, std::memory_order_relaxed);
+      lock.unlock();
+      if (!wait.ready()) w->sleep(deadline);
+      lock.lock();
+    }
+    blocked_.erase(std::find(blocked_.begin(), blocked_.end(), w));
+    --blocked_tasks_;
+    if (w->help_asked) {
+      // Going on instead: the work it was asked for needs another thread.
+      w->help_asked = false;
+      --(w->help_for_ready ? waking_for_ready_ : waking_for_jobs_);
+      wake_for_jobs_locked();
+      wake_for_ready_locked();
+    }
+    // Take the CPU back before going on: never more CPU in use than the node has.
+    --lease->blocked;
+    enter_lease_locked(w, lease, lock);
+  }
+  wait.disarm();
+  return !timed_out || wait.ready();
 }
 
-void Scheduler::reclaim_current() noexcept {
-  Worker* w = tls_worker;
-  if (w == nullptr || w->sched != this) return;
-  MutexLock lock(mu_);
-  pool_.add_cpu(-w->lent_cpu);  // may over-subscribe briefly; nothing new starts until it clears
-  w->lent_cpu = 0;
-  if (w->holds_slot) holders_.fetch_add(1, std::memory_order_seq_cst);
+void Scheduler::help_locked(Worker* w, MutexLock& lock) {
+  w->help_asked = false;
+  --(w->help_for_ready ? waking_for_ready_ : waking_for_jobs_);
+  // While it works it is no candidate for another help request: a sleeping one is.
+  blocked_.erase(std::find(blocked_.begin(), blocked_.end(), w));
+  if (!run_one_job_locked(w, lock) && ready_.maybe_nonempty() && can_take_slot_locked()) {
+    run_slot_locked(w, lock, /*one_task=*/true);
+  }
+  blocked_.push_back(w);
+  // Work that came meanwhile found no helper (this one was busy): ask again, maybe this one.
+  wake_for_jobs_locked();
+  wake_for_ready_locked();
 }
 
 // ---- stopping ----
@@ -307,23 +537,26 @@ void Scheduler::reclaim_current() noexcept {
 void Scheduler::stop(std::vector<TaskRecord*>* tasks, std::vector<Job>* jobs) {
   MutexLock lock(mu_);
   stopping_.store(true);
-  while (TaskRecord* t = ready_.pop()) tasks->push_back(t);
-  for (auto& wt : waiting_) jobs->push_back(std::move(wt.job));
-  waiting_.clear();
+  while (TaskRecord* t = ready_.pop()) {
+    if (t->take_from_queue()) tasks->push_back(t);
+  }
+  waiting_.drain(pool_, jobs);
   std::deque<Job> keep;
   for (auto& j : jobs_) {
     if (j.kind == Job::Kind::kActorDrain) {
       keep.push_back(std::move(j));  // drains of dead actors only finalize them
-    } else {
-      pool_.release(j.alloc);
-      j.alloc = Allocation{};
-      jobs->push_back(std::move(j));
+      continue;
     }
+    pool_.release(j.alloc);
+    j.alloc = Allocation{};
+    if (j.kind == Job::Kind::kTask && j.task != nullptr && !j.task->take_from_queue()) continue;
+    jobs->push_back(std::move(j));
   }
   jobs_ = std::move(keep);
+  jobs_count_.store(static_cast<int64_t>(jobs_.size()), std::memory_order_relaxed);
   for (Worker* w : parked_) {
-    w->wake = true;
-    w->cv.notify_one();
+    w->parked = false;
+    w->wake();
   }
   parked_.clear();
 }
@@ -334,8 +567,8 @@ void Scheduler::join() {
     MutexLock lock(mu_);
     stopping_.store(true);
     for (Worker* w : parked_) {
-      w->wake = true;
-      w->cv.notify_one();
+      w->parked = false;
+      w->wake();
     }
     parked_.clear();
     workers.swap(workers_);

@@ -1,25 +1,75 @@
-// Scheduler — one node's local scheduler: worker threads, CPU slots, resource waits, parking.
+// Scheduler — one node's local scheduler: worker threads, CPU, resource waits, and what a task
+// does while it is blocked in get()/wait().
 //
-// Two kinds of work:
-//  * Ready tasks with the default request (exactly one CPU, nothing else) go to a lock-free
-//    ReadyQueue. A thread that holds a CPU slot (one CPU taken from the ResourcePool) runs them
-//    back to back without any lock; it gives the slot back when the queue is empty. Submitters
-//    take the scheduler lock only when fewer threads hold slots than there are CPUs, i.e. when
-//    a thread may need waking.
-//  * Jobs: tasks with other requests (GPUs, memory, custom, fractional CPUs) wait in a FIFO
-//    until their resources are free, then run holding an Allocation; actor work (creation and
-//    mailbox drains) runs as jobs too.
-// Threads are started on demand (a task blocked in get() lends its CPU back and another thread
-// takes it; actors run concurrently) up to a cap, park on their own condition variable when
-// idle (no spinning), and are joined by stop().
+// Work comes in three forms:
+//  * Ready tasks with the default request (one CPU, nothing else) go to the lock-free ReadyQueue.
+//    A thread holding a CPU slot (one CPU taken from the pool) runs them back to back without a
+//    lock and gives the slot back when the queue is empty or when someone wants CPU.
+//  * Jobs: tasks with other requests wait in WaitQueues (one FIFO per request shape) until their
+//    resources are free, then run on a thread holding their Allocation. Actor work runs as jobs
+//    too: creation (which keeps its Allocation for the actor's life) and mailbox drains.
+//  * Resumers: threads whose blocked task can go on and must first take back the CPU it lent.
+//
+// ---- Blocking inside a task (block()) ----
+// Rejected designs: keeping the CPU while blocked deadlocks nested graphs; lending the CPU and
+// starting a thread per blocked task (the design this replaces) needs a thread per level of
+// nesting, so deep recursion exhausts max_threads and hangs; lending and taking the CPU back
+// unconditionally on resume over-subscribes the node. What block() does instead, in order:
+//  1. Run what it waits for: if the object's producer is a plain task still queued whose request
+//     fits within what the blocked thread holds, claim it (TaskRecord::try_claim) and run it on
+//     this thread, inside the parent's holdings (oneTBB's task_group does the same). Never an
+//     actor call: calls run on their actor's drain, in order.
+//  2. Otherwise lend: the lease's CPU goes back to the pool (lent: free for tasks, never for a
+//     long-lived actor, which would keep it), another thread takes it, this one sleeps.
+//  3. Where no thread can be had for the work that CPU could run (max_threads reached, or the
+//     system refused a thread), a blocked thread is asked to help: it runs one job or one ready
+//     task on its own stack, then looks at its wait again.
+// On waking, a blocked task takes its CPU back before it goes on: from the pool if it is free,
+// else it queues as a resumer. Resumers come before anything else that wants CPU, and slot
+// holders give their slot back after their current task while one waits (cpu_wanted_). So the
+// CPU held by running tasks never exceeds the node's CPUs, at any time.
+//
+// ---- The counters and who guards them ----
+// Under mu_: pool_ (free, lent and reserved resources), waiting_, jobs_, resumers_, parked_,
+// blocked_ (threads asleep in block(), which may be asked to help), blocked_tasks_ (waits in
+// block(); while any exists, WaitQueues holds no reservation), workers_, the waking_for_*
+// counts, job_spinners_, every Worker's flags and every CpuLease's active/blocked/lent counts.
+// Atomics, read without the lock:
+//  * holders_: threads holding a CPU slot of the ready loop and not lent (<= cpu_slots_).
+//  * spinners_: slot holders spinning on an empty queue before they give the slot back.
+//  * cpu_wanted_: some resumer, reservation or waiting head lacks only CPU: slot holders give their
+//    slot back after their current task. Written under mu_.
+//  * jobs_count_: jobs_.size(), for threads spinning after a job.
+//
+// ---- No lost wake-up ----
+// Ready work: a submitter pushes (the queue's seq_cst size) and then reads holders_ and spinners_
+// (seq_cst); a slot holder that gives its slot back decrements holders_ (seq_cst) and then
+// re-checks the queue under mu_; a spinner decrements spinners_ and then pops once more. One of
+// the two always sees the other: either the submitter sees no free holder and wakes a thread
+// under mu_, or the holder sees the task. A woken thread is counted in waking_for_ready_ until it
+// looks at the queue, so that one task wakes one thread, and a thread that finds more work than
+// it can take passes the wake-up on.
+// Jobs and resumers are only added and taken under mu_, and every release of resources calls
+// distribute_locked(), which serves resumers, grants waiting jobs and wakes threads for what was
+// granted. A thread looks at jobs_, the ready queue and stopping_ under mu_ before it parks.
+// Sleeping threads wait on their Worker's `signal` futex word: a waker sets it after changing the
+// state the sleeper will re-check (under mu_, or the awaited object's state); the sleeper clears it
+// under mu_ before re-checking, so a wake-up between the check and the sleep is kept.
+//
+// ---- Threads ----
+// Threads start on demand up to max_threads and never exit before stop(): thread_count() is the
+// peak. A thread is woken or started for work only when no parked thread is already on its way
+// (waking_for_*), and a thread that cannot be started (max_threads, or std::thread throwing
+// EAGAIN) never aborts: the work waits for a thread that finishes, blocked threads help with it,
+// and if no thread exists at all the queued tasks fail with a ResourceExhausted error.
 //
 // Thread-safe: every public method may be called from any thread.
 #pragma once
 
 #include <atomic>
-#include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -27,37 +77,76 @@
 #include <vector>
 
 #include "common/thread_annotations.h"
+#include "prism/internal/runtime_hooks.h"
 #include "prism/internal/task_record.h"
+#include "scheduler/job.h"
 #include "scheduler/ready_queue.h"
 #include "scheduler/resources.h"
+#include "scheduler/wait_queues.h"
 
 namespace prism::internal {
 
-class ActorCore;
-
-struct Job {
-  enum class Kind { kTask, kActorCreate, kActorDrain };
-  Kind kind = Kind::kTask;
-  TaskRecord* task = nullptr;           // kTask, kActorCreate
-  std::shared_ptr<ActorCore> actor;     // kActorCreate, kActorDrain
-  Allocation alloc;                     // granted resources; released after the job unless moved
-};
-
-// What runs the work the scheduler hands out (the runtime; a fake in unit tests).
+// What runs the work the scheduler hands out (the runtime; a fake in unit tests). Its methods are
+// called with no scheduler lock held.
 class JobRunner {
  public:
   // A ready default-request task, on a thread holding one CPU slot.
   virtual void run_task(TaskRecord* task) noexcept = 0;
   // A job; its allocation is released after it returns unless the runner moved it away.
   virtual void run_job(Job& job) noexcept = 0;
+  // A task claimed by a blocked parent (Scheduler::block step 1), run on the parent's thread
+  // within what the parent holds: `held_cpu` CPU units and its current allocation.
+  virtual void run_inline(TaskRecord* task, int64_t held_cpu) noexcept = 0;
+  // A task that cannot run: no thread exists and none could be started. Fail it with `why`.
+  virtual void reject(TaskRecord* task, const std::string& why) noexcept = 0;
 
  protected:
   ~JobRunner() = default;
 };
 
+// Starts the scheduler's threads. Tests wrap it to make starting fail.
+class ThreadStarter {
+ public:
+  // Throws (std::system_error, as std::thread does with EAGAIN) when no thread can be started.
+  virtual std::thread start(std::function<void()> body) = 0;
+
+ protected:
+  ~ThreadStarter() = default;
+};
+ThreadStarter& default_thread_starter() noexcept;
+
+// Someone to wake when a blocked wait may be over (a scheduler thread, or an event for others).
+class Waker {
+ public:
+  virtual void wake() noexcept = 0;
+
+ protected:
+  ~Waker() = default;
+};
+
+// What a task blocked in get()/wait() waits for; implemented by the waiting code (api/hooks.cc).
+class BlockedWait {
+ public:
+  virtual bool ready() const noexcept = 0;
+  // Claims a queued task that this wait needs and that fits within `held_cpu` CPU units and the
+  // current task's allocation (step 1 of block()); null if there is none.
+  virtual TaskRecord* claim(int64_t held_cpu) noexcept = 0;
+  // Asks for waker->wake() once the wait may be over; false if it is over already. Either way
+  // disarm() must follow.
+  virtual bool arm(Waker* waker) noexcept = 0;
+  // Cancels arm(); returns only once no wake-up is in flight any more.
+  virtual void disarm() noexcept = 0;
+
+ protected:
+  ~BlockedWait() = default;
+};
+
 class Scheduler {
  public:
-  Scheduler(JobRunner* runner, const NodeResources& totals, int max_threads);
+  // `starter`: null for the default (std::thread). `starvation_bound`: see WaitQueues.
+  Scheduler(JobRunner* runner, const NodeResources& totals, int max_threads,
+            ThreadStarter* starter = nullptr,
+            int starvation_bound = WaitQueues::kDefaultStarvationBound);
   ~Scheduler();
   Scheduler(const Scheduler&) = delete;
   Scheduler& operator=(const Scheduler&) = delete;
@@ -66,28 +155,30 @@ class Scheduler {
   std::string infeasible_reason(const ResourceRequest& request) const;
   // CPU slots of this node (whole CPUs): 0 means default tasks can never run here.
   int64_t cpu_slots() const noexcept { return cpu_slots_; }
+  // ResourcePool::carve (no lock: it reads only what never changes).
+  bool carve(const ResourceRequest& request, int64_t parent_cpu, const Allocation* parent,
+             Allocation* child) const PRISM_NO_THREAD_SAFETY_ANALYSIS {
+    return pool_.carve(request, parent_cpu, parent, child);
+  }
 
   // A ready task with the default request.
   void enqueue_ready(TaskRecord* task) noexcept;
-  // A job that first waits for `request` (which must outlive the wait).
-  void enqueue_with_resources(Job job, const ResourceRequest* request) noexcept;
+  // A job that first waits for `request` (copied).
+  void enqueue_with_resources(Job job, const ResourceRequest& request) noexcept;
   // A job that needs no resources.
   void enqueue_job(Job job) noexcept;
   // Gives back an allocation held outside a job (an actor's lifetime resources).
   void release(const Allocation& allocation) noexcept;
 
-  // Called by a thread of this scheduler before it blocks in get()/wait() inside a task: its
-  // CPU goes back to the pool (another thread may use it). reclaim() takes it again.
-  // No-ops on threads that are not this scheduler's.
-  bool lend_current() noexcept;
-  void reclaim_current() noexcept;
-  // True on one of this scheduler's threads.
-  bool is_own_thread() const noexcept;
-  // True if fewer threads hold CPU slots than the machine has hardware threads: a caller may
-  // spin briefly for a result without taking a core from a running task.
-  bool has_idle_core() const noexcept {
-    return holders_.load(std::memory_order_relaxed) < hardware_threads_;
-  }
+  // The scheduler whose thread is calling, or null.
+  static Scheduler* current() noexcept;
+  // On one of this scheduler's threads, inside a task: waits until wait.ready() or the deadline
+  // (see the file comment: runs what it waits for, lends its CPU, helps). Returns wait.ready().
+  bool block(BlockedWait& wait, Deadline deadline) noexcept;
+
+  // True if fewer CPU slots are held in this process than it has hardware threads: a caller
+  // may spin briefly for a result without taking a core from a running task.
+  static bool has_idle_core() noexcept;
 
   // Stops taking work: returns the queued tasks and jobs that never started (the caller fails
   // them). Threads keep running what is in flight; join() waits for them.
@@ -96,46 +187,67 @@ class Scheduler {
 
   std::map<std::string, double> totals() const;
   std::map<std::string, double> available() const;
+  // Threads started so far (they only exit in join()).
   int thread_count() const;
 
   struct Worker;  // one per thread (defined in scheduler.cc)
 
  private:
+  void thread_main(Worker* w) noexcept;
+  // Runs one job from jobs_ if there is one (lock released meanwhile); false if none.
+  bool run_one_job_locked(Worker* w, MutexLock& lock) PRISM_REQUIRES(mu_);
+  // Takes a CPU slot and runs ready tasks (one, or until the queue is empty or CPU is wanted).
+  void run_slot_locked(Worker* w, MutexLock& lock, bool one_task) PRISM_REQUIRES(mu_);
+  void run_slot_loop(bool one_task) noexcept;
+  bool can_take_slot_locked() const PRISM_REQUIRES(mu_);
+  // One piece of work for a blocked thread asked to help.
+  void help_locked(Worker* w, MutexLock& lock) PRISM_REQUIRES(mu_);
 
-  void thread_main(Worker* w);
-  void run_slot_loop() noexcept;
-  void schedule_waiting_locked() PRISM_REQUIRES(mu_);
+  // Leases (see job.h).
+  void lend_locked(CpuLease* lease) PRISM_REQUIRES(mu_);
+  void enter_lease_locked(Worker* w, CpuLease* lease, MutexLock& lock) PRISM_REQUIRES(mu_);
+  void leave_lease_locked(CpuLease* lease) PRISM_REQUIRES(mu_);
+  void take_back_locked(Worker* w, CpuLease* lease, MutexLock& lock) PRISM_REQUIRES(mu_);
+
+  // Hands out what is free: resumers first, then waiting jobs; wakes threads for the work.
+  void distribute_locked(bool wake_for_ready = true) PRISM_REQUIRES(mu_);
+  void serve_resumers_locked() PRISM_REQUIRES(mu_);
   void wake_for_ready_locked() PRISM_REQUIRES(mu_);
-  void wake_for_job_locked() PRISM_REQUIRES(mu_);
-  // Wakes a parked thread, or starts one, counted as on its way to ready work or to a job.
-  void wake_one_locked(bool for_ready) PRISM_REQUIRES(mu_);
-  void spawn_locked(bool for_ready) PRISM_REQUIRES(mu_);
+  void wake_for_jobs_locked() PRISM_REQUIRES(mu_);
+  // A parked thread, a new one, or a blocked one asked to help; false if none can be had.
+  bool provide_thread_locked(bool for_ready) PRISM_REQUIRES(mu_);
+  bool spawn_locked(bool for_ready) PRISM_REQUIRES(mu_);
+  void clear_woken_locked(Worker* w) PRISM_REQUIRES(mu_);
+  // If no thread exists and none could be started: fails what is queued (outside the lock).
+  void reject_if_no_threads() noexcept;
+
+  void holders_add(int64_t n) noexcept;
 
   JobRunner* const runner_;
+  ThreadStarter* const starter_;
   const int max_threads_;
   int64_t cpu_slots_ = 0;
-  const int64_t hardware_threads_;
   ReadyQueue ready_;
-  std::atomic<int64_t> holders_{0};       // threads holding a CPU slot
-  std::atomic<bool> cpu_wanted_{false};   // a waiting job lacks only CPU
-  std::atomic<int> spinners_{0};          // idle slot holders spinning before they park
+  std::atomic<int64_t> holders_{0};
+  std::atomic<int> spinners_{0};
+  std::atomic<bool> cpu_wanted_{false};
   std::atomic<bool> stopping_{false};
+  std::atomic<int64_t> jobs_count_{0};
 
   mutable Mutex mu_;
   ResourcePool pool_ PRISM_GUARDED_BY(mu_);
-  struct Waiting {
-    Job job;
-    const ResourceRequest* request;
-  };
-  std::deque<Waiting> waiting_ PRISM_GUARDED_BY(mu_);
+  WaitQueues waiting_ PRISM_GUARDED_BY(mu_);
   std::deque<Job> jobs_ PRISM_GUARDED_BY(mu_);
+  std::deque<Worker*> resumers_ PRISM_GUARDED_BY(mu_);
   std::vector<std::unique_ptr<Worker>> workers_ PRISM_GUARDED_BY(mu_);
   std::vector<Worker*> parked_ PRISM_GUARDED_BY(mu_);
+  std::vector<Worker*> blocked_ PRISM_GUARDED_BY(mu_);  // sleeping blocked threads (helpers)
+  int64_t blocked_tasks_ PRISM_GUARDED_BY(mu_) = 0;     // waits in block(), helping or not
   int64_t waking_for_ready_ PRISM_GUARDED_BY(mu_) = 0;
   int64_t waking_for_jobs_ PRISM_GUARDED_BY(mu_) = 0;
   int64_t job_spinners_ PRISM_GUARDED_BY(mu_) = 0;  // threads spinning after a job
-  std::atomic<int64_t> jobs_count_{0};  // jobs_.size(), for spinners to watch without the lock
   bool warned_thread_cap_ PRISM_GUARDED_BY(mu_) = false;
+  std::string no_thread_reason_ PRISM_GUARDED_BY(mu_);  // set when starting the first failed
 };
 
 }  // namespace prism::internal

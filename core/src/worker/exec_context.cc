@@ -16,10 +16,12 @@ ExecContext& exec_context() noexcept {
   return ctx;
 }
 
-DeviceScope::DeviceScope(const Allocation* alloc) noexcept {
-  if (alloc == nullptr || alloc->gpus.empty()) return;
+DeviceScope::DeviceScope(const Allocation* alloc, const Allocation* outer) noexcept {
+  const bool has_gpu = alloc != nullptr && !alloc->gpus.empty();
+  const bool outer_gpu = outer != nullptr && !outer->gpus.empty();
+  if (!has_gpu && !outer_gpu) return;
   support_ = device_support();
-  if (support_ != nullptr) support_->enter(alloc->gpus.front().first);
+  if (support_ != nullptr) support_->enter(has_gpu ? alloc->gpus.front().first : -1);
 }
 
 DeviceScope::~DeviceScope() {
@@ -41,6 +43,6 @@ TaskId current_task_id() {
 
 bool in_task() { return internal::exec_context().task != nullptr; }
 
-std::string node_id() { return internal::current_runtime()->node_id(); }
+std::string node_id() { return internal::pin_current_runtime().get()->node_id(); }
 
 }  // namespace prism

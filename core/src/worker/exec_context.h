@@ -41,11 +41,13 @@ class ExecScope {
 
 namespace prism::internal {
 
-// Brackets a task run that was granted GPUs with DeviceSupport::enter/leave (no-op without GPUs
-// or without the GPU module).
+// Brackets a task run with DeviceSupport::enter/leave: the task's first GPU if it was granted
+// any; the host if it has none but runs inside a GPU task (`outer`: the allocation of the task
+// the thread was running, e.g. a parent that runs its child inline). No-op otherwise or without
+// the GPU module.
 class DeviceScope {
  public:
-  explicit DeviceScope(const Allocation* alloc) noexcept;
+  DeviceScope(const Allocation* alloc, const Allocation* outer) noexcept;
   ~DeviceScope();
   DeviceScope(const DeviceScope&) = delete;
   DeviceScope& operator=(const DeviceScope&) = delete;

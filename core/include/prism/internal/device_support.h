@@ -21,9 +21,10 @@ class DeviceSupport {
   virtual int64_t device_memory(int device) = 0;
   // One line for the log: the backend and why it was chosen.
   virtual std::string describe() = 0;
-  // The calling thread starts / stops running a task granted `device` (first granted GPU).
-  // Calls nest (a blocked task's thread does not run another task, but enter/leave must still
-  // restore what was current before).
+  // The calling thread starts / stops running a task granted `device` (first granted GPU), or,
+  // with device < 0, a task without GPUs inside a GPU task's run (a child task run inline by its
+  // blocked parent): its device is the host until leave(). Calls nest; leave() restores what was
+  // current before.
   virtual void enter(int device) noexcept = 0;
   virtual void leave() noexcept = 0;
 

@@ -6,6 +6,12 @@
 // their arguments, blocked get/wait calls) hang in an intrusive list and are notified, outside
 // any lock, by the thread that completes the entry.
 //
+// An entry names no runtime: its id carries its owner (the runtime's generation), and a done
+// entry needs nothing else, so refs stay readable after their runtime is gone. While pending it
+// knows its producer (the task that will complete it), so that a task blocked on it can run the
+// producer itself (claim_producer): the producer completes every result before it is deleted,
+// and completion takes the entry's lock, so under that lock a pending entry's producer exists.
+//
 // TypedEntry<T> holds the value inline, so a task result costs one allocation. Values are
 // immutable once the entry is ready.
 //
@@ -68,9 +74,9 @@ struct ObjectSize<T> {
 
 namespace internal {
 
-class RuntimeCore;
 class ObjectEntry;
 class Dependent;
+class TaskRecord;
 
 // A link in an entry's list of dependents. Owned by the dependent (a task record holds one per
 // argument; a blocked get holds one on its stack).
@@ -116,7 +122,6 @@ class ObjectEntry {
   }
   bool is_done() const noexcept { return state() != ObjState::kPending; }
   const ObjectId& id() const noexcept { return id_; }
-  RuntimeCore* runtime() const noexcept { return runtime_; }
   // The stored error; only meaningful once state() == kFailed.
   const std::exception_ptr& error() const noexcept { return error_; }
 
@@ -137,13 +142,22 @@ class ObjectEntry {
     return cancel_requested_.load(std::memory_order_relaxed);
   }
 
+  // The task that completes this entry; set once by the submitter before the ref is shared.
+  void set_producer(TaskRecord* task) noexcept { producer_ = task; }
+  // If the entry is pending and `accept(producer, ctx)` agrees, claims the producer for the
+  // caller to run (TaskRecord::try_claim) and returns it; else null. `accept` runs under the
+  // entry's spinlock: it must be short and must not block.
+  TaskRecord* claim_producer(bool (*accept)(const TaskRecord&, const void*),
+                             const void* ctx) noexcept;
+
  protected:
-  ObjectEntry(RuntimeCore* runtime, ObjectId id) noexcept : runtime_(runtime), id_(id) {}
+  explicit ObjectEntry(ObjectId id) noexcept : id_(id) {}
   virtual ~ObjectEntry();
 
   // Marks a constructed value ready. `bytes` feeds object store accounting: `token` is a put's
-  // reservation; without one, large values are accounted as task results. Returns false if
-  // the entry was already completed (the caller then destroys its value).
+  // reservation; without one, large values are accounted as task results of the runtime running
+  // the calling thread's task. Returns false if the entry was already completed (the caller then
+  // destroys its value).
   bool publish_value(size_t bytes, std::shared_ptr<void> token = nullptr) noexcept;
   // True if a value was published (as opposed to pending or failed).
   bool has_value() const noexcept { return state() == ObjState::kReady; }
@@ -178,7 +192,7 @@ class ObjectEntry {
 
  private:
   DepNode* dependents_ = nullptr;   // guarded by lock_
-  RuntimeCore* runtime_;
+  TaskRecord* producer_ = nullptr;  // valid while pending (see the file comment)
   ObjectId id_;
   std::exception_ptr error_;
   std::shared_ptr<void> store_account_;  // set for large objects; returns the bytes on free
@@ -191,7 +205,7 @@ class ObjectEntry {
 template <typename T>
 class TypedEntry final : public ObjectEntry {
  public:
-  TypedEntry(RuntimeCore* runtime, ObjectId id) noexcept : ObjectEntry(runtime, id) {}
+  explicit TypedEntry(ObjectId id) noexcept : ObjectEntry(id) {}
 
   // Constructs the value and publishes it. Returns false (and keeps nothing) if the entry was
   // already completed, e.g. cancelled.
@@ -229,7 +243,7 @@ class TypedEntry final : public ObjectEntry {
 template <>
 class TypedEntry<void> final : public ObjectEntry {
  public:
-  TypedEntry(RuntimeCore* runtime, ObjectId id) noexcept : ObjectEntry(runtime, id) {}
+  explicit TypedEntry(ObjectId id) noexcept : ObjectEntry(id) {}
   bool set_value() { return publish_value(0); }
 };
 

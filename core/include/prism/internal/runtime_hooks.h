@@ -6,8 +6,10 @@
 // Thread-safe: every function may be called from any thread.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <exception>
 #include <memory>
 #include <string>
@@ -40,20 +42,65 @@ Deadline deadline_after(std::chrono::duration<Rep, Period> timeout) {
   return now + std::chrono::duration_cast<Clock::duration>(timeout);
 }
 
-// The runtime that API calls without an explicit Runtime use: the one running the current
-// task, else the global one. Throws prism::Error(kInvalidArgument) if there is none.
-RuntimeCore* current_runtime();
+// ---- runtime lifetime ----
+// API objects that may outlive their runtime (a TaskCaller made by Runtime::task, an actor's
+// handles) name it by a RuntimeRef: a never-freed slot plus the runtime's generation (its owner
+// id, unique in the process). A call that needs the runtime pins it first: the pin fails with
+// prism::Error(kUnavailable) once the runtime is gone, and a runtime is destroyed (and shutdown
+// finishes) only after every pin taken on it was released. A pin costs a store to a per-thread
+// slot and a load; pins taken by the runtime's own task threads are free (it is alive then).
+struct RuntimeSlot;
+struct RuntimeRef {
+  RuntimeSlot* slot = nullptr;
+  uint64_t generation = 0;
+  bool empty() const noexcept { return slot == nullptr; }
+};
+
+class RuntimePin {
+ public:
+  RuntimePin() noexcept = default;
+  RuntimePin(RuntimeCore* core, std::atomic<RuntimeSlot*>* hazard) noexcept
+      : core_(core), hazard_(hazard) {}
+  RuntimePin(RuntimePin&& o) noexcept : core_(o.core_), hazard_(o.hazard_) {
+    o.core_ = nullptr;
+    o.hazard_ = nullptr;
+  }
+  RuntimePin& operator=(RuntimePin&&) = delete;
+  RuntimePin(const RuntimePin&) = delete;
+  ~RuntimePin() {
+    if (hazard_ != nullptr) hazard_->store(nullptr, std::memory_order_release);
+  }
+  RuntimeCore* get() const noexcept { return core_; }
+  explicit operator bool() const noexcept { return core_ != nullptr; }
+
+ private:
+  RuntimeCore* core_ = nullptr;
+  std::atomic<RuntimeSlot*>* hazard_ = nullptr;
+};
+
+RuntimeRef runtime_ref(RuntimeCore* rt) noexcept;
+// Pins the runtime `ref` names; throws prism::Error(kUnavailable) if it is gone.
+RuntimePin pin_runtime(RuntimeRef ref);
+// As pin_runtime, but an empty pin instead of the error.
+RuntimePin try_pin_runtime(RuntimeRef ref) noexcept;
+// The runtime that API calls without an explicit Runtime use: the one running the current task,
+// else the global one. Throws prism::Error(kInvalidArgument) if there is none.
+RuntimePin pin_current_runtime();
 
 ObjectId next_object_id(RuntimeCore* rt) noexcept;
 TaskId next_task_id(RuntimeCore* rt) noexcept;
 
 // Throws if the runtime no longer accepts work (shut down).
 void check_accepting(RuntimeCore* rt);
-// Throws InfeasibleError if the node has no whole CPU (a default task could never run).
-void check_default_feasible(RuntimeCore* rt);
+// True if a default task (one CPU) can run on the node.
+bool default_feasible(RuntimeCore* rt) noexcept;
+// Throws InfeasibleError (naming `function_name`) if the node has no whole CPU (a default task
+// could never run).
+void check_default_feasible(RuntimeCore* rt, const std::string& function_name);
 // Validates per-call options, checks feasibility against the node's total resources and
-// returns the extras record (null when every option has its default).
-std::unique_ptr<TaskExtras> make_task_extras(RuntimeCore* rt, const TaskOptions& options);
+// returns the extras record. `function_name` names the task in errors when options.name is empty.
+std::unique_ptr<TaskExtras> make_task_extras(RuntimeCore* rt, const TaskOptions& options,
+                                             const std::string& function_name);
 // Hands a registered task to the runtime: drops the submitter's guard and dispatches it if all
 // of its arguments are ready. Takes ownership.
 void submit(TaskRecord* task) noexcept;
@@ -67,15 +114,16 @@ std::vector<bool> await_some(const std::vector<ObjectEntry*>& entries, size_t nu
                              Deadline deadline);
 // Throws prism::Error(kInvalidArgument) naming `what` when `entry` is null (an empty ref).
 void check_ref(const ObjectEntry* entry, const char* what);
-// For a task argument: not empty, and owned by the runtime `rt` that runs the task (a ref of
-// another Runtime in the same process is an InvalidArgument error).
+// For a task argument: not empty, and made by the runtime `rt` that runs the task (a ref of
+// another Runtime, or of an earlier runtime, is an InvalidArgument error).
 void check_arg_ref(const ObjectEntry* entry, RuntimeCore* rt);
 
 // Reserves object store space for a put of `bytes`; throws ObjectStoreFullError when it does
 // not fit. Returns the token that releases the space (null for small objects).
 std::shared_ptr<void> reserve_put(RuntimeCore* rt, size_t bytes);
-// Accounts a task result of `bytes` (never refused). Null for small objects.
-std::shared_ptr<void> account_result(RuntimeCore* rt, size_t bytes) noexcept;
+// Accounts a task result of `bytes` against the store of the runtime running the calling thread's
+// task (never refused). Null for small objects or outside tasks.
+std::shared_ptr<void> account_result(size_t bytes) noexcept;
 
 // Cancels the task that produces `entry` if it has not finished. Returns true if the entry was
 // still pending (it now holds a TaskCancelledError).
@@ -98,7 +146,7 @@ void submit_actor_creation(ActorCore* actor, TaskRecord* task) noexcept;
 void submit_actor_call(ActorCore* actor, TaskRecord* task) noexcept;
 void set_actor_instance(ActorCore* actor, void* instance, void (*deleter)(void*)) noexcept;
 void* actor_instance(ActorCore* actor) noexcept;
-RuntimeCore* actor_runtime(ActorCore* actor) noexcept;
+RuntimeRef actor_runtime(ActorCore* actor) noexcept;
 const ActorId& actor_id(ActorCore* actor) noexcept;
 const std::string& actor_type_name(ActorCore* actor) noexcept;
 // Handle counting: an actor without handles (and without a name) stops once its queued calls

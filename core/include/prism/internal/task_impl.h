@@ -1,8 +1,13 @@
 // prism/internal/task_impl.h — the typed task record: callable, arguments and result slots.
 //
 // How arguments reach the callable (the "tier", chosen at compile time, most resolved first):
-//   2: ObjectRef<T> arguments become const T&, std::vector<ObjectRef<T>> become std::vector<T>;
-//   1: ObjectRef<T> arguments become const T&, vectors of refs are passed as they are;
+//   3: ObjectRef<T> arguments become const T&, std::vector<ObjectRef<T>> become std::vector<T>
+//      (copies of the values);
+//   2: ObjectRef<T> arguments become const T&, std::vector<ObjectRef<T>> become
+//      std::vector<const T*> (pointers to the stored values: no copies; a callable may also take
+//      std::span<const T* const>). Not for types with a place (GPU tensors), which must be placed;
+//   1: ObjectRef<T> arguments become const T&, vectors of refs are passed as they are (not
+//      waited for: the callable gets them itself);
 //   0: everything is passed as it is (the callable takes refs and may get() them itself).
 // Resolved arguments are dependencies: the task runs once they are ready, and fails without
 // running if one of them failed. ObjectRef<void> is a dependency that is passed as the ref.
@@ -73,12 +78,31 @@ struct Arg<Tier, ObjectRef<void>, std::enable_if_t<(Tier >= 1)>> {
 };
 
 template <typename T>
-struct Arg<2, std::vector<ObjectRef<T>>, std::enable_if_t<!std::is_void_v<T>>> {
+struct Arg<3, std::vector<ObjectRef<T>>, std::enable_if_t<!std::is_void_v<T>>> {
   using type = std::vector<T>;
   static std::vector<T> resolve(const std::vector<ObjectRef<T>>& v) {
     std::vector<T> out;
     out.reserve(v.size());
     for (const auto& r : v) out.push_back(read_value<T>(r.entry()));
+    return out;
+  }
+  static size_t count(const std::vector<ObjectRef<T>>& v, RuntimeCore* rt) {
+    for (const auto& r : v) check_arg_ref(r.entry(), rt);
+    return v.size();
+  }
+  static void add(TaskRecord* t, const std::vector<ObjectRef<T>>& v) noexcept {
+    for (const auto& r : v) t->add_dep(r.entry());
+  }
+};
+
+template <typename T>
+struct Arg<2, std::vector<ObjectRef<T>>,
+           std::enable_if_t<!std::is_void_v<T> && !Placement<T>::kCustom>> {
+  using type = std::vector<const T*>;
+  static std::vector<const T*> resolve(const std::vector<ObjectRef<T>>& v) {
+    std::vector<const T*> out;
+    out.reserve(v.size());
+    for (const auto& r : v) out.push_back(&value_of<T>(r.entry()));
     return out;
   }
   static size_t count(const std::vector<ObjectRef<T>>& v, RuntimeCore* rt) {
@@ -106,7 +130,8 @@ struct LazyResult<true, Fn, X...> {
 template <typename Fn, typename Inst, typename... A>
 struct InvokeTraits {
   static constexpr int tier = [] {
-    if constexpr (std::is_invocable_v<Fn&, Inst&, typename Arg<2, A>::type...>) return 2;
+    if constexpr (std::is_invocable_v<Fn&, Inst&, typename Arg<3, A>::type...>) return 3;
+    else if constexpr (std::is_invocable_v<Fn&, Inst&, typename Arg<2, A>::type...>) return 2;
     else if constexpr (std::is_invocable_v<Fn&, Inst&, typename Arg<1, A>::type...>) return 1;
     else if constexpr (std::is_invocable_v<Fn&, Inst&, const A&...>) return 0;
     else return -1;
@@ -118,7 +143,8 @@ struct InvokeTraits {
 template <typename Fn, typename... A>
 struct InvokeTraits<Fn, NoInstance, A...> {
   static constexpr int tier = [] {
-    if constexpr (std::is_invocable_v<Fn&, typename Arg<2, A>::type...>) return 2;
+    if constexpr (std::is_invocable_v<Fn&, typename Arg<3, A>::type...>) return 3;
+    else if constexpr (std::is_invocable_v<Fn&, typename Arg<2, A>::type...>) return 2;
     else if constexpr (std::is_invocable_v<Fn&, typename Arg<1, A>::type...>) return 1;
     else if constexpr (std::is_invocable_v<Fn&, const A&...>) return 0;
     else return -1;
@@ -146,8 +172,9 @@ struct SingleResult {
   using Refs = ObjectRef<R>;
   EntryPtr entry;
 
-  explicit SingleResult(RuntimeCore* rt) : entry(new TypedEntry<R>(rt, next_object_id(rt))) {}
+  explicit SingleResult(RuntimeCore* rt) : entry(new TypedEntry<R>(next_object_id(rt))) {}
   Refs refs() const { return Refs::adopt(entry); }
+  void set_producer(TaskRecord* t) noexcept { entry->set_producer(t); }
   TypedEntry<R>* typed() const noexcept { return static_cast<TypedEntry<R>*>(entry.get()); }
   template <typename Call>
   void run(Call&& call) {
@@ -182,6 +209,9 @@ struct MultiResult {
     init(rt, std::make_index_sequence<N>());
   }
   Refs refs() const { return make_refs(std::make_index_sequence<N>()); }
+  void set_producer(TaskRecord* t) noexcept {
+    for (auto& x : entries) x->set_producer(t);
+  }
   template <typename Call>
   void run(Call&& call) {
     R result = call();
@@ -200,7 +230,7 @@ struct MultiResult {
  private:
   template <size_t... I>
   void init(RuntimeCore* rt, std::index_sequence<I...>) {
-    ((entries[I] = EntryPtr(new TypedEntry<Elem<I>>(rt, next_object_id(rt)))), ...);
+    ((entries[I] = EntryPtr(new TypedEntry<Elem<I>>(next_object_id(rt)))), ...);
   }
   template <size_t... I>
   Refs make_refs(std::index_sequence<I...>) const {
@@ -233,7 +263,9 @@ class TaskImpl final : public TaskRecord {
       : TaskRecord(rt, id, actor, std::move(extras)),
         target_(std::move(target)),
         slots_(std::move(slots)),
-        args_(std::forward<U>(args)...) {}
+        args_(std::forward<U>(args)...) {
+    slots_.set_producer(this);
+  }
 
   // Registers every resolved argument as a dependency.
   void register_args() {

@@ -3,12 +3,23 @@
 // A TaskRecord is allocated once per call (with its callable and arguments inline in the
 // derived TaskImpl), waits for its arguments through one DepNode per pending argument, is
 // handed to the scheduler when the last argument is ready, runs once (or again on a retry),
-// completes its result entries and is deleted. Exactly one party owns it at any time: the
-// submitter until the guard count drops, then the dependency that completes last, then the
-// scheduler's queue, then the worker that runs it.
+// completes its result entries and is deleted. One party owns it at a time: the submitter until
+// the guard count drops, then the dependency that completes last, then the scheduler's queue,
+// then the thread that runs it.
 //
-// Thread-safe: on_ready may race with itself and with the submitter's registration; everything
-// else is called by the current owner only.
+// The one exception is a queued task claimed by a blocked parent (get() on its result runs it
+// inline, see Scheduler::block): the queue still holds the pointer while the parent runs it.
+// run_state_ settles who deletes it:
+//   kQueued   set by mark_queued() before the task is published in a scheduler queue, cleared
+//             by take_from_queue() when a consumer takes it out;
+//   kClaimed  the right to run (or fail) the task, taken once: by take_from_queue() (the queue's
+//             consumer) or by try_claim() (a parent, only while kQueued);
+//   kRunDone  set by release_run() once the claimant has run or failed it.
+// The record is deleted by whichever of release_run() and take_from_queue() comes second, so a
+// claimed record stays valid for the queue, and the queue's consumer skips it.
+//
+// Thread-safe: on_ready may race with itself and with the submitter's registration; the
+// run-state calls are atomic; everything else is called by the current owner only.
 #pragma once
 
 #include <atomic>
@@ -85,6 +96,24 @@ class TaskRecord : public Dependent {
   // Drops the submitter's guard; returns true if the task is ready now (the caller dispatches).
   bool release_guard() noexcept { return pending_.fetch_sub(1, std::memory_order_acq_rel) == 1; }
 
+  // --- run state (see the class comment) ---
+  // Before the task is published in a scheduler queue.
+  void mark_queued() noexcept { run_state_.store(kQueued, std::memory_order_release); }
+  // By a queue's consumer: true if the caller now owns the task (run or fail it, then
+  // release_run()); false if a parent claimed it (the record may be gone: do not touch it).
+  bool take_from_queue() noexcept;
+  // By a parent blocked on the task's result: true if it may run the task itself.
+  bool try_claim() noexcept {
+    uint8_t expected = kQueued;
+    return run_state_.compare_exchange_strong(expected, kQueued | kClaimed,
+                                              std::memory_order_acq_rel);
+  }
+  bool is_claimed() const noexcept {
+    return (run_state_.load(std::memory_order_acquire) & kClaimed) != 0;
+  }
+  // The owner ran or failed the task: deletes it unless a queue still holds it.
+  void release_run() noexcept;
+
   // The first argument that failed, if any (its error is the task's error).
   ObjectEntry* failed_dep() const noexcept { return failed_dep_.load(std::memory_order_acquire); }
 
@@ -103,7 +132,12 @@ class TaskRecord : public Dependent {
       : runtime_(runtime), sequence_(id.sequence), actor_(actor), extras_(std::move(extras)) {}
 
  private:
+  static constexpr uint8_t kQueued = 1;
+  static constexpr uint8_t kClaimed = 2;
+  static constexpr uint8_t kRunDone = 4;
+
   std::atomic<int32_t> pending_{1};  // pending arguments + the submitter's guard
+  std::atomic<uint8_t> run_state_{0};
 
  public:
   // Actor bookkeeping, guarded by the actor's lock (packed beside pending_: memory per task).

@@ -1,0 +1,199 @@
+#include "api/runtime_registry.h"
+
+#include <atomic>
+#include <mutex>
+#include <random>
+#include <string>
+#include <thread>
+
+#include "api/runtime_core.h"
+#include "prism/errors.h"
+#include "worker/exec_context.h"
+
+namespace prism::internal {
+
+struct RuntimeSlot {
+  std::atomic<uint64_t> generation{0};  // nonzero while its runtime is alive
+  RuntimeCore* core = nullptr;          // valid while `generation` is nonzero
+  RuntimeSlot* next_free = nullptr;     // guarded by g_slots_mu
+  RuntimeSlot* next_all = nullptr;      // every slot ever made (keeps them reachable)
+};
+
+namespace {
+
+constexpr int kCells = 8;  // pins one thread may hold at once (nested API calls)
+
+// One per thread that ever pinned a runtime; never freed, reused after the thread exits.
+struct HazardRecord {
+  std::atomic<RuntimeSlot*> cells[kCells] = {};
+  std::atomic<bool> in_use{true};
+  HazardRecord* next = nullptr;  // immutable once published
+};
+
+std::atomic<HazardRecord*> g_records{nullptr};
+std::mutex g_slots_mu;
+RuntimeSlot* g_free_slots = nullptr;  // guarded by g_slots_mu
+RuntimeSlot* g_all_slots = nullptr;   // guarded by g_slots_mu
+std::atomic<RuntimeSlot*> g_global{nullptr};
+std::atomic<bool> g_global_was_started{false};
+
+HazardRecord* acquire_record() {
+  for (HazardRecord* r = g_records.load(std::memory_order_acquire); r != nullptr; r = r->next) {
+    bool used = false;
+    if (!r->in_use.load(std::memory_order_relaxed) &&
+        r->in_use.compare_exchange_strong(used, true, std::memory_order_acquire)) {
+      return r;
+    }
+  }
+  auto* r = new HazardRecord;
+  HazardRecord* head = g_records.load(std::memory_order_relaxed);
+  do {
+    r->next = head;
+  } while (!g_records.compare_exchange_weak(head, r, std::memory_order_release,
+                                            std::memory_order_relaxed));
+  return r;
+}
+
+struct RecordHolder {
+  HazardRecord* record = nullptr;
+  ~RecordHolder() {
+    if (record != nullptr) record->in_use.store(false, std::memory_order_release);
+  }
+};
+
+std::atomic<RuntimeSlot*>* free_cell() {
+  thread_local RecordHolder holder;
+  if (holder.record == nullptr) holder.record = acquire_record();
+  for (auto& cell : holder.record->cells) {
+    if (cell.load(std::memory_order_relaxed) == nullptr) return &cell;
+  }
+  throw Error(ErrorCode::kInternal, "Prism API calls nested more than 8 deep on one thread");
+}
+
+[[noreturn]] void throw_gone() {
+  throw Error(ErrorCode::kUnavailable,
+              "the Prism runtime has been shut down (its prism::Runtime or prism::init() runtime "
+              "is gone)");
+}
+
+// Pins `slot` if it holds `generation` (0: whatever runtime it holds). Null core on failure.
+RuntimePin pin_slot(RuntimeSlot* slot, uint64_t generation) {
+  std::atomic<RuntimeSlot*>* cell = free_cell();
+  cell->store(slot, std::memory_order_seq_cst);
+  const uint64_t now = slot->generation.load(std::memory_order_seq_cst);
+  if (now == 0 || (generation != 0 && now != generation)) {
+    cell->store(nullptr, std::memory_order_release);
+    return RuntimePin();
+  }
+  return RuntimePin(slot->core, cell);
+}
+
+}  // namespace
+
+uint64_t new_generation() noexcept {
+  static const uint64_t seed = [] {
+    std::random_device rd;
+    return (static_cast<uint64_t>(rd()) << 32) ^ rd();
+  }();
+  static std::atomic<uint64_t> counter{0};
+  for (;;) {
+    // splitmix64's finalizer is a bijection: distinct inputs give distinct generations.
+    uint64_t z = seed + counter.fetch_add(1, std::memory_order_relaxed) * 0x9E3779B97F4A7C15ull;
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    z ^= z >> 31;
+    if (z != 0) return z;
+  }
+}
+
+RuntimeRef register_runtime(RuntimeCore* core, uint64_t generation) {
+  std::lock_guard<std::mutex> lock(g_slots_mu);
+  RuntimeSlot* slot = g_free_slots;
+  if (slot != nullptr) {
+    g_free_slots = slot->next_free;
+  } else {
+    slot = new RuntimeSlot;
+    slot->next_all = g_all_slots;
+    g_all_slots = slot;
+  }
+  slot->core = core;
+  slot->generation.store(generation, std::memory_order_seq_cst);
+  return RuntimeRef{slot, generation};
+}
+
+void wait_unpinned(RuntimeRef ref) noexcept {
+  for (HazardRecord* r = g_records.load(std::memory_order_acquire); r != nullptr; r = r->next) {
+    for (auto& cell : r->cells) {
+      // Pins are held for the length of one API call: yield until it is over.
+      while (cell.load(std::memory_order_seq_cst) == ref.slot) std::this_thread::yield();
+    }
+  }
+}
+
+void retire_runtime(RuntimeRef ref) noexcept {
+  if (ref.empty()) return;
+  ref.slot->generation.store(0, std::memory_order_seq_cst);
+  wait_unpinned(ref);
+  std::lock_guard<std::mutex> lock(g_slots_mu);
+  ref.slot->core = nullptr;
+  ref.slot->next_free = g_free_slots;
+  g_free_slots = ref.slot;
+}
+
+void set_global_runtime(RuntimeRef ref) noexcept {
+  if (!ref.empty()) g_global_was_started.store(true, std::memory_order_relaxed);
+  g_global.store(ref.slot, std::memory_order_seq_cst);
+}
+
+RuntimeRef runtime_ref(RuntimeCore* rt) noexcept { return rt->ref(); }
+
+RuntimePin pin_runtime(RuntimeRef ref) {
+  if (ref.empty()) throw_gone();
+  RuntimePin pin = pin_slot(ref.slot, ref.generation);
+  if (!pin) throw_gone();
+  return pin;
+}
+
+RuntimePin try_pin_runtime(RuntimeRef ref) noexcept {
+  if (ref.empty()) return RuntimePin();
+  try {
+    return pin_slot(ref.slot, ref.generation);
+  } catch (...) {
+    return RuntimePin();  // nested too deep
+  }
+}
+
+RuntimePin try_pin_owner(uint64_t owner) noexcept {
+  RuntimeSlot* slot = nullptr;
+  {
+    std::lock_guard<std::mutex> lock(g_slots_mu);
+    for (RuntimeSlot* s = g_all_slots; s != nullptr; s = s->next_all) {
+      if (s->generation.load(std::memory_order_relaxed) == owner) {
+        slot = s;
+        break;
+      }
+    }
+  }
+  if (slot == nullptr || owner == 0) return RuntimePin();
+  return try_pin_runtime(RuntimeRef{slot, owner});
+}
+
+RuntimePin pin_current_runtime() {
+  // A task's own runtime lives at least as long as the task: no pin needed.
+  if (RuntimeCore* rt = exec_context().runtime) return RuntimePin(rt, nullptr);
+  RuntimeSlot* slot = g_global.load(std::memory_order_seq_cst);
+  if (slot != nullptr) {
+    RuntimePin pin = pin_slot(slot, 0);
+    // The slot may have been reused by a runtime that prism::init() did not start.
+    if (pin && pin.get()->is_global()) return pin;
+  }
+  if (g_global_was_started.load(std::memory_order_relaxed)) {
+    throw Error(ErrorCode::kUnavailable,
+                "the Prism runtime has been shut down (prism::shutdown() was called); call "
+                "prism::init() to start a new one");
+  }
+  throw Error(ErrorCode::kInvalidArgument,
+              "Prism is not initialized: call prism::init() (or use a prism::Runtime) first");
+}
+
+}  // namespace prism::internal

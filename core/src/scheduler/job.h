@@ -1,0 +1,36 @@
+// Job and CpuLease — the units of work the scheduler hands to threads, and the CPU they hold.
+//
+// Thread-safe: plain data; CpuLease's counters are guarded by the scheduler's mutex.
+#pragma once
+
+#include <memory>
+
+#include "prism/internal/task_record.h"
+#include "scheduler/resources.h"
+
+namespace prism::internal {
+
+class ActorCore;
+
+// The CPU that running work holds, which it lends to the node while every thread running under
+// it is blocked in get()/wait() (Scheduler::block). A ready-loop slot and a resource-holding
+// task have a lease of their own; an actor has one for its life, shared by its running calls.
+struct CpuLease {
+  int64_t cpu = 0;    // units held (fixed)
+  bool slot = false;  // a ready-loop slot: counted in the scheduler's holders_ while not lent
+  // Guarded by the scheduler's mutex:
+  int active = 0;     // threads running under the lease, not blocked
+  int blocked = 0;    // threads under the lease blocked in get()/wait()
+  int64_t lent = 0;   // units lent to the pool and not yet taken back (0 or up to cpu)
+};
+
+struct Job {
+  enum class Kind { kTask, kActorCreate, kActorDrain };
+  Kind kind = Kind::kTask;
+  TaskRecord* task = nullptr;        // kTask, kActorCreate
+  std::shared_ptr<ActorCore> actor;  // kActorCreate, kActorDrain
+  Allocation alloc;                  // granted resources; released after the job unless moved
+  CpuLease* lease = nullptr;         // actor jobs: the actor's lease; null: the job's own
+};
+
+}  // namespace prism::internal
