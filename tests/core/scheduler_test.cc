@@ -1,0 +1,433 @@
+// Scheduler, driven directly with a fake JobRunner (tasks are plain functions) and real threads:
+// CPU limits under sweeps of CPU and thread counts, what a blocked task does (runs its child,
+// lends its CPU, helps when no thread can be had), taking the CPU back without over-subscribing,
+// threads that cannot be started, and the starvation bound.
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <system_error>
+#include <thread>
+#include <vector>
+
+#include "common/event.h"
+#include "scheduler/scheduler.h"
+#include "test_util.h"
+
+namespace prism::internal {
+namespace {
+
+using prism_test::ConcurrencyTracker;
+using prism_test::kTimeout;
+
+constexpr int64_t kCpu = kUnitsPerResource;
+
+class FnTask final : public TaskRecord {
+ public:
+  explicit FnTask(std::function<void()> body, std::unique_ptr<TaskExtras> extras = nullptr)
+      : TaskRecord(nullptr, TaskId{}, nullptr, std::move(extras)), body_(std::move(body)) {}
+  std::exception_ptr run() noexcept override {
+    body_();
+    return nullptr;
+  }
+  void fail(const std::exception_ptr&) noexcept override { failed = true; }
+  bool cancel_requested() const noexcept override { return false; }
+  std::string function_name() const override { return "fn"; }
+  bool failed = false;
+
+ private:
+  std::function<void()> body_;
+};
+
+class FakeRunner final : public JobRunner {
+ public:
+  void run_task(TaskRecord* t) noexcept override { finish(t); }
+  void run_job(Job& job) noexcept override {
+    if (job.task != nullptr) finish(job.task);
+  }
+  void run_inline(TaskRecord* t, int64_t held_cpu) noexcept override {
+    inline_runs.fetch_add(1);
+    last_inline_cpu.store(held_cpu);
+    finish(t);
+  }
+  void reject(TaskRecord* t, const std::string& why) noexcept override {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      rejections.push_back(why);
+    }
+    t->fail(nullptr);
+    t->release_run();
+    rejected.set();
+  }
+  std::atomic<int> inline_runs{0};
+  std::atomic<int64_t> last_inline_cpu{0};
+  std::mutex mu;
+  std::vector<std::string> rejections;
+  Event rejected;
+
+ private:
+  static void finish(TaskRecord* t) {
+    t->run();
+    t->release_run();
+  }
+};
+
+// Counts completions; done() is an event with a deadline.
+class CountDown {
+ public:
+  explicit CountDown(int n) : left_(n) {}
+  void arrive() {
+    if (left_.fetch_sub(1) == 1) event_.set();
+  }
+  bool wait() { return event_.wait_until(Clock::now() + kTimeout); }
+
+ private:
+  std::atomic<int> left_;
+  Event event_;
+};
+
+// A flag that a task blocked in Scheduler::block waits for; optionally a child it may claim.
+class Flag {
+ public:
+  void set() {
+    std::lock_guard<std::mutex> lock(mu_);
+    set_ = true;
+    if (waker_ != nullptr) waker_->wake();
+  }
+  bool is_set() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return set_;
+  }
+
+ private:
+  friend class FlagWait;
+  std::mutex mu_;
+  bool set_ = false;
+  Waker* waker_ = nullptr;
+};
+
+class FlagWait final : public BlockedWait {
+ public:
+  explicit FlagWait(Flag& f, TaskRecord* claimable = nullptr) : f_(f), claimable_(claimable) {}
+  bool ready() const noexcept override { return f_.is_set(); }
+  TaskRecord* claim(int64_t) noexcept override {
+    TaskRecord* t = std::exchange(claimable_, nullptr);
+    return t != nullptr && t->try_claim() ? t : nullptr;
+  }
+  bool arm(Waker* w) noexcept override {
+    std::lock_guard<std::mutex> lock(f_.mu_);
+    if (f_.set_) return false;
+    f_.waker_ = w;
+    return true;
+  }
+  void disarm() noexcept override {
+    std::lock_guard<std::mutex> lock(f_.mu_);
+    f_.waker_ = nullptr;
+  }
+
+ private:
+  Flag& f_;
+  TaskRecord* claimable_;
+};
+
+NodeResources node(double cpus) {
+  NodeResources r;
+  r.cpu = static_cast<int64_t>(cpus * kCpu);
+  r.memory = int64_t{1} << 30;
+  return r;
+}
+
+void busy_for(std::chrono::microseconds d) {
+  const auto end = std::chrono::steady_clock::now() + d;
+  while (std::chrono::steady_clock::now() < end) {
+  }
+}
+
+std::string sweep_name(int cpus, int threads) {
+  return std::to_string(cpus) + " CPUs, " + std::to_string(threads) + " threads";
+}
+
+// ---- plain work ----
+
+TEST(SchedulerTest, RunsEveryTaskNeverMoreAtOnceThanCpus) {
+  for (int cpus : {1, 2, 4}) {
+    for (int threads : {1, 2, 4, 8}) {
+      SCOPED_TRACE(sweep_name(cpus, threads));
+      FakeRunner runner;
+      constexpr int kTasks = 400;
+      CountDown done(kTasks);
+      ConcurrencyTracker running;
+      Scheduler sched(&runner, node(cpus), threads);  // last: destroyed (joined) first
+      for (int i = 0; i < kTasks; ++i) {
+        sched.enqueue_ready(new FnTask([&] {
+          {
+            ConcurrencyTracker::Scope s(running);
+            busy_for(std::chrono::microseconds(20));
+          }
+          done.arrive();
+        }));
+      }
+      ASSERT_TRUE(done.wait());
+      EXPECT_LE(running.max(), cpus);
+      EXPECT_LE(sched.thread_count(), threads);
+    }
+  }
+}
+
+TEST(SchedulerTest, JobsWithResourcesShareTheCpusWithReadyTasks) {
+  for (int threads : {1, 2, 8}) {
+    SCOPED_TRACE(sweep_name(2, threads));
+    FakeRunner runner;
+    std::atomic<int64_t> in_use{0}, peak{0};
+    auto hold = [&](int64_t units) {
+      const int64_t now = in_use.fetch_add(units) + units;
+      int64_t seen = peak.load();
+      while (seen < now && !peak.compare_exchange_weak(seen, now)) {
+      }
+      busy_for(std::chrono::microseconds(30));
+      in_use.fetch_sub(units);
+    };
+    constexpr int kEach = 100;
+    CountDown done(3 * kEach);
+    const ResourceRequest two = make_request(2, 0, 0, 0, {});
+    const ResourceRequest half = make_request(0.5, 0, 0, 0, {});
+    Scheduler sched(&runner, node(2), threads);  // last: destroyed (joined) first
+    for (int i = 0; i < kEach; ++i) {
+      sched.enqueue_ready(new FnTask([&] {
+        hold(kCpu);
+        done.arrive();
+      }));
+      Job big;
+      big.task = new FnTask([&] {
+        hold(2 * kCpu);
+        done.arrive();
+      });
+      sched.enqueue_with_resources(std::move(big), two);
+      Job small;
+      small.task = new FnTask([&] {
+        hold(kCpu / 2);
+        done.arrive();
+      });
+      sched.enqueue_with_resources(std::move(small), half);
+    }
+    ASSERT_TRUE(done.wait());
+    EXPECT_LE(peak.load(), 2 * kCpu);
+  }
+}
+
+// ---- blocking ----
+
+TEST(SchedulerTest, BlockedTaskRunsItsQueuedChildItself) {
+  for (int threads : {1, 2, 4}) {
+    SCOPED_TRACE(sweep_name(1, threads));
+    FakeRunner runner;
+    Flag child_done;
+    std::thread::id parent_thread, child_thread;
+    Event parent_done;
+    bool ready_after = false;
+    Scheduler sched(&runner, node(1), threads);  // last: destroyed (joined) first
+    sched.enqueue_ready(new FnTask([&] {
+      parent_thread = std::this_thread::get_id();
+      auto* child = new FnTask([&] {
+        child_thread = std::this_thread::get_id();
+        child_done.set();
+      });
+      sched.enqueue_ready(child);
+      FlagWait wait(child_done, child);
+      ready_after = sched.block(wait, Clock::now() + kTimeout);
+      parent_done.set();
+    }));
+    ASSERT_TRUE(parent_done.wait_until(Clock::now() + kTimeout));
+    EXPECT_TRUE(ready_after);
+    EXPECT_EQ(child_thread, parent_thread);
+    EXPECT_EQ(runner.inline_runs.load(), 1);
+    EXPECT_EQ(runner.last_inline_cpu.load(), kCpu);  // a slot holds one CPU
+  }
+}
+
+TEST(SchedulerTest, WithNoThreadToSpareABlockedTaskHelpsWithOtherWork) {
+  // One thread in all: the parent's wait can only end if the parent runs the other task itself.
+  for (int cpus : {1, 2}) {
+    SCOPED_TRACE(sweep_name(cpus, 1));
+    FakeRunner runner;
+    Flag flag;
+    Event parent_done;
+    bool ready_after = false;
+    Scheduler sched(&runner, node(cpus), /*max_threads=*/1);  // last: destroyed (joined) first
+    sched.enqueue_ready(new FnTask([&] {
+      sched.enqueue_ready(new FnTask([&] { flag.set(); }));  // not claimable: not awaited
+      FlagWait wait(flag);
+      ready_after = sched.block(wait, Clock::now() + kTimeout);
+      parent_done.set();
+    }));
+    ASSERT_TRUE(parent_done.wait_until(Clock::now() + kTimeout));
+    EXPECT_TRUE(ready_after);
+    EXPECT_EQ(sched.thread_count(), 1);
+  }
+}
+
+TEST(SchedulerTest, NestedBlockingToAnyDepthWithOneThread) {
+  // A chain of 200 tasks, each blocked on the next, which is not claimable: every level helps.
+  FakeRunner runner;
+  constexpr int kDepth = 200;
+  std::vector<std::unique_ptr<Flag>> flags;
+  for (int i = 0; i <= kDepth; ++i) flags.push_back(std::make_unique<Flag>());
+  std::function<void(int)> level;
+  Event done;
+  Scheduler sched(&runner, node(1), /*max_threads=*/1);  // last: destroyed (joined) first
+  level = [&](int d) {
+    if (d == kDepth) {
+      flags[d]->set();
+      return;
+    }
+    sched.enqueue_ready(new FnTask([&, d] { level(d + 1); }));
+    FlagWait wait(*flags[d + 1]);
+    if (sched.block(wait, Clock::now() + kTimeout)) flags[d]->set();
+  };
+  sched.enqueue_ready(new FnTask([&] {
+    level(0);
+    done.set();
+  }));
+  ASSERT_TRUE(done.wait_until(Clock::now() + kTimeout));
+  EXPECT_TRUE(flags[0]->is_set());
+}
+
+TEST(SchedulerTest, ResumingTaskWaitsForACpuInsteadOfOverSubscribing) {
+  for (int threads : {2, 4, 16}) {
+    SCOPED_TRACE(sweep_name(1, threads));
+    FakeRunner runner;
+    ConcurrencyTracker cpu_holders;  // tasks holding the one CPU, the parent included
+    Flag flag;
+    Event parent_blocked_once, parent_done;
+    constexpr int kBusy = 50;
+    CountDown busy_done(kBusy);
+    Scheduler sched(&runner, node(1), threads);  // last: destroyed (joined) first
+    sched.enqueue_ready(new FnTask([&] {
+      {
+        ConcurrencyTracker::Scope s(cpu_holders);
+      }
+      FlagWait wait(flag);
+      parent_blocked_once.set();
+      sched.block(wait, Clock::now() + kTimeout);
+      {
+        ConcurrencyTracker::Scope s(cpu_holders);  // holds the CPU again
+        busy_for(std::chrono::microseconds(200));
+      }
+      parent_done.set();
+    }));
+    ASSERT_TRUE(parent_blocked_once.wait_until(Clock::now() + kTimeout));
+    for (int i = 0; i < kBusy; ++i) {
+      sched.enqueue_ready(new FnTask([&, i] {
+        {
+          ConcurrencyTracker::Scope s(cpu_holders);
+          if (i == 0) flag.set();  // the parent may go on, but must wait for the CPU
+          busy_for(std::chrono::microseconds(100));
+        }
+        busy_done.arrive();
+      }));
+    }
+    ASSERT_TRUE(parent_done.wait_until(Clock::now() + kTimeout));
+    ASSERT_TRUE(busy_done.wait());
+    EXPECT_EQ(cpu_holders.max(), 1);
+  }
+}
+
+// ---- threads that cannot be started ----
+
+class FailingStarter final : public ThreadStarter {
+ public:
+  explicit FailingStarter(int allowed) : allowed_(allowed) {}
+  std::thread start(std::function<void()> body) override {
+    if (started_.fetch_add(1) >= allowed_) {
+      throw std::system_error(EAGAIN, std::generic_category(), "thread creation refused");
+    }
+    return std::thread(std::move(body));
+  }
+
+ private:
+  const int allowed_;
+  std::atomic<int> started_{0};
+};
+
+TEST(SchedulerTest, NoThreadAtAllRejectsTheWorkWithAClearError) {
+  FakeRunner runner;
+  FailingStarter never(0);
+  auto* t = new FnTask([] {});
+  Scheduler sched(&runner, node(2), /*max_threads=*/8, &never);  // last: destroyed (joined) first
+  sched.enqueue_ready(t);
+  ASSERT_TRUE(runner.rejected.wait_until(Clock::now() + kTimeout));
+  std::lock_guard<std::mutex> lock(runner.mu);
+  ASSERT_EQ(runner.rejections.size(), 1u);
+  EXPECT_NE(runner.rejections[0].find("no worker thread could be started"), std::string::npos)
+      << runner.rejections[0];
+  EXPECT_NE(runner.rejections[0].find("thread creation refused"), std::string::npos);
+}
+
+TEST(SchedulerTest, RefusedThreadsMeanBlockedTasksHelpInstead) {
+  for (int allowed : {1, 2}) {
+    SCOPED_TRACE(std::to_string(allowed) + " threads allowed by the system");
+    FakeRunner runner;
+    FailingStarter starter(allowed);
+    constexpr int kParents = 4;
+    std::vector<std::unique_ptr<Flag>> flags;
+    for (int i = 0; i < kParents; ++i) flags.push_back(std::make_unique<Flag>());
+    CountDown done(kParents);
+    Scheduler sched(&runner, node(4), /*max_threads=*/64, &starter);  // last: destroyed (joined) first
+    for (int i = 0; i < kParents; ++i) {
+      sched.enqueue_ready(new FnTask([&, i] {
+        sched.enqueue_ready(new FnTask([&, i] { flags[i]->set(); }));
+        FlagWait wait(*flags[i]);
+        if (sched.block(wait, Clock::now() + kTimeout)) done.arrive();
+      }));
+    }
+    ASSERT_TRUE(done.wait());
+    EXPECT_LE(sched.thread_count(), allowed);
+  }
+}
+
+// ---- starvation ----
+
+constexpr int kStreamCap = 200000;  // the stream stops here if the job never runs
+
+TEST(SchedulerTest, AManyCpuJobIsNotStarvedByAStreamOfOneCpuTasks) {
+  // What the tasks use lives before the scheduler, which is declared last: destroyed (joined)
+  // first.
+  struct Stream {
+    Scheduler* sched = nullptr;
+    std::atomic<bool> big_ran{false};
+    std::atomic<int> count{0};
+    Event over, big_done;
+    // Each stream task queues the next one until the big job ran: the queue never runs dry.
+    void step() {
+      busy_for(std::chrono::microseconds(5));
+      if (big_ran.load() || count.fetch_add(1) >= kStreamCap) {
+        over.set();
+        return;
+      }
+      sched->enqueue_ready(new FnTask([this] { step(); }));
+    }
+  } stream;
+  FakeRunner runner;
+  Scheduler sched(&runner, node(2), /*max_threads=*/8, nullptr, /*starvation_bound=*/8);
+  stream.sched = &sched;
+  for (int i = 0; i < 4; ++i) sched.enqueue_ready(new FnTask([&stream] { stream.step(); }));
+  Job big;
+  big.task = new FnTask([&stream] {
+    stream.big_ran.store(true);
+    stream.big_done.set();
+  });
+  sched.enqueue_with_resources(std::move(big), make_request(2, 0, 0, 0, {}));
+  ASSERT_TRUE(stream.big_done.wait_until(Clock::now() + kTimeout))
+      << "the 2-CPU job did not run during " << stream.count.load() << " one-CPU tasks";
+  EXPECT_LT(stream.count.load(), kStreamCap);
+  ASSERT_TRUE(stream.over.wait_until(Clock::now() + kTimeout));
+}
+
+}  // namespace
+}  // namespace prism::internal
