@@ -129,8 +129,8 @@ TaskRecord* claim_producer_of(ObjectEntry* e, int64_t held_cpu) noexcept {
   return e->claim_producer(&accept_inline, &c);
 }
 
-// One object. on_ready is the last touch of this object by the completing thread: after it,
-// disarm() may return and the waiter's frame go.
+// One object. The `delivered_` store is the completing thread's last touch of this object and of
+// the waker (which may live in the waiter's frame): after it, disarm() may return and the frame go.
 class OneWait final : public BlockedWait, public Dependent {
  public:
   explicit OneWait(ObjectEntry* e) noexcept : entry_(e) {}
@@ -152,9 +152,8 @@ class OneWait final : public BlockedWait, public Dependent {
     }
   }
   void on_ready(ObjectEntry*) noexcept override {
-    Waker* w = waker_;
+    waker_->wake();  // the waker may live in the waiter's frame: wake before saying delivered
     delivered_.store(true, std::memory_order_release);
-    w->wake();
   }
 
  private:
@@ -218,10 +217,9 @@ class SomeWait final : public BlockedWait, public Dependent {
     }
   }
   void on_ready(ObjectEntry*) noexcept override {
-    Waker* w = waker_;
-    const bool last = remaining_.fetch_sub(1, std::memory_order_acq_rel) == 1;
+    if (remaining_.fetch_sub(1, std::memory_order_acq_rel) == 1) waker_->wake();
+    // Last touch: after this the waiter may return and its frame (this, the waker) go.
     delivered_.fetch_add(1, std::memory_order_release);
-    if (last) w->wake();
   }
 
  private:
