@@ -42,13 +42,20 @@ void ActorCore::on_call_ready(TaskRecord* call) noexcept {
     return;
   }
   call->actor_ready = true;
-  schedule_drain_locked();
+  const bool start = claim_drain_locked();
+  lock.unlock();
+  if (start) start_drain();
 }
 
-void ActorCore::schedule_drain_locked() {
-  if (state_ != State::kAlive || mailbox_.empty() || !mailbox_.front()->actor_ready) return;
-  if (drains_ >= options_.max_concurrency || drains_ > running_) return;  // one is on its way
+bool ActorCore::claim_drain_locked() {
+  if (state_ != State::kAlive || mailbox_.empty() || !mailbox_.front()->actor_ready) return false;
+  if (drains_ >= options_.max_concurrency || drains_ > running_) return false;  // one is on its way
   ++drains_;
+  return true;
+}
+
+void ActorCore::start_drain() noexcept {
+  // Outside mu_: the thread that takes the job runs drain(), which locks it at once.
   Job job;
   job.kind = Job::Kind::kActorDrain;
   job.actor = shared_from_this();
@@ -109,9 +116,10 @@ void ActorCore::run_creation(Job& job) noexcept {
   rt_->execute(create, &alloc_);  // calls set_instance or creation_failed
   MutexLock lock(mu_);
   creating_ = false;
-  schedule_drain_locked();
-  const bool fin = should_finalize_locked();
+  const bool start = claim_drain_locked();
+  const bool fin = should_finalize_locked();  // never with a drain claimed
   lock.unlock();
+  if (start) start_drain();
   if (fin) finalize();
 }
 
@@ -170,8 +178,9 @@ void ActorCore::drain() noexcept {
     mailbox_.pop_front();
     call->in_mailbox = false;
     ++running_;
-    schedule_drain_locked();  // with max_concurrency > 1 the next call may start now
+    const bool start = claim_drain_locked();  // with max_concurrency > 1 the next may start now
     lock.unlock();
+    if (start) start_drain();
     rt_->execute(call, &alloc_);
     lock.lock();
     --running_;

@@ -75,7 +75,10 @@ class ActorCore : public std::enable_shared_from_this<ActorCore> {
 
   void die_locked(std::exception_ptr error, std::vector<TaskRecord*>* to_fail)
       PRISM_REQUIRES(mu_);
-  void schedule_drain_locked() PRISM_REQUIRES(mu_);
+  // True if a drain job should start now (counted in drains_); the caller then calls
+  // start_drain() after releasing mu_.
+  bool claim_drain_locked() PRISM_REQUIRES(mu_);
+  void start_drain() noexcept;
   bool should_finalize_locked() PRISM_REQUIRES(mu_);
   void finalize() noexcept;
   void fail_all(const std::vector<TaskRecord*>& calls) noexcept;

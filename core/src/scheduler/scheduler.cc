@@ -44,8 +44,10 @@ namespace {
 
 thread_local Scheduler::Worker* tls_worker = nullptr;
 constexpr std::chrono::microseconds kSpinBeforePark{20};
-// CPU slots held in this process, across runtimes (see has_idle_core).
+// CPU slots held in this process, across runtimes, and how many of their holders spin on an
+// empty queue (see has_idle_core).
 std::atomic<int64_t> g_slot_holders{0};
+std::atomic<int64_t> g_slot_spinners{0};
 
 class StdThreadStarter final : public ThreadStarter {
  public:
@@ -107,7 +109,10 @@ Scheduler* Scheduler::current() noexcept {
 
 bool Scheduler::has_idle_core() noexcept {
   static const int64_t hardware = std::max(1u, std::thread::hardware_concurrency());
-  return g_slot_holders.load(std::memory_order_relaxed) < hardware;
+  // A holder spinning on an empty queue runs nothing: its core is as good as idle.
+  return g_slot_holders.load(std::memory_order_relaxed) -
+             g_slot_spinners.load(std::memory_order_relaxed) <
+         hardware;
 }
 
 void Scheduler::holders_add(int64_t n) noexcept {
@@ -320,10 +325,12 @@ void Scheduler::enter_lease_locked(Worker* w, CpuLease* lease, MutexLock& lock) 
   ++lease->active;
 }
 
-void Scheduler::leave_lease_locked(CpuLease* lease) {
+bool Scheduler::leave_lease_locked(CpuLease* lease) {
   --lease->active;
   // Calls of the same actor still blocked: the actor's CPU is idle now, lend it.
-  if (lease->blocked > 0) lend_locked(lease);
+  if (lease->blocked == 0 || lease->lent > 0) return false;
+  lend_locked(lease);
+  return lease->lent > 0;
 }
 
 // ---- worker threads ----
@@ -352,9 +359,11 @@ bool Scheduler::run_one_job_locked(Worker* w, MutexLock& lock) {
   runner_->run_job(job);
   lock.lock();
   w->lease = outer;
-  leave_lease_locked(lease);
-  pool_.release(job.alloc);
-  distribute_locked();
+  const bool lent = leave_lease_locked(lease);
+  if (lent || !job.alloc.empty()) {  // resources came free: hand them out
+    pool_.release(job.alloc);
+    distribute_locked();
+  }
   return true;
 }
 
@@ -394,9 +403,11 @@ void Scheduler::run_slot_loop(bool one_task) noexcept {
       // for a wake-up. One spinner is enough to catch the next task; more would only take CPU
       // from the threads producing it.
       if (spinners_.fetch_add(1, std::memory_order_seq_cst) == 0) {
+        g_slot_spinners.fetch_add(1, std::memory_order_relaxed);
         spin_for(kSpinBeforePark, [this] {
           return ready_.maybe_nonempty() || cpu_wanted_.load(std::memory_order_relaxed);
         });
+        g_slot_spinners.fetch_sub(1, std::memory_order_relaxed);
       }
       spinners_.fetch_sub(1, std::memory_order_seq_cst);
       t = ready_.pop();
@@ -419,13 +430,23 @@ void Scheduler::run_slot_loop(bool one_task) noexcept {
 void Scheduler::thread_main(Worker* w) noexcept {
   tls_worker = w;
   MutexLock lock(mu_);
+  bool left_slot = false;  // just gave a slot back
   for (;;) {
     clear_woken_locked(w);
-    if (run_one_job_locked(w, lock)) continue;
-    if (ready_.maybe_nonempty() && (can_take_slot_locked() || stopping_.load())) {
-      run_slot_locked(w, lock, /*one_task=*/false);
-      continue;  // re-check the queue under the lock: no lost wake-ups
+    if (run_one_job_locked(w, lock)) {
+      left_slot = false;
+      continue;
     }
+    // Re-check the queue under the lock after giving a slot back: no lost wake-ups. Unless another
+    // slot holder is spinning on the queue: it takes what is there (it pops once more after its
+    // spin), and this thread would only compete with it for each task.
+    if (ready_.maybe_nonempty() && (can_take_slot_locked() || stopping_.load()) &&
+        !(left_slot && spinners_.load(std::memory_order_seq_cst) > 0)) {
+      run_slot_locked(w, lock, /*one_task=*/false);
+      left_slot = true;
+      continue;
+    }
+    left_slot = false;
     if (stopping_.load()) break;
     if (w->ran_job && job_spinners_ == 0) {
       // Like the CPU workers: stay awake a few microseconds after a job (an actor's caller that

@@ -206,7 +206,8 @@ class Scheduler {
   // Leases (see job.h).
   void lend_locked(CpuLease* lease) PRISM_REQUIRES(mu_);
   void enter_lease_locked(Worker* w, CpuLease* lease, MutexLock& lock) PRISM_REQUIRES(mu_);
-  void leave_lease_locked(CpuLease* lease) PRISM_REQUIRES(mu_);
+  // True if it lent the lease's CPU (other calls of the same actor are blocked).
+  bool leave_lease_locked(CpuLease* lease) PRISM_REQUIRES(mu_);
   void take_back_locked(Worker* w, CpuLease* lease, MutexLock& lock) PRISM_REQUIRES(mu_);
 
   // Hands out what is free: resumers first, then waiting jobs; wakes threads for the work.
@@ -228,13 +229,14 @@ class Scheduler {
   const int max_threads_;
   int64_t cpu_slots_ = 0;
   ReadyQueue ready_;
+  // Read by spinning threads: kept off the line of mu_, which submitters write.
   std::atomic<int64_t> holders_{0};
   std::atomic<int> spinners_{0};
   std::atomic<bool> cpu_wanted_{false};
   std::atomic<bool> stopping_{false};
   std::atomic<int64_t> jobs_count_{0};
 
-  mutable Mutex mu_;
+  alignas(64) mutable Mutex mu_;
   ResourcePool pool_ PRISM_GUARDED_BY(mu_);
   WaitQueues waiting_ PRISM_GUARDED_BY(mu_);
   std::deque<Job> jobs_ PRISM_GUARDED_BY(mu_);

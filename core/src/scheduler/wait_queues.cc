@@ -86,6 +86,10 @@ void WaitQueues::suspend_reservation(ResourcePool& pool) {
 }
 
 void WaitQueues::grant(ResourcePool& pool, std::deque<Job>* out, bool may_reserve) {
+  if (waiting_ == 0 && reserved_ == nullptr) {  // the common case: nothing waits
+    wants_cpu_ = false;
+    return;
+  }
   if (!may_reserve) suspend_reservation(pool);
   for (;;) {
     wants_cpu_ = false;
