@@ -46,9 +46,13 @@
 // (seq_cst); a slot holder that gives its slot back decrements holders_ (seq_cst) and then
 // re-checks the queue under mu_; a spinner decrements spinners_ and then pops once more. One of
 // the two always sees the other: either the submitter sees no free holder and wakes a thread
-// under mu_, or the holder sees the task. A woken thread is counted in waking_for_ready_ until it
-// looks at the queue, so that one task wakes one thread, and a thread that finds more work than
-// it can take passes the wake-up on.
+// under mu_, or the holder sees the task. A holder that gave its slot back while another holder
+// spins leaves the queue to the spinner (which pops once more after its spin, and re-checks
+// under mu_ after giving its own slot back): two threads would only compete for each task. A
+// woken thread is counted in waking_for_ready_ until it looks at the queue, so that one task
+// wakes one thread, and a thread that finds more work than it can take passes the wake-up on.
+// get() outside a task spins for its result only while some core runs no task: a spinning
+// holder counts as idle (g_slot_spinners), a holder running a task does not.
 // Jobs and resumers are only added and taken under mu_, and every release of resources calls
 // distribute_locked(), which serves resumers, grants waiting jobs and wakes threads for what was
 // granted. A thread looks at jobs_, the ready queue and stopping_ under mu_ before it parks.

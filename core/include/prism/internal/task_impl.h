@@ -77,15 +77,9 @@ struct Arg<Tier, ObjectRef<void>, std::enable_if_t<(Tier >= 1)>> {
   static void add(TaskRecord* t, const ObjectRef<void>& r) noexcept { t->add_dep(r.entry()); }
 };
 
+// A vector of refs resolved to its values: every ref is a dependency.
 template <typename T>
-struct Arg<3, std::vector<ObjectRef<T>>, std::enable_if_t<!std::is_void_v<T>>> {
-  using type = std::vector<T>;
-  static std::vector<T> resolve(const std::vector<ObjectRef<T>>& v) {
-    std::vector<T> out;
-    out.reserve(v.size());
-    for (const auto& r : v) out.push_back(read_value<T>(r.entry()));
-    return out;
-  }
+struct VectorOfRefsArg {
   static size_t count(const std::vector<ObjectRef<T>>& v, RuntimeCore* rt) {
     for (const auto& r : v) check_arg_ref(r.entry(), rt);
     return v.size();
@@ -95,22 +89,30 @@ struct Arg<3, std::vector<ObjectRef<T>>, std::enable_if_t<!std::is_void_v<T>>> {
   }
 };
 
+// ... as copies of the values,
+template <typename T>
+struct Arg<3, std::vector<ObjectRef<T>>, std::enable_if_t<!std::is_void_v<T>>>
+    : VectorOfRefsArg<T> {
+  using type = std::vector<T>;
+  static std::vector<T> resolve(const std::vector<ObjectRef<T>>& v) {
+    std::vector<T> out;
+    out.reserve(v.size());
+    for (const auto& r : v) out.push_back(read_value<T>(r.entry()));
+    return out;
+  }
+};
+
+// ... or as pointers to the stored values (no copies; not for values with a place).
 template <typename T>
 struct Arg<2, std::vector<ObjectRef<T>>,
-           std::enable_if_t<!std::is_void_v<T> && !Placement<T>::kCustom>> {
+           std::enable_if_t<!std::is_void_v<T> && !Placement<T>::kCustom>>
+    : VectorOfRefsArg<T> {
   using type = std::vector<const T*>;
   static std::vector<const T*> resolve(const std::vector<ObjectRef<T>>& v) {
     std::vector<const T*> out;
     out.reserve(v.size());
     for (const auto& r : v) out.push_back(&value_of<T>(r.entry()));
     return out;
-  }
-  static size_t count(const std::vector<ObjectRef<T>>& v, RuntimeCore* rt) {
-    for (const auto& r : v) check_arg_ref(r.entry(), rt);
-    return v.size();
-  }
-  static void add(TaskRecord* t, const std::vector<ObjectRef<T>>& v) noexcept {
-    for (const auto& r : v) t->add_dep(r.entry());
   }
 };
 
