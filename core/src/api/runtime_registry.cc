@@ -1,5 +1,9 @@
 #include "api/runtime_registry.h"
 
+#include <linux/membarrier.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
 #include <atomic>
 #include <mutex>
 #include <random>
@@ -36,6 +40,37 @@ RuntimeSlot* g_free_slots = nullptr;  // guarded by g_slots_mu
 RuntimeSlot* g_all_slots = nullptr;   // guarded by g_slots_mu
 std::atomic<RuntimeSlot*> g_global{nullptr};
 std::atomic<bool> g_global_was_started{false};
+
+// Asymmetric fences: a pin (every API call from a user thread) pays only a compiler barrier
+// between its store and its load; the rare side (retiring a runtime, shutdown's wait for calls
+// under way) pays a process-wide barrier (membarrier), which together act as two seq_cst fences.
+// Decided once, by the first runtime's registration, before any pin can exist; without
+// membarrier (old kernels, some sandboxes) both sides use a full fence.
+std::atomic<bool> g_asymmetric{false};
+
+void decide_fences() {
+  static const bool asymmetric = [] {
+    const long q = syscall(__NR_membarrier, MEMBARRIER_CMD_QUERY, 0, 0);
+    if (q < 0 || (q & MEMBARRIER_CMD_PRIVATE_EXPEDITED) == 0) return false;
+    return syscall(__NR_membarrier, MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED, 0, 0) == 0;
+  }();
+  g_asymmetric.store(asymmetric, std::memory_order_relaxed);
+}
+
+inline void light_fence() noexcept {
+  if (g_asymmetric.load(std::memory_order_relaxed)) {
+    std::atomic_signal_fence(std::memory_order_seq_cst);
+  } else {
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+  }
+}
+
+void heavy_fence() noexcept {
+  if (!g_asymmetric.load(std::memory_order_relaxed) ||
+      syscall(__NR_membarrier, MEMBARRIER_CMD_PRIVATE_EXPEDITED, 0, 0) != 0) {
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+  }
+}
 
 HazardRecord* acquire_record() {
   for (HazardRecord* r = g_records.load(std::memory_order_acquire); r != nullptr; r = r->next) {
@@ -79,8 +114,9 @@ std::atomic<RuntimeSlot*>* free_cell() {
 // Pins `slot` if it holds `generation` (0: whatever runtime it holds). Null core on failure.
 RuntimePin pin_slot(RuntimeSlot* slot, uint64_t generation) {
   std::atomic<RuntimeSlot*>* cell = free_cell();
-  cell->store(slot, std::memory_order_seq_cst);
-  const uint64_t now = slot->generation.load(std::memory_order_seq_cst);
+  cell->store(slot, std::memory_order_relaxed);
+  light_fence();  // pairs with heavy_fence() in wait_unpinned()
+  const uint64_t now = slot->generation.load(std::memory_order_acquire);
   if (now == 0 || (generation != 0 && now != generation)) {
     cell->store(nullptr, std::memory_order_release);
     return RuntimePin();
@@ -107,6 +143,7 @@ uint64_t new_generation() noexcept {
 }
 
 RuntimeRef register_runtime(RuntimeCore* core, uint64_t generation) {
+  decide_fences();
   std::lock_guard<std::mutex> lock(g_slots_mu);
   RuntimeSlot* slot = g_free_slots;
   if (slot != nullptr) {
@@ -122,10 +159,14 @@ RuntimeRef register_runtime(RuntimeCore* core, uint64_t generation) {
 }
 
 void wait_unpinned(RuntimeRef ref) noexcept {
+  // The caller's store (generation 0, or the runtime's stopping flag) before this fence, every
+  // pinner's store of its cell before its light fence: one of the two sides sees the other's.
+  heavy_fence();
   for (HazardRecord* r = g_records.load(std::memory_order_acquire); r != nullptr; r = r->next) {
     for (auto& cell : r->cells) {
-      // Pins are held for the length of one API call: yield until it is over.
-      while (cell.load(std::memory_order_seq_cst) == ref.slot) std::this_thread::yield();
+      // Pins are held for the length of one API call: yield until it is over. The acquire pairs
+      // with the pin's release in ~RuntimePin: what the call did happens before what follows.
+      while (cell.load(std::memory_order_acquire) == ref.slot) std::this_thread::yield();
     }
   }
 }

@@ -2,11 +2,13 @@
 //
 // Each live runtime occupies a RuntimeSlot: {generation, core}. Slots are never freed (a freed
 // slot is reused by a later runtime with another generation), so a RuntimeRef can always read its
-// slot. Pinning stores the slot in one of the calling thread's hazard cells (seq_cst), then reads
-// the slot's generation (seq_cst): a match means the runtime is alive and stays so until the pin
-// is released, because retiring a runtime first clears its generation (seq_cst) and then waits
-// until no hazard cell holds its slot. Whichever of the two stores comes first, the other side's
-// load sees it: the pin fails, or the retirer waits for it.
+// slot. Pinning stores the slot in one of the calling thread's hazard cells, fences, then reads
+// the slot's generation: a match means the runtime is alive and stays so until the pin is
+// released, because retiring a runtime first clears its generation, fences, and then waits until
+// no hazard cell holds its slot. Whichever of the two stores comes first, the other side's load
+// sees it: the pin fails, or the retirer waits for it. (Shutdown does the same with its stopping
+// flag, which a pinned call reads after pinning.) The fences are asymmetric: a compiler barrier on
+// the pin's side, a process-wide membarrier on the rare side (see runtime_registry.cc).
 //
 // Thread-safe.
 #pragma once
