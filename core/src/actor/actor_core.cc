@@ -1,9 +1,12 @@
 #include "actor/actor_core.h"
 
+#include <atomic>
+#include <chrono>
 #include <utility>
 #include <vector>
 
 #include "api/runtime_core.h"
+#include "common/spin.h"
 #include "prism/errors.h"
 #include "scheduler/scheduler.h"
 
@@ -42,6 +45,7 @@ void ActorCore::on_call_ready(TaskRecord* call) noexcept {
     return;
   }
   call->actor_ready = true;
+  ready_calls_.fetch_add(1, std::memory_order_relaxed);  // for a lingering drain
   const bool start = claim_drain_locked();
   lock.unlock();
   if (start) start_drain();
@@ -170,10 +174,43 @@ void ActorCore::fail_all(const std::vector<TaskRecord*>& calls) noexcept {
   for (TaskRecord* call : calls) rt_->fail_task(call, why);
 }
 
+namespace {
+// Drains staying awake for their actor's next call, in this process (at most one at a time).
+std::atomic<int> g_drain_spinners{0};
+constexpr std::chrono::microseconds kDrainSpin{5};
+}  // namespace
+
+bool ActorCore::linger_for_next_call(MutexLock& lock) {
+  // A caller that waits for each result (synchronous calls) sends the next call a few
+  // microseconds after the last one finished: waiting for it here, with this drain still counted,
+  // runs it without a new drain job (a queue, a lock and often a thread wake-up). Only with a
+  // core to spare, and one drain at a time.
+  if (options_.max_concurrency != 1 || !Scheduler::has_idle_core()) return false;
+  if (g_drain_spinners.fetch_add(1, std::memory_order_relaxed) != 0) {
+    g_drain_spinners.fetch_sub(1, std::memory_order_relaxed);
+    return false;
+  }
+  const uint32_t seen = ready_calls_.load(std::memory_order_relaxed);
+  lock.unlock();
+  spin_for(kDrainSpin, [this, seen] {
+    return ready_calls_.load(std::memory_order_relaxed) != seen;
+  });
+  g_drain_spinners.fetch_sub(1, std::memory_order_relaxed);
+  lock.lock();
+  return true;
+}
+
 void ActorCore::drain() noexcept {
   MutexLock lock(mu_);
+  bool lingered = false;
   for (;;) {
-    if (state_ != State::kAlive || mailbox_.empty() || !mailbox_.front()->actor_ready) break;
+    if (state_ != State::kAlive || mailbox_.empty() || !mailbox_.front()->actor_ready) {
+      if (lingered || state_ != State::kAlive || !mailbox_.empty()) break;
+      lingered = true;
+      if (linger_for_next_call(lock)) continue;
+      break;
+    }
+    lingered = false;
     TaskRecord* call = mailbox_.front();
     mailbox_.pop_front();
     call->in_mailbox = false;

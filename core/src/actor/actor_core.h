@@ -14,6 +14,7 @@
 // Thread-safe: every public method may be called from any thread.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <deque>
 #include <exception>
@@ -79,6 +80,9 @@ class ActorCore : public std::enable_shared_from_this<ActorCore> {
   // start_drain() after releasing mu_.
   bool claim_drain_locked() PRISM_REQUIRES(mu_);
   void start_drain() noexcept;
+  // A drain whose mailbox ran empty may wait a few microseconds for the next call (lock released
+  // meanwhile); true if it waited (the caller looks at the mailbox again).
+  bool linger_for_next_call(MutexLock& lock) PRISM_REQUIRES(mu_);
   bool should_finalize_locked() PRISM_REQUIRES(mu_);
   void finalize() noexcept;
   void fail_all(const std::vector<TaskRecord*>& calls) noexcept;
@@ -96,6 +100,7 @@ class ActorCore : public std::enable_shared_from_this<ActorCore> {
   bool creating_ PRISM_GUARDED_BY(mu_) = true;  // the constructor task has not finished
   bool finalized_ PRISM_GUARDED_BY(mu_) = false;
   std::deque<TaskRecord*> mailbox_ PRISM_GUARDED_BY(mu_);
+  std::atomic<uint32_t> ready_calls_{0};  // calls made ready so far (a lingering drain watches it)
   int drains_ PRISM_GUARDED_BY(mu_) = 0;   // drain jobs scheduled or running
   int running_ PRISM_GUARDED_BY(mu_) = 0;  // calls running
   int handles_ PRISM_GUARDED_BY(mu_) = 0;
