@@ -8,12 +8,12 @@
 
 #include <cstddef>
 #include <cstdlib>
-#include <mutex>
 #include <string>
 #include <unordered_map>
 #include <vector>
 
 #include "prism/errors.h"
+#include "prism/internal/thread_annotations.h"
 
 namespace prism::gpu::internal {
 
@@ -38,7 +38,7 @@ class CachingPool {
   using RawFree = void (*)(void* p);
 
   CachingPool(RawAlloc raw_alloc, RawFree raw_free) : raw_alloc_(raw_alloc), raw_free_(raw_free) {}
-  ~CachingPool() {
+  ~CachingPool() PRISM_NO_THREAD_SAFETY_ANALYSIS {  // no other user is left
     for (auto& [size, blocks] : free_) {
       for (void* p : blocks) raw_free_(p);
     }
@@ -48,7 +48,7 @@ class CachingPool {
   void* allocate(size_t bytes) {
     const size_t c = size_class(bytes);
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      prism::internal::MutexLock lock(mu_);
       auto it = free_.find(c);
       if (it != free_.end() && !it->second.empty()) {
         void* p = it->second.back();
@@ -63,13 +63,13 @@ class CachingPool {
       throw Error(ErrorCode::kResourceExhausted,
                   "out of host memory allocating " + std::to_string(bytes) + " bytes");
     }
-    std::lock_guard<std::mutex> lock(mu_);
+    prism::internal::MutexLock lock(mu_);
     sizes_[p] = c;
     return p;
   }
   void free(void* p) noexcept {
     if (p == nullptr) return;
-    std::unique_lock<std::mutex> lock(mu_);
+    prism::internal::MutexLock lock(mu_);
     auto it = sizes_.find(p);
     const size_t c = it == sizes_.end() ? 0 : it->second;
     if (it != sizes_.end()) sizes_.erase(it);
@@ -90,10 +90,11 @@ class CachingPool {
  private:
   const RawAlloc raw_alloc_;
   const RawFree raw_free_;
-  std::mutex mu_;
-  std::unordered_map<size_t, std::vector<void*>> free_;  // size class -> cached blocks
-  std::unordered_map<void*, size_t> sizes_;              // live block -> size class
-  size_t cached_ = 0;
+  prism::internal::Mutex mu_;
+  // size class -> cached blocks
+  std::unordered_map<size_t, std::vector<void*>> free_ PRISM_GUARDED_BY(mu_);
+  std::unordered_map<void*, size_t> sizes_ PRISM_GUARDED_BY(mu_);  // live block -> size class
+  size_t cached_ PRISM_GUARDED_BY(mu_) = 0;
 };
 
 }  // namespace prism::gpu::internal

@@ -1,12 +1,12 @@
 #include "device_context.h"
 
-#include <mutex>
 #include <string>
 #include <vector>
 
 #include "backend.h"
 #include "prism/gpu/device.h"
 #include "prism/gpu/stream.h"
+#include "prism/internal/thread_annotations.h"
 
 namespace prism::gpu {
 namespace internal {
@@ -19,7 +19,7 @@ class StreamPool {
  public:
   void* take(int device) {
     {
-      std::lock_guard<std::mutex> lock(mu_);
+      prism::internal::MutexLock lock(mu_);
       if (device < static_cast<int>(free_.size()) && !free_[device].empty()) {
         void* s = free_[device].back();
         free_[device].pop_back();
@@ -29,14 +29,14 @@ class StreamPool {
     return backend_instance().stream_create(device);
   }
   void give_back(int device, void* stream) {
-    std::lock_guard<std::mutex> lock(mu_);
+    prism::internal::MutexLock lock(mu_);
     if (device >= static_cast<int>(free_.size())) free_.resize(device + 1);
     free_[device].push_back(stream);
   }
 
  private:
-  std::mutex mu_;
-  std::vector<std::vector<void*>> free_;
+  prism::internal::Mutex mu_;
+  std::vector<std::vector<void*>> free_ PRISM_GUARDED_BY(mu_);
 };
 
 StreamPool& pool() {

@@ -58,7 +58,7 @@ Storage::~Storage() {
 
 void Storage::record(Stream stream) {
   if (device_.is_host()) return;
-  std::lock_guard<std::mutex> lock(mu_);
+  prism::internal::MutexLock lock(mu_);
   DeviceBackend& b = backend_instance();
   DeviceGuard on(device_);
   if (event_ == nullptr) event_ = b.event_create(device_.index);
@@ -68,7 +68,7 @@ void Storage::record(Stream stream) {
 
 void Storage::wait_on(Stream stream) {
   if (device_.is_host()) return;
-  std::lock_guard<std::mutex> lock(mu_);
+  prism::internal::MutexLock lock(mu_);
   DeviceBackend& b = backend_instance();
   if (event_ != nullptr) {
     b.stream_wait_event(stream.handle(), event_);
@@ -83,7 +83,7 @@ void Storage::wait_on(Stream stream) {
 
 void Storage::synchronize() {
   if (device_.is_host()) return;
-  std::lock_guard<std::mutex> lock(mu_);
+  prism::internal::MutexLock lock(mu_);
   DeviceBackend& b = backend_instance();
   DeviceGuard on(device_);
   if (event_ != nullptr) {
@@ -96,16 +96,16 @@ void Storage::synchronize() {
 std::shared_ptr<Storage> Storage::copy_to(Device to, const std::shared_ptr<Storage>& self) {
   if (to == device_) return self;
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    prism::internal::MutexLock lock(mu_);
     for (const auto& [index, copy] : copies_) {
       if (index == to.index) return copy;
     }
   }
   // Made once: concurrent readers of this storage wait for the first one's copy (copy_mu_ is
   // held only here; mu_ is taken inside it, never the other way round).
-  std::lock_guard<std::mutex> make_lock(copy_mu_);
+  prism::internal::MutexLock make_lock(copy_mu_);
   {
-    std::lock_guard<std::mutex> lock(mu_);
+    prism::internal::MutexLock lock(mu_);
     for (const auto& [index, copy] : copies_) {
       if (index == to.index) return copy;
     }
@@ -134,7 +134,7 @@ std::shared_ptr<Storage> Storage::copy_to(Device to, const std::shared_ptr<Stora
     if (device_.is_host()) b.stream_synchronize(s.handle());
   }
   count_copy(device_, to, bytes_);
-  std::lock_guard<std::mutex> lock(mu_);
+  prism::internal::MutexLock lock(mu_);
   copies_.emplace_back(to.index, copy);
   return copy;
 }

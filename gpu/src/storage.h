@@ -15,12 +15,12 @@
 
 #include <cstddef>
 #include <memory>
-#include <mutex>
 #include <utility>
 #include <vector>
 
 #include "prism/gpu/device.h"
 #include "prism/gpu/stream.h"
+#include "prism/internal/thread_annotations.h"
 
 namespace prism::gpu::internal {
 
@@ -53,11 +53,13 @@ class Storage {
   const size_t bytes_;
   void* data_ = nullptr;
 
-  std::mutex copy_mu_;  // held while a copy of this storage is made (no user code runs)
-  std::mutex mu_;       // guards everything below
-  Stream writer_;       // the stream the contents were written on
-  void* event_ = nullptr;  // recorded on writer_ by record(); null before
-  std::vector<std::pair<int, std::shared_ptr<Storage>>> copies_;  // (device index, copy)
+  // Held while a copy of this storage is made (no user code runs); taken before mu_.
+  prism::internal::Mutex copy_mu_;
+  prism::internal::Mutex mu_;
+  Stream writer_ PRISM_GUARDED_BY(mu_);           // the stream the contents were written on
+  void* event_ PRISM_GUARDED_BY(mu_) = nullptr;   // recorded on writer_ by record(); null before
+  // (device index, copy)
+  std::vector<std::pair<int, std::shared_ptr<Storage>>> copies_ PRISM_GUARDED_BY(mu_);
 };
 
 // Counts a copy for copy_stats().

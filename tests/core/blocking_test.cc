@@ -133,7 +133,7 @@ TEST(BlockingTest, NeverMoreCpuTasksThanCpusWhenABlockedTaskResumes) {
   prism::Runtime rt({.num_cpus = 1});
   ConcurrencyTracker cpu_tasks;  // tasks holding a CPU, counted while they hold it
   Gate child_started, release_child, first_busy_ran;
-  auto parent = rt.task([=, &rt] {
+  auto parent = rt.task([=] {
                   prism::ObjectRef<int> child;
                   {
                     ConcurrencyTracker::Scope s(cpu_tasks);

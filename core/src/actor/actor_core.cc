@@ -180,7 +180,7 @@ std::atomic<int> g_drain_spinners{0};
 constexpr std::chrono::microseconds kDrainSpin{5};
 }  // namespace
 
-bool ActorCore::linger_for_next_call(MutexLock& lock) {
+bool ActorCore::linger_for_next_call() {
   // A caller that waits for each result (synchronous calls) sends the next call a few
   // microseconds after the last one finished: waiting for it here, with this drain still counted,
   // runs it without a new drain job (a queue, a lock and often a thread wake-up). Only with a
@@ -191,12 +191,12 @@ bool ActorCore::linger_for_next_call(MutexLock& lock) {
     return false;
   }
   const uint32_t seen = ready_calls_.load(std::memory_order_relaxed);
-  lock.unlock();
+  mu_.unlock();
   spin_for(kDrainSpin, [this, seen] {
     return ready_calls_.load(std::memory_order_relaxed) != seen;
   });
   g_drain_spinners.fetch_sub(1, std::memory_order_relaxed);
-  lock.lock();
+  mu_.lock();
   return true;
 }
 
@@ -207,7 +207,7 @@ void ActorCore::drain() noexcept {
     if (state_ != State::kAlive || mailbox_.empty() || !mailbox_.front()->actor_ready) {
       if (lingered || state_ != State::kAlive || !mailbox_.empty()) break;
       lingered = true;
-      if (linger_for_next_call(lock)) continue;
+      if (linger_for_next_call()) continue;
       break;
     }
     lingered = false;

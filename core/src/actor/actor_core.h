@@ -22,7 +22,7 @@
 #include <string>
 #include <typeinfo>
 
-#include "common/thread_annotations.h"
+#include "prism/internal/thread_annotations.h"
 #include "prism/internal/ids.h"
 #include "prism/internal/task_record.h"
 #include "prism/options.h"
@@ -82,7 +82,7 @@ class ActorCore : public std::enable_shared_from_this<ActorCore> {
   void start_drain() noexcept;
   // A drain whose mailbox ran empty may wait a few microseconds for the next call (lock released
   // meanwhile); true if it waited (the caller looks at the mailbox again).
-  bool linger_for_next_call(MutexLock& lock) PRISM_REQUIRES(mu_);
+  bool linger_for_next_call() PRISM_REQUIRES(mu_);
   bool should_finalize_locked() PRISM_REQUIRES(mu_);
   void finalize() noexcept;
   void fail_all(const std::vector<TaskRecord*>& calls) noexcept;

@@ -13,7 +13,7 @@
 #include <unordered_map>
 #include <vector>
 
-#include "common/thread_annotations.h"
+#include "prism/internal/thread_annotations.h"
 #include "prism/internal/ids.h"
 
 namespace prism::internal {

@@ -1,11 +1,11 @@
 #include <cstring>
 #include <map>
-#include <mutex>
 #include <string>
 #include <vector>
 
 #include "api/registry_internal.h"
 #include "prism/errors.h"
+#include "prism/internal/thread_annotations.h"
 #include "prism/registry.h"
 
 namespace prism::internal {
@@ -13,9 +13,9 @@ namespace prism::internal {
 namespace {
 
 struct Registry {
-  std::mutex mu;
-  std::map<std::string, FunctionKey> by_name;
-  std::vector<std::string> conflicts;
+  Mutex mu;
+  std::map<std::string, FunctionKey> by_name PRISM_GUARDED_BY(mu);
+  std::vector<std::string> conflicts PRISM_GUARDED_BY(mu);
 };
 
 Registry& registry() {
@@ -39,7 +39,7 @@ std::string trim(const std::string& s) {
 void register_function(const std::string& name, const FunctionKey& key, bool throw_on_conflict) {
   if (name.empty()) throw Error(ErrorCode::kInvalidArgument, "empty function name");
   Registry& r = registry();
-  std::lock_guard<std::mutex> lock(r.mu);
+  MutexLock lock(r.mu);
   auto it = r.by_name.find(name);
   if (it == r.by_name.end()) {
     r.by_name.emplace(name, key);
@@ -54,7 +54,7 @@ void register_function(const std::string& name, const FunctionKey& key, bool thr
 std::string registered_name(const FunctionKey& key) {
   if (key.size == 0) return {};
   Registry& r = registry();
-  std::lock_guard<std::mutex> lock(r.mu);
+  MutexLock lock(r.mu);
   for (const auto& [name, k] : r.by_name) {
     if (same_key(k, key)) return name;
   }
@@ -88,7 +88,7 @@ bool register_static(const char* names, const FunctionKey* keys, size_t count) n
 
 void check_registry_conflicts() {
   Registry& r = registry();
-  std::lock_guard<std::mutex> lock(r.mu);
+  MutexLock lock(r.mu);
   if (r.conflicts.empty()) return;
   std::string msg = "prism::init: ";
   for (size_t i = 0; i < r.conflicts.size(); ++i) msg += (i ? "; " : "") + r.conflicts[i];

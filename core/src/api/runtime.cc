@@ -2,18 +2,18 @@
 
 #include <atomic>
 #include <memory>
-#include <mutex>
 
 #include "api/registry_internal.h"
 #include "api/runtime_core.h"
 #include "api/runtime_registry.h"
 #include "prism/errors.h"
+#include "prism/internal/thread_annotations.h"
 
 namespace prism {
 
 namespace {
-std::mutex g_mu;  // serializes init/shutdown
-std::unique_ptr<Runtime> g_runtime;
+internal::Mutex g_mu;  // serializes init/shutdown
+std::unique_ptr<Runtime> g_runtime PRISM_GUARDED_BY(g_mu);
 std::atomic<Runtime*> g_runtime_ptr{nullptr};  // lock-free access for tasks during shutdown
 }  // namespace
 
@@ -38,7 +38,7 @@ const std::string& Runtime::node_id() const { return core_->node_id(); }
 void Runtime::timeline(const std::string& path) const { core_->write_timeline(path); }
 
 void init(const InitOptions& options) {
-  std::lock_guard<std::mutex> lock(g_mu);
+  internal::MutexLock lock(g_mu);
   if (g_runtime) {
     throw Error(ErrorCode::kInvalidArgument,
                 "prism::init() called twice: call prism::shutdown() first");
@@ -51,7 +51,7 @@ void init(const InitOptions& options) {
 void shutdown() {
   std::unique_ptr<Runtime> rt;
   {
-    std::lock_guard<std::mutex> lock(g_mu);
+    internal::MutexLock lock(g_mu);
     if (!g_runtime) return;
     g_runtime->shutdown();  // throws if called from one of its tasks; the runtime stays
     internal::set_global_runtime(internal::RuntimeRef{});

@@ -148,7 +148,7 @@ void RuntimeCore::shutdown() {
   if (Scheduler::current() == scheduler_.get()) {
     throw Error(ErrorCode::kInvalidArgument, "shutdown() called from one of the runtime's tasks");
   }
-  std::lock_guard<std::mutex> once(shutdown_mu_);
+  MutexLock once(shutdown_mu_);
   if (stopped_) return;  // idempotent
   stopping_.store(true, std::memory_order_seq_cst);
   // API calls that started before stopping_ was set finish submitting (their tasks are failed

@@ -18,6 +18,7 @@
 
 #include "actor/actor_directory.h"
 #include "prism/internal/runtime_hooks.h"
+#include "prism/internal/thread_annotations.h"
 #include "object_store/store_account.h"
 #include "observability/timeline.h"
 #include "prism/internal/task_record.h"
@@ -90,8 +91,8 @@ class RuntimeCore final : public JobRunner {
   RuntimeRef ref_;
   std::atomic<uint64_t> next_sequence_{1};
   std::atomic<bool> stopping_{false};
-  std::mutex shutdown_mu_;  // one shutdown at a time; a second caller waits for the first
-  bool stopped_ = false;    // guarded by shutdown_mu_
+  Mutex shutdown_mu_;  // one shutdown at a time; a second caller waits for the first
+  bool stopped_ PRISM_GUARDED_BY(shutdown_mu_) = false;
   std::shared_ptr<StoreAccount> store_;
   std::unique_ptr<Timeline> timeline_;  // null unless InitOptions::timeline
   ActorDirectory actors_;

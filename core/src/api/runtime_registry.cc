@@ -5,13 +5,13 @@
 #include <unistd.h>
 
 #include <atomic>
-#include <mutex>
 #include <random>
 #include <string>
 #include <thread>
 
 #include "api/runtime_core.h"
 #include "prism/errors.h"
+#include "prism/internal/thread_annotations.h"
 #include "worker/exec_context.h"
 
 namespace prism::internal {
@@ -19,8 +19,8 @@ namespace prism::internal {
 struct RuntimeSlot {
   std::atomic<uint64_t> generation{0};  // nonzero while its runtime is alive
   RuntimeCore* core = nullptr;          // valid while `generation` is nonzero
-  RuntimeSlot* next_free = nullptr;     // guarded by g_slots_mu
-  RuntimeSlot* next_all = nullptr;      // every slot ever made (keeps them reachable)
+  RuntimeSlot* next_free = nullptr;     // guarded by g_slots_mu (a global: not annotatable here)
+  RuntimeSlot* next_all = nullptr;      // every slot ever made (keeps them reachable); likewise
 };
 
 namespace {
@@ -35,9 +35,9 @@ struct HazardRecord {
 };
 
 std::atomic<HazardRecord*> g_records{nullptr};
-std::mutex g_slots_mu;
-RuntimeSlot* g_free_slots = nullptr;  // guarded by g_slots_mu
-RuntimeSlot* g_all_slots = nullptr;   // guarded by g_slots_mu
+Mutex g_slots_mu;
+RuntimeSlot* g_free_slots PRISM_GUARDED_BY(g_slots_mu) = nullptr;
+RuntimeSlot* g_all_slots PRISM_GUARDED_BY(g_slots_mu) = nullptr;
 std::atomic<RuntimeSlot*> g_global{nullptr};
 std::atomic<bool> g_global_was_started{false};
 
@@ -144,7 +144,7 @@ uint64_t new_generation() noexcept {
 
 RuntimeRef register_runtime(RuntimeCore* core, uint64_t generation) {
   decide_fences();
-  std::lock_guard<std::mutex> lock(g_slots_mu);
+  MutexLock lock(g_slots_mu);
   RuntimeSlot* slot = g_free_slots;
   if (slot != nullptr) {
     g_free_slots = slot->next_free;
@@ -175,7 +175,7 @@ void retire_runtime(RuntimeRef ref) noexcept {
   if (ref.empty()) return;
   ref.slot->generation.store(0, std::memory_order_seq_cst);
   wait_unpinned(ref);
-  std::lock_guard<std::mutex> lock(g_slots_mu);
+  MutexLock lock(g_slots_mu);
   ref.slot->core = nullptr;
   ref.slot->next_free = g_free_slots;
   g_free_slots = ref.slot;
@@ -207,7 +207,7 @@ RuntimePin try_pin_runtime(RuntimeRef ref) noexcept {
 RuntimePin try_pin_owner(uint64_t owner) noexcept {
   RuntimeSlot* slot = nullptr;
   {
-    std::lock_guard<std::mutex> lock(g_slots_mu);
+    MutexLock lock(g_slots_mu);
     for (RuntimeSlot* s = g_all_slots; s != nullptr; s = s->next_all) {
       if (s->generation.load(std::memory_order_relaxed) == owner) {
         slot = s;

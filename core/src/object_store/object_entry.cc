@@ -9,7 +9,8 @@
 
 namespace prism::internal {
 
-void SpinLock::lock() noexcept {
+// The lock itself: the analysis cannot see an atomic flag become a held capability.
+void SpinLock::lock() noexcept PRISM_NO_THREAD_SAFETY_ANALYSIS {
   for (int spins = 0;; ++spins) {
     if (!flag_.exchange(true, std::memory_order_acquire)) return;
     while (flag_.load(std::memory_order_relaxed)) {

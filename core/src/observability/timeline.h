@@ -13,7 +13,7 @@
 #include <string>
 #include <vector>
 
-#include "common/thread_annotations.h"
+#include "prism/internal/thread_annotations.h"
 
 namespace prism::internal {
 

@@ -13,7 +13,7 @@
 #include <cstdint>
 #include <memory>
 
-#include "common/thread_annotations.h"
+#include "prism/internal/thread_annotations.h"
 #include "prism/internal/task_record.h"
 
 namespace prism::internal {

@@ -15,14 +15,17 @@ struct Scheduler::Worker final : Waker {
   std::thread thread;
   // Futex word: set to 1 (then woken) when the thread should look at its state again.
   std::atomic<uint32_t> signal{0};
-  // Guarded by sched->mu_:
-  bool parked = false;
-  bool woken_for_ready = false;  // counted in waking_for_ready_
-  bool woken_for_job = false;    // counted in waking_for_jobs_
-  bool ran_job = false;          // spin once before parking
-  bool help_asked = false;       // blocked, asked to help (counted like a woken thread)
-  bool help_for_ready = false;   // which count the help request is in
-  CpuLease* resuming = nullptr;  // in resumers_: waiting to take this lease's CPU back
+  // Guarded by the scheduler's lock (the analysis is told, by sched->mu_.assert_held(), where
+  // the code reaches a worker of `this` scheduler while holding this->mu_):
+  bool parked PRISM_GUARDED_BY(sched->mu_) = false;
+  bool woken_for_ready PRISM_GUARDED_BY(sched->mu_) = false;  // counted in waking_for_ready_
+  bool woken_for_job PRISM_GUARDED_BY(sched->mu_) = false;    // counted in waking_for_jobs_
+  bool ran_job PRISM_GUARDED_BY(sched->mu_) = false;          // spin once before parking
+  // Blocked, asked to help (counted like a woken thread), and in which count.
+  bool help_asked PRISM_GUARDED_BY(sched->mu_) = false;
+  bool help_for_ready PRISM_GUARDED_BY(sched->mu_) = false;
+  // In resumers_: waiting to take this lease's CPU back.
+  CpuLease* resuming PRISM_GUARDED_BY(sched->mu_) = nullptr;
   // Owned by the thread:
   CpuLease* lease = nullptr;  // what the work running on this thread holds (innermost)
 
@@ -178,6 +181,7 @@ void Scheduler::distribute_locked(bool wake_for_ready) {
 void Scheduler::serve_resumers_locked() {
   while (!resumers_.empty()) {
     Worker* r = resumers_.front();
+    r->sched->mu_.assert_held();  // a worker of this scheduler: its lock is mu_
     CpuLease* lease = r->resuming;
     lease->lent -= pool_.take_back(lease->lent);
     if (lease->lent > 0) return;  // first come, first served: the rest waits behind it
@@ -204,6 +208,7 @@ void Scheduler::wake_for_jobs_locked() {
 bool Scheduler::provide_thread_locked(bool for_ready) {
   if (!parked_.empty()) {
     Worker* w = parked_.back();
+    w->sched->mu_.assert_held();  // a worker of this scheduler: its lock is mu_
     parked_.pop_back();
     w->parked = false;
     (for_ready ? w->woken_for_ready : w->woken_for_job) = true;
@@ -214,6 +219,7 @@ bool Scheduler::provide_thread_locked(bool for_ready) {
   if (spawn_locked(for_ready)) return true;
   // No thread can be had: a thread whose task is blocked runs the work on its own stack.
   for (Worker* b : blocked_) {
+    b->sched->mu_.assert_held();  // a worker of this scheduler: its lock is mu_
     if (!b->help_asked && b->resuming == nullptr) {
       b->help_asked = true;
       b->help_for_ready = for_ready;
@@ -250,6 +256,7 @@ bool Scheduler::spawn_locked(bool for_ready) {
     }
     return false;
   }
+  raw->sched->mu_.assert_held();  // a worker of this scheduler: its lock is mu_
   (for_ready ? raw->woken_for_ready : raw->woken_for_job) = true;
   ++(for_ready ? waking_for_ready_ : waking_for_jobs_);
   workers_.push_back(std::move(w));
@@ -284,6 +291,7 @@ void Scheduler::reject_if_no_threads() noexcept {
 }
 
 void Scheduler::clear_woken_locked(Worker* w) {
+  w->sched->mu_.assert_held();  // a worker of this scheduler: its lock is mu_
   if (w->woken_for_job) {
     w->woken_for_job = false;
     --waking_for_jobs_;
@@ -303,7 +311,8 @@ void Scheduler::lend_locked(CpuLease* lease) {
   if (lease->slot) holders_add(-1);
 }
 
-void Scheduler::take_back_locked(Worker* w, CpuLease* lease, MutexLock& lock) {
+void Scheduler::take_back_locked(Worker* w, CpuLease* lease) {
+  w->sched->mu_.assert_held();  // a worker of this scheduler: its lock is mu_
   // Resumers are served in order: take it at once only if nobody waits before us.
   if (resumers_.empty()) lease->lent -= pool_.take_back(lease->lent);
   if (lease->lent > 0) {
@@ -312,16 +321,16 @@ void Scheduler::take_back_locked(Worker* w, CpuLease* lease, MutexLock& lock) {
     cpu_wanted_.store(true, std::memory_order_relaxed);
     while (w->resuming != nullptr) {
       w->signal.store(0, std::memory_order_relaxed);
-      lock.unlock();
+      mu_.unlock();
       w->sleep();
-      lock.lock();
+      mu_.lock();
     }
   }
   if (lease->slot) holders_add(1);
 }
 
-void Scheduler::enter_lease_locked(Worker* w, CpuLease* lease, MutexLock& lock) {
-  if (lease->lent > 0) take_back_locked(w, lease, lock);
+void Scheduler::enter_lease_locked(Worker* w, CpuLease* lease) {
+  if (lease->lent > 0) take_back_locked(w, lease);
   ++lease->active;
 }
 
@@ -339,7 +348,8 @@ bool Scheduler::can_take_slot_locked() const {
   return resumers_.empty() && pool_.slot_free();
 }
 
-bool Scheduler::run_one_job_locked(Worker* w, MutexLock& lock) {
+bool Scheduler::run_one_job_locked(Worker* w) {
+  w->sched->mu_.assert_held();  // a worker of this scheduler: its lock is mu_
   if (jobs_.empty()) return false;
   Job job = std::move(jobs_.front());
   jobs_.pop_front();
@@ -352,12 +362,12 @@ bool Scheduler::run_one_job_locked(Worker* w, MutexLock& lock) {
   CpuLease own;
   own.cpu = job.alloc.cpu;
   CpuLease* lease = job.lease != nullptr ? job.lease : &own;
-  enter_lease_locked(w, lease, lock);
+  enter_lease_locked(w, lease);
   CpuLease* outer = std::exchange(w->lease, lease);
   w->ran_job = true;
-  lock.unlock();
+  mu_.unlock();
   runner_->run_job(job);
-  lock.lock();
+  mu_.lock();
   w->lease = outer;
   const bool lent = leave_lease_locked(lease);
   if (lent || !job.alloc.empty()) {  // resources came free: hand them out
@@ -367,7 +377,7 @@ bool Scheduler::run_one_job_locked(Worker* w, MutexLock& lock) {
   return true;
 }
 
-void Scheduler::run_slot_locked(Worker* w, MutexLock& lock, bool one_task) {
+void Scheduler::run_slot_locked(Worker* w, bool one_task) {
   CpuLease slot;
   slot.slot = true;
   slot.active = 1;
@@ -383,9 +393,9 @@ void Scheduler::run_slot_locked(Worker* w, MutexLock& lock, bool one_task) {
   }
   holders_add(1);
   CpuLease* outer = std::exchange(w->lease, &slot);
-  lock.unlock();
+  mu_.unlock();
   run_slot_loop(one_task);
-  lock.lock();
+  mu_.lock();
   w->lease = outer;
   holders_add(-1);
   if (counted) pool_.return_slot();
@@ -432,8 +442,9 @@ void Scheduler::thread_main(Worker* w) noexcept {
   MutexLock lock(mu_);
   bool left_slot = false;  // just gave a slot back
   for (;;) {
+    w->sched->mu_.assert_held();  // a worker of this scheduler: its lock is mu_
     clear_woken_locked(w);
-    if (run_one_job_locked(w, lock)) {
+    if (run_one_job_locked(w)) {
       left_slot = false;
       continue;
     }
@@ -442,7 +453,7 @@ void Scheduler::thread_main(Worker* w) noexcept {
     // spin), and this thread would only compete with it for each task.
     if (ready_.maybe_nonempty() && (can_take_slot_locked() || stopping_.load()) &&
         !(left_slot && spinners_.load(std::memory_order_seq_cst) > 0)) {
-      run_slot_locked(w, lock, /*one_task=*/false);
+      run_slot_locked(w, /*one_task=*/false);
       left_slot = true;
       continue;
     }
@@ -499,6 +510,7 @@ bool Scheduler::block(BlockedWait& wait, Deadline deadline) noexcept {
   bool timed_out = false;
   {
     MutexLock lock(mu_);
+    w->sched->mu_.assert_held();  // a worker of this scheduler: its lock is mu_
     // 2. Lend the CPU (if every thread of the lease is blocked now) and find it work.
     --lease->active;
     ++lease->blocked;
@@ -510,7 +522,7 @@ bool Scheduler::block(BlockedWait& wait, Deadline deadline) noexcept {
       if (wait.ready()) break;
       if (w->help_asked) {
         // 3. No thread could be had for some work: do it here, then look again.
-        help_locked(w, lock);
+        help_locked(w);
         continue;
       }
       if (deadline != kNoDeadline && Clock::now() >= deadline) {
@@ -533,19 +545,20 @@ bool Scheduler::block(BlockedWait& wait, Deadline deadline) noexcept {
     }
     // Take the CPU back before going on: never more CPU in use than the node has.
     --lease->blocked;
-    enter_lease_locked(w, lease, lock);
+    enter_lease_locked(w, lease);
   }
   wait.disarm();
   return !timed_out || wait.ready();
 }
 
-void Scheduler::help_locked(Worker* w, MutexLock& lock) {
+void Scheduler::help_locked(Worker* w) {
+  w->sched->mu_.assert_held();  // a worker of this scheduler: its lock is mu_
   w->help_asked = false;
   --(w->help_for_ready ? waking_for_ready_ : waking_for_jobs_);
   // While it works it is no candidate for another help request: a sleeping one is.
   blocked_.erase(std::find(blocked_.begin(), blocked_.end(), w));
-  if (!run_one_job_locked(w, lock) && ready_.maybe_nonempty() && can_take_slot_locked()) {
-    run_slot_locked(w, lock, /*one_task=*/true);
+  if (!run_one_job_locked(w) && ready_.maybe_nonempty() && can_take_slot_locked()) {
+    run_slot_locked(w, /*one_task=*/true);
   }
   blocked_.push_back(w);
   // Work that came meanwhile found no helper (this one was busy): ask again, maybe this one.
@@ -576,6 +589,7 @@ void Scheduler::stop(std::vector<TaskRecord*>* tasks, std::vector<Job>* jobs) {
   jobs_ = std::move(keep);
   jobs_count_.store(static_cast<int64_t>(jobs_.size()), std::memory_order_relaxed);
   for (Worker* w : parked_) {
+    w->sched->mu_.assert_held();  // a worker of this scheduler: its lock is mu_
     w->parked = false;
     w->wake();
   }
@@ -588,6 +602,7 @@ void Scheduler::join() {
     MutexLock lock(mu_);
     stopping_.store(true);
     for (Worker* w : parked_) {
+      w->sched->mu_.assert_held();  // a worker of this scheduler: its lock is mu_
       w->parked = false;
       w->wake();
     }

@@ -80,7 +80,7 @@
 #include <thread>
 #include <vector>
 
-#include "common/thread_annotations.h"
+#include "prism/internal/thread_annotations.h"
 #include "prism/internal/runtime_hooks.h"
 #include "prism/internal/task_record.h"
 #include "scheduler/job.h"
@@ -199,20 +199,20 @@ class Scheduler {
  private:
   void thread_main(Worker* w) noexcept;
   // Runs one job from jobs_ if there is one (lock released meanwhile); false if none.
-  bool run_one_job_locked(Worker* w, MutexLock& lock) PRISM_REQUIRES(mu_);
+  bool run_one_job_locked(Worker* w) PRISM_REQUIRES(mu_);
   // Takes a CPU slot and runs ready tasks (one, or until the queue is empty or CPU is wanted).
-  void run_slot_locked(Worker* w, MutexLock& lock, bool one_task) PRISM_REQUIRES(mu_);
+  void run_slot_locked(Worker* w, bool one_task) PRISM_REQUIRES(mu_);
   void run_slot_loop(bool one_task) noexcept;
   bool can_take_slot_locked() const PRISM_REQUIRES(mu_);
   // One piece of work for a blocked thread asked to help.
-  void help_locked(Worker* w, MutexLock& lock) PRISM_REQUIRES(mu_);
+  void help_locked(Worker* w) PRISM_REQUIRES(mu_);
 
   // Leases (see job.h).
   void lend_locked(CpuLease* lease) PRISM_REQUIRES(mu_);
-  void enter_lease_locked(Worker* w, CpuLease* lease, MutexLock& lock) PRISM_REQUIRES(mu_);
+  void enter_lease_locked(Worker* w, CpuLease* lease) PRISM_REQUIRES(mu_);
   // True if it lent the lease's CPU (other calls of the same actor are blocked).
   bool leave_lease_locked(CpuLease* lease) PRISM_REQUIRES(mu_);
-  void take_back_locked(Worker* w, CpuLease* lease, MutexLock& lock) PRISM_REQUIRES(mu_);
+  void take_back_locked(Worker* w, CpuLease* lease) PRISM_REQUIRES(mu_);
 
   // Hands out what is free: resumers first, then waiting jobs; wakes threads for the work.
   void distribute_locked(bool wake_for_ready = true) PRISM_REQUIRES(mu_);

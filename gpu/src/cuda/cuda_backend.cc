@@ -15,6 +15,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "prism/internal/thread_annotations.h"
 #include "backend.h"
 #include "caching_pool.h"
 #include "prism/errors.h"
@@ -76,8 +77,10 @@ class Current {
 
 // Pinned host memory for the CachingPool, or plain malloc when pinning fails (remembered, so
 // that the block is given back the same way).
-std::mutex g_unpinned_mu;
-std::unordered_set<void*>* g_unpinned = new std::unordered_set<void*>;  // never destroyed
+prism::internal::Mutex g_unpinned_mu;
+// Never destroyed.
+std::unordered_set<void*>* const g_unpinned PRISM_PT_GUARDED_BY(g_unpinned_mu) =
+    new std::unordered_set<void*>;
 
 void* pinned_block(size_t bytes) {
   void* p = nullptr;
@@ -85,7 +88,7 @@ void* pinned_block(size_t bytes) {
   cudaGetLastError();
   p = std::aligned_alloc(kAlignment, bytes);
   if (p != nullptr) {
-    std::lock_guard<std::mutex> lock(g_unpinned_mu);
+    prism::internal::MutexLock lock(g_unpinned_mu);
     g_unpinned->insert(p);
   }
   return p;
@@ -93,7 +96,7 @@ void* pinned_block(size_t bytes) {
 
 void free_pinned_block(void* p) {
   {
-    std::lock_guard<std::mutex> lock(g_unpinned_mu);
+    prism::internal::MutexLock lock(g_unpinned_mu);
     if (g_unpinned->erase(p) > 0) {
       std::free(p);
       return;

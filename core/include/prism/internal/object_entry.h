@@ -30,6 +30,7 @@
 #include <vector>
 
 #include "prism/internal/ids.h"
+#include "prism/internal/thread_annotations.h"
 
 namespace prism {
 
@@ -97,16 +98,6 @@ class Dependent {
 
 enum class ObjState : uint32_t { kPending = 0, kReady = 1, kFailed = 2 };
 
-// A one-byte lock for very short critical sections (a few pointer writes).
-class SpinLock {
- public:
-  void lock() noexcept;
-  void unlock() noexcept { flag_.store(false, std::memory_order_release); }
-
- private:
-  std::atomic<bool> flag_{false};
-};
-
 class ObjectEntry {
  public:
   ObjectEntry(const ObjectEntry&) = delete;
@@ -142,8 +133,11 @@ class ObjectEntry {
     return cancel_requested_.load(std::memory_order_relaxed);
   }
 
-  // The task that completes this entry; set once by the submitter before the ref is shared.
-  void set_producer(TaskRecord* task) noexcept { producer_ = task; }
+  // The task that completes this entry; set once by the submitter before the ref is shared (so
+  // without the lock: nobody else can see the entry yet).
+  void set_producer(TaskRecord* task) noexcept PRISM_NO_THREAD_SAFETY_ANALYSIS {
+    producer_ = task;
+  }
   // If the entry is pending and `accept(producer, ctx)` agrees, claims the producer for the
   // caller to run (TaskRecord::try_claim) and returns it; else null. `accept` runs under the
   // entry's spinlock: it must be short and must not block.
@@ -191,8 +185,8 @@ class ObjectEntry {
   bool value_constructed_ = false;  // TypedEntry: the value exists (owned by the producer)
 
  private:
-  DepNode* dependents_ = nullptr;   // guarded by lock_
-  TaskRecord* producer_ = nullptr;  // valid while pending (see the file comment)
+  DepNode* dependents_ PRISM_GUARDED_BY(lock_) = nullptr;
+  TaskRecord* producer_ PRISM_GUARDED_BY(lock_) = nullptr;  // valid while pending (file comment)
   ObjectId id_;
   std::exception_ptr error_;
   std::shared_ptr<void> store_account_;  // set for large objects; returns the bytes on free
