@@ -8,6 +8,7 @@
 // copies; the same program on a CUDA machine measures the device. The backend is printed and
 // recorded in the JSON.
 #include <prism/prism.h>
+#include <prism/gpu.h>
 
 #include <cstring>
 #include <memory>

@@ -1,10 +1,11 @@
-# prism_add_programs(<prefix> [OPTIONAL <imported-target> <DEFINE> ...])
+# prism_add_programs(<prefix> [GPU <name> ...] [OPTIONAL <imported-target> <DEFINE> ...])
 #
 # Builds every <name>.cc in the calling folder as its own program <name> (target
-# <prefix>_<name>), linking Prism::prism. Each OPTIONAL pair links the imported target when it
+# <prefix>_<name>), linking Prism::prism; the programs named after GPU (which include
+# <prism/gpu.h>) link Prism::gpu as well. Each OPTIONAL pair links the imported target when it
 # was found and defines the macro (e.g. PRISM_HAVE_EIGEN3=1) so the program can tell.
 function(prism_add_programs prefix)
-  cmake_parse_arguments(ARG "" "" "OPTIONAL" ${ARGN})
+  cmake_parse_arguments(ARG "" "" "GPU;OPTIONAL" ${ARGN})
   file(GLOB sources CONFIGURE_DEPENDS "${CMAKE_CURRENT_SOURCE_DIR}/*.cc")
   foreach(src IN LISTS sources)
     get_filename_component(name "${src}" NAME_WE)
@@ -13,6 +14,9 @@ function(prism_add_programs prefix)
     set_target_properties(${target} PROPERTIES OUTPUT_NAME "${name}")
     target_include_directories(${target} PRIVATE "${CMAKE_CURRENT_SOURCE_DIR}")
     target_link_libraries(${target} PRIVATE Prism::prism prism_warnings)
+    if(name IN_LIST ARG_GPU)
+      target_link_libraries(${target} PRIVATE Prism::gpu)
+    endif()
     set(deps ${ARG_OPTIONAL})
     while(deps)
       list(POP_FRONT deps dep define)

@@ -1,6 +1,8 @@
-// prism/prism.h — everything a Prism program needs.
+// prism/prism.h — everything a Prism program needs (the core: tasks, actors, objects).
 //
-//   #include <prism/prism.h>
+//   #include <prism/prism.h>            // find_package(Prism), link Prism::prism
+//   #include <prism/gpu.h>              // GPU tensors and kernels as well:
+//                                       // find_package(Prism COMPONENTS gpu), link Prism::gpu
 //
 //   int add(int a, int b) { return a + b; }
 //   PRISM_REMOTE(add);
@@ -22,8 +24,6 @@
 #include "prism/runtime.h"
 #include "prism/task.h"
 
-// The GPU module (devices, streams, tensors, kernels), when Prism was built with it. Including it
-// here also links it into the program, so runtimes find its GPUs.
-#if __has_include(<prism/gpu.h>)
-#include <prism/gpu.h>
-#endif
+// The GPU module is not included here: a CPU-only program needs no CUDA toolkit and links no CUDA
+// library. Without it, GPUs are logical resources (num_gpus = N declares N) and tasks may ask for
+// them; with it (<prism/gpu.h>), they are the CUDA devices found, or the host backend's.

@@ -1,5 +1,6 @@
-// Built by tests/consumer/run.cmake against an installed Prism: find_package(Prism) and
-// Prism::prism must be all an application needs, GPU module included.
+// Built by tests/consumer/run.cmake against an installed Prism, as a GPU program:
+// find_package(Prism COMPONENTS gpu) and Prism::gpu must be all it needs.
+#include <prism/gpu.h>
 #include <prism/prism.h>
 
 #include <chrono>
