@@ -6,6 +6,7 @@
 #     debug    Debug
 #     asan     AddressSanitizer + UndefinedBehaviorSanitizer, tests only
 #     tsan     ThreadSanitizer, tests only
+#     clang    clang++-14 (thread-safety analysis as errors), gpu host backend, tests, examples
 #   Any other name gets the defaults; extra arguments go to cmake's configure step,
 #   e.g. scripts/build.sh shared -DBUILD_SHARED_LIBS=ON
 set -euo pipefail
@@ -25,6 +26,7 @@ case "$name" in
   debug) args+=(-DCMAKE_BUILD_TYPE=Debug) ;;
   asan) args+=(-DPRISM_SANITIZE=asan -DPRISM_BUILD_EXAMPLES=OFF -DPRISM_BUILD_BENCH=OFF) ;;
   tsan) args+=(-DPRISM_SANITIZE=tsan -DPRISM_BUILD_EXAMPLES=OFF -DPRISM_BUILD_BENCH=OFF) ;;
+  clang) args+=(-DCMAKE_CXX_COMPILER=clang++-14 -DPRISM_WITH_CUDA=OFF -DPRISM_BUILD_BENCH=OFF) ;;
 esac
 
 # A non-login shell may lack the CUDA profile; find nvcc ourselves (the build reports its use).
@@ -34,7 +36,8 @@ if [ -n "${CUDA_HOME:-}" ] && [ -x "$CUDA_HOME/bin/nvcc" ]; then
 elif [ -z "${CUDA_HOME:-}" ] && [ -x /usr/local/cuda/bin/nvcc ]; then
   nvcc=/usr/local/cuda/bin/nvcc
 fi
-[ -n "$nvcc" ] && args+=("-DCMAKE_CUDA_COMPILER=$nvcc")
+# (Not for the clang configuration: it builds the host backend only.)
+[ -n "$nvcc" ] && [ "$name" != clang ] && args+=("-DCMAKE_CUDA_COMPILER=$nvcc")
 
 # The generator can only be chosen when the build folder is first configured.
 if [ ! -f "$build_dir/CMakeCache.txt" ] && command -v ninja >/dev/null 2>&1; then

@@ -4,7 +4,7 @@
 set -euo pipefail
 
 # One package per word; extend here.
-PRISM_PACKAGES="build-essential cmake ninja-build g++ pkg-config ccache
+PRISM_PACKAGES="build-essential cmake ninja-build g++ clang-14 pkg-config ccache
   libgtest-dev libgmock-dev libbenchmark-dev
   libeigen3-dev libtbb-dev libjpeg62-turbo-dev"
 

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Sets up, builds and runs every test: the release build (unit tests + install/consumer test),
-# then the sanitizer builds named in PRISM_TEST_SANITIZERS (default "tsan asan"; "" = none).
+# Sets up, builds and runs every test: the release build (GCC: unit tests, examples,
+# compile-fail tests, install/consumer test), the clang build (clang 14 with its thread-safety
+# analysis as errors: the same tests; PRISM_TEST_CLANG=0 skips it), then the sanitizer builds
+# named in PRISM_TEST_SANITIZERS (default "tsan asan"; "" = none).
 # Stops at the first failure; prints one summary line per configuration and the total time.
 set -euo pipefail
 
@@ -53,6 +55,10 @@ bash scripts/setup.sh
 current=""
 
 run_config release
+
+if [ "${PRISM_TEST_CLANG:-1}" != 0 ]; then
+  run_config clang
+fi
 
 for san in $sanitizers; do
   case "$san" in

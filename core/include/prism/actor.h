@@ -23,6 +23,7 @@
 // Thread-safe: handles may be used from any thread.
 #pragma once
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -32,6 +33,7 @@
 #include <typeinfo>
 #include <utility>
 
+#include "prism/internal/call_diagnosis.h"
 #include "prism/internal/ids.h"
 #include "prism/internal/resource_options.h"
 #include "prism/internal/runtime_hooks.h"
@@ -132,9 +134,25 @@ class ActorMethodCaller {
   template <typename... A>
   auto remote(A&&... args) const {
     using Traits = internal::InvokeTraits<M, T, std::decay_t<A>...>;
-    static_assert(Traits::tier >= 0,
-                  "handle.task(&T::method).remote(args...): the method cannot be called with "
-                  "these arguments (an ObjectRef<T> argument is passed as const T&)");
+    if constexpr (Traits::tier < 0) {
+      // One message naming the likely cause, and nothing else instantiated after it.
+      internal::CallDiagnosis<M, std::decay_t<A>...>::fail();
+      return AnyRef();  // (what follows in the caller's code then compiles: no more errors)
+    } else if constexpr (NumReturns > 0 && !internal::is_tuple_like_v<typename Traits::result>) {
+      static_assert(internal::dependent_false<M>,
+                    "num_returns<N>(): the method must return a std::tuple or std::pair (or a "
+                    "std::array) of N values, one per ref; this one returns a single value: "
+                    "drop num_returns, or return std::make_tuple(...)");
+      return std::array<AnyRef, NumReturns>();  // (structured bindings of the result compile)
+    } else {
+      return submit(std::forward<A>(args)...);
+    }
+  }
+
+ private:
+  template <typename... A>
+  auto submit(A&&... args) const {
+    using Traits = internal::InvokeTraits<M, T, std::decay_t<A>...>;
     using R = typename Traits::result;
     using Slots = std::conditional_t<NumReturns == 0, internal::SingleResult<R>,
                                      internal::MultiResult<R, NumReturns>>;
@@ -161,7 +179,6 @@ class ActorMethodCaller {
     return refs;
   }
 
- private:
   std::shared_ptr<internal::ActorCore> actor_;
   M method_;
   std::string name_;
@@ -215,11 +232,23 @@ class ActorCreator : public internal::ResourceOptions<ActorCreator<T, CtorArgs..
   // Creates the actor; its constructor runs as a task. Returns the handle at once.
   ActorHandle<T> remote() {
     using Traits = internal::InvokeTraits<internal::Construct<T>, internal::NoInstance, CtorArgs...>;
-    static_assert(Traits::tier >= 0,
-                  "prism::actor<T>(args...): T cannot be constructed from these arguments");
+    if constexpr (Traits::tier < 0) {
+      static_assert(internal::dependent_false<T>,
+                    "prism::actor<T>(args...).remote(): T cannot be constructed from these "
+                    "arguments. They are stored and passed to the constructor as const A& (an "
+                    "ObjectRef<U> argument as const U&): a constructor taking a non-const "
+                    "reference or a move-only type by value cannot take them.");
+      return ActorHandle<T>();
+    } else {
+      return create<Traits::tier>();
+    }
+  }
+
+ private:
+  template <int Tier>
+  ActorHandle<T> create() {
     using Target = internal::ConstructTarget<T>;
-    using Impl =
-        internal::TaskImpl<Traits::tier, Target, internal::CreationResult, CtorArgs...>;
+    using Impl = internal::TaskImpl<Tier, Target, internal::CreationResult, CtorArgs...>;
     const internal::RuntimePin pin =
         rt_.empty() ? internal::pin_current_runtime() : internal::pin_runtime(rt_);
     internal::RuntimeCore* rt = pin.get();
@@ -239,7 +268,6 @@ class ActorCreator : public internal::ResourceOptions<ActorCreator<T, CtorArgs..
     return handle;
   }
 
- private:
   friend class internal::ResourceOptions<ActorCreator>;
 
   internal::RuntimeRef rt_;  // empty: the current runtime at remote() time

@@ -101,10 +101,21 @@ decltype(auto) read_value(ObjectEntry* e) {
 }
 
 template <typename T>
+inline constexpr bool kGetCopies = std::is_void_v<T> || std::is_copy_constructible_v<T>;
+
+template <typename T>
 T get_until(const ObjectRef<T>& ref, Deadline deadline) {
-  check_ref(ref.entry(), "prism::get");
-  await(ref.entry(), deadline);
-  if constexpr (!std::is_void_v<T>) return read_value<T>(ref.entry());
+  if constexpr (!kGetCopies<T>) {
+    static_assert(kGetCopies<T>,
+                  "prism::get(ref) returns a copy of the value, and this T cannot be copied "
+                  "(move-only): use prism::get_shared(ref), a std::shared_ptr<const T> to the "
+                  "stored value (no copy)");
+    __builtin_unreachable();
+  } else {
+    check_ref(ref.entry(), "prism::get");
+    await(ref.entry(), deadline);
+    if constexpr (!std::is_void_v<T>) return read_value<T>(ref.entry());
+  }
 }
 
 template <typename T>
@@ -120,6 +131,10 @@ std::shared_ptr<const T> shared_until(const ObjectRef<T>& ref, Deadline deadline
 template <typename T>
 std::vector<T> get_all_until(const std::vector<ObjectRef<T>>& refs, Deadline deadline) {
   static_assert(!std::is_void_v<T>, "get() of several ObjectRef<void>: use wait()");
+  static_assert(kGetCopies<T>,
+                "prism::get(refs) returns copies of the values, and this T cannot be copied "
+                "(move-only): use prism::get_shared(ref) for each ref (no copy)");
+  if constexpr (!kGetCopies<T>) __builtin_unreachable();
   std::vector<ObjectEntry*> entries;
   entries.reserve(refs.size());
   for (const auto& r : refs) {

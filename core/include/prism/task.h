@@ -15,6 +15,7 @@
 // from inside tasks (nested tasks).
 #pragma once
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -22,6 +23,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "prism/internal/call_diagnosis.h"
 #include "prism/internal/resource_options.h"
 #include "prism/internal/runtime_hooks.h"
 #include "prism/internal/task_impl.h"
@@ -59,9 +61,25 @@ class TaskCaller : public internal::ResourceOptions<TaskCaller<F, NumReturns>> {
   template <typename... A>
   auto remote(A&&... args) const {
     using Traits = internal::InvokeTraits<F, internal::NoInstance, std::decay_t<A>...>;
-    static_assert(Traits::tier >= 0,
-                  "prism::task(f).remote(args...): f cannot be called with these arguments "
-                  "(an ObjectRef<T> argument is passed to f as const T&)");
+    if constexpr (Traits::tier < 0) {
+      // One message naming the likely cause, and nothing else instantiated after it.
+      internal::CallDiagnosis<F, std::decay_t<A>...>::fail();
+      return AnyRef();  // (what follows in the caller's code then compiles: no more errors)
+    } else if constexpr (NumReturns > 0 && !internal::is_tuple_like_v<typename Traits::result>) {
+      static_assert(internal::dependent_false<F>,
+                    "num_returns<N>(): the callable must return a std::tuple or std::pair (or a "
+                    "std::array) of N values, one per ref; this one returns a single value: "
+                    "drop num_returns, or return std::make_tuple(...)");
+      return std::array<AnyRef, NumReturns>();  // (structured bindings of the result compile)
+    } else {
+      return submit(std::forward<A>(args)...);
+    }
+  }
+
+ private:
+  template <typename... A>
+  auto submit(A&&... args) const {
+    using Traits = internal::InvokeTraits<F, internal::NoInstance, std::decay_t<A>...>;
     using R = typename Traits::result;
     using Slots = std::conditional_t<NumReturns == 0, internal::SingleResult<R>,
                                      internal::MultiResult<R, NumReturns>>;
@@ -90,7 +108,6 @@ class TaskCaller : public internal::ResourceOptions<TaskCaller<F, NumReturns>> {
     return refs;
   }
 
- private:
   bool is_plain() const {
     return options_.is_default_request() && options_.name.empty() && options_.max_retries == 0 &&
            !options_.retry_exceptions;
