@@ -16,11 +16,15 @@
 
 namespace prism::internal {
 
+namespace {
+Mutex g_slots_mu;  // guards the slot lists below and every slot's links
+}  // namespace
+
 struct RuntimeSlot {
   std::atomic<uint64_t> generation{0};  // nonzero while its runtime is alive
   RuntimeCore* core = nullptr;          // valid while `generation` is nonzero
-  RuntimeSlot* next_free = nullptr;     // guarded by g_slots_mu (a global: not annotatable here)
-  RuntimeSlot* next_all = nullptr;      // every slot ever made (keeps them reachable); likewise
+  RuntimeSlot* next_free PRISM_GUARDED_BY(g_slots_mu) = nullptr;
+  RuntimeSlot* next_all PRISM_GUARDED_BY(g_slots_mu) = nullptr;  // every slot (kept reachable)
 };
 
 namespace {
@@ -35,7 +39,6 @@ struct HazardRecord {
 };
 
 std::atomic<HazardRecord*> g_records{nullptr};
-Mutex g_slots_mu;
 RuntimeSlot* g_free_slots PRISM_GUARDED_BY(g_slots_mu) = nullptr;
 RuntimeSlot* g_all_slots PRISM_GUARDED_BY(g_slots_mu) = nullptr;
 std::atomic<RuntimeSlot*> g_global{nullptr};

@@ -1,6 +1,6 @@
 // Job and CpuLease — the units of work the scheduler hands to threads, and the CPU they hold.
 //
-// Thread-safe: plain data; CpuLease's counters are guarded by the scheduler's mutex.
+// Thread-safe: plain data; CpuLease's counters belong to the scheduler, under its lock.
 #pragma once
 
 #include <memory>
@@ -11,6 +11,7 @@
 namespace prism::internal {
 
 class ActorCore;
+class Scheduler;
 
 // The CPU that running work holds, which it lends to the node while every thread running under
 // it is blocked in get()/wait() (Scheduler::block). A ready-loop slot and a resource-holding
@@ -18,7 +19,11 @@ class ActorCore;
 struct CpuLease {
   int64_t cpu = 0;    // units held (fixed)
   bool slot = false;  // a ready-loop slot: counted in the scheduler's holders_ while not lent
-  // Guarded by the scheduler's mutex:
+
+ private:
+  // Only the scheduler touches these, in functions that require its lock (PRISM_REQUIRES(mu_)):
+  // the lease cannot name that lock itself, so access is what the compiler checks.
+  friend class Scheduler;
   int active = 0;     // threads running under the lease, not blocked
   int blocked = 0;    // threads under the lease blocked in get()/wait()
   int64_t lent = 0;   // units lent to the pool and not yet taken back (0 or up to cpu)
