@@ -197,6 +197,9 @@ struct Row {
   Row&& goal(double ratio) && { return goal_ratio = ratio, std::move(*this); }
   Row&& lower_is_better() && { return higher_is_better = false, std::move(*this); }
   Row&& with_note(std::string t) && { return note = std::move(t), std::move(*this); }
+  Row&& with_extra(std::string name, double v) && {
+    return extras.emplace_back(std::move(name), v), std::move(*this);
+  }
 
   // Prism's performance relative to the peer's (> 1: Prism is better): prism / peer for
   // rates, peer / prism for costs such as seconds.

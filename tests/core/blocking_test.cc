@@ -72,7 +72,27 @@ int blk_parent_of_two(int x) {
   return prism::get(a, kTimeout) + prism::get(b, kTimeout);
 }
 
-PRISM_REMOTE(blk_fib, blk_depth, blk_wide_depth, blk_twice, blk_parent_of_two);
+// Tasks with a fractional request run from their shape's queue under leases.
+int blk_half_fib(int n) {
+  if (n < 2) return n;
+  auto a = prism::task(blk_half_fib).num_cpus(0.5).remote(n - 1);
+  auto b = prism::task(blk_half_fib).num_cpus(0.5).remote(n - 2);
+  return prism::get(a, kTimeout) + prism::get(b, kTimeout);
+}
+
+int blk_inc(int x) { return x + 1; }
+
+// get(c) runs c inline on this lease's thread; d becomes ready as c completes, on this thread,
+// which then blocks on e (after d) instead of running d next.
+int blk_half_parent(int x) {
+  auto c = prism::task(blk_inc).num_cpus(0.5).remote(x);
+  auto d = prism::task(blk_inc).num_cpus(0.5).remote(c);
+  auto e = prism::task(blk_inc).remote(d);
+  return prism::get(c, kTimeout) + prism::get(e, kTimeout);
+}
+
+PRISM_REMOTE(blk_fib, blk_depth, blk_wide_depth, blk_twice, blk_parent_of_two, blk_half_fib,
+             blk_inc, blk_half_parent);
 
 int scheduler_threads(prism::Runtime& rt) { return rt.core()->scheduler().thread_count(); }
 
@@ -125,6 +145,23 @@ TEST(BlockingTest, WaitInsideATaskRunsTheChildrenItWaitsFor) {
                return static_cast<int>(ready.size());
              }).remote();
   EXPECT_EQ(prism::get(r, kTimeout), 10);
+}
+
+TEST(BlockingTest, NestedFractionalTasksWithFewThreads) {
+  for (int max_threads : {1, 2, 64}) {
+    SCOPED_TRACE(std::to_string(max_threads) + " threads");
+    prism::Runtime rt({.num_cpus = 1, .max_threads = max_threads});
+    EXPECT_EQ(prism::get(rt.task(blk_half_fib).num_cpus(0.5).remote(14), kTimeout), 377);
+    EXPECT_LE(scheduler_threads(rt), max_threads);
+  }
+}
+
+TEST(BlockingTest, ALeaseHolderBlockedAfterAnInlineChildLeavesItsShapeToOthers) {
+  for (int max_threads : {1, 4}) {
+    SCOPED_TRACE(std::to_string(max_threads) + " threads");
+    prism::Runtime rt({.num_cpus = 1, .max_threads = max_threads});
+    EXPECT_EQ(prism::get(rt.task(blk_half_parent).num_cpus(0.5).remote(1), kTimeout), 2 + 4);
+  }
 }
 
 // ---- no over-subscription ----

@@ -1,7 +1,8 @@
 // Scheduler, driven directly with a fake JobRunner (tasks are plain functions) and real threads:
 // CPU limits under sweeps of CPU and thread counts, what a blocked task does (runs its child,
 // lends its CPU, helps when no thread can be had), taking the CPU back without over-subscribing,
-// threads that cannot be started, and the starvation bound.
+// threads that cannot be started, and the starvation bound; tasks with other requests run from
+// their shape's queue under leases (resource_shape.h).
 
 #include <gtest/gtest.h>
 
@@ -25,6 +26,7 @@ namespace {
 
 using prism_test::ConcurrencyTracker;
 using prism_test::kTimeout;
+using prism_test::Rendezvous;
 
 constexpr int64_t kCpu = kUnitsPerResource;
 
@@ -427,6 +429,302 @@ TEST(SchedulerTest, AManyCpuJobIsNotStarvedByAStreamOfOneCpuTasks) {
       << "the 2-CPU job did not run during " << stream.count.load() << " one-CPU tasks";
   EXPECT_LT(stream.count.load(), kStreamCap);
   ASSERT_TRUE(stream.over.wait_until(Clock::now() + kTimeout));
+}
+
+// ---- tasks with other requests: shapes and leases ----
+
+TEST(SchedulerShapeTest, InterningGivesOneShapePerRequestAndItsFeasibility) {
+  FakeRunner runner;
+  Scheduler sched(&runner, node(2), 2);
+  ResourceShape* half = sched.shape_for(make_request(0.5, 0, 0, 0, {}));
+  ASSERT_NE(half, nullptr);
+  EXPECT_TRUE(half->infeasible.empty());
+  EXPECT_EQ(sched.shape_for(make_request(0.5, 0, 0, 0, {})), half);
+  // Another thread (its own cache) finds the same shape.
+  ResourceShape* seen = nullptr;
+  std::thread([&] { seen = sched.shape_for(make_request(0.5, 0, 0, 0, {})); }).join();
+  EXPECT_EQ(seen, half);
+  ResourceShape* three = sched.shape_for(make_request(3, 0, 0, 0, {}));
+  ASSERT_NE(three, nullptr);
+  EXPECT_NE(three, half);
+  EXPECT_NE(three->infeasible.find("asks for 3 CPUs but the node has 2 CPUs"), std::string::npos)
+      << three->infeasible;
+  // A bounded number of shapes per node; the rest take the per-task path (null).
+  size_t interned = 2;
+  for (int64_t bytes = 1; interned < Scheduler::kMaxShapes; ++bytes, ++interned) {
+    ASSERT_NE(sched.shape_for(make_request(0.5, 0, bytes, 0, {})), nullptr);
+  }
+  EXPECT_EQ(sched.shape_for(make_request(0.5, 0, 1 << 20, 0, {})), nullptr);
+  EXPECT_EQ(sched.shape_for(make_request(0.5, 0, 0, 0, {})), half);  // still there
+}
+
+TEST(SchedulerShapeTest, ShapedTasksShareTheCpusWithReadyTasksAndJobs) {
+  for (int cpus : {1, 2}) {
+    for (int threads : {1, 2, 8}) {
+      SCOPED_TRACE(sweep_name(cpus, threads));
+      FakeRunner runner;
+      std::atomic<int64_t> in_use{0}, peak{0};
+      auto hold = [&](int64_t units) {
+        const int64_t now = in_use.fetch_add(units) + units;
+        int64_t seen = peak.load();
+        while (seen < now && !peak.compare_exchange_weak(seen, now)) {
+        }
+        busy_for(std::chrono::microseconds(20));
+        in_use.fetch_sub(units);
+      };
+      constexpr int kEach = 150;
+      CountDown done(4 * kEach);
+      Scheduler sched(&runner, node(cpus), threads);  // last: destroyed (joined) first
+      ResourceShape* quarter = sched.shape_for(make_request(0.25, 0, 0, 0, {}));
+      ResourceShape* whole = sched.shape_for(make_request(cpus, 0, 0, 0, {}));
+      for (int i = 0; i < kEach; ++i) {
+        sched.enqueue_ready(new FnTask([&] {
+          hold(kCpu);
+          done.arrive();
+        }));
+        sched.enqueue_shaped(new FnTask([&] {
+          hold(kCpu / 4);
+          done.arrive();
+        }), quarter);
+        sched.enqueue_shaped(new FnTask([&] {
+          hold(cpus * kCpu);
+          done.arrive();
+        }), whole);
+        Job half;
+        half.task = new FnTask([&] {
+          hold(kCpu / 2);
+          done.arrive();
+        });
+        sched.enqueue_with_resources(std::move(half), make_request(0.5, 0, 0, 0, {}));
+      }
+      ASSERT_TRUE(done.wait());
+      EXPECT_LE(peak.load(), cpus * kCpu);
+      EXPECT_LE(sched.thread_count(), threads);
+    }
+  }
+}
+
+TEST(SchedulerShapeTest, AsManyFractionalTasksRunAtOnceAsFit) {
+  // 0.25 CPU each on 2 CPUs: eight at once, each waiting for all the others.
+  FakeRunner runner;
+  Rendezvous all(8);
+  CountDown done(8);
+  std::atomic<int> met{0};
+  Scheduler sched(&runner, node(2), 16);  // last: destroyed (joined) first
+  ResourceShape* quarter = sched.shape_for(make_request(0.25, 0, 0, 0, {}));
+  for (int i = 0; i < 8; ++i) {
+    sched.enqueue_shaped(new FnTask([&] {
+      if (all.arrive_and_wait()) met.fetch_add(1);
+      done.arrive();
+    }), quarter);
+  }
+  ASSERT_TRUE(done.wait());
+  EXPECT_EQ(met.load(), 8) << "fewer than 8 quarter-CPU tasks ran at once on 2 CPUs";
+}
+
+TEST(SchedulerShapeTest, ALeaseRunsManyTasksUnderOneGrant) {
+  // The tasks queue while a 2-CPU job holds the node; once it ends, at most 8 leases (0.25 CPU
+  // on 2 CPUs) run them, each until the queue is dry.
+  FakeRunner runner;
+  constexpr int kTasks = 20000;
+  CountDown done(kTasks);
+  Flag release;
+  Event holding;
+  Scheduler sched(&runner, node(2), 16);  // last: destroyed (joined) first
+  ResourceShape* quarter = sched.shape_for(make_request(0.25, 0, 0, 0, {}));
+  Job hog;
+  hog.task = new FnTask([&] {
+    holding.set();
+    FlagWait wait(release);
+    // Keep the CPUs while waiting: spin instead of Scheduler::block, which would lend them.
+    while (!wait.ready()) std::this_thread::yield();
+  });
+  sched.enqueue_with_resources(std::move(hog), make_request(2, 0, 0, 0, {}));
+  ASSERT_TRUE(holding.wait_until(Clock::now() + kTimeout));
+  for (int i = 0; i < kTasks; ++i) {
+    sched.enqueue_shaped(new FnTask([&] { done.arrive(); }), quarter);
+  }
+  const uint64_t before = sched.leases_started();
+  release.set();
+  ASSERT_TRUE(done.wait());
+  EXPECT_LE(before, 1u);  // nothing ran while the node was held
+  EXPECT_LE(sched.leases_started(), 64u) << "one lease per few tasks: the lock per task is back";
+}
+
+TEST(SchedulerShapeTest, ALeaseMakesWayForAnOlderRequestOfAnotherShape) {
+  // Two streams of half-CPU tasks that never let their queue run dry, and a 1-CPU job: the
+  // leases give their CPU back to it (and the starvation bound reserves it).
+  struct Stream {
+    Scheduler* sched = nullptr;
+    ResourceShape* shape = nullptr;
+    std::atomic<bool> big_ran{false};
+    std::atomic<int> count{0};
+    Event big_done;
+    CountDown* over = nullptr;
+    void step() {
+      busy_for(std::chrono::microseconds(5));
+      if (big_ran.load() || count.fetch_add(1) >= kStreamCap) {
+        over->arrive();
+        return;
+      }
+      sched->enqueue_shaped(new FnTask([this] { step(); }), shape);
+    }
+  } stream;
+  FakeRunner runner;
+  CountDown over(2);
+  stream.over = &over;
+  Scheduler sched(&runner, node(1), 8, nullptr, /*starvation_bound=*/8);
+  stream.sched = &sched;
+  stream.shape = sched.shape_for(make_request(0.5, 0, 0, 0, {}));
+  for (int i = 0; i < 2; ++i) {
+    sched.enqueue_shaped(new FnTask([&stream] { stream.step(); }), stream.shape);
+  }
+  Job big;
+  big.task = new FnTask([&stream] {
+    stream.big_ran.store(true);
+    stream.big_done.set();
+  });
+  sched.enqueue_with_resources(std::move(big), make_request(1, 0, 0, 0, {}));
+  ASSERT_TRUE(stream.big_done.wait_until(Clock::now() + kTimeout))
+      << "the 1-CPU job did not run during " << stream.count.load() << " half-CPU tasks";
+  EXPECT_LT(stream.count.load(), kStreamCap);
+  ASSERT_TRUE(over.wait());
+}
+
+TEST(SchedulerShapeTest, AGpuLeaseMakesWayForAWholeGpuRequest) {
+  struct Stream {
+    Scheduler* sched = nullptr;
+    ResourceShape* shape = nullptr;
+    std::atomic<bool> big_ran{false};
+    std::atomic<int> count{0};
+    Event big_done, over;
+    void step() {
+      busy_for(std::chrono::microseconds(5));
+      if (big_ran.load() || count.fetch_add(1) >= kStreamCap) {
+        over.set();
+        return;
+      }
+      sched->enqueue_shaped(new FnTask([this] { step(); }), shape);
+    }
+  } stream;
+  FakeRunner runner;
+  NodeResources one_gpu = node(2);
+  one_gpu.num_gpus = 1;
+  one_gpu.gpu_memory = int64_t{1} << 30;
+  Scheduler sched(&runner, one_gpu, 8, nullptr, /*starvation_bound=*/8);
+  stream.sched = &sched;
+  stream.shape = sched.shape_for(make_request(0, 0.5, 0, 0, {}));
+  sched.enqueue_shaped(new FnTask([&stream] { stream.step(); }), stream.shape);
+  Job big;
+  big.task = new FnTask([&stream] {
+    stream.big_ran.store(true);
+    stream.big_done.set();
+  });
+  sched.enqueue_with_resources(std::move(big), make_request(0, 1, 0, 0, {}));
+  ASSERT_TRUE(stream.big_done.wait_until(Clock::now() + kTimeout))
+      << "the 1-GPU job did not run during " << stream.count.load() << " half-GPU tasks";
+  EXPECT_LT(stream.count.load(), kStreamCap);
+  ASSERT_TRUE(stream.over.wait_until(Clock::now() + kTimeout));
+}
+
+TEST(SchedulerShapeTest, ABlockedHolderLendsItsCpuToTheTaskItWaitsFor) {
+  // Half a CPU in all: one lease of the half-CPU shape at a time. The holder's task waits for
+  // a task queued behind it in the same shape, which it cannot claim: the holder stops counting
+  // as running its shape, a new lease takes the lent CPU and runs the other task.
+  for (int threads : {1, 2, 4}) {
+    SCOPED_TRACE(sweep_name(0, threads));
+    FakeRunner runner;
+    Flag second_ran;
+    Event first_done;
+    bool ready_after = false;
+    Scheduler sched(&runner, node(0.5), threads);  // last: destroyed (joined) first
+    ResourceShape* half = sched.shape_for(make_request(0.5, 0, 0, 0, {}));
+    sched.enqueue_shaped(new FnTask([&] {
+      sched.enqueue_shaped(new FnTask([&] { second_ran.set(); }), half);
+      FlagWait wait(second_ran);  // nothing to claim
+      ready_after = sched.block(wait, Clock::now() + kTimeout);
+      first_done.set();
+    }), half);
+    ASSERT_TRUE(first_done.wait_until(Clock::now() + kTimeout));
+    EXPECT_TRUE(ready_after);
+  }
+}
+
+// An entry the test completes itself, and a dependent that runs a function when it does.
+class TestEntry final : public ObjectEntry {
+ public:
+  TestEntry() : ObjectEntry(ObjectId{}) {}
+  ~TestEntry() override = default;
+  void finish() { publish_value(0); }
+};
+class FnDependent final : public Dependent {
+ public:
+  explicit FnDependent(std::function<void()> fn) : fn_(std::move(fn)) {}
+  void on_ready(ObjectEntry*) noexcept override { fn_(); }
+
+ private:
+  std::function<void()> fn_;
+};
+
+TEST(SchedulerShapeTest, AHolderThatBlocksAfterCompletingADependentsInputLeavesItToOthers) {
+  // A task of the shape becomes ready while the holder completes an entry (a dependent made
+  // ready by the holder's own result): no lease is asked for, since the holder normally pops it
+  // next. Here the holder blocks instead, on that very task: blocking must hand the shape on.
+  for (int threads : {1, 4}) {
+    SCOPED_TRACE(sweep_name(0, threads));
+    FakeRunner runner;
+    Flag dependent_ran;
+    Event first_done;
+    bool ready_after = false;
+    Scheduler sched(&runner, node(0.5), threads);  // last: destroyed (joined) first
+    ResourceShape* half = sched.shape_for(make_request(0.5, 0, 0, 0, {}));
+    sched.enqueue_shaped(new FnTask([&] {
+      TestEntry entry;
+      FnDependent dependent([&] {
+        sched.enqueue_shaped(new FnTask([&] { dependent_ran.set(); }), half);
+      });
+      DepNode link;
+      link.owner = &dependent;
+      ASSERT_TRUE(entry.add_dependent(&link));
+      entry.finish();
+      EXPECT_EQ(sched.leases_started(), 1u);
+      FlagWait wait(dependent_ran);
+      ready_after = sched.block(wait, Clock::now() + kTimeout);
+      first_done.set();
+    }), half);
+    ASSERT_TRUE(first_done.wait_until(Clock::now() + kTimeout));
+    EXPECT_TRUE(ready_after);
+  }
+}
+
+TEST(SchedulerShapeTest, StopHandsBackTheShapedTasksThatNeverRan) {
+  FakeRunner runner;
+  Flag release;
+  Event holding;
+  std::vector<TaskRecord*> tasks;
+  std::vector<Job> jobs;
+  {
+    Scheduler sched(&runner, node(1), 4);
+    ResourceShape* half = sched.shape_for(make_request(0.5, 0, 0, 0, {}));
+    Job hog;
+    hog.task = new FnTask([&] {
+      holding.set();
+      FlagWait wait(release);
+      while (!wait.ready()) std::this_thread::yield();  // keeps the CPU
+    });
+    sched.enqueue_with_resources(std::move(hog), make_request(1, 0, 0, 0, {}));
+    ASSERT_TRUE(holding.wait_until(Clock::now() + kTimeout));
+    for (int i = 0; i < 5; ++i) sched.enqueue_shaped(new FnTask([] {}), half);
+    sched.stop(&tasks, &jobs);
+    release.set();
+    sched.join();
+  }
+  EXPECT_EQ(tasks.size(), 5u);
+  EXPECT_TRUE(jobs.empty()) << "a lease request is no job for the caller to fail";
+  for (TaskRecord* t : tasks) {
+    t->fail(nullptr);
+    t->release_run();
+  }
 }
 
 }  // namespace

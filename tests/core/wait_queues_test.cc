@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "prism/internal/task_record.h"
+#include "scheduler/resource_shape.h"
 #include "scheduler/resources.h"
 #include "scheduler/wait_queues.h"
 
@@ -362,6 +363,53 @@ TEST(WaitQueuesTest, ClaimedTasksAreDroppedAndReleasedByTheSecondParty) {
   EXPECT_TRUE(out.empty());
   EXPECT_TRUE(q.empty());
   EXPECT_EQ(pool.cpu_free(), kCpu);
+}
+
+// ---- what waiting requests lack (for leases, see resource_shape.h) ----
+
+TEST(ResourcePoolTest, LackingNamesEachKindThatDoesNotFitNow) {
+  ResourcePool pool(node(2, 1, {{"disk", 2 * kCpu}}));
+  EXPECT_EQ(pool.lacking(cpus(1), false), 0u);
+  Allocation a;
+  ASSERT_TRUE(pool.try_acquire(make_request(2, 1, 0, 0, {{"disk", 2}}), false, &a));
+  EXPECT_EQ(pool.lacking(cpus(1), false), uint32_t{kKindCpu});
+  EXPECT_EQ(pool.lacking(gpus(0.5), false), uint32_t{kKindGpu});
+  EXPECT_EQ(pool.lacking(make_request(0, 0, 0, 0, {{"disk", 1}}), false),
+            uint32_t{kKindCustom});
+  EXPECT_EQ(pool.lacking(make_request(1, 1, int64_t{2} << 30, 0, {}), false),
+            uint32_t{kKindCpu | kKindGpu | kKindMemory});
+  pool.release(a);
+  EXPECT_EQ(pool.lacking(make_request(1, 1, 0, 0, {{"disk", 1}}), false), 0u);
+}
+
+TEST(WaitQueuesTest, LackingLeavesOutTheShapesOwnLeaseRequest) {
+  ResourcePool pool(node(1));
+  WaitQueues q;
+  std::deque<Job> out;
+  Allocation held;
+  ASSERT_TRUE(pool.try_acquire(cpus(1), false, &held));
+  ResourceShape quarter(cpus(0.25));
+  Job lease;
+  lease.kind = Job::Kind::kLease;
+  lease.shape = &quarter;
+  q.push(std::move(lease), quarter.request);
+  q.grant(pool, &out, true);
+  EXPECT_TRUE(out.empty());
+  EXPECT_EQ(q.lacking_except(&quarter), 0u);  // only its own lease waits
+  ResourceShape other(cpus(0.5));
+  EXPECT_EQ(q.lacking_except(&other), uint32_t{kKindCpu});
+  Tagged tagged;
+  q.push(tagged.make(1, Job::Kind::kActorCreate), make_request(0, 1, 0, 0, {}));
+  q.grant(pool, &out, true);
+  EXPECT_EQ(q.lacking_except(&quarter), uint32_t{kKindGpu});
+  pool.release(held);
+  q.grant(pool, &out, true);
+  ASSERT_EQ(out.size(), 1u);  // the lease; the GPU request waits forever on a node without one
+  EXPECT_EQ(out.front().kind, Job::Kind::kLease);
+  EXPECT_EQ(q.lacking_except(&quarter), uint32_t{kKindGpu});
+  pool.release(out.front().alloc);
+  std::vector<Job> rest;
+  q.drain(pool, &rest);
 }
 
 }  // namespace

@@ -15,6 +15,7 @@
 #include "api/runtime_registry.h"
 #include "common/log.h"
 #include "prism/errors.h"
+#include "prism/internal/buffer_pool.h"
 #include "prism/internal/device_support.h"
 #include "prism/internal/runtime_hooks.h"
 #include "worker/exec_context.h"
@@ -124,6 +125,10 @@ RuntimeCore::RuntimeCore(const InitOptions& options, bool global)
                                   ? static_cast<int64_t>(physical_memory() * 0.3)
                                   : options.object_store_bytes;
   store_ = std::make_shared<StoreAccount>(store_bytes);
+  // Large vectors freed by this runtime's objects are kept for the next copying put, up to a
+  // quarter of its store (BufferPool); given back in shutdown().
+  pool_share_ = store_bytes / 4;
+  BufferPool::add_capacity(pool_share_);
   const int max_threads = options.max_threads > 0 ? options.max_threads : 4096;
   scheduler_ = std::make_unique<Scheduler>(this, totals, max_threads);
   ref_ = register_runtime(this, owner_);
@@ -177,6 +182,7 @@ void RuntimeCore::shutdown() {
   scheduler_->stop(&tasks, &jobs);
   fail_leftovers();
   for (const auto& actor : actors_.all()) actor->finalize_now();
+  BufferPool::add_capacity(-pool_share_);
   stopped_ = true;
   PRISM_LOG(kInfo) << "runtime " << node_id_ << " stopped";
 }
@@ -200,7 +206,11 @@ std::unique_ptr<TaskExtras> RuntimeCore::make_extras(const TaskOptions& o,
     return r;
   }();
   const ResourceRequest& req = x->default_request ? kOneCpu : x->request;
-  const std::string reason = scheduler_->infeasible_reason(req);
+  // Interning the shape also tells whether the node can ever run it (cached per thread).
+  ResourceShape* shape = scheduler_->shape_for(req);
+  const std::string reason =
+      shape != nullptr ? shape->infeasible : scheduler_->infeasible_reason(req);
+  if (!x->default_request) x->shape = shape;
   if (!reason.empty()) {
     throw InfeasibleError("infeasible task '" + (o.name.empty() ? function_name : o.name) +
                           "': " + reason + "; no node can ever run it");
@@ -225,6 +235,8 @@ void RuntimeCore::dispatch(TaskRecord* task) noexcept {
     fail_task(task, lost_error("the runtime shut down before the task ran"));
   } else if (task->has_default_request()) {
     scheduler_->enqueue_ready(task);
+  } else if (ResourceShape* shape = task->extras()->shape) {
+    scheduler_->enqueue_shaped(task, shape);
   } else {
     Job job;
     job.kind = Job::Kind::kTask;
@@ -371,6 +383,9 @@ void RuntimeCore::run_job(Job& job) noexcept {
     case Job::Kind::kActorDrain:
       job.actor->drain();
       break;
+    case Job::Kind::kLease:  // the scheduler runs leases itself
+      PRISM_LOG(kError) << "a lease job reached the runner";
+      std::terminate();
   }
 }
 

@@ -94,6 +94,7 @@ class RuntimeCore final : public JobRunner {
   Mutex shutdown_mu_;  // one shutdown at a time; a second caller waits for the first
   bool stopped_ PRISM_GUARDED_BY(shutdown_mu_) = false;
   std::shared_ptr<StoreAccount> store_;
+  int64_t pool_share_ = 0;  // what this runtime added to BufferPool's capacity
   std::unique_ptr<Timeline> timeline_;  // null unless InitOptions::timeline
   ActorDirectory actors_;
   std::unique_ptr<Scheduler> scheduler_;

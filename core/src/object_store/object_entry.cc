@@ -21,13 +21,21 @@ void SpinLock::lock() noexcept PRISM_NO_THREAD_SAFETY_ANALYSIS {
 
 ObjectEntry::~ObjectEntry() = default;
 
+namespace {
+thread_local int tls_notifying = 0;
+}  // namespace
+
+bool ObjectEntry::notifying_dependents() noexcept { return tls_notifying > 0; }
+
 // A dependent may free its node (and itself) in on_ready, so the link is read first.
 void ObjectEntry::notify_dependents(DepNode* list) noexcept {
+  ++tls_notifying;
   while (list != nullptr) {
     DepNode* next = list->next;
     list->owner->on_ready(this);
     list = next;
   }
+  --tls_notifying;
 }
 
 bool ObjectEntry::complete_error(std::exception_ptr error) noexcept {

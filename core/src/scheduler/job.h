@@ -12,6 +12,7 @@ namespace prism::internal {
 
 class ActorCore;
 class Scheduler;
+struct ResourceShape;
 
 // The CPU that running work holds, which it lends to the node while every thread running under
 // it is blocked in get()/wait() (Scheduler::block). A ready-loop slot and a resource-holding
@@ -30,9 +31,12 @@ struct CpuLease {
 };
 
 struct Job {
-  enum class Kind { kTask, kActorCreate, kActorDrain };
+  // kLease: one allocation of `shape`, under which a thread runs the shape's ready tasks back
+  // to back (see resource_shape.h); the scheduler runs it itself, never the JobRunner.
+  enum class Kind { kTask, kActorCreate, kActorDrain, kLease };
   Kind kind = Kind::kTask;
   TaskRecord* task = nullptr;        // kTask, kActorCreate
+  ResourceShape* shape = nullptr;    // kLease
   std::shared_ptr<ActorCore> actor;  // kActorCreate, kActorDrain
   Allocation alloc;                  // granted resources; released after the job unless moved
   CpuLease* lease = nullptr;         // actor jobs: the actor's lease; null: the job's own

@@ -197,6 +197,30 @@ bool ResourcePool::fits_except_cpu(const ResourceRequest& r) const {
   return true;
 }
 
+uint32_t ResourcePool::lacking(const ResourceRequest& r, bool long_lived) const {
+  uint32_t out = 0;
+  if (r.cpu > 0 && cpu_usable(long_lived) < r.cpu) out |= kKindCpu;
+  if (r.memory > memory_free_) out |= kKindMemory;
+  if (r.gpu > 0) {
+    std::vector<std::pair<int, int64_t>> gpus;
+    if (!pick_gpus(r.gpu, r.gpu_memory, &gpus)) out |= kKindGpu;
+  }
+  for (const auto& c : r.custom) {
+    const int i = custom_index(c.first);
+    if (i < 0 || custom_free_[i] < c.second) out |= kKindCustom;
+  }
+  return out;
+}
+
+uint32_t kinds_of(const ResourceRequest& r) noexcept {
+  uint32_t out = 0;
+  if (r.cpu > 0) out |= kKindCpu;
+  if (r.memory > 0) out |= kKindMemory;
+  if (r.gpu > 0 || r.gpu_memory > 0) out |= kKindGpu;
+  if (!r.custom.empty()) out |= kKindCustom;
+  return out;
+}
+
 bool ResourcePool::fits(const ResourceRequest& r, bool long_lived) const {
   return (r.cpu == 0 || cpu_usable(long_lived) >= r.cpu) && fits_except_cpu(r);
 }

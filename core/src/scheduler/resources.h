@@ -28,6 +28,15 @@
 
 namespace prism::internal {
 
+// Resource kinds, as bits: what a request holds, or what a waiting request lacks.
+enum ResourceKind : uint32_t {
+  kKindCpu = 1u << 0,
+  kKindMemory = 1u << 1,
+  kKindGpu = 1u << 2,  // GPU units or gpu_memory
+  kKindCustom = 1u << 3,
+};
+uint32_t kinds_of(const ResourceRequest& request) noexcept;
+
 // What a running task or a live actor holds.
 struct Allocation {
   int64_t cpu = 0;
@@ -76,6 +85,8 @@ class ResourcePool {
   bool fits(const ResourceRequest& request, bool long_lived) const;
   // True if everything but the CPU of `request` fits now.
   bool fits_except_cpu(const ResourceRequest& request) const;
+  // The resource kinds (ResourceKind bits) that `request` lacks now; 0 if it fits.
+  uint32_t lacking(const ResourceRequest& request, bool long_lived) const;
   // Allocates `request` if it fits now.
   bool try_acquire(const ResourceRequest& request, bool long_lived, Allocation* out);
   void release(const Allocation& allocation);

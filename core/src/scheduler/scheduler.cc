@@ -28,6 +28,10 @@ struct Scheduler::Worker final : Waker {
   CpuLease* resuming PRISM_GUARDED_BY(sched->mu_) = nullptr;
   // Owned by the thread:
   CpuLease* lease = nullptr;  // what the work running on this thread holds (innermost)
+  // The shape whose lease this thread holds and runs (innermost), counted in its `running`
+  // while `running_shape` (cleared while blocked).
+  ResourceShape* shape = nullptr;
+  bool running_shape = false;
 
   void wake() noexcept override {
     signal.store(1, std::memory_order_release);
@@ -51,6 +55,12 @@ constexpr std::chrono::microseconds kSpinBeforePark{20};
 // empty queue (see has_idle_core).
 std::atomic<int64_t> g_slot_holders{0};
 std::atomic<int64_t> g_slot_spinners{0};
+std::atomic<uint64_t> g_next_scheduler_id{1};
+
+bool same_request(const ResourceRequest& a, const ResourceRequest& b) {
+  return a.cpu == b.cpu && a.gpu == b.gpu && a.memory == b.memory &&
+         a.gpu_memory == b.gpu_memory && a.custom == b.custom;
+}
 
 class StdThreadStarter final : public ThreadStarter {
  public:
@@ -70,7 +80,8 @@ Scheduler::Scheduler(JobRunner* runner, const NodeResources& totals, int max_thr
       starter_(starter != nullptr ? starter : &default_thread_starter()),
       max_threads_(std::max(1, max_threads)),
       pool_(totals),
-      waiting_(starvation_bound) {
+      waiting_(starvation_bound),
+      id_(g_next_scheduler_id.fetch_add(1, std::memory_order_relaxed)) {
   cpu_slots_ = totals.cpu / kUnitsPerResource;
 }
 
@@ -140,6 +151,92 @@ void Scheduler::enqueue_ready(TaskRecord* task) noexcept {
   reject_if_no_threads();
 }
 
+ResourceShape* Scheduler::shape_for(const ResourceRequest& request) {
+  // The calling thread's last answer: a submitter usually repeats one request many times.
+  struct Cached {
+    uint64_t scheduler = 0;
+    ResourceRequest request;
+    ResourceShape* shape = nullptr;
+  };
+  thread_local Cached cached;
+  if (cached.scheduler == id_ && same_request(cached.request, request)) return cached.shape;
+  ResourceShape* found = nullptr;
+  {
+    MutexLock lock(shapes_mu_);
+    for (const auto& shape : shapes_) {
+      if (same_request(shape->request, request)) {
+        found = shape.get();
+        break;
+      }
+    }
+    if (found == nullptr) {
+      if (shapes_.size() >= kMaxShapes) return nullptr;
+      auto shape = std::make_unique<ResourceShape>(request);
+      shape->infeasible = infeasible_unlocked(request);
+      found = shape.get();
+      shapes_.push_back(std::move(shape));
+    }
+  }
+  cached.scheduler = id_;
+  cached.request = request;
+  cached.shape = found;
+  return found;
+}
+
+void Scheduler::enqueue_shaped(TaskRecord* task, ResourceShape* shape) noexcept {
+  task->mark_queued();
+  shape->ready.push(task);  // seq_cst on the queue's size: pairs with the holders' re-checks
+  // A spinner pops once more after its spin; an asked-for lease pops after it begins.
+  if (shape->spinners.load(std::memory_order_seq_cst) > 0) return;
+  if (shape->requested.load(std::memory_order_seq_cst) > 0) return;
+  // A holder of this shape completing its task's result (this is a dependent becoming ready):
+  // it pops the task next, and a lease for it would find the queue empty. A task submitted in
+  // the middle of a task's body may wait behind the rest of that body: it gets a lease.
+  Worker* w = tls_worker;
+  if (w != nullptr && w->sched == this && w->shape == shape && w->running_shape &&
+      ObjectEntry::notifying_dependents()) {
+    return;
+  }
+  {
+    MutexLock lock(mu_);
+    request_lease_locked(shape);
+    if (no_thread_reason_.empty()) return;
+  }
+  reject_if_no_threads();
+}
+
+void Scheduler::request_lease_locked(ResourceShape* shape) {
+  if (shape->requested.load(std::memory_order_relaxed) > 0) return;
+  shape->requested.store(1, std::memory_order_seq_cst);
+  Job job;
+  job.kind = Job::Kind::kLease;
+  job.shape = shape;
+  waiting_.push(std::move(job), shape->request);
+  distribute_locked();
+}
+
+void Scheduler::update_yields_locked() {
+  if (leased_.empty()) return;
+  const bool resumers = !resumers_.empty();
+  const bool waiting = !waiting_.empty();
+  for (ResourceShape* shape : leased_) {
+    bool y = resumers && (shape->kinds & kKindCpu) != 0;
+    if (!y && waiting) y = (waiting_.lacking_except(shape) & shape->kinds) != 0;
+    if (shape->yield.load(std::memory_order_relaxed) != y) {
+      shape->yield.store(y, std::memory_order_relaxed);
+    }
+  }
+}
+
+void Scheduler::take_shaped_locked(std::vector<TaskRecord*>* tasks) {
+  MutexLock lock(shapes_mu_);
+  for (const auto& shape : shapes_) {
+    while (TaskRecord* t = shape->ready.pop()) {
+      if (t->take_from_queue()) tasks->push_back(t);
+    }
+  }
+}
+
 void Scheduler::enqueue_with_resources(Job job, const ResourceRequest& request) noexcept {
   if (job.kind == Job::Kind::kTask && job.task != nullptr) job.task->mark_queued();
   {
@@ -174,6 +271,7 @@ void Scheduler::distribute_locked(bool wake_for_ready) {
   serve_resumers_locked();
   waiting_.grant(pool_, &jobs_, /*may_reserve=*/blocked_tasks_ == 0);
   cpu_wanted_.store(!resumers_.empty() || waiting_.wants_cpu(), std::memory_order_relaxed);
+  update_yields_locked();
   wake_for_jobs_locked();
   if (wake_for_ready) wake_for_ready_locked();
 }
@@ -274,8 +372,14 @@ void Scheduler::reject_if_no_threads() noexcept {
     while (TaskRecord* t = ready_.pop()) {
       if (t->take_from_queue()) tasks.push_back(t);
     }
+    take_shaped_locked(&tasks);
     std::deque<Job> keep;
     for (Job& j : jobs_) {
+      if (j.kind == Job::Kind::kLease) {  // its shape's tasks are failed above
+        pool_.release(j.alloc);
+        j.shape->requested.store(0, std::memory_order_relaxed);
+        continue;
+      }
       if (j.task == nullptr) {
         keep.push_back(std::move(j));  // actor drains run once a thread exists
         continue;
@@ -319,6 +423,7 @@ void Scheduler::take_back_locked(Worker* w, CpuLease* lease) {
     w->resuming = lease;
     resumers_.push_back(w);
     cpu_wanted_.store(true, std::memory_order_relaxed);
+    update_yields_locked();
     while (w->resuming != nullptr) {
       w->signal.store(0, std::memory_order_relaxed);
       mu_.unlock();
@@ -348,12 +453,16 @@ bool Scheduler::can_take_slot_locked() const {
   return resumers_.empty() && pool_.slot_free();
 }
 
-bool Scheduler::run_one_job_locked(Worker* w) {
+bool Scheduler::run_one_job_locked(Worker* w, bool one_task) {
   w->sched->mu_.assert_held();  // a worker of this scheduler: its lock is mu_
   if (jobs_.empty()) return false;
   Job job = std::move(jobs_.front());
   jobs_.pop_front();
   jobs_count_.store(static_cast<int64_t>(jobs_.size()), std::memory_order_relaxed);
+  if (job.kind == Job::Kind::kLease) {
+    run_lease_locked(w, job, one_task);
+    return true;
+  }
   if (job.kind == Job::Kind::kTask && job.task != nullptr && !job.task->take_from_queue()) {
     pool_.release(job.alloc);  // a parent claimed and runs it
     distribute_locked();
@@ -375,6 +484,75 @@ bool Scheduler::run_one_job_locked(Worker* w) {
     distribute_locked();
   }
   return true;
+}
+
+void Scheduler::run_lease_locked(Worker* w, Job& job, bool one_task) {
+  w->sched->mu_.assert_held();  // a worker of this scheduler: its lock is mu_
+  ResourceShape* shape = job.shape;
+  shape->requested.store(0, std::memory_order_seq_cst);  // before the first pop
+  leases_started_.fetch_add(1, std::memory_order_relaxed);
+  if (shape->leases++ == 0) leased_.push_back(shape);
+  shape->running.fetch_add(1, std::memory_order_seq_cst);
+  update_yields_locked();
+  CpuLease own;
+  own.cpu = job.alloc.cpu;
+  enter_lease_locked(w, &own);
+  CpuLease* outer = std::exchange(w->lease, &own);
+  ResourceShape* outer_shape = std::exchange(w->shape, shape);
+  const bool outer_running = std::exchange(w->running_shape, true);
+  job.kind = Job::Kind::kTask;  // the runner sees one task job per task, with the lease's grant
+  for (;;) {
+    mu_.unlock();
+    run_lease_loop(shape, job, one_task);
+    mu_.lock();
+    shape->running.fetch_sub(1, std::memory_order_seq_cst);
+    // Re-check under the lock after leaving (no lost wake-up: see resource_shape.h).
+    if (one_task || stopping_.load() || shape->yield.load(std::memory_order_relaxed) ||
+        !shape->ready.maybe_nonempty()) {
+      break;
+    }
+    shape->running.fetch_add(1, std::memory_order_seq_cst);
+  }
+  // Tasks left (it yields, or helps with one task only): a new lease runs them, in turn.
+  if (shape->ready.maybe_nonempty() && !stopping_.load()) request_lease_locked(shape);
+  w->lease = outer;
+  w->shape = outer_shape;
+  w->running_shape = outer_running;
+  leave_lease_locked(&own);
+  if (--shape->leases == 0) leased_.erase(std::find(leased_.begin(), leased_.end(), shape));
+  pool_.release(job.alloc);
+  distribute_locked();
+}
+
+void Scheduler::run_lease_loop(ResourceShape* shape, Job& job, bool one_task) noexcept {
+  for (;;) {
+    TaskRecord* t = shape->ready.pop();
+    if (t == nullptr) {
+      if (one_task) return;
+      // As a slot holder does: stay awake a few microseconds for the next task (one spinner).
+      if (shape->spinners.fetch_add(1, std::memory_order_seq_cst) == 0) {
+        spin_for(kSpinBeforePark, [shape] {
+          return shape->ready.maybe_nonempty() || shape->yield.load(std::memory_order_relaxed);
+        });
+      }
+      shape->spinners.fetch_sub(1, std::memory_order_seq_cst);
+      t = shape->ready.pop();
+      if (t == nullptr) return;
+    }
+    // More tasks than this holder takes: ask for another lease (once at a time) so that a burst
+    // runs on as many leases as the node grants.
+    if (!one_task && shape->ready.maybe_nonempty() &&
+        shape->requested.load(std::memory_order_relaxed) == 0 &&
+        shape->spinners.load(std::memory_order_relaxed) == 0) {
+      MutexLock lock(mu_);
+      if (!stopping_.load()) request_lease_locked(shape);
+    }
+    if (!t->take_from_queue()) continue;  // claimed by a blocked parent, which runs it
+    job.task = t;
+    runner_->run_job(job);
+    job.task = nullptr;
+    if (one_task || shape->yield.load(std::memory_order_relaxed)) return;
+  }
 }
 
 void Scheduler::run_slot_locked(Worker* w, bool one_task) {
@@ -515,6 +693,13 @@ bool Scheduler::block(BlockedWait& wait, Deadline deadline) noexcept {
     --lease->active;
     ++lease->blocked;
     lend_locked(lease);
+    // A blocked lease holder runs nothing of its shape meanwhile: others must.
+    ResourceShape* shape = w->running_shape ? w->shape : nullptr;
+    if (shape != nullptr) {
+      w->running_shape = false;
+      shape->running.fetch_sub(1, std::memory_order_seq_cst);
+      if (shape->ready.maybe_nonempty()) request_lease_locked(shape);
+    }
     ++blocked_tasks_;
     blocked_.push_back(w);
     distribute_locked();
@@ -546,6 +731,10 @@ bool Scheduler::block(BlockedWait& wait, Deadline deadline) noexcept {
     // Take the CPU back before going on: never more CPU in use than the node has.
     --lease->blocked;
     enter_lease_locked(w, lease);
+    if (shape != nullptr) {
+      w->running_shape = true;
+      shape->running.fetch_add(1, std::memory_order_seq_cst);
+    }
   }
   wait.disarm();
   return !timed_out || wait.ready();
@@ -557,7 +746,8 @@ void Scheduler::help_locked(Worker* w) {
   --(w->help_for_ready ? waking_for_ready_ : waking_for_jobs_);
   // While it works it is no candidate for another help request: a sleeping one is.
   blocked_.erase(std::find(blocked_.begin(), blocked_.end(), w));
-  if (!run_one_job_locked(w) && ready_.maybe_nonempty() && can_take_slot_locked()) {
+  if (!run_one_job_locked(w, /*one_task=*/true) && ready_.maybe_nonempty() &&
+      can_take_slot_locked()) {
     run_slot_locked(w, /*one_task=*/true);
   }
   blocked_.push_back(w);
@@ -574,11 +764,25 @@ void Scheduler::stop(std::vector<TaskRecord*>* tasks, std::vector<Job>* jobs) {
   while (TaskRecord* t = ready_.pop()) {
     if (t->take_from_queue()) tasks->push_back(t);
   }
-  waiting_.drain(pool_, jobs);
+  take_shaped_locked(tasks);
+  std::vector<Job> drained;
+  waiting_.drain(pool_, &drained);
+  for (Job& j : drained) {
+    if (j.kind == Job::Kind::kLease) {
+      j.shape->requested.store(0, std::memory_order_relaxed);  // its tasks are in `tasks`
+      continue;
+    }
+    jobs->push_back(std::move(j));
+  }
   std::deque<Job> keep;
   for (auto& j : jobs_) {
     if (j.kind == Job::Kind::kActorDrain) {
       keep.push_back(std::move(j));  // drains of dead actors only finalize them
+      continue;
+    }
+    if (j.kind == Job::Kind::kLease) {
+      pool_.release(j.alloc);
+      j.shape->requested.store(0, std::memory_order_relaxed);
       continue;
     }
     pool_.release(j.alloc);

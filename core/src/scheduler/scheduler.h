@@ -5,9 +5,14 @@
 //  * Ready tasks with the default request (one CPU, nothing else) go to the lock-free ReadyQueue.
 //    A thread holding a CPU slot (one CPU taken from the pool) runs them back to back without a
 //    lock and gives the slot back when the queue is empty or when someone wants CPU.
-//  * Jobs: tasks with other requests wait in WaitQueues (one FIFO per request shape) until their
-//    resources are free, then run on a thread holding their Allocation. Actor work runs as jobs
-//    too: creation (which keeps its Allocation for the actor's life) and mailbox drains.
+//  * Tasks with any other request go to their shape's lock-free queue (resource_shape.h). A
+//    thread granted one allocation of the shape (a lease, itself a job that waited in
+//    WaitQueues) runs them back to back, as a slot does, until the queue runs dry or another
+//    request waits for what the lease holds.
+//  * Jobs: work that waits in WaitQueues (one FIFO per request shape) until its resources are
+//    free, then runs on a thread holding its Allocation: leases, actor creation (which keeps its
+//    Allocation for the actor's life), tasks of shapes beyond kMaxShapes; and actor mailbox
+//    drains, which need no resources.
 //  * Resumers: threads whose blocked task can go on and must first take back the CPU it lent.
 //
 // ---- Blocking inside a task (block()) ----
@@ -53,6 +58,9 @@
 // wakes one thread, and a thread that finds more work than it can take passes the wake-up on.
 // get() outside a task spins for its result only while some core runs no task: a spinning
 // holder counts as idle (g_slot_spinners), a holder running a task does not.
+// Shaped tasks: see resource_shape.h. A lease holder blocked in get()/wait() stops counting as
+// running its shape (and asks for another lease if the queue has tasks), so a blocked holder
+// never strands its shape's queue.
 // Jobs and resumers are only added and taken under mu_, and every release of resources calls
 // distribute_locked(), which serves resumers, grants waiting jobs and wakes threads for what was
 // granted. A thread looks at jobs_, the ready queue and stopping_ under mu_ before it parks.
@@ -85,6 +93,7 @@
 #include "prism/internal/task_record.h"
 #include "scheduler/job.h"
 #include "scheduler/ready_queue.h"
+#include "scheduler/resource_shape.h"
 #include "scheduler/resources.h"
 #include "scheduler/wait_queues.h"
 
@@ -165,8 +174,17 @@ class Scheduler {
     return pool_.carve(request, parent_cpu, parent, child);
   }
 
+  // Shapes interned by a node at most; requests beyond take the per-task path.
+  static constexpr size_t kMaxShapes = 256;
+  // The interned shape of `request` (its `infeasible` says whether the node can ever run it),
+  // or null once kMaxShapes shapes exist. Lives as long as the scheduler. Lock-free when the
+  // calling thread asked for the same request last.
+  ResourceShape* shape_for(const ResourceRequest& request);
+
   // A ready task with the default request.
   void enqueue_ready(TaskRecord* task) noexcept;
+  // A ready plain task with `shape`'s request (shape_for; feasible).
+  void enqueue_shaped(TaskRecord* task, ResourceShape* shape) noexcept;
   // A job that first waits for `request` (copied).
   void enqueue_with_resources(Job job, const ResourceRequest& request) noexcept;
   // A job that needs no resources.
@@ -193,13 +211,27 @@ class Scheduler {
   std::map<std::string, double> available() const;
   // Threads started so far (they only exit in join()).
   int thread_count() const;
+  // Leases begun so far (each ran one or more tasks of a shape under one grant).
+  uint64_t leases_started() const noexcept {
+    return leases_started_.load(std::memory_order_relaxed);
+  }
 
   struct Worker;  // one per thread (defined in scheduler.cc)
 
  private:
   void thread_main(Worker* w) noexcept;
   // Runs one job from jobs_ if there is one (lock released meanwhile); false if none.
-  bool run_one_job_locked(Worker* w) PRISM_REQUIRES(mu_);
+  // `one_task`: a helper, which runs one task of a lease and gives it back.
+  bool run_one_job_locked(Worker* w, bool one_task = false) PRISM_REQUIRES(mu_);
+  // A lease job: runs its shape's tasks until the queue is dry or the lease must yield.
+  void run_lease_locked(Worker* w, Job& job, bool one_task) PRISM_REQUIRES(mu_);
+  void run_lease_loop(ResourceShape* shape, Job& job, bool one_task) noexcept;
+  // Asks for a lease of `shape` if none is asked for yet.
+  void request_lease_locked(ResourceShape* shape) PRISM_REQUIRES(mu_);
+  // Sets each leased shape's `yield` (see resource_shape.h).
+  void update_yields_locked() PRISM_REQUIRES(mu_);
+  // Tasks queued in shapes, for stop() and reject_if_no_threads().
+  void take_shaped_locked(std::vector<TaskRecord*>* tasks) PRISM_REQUIRES(mu_);
   // Takes a CPU slot and runs ready tasks (one, or until the queue is empty or CPU is wanted).
   void run_slot_locked(Worker* w, bool one_task) PRISM_REQUIRES(mu_);
   void run_slot_loop(bool one_task) noexcept;
@@ -239,6 +271,7 @@ class Scheduler {
   std::atomic<bool> cpu_wanted_{false};
   std::atomic<bool> stopping_{false};
   std::atomic<int64_t> jobs_count_{0};
+  std::atomic<uint64_t> leases_started_{0};
 
   alignas(64) mutable Mutex mu_;
   ResourcePool pool_ PRISM_GUARDED_BY(mu_);
@@ -254,6 +287,18 @@ class Scheduler {
   int64_t job_spinners_ PRISM_GUARDED_BY(mu_) = 0;  // threads spinning after a job
   bool warned_thread_cap_ PRISM_GUARDED_BY(mu_) = false;
   std::string no_thread_reason_ PRISM_GUARDED_BY(mu_);  // set when starting the first failed
+  std::vector<ResourceShape*> leased_ PRISM_GUARDED_BY(mu_);  // shapes with live leases
+  // Why the node can never run `request` (ResourcePool::infeasible_reason reads only the totals,
+  // fixed at construction: no lock).
+  std::string infeasible_unlocked(const ResourceRequest& request) const
+      PRISM_NO_THREAD_SAFETY_ANALYSIS {
+    return pool_.infeasible_reason(request);
+  }
+
+  // Interned shapes (never removed before the scheduler is destroyed).
+  const uint64_t id_;  // tells this scheduler from any other in the calling threads' caches
+  mutable Mutex shapes_mu_;
+  std::vector<std::unique_ptr<ResourceShape>> shapes_ PRISM_GUARDED_BY(shapes_mu_);
 };
 
 }  // namespace prism::internal

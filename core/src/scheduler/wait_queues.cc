@@ -126,14 +126,18 @@ void WaitQueues::grant(ResourcePool& pool, std::deque<Job>* out, bool may_reserv
       if (s == reserved_) continue;
       const uint64_t seq = s->queue.front().seq;
       if (oldest == nullptr || seq < oldest->queue.front().seq) oldest = s;
-      if (pool.fits(s->request, s->long_lived)) {
+      s->lacking = pool.lacking(s->request, s->long_lived);
+      if (s->lacking == 0) {
         if (best == nullptr || seq < best->queue.front().seq) best = s;
-      } else if (!wants_cpu_ && pool.fits_except_cpu(s->request)) {
+      } else if (s->lacking == kKindCpu) {
         wants_cpu_ = true;
       }
     }
     if (reserved_ != nullptr) {
       oldest = reserved_;
+      // It waits for everything it asks for that is not set aside yet: holders of any of it
+      // make way (coarse, and only while a reservation exists).
+      reserved_->lacking = kinds_of(reserved_->request);
       if (partial_.cpu < reserved_->request.cpu) wants_cpu_ = true;
     }
     if (oldest == nullptr) {
@@ -165,6 +169,17 @@ void WaitQueues::grant(ResourcePool& pool, std::deque<Job>* out, bool may_reserv
     }
     remove_if_empty(best);
   }
+}
+
+uint32_t WaitQueues::lacking_except(const ResourceShape* own) const noexcept {
+  uint32_t out = 0;
+  for (const Shape* s : active_) {
+    if (s->queue.empty()) continue;
+    const Job& head = s->queue.front().job;
+    if (head.kind == Job::Kind::kLease && head.shape == own) continue;
+    out |= s->lacking;
+  }
+  return out;
 }
 
 void WaitQueues::note_bypass(ResourcePool& pool, bool may_reserve) {

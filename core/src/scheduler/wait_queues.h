@@ -59,6 +59,10 @@ class WaitQueues {
   // True if some waiting request (or the reservation) lacks CPU and nothing else: threads
   // holding CPU slots should give them back so it can run.
   bool wants_cpu() const noexcept { return wants_cpu_; }
+  // The resource kinds (ResourceKind bits) that waiting requests lack as of the last grant(),
+  // leaving out a lease request of `own` (a shape's holders do not make way for their own next
+  // lease). Holders of a lease that holds one of these kinds give it back (see resource_shape.h).
+  uint32_t lacking_except(const ResourceShape* own) const noexcept;
   bool empty() const noexcept { return waiting_ == 0; }
   size_t size() const noexcept { return waiting_; }
   // Removes every waiting job (for the scheduler's stop) and releases the reservation; jobs of
@@ -74,6 +78,7 @@ class WaitQueues {
     ResourceRequest request;
     bool long_lived;
     std::deque<Entry> queue;
+    uint32_t lacking = 0;  // what its head lacked at the last grant() (ResourceKind bits)
   };
   struct Key {
     int64_t cpu, gpu, memory, gpu_memory;

@@ -29,6 +29,7 @@
 #include <utility>
 #include <vector>
 
+#include "prism/internal/buffer_pool.h"
 #include "prism/internal/ids.h"
 #include "prism/internal/thread_annotations.h"
 
@@ -128,6 +129,10 @@ class ObjectEntry {
   // completed first (the notification has been or is being delivered).
   bool remove_dependent(DepNode* node) noexcept;
 
+  // True while the calling thread is delivering some entry's completion to its dependents (the
+  // scheduler's hint that a task it dispatches became ready because the running one finished).
+  static bool notifying_dependents() noexcept;
+
   void request_cancel() noexcept { cancel_requested_.store(true, std::memory_order_relaxed); }
   bool cancel_requested() const noexcept {
     return cancel_requested_.load(std::memory_order_relaxed);
@@ -216,10 +221,17 @@ class TypedEntry final : public ObjectEntry {
     return true;
   }
 
-  // The value of a put: space was reserved beforehand (token).
+  // The value of a put: space was reserved beforehand (token). A copied large vector lands in a
+  // pooled buffer (BufferPool).
   template <typename U>
   void set_put_value(std::shared_ptr<void> token, U&& v) {
-    T* p = ::new (static_cast<void*>(storage_)) T(std::forward<U>(v));
+    T* p;
+    if constexpr (PoolableVector<T>::value && std::is_lvalue_reference_v<U> &&
+                  std::is_same_v<std::decay_t<U>, T>) {
+      p = ::new (static_cast<void*>(storage_)) T(BufferPool::copy(v));
+    } else {
+      p = ::new (static_cast<void*>(storage_)) T(std::forward<U>(v));
+    }
     value_constructed_ = true;
     publish_value(ObjectSize<T>::bytes(*p), std::move(token));
   }
@@ -227,7 +239,10 @@ class TypedEntry final : public ObjectEntry {
   const T& value() const noexcept { return *std::launder(reinterpret_cast<const T*>(storage_)); }
 
   ~TypedEntry() override {
-    if (value_constructed_) std::launder(reinterpret_cast<T*>(storage_))->~T();
+    if (!value_constructed_) return;
+    T* v = std::launder(reinterpret_cast<T*>(storage_));
+    if constexpr (PoolableVector<T>::value) BufferPool::offer(*v);  // a large buffer is kept
+    v->~T();
   }
 
  private:

@@ -60,9 +60,12 @@ ResourceRequest make_request(double cpus, double gpus, int64_t memory, int64_t g
                              const std::vector<std::pair<std::string, double>>& custom);
 
 // Options that most tasks do not have, allocated only when a call sets one.
+struct ResourceShape;  // the scheduler's queue for one request (scheduler/resource_shape.h)
+
 struct TaskExtras {
   std::string name;
   ResourceRequest request;
+  ResourceShape* shape = nullptr;  // request's interned shape; null: the per-task path
   bool default_request = true;
   int retries_left = 0;
   bool retry_exceptions = false;

@@ -1,0 +1,129 @@
+// BufferPool driven directly (capacity, reuse by type and size, eviction, refusal) and through
+// the API: a copying put of a large vector lands in the buffer a freed object left behind; the
+// pool empties when the last runtime shuts down.
+
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <vector>
+
+#include "prism/internal/buffer_pool.h"
+#include "prism/prism.h"
+#include "test_util.h"
+
+namespace prism::internal {
+namespace {
+
+constexpr size_t kMiB = size_t{1} << 20;
+
+// Gives the pool `bytes` of capacity for one test and takes it back (emptying what it added).
+class Capacity {
+ public:
+  explicit Capacity(int64_t bytes) : bytes_(bytes) { BufferPool::add_capacity(bytes); }
+  ~Capacity() { BufferPool::add_capacity(-bytes_); }
+
+ private:
+  int64_t bytes_;
+};
+
+std::vector<float> filled(size_t bytes, float v) {
+  return std::vector<float>(bytes / sizeof(float), v);
+}
+
+TEST(BufferPoolTest, ACopyLandsInTheBufferOfferedBefore) {
+  Capacity cap(64 * kMiB);
+  std::vector<float> old = filled(4 * kMiB, 1.0f);
+  const float* buffer = old.data();
+  BufferPool::offer(old);
+  EXPECT_TRUE(old.empty());  // taken
+  const auto before = BufferPool::stats();
+  const std::vector<float> src = filled(4 * kMiB, 2.5f);
+  std::vector<float> copy = BufferPool::copy(src);
+  EXPECT_EQ(copy.data(), buffer);
+  EXPECT_EQ(copy, src);
+  EXPECT_EQ(BufferPool::stats().reused, before.reused + 1);
+}
+
+TEST(BufferPoolTest, OnlyTheSameElementTypeAndASizeWithinAQuarterAreReused) {
+  Capacity cap(64 * kMiB);
+  std::vector<float> floats = filled(4 * kMiB, 1.0f);
+  const void* float_buffer = floats.data();
+  BufferPool::offer(floats);
+  // Another element type of the same size: a fresh buffer.
+  const std::vector<int32_t> ints(kMiB, 7);
+  EXPECT_NE(static_cast<const void*>(BufferPool::copy(ints).data()), float_buffer);
+  // Less than 4/5 of the pooled size: too wasteful, a fresh buffer.
+  const std::vector<float> small = filled(3 * kMiB, 1.0f);
+  EXPECT_NE(static_cast<const void*>(BufferPool::copy(small).data()), float_buffer);
+  // Larger than the pooled buffer: cannot hold it.
+  const std::vector<float> big = filled(5 * kMiB, 1.0f);
+  EXPECT_NE(static_cast<const void*>(BufferPool::copy(big).data()), float_buffer);
+  // The same type and size still finds it.
+  const std::vector<float> same = filled(4 * kMiB, 3.0f);
+  EXPECT_EQ(static_cast<const void*>(BufferPool::copy(same).data()), float_buffer);
+}
+
+TEST(BufferPoolTest, SmallBuffersAreNotKept) {
+  Capacity cap(64 * kMiB);
+  std::vector<float> small(16, 1.0f);
+  BufferPool::offer(small);
+  EXPECT_EQ(small.size(), 16u);  // left alone
+}
+
+TEST(BufferPoolTest, TheOldestBuffersGoFirstWhenTheCapacityIsReached) {
+  const auto base = BufferPool::stats();
+  Capacity cap(10 * kMiB);
+  std::vector<float> a = filled(4 * kMiB, 1.0f), b = filled(4 * kMiB, 2.0f),
+                     c = filled(4 * kMiB, 3.0f);
+  const float* b_buffer = b.data();
+  const float* c_buffer = c.data();
+  BufferPool::offer(a);
+  BufferPool::offer(b);
+  BufferPool::offer(c);  // a is freed to make room
+  EXPECT_LE(BufferPool::stats().bytes, base.bytes + static_cast<int64_t>(10 * kMiB));
+  const std::vector<float> src = filled(4 * kMiB, 0.0f);
+  std::vector<float> first = BufferPool::copy(src);
+  std::vector<float> second = BufferPool::copy(src);
+  EXPECT_EQ(first.data(), c_buffer);  // newest first
+  EXPECT_EQ(second.data(), b_buffer);
+}
+
+TEST(BufferPoolTest, WithoutCapacityNothingIsKept) {
+  const auto base = BufferPool::stats();
+  if (base.capacity > 0) GTEST_SKIP() << "a runtime of another test holds capacity";
+  std::vector<float> v = filled(4 * kMiB, 1.0f);
+  BufferPool::offer(v);
+  EXPECT_EQ(v.size(), 4 * kMiB / sizeof(float));  // refused: still the caller's
+  EXPECT_EQ(BufferPool::stats().bytes, base.bytes);
+}
+
+TEST(BufferPoolTest, ACopyingPutReusesTheBufferOfAFreedObjectAndShutdownEmptiesThePool) {
+  {
+    prism::Runtime rt({.num_cpus = 1, .object_store_bytes = int64_t{256} << 20});
+    const std::vector<float> src = filled(8 * kMiB, 1.5f);
+    const float* first_buffer = nullptr;
+    {
+      auto ref = rt.put(src);
+      auto stored = prism::get_shared(ref, prism_test::kTimeout);  // the stored value itself
+      EXPECT_EQ(*stored, src);
+      EXPECT_NE(stored->data(), src.data());  // a copy
+      first_buffer = stored->data();
+    }  // the object is freed: its buffer goes to the pool
+    auto again = rt.put(src);
+    EXPECT_EQ(prism::get_shared(again, prism_test::kTimeout)->data(), first_buffer);
+    EXPECT_EQ(*prism::get_shared(again, prism_test::kTimeout), src);
+    // A task's large vector result is kept too when freed.
+    auto made = rt.task([] { return std::vector<float>(8 * kMiB / sizeof(float), 4.0f); }).remote();
+    const float* result_buffer = prism::get_shared(made, prism_test::kTimeout)->data();
+    made = prism::ObjectRef<std::vector<float>>();
+    again = prism::ObjectRef<std::vector<float>>();
+    auto third = rt.put(src);
+    const float* third_buffer = prism::get_shared(third, prism_test::kTimeout)->data();
+    EXPECT_TRUE(third_buffer == result_buffer || third_buffer == first_buffer);
+    rt.shutdown();
+  }
+  if (BufferPool::stats().capacity == 0) EXPECT_EQ(BufferPool::stats().bytes, 0);
+}
+
+}  // namespace
+}  // namespace prism::internal
