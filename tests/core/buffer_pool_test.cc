@@ -122,7 +122,9 @@ TEST(BufferPoolTest, ACopyingPutReusesTheBufferOfAFreedObjectAndShutdownEmptiesT
     EXPECT_TRUE(third_buffer == result_buffer || third_buffer == first_buffer);
     rt.shutdown();
   }
-  if (BufferPool::stats().capacity == 0) EXPECT_EQ(BufferPool::stats().bytes, 0);
+  if (BufferPool::stats().capacity == 0) {
+    EXPECT_EQ(BufferPool::stats().bytes, 0);
+  }
 }
 
 }  // namespace

@@ -32,7 +32,7 @@ constexpr int64_t kCpu = kUnitsPerResource;
 
 class FnTask final : public TaskRecord {
  public:
-  explicit FnTask(std::function<void()> body, std::unique_ptr<TaskExtras> extras = nullptr)
+  explicit FnTask(std::function<void()> body, ExtrasPtr extras = nullptr)
       : TaskRecord(nullptr, TaskId{}, nullptr, std::move(extras)), body_(std::move(body)) {}
   std::exception_ptr run() noexcept override {
     body_();

@@ -163,11 +163,11 @@ class ActorMethodCaller {
     const internal::RuntimePin pin = internal::pin_runtime(internal::actor_runtime(core));
     internal::RuntimeCore* rt = pin.get();
     internal::check_accepting(rt);
-    std::unique_ptr<internal::TaskExtras> extras;
+    internal::ExtrasPtr extras;
     if (!name_.empty()) {
       internal::TaskOptions o;
       o.name = name_;
-      extras = internal::make_task_extras(rt, o, name_);
+      extras = internal::make_task_extras(rt, o, internal::LazyName(name_));
     }
     Slots slots(rt);
     auto refs = slots.refs();

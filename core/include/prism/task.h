@@ -90,13 +90,14 @@ class TaskCaller : public internal::ResourceOptions<TaskCaller<F, NumReturns>> {
         rt_.empty() ? internal::pin_current_runtime() : internal::pin_runtime(rt_);
     internal::RuntimeCore* rt = pin.get();
     internal::check_accepting(rt);
-    std::unique_ptr<internal::TaskExtras> extras;
+    internal::ExtrasPtr extras;
     if (is_plain()) {
       if (!internal::default_feasible(rt)) {
         internal::check_default_feasible(rt, internal::callable_name(f_));
       }
     } else {
-      extras = internal::make_task_extras(rt, options_, internal::callable_name(f_));
+      extras = internal::make_task_extras(
+          rt, options_, internal::LazyName(&internal::callable_name_of<F>, &f_));
     }
     Slots slots(rt);
     auto refs = slots.refs();

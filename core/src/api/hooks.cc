@@ -69,8 +69,8 @@ void check_default_feasible(RuntimeCore* rt, const std::string& function_name) {
   }
 }
 
-std::unique_ptr<TaskExtras> make_task_extras(RuntimeCore* rt, const TaskOptions& options,
-                                             const std::string& function_name) {
+ExtrasPtr make_task_extras(RuntimeCore* rt, const TaskOptions& options,
+                           const LazyName& function_name) {
   return rt->make_extras(options, function_name);
 }
 

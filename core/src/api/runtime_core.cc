@@ -187,35 +187,44 @@ void RuntimeCore::shutdown() {
   PRISM_LOG(kInfo) << "runtime " << node_id_ << " stopped";
 }
 
-std::unique_ptr<TaskExtras> RuntimeCore::make_extras(const TaskOptions& o,
-                                                     const std::string& function_name) {
-  auto x = std::make_unique<TaskExtras>();
-  x->name = o.name;
+ExtrasPtr RuntimeCore::make_extras(const TaskOptions& o, const LazyName& function_name) {
   if (o.max_retries < -1) {
     throw Error(ErrorCode::kInvalidArgument, "max_retries must be >= 0 (or -1 for no limit)");
-  }
-  x->retries_left = o.max_retries == -1 ? INT32_MAX : o.max_retries;
-  x->retry_exceptions = o.retry_exceptions;
-  x->default_request = o.is_default_request();
-  if (!x->default_request) {
-    x->request = make_request(o.num_cpus, o.num_gpus, o.memory, o.gpu_memory, o.resources);
   }
   static const ResourceRequest kOneCpu = [] {
     ResourceRequest r;
     r.cpu = kUnitsPerResource;
     return r;
   }();
-  const ResourceRequest& req = x->default_request ? kOneCpu : x->request;
+  const bool default_request = o.is_default_request();
+  ResourceRequest request;
+  if (!default_request) {
+    request = make_request(o.num_cpus, o.num_gpus, o.memory, o.gpu_memory, o.resources);
+  }
+  const ResourceRequest& req = default_request ? kOneCpu : request;
   // Interning the shape also tells whether the node can ever run it (cached per thread).
   ResourceShape* shape = scheduler_->shape_for(req);
   const std::string reason =
       shape != nullptr ? shape->infeasible : scheduler_->infeasible_reason(req);
-  if (!x->default_request) x->shape = shape;
   if (!reason.empty()) {
-    throw InfeasibleError("infeasible task '" + (o.name.empty() ? function_name : o.name) +
+    throw InfeasibleError("infeasible task '" + (o.name.empty() ? function_name() : o.name) +
                           "': " + reason + "; no node can ever run it");
   }
-  return x;
+  // Only a request: every task of the shape shares the shape's record (no allocation).
+  if (!default_request && shape != nullptr && o.name.empty() && o.max_retries == 0 &&
+      !o.retry_exceptions) {
+    return ExtrasPtr::shared(&shape->extras);
+  }
+  auto x = std::make_unique<TaskExtras>();
+  x->name = o.name;
+  x->retries_left = o.max_retries == -1 ? INT32_MAX : o.max_retries;
+  x->retry_exceptions = o.retry_exceptions;
+  x->default_request = default_request;
+  if (!default_request) {
+    x->request = std::move(request);
+    x->shape = shape;
+  }
+  return ExtrasPtr(std::move(x));
 }
 
 void RuntimeCore::dispatch(TaskRecord* task) noexcept {

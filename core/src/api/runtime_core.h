@@ -54,8 +54,7 @@ class RuntimeCore final : public JobRunner {
   StoreAccount& store() noexcept { return *store_; }
   ActorDirectory& actors() noexcept { return actors_; }
 
-  std::unique_ptr<TaskExtras> make_extras(const TaskOptions& options,
-                                         const std::string& function_name);
+  ExtrasPtr make_extras(const TaskOptions& options, const LazyName& function_name);
   // A task whose arguments are all ready (or one of which failed).
   void dispatch(TaskRecord* task) noexcept;
   // Runs a task on the calling thread with its context, retries, error capture; then releases it

@@ -48,7 +48,11 @@ class Scheduler;
 
 struct ResourceShape {
   explicit ResourceShape(ResourceRequest r)
-      : request(std::move(r)), kinds(kinds_of(request)), ready(kQueueCapacity) {}
+      : request(std::move(r)), kinds(kinds_of(request)), ready(kQueueCapacity) {
+    extras.request = request;
+    extras.default_request = false;
+    extras.shape = this;
+  }
   ResourceShape(const ResourceShape&) = delete;
   ResourceShape& operator=(const ResourceShape&) = delete;
 
@@ -57,6 +61,8 @@ struct ResourceShape {
   const ResourceRequest request;
   const uint32_t kinds;
   std::string infeasible;  // set at interning: why the node can never run it (empty: it can)
+  // The extras of every task of this shape that sets no other option (ExtrasPtr::shared).
+  TaskExtras extras;
   ReadyQueue ready;
   alignas(64) std::atomic<int> running{0};
   std::atomic<int> spinners{0};

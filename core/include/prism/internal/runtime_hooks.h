@@ -97,10 +97,23 @@ bool default_feasible(RuntimeCore* rt) noexcept;
 // Throws InfeasibleError (naming `function_name`) if the node has no whole CPU (a default task
 // could never run).
 void check_default_feasible(RuntimeCore* rt, const std::string& function_name);
+// A callable's name for error messages, computed only when one is written (finding it can mean
+// a registry lookup and demangling: too dear for every submission).
+class LazyName {
+ public:
+  LazyName(std::string (*fn)(const void*), const void* arg) noexcept : fn_(fn), arg_(arg) {}
+  explicit LazyName(const std::string& name) noexcept : fn_(&from_string), arg_(&name) {}
+  std::string operator()() const { return fn_(arg_); }
+
+ private:
+  static std::string from_string(const void* p) { return *static_cast<const std::string*>(p); }
+  std::string (*fn_)(const void*);
+  const void* arg_;
+};
 // Validates per-call options, checks feasibility against the node's total resources and
 // returns the extras record. `function_name` names the task in errors when options.name is empty.
-std::unique_ptr<TaskExtras> make_task_extras(RuntimeCore* rt, const TaskOptions& options,
-                                             const std::string& function_name);
+ExtrasPtr make_task_extras(RuntimeCore* rt, const TaskOptions& options,
+                           const LazyName& function_name);
 // Hands a registered task to the runtime: drops the submitter's guard and dispatches it if all
 // of its arguments are ready. Takes ownership.
 void submit(TaskRecord* task) noexcept;

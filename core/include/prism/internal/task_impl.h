@@ -165,6 +165,11 @@ std::string callable_name(const F& f) {
   }
   return demangle(typeid(F).name());
 }
+// callable_name of the F at `f`, for a LazyName.
+template <typename F>
+std::string callable_name_of(const void* f) {
+  return callable_name(*static_cast<const F*>(f));
+}
 
 // ---- result slots ----
 
@@ -260,7 +265,7 @@ template <int Tier, typename Target, typename Slots, typename... A>
 class TaskImpl final : public TaskRecord {
  public:
   template <typename... U>
-  TaskImpl(RuntimeCore* rt, TaskId id, ActorCore* actor, std::unique_ptr<TaskExtras> extras,
+  TaskImpl(RuntimeCore* rt, TaskId id, ActorCore* actor, ExtrasPtr extras,
            Target target, Slots slots, U&&... args)
       : TaskRecord(rt, id, actor, std::move(extras)),
         target_(std::move(target)),

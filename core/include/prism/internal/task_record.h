@@ -71,6 +71,46 @@ struct TaskExtras {
   bool retry_exceptions = false;
 };
 
+// A task's extras: its own (freed with the task), or one shared by every task of a request shape
+// that sets no other option (owned by the scheduler's ResourceShape, never written: a shared
+// record has no retries to count down). Tagged in the pointer's low bit to keep tasks small.
+class ExtrasPtr {
+ public:
+  ExtrasPtr() noexcept = default;
+  ExtrasPtr(std::nullptr_t) noexcept {}  // NOLINT: as unique_ptr
+  explicit ExtrasPtr(std::unique_ptr<TaskExtras> own) noexcept
+      : bits_(reinterpret_cast<uintptr_t>(own.release())) {}
+  static ExtrasPtr shared(TaskExtras* x) noexcept {
+    ExtrasPtr e;
+    e.bits_ = reinterpret_cast<uintptr_t>(x) | kShared;
+    return e;
+  }
+  ExtrasPtr(ExtrasPtr&& o) noexcept : bits_(std::exchange(o.bits_, 0)) {}
+  ExtrasPtr& operator=(ExtrasPtr&& o) noexcept {
+    if (this != &o) {
+      reset();
+      bits_ = std::exchange(o.bits_, 0);
+    }
+    return *this;
+  }
+  ExtrasPtr(const ExtrasPtr&) = delete;
+  ExtrasPtr& operator=(const ExtrasPtr&) = delete;
+  ~ExtrasPtr() { reset(); }
+
+  TaskExtras* get() const noexcept { return reinterpret_cast<TaskExtras*>(bits_ & ~kShared); }
+  TaskExtras* operator->() const noexcept { return get(); }
+  explicit operator bool() const noexcept { return bits_ != 0; }
+  bool is_shared() const noexcept { return (bits_ & kShared) != 0; }
+
+ private:
+  static constexpr uintptr_t kShared = 1;
+  void reset() noexcept {
+    if (bits_ != 0 && !is_shared()) delete get();
+    bits_ = 0;
+  }
+  uintptr_t bits_ = 0;
+};
+
 class TaskRecord : public Dependent {
  public:
   TaskRecord(const TaskRecord&) = delete;
@@ -130,8 +170,7 @@ class TaskRecord : public Dependent {
   TaskRecord* next_in_queue = nullptr;
 
  protected:
-  TaskRecord(RuntimeCore* runtime, TaskId id, ActorCore* actor,
-             std::unique_ptr<TaskExtras> extras) noexcept
+  TaskRecord(RuntimeCore* runtime, TaskId id, ActorCore* actor, ExtrasPtr extras) noexcept
       : runtime_(runtime), sequence_(id.sequence), actor_(actor), extras_(std::move(extras)) {}
 
  private:
@@ -153,7 +192,7 @@ class TaskRecord : public Dependent {
   RuntimeCore* runtime_;
   uint64_t sequence_;  // the id's owner is the runtime's
   ActorCore* actor_;
-  std::unique_ptr<TaskExtras> extras_;
+  ExtrasPtr extras_;
   uint32_t deps_used_ = 0;
   uint32_t deps_capacity_ = 1;
   DepNode inline_dep_;
