@@ -151,6 +151,23 @@ void busy_for(std::chrono::microseconds d) {
   }
 }
 
+// CPU units held by running tasks, and the most ever held at once.
+class CpuUse {
+ public:
+  void hold(int64_t units, std::chrono::microseconds how_long) {
+    const int64_t now = in_use_.fetch_add(units) + units;
+    int64_t seen = peak_.load();
+    while (seen < now && !peak_.compare_exchange_weak(seen, now)) {
+    }
+    busy_for(how_long);
+    in_use_.fetch_sub(units);
+  }
+  int64_t peak() const { return peak_.load(); }
+
+ private:
+  std::atomic<int64_t> in_use_{0}, peak_{0};
+};
+
 std::string sweep_name(int cpus, int threads) {
   return std::to_string(cpus) + " CPUs, " + std::to_string(threads) + " threads";
 }
@@ -186,15 +203,8 @@ TEST(SchedulerTest, JobsWithResourcesShareTheCpusWithReadyTasks) {
   for (int threads : {1, 2, 8}) {
     SCOPED_TRACE(sweep_name(2, threads));
     FakeRunner runner;
-    std::atomic<int64_t> in_use{0}, peak{0};
-    auto hold = [&](int64_t units) {
-      const int64_t now = in_use.fetch_add(units) + units;
-      int64_t seen = peak.load();
-      while (seen < now && !peak.compare_exchange_weak(seen, now)) {
-      }
-      busy_for(std::chrono::microseconds(30));
-      in_use.fetch_sub(units);
-    };
+    CpuUse use;
+    auto hold = [&](int64_t units) { use.hold(units, std::chrono::microseconds(30)); };
     constexpr int kEach = 100;
     CountDown done(3 * kEach);
     const ResourceRequest two = make_request(2, 0, 0, 0, {});
@@ -219,7 +229,7 @@ TEST(SchedulerTest, JobsWithResourcesShareTheCpusWithReadyTasks) {
       sched.enqueue_with_resources(std::move(small), half);
     }
     ASSERT_TRUE(done.wait());
-    EXPECT_LE(peak.load(), 2 * kCpu);
+    EXPECT_LE(use.peak(), 2 * kCpu);
   }
 }
 
@@ -395,40 +405,55 @@ TEST(SchedulerTest, RefusedThreadsMeanBlockedTasksHelpInstead) {
 
 // ---- starvation ----
 
-constexpr int kStreamCap = 200000;  // the stream stops here if the job never runs
+constexpr int kStreamCap = 200000;  // a stream stops here if the job never runs
+
+// `chains` chains of tasks, each task queueing the next one (through `enqueue`) until the big job
+// ran (or kStreamCap tasks did): the queue never runs dry while the big job waits. Declare it
+// before the scheduler (declared last: destroyed, i.e. joined, first).
+struct Stream {
+  explicit Stream(int chains) : over(chains), chains_(chains) {}
+  std::function<void(FnTask*)> enqueue;
+  std::atomic<bool> big_ran{false};
+  std::atomic<int> count{0};
+  Event big_done;
+  CountDown over;  // every chain ended
+
+  void start() {
+    for (int i = 0; i < chains_; ++i) enqueue(new FnTask([this] { step(); }));
+  }
+  // Queues the big job, asking for `request`; it must run before the streams reach their cap.
+  void check_big_job_runs(Scheduler& sched, const ResourceRequest& request) {
+    Job big;
+    big.task = new FnTask([this] {
+      big_ran.store(true);
+      big_done.set();
+    });
+    sched.enqueue_with_resources(std::move(big), request);
+    ASSERT_TRUE(big_done.wait_until(Clock::now() + kTimeout))
+        << "the big job did not run during " << count.load() << " stream tasks";
+    EXPECT_LT(count.load(), kStreamCap);
+    ASSERT_TRUE(over.wait());
+  }
+
+ private:
+  void step() {
+    busy_for(std::chrono::microseconds(5));
+    if (big_ran.load() || count.fetch_add(1) >= kStreamCap) {
+      over.arrive();
+      return;
+    }
+    enqueue(new FnTask([this] { step(); }));
+  }
+  int chains_;
+};
 
 TEST(SchedulerTest, AManyCpuJobIsNotStarvedByAStreamOfOneCpuTasks) {
-  // What the tasks use lives before the scheduler, which is declared last: destroyed (joined)
-  // first.
-  struct Stream {
-    Scheduler* sched = nullptr;
-    std::atomic<bool> big_ran{false};
-    std::atomic<int> count{0};
-    Event over, big_done;
-    // Each stream task queues the next one until the big job ran: the queue never runs dry.
-    void step() {
-      busy_for(std::chrono::microseconds(5));
-      if (big_ran.load() || count.fetch_add(1) >= kStreamCap) {
-        over.set();
-        return;
-      }
-      sched->enqueue_ready(new FnTask([this] { step(); }));
-    }
-  } stream;
+  Stream stream(4);
   FakeRunner runner;
   Scheduler sched(&runner, node(2), /*max_threads=*/8, nullptr, /*starvation_bound=*/8);
-  stream.sched = &sched;
-  for (int i = 0; i < 4; ++i) sched.enqueue_ready(new FnTask([&stream] { stream.step(); }));
-  Job big;
-  big.task = new FnTask([&stream] {
-    stream.big_ran.store(true);
-    stream.big_done.set();
-  });
-  sched.enqueue_with_resources(std::move(big), make_request(2, 0, 0, 0, {}));
-  ASSERT_TRUE(stream.big_done.wait_until(Clock::now() + kTimeout))
-      << "the 2-CPU job did not run during " << stream.count.load() << " one-CPU tasks";
-  EXPECT_LT(stream.count.load(), kStreamCap);
-  ASSERT_TRUE(stream.over.wait_until(Clock::now() + kTimeout));
+  stream.enqueue = [&sched](FnTask* t) { sched.enqueue_ready(t); };
+  stream.start();
+  stream.check_big_job_runs(sched, make_request(2, 0, 0, 0, {}));
 }
 
 // ---- tasks with other requests: shapes and leases ----
@@ -463,15 +488,8 @@ TEST(SchedulerShapeTest, ShapedTasksShareTheCpusWithReadyTasksAndJobs) {
     for (int threads : {1, 2, 8}) {
       SCOPED_TRACE(sweep_name(cpus, threads));
       FakeRunner runner;
-      std::atomic<int64_t> in_use{0}, peak{0};
-      auto hold = [&](int64_t units) {
-        const int64_t now = in_use.fetch_add(units) + units;
-        int64_t seen = peak.load();
-        while (seen < now && !peak.compare_exchange_weak(seen, now)) {
-        }
-        busy_for(std::chrono::microseconds(20));
-        in_use.fetch_sub(units);
-      };
+      CpuUse use;
+      auto hold = [&](int64_t units) { use.hold(units, std::chrono::microseconds(20)); };
       constexpr int kEach = 150;
       CountDown done(4 * kEach);
       Scheduler sched(&runner, node(cpus), threads);  // last: destroyed (joined) first
@@ -498,7 +516,7 @@ TEST(SchedulerShapeTest, ShapedTasksShareTheCpusWithReadyTasksAndJobs) {
         sched.enqueue_with_resources(std::move(half), make_request(0.5, 0, 0, 0, {}));
       }
       ASSERT_TRUE(done.wait());
-      EXPECT_LE(peak.load(), cpus * kCpu);
+      EXPECT_LE(use.peak(), cpus * kCpu);
       EXPECT_LE(sched.thread_count(), threads);
     }
   }
@@ -554,77 +572,26 @@ TEST(SchedulerShapeTest, ALeaseRunsManyTasksUnderOneGrant) {
 TEST(SchedulerShapeTest, ALeaseMakesWayForAnOlderRequestOfAnotherShape) {
   // Two streams of half-CPU tasks that never let their queue run dry, and a 1-CPU job: the
   // leases give their CPU back to it (and the starvation bound reserves it).
-  struct Stream {
-    Scheduler* sched = nullptr;
-    ResourceShape* shape = nullptr;
-    std::atomic<bool> big_ran{false};
-    std::atomic<int> count{0};
-    Event big_done;
-    CountDown* over = nullptr;
-    void step() {
-      busy_for(std::chrono::microseconds(5));
-      if (big_ran.load() || count.fetch_add(1) >= kStreamCap) {
-        over->arrive();
-        return;
-      }
-      sched->enqueue_shaped(new FnTask([this] { step(); }), shape);
-    }
-  } stream;
+  Stream stream(2);
   FakeRunner runner;
-  CountDown over(2);
-  stream.over = &over;
   Scheduler sched(&runner, node(1), 8, nullptr, /*starvation_bound=*/8);
-  stream.sched = &sched;
-  stream.shape = sched.shape_for(make_request(0.5, 0, 0, 0, {}));
-  for (int i = 0; i < 2; ++i) {
-    sched.enqueue_shaped(new FnTask([&stream] { stream.step(); }), stream.shape);
-  }
-  Job big;
-  big.task = new FnTask([&stream] {
-    stream.big_ran.store(true);
-    stream.big_done.set();
-  });
-  sched.enqueue_with_resources(std::move(big), make_request(1, 0, 0, 0, {}));
-  ASSERT_TRUE(stream.big_done.wait_until(Clock::now() + kTimeout))
-      << "the 1-CPU job did not run during " << stream.count.load() << " half-CPU tasks";
-  EXPECT_LT(stream.count.load(), kStreamCap);
-  ASSERT_TRUE(over.wait());
+  ResourceShape* half = sched.shape_for(make_request(0.5, 0, 0, 0, {}));
+  stream.enqueue = [&sched, half](FnTask* t) { sched.enqueue_shaped(t, half); };
+  stream.start();
+  stream.check_big_job_runs(sched, make_request(1, 0, 0, 0, {}));
 }
 
 TEST(SchedulerShapeTest, AGpuLeaseMakesWayForAWholeGpuRequest) {
-  struct Stream {
-    Scheduler* sched = nullptr;
-    ResourceShape* shape = nullptr;
-    std::atomic<bool> big_ran{false};
-    std::atomic<int> count{0};
-    Event big_done, over;
-    void step() {
-      busy_for(std::chrono::microseconds(5));
-      if (big_ran.load() || count.fetch_add(1) >= kStreamCap) {
-        over.set();
-        return;
-      }
-      sched->enqueue_shaped(new FnTask([this] { step(); }), shape);
-    }
-  } stream;
+  Stream stream(1);
   FakeRunner runner;
   NodeResources one_gpu = node(2);
   one_gpu.num_gpus = 1;
   one_gpu.gpu_memory = int64_t{1} << 30;
   Scheduler sched(&runner, one_gpu, 8, nullptr, /*starvation_bound=*/8);
-  stream.sched = &sched;
-  stream.shape = sched.shape_for(make_request(0, 0.5, 0, 0, {}));
-  sched.enqueue_shaped(new FnTask([&stream] { stream.step(); }), stream.shape);
-  Job big;
-  big.task = new FnTask([&stream] {
-    stream.big_ran.store(true);
-    stream.big_done.set();
-  });
-  sched.enqueue_with_resources(std::move(big), make_request(0, 1, 0, 0, {}));
-  ASSERT_TRUE(stream.big_done.wait_until(Clock::now() + kTimeout))
-      << "the 1-GPU job did not run during " << stream.count.load() << " half-GPU tasks";
-  EXPECT_LT(stream.count.load(), kStreamCap);
-  ASSERT_TRUE(stream.over.wait_until(Clock::now() + kTimeout));
+  ResourceShape* half_gpu = sched.shape_for(make_request(0, 0.5, 0, 0, {}));
+  stream.enqueue = [&sched, half_gpu](FnTask* t) { sched.enqueue_shaped(t, half_gpu); };
+  stream.start();
+  stream.check_big_job_runs(sched, make_request(0, 1, 0, 0, {}));
 }
 
 TEST(SchedulerShapeTest, ABlockedHolderLendsItsCpuToTheTaskItWaitsFor) {
