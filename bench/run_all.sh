@@ -33,7 +33,7 @@ if [[ ! -f "$build/build.ninja" && ! -f "$build/Makefile" ]]; then
   cmake -S . -B "$build" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release \
     -DPRISM_BUILD_BENCH=ON -DPRISM_BUILD_TESTS=OFF -DPRISM_BUILD_EXAMPLES=OFF >/dev/null
 fi
-cmake --build "$build" -j "$jobs" --target bench_microbench bench_scale bench_workloads bench_gpu
+cmake --build "$build" -j "$jobs" --target bench_microbench bench_scale bench_workloads bench_gpu bench_stencil
 
 start=$(date +%s)
 run() {  # run NAME ARGS...: prints as it goes, keeps a log, writes NAME.json
@@ -47,11 +47,13 @@ run() {  # run NAME ARGS...: prints as it goes, keeps a log, writes NAME.json
 
 # Sizes chosen so that the whole suite fits in 10 minutes on 2 vCPUs: microbench ~2 min,
 # scale (10^4..10^6 tasks, 10^3..10^5 actors, a child process per run) ~1 min, workloads
-# (sleeps at 0.2x, matmul 400 pairs of 500x500, 50 JPEGs of 3000x3000 generated once) ~4 min.
+# (sleeps at 0.2x, matmul 400 pairs of 500x500, 50 JPEGs of 3000x3000 generated once) ~4 min,
+# gpu a few seconds, stencil (3 patterns x 13 kernel lengths x 3 systems) ~30 s.
 run microbench
 run scale
 run workloads --scale=0.2 --matmul_n=500 --pairs=400 --images=50 --image_size=3000
 run gpu
+run stencil
 
 echo
 echo "== suite took $(( $(date +%s) - start )) s; results in $out"
