@@ -71,6 +71,35 @@ inline Stats stats_of(std::vector<double> runs) {
   return s;
 }
 
+// A CPU-bound kernel of adjustable length: about `iters` dependent integer steps (xorshift).
+inline uint64_t spin_kernel(uint64_t iters, uint64_t seed) {
+  uint64_t x = seed | 1;
+  for (uint64_t i = 0; i < iters; ++i) {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+  }
+  return x;
+}
+
+// spin_kernel iterations per microsecond here: the median of 3 timings of at least ~5 ms.
+inline double spin_kernel_iters_per_us() {
+  uint64_t iters = 1'000'000;
+  double t = 0;
+  for (int k = 0; k < 4; ++k) {
+    std::vector<double> v;
+    for (int j = 0; j < 3; ++j) {
+      const double t0 = now_s();
+      keep(spin_kernel(iters, static_cast<uint64_t>(j)));
+      v.push_back(now_s() - t0);
+    }
+    t = stats_of(v).median;
+    if (t > 0.005) break;
+    iters *= 4;
+  }
+  return static_cast<double>(iters) / (t * 1e6);
+}
+
 // Runs `one_run` (which returns its figure, e.g. ops/s) once to warm up, then `runs` times.
 template <typename F>
 Stats repeat(int runs, F&& one_run) {

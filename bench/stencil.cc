@@ -40,33 +40,6 @@
 
 namespace {
 
-// About `iters` dependent integer steps.
-uint64_t kernel(uint64_t iters, uint64_t seed) {
-  uint64_t x = seed | 1;
-  for (uint64_t i = 0; i < iters; ++i) {
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-  }
-  return x;
-}
-
-double iters_per_us() {
-  uint64_t iters = 1'000'000;
-  double t = 0;
-  for (int k = 0; k < 4; ++k) {
-    std::vector<double> v;
-    for (int j = 0; j < 3; ++j) {
-      const double t0 = bench::now_s();
-      bench::keep(kernel(iters, static_cast<uint64_t>(j)));
-      v.push_back(bench::now_s() - t0);
-    }
-    t = bench::stats_of(v).median;
-    if (t > 0.005) break;
-    iters *= 4;
-  }
-  return static_cast<double>(iters) / (t * 1e6);
-}
 
 enum class Pattern { kTrivial, kStencil, kNearest5 };
 
@@ -88,21 +61,21 @@ struct Graph {
 };
 
 // The task bodies: a seed from the inputs, then the kernel.
-uint64_t cell0(uint64_t iters, uint64_t seed) { return kernel(iters, seed); }
-uint64_t cell1(uint64_t iters, const uint64_t& a) { return kernel(iters, a); }
+uint64_t cell0(uint64_t iters, uint64_t seed) { return bench::spin_kernel(iters, seed); }
+uint64_t cell1(uint64_t iters, const uint64_t& a) { return bench::spin_kernel(iters, a); }
 uint64_t cell2(uint64_t iters, const uint64_t& a, const uint64_t& b) {
-  return kernel(iters, a + b);
+  return bench::spin_kernel(iters, a + b);
 }
 uint64_t cell3(uint64_t iters, const uint64_t& a, const uint64_t& b, const uint64_t& c) {
-  return kernel(iters, a + b + c);
+  return bench::spin_kernel(iters, a + b + c);
 }
 uint64_t cell4(uint64_t iters, const uint64_t& a, const uint64_t& b, const uint64_t& c,
                const uint64_t& d) {
-  return kernel(iters, a + b + c + d);
+  return bench::spin_kernel(iters, a + b + c + d);
 }
 uint64_t cell5(uint64_t iters, const uint64_t& a, const uint64_t& b, const uint64_t& c,
                const uint64_t& d, const uint64_t& e) {
-  return kernel(iters, a + b + c + d + e);
+  return bench::spin_kernel(iters, a + b + c + d + e);
 }
 PRISM_REMOTE(cell0, cell1, cell2, cell3, cell4, cell5);
 
@@ -169,7 +142,7 @@ double run_tbb(const Graph& g, uint64_t iters, uint64_t* checksum) {
         const size_t k = static_cast<size_t>(t * g.width + i);
         nodes[k] = std::make_unique<Node>(
             graph, [&g, &v, iters, t, i, k](const tbb::flow::continue_msg&) {
-              v[k] = kernel(iters, seed_of(g, v, t, i));
+              v[k] = bench::spin_kernel(iters, seed_of(g, v, t, i));
               return tbb::flow::continue_msg();
             });
         if (t > 0 && g.pattern != Pattern::kTrivial) {
@@ -202,7 +175,7 @@ double run_openmp(const Graph& g, uint64_t iters, int cpus, uint64_t* checksum) 
       const int k = t * w + i;
       if (t == 0 || g.pattern == Pattern::kTrivial) {
 #pragma omp task firstprivate(k) depend(out : d[k])
-        d[k] = kernel(iters, static_cast<uint64_t>(k));
+        d[k] = bench::spin_kernel(iters, static_cast<uint64_t>(k));
       } else {
         // Fixed-size depend lists: clamped neighbours repeat a column, which OpenMP allows.
         const int p = (t - 1) * w;
@@ -210,11 +183,11 @@ double run_openmp(const Graph& g, uint64_t iters, int cpus, uint64_t* checksum) 
                   e = p + std::min(i + 1, w - 1), f = p + std::min(i + 2, w - 1);
         if (g.pattern == Pattern::kStencil) {
 #pragma omp task firstprivate(t, i, k) depend(in : d[b], d[c], d[e]) depend(out : d[k])
-          d[k] = kernel(iters, seed_of(g, v, t, i));
+          d[k] = bench::spin_kernel(iters, seed_of(g, v, t, i));
         } else {
 #pragma omp task firstprivate(t, i, k) depend(in : d[a], d[b], d[c], d[e], d[f]) \
     depend(out : d[k])
-          d[k] = kernel(iters, seed_of(g, v, t, i));
+          d[k] = bench::spin_kernel(iters, seed_of(g, v, t, i));
         }
       }
     }
@@ -256,7 +229,7 @@ int main(int argc, char** argv) {
   prism::init({.num_cpus = static_cast<double>(cpus)});
   bench::Report report("stencil", flags);
   report.fact("prism_num_cpus", std::to_string(cpus));
-  const double per_us = iters_per_us();
+  const double per_us = bench::spin_kernel_iters_per_us();
   const int width = std::max(8, 4 * cpus);
   const int steps = flags.quick ? 100 : 1000;
   const std::vector<double> lengths_us = {100, 30, 10, 5, 3, 2, 1.5, 1, 0.7, 0.5, 0.3, 0.2, 0.1};

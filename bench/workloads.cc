@@ -105,20 +105,18 @@ double time_on_thread(const std::function<void()>& f) {
   return t;
 }
 
-uint64_t kernel(uint64_t iters, uint64_t seed);
-
 // What this machine gives a parallel program right now: the speed-up of `cpus` plain threads
 // each running a ~30 ms kernel over running them one after another. On a machine shared with
 // other busy processes this is well below `cpus`, and so is every speed-up measured then.
 double threads_speedup_now(int cpus) {
   const uint64_t iters = 20'000'000;
   auto serial = [&] {
-    for (int t = 0; t < cpus; ++t) bench::keep(kernel(iters, static_cast<uint64_t>(t)));
+    for (int t = 0; t < cpus; ++t) bench::keep(bench::spin_kernel(iters, static_cast<uint64_t>(t)));
   };
   auto threads = [&] {
     std::vector<std::thread> ts;
     for (int t = 0; t < cpus; ++t)
-      ts.emplace_back([&, t] { bench::keep(kernel(iters, static_cast<uint64_t>(t))); });
+      ts.emplace_back([&, t] { bench::keep(bench::spin_kernel(iters, static_cast<uint64_t>(t))); });
     for (auto& th : ts) th.join();
   };
   const double s = time_of(serial);
@@ -298,37 +296,10 @@ void workloads(bench::Report& report, const bench::Flags& flags, int cpus) {
 
 // ---- task overhead ----
 
-// About `iters` dependent integer steps: the kernel whose length we choose.
-uint64_t kernel(uint64_t iters, uint64_t seed) {
-  uint64_t x = seed | 1;
-  for (uint64_t i = 0; i < iters; ++i) {
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-  }
-  return x;
-}
-
-double iters_per_us() {
-  uint64_t iters = 1'000'000;
-  double t = 0;
-  for (int k = 0; k < 3; ++k) {  // the median of 3 calibrations of ~10 ms
-    std::vector<double> v;
-    for (int j = 0; j < 3; ++j) {
-      const double t0 = bench::now_s();
-      bench::keep(kernel(iters, static_cast<uint64_t>(j)));
-      v.push_back(bench::now_s() - t0);
-    }
-    t = bench::stats_of(v).median;
-    if (t > 0.005) break;
-    iters *= 4;
-  }
-  return static_cast<double>(iters) / (t * 1e6);
-}
 
 void task_overhead(bench::Report& report, const bench::Flags& flags, int cpus) {
   if (!flags.wants("task overhead")) return;
-  const double per_us = iters_per_us();
+  const double per_us = bench::spin_kernel_iters_per_us();
   const double total_s = flags.quick ? 0.05 : 0.25;  // CPU time of one run's kernels in all
   const std::vector<double> lengths_us = {0.2, 0.5, 1,   2,   5,    10,   20,
                                           50,  100, 200, 500, 1000, 10000};
@@ -345,7 +316,7 @@ void task_overhead(bench::Report& report, const bench::Flags& flags, int cpus) {
         for (int t = 0; t < cpus; ++t)
           ts.emplace_back([&, t] {
             for (int64_t i = k * t / cpus; i < k * (t + 1) / cpus; ++i)  // a block each
-              out[static_cast<size_t>(i)] = kernel(iters, static_cast<uint64_t>(i));
+              out[static_cast<size_t>(i)] = bench::spin_kernel(iters, static_cast<uint64_t>(i));
           });
         for (auto& th : ts) th.join();
       });
@@ -353,7 +324,7 @@ void task_overhead(bench::Report& report, const bench::Flags& flags, int cpus) {
     auto prism_run = [&] {
       return time_of([&] {
         std::vector<prism::ObjectRef<uint64_t>> refs(static_cast<size_t>(k));
-        auto f = prism::task(kernel);
+        auto f = prism::task(bench::spin_kernel);
         for (int64_t i = 0; i < k; ++i)
           refs[static_cast<size_t>(i)] = f.remote(iters, static_cast<uint64_t>(i));
         for (int64_t i = 0; i < k; ++i)
@@ -366,7 +337,7 @@ void task_overhead(bench::Report& report, const bench::Flags& flags, int cpus) {
         tbb::task_group tg;
         for (int64_t i = 0; i < k; ++i)
           tg.run([&out, iters, i] {
-            out[static_cast<size_t>(i)] = kernel(iters, static_cast<uint64_t>(i));
+            out[static_cast<size_t>(i)] = bench::spin_kernel(iters, static_cast<uint64_t>(i));
           });
         tg.wait();
       });
