@@ -6,7 +6,8 @@ set -euo pipefail
 # One package per word; extend here.
 PRISM_PACKAGES="build-essential cmake ninja-build g++ clang-14 pkg-config ccache
   libgtest-dev libgmock-dev libbenchmark-dev
-  libeigen3-dev libtbb-dev libjpeg62-turbo-dev"
+  libeigen3-dev libtbb-dev libjpeg62-turbo-dev
+  libucx-dev ucx-utils libssl-dev libpmix-dev openmpi-bin libcereal-dev"
 
 export DEBIAN_FRONTEND=noninteractive
 

@@ -99,6 +99,7 @@ void actor_creation_failed(ActorCore* actor, const std::exception_ptr& error) no
 
 // The constructor task has no result object: its failure kills the actor.
 struct CreationResult {
+  using Value = void;  // (never runs on another node)
   using Refs = void;
   ActorCore* actor;
   template <typename Call>

@@ -38,8 +38,13 @@ struct InitOptions {
   // physical memory. Objects smaller than kInlineObjectBytes are kept with their owner and
   // are not counted.
   int64_t object_store_bytes = -1;
-  // Empty: embedded mode (this process is the whole cluster). "host:port": join a cluster.
+  // Cluster mode (needs the cluster component, Prism::cluster; see README "Cluster").
+  // "host:port" of a driver: this process joins its job as a node (worker mode: init never
+  // returns; the process exits when the driver's job ends). PRISM_ADDRESS overrides it.
   std::string address = {};
+  // "host:port" to listen on (port 0: one from the OS): this process is a cluster's driver and
+  // nodes join it. PRISM_LISTEN overrides it. Both empty: embedded mode.
+  std::string listen = {};
   // How much Prism logs to stderr. Quiet by default.
   LogLevel log_level = LogLevel::kWarning;
   // Record every task's span (name, thread, start, end, GPUs) for prism::timeline(path). Costs a

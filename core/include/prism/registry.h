@@ -16,6 +16,9 @@
 #include <string>
 #include <type_traits>
 
+#include <typeinfo>
+
+#include "prism/internal/remote_call.h"
 #include "prism/internal/runtime_hooks.h"
 
 namespace prism {
@@ -26,18 +29,23 @@ template <typename F>
 void register_function(const std::string& name, F f) {
   static_assert(std::is_pointer_v<F> || std::is_member_function_pointer_v<F>,
                 "register_function takes a function or member function pointer");
-  internal::register_function(name, internal::function_key(f), /*throw_on_conflict=*/true);
+  internal::register_function(name, internal::function_key(f), /*throw_on_conflict=*/true,
+                              internal::remote_invoker(f), typeid(F).name());
 }
 
 namespace internal {
 
-// Splits "a, b, &T::c" into names ("a", "b", "T::c") and registers keys[i] under name i.
-bool register_static(const char* names, const FunctionKey* keys, size_t count) noexcept;
+// Splits "a, b, &T::c" into names ("a", "b", "T::c") and registers keys[i] under name i, with
+// its invoker (null: it runs only where it is submitted) and its type's mangled name.
+bool register_static(const char* names, const FunctionKey* keys, const RemoteInvoker* invokers,
+                     const char* const* types, size_t count) noexcept;
 
 template <typename... F>
 bool register_remote(const char* names, F... fs) noexcept {
   const FunctionKey keys[] = {function_key(fs)...};
-  return register_static(names, keys, sizeof...(F));
+  const RemoteInvoker invokers[] = {remote_invoker(fs)...};
+  const char* const types[] = {typeid(F).name()...};
+  return register_static(names, keys, invokers, types, sizeof...(F));
 }
 
 }  // namespace internal

@@ -19,6 +19,7 @@
 // other; Runtime's methods may be called from any thread.
 #pragma once
 
+#include <chrono>
 #include <map>
 #include <memory>
 #include <string>
@@ -81,7 +82,20 @@ class Runtime {
 };
 
 // Starts the global runtime. Throws prism::Error(kInvalidArgument) if it is already running.
+// Cluster mode (README "Cluster"): on a driver it returns once the runtime listens (and, with
+// PRISM_MIN_NODES, once that many nodes joined); on a node (PRISM_ADDRESS) it never returns: the
+// node serves the driver's tasks and the process exits with status 0 when the driver's job ends
+// (status 1 if the driver is lost).
 void init(const InitOptions& options = {});
+// If this process was started as a cluster node (PRISM_ADDRESS), joins and serves as init()
+// does, never returning; otherwise returns at once. For programs that must not run their own
+// main on nodes (test binaries): call it first thing in main.
+void serve(const InitOptions& options = {});
+// Driver: waits until `n` nodes besides this one have joined; throws TimeoutError when
+// `timeout` passes first, prism::Error(kInvalidArgument) in embedded mode.
+void wait_for_nodes(int n, std::chrono::milliseconds timeout);
+// Nodes of the global runtime's cluster that are alive, this one included (1 when embedded).
+int node_count();
 // Stops the global runtime; does nothing if it is not running.
 void shutdown();
 bool is_initialized();

@@ -12,9 +12,15 @@ namespace prism::internal {
 
 namespace {
 
+struct Registered {
+  FunctionKey key;
+  RemoteInvoker invoker = nullptr;
+  std::string type;
+};
+
 struct Registry {
   Mutex mu;
-  std::map<std::string, FunctionKey> by_name PRISM_GUARDED_BY(mu);
+  std::map<std::string, Registered> by_name PRISM_GUARDED_BY(mu);
   std::vector<std::string> conflicts PRISM_GUARDED_BY(mu);
 };
 
@@ -36,16 +42,17 @@ std::string trim(const std::string& s) {
 
 }  // namespace
 
-void register_function(const std::string& name, const FunctionKey& key, bool throw_on_conflict) {
+void register_function(const std::string& name, const FunctionKey& key, bool throw_on_conflict,
+                       RemoteInvoker invoker, const char* type) {
   if (name.empty()) throw Error(ErrorCode::kInvalidArgument, "empty function name");
   Registry& r = registry();
   MutexLock lock(r.mu);
   auto it = r.by_name.find(name);
   if (it == r.by_name.end()) {
-    r.by_name.emplace(name, key);
+    r.by_name.emplace(name, Registered{key, invoker, type != nullptr ? type : ""});
     return;
   }
-  if (same_key(it->second, key)) return;  // registering the same callable again is fine
+  if (same_key(it->second.key, key)) return;  // registering the same callable again is fine
   const std::string msg = "two different functions are registered under the name '" + name + "'";
   if (throw_on_conflict) throw Error(ErrorCode::kInvalidArgument, msg);
   r.conflicts.push_back(msg);
@@ -55,13 +62,33 @@ std::string registered_name(const FunctionKey& key) {
   if (key.size == 0) return {};
   Registry& r = registry();
   MutexLock lock(r.mu);
-  for (const auto& [name, k] : r.by_name) {
-    if (same_key(k, key)) return name;
+  for (const auto& [name, reg] : r.by_name) {
+    if (same_key(reg.key, key)) return name;
   }
   return {};
 }
 
-bool register_static(const char* names, const FunctionKey* keys, size_t count) noexcept {
+bool find_registered(const std::string& name, FunctionKey* key, RemoteInvoker* invoker) {
+  Registry& r = registry();
+  MutexLock lock(r.mu);
+  auto it = r.by_name.find(name);
+  if (it == r.by_name.end()) return false;
+  *key = it->second.key;
+  *invoker = it->second.invoker;
+  return true;
+}
+
+std::vector<std::string> registered_signatures() {
+  Registry& r = registry();
+  MutexLock lock(r.mu);
+  std::vector<std::string> out;
+  out.reserve(r.by_name.size());
+  for (const auto& [name, reg] : r.by_name) out.push_back(name + " " + reg.type);
+  return out;  // sorted: by_name is ordered
+}
+
+bool register_static(const char* names, const FunctionKey* keys, const RemoteInvoker* invokers,
+                     const char* const* types, size_t count) noexcept {
   try {
     std::vector<std::string> parts;
     std::string cur;
@@ -78,7 +105,7 @@ bool register_static(const char* names, const FunctionKey* keys, size_t count) n
     }
     parts.push_back(trim(cur));
     for (size_t i = 0; i < count && i < parts.size(); ++i) {
-      register_function(parts[i], keys[i], /*throw_on_conflict=*/false);
+      register_function(parts[i], keys[i], /*throw_on_conflict=*/false, invokers[i], types[i]);
     }
     return true;
   } catch (...) {

@@ -1,8 +1,11 @@
 #include "prism/runtime.h"
 
 #include <atomic>
+#include <cstdio>
+#include <cstdlib>
 #include <memory>
 
+#include "api/cluster_link.h"
 #include "api/registry_internal.h"
 #include "api/runtime_core.h"
 #include "api/runtime_registry.h"
@@ -21,7 +24,10 @@ Runtime::Runtime(const InitOptions& options) : Runtime(options, /*global=*/false
 
 Runtime::Runtime(const InitOptions& options, bool global) {
   internal::check_registry_conflicts();
-  core_ = std::make_unique<internal::RuntimeCore>(options, global);
+  // The environment (PRISM_NUM_CPUS, ...) shapes the global runtime, so that one binary started
+  // on several nodes gets per-node shapes.
+  core_ = std::make_unique<internal::RuntimeCore>(
+      global ? internal::with_environment(options) : options, global);
 }
 
 Runtime::~Runtime() = default;  // RuntimeCore's destructor shuts down
@@ -38,14 +44,46 @@ const std::string& Runtime::node_id() const { return core_->node_id(); }
 void Runtime::timeline(const std::string& path) const { core_->write_timeline(path); }
 
 void init(const InitOptions& options) {
-  internal::MutexLock lock(g_mu);
-  if (g_runtime) {
-    throw Error(ErrorCode::kInvalidArgument,
-                "prism::init() called twice: call prism::shutdown() first");
+  internal::ClusterLink* node_link = nullptr;
+  {
+    internal::MutexLock lock(g_mu);
+    if (g_runtime) {
+      throw Error(ErrorCode::kInvalidArgument,
+                  "prism::init() called twice: call prism::shutdown() first");
+    }
+    g_runtime.reset(new Runtime(options, /*global=*/true));
+    g_runtime_ptr.store(g_runtime.get(), std::memory_order_release);
+    internal::set_global_runtime(g_runtime->core()->ref());
+    if (g_runtime->core()->role() == internal::ClusterRole::kNode) {
+      node_link = g_runtime->core()->link();
+    }
   }
-  g_runtime.reset(new Runtime(options, /*global=*/true));
-  g_runtime_ptr.store(g_runtime.get(), std::memory_order_release);
-  internal::set_global_runtime(g_runtime->core()->ref());
+  if (node_link == nullptr) return;
+  // Worker mode: serve the driver's job, then leave (code after init is the driver's only).
+  const bool job_ended = node_link->serve();
+  shutdown();
+  std::fflush(nullptr);
+  std::exit(job_ended ? 0 : 1);
+}
+
+void serve(const InitOptions& options) {
+  if (internal::cluster_config(options).role != internal::ClusterRole::kNode) return;
+  init(options);  // never returns on a node
+}
+
+void wait_for_nodes(int n, std::chrono::milliseconds timeout) {
+  internal::RuntimeCore* rt = internal::pin_current_runtime().get();
+  if (rt->link() == nullptr || rt->role() != internal::ClusterRole::kDriver) {
+    throw Error(ErrorCode::kInvalidArgument,
+                "prism::wait_for_nodes: the runtime is not a cluster's driver (set PRISM_LISTEN "
+                "or InitOptions.listen)");
+  }
+  rt->link()->wait_for_nodes(n, internal::deadline_after(timeout));
+}
+
+int node_count() {
+  internal::RuntimeCore* rt = internal::pin_current_runtime().get();
+  return rt->link() != nullptr ? rt->link()->node_count() : 1;
 }
 
 void shutdown() {

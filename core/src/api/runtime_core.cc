@@ -113,14 +113,27 @@ NodeResources node_resources(const InitOptions& o) {
 
 RuntimeCore::RuntimeCore(const InitOptions& options, bool global)
     : owner_(new_generation()), node_id_(hex(owner_)), global_(global) {
-  if (!options.address.empty()) {
+  // Cluster mode is for the global runtime (prism::init); Runtime objects stay embedded.
+  const ClusterConfig cluster = global ? cluster_config(options) : ClusterConfig{};
+  if (!global && (!options.address.empty() || !options.listen.empty())) {
+    throw Error(ErrorCode::kInvalidArgument,
+                "a prism::Runtime object is always embedded: cluster mode (address / listen) is "
+                "for prism::init()");
+  }
+  if (cluster.role != ClusterRole::kEmbedded && cluster_factory() == nullptr) {
     throw Error(ErrorCode::kUnavailable,
-                "prism::init: cluster mode (address '" + options.address +
-                    "') is not available in this build; leave address empty for embedded mode");
+                std::string("prism::init: this process was started as a cluster ") +
+                    (cluster.role == ClusterRole::kNode ? "node (driver address '" + cluster.address
+                                                        : "driver (listen address '" + cluster.listen) +
+                    "', from PRISM_ADDRESS/PRISM_LISTEN/PRISM_MIN_NODES or InitOptions) but the "
+                    "program was built without Prism's cluster component: link Prism::cluster "
+                    "(find_package(Prism COMPONENTS cluster)), or unset those settings to run "
+                    "embedded");
   }
   set_log_level(options.log_level);
   if (options.timeline) timeline_ = std::make_unique<Timeline>();
-  const NodeResources totals = node_resources(options);
+  totals_ = node_resources(options);
+  const NodeResources& totals = totals_;
   const int64_t store_bytes = options.object_store_bytes < 0
                                   ? static_cast<int64_t>(physical_memory() * 0.3)
                                   : options.object_store_bytes;
@@ -132,6 +145,16 @@ RuntimeCore::RuntimeCore(const InitOptions& options, bool global)
   const int max_threads = options.max_threads > 0 ? options.max_threads : 4096;
   scheduler_ = std::make_unique<Scheduler>(this, totals, max_threads);
   ref_ = register_runtime(this, owner_);
+  if (cluster.role != ClusterRole::kEmbedded) {
+    try {
+      link_ = cluster_factory()(this, cluster);
+      role_ = cluster.role;
+    } catch (...) {
+      shutdown();
+      retire_runtime(ref_);
+      throw;
+    }
+  }
   PRISM_LOG(kInfo) << "runtime " << node_id_ << " started: " << totals.cpu / kUnitsPerResource
                    << " CPUs";
 }
@@ -156,6 +179,8 @@ void RuntimeCore::shutdown() {
   MutexLock once(shutdown_mu_);
   if (stopped_) return;  // idempotent
   stopping_.store(true, std::memory_order_seq_cst);
+  // Nodes learn that the job ended; calls in flight elsewhere fail (their dependents too).
+  if (link_) link_->shutdown();
   // API calls that started before stopping_ was set finish submitting (their tasks are failed
   // below); later ones see stopping_ and are refused.
   wait_unpinned(ref_);
@@ -183,6 +208,7 @@ void RuntimeCore::shutdown() {
   fail_leftovers();
   for (const auto& actor : actors_.all()) actor->finalize_now();
   BufferPool::add_capacity(-pool_share_);
+  link_.reset();  // no task is left that could offer it anything
   stopped_ = true;
   PRISM_LOG(kInfo) << "runtime " << node_id_ << " stopped";
 }
@@ -204,8 +230,16 @@ ExtrasPtr RuntimeCore::make_extras(const TaskOptions& o, const LazyName& functio
   const ResourceRequest& req = default_request ? kOneCpu : request;
   // Interning the shape also tells whether the node can ever run it (cached per thread).
   ResourceShape* shape = scheduler_->shape_for(req);
-  const std::string reason =
-      shape != nullptr ? shape->infeasible : scheduler_->infeasible_reason(req);
+  std::string reason = shape != nullptr ? shape->infeasible : scheduler_->infeasible_reason(req);
+  // In a cluster, another node may run what this one cannot (only a task that can go there).
+  if (!reason.empty() && link_) {
+    const std::string elsewhere = link_->infeasible_elsewhere(req);
+    if (elsewhere.empty()) {
+      reason.clear();
+    } else {
+      reason = "on this node " + reason + "; " + elsewhere;
+    }
+  }
   if (!reason.empty()) {
     throw InfeasibleError("infeasible task '" + (o.name.empty() ? function_name() : o.name) +
                           "': " + reason + "; no node can ever run it");
@@ -242,6 +276,15 @@ void RuntimeCore::dispatch(TaskRecord* task) noexcept {
     fail_task(task, std::make_exception_ptr(TaskCancelledError("the task was cancelled")));
   } else if (!accepting()) {
     fail_task(task, lost_error("the runtime shut down before the task ran"));
+  } else if (link_ && link_->offer(task)) {
+    // Runs on another node; the link completes or fails it.
+  } else if (link_ && !task->has_default_request() && !runs_here(task)) {
+    fail_task(task, std::make_exception_ptr(InfeasibleError(
+                        "infeasible task '" + task->function_name() + "' on node " + node_id_ +
+                        ": " + scheduler_->infeasible_reason(task->extras()->request) +
+                        "; another node could run it, but only a function registered with "
+                        "PRISM_REMOTE whose parameters and result are serializable "
+                        "(prism/serialize.h) runs on other nodes")));
   } else if (task->has_default_request()) {
     scheduler_->enqueue_ready(task);
   } else if (ResourceShape* shape = task->extras()->shape) {
@@ -252,6 +295,12 @@ void RuntimeCore::dispatch(TaskRecord* task) noexcept {
     job.task = task;
     scheduler_->enqueue_with_resources(std::move(job), task->extras()->request);
   }
+}
+
+bool RuntimeCore::runs_here(TaskRecord* task) const {
+  const TaskExtras* x = task->extras();
+  if (x->shape != nullptr) return x->shape->infeasible.empty();
+  return scheduler_->infeasible_reason(x->request).empty();
 }
 
 void RuntimeCore::fail_task(TaskRecord* task, std::exception_ptr error) noexcept {
@@ -400,6 +449,9 @@ void RuntimeCore::run_job(Job& job) noexcept {
 
 std::map<std::string, double> RuntimeCore::cluster_resources() const {
   auto m = scheduler_->totals();
+  if (link_) {
+    for (const auto& [k, v] : link_->cluster_totals()) m[k] += v;
+  }
   m["object_store_memory"] = static_cast<double>(store_->capacity());
   return m;
 }

@@ -17,6 +17,7 @@
 #include <string>
 
 #include "actor/actor_directory.h"
+#include "api/cluster_link.h"
 #include "prism/internal/runtime_hooks.h"
 #include "prism/internal/thread_annotations.h"
 #include "object_store/store_account.h"
@@ -51,6 +52,13 @@ class RuntimeCore final : public JobRunner {
   }
 
   Scheduler& scheduler() noexcept { return *scheduler_; }
+  const NodeResources& totals() const noexcept { return totals_; }
+  // Cluster mode: the link to the other nodes (null in embedded mode), this process's role.
+  ClusterLink* link() const noexcept { return link_.get(); }
+  ClusterRole role() const noexcept { return role_; }
+  // The cluster names nodes "node0" (the driver), "node1", ...: set by the link when it joins,
+  // before any task runs.
+  void set_node_id(std::string id) { node_id_ = std::move(id); }
   StoreAccount& store() noexcept { return *store_; }
   ActorDirectory& actors() noexcept { return actors_; }
 
@@ -81,11 +89,13 @@ class RuntimeCore final : public JobRunner {
   void reject(TaskRecord* task, const std::string& why) noexcept override;
 
  private:
+  // False if the node can never run `task`'s request (cluster mode: it was accepted for others).
+  bool runs_here(TaskRecord* task) const;
   void record_span(TaskRecord* task, const Allocation* alloc,
                    Timeline::Clock::time_point start) noexcept;
 
   const uint64_t owner_;
-  const std::string node_id_;
+  std::string node_id_;
   const bool global_;
   RuntimeRef ref_;
   std::atomic<uint64_t> next_sequence_{1};
@@ -96,7 +106,10 @@ class RuntimeCore final : public JobRunner {
   int64_t pool_share_ = 0;  // what this runtime added to BufferPool's capacity
   std::unique_ptr<Timeline> timeline_;  // null unless InitOptions::timeline
   ActorDirectory actors_;
+  NodeResources totals_;
   std::unique_ptr<Scheduler> scheduler_;
+  ClusterRole role_ = ClusterRole::kEmbedded;
+  std::unique_ptr<ClusterLink> link_;  // set after the scheduler; reset in shutdown()
 };
 
 }  // namespace prism::internal

@@ -42,3 +42,11 @@ std::string UniqueId::to_string() const {
 }
 
 }  // namespace prism
+
+namespace prism::internal {
+
+void throw_malformed(const char* what) {
+  throw Error(ErrorCode::kInvalidArgument, std::string("malformed serialized value: ") + what);
+}
+
+}  // namespace prism::internal

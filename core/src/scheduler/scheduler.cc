@@ -97,6 +97,14 @@ Scheduler::~Scheduler() {
   }
 }
 
+bool Scheduler::fits_now(const ResourceRequest& request) const {
+  MutexLock lock(mu_);
+  if (!pool_.fits(request, /*long_lived=*/false)) return false;
+  // Default tasks queued but not yet picked up will take the free slots first.
+  const int64_t queued = ready_.size() + waking_for_ready_;
+  return queued == 0 || (queued + 1) * kUnitsPerResource <= pool_.cpu_free();
+}
+
 std::string Scheduler::infeasible_reason(const ResourceRequest& request) const {
   MutexLock lock(mu_);
   return pool_.infeasible_reason(request);

@@ -166,6 +166,9 @@ class Scheduler {
 
   // Empty if the node could ever run `request`, else why not.
   std::string infeasible_reason(const ResourceRequest& request) const;
+  // True if `request` fits in what is free now (takes the lock: for placement across nodes,
+  // not for the local hot path).
+  bool fits_now(const ResourceRequest& request) const;
   // CPU slots of this node (whole CPUs): 0 means default tasks can never run here.
   int64_t cpu_slots() const noexcept { return cpu_slots_; }
   // ResourcePool::carve (no lock: it reads only what never changes).

@@ -13,6 +13,7 @@
 #include <exception>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <type_traits>
 #include <typeinfo>
 #include <vector>
@@ -187,10 +188,14 @@ FunctionKey function_key(const F& f) noexcept {
   }
   return k;
 }
+// Calls a registered function from serialized arguments (prism/internal/remote_call.h).
+using RemoteInvoker = void (*)(const FunctionKey& key, std::string_view args, std::string* result);
 // Registers `key` under `name`. Throws prism::Error(kInvalidArgument) if another callable has
 // that name. During static initialization (PRISM_REMOTE) conflicts are recorded instead and
-// reported by init().
-void register_function(const std::string& name, const FunctionKey& key, bool throw_on_conflict);
+// reported by init(). `invoker` is null for callables that cannot run on another node; `type`
+// (the callable's mangled type) makes the cluster's binary fingerprint.
+void register_function(const std::string& name, const FunctionKey& key, bool throw_on_conflict,
+                       RemoteInvoker invoker = nullptr, const char* type = "");
 // The registered name of `key`, or empty.
 std::string registered_name(const FunctionKey& key);
 

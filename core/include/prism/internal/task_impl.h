@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "prism/internal/object_entry.h"
+#include "prism/internal/remote_call.h"
 #include "prism/internal/runtime_hooks.h"
 #include "prism/internal/task_record.h"
 #include "prism/object_ref.h"
@@ -176,6 +177,7 @@ std::string callable_name_of(const void* f) {
 // One result: ObjectRef<R>.
 template <typename R>
 struct SingleResult {
+  using Value = R;
   using Refs = ObjectRef<R>;
   EntryPtr entry;
 
@@ -206,6 +208,7 @@ struct MultiResult {
   template <size_t... I>
   static auto refs_type(std::index_sequence<I...>)
       -> std::tuple<ObjectRef<std::decay_t<std::tuple_element_t<I, R>>>...>;
+  using Value = R;
   using Refs = decltype(refs_type(std::make_index_sequence<N>()));
   template <size_t I>
   using Elem = std::decay_t<std::tuple_element_t<I, R>>;
@@ -255,6 +258,30 @@ struct MultiResult {
     (static_cast<TypedEntry<Elem<I>>*>(entries[I].get())->set_value(std::get<I>(std::move(r))),
      ...);
   }
+};
+
+// ---- running on another node (cluster mode) ----
+
+template <typename F>
+struct FunctionTarget;
+
+// Whether a task of `Target` whose resolved arguments have types `Resolved...` and whose result
+// slots hold `Value` can run on another node (remote_call.h).
+template <typename Target, typename Value, typename... Resolved>
+struct RemoteTask {
+  static constexpr bool value = false;
+};
+template <typename F, typename Value, typename... Resolved>
+struct RemoteTask<FunctionTarget<F>, Value, Resolved...> {
+  using Sig = RemoteSignature<F>;
+  static constexpr bool value = [] {
+    if constexpr (!Sig::kCapable) {
+      return false;
+    } else {
+      return std::is_same_v<typename Sig::Result, Value> &&
+             std::is_constructible_v<typename Sig::Params, Resolved...>;
+    }
+  }();
 };
 
 // ---- the record ----
@@ -312,7 +339,39 @@ class TaskImpl final : public TaskRecord {
     return target_.name();
   }
 
+  bool encode_remote(std::string* function, std::string* args) const override {
+    if constexpr (kRemote) {
+      *function = registered_name(function_key(target_.f));
+      if (function->empty()) return false;  // not registered: runs here
+      using Params = typename Remote::Sig::Params;
+      std::apply(
+          [&](const auto&... a) {
+            const Params params(Arg<Tier, A>::resolve(a)...);
+            Writer w(args);
+            w.put(params);
+          },
+          args_);
+      return true;
+    } else {
+      return false;
+    }
+  }
+  void complete_remote(std::string_view payload) override {
+    if constexpr (kRemote) {
+      using Value = typename Slots::Value;
+      if constexpr (std::is_void_v<Value>) {
+        if (!payload.empty()) throw_malformed("a void result carried bytes");
+        slots_.run([] {});
+      } else {
+        slots_.run([&] { return from_bytes<Value>(payload); });
+      }
+    }
+  }
+
  private:
+  using Remote = RemoteTask<Target, typename Slots::Value, typename Arg<Tier, A>::type...>;
+  static constexpr bool kRemote = Remote::value;
+
   Target target_;
   Slots slots_;
   std::tuple<A...> args_;

@@ -27,6 +27,7 @@
 #include <exception>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -127,6 +128,17 @@ class TaskRecord : public Dependent {
   virtual bool cancel_requested() const noexcept = 0;
   // The function's name for errors and the timeline: .name(), else the registered name.
   virtual std::string function_name() const = 0;
+
+  // --- cluster mode (prism/internal/remote_call.h) ---
+  // A task that may run on another node (a registered function with serializable parameters
+  // and result) writes its registered name and its serialized arguments, which must all be
+  // ready, and returns true; any other task returns false: it runs where it was submitted.
+  virtual bool encode_remote(std::string* /*function*/, std::string* /*args*/) const {
+    return false;
+  }
+  // Completes the results from the serialized result of a remote run. Throws prism::Error
+  // (kInvalidArgument) for a malformed payload; the caller then fails the task.
+  virtual void complete_remote(std::string_view /*payload*/) {}
 
   // Dependent: one argument became ready.
   void on_ready(ObjectEntry* entry) noexcept final;

@@ -1,0 +1,74 @@
+// prism/internal/remote_call.h — running a registered function on another node.
+//
+// A plain function `R f(P...)` registered with PRISM_REMOTE (or register_function) can run on
+// any node of a cluster when every decayed parameter type and R are serializable
+// (prism/serialize.h) and default-constructible. Both sides use one format: the caller
+// serializes std::tuple<std::decay_t<P>...> built from the task's resolved arguments; the callee
+// (RemoteInvoker, stored in the registry beside the function's name) reads that tuple, calls f
+// and serializes its result. Everything else (lambdas, functors, member functions, actor calls,
+// non-serializable types) runs on the node that submitted it.
+//
+// Not for users.
+#pragma once
+
+#include <cstring>
+#include <string>
+#include <string_view>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+
+#include "prism/internal/runtime_hooks.h"
+#include "prism/serialize.h"
+
+namespace prism::internal {
+
+template <typename T>
+inline constexpr bool kWireValue =
+    is_serializable_v<T> && std::is_default_constructible_v<T> && std::is_move_assignable_v<T>;
+
+template <typename F>
+struct RemoteSignature {
+  static constexpr bool kCapable = false;
+};
+template <typename R, typename... P>
+struct RemoteSignature<R (*)(P...)> {
+  using Result = std::decay_t<R>;
+  using Params = std::tuple<std::decay_t<P>...>;
+  static constexpr bool kCapable =
+      (std::is_void_v<Result> || kWireValue<Result>) && (kWireValue<std::decay_t<P>> && ...);
+};
+template <typename R, typename... P>
+struct RemoteSignature<R (*)(P...) noexcept> : RemoteSignature<R (*)(P...)> {};
+
+// Callee side (a RemoteInvoker, runtime_hooks.h): reads the arguments of the function whose key
+// is `key`, calls it and writes its result. Throws what the function throws, or
+// prism::Error(kInvalidArgument) for malformed bytes.
+
+template <typename F>
+void invoke_remote(const FunctionKey& key, std::string_view args, std::string* result) {
+  using Sig = RemoteSignature<F>;
+  F f;
+  static_assert(sizeof(F) <= sizeof(key.bytes));
+  std::memcpy(&f, key.bytes, sizeof(F));
+  typename Sig::Params params = from_bytes<typename Sig::Params>(args);
+  result->clear();
+  if constexpr (std::is_void_v<typename Sig::Result>) {
+    std::apply(f, std::move(params));
+  } else {
+    Writer w(result);
+    w.put(static_cast<const typename Sig::Result&>(std::apply(f, std::move(params))));
+  }
+}
+
+// The invoker to register for `f`, or null when f cannot run on another node.
+template <typename F>
+RemoteInvoker remote_invoker(const F&) noexcept {
+  if constexpr (RemoteSignature<F>::kCapable) {
+    return &invoke_remote<F>;
+  } else {
+    return nullptr;
+  }
+}
+
+}  // namespace prism::internal

@@ -1,0 +1,189 @@
+// Core's side of cluster mode: the settings, the factory slot, and tasks run for other nodes.
+#include <atomic>
+#include <cmath>
+#include <algorithm>
+#include <cstdlib>
+#include <memory>
+#include <string>
+#include <utility>
+
+#include "api/cluster_link.h"
+#include "api/runtime_core.h"
+#include "prism/errors.h"
+
+namespace prism::internal {
+
+namespace {
+
+std::atomic<ClusterFactory> g_factory{nullptr};
+
+std::string env(const char* name) {
+  const char* v = std::getenv(name);
+  return v != nullptr ? std::string(v) : std::string();
+}
+
+// "host:port" with a numeric port (0 allowed); throws naming `what` otherwise.
+void check_host_port(const std::string& value, const char* what) {
+  const size_t colon = value.rfind(':');
+  bool ok = colon != std::string::npos && colon > 0 && colon + 1 < value.size();
+  if (ok) {
+    for (size_t i = colon + 1; i < value.size(); ++i) ok = ok && value[i] >= '0' && value[i] <= '9';
+    ok = ok && value.size() - colon - 1 <= 5 && std::stol(value.substr(colon + 1)) <= 65535;
+  }
+  if (!ok) {
+    throw Error(ErrorCode::kInvalidArgument,
+                std::string(what) + " = '" + value + "': expected host:port, e.g. 127.0.0.1:0");
+  }
+}
+
+// A task run on this node for another node: no result entries; its outcome goes to callbacks.
+class ServedCall final : public TaskRecord {
+ public:
+  ServedCall(RuntimeCore* rt, ExtrasPtr extras, std::string name, std::function<void()> body,
+             std::function<void(const std::exception_ptr&)> on_fail)
+      : TaskRecord(rt, next_task_id(rt), nullptr, std::move(extras)),
+        name_(std::move(name)),
+        body_(std::move(body)),
+        on_fail_(std::move(on_fail)) {}
+
+  std::exception_ptr run() noexcept override {
+    try {
+      body_();
+      return nullptr;
+    } catch (...) {
+      return std::current_exception();
+    }
+  }
+  void fail(const std::exception_ptr& error) noexcept override { on_fail_(error); }
+  bool cancel_requested() const noexcept override { return false; }
+  std::string function_name() const override { return name_; }
+
+ private:
+  std::string name_;
+  std::function<void()> body_;
+  std::function<void(const std::exception_ptr&)> on_fail_;
+};
+
+bool is_one_cpu(const ResourceRequest& r) {
+  return r.cpu == kUnitsPerResource && r.gpu == 0 && r.memory == 0 && r.gpu_memory == 0 &&
+         r.custom.empty();
+}
+
+}  // namespace
+
+InitOptions with_environment(const InitOptions& options) {
+  InitOptions o = options;
+  auto number = [](const char* name, const std::string& v) {
+    char* end = nullptr;
+    const double x = std::strtod(v.c_str(), &end);
+    if (end == v.c_str() || *end != '\0' || std::isnan(x) || std::isinf(x) || x < 0) {
+      throw Error(ErrorCode::kInvalidArgument,
+                  std::string(name) + " = '" + v + "': expected a number >= 0");
+    }
+    return x;
+  };
+  if (const std::string v = env("PRISM_NUM_CPUS"); !v.empty()) o.num_cpus = number("PRISM_NUM_CPUS", v);
+  if (const std::string v = env("PRISM_NUM_GPUS"); !v.empty()) o.num_gpus = number("PRISM_NUM_GPUS", v);
+  if (const std::string v = env("PRISM_RESOURCES"); !v.empty()) {
+    // "name:amount,name:amount"
+    o.resources.clear();
+    size_t start = 0;
+    while (start <= v.size()) {
+      const size_t end = std::min(v.find(',', start), v.size());
+      const std::string item = v.substr(start, end - start);
+      const size_t colon = item.rfind(':');
+      if (colon == std::string::npos || colon == 0) {
+        throw Error(ErrorCode::kInvalidArgument,
+                    "PRISM_RESOURCES = '" + v + "': expected name:amount[,name:amount...]");
+      }
+      o.resources[item.substr(0, colon)] = number("PRISM_RESOURCES", item.substr(colon + 1));
+      start = end + 1;
+    }
+  }
+  return o;
+}
+
+ClusterConfig cluster_config(const InitOptions& options) {
+  ClusterConfig c;
+  c.listen = env("PRISM_LISTEN");
+  if (c.listen.empty()) c.listen = options.listen;
+  c.address = env("PRISM_ADDRESS");
+  if (c.address.empty()) c.address = options.address;
+  c.token_file = env("PRISM_TOKEN_FILE");
+  c.job_dir = env("PRISM_JOB_DIR");
+  if (const std::string n = env("PRISM_MIN_NODES"); !n.empty()) {
+    char* end = nullptr;
+    const long v = std::strtol(n.c_str(), &end, 10);
+    if (end == n.c_str() || *end != '\0' || v < 0 || v > 100000) {
+      throw Error(ErrorCode::kInvalidArgument, "PRISM_MIN_NODES = '" + n + "': expected a count");
+    }
+    c.min_nodes = static_cast<int>(v);
+  }
+  if (const std::string t = env("PRISM_JOIN_TIMEOUT_S"); !t.empty()) {
+    char* end = nullptr;
+    const double v = std::strtod(t.c_str(), &end);
+    if (end == t.c_str() || *end != '\0' || !(v > 0) || std::isinf(v)) {
+      throw Error(ErrorCode::kInvalidArgument,
+                  "PRISM_JOIN_TIMEOUT_S = '" + t + "': expected seconds > 0");
+    }
+    c.join_timeout_s = v;
+  }
+  if (!c.address.empty() && !c.listen.empty()) {
+    throw Error(ErrorCode::kInvalidArgument,
+                "both a driver's address to join (PRISM_ADDRESS / InitOptions.address = '" +
+                    c.address + "') and an address to listen on (PRISM_LISTEN / "
+                    "InitOptions.listen = '" + c.listen + "') are set: a process is a node or "
+                    "the driver, not both");
+  }
+  if (!c.address.empty()) {
+    check_host_port(c.address, "PRISM_ADDRESS");
+    c.role = ClusterRole::kNode;
+  } else if (!c.listen.empty()) {
+    check_host_port(c.listen, "PRISM_LISTEN");
+    c.role = ClusterRole::kDriver;
+  } else if (c.min_nodes > 0) {
+    // Asking for nodes makes a driver on the default address.
+    c.listen = "127.0.0.1:0";
+    c.role = ClusterRole::kDriver;
+  }
+  return c;
+}
+
+void set_cluster_factory(ClusterFactory factory) noexcept {
+  g_factory.store(factory, std::memory_order_release);
+}
+ClusterFactory cluster_factory() noexcept { return g_factory.load(std::memory_order_acquire); }
+
+void run_served_call(RuntimeCore* rt, const ResourceRequest& request, std::string name,
+                     std::function<void()> body,
+                     std::function<void(const std::exception_ptr&)> on_fail) {
+  const std::string reason = rt->scheduler().infeasible_reason(request);
+  if (!reason.empty()) {
+    on_fail(std::make_exception_ptr(
+        InfeasibleError("infeasible task '" + name + "' on node " + rt->node_id() + ": " + reason)));
+    return;
+  }
+  auto extras = std::make_unique<TaskExtras>();
+  extras->name = name;
+  extras->default_request = is_one_cpu(request);
+  if (!extras->default_request) {
+    extras->request = request;
+    extras->shape = rt->scheduler().shape_for(request);
+  }
+  auto* task = new ServedCall(rt, ExtrasPtr(std::move(extras)), std::move(name), std::move(body),
+                              std::move(on_fail));
+  if (task->release_guard()) rt->dispatch(task);
+}
+
+ResourceRequest node_totals(RuntimeCore* rt) {
+  const NodeResources& n = rt->totals();
+  ResourceRequest r;
+  r.cpu = n.cpu;
+  r.gpu = int64_t{n.num_gpus} * kUnitsPerResource + n.gpu_fraction;
+  r.memory = n.memory;
+  r.gpu_memory = n.gpu_memory;
+  r.custom = n.custom;
+  return r;
+}
+
+}  // namespace prism::internal

@@ -1,0 +1,98 @@
+// ClusterLink — where the cluster module (transport/, Prism::cluster) plugs into core.
+//
+// Core knows nothing of UCX or of other nodes. A global runtime started in cluster mode (by the
+// environment or InitOptions, see cluster_config()) asks the factory the cluster module
+// registered for a link, and then:
+//   - offers it every ready task that is not an actor call (dispatch): the link either takes it
+//     (runs it on another node, then completes or fails it and releases it) or leaves it to the
+//     local scheduler;
+//   - asks it whether a request that this node can never meet fits some other node;
+//   - on a node (worker mode), lets it serve calls until the driver's job ends;
+//   - shuts it down before the scheduler stops.
+// The link runs calls for other nodes through run_served_call(), which queues them on the local
+// scheduler like any task.
+//
+// Without the cluster module no factory is registered, and a process started as part of a
+// cluster fails in init with a message saying so (instead of running a job of its own).
+//
+// Thread-safe: a link's methods may be called from any thread.
+#pragma once
+
+#include <exception>
+#include <functional>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "prism/internal/runtime_hooks.h"
+#include "prism/internal/task_record.h"
+#include "prism/options.h"
+
+namespace prism::internal {
+
+class RuntimeCore;
+
+enum class ClusterRole { kEmbedded, kDriver, kNode };
+
+// Where this process stands in a cluster, from the environment (PRISM_* wins) and InitOptions.
+struct ClusterConfig {
+  ClusterRole role = ClusterRole::kEmbedded;
+  std::string listen;      // driver: "host:port" to listen on
+  std::string address;     // node: the driver's "host:port"
+  std::string token_file;  // node: the job's token (default: the latest job's)
+  std::string job_dir;     // driver: where the job's files go (default: under the temp dir)
+  int min_nodes = 0;       // driver: init waits until this many nodes joined (besides itself)
+  double join_timeout_s = 60;  // how long init waits for min_nodes / a node for the driver
+};
+
+// `options` with PRISM_NUM_CPUS, PRISM_NUM_GPUS and PRISM_RESOURCES ("name:amount,...") applied
+// over it: one binary gets per-node shapes (the global runtime only). Throws
+// prism::Error(kInvalidArgument) for a malformed value.
+InitOptions with_environment(const InitOptions& options);
+
+// PRISM_LISTEN / InitOptions::listen make a driver; PRISM_ADDRESS / InitOptions::address a node.
+// Throws prism::Error(kInvalidArgument) for a malformed setting.
+ClusterConfig cluster_config(const InitOptions& options);
+
+class ClusterLink {
+ public:
+  virtual ~ClusterLink() = default;
+
+  // A ready task of this runtime, not an actor call. True if the link took it (it will complete
+  // or fail it and release it, TaskRecord::release_run); false: the caller runs it here.
+  virtual bool offer(TaskRecord* task) noexcept = 0;
+  // Empty if some other node could run `request`; else why not.
+  virtual std::string infeasible_elsewhere(const ResourceRequest& request) const = 0;
+  // Node (worker mode): serves until the driver's job ends (returns true) or the driver is lost
+  // (returns false).
+  virtual bool serve() = 0;
+  // Driver: waits until `n` nodes besides this one have joined; throws TimeoutError.
+  virtual void wait_for_nodes(int n, Deadline deadline) = 0;
+  // Nodes that have joined and are alive, this one included.
+  virtual int node_count() const = 0;
+  // Totals of every live node, summed (what prism::cluster_resources() reports).
+  virtual std::map<std::string, double> cluster_totals() const = 0;
+  // Before the scheduler stops: a driver tells every node the job ended; calls in flight on
+  // other nodes fail. Idempotent.
+  virtual void shutdown() noexcept = 0;
+};
+
+using ClusterFactory = std::unique_ptr<ClusterLink> (*)(RuntimeCore* rt,
+                                                        const ClusterConfig& config);
+// Called once by the cluster module's static initializer.
+void set_cluster_factory(ClusterFactory factory) noexcept;
+ClusterFactory cluster_factory() noexcept;
+
+// Runs `body` on this node's scheduler as a task asking for `request`, named `name` in errors
+// and the timeline. If body throws, or the task cannot run (infeasible here, runtime shutting
+// down), `on_fail` gets the error as the user would see it (a TaskError naming this node for an
+// exception of the body). Exactly one of body's normal return or on_fail happens.
+void run_served_call(RuntimeCore* rt, const ResourceRequest& request, std::string name,
+                     std::function<void()> body,
+                     std::function<void(const std::exception_ptr&)> on_fail);
+
+// The node's resources as core counts them (for a node's join message).
+ResourceRequest node_totals(RuntimeCore* rt);
+
+}  // namespace prism::internal

@@ -1,0 +1,167 @@
+// cluster_fixture.h — a loopback cluster for tests: this test process is the driver, and node
+// processes are this same executable started with PRISM_ADDRESS (its main calls prism::serve()
+// first, so a node never runs the tests).
+//
+// Every child is reaped by the fixture, even when a test fails: killed with SIGKILL if it has not
+// exited by the deadline. Every test gets its own job directory (under the build's temp dir).
+// Ports come from the OS (127.0.0.1:0); UCX is pinned to loopback (UCX_NET_DEVICES=lo).
+#pragma once
+
+#include <signal.h>
+#include <spawn.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <deque>
+#include <map>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+#include <prism/prism.h>
+
+extern char** environ;
+
+namespace prism_test {
+
+using namespace std::chrono_literals;
+
+// A child process; reaped (killed first if need be) when destroyed.
+class Child {
+ public:
+  Child() = default;
+  Child(const std::string& exe, const std::map<std::string, std::string>& env_overrides) {
+    std::map<std::string, std::string> env;
+    for (char** e = environ; *e != nullptr; ++e) {
+      const std::string kv = *e;
+      const size_t eq = kv.find('=');
+      if (eq != std::string::npos) env[kv.substr(0, eq)] = kv.substr(eq + 1);
+    }
+    env.erase("PRISM_LISTEN");
+    env.erase("PRISM_MIN_NODES");
+    for (const auto& [k, v] : env_overrides) env[k] = v;
+    std::vector<std::string> strings;
+    for (const auto& [k, v] : env) strings.push_back(k + "=" + v);
+    std::vector<char*> envp;
+    for (auto& s : strings) envp.push_back(s.data());
+    envp.push_back(nullptr);
+    std::string arg0 = exe;
+    char* argv[] = {arg0.data(), nullptr};
+    if (posix_spawn(&pid_, exe.c_str(), nullptr, nullptr, argv, envp.data()) != 0) pid_ = -1;
+  }
+  Child(Child&& o) noexcept : pid_(o.pid_), status_(o.status_) { o.pid_ = -1; }
+  Child& operator=(Child&&) = delete;
+  ~Child() {
+    if (pid_ > 0 && !wait_exit(0s)) {
+      kill(pid_, SIGKILL);
+      wait_exit(10s);
+    }
+  }
+  pid_t pid() const { return pid_; }
+  bool started() const { return pid_ > 0; }
+  void kill_now() { if (pid_ > 0) kill(pid_, SIGKILL); }
+  // True once the child exited (then exit_status() says how), false if still running at the
+  // deadline.
+  bool wait_exit(std::chrono::milliseconds timeout) {
+    if (pid_ <= 0) return true;
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    for (;;) {
+      int st = 0;
+      const pid_t r = waitpid(pid_, &st, WNOHANG);
+      if (r == pid_) {
+        status_ = st;
+        pid_ = -1;
+        return true;
+      }
+      if (r < 0) {
+        pid_ = -1;
+        return true;
+      }
+      if (std::chrono::steady_clock::now() >= deadline) return false;
+      // Polling a child's exit (no event to wait on across processes without a pidfd).
+      std::this_thread::sleep_for(5ms);
+    }
+  }
+  // The exit code, or -signal if killed.
+  int exit_status() const {
+    if (WIFEXITED(status_)) return WEXITSTATUS(status_);
+    if (WIFSIGNALED(status_)) return -WTERMSIG(status_);
+    return -1000;
+  }
+
+ private:
+  pid_t pid_ = -1;
+  int status_ = 0;
+};
+
+inline std::string self_exe() {
+  char buf[4096];
+  const ssize_t n = readlink("/proc/self/exe", buf, sizeof buf - 1);
+  return n > 0 ? std::string(buf, static_cast<size_t>(n)) : std::string();
+}
+
+inline std::string read_file_line(const std::string& path) {
+  FILE* f = std::fopen(path.c_str(), "r");
+  if (f == nullptr) return {};
+  char buf[512] = {};
+  const bool ok = std::fgets(buf, sizeof buf, f) != nullptr;
+  std::fclose(f);
+  std::string s = ok ? buf : "";
+  while (!s.empty() && (s.back() == '\n' || s.back() == '\r')) s.pop_back();
+  return s;
+}
+
+// Where the tests' job directories go.
+inline std::string job_root() {
+  const char* tmp = std::getenv("TMPDIR");
+  return std::string(tmp != nullptr && *tmp ? tmp : "/tmp") + "/prism-cluster-tests";
+}
+
+// A driver (this process) and nodes started by address.
+class ClusterTest : public ::testing::Test {
+ protected:
+  // Starts the driver with `cpus` CPUs, and one node per entry of `nodes` (its environment:
+  // PRISM_NUM_CPUS, PRISM_RESOURCES, ...), and waits until they joined.
+  void start(double cpus, const std::vector<std::map<std::string, std::string>>& nodes) {
+    job_dir_ = job_root() + "/" + ::testing::UnitTest::GetInstance()->current_test_info()->name() +
+               "-" + std::to_string(getpid());
+    mkdir(job_root().c_str(), 0700);
+    setenv("PRISM_JOB_DIR", job_dir_.c_str(), 1);
+    prism::init({.num_cpus = cpus, .listen = "127.0.0.1:0"});
+    address_ = read_file_line(job_dir_ + "/address");
+    ASSERT_FALSE(address_.empty()) << "no address file in " << job_dir_;
+    for (const auto& env : nodes) add_node(env);
+    prism::wait_for_nodes(static_cast<int>(nodes.size()), 60s);
+  }
+  Child& add_node(std::map<std::string, std::string> env, const std::string& exe = self_exe()) {
+    env.emplace("PRISM_ADDRESS", address_);
+    env.emplace("PRISM_TOKEN_FILE", job_dir_ + "/token");
+    env.emplace("PRISM_NUM_CPUS", "1");
+    children_.emplace_back(exe, env);
+    EXPECT_TRUE(children_.back().started()) << "cannot start " << exe;
+    return children_.back();
+  }
+  void TearDown() override {
+    prism::shutdown();
+    // The driver's job ended: every node exits with status 0 within the deadline.
+    for (Child& c : children_) {
+      if (!c.started()) continue;
+      EXPECT_TRUE(c.wait_exit(20s)) << "node pid " << c.pid() << " did not exit";
+      if (expect_clean_exit_) EXPECT_EQ(c.exit_status(), 0) << "node pid " << c.pid();
+    }
+    children_.clear();
+    unsetenv("PRISM_JOB_DIR");
+  }
+  static std::string job_root() { return prism_test::job_root(); }
+
+  std::string job_dir_;
+  std::string address_;
+  std::deque<Child> children_;  // (references stay valid as nodes are added)
+  bool expect_clean_exit_ = true;
+};
+
+}  // namespace prism_test

@@ -1,0 +1,317 @@
+// Cluster mode end to end: a driver (this test process) and node processes (this executable
+// started with PRISM_ADDRESS) on loopback. Every wait has a deadline; every child is reaped.
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <numeric>
+#include <set>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+#include <prism/prism.h>
+
+#include "cluster_fixture.h"
+#include "cluster_link.h"
+#include "ucx_comm.h"
+#include "wire.h"
+
+namespace {
+
+using namespace std::chrono_literals;
+using prism_test::Child;
+using prism_test::ClusterTest;
+
+// ---- registered functions (every node has them: the same executable) ----
+
+// Works for `ms` milliseconds (stands for compute), then says where it ran.
+std::string where_after(int ms) {
+  std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+  return prism::node_id();
+}
+int add(int a, int b) { return a + b; }
+std::vector<double> scale(const std::vector<double>& v, double k) {
+  std::vector<double> out(v);
+  for (double& x : out) x *= k;
+  return out;
+}
+std::string greet(const std::string& who) { return "hello " + who + " from " + prism::node_id(); }
+int fails(int x) {
+  if (x > 0) throw std::runtime_error("bad input " + std::to_string(x));
+  return x;
+}
+// Nested tasks on the node that runs it.
+std::pair<int, std::string> nested_sum(int n) {
+  std::vector<prism::ObjectRef<int>> parts;
+  for (int i = 0; i < n; ++i) parts.push_back(prism::task(add).remote(i, 1));
+  int sum = 0;
+  for (auto& p : parts) sum += prism::get(p, 30s);
+  return {sum, prism::node_id()};
+}
+void nothing(int) {}
+std::tuple<int, int> divmod(int a, int b) { return {a / b, a % b}; }
+PRISM_REMOTE(where_after, add, scale, greet, fails, nested_sum, nothing, divmod);
+
+// Where it ran, and whether that node declared a gadget.
+std::string node_of_gadget_task() {
+  return prism::node_id() + (prism::cluster_resources().count("gadget") ? " with gadget" : "");
+}
+PRISM_REMOTE(node_of_gadget_task);
+
+TEST_F(ClusterTest, TasksSpreadOverNodesWhenTheDriverIsBusy) {
+  start(1, {{}, {}});
+  EXPECT_EQ(prism::node_count(), 3);
+  std::vector<prism::ObjectRef<std::string>> refs;
+  for (int i = 0; i < 12; ++i) refs.push_back(prism::task(where_after).remote(100));
+  std::set<std::string> nodes;
+  for (auto& r : refs) nodes.insert(prism::get(r, 60s));
+  EXPECT_GE(nodes.size(), 2u) << "every task ran on one node";
+  for (const auto& n : nodes) EXPECT_TRUE(n == "node0" || n == "node1" || n == "node2") << n;
+}
+
+TEST_F(ClusterTest, CustomResourceOfOneNodeSendsTasksThere) {
+  start(1, {{{"PRISM_RESOURCES", "gadget:1"}}, {}});
+  // The driver has no gadget: accepted because node1 has one.
+  auto r = prism::task(node_of_gadget_task).resource("gadget", 1).remote();
+  const std::string where = prism::get(r, 60s);
+  EXPECT_TRUE(where == "node1 with gadget" || where == "node2 with gadget") << where;
+  // A lambda cannot go to another node: refused with a clear error.
+  auto l = prism::task([] { return 1; }).resource("gadget", 1).remote();
+  try {
+    prism::get(l, 60s);
+    FAIL() << "a lambda needing a node's resource ran";
+  } catch (const prism::InfeasibleError& e) {
+    EXPECT_NE(std::string(e.what()).find("PRISM_REMOTE"), std::string::npos) << e.what();
+  }
+  // Nobody has two gadgets.
+  EXPECT_THROW(prism::task(node_of_gadget_task).resource("gadget", 2).remote(),
+               prism::InfeasibleError);
+}
+
+TEST_F(ClusterTest, ArgumentsResultsAndChainsCrossNodes) {
+  start(1, {{{"PRISM_RESOURCES", "remote:100"}}});
+  auto a = prism::task(add).resource("remote", 1).remote(1, 2);
+  auto b = prism::task(add).resource("remote", 1).remote(a, 10);  // a ref argument
+  auto c = prism::task(add).remote(b, 100);                        // local or remote
+  EXPECT_EQ(prism::get(c, 60s), 113);
+  std::vector<double> v(1000);
+  std::iota(v.begin(), v.end(), 0.0);
+  auto s = prism::task(scale).resource("remote", 1).remote(v, 2.0);
+  const std::vector<double> out = prism::get(s, 60s);
+  ASSERT_EQ(out.size(), v.size());
+  for (size_t i = 0; i < v.size(); ++i) ASSERT_EQ(out[i], 2.0 * v[i]);
+  auto g = prism::task(greet).resource("remote", 1).remote(std::string("prism"));
+  EXPECT_EQ(prism::get(g, 60s), "hello prism from node1");
+  auto [q, rem] = prism::task(divmod).num_returns<2>().resource("remote", 1).remote(17, 5);
+  EXPECT_EQ(prism::get(q, 60s), 3);
+  EXPECT_EQ(prism::get(rem, 60s), 2);
+  auto n = prism::task(nothing).resource("remote", 1).remote(3);
+  EXPECT_NO_THROW(prism::get(n, 60s));
+  // Large value (above the inline threshold) both ways.
+  std::vector<double> big(1 << 20, 1.5);
+  auto bs = prism::task(scale).resource("remote", 1).remote(big, 2.0);
+  const std::vector<double> big_out = prism::get(bs, 60s);
+  ASSERT_EQ(big_out.size(), big.size());
+  EXPECT_EQ(big_out.front(), 3.0);
+  EXPECT_EQ(big_out.back(), 3.0);
+}
+
+TEST_F(ClusterTest, ErrorsNameTheNodeWhereTheTaskFailed) {
+  start(1, {{{"PRISM_RESOURCES", "remote:1"}}});
+  auto r = prism::task(fails).resource("remote", 1).remote(7);
+  try {
+    prism::get(r, 60s);
+    FAIL() << "no error";
+  } catch (const prism::TaskError& e) {
+    EXPECT_EQ(e.node_id(), "node1");
+    EXPECT_EQ(e.function_name(), "fails");
+    EXPECT_NE(e.type_name().find("runtime_error"), std::string::npos) << e.type_name();
+    EXPECT_EQ(e.message(), "bad input 7");
+  }
+  // A dependent of the failed task fails with the same error, without running.
+  auto d = prism::task(add).resource("remote", 1).remote(r, 1);
+  EXPECT_THROW(prism::get(d, 60s), prism::TaskError);
+}
+
+TEST_F(ClusterTest, NestedTasksRunOnTheNodeThatSubmitsThem) {
+  start(1, {{{"PRISM_RESOURCES", "remote:1"}, {"PRISM_NUM_CPUS", "2"}}});
+  auto r = prism::task(nested_sum).resource("remote", 1).remote(20);
+  const auto [sum, node] = prism::get(r, 60s);
+  EXPECT_EQ(sum, 20 * 19 / 2 + 20);
+  EXPECT_EQ(node, "node1");
+}
+
+TEST_F(ClusterTest, ManyThreadsSubmitting) {
+  start(1, {{}, {}});
+  std::vector<std::thread> threads;
+  std::atomic<int> wrong{0};
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([t, &wrong] {
+      std::vector<prism::ObjectRef<int>> refs;
+      for (int i = 0; i < 500; ++i) refs.push_back(prism::task(add).remote(t, i));
+      for (int i = 0; i < 500; ++i) {
+        if (prism::get(refs[static_cast<size_t>(i)], 60s) != t + i) ++wrong;
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(wrong.load(), 0);
+}
+
+TEST_F(ClusterTest, KillingANodeFailsItsWorkWithAClearError) {
+  start(1, {{{"PRISM_RESOURCES", "remote:1"}}});
+  expect_clean_exit_ = false;
+  auto r = prism::task(where_after).resource("remote", 1).remote(30000);
+  // Wait until the call is in flight on the node, then kill the node.
+  std::this_thread::sleep_for(300ms);  // (no event crosses the process boundary to wait on)
+  children_.front().kill_now();
+  const auto t0 = std::chrono::steady_clock::now();
+  try {
+    prism::get(r, 20s);
+    FAIL() << "the task survived its node";
+  } catch (const prism::Error& e) {
+    EXPECT_EQ(e.code(), prism::ErrorCode::kUnavailable) << e.what();
+    EXPECT_NE(std::string(e.what()).find("node1"), std::string::npos) << e.what();
+  }
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 20s);
+  EXPECT_EQ(prism::node_count(), 1);
+  // The driver keeps working.
+  EXPECT_EQ(prism::get(prism::task(add).remote(2, 3), 30s), 5);
+}
+
+TEST_F(ClusterTest, AWrongTokenIsRefusedAndCounted) {
+  start(1, {});
+  const std::string bad = job_dir_ + "/bad_token";
+  {
+    FILE* f = std::fopen(bad.c_str(), "w");
+    ASSERT_NE(f, nullptr);
+    std::fputs("0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef\n", f);
+    std::fclose(f);
+    chmod(bad.c_str(), 0600);
+  }
+  Child& c = add_node({{"PRISM_TOKEN_FILE", bad}});
+  ASSERT_TRUE(c.wait_exit(30s));
+  EXPECT_NE(c.exit_status(), 0);
+  EXPECT_EQ(prism::node_count(), 1);
+  EXPECT_GE(prism::cluster::link_counters().refused_joins, 1u);
+  // A node with the right token still joins.
+  add_node({});
+  prism::wait_for_nodes(1, 60s);
+}
+
+TEST_F(ClusterTest, ADifferentBinaryIsRefusedAtJoin) {
+  start(1, {});
+  const std::string other = prism_test::self_exe() + "_other_node";
+  Child& c = add_node({}, other);
+  ASSERT_TRUE(c.wait_exit(30s));
+  EXPECT_NE(c.exit_status(), 0);
+  EXPECT_EQ(prism::node_count(), 1);
+  EXPECT_GE(prism::cluster::link_counters().refused_joins, 1u);
+}
+
+TEST_F(ClusterTest, MalformedAndUnauthenticatedMessagesAreDropped) {
+  start(1, {{}});
+  const auto before = prism::cluster::link_counters();
+  {
+    std::atomic<int> errors{0};
+    prism::cluster::UcxComm::Callbacks cb;
+    cb.on_message = [](prism::cluster::PeerId, std::string_view) {};
+    cb.on_accept = [](prism::cluster::PeerId) {};
+    cb.on_peer_error = [&](prism::cluster::PeerId, const std::string&) { ++errors; };
+    prism::cluster::UcxComm intruder(cb);
+    const auto peer = intruder.connect(address_);
+    // Waits (bounded) until the driver counted what was sent. One message at a time: messages
+    // queued together travel as one batch, and nothing after garbage in a batch can be read.
+    auto wait_for = [&](uint64_t malformed, uint64_t unauthenticated) {
+      const auto deadline = std::chrono::steady_clock::now() + 20s;
+      for (;;) {
+        const auto now = prism::cluster::link_counters();
+        if (now.malformed >= before.malformed + malformed &&
+            now.unauthenticated >= before.unauthenticated + unauthenticated) {
+          return true;
+        }
+        if (std::chrono::steady_clock::now() > deadline) return false;
+        std::this_thread::sleep_for(10ms);  // (counters of another thread; no event to wait on)
+      }
+    };
+    intruder.send(peer, std::string("garbage that is no frame at all"));
+    ASSERT_TRUE(wait_for(1, 0)) << "garbage was not counted";
+    std::string frame;
+    prism::cluster::CallMsg call;
+    call.call_id = 1;
+    call.function = "add";
+    prism::cluster::encode(call, &frame);
+    intruder.send(peer, frame);  // a call before authenticating
+    ASSERT_TRUE(wait_for(1, 1)) << "an unauthenticated call was not counted";
+    intruder.send(peer, frame.substr(0, frame.size() - 3));  // truncated
+    ASSERT_TRUE(wait_for(2, 1)) << "a truncated frame was not counted";
+    std::string bad_version = frame;
+    bad_version[4] = 99;
+    intruder.send(peer, bad_version);
+    ASSERT_TRUE(wait_for(3, 1)) << "a frame of another version was not counted";
+    EXPECT_EQ(errors.load(), 0);
+  }
+  // The job goes on.
+  EXPECT_EQ(prism::node_count(), 2);
+  EXPECT_EQ(prism::get(prism::task(add).remote(40, 2), 30s), 42);
+}
+
+// Polls (bounded) for a file another process writes.
+bool wait_for_file(const std::string& path, std::chrono::seconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (access(path.c_str(), F_OK) != 0) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(10ms);  // (another process's file: no event to wait on)
+  }
+  return true;
+}
+
+TEST(ClusterDriverDeath, NodesExitWhenTheDriverIsKilled) {
+  const std::string dir = prism_test::job_root() + "/driver-death-" + std::to_string(getpid());
+  mkdir(prism_test::job_root().c_str(), 0700);
+  Child driver(prism_test::self_exe(), {{"PRISM_TEST_DRIVER", "1"}, {"PRISM_JOB_DIR", dir}});
+  ASSERT_TRUE(driver.started());
+  ASSERT_TRUE(wait_for_file(dir + "/address", 60s)) << "the driver did not start";
+  Child node(prism_test::self_exe(), {{"PRISM_ADDRESS", prism_test::read_file_line(dir + "/address")},
+                                      {"PRISM_TOKEN_FILE", dir + "/token"},
+                                      {"PRISM_NUM_CPUS", "1"}});
+  ASSERT_TRUE(wait_for_file(dir + "/ready", 60s)) << "the node did not join";
+  driver.kill_now();
+  ASSERT_TRUE(driver.wait_exit(20s));
+  ASSERT_TRUE(node.wait_exit(20s)) << "the node outlived its driver";
+  EXPECT_EQ(node.exit_status(), 1) << "a node that lost its driver exits with status 1";
+}
+
+// The driver of NodesExitWhenTheDriverIsKilled, in a process of its own: waits for one node,
+// says so, and waits to be killed (bounded).
+int run_test_driver() {
+  prism::init({.num_cpus = 1, .listen = "127.0.0.1:0"});
+  prism::wait_for_nodes(1, 60s);
+  const char* dir = std::getenv("PRISM_JOB_DIR");
+  if (FILE* f = std::fopen((std::string(dir) + "/ready").c_str(), "w")) std::fclose(f);
+  std::this_thread::sleep_for(120s);  // the test kills this process long before
+  return 4;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // Loopback only; UCX's memory hooks off (ThreadSanitizer, PLATFORM.md). Children inherit both.
+  setenv("UCX_NET_DEVICES", "lo", 0);
+  setenv("UCX_MEM_EVENTS", "no", 0);
+  if (std::getenv("PRISM_TEST_DRIVER") != nullptr) return run_test_driver();
+  try {
+    prism::serve();  // a node: joins, serves, exits; the test process goes on
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "node: %s\n", e.what());  // refused (the tests check the status)
+    return 3;
+  }
+  ::testing::InitGoogleTest(&argc, argv);
+  return RUN_ALL_TESTS();
+}

@@ -1,0 +1,863 @@
+#include "cluster_link.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "api/registry_internal.h"
+#include "api/runtime_core.h"
+#include "api/runtime_registry.h"
+#include "auth.h"
+#include "common/event.h"
+#include "common/log.h"
+#include "job_dir.h"
+#include "prism/errors.h"
+#include "prism/internal/thread_annotations.h"
+#include "ucx_comm.h"
+#include "wire.h"
+
+// Referenced by Prism::cluster's link options so that this object (and its registration) is
+// kept in every program that links the module.
+extern "C" {
+extern const int prism_cluster_module_anchor;
+const int prism_cluster_module_anchor = 1;
+}
+
+namespace prism::cluster {
+
+using internal::ClusterConfig;
+using internal::ClusterRole;
+using internal::Deadline;
+using internal::Mutex;
+using internal::MutexLock;
+using internal::ResourceRequest;
+using internal::RuntimeCore;
+using internal::TaskRecord;
+
+namespace {
+
+WireResources to_wire(const ResourceRequest& r) {
+  WireResources w;
+  w.cpu = r.cpu;
+  w.gpu = r.gpu;
+  w.memory = r.memory;
+  w.gpu_memory = r.gpu_memory;
+  w.custom = r.custom;
+  return w;
+}
+
+ResourceRequest from_wire(const WireResources& w) {
+  ResourceRequest r;
+  r.cpu = w.cpu;
+  r.gpu = w.gpu;
+  r.memory = w.memory;
+  r.gpu_memory = w.gpu_memory;
+  r.custom = w.custom;
+  return r;
+}
+
+const ResourceRequest& one_cpu() {
+  static const ResourceRequest r = [] {
+    ResourceRequest x;
+    x.cpu = internal::kUnitsPerResource;
+    return x;
+  }();
+  return r;
+}
+
+int64_t custom_amount(const WireResources& w, const std::string& name) {
+  for (const auto& [n, v] : w.custom) {
+    if (n == name) return v;
+  }
+  return 0;
+}
+
+// True if `r` fits in `total` minus `used` (used may be empty: can the node ever run it).
+bool fits(const ResourceRequest& r, const WireResources& total, const WireResources& used) {
+  if (r.cpu > total.cpu - used.cpu || r.gpu > total.gpu - used.gpu ||
+      r.memory > total.memory - used.memory) {
+    return false;
+  }
+  if (r.gpu_memory > 0 && (r.gpu == 0 || r.gpu_memory > total.gpu_memory)) return false;
+  for (const auto& [name, amount] : r.custom) {
+    if (amount > custom_amount(total, name) - custom_amount(used, name)) return false;
+  }
+  return true;
+}
+
+void add(WireResources* into, const ResourceRequest& r, int sign) {
+  into->cpu += sign * r.cpu;
+  into->gpu += sign * r.gpu;
+  into->memory += sign * r.memory;
+  for (const auto& [name, amount] : r.custom) {
+    auto it = std::find_if(into->custom.begin(), into->custom.end(),
+                           [&](const auto& p) { return p.first == name; });
+    if (it == into->custom.end()) {
+      into->custom.emplace_back(name, sign * amount);
+    } else {
+      it->second += sign * amount;
+    }
+  }
+}
+
+double load(const WireResources& total, const WireResources& used) {
+  return total.cpu > 0 ? static_cast<double>(used.cpu) / static_cast<double>(total.cpu) : 0.0;
+}
+
+uint64_t fnv1a(const std::vector<std::string>& items) {
+  uint64_t h = 1469598103934665603ull;
+  for (const auto& s : items) {
+    for (unsigned char c : s) h = (h ^ c) * 1099511628211ull;
+    h = (h ^ 0xff) * 1099511628211ull;
+  }
+  return h;
+}
+
+std::string hostname() {
+  char buf[256] = {};
+  if (gethostname(buf, sizeof buf - 1) != 0) return "?";
+  return buf;
+}
+
+// What differs between two sorted lists of "name type" signatures, for a refused join.
+std::string describe_difference(const std::vector<std::string>& mine,
+                                const std::vector<std::string>& theirs) {
+  std::vector<std::string> only_mine, only_theirs;
+  std::set_difference(mine.begin(), mine.end(), theirs.begin(), theirs.end(),
+                      std::back_inserter(only_mine));
+  std::set_difference(theirs.begin(), theirs.end(), mine.begin(), mine.end(),
+                      std::back_inserter(only_theirs));
+  auto list = [](const std::vector<std::string>& v) {
+    std::string s;
+    for (size_t i = 0; i < v.size() && i < 5; ++i) s += (i ? ", " : "") + v[i];
+    if (v.size() > 5) s += ", ... (" + std::to_string(v.size()) + " in all)";
+    return s.empty() ? std::string("none") : s;
+  };
+  return "its registered functions differ from the driver's (a different binary?): only the "
+         "driver has [" + list(only_mine) + "], only the node has [" + list(only_theirs) + "]";
+}
+
+// The largest message decoded from a peer before it authenticated (a join carries the names of
+// the registered functions: ~100 bytes each).
+constexpr size_t kMaxHandshakeBytes = size_t{4} << 20;
+
+struct Peer {
+  enum class State { kAwaitingAuth, kReady, kDead };
+  State state = State::kAwaitingAuth;
+  uint8_t challenge[kChallengeBytes] = {};
+  PeerRole role = PeerRole::kNode;
+  int index = 0;
+  std::string name;  // "node3 (host pid 1234)"
+  WireResources totals;
+  WireResources used;  // requests of the calls in flight there
+};
+
+struct Pending {
+  TaskRecord* task;
+  PeerId peer;
+  ResourceRequest request;
+  std::string peer_name;
+};
+
+class Link;
+std::atomic<Link*> g_link{nullptr};  // the global runtime's link (for link_counters)
+
+class Link final : public internal::ClusterLink {
+ public:
+  Link(RuntimeCore* rt, const ClusterConfig& config)
+      : rt_(rt), config_(config), signatures_(internal::registered_signatures()) {
+    fingerprint_ = fnv1a(signatures_);
+    UcxComm::Callbacks cb;
+    cb.on_message = [this](PeerId p, std::string_view data) { on_message(p, data); };
+    cb.on_accept = [this](PeerId p) { on_accept(p); };
+    cb.on_peer_error = [this](PeerId p, const std::string& why) { on_peer_error(p, why); };
+    comm_ = std::make_unique<UcxComm>(std::move(cb));
+    if (config.role == ClusterRole::kDriver) {
+      start_driver();
+    } else {
+      start_node();
+    }
+    g_link.store(this, std::memory_order_release);
+  }
+
+  ~Link() override {
+    Link* self = this;
+    g_link.compare_exchange_strong(self, nullptr);
+    comm_.reset();  // joins the progress thread: no callback runs after this
+  }
+
+  // ---- ClusterLink ----
+
+  bool offer(TaskRecord* task) noexcept override {
+    if (config_.role != ClusterRole::kDriver || ready_nodes_.load(std::memory_order_acquire) == 0) {
+      return false;
+    }
+    const ResourceRequest& request =
+        task->has_default_request() ? one_cpu() : task->extras()->request;
+    const bool runs_here = rt_->scheduler().infeasible_reason(request).empty();
+    if (runs_here && rt_->scheduler().fits_now(request)) return false;
+    std::string function, args;
+    try {
+      if (!task->encode_remote(&function, &args)) return false;
+    } catch (...) {
+      return false;  // (out of memory while encoding: run it here)
+    }
+    CallMsg call;
+    PeerId peer = 0;
+    {
+      MutexLock lock(mu_);
+      peer = choose_node_locked(request, runs_here);
+      if (peer == 0) return false;
+      Peer& p = peers_[peer];
+      add(&p.used, request, +1);
+      call.call_id = next_call_++;
+      pending_.emplace(call.call_id, Pending{task, peer, request, p.name});
+    }
+    const uint64_t call_id = call.call_id;
+    bool sent = false;
+    try {
+      call.function = std::move(function);
+      call.task_name = task->function_name();
+      call.request = to_wire(request);
+      call.args = std::move(args);
+      std::string frame;
+      encode(Message(std::move(call)), &frame);  // (a Message made in place: no copy of args)
+      sent = comm_->send(peer, std::move(frame));
+    } catch (const std::exception& e) {
+      PRISM_LOG(kWarning) << "cluster: cannot send a task to another node: " << e.what();
+    }
+    if (!sent) {
+      // The node went away (its failure handler may already have failed the call).
+      Pending pending{};
+      if (!take_pending(call_id, &pending)) return true;  // failed by the handler
+      return false;  // run it here (or fail it as infeasible here)
+    }
+    return true;
+  }
+
+  std::string infeasible_elsewhere(const ResourceRequest& request) const override {
+    MutexLock lock(mu_);
+    for (const auto& [id, p] : peers_) {
+      if (p.state == Peer::State::kReady && p.role == PeerRole::kNode &&
+          fits(request, p.totals, WireResources{})) {
+        return {};
+      }
+    }
+    return ready_nodes_.load() == 0 ? "no other node has joined the cluster"
+                                    : "no other node of the cluster can run it either";
+  }
+
+  bool serve() override {
+    for (;;) {
+      const uint32_t seen = changes_.load(std::memory_order_acquire);
+      {
+        MutexLock lock(mu_);
+        if (job_ended_) return true;
+        if (driver_lost_) return false;
+      }
+      internal::futex_wait(&changes_, seen, internal::kNoDeadline);
+    }
+  }
+
+  void wait_for_nodes(int n, Deadline deadline) override {
+    for (;;) {
+      const uint32_t seen = changes_.load(std::memory_order_acquire);
+      if (ready_nodes_.load(std::memory_order_acquire) >= n) return;
+      if (internal::Clock::now() >= deadline) {
+        throw TimeoutError("prism::wait_for_nodes: " + std::to_string(ready_nodes_.load()) +
+                           " of " + std::to_string(n) + " nodes joined before the deadline");
+      }
+      internal::futex_wait(&changes_, seen, deadline);
+    }
+  }
+
+  int node_count() const override { return 1 + ready_nodes_.load(std::memory_order_acquire); }
+
+  std::map<std::string, double> cluster_totals() const override {
+    std::map<std::string, double> m;
+    MutexLock lock(mu_);
+    for (const auto& [id, p] : peers_) {
+      if (p.state != Peer::State::kReady || p.role != PeerRole::kNode) continue;
+      const double u = internal::kUnitsPerResource;
+      m["CPU"] += static_cast<double>(p.totals.cpu) / u;
+      m["GPU"] += static_cast<double>(p.totals.gpu) / u;
+      m["memory"] += static_cast<double>(p.totals.memory);
+      for (const auto& [name, amount] : p.totals.custom) {
+        m[name] += static_cast<double>(amount) / u;
+      }
+    }
+    return m;
+  }
+
+  void shutdown() noexcept override {
+    std::vector<Pending> lost;
+    std::vector<PeerId> nodes;
+    {
+      MutexLock lock(mu_);
+      if (shut_down_) return;
+      shut_down_ = true;
+      for (auto& [id, p] : pending_) lost.push_back(p);
+      pending_.clear();
+      for (auto& [id, p] : peers_) {
+        if (p.state == Peer::State::kReady) nodes.push_back(id);
+      }
+    }
+    if (config_.role == ClusterRole::kDriver) {
+      std::string frame;
+      try {
+        encode(ShutdownMsg{}, &frame);
+      } catch (...) {
+      }
+      for (PeerId id : nodes) comm_->send(id, frame);
+    }
+    for (Pending& p : lost) {
+      rt_->fail_task(p.task, rt_->lost_error("the job ended before the task finished on another "
+                                             "node"));
+    }
+  }
+
+  LinkCounters counters() const {
+    LinkCounters c;
+    c.unauthenticated = unauthenticated_.load(std::memory_order_relaxed);
+    c.malformed = malformed_.load(std::memory_order_relaxed);
+    c.refused_joins = refused_joins_.load(std::memory_order_relaxed);
+    c.unknown_results = unknown_results_.load(std::memory_order_relaxed);
+    return c;
+  }
+
+ private:
+  // ---- starting ----
+
+  void start_driver() {
+    token_ = new_token();
+    const std::string bound = comm_->listen(config_.listen);
+    job_dir_ = write_job_dir(config_.job_dir, bound, token_);
+    rt_->set_node_id("node0");
+    PRISM_LOG(kInfo) << "cluster: driver listening on " << bound << ", job directory " << job_dir_;
+    if (config_.min_nodes > 0) {
+      wait_for_nodes(config_.min_nodes,
+                     internal::deadline_after(std::chrono::duration<double>(config_.join_timeout_s)));
+    }
+  }
+
+  void start_node() {
+    std::string token_file = config_.token_file;
+    if (token_file.empty()) token_file = jobs_root() + "/latest/token";
+    token_ = read_token_file(token_file);
+    const PeerId driver = comm_->connect(config_.address);
+    {
+      MutexLock lock(mu_);
+      driver_ = driver;
+      Peer& p = peers_[driver];
+      p.name = "the driver at " + config_.address;
+    }
+    // The driver speaks first (kHello); the handshake completes on the progress thread.
+    const Deadline deadline =
+        internal::deadline_after(std::chrono::duration<double>(config_.join_timeout_s));
+    for (;;) {
+      const uint32_t seen = changes_.load(std::memory_order_acquire);
+      {
+        MutexLock lock(mu_);
+        if (joined_) break;
+        if (!join_error_.empty()) throw Error(ErrorCode::kUnavailable, join_error_);
+      }
+      if (internal::Clock::now() >= deadline) {
+        throw Error(ErrorCode::kUnavailable, "cluster: no answer from the driver at " +
+                                                 config_.address + " within " +
+                                                 std::to_string(config_.join_timeout_s) + " s");
+      }
+      internal::futex_wait(&changes_, seen, deadline);
+    }
+  }
+
+  void changed() {
+    changes_.fetch_add(1, std::memory_order_acq_rel);
+    internal::futex_wake_all(&changes_);
+  }
+
+  // ---- peers ----
+
+  void on_accept(PeerId peer) {
+    HelloMsg hello;
+    try {
+      new_challenge(hello.challenge);
+    } catch (const std::exception& e) {
+      PRISM_LOG(kError) << "cluster: " << e.what();
+      comm_->close(peer);
+      return;
+    }
+    {
+      MutexLock lock(mu_);
+      Peer& p = peers_[peer];
+      std::memcpy(p.challenge, hello.challenge, kChallengeBytes);
+      p.name = "peer " + std::to_string(peer);
+    }
+    send(peer, hello);
+  }
+
+  void on_peer_error(PeerId peer, const std::string& why) {
+    std::vector<Pending> lost;
+    std::string name;
+    bool was_node = false;
+    bool expected = false;  // the job is over: peers going away is no news
+    {
+      MutexLock lock(mu_);
+      auto it = peers_.find(peer);
+      if (it == peers_.end()) return;
+      Peer& p = it->second;
+      name = p.name;
+      expected = job_ended_ || shut_down_;
+      was_node = p.state == Peer::State::kReady && p.role == PeerRole::kNode &&
+                 config_.role == ClusterRole::kDriver;
+      p.state = Peer::State::kDead;
+      for (auto c = pending_.begin(); c != pending_.end();) {
+        if (c->second.peer == peer) {
+          lost.push_back(c->second);
+          c = pending_.erase(c);
+        } else {
+          ++c;
+        }
+      }
+      if (config_.role == ClusterRole::kNode && peer == driver_) {
+        if (joined_) {
+          driver_lost_ = true;
+        } else if (join_error_.empty()) {
+          join_error_ = "cluster: cannot reach the driver at " + config_.address + ": " + why;
+        }
+      }
+      peers_.erase(it);
+    }
+    if (was_node) ready_nodes_.fetch_sub(1, std::memory_order_acq_rel);
+    changed();
+    if (!expected && (!lost.empty() || was_node || config_.role == ClusterRole::kNode)) {
+      PRISM_LOG(kWarning) << "cluster: " << name << " was lost (" << why << "); "
+                          << lost.size() << " task(s) in flight there fail";
+    }
+    for (Pending& p : lost) {
+      rt_->fail_task(p.task, std::make_exception_ptr(Error(
+                                 ErrorCode::kUnavailable,
+                                 "task '" + p.task->function_name() + "' was lost with " +
+                                     p.peer_name + ": " + why)));
+    }
+  }
+
+  // Among live nodes that can ever run `request`: the one with the most room that has room for
+  // it; else null if this node can run it; else the least loaded one.
+  PeerId choose_node_locked(const ResourceRequest& request, bool runs_here)
+      PRISM_REQUIRES(mu_) {
+    PeerId best = 0, fallback = 0;
+    double best_load = 0, fallback_load = 0;
+    for (const auto& [id, p] : peers_) {
+      if (p.state != Peer::State::kReady || p.role != PeerRole::kNode) continue;
+      if (!fits(request, p.totals, WireResources{})) continue;
+      const double l = load(p.totals, p.used);
+      if (fits(request, p.totals, p.used) && (best == 0 || l < best_load)) {
+        best = id;
+        best_load = l;
+      }
+      if (fallback == 0 || l < fallback_load) {
+        fallback = id;
+        fallback_load = l;
+      }
+    }
+    if (best != 0) return best;
+    return runs_here ? 0 : fallback;
+  }
+
+  bool take_pending(uint64_t call_id, Pending* out) {
+    MutexLock lock(mu_);
+    auto it = pending_.find(call_id);
+    if (it == pending_.end()) return false;
+    *out = it->second;
+    pending_.erase(it);
+    auto p = peers_.find(out->peer);
+    if (p != peers_.end()) add(&p->second.used, out->request, -1);
+    return true;
+  }
+
+  void send(PeerId peer, Message msg) {
+    std::string frame;
+    try {
+      encode(msg, &frame);
+    } catch (const std::exception& e) {
+      PRISM_LOG(kWarning) << "cluster: cannot encode a message: " << e.what();
+      return;
+    }
+    comm_->send(peer, std::move(frame));
+  }
+
+  // ---- messages ----
+
+  void on_message(PeerId peer, std::string_view data) {
+    // A peer that has not proven the token gets no large buffer decoded (a handshake is small).
+    if (data.size() > kMaxHandshakeBytes && !is_ready(peer)) {
+      unauthenticated_.fetch_add(1, std::memory_order_relaxed);
+      return;
+    }
+    const DecodeError e = split_frames(data, [&](std::string_view frame) {
+      DecodeError de = DecodeError::kNone;
+      std::optional<Message> msg = decode(frame, &de);
+      if (!msg) {
+        malformed_.fetch_add(1, std::memory_order_relaxed);
+        PRISM_LOG(kDebug) << "cluster: dropped a malformed message (" << to_string(de) << ")";
+        return;
+      }
+      handle(peer, std::move(*msg));
+    });
+    if (e != DecodeError::kNone) {
+      malformed_.fetch_add(1, std::memory_order_relaxed);
+      PRISM_LOG(kDebug) << "cluster: dropped malformed bytes (" << to_string(e) << ")";
+    }
+  }
+
+  bool is_ready(PeerId peer) {
+    MutexLock lock(mu_);
+    auto it = peers_.find(peer);
+    return it != peers_.end() && it->second.state == Peer::State::kReady;
+  }
+
+  void handle(PeerId peer, Message msg) {
+    // Before a peer proved the token only the handshake is acted on.
+    if (auto* hello = std::get_if<HelloMsg>(&msg)) return on_hello(peer, *hello);
+    if (auto* auth = std::get_if<AuthMsg>(&msg)) return on_auth(peer, *auth);
+    if (auto* welcome = std::get_if<WelcomeMsg>(&msg)) return on_welcome(peer, *welcome);
+    if (auto* refused = std::get_if<RefusedMsg>(&msg)) return on_refused(peer, *refused);
+    if (!is_ready(peer)) {
+      unauthenticated_.fetch_add(1, std::memory_order_relaxed);
+      return;
+    }
+    if (auto* call = std::get_if<CallMsg>(&msg)) return on_call(peer, std::move(*call));
+    if (auto* result = std::get_if<ResultMsg>(&msg)) return on_result(peer, std::move(*result));
+    if (std::holds_alternative<ShutdownMsg>(msg)) return on_shutdown(peer);
+    if (std::holds_alternative<StatusQueryMsg>(msg)) return on_status_query(peer);
+    unauthenticated_.fetch_add(1, std::memory_order_relaxed);  // nothing a peer should send us
+  }
+
+  // Node: the driver's challenge. Answer it with ours.
+  void on_hello(PeerId peer, const HelloMsg& hello) {
+    AuthMsg auth;
+    {
+      MutexLock lock(mu_);
+      if (config_.role != ClusterRole::kNode || peer != driver_ || sent_auth_) {
+        unauthenticated_.fetch_add(1, std::memory_order_relaxed);
+        return;
+      }
+      sent_auth_ = true;
+    }
+    compute_mac(token_, kJoinLabel, hello.challenge, auth.mac);
+    try {
+      new_challenge(auth.challenge);
+    } catch (const std::exception& e) {
+      fail_join(e.what());
+      return;
+    }
+    {
+      MutexLock lock(mu_);
+      std::memcpy(peers_[peer].challenge, auth.challenge, kChallengeBytes);
+    }
+    auth.role = PeerRole::kNode;
+    auth.hostname = hostname();
+    auth.pid = static_cast<uint32_t>(getpid());
+    auth.fingerprint = fingerprint_;
+    auth.functions = signatures_;
+    auth.resources = to_wire(internal::node_totals(rt_));
+    send(peer, auth);
+  }
+
+  void fail_join(const std::string& why) {
+    {
+      MutexLock lock(mu_);
+      if (join_error_.empty()) join_error_ = why;
+    }
+    changed();
+  }
+
+  // Driver: a joiner's proof and description.
+  void on_auth(PeerId peer, const AuthMsg& auth) {
+    uint8_t challenge[kChallengeBytes];
+    {
+      MutexLock lock(mu_);
+      auto it = peers_.find(peer);
+      if (config_.role != ClusterRole::kDriver || it == peers_.end() ||
+          it->second.state != Peer::State::kAwaitingAuth) {
+        unauthenticated_.fetch_add(1, std::memory_order_relaxed);
+        return;
+      }
+      std::memcpy(challenge, it->second.challenge, kChallengeBytes);
+    }
+    std::string refusal;
+    if (!verify_mac(token_, kJoinLabel, challenge, auth.mac)) {
+      refusal = "authentication failed: the node does not know the job's token";
+    } else if (auth.role == PeerRole::kNode &&
+               (auth.fingerprint != fingerprint_ || auth.functions != signatures_)) {
+      refusal = describe_difference(signatures_, auth.functions);
+    }
+    const std::string who = auth.hostname + " pid " + std::to_string(auth.pid);
+    if (!refusal.empty()) {
+      refused_joins_.fetch_add(1, std::memory_order_relaxed);
+      PRISM_LOG(kWarning) << "cluster: refused " << who << ": " << refusal;
+      {
+        MutexLock lock(mu_);
+        peers_.erase(peer);
+      }
+      send(peer, RefusedMsg{refusal});
+      comm_->close(peer);
+      return;
+    }
+    WelcomeMsg welcome;
+    compute_mac(token_, kWelcomeLabel, auth.challenge, welcome.mac);
+    {
+      MutexLock lock(mu_);
+      auto it = peers_.find(peer);
+      if (it == peers_.end()) return;  // failed meanwhile
+      Peer& p = it->second;
+      p.role = auth.role;
+      p.totals = auth.resources;
+      p.state = Peer::State::kReady;
+      if (auth.role == PeerRole::kNode) {
+        p.index = next_index_++;
+        p.name = "node" + std::to_string(p.index) + " (" + who + ")";
+      } else {
+        p.name = "client (" + who + ")";
+      }
+      welcome.node_index = static_cast<uint32_t>(p.index);
+    }
+    send(peer, welcome);
+    if (auth.role == PeerRole::kNode) {
+      ready_nodes_.fetch_add(1, std::memory_order_acq_rel);
+      PRISM_LOG(kInfo) << "cluster: node" << welcome.node_index << " joined (" << who << ")";
+    }
+    changed();
+  }
+
+  // Node: the driver proved the token too; we are in.
+  void on_welcome(PeerId peer, const WelcomeMsg& welcome) {
+    uint8_t challenge[kChallengeBytes];
+    {
+      MutexLock lock(mu_);
+      if (config_.role != ClusterRole::kNode || peer != driver_ || joined_) {
+        unauthenticated_.fetch_add(1, std::memory_order_relaxed);
+        return;
+      }
+      std::memcpy(challenge, peers_[peer].challenge, kChallengeBytes);
+    }
+    if (!verify_mac(token_, kWelcomeLabel, challenge, welcome.mac)) {
+      refused_joins_.fetch_add(1, std::memory_order_relaxed);
+      fail_join("cluster: the peer at " + config_.address +
+                " does not know the job's token (not our driver)");
+      return;
+    }
+    rt_->set_node_id("node" + std::to_string(welcome.node_index));
+    {
+      MutexLock lock(mu_);
+      Peer& p = peers_[peer];
+      p.state = Peer::State::kReady;
+      p.name = "the driver at " + config_.address;
+      joined_ = true;
+    }
+    changed();
+  }
+
+  void on_refused(PeerId peer, const RefusedMsg& refused) {
+    {
+      MutexLock lock(mu_);
+      if (config_.role != ClusterRole::kNode || peer != driver_ || joined_) return;
+    }
+    fail_join("cluster: the driver at " + config_.address + " refused this node: " +
+              refused.reason);
+  }
+
+  void on_shutdown(PeerId peer) {
+    {
+      MutexLock lock(mu_);
+      if (config_.role != ClusterRole::kNode || peer != driver_) return;
+      job_ended_ = true;
+    }
+    changed();
+  }
+
+  void on_status_query(PeerId peer) {
+    StatusReplyMsg reply;
+    reply.text = status_text();
+    send(peer, reply);
+  }
+
+  std::string status_text() {
+    std::string s = "node0 (driver): " + describe(internal::node_totals(rt_)) + "\n";
+    MutexLock lock(mu_);
+    for (const auto& [id, p] : peers_) {
+      if (p.state != Peer::State::kReady || p.role != PeerRole::kNode) continue;
+      s += p.name + ": " + describe(from_wire(p.totals)) + "; in use by the driver's tasks: " +
+           describe(from_wire(p.used)) + "\n";
+    }
+    s += "tasks in flight on nodes: " + std::to_string(pending_.size()) + "\n";
+    return s;
+  }
+
+  static std::string describe(const ResourceRequest& r) {
+    const double u = internal::kUnitsPerResource;
+    std::string s = std::to_string(r.cpu / u).substr(0, 4) + " CPU";
+    if (r.gpu > 0) s += ", " + std::to_string(r.gpu / u).substr(0, 4) + " GPU";
+    for (const auto& [n, a] : r.custom) s += ", " + std::to_string(a / u).substr(0, 4) + " " + n;
+    return s;
+  }
+
+  // Node: run a registered function for the driver.
+  void on_call(PeerId peer, CallMsg call) {
+    internal::FunctionKey key;
+    internal::RemoteInvoker invoker = nullptr;
+    const uint64_t id = call.call_id;
+    if (!internal::find_registered(call.function, &key, &invoker) || invoker == nullptr) {
+      ResultMsg r;
+      r.call_id = id;
+      r.status = CallStatus::kSystemError;
+      r.error_code = static_cast<int32_t>(ErrorCode::kInvalidArgument);
+      r.message = "function '" + call.function + "' cannot run on " + rt_->node_id() +
+                  ": not registered there, or its types are not serializable";
+      send(peer, r);
+      return;
+    }
+    auto args = std::make_shared<std::string>(std::move(call.args));
+    internal::run_served_call(
+        rt_, from_wire(call.request), call.task_name,
+        [this, peer, id, key, invoker, args] {
+          ResultMsg r;
+          r.call_id = id;
+          invoker(key, *args, &r.payload);
+          send(peer, Message(std::move(r)));
+        },
+        [this, peer, id](const std::exception_ptr& error) { send(peer, error_result(id, error)); });
+  }
+
+  static ResultMsg error_result(uint64_t id, const std::exception_ptr& error) {
+    ResultMsg r;
+    r.call_id = id;
+    r.status = CallStatus::kSystemError;
+    r.error_code = static_cast<int32_t>(ErrorCode::kInternal);
+    try {
+      std::rethrow_exception(error);
+    } catch (const TaskError& e) {
+      r.status = CallStatus::kTaskError;
+      r.error_type = e.type_name();
+      r.message = e.message();
+    } catch (const Error& e) {
+      r.error_code = static_cast<int32_t>(e.code());
+      r.message = e.what();
+    } catch (const std::exception& e) {
+      r.message = e.what();
+    } catch (...) {
+      r.message = "unknown error";
+    }
+    return r;
+  }
+
+  // Driver: a call's outcome.
+  void on_result(PeerId peer, ResultMsg result) {
+    Pending p{};
+    if (!take_pending(result.call_id, &p) || p.peer != peer) {
+      unknown_results_.fetch_add(1, std::memory_order_relaxed);
+      if (p.task != nullptr) {  // answered by a node it was not sent to: fail it, never trust it
+        rt_->fail_task(p.task, std::make_exception_ptr(Error(
+                                   ErrorCode::kInternal, "a result came from the wrong node")));
+      }
+      return;
+    }
+    switch (result.status) {
+      case CallStatus::kOk:
+        try {
+          p.task->complete_remote(result.payload);
+        } catch (const std::exception& e) {
+          rt_->fail_task(p.task, std::make_exception_ptr(Error(
+                                     ErrorCode::kInternal, "the result of task '" +
+                                                               p.task->function_name() + "' from " +
+                                                               p.peer_name + " is malformed: " +
+                                                               e.what())));
+          return;
+        }
+        p.task->release_run();
+        return;
+      case CallStatus::kTaskError:
+        rt_->fail_task(p.task, std::make_exception_ptr(TaskError(
+                                   p.task->function_name(), result.error_type, result.message,
+                                   node_name(p.peer_name))));
+        return;
+      case CallStatus::kSystemError: {
+        ErrorCode code = static_cast<ErrorCode>(result.error_code);
+        if (result.error_code < 0 || result.error_code > static_cast<int32_t>(ErrorCode::kInternal)) {
+          code = ErrorCode::kInternal;
+        }
+        std::exception_ptr error =
+            code == ErrorCode::kInfeasible
+                ? std::make_exception_ptr(InfeasibleError(result.message))
+                : std::make_exception_ptr(Error(code, result.message + " (on " + p.peer_name + ")"));
+        rt_->fail_task(p.task, std::move(error));
+        return;
+      }
+    }
+  }
+
+  // "node2 (host pid 7)" -> "node2".
+  static std::string node_name(const std::string& peer_name) {
+    return peer_name.substr(0, peer_name.find(' '));
+  }
+
+  RuntimeCore* const rt_;
+  const ClusterConfig config_;
+  const std::vector<std::string> signatures_;
+  uint64_t fingerprint_ = 0;
+  std::string token_;
+  std::string job_dir_;
+  std::unique_ptr<UcxComm> comm_;
+
+  mutable Mutex mu_;
+  std::map<PeerId, Peer> peers_ PRISM_GUARDED_BY(mu_);
+  std::map<uint64_t, Pending> pending_ PRISM_GUARDED_BY(mu_);
+  uint64_t next_call_ PRISM_GUARDED_BY(mu_) = 1;
+  int next_index_ PRISM_GUARDED_BY(mu_) = 1;
+  bool shut_down_ PRISM_GUARDED_BY(mu_) = false;
+  // Node side.
+  PeerId driver_ PRISM_GUARDED_BY(mu_) = 0;
+  bool sent_auth_ PRISM_GUARDED_BY(mu_) = false;
+  bool joined_ PRISM_GUARDED_BY(mu_) = false;
+  bool job_ended_ PRISM_GUARDED_BY(mu_) = false;
+  bool driver_lost_ PRISM_GUARDED_BY(mu_) = false;
+  std::string join_error_ PRISM_GUARDED_BY(mu_);
+
+  std::atomic<int> ready_nodes_{0};
+  std::atomic<uint32_t> changes_{0};  // futex word: bumped on every membership change
+  std::atomic<uint64_t> unauthenticated_{0};
+  std::atomic<uint64_t> malformed_{0};
+  std::atomic<uint64_t> refused_joins_{0};
+  std::atomic<uint64_t> unknown_results_{0};
+};
+
+std::unique_ptr<internal::ClusterLink> factory(RuntimeCore* rt, const ClusterConfig& config) {
+  return std::make_unique<Link>(rt, config);
+}
+
+// Registers the module with core when the program starts.
+[[maybe_unused]] const bool g_registered = [] {
+  internal::set_cluster_factory(&factory);
+  return true;
+}();
+
+}  // namespace
+
+std::unique_ptr<internal::ClusterLink> make_link(RuntimeCore* rt, const ClusterConfig& config) {
+  return factory(rt, config);
+}
+
+LinkCounters link_counters() {
+  Link* l = g_link.load(std::memory_order_acquire);
+  return l != nullptr ? l->counters() : LinkCounters{};
+}
+
+}  // namespace prism::cluster

@@ -1,0 +1,47 @@
+// cluster_link.h — one process's place in a cluster: the driver's or a node's ClusterLink.
+//
+// Topology (part 1): a star. The driver listens; every node connects to it, and the two prove
+// the job's token to each other (auth.h) before anything else from the peer is acted on. The
+// driver runs its tasks of registered functions here while its CPUs have room, else sends
+// them to the node with the most room (kCall); the node runs them on its own scheduler
+// (run_served_call) and answers (kResult). Nested tasks submitted on a node run on that node.
+//
+// Placement by the driver, for a ready task that can run elsewhere (TaskRecord::encode_remote):
+//   1. here, if the request fits in what is free here now;
+//   2. else the live node that can hold it and has the most room left (outstanding requests
+//      sent to it subtracted from its totals), if one has room;
+//   3. else here, if this node can ever run it (it queues here);
+//   4. else the least loaded live node that can ever run it (it queues there).
+//
+// Peers in flight: every call sent is remembered with its task until its kResult arrives; a node
+// that is lost fails its calls with kUnavailable naming it. Messages from a peer that has not
+// authenticated, malformed frames, and results nobody waits for are dropped and counted.
+//
+// Locking: mu_ guards the peer table and the calls in flight. Never held while completing or
+// failing a task (that runs dependents, which may offer() again) nor while calling into
+// UcxComm (its callbacks take mu_ on the progress thread).
+//
+// Thread-safe: every method may be called from any thread; UcxComm's callbacks arrive on its
+// progress thread.
+#pragma once
+
+#include <memory>
+
+#include "api/cluster_link.h"
+
+namespace prism::cluster {
+
+std::unique_ptr<internal::ClusterLink> make_link(internal::RuntimeCore* rt,
+                                                 const internal::ClusterConfig& config);
+
+// Counters of what the link refused (for tests and `prism status`).
+struct LinkCounters {
+  uint64_t unauthenticated = 0;  // messages from peers that had not proven the token
+  uint64_t malformed = 0;        // frames that failed to decode
+  uint64_t refused_joins = 0;    // wrong token, different binary
+  uint64_t unknown_results = 0;  // results for calls nobody waits for
+};
+// The counters of the global runtime's link; zeros in embedded mode.
+LinkCounters link_counters();
+
+}  // namespace prism::cluster

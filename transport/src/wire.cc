@@ -1,0 +1,448 @@
+#include "wire.h"
+
+#include <cstring>
+#include <string>
+#include <utility>
+
+#include "prism/errors.h"
+
+namespace prism::cluster {
+namespace {
+
+// --- Little-endian integers, byte by byte (no unaligned access, no host byte order) ----------
+
+// Stores the low `n` bytes of `v` at `dst`, least significant first. n <= 8.
+void store_le(char* dst, uint64_t v, size_t n) {
+  for (size_t i = 0; i < n; ++i) dst[i] = static_cast<char>(static_cast<uint8_t>(v >> (8 * i)));
+}
+
+// Loads an `n`-byte little-endian unsigned integer from `src`. n <= 8.
+uint64_t load_le(const char* src, size_t n) noexcept {
+  uint64_t v = 0;
+  for (size_t i = 0; i < n; ++i) v |= uint64_t{static_cast<uint8_t>(src[i])} << (8 * i);
+  return v;
+}
+
+// Header field offsets (see the table in wire.h).
+constexpr size_t kMagicAt = 0;
+constexpr size_t kVersionAt = 4;
+constexpr size_t kTypeAt = 5;
+constexpr size_t kFlagsAt = 6;
+constexpr size_t kLengthAt = 8;
+constexpr size_t kReservedAt = 12;
+static_assert(kReservedAt + 4 == kHeaderBytes);
+
+bool known_type(uint8_t type) noexcept {
+  return type >= static_cast<uint8_t>(MsgType::kHello) &&
+         type <= static_cast<uint8_t>(MsgType::kStatusReply);
+}
+
+// The wire type of each message struct.
+MsgType type_of(const HelloMsg&) { return MsgType::kHello; }
+MsgType type_of(const AuthMsg&) { return MsgType::kAuth; }
+MsgType type_of(const WelcomeMsg&) { return MsgType::kWelcome; }
+MsgType type_of(const RefusedMsg&) { return MsgType::kRefused; }
+MsgType type_of(const CallMsg&) { return MsgType::kCall; }
+MsgType type_of(const ResultMsg&) { return MsgType::kResult; }
+MsgType type_of(const ShutdownMsg&) { return MsgType::kShutdown; }
+MsgType type_of(const StatusQueryMsg&) { return MsgType::kStatusQuery; }
+MsgType type_of(const StatusReplyMsg&) { return MsgType::kStatusReply; }
+
+const char* type_name(MsgType type) {
+  switch (type) {
+    case MsgType::kHello: return "Hello";
+    case MsgType::kAuth: return "Auth";
+    case MsgType::kWelcome: return "Welcome";
+    case MsgType::kRefused: return "Refused";
+    case MsgType::kCall: return "Call";
+    case MsgType::kResult: return "Result";
+    case MsgType::kShutdown: return "Shutdown";
+    case MsgType::kStatusQuery: return "StatusQuery";
+    case MsgType::kStatusReply: return "StatusReply";
+  }
+  return "?";
+}
+
+// --- Encoding -------------------------------------------------------------------------------
+
+// Appends one frame's body to a string whose body starts at `body_start`.
+// Invariant: the body never exceeds kMaxBodyBytes; an append that would grow it past that
+// throws prism::Error(kInvalidArgument) before anything is appended, so every u32 length and
+// count written fits (each is at most the body size).
+class Writer {
+ public:
+  Writer(std::string* out, size_t body_start, MsgType type)
+      : out_(out), body_start_(body_start), type_(type) {}
+
+  size_t body_bytes() const { return out_->size() - body_start_; }
+
+  void u8(uint8_t v) { put_le(v, 1); }
+  void u32(uint32_t v) { put_le(v, 4); }
+  void u64(uint64_t v) { put_le(v, 8); }
+  // Signed integers travel as their two's-complement bit pattern.
+  void i32(int32_t v) { put_le(static_cast<uint32_t>(v), 4); }
+  void i64(int64_t v) { put_le(static_cast<uint64_t>(v), 8); }
+
+  void raw(const uint8_t* p, size_t n) {
+    check_room(n);
+    out_->append(reinterpret_cast<const char*>(p), n);
+  }
+
+  // A string or byte blob: u32 length, then the bytes.
+  void str(std::string_view s) {
+    if (s.size() > kMaxBodyBytes) fail();
+    check_room(4 + s.size());  // checked first: the u32 cast below cannot truncate
+    u32(static_cast<uint32_t>(s.size()));
+    out_->append(s.data(), s.size());
+  }
+
+  // A vector's element count (u32). The elements follow.
+  void count(size_t n) {
+    if (n > kMaxBodyBytes) fail();  // cannot fit: every element takes at least one byte
+    u32(static_cast<uint32_t>(n));
+  }
+
+ private:
+  void put_le(uint64_t v, size_t n) {
+    check_room(n);
+    char bytes[8];
+    store_le(bytes, v, n);
+    out_->append(bytes, n);
+  }
+
+  // Throws unless `n` more bytes keep the body within kMaxBodyBytes.
+  void check_room(size_t n) {
+    if (n > kMaxBodyBytes - body_bytes()) fail();
+  }
+
+  [[noreturn]] void fail() const {
+    throw Error(ErrorCode::kInvalidArgument,
+                std::string("wire: ") + type_name(type_) + " message body would exceed " +
+                    std::to_string(kMaxBodyBytes) + " bytes (kMaxBodyBytes)");
+  }
+
+  std::string* out_;
+  size_t body_start_;
+  MsgType type_;
+};
+
+void write_resources(Writer* w, const WireResources& r) {
+  w->i64(r.cpu);
+  w->i64(r.gpu);
+  w->i64(r.memory);
+  w->i64(r.gpu_memory);
+  w->count(r.custom.size());
+  for (const auto& [name, amount] : r.custom) {
+    w->str(name);
+    w->i64(amount);
+  }
+}
+
+void write_body(Writer* w, const HelloMsg& m) { w->raw(m.challenge, kChallengeBytes); }
+
+void write_body(Writer* w, const AuthMsg& m) {
+  w->raw(m.mac, kMacBytes);
+  w->raw(m.challenge, kChallengeBytes);
+  w->u8(static_cast<uint8_t>(m.role));
+  w->str(m.hostname);
+  w->u32(m.pid);
+  w->u64(m.fingerprint);
+  w->count(m.functions.size());
+  for (const std::string& f : m.functions) w->str(f);
+  write_resources(w, m.resources);
+}
+
+void write_body(Writer* w, const WelcomeMsg& m) {
+  w->raw(m.mac, kMacBytes);
+  w->u32(m.node_index);
+}
+
+void write_body(Writer* w, const RefusedMsg& m) { w->str(m.reason); }
+
+void write_body(Writer* w, const CallMsg& m) {
+  w->u64(m.call_id);
+  w->str(m.function);
+  w->str(m.task_name);
+  write_resources(w, m.request);
+  w->str(m.args);
+}
+
+void write_body(Writer* w, const ResultMsg& m) {
+  w->u64(m.call_id);
+  w->u8(static_cast<uint8_t>(m.status));
+  w->i32(m.error_code);
+  w->str(m.error_type);
+  w->str(m.message);
+  w->str(m.payload);
+}
+
+void write_body(Writer*, const ShutdownMsg&) {}
+void write_body(Writer*, const StatusQueryMsg&) {}
+void write_body(Writer* w, const StatusReplyMsg& m) { w->str(m.text); }
+
+// Fills the kHeaderBytes at `h` for a frame of `type` with a `length`-byte body.
+void store_header(char* h, MsgType type, uint32_t length) {
+  store_le(h + kMagicAt, kWireMagic, 4);
+  store_le(h + kVersionAt, kWireVersion, 1);
+  store_le(h + kTypeAt, static_cast<uint8_t>(type), 1);
+  store_le(h + kFlagsAt, 0, 2);
+  store_le(h + kLengthAt, length, 4);
+  store_le(h + kReservedAt, 0, 4);
+}
+
+// --- Decoding -------------------------------------------------------------------------------
+
+// Reads a body front to back. Every read first checks that its bytes are left, and fails
+// (returns false, consuming nothing more) otherwise: nothing is ever read past the body, and
+// nothing is allocated for more bytes than the body still holds.
+class Reader {
+ public:
+  explicit Reader(std::string_view body) : rest_(body) {}
+
+  bool done() const { return rest_.empty(); }
+
+  bool u8(uint8_t* v) { return get_le(v, 1); }
+  bool u32(uint32_t* v) { return get_le(v, 4); }
+  bool u64(uint64_t* v) { return get_le(v, 8); }
+  bool i32(int32_t* v) {
+    uint32_t u = 0;
+    if (!u32(&u)) return false;
+    *v = static_cast<int32_t>(u);  // modular since C++20: the two's-complement bit pattern
+    return true;
+  }
+  bool i64(int64_t* v) {
+    uint64_t u = 0;
+    if (!u64(&u)) return false;
+    *v = static_cast<int64_t>(u);
+    return true;
+  }
+
+  bool raw(uint8_t* dst, size_t n) {
+    const char* p = nullptr;
+    if (!take(n, &p)) return false;
+    std::memcpy(dst, p, n);
+    return true;
+  }
+
+  // A string or blob: u32 length, then that many bytes (checked against what is left before
+  // anything is allocated).
+  bool str(std::string* s) {
+    uint32_t n = 0;
+    const char* p = nullptr;
+    if (!u32(&n) || !take(n, &p)) return false;
+    s->assign(p, n);
+    return true;
+  }
+
+  // A vector's u32 element count. Fails if `*n` elements of at least `min_element_bytes` each
+  // cannot fit in what is left, so a caller may reserve(*n) safely.
+  bool count(size_t min_element_bytes, uint32_t* n) {
+    if (!u32(n)) return false;
+    return *n <= rest_.size() / min_element_bytes;
+  }
+
+ private:
+  template <typename T>
+  bool get_le(T* v, size_t n) {
+    const char* p = nullptr;
+    if (!take(n, &p)) return false;
+    *v = static_cast<T>(load_le(p, n));
+    return true;
+  }
+
+  // Consumes the next `n` bytes, pointing *p at them; false if fewer are left.
+  bool take(size_t n, const char** p) {
+    if (n > rest_.size()) return false;
+    *p = rest_.data();
+    rest_.remove_prefix(n);
+    return true;
+  }
+
+  std::string_view rest_;
+};
+
+// Smallest encodings of a vector's elements, for Reader::count.
+constexpr size_t kMinStrBytes = 4;                  // u32 length, no bytes
+constexpr size_t kMinCustomBytes = kMinStrBytes + 8;  // (str, i64)
+
+// Enums: values the wire does not define are malformed.
+bool read_role(Reader* r, PeerRole* role) {
+  uint8_t v = 0;
+  if (!r->u8(&v)) return false;
+  if (v != static_cast<uint8_t>(PeerRole::kNode) && v != static_cast<uint8_t>(PeerRole::kClient)) {
+    return false;
+  }
+  *role = static_cast<PeerRole>(v);
+  return true;
+}
+
+bool read_status(Reader* r, CallStatus* status) {
+  uint8_t v = 0;
+  if (!r->u8(&v)) return false;
+  if (v > static_cast<uint8_t>(CallStatus::kSystemError)) return false;
+  *status = static_cast<CallStatus>(v);
+  return true;
+}
+
+bool read_resources(Reader* r, WireResources* res) {
+  if (!r->i64(&res->cpu) || !r->i64(&res->gpu) || !r->i64(&res->memory) ||
+      !r->i64(&res->gpu_memory)) {
+    return false;
+  }
+  uint32_t n = 0;
+  if (!r->count(kMinCustomBytes, &n)) return false;
+  res->custom.reserve(n);
+  for (uint32_t i = 0; i < n; ++i) {
+    std::pair<std::string, int64_t> entry;
+    if (!r->str(&entry.first) || !r->i64(&entry.second)) return false;
+    res->custom.push_back(std::move(entry));
+  }
+  return true;
+}
+
+bool read_body(Reader* r, HelloMsg* m) { return r->raw(m->challenge, kChallengeBytes); }
+
+bool read_body(Reader* r, AuthMsg* m) {
+  if (!r->raw(m->mac, kMacBytes) || !r->raw(m->challenge, kChallengeBytes) ||
+      !read_role(r, &m->role) || !r->str(&m->hostname) || !r->u32(&m->pid) ||
+      !r->u64(&m->fingerprint)) {
+    return false;
+  }
+  uint32_t n = 0;
+  if (!r->count(kMinStrBytes, &n)) return false;
+  m->functions.reserve(n);
+  for (uint32_t i = 0; i < n; ++i) {
+    std::string f;
+    if (!r->str(&f)) return false;
+    m->functions.push_back(std::move(f));
+  }
+  return read_resources(r, &m->resources);
+}
+
+bool read_body(Reader* r, WelcomeMsg* m) {
+  return r->raw(m->mac, kMacBytes) && r->u32(&m->node_index);
+}
+
+bool read_body(Reader* r, RefusedMsg* m) { return r->str(&m->reason); }
+
+bool read_body(Reader* r, CallMsg* m) {
+  return r->u64(&m->call_id) && r->str(&m->function) && r->str(&m->task_name) &&
+         read_resources(r, &m->request) && r->str(&m->args);
+}
+
+bool read_body(Reader* r, ResultMsg* m) {
+  return r->u64(&m->call_id) && read_status(r, &m->status) && r->i32(&m->error_code) &&
+         r->str(&m->error_type) && r->str(&m->message) && r->str(&m->payload);
+}
+
+bool read_body(Reader*, ShutdownMsg*) { return true; }
+bool read_body(Reader*, StatusQueryMsg*) { return true; }
+bool read_body(Reader* r, StatusReplyMsg* m) { return r->str(&m->text); }
+
+// Decodes a whole body as a T: every field present and no byte left over.
+template <typename T>
+std::optional<Message> read_whole_body(std::string_view body) {
+  Reader r(body);
+  T msg;
+  if (!read_body(&r, &msg) || !r.done()) return std::nullopt;
+  return Message(std::move(msg));
+}
+
+std::optional<Message> read_message(MsgType type, std::string_view body) {
+  switch (type) {
+    case MsgType::kHello: return read_whole_body<HelloMsg>(body);
+    case MsgType::kAuth: return read_whole_body<AuthMsg>(body);
+    case MsgType::kWelcome: return read_whole_body<WelcomeMsg>(body);
+    case MsgType::kRefused: return read_whole_body<RefusedMsg>(body);
+    case MsgType::kCall: return read_whole_body<CallMsg>(body);
+    case MsgType::kResult: return read_whole_body<ResultMsg>(body);
+    case MsgType::kShutdown: return read_whole_body<ShutdownMsg>(body);
+    case MsgType::kStatusQuery: return read_whole_body<StatusQueryMsg>(body);
+    case MsgType::kStatusReply: return read_whole_body<StatusReplyMsg>(body);
+  }
+  return std::nullopt;  // unreachable: check_header refused unknown types
+}
+
+// decode() without the out-parameter bookkeeping.
+std::optional<Message> decode_frame(std::string_view frame, DecodeError* error) {
+  size_t frame_bytes = 0;
+  *error = check_header(frame, &frame_bytes);
+  if (*error != DecodeError::kNone) return std::nullopt;
+  // A frame shorter than its header says is kTruncated (check_header); one longer than that
+  // carries bytes no field accounts for, which is kMalformedBody like a body's leftover bytes.
+  if (frame.size() != frame_bytes) {
+    *error = DecodeError::kMalformedBody;
+    return std::nullopt;
+  }
+  const auto type = static_cast<MsgType>(static_cast<uint8_t>(frame[kTypeAt]));
+  std::optional<Message> msg = read_message(type, frame.substr(kHeaderBytes));
+  if (!msg) *error = DecodeError::kMalformedBody;
+  return msg;
+}
+
+}  // namespace
+
+// Strong guarantee: if encoding throws (body over kMaxBodyBytes, or out of memory), `out` is left
+// exactly as it was — never with half a frame appended.
+void encode(const Message& msg, std::string* out) {
+  const size_t start = out->size();
+  try {
+    out->append(kHeaderBytes, '\0');  // the header is filled in once the body's length is known
+    std::visit(
+        [&](const auto& m) {
+          const MsgType type = type_of(m);
+          Writer w(out, start + kHeaderBytes, type);
+          write_body(&w, m);
+          // Writer keeps the body within kMaxBodyBytes, so the length fits a u32.
+          store_header(out->data() + start, type, static_cast<uint32_t>(w.body_bytes()));
+        },
+        msg);
+  } catch (...) {
+    out->resize(start);
+    throw;
+  }
+}
+
+const char* to_string(DecodeError e) noexcept {
+  switch (e) {
+    case DecodeError::kNone: return "none";
+    case DecodeError::kTruncated: return "truncated";
+    case DecodeError::kBadMagic: return "bad magic";
+    case DecodeError::kBadVersion: return "bad version";
+    case DecodeError::kBadFlags: return "bad flags";
+    case DecodeError::kOversized: return "oversized";
+    case DecodeError::kUnknownType: return "unknown type";
+    case DecodeError::kMalformedBody: return "malformed body";
+  }
+  return "unknown decode error";
+}
+
+// Checks, in order: a whole header is present (kTruncated), magic, version, flags and the
+// reserved word (both must be 0; a non-zero reserved word is reported as kBadFlags), the length
+// bound (kOversized), the type (kUnknownType), and last that the body is inside `buffer`
+// (kTruncated). `frame_bytes` may be null.
+DecodeError check_header(std::string_view buffer, size_t* frame_bytes) noexcept {
+  if (buffer.size() < kHeaderBytes) return DecodeError::kTruncated;
+  const char* h = buffer.data();
+  if (load_le(h + kMagicAt, 4) != kWireMagic) return DecodeError::kBadMagic;
+  if (load_le(h + kVersionAt, 1) != kWireVersion) return DecodeError::kBadVersion;
+  if (load_le(h + kFlagsAt, 2) != 0 || load_le(h + kReservedAt, 4) != 0) {
+    return DecodeError::kBadFlags;
+  }
+  const uint64_t length = load_le(h + kLengthAt, 4);
+  if (length > kMaxBodyBytes) return DecodeError::kOversized;
+  if (!known_type(static_cast<uint8_t>(load_le(h + kTypeAt, 1)))) return DecodeError::kUnknownType;
+  if (length > buffer.size() - kHeaderBytes) return DecodeError::kTruncated;
+  if (frame_bytes != nullptr) *frame_bytes = kHeaderBytes + length;
+  return DecodeError::kNone;
+}
+
+// On success *error is kNone. `error` may be null.
+std::optional<Message> decode(std::string_view frame, DecodeError* error) {
+  DecodeError e = DecodeError::kNone;
+  std::optional<Message> msg = decode_frame(frame, &e);
+  if (error != nullptr) *error = e;
+  return msg;
+}
+
+}  // namespace prism::cluster

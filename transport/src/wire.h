@@ -1,0 +1,163 @@
+// wire.h — the messages node processes exchange, and their one decoder.
+//
+// Every message is a frame: a 16-byte header followed by `length` bytes of body.
+//
+//   offset  size  field
+//   0       4     magic    0x4D535250 ("PRSM" little-endian)
+//   4       1     version  kWireVersion; a frame of another version is refused
+//   5       1     type     MsgType
+//   6       2     flags    0 (frames with other flags are refused)
+//   8       4     length   body bytes, <= kMaxBodyBytes
+//   12      4     reserved 0
+//
+// All integers are little-endian. Strings and byte blobs in bodies are a u32 length followed by
+// the bytes. A UCX message may carry several frames back to back (small messages are batched):
+// split_frames() walks them. Every decoder checks every length against what is left, refuses
+// unknown types, trailing bytes and counts that cannot fit, and never reads past the buffer: a
+// malformed message is reported, never trusted (it is fuzzed: transport/fuzz/wire_fuzz.cc).
+//
+// Thread-safe: pure functions over caller-owned buffers.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <variant>
+#include <vector>
+
+namespace prism::cluster {
+
+inline constexpr uint32_t kWireMagic = 0x4D535250;
+inline constexpr uint8_t kWireVersion = 1;
+inline constexpr size_t kHeaderBytes = 16;
+// Bodies above this are refused (values larger than the inline threshold travel in part 2's
+// transfers; until then a task's arguments or result must fit in one frame).
+inline constexpr uint32_t kMaxBodyBytes = 256u << 20;
+inline constexpr size_t kChallengeBytes = 32;
+inline constexpr size_t kMacBytes = 32;  // HMAC-SHA256
+
+enum class MsgType : uint8_t {
+  kHello = 1,     // listener -> joiner: its challenge
+  kAuth = 2,      // joiner -> listener: proof, its own challenge, what it is
+  kWelcome = 3,   // listener -> joiner: proof, the joiner's node index
+  kRefused = 4,   // listener -> joiner: why it may not join (then the connection is closed)
+  kCall = 5,      // run a registered function
+  kResult = 6,    // a call's outcome
+  kShutdown = 7,  // the job ended: exit
+  kStatusQuery = 8,   // a `prism status` client asks
+  kStatusReply = 9,   // text answer to kStatusQuery
+};
+
+// A resource amount in core's units (CPU/GPU in 1/10000, memory in bytes).
+struct WireResources {
+  int64_t cpu = 0;
+  int64_t gpu = 0;
+  int64_t memory = 0;
+  int64_t gpu_memory = 0;
+  std::vector<std::pair<std::string, int64_t>> custom;
+  bool operator==(const WireResources&) const = default;
+};
+
+struct HelloMsg {
+  uint8_t challenge[kChallengeBytes] = {};
+};
+
+enum class PeerRole : uint8_t { kNode = 1, kClient = 2 };
+
+struct AuthMsg {
+  uint8_t mac[kMacBytes] = {};              // HMAC(token, "prism-join" || hello.challenge)
+  uint8_t challenge[kChallengeBytes] = {};  // the joiner's, answered in kWelcome
+  PeerRole role = PeerRole::kNode;
+  std::string hostname;
+  uint32_t pid = 0;
+  uint64_t fingerprint = 0;             // hash of the registered functions (names and types)
+  std::vector<std::string> functions;   // "name" of every registered function, sorted
+  WireResources resources;              // what the node offers (zero for a client)
+};
+
+struct WelcomeMsg {
+  uint8_t mac[kMacBytes] = {};  // HMAC(token, "prism-welcome" || auth.challenge)
+  uint32_t node_index = 0;      // 1, 2, ... (the driver is 0)
+};
+
+struct RefusedMsg {
+  std::string reason;
+};
+
+struct CallMsg {
+  uint64_t call_id = 0;
+  std::string function;   // registered name
+  std::string task_name;  // for errors and the timeline (may equal function)
+  WireResources request;  // what the task asks for
+  std::string args;       // serialized arguments (prism/serialize.h)
+};
+
+enum class CallStatus : uint8_t {
+  kOk = 0,           // payload: the serialized result
+  kTaskError = 1,    // the function threw: error_type, message
+  kSystemError = 2,  // Prism could not run it: error_code (prism::ErrorCode), message
+};
+
+struct ResultMsg {
+  uint64_t call_id = 0;
+  CallStatus status = CallStatus::kOk;
+  int32_t error_code = 0;
+  std::string error_type;
+  std::string message;
+  std::string payload;
+};
+
+struct ShutdownMsg {};
+struct StatusQueryMsg {};
+struct StatusReplyMsg {
+  std::string text;
+};
+
+using Message = std::variant<HelloMsg, AuthMsg, WelcomeMsg, RefusedMsg, CallMsg, ResultMsg,
+                             ShutdownMsg, StatusQueryMsg, StatusReplyMsg>;
+
+// Appends one whole frame (header + body) for `msg` to `out`.
+void encode(const Message& msg, std::string* out);
+
+enum class DecodeError : uint8_t {
+  kNone = 0,
+  kTruncated,       // fewer bytes than the header or the header's length says
+  kBadMagic,
+  kBadVersion,
+  kBadFlags,
+  kOversized,       // length > kMaxBodyBytes
+  kUnknownType,
+  kMalformedBody,   // a field's length runs past the body, or bytes are left over
+};
+const char* to_string(DecodeError e) noexcept;
+
+// Splits a received buffer into frames: calls `fn(frame)` with each whole frame (header
+// included) in order. Returns kNone if the buffer was exactly a sequence of well-formed headers
+// with bodies inside the buffer, else the first error (frames before it were delivered).
+// Checks the header only; bodies are checked by decode().
+template <typename Fn>
+DecodeError split_frames(std::string_view buffer, Fn&& fn);
+
+// Decodes one frame (as delivered by split_frames). On error returns nullopt and sets *error.
+std::optional<Message> decode(std::string_view frame, DecodeError* error);
+
+// --- implementation detail of split_frames ---
+// Checks the header at the start of `buffer`; on success sets *frame_bytes (header + body).
+DecodeError check_header(std::string_view buffer, size_t* frame_bytes) noexcept;
+
+template <typename Fn>
+DecodeError split_frames(std::string_view buffer, Fn&& fn) {
+  while (!buffer.empty()) {
+    size_t n = 0;
+    const DecodeError e = check_header(buffer, &n);
+    if (e != DecodeError::kNone) return e;
+    fn(buffer.substr(0, n));
+    buffer.remove_prefix(n);
+  }
+  return DecodeError::kNone;
+}
+
+}  // namespace prism::cluster
