@@ -97,13 +97,14 @@ void add(WireResources* into, const ResourceRequest& r, int sign) {
   into->cpu += sign * r.cpu;
   into->gpu += sign * r.gpu;
   into->memory += sign * r.memory;
-  for (const auto& [name, amount] : r.custom) {
+  for (const auto& item : r.custom) {
+    const std::string& name = item.first;
     auto it = std::find_if(into->custom.begin(), into->custom.end(),
                            [&](const auto& p) { return p.first == name; });
     if (it == into->custom.end()) {
-      into->custom.emplace_back(name, sign * amount);
+      into->custom.emplace_back(name, sign * item.second);
     } else {
-      it->second += sign * amount;
+      it->second += sign * item.second;
     }
   }
 }

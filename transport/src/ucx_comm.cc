@@ -22,8 +22,8 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
-#include <unistd.h>
 #include <ucp/api/ucp.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
@@ -92,7 +92,8 @@ Address parse_host_port(const std::string& text, bool allow_port_zero) {
   const std::string port_text = text.substr(colon + 1);
   if (a.host.empty()) a.host = "127.0.0.1";
   if (port_text.empty() || port_text.size() > 5 ||
-      !std::all_of(port_text.begin(), port_text.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+      !std::all_of(port_text.begin(), port_text.end(),
+                   [](char c) { return c >= '0' && c <= '9'; })) {
     throw bad("port is not a number");
   }
   const unsigned long port = std::stoul(port_text);
@@ -100,7 +101,8 @@ Address parse_host_port(const std::string& text, bool allow_port_zero) {
   if (port == 0 && !allow_port_zero) throw bad("port 0");
   a.sin.sin_family = AF_INET;
   a.sin.sin_port = htons(static_cast<uint16_t>(port));
-  if (inet_pton(AF_INET, a.host.c_str(), &a.sin.sin_addr) != 1) throw bad("host is not an IPv4 address");
+  if (inet_pton(AF_INET, a.host.c_str(), &a.sin.sin_addr) != 1)
+    throw bad("host is not an IPv4 address");
   return a;
 }
 
@@ -260,12 +262,12 @@ class UcxComm::Impl {
   struct LocalPeer {
     ucp_ep_h ep = nullptr;
     LocalState state = LocalState::kOpen;
-    bool send_busy = false;     // one AM in flight per peer: the next batch waits for it
-    bool close_begun = false;   // listed in closing_ with close_deadline
-    bool bye_posted = false;    // closing: our BYE is posted (nothing is sent after it)
-    bool bye_done = false;      // ... and completed locally
-    bool remote_bye = false;    // the peer sent its BYE (it is closing too)
-    bool remote_gone = false;   // nothing more is delivered from it
+    bool send_busy = false;    // one AM in flight per peer: the next batch waits for it
+    bool close_begun = false;  // listed in closing_ with close_deadline
+    bool bye_posted = false;   // closing: our BYE is posted (nothing is sent after it)
+    bool bye_done = false;     // ... and completed locally
+    bool remote_bye = false;   // the peer sent its BYE (it is closing too)
+    bool remote_gone = false;  // nothing more is delivered from it
     Clock::time_point close_deadline{};
     std::deque<RecvOp*> recv_order;  // receptions not yet delivered, in arrival order
   };
@@ -734,8 +736,8 @@ bool UcxComm::Impl::post_am(PeerId id, std::string buffer, uint64_t messages, bo
   LocalPeer& lp = local_.at(id);
   auto* op = new SendOp{this, id, std::move(buffer), messages, bye};
   ucp_request_param_t param{};
-  param.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA |
-                       UCP_OP_ATTR_FIELD_FLAGS;
+  param.op_attr_mask =
+      UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA | UCP_OP_ATTR_FIELD_FLAGS;
   param.flags = UCP_AM_SEND_FLAG_REPLY;
   param.cb.send = &Impl::send_cb;
   param.user_data = op;
@@ -921,7 +923,8 @@ void UcxComm::Impl::teardown() {
     if (ucp_worker_arm(worker_.get()) == UCS_OK) {
       const auto left = std::chrono::ceil<std::chrono::milliseconds>(deadline - Clock::now());
       epoll_event events[2];
-      ::epoll_wait(epoll_fd_.get(), events, 2, static_cast<int>(std::max<int64_t>(0, left.count())));
+      ::epoll_wait(epoll_fd_.get(), events, 2,
+                   static_cast<int>(std::max<int64_t>(0, left.count())));
     }
   }
   for (void* r : close_requests_) ucp_request_free(r);
@@ -1074,7 +1077,8 @@ ucs_status_t UcxComm::Impl::on_am(const void* header, size_t header_length, void
   rparam.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
   rparam.cb.recv_am = &Impl::recv_cb;
   rparam.user_data = op;
-  const ucs_status_ptr_t r = ucp_am_recv_data_nbx(worker_.get(), data, op->data.get(), length, &rparam);
+  const ucs_status_ptr_t r =
+      ucp_am_recv_data_nbx(worker_.get(), data, op->data.get(), length, &rparam);
   if (r == nullptr || UCS_PTR_IS_ERR(r)) {  // done in place (no callback) or failed
     on_recv_done(op, UCS_PTR_STATUS(r));
   } else {
@@ -1084,7 +1088,8 @@ ucs_status_t UcxComm::Impl::on_am(const void* header, size_t header_length, void
   return UCS_INPROGRESS;  // UCX owns the descriptor once ucp_am_recv_data_nbx was called
 }
 
-void UcxComm::Impl::recv_cb(void* request, ucs_status_t status, size_t /*length*/, void* user_data) {
+void UcxComm::Impl::recv_cb(void* request, ucs_status_t status, size_t /*length*/,
+                            void* user_data) {
   auto* op = static_cast<RecvOp*>(user_data);
   Impl* impl = op->impl;
   impl->recvs_in_ucx_.erase(op);
@@ -1128,7 +1133,8 @@ void UcxComm::Impl::deliver_ready(PeerId id) {
     }
     messages_received_.fetch_add(1, std::memory_order_relaxed);
     bytes_received_.fetch_add(op->size, std::memory_order_relaxed);
-    invoke_user("on_message", callbacks_.on_message, id, std::string_view(op->data.get(), op->size));
+    invoke_user("on_message", callbacks_.on_message, id,
+                std::string_view(op->data.get(), op->size));
   }
 }
 

@@ -12,10 +12,12 @@
 // (ucp_worker_arm) and sleeps in epoll on the worker's event fd and an eventfd that send()
 // and stop() write to. No core is burned when idle.
 //
-// Peers: endpoints use UCP_ERR_HANDLING_MODE_PEER (needs tcp in UCX_TLS, see PLATFORM.md), so a
-// peer that dies or closes is reported once through on_peer_error; its queued messages are
-// dropped. Every message is sent with UCP_AM_SEND_FLAG_REPLY so that the receiver knows which
-// peer sent it; an inbound connection becomes a peer when its connection request arrives.
+// UCX's configuration is read from the UCX_* environment (ucp_config_read). Peers: endpoints use
+// UCP_ERR_HANDLING_MODE_PEER, which needs tcp among the transports (UCX_TLS; the default
+// includes it; see PLATFORM.md), so a peer that dies or closes is reported once through
+// on_peer_error; its queued messages are dropped. Every message is sent with
+// UCP_AM_SEND_FLAG_REPLY so that the receiver knows which peer sent it; an inbound connection
+// becomes a peer when its connection request arrives.
 //
 // Callbacks run on the progress thread; they must not block (hand work to other threads) and
 // may call send() and close().
@@ -39,11 +41,15 @@ using PeerId = uint64_t;  // never 0; never reused within one UcxComm
 class UcxComm {
  public:
   struct Callbacks {
-    // A whole message from `peer`; `data` is valid only during the call.
+    // One active message from `peer`: a message it sent, or several it queued together, back
+    // to back (so messages must delimit themselves, as wire.h frames do); in the order `peer`
+    // sent them. `data` is valid only during the call.
     std::function<void(PeerId peer, std::string_view data)> on_message;
     // An inbound connection was accepted as `peer` (before any of its messages arrive).
     std::function<void(PeerId peer)> on_accept;
-    // `peer` failed or closed (once per peer; never after close() of that peer by us).
+    // `peer` failed or closed (once per peer; never after close() of that peer by us). A peer
+    // that closed (its close() or destructor) is reported with why == "closed by peer", after
+    // everything it sent before closing.
     std::function<void(PeerId peer, const std::string& why)> on_peer_error;
   };
 
@@ -51,7 +57,8 @@ class UcxComm {
   // (kUnavailable) naming the UCX call and status if UCX cannot start.
   explicit UcxComm(Callbacks callbacks);
   // Stops the progress thread (flushing what was queued, bounded by a short deadline), closes
-  // every endpoint and the listener, destroys the worker and context.
+  // every endpoint and the listener, destroys the worker and context. No callback starts once
+  // it has begun.
   ~UcxComm();
   UcxComm(const UcxComm&) = delete;
   UcxComm& operator=(const UcxComm&) = delete;
@@ -63,17 +70,19 @@ class UcxComm {
 
   // Connects to "host:port" and returns the new peer. The endpoint may not be connected yet
   // when this returns (UCX connects in the background); messages sent meanwhile are delivered
-  // once it is, and a connection that fails (nobody listening, before `timeout`) is reported
-  // through on_peer_error. Throws prism::Error(kInvalidArgument) for a malformed address.
+  // once it is, and a connection that fails (nobody listening) is reported through
+  // on_peer_error. Throws prism::Error(kInvalidArgument) for a malformed address.
   PeerId connect(const std::string& host_port);
 
   // Queues `data` for `peer`. Returns false if the peer is unknown, closed or failed.
   bool send(PeerId peer, std::string data);
 
-  // Closes the endpoint (after flushing what was queued for it); no more callbacks for it.
+  // Closes the endpoint (after flushing what was queued for it; the peer then sees "closed by
+  // peer"); no callback for it starts once close() has returned.
   void close(PeerId peer);
 
-  // Counters (relaxed): messages and bytes sent and received, batches (UCX sends) posted.
+  // Counters (relaxed): messages and bytes sent, batches (UCX sends) posted, and active
+  // messages (on_message calls) and bytes received.
   struct Stats {
     uint64_t messages_sent = 0;
     uint64_t messages_received = 0;

@@ -346,7 +346,7 @@ class TaskImpl final : public TaskRecord {
       using Params = typename Remote::Sig::Params;
       std::apply(
           [&](const auto&... a) {
-            const Params params(Arg<Tier, A>::resolve(a)...);
+            const Params params{Arg<Tier, A>::resolve(a)...};
             Writer w(args);
             w.put(params);
           },
