@@ -32,6 +32,7 @@
 #include <deque>
 #include <exception>
 #include <future>
+#include <new>
 #include <optional>
 #include <thread>
 #include <type_traits>
@@ -1058,9 +1059,15 @@ ucs_status_t UcxComm::Impl::on_am(const void* header, size_t header_length, void
       return UCS_OK;
     }
     // Behind a rendezvous message still arriving: keep a copy for its turn.
+    std::unique_ptr<char[]> copy(new (std::nothrow) char[length]);
+    if (copy == nullptr) {
+      lp.remote_gone = true;  // a gap in its stream: deliver nothing more
+      fail(id, "out of memory for a received message");
+      return UCS_OK;
+    }
+    std::memcpy(copy.get(), data, length);
     auto* op = new RecvOp{this, id};
-    op->data.reset(new char[length]);
-    std::memcpy(op->data.get(), data, length);
+    op->data = std::move(copy);
     op->size = length;
     op->done = true;
     op->in_queue = true;
@@ -1068,8 +1075,16 @@ ucs_status_t UcxComm::Impl::on_am(const void* header, size_t header_length, void
     return UCS_OK;
   }
 
+  // Rendezvous: receive into a buffer of the message's size (no exception may unwind through
+  // UCX, hence nothrow).
+  std::unique_ptr<char[]> buffer(new (std::nothrow) char[length]);
+  if (buffer == nullptr) {
+    lp.remote_gone = true;
+    fail(id, "out of memory for a " + std::to_string(length) + "-byte message");
+    return UCS_ERR_NO_MEMORY;  // drops the descriptor; the sender's request fails
+  }
   auto* op = new RecvOp{this, id};
-  op->data.reset(new char[length]);
+  op->data = std::move(buffer);
   op->size = length;
   op->in_queue = true;
   lp.recv_order.push_back(op);
