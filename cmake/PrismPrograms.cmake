@@ -5,7 +5,7 @@
 # <prism/gpu.h>) link Prism::gpu as well. Each OPTIONAL pair links the imported target when it
 # was found and defines the macro (e.g. PRISM_HAVE_EIGEN3=1) so the program can tell.
 function(prism_add_programs prefix)
-  cmake_parse_arguments(ARG "" "" "GPU;OPTIONAL" ${ARGN})
+  cmake_parse_arguments(ARG "" "" "GPU;CLUSTER;OPTIONAL" ${ARGN})
   file(GLOB sources CONFIGURE_DEPENDS "${CMAKE_CURRENT_SOURCE_DIR}/*.cc")
   foreach(src IN LISTS sources)
     get_filename_component(name "${src}" NAME_WE)
@@ -16,6 +16,11 @@ function(prism_add_programs prefix)
     target_link_libraries(${target} PRIVATE Prism::prism prism_warnings)
     if(name IN_LIST ARG_GPU)
       target_link_libraries(${target} PRIVATE Prism::gpu)
+    endif()
+    # Programs that can run as a cluster job (mpirun, or PRISM_LISTEN / PRISM_ADDRESS) when the
+    # cluster module is built; embedded otherwise.
+    if(name IN_LIST ARG_CLUSTER AND TARGET prism_cluster)
+      target_link_libraries(${target} PRIVATE Prism::cluster)
     endif()
     set(deps ${ARG_OPTIONAL})
     while(deps)

@@ -78,3 +78,26 @@ if(TARGET JPEG::JPEG AND NOT TARGET prism_examples_tests
     message(STATUS "Prism: GoogleTest not found, examples/image unit tests not built")
   endif()
 endif()
+
+# The same examples as cluster jobs: `mpirun -np 3` on loopback (rank 0 drives, ranks 1-2 serve);
+# the example checks its own result as above. (Not wait_and_put: it checks that tasks read a put
+# array without copies, which holds only in one process.)
+find_program(PRISM_MPIRUN mpirun)
+function(prism_example_cluster_test test_name example)
+  if(NOT TARGET example_${example} OR NOT TARGET prism_cluster OR NOT PRISM_MPIRUN
+     OR NOT PRISM_PMIX_FOUND)
+    return()
+  endif()
+  add_test(NAME ${test_name}
+    COMMAND "${PRISM_MPIRUN}" --allow-run-as-root --oversubscribe -np 3
+      -x UCX_NET_DEVICES=lo -x UCX_MEM_EVENTS=no $<TARGET_FILE:example_${example}> ${ARGN})
+  set_tests_properties(${test_name} PROPERTIES
+    LABELS "examples;cluster"
+    TIMEOUT 180
+    RUN_SERIAL TRUE
+    FAIL_REGULAR_EXPRESSION "WRONG RESULT;FAILED")
+endfunction()
+prism_example_cluster_test(example_quickstart_mpirun     quickstart --cpus=1)
+prism_example_cluster_test(example_fibonacci_mpirun      fibonacci --n=20000 --rounds=10 --cpus=1)
+prism_example_cluster_test(example_monte_carlo_pi_mpirun monte_carlo_pi --samples=1000000 --cpus=1)
+prism_example_cluster_test(example_nested_tasks_mpirun   nested_tasks --steps=20000 --trials=3 --cpus=1)

@@ -262,6 +262,53 @@ TEST_F(ClusterTest, MalformedAndUnauthenticatedMessagesAreDropped) {
   EXPECT_EQ(prism::get(prism::task(add).remote(40, 2), 30s), 42);
 }
 
+// Runs `command` (bounded by its own --timeout) and returns its standard output.
+std::string run_output(const std::string& command, int* status) {
+  std::string out;
+  FILE* p = popen(command.c_str(), "r");
+  if (p == nullptr) return out;
+  char buf[4096];
+  size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+  *status = pclose(p);
+  return out;
+}
+
+TEST_F(ClusterTest, PrismStatusShowsNodesResourcesAndTasks) {
+  start(1, {{{"PRISM_RESOURCES", "gadget:2"}}, {}});
+  // One task held on the gadget node while the CLI looks.
+  auto busy = prism::task(where_after).resource("gadget", 1).remote(1500);
+  int status = -1;
+  const std::string out = run_output(std::string(PRISM_CLI_PATH) + " status --job-dir " +
+                                         job_dir_ + " --timeout 20",
+                                     &status);
+  EXPECT_EQ(status, 0) << out;
+  EXPECT_NE(out.find("nodes: 3"), std::string::npos) << out;
+  EXPECT_NE(out.find("node0 (driver"), std::string::npos) << out;
+  EXPECT_NE(out.find("node1"), std::string::npos) << out;
+  EXPECT_NE(out.find("node2"), std::string::npos) << out;
+  EXPECT_NE(out.find("2 gadget"), std::string::npos) << out;
+  EXPECT_NE(out.find("tasks running or queued there: 1"), std::string::npos) << out;
+  // A client is no node.
+  EXPECT_EQ(prism::node_count(), 3);
+  EXPECT_TRUE(prism::get(busy, 60s).rfind("node", 0) == 0);
+  // Without the token: refused, clear error, non-zero status.
+  const std::string bad = job_dir_ + "/other_token";
+  {
+    FILE* f = std::fopen(bad.c_str(), "w");
+    ASSERT_NE(f, nullptr);
+    std::fputs("fedcba9876543210fedcba9876543210fedcba9876543210fedcba9876543210\n", f);
+    std::fclose(f);
+    chmod(bad.c_str(), 0600);
+  }
+  const std::string refused =
+      run_output(std::string(PRISM_CLI_PATH) + " status --address " + address_ +
+                     " --token-file " + bad + " --timeout 20 2>&1",
+                 &status);
+  EXPECT_NE(status, 0) << refused;
+  EXPECT_NE(refused.find("token"), std::string::npos) << refused;
+}
+
 // Polls (bounded) for a file another process writes.
 bool wait_for_file(const std::string& path, std::chrono::seconds timeout) {
   const auto deadline = std::chrono::steady_clock::now() + timeout;

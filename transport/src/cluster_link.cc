@@ -5,9 +5,11 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <functional>
 #include <map>
+#include <thread>
 #include <string>
 #include <utility>
 #include <vector>
@@ -19,6 +21,7 @@
 #include "common/event.h"
 #include "common/log.h"
 #include "job_dir.h"
+#include "launcher.h"
 #include "prism/errors.h"
 #include "prism/internal/thread_annotations.h"
 #include "ucx_comm.h"
@@ -35,6 +38,7 @@ namespace prism::cluster {
 
 using internal::ClusterConfig;
 using internal::ClusterRole;
+using prism::InitOptions;
 using internal::Deadline;
 using internal::Mutex;
 using internal::MutexLock;
@@ -337,10 +341,20 @@ class Link final : public internal::ClusterLink {
  private:
   // ---- starting ----
 
+  LauncherSession* launcher() const {
+    return static_cast<LauncherSession*>(config_.launcher.get());
+  }
+
   void start_driver() {
     token_ = new_token();
     const std::string bound = comm_->listen(config_.listen);
     job_dir_ = write_job_dir(config_.job_dir, bound, token_);
+    if (LauncherSession* l = launcher()) {
+      // Every rank learns where to join (rank 0 is this driver).
+      l->publish("prism.address", bound);
+      l->publish("prism.token", token_);
+      l->fence();
+    }
     rt_->set_node_id("node0");
     PRISM_LOG(kInfo) << "cluster: driver listening on " << bound << ", job directory " << job_dir_;
     if (config_.min_nodes > 0) {
@@ -350,15 +364,22 @@ class Link final : public internal::ClusterLink {
   }
 
   void start_node() {
-    std::string token_file = config_.token_file;
-    if (token_file.empty()) token_file = jobs_root() + "/latest/token";
-    token_ = read_token_file(token_file);
-    const PeerId driver = comm_->connect(config_.address);
+    if (LauncherSession* l = launcher()) {
+      l->fence();
+      driver_address_ = l->lookup(0, "prism.address");
+      token_ = l->lookup(0, "prism.token");
+    } else {
+      driver_address_ = config_.address;
+      std::string token_file = config_.token_file;
+      if (token_file.empty()) token_file = jobs_root() + "/latest/token";
+      token_ = read_token_file(token_file);
+    }
+    const PeerId driver = comm_->connect(driver_address_);
     {
       MutexLock lock(mu_);
       driver_ = driver;
       Peer& p = peers_[driver];
-      p.name = "the driver at " + config_.address;
+      p.name = "the driver at " + driver_address_;
     }
     // The driver speaks first (kHello); the handshake completes on the progress thread.
     const Deadline deadline =
@@ -372,7 +393,7 @@ class Link final : public internal::ClusterLink {
       }
       if (internal::Clock::now() >= deadline) {
         throw Error(ErrorCode::kUnavailable, "cluster: no answer from the driver at " +
-                                                 config_.address + " within " +
+                                                 driver_address_ + " within " +
                                                  std::to_string(config_.join_timeout_s) + " s");
       }
       internal::futex_wait(&changes_, seen, deadline);
@@ -431,7 +452,7 @@ class Link final : public internal::ClusterLink {
         if (joined_) {
           driver_lost_ = true;
         } else if (join_error_.empty()) {
-          join_error_ = "cluster: cannot reach the driver at " + config_.address + ": " + why;
+          join_error_ = "cluster: cannot reach the driver at " + driver_address_ + ": " + why;
         }
       }
       peers_.erase(it);
@@ -519,6 +540,16 @@ class Link final : public internal::ClusterLink {
     }
   }
 
+  PeerId driver_id() {
+    MutexLock lock(mu_);
+    return driver_;
+  }
+  bool is_node(PeerId peer) {
+    MutexLock lock(mu_);
+    auto it = peers_.find(peer);
+    return it != peers_.end() && it->second.role == PeerRole::kNode;
+  }
+
   bool is_ready(PeerId peer) {
     MutexLock lock(mu_);
     auto it = peers_.find(peer);
@@ -535,8 +566,16 @@ class Link final : public internal::ClusterLink {
       unauthenticated_.fetch_add(1, std::memory_order_relaxed);
       return;
     }
-    if (auto* call = std::get_if<CallMsg>(&msg)) return on_call(peer, std::move(*call));
-    if (auto* result = std::get_if<ResultMsg>(&msg)) return on_result(peer, std::move(*result));
+    // Calls come only from the driver to a node, results only from a node to the driver.
+    if (auto* call = std::get_if<CallMsg>(&msg)) {
+      if (config_.role == ClusterRole::kNode && peer == driver_id()) {
+        return on_call(peer, std::move(*call));
+      }
+    } else if (auto* result = std::get_if<ResultMsg>(&msg)) {
+      if (config_.role == ClusterRole::kDriver && is_node(peer)) {
+        return on_result(peer, std::move(*result));
+      }
+    }
     if (std::holds_alternative<ShutdownMsg>(msg)) return on_shutdown(peer);
     if (std::holds_alternative<StatusQueryMsg>(msg)) return on_status_query(peer);
     unauthenticated_.fetch_add(1, std::memory_order_relaxed);  // nothing a peer should send us
@@ -652,7 +691,7 @@ class Link final : public internal::ClusterLink {
     }
     if (!verify_mac(token_, kWelcomeLabel, challenge, welcome.mac)) {
       refused_joins_.fetch_add(1, std::memory_order_relaxed);
-      fail_join("cluster: the peer at " + config_.address +
+      fail_join("cluster: the peer at " + driver_address_ +
                 " does not know the job's token (not our driver)");
       return;
     }
@@ -661,7 +700,7 @@ class Link final : public internal::ClusterLink {
       MutexLock lock(mu_);
       Peer& p = peers_[peer];
       p.state = Peer::State::kReady;
-      p.name = "the driver at " + config_.address;
+      p.name = "the driver at " + driver_address_;
       joined_ = true;
     }
     changed();
@@ -672,7 +711,7 @@ class Link final : public internal::ClusterLink {
       MutexLock lock(mu_);
       if (config_.role != ClusterRole::kNode || peer != driver_ || joined_) return;
     }
-    fail_join("cluster: the driver at " + config_.address + " refused this node: " +
+    fail_join("cluster: the driver at " + driver_address_ + " refused this node: " +
               refused.reason);
   }
 
@@ -692,22 +731,47 @@ class Link final : public internal::ClusterLink {
   }
 
   std::string status_text() {
-    std::string s = "node0 (driver): " + describe(internal::node_totals(rt_)) + "\n";
+    const double u = internal::kUnitsPerResource;
+    auto resources = [&](const std::map<std::string, double>& m) {
+      std::string out;
+      for (const auto& [k, v] : m) {
+        if (k == "memory" || k == "gpu_memory" || k == "object_store_memory") continue;
+        char buf[64];
+        std::snprintf(buf, sizeof buf, "%s%g %s", out.empty() ? "" : ", ", v, k.c_str());
+        out += buf;
+      }
+      return out;
+    };
+    auto here_total = rt_->scheduler().totals();
+    auto here_free = rt_->scheduler().available();
+    std::map<std::string, double> here_used;
+    for (const auto& [k, v] : here_total) here_used[k] = v - here_free[k];
+    std::string s = "nodes: " + std::to_string(node_count()) + "\n";
+    s += "  node0 (driver, " + hostname() + " pid " + std::to_string(getpid()) + "): total " +
+         resources(here_total) + "; in use " + resources(here_used) + "\n";
     MutexLock lock(mu_);
+    std::map<PeerId, int> in_flight;
+    for (const auto& [id, p] : pending_) ++in_flight[p.peer];
     for (const auto& [id, p] : peers_) {
       if (p.state != Peer::State::kReady || p.role != PeerRole::kNode) continue;
-      s += p.name + ": " + describe(from_wire(p.totals)) + "; in use by the driver's tasks: " +
-           describe(from_wire(p.used)) + "\n";
+      std::map<std::string, double> total, used;
+      total["CPU"] = p.totals.cpu / u;
+      used["CPU"] = p.used.cpu / u;
+      if (p.totals.gpu > 0) {
+        total["GPU"] = p.totals.gpu / u;
+        used["GPU"] = p.used.gpu / u;
+      }
+      for (const auto& [n, a] : p.totals.custom) {
+        total[n] = a / u;
+        used[n] = custom_amount(p.used, n) / u;
+      }
+      s += "  " + p.name + ": total " + resources(total) + "; in use by the driver's tasks " +
+           resources(used) + "; tasks running or queued there: " +
+           std::to_string(in_flight[id]) + "\n";
     }
-    s += "tasks in flight on nodes: " + std::to_string(pending_.size()) + "\n";
-    return s;
-  }
-
-  static std::string describe(const ResourceRequest& r) {
-    const double u = internal::kUnitsPerResource;
-    std::string s = std::to_string(r.cpu / u).substr(0, 4) + " CPU";
-    if (r.gpu > 0) s += ", " + std::to_string(r.gpu / u).substr(0, 4) + " GPU";
-    for (const auto& [n, a] : r.custom) s += ", " + std::to_string(a / u).substr(0, 4) + " " + n;
+    s += "dropped messages: " + std::to_string(malformed_.load()) + " malformed, " +
+         std::to_string(unauthenticated_.load()) + " unauthenticated; refused joins: " +
+         std::to_string(refused_joins_.load()) + "\n";
     return s;
   }
 
@@ -816,6 +880,7 @@ class Link final : public internal::ClusterLink {
   uint64_t fingerprint_ = 0;
   std::string token_;
   std::string job_dir_;
+  std::string driver_address_;  // node: where the driver listens (set before the handshake)
   std::unique_ptr<UcxComm> comm_;
 
   mutable Mutex mu_;
@@ -844,9 +909,30 @@ std::unique_ptr<internal::ClusterLink> factory(RuntimeCore* rt, const ClusterCon
   return std::make_unique<Link>(rt, config);
 }
 
+// Under a launcher: rank 0 drives and waits for every other rank; ranks sharing a machine split
+// its hardware threads unless told how many CPUs to use.
+void prepare(ClusterConfig* config, InitOptions* options) {
+  if (config->role != ClusterRole::kLauncher) return;
+  std::shared_ptr<LauncherSession> session = start_launcher_session();
+  if (session->rank() == 0) {
+    config->role = ClusterRole::kDriver;
+    if (config->listen.empty()) config->listen = "127.0.0.1:0";
+    config->min_nodes = std::max(config->min_nodes, session->size() - 1);
+  } else {
+    config->role = ClusterRole::kNode;
+  }
+  if (options->num_cpus < 0 && session->local_size() > 1) {
+    const unsigned hw = std::max(1u, std::thread::hardware_concurrency());
+    options->num_cpus = std::max(1u, hw / static_cast<unsigned>(session->local_size()));
+  }
+  config->launcher = std::move(session);
+}
+
+const internal::ClusterModule kModule{&prepare, &factory};
+
 // Registers the module with core when the program starts.
 [[maybe_unused]] const bool g_registered = [] {
-  internal::set_cluster_factory(&factory);
+  internal::set_cluster_module(&kModule);
   return true;
 }();
 

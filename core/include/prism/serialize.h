@@ -61,6 +61,8 @@ template <typename A, typename B>
 struct FieldWise<std::pair<A, B>> : std::true_type {};
 template <typename... T>
 struct FieldWise<std::tuple<T...>> : std::true_type {};
+template <typename T>
+struct FieldWise<std::optional<T>> : std::true_type {};
 template <>
 struct FieldWise<std::string_view> : std::true_type {};
 }  // namespace internal

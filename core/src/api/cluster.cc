@@ -15,7 +15,7 @@ namespace prism::internal {
 
 namespace {
 
-std::atomic<ClusterFactory> g_factory{nullptr};
+std::atomic<const ClusterModule*> g_module{nullptr};
 
 std::string env(const char* name) {
   const char* v = std::getenv(name);
@@ -141,6 +141,8 @@ ClusterConfig cluster_config(const InitOptions& options) {
   } else if (!c.listen.empty()) {
     check_host_port(c.listen, "PRISM_LISTEN");
     c.role = ClusterRole::kDriver;
+  } else if (!env("PMIX_RANK").empty()) {
+    c.role = ClusterRole::kLauncher;  // mpirun / srun: rank 0 drives
   } else if (c.min_nodes > 0) {
     // Asking for nodes makes a driver on the default address.
     c.listen = "127.0.0.1:0";
@@ -149,10 +151,10 @@ ClusterConfig cluster_config(const InitOptions& options) {
   return c;
 }
 
-void set_cluster_factory(ClusterFactory factory) noexcept {
-  g_factory.store(factory, std::memory_order_release);
+void set_cluster_module(const ClusterModule* module) noexcept {
+  g_module.store(module, std::memory_order_release);
 }
-ClusterFactory cluster_factory() noexcept { return g_factory.load(std::memory_order_acquire); }
+const ClusterModule* cluster_module() noexcept { return g_module.load(std::memory_order_acquire); }
 
 void run_served_call(RuntimeCore* rt, const ResourceRequest& request, std::string name,
                      std::function<void()> body,

@@ -33,7 +33,9 @@ namespace prism::internal {
 
 class RuntimeCore;
 
-enum class ClusterRole { kEmbedded, kDriver, kNode };
+// kLauncher: started by a PMIx launcher (mpirun, srun) without an explicit role; the cluster
+// module's prepare() turns it into kDriver (rank 0) or kNode.
+enum class ClusterRole { kEmbedded, kDriver, kNode, kLauncher };
 
 // Where this process stands in a cluster, from the environment (PRISM_* wins) and InitOptions.
 struct ClusterConfig {
@@ -44,6 +46,7 @@ struct ClusterConfig {
   std::string job_dir;     // driver: where the job's files go (default: under the temp dir)
   int min_nodes = 0;       // driver: init waits until this many nodes joined (besides itself)
   double join_timeout_s = 60;  // how long init waits for min_nodes / a node for the driver
+  std::shared_ptr<void> launcher;  // the module's launcher session (PMIx), if any
 };
 
 // `options` with PRISM_NUM_CPUS, PRISM_NUM_GPUS and PRISM_RESOURCES ("name:amount,...") applied
@@ -78,11 +81,16 @@ class ClusterLink {
   virtual void shutdown() noexcept = 0;
 };
 
-using ClusterFactory = std::unique_ptr<ClusterLink> (*)(RuntimeCore* rt,
-                                                        const ClusterConfig& config);
-// Called once by the cluster module's static initializer.
-void set_cluster_factory(ClusterFactory factory) noexcept;
-ClusterFactory cluster_factory() noexcept;
+// What the cluster module registers (once, from a static initializer).
+struct ClusterModule {
+  // Before the runtime's resources are computed: settles the role (kLauncher -> driver or node),
+  // may adjust `options` (ranks sharing a machine split its CPUs). May throw.
+  void (*prepare)(ClusterConfig* config, InitOptions* options);
+  // Once the scheduler exists: the link (driver: listening; node: joined). May throw.
+  std::unique_ptr<ClusterLink> (*create)(RuntimeCore* rt, const ClusterConfig& config);
+};
+void set_cluster_module(const ClusterModule* module) noexcept;
+const ClusterModule* cluster_module() noexcept;
 
 // Runs `body` on this node's scheduler as a task asking for `request`, named `name` in errors
 // and the timeline. If body throws, or the task cannot run (infeasible here, runtime shutting

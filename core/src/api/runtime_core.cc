@@ -111,25 +111,31 @@ NodeResources node_resources(const InitOptions& o) {
 
 }  // namespace
 
-RuntimeCore::RuntimeCore(const InitOptions& options, bool global)
+RuntimeCore::RuntimeCore(const InitOptions& given_options, bool global)
     : owner_(new_generation()), node_id_(hex(owner_)), global_(global) {
   // Cluster mode is for the global runtime (prism::init); Runtime objects stay embedded.
-  const ClusterConfig cluster = global ? cluster_config(options) : ClusterConfig{};
+  InitOptions options = given_options;
+  ClusterConfig cluster = global ? cluster_config(options) : ClusterConfig{};
   if (!global && (!options.address.empty() || !options.listen.empty())) {
     throw Error(ErrorCode::kInvalidArgument,
                 "a prism::Runtime object is always embedded: cluster mode (address / listen) is "
                 "for prism::init()");
   }
-  if (cluster.role != ClusterRole::kEmbedded && cluster_factory() == nullptr) {
+  if (cluster.role != ClusterRole::kEmbedded && cluster_module() == nullptr) {
+    std::string how;
+    switch (cluster.role) {
+      case ClusterRole::kNode: how = "node (driver address '" + cluster.address + "')"; break;
+      case ClusterRole::kDriver: how = "driver (listen address '" + cluster.listen + "')"; break;
+      default: how = "rank of a launcher's job (PMIX_RANK is set: mpirun or srun)"; break;
+    }
     throw Error(ErrorCode::kUnavailable,
-                std::string("prism::init: this process was started as a cluster ") +
-                    (cluster.role == ClusterRole::kNode ? "node (driver address '" + cluster.address
-                                                        : "driver (listen address '" + cluster.listen) +
-                    "', from PRISM_ADDRESS/PRISM_LISTEN/PRISM_MIN_NODES or InitOptions) but the "
-                    "program was built without Prism's cluster component: link Prism::cluster "
-                    "(find_package(Prism COMPONENTS cluster)), or unset those settings to run "
-                    "embedded");
+                "prism::init: this process was started as a cluster " + how +
+                    " but the program was built without Prism's cluster component: link "
+                    "Prism::cluster (find_package(Prism COMPONENTS cluster)), or unset "
+                    "PRISM_ADDRESS/PRISM_LISTEN/PRISM_MIN_NODES (and start it without a "
+                    "launcher) to run embedded");
   }
+  if (cluster.role != ClusterRole::kEmbedded) cluster_module()->prepare(&cluster, &options);
   set_log_level(options.log_level);
   if (options.timeline) timeline_ = std::make_unique<Timeline>();
   totals_ = node_resources(options);
@@ -147,7 +153,7 @@ RuntimeCore::RuntimeCore(const InitOptions& options, bool global)
   ref_ = register_runtime(this, owner_);
   if (cluster.role != ClusterRole::kEmbedded) {
     try {
-      link_ = cluster_factory()(this, cluster);
+      link_ = cluster_module()->create(this, cluster);
       role_ = cluster.role;
     } catch (...) {
       shutdown();
