@@ -79,6 +79,7 @@ for san in $sanitizers; do
       ;;
     asan)
       wrap=(env ASAN_OPTIONS=detect_leaks=1:abort_on_error=1
+            LSAN_OPTIONS=suppressions=$root/tests/lsan.supp
             UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1)
       run_config asan -LE install
       ;;

@@ -196,7 +196,9 @@ class Link final : public internal::ClusterLink {
   ~Link() override {
     Link* self = this;
     g_link.compare_exchange_strong(self, nullptr);
-    comm_.reset();  // joins the progress thread: no callback runs after this
+    // comm_, the last member, is destroyed first: it joins the progress thread, so no callback
+    // runs once the members it uses go (resetting it here would race with a running callback's
+    // reads of comm_ itself).
   }
 
   // ---- ClusterLink ----
@@ -881,7 +883,6 @@ class Link final : public internal::ClusterLink {
   std::string token_;
   std::string job_dir_;
   std::string driver_address_;  // node: where the driver listens (set before the handshake)
-  std::unique_ptr<UcxComm> comm_;
 
   mutable Mutex mu_;
   std::map<PeerId, Peer> peers_ PRISM_GUARDED_BY(mu_);
@@ -903,6 +904,8 @@ class Link final : public internal::ClusterLink {
   std::atomic<uint64_t> malformed_{0};
   std::atomic<uint64_t> refused_joins_{0};
   std::atomic<uint64_t> unknown_results_{0};
+  // Last: destroyed first (see ~Link). Set once in the constructor, before any peer exists.
+  std::unique_ptr<UcxComm> comm_;
 };
 
 std::unique_ptr<internal::ClusterLink> factory(RuntimeCore* rt, const ClusterConfig& config) {

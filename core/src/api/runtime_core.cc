@@ -154,6 +154,7 @@ RuntimeCore::RuntimeCore(const InitOptions& given_options, bool global)
   if (cluster.role != ClusterRole::kEmbedded) {
     try {
       link_ = cluster_module()->create(this, cluster);
+      link_ptr_.store(link_.get(), std::memory_order_release);
       role_ = cluster.role;
     } catch (...) {
       shutdown();
@@ -186,7 +187,7 @@ void RuntimeCore::shutdown() {
   if (stopped_) return;  // idempotent
   stopping_.store(true, std::memory_order_seq_cst);
   // Nodes learn that the job ended; calls in flight elsewhere fail (their dependents too).
-  if (link_) link_->shutdown();
+  if (ClusterLink* l = link()) l->shutdown();
   // API calls that started before stopping_ was set finish submitting (their tasks are failed
   // below); later ones see stopping_ and are refused.
   wait_unpinned(ref_);
@@ -214,6 +215,7 @@ void RuntimeCore::shutdown() {
   fail_leftovers();
   for (const auto& actor : actors_.all()) actor->finalize_now();
   BufferPool::add_capacity(-pool_share_);
+  link_ptr_.store(nullptr, std::memory_order_release);
   link_.reset();  // no task is left that could offer it anything
   stopped_ = true;
   PRISM_LOG(kInfo) << "runtime " << node_id_ << " stopped";
@@ -238,8 +240,8 @@ ExtrasPtr RuntimeCore::make_extras(const TaskOptions& o, const LazyName& functio
   ResourceShape* shape = scheduler_->shape_for(req);
   std::string reason = shape != nullptr ? shape->infeasible : scheduler_->infeasible_reason(req);
   // In a cluster, another node may run what this one cannot (only a task that can go there).
-  if (!reason.empty() && link_) {
-    const std::string elsewhere = link_->infeasible_elsewhere(req);
+  if (ClusterLink* l = link(); !reason.empty() && l != nullptr) {
+    const std::string elsewhere = l->infeasible_elsewhere(req);
     if (elsewhere.empty()) {
       reason.clear();
     } else {
@@ -282,9 +284,9 @@ void RuntimeCore::dispatch(TaskRecord* task) noexcept {
     fail_task(task, std::make_exception_ptr(TaskCancelledError("the task was cancelled")));
   } else if (!accepting()) {
     fail_task(task, lost_error("the runtime shut down before the task ran"));
-  } else if (link_ && link_->offer(task)) {
+  } else if (ClusterLink* l = link(); l != nullptr && l->offer(task)) {
     // Runs on another node; the link completes or fails it.
-  } else if (link_ && !task->has_default_request() && !runs_here(task)) {
+  } else if (l != nullptr && !task->has_default_request() && !runs_here(task)) {
     fail_task(task, std::make_exception_ptr(InfeasibleError(
                         "infeasible task '" + task->function_name() + "' on node " + node_id_ +
                         ": " + scheduler_->infeasible_reason(task->extras()->request) +
@@ -455,8 +457,8 @@ void RuntimeCore::run_job(Job& job) noexcept {
 
 std::map<std::string, double> RuntimeCore::cluster_resources() const {
   auto m = scheduler_->totals();
-  if (link_) {
-    for (const auto& [k, v] : link_->cluster_totals()) m[k] += v;
+  if (ClusterLink* l = link()) {
+    for (const auto& [k, v] : l->cluster_totals()) m[k] += v;
   }
   m["object_store_memory"] = static_cast<double>(store_->capacity());
   return m;

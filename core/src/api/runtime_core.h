@@ -54,7 +54,7 @@ class RuntimeCore final : public JobRunner {
   Scheduler& scheduler() noexcept { return *scheduler_; }
   const NodeResources& totals() const noexcept { return totals_; }
   // Cluster mode: the link to the other nodes (null in embedded mode), this process's role.
-  ClusterLink* link() const noexcept { return link_.get(); }
+  ClusterLink* link() const noexcept { return link_ptr_.load(std::memory_order_acquire); }
   ClusterRole role() const noexcept { return role_; }
   // The cluster names nodes "node0" (the driver), "node1", ...: set by the link when it joins,
   // before any task runs.
@@ -110,6 +110,9 @@ class RuntimeCore final : public JobRunner {
   std::unique_ptr<Scheduler> scheduler_;
   ClusterRole role_ = ClusterRole::kEmbedded;
   std::unique_ptr<ClusterLink> link_;  // set after the scheduler; reset in shutdown()
+  // link_ for readers on other threads: a node's link serves calls (through dispatch) while its
+  // constructor is still finishing the join, before link_ is assigned. Published once it is.
+  std::atomic<ClusterLink*> link_ptr_{nullptr};
 };
 
 }  // namespace prism::internal
