@@ -101,3 +101,8 @@ prism_example_cluster_test(example_quickstart_mpirun     quickstart --cpus=1)
 prism_example_cluster_test(example_fibonacci_mpirun      fibonacci --n=20000 --rounds=10 --cpus=1)
 prism_example_cluster_test(example_monte_carlo_pi_mpirun monte_carlo_pi --samples=1000000 --cpus=1)
 prism_example_cluster_test(example_nested_tasks_mpirun   nested_tasks --steps=20000 --trials=3 --cpus=1)
+prism_example_cluster_test(example_matmul_tree_mpirun    matmul_tree --n=200 --iterations=20 --cpus=1)
+prism_example_cluster_test(example_image_preprocess_mpirun image_preprocess --images=4 --size=600
+  --cpus=1 "--dir=${PRISM_EXAMPLES_SCRATCH}/image_preprocess_mpirun")
+prism_example_cluster_test(example_demo_mpirun           demo --n=200 --iterations=10 --images=4
+  --size=600 --cpus=1 "--dir=${PRISM_EXAMPLES_SCRATCH}/demo_mpirun" --timeline=)

@@ -30,6 +30,23 @@
 #include "../image/synthetic.h"
 #include "../image/transforms.h"
 
+// How an image tensor travels between nodes in cluster mode (prism/serialize.h).
+template <>
+struct prism::Serializer<examples::img::Tensor> {
+  static void write(Writer& w, const examples::img::Tensor& t) {
+    w.put(t.channels);
+    w.put(t.height);
+    w.put(t.width);
+    w.put(t.data);
+  }
+  static void read(Reader& r, examples::img::Tensor* t) {
+    r.get(&t->channels);
+    r.get(&t->height);
+    r.get(&t->width);
+    r.get(&t->data);
+  }
+};
+
 // A tensor's size for the object store's accounting (its default is sizeof(T)).
 template <>
 struct prism::ObjectSize<examples::img::Tensor> {

@@ -13,6 +13,7 @@
 #include <prism/prism.h>
 
 #include <Eigen/Dense>
+#include <prism/eigen.h>  // matrices travel between nodes in cluster mode
 #include <algorithm>
 #include <cstdint>
 #include <random>
