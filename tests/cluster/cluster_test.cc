@@ -59,10 +59,42 @@ std::tuple<int, int> divmod(int a, int b) { return {a / b, a % b}; }
 PRISM_REMOTE(where_after, add, scale, greet, fails, nested_sum, nothing, divmod);
 
 // Where it ran, and whether that node declared a gadget.
+// An actor that can live on any node.
+class Account {
+ public:
+  explicit Account(int start) : balance_(start) {
+    if (start < 0) throw std::invalid_argument("negative opening balance");
+  }
+  int deposit(int amount) {
+    balance_ += amount;
+    history_.push_back(amount);
+    return balance_;
+  }
+  std::vector<int> history() const { return history_; }
+  std::string where() const { return prism::node_id(); }
+  int fail(int code) { throw std::runtime_error("account error " + std::to_string(code)); }
+  int slow_balance(int ms) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(ms));  // stands for work
+    return balance_;
+  }
+
+ private:
+  int balance_;
+  std::vector<int> history_;
+};
+PRISM_ACTOR(Account, &Account::deposit, &Account::history, &Account::where, &Account::fail,
+            &Account::slow_balance);
+
+// Uses an actor handle it is given (on the node that holds both).
+int deposit_twice(prism::ActorHandle<Account> a, int amount) {
+  prism::get(a.task(&Account::deposit).remote(amount), 30s);
+  return prism::get(a.task(&Account::deposit).remote(amount), 30s);
+}
+
 std::string node_of_gadget_task() {
   return prism::node_id() + (prism::cluster_resources().count("gadget") ? " with gadget" : "");
 }
-PRISM_REMOTE(node_of_gadget_task);
+PRISM_REMOTE(node_of_gadget_task, deposit_twice);
 
 TEST_F(ClusterTest, TasksSpreadOverNodesWhenTheDriverIsBusy) {
   start(1, {{}, {}});
@@ -145,6 +177,100 @@ TEST_F(ClusterTest, NestedTasksRunOnTheNodeThatSubmitsThem) {
   const auto [sum, node] = prism::get(r, 60s);
   EXPECT_EQ(sum, 20 * 19 / 2 + 20);
   EXPECT_EQ(node, "node1");
+}
+
+TEST_F(ClusterTest, WaitTimeoutsAndCancelWorkOnRemoteTasks) {
+  start(1, {{{"PRISM_RESOURCES", "remote:4"}, {"PRISM_NUM_CPUS", "4"}}});
+  auto slow = prism::task(where_after).resource("remote", 1).remote(1500);
+  auto fast = prism::task(where_after).resource("remote", 1).remote(10);
+  auto [ready, pending] = prism::wait(std::vector<prism::ObjectRef<std::string>>{slow, fast}, 1, 30s);
+  ASSERT_EQ(ready.size(), 1u);
+  EXPECT_EQ(ready[0].id(), fast.id());
+  EXPECT_EQ(prism::get(fast, 30s), "node1");
+  EXPECT_THROW(prism::get(slow, 50ms), prism::TimeoutError);
+  // Cancelling a task running on another node fails its ref at once; its late result is
+  // dropped.
+  EXPECT_TRUE(prism::cancel(slow));
+  EXPECT_THROW(prism::get(slow, 5s), prism::TaskCancelledError);
+  // A dependent of the cancelled task fails without running.
+  auto after = prism::task(greet).resource("remote", 1).remote(slow);
+  EXPECT_THROW(prism::get(after, 30s), prism::TaskCancelledError);
+  // The node goes on serving.
+  EXPECT_EQ(prism::get(prism::task(add).resource("remote", 1).remote(1, 1), 30s), 2);
+}
+
+TEST_F(ClusterTest, ActorsArePlacedByTheirResourcesAndCalledInOrder) {
+  start(1, {{{"PRISM_RESOURCES", "vault:1"}}, {}});
+  // Only a node has a vault: the actor lives there.
+  auto account = prism::actor<Account>(100).resource("vault", 1).remote();
+  const std::string where = prism::get(account.task(&Account::where).remote(), 60s);
+  EXPECT_NE(where, "node0");
+  // Calls from one caller run in order (each returns the running balance).
+  std::vector<prism::ObjectRef<int>> balances;
+  for (int i = 1; i <= 50; ++i) balances.push_back(account.task(&Account::deposit).remote(i));
+  int expected = 100;
+  for (int i = 1; i <= 50; ++i) {
+    expected += i;
+    EXPECT_EQ(prism::get(balances[static_cast<size_t>(i - 1)], 60s), expected);
+  }
+  std::vector<int> history = prism::get(account.task(&Account::history).remote(), 60s);
+  ASSERT_EQ(history.size(), 50u);
+  for (int i = 1; i <= 50; ++i) EXPECT_EQ(history[static_cast<size_t>(i - 1)], i);
+  // A ref argument (resolved here, sent there).
+  auto amount = prism::task(add).remote(2, 3);
+  EXPECT_EQ(prism::get(account.task(&Account::deposit).remote(amount), 60s), expected + 5);
+  // A method that throws: TaskError naming the node; the actor lives on.
+  try {
+    prism::get(account.task(&Account::fail).remote(7), 60s);
+    FAIL() << "no error";
+  } catch (const prism::TaskError& e) {
+    EXPECT_EQ(e.node_id(), where);
+    EXPECT_EQ(e.message(), "account error 7");
+  }
+  EXPECT_EQ(prism::get(account.task(&Account::deposit).remote(0), 60s), expected + 5);
+  // Killed: its calls fail with ActorDiedError, and the vault it held is free for another.
+  prism::kill(account);
+  EXPECT_THROW(prism::get(account.task(&Account::deposit).remote(1), 60s), prism::ActorDiedError);
+  auto second = prism::actor<Account>(1).resource("vault", 1).remote();
+  EXPECT_EQ(prism::get(second.task(&Account::deposit).remote(1), 60s), 2);
+}
+
+TEST_F(ClusterTest, RemoteActorErrorsAndLostNodes) {
+  start(1, {{{"PRISM_RESOURCES", "vault:2"}}});
+  expect_clean_exit_ = false;
+  // A constructor that throws there: calls fail with ActorDiedError naming the cause.
+  auto bad = prism::actor<Account>(-1).resource("vault", 1).remote();
+  try {
+    prism::get(bad.task(&Account::deposit).remote(1), 60s);
+    FAIL() << "a call on an actor whose constructor threw succeeded";
+  } catch (const prism::ActorDiedError& e) {
+    EXPECT_NE(std::string(e.what()).find("negative opening balance"), std::string::npos)
+        << e.what();
+  }
+  // A named actor on the node is found by name on the driver.
+  auto named = prism::actor<Account>(5).resource("vault", 1).name("savings").remote();
+  auto found = prism::get_actor<Account>("savings");
+  EXPECT_EQ(prism::get(found.task(&Account::deposit).remote(5), 60s), 10);
+  // A call in flight when the node dies fails with a clear error; later calls with
+  // ActorDiedError.
+  auto slow = named.task(&Account::slow_balance).remote(30000);
+  std::this_thread::sleep_for(300ms);  // (the call reaches the node; nothing to wait on here)
+  children_.front().kill_now();
+  try {
+    prism::get(slow, 20s);
+    FAIL() << "the call survived its node";
+  } catch (const prism::Error& e) {
+    EXPECT_EQ(e.code(), prism::ErrorCode::kUnavailable) << e.what();
+  }
+  EXPECT_THROW(prism::get(named.task(&Account::deposit).remote(1), 20s), prism::ActorDiedError);
+}
+
+TEST_F(ClusterTest, ActorsWithoutRequestsStayOnTheDriver) {
+  start(1, {{}});
+  auto a = prism::actor<Account>(0).remote();
+  EXPECT_EQ(prism::get(a.task(&Account::where).remote(), 60s), "node0");
+  // A task holding a handle runs on the driver (a handle does not travel yet).
+  EXPECT_EQ(prism::get(prism::task(deposit_twice).remote(a, 4), 60s), 8);
 }
 
 TEST_F(ClusterTest, ManyThreadsSubmitting) {

@@ -9,11 +9,14 @@
 #include <cstring>
 #include <functional>
 #include <map>
+#include <memory>
+#include <typeinfo>
 #include <thread>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "actor/actor_core.h"
 #include "api/registry_internal.h"
 #include "api/runtime_core.h"
 #include "api/runtime_registry.h"
@@ -36,6 +39,7 @@ const int prism_cluster_module_anchor = 1;
 
 namespace prism::cluster {
 
+using internal::ActorCore;
 using internal::ClusterConfig;
 using internal::ClusterRole;
 using prism::InitOptions;
@@ -166,10 +170,25 @@ struct Peer {
 };
 
 struct Pending {
-  TaskRecord* task;
+  TaskRecord* task;  // null for an actor's creation
   PeerId peer;
   ResourceRequest request;
   std::string peer_name;
+  std::weak_ptr<ActorCore> creating;  // an actor's creation: the actor
+};
+
+// Driver: an actor placed on a node.
+struct RemoteActor {
+  std::weak_ptr<ActorCore> actor;
+  PeerId peer = 0;
+  ResourceRequest request;  // held there for its life (counted in the node's `used`)
+};
+
+// Node: an actor held for the driver (an ActorHandle<T> made by the constructor's invoker).
+struct HeldActor {
+  void* handle = nullptr;
+  void (*kill)(void*) = nullptr;
+  void (*drop)(void*) = nullptr;
 };
 
 class Link;
@@ -326,9 +345,116 @@ class Link final : public internal::ClusterLink {
       for (PeerId id : nodes) comm_->send(id, frame);
     }
     for (Pending& p : lost) {
+      if (p.task == nullptr) continue;
       rt_->fail_task(p.task, rt_->lost_error("the job ended before the task finished on another "
                                              "node"));
     }
+    // Node: the driver's actors held here lose their handles (they stop with the runtime).
+    std::map<uint64_t, HeldActor> held;
+    {
+      MutexLock lock(mu_);
+      held.swap(held_actors_);
+    }
+    for (auto& [key, a] : held) a.drop(a.handle);
+  }
+
+  // ---- actors on other nodes (driver) ----
+
+  bool offer_actor(ActorCore* actor, TaskRecord* create) noexcept override {
+    if (config_.role != ClusterRole::kDriver || ready_nodes_.load(std::memory_order_acquire) == 0) {
+      return false;
+    }
+    const ResourceRequest& request = actor->request();
+    const bool runs_here = rt_->scheduler().infeasible_reason(request).empty();
+    if (runs_here && (request.empty() || rt_->scheduler().fits_now(request))) return false;
+    ActorCreateMsg msg;
+    try {
+      if (!create->encode_remote(&msg.constructor, &msg.args)) return false;
+    } catch (...) {
+      return false;
+    }
+    PeerId peer = 0;
+    {
+      MutexLock lock(mu_);
+      peer = choose_node_locked(request, runs_here);
+      if (peer == 0) return false;
+      Peer& p = peers_[peer];
+      add(&p.used, request, +1);
+      msg.call_id = next_call_++;
+      msg.actor = next_actor_++;
+      pending_.emplace(msg.call_id,
+                       Pending{nullptr, peer, ResourceRequest{}, p.name, actor->weak_from_this()});
+      remote_actors_.emplace(msg.actor, RemoteActor{actor->weak_from_this(), peer, request});
+    }
+    msg.type_name = actor->type_name();
+    msg.name = actor->options().name;
+    msg.max_concurrency = static_cast<uint32_t>(actor->options().max_concurrency);
+    msg.request = to_wire(request);
+    const uint64_t key = msg.actor;
+    send(peer, Message(std::move(msg)));
+    // Sent before the actor can forward its first call (the same peer's queue keeps the order).
+    create->release_run();
+    actor->become_remote(key);
+    return true;
+  }
+
+  void forward_actor_call(ActorCore* actor, uint64_t key, TaskRecord* call) noexcept override {
+    ActorCallMsg msg;
+    std::string why;
+    try {
+      if (!call->encode_remote(&msg.method, &msg.args)) {
+        why = "the actor " + actor->type_name() + " lives on another node, and this method " +
+              "cannot go there: register it with PRISM_ACTOR, with serializable parameters and "
+              "result (prism/serialize.h)";
+      }
+      msg.task_name = call->function_name();
+    } catch (const std::exception& e) {
+      why = std::string("cannot send the call: ") + e.what();
+    }
+    PeerId peer = 0;
+    if (why.empty()) {
+      MutexLock lock(mu_);
+      auto it = remote_actors_.find(key);
+      if (it == remote_actors_.end()) {
+        why = "actor " + actor->type_name() + " is gone from its node";
+      } else {
+        peer = it->second.peer;
+        msg.call_id = next_call_++;
+        msg.actor = key;
+        pending_.emplace(msg.call_id, Pending{call, peer, ResourceRequest{}, peers_[peer].name, {}});
+      }
+    }
+    if (!why.empty()) {
+      rt_->fail_task(call, std::make_exception_ptr(ActorDiedError(why)));
+      return;
+    }
+    const uint64_t id = msg.call_id;
+    std::string frame;
+    bool sent = false;
+    try {
+      encode(Message(std::move(msg)), &frame);
+      sent = comm_->send(peer, std::move(frame));
+    } catch (...) {
+    }
+    Pending p{};
+    if (!sent && take_pending(id, &p)) {
+      rt_->fail_task(call, std::make_exception_ptr(ActorDiedError(
+                               "actor " + actor->type_name() + ": its node is gone")));
+    }
+  }
+
+  void drop_remote_actor(uint64_t key, bool kill) noexcept override {
+    PeerId peer = 0;
+    {
+      MutexLock lock(mu_);
+      auto it = remote_actors_.find(key);
+      if (it == remote_actors_.end()) return;
+      peer = it->second.peer;
+      auto p = peers_.find(peer);
+      if (p != peers_.end()) add(&p->second.used, it->second.request, -1);
+      remote_actors_.erase(it);
+    }
+    send(peer, ActorKillMsg{key, !kill});
   }
 
   LinkCounters counters() const {
@@ -429,6 +555,7 @@ class Link final : public internal::ClusterLink {
 
   void on_peer_error(PeerId peer, const std::string& why) {
     std::vector<Pending> lost;
+    std::vector<std::weak_ptr<ActorCore>> lost_actors;
     std::string name;
     bool was_node = false;
     bool expected = false;  // the job is over: peers going away is no news
@@ -450,6 +577,14 @@ class Link final : public internal::ClusterLink {
           ++c;
         }
       }
+      for (auto a = remote_actors_.begin(); a != remote_actors_.end();) {
+        if (a->second.peer == peer) {
+          lost_actors.push_back(a->second.actor);
+          a = remote_actors_.erase(a);
+        } else {
+          ++a;
+        }
+      }
       if (config_.role == ClusterRole::kNode && peer == driver_) {
         if (joined_) {
           driver_lost_ = true;
@@ -466,10 +601,14 @@ class Link final : public internal::ClusterLink {
                           << lost.size() << " task(s) in flight there fail";
     }
     for (Pending& p : lost) {
+      if (p.task == nullptr) continue;  // an actor's creation: the actor is killed below
       rt_->fail_task(p.task, std::make_exception_ptr(Error(
                                  ErrorCode::kUnavailable,
                                  "task '" + p.task->function_name() + "' was lost with " +
                                      p.peer_name + ": " + why)));
+    }
+    for (auto& weak : lost_actors) {
+      if (auto actor = weak.lock()) actor->kill("was lost with " + name + ": " + why);
     }
   }
 
@@ -577,6 +716,17 @@ class Link final : public internal::ClusterLink {
       if (config_.role == ClusterRole::kDriver && is_node(peer)) {
         return on_result(peer, std::move(*result));
       }
+    }
+    if (auto* create = std::get_if<ActorCreateMsg>(&msg)) {
+      if (config_.role == ClusterRole::kNode && peer == driver_id()) {
+        return on_actor_create(peer, std::move(*create));
+      }
+    } else if (auto* call = std::get_if<ActorCallMsg>(&msg)) {
+      if (config_.role == ClusterRole::kNode && peer == driver_id()) {
+        return on_actor_call(peer, std::move(*call));
+      }
+    } else if (auto* kill = std::get_if<ActorKillMsg>(&msg)) {
+      if (config_.role == ClusterRole::kNode && peer == driver_id()) return on_actor_kill(*kill);
     }
     if (std::holds_alternative<ShutdownMsg>(msg)) return on_shutdown(peer);
     if (std::holds_alternative<StatusQueryMsg>(msg)) return on_status_query(peer);
@@ -804,6 +954,99 @@ class Link final : public internal::ClusterLink {
         [this, peer, id](const std::exception_ptr& error) { send(peer, error_result(id, error)); });
   }
 
+  // Node: build an actor for the driver.
+  void on_actor_create(PeerId peer, ActorCreateMsg msg) {
+    ResultMsg r;
+    r.call_id = msg.call_id;
+    const internal::ActorCtorInvoker ctor = internal::find_actor_ctor(msg.constructor);
+    if (ctor == nullptr) {
+      r.status = CallStatus::kSystemError;
+      r.error_code = static_cast<int32_t>(ErrorCode::kInvalidArgument);
+      r.message = "actor " + msg.type_name + " cannot be built on " + rt_->node_id() +
+                  ": no such constructor registered (a different binary?)";
+      send(peer, Message(std::move(r)));
+      return;
+    }
+    internal::ActorOptions options;
+    const double u = internal::kUnitsPerResource;
+    options.num_cpus = static_cast<double>(msg.request.cpu) / u;
+    options.num_gpus = static_cast<double>(msg.request.gpu) / u;
+    options.memory = msg.request.memory;
+    options.gpu_memory = msg.request.gpu_memory;
+    for (const auto& [name, amount] : msg.request.custom) {
+      options.resources.emplace_back(name, static_cast<double>(amount) / u);
+    }
+    options.max_concurrency = static_cast<int>(std::max<uint32_t>(1, msg.max_concurrency));
+    HeldActor held;
+    try {
+      held.handle = ctor(rt_->ref(), options, msg.args, &held.kill, &held.drop);
+    } catch (...) {
+      send(peer, Message(error_result(msg.call_id, std::current_exception())));
+      return;
+    }
+    {
+      MutexLock lock(mu_);
+      held_actors_[msg.actor] = held;
+    }
+    send(peer, Message(std::move(r)));
+  }
+
+  // Node: a call of an actor held here; its result goes back when the local call is done.
+  void on_actor_call(PeerId peer, ActorCallMsg msg) {
+    void* handle = nullptr;
+    {
+      MutexLock lock(mu_);
+      auto it = held_actors_.find(msg.actor);
+      if (it != held_actors_.end()) handle = it->second.handle;
+    }
+    const uint64_t id = msg.call_id;
+    try {
+      if (handle == nullptr) {
+        throw ActorDiedError("the actor of call '" + msg.task_name + "' is no longer on " +
+                             rt_->node_id() + " (killed)");
+      }
+      internal::FunctionKey key;
+      internal::RemoteInvoker unused = nullptr;
+      internal::ActorMethodInvoker method = nullptr;
+      if (!internal::find_registered(msg.method, &key, &unused, &method) || method == nullptr) {
+        throw Error(ErrorCode::kInvalidArgument,
+                    "method '" + msg.method + "' is not registered on " + rt_->node_id());
+      }
+      internal::ActorValueWriter write = nullptr;
+      internal::EntryPtr entry = method(key, handle, msg.args, &write);
+      internal::when_done(std::move(entry), [this, peer, id, write](internal::ObjectEntry* e) {
+        if (e->state() == internal::ObjState::kFailed) {
+          send(peer, Message(error_result(id, e->error())));
+          return;
+        }
+        ResultMsg r;
+        r.call_id = id;
+        try {
+          write(e, &r.payload);
+        } catch (...) {
+          send(peer, Message(error_result(id, std::current_exception())));
+          return;
+        }
+        send(peer, Message(std::move(r)));
+      });
+    } catch (...) {
+      send(peer, Message(error_result(id, std::current_exception())));
+    }
+  }
+
+  void on_actor_kill(const ActorKillMsg& msg) {
+    HeldActor held;
+    {
+      MutexLock lock(mu_);
+      auto it = held_actors_.find(msg.actor);
+      if (it == held_actors_.end()) return;
+      held = it->second;
+      held_actors_.erase(it);
+    }
+    if (!msg.release) held.kill(held.handle);
+    held.drop(held.handle);
+  }
+
   static ResultMsg error_result(uint64_t id, const std::exception_ptr& error) {
     ResultMsg r;
     r.call_id = id;
@@ -817,6 +1060,7 @@ class Link final : public internal::ClusterLink {
       r.message = e.message();
     } catch (const Error& e) {
       r.error_code = static_cast<int32_t>(e.code());
+      r.error_type = internal::demangle(typeid(e).name());
       r.message = e.what();
     } catch (const std::exception& e) {
       r.message = e.what();
@@ -831,9 +1075,20 @@ class Link final : public internal::ClusterLink {
     Pending p{};
     if (!take_pending(result.call_id, &p) || p.peer != peer) {
       unknown_results_.fetch_add(1, std::memory_order_relaxed);
-      if (p.task != nullptr) {  // answered by a node it was not sent to: fail it, never trust it
+      if (p.task != nullptr && p.peer != peer) {  // answered by another node: never trust it
         rt_->fail_task(p.task, std::make_exception_ptr(Error(
                                    ErrorCode::kInternal, "a result came from the wrong node")));
+      }
+      return;
+    }
+    if (p.task == nullptr && result.status != CallStatus::kSystemError) {
+      // An actor's creation: built (kOk) or its constructor threw (kTaskError).
+      if (result.status == CallStatus::kTaskError) {
+        if (auto actor = p.creating.lock()) {
+          actor->creation_failed(std::make_exception_ptr(TaskError(
+              actor->type_name() + "::" + actor->type_name(), result.error_type, result.message,
+              node_name(p.peer_name))));
+        }
       }
       return;
     }
@@ -861,10 +1116,21 @@ class Link final : public internal::ClusterLink {
         if (result.error_code < 0 || result.error_code > static_cast<int32_t>(ErrorCode::kInternal)) {
           code = ErrorCode::kInternal;
         }
-        std::exception_ptr error =
-            code == ErrorCode::kInfeasible
-                ? std::make_exception_ptr(InfeasibleError(result.message))
-                : std::make_exception_ptr(Error(code, result.message + " (on " + p.peer_name + ")"));
+        const std::string where = result.message + " (on " + p.peer_name + ")";
+        std::exception_ptr error;
+        if (code == ErrorCode::kInfeasible) {
+          error = std::make_exception_ptr(InfeasibleError(result.message));
+        } else if (result.error_type == "prism::ActorDiedError") {
+          error = std::make_exception_ptr(ActorDiedError(where));
+        } else if (result.error_type == "prism::TaskCancelledError") {
+          error = std::make_exception_ptr(TaskCancelledError(where));
+        } else {
+          error = std::make_exception_ptr(Error(code, where));
+        }
+        if (p.task == nullptr) {  // an actor's constructor failed there: the actor dies
+          if (auto actor = p.creating.lock()) actor->creation_failed(error);
+          return;
+        }
         rt_->fail_task(p.task, std::move(error));
         return;
       }
@@ -888,6 +1154,9 @@ class Link final : public internal::ClusterLink {
   std::map<PeerId, Peer> peers_ PRISM_GUARDED_BY(mu_);
   std::map<uint64_t, Pending> pending_ PRISM_GUARDED_BY(mu_);
   uint64_t next_call_ PRISM_GUARDED_BY(mu_) = 1;
+  uint64_t next_actor_ PRISM_GUARDED_BY(mu_) = 1;
+  std::map<uint64_t, RemoteActor> remote_actors_ PRISM_GUARDED_BY(mu_);  // driver
+  std::map<uint64_t, HeldActor> held_actors_ PRISM_GUARDED_BY(mu_);      // node
   int next_index_ PRISM_GUARDED_BY(mu_) = 1;
   bool shut_down_ PRISM_GUARDED_BY(mu_) = false;
   // Node side.

@@ -34,7 +34,7 @@ static_assert(kReservedAt + 4 == kHeaderBytes);
 
 bool known_type(uint8_t type) noexcept {
   return type >= static_cast<uint8_t>(MsgType::kHello) &&
-         type <= static_cast<uint8_t>(MsgType::kStatusReply);
+         type <= static_cast<uint8_t>(MsgType::kActorKill);
 }
 
 // The wire type of each message struct.
@@ -47,6 +47,9 @@ MsgType type_of(const ResultMsg&) { return MsgType::kResult; }
 MsgType type_of(const ShutdownMsg&) { return MsgType::kShutdown; }
 MsgType type_of(const StatusQueryMsg&) { return MsgType::kStatusQuery; }
 MsgType type_of(const StatusReplyMsg&) { return MsgType::kStatusReply; }
+MsgType type_of(const ActorCreateMsg&) { return MsgType::kActorCreate; }
+MsgType type_of(const ActorCallMsg&) { return MsgType::kActorCall; }
+MsgType type_of(const ActorKillMsg&) { return MsgType::kActorKill; }
 
 const char* type_name(MsgType type) {
   switch (type) {
@@ -59,6 +62,9 @@ const char* type_name(MsgType type) {
     case MsgType::kShutdown: return "Shutdown";
     case MsgType::kStatusQuery: return "StatusQuery";
     case MsgType::kStatusReply: return "StatusReply";
+    case MsgType::kActorCreate: return "ActorCreate";
+    case MsgType::kActorCall: return "ActorCall";
+    case MsgType::kActorKill: return "ActorKill";
   }
   return "?";
 }
@@ -179,6 +185,30 @@ void write_body(Writer* w, const ResultMsg& m) {
 void write_body(Writer*, const ShutdownMsg&) {}
 void write_body(Writer*, const StatusQueryMsg&) {}
 void write_body(Writer* w, const StatusReplyMsg& m) { w->str(m.text); }
+
+void write_body(Writer* w, const ActorCreateMsg& m) {
+  w->u64(m.call_id);
+  w->u64(m.actor);
+  w->str(m.constructor);
+  w->str(m.type_name);
+  w->str(m.name);
+  w->u32(m.max_concurrency);
+  write_resources(w, m.request);
+  w->str(m.args);
+}
+
+void write_body(Writer* w, const ActorCallMsg& m) {
+  w->u64(m.call_id);
+  w->u64(m.actor);
+  w->str(m.method);
+  w->str(m.task_name);
+  w->str(m.args);
+}
+
+void write_body(Writer* w, const ActorKillMsg& m) {
+  w->u64(m.actor);
+  w->u8(m.release ? 1 : 0);
+}
 
 // Fills the kHeaderBytes at `h` for a frame of `type` with a `length`-byte body.
 void store_header(char* h, MsgType type, uint32_t length) {
@@ -339,6 +369,24 @@ bool read_body(Reader*, ShutdownMsg*) { return true; }
 bool read_body(Reader*, StatusQueryMsg*) { return true; }
 bool read_body(Reader* r, StatusReplyMsg* m) { return r->str(&m->text); }
 
+bool read_body(Reader* r, ActorCreateMsg* m) {
+  return r->u64(&m->call_id) && r->u64(&m->actor) && r->str(&m->constructor) &&
+         r->str(&m->type_name) && r->str(&m->name) && r->u32(&m->max_concurrency) &&
+         read_resources(r, &m->request) && r->str(&m->args);
+}
+
+bool read_body(Reader* r, ActorCallMsg* m) {
+  return r->u64(&m->call_id) && r->u64(&m->actor) && r->str(&m->method) &&
+         r->str(&m->task_name) && r->str(&m->args);
+}
+
+bool read_body(Reader* r, ActorKillMsg* m) {
+  uint8_t release = 0;
+  if (!r->u64(&m->actor) || !r->u8(&release) || release > 1) return false;
+  m->release = release == 1;
+  return true;
+}
+
 // Decodes a whole body as a T: every field present and no byte left over.
 template <typename T>
 std::optional<Message> read_whole_body(std::string_view body) {
@@ -359,6 +407,9 @@ std::optional<Message> read_message(MsgType type, std::string_view body) {
     case MsgType::kShutdown: return read_whole_body<ShutdownMsg>(body);
     case MsgType::kStatusQuery: return read_whole_body<StatusQueryMsg>(body);
     case MsgType::kStatusReply: return read_whole_body<StatusReplyMsg>(body);
+    case MsgType::kActorCreate: return read_whole_body<ActorCreateMsg>(body);
+    case MsgType::kActorCall: return read_whole_body<ActorCallMsg>(body);
+    case MsgType::kActorKill: return read_whole_body<ActorKillMsg>(body);
   }
   return std::nullopt;  // unreachable: check_header refused unknown types
 }

@@ -49,6 +49,9 @@ enum class MsgType : uint8_t {
   kShutdown = 7,  // the job ended: exit
   kStatusQuery = 8,   // a `prism status` client asks
   kStatusReply = 9,   // text answer to kStatusQuery
+  kActorCreate = 10,  // driver -> node: construct an actor there (answered by a kResult)
+  kActorCall = 11,    // driver -> node: call a method of an actor there (answered by a kResult)
+  kActorKill = 12,    // driver -> node: stop an actor there
 };
 
 // A resource amount in core's units (CPU/GPU in 1/10000, memory in bytes).
@@ -110,6 +113,31 @@ struct ResultMsg {
   std::string payload;
 };
 
+struct ActorCreateMsg {
+  uint64_t call_id = 0;      // answered by a ResultMsg with this id (empty payload when created)
+  uint64_t actor = 0;        // the driver's number for the actor (names it in later messages)
+  std::string constructor;   // registered constructor key (prism/actor.h)
+  std::string type_name;     // for errors
+  std::string name;          // a named actor's name (empty: unnamed)
+  uint32_t max_concurrency = 1;
+  WireResources request;     // what the actor holds for its life
+  std::string args;          // serialized constructor arguments
+};
+
+struct ActorCallMsg {
+  uint64_t call_id = 0;
+  uint64_t actor = 0;
+  std::string method;     // registered "Type::method"
+  std::string task_name;  // for errors and the timeline
+  std::string args;
+};
+
+struct ActorKillMsg {
+  uint64_t actor = 0;
+  bool release = false;  // false: kill it now; true: the driver dropped its last handle (the
+                         // actor finishes the calls it has, then stops)
+};
+
 struct ShutdownMsg {};
 struct StatusQueryMsg {};
 struct StatusReplyMsg {
@@ -117,7 +145,8 @@ struct StatusReplyMsg {
 };
 
 using Message = std::variant<HelloMsg, AuthMsg, WelcomeMsg, RefusedMsg, CallMsg, ResultMsg,
-                             ShutdownMsg, StatusQueryMsg, StatusReplyMsg>;
+                             ShutdownMsg, StatusQueryMsg, StatusReplyMsg, ActorCreateMsg,
+                             ActorCallMsg, ActorKillMsg>;
 
 // Appends one whole frame (header + body) for `msg` to `out`.
 void encode(const Message& msg, std::string* out);

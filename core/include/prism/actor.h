@@ -26,8 +26,10 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <tuple>
 #include <type_traits>
 #include <typeinfo>
@@ -39,6 +41,8 @@
 #include "prism/internal/runtime_hooks.h"
 #include "prism/internal/task_impl.h"
 #include "prism/object_ref.h"
+#include "prism/registry.h"
+#include "prism/serialize.h"
 #include "prism/options.h"
 
 namespace prism {
@@ -298,5 +302,81 @@ void kill(const ActorHandle<T>& handle) {
   if (!handle.valid()) throw Error(ErrorCode::kInvalidArgument, "prism::kill: empty ActorHandle");
   internal::kill_actor(handle.core());
 }
+
+namespace internal {
+
+// ---- actors on other nodes (cluster mode) ----
+// On the node that holds an actor for the driver, the actor is an ordinary local actor reached
+// through an ActorHandle<T> the cluster module keeps; these instantiate, for each constructor
+// and each method registered with PRISM_ACTOR, what turns a message into a local call.
+
+template <typename R>
+void write_entry_value(ObjectEntry* entry, std::string* out) {
+  out->clear();
+  if constexpr (!std::is_void_v<R>) {
+    Writer w(out);
+    w.put(value_of<R>(entry));
+  }
+}
+
+template <typename M>
+EntryPtr invoke_actor_method(const FunctionKey& key, void* handle, std::string_view args,
+                             ActorValueWriter* write) {
+  using Sig = RemoteMethodSignature<M>;
+  using T = typename Sig::Class;
+  M method;
+  std::memcpy(&method, key.bytes, sizeof(M));
+  typename Sig::Params params = from_bytes<typename Sig::Params>(args);
+  const ActorHandle<T>& h = *static_cast<const ActorHandle<T>*>(handle);
+  auto ref = std::apply(
+      [&](auto&... p) { return h.task(method).remote(std::move(p)...); }, params);
+  *write = &write_entry_value<typename Sig::Result>;
+  ObjectEntry* e = ref.entry();
+  e->ref();
+  return EntryPtr(e);
+}
+
+template <typename M>
+ActorMethodInvoker actor_method_invoker(const M&) noexcept {
+  if constexpr (RemoteMethodSignature<M>::kCapable) {
+    return &invoke_actor_method<M>;
+  } else {
+    return nullptr;
+  }
+}
+
+// PRISM_ACTOR(Type, &Type::m, ...): the methods, each with its invoker.
+template <typename Type, typename... M>
+bool register_actor(const char* names, M... methods) noexcept {
+  if constexpr (sizeof...(M) == 0) {
+    return true;
+  } else {
+    const FunctionKey keys[] = {function_key(methods)...};
+    const RemoteInvoker invokers[] = {(static_cast<void>(methods), RemoteInvoker{nullptr})...};
+    const char* const types[] = {typeid(M).name()...};
+    const ActorMethodInvoker method_invokers[] = {actor_method_invoker(methods)...};
+    return register_static(names, keys, invokers, types, sizeof...(M), method_invokers);
+  }
+}
+
+template <typename T, typename Params>
+void* construct_remote_actor(RuntimeRef rt, const ActorOptions& options, std::string_view args,
+                             void (**kill)(void*), void (**drop)(void*)) {
+  Params params = from_bytes<Params>(args);
+  auto creator = std::apply(
+      [rt](auto&... p) {
+        return ActorCreator<T, std::decay_t<decltype(p)>...>(rt, std::move(p)...);
+      },
+      params);
+  creator.num_cpus(options.num_cpus).num_gpus(options.num_gpus).memory(options.memory)
+      .gpu_memory(options.gpu_memory).max_concurrency(options.max_concurrency);
+  for (const auto& [name, amount] : options.resources) creator.resource(name, amount);
+  auto* handle = new ActorHandle<T>(creator.remote());
+  *kill = [](void* h) { prism::kill(*static_cast<ActorHandle<T>*>(h)); };
+  *drop = [](void* h) { delete static_cast<ActorHandle<T>*>(h); };
+  return handle;
+}
+
+}  // namespace internal
 
 }  // namespace prism

@@ -38,7 +38,12 @@ namespace internal {
 // Splits "a, b, &T::c" into names ("a", "b", "T::c") and registers keys[i] under name i, with
 // its invoker (null: it runs only where it is submitted) and its type's mangled name.
 bool register_static(const char* names, const FunctionKey* keys, const RemoteInvoker* invokers,
-                     const char* const* types, size_t count) noexcept;
+                     const char* const* types, size_t count,
+                     const ActorMethodInvoker* method_invokers = nullptr) noexcept;
+
+// PRISM_ACTOR's registration (defined in prism/actor.h, which a program using actors includes).
+template <typename Type, typename... M>
+bool register_actor(const char* names, M... methods) noexcept;
 
 template <typename... F>
 bool register_remote(const char* names, F... fs) noexcept {
@@ -59,7 +64,8 @@ bool register_remote(const char* names, F... fs) noexcept {
   [[maybe_unused]] static const bool PRISM_INTERNAL_CAT(prism_remote_, __LINE__) = \
       ::prism::internal::register_remote(#__VA_ARGS__, __VA_ARGS__)
 
-// Registers an actor type's methods under "Type::method".
+// Registers an actor type's methods under "Type::method" (with what runs them for an actor on
+// another node: prism/actor.h).
 #define PRISM_ACTOR(Type, ...)                                                \
   [[maybe_unused]] static const bool PRISM_INTERNAL_CAT(prism_actor_, __LINE__) = \
-      ::prism::internal::register_remote(#__VA_ARGS__ __VA_OPT__(, ) __VA_ARGS__)
+      ::prism::internal::register_actor<Type>(#__VA_ARGS__ __VA_OPT__(, ) __VA_ARGS__)

@@ -5,6 +5,7 @@
 #include <utility>
 #include <vector>
 
+#include "api/cluster_link.h"
 #include "api/runtime_core.h"
 #include "common/spin.h"
 #include "prism/errors.h"
@@ -90,6 +91,8 @@ void ActorCore::on_create_ready(TaskRecord* create) noexcept {
       return;
     }
   }
+  // In a cluster the link may place it on another node (then it releases `create`).
+  if (ClusterLink* link = rt_->link(); link != nullptr && link->offer_actor(this, create)) return;
   Job job;
   job.kind = Job::Kind::kActorCreate;
   job.task = create;
@@ -122,6 +125,18 @@ void ActorCore::run_creation(Job& job) noexcept {
   creating_ = false;
   const bool start = claim_drain_locked();
   const bool fin = should_finalize_locked();  // never with a drain claimed
+  lock.unlock();
+  if (start) start_drain();
+  if (fin) finalize();
+}
+
+void ActorCore::become_remote(uint64_t key) noexcept {
+  MutexLock lock(mu_);
+  remote_key_ = key;
+  creating_ = false;
+  if (state_ == State::kCreating) state_ = State::kAlive;
+  const bool start = claim_drain_locked();
+  const bool fin = should_finalize_locked();
   lock.unlock();
   if (start) start_drain();
   if (fin) finalize();
@@ -216,9 +231,16 @@ void ActorCore::drain() noexcept {
     call->in_mailbox = false;
     ++running_;
     const bool start = claim_drain_locked();  // with max_concurrency > 1 the next may start now
+    const uint64_t remote = remote_key_;
     lock.unlock();
     if (start) start_drain();
-    rt_->execute(call, &alloc_);
+    if (remote == 0) {
+      rt_->execute(call, &alloc_);
+    } else if (ClusterLink* link = rt_->link()) {
+      link->forward_actor_call(this, remote, call);  // in order; its result comes back later
+    } else {
+      rt_->fail_task(call, rt_->lost_error("the cluster link is gone (the runtime shut down)"));
+    }
     lock.lock();
     --running_;
   }
@@ -240,6 +262,14 @@ bool ActorCore::should_finalize_locked() {
 }
 
 void ActorCore::finalize() noexcept {
+  uint64_t remote;
+  {
+    MutexLock lock(mu_);
+    remote = std::exchange(remote_key_, 0);
+  }
+  if (remote != 0) {
+    if (ClusterLink* link = rt_->link()) link->drop_remote_actor(remote, /*kill=*/false);
+  }
   void* instance = std::exchange(instance_, nullptr);
   if (instance != nullptr && deleter_ != nullptr) deleter_(instance);
   Allocation alloc = std::move(alloc_);
@@ -264,11 +294,16 @@ void ActorCore::handle_released() noexcept {
 void ActorCore::kill(const std::string& why) noexcept {
   std::vector<TaskRecord*> to_fail;
   bool fin;
+  uint64_t remote;
   {
     MutexLock lock(mu_);
     die_locked(std::make_exception_ptr(ActorDiedError("actor " + type_name_ + " " + why)),
                &to_fail);
+    remote = std::exchange(remote_key_, 0);  // (calls already forwarded fail there)
     fin = should_finalize_locked();
+  }
+  if (remote != 0) {
+    if (ClusterLink* link = rt_->link()) link->drop_remote_actor(remote, /*kill=*/true);
   }
   // The name is free as soon as kill() returns, even while a running call finishes.
   rt_->actors().release_name(this);

@@ -50,6 +50,14 @@ class ActorCore : public std::enable_shared_from_this<ActorCore> {
   const std::type_info& type() const noexcept { return *type_; }
   const std::string& name() const noexcept { return options_.name; }
   void* instance() const noexcept { return instance_; }
+  const ActorOptions& options() const noexcept { return options_; }
+  const ResourceRequest& request() const noexcept { return request_; }
+
+  // Cluster mode: the actor was placed on another node under the cluster link's number `key`
+  // (instead of running its constructor here). It holds nothing here; its calls are forwarded
+  // there in submission order as their arguments become ready (ClusterLink::forward_actor_call),
+  // and killing or dropping it here stops it there.
+  void become_remote(uint64_t key) noexcept;
 
   // Submission (by the templates, through the hooks).
   void enqueue_call(TaskRecord* call) noexcept;
@@ -106,6 +114,7 @@ class ActorCore : public std::enable_shared_from_this<ActorCore> {
   int handles_ PRISM_GUARDED_BY(mu_) = 0;
   std::exception_ptr death_ PRISM_GUARDED_BY(mu_);
   // Written once by the constructor (before the actor is alive), freed by finalize().
+  uint64_t remote_key_ PRISM_GUARDED_BY(mu_) = 0;  // non-zero: the actor lives on another node
   void* instance_ = nullptr;
   void (*deleter_)(void*) = nullptr;
   Allocation alloc_;  // held for life; written by run_creation before the constructor runs

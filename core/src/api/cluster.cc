@@ -64,6 +64,33 @@ class ServedCall final : public TaskRecord {
   std::function<void(const std::exception_ptr&)> on_fail_;
 };
 
+// A one-shot dependent of one entry (when_done).
+class Continuation final : public Dependent {
+ public:
+  Continuation(EntryPtr entry, std::function<void(ObjectEntry*)> fn)
+      : entry_(std::move(entry)), fn_(std::move(fn)) {
+    node_.owner = this;
+  }
+  // False if the entry was already done (the caller then runs it itself).
+  bool arm() noexcept { return entry_->add_dependent(&node_); }
+  void run() noexcept {
+    try {
+      fn_(entry_.get());
+    } catch (...) {
+      // fn must not throw; a throwing one loses only its own notification.
+    }
+  }
+  void on_ready(ObjectEntry*) noexcept override {
+    run();
+    delete this;
+  }
+
+ private:
+  EntryPtr entry_;
+  std::function<void(ObjectEntry*)> fn_;
+  DepNode node_;
+};
+
 bool is_one_cpu(const ResourceRequest& r) {
   return r.cpu == kUnitsPerResource && r.gpu == 0 && r.memory == 0 && r.gpu_memory == 0 &&
          r.custom.empty();
@@ -149,6 +176,14 @@ ClusterConfig cluster_config(const InitOptions& options) {
     c.role = ClusterRole::kDriver;
   }
   return c;
+}
+
+void when_done(EntryPtr entry, std::function<void(ObjectEntry*)> fn) {
+  auto* c = new Continuation(std::move(entry), std::move(fn));
+  if (!c->arm()) {
+    c->run();
+    delete c;
+  }
 }
 
 void set_cluster_module(const ClusterModule* module) noexcept {

@@ -32,6 +32,7 @@
 namespace prism::internal {
 
 class RuntimeCore;
+class ActorCore;
 
 // kLauncher: started by a PMIx launcher (mpirun, srun) without an explicit role; the cluster
 // module's prepare() turns it into kDriver (rank 0) or kNode.
@@ -79,7 +80,23 @@ class ClusterLink {
   // Before the scheduler stops: a driver tells every node the job ended; calls in flight on
   // other nodes fail. Idempotent.
   virtual void shutdown() noexcept = 0;
+
+  // --- actors on other nodes ---
+  // An actor whose constructor task is ready (its arguments too). True if the link placed it on
+  // another node: it called actor->become_remote(key) and released `create`; false: it is built
+  // here.
+  virtual bool offer_actor(ActorCore* actor, TaskRecord* create) noexcept = 0;
+  // A call of a remote actor, in submission order: sent to the actor's node; the link completes
+  // or fails it and releases it.
+  virtual void forward_actor_call(ActorCore* actor, uint64_t key, TaskRecord* call) noexcept = 0;
+  // The remote actor `key` is killed (kill) or has no handle left here (it finishes the calls
+  // sent to it, then stops).
+  virtual void drop_remote_actor(uint64_t key, bool kill) noexcept = 0;
 };
+
+// Calls fn(entry) once `entry` is done (at once, on this thread, if it is already), keeping the
+// entry alive until then. fn runs on the completing thread with no lock held: it must not block.
+void when_done(EntryPtr entry, std::function<void(ObjectEntry*)> fn);
 
 // What the cluster module registers (once, from a static initializer).
 struct ClusterModule {

@@ -426,8 +426,14 @@ std::shared_ptr<ActorCore> new_actor(RuntimeCore* rt, const ActorOptions& option
   ResourceRequest request =
       make_request(options.num_cpus, options.num_gpus, options.memory, options.gpu_memory,
                    options.resources);
-  const std::string reason = rt->scheduler().infeasible_reason(request);
+  std::string reason = rt->scheduler().infeasible_reason(request);
   const std::string name = demangle(type_name);
+  // In a cluster another node may hold it (if its constructor's arguments can travel: else its
+  // creation fails when it is placed).
+  if (ClusterLink* l = rt->link(); !reason.empty() && l != nullptr) {
+    const std::string elsewhere = l->infeasible_elsewhere(request);
+    reason = elsewhere.empty() ? std::string() : "on this node " + reason + "; " + elsewhere;
+  }
   if (!reason.empty()) {
     throw InfeasibleError("infeasible actor " + name + ": " + reason + "; no node can ever run it");
   }

@@ -16,12 +16,14 @@ struct Registered {
   FunctionKey key;
   RemoteInvoker invoker = nullptr;
   std::string type;
+  ActorMethodInvoker method_invoker = nullptr;
 };
 
 struct Registry {
   Mutex mu;
   std::map<std::string, Registered> by_name PRISM_GUARDED_BY(mu);
   std::vector<std::string> conflicts PRISM_GUARDED_BY(mu);
+  std::map<std::string, ActorCtorInvoker> actor_ctors PRISM_GUARDED_BY(mu);
 };
 
 Registry& registry() {
@@ -43,13 +45,14 @@ std::string trim(const std::string& s) {
 }  // namespace
 
 void register_function(const std::string& name, const FunctionKey& key, bool throw_on_conflict,
-                       RemoteInvoker invoker, const char* type) {
+                       RemoteInvoker invoker, const char* type,
+                       ActorMethodInvoker method_invoker) {
   if (name.empty()) throw Error(ErrorCode::kInvalidArgument, "empty function name");
   Registry& r = registry();
   MutexLock lock(r.mu);
   auto it = r.by_name.find(name);
   if (it == r.by_name.end()) {
-    r.by_name.emplace(name, Registered{key, invoker, type != nullptr ? type : ""});
+    r.by_name.emplace(name, Registered{key, invoker, type != nullptr ? type : "", method_invoker});
     return;
   }
   if (same_key(it->second.key, key)) return;  // registering the same callable again is fine
@@ -68,14 +71,34 @@ std::string registered_name(const FunctionKey& key) {
   return {};
 }
 
-bool find_registered(const std::string& name, FunctionKey* key, RemoteInvoker* invoker) {
+bool find_registered(const std::string& name, FunctionKey* key, RemoteInvoker* invoker,
+                     ActorMethodInvoker* method_invoker) {
   Registry& r = registry();
   MutexLock lock(r.mu);
   auto it = r.by_name.find(name);
   if (it == r.by_name.end()) return false;
   *key = it->second.key;
   *invoker = it->second.invoker;
+  if (method_invoker != nullptr) *method_invoker = it->second.method_invoker;
   return true;
+}
+
+bool register_actor_ctor(const char* key, ActorCtorInvoker invoker) noexcept {
+  try {
+    Registry& r = registry();
+    MutexLock lock(r.mu);
+    r.actor_ctors.emplace(key, invoker);
+    return true;
+  } catch (...) {
+    return false;
+  }
+}
+
+ActorCtorInvoker find_actor_ctor(const std::string& key) {
+  Registry& r = registry();
+  MutexLock lock(r.mu);
+  auto it = r.actor_ctors.find(key);
+  return it == r.actor_ctors.end() ? nullptr : it->second;
 }
 
 std::vector<std::string> registered_signatures() {
@@ -88,7 +111,8 @@ std::vector<std::string> registered_signatures() {
 }
 
 bool register_static(const char* names, const FunctionKey* keys, const RemoteInvoker* invokers,
-                     const char* const* types, size_t count) noexcept {
+                     const char* const* types, size_t count,
+                     const ActorMethodInvoker* method_invokers) noexcept {
   try {
     std::vector<std::string> parts;
     std::string cur;
@@ -105,7 +129,8 @@ bool register_static(const char* names, const FunctionKey* keys, const RemoteInv
     }
     parts.push_back(trim(cur));
     for (size_t i = 0; i < count && i < parts.size(); ++i) {
-      register_function(parts[i], keys[i], /*throw_on_conflict=*/false, invokers[i], types[i]);
+      register_function(parts[i], keys[i], /*throw_on_conflict=*/false, invokers[i], types[i],
+                        method_invokers != nullptr ? method_invokers[i] : nullptr);
     }
     return true;
   } catch (...) {

@@ -29,6 +29,8 @@ inline constexpr bool kWireValue =
 
 template <typename F>
 struct RemoteSignature {
+  using Result = void;
+  using Params = std::tuple<>;
   static constexpr bool kCapable = false;
 };
 template <typename R, typename... P>
@@ -40,6 +42,30 @@ struct RemoteSignature<R (*)(P...)> {
 };
 template <typename R, typename... P>
 struct RemoteSignature<R (*)(P...) noexcept> : RemoteSignature<R (*)(P...)> {};
+
+// Methods of actors (the instance is the actor's; the same rules for parameters and result).
+template <typename M>
+struct RemoteMethodSignature {
+  using Class = void;
+  using Result = void;
+  using Params = std::tuple<>;
+  static constexpr bool kCapable = false;
+};
+template <typename R, typename C, typename... P>
+struct RemoteMethodSignature<R (C::*)(P...)> {
+  using Class = C;
+  using Result = std::decay_t<R>;
+  using Params = std::tuple<std::decay_t<P>...>;
+  static constexpr bool kCapable =
+      (std::is_void_v<Result> || kWireValue<Result>) && (kWireValue<std::decay_t<P>> && ...);
+};
+template <typename R, typename C, typename... P>
+struct RemoteMethodSignature<R (C::*)(P...) const> : RemoteMethodSignature<R (C::*)(P...)> {};
+template <typename R, typename C, typename... P>
+struct RemoteMethodSignature<R (C::*)(P...) noexcept> : RemoteMethodSignature<R (C::*)(P...)> {};
+template <typename R, typename C, typename... P>
+struct RemoteMethodSignature<R (C::*)(P...) const noexcept>
+    : RemoteMethodSignature<R (C::*)(P...)> {};
 
 // Callee side (a RemoteInvoker, runtime_hooks.h): reads the arguments of the function whose key
 // is `key`, calls it and writes its result. Throws what the function throws, or

@@ -190,12 +190,28 @@ FunctionKey function_key(const F& f) noexcept {
 }
 // Calls a registered function from serialized arguments (prism/internal/remote_call.h).
 using RemoteInvoker = void (*)(const FunctionKey& key, std::string_view args, std::string* result);
+// Cluster mode, on the node that holds an actor (prism/actor.h): submits a call of the method
+// whose key is `key` on the actor whose ActorHandle<T> is at `handle`, from serialized
+// arguments; returns the call's result entry and sets *write to what serializes its value.
+// Throws prism::Error(kInvalidArgument) for malformed arguments.
+using ActorValueWriter = void (*)(ObjectEntry* entry, std::string* out);
+using ActorMethodInvoker = EntryPtr (*)(const FunctionKey& key, void* handle,
+                                        std::string_view args, ActorValueWriter* write);
+// ... and creates an actor on runtime `rt` from serialized constructor arguments with
+// `options`: returns a new ActorHandle<T> (deleted by *drop) and sets *kill to what kills it.
+using ActorCtorInvoker = void* (*)(RuntimeRef rt, const ActorOptions& options,
+                                   std::string_view args, void (**kill)(void* handle),
+                                   void (**drop)(void* handle));
+// Registers the constructor invoker for one (actor type, argument types) under `key` (from
+// static initialization: never throws).
+bool register_actor_ctor(const char* key, ActorCtorInvoker invoker) noexcept;
 // Registers `key` under `name`. Throws prism::Error(kInvalidArgument) if another callable has
 // that name. During static initialization (PRISM_REMOTE) conflicts are recorded instead and
 // reported by init(). `invoker` is null for callables that cannot run on another node; `type`
 // (the callable's mangled type) makes the cluster's binary fingerprint.
 void register_function(const std::string& name, const FunctionKey& key, bool throw_on_conflict,
-                       RemoteInvoker invoker = nullptr, const char* type = "");
+                       RemoteInvoker invoker = nullptr, const char* type = "",
+                       ActorMethodInvoker method_invoker = nullptr);
 // The registered name of `key`, or empty.
 std::string registered_name(const FunctionKey& key);
 

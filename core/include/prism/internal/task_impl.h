@@ -262,18 +262,41 @@ struct MultiResult {
 
 // ---- running on another node (cluster mode) ----
 
+struct CreationResult;
 template <typename F>
 struct FunctionTarget;
+template <typename T, typename M>
+struct MethodTarget;
+template <typename T>
+struct ConstructTarget;
+
+// Creates an actor of type T on this node from serialized constructor arguments `Params`
+// (defined in prism/actor.h; an ActorCtorInvoker).
+template <typename T, typename Params>
+void* construct_remote_actor(RuntimeRef rt, const ActorOptions& options, std::string_view args,
+                             void (**kill)(void*), void (**drop)(void*));
+// The registration of that constructor under a key every node of one binary agrees on (the
+// static member is initialized at start in every process: the same executable).
+template <typename T, typename Params>
+struct RemoteCtor {
+  static const char* key() noexcept { return typeid(RemoteCtor).name(); }
+  static inline const bool registered =
+      register_actor_ctor(key(), &construct_remote_actor<T, Params>);
+};
 
 // Whether a task of `Target` whose resolved arguments have types `Resolved...` and whose result
-// slots hold `Value` can run on another node (remote_call.h).
+// slots hold `Value` can run on another node (remote_call.h), and the registered name it is
+// found by there.
 template <typename Target, typename Value, typename... Resolved>
 struct RemoteTask {
   static constexpr bool value = false;
+  using Params = std::tuple<>;
+  static std::string name(const Target&) { return {}; }
 };
 template <typename F, typename Value, typename... Resolved>
 struct RemoteTask<FunctionTarget<F>, Value, Resolved...> {
   using Sig = RemoteSignature<F>;
+  using Params = typename Sig::Params;
   static constexpr bool value = [] {
     if constexpr (!Sig::kCapable) {
       return false;
@@ -282,6 +305,37 @@ struct RemoteTask<FunctionTarget<F>, Value, Resolved...> {
              std::is_constructible_v<typename Sig::Params, Resolved...>;
     }
   }();
+  static std::string name(const FunctionTarget<F>& t) { return registered_name(function_key(t.f)); }
+};
+template <typename T, typename M, typename Value, typename... Resolved>
+struct RemoteTask<MethodTarget<T, M>, Value, Resolved...> {
+  using Sig = RemoteMethodSignature<M>;
+  using Params = typename Sig::Params;
+  static constexpr bool value = [] {
+    if constexpr (!Sig::kCapable) {
+      return false;
+    } else {
+      return std::is_same_v<typename Sig::Result, Value> &&
+             std::is_constructible_v<typename Sig::Params, Resolved...>;
+    }
+  }();
+  static std::string name(const MethodTarget<T, M>& t) {
+    return registered_name(function_key(t.method));
+  }
+};
+template <typename T, typename... Resolved>
+struct RemoteTask<ConstructTarget<T>, void, Resolved...> {
+  using Params = std::tuple<std::decay_t<Resolved>...>;
+  static constexpr bool value =
+      (kWireValue<std::decay_t<Resolved>> && ...) && std::is_constructible_v<T, Resolved...>;
+  static std::string name(const ConstructTarget<T>&) {
+    if constexpr (value) {
+      (void)RemoteCtor<T, Params>::registered;  // (odr-use: registered in every process)
+      return RemoteCtor<T, Params>::key();
+    } else {
+      return {};
+    }
+  }
 };
 
 // ---- the record ----
@@ -341,9 +395,9 @@ class TaskImpl final : public TaskRecord {
 
   bool encode_remote(std::string* function, std::string* args) const override {
     if constexpr (kRemote) {
-      *function = registered_name(function_key(target_.f));
+      *function = Remote::name(target_);
       if (function->empty()) return false;  // not registered: runs here
-      using Params = typename Remote::Sig::Params;
+      using Params = typename Remote::Params;
       std::apply(
           [&](const auto&... a) {
             const Params params{Arg<Tier, A>::resolve(a)...};
@@ -357,7 +411,7 @@ class TaskImpl final : public TaskRecord {
     }
   }
   void complete_remote(std::string_view payload) override {
-    if constexpr (kRemote) {
+    if constexpr (kRemote && !std::is_same_v<Slots, CreationResult>) {
       using Value = typename Slots::Value;
       if constexpr (std::is_void_v<Value>) {
         if (!payload.empty()) throw_malformed("a void result carried bytes");
