@@ -273,6 +273,16 @@ TEST_F(ClusterTest, ActorsWithoutRequestsStayOnTheDriver) {
   EXPECT_EQ(prism::get(prism::task(deposit_twice).remote(a, 4), 60s), 8);
 }
 
+TEST_F(ClusterTest, ADriverWithoutCpusSendsEveryTaskToTheNodes) {
+  start(0, {{}, {}});
+  std::vector<prism::ObjectRef<std::string>> refs;
+  for (int i = 0; i < 8; ++i) refs.push_back(prism::task(where_after).remote(1));
+  for (auto& r : refs) EXPECT_NE(prism::get(r, 60s), "node0");
+  // What cannot travel cannot run anywhere: a clear error, not a hang.
+  auto l = prism::task([] { return 1; }).remote();
+  EXPECT_THROW(prism::get(l, 30s), prism::InfeasibleError);
+}
+
 TEST_F(ClusterTest, ManyThreadsSubmitting) {
   start(1, {{}, {}});
   std::vector<std::thread> threads;

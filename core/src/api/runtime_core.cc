@@ -286,10 +286,17 @@ void RuntimeCore::dispatch(TaskRecord* task) noexcept {
     fail_task(task, lost_error("the runtime shut down before the task ran"));
   } else if (ClusterLink* l = link(); l != nullptr && l->offer(task)) {
     // Runs on another node; the link completes or fails it.
-  } else if (l != nullptr && !task->has_default_request() && !runs_here(task)) {
+  } else if (l != nullptr && !runs_here(task)) {
+    static const ResourceRequest kOneCpu = [] {
+      ResourceRequest r;
+      r.cpu = kUnitsPerResource;
+      return r;
+    }();
+    const ResourceRequest& request =
+        task->has_default_request() ? kOneCpu : task->extras()->request;
     fail_task(task, std::make_exception_ptr(InfeasibleError(
                         "infeasible task '" + task->function_name() + "' on node " + node_id_ +
-                        ": " + scheduler_->infeasible_reason(task->extras()->request) +
+                        ": " + scheduler_->infeasible_reason(request) +
                         "; another node could run it, but only a function registered with "
                         "PRISM_REMOTE whose parameters and result are serializable "
                         "(prism/serialize.h) runs on other nodes")));
@@ -306,6 +313,7 @@ void RuntimeCore::dispatch(TaskRecord* task) noexcept {
 }
 
 bool RuntimeCore::runs_here(TaskRecord* task) const {
+  if (task->has_default_request()) return scheduler_->cpu_slots() > 0;
   const TaskExtras* x = task->extras();
   if (x->shape != nullptr) return x->shape->infeasible.empty();
   return scheduler_->infeasible_reason(x->request).empty();
