@@ -25,6 +25,8 @@
 #include <string>
 #include <vector>
 
+#include <unistd.h>
+
 #include "../common/timer.h"
 #include "../image/jpeg_io.h"
 #include "../image/synthetic.h"
@@ -69,10 +71,12 @@ inline std::string path(const std::string& dir, int index) { return img::image_p
 // ---- The remote functions ----
 
 // Writes synthetic image `index` (size x size, seeded) as a JPEG; returns the file size.
-// Writes to a temporary name first, so that an interrupted run never leaves a truncated file.
+// Writes to a temporary name first, so that an interrupted run never leaves a truncated file; the
+// name is the process's own, so that processes writing the same picture at once (the ranks of a
+// cluster job run the code before prism::init each) never rename each other's file.
 inline int64_t generate_image(const std::string& dir, int index, int size, uint64_t seed) {
   const std::string final_path = path(dir, index);
-  const std::string tmp_path = final_path + ".tmp";
+  const std::string tmp_path = final_path + "." + std::to_string(::getpid()) + ".tmp";
   img::write_jpeg(tmp_path, img::synthetic_image(size, seed + index), kQuality);
   std::filesystem::rename(tmp_path, final_path);
   return static_cast<int64_t>(std::filesystem::file_size(final_path));

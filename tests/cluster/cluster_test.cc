@@ -85,16 +85,22 @@ class Account {
 PRISM_ACTOR(Account, &Account::deposit, &Account::history, &Account::where, &Account::fail,
             &Account::slow_balance);
 
-// Uses an actor handle it is given (on the node that holds both).
+// Uses an actor handle it is given, wherever it runs.
 int deposit_twice(prism::ActorHandle<Account> a, int amount) {
   prism::get(a.task(&Account::deposit).remote(amount), 30s);
   return prism::get(a.task(&Account::deposit).remote(amount), 30s);
 }
+// Says where it ran, after depositing through the handle.
+std::string deposit_from(const prism::ActorHandle<Account>& a, int amount) {
+  prism::get(a.task(&Account::deposit).remote(amount), 30s);
+  return prism::node_id();
+}
+void close_account(const prism::ActorHandle<Account>& a) { prism::kill(a); }
 
 std::string node_of_gadget_task() {
   return prism::node_id() + (prism::cluster_resources().count("gadget") ? " with gadget" : "");
 }
-PRISM_REMOTE(node_of_gadget_task, deposit_twice);
+PRISM_REMOTE(node_of_gadget_task, deposit_twice, deposit_from, close_account);
 
 TEST_F(ClusterTest, TasksSpreadOverNodesWhenTheDriverIsBusy) {
   start(1, {{}, {}});
@@ -265,12 +271,26 @@ TEST_F(ClusterTest, RemoteActorErrorsAndLostNodes) {
   EXPECT_THROW(prism::get(named.task(&Account::deposit).remote(1), 20s), prism::ActorDiedError);
 }
 
-TEST_F(ClusterTest, ActorsWithoutRequestsStayOnTheDriver) {
-  start(1, {{}});
-  auto a = prism::actor<Account>(0).remote();
-  EXPECT_EQ(prism::get(a.task(&Account::where).remote(), 60s), "node0");
-  // A task holding a handle runs on the driver (a handle does not travel yet).
-  EXPECT_EQ(prism::get(prism::task(deposit_twice).remote(a, 4), 60s), 8);
+TEST_F(ClusterTest, ActorHandlesTravelToTasksOnOtherNodes) {
+  start(1, {{{"PRISM_RESOURCES", "remote:8,vault:1"}, {"PRISM_NUM_CPUS", "2"}},
+            {{"PRISM_RESOURCES", "remote:8"}, {"PRISM_NUM_CPUS", "2"}}});
+  // An actor on the driver (no request), called from tasks on the nodes.
+  auto here = prism::actor<Account>(0).remote();
+  EXPECT_EQ(prism::get(here.task(&Account::where).remote(), 60s), "node0");
+  EXPECT_EQ(prism::get(prism::task(deposit_twice).resource("remote", 1).remote(here, 4), 60s), 8);
+  // An actor on a node (the vault), called from tasks on both nodes: relayed by the driver.
+  auto there = prism::actor<Account>(100).resource("vault", 1).remote();
+  std::vector<prism::ObjectRef<std::string>> ran;
+  for (int i = 0; i < 8; ++i) {
+    ran.push_back(prism::task(deposit_from).resource("remote", 1).remote(there, 1));
+  }
+  std::set<std::string> nodes;
+  for (auto& r : ran) nodes.insert(prism::get(r, 60s));
+  for (const auto& n : nodes) EXPECT_NE(n, "node0");
+  EXPECT_EQ(prism::get(there.task(&Account::deposit).remote(0), 60s), 108);
+  // kill from a task on a node reaches the actor.
+  prism::get(prism::task(close_account).resource("remote", 1).remote(there), 60s);
+  EXPECT_THROW(prism::get(there.task(&Account::deposit).remote(1), 60s), prism::ActorDiedError);
 }
 
 TEST_F(ClusterTest, ADriverWithoutCpusSendsEveryTaskToTheNodes) {

@@ -184,6 +184,13 @@ struct RemoteActor {
   ResourceRequest request;  // held there for its life (counted in the node's `used`)
 };
 
+// Driver: a node's actor call relayed to the node that holds the actor.
+struct Relay {
+  PeerId origin = 0;
+  uint64_t origin_call = 0;
+  PeerId holder = 0;
+};
+
 // Node: an actor held for the driver (an ActorHandle<T> made by the constructor's invoker).
 struct HeldActor {
   void* handle = nullptr;
@@ -245,7 +252,7 @@ class Link final : public internal::ClusterLink {
       Peer& p = peers_[peer];
       add(&p.used, request, +1);
       call.call_id = next_call_++;
-      pending_.emplace(call.call_id, Pending{task, peer, request, p.name});
+      pending_.emplace(call.call_id, Pending{task, peer, request, p.name, {}});
     }
     const uint64_t call_id = call.call_id;
     bool sent = false;
@@ -454,7 +461,65 @@ class Link final : public internal::ClusterLink {
       if (p != peers_.end()) add(&p->second.used, it->second.request, -1);
       remote_actors_.erase(it);
     }
+    // A node's proxy dropping its last handle tells nobody (the driver keeps what it exported
+    // until the job ends); killing through it does reach the actor.
+    if (config_.role == ClusterRole::kNode && !kill) return;
     send(peer, ActorKillMsg{key, !kill});
+  }
+
+  // ---- actor handles that travel ----
+
+  uint64_t export_actor(ActorCore* actor, void* typed_handle, void (*kill)(void*),
+                        void (*drop)(void*)) override {
+    uint64_t key = 0;
+    bool keep = false;
+    {
+      MutexLock lock(mu_);
+      if (config_.role != ClusterRole::kDriver) {
+        // (A node sends no task elsewhere yet, so no handle leaves a node.)
+      } else if (auto it = exported_.find(actor); it != exported_.end()) {
+        key = it->second;
+      } else {
+        for (const auto& [k, a] : remote_actors_) {
+          if (a.actor.lock().get() == actor) key = k;  // it lives on a node: calls are relayed
+        }
+        if (key == 0) {  // it lives here: calls from nodes run on this handle
+          key = next_actor_++;
+          held_actors_[key] = HeldActor{typed_handle, kill, drop};
+          keep = true;
+        }
+        exported_[actor] = key;
+      }
+    }
+    if (!keep) drop(typed_handle);
+    if (key == 0) {
+      throw Error(ErrorCode::kInvalidArgument,
+                  "an actor handle cannot leave a node yet (only the driver's handles travel)");
+    }
+    return key;
+  }
+
+  std::shared_ptr<ActorCore> import_actor(uint64_t key, const std::type_info& type,
+                                          const char* type_name) override {
+    {
+      MutexLock lock(mu_);
+      if (config_.role != ClusterRole::kNode) {
+        throw Error(ErrorCode::kInvalidArgument, "actor handles arrive only on nodes");
+      }
+      auto it = remote_actors_.find(key);
+      if (it != remote_actors_.end()) {
+        if (auto proxy = it->second.actor.lock()) return proxy;
+      }
+    }
+    // A proxy here: its calls go to the driver, which runs or relays them.
+    std::shared_ptr<ActorCore> proxy = internal::new_actor(rt_, internal::ActorOptions{}, type,
+                                                           type_name);
+    {
+      MutexLock lock(mu_);
+      remote_actors_[key] = RemoteActor{proxy, driver_, ResourceRequest{}};
+    }
+    proxy->become_remote(key, /*imported=*/true);
+    return proxy;
   }
 
   LinkCounters counters() const {
@@ -556,6 +621,7 @@ class Link final : public internal::ClusterLink {
   void on_peer_error(PeerId peer, const std::string& why) {
     std::vector<Pending> lost;
     std::vector<std::weak_ptr<ActorCore>> lost_actors;
+    std::vector<Relay> lost_relays;
     std::string name;
     bool was_node = false;
     bool expected = false;  // the job is over: peers going away is no news
@@ -575,6 +641,14 @@ class Link final : public internal::ClusterLink {
           c = pending_.erase(c);
         } else {
           ++c;
+        }
+      }
+      for (auto r = relays_.begin(); r != relays_.end();) {
+        if (r->second.holder == peer || r->second.origin == peer) {
+          if (r->second.holder == peer) lost_relays.push_back(r->second);
+          r = relays_.erase(r);
+        } else {
+          ++r;
         }
       }
       for (auto a = remote_actors_.begin(); a != remote_actors_.end();) {
@@ -609,6 +683,14 @@ class Link final : public internal::ClusterLink {
     }
     for (auto& weak : lost_actors) {
       if (auto actor = weak.lock()) actor->kill("was lost with " + name + ": " + why);
+    }
+    for (const Relay& r : lost_relays) {  // calls relayed there: their callers learn it
+      ResultMsg res;
+      res.call_id = r.origin_call;
+      res.status = CallStatus::kSystemError;
+      res.error_code = static_cast<int32_t>(ErrorCode::kUnavailable);
+      res.message = "the actor's node, " + name + ", was lost: " + why;
+      send(r.origin, Message(std::move(res)));
     }
   }
 
@@ -713,7 +795,10 @@ class Link final : public internal::ClusterLink {
         return on_call(peer, std::move(*call));
       }
     } else if (auto* result = std::get_if<ResultMsg>(&msg)) {
-      if (config_.role == ClusterRole::kDriver && is_node(peer)) {
+      // Results of the driver's calls come from nodes; a node's calls of actors it was handed
+      // are answered by the driver.
+      if ((config_.role == ClusterRole::kDriver && is_node(peer)) ||
+          (config_.role == ClusterRole::kNode && peer == driver_id())) {
         return on_result(peer, std::move(*result));
       }
     }
@@ -725,8 +810,12 @@ class Link final : public internal::ClusterLink {
       if (config_.role == ClusterRole::kNode && peer == driver_id()) {
         return on_actor_call(peer, std::move(*call));
       }
+      if (config_.role == ClusterRole::kDriver && is_node(peer)) {
+        return on_node_actor_call(peer, std::move(*call));
+      }
     } else if (auto* kill = std::get_if<ActorKillMsg>(&msg)) {
       if (config_.role == ClusterRole::kNode && peer == driver_id()) return on_actor_kill(*kill);
+      if (config_.role == ClusterRole::kDriver && is_node(peer)) return on_node_actor_kill(*kill);
     }
     if (std::holds_alternative<ShutdownMsg>(msg)) return on_shutdown(peer);
     if (std::holds_alternative<StatusQueryMsg>(msg)) return on_status_query(peer);
@@ -1034,6 +1123,50 @@ class Link final : public internal::ClusterLink {
     }
   }
 
+  // Driver: a node calls an actor whose handle it was given: run it here, or relay it to the
+  // node that holds the actor (the answer goes back under the caller's call id).
+  void on_node_actor_call(PeerId origin, ActorCallMsg msg) {
+    PeerId holder = 0;
+    {
+      MutexLock lock(mu_);
+      if (held_actors_.count(msg.actor) == 0) {
+        auto it = remote_actors_.find(msg.actor);
+        if (it != remote_actors_.end()) {
+          holder = it->second.peer;
+          const uint64_t relayed = next_call_++;
+          relays_[relayed] = Relay{origin, msg.call_id, holder};
+          msg.call_id = relayed;
+        }
+      }
+    }
+    if (holder == 0) return on_actor_call(origin, std::move(msg));  // held here (or gone)
+    send(holder, Message(std::move(msg)));
+  }
+
+  void on_node_actor_kill(const ActorKillMsg& msg) {
+    if (msg.release) return;  // (proxies on nodes do not release what the driver exported)
+    std::shared_ptr<ActorCore> remote;
+    {
+      MutexLock lock(mu_);
+      if (held_actors_.count(msg.actor) == 0) {
+        auto it = remote_actors_.find(msg.actor);
+        if (it != remote_actors_.end()) remote = it->second.actor.lock();
+      }
+    }
+    if (remote) {
+      remote->kill("was killed by a task on another node");
+      return;
+    }
+    HeldActor held;
+    {
+      MutexLock lock(mu_);
+      auto it = held_actors_.find(msg.actor);
+      if (it == held_actors_.end()) return;
+      held = it->second;  // stays exported (its calls then fail with ActorDiedError)
+    }
+    held.kill(held.handle);
+  }
+
   void on_actor_kill(const ActorKillMsg& msg) {
     HeldActor held;
     {
@@ -1072,6 +1205,18 @@ class Link final : public internal::ClusterLink {
 
   // Driver: a call's outcome.
   void on_result(PeerId peer, ResultMsg result) {
+    {
+      MutexLock lock(mu_);
+      auto relay = relays_.find(result.call_id);
+      if (relay != relays_.end() && relay->second.holder == peer) {
+        const PeerId origin = relay->second.origin;
+        result.call_id = relay->second.origin_call;
+        relays_.erase(relay);
+        lock.unlock();
+        send(origin, Message(std::move(result)));
+        return;
+      }
+    }
     Pending p{};
     if (!take_pending(result.call_id, &p) || p.peer != peer) {
       unknown_results_.fetch_add(1, std::memory_order_relaxed);
@@ -1156,7 +1301,9 @@ class Link final : public internal::ClusterLink {
   uint64_t next_call_ PRISM_GUARDED_BY(mu_) = 1;
   uint64_t next_actor_ PRISM_GUARDED_BY(mu_) = 1;
   std::map<uint64_t, RemoteActor> remote_actors_ PRISM_GUARDED_BY(mu_);  // driver
-  std::map<uint64_t, HeldActor> held_actors_ PRISM_GUARDED_BY(mu_);      // node
+  std::map<uint64_t, HeldActor> held_actors_ PRISM_GUARDED_BY(mu_);  // held here for others
+  std::map<const ActorCore*, uint64_t> exported_ PRISM_GUARDED_BY(mu_);  // driver: handles sent
+  std::map<uint64_t, Relay> relays_ PRISM_GUARDED_BY(mu_);  // driver: node calls relayed
   int next_index_ PRISM_GUARDED_BY(mu_) = 1;
   bool shut_down_ PRISM_GUARDED_BY(mu_) = false;
   // Node side.

@@ -359,6 +359,29 @@ bool register_actor(const char* names, M... methods) noexcept {
   }
 }
 
+}  // namespace internal
+
+// An actor handle passed to a task that runs on another node (cluster mode): the receiving task
+// gets a handle whose calls reach the actor wherever it lives. Embedded programs never use it.
+template <typename T>
+struct Serializer<ActorHandle<T>> {
+  static void write(Writer& w, const ActorHandle<T>& h) {
+    if (!h.valid()) throw Error(ErrorCode::kInvalidArgument, "an empty ActorHandle cannot travel");
+    const uint64_t key = internal::export_actor(
+        h.core(), new ActorHandle<T>(h),
+        [](void* p) { prism::kill(*static_cast<ActorHandle<T>*>(p)); },
+        [](void* p) { delete static_cast<ActorHandle<T>*>(p); });
+    w.put(key);
+  }
+  static void read(Reader& r, ActorHandle<T>* h) {
+    uint64_t key = 0;
+    r.get(&key);
+    *h = ActorHandle<T>(internal::import_actor(key, typeid(T), typeid(T).name()));
+  }
+};
+
+namespace internal {
+
 template <typename T, typename Params>
 void* construct_remote_actor(RuntimeRef rt, const ActorOptions& options, std::string_view args,
                              void (**kill)(void*), void (**drop)(void*)) {

@@ -130,13 +130,13 @@ void ActorCore::run_creation(Job& job) noexcept {
   if (fin) finalize();
 }
 
-void ActorCore::become_remote(uint64_t key) noexcept {
+void ActorCore::become_remote(uint64_t key, bool imported) noexcept {
   MutexLock lock(mu_);
   remote_key_ = key;
   creating_ = false;
   if (state_ == State::kCreating) state_ = State::kAlive;
   const bool start = claim_drain_locked();
-  const bool fin = should_finalize_locked();
+  const bool fin = !imported && should_finalize_locked();
   lock.unlock();
   if (start) start_drain();
   if (fin) finalize();

@@ -57,7 +57,9 @@ class ActorCore : public std::enable_shared_from_this<ActorCore> {
   // (instead of running its constructor here). It holds nothing here; its calls are forwarded
   // there in submission order as their arguments become ready (ClusterLink::forward_actor_call),
   // and killing or dropping it here stops it there.
-  void become_remote(uint64_t key) noexcept;
+  // `imported`: a proxy made for a handle that arrived from another node, before the handle
+  // exists (it is not finalized for having no handle yet).
+  void become_remote(uint64_t key, bool imported = false) noexcept;
 
   // Submission (by the templates, through the hooks).
   void enqueue_call(TaskRecord* call) noexcept;

@@ -8,6 +8,7 @@
 #include <utility>
 
 #include "api/cluster_link.h"
+#include "actor/actor_core.h"
 #include "api/runtime_core.h"
 #include "prism/errors.h"
 
@@ -184,6 +185,27 @@ void when_done(EntryPtr entry, std::function<void(ObjectEntry*)> fn) {
     c->run();
     delete c;
   }
+}
+
+uint64_t export_actor(ActorCore* actor, void* typed_handle, void (*kill)(void*),
+                      void (*drop)(void*)) {
+  RuntimePin pin = pin_current_runtime();
+  ClusterLink* link = pin.get()->link();
+  if (link == nullptr) {
+    drop(typed_handle);
+    throw Error(ErrorCode::kInvalidArgument, "an actor handle travels only in cluster mode");
+  }
+  return link->export_actor(actor, typed_handle, kill, drop);
+}
+
+std::shared_ptr<ActorCore> import_actor(uint64_t key, const std::type_info& type,
+                                        const char* type_name) {
+  RuntimePin pin = pin_current_runtime();
+  ClusterLink* link = pin.get()->link();
+  if (link == nullptr) {
+    throw Error(ErrorCode::kInvalidArgument, "an actor handle travels only in cluster mode");
+  }
+  return link->import_actor(key, type, type_name);
 }
 
 void set_cluster_module(const ClusterModule* module) noexcept {

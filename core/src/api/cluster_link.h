@@ -92,6 +92,13 @@ class ClusterLink {
   // The remote actor `key` is killed (kill) or has no handle left here (it finishes the calls
   // sent to it, then stops).
   virtual void drop_remote_actor(uint64_t key, bool kill) noexcept = 0;
+  // An actor handle leaves this node inside a task's arguments (export_actor, runtime_hooks.h):
+  // the number other nodes call it by. Throws prism::Error(kInvalidArgument) if it cannot.
+  virtual uint64_t export_actor(ActorCore* actor, void* typed_handle, void (*kill)(void*),
+                                void (*drop)(void*)) = 0;
+  // ... and arrives here: a proxy actor whose calls go through the driver.
+  virtual std::shared_ptr<ActorCore> import_actor(uint64_t key, const std::type_info& type,
+                                                  const char* type_name) = 0;
 };
 
 // Calls fn(entry) once `entry` is done (at once, on this thread, if it is already), keeping the

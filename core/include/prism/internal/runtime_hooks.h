@@ -202,6 +202,15 @@ using ActorMethodInvoker = EntryPtr (*)(const FunctionKey& key, void* handle,
 using ActorCtorInvoker = void* (*)(RuntimeRef rt, const ActorOptions& options,
                                    std::string_view args, void (**kill)(void* handle),
                                    void (**drop)(void* handle));
+// Cluster mode: an actor handle passed to a task on another node. export_actor (on the sender)
+// returns the number the cluster knows the actor by (keeping `typed_handle`, a new
+// ActorHandle<T> deleted by `drop`, for calls that arrive from other nodes); import_actor (on
+// the receiver) returns a proxy whose calls go to the actor wherever it is. Both throw
+// prism::Error(kInvalidArgument) outside cluster mode or where the handle cannot travel.
+uint64_t export_actor(ActorCore* actor, void* typed_handle, void (*kill)(void*),
+                      void (*drop)(void*));
+std::shared_ptr<ActorCore> import_actor(uint64_t key, const std::type_info& type,
+                                        const char* type_name);
 // Registers the constructor invoker for one (actor type, argument types) under `key` (from
 // static initialization: never throws).
 bool register_actor_ctor(const char* key, ActorCtorInvoker invoker) noexcept;
