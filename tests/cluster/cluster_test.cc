@@ -96,11 +96,25 @@ std::string deposit_from(const prism::ActorHandle<Account>& a, int amount) {
   return prism::node_id();
 }
 void close_account(const prism::ActorHandle<Account>& a) { prism::kill(a); }
+// Finds a named actor from wherever it runs.
+int deposit_to_named(const std::string& name, int amount) {
+  auto a = prism::get_actor<Account>(name);
+  return prism::get(a.task(&Account::deposit).remote(amount), 30s);
+}
+std::string lookup_error(const std::string& name) {
+  try {
+    prism::get_actor<Account>(name);
+    return "found";
+  } catch (const prism::Error& e) {
+    return e.what();
+  }
+}
 
 std::string node_of_gadget_task() {
   return prism::node_id() + (prism::cluster_resources().count("gadget") ? " with gadget" : "");
 }
-PRISM_REMOTE(node_of_gadget_task, deposit_twice, deposit_from, close_account);
+PRISM_REMOTE(node_of_gadget_task, deposit_twice, deposit_from, close_account, deposit_to_named,
+             lookup_error);
 
 TEST_F(ClusterTest, TasksSpreadOverNodesWhenTheDriverIsBusy) {
   start(1, {{}, {}});
@@ -272,7 +286,7 @@ TEST_F(ClusterTest, RemoteActorErrorsAndLostNodes) {
 }
 
 TEST_F(ClusterTest, ActorHandlesTravelToTasksOnOtherNodes) {
-  start(1, {{{"PRISM_RESOURCES", "remote:8,vault:1"}, {"PRISM_NUM_CPUS", "2"}},
+  start(1, {{{"PRISM_RESOURCES", "remote:8,vault:2"}, {"PRISM_NUM_CPUS", "2"}},
             {{"PRISM_RESOURCES", "remote:8"}, {"PRISM_NUM_CPUS", "2"}}});
   // An actor on the driver (no request), called from tasks on the nodes.
   auto here = prism::actor<Account>(0).remote();
@@ -288,6 +302,17 @@ TEST_F(ClusterTest, ActorHandlesTravelToTasksOnOtherNodes) {
   for (auto& r : ran) nodes.insert(prism::get(r, 60s));
   for (const auto& n : nodes) EXPECT_NE(n, "node0");
   EXPECT_EQ(prism::get(there.task(&Account::deposit).remote(0), 60s), 108);
+  // Named actors are found from nodes: one on the driver, one on a node.
+  auto named_here = prism::actor<Account>(1000).name("here").remote();
+  EXPECT_EQ(prism::get(prism::task(deposit_to_named).resource("remote", 1).remote(
+                           std::string("here"), 1), 60s), 1001);
+  auto named_there = prism::actor<Account>(2000).resource("vault", 1).name("there").remote();
+  (void)named_there;
+  EXPECT_EQ(prism::get(prism::task(deposit_to_named).resource("remote", 1).remote(
+                           std::string("there"), 2), 60s), 2002);
+  const std::string missing = prism::get(
+      prism::task(lookup_error).resource("remote", 1).remote(std::string("nobody")), 60s);
+  EXPECT_NE(missing.find("no live actor named 'nobody'"), std::string::npos) << missing;
   // kill from a task on a node reaches the actor.
   prism::get(prism::task(close_account).resource("remote", 1).remote(there), 60s);
   EXPECT_THROW(prism::get(there.task(&Account::deposit).remote(1), 60s), prism::ActorDiedError);

@@ -145,7 +145,7 @@ std::vector<Message> samples() {
           RefusedMsg{"bad token"}, sample_call(), sample_result(),
           ShutdownMsg{},   StatusQueryMsg{}, StatusReplyMsg{"2 nodes\n  node 1: idle\n"},
           ActorCreateMsg{1, 2, "ctor", "T", "n", 1, WireResources{}, "ab"},
-          ActorCallMsg{3, 2, "T::m", "m", "xyz"}, ActorKillMsg{2, true}};
+          ActorCallMsg{3, 2, "T::m", "m", "xyz"}, ActorKillMsg{2, true}, ActorLookupMsg{4, "name", "T"}};
 }
 
 // --- Helpers -----------------------------------------------------------------------------------
@@ -319,6 +319,10 @@ TEST(WireTest, ActorMessagesRoundTrip) {
   EXPECT_EQ(m2.args, m.args);
   EXPECT_EQ(round_trip(ActorKillMsg{42, false}, MsgType::kActorKill).actor, 42u);
   EXPECT_TRUE(round_trip(ActorKillMsg{42, true}, MsgType::kActorKill).release);
+  const ActorLookupMsg l = round_trip(ActorLookupMsg{9, "savings", "7Account"}, MsgType::kActorLookup);
+  EXPECT_EQ(l.call_id, 9u);
+  EXPECT_EQ(l.name, "savings");
+  EXPECT_EQ(l.type, "7Account");
   // Truncated bodies are refused.
   std::string f = encode_one(c);
   f.resize(f.size() - 1);
@@ -524,11 +528,11 @@ TEST(WireTest, OversizedLength) {
 }
 
 TEST(WireTest, UnknownType) {
-  for (int type : {0, 13, 14, 128, 255}) {
+  for (int type : {0, 14, 15, 128, 255}) {
     expect_error(header(static_cast<uint8_t>(type), 0), DecodeError::kUnknownType);
   }
   // split_frames stops there too.
-  EXPECT_EQ(split_frames(header(13, 0), [](std::string_view) {}), DecodeError::kUnknownType);
+  EXPECT_EQ(split_frames(header(14, 0), [](std::string_view) {}), DecodeError::kUnknownType);
 }
 
 // A Call body up to (not including) its request's custom-resource count.

@@ -24,6 +24,7 @@
 #include "common/event.h"
 #include "common/log.h"
 #include "job_dir.h"
+#include "prism/serialize.h"
 #include "launcher.h"
 #include "prism/errors.h"
 #include "prism/internal/thread_annotations.h"
@@ -184,6 +185,13 @@ struct RemoteActor {
   ResourceRequest request;  // held there for its life (counted in the node's `used`)
 };
 
+// Node: a get_actor waiting for the driver's answer. The answer is written before `done` is set.
+struct Lookup {
+  internal::Event done;
+  std::string payload;
+  std::string error;
+};
+
 // Driver: a node's actor call relayed to the node that holds the actor.
 struct Relay {
   PeerId origin = 0;
@@ -211,12 +219,15 @@ class Link final : public internal::ClusterLink {
     cb.on_accept = [this](PeerId p) { on_accept(p); };
     cb.on_peer_error = [this](PeerId p, const std::string& why) { on_peer_error(p, why); };
     comm_ = std::make_unique<UcxComm>(std::move(cb));
-    if (config.role == ClusterRole::kDriver) {
+    g_link.store(this, std::memory_order_release);
+  }
+
+  void start() override {
+    if (config_.role == ClusterRole::kDriver) {
       start_driver();
     } else {
       start_node();
     }
-    g_link.store(this, std::memory_order_release);
   }
 
   ~Link() override {
@@ -475,20 +486,8 @@ class Link final : public internal::ClusterLink {
     bool keep = false;
     {
       MutexLock lock(mu_);
-      if (config_.role != ClusterRole::kDriver) {
-        // (A node sends no task elsewhere yet, so no handle leaves a node.)
-      } else if (auto it = exported_.find(actor); it != exported_.end()) {
-        key = it->second;
-      } else {
-        for (const auto& [k, a] : remote_actors_) {
-          if (a.actor.lock().get() == actor) key = k;  // it lives on a node: calls are relayed
-        }
-        if (key == 0) {  // it lives here: calls from nodes run on this handle
-          key = next_actor_++;
-          held_actors_[key] = HeldActor{typed_handle, kill, drop};
-          keep = true;
-        }
-        exported_[actor] = key;
+      if (config_.role == ClusterRole::kDriver) {  // (no task leaves a node yet)
+        key = export_locked(actor, HeldActor{typed_handle, kill, drop}, &keep);
       }
     }
     if (!keep) drop(typed_handle);
@@ -497,6 +496,101 @@ class Link final : public internal::ClusterLink {
                   "an actor handle cannot leave a node yet (only the driver's handles travel)");
     }
     return key;
+  }
+
+  // Driver: the number nodes call `actor` by. An actor on a node keeps its number there (calls
+  // are relayed); one living here keeps `held` (a typed handle) for the calls from nodes, and
+  // *kept says so (else the caller drops it).
+  uint64_t export_locked(ActorCore* actor, HeldActor held, bool* kept) PRISM_REQUIRES(mu_) {
+    *kept = false;
+    if (auto it = exported_.find(actor); it != exported_.end()) return it->second;
+    uint64_t key = 0;
+    for (const auto& [k, a] : remote_actors_) {
+      if (a.actor.lock().get() == actor) key = k;
+    }
+    if (key == 0) {
+      key = next_actor_++;
+      held_actors_[key] = held;
+      *kept = true;
+    }
+    exported_[actor] = key;
+    return key;
+  }
+
+  std::shared_ptr<ActorCore> find_named_actor(const std::string& name,
+                                              const std::type_info& type) override {
+    auto wait = std::make_shared<Lookup>();
+    ActorLookupMsg msg;
+    msg.name = name;
+    msg.type = type.name();
+    PeerId driver = 0;
+    {
+      MutexLock lock(mu_);
+      driver = driver_;
+      msg.call_id = next_call_++;
+      lookups_[msg.call_id] = wait;
+    }
+    const uint64_t id = msg.call_id;
+    send(driver, Message(std::move(msg)));
+    const bool answered = wait->done.wait_until(internal::deadline_after(std::chrono::seconds(30)));
+    {
+      MutexLock lock(mu_);
+      lookups_.erase(id);
+    }
+    if (!answered) {
+      throw TimeoutError("prism::get_actor('" + name + "'): no answer from the driver");
+    }
+    if (!wait->error.empty()) throw Error(ErrorCode::kInvalidArgument, wait->error);
+    uint64_t key = 0;
+    try {
+      key = prism::from_bytes<uint64_t>(wait->payload);
+    } catch (const std::exception&) {
+      throw Error(ErrorCode::kInternal, "prism::get_actor: a malformed answer from the driver");
+    }
+    return import_actor(key, type, type.name());
+  }
+
+  // Driver: a node looks an actor up by name.
+  void on_actor_lookup(PeerId peer, const ActorLookupMsg& msg) {
+    ResultMsg r;
+    r.call_id = msg.call_id;
+    std::shared_ptr<ActorCore> actor;
+    for (const auto& a : rt_->actors().all()) {
+      if (a->name() == msg.name) actor = a;
+    }
+    if (!actor || std::string(actor->type().name()) != msg.type) {
+      r.status = CallStatus::kSystemError;
+      r.error_code = static_cast<int32_t>(ErrorCode::kInvalidArgument);
+      r.message = actor ? "the actor named '" + msg.name + "' is a " + actor->type_name() +
+                              ", not the type asked for"
+                        : "no live actor named '" + msg.name + "' in the cluster";
+      send(peer, Message(std::move(r)));
+      return;
+    }
+    const internal::ActorHandleOps* ops = actor->handle_ops();
+    void* typed = ops != nullptr ? ops->make(actor) : nullptr;
+    bool kept = false;
+    uint64_t key = 0;
+    {
+      MutexLock lock(mu_);
+      key = export_locked(actor.get(),
+                          HeldActor{typed, ops ? ops->kill : nullptr, ops ? ops->drop : nullptr},
+                          &kept);
+      if (kept && typed == nullptr) {  // (a proxy without typed operations cannot be served)
+        held_actors_.erase(key);
+        exported_.erase(actor.get());
+        key = 0;
+      }
+    }
+    if (!kept && typed != nullptr) ops->drop(typed);
+    if (key == 0) {
+      r.status = CallStatus::kSystemError;
+      r.error_code = static_cast<int32_t>(ErrorCode::kInvalidArgument);
+      r.message = "the actor named '" + msg.name + "' cannot be reached from nodes";
+    } else {
+      r.payload = prism::to_bytes(key);
+    }
+    send(peer, Message(std::move(r)));
   }
 
   std::shared_ptr<ActorCore> import_actor(uint64_t key, const std::type_info& type,
@@ -812,6 +906,10 @@ class Link final : public internal::ClusterLink {
       }
       if (config_.role == ClusterRole::kDriver && is_node(peer)) {
         return on_node_actor_call(peer, std::move(*call));
+      }
+    } else if (auto* lookup = std::get_if<ActorLookupMsg>(&msg)) {
+      if (config_.role == ClusterRole::kDriver && is_node(peer)) {
+        return on_actor_lookup(peer, *lookup);
       }
     } else if (auto* kill = std::get_if<ActorKillMsg>(&msg)) {
       if (config_.role == ClusterRole::kNode && peer == driver_id()) return on_actor_kill(*kill);
@@ -1207,6 +1305,18 @@ class Link final : public internal::ClusterLink {
   void on_result(PeerId peer, ResultMsg result) {
     {
       MutexLock lock(mu_);
+      if (auto l = lookups_.find(result.call_id); l != lookups_.end()) {
+        std::shared_ptr<Lookup> wait = l->second;
+        lookups_.erase(l);
+        lock.unlock();
+        if (result.status == CallStatus::kOk) {
+          wait->payload = std::move(result.payload);
+        } else {
+          wait->error = result.message.empty() ? std::string("lookup failed") : result.message;
+        }
+        wait->done.set();
+        return;
+      }
       auto relay = relays_.find(result.call_id);
       if (relay != relays_.end() && relay->second.holder == peer) {
         const PeerId origin = relay->second.origin;
@@ -1304,6 +1414,7 @@ class Link final : public internal::ClusterLink {
   std::map<uint64_t, HeldActor> held_actors_ PRISM_GUARDED_BY(mu_);  // held here for others
   std::map<const ActorCore*, uint64_t> exported_ PRISM_GUARDED_BY(mu_);  // driver: handles sent
   std::map<uint64_t, Relay> relays_ PRISM_GUARDED_BY(mu_);  // driver: node calls relayed
+  std::map<uint64_t, std::shared_ptr<Lookup>> lookups_ PRISM_GUARDED_BY(mu_);  // node
   int next_index_ PRISM_GUARDED_BY(mu_) = 1;
   bool shut_down_ PRISM_GUARDED_BY(mu_) = false;
   // Node side.

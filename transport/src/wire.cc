@@ -34,7 +34,7 @@ static_assert(kReservedAt + 4 == kHeaderBytes);
 
 bool known_type(uint8_t type) noexcept {
   return type >= static_cast<uint8_t>(MsgType::kHello) &&
-         type <= static_cast<uint8_t>(MsgType::kActorKill);
+         type <= static_cast<uint8_t>(MsgType::kActorLookup);
 }
 
 // The wire type of each message struct.
@@ -50,6 +50,7 @@ MsgType type_of(const StatusReplyMsg&) { return MsgType::kStatusReply; }
 MsgType type_of(const ActorCreateMsg&) { return MsgType::kActorCreate; }
 MsgType type_of(const ActorCallMsg&) { return MsgType::kActorCall; }
 MsgType type_of(const ActorKillMsg&) { return MsgType::kActorKill; }
+MsgType type_of(const ActorLookupMsg&) { return MsgType::kActorLookup; }
 
 const char* type_name(MsgType type) {
   switch (type) {
@@ -65,6 +66,7 @@ const char* type_name(MsgType type) {
     case MsgType::kActorCreate: return "ActorCreate";
     case MsgType::kActorCall: return "ActorCall";
     case MsgType::kActorKill: return "ActorKill";
+    case MsgType::kActorLookup: return "ActorLookup";
   }
   return "?";
 }
@@ -203,6 +205,12 @@ void write_body(Writer* w, const ActorCallMsg& m) {
   w->str(m.method);
   w->str(m.task_name);
   w->str(m.args);
+}
+
+void write_body(Writer* w, const ActorLookupMsg& m) {
+  w->u64(m.call_id);
+  w->str(m.name);
+  w->str(m.type);
 }
 
 void write_body(Writer* w, const ActorKillMsg& m) {
@@ -380,6 +388,10 @@ bool read_body(Reader* r, ActorCallMsg* m) {
          r->str(&m->task_name) && r->str(&m->args);
 }
 
+bool read_body(Reader* r, ActorLookupMsg* m) {
+  return r->u64(&m->call_id) && r->str(&m->name) && r->str(&m->type);
+}
+
 bool read_body(Reader* r, ActorKillMsg* m) {
   uint8_t release = 0;
   if (!r->u64(&m->actor) || !r->u8(&release) || release > 1) return false;
@@ -410,6 +422,7 @@ std::optional<Message> read_message(MsgType type, std::string_view body) {
     case MsgType::kActorCreate: return read_whole_body<ActorCreateMsg>(body);
     case MsgType::kActorCall: return read_whole_body<ActorCallMsg>(body);
     case MsgType::kActorKill: return read_whole_body<ActorKillMsg>(body);
+    case MsgType::kActorLookup: return read_whole_body<ActorLookupMsg>(body);
   }
   return std::nullopt;  // unreachable: check_header refused unknown types
 }

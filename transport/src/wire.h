@@ -52,6 +52,7 @@ enum class MsgType : uint8_t {
   kActorCreate = 10,  // driver -> node: construct an actor there (answered by a kResult)
   kActorCall = 11,    // driver -> node: call a method of an actor there (answered by a kResult)
   kActorKill = 12,    // driver -> node: stop an actor there
+  kActorLookup = 13,  // node -> driver: the named actor (answered by a kResult with its number)
 };
 
 // A resource amount in core's units (CPU/GPU in 1/10000, memory in bytes).
@@ -138,6 +139,12 @@ struct ActorKillMsg {
                          // actor finishes the calls it has, then stops)
 };
 
+struct ActorLookupMsg {
+  uint64_t call_id = 0;
+  std::string name;
+  std::string type;  // the mangled type the caller expects
+};
+
 struct ShutdownMsg {};
 struct StatusQueryMsg {};
 struct StatusReplyMsg {
@@ -146,7 +153,7 @@ struct StatusReplyMsg {
 
 using Message = std::variant<HelloMsg, AuthMsg, WelcomeMsg, RefusedMsg, CallMsg, ResultMsg,
                              ShutdownMsg, StatusQueryMsg, StatusReplyMsg, ActorCreateMsg,
-                             ActorCallMsg, ActorKillMsg>;
+                             ActorCallMsg, ActorKillMsg, ActorLookupMsg>;
 
 // Appends one whole frame (header + body) for `msg` to `out`.
 void encode(const Message& msg, std::string* out);

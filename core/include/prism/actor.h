@@ -219,6 +219,9 @@ class ActorHandle {
   std::shared_ptr<internal::HandleToken> token_;
 };
 
+template <typename T>
+void kill(const ActorHandle<T>& handle);
+
 template <typename T, typename... CtorArgs>
 class ActorCreator : public internal::ResourceOptions<ActorCreator<T, CtorArgs...>> {
  public:
@@ -260,6 +263,13 @@ class ActorCreator : public internal::ResourceOptions<ActorCreator<T, CtorArgs..
     internal::check_accepting(rt);
     std::shared_ptr<internal::ActorCore> core =
         internal::new_actor(rt, options_, typeid(T), typeid(T).name());
+    static constexpr internal::ActorHandleOps kOps{
+        [](const std::shared_ptr<internal::ActorCore>& a) -> void* {
+          return new ActorHandle<T>(a);
+        },
+        [](void* h) { prism::kill(*static_cast<ActorHandle<T>*>(h)); },
+        [](void* h) { delete static_cast<ActorHandle<T>*>(h); }};
+    internal::set_actor_handle_ops(core.get(), &kOps);
     ActorHandle<T> handle(core);
     auto task = std::apply(
         [&](auto&&... a) {

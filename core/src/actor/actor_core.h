@@ -60,6 +60,13 @@ class ActorCore : public std::enable_shared_from_this<ActorCore> {
   // `imported`: a proxy made for a handle that arrived from another node, before the handle
   // exists (it is not finalized for having no handle yet).
   void become_remote(uint64_t key, bool imported = false) noexcept;
+  // Set at creation by the typed code (null for proxies of imported handles).
+  void set_handle_ops(const ActorHandleOps* ops) noexcept {
+    handle_ops_.store(ops, std::memory_order_release);
+  }
+  const ActorHandleOps* handle_ops() const noexcept {
+    return handle_ops_.load(std::memory_order_acquire);
+  }
 
   // Submission (by the templates, through the hooks).
   void enqueue_call(TaskRecord* call) noexcept;
@@ -118,6 +125,9 @@ class ActorCore : public std::enable_shared_from_this<ActorCore> {
   // Written once by the constructor (before the actor is alive), freed by finalize().
   uint64_t remote_key_ PRISM_GUARDED_BY(mu_) = 0;  // non-zero: the actor lives on another node
   void* instance_ = nullptr;
+  // Set by the creating thread just after the actor is in the directory (a lookup by name may
+  // see it before: null then).
+  std::atomic<const ActorHandleOps*> handle_ops_{nullptr};
   void (*deleter_)(void*) = nullptr;
   Allocation alloc_;  // held for life; written by run_creation before the constructor runs
   CpuLease lease_;    // its CPU, lent while all its running calls are blocked (scheduler's lock)

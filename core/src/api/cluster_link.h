@@ -63,6 +63,11 @@ class ClusterLink {
  public:
   virtual ~ClusterLink() = default;
 
+  // Joins the cluster: a driver listens (and waits for min_nodes), a node connects and
+  // authenticates. Called once the runtime has published the link, so that calls arriving the
+  // moment the join completes find it. Throws if the join fails.
+  virtual void start() = 0;
+
   // A ready task of this runtime, not an actor call. True if the link took it (it will complete
   // or fail it and release it, TaskRecord::release_run); false: the caller runs it here.
   virtual bool offer(TaskRecord* task) noexcept = 0;
@@ -99,6 +104,10 @@ class ClusterLink {
   // ... and arrives here: a proxy actor whose calls go through the driver.
   virtual std::shared_ptr<ActorCore> import_actor(uint64_t key, const std::type_info& type,
                                                   const char* type_name) = 0;
+  // Node: the driver's actor named `name` (a proxy), or throws prism::Error(kInvalidArgument)
+  // if there is none (of that type).
+  virtual std::shared_ptr<ActorCore> find_named_actor(const std::string& name,
+                                                      const std::type_info& type) = 0;
 };
 
 // Calls fn(entry) once `entry` is done (at once, on this thread, if it is already), keeping the
@@ -110,7 +119,7 @@ struct ClusterModule {
   // Before the runtime's resources are computed: settles the role (kLauncher -> driver or node),
   // may adjust `options` (ranks sharing a machine split its CPUs). May throw.
   void (*prepare)(ClusterConfig* config, InitOptions* options);
-  // Once the scheduler exists: the link (driver: listening; node: joined). May throw.
+  // Once the scheduler exists: the link, not yet started (ClusterLink::start). May throw.
   std::unique_ptr<ClusterLink> (*create)(RuntimeCore* rt, const ClusterConfig& config);
 };
 void set_cluster_module(const ClusterModule* module) noexcept;

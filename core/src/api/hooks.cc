@@ -487,7 +487,18 @@ void kill_actor(ActorCore* actor) noexcept {
 
 std::shared_ptr<ActorCore> find_named_actor(RuntimeCore* rt, const std::string& name,
                                             const std::type_info& type) {
-  return rt->actors().find(name, type);
+  ClusterLink* link = rt->link();
+  if (link == nullptr || rt->role() != ClusterRole::kNode) return rt->actors().find(name, type);
+  // On a node: its own actors first, then the driver's (named actors are cluster-wide).
+  try {
+    return rt->actors().find(name, type);
+  } catch (const Error&) {
+    return link->find_named_actor(name, type);
+  }
+}
+
+void set_actor_handle_ops(ActorCore* actor, const ActorHandleOps* ops) noexcept {
+  actor->set_handle_ops(ops);
 }
 
 }  // namespace prism::internal

@@ -154,8 +154,9 @@ RuntimeCore::RuntimeCore(const InitOptions& given_options, bool global)
   if (cluster.role != ClusterRole::kEmbedded) {
     try {
       link_ = cluster_module()->create(this, cluster);
-      link_ptr_.store(link_.get(), std::memory_order_release);
       role_ = cluster.role;
+      link_ptr_.store(link_.get(), std::memory_order_release);
+      link_->start();
     } catch (...) {
       shutdown();
       retire_runtime(ref_);

@@ -211,6 +211,14 @@ uint64_t export_actor(ActorCore* actor, void* typed_handle, void (*kill)(void*),
                       void (*drop)(void*));
 std::shared_ptr<ActorCore> import_actor(uint64_t key, const std::type_info& type,
                                         const char* type_name);
+// What untyped code (the cluster module) needs to make, kill and delete an ActorHandle<T> of an
+// actor: set once at its creation (prism/actor.h).
+struct ActorHandleOps {
+  void* (*make)(const std::shared_ptr<ActorCore>& actor);
+  void (*kill)(void* handle);
+  void (*drop)(void* handle);
+};
+void set_actor_handle_ops(ActorCore* actor, const ActorHandleOps* ops) noexcept;
 // Registers the constructor invoker for one (actor type, argument types) under `key` (from
 // static initialization: never throws).
 bool register_actor_ctor(const char* key, ActorCtorInvoker invoker) noexcept;
