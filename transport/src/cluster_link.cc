@@ -9,6 +9,7 @@
 #include <cstring>
 #include <functional>
 #include <map>
+#include <unordered_map>
 #include <memory>
 #include <typeinfo>
 #include <thread>
@@ -41,6 +42,7 @@ const int prism_cluster_module_anchor = 1;
 namespace prism::cluster {
 
 using internal::ActorCore;
+using prism::ActorId;
 using internal::ClusterConfig;
 using internal::ClusterRole;
 using prism::InitOptions;
@@ -503,7 +505,7 @@ class Link final : public internal::ClusterLink {
   // *kept says so (else the caller drops it).
   uint64_t export_locked(ActorCore* actor, HeldActor held, bool* kept) PRISM_REQUIRES(mu_) {
     *kept = false;
-    if (auto it = exported_.find(actor); it != exported_.end()) return it->second;
+    if (auto it = exported_.find(actor->id()); it != exported_.end()) return it->second;
     uint64_t key = 0;
     for (const auto& [k, a] : remote_actors_) {
       if (a.actor.lock().get() == actor) key = k;
@@ -513,7 +515,7 @@ class Link final : public internal::ClusterLink {
       held_actors_[key] = held;
       *kept = true;
     }
-    exported_[actor] = key;
+    exported_[actor->id()] = key;
     return key;
   }
 
@@ -578,7 +580,7 @@ class Link final : public internal::ClusterLink {
                           &kept);
       if (kept && typed == nullptr) {  // (a proxy without typed operations cannot be served)
         held_actors_.erase(key);
-        exported_.erase(actor.get());
+        exported_.erase(actor->id());
         key = 0;
       }
     }
@@ -1412,7 +1414,8 @@ class Link final : public internal::ClusterLink {
   uint64_t next_actor_ PRISM_GUARDED_BY(mu_) = 1;
   std::map<uint64_t, RemoteActor> remote_actors_ PRISM_GUARDED_BY(mu_);  // driver
   std::map<uint64_t, HeldActor> held_actors_ PRISM_GUARDED_BY(mu_);  // held here for others
-  std::map<const ActorCore*, uint64_t> exported_ PRISM_GUARDED_BY(mu_);  // driver: handles sent
+  // Driver: the numbers of actors whose handles were sent (by id: an address may be reused).
+  std::unordered_map<ActorId, uint64_t> exported_ PRISM_GUARDED_BY(mu_);
   std::map<uint64_t, Relay> relays_ PRISM_GUARDED_BY(mu_);  // driver: node calls relayed
   std::map<uint64_t, std::shared_ptr<Lookup>> lookups_ PRISM_GUARDED_BY(mu_);  // node
   int next_index_ PRISM_GUARDED_BY(mu_) = 1;
