@@ -2,23 +2,28 @@
 // processes are this same executable started with PRISM_ADDRESS (its main calls prism::serve()
 // first, so a node never runs the tests).
 //
-// Every child is reaped by the fixture, even when a test fails: killed with SIGKILL if it has not
+// Every child is reaped by the fixture, even when a test fails (it waits on a pidfd): killed with SIGKILL if it has not
 // exited by the deadline. Every test gets its own job directory (under the build's temp dir).
 // Ports come from the OS (127.0.0.1:0); UCX is pinned to loopback (UCX_NET_DEVICES=lo).
 #pragma once
 
 #include <signal.h>
 #include <spawn.h>
+#include <poll.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cerrno>
 #include <chrono>
+#include <climits>
+#include <cstdint>
 #include <cstdlib>
 #include <deque>
 #include <map>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -68,23 +73,21 @@ class Child {
   // deadline.
   bool wait_exit(std::chrono::milliseconds timeout) {
     if (pid_ <= 0) return true;
-    const auto deadline = std::chrono::steady_clock::now() + timeout;
-    for (;;) {
-      int st = 0;
-      const pid_t r = waitpid(pid_, &st, WNOHANG);
-      if (r == pid_) {
-        status_ = st;
-        pid_ = -1;
-        return true;
+    // A pidfd becomes readable when the child exits: wait on it (bounded), then reap.
+    const int fd = static_cast<int>(syscall(SYS_pidfd_open, pid_, 0));
+    if (fd >= 0) {
+      pollfd p{fd, POLLIN, 0};
+      const int ms = static_cast<int>(std::min<int64_t>(timeout.count(), INT32_MAX));
+      while (poll(&p, 1, ms) < 0 && errno == EINTR) {
       }
-      if (r < 0) {
-        pid_ = -1;
-        return true;
-      }
-      if (std::chrono::steady_clock::now() >= deadline) return false;
-      // Polling a child's exit (no event to wait on across processes without a pidfd).
-      std::this_thread::sleep_for(5ms);
+      close(fd);
     }
+    int st = 0;
+    const pid_t r = waitpid(pid_, &st, WNOHANG);
+    if (r == 0) return false;  // still running at the deadline
+    if (r == pid_) status_ = st;
+    pid_ = -1;
+    return true;
   }
   // The exit code, or -signal if killed.
   int exit_status() const {

@@ -274,8 +274,7 @@ TEST_F(ClusterTest, RemoteActorErrorsAndLostNodes) {
   // A call in flight when the node dies fails with a clear error; later calls with
   // ActorDiedError.
   auto slow = named.task(&Account::slow_balance).remote(30000);
-  std::this_thread::sleep_for(300ms);  // (the call reaches the node; nothing to wait on here)
-  children_.front().kill_now();
+  children_.front().kill_now();  // whether it was sent yet or not, the call fails clearly
   try {
     prism::get(slow, 20s);
     FAIL() << "the call survived its node";
@@ -349,8 +348,7 @@ TEST_F(ClusterTest, KillingANodeFailsItsWorkWithAClearError) {
   start(1, {{{"PRISM_RESOURCES", "remote:1"}}});
   expect_clean_exit_ = false;
   auto r = prism::task(where_after).resource("remote", 1).remote(30000);
-  // Wait until the call is in flight on the node, then kill the node.
-  std::this_thread::sleep_for(300ms);  // (no event crosses the process boundary to wait on)
+  // The call is in flight from the moment it was submitted (the driver sent it): kill the node.
   children_.front().kill_now();
   const auto t0 = std::chrono::steady_clock::now();
   try {
@@ -523,8 +521,8 @@ int run_test_driver() {
   prism::wait_for_nodes(1, 60s);
   const char* dir = std::getenv("PRISM_JOB_DIR");
   if (FILE* f = std::fopen((std::string(dir) + "/ready").c_str(), "w")) std::fclose(f);
-  std::this_thread::sleep_for(120s);  // the test kills this process long before
-  return 4;
+  alarm(120);  // the test kills this process long before; SIGALRM ends it if the test did not
+  for (;;) pause();
 }
 
 }  // namespace

@@ -75,15 +75,6 @@ ResourceRequest from_wire(const WireResources& w) {
   return r;
 }
 
-const ResourceRequest& one_cpu() {
-  static const ResourceRequest r = [] {
-    ResourceRequest x;
-    x.cpu = internal::kUnitsPerResource;
-    return x;
-  }();
-  return r;
-}
-
 int64_t custom_amount(const WireResources& w, const std::string& name) {
   for (const auto& [n, v] : w.custom) {
     if (n == name) return v;
@@ -246,8 +237,7 @@ class Link final : public internal::ClusterLink {
     if (config_.role != ClusterRole::kDriver || ready_nodes_.load(std::memory_order_acquire) == 0) {
       return false;
     }
-    const ResourceRequest& request =
-        task->has_default_request() ? one_cpu() : task->extras()->request;
+    const ResourceRequest& request = task->request();
     const bool runs_here = rt_->scheduler().infeasible_reason(request).empty();
     if (runs_here && rt_->scheduler().fits_now(request)) return false;
     std::string function, args;

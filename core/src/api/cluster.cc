@@ -93,8 +93,8 @@ class Continuation final : public Dependent {
 };
 
 bool is_one_cpu(const ResourceRequest& r) {
-  return r.cpu == kUnitsPerResource && r.gpu == 0 && r.memory == 0 && r.gpu_memory == 0 &&
-         r.custom.empty();
+  const ResourceRequest& one = one_cpu_request();
+  return r.cpu == one.cpu && r.gpu == 0 && r.memory == 0 && r.gpu_memory == 0 && r.custom.empty();
 }
 
 }  // namespace

@@ -65,9 +65,7 @@ void check_default_feasible(RuntimeCore* rt, const std::string& function_name) {
   if (!default_feasible(rt)) {
     // In a cluster another node may have the CPU (dispatch fails the task if it cannot go there).
     if (ClusterLink* l = rt->link()) {
-      ResourceRequest one_cpu;
-      one_cpu.cpu = kUnitsPerResource;
-      if (l->infeasible_elsewhere(one_cpu).empty()) return;
+      if (l->infeasible_elsewhere(one_cpu_request()).empty()) return;
     }
     throw InfeasibleError("infeasible task '" + function_name +
                           "': it asks for 1 CPU but the node has less than one; set "

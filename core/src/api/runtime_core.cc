@@ -226,17 +226,12 @@ ExtrasPtr RuntimeCore::make_extras(const TaskOptions& o, const LazyName& functio
   if (o.max_retries < -1) {
     throw Error(ErrorCode::kInvalidArgument, "max_retries must be >= 0 (or -1 for no limit)");
   }
-  static const ResourceRequest kOneCpu = [] {
-    ResourceRequest r;
-    r.cpu = kUnitsPerResource;
-    return r;
-  }();
   const bool default_request = o.is_default_request();
   ResourceRequest request;
   if (!default_request) {
     request = make_request(o.num_cpus, o.num_gpus, o.memory, o.gpu_memory, o.resources);
   }
-  const ResourceRequest& req = default_request ? kOneCpu : request;
+  const ResourceRequest& req = default_request ? one_cpu_request() : request;
   // Interning the shape also tells whether the node can ever run it (cached per thread).
   ResourceShape* shape = scheduler_->shape_for(req);
   std::string reason = shape != nullptr ? shape->infeasible : scheduler_->infeasible_reason(req);
@@ -288,13 +283,7 @@ void RuntimeCore::dispatch(TaskRecord* task) noexcept {
   } else if (ClusterLink* l = link(); l != nullptr && l->offer(task)) {
     // Runs on another node; the link completes or fails it.
   } else if (l != nullptr && !runs_here(task)) {
-    static const ResourceRequest kOneCpu = [] {
-      ResourceRequest r;
-      r.cpu = kUnitsPerResource;
-      return r;
-    }();
-    const ResourceRequest& request =
-        task->has_default_request() ? kOneCpu : task->extras()->request;
+    const ResourceRequest& request = task->request();
     fail_task(task, std::make_exception_ptr(InfeasibleError(
                         "infeasible task '" + task->function_name() + "' on node " + node_id_ +
                         ": " + scheduler_->infeasible_reason(request) +
@@ -430,13 +419,7 @@ void RuntimeCore::write_timeline(const std::string& path) const {
 void RuntimeCore::run_task(TaskRecord* task) noexcept { execute(task, nullptr); }
 
 void RuntimeCore::run_inline(TaskRecord* task, int64_t held_cpu) noexcept {
-  static const ResourceRequest kOneCpu = [] {
-    ResourceRequest r;
-    r.cpu = kUnitsPerResource;
-    return r;
-  }();
-  const ResourceRequest& request =
-      task->has_default_request() ? kOneCpu : task->extras()->request;
+  const ResourceRequest& request = task->request();
   // The child uses its share of what the parent holds (it was claimed because it fits).
   Allocation child;
   if (!scheduler_->carve(request, held_cpu, exec_context().alloc, &child)) child.cpu = request.cpu;

@@ -4,6 +4,15 @@
 
 namespace prism::internal {
 
+const ResourceRequest& one_cpu_request() noexcept {
+  static const ResourceRequest r = [] {
+    ResourceRequest x;
+    x.cpu = kUnitsPerResource;
+    return x;
+  }();
+  return r;
+}
+
 TaskRecord::~TaskRecord() = default;
 
 bool TaskRecord::take_from_queue() noexcept {

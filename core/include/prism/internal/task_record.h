@@ -60,6 +60,9 @@ struct ResourceRequest {
 ResourceRequest make_request(double cpus, double gpus, int64_t memory, int64_t gpu_memory,
                              const std::vector<std::pair<std::string, double>>& custom);
 
+// The default request: one CPU.
+const ResourceRequest& one_cpu_request() noexcept;
+
 // Options that most tasks do not have, allocated only when a call sets one.
 struct ResourceShape;  // the scheduler's queue for one request (scheduler/resource_shape.h)
 
@@ -177,6 +180,10 @@ class TaskRecord : public Dependent {
   ActorCore* actor() const noexcept { return actor_; }
   TaskExtras* extras() const noexcept { return extras_.get(); }
   bool has_default_request() const noexcept { return !extras_ || extras_->default_request; }
+  // What the task asks for (one CPU unless it said otherwise).
+  const ResourceRequest& request() const noexcept {
+    return has_default_request() ? one_cpu_request() : extras_->request;
+  }
 
   // Intrusive link for the scheduler's queues (owned by whoever queues the task).
   TaskRecord* next_in_queue = nullptr;
