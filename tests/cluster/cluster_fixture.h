@@ -154,7 +154,9 @@ class ClusterTest : public ::testing::Test {
     for (Child& c : children_) {
       if (!c.started()) continue;
       EXPECT_TRUE(c.wait_exit(20s)) << "node pid " << c.pid() << " did not exit";
-      if (expect_clean_exit_) EXPECT_EQ(c.exit_status(), 0) << "node pid " << c.pid();
+      if (expect_clean_exit_) {
+        EXPECT_EQ(c.exit_status(), 0) << "node pid " << c.pid();
+      }
     }
     children_.clear();
     unsetenv("PRISM_JOB_DIR");

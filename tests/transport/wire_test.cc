@@ -125,6 +125,8 @@ CallMsg sample_call() {
   m.task_name = "epoch 3 / shard 12";
   m.request = sample_resources(2);
   m.args = binary_blob(300);
+  m.objects = {{7, 1 << 20, 0}, {0xFFFFFFFFFFFFFFFFull, 100 * 1024, 300}};
+  m.result_object = 0x1122334455667788ull;
   return m;
 }
 
@@ -136,6 +138,8 @@ ResultMsg sample_result() {
   m.error_type = "std::out_of_range";
   m.message = "index 7 >= size 3";
   m.payload = binary_blob(17);
+  m.object = 0x0102030405060708ull;
+  m.object_bytes = 1u << 30;
   return m;
 }
 
@@ -250,6 +254,8 @@ TEST(WireTest, CallRoundTrips) {
   EXPECT_EQ(out.task_name, in.task_name);
   EXPECT_EQ(out.request, in.request);
   EXPECT_EQ(out.args, in.args);
+  EXPECT_EQ(out.objects, in.objects);
+  EXPECT_EQ(out.result_object, in.result_object);
 }
 
 TEST(WireTest, CallWithEmptyAndLargeFieldsRoundTrips) {
@@ -275,7 +281,47 @@ TEST(WireTest, ResultRoundTripsWithEveryStatus) {
     EXPECT_EQ(out.error_type, in.error_type);
     EXPECT_EQ(out.message, in.message);
     EXPECT_EQ(out.payload, in.payload);
+    EXPECT_EQ(out.object, in.object);
+    EXPECT_EQ(out.object_bytes, in.object_bytes);
   }
+}
+
+TEST(WireTest, ObjectMessagesRoundTrip) {
+  EXPECT_EQ(round_trip(ObjectPullMsg{0xABCDEF0123456789ull}, MsgType::kObjectPull).object,
+            0xABCDEF0123456789ull);
+  ObjectDataMsg d;
+  d.object = 3;
+  d.ok = true;
+  d.bytes = binary_blob(1 << 20);
+  const ObjectDataMsg d2 = round_trip(d, MsgType::kObjectData);
+  EXPECT_EQ(d2.object, 3u);
+  EXPECT_TRUE(d2.ok);
+  EXPECT_EQ(d2.bytes, d.bytes);
+  const ObjectDataMsg e =
+      round_trip(ObjectDataMsg{4, false, "lost with node2", ""}, MsgType::kObjectData);
+  EXPECT_FALSE(e.ok);
+  EXPECT_EQ(e.error, "lost with node2");
+  const ObjectFreeMsg f = round_trip(ObjectFreeMsg{{1, 2, 0xFFFFFFFFFFFFFFFFull}},
+                                     MsgType::kObjectFree);
+  EXPECT_EQ(f.objects, (std::vector<uint64_t>{1, 2, 0xFFFFFFFFFFFFFFFFull}));
+  EXPECT_TRUE(round_trip(ObjectFreeMsg{}, MsgType::kObjectFree).objects.empty());
+}
+
+TEST(WireTest, ObjectReferencesOutsideTheArgsAreRefused) {
+  // A reference must name an object (not 0), land inside the inline args, in order.
+  auto call_with = [](const std::vector<WireObjectRef>& refs) {
+    CallMsg c;
+    c.args = "0123456789";
+    c.objects = refs;
+    return encode_one(c);
+  };
+  expect_error(call_with({{1, 5, 0}, {2, 5, 10}, {2, 5, 10}}), DecodeError::kNone);
+  expect_error(call_with({{1, 5, 11}}), DecodeError::kMalformedBody);
+  expect_error(call_with({{0, 5, 3}}), DecodeError::kMalformedBody);
+  expect_error(call_with({{1, 5, 6}, {2, 5, 5}}), DecodeError::kMalformedBody);
+  // ObjectData's ok flag is 0 or 1.
+  expect_error(frame(MsgType::kObjectData, Bytes().u64(1).u8(2).str("").str("").get()),
+               DecodeError::kMalformedBody);
 }
 
 TEST(WireTest, EmptyMessagesRoundTrip) {
@@ -339,7 +385,7 @@ TEST(WireTest, StatusReplyRoundTrips) {
 
 TEST(WireTest, HeaderLayoutIsExact) {
   const std::string expected =
-      std::string("PRSM") + '\x01' + '\x07' + std::string(2, '\0') + std::string(4, '\0') +
+      std::string("PRSM") + '\x02' + '\x07' + std::string(2, '\0') + std::string(4, '\0') +
       std::string(4, '\0');
   EXPECT_EQ(encode_one(ShutdownMsg{}), expected);
 }
@@ -369,7 +415,9 @@ TEST(WireTest, CallAndResultLayoutsAreExact) {
   call.i64(c.request.cpu).i64(c.request.gpu).i64(c.request.memory).i64(c.request.gpu_memory);
   call.u32(static_cast<uint32_t>(c.request.custom.size()));
   for (const auto& [name, amount] : c.request.custom) call.str(name).i64(amount);
-  call.str(c.args);
+  call.str(c.args).u32(static_cast<uint32_t>(c.objects.size()));
+  for (const WireObjectRef& o : c.objects) call.u64(o.object).u64(o.bytes).u64(o.at);
+  call.u64(c.result_object);
   EXPECT_EQ(encode_one(c), frame(MsgType::kCall, call.get()));
 
   const ResultMsg r = sample_result();
@@ -380,6 +428,8 @@ TEST(WireTest, CallAndResultLayoutsAreExact) {
                                  .str(r.error_type)
                                  .str(r.message)
                                  .str(r.payload)
+                                 .u64(r.object)
+                                 .u64(r.object_bytes)
                                  .get();
   EXPECT_EQ(encode_one(r), frame(MsgType::kResult, result));
 }
@@ -506,7 +556,8 @@ TEST(WireTest, BadMagic) {
 
 TEST(WireTest, BadVersion) {
   expect_error(header(7, 0, kWireMagic, /*version=*/0), DecodeError::kBadVersion);
-  expect_error(header(7, 0, kWireMagic, /*version=*/2), DecodeError::kBadVersion);
+  expect_error(header(7, 0, kWireMagic, /*version=*/1), DecodeError::kBadVersion);
+  expect_error(header(7, 0, kWireMagic, /*version=*/3), DecodeError::kBadVersion);
   expect_error(header(7, 0, kWireMagic, /*version=*/255), DecodeError::kBadVersion);
 }
 
@@ -528,11 +579,11 @@ TEST(WireTest, OversizedLength) {
 }
 
 TEST(WireTest, UnknownType) {
-  for (int type : {0, 14, 15, 128, 255}) {
+  for (int type : {0, 17, 18, 128, 255}) {
     expect_error(header(static_cast<uint8_t>(type), 0), DecodeError::kUnknownType);
   }
   // split_frames stops there too.
-  EXPECT_EQ(split_frames(header(14, 0), [](std::string_view) {}), DecodeError::kUnknownType);
+  EXPECT_EQ(split_frames(header(17, 0), [](std::string_view) {}), DecodeError::kUnknownType);
 }
 
 // A Call body up to (not including) its request's custom-resource count.
@@ -634,11 +685,12 @@ TEST(WireTest, UnknownEnumValues) {
   // CallStatus: 0, 1 and 2 only.
   for (int status : {3, 128, 255}) {
     const std::string body =
-        Bytes().u64(1).u8(static_cast<uint8_t>(status)).i32(0).str("").str("").str("").get();
+        Bytes().u64(1).u8(static_cast<uint8_t>(status)).i32(0).str("").str("").str("").u64(0).u64(0).get();
     expect_error(frame(MsgType::kResult, body), DecodeError::kMalformedBody);
   }
   // And the same bodies with valid values decode.
-  expect_error(frame(MsgType::kResult, Bytes().u64(1).u8(2).i32(0).str("").str("").str("").get()),
+  expect_error(frame(MsgType::kResult,
+                     Bytes().u64(1).u8(2).i32(0).str("").str("").str("").u64(0).u64(0).get()),
                DecodeError::kNone);
 }
 

@@ -27,6 +27,7 @@
 #include "job_dir.h"
 #include "prism/serialize.h"
 #include "launcher.h"
+#include "object_table.h"
 #include "prism/errors.h"
 #include "prism/internal/thread_annotations.h"
 #include "ucx_comm.h"
@@ -169,6 +170,7 @@ struct Pending {
   ResourceRequest request;
   std::string peer_name;
   std::weak_ptr<ActorCore> creating;  // an actor's creation: the actor
+  uint64_t result_object = 0;  // the number a large result may stay there under
 };
 
 // Driver: an actor placed on a node.
@@ -199,8 +201,54 @@ struct HeldActor {
   void (*drop)(void*) = nullptr;
 };
 
+// Node: a call of the driver's, until its arguments are all here.
+struct ServedCall {
+  CallMsg call;
+  PeerId peer = 0;
+  internal::FunctionKey key;
+  internal::RemoteInvoker invoker = nullptr;
+  std::vector<Blob> blobs;           // the referenced arguments' bytes, as they arrive
+  std::atomic<size_t> remaining{0};  // blobs missing, plus one until all pulls were asked
+  std::atomic<bool> failed{false};   // an argument could not be had (answered once)
+};
+
 class Link;
 std::atomic<Link*> g_link{nullptr};  // the global runtime's link (for link_counters)
+
+// The link as the objects it placed on other nodes see it: entries may outlive the link (refs
+// stay readable after their runtime is gone), so they reach it through this, which the link's
+// destructor detaches.
+struct ObjectService {
+  Mutex mu;
+  Link* link PRISM_GUARDED_BY(mu) = nullptr;
+};
+
+// Held by an entry whose value has copies on other nodes: when the entry goes, they are freed.
+class ObjectKeeper {
+ public:
+  ObjectKeeper(std::weak_ptr<ObjectService> service, uint64_t id)
+      : service_(std::move(service)), id_(id) {}
+  ~ObjectKeeper();
+  ObjectKeeper(const ObjectKeeper&) = delete;
+  ObjectKeeper& operator=(const ObjectKeeper&) = delete;
+  uint64_t id() const noexcept { return id_; }
+
+ protected:
+  const std::weak_ptr<ObjectService> service_;
+  const uint64_t id_;
+};
+
+// A task result that stayed on the node that computed it (ObjState::kRemote on the driver).
+class RemoteObject final : public internal::RemoteValue, public ObjectKeeper {
+ public:
+  RemoteObject(std::weak_ptr<ObjectService> service, uint64_t id, std::string where)
+      : ObjectKeeper(std::move(service), id), where_(std::move(where)) {}
+  void fetch(internal::ObjectEntry* entry) override;
+
+ private:
+  const std::string where_;  // "node2 (host pid 7)": where it was produced, for errors
+  internal::Mutex fetch_mu_;  // one fetch at a time: concurrent readers share its transfer
+};
 
 class Link final : public internal::ClusterLink {
  public:
@@ -212,6 +260,10 @@ class Link final : public internal::ClusterLink {
     cb.on_accept = [this](PeerId p) { on_accept(p); };
     cb.on_peer_error = [this](PeerId p, const std::string& why) { on_peer_error(p, why); };
     comm_ = std::make_unique<UcxComm>(std::move(cb));
+    {
+      MutexLock lock(service_->mu);
+      service_->link = this;
+    }
     g_link.store(this, std::memory_order_release);
   }
 
@@ -226,6 +278,11 @@ class Link final : public internal::ClusterLink {
   ~Link() override {
     Link* self = this;
     g_link.compare_exchange_strong(self, nullptr);
+    {
+      MutexLock lock(service_->mu);  // (waits for a free or a fetch that is using the link)
+      service_->link = nullptr;
+    }
+    fail_pulls(kHere, "the cluster link has shut down");
     // comm_, the last member, is destroyed first: it joins the progress thread, so no callback
     // runs once the members it uses go (resetting it here would race with a running callback's
     // reads of comm_ itself).
@@ -241,21 +298,25 @@ class Link final : public internal::ClusterLink {
     const bool runs_here = rt_->scheduler().infeasible_reason(request).empty();
     if (runs_here && rt_->scheduler().fits_now(request)) return false;
     std::string function, args;
+    Transfer transfer(this);
     try {
-      if (!task->encode_remote(&function, &args)) return false;
+      if (!task->encode_remote(&function, &args, &transfer)) return false;
     } catch (...) {
-      return false;  // (out of memory while encoding: run it here)
+      return false;  // (out of memory while encoding, an argument lost: run it here)
     }
     CallMsg call;
+    call.objects = std::move(transfer.refs);
+    if (task->remote_materializer() != nullptr) call.result_object = objects_.new_id();
     PeerId peer = 0;
     {
       MutexLock lock(mu_);
-      peer = choose_node_locked(request, runs_here);
+      peer = choose_node_locked(request, runs_here, transfer.bytes_at);
       if (peer == 0) return false;
       Peer& p = peers_[peer];
       add(&p.used, request, +1);
       call.call_id = next_call_++;
-      pending_.emplace(call.call_id, Pending{task, peer, request, p.name, {}});
+      pending_.emplace(call.call_id,
+                       Pending{task, peer, request, p.name, {}, call.result_object});
     }
     const uint64_t call_id = call.call_id;
     bool sent = false;
@@ -359,6 +420,7 @@ class Link final : public internal::ClusterLink {
       rt_->fail_task(p.task, rt_->lost_error("the job ended before the task finished on another "
                                              "node"));
     }
+    fail_pulls(kHere, "the job ended");
     // Node: the driver's actors held here lose their handles (they stop with the runtime).
     std::map<uint64_t, HeldActor> held;
     {
@@ -386,7 +448,7 @@ class Link final : public internal::ClusterLink {
     PeerId peer = 0;
     {
       MutexLock lock(mu_);
-      peer = choose_node_locked(request, runs_here);
+      peer = choose_node_locked(request, runs_here, {});
       if (peer == 0) return false;
       Peer& p = peers_[peer];
       add(&p.used, request, +1);
@@ -755,6 +817,8 @@ class Link final : public internal::ClusterLink {
       peers_.erase(it);
     }
     if (was_node) ready_nodes_.fetch_sub(1, std::memory_order_acq_rel);
+    objects_.lose_peer(peer);
+    fail_pulls(peer, name + " was lost: " + why);
     changed();
     if (!expected && (!lost.empty() || was_node || config_.role == ClusterRole::kNode)) {
       PRISM_LOG(kWarning) << "cluster: " << name << " was lost (" << why << "); "
@@ -780,19 +844,25 @@ class Link final : public internal::ClusterLink {
     }
   }
 
-  // Among live nodes that can ever run `request`: the one with the most room that has room for
-  // it; else null if this node can run it; else the least loaded one.
-  PeerId choose_node_locked(const ResourceRequest& request, bool runs_here)
-      PRISM_REQUIRES(mu_) {
+  // Among live nodes that can ever run `request`: of those with room for it now, the one that
+  // holds the most bytes of its arguments (`bytes_at`), then the one with the most room; else
+  // null if this node can run it; else the least loaded one.
+  PeerId choose_node_locked(const ResourceRequest& request, bool runs_here,
+                            const std::map<PeerId, uint64_t>& bytes_at) PRISM_REQUIRES(mu_) {
     PeerId best = 0, fallback = 0;
     double best_load = 0, fallback_load = 0;
+    uint64_t best_bytes = 0;
     for (const auto& [id, p] : peers_) {
       if (p.state != Peer::State::kReady || p.role != PeerRole::kNode) continue;
       if (!fits(request, p.totals, WireResources{})) continue;
       const double l = load(p.totals, p.used);
-      if (fits(request, p.totals, p.used) && (best == 0 || l < best_load)) {
+      auto b = bytes_at.find(id);
+      const uint64_t here = b == bytes_at.end() ? 0 : b->second;
+      if (fits(request, p.totals, p.used) &&
+          (best == 0 || here > best_bytes || (here == best_bytes && l < best_load))) {
         best = id;
         best_load = l;
+        best_bytes = here;
       }
       if (fallback == 0 || l < fallback_load) {
         fallback = id;
@@ -906,6 +976,20 @@ class Link final : public internal::ClusterLink {
     } else if (auto* kill = std::get_if<ActorKillMsg>(&msg)) {
       if (config_.role == ClusterRole::kNode && peer == driver_id()) return on_actor_kill(*kill);
       if (config_.role == ClusterRole::kDriver && is_node(peer)) return on_node_actor_kill(*kill);
+    }
+    if (auto* pull = std::get_if<ObjectPullMsg>(&msg)) {
+      if (config_.role == ClusterRole::kDriver && is_node(peer)) return on_driver_pull(peer, *pull);
+      if (config_.role == ClusterRole::kNode && peer == driver_id()) return on_node_pull(peer, *pull);
+    } else if (auto* data = std::get_if<ObjectDataMsg>(&msg)) {
+      if ((config_.role == ClusterRole::kDriver && is_node(peer)) ||
+          (config_.role == ClusterRole::kNode && peer == driver_id())) {
+        return on_object_data(peer, std::move(*data));
+      }
+    } else if (auto* free = std::get_if<ObjectFreeMsg>(&msg)) {
+      if (config_.role == ClusterRole::kNode && peer == driver_id()) {
+        for (uint64_t id : free->objects) objects_.drop(id);
+        return;
+      }
     }
     if (std::holds_alternative<ShutdownMsg>(msg)) return on_shutdown(peer);
     if (std::holds_alternative<StatusQueryMsg>(msg)) return on_status_query(peer);
@@ -1121,13 +1205,79 @@ class Link final : public internal::ClusterLink {
       send(peer, r);
       return;
     }
-    auto args = std::make_shared<std::string>(std::move(call.args));
+    auto served = std::make_shared<ServedCall>();
+    served->peer = peer;
+    served->key = key;
+    served->invoker = invoker;
+    served->remaining.store(call.objects.size() + 1, std::memory_order_relaxed);
+    served->blobs.resize(call.objects.size());
+    served->call = std::move(call);
+    // Arguments passed by reference: those held here are used as they are; the others are
+    // pulled from the driver, once per object however many calls wait for it.
+    for (size_t i = 0; i < served->call.objects.size(); ++i) {
+      const uint64_t object = served->call.objects[i].object;
+      if (Blob b = objects_.find(object)) {
+        served->blobs[i] = std::move(b);
+        served->remaining.fetch_sub(1, std::memory_order_acq_rel);
+        continue;
+      }
+      const bool first = objects_.await(object, peer, [this, served, i](const Blob& b,
+                                                                         const std::string& why) {
+        if (!b) {
+          if (!served->failed.exchange(true)) {
+            send(served->peer, Message(error_result(
+                                   served->call.call_id,
+                                   std::make_exception_ptr(Error(
+                                       ErrorCode::kUnavailable,
+                                       "an argument of task '" + served->call.task_name +
+                                           "' could not be fetched: " + why)))));
+          }
+          return;
+        }
+        served->blobs[i] = b;
+        if (served->remaining.fetch_sub(1, std::memory_order_acq_rel) == 1) run_served(served);
+      });
+      if (first) send(peer, Message(ObjectPullMsg{object}));
+    }
+    if (served->remaining.fetch_sub(1, std::memory_order_acq_rel) == 1) run_served(served);
+  }
+
+  // Node: a call whose arguments are all here. Its large result stays here.
+  void run_served(const std::shared_ptr<ServedCall>& served) {
+    if (served->failed.load()) return;
+    CallMsg& call = served->call;
+    auto args = std::make_shared<std::string>();
+    if (call.objects.empty()) {
+      *args = std::move(call.args);
+    } else {  // the inline bytes with each referenced object's bytes put back in its place
+      size_t total = call.args.size();
+      for (const Blob& b : served->blobs) total += b->size();
+      args->reserve(total);
+      size_t pos = 0;
+      for (size_t i = 0; i < call.objects.size(); ++i) {
+        args->append(call.args, pos, call.objects[i].at - pos);
+        args->append(*served->blobs[i]);
+        pos = call.objects[i].at;
+      }
+      args->append(call.args, pos, std::string::npos);
+      served->blobs.clear();
+    }
+    const PeerId peer = served->peer;
+    const uint64_t id = call.call_id;
+    const uint64_t result_object = call.result_object;
     internal::run_served_call(
         rt_, from_wire(call.request), call.task_name,
-        [this, peer, id, key, invoker, args] {
+        [this, peer, id, key = served->key, invoker = served->invoker, args, result_object] {
           ResultMsg r;
           r.call_id = id;
           invoker(key, *args, &r.payload);
+          if (result_object != 0 && r.payload.size() >= kInlineObjectBytes) {
+            r.object = result_object;
+            r.object_bytes = r.payload.size();
+            objects_.hold(result_object, std::make_shared<const std::string>(std::move(r.payload)),
+                          /*primary=*/true);
+            r.payload.clear();
+          }
           send(peer, Message(std::move(r)));
         },
         [this, peer, id](const std::exception_ptr& error) { send(peer, error_result(id, error)); });
@@ -1341,6 +1491,23 @@ class Link final : public internal::ClusterLink {
     }
     switch (result.status) {
       case CallStatus::kOk:
+        if (result.object != 0) {
+          if (result.object != p.result_object || !result.payload.empty()) {
+            rt_->fail_task(p.task, std::make_exception_ptr(Error(
+                                       ErrorCode::kInternal, "the result of task '" +
+                                                                 p.task->function_name() +
+                                                                 "' from " + p.peer_name +
+                                                                 " names an object it was not "
+                                                                 "given")));
+            return;
+          }
+          objects_.locate(result.object, result.object_bytes, peer);
+          auto where = std::make_shared<RemoteObject>(service_, result.object, p.peer_name);
+          where->materialize = p.task->remote_materializer();
+          p.task->complete_remote_value(std::move(where));  // (if cancelled: freed at once)
+          p.task->release_run();
+          return;
+        }
         try {
           p.task->complete_remote(result.payload);
         } catch (const std::exception& e) {
@@ -1384,6 +1551,143 @@ class Link final : public internal::ClusterLink {
     }
   }
 
+  // ---- objects that stay where they were produced ----
+ public:
+  ObjectTable::Stats object_stats() const { return objects_.stats(); }
+
+  // Driver: the last ref of object `id` here dropped: every copy, here and on nodes, is freed.
+  void release_object(uint64_t id) {
+    const std::vector<PeerId> holders = objects_.forget(id);
+    for (PeerId p : holders) {
+      if (is_ready(p)) send(p, Message(ObjectFreeMsg{{id}}));
+    }
+  }
+
+  // Driver: the bytes of object `id` for a reader here; `waiter` gets them (or why not) on some
+  // thread, maybe this one.
+  void pull_here(uint64_t id, ObjectTable::Waiter waiter) {
+    if (Blob b = objects_.find(id)) return waiter(b, {});
+    const PeerId from = live_holder(id, kHere);
+    if (from == 0) return waiter(nullptr, "no node holds it any more (lost with its node)");
+    if (objects_.await(id, from, std::move(waiter))) send(from, Message(ObjectPullMsg{id}));
+  }
+
+ private:
+  // Driver: which arguments of a task being sent to a node travel by reference, and how many of
+  // their bytes each node holds already (for placement).
+  class Transfer final : public internal::ArgTransfer {
+   public:
+    explicit Transfer(Link* link) : link_(link) {}
+    bool by_reference(internal::ObjectEntry* e, void (*write)(internal::ObjectEntry*, std::string*),
+                      size_t estimate, size_t at) override {
+      uint64_t id = 0;
+      if (internal::RemoteValue* rv = e->remote_value()) {
+        id = static_cast<RemoteObject*>(rv)->id();  // (the link makes every RemoteValue)
+      } else {
+        id = link_->objects_.id_of(e->id());  // fetched here earlier, or registered below
+      }
+      if (id == 0) {
+        if (estimate < kInlineObjectBytes) return false;
+        // A large local value: serialized once, kept here for the nodes that pull it, freed
+        // with its entry.
+        MutexLock lock(link_->bind_mu_);
+        id = link_->objects_.id_of(e->id());
+        if (id == 0) {
+          auto blob = std::make_shared<std::string>();
+          write(e, blob.get());
+          id = link_->objects_.new_id();
+          link_->objects_.hold(id, blob, /*primary=*/true);
+          link_->objects_.locate(id, blob->size(), kHere);
+          link_->objects_.bind(e->id(), id);
+          e->attach(std::make_shared<ObjectKeeper>(link_->service_, id));
+        }
+      }
+      std::vector<PeerId> holders;
+      uint64_t bytes = 0;
+      if (!link_->objects_.where(id, &holders, &bytes)) return false;  // (freed meanwhile)
+      for (PeerId p : holders) bytes_at[p] += bytes;
+      refs.push_back(WireObjectRef{id, bytes, at});
+      return true;
+    }
+
+    std::vector<WireObjectRef> refs;
+    std::map<PeerId, uint64_t> bytes_at;
+
+   private:
+    Link* const link_;
+  };
+
+  // A live node holding a copy of `id`, other than `except`; 0 if none.
+  PeerId live_holder(uint64_t id, PeerId except) {
+    std::vector<PeerId> holders;
+    uint64_t bytes = 0;
+    if (!objects_.where(id, &holders, &bytes)) return 0;
+    for (PeerId p : holders) {
+      if (p != kHere && p != except && is_ready(p)) return p;
+    }
+    return 0;
+  }
+
+  // Driver: a node asks for an object's bytes. Sent from here, or pulled from a node that has
+  // them and passed on (not kept here).
+  void on_driver_pull(PeerId peer, const ObjectPullMsg& pull) {
+    const uint64_t id = pull.object;
+    auto answer = [this, peer, id](const Blob& b, const std::string& why) {
+      ObjectDataMsg data;
+      data.object = id;
+      data.ok = b != nullptr;
+      if (b) {
+        data.bytes = *b;  // (a copy into the frame: the encoder appends it again)
+        std::vector<PeerId> unused;
+        uint64_t bytes = 0;
+        if (objects_.where(id, &unused, &bytes)) objects_.locate(id, bytes, peer);
+        objects_.count_served(b->size());
+      } else {
+        data.error = why;
+      }
+      send(peer, Message(std::move(data)));
+    };
+    if (Blob b = objects_.find(id)) return answer(b, {});
+    const PeerId from = live_holder(id, peer);
+    if (from == 0) {
+      return answer(nullptr, "object " + std::to_string(id) + " is gone (freed, or lost with " +
+                                 "its node)");
+    }
+    if (objects_.await(id, from, answer)) send(from, Message(ObjectPullMsg{id}));
+  }
+
+  // Node: the driver asks for an object held here.
+  void on_node_pull(PeerId peer, const ObjectPullMsg& pull) {
+    ObjectDataMsg data;
+    data.object = pull.object;
+    if (Blob b = objects_.find(pull.object)) {
+      data.ok = true;
+      data.bytes = *b;
+      objects_.count_served(b->size());
+    } else {
+      data.error = "object " + std::to_string(pull.object) + " is not held on " + rt_->node_id();
+    }
+    send(peer, Message(std::move(data)));
+  }
+
+  // The answer to a pull this process sent. A node keeps the copy; the driver passes it on.
+  void on_object_data(PeerId peer, ObjectDataMsg data) {
+    Blob blob;
+    if (data.ok) blob = std::make_shared<const std::string>(std::move(data.bytes));
+    const bool keep = config_.role == ClusterRole::kNode;
+    auto waiters = objects_.finish(data.object, peer, blob, keep);
+    if (waiters.empty()) unknown_results_.fetch_add(1, std::memory_order_relaxed);
+    const std::string why = data.ok ? std::string() : data.error;
+    for (auto& w : waiters) w(blob, why);
+  }
+
+  // Pulls sent to `peer` (all pulls for kHere) fail.
+  void fail_pulls(PeerId peer, const std::string& why) {
+    for (auto& [id, waiters] : objects_.fail_from(peer)) {
+      for (auto& w : waiters) w(nullptr, why);
+    }
+  }
+
   // "node2 (host pid 7)" -> "node2".
   static std::string node_name(const std::string& peer_name) {
     return peer_name.substr(0, peer_name.find(' '));
@@ -1424,9 +1728,57 @@ class Link final : public internal::ClusterLink {
   std::atomic<uint64_t> malformed_{0};
   std::atomic<uint64_t> refused_joins_{0};
   std::atomic<uint64_t> unknown_results_{0};
+  // Objects that stay where they were produced (object_table.h), and what entries reach the
+  // link through.
+  ObjectTable objects_;
+  Mutex bind_mu_;  // one registration per local entry (Transfer::by_reference)
+  const std::shared_ptr<ObjectService> service_ = std::make_shared<ObjectService>();
   // Last: destroyed first (see ~Link). Set once in the constructor, before any peer exists.
   std::unique_ptr<UcxComm> comm_;
 };
+
+ObjectKeeper::~ObjectKeeper() {
+  std::shared_ptr<ObjectService> service = service_.lock();
+  if (!service) return;
+  MutexLock lock(service->mu);
+  if (service->link != nullptr) service->link->release_object(id_);
+}
+
+void RemoteObject::fetch(internal::ObjectEntry* entry) {
+  MutexLock lock(fetch_mu_);
+  if (entry->state() != internal::ObjState::kRemote) return;  // fetched by another reader
+  struct Wait {
+    internal::Event done;
+    Blob blob;
+    std::string why;
+  };
+  auto wait = std::make_shared<Wait>();
+  auto waiter = [wait](const Blob& b, const std::string& why) {
+    wait->blob = b;
+    wait->why = why;
+    wait->done.set();
+  };
+  {
+    std::shared_ptr<ObjectService> service = service_.lock();
+    if (!service) {
+      waiter(nullptr, "its cluster has shut down");
+    } else {
+      MutexLock l(service->mu);
+      if (service->link == nullptr) {
+        waiter(nullptr, "its cluster has shut down");
+      } else {
+        service->link->pull_here(id_, waiter);
+      }
+    }
+  }
+  wait->done.wait();  // (every pull is answered, or failed when its peer or the link goes)
+  if (!wait->blob) {
+    throw Error(ErrorCode::kUnavailable, "the value of object " + std::to_string(id_) +
+                                             ", produced on " + where_ +
+                                             ", cannot be fetched: " + wait->why);
+  }
+  materialize(entry, *wait->blob);
+}
 
 std::unique_ptr<internal::ClusterLink> factory(RuntimeCore* rt, const ClusterConfig& config) {
   return std::make_unique<Link>(rt, config);
@@ -1463,6 +1815,11 @@ const internal::ClusterModule kModule{&prepare, &factory};
 
 std::unique_ptr<internal::ClusterLink> make_link(RuntimeCore* rt, const ClusterConfig& config) {
   return factory(rt, config);
+}
+
+ObjectTable::Stats object_stats() {
+  Link* link = g_link.load(std::memory_order_acquire);
+  return link == nullptr ? ObjectTable::Stats{} : link->object_stats();
 }
 
 LinkCounters link_counters() {

@@ -28,6 +28,7 @@
 #include <memory>
 
 #include "api/cluster_link.h"
+#include "object_table.h"
 
 namespace prism::cluster {
 
@@ -43,5 +44,8 @@ struct LinkCounters {
 };
 // The counters of the global runtime's link; zeros in embedded mode.
 LinkCounters link_counters();
+// What the global runtime's link holds of other nodes' objects and has pulled; zeros in embedded
+// mode.
+ObjectTable::Stats object_stats();
 
 }  // namespace prism::cluster

@@ -34,7 +34,7 @@ static_assert(kReservedAt + 4 == kHeaderBytes);
 
 bool known_type(uint8_t type) noexcept {
   return type >= static_cast<uint8_t>(MsgType::kHello) &&
-         type <= static_cast<uint8_t>(MsgType::kActorLookup);
+         type <= static_cast<uint8_t>(MsgType::kObjectFree);
 }
 
 // The wire type of each message struct.
@@ -51,6 +51,9 @@ MsgType type_of(const ActorCreateMsg&) { return MsgType::kActorCreate; }
 MsgType type_of(const ActorCallMsg&) { return MsgType::kActorCall; }
 MsgType type_of(const ActorKillMsg&) { return MsgType::kActorKill; }
 MsgType type_of(const ActorLookupMsg&) { return MsgType::kActorLookup; }
+MsgType type_of(const ObjectPullMsg&) { return MsgType::kObjectPull; }
+MsgType type_of(const ObjectDataMsg&) { return MsgType::kObjectData; }
+MsgType type_of(const ObjectFreeMsg&) { return MsgType::kObjectFree; }
 
 const char* type_name(MsgType type) {
   switch (type) {
@@ -67,6 +70,9 @@ const char* type_name(MsgType type) {
     case MsgType::kActorCall: return "ActorCall";
     case MsgType::kActorKill: return "ActorKill";
     case MsgType::kActorLookup: return "ActorLookup";
+    case MsgType::kObjectPull: return "ObjectPull";
+    case MsgType::kObjectData: return "ObjectData";
+    case MsgType::kObjectFree: return "ObjectFree";
   }
   return "?";
 }
@@ -173,6 +179,13 @@ void write_body(Writer* w, const CallMsg& m) {
   w->str(m.task_name);
   write_resources(w, m.request);
   w->str(m.args);
+  w->count(m.objects.size());
+  for (const WireObjectRef& o : m.objects) {
+    w->u64(o.object);
+    w->u64(o.bytes);
+    w->u64(o.at);
+  }
+  w->u64(m.result_object);
 }
 
 void write_body(Writer* w, const ResultMsg& m) {
@@ -182,6 +195,22 @@ void write_body(Writer* w, const ResultMsg& m) {
   w->str(m.error_type);
   w->str(m.message);
   w->str(m.payload);
+  w->u64(m.object);
+  w->u64(m.object_bytes);
+}
+
+void write_body(Writer* w, const ObjectPullMsg& m) { w->u64(m.object); }
+
+void write_body(Writer* w, const ObjectDataMsg& m) {
+  w->u64(m.object);
+  w->u8(m.ok ? 1 : 0);
+  w->str(m.error);
+  w->str(m.bytes);
+}
+
+void write_body(Writer* w, const ObjectFreeMsg& m) {
+  w->count(m.objects.size());
+  for (uint64_t o : m.objects) w->u64(o);
 }
 
 void write_body(Writer*, const ShutdownMsg&) {}
@@ -302,6 +331,7 @@ class Reader {
 // Smallest encodings of a vector's elements, for Reader::count.
 constexpr size_t kMinStrBytes = 4;                  // u32 length, no bytes
 constexpr size_t kMinCustomBytes = kMinStrBytes + 8;  // (str, i64)
+constexpr size_t kObjectRefBytes = 24;                  // WireObjectRef: three u64
 
 // Enums: values the wire does not define are malformed.
 bool read_role(Reader* r, PeerRole* role) {
@@ -364,13 +394,48 @@ bool read_body(Reader* r, WelcomeMsg* m) {
 bool read_body(Reader* r, RefusedMsg* m) { return r->str(&m->reason); }
 
 bool read_body(Reader* r, CallMsg* m) {
-  return r->u64(&m->call_id) && r->str(&m->function) && r->str(&m->task_name) &&
-         read_resources(r, &m->request) && r->str(&m->args);
+  if (!r->u64(&m->call_id) || !r->str(&m->function) || !r->str(&m->task_name) ||
+      !read_resources(r, &m->request) || !r->str(&m->args)) {
+    return false;
+  }
+  uint32_t n = 0;
+  if (!r->count(kObjectRefBytes, &n)) return false;
+  m->objects.reserve(n);
+  uint64_t last_at = 0;
+  for (uint32_t i = 0; i < n; ++i) {
+    WireObjectRef o;
+    if (!r->u64(&o.object) || !r->u64(&o.bytes) || !r->u64(&o.at)) return false;
+    // Each reference lands inside the inline args, in order.
+    if (o.object == 0 || o.at > m->args.size() || o.at < last_at) return false;
+    last_at = o.at;
+    m->objects.push_back(o);
+  }
+  return r->u64(&m->result_object);
 }
 
 bool read_body(Reader* r, ResultMsg* m) {
   return r->u64(&m->call_id) && read_status(r, &m->status) && r->i32(&m->error_code) &&
-         r->str(&m->error_type) && r->str(&m->message) && r->str(&m->payload);
+         r->str(&m->error_type) && r->str(&m->message) && r->str(&m->payload) &&
+         r->u64(&m->object) && r->u64(&m->object_bytes);
+}
+
+bool read_body(Reader* r, ObjectPullMsg* m) { return r->u64(&m->object); }
+
+bool read_body(Reader* r, ObjectDataMsg* m) {
+  uint8_t ok = 0;
+  if (!r->u64(&m->object) || !r->u8(&ok) || ok > 1) return false;
+  m->ok = ok == 1;
+  return r->str(&m->error) && r->str(&m->bytes);
+}
+
+bool read_body(Reader* r, ObjectFreeMsg* m) {
+  uint32_t n = 0;
+  if (!r->count(8, &n)) return false;
+  m->objects.resize(n);
+  for (uint32_t i = 0; i < n; ++i) {
+    if (!r->u64(&m->objects[i])) return false;
+  }
+  return true;
 }
 
 bool read_body(Reader*, ShutdownMsg*) { return true; }
@@ -423,6 +488,9 @@ std::optional<Message> read_message(MsgType type, std::string_view body) {
     case MsgType::kActorCall: return read_whole_body<ActorCallMsg>(body);
     case MsgType::kActorKill: return read_whole_body<ActorKillMsg>(body);
     case MsgType::kActorLookup: return read_whole_body<ActorLookupMsg>(body);
+    case MsgType::kObjectPull: return read_whole_body<ObjectPullMsg>(body);
+    case MsgType::kObjectData: return read_whole_body<ObjectDataMsg>(body);
+    case MsgType::kObjectFree: return read_whole_body<ObjectFreeMsg>(body);
   }
   return std::nullopt;  // unreachable: check_header refused unknown types
 }

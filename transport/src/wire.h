@@ -31,7 +31,7 @@
 namespace prism::cluster {
 
 inline constexpr uint32_t kWireMagic = 0x4D535250;
-inline constexpr uint8_t kWireVersion = 1;
+inline constexpr uint8_t kWireVersion = 2;
 inline constexpr size_t kHeaderBytes = 16;
 // Bodies above this are refused (values larger than the inline threshold travel in part 2's
 // transfers; until then a task's arguments or result must fit in one frame).
@@ -53,6 +53,9 @@ enum class MsgType : uint8_t {
   kActorCall = 11,    // driver -> node: call a method of an actor there (answered by a kResult)
   kActorKill = 12,    // driver -> node: stop an actor there
   kActorLookup = 13,  // node -> driver: the named actor (answered by a kResult with its number)
+  kObjectPull = 14,   // a holder is asked for an object's bytes (answered by a kObjectData)
+  kObjectData = 15,   // an object's bytes, or why they cannot be had
+  kObjectFree = 16,   // driver -> node: the last ref dropped; free these copies
 };
 
 // A resource amount in core's units (CPU/GPU in 1/10000, memory in bytes).
@@ -91,12 +94,23 @@ struct RefusedMsg {
   std::string reason;
 };
 
+// An argument passed by reference: the object's serialized bytes belong at offset `at` of the
+// call's inline args (references are sorted by `at`); the receiver pulls what it lacks.
+struct WireObjectRef {
+  uint64_t object = 0;
+  uint64_t bytes = 0;
+  uint64_t at = 0;
+  bool operator==(const WireObjectRef&) const = default;
+};
+
 struct CallMsg {
   uint64_t call_id = 0;
   std::string function;   // registered name
   std::string task_name;  // for errors and the timeline (may equal function)
   WireResources request;  // what the task asks for
-  std::string args;       // serialized arguments (prism/serialize.h)
+  std::string args;       // serialized arguments (prism/serialize.h), less the references
+  std::vector<WireObjectRef> objects;  // arguments passed by reference
+  uint64_t result_object = 0;  // nonzero: a large result stays on the node under this number
 };
 
 enum class CallStatus : uint8_t {
@@ -112,6 +126,8 @@ struct ResultMsg {
   std::string error_type;
   std::string message;
   std::string payload;
+  uint64_t object = 0;        // nonzero: the result stayed on the node as this object (no payload)
+  uint64_t object_bytes = 0;  // ... of this many bytes
 };
 
 struct ActorCreateMsg {
@@ -145,6 +161,21 @@ struct ActorLookupMsg {
   std::string type;  // the mangled type the caller expects
 };
 
+struct ObjectPullMsg {
+  uint64_t object = 0;
+};
+
+struct ObjectDataMsg {
+  uint64_t object = 0;
+  bool ok = false;
+  std::string error;  // !ok: why not
+  std::string bytes;  // ok: the serialized value
+};
+
+struct ObjectFreeMsg {
+  std::vector<uint64_t> objects;
+};
+
 struct ShutdownMsg {};
 struct StatusQueryMsg {};
 struct StatusReplyMsg {
@@ -153,7 +184,8 @@ struct StatusReplyMsg {
 
 using Message = std::variant<HelloMsg, AuthMsg, WelcomeMsg, RefusedMsg, CallMsg, ResultMsg,
                              ShutdownMsg, StatusQueryMsg, StatusReplyMsg, ActorCreateMsg,
-                             ActorCallMsg, ActorKillMsg, ActorLookupMsg>;
+                             ActorCallMsg, ActorKillMsg, ActorLookupMsg, ObjectPullMsg,
+                             ObjectDataMsg, ObjectFreeMsg>;
 
 // Appends one whole frame (header + body) for `msg` to `out`.
 void encode(const Message& msg, std::string* out);

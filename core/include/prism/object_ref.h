@@ -84,8 +84,11 @@ inline constexpr bool is_object_ref_v = is_object_ref<std::remove_cv_t<std::remo
 
 namespace internal {
 
+// The stored value of a done, not failed entry; a value that lives on another node (cluster
+// mode) is fetched first, which may throw (prism::Error kUnavailable: lost with its node).
 template <typename T>
-const T& value_of(ObjectEntry* e) noexcept {
+const T& value_of(ObjectEntry* e) {
+  if (e->state() == ObjState::kRemote) [[unlikely]] fetch_remote(e);
   return static_cast<const TypedEntry<T>*>(e)->value();
 }
 

@@ -82,10 +82,13 @@ void submit(TaskRecord* task) noexcept {
   if (task->release_guard()) task->runtime()->dispatch(task);
 }
 
-void check_ref(const ObjectEntry* entry, const char* what) {
-  if (entry == nullptr) {
-    throw Error(ErrorCode::kInvalidArgument, std::string(what) + ": the ObjectRef is empty");
-  }
+void fetch_remote(ObjectEntry* entry) {
+  // (Null once another reader has fetched it: the entry is kReady.)
+  if (RemoteValue* where = entry->remote_value()) where->fetch(entry);
+}
+
+void throw_empty_ref(const char* what) {
+  throw Error(ErrorCode::kInvalidArgument, std::string(what) + ": the ObjectRef is empty");
 }
 
 void check_arg_ref(const ObjectEntry* entry, RuntimeCore* rt) {

@@ -47,6 +47,29 @@ bool ObjectEntry::publish_value(size_t bytes, std::shared_ptr<void> token) noexc
   return complete(ObjState::kReady, [&] { store_account_ = std::move(token); });
 }
 
+bool ObjectEntry::complete_remote(std::shared_ptr<RemoteValue> where) noexcept {
+  return complete(ObjState::kRemote, [&] { store_account_ = std::move(where); });
+}
+
+RemoteValue* ObjectEntry::remote_value() const noexcept {
+  // store_account_ is written before the kRemote state is published and not again while the
+  // entry is kRemote (attach() is for local values).
+  if (state() != ObjState::kRemote) return nullptr;
+  return static_cast<RemoteValue*>(store_account_.get());
+}
+
+void ObjectEntry::attach(std::shared_ptr<void> keep) {
+  struct Both {
+    std::shared_ptr<void> first, second;
+  };
+  auto both = std::make_shared<Both>();  // (allocated before the lock: it may throw)
+  both->second = std::move(keep);
+  lock_.lock();
+  both->first = std::move(store_account_);
+  store_account_ = std::move(both);
+  lock_.unlock();
+}
+
 bool ObjectEntry::add_dependent(DepNode* node) noexcept {
   lock_.lock();
   if (state_.load(std::memory_order_relaxed) != static_cast<uint32_t>(ObjState::kPending)) {

@@ -25,6 +25,7 @@
 #include <memory>
 #include <new>
 #include <string>
+#include <string_view>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -97,7 +98,39 @@ class Dependent {
   ~Dependent() = default;
 };
 
-enum class ObjState : uint32_t { kPending = 0, kReady = 1, kFailed = 2 };
+// kRemote (cluster mode): done, but the value lives on another node; the first reader here
+// fetches it (RemoteValue::fetch), after which the entry is kReady.
+enum class ObjState : uint32_t { kPending = 0, kReady = 1, kFailed = 2, kRemote = 3 };
+
+// Where a kRemote entry's value is, as the cluster module knows it. The entry keeps it for its
+// whole life: dropping it frees the copies on other nodes.
+class RemoteValue {
+ public:
+  virtual ~RemoteValue() = default;
+  // Brings the value here. On return the entry is kReady; throws prism::Error (kUnavailable:
+  // the value was lost with its node) and leaves it kRemote otherwise. Concurrent callers share
+  // one transfer.
+  virtual void fetch(ObjectEntry* entry) = 0;
+  // Set by whoever completes the entry (it knows the type): builds the entry's value from its
+  // serialized bytes and marks it ready (TypedEntry<T>::set_fetched). Throws on malformed bytes.
+  void (*materialize)(ObjectEntry* entry, std::string_view bytes) = nullptr;
+};
+using RemoteMaterializer = void (*)(ObjectEntry* entry, std::string_view bytes);
+
+// The cluster module's say, while a task is encoded for another node, on which arguments travel
+// by reference (TaskRecord::encode_remote): those stay where they are until the node that runs
+// the task pulls them (or finds them there already).
+class ArgTransfer {
+ public:
+  // `entry` is done (kReady or kRemote). `write` serializes its local value; `estimate` is that
+  // value's ObjectSize (0 when kRemote); `at` is where in the encoded arguments its bytes
+  // belong. True: it travels by reference (the caller writes nothing for it).
+  virtual bool by_reference(ObjectEntry* entry, void (*write)(ObjectEntry*, std::string*),
+                            size_t estimate, size_t at) = 0;
+
+ protected:
+  ~ArgTransfer() = default;
+};
 
 class ObjectEntry {
  public:
@@ -121,6 +154,14 @@ class ObjectEntry {
   // (a cancelled object stays cancelled when its task finishes anyway). complete_value() is for
   // typed entries after their value was constructed.
   bool complete_error(std::exception_ptr error) noexcept;
+  // Cluster mode: the pending -> kRemote transition (the value stays on another node, `where`
+  // says which and keeps it there while this entry lives). False if already completed.
+  bool complete_remote(std::shared_ptr<RemoteValue> where) noexcept;
+  // The RemoteValue of a kRemote entry (null in any other state).
+  RemoteValue* remote_value() const noexcept;
+  // Ties `keep` to the life of this done entry (the cluster module's copies of a local value on
+  // other nodes, freed when the entry goes).
+  void attach(std::shared_ptr<void> keep);
 
   // Adds a dependent if the entry is still pending (returns true), else returns false and the
   // caller handles the finished entry itself.
@@ -160,6 +201,10 @@ class ObjectEntry {
   bool publish_value(size_t bytes, std::shared_ptr<void> token = nullptr) noexcept;
   // True if a value was published (as opposed to pending or failed).
   bool has_value() const noexcept { return state() == ObjState::kReady; }
+  // kRemote -> kReady, once the value was built here (RemoteValue::fetch serializes callers).
+  void publish_fetched() noexcept {
+    state_.store(static_cast<uint32_t>(ObjState::kReady), std::memory_order_release);
+  }
 
  private:
   // The pending -> done transition: under the lock, if still pending, `fill` stores the outcome
@@ -194,7 +239,9 @@ class ObjectEntry {
   TaskRecord* producer_ PRISM_GUARDED_BY(lock_) = nullptr;  // valid while pending (file comment)
   ObjectId id_;
   std::exception_ptr error_;
-  std::shared_ptr<void> store_account_;  // set for large objects; returns the bytes on free
+  // Set for large objects (returns the bytes on free); for a kRemote entry, its RemoteValue;
+  // attach() chains more onto it.
+  std::shared_ptr<void> store_account_;
 
   template <typename T>
   friend class TypedEntry;
@@ -237,6 +284,13 @@ class TypedEntry final : public ObjectEntry {
   }
 
   const T& value() const noexcept { return *std::launder(reinterpret_cast<const T*>(storage_)); }
+
+  // A kRemote entry's value, fetched from another node (RemoteValue::materialize).
+  void set_fetched(T&& v) {
+    ::new (static_cast<void*>(storage_)) T(std::move(v));
+    value_constructed_ = true;
+    publish_fetched();
+  }
 
   ~TypedEntry() override {
     if (!value_constructed_) return;

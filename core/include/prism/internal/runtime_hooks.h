@@ -126,8 +126,13 @@ void await(ObjectEntry* entry, Deadline deadline);
 // are done (entries done at the moment of return).
 std::vector<bool> await_some(const std::vector<ObjectEntry*>& entries, size_t num_ready,
                              Deadline deadline);
+// Brings the value of a kRemote entry here (RemoteValue::fetch); nothing if it is not kRemote.
+void fetch_remote(ObjectEntry* entry);
 // Throws prism::Error(kInvalidArgument) naming `what` when `entry` is null (an empty ref).
-void check_ref(const ObjectEntry* entry, const char* what);
+[[noreturn]] void throw_empty_ref(const char* what);
+inline void check_ref(const ObjectEntry* entry, const char* what) {
+  if (entry == nullptr) [[unlikely]] throw_empty_ref(what);
+}
 // For a task argument: not empty, and made by the runtime `rt` that runs the task (a ref of
 // another Runtime, or of an earlier runtime, is an InvalidArgument error).
 void check_arg_ref(const ObjectEntry* entry, RuntimeCore* rt);

@@ -338,6 +338,31 @@ struct RemoteTask<ConstructTarget<T>, void, Resolved...> {
   }
 };
 
+// ---- values that live on other nodes (cluster mode) ----
+
+template <typename X>
+struct RefValue {
+  using type = void;
+};
+template <typename T>
+struct RefValue<ObjectRef<T>> {
+  using type = T;
+};
+
+// ArgTransfer's `write`: the entry's value, serialized.
+template <typename T>
+void serialize_entry_value(ObjectEntry* e, std::string* out) {
+  out->clear();
+  Writer w(out);
+  w.put(value_of<T>(e));
+}
+
+// RemoteValue::materialize for a T.
+template <typename T>
+void materialize_entry(ObjectEntry* e, std::string_view bytes) {
+  static_cast<TypedEntry<T>*>(e)->set_fetched(from_bytes<T>(bytes));
+}
+
 // ---- the record ----
 
 // `Target` supplies the callable and the instance it is called on (NoInstance for functions);
@@ -393,18 +418,14 @@ class TaskImpl final : public TaskRecord {
     return target_.name();
   }
 
-  bool encode_remote(std::string* function, std::string* args) const override {
+  bool encode_remote(std::string* function, std::string* args,
+                     ArgTransfer* transfer) const override {
     if constexpr (kRemote) {
       *function = Remote::name(target_);
       if (function->empty()) return false;  // not registered: runs here
-      using Params = typename Remote::Params;
-      std::apply(
-          [&](const auto&... a) {
-            const Params params{Arg<Tier, A>::resolve(a)...};
-            Writer w(args);
-            w.put(params);
-          },
-          args_);
+      // The parameter tuple, field by field (as Serializer<std::tuple> writes it), so that an
+      // argument may be left out for the transfer to carry.
+      encode_args(args, transfer, std::index_sequence_for<A...>());
       return true;
     } else {
       return false;
@@ -421,10 +442,69 @@ class TaskImpl final : public TaskRecord {
       }
     }
   }
+  RemoteMaterializer remote_materializer() const noexcept override {
+    if constexpr (kRemoteValue) {
+      return &materialize_entry<typename Slots::Value>;
+    } else {
+      return nullptr;
+    }
+  }
+  bool complete_remote_value(std::shared_ptr<RemoteValue> where) noexcept override {
+    if constexpr (kRemoteValue) {
+      return slots_.entry->complete_remote(std::move(where));
+    } else {
+      return false;
+    }
+  }
 
  private:
   using Remote = RemoteTask<Target, typename Slots::Value, typename Arg<Tier, A>::type...>;
   static constexpr bool kRemote = Remote::value;
+  // A result that may stay on the node that computed it: one value of a type without a place.
+  static constexpr bool kRemoteValue = [] {
+    if constexpr (kRemote && !std::is_same_v<Slots, CreationResult>) {
+      using Value = typename Slots::Value;
+      if constexpr (std::is_void_v<Value>) {
+        return false;
+      } else {
+        return std::is_same_v<Slots, SingleResult<Value>> && !Placement<Value>::kCustom;
+      }
+    } else {
+      return false;
+    }
+  }();
+
+  template <size_t... I>
+  void encode_args(std::string* args, ArgTransfer* transfer, std::index_sequence<I...>) const {
+    using Params = typename Remote::Params;
+    Writer w(args);
+    (void)w;
+    (void)transfer;  // (unused when there are no arguments)
+    (encode_arg<std::tuple_element_t<I, Params>, A>(w, args, transfer, std::get<I>(args_)), ...);
+  }
+  template <typename P, typename X>
+  static void encode_arg(Writer& w, std::string* args, ArgTransfer* transfer, const X& a) {
+    if constexpr (is_object_ref_v<X>) {
+      using T = typename RefValue<X>::type;
+      if constexpr (std::is_same_v<T, P> && !Placement<T>::kCustom) {
+        ObjectEntry* e = a.entry();
+        if (transfer != nullptr) {
+          const size_t estimate =
+              e->state() == ObjState::kReady ? ObjectSize<T>::bytes(value_of<T>(e)) : 0;
+          if (transfer->by_reference(e, &serialize_entry_value<T>, estimate, args->size())) {
+            return;
+          }
+        }
+      }
+    }
+    decltype(auto) resolved = Arg<Tier, X>::resolve(a);
+    if constexpr (std::is_same_v<std::decay_t<decltype(resolved)>, P>) {
+      w.put(resolved);  // (no copy of the value)
+    } else {
+      const P p(resolved);
+      w.put(p);
+    }
+  }
 
   Target target_;
   Slots slots_;

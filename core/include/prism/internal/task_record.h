@@ -136,12 +136,23 @@ class TaskRecord : public Dependent {
   // A task that may run on another node (a registered function with serializable parameters
   // and result) writes its registered name and its serialized arguments, which must all be
   // ready, and returns true; any other task returns false: it runs where it was submitted.
-  virtual bool encode_remote(std::string* /*function*/, std::string* /*args*/) const {
+  // With `transfer`, each argument given as a ref to a value of exactly the parameter's type is
+  // offered to it first; what it takes by reference is left out of `args`.
+  virtual bool encode_remote(std::string* /*function*/, std::string* /*args*/,
+                             ArgTransfer* /*transfer*/ = nullptr) const {
     return false;
   }
   // Completes the results from the serialized result of a remote run. Throws prism::Error
   // (kInvalidArgument) for a malformed payload; the caller then fails the task.
   virtual void complete_remote(std::string_view /*payload*/) {}
+  // For a task with one serializable result: what builds that result from its bytes, so that
+  // the result may stay on the node that ran it (complete_remote_value); else null.
+  virtual RemoteMaterializer remote_materializer() const noexcept { return nullptr; }
+  // Completes the one result as living on another node (ObjectEntry::complete_remote). False
+  // if it was already completed (cancelled) or the task has no such result.
+  virtual bool complete_remote_value(std::shared_ptr<RemoteValue> /*where*/) noexcept {
+    return false;
+  }
 
   // Dependent: one argument became ready.
   void on_ready(ObjectEntry* entry) noexcept final;

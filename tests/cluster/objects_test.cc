@@ -1,0 +1,161 @@
+// Objects across nodes (cluster mode): large values stay where they were produced, travel once
+// to the node that needs them, arrive byte for byte, and are freed on every node when the last
+// ref drops; placement follows where the argument bytes are. Same driver/node set-up as
+// cluster_test.cc (this file is part of the same test binary).
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <gtest/gtest.h>
+#include <prism/prism.h>
+
+#include "cluster_fixture.h"
+#include "cluster_link.h"
+
+namespace {
+
+using namespace std::chrono_literals;
+using prism_test::ClusterTest;
+
+// n bytes of a pattern that differs with `seed` and with the position.
+std::vector<uint8_t> make_bytes(uint64_t n, uint32_t seed) {
+  std::vector<uint8_t> v(n);
+  uint32_t x = seed * 2654435761u + 1;
+  for (auto& b : v) {
+    x = x * 1664525u + 1013904223u;
+    b = static_cast<uint8_t>(x >> 24);
+  }
+  return v;
+}
+uint64_t checksum(const std::vector<uint8_t>& v) {
+  uint64_t h = 1469598103934665603ull;
+  for (uint8_t b : v) h = (h ^ b) * 1099511628211ull;
+  return h ^ v.size();
+}
+std::string node_here() { return prism::node_id(); }
+// Where a task that reads `v` ran.
+std::string read_where(const std::vector<uint8_t>& v) {
+  return prism::node_id() + ":" + std::to_string(v.size());
+}
+// This process's object counters: primary objects, primary bytes, secondary objects, secondary
+// bytes, pulls sent, bytes pulled.
+std::vector<uint64_t> objects_here() {
+  const auto s = prism::cluster::object_stats();
+  return {s.primary_objects, s.primary_bytes, s.secondary_objects, s.secondary_bytes, s.pulls,
+          s.pulled_bytes};
+}
+PRISM_REMOTE(make_bytes, checksum, node_here, read_where, objects_here);
+
+constexpr uint64_t kKiB = 1024;
+constexpr uint64_t kMiB = 1024 * kKiB;
+
+// The counters of the node that has `resource`.
+std::vector<uint64_t> objects_on(const std::string& resource) {
+  return prism::get(prism::task(objects_here).resource(resource, 1).remote(), 60s);
+}
+
+// Asks the node with `resource` for its counters until `done` holds for them (the free messages
+// are on their way when the refs drop: each query is one round trip behind them), for at most
+// 20 s. Returns the last counters.
+template <typename Pred>
+std::vector<uint64_t> objects_on_until(const std::string& resource, Pred done) {
+  const auto deadline = std::chrono::steady_clock::now() + 20s;
+  std::vector<uint64_t> s = objects_on(resource);
+  while (!done(s) && std::chrono::steady_clock::now() < deadline) s = objects_on(resource);
+  return s;
+}
+
+TEST_F(ClusterTest, ValuesOfEverySizeCrossNodesByteForByte) {
+  start(1, {{{"PRISM_RESOURCES", "a:100"}}, {{"PRISM_RESOURCES", "b:100"}}});
+  const uint64_t sizes[] = {0, 1, 100 * kKiB - 1, 100 * kKiB, 100 * kKiB + 1, 100 * kMiB};
+  uint32_t seed = 1;
+  for (uint64_t n : sizes) {
+    SCOPED_TRACE("size " + std::to_string(n));
+    const std::vector<uint8_t> expected = make_bytes(n, seed);
+    // Made on node1; read by a task on node2 and by get here.
+    auto made = prism::task(make_bytes).resource("a", 1).remote(n, seed);
+    auto sum = prism::task(checksum).resource("b", 1).remote(made);
+    EXPECT_EQ(prism::get(sum, 60s), checksum(expected));
+    const std::vector<uint8_t> got = prism::get(made, 60s);
+    EXPECT_TRUE(got == expected) << "the value differs after crossing nodes";
+    // Put here; read by a task on node2.
+    auto put = prism::put(expected);
+    EXPECT_EQ(prism::get(prism::task(checksum).resource("b", 1).remote(put), 60s),
+              checksum(expected));
+    ++seed;
+  }
+}
+
+TEST_F(ClusterTest, ALargeObjectReadByThreeTasksOnOneNodeTravelsOnce) {
+  start(1, {{{"PRISM_RESOURCES", "a:100"}}, {{"PRISM_RESOURCES", "b:100"}, {"PRISM_NUM_CPUS", "2"}}});
+  auto made = prism::task(make_bytes).resource("a", 1).remote(100 * kMiB, 7u);
+  std::vector<prism::ObjectRef<uint64_t>> sums;
+  for (int i = 0; i < 3; ++i) sums.push_back(prism::task(checksum).resource("b", 1).remote(made));
+  const uint64_t expected = checksum(make_bytes(100 * kMiB, 7));
+  for (auto& s : sums) EXPECT_EQ(prism::get(s, 60s), expected);
+  const std::vector<uint64_t> b = objects_on("b");
+  EXPECT_EQ(b[4], 1u) << "node2 pulled the object more than once";
+  EXPECT_GE(b[5], 100 * kMiB);
+  EXPECT_LT(b[5], 101 * kMiB);
+  EXPECT_EQ(b[2], 1u) << "node2 keeps one secondary copy";
+  const std::vector<uint64_t> a = objects_on("a");
+  EXPECT_EQ(a[0], 1u) << "node1 keeps the primary copy";
+  EXPECT_EQ(a[4], 0u) << "node1 pulled nothing";
+}
+
+TEST_F(ClusterTest, EveryCopyIsFreedOnEveryNodeWhenTheLastRefDrops) {
+  start(1, {{{"PRISM_RESOURCES", "a:100"}}, {{"PRISM_RESOURCES", "b:100"}}});
+  {
+    auto made = prism::task(make_bytes).resource("a", 1).remote(8 * kMiB, 3u);
+    auto put = prism::put(make_bytes(4 * kMiB, 4));
+    auto s1 = prism::task(checksum).resource("b", 1).remote(made);
+    auto s2 = prism::task(checksum).resource("b", 1).remote(put);
+    EXPECT_EQ(prism::get(s1, 60s), checksum(make_bytes(8 * kMiB, 3)));
+    EXPECT_EQ(prism::get(s2, 60s), checksum(make_bytes(4 * kMiB, 4)));
+    EXPECT_EQ(prism::get(made, 60s).size(), 8 * kMiB);  // fetched here too
+    EXPECT_EQ(objects_on("a")[0], 1u);
+    EXPECT_EQ(objects_on("b")[2], 2u);
+    EXPECT_EQ(prism::cluster::object_stats().primary_objects, 1u);  // the put, serialized once
+  }
+  // The refs are gone (and so, once their records go, are the tasks' own).
+  const auto a = objects_on_until("a", [](const auto& s) { return s[0] == 0 && s[2] == 0; });
+  EXPECT_EQ(a[0], 0u) << "node1 still holds the primary copy";
+  EXPECT_EQ(a[1], 0u);
+  const auto b = objects_on_until("b", [](const auto& s) { return s[2] == 0; });
+  EXPECT_EQ(b[2], 0u) << "node2 still holds its pulled copies";
+  EXPECT_EQ(b[3], 0u);
+  EXPECT_EQ(prism::cluster::object_stats().primary_objects, 0u);
+}
+
+TEST_F(ClusterTest, PlacementFollowsTheArgumentBytes) {
+  // A driver without CPUs: each reader goes to a node; both nodes have room, so it goes where
+  // its argument is.
+  start(0, {{{"PRISM_RESOURCES", "a:100"}}, {{"PRISM_RESOURCES", "b:100"}}});
+  for (int i = 0; i < 4; ++i) {
+    const std::string res = i % 2 == 0 ? "a" : "b";
+    auto made = prism::task(make_bytes).resource(res, 1).remote(2 * kMiB, uint32_t(i));
+    const std::string maker = prism::get(prism::task(node_here).resource(res, 1).remote(), 60s);
+    auto reader = prism::task(read_where).remote(made);
+    EXPECT_EQ(prism::get(reader, 60s), maker + ":" + std::to_string(2 * kMiB));
+  }
+}
+
+TEST_F(ClusterTest, AValueLostWithItsNodeFailsClearly) {
+  start(1, {{{"PRISM_RESOURCES", "a:100"}}});
+  expect_clean_exit_ = false;
+  auto made = prism::task(make_bytes).resource("a", 1).remote(1 * kMiB, 9u);
+  auto [ready, pending] = prism::wait(std::vector{made}, 1, 60s);
+  ASSERT_EQ(ready.size(), 1u);  // done, but its value is on node1
+  children_.front().kill_now();
+  ASSERT_TRUE(children_.front().wait_exit(20s));
+  try {
+    prism::get(made, 30s);
+    FAIL() << "a value whose only copy was lost was read";
+  } catch (const prism::Error& e) {
+    EXPECT_EQ(e.code(), prism::ErrorCode::kUnavailable) << e.what();
+    EXPECT_NE(std::string(e.what()).find("node1"), std::string::npos) << e.what();
+  }
+}
+
+}  // namespace

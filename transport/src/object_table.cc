@@ -1,0 +1,178 @@
+#include "object_table.h"
+
+namespace prism::cluster {
+
+using internal::MutexLock;
+
+void ObjectTable::hold(uint64_t id, Blob blob, bool primary) {
+  if (!blob) return;
+  MutexLock lock(mu_);
+  auto [it, inserted] = held_.try_emplace(id);
+  if (!inserted) return;
+  it->second = Copy{blob, primary};
+  if (primary) {
+    ++stats_.primary_objects;
+    stats_.primary_bytes += blob->size();
+  } else {
+    ++stats_.secondary_objects;
+    stats_.secondary_bytes += blob->size();
+  }
+}
+
+Blob ObjectTable::find(uint64_t id) const {
+  MutexLock lock(mu_);
+  auto it = held_.find(id);
+  return it == held_.end() ? nullptr : it->second.blob;
+}
+
+void ObjectTable::drop(uint64_t id) {
+  Blob freed;  // (released outside the lock: freeing 100 MiB takes a while)
+  {
+    MutexLock lock(mu_);
+    auto it = held_.find(id);
+    if (it == held_.end()) return;
+    freed = it->second.blob;  // (drop_locked counts its bytes)
+    drop_locked(id);
+  }
+}
+
+void ObjectTable::drop_locked(uint64_t id) {
+  auto it = held_.find(id);
+  if (it == held_.end()) return;
+  const uint64_t bytes = it->second.blob ? it->second.blob->size() : 0;
+  if (it->second.primary) {
+    --stats_.primary_objects;
+    stats_.primary_bytes -= bytes;
+  } else {
+    --stats_.secondary_objects;
+    stats_.secondary_bytes -= bytes;
+  }
+  held_.erase(it);
+}
+
+ObjectTable::Stats ObjectTable::stats() const {
+  MutexLock lock(mu_);
+  return stats_;
+}
+
+void ObjectTable::count_served(size_t bytes) {
+  MutexLock lock(mu_);
+  ++stats_.served;
+  stats_.served_bytes += bytes;
+}
+
+bool ObjectTable::await(uint64_t id, PeerId from, Waiter waiter) {
+  MutexLock lock(mu_);
+  auto [it, first] = pulls_.try_emplace(id);
+  if (first) {
+    it->second.from = from;
+    ++stats_.pulls;
+  }
+  it->second.waiters.push_back(std::move(waiter));
+  return first;
+}
+
+std::vector<ObjectTable::Waiter> ObjectTable::finish(uint64_t id, PeerId from, const Blob& blob,
+                                                     bool keep) {
+  std::vector<Waiter> waiters;
+  {
+    MutexLock lock(mu_);
+    auto it = pulls_.find(id);
+    if (it == pulls_.end() || it->second.from != from) return waiters;  // nobody asked it
+    waiters = std::move(it->second.waiters);
+    pulls_.erase(it);
+    if (blob) stats_.pulled_bytes += blob->size();
+  }
+  if (blob && keep) hold(id, blob, /*primary=*/false);
+  return waiters;
+}
+
+std::vector<std::pair<uint64_t, std::vector<ObjectTable::Waiter>>> ObjectTable::fail_from(
+    PeerId peer) {
+  std::vector<std::pair<uint64_t, std::vector<Waiter>>> out;
+  MutexLock lock(mu_);
+  for (auto it = pulls_.begin(); it != pulls_.end();) {
+    if (peer == kHere || it->second.from == peer) {
+      out.emplace_back(it->first, std::move(it->second.waiters));
+      it = pulls_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  return out;
+}
+
+uint64_t ObjectTable::new_id() {
+  MutexLock lock(mu_);
+  return next_id_++;
+}
+
+void ObjectTable::locate(uint64_t id, uint64_t bytes, PeerId holder) {
+  MutexLock lock(mu_);
+  Location& l = locations_[id];
+  l.bytes = bytes;
+  l.holders.insert(holder);
+}
+
+bool ObjectTable::where(uint64_t id, std::vector<PeerId>* holders, uint64_t* bytes) const {
+  MutexLock lock(mu_);
+  auto it = locations_.find(id);
+  if (it == locations_.end()) return false;
+  holders->assign(it->second.holders.begin(), it->second.holders.end());
+  *bytes = it->second.bytes;
+  return true;
+}
+
+uint64_t ObjectTable::id_of(const ObjectId& entry) const {
+  MutexLock lock(mu_);
+  auto it = by_entry_.find(entry);
+  return it == by_entry_.end() ? 0 : it->second;
+}
+
+void ObjectTable::bind(const ObjectId& entry, uint64_t id) {
+  MutexLock lock(mu_);
+  by_entry_[entry] = id;
+  locations_[id].entry = entry;
+}
+
+std::vector<PeerId> ObjectTable::forget(uint64_t id) {
+  std::vector<PeerId> others;
+  Blob freed;
+  MutexLock lock(mu_);
+  auto it = locations_.find(id);
+  if (it != locations_.end()) {
+    for (PeerId p : it->second.holders) {
+      if (p != kHere) others.push_back(p);
+    }
+    if (!(it->second.entry == ObjectId{})) by_entry_.erase(it->second.entry);
+    locations_.erase(it);
+  }
+  if (auto h = held_.find(id); h != held_.end()) {
+    freed = h->second.blob;  // (the last reference goes after the lock, with `freed`)
+    drop_locked(id);
+  }
+  return others;
+}
+
+std::vector<uint64_t> ObjectTable::lose_peer(PeerId peer) {
+  std::vector<uint64_t> orphans;
+  MutexLock lock(mu_);
+  for (auto& [id, l] : locations_) {
+    if (l.holders.erase(peer) > 0 && l.holders.empty()) orphans.push_back(id);
+  }
+  return orphans;
+}
+
+std::map<PeerId, std::pair<uint64_t, uint64_t>> ObjectTable::held_by_peer() const {
+  std::map<PeerId, std::pair<uint64_t, uint64_t>> out;
+  MutexLock lock(mu_);
+  for (const auto& [id, l] : locations_) {
+    for (PeerId p : l.holders) {
+      ++out[p].first;
+      out[p].second += l.bytes;
+    }
+  }
+  return out;
+}
+
+}  // namespace prism::cluster

@@ -1,0 +1,118 @@
+// object_table.h — the objects one process keeps for the cluster, and the pulls it waits on.
+//
+// Values above the inline threshold stay where they were produced (DESIGN §3): a node keeps a
+// large task result as serialized bytes (a Blob) under a number the driver chose, and answers
+// the driver's pulls for it; a node that needs an argument it lacks pulls it once, however many
+// of its tasks wait for it, and keeps the copy (secondary) for later readers. The driver owns
+// the metadata: for each number, the value's size and every node holding a copy (`holders`,
+// kHere for itself), and which local entry it belongs to; when that entry's last ref drops,
+// every copy is freed (forget() returns the holders to tell).
+//
+// Invariants (under mu_):
+//   - a number is in pulls_ only while a pull of it is in flight: exactly one request was sent
+//     for it, and every waiter is called exactly once, by finish() or fail_*() (outside mu_);
+//   - held_ has at most one copy per number; stats_ counts exactly what held_ holds;
+//   - locations_[n].holders lists the peers told to keep n (the driver's view; a node drops its
+//     copy only when told, or at the job's end).
+//
+// Thread-safe: every method may be called from any thread; waiters are called with no lock held.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <set>
+#include <string>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "prism/internal/ids.h"
+#include "prism/internal/thread_annotations.h"
+
+namespace prism::cluster {
+
+using Blob = std::shared_ptr<const std::string>;
+using PeerId = uint64_t;
+inline constexpr PeerId kHere = 0;  // "this process" among holders
+
+class ObjectTable {
+ public:
+  // --- copies held here ---
+  // Keeps `blob` as object `id` (replacing nothing: a second copy of a held id is ignored).
+  void hold(uint64_t id, Blob blob, bool primary);
+  Blob find(uint64_t id) const;
+  // Frees the copy of `id` held here, if any.
+  void drop(uint64_t id);
+
+  struct Stats {
+    uint64_t primary_objects = 0;    // produced here
+    uint64_t primary_bytes = 0;
+    uint64_t secondary_objects = 0;  // pulled copies
+    uint64_t secondary_bytes = 0;
+    uint64_t pulls = 0;          // pulls this process sent
+    uint64_t pulled_bytes = 0;   // bytes they brought
+    uint64_t served = 0;         // pulls this process answered with bytes
+    uint64_t served_bytes = 0;
+  };
+  Stats stats() const;
+  void count_served(size_t bytes);
+
+  // --- pulls in flight ---
+  // Called once with the bytes, or with an empty blob and why not.
+  using Waiter = std::function<void(const Blob& blob, const std::string& error)>;
+  // Adds `waiter` for object `id`. True if no pull of it was in flight: the caller sends one, to
+  // `from` (remembered for fail_from).
+  bool await(uint64_t id, PeerId from, Waiter waiter);
+  // The pull of `id` sent to `from` ended with `blob` (null: failed). Returns the waiters to call
+  // (outside any lock); none if no such pull is in flight (an answer from another peer is not
+  // trusted). A blob is held here as a secondary copy when `keep`.
+  std::vector<Waiter> finish(uint64_t id, PeerId from, const Blob& blob, bool keep);
+  // The pulls sent to `peer` (every pull when peer == kHere): they can no longer complete.
+  std::vector<std::pair<uint64_t, std::vector<Waiter>>> fail_from(PeerId peer);
+
+  // --- the driver's directory ---
+  uint64_t new_id();
+  // Records that `holder` has a copy of `id` (of `bytes`), creating the record if needed.
+  void locate(uint64_t id, uint64_t bytes, PeerId holder);
+  // The holders of `id` and its size; false if there is no such record.
+  bool where(uint64_t id, std::vector<PeerId>* holders, uint64_t* bytes) const;
+  // The number of the local entry `entry`, if it has one (0: none).
+  uint64_t id_of(const ObjectId& entry) const;
+  void bind(const ObjectId& entry, uint64_t id);
+  // The last ref of `id` dropped: forgets it and frees the copy here. Returns the other holders
+  // (to be told to free theirs).
+  std::vector<PeerId> forget(uint64_t id);
+  // `peer` is gone: it holds nothing any more. Returns the numbers it was the only holder of.
+  std::vector<uint64_t> lose_peer(PeerId peer);
+  // Bytes of the records held by each peer (for `prism status`).
+  std::map<PeerId, std::pair<uint64_t, uint64_t>> held_by_peer() const;  // objects, bytes
+
+ private:
+  struct Copy {
+    Blob blob;
+    bool primary = false;
+  };
+  struct Pull {
+    PeerId from = 0;
+    std::vector<Waiter> waiters;
+  };
+  struct Location {
+    uint64_t bytes = 0;
+    std::set<PeerId> holders;
+    ObjectId entry{};  // the local entry it belongs to (bind), or zero
+  };
+
+  void drop_locked(uint64_t id) PRISM_REQUIRES(mu_);
+
+  mutable internal::Mutex mu_;
+  std::unordered_map<uint64_t, Copy> held_ PRISM_GUARDED_BY(mu_);
+  std::unordered_map<uint64_t, Pull> pulls_ PRISM_GUARDED_BY(mu_);
+  std::unordered_map<uint64_t, Location> locations_ PRISM_GUARDED_BY(mu_);
+  std::unordered_map<ObjectId, uint64_t> by_entry_ PRISM_GUARDED_BY(mu_);
+  Stats stats_ PRISM_GUARDED_BY(mu_);
+  uint64_t next_id_ PRISM_GUARDED_BY(mu_) = 1;
+};
+
+}  // namespace prism::cluster
