@@ -1,12 +1,21 @@
-// bench/cluster — first cluster-mode figures on one machine (loopback): a driver and node
-// processes of this same executable (started here by address, as the tests do).
+// bench/cluster — cluster mode on one machine (loopback): a driver and node processes of this
+// same executable (started here by address, as the tests do), UCX pinned to loopback.
 //
-//   build/release/bench/cluster [--tasks=20000] [--round_trips=2000] [--nodes=2]
+//   build/bench/bench/cluster [--runs=5] [--json=PATH] [--quick] [--nodes=2]
+//                             [--perftest_lat_us=A,B,..] [--perftest_bw_1m=A,..]
+//                             [--perftest_bw_64m=A,..]
 //
-// Rows: remote empty tasks async (the driver has no CPU, so every task goes to a node), sync
-// round trip of one remote task (p50/p99), remote actor calls (sync p50, async rate), and the
-// same rows embedded (one process) for reference. UCX is pinned to loopback. Not yet in
-// run_all.sh (the cluster benchmark of "Cluster mode, part 2" adds transfers and peers).
+// Rows (the driver has no CPU, so every task and actor runs on a node):
+//   - remote empty tasks async (driver + 2 nodes), beside the same tasks embedded (one
+//     process, 1 CPU) and Ray's published multi-client figure;
+//   - the sync round trip of one remote task, p50 (p99 as an extra), on one node;
+//   - remote actor calls async (sync p50 as an extra);
+//   - transfers: get here of a 1 MiB and a 64 MiB result that stayed on a node, and a 64 MiB put
+//     here read by a task on a node, in GB/s.
+// The peers of the latency and transfer rows are ucx_perftest's figures on the same machine,
+// transports and wait mode (sleeping: Prism's progress thread sleeps in epoll when idle), which
+// bench/run_all.sh measures just before and passes in (--perftest_*: one value per run; the
+// latency is ucp_am_lat's one-way p50, doubled here into a round trip).
 #include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
@@ -14,6 +23,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -23,83 +33,92 @@
 
 #include <prism/prism.h>
 
+#include "bench_util.h"
+
 extern char** environ;
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
 using namespace std::chrono_literals;
 
 int noop(int x) { return x; }
-PRISM_REMOTE(noop);
+std::vector<uint8_t> make_bytes(uint64_t n) { return std::vector<uint8_t>(n, 7); }
+uint64_t size_of(const std::vector<uint8_t>& v) { return v.size(); }
+PRISM_REMOTE(noop, make_bytes, size_of);
 
 struct Echo {
   int echo(int x) { return x; }
 };
 PRISM_ACTOR(Echo, &Echo::echo);
 
-double seconds_since(Clock::time_point t0) {
-  return std::chrono::duration<double>(Clock::now() - t0).count();
-}
+constexpr uint64_t kMiB = 1 << 20;
 
-struct Percentiles {
-  double p50_us, p99_us;
-};
-Percentiles percentiles(std::vector<double> v) {
+double p50(std::vector<double> v) {
   std::sort(v.begin(), v.end());
-  return {v[v.size() / 2] * 1e6, v[std::min(v.size() - 1, v.size() * 99 / 100)] * 1e6};
+  return v[v.size() / 2];
+}
+double p99(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[std::min(v.size() - 1, v.size() * 99 / 100)];
 }
 
-// The figures of one configuration: `remote` selects tasks and actors on a node.
-void measure(const char* label, int tasks, int round_trips, bool remote) {
-  // Remote rows ask for the nodes' custom resource: every task and the actor go there.
-  auto task = [&] {
-    auto t = prism::task(noop);
-    if (remote) t.resource("node", 0.0001);
-    return t;
-  };
-  for (int i = 0; i < 1000; ++i) prism::get(task().remote(i), 60s);  // warm-up
-  auto t0 = Clock::now();
+// "1.5,2,3" -> {1.5, 2, 3}, each times `scale`.
+std::vector<double> values(const std::string& list, double scale) {
+  std::vector<double> out;
+  size_t pos = 0;
+  while (pos < list.size()) {
+    size_t end = list.find(',', pos);
+    if (end == std::string::npos) end = list.size();
+    const std::string item = list.substr(pos, end - pos);
+    if (!item.empty()) out.push_back(std::atof(item.c_str()) * scale);
+    pos = end + 1;
+  }
+  return out;
+}
+
+double async_tasks(int n, bool remote) {
+  auto t = prism::task(noop);
+  if (remote) t.resource("node", 0.0001);
   std::vector<prism::ObjectRef<int>> refs;
-  refs.reserve(static_cast<size_t>(tasks));
-  for (int i = 0; i < tasks; ++i) refs.push_back(task().remote(i));
+  refs.reserve(static_cast<size_t>(n));
+  const double t0 = bench::now_s();
+  for (int i = 0; i < n; ++i) refs.push_back(t.remote(i));
   for (auto& r : refs) prism::get(r, 120s);
-  const double async_rate = tasks / seconds_since(t0);
-  std::vector<double> rt;
-  for (int i = 0; i < round_trips; ++i) {
-    const auto s = Clock::now();
-    prism::get(task().remote(i), 60s);
-    rt.push_back(seconds_since(s));
-  }
-  const Percentiles p = percentiles(rt);
-  auto creator = prism::actor<Echo>();
-  if (remote) creator.resource("node", 0.0001);
-  auto echo = creator.remote();
-  for (int i = 0; i < 1000; ++i) prism::get(echo.task(&Echo::echo).remote(i), 60s);
-  std::vector<double> ar;
-  for (int i = 0; i < round_trips; ++i) {
-    const auto s = Clock::now();
-    prism::get(echo.task(&Echo::echo).remote(i), 60s);
-    ar.push_back(seconds_since(s));
-  }
-  const Percentiles ap = percentiles(ar);
-  t0 = Clock::now();
-  std::vector<prism::ObjectRef<int>> calls;
-  calls.reserve(static_cast<size_t>(tasks));
-  for (int i = 0; i < tasks; ++i) calls.push_back(echo.task(&Echo::echo).remote(i));
-  for (auto& c : calls) prism::get(c, 120s);
-  const double actor_rate = tasks / seconds_since(t0);
-  std::printf("%-34s %12.0f %9.1f %9.1f %12.1f %14.0f\n", label, async_rate, p.p50_us, p.p99_us,
-              ap.p50_us, actor_rate);
-  std::fflush(stdout);
+  return n / (bench::now_s() - t0);
 }
 
-int arg(int argc, char** argv, const char* name, int fallback) {
-  const size_t n = std::strlen(name);
-  for (int i = 1; i < argc; ++i) {
-    if (std::strncmp(argv[i], name, n) == 0 && argv[i][n] == '=') return std::atoi(argv[i] + n + 1);
+std::vector<double> round_trips(int n) {
+  auto t = prism::task(noop).resource("first", 0.0001);
+  std::vector<double> rt;
+  rt.reserve(static_cast<size_t>(n));
+  for (int i = 0; i < n; ++i) {
+    const double t0 = bench::now_s();
+    prism::get(t.remote(i), 60s);
+    rt.push_back(bench::now_s() - t0);
   }
-  return fallback;
+  return rt;
+}
+
+// GB/s of get here of an `n`-byte result that stayed on a node (the task is done first).
+double get_rate(uint64_t n) {
+  auto ref = prism::task(make_bytes).resource("first", 0.0001).remote(n);
+  prism::wait(std::vector{ref}, 1, 60s);
+  const double t0 = bench::now_s();
+  const auto& v = *prism::get_shared(ref, 60s);
+  const double s = bench::now_s() - t0;
+  bench::keep(v.data());
+  return static_cast<double>(n) / s / 1e9;
+}
+
+// GB/s of a task on a node reading an `n`-byte value put here (its pull, the task, the answer).
+double put_read_rate(uint64_t n) {
+  auto ref = prism::put(std::vector<uint8_t>(n, 3));
+  const double t0 = bench::now_s();
+  const uint64_t got = prism::get(prism::task(size_of).resource("first", 0.0001).remote(ref), 60s);
+  const double s = bench::now_s() - t0;
+  if (got != n) std::fprintf(stderr, "cluster: read %llu bytes of %llu\n",
+                             static_cast<unsigned long long>(got), static_cast<unsigned long long>(n));
+  return static_cast<double>(n) / s / 1e9;
 }
 
 std::string read_line(const std::string& path) {
@@ -113,7 +132,7 @@ std::string read_line(const std::string& path) {
   return s;
 }
 
-pid_t spawn_node(const std::string& address, const std::string& token_file) {
+pid_t spawn_node(const std::string& address, const std::string& token_file, bool first) {
   std::vector<std::string> env;
   for (char** e = environ; *e != nullptr; ++e) {
     if (std::strncmp(*e, "PRISM_", 6) != 0) env.emplace_back(*e);
@@ -121,7 +140,7 @@ pid_t spawn_node(const std::string& address, const std::string& token_file) {
   env.push_back("PRISM_ADDRESS=" + address);
   env.push_back("PRISM_TOKEN_FILE=" + token_file);
   env.push_back("PRISM_NUM_CPUS=1");
-  env.push_back("PRISM_RESOURCES=node:1");
+  env.push_back(std::string("PRISM_RESOURCES=node:1") + (first ? ",first:1" : ""));
   std::vector<char*> envp;
   for (auto& s : env) envp.push_back(s.data());
   envp.push_back(nullptr);
@@ -132,38 +151,12 @@ pid_t spawn_node(const std::string& address, const std::string& token_file) {
   return posix_spawn(&pid, self, nullptr, nullptr, argv, envp.data()) == 0 ? pid : -1;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
-  setenv("UCX_NET_DEVICES", "lo", 0);
-  prism::serve();  // a node: serves the driver below, then exits
-  const int tasks = arg(argc, argv, "--tasks", 20000);
-  const int round_trips = arg(argc, argv, "--round_trips", 2000);
-  const int nodes = arg(argc, argv, "--nodes", 2);
-  std::printf("%-34s %12s %9s %9s %12s %14s\n", "configuration", "tasks/s", "rt p50us",
-              "rt p99us", "actor p50us", "actor calls/s");
-
-  prism::init({.num_cpus = 1});
-  measure("embedded (1 CPU)", tasks, round_trips, false);
-  prism::shutdown();
-
-  const std::string dir = "/tmp/prism-bench-cluster-" + std::to_string(getpid());
-  setenv("PRISM_JOB_DIR", dir.c_str(), 1);
-  prism::init({.num_cpus = 1, .listen = "127.0.0.1:0"});
-  std::vector<pid_t> children;
-  for (int i = 0; i < nodes; ++i) {
-    children.push_back(spawn_node(read_line(dir + "/address"), dir + "/token"));
-  }
-  prism::wait_for_nodes(nodes, 60s);
-  char label[64];
-  std::snprintf(label, sizeof label, "driver + %d node(s), on a node", nodes);
-  measure(label, tasks, round_trips, true);
-  prism::shutdown();  // the nodes exit
+void reap(const std::vector<pid_t>& children) {
   for (pid_t pid : children) {
     int status = 0;
-    const auto deadline = Clock::now() + 20s;
+    const double deadline = bench::now_s() + 20;
     while (waitpid(pid, &status, WNOHANG) == 0) {
-      if (Clock::now() > deadline) {
+      if (bench::now_s() > deadline) {
         kill(pid, SIGKILL);
         waitpid(pid, &status, 0);
         break;
@@ -171,7 +164,114 @@ int main(int argc, char** argv) {
       std::this_thread::sleep_for(10ms);  // (another process: nothing to wait on)
     }
   }
-  std::printf("(%d tasks, %d round trips; %u hardware threads; UCX_NET_DEVICES=%s)\n", tasks,
-              round_trips, std::thread::hardware_concurrency(), std::getenv("UCX_NET_DEVICES"));
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  setenv("UCX_NET_DEVICES", "lo", 0);
+  prism::serve();  // a node: serves the driver below, then exits
+  bench::Flags flags(argc, argv);
+  bench::Report report("cluster", flags);
+  const int nodes = std::max(1, std::atoi(flags.get("--nodes", "2").c_str()));
+  const int tasks = flags.quick ? 5'000 : 50'000;
+  const int trips = flags.quick ? 500 : 2'000;
+
+  // The embedded figure, same run, for reference.
+  prism::init({.num_cpus = 1});
+  const bench::Stats embedded = bench::repeat(flags.runs, [&] { return async_tasks(tasks, false); });
+  prism::shutdown();
+
+  const std::string dir = "/tmp/prism-bench-cluster-" + std::to_string(getpid());
+  setenv("PRISM_JOB_DIR", dir.c_str(), 1);
+  prism::init({.num_cpus = 0, .listen = "127.0.0.1:0"});
+  std::vector<pid_t> children;
+  for (int i = 0; i < nodes; ++i) {
+    children.push_back(spawn_node(read_line(dir + "/address"), dir + "/token", i == 0));
+  }
+  prism::wait_for_nodes(nodes, 60s);
+  for (int i = 0; i < 2000; ++i) prism::get(prism::task(noop).remote(i), 60s);  // warm-up
+
+  bench::Row tasks_row = bench::Row("remote empty tasks async (driver + " +
+                                        std::to_string(nodes) + " nodes)",
+                                    "ops/s")
+                             .at_least(500'000, ">= 500,000 tasks/s")
+                             .with_note(std::to_string(tasks) +
+                                        " tasks submitted, then all got; the driver has no CPU");
+  tasks_row.published = 21'230;  // Ray 2.48 "multi client tasks async" (64 vCPU)
+  if (flags.wants(tasks_row.name)) {
+    tasks_row.prism = bench::repeat(flags.runs, [&] { return async_tasks(tasks, true); });
+    tasks_row.extras.emplace_back("embedded, 1 CPU, same run (ops/s)", embedded.median);
+    report.add(std::move(tasks_row));
+  }
+
+  bench::Row rt_row = bench::Row("remote task round trip p50 (driver + 1 node)", "us")
+                          .at_most(20, "<= 20 us")
+                          .with_note(std::to_string(trips) + " sync get of one remote task each");
+  const std::vector<double> lat = values(flags.get("--perftest_lat_us", ""), 2.0);
+  if (!lat.empty()) rt_row.peer_name = "ucx_perftest ucp_am_lat x2 (sleep)";
+  if (flags.wants(rt_row.name)) {
+    double last_p99 = 0;
+    rt_row.prism = bench::repeat(flags.runs, [&] {
+      const auto rt = round_trips(trips);
+      last_p99 = p99(rt) * 1e6;
+      return p50(rt) * 1e6;
+    });
+    rt_row.extras.emplace_back("p99 of the last run (us)", last_p99);
+    if (!lat.empty()) rt_row.peer = bench::stats_of(lat);
+    report.add(std::move(rt_row));
+  }
+
+  bench::Row actor_row = bench::Row("remote actor calls async", "ops/s")
+                             .with_note(std::to_string(tasks) + " calls of one actor on a node");
+  actor_row.published = 8'664;  // Ray 2.48 "1:1 actor calls async"
+  if (flags.wants(actor_row.name)) {
+    auto echo = prism::actor<Echo>().resource("first", 0.0001).remote();
+    for (int i = 0; i < 1000; ++i) prism::get(echo.task(&Echo::echo).remote(i), 60s);
+    std::vector<double> sync;
+    for (int i = 0; i < trips; ++i) {
+      const double t0 = bench::now_s();
+      prism::get(echo.task(&Echo::echo).remote(i), 60s);
+      sync.push_back(bench::now_s() - t0);
+    }
+    actor_row.prism = bench::repeat(flags.runs, [&] {
+      std::vector<prism::ObjectRef<int>> calls;
+      calls.reserve(static_cast<size_t>(tasks));
+      const double t0 = bench::now_s();
+      for (int i = 0; i < tasks; ++i) calls.push_back(echo.task(&Echo::echo).remote(i));
+      for (auto& c : calls) prism::get(c, 120s);
+      return tasks / (bench::now_s() - t0);
+    });
+    actor_row.extras.emplace_back("sync call p50 (us)", p50(sync) * 1e6);
+    report.add(std::move(actor_row));
+  }
+
+  // Transfers. ucx_perftest reports MB/s with MB = 2^20 bytes.
+  struct Transfer {
+    const char* name;
+    uint64_t bytes;
+    const char* peer_flag;
+    bool put;
+  };
+  const Transfer transfers[] = {
+      {"get of a node's 1 MiB result", 1 * kMiB, "--perftest_bw_1m", false},
+      {"get of a node's 64 MiB result", 64 * kMiB, "--perftest_bw_64m", false},
+      {"64 MiB put here, read by a task on a node", 64 * kMiB, "--perftest_bw_64m", true},
+  };
+  for (const Transfer& t : transfers) {
+    bench::Row row = bench::Row(t.name, "GB/s").goal(0.8).with_note(
+        t.put ? "time from submitting the reading task to its answer (pull, task, answer)"
+              : "time of the get of a result already done on a node (pull and deserialize)");
+    if (!flags.wants(row.name)) continue;
+    const std::vector<double> bw = values(flags.get(t.peer_flag, ""), double(kMiB) / 1e9);
+    if (!bw.empty()) row.peer_name = "ucx_perftest ucp_am_bw (sleep)";
+    row.prism = bench::repeat(flags.runs, [&] { return t.put ? put_read_rate(t.bytes) : get_rate(t.bytes); });
+    if (!bw.empty()) row.peer = bench::stats_of(bw);
+    report.add(std::move(row));
+  }
+
+  prism::shutdown();  // the nodes exit
+  reap(children);
+  report.finish();
   return 0;
 }

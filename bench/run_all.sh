@@ -33,7 +33,12 @@ if [[ ! -f "$build/build.ninja" && ! -f "$build/Makefile" ]]; then
   cmake -S . -B "$build" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release \
     -DPRISM_BUILD_BENCH=ON -DPRISM_BUILD_TESTS=OFF -DPRISM_BUILD_EXAMPLES=OFF >/dev/null
 fi
-cmake --build "$build" -j "$jobs" --target bench_microbench bench_scale bench_workloads bench_gpu bench_stencil
+targets=(bench_microbench bench_scale bench_workloads bench_gpu bench_stencil)
+# bench_cluster exists when the cluster module was built (UCX found).
+if grep -q "bench_cluster" "$build/build.ninja" "$build/Makefile" 2>/dev/null; then
+  targets+=(bench_cluster)
+fi
+cmake --build "$build" -j "$jobs" --target "${targets[@]}"
 
 start=$(date +%s)
 run() {  # run NAME ARGS...: prints as it goes, keeps a log, writes NAME.json
@@ -54,6 +59,47 @@ run scale
 run workloads --scale=0.2 --matmul_n=500 --pairs=400 --images=50 --image_size=3000
 run gpu
 run stencil
+
+# Cluster mode on loopback. Its peers are ucx_perftest's figures (Debian's ucx-utils) on the same
+# transports (UCX_NET_DEVICES=lo) and in the same wait mode as Prism's progress thread (sleep),
+# measured here just before, one value per run: ucp_am_lat's one-way p50 (us) and ucp_am_bw's
+# bandwidth (MB/s, MB = 2^20 bytes) at 1 MiB and 64 MiB.
+perftest() {  # perftest FIELD ARGS...: FIELD of the client's "Final:" line, once per run
+  local field="$1"
+  shift
+  local values=() port out server i
+  for ((i = 0; i < runs; i++)); do
+    port=$((20000 + RANDOM % 20000))
+    ucx_perftest -p "$port" "$@" >/dev/null 2>&1 &
+    server=$!
+    out=""
+    for _ in $(seq 50); do  # until the server listens (a refused client exits at once)
+      out=$(timeout 120 ucx_perftest 127.0.0.1 -p "$port" "$@" 2>/dev/null) && break
+      out=""
+      sleep 0.1
+    done
+    wait "$server" 2>/dev/null || true
+    values+=("$(awk -v f="$field" '/^Final:/ {print $f}' <<<"$out")")
+  done
+  local IFS=,
+  echo "${values[*]}"
+}
+if [[ -x "$build/bench/cluster" ]]; then
+  export UCX_NET_DEVICES=lo
+  peers=()
+  if command -v ucx_perftest >/dev/null 2>&1; then
+    echo
+    echo "== ucx_perftest (UCX_NET_DEVICES=lo, -E sleep)"
+    lat=$(perftest 3 -t ucp_am_lat -s 8 -n 20000 -w 2000 -E sleep)
+    bw1=$(perftest 6 -t ucp_am_bw -s 1048576 -n 500 -w 20 -E sleep)
+    bw64=$(perftest 6 -t ucp_am_bw -s 67108864 -n 40 -w 4 -E sleep)
+    echo "am_lat one-way p50 us: $lat; am_bw MB/s at 1 MiB: $bw1; at 64 MiB: $bw64"
+    peers=(--perftest_lat_us="$lat" --perftest_bw_1m="$bw1" --perftest_bw_64m="$bw64")
+  else
+    echo "(ucx_perftest not found: the cluster rows have no peer; scripts/setup.sh installs ucx-utils)"
+  fi
+  run cluster "${peers[@]}"
+fi
 
 echo
 echo "== suite took $(( $(date +%s) - start )) s; results in $out"

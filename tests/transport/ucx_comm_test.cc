@@ -480,6 +480,47 @@ TEST_F(UcxCommTest, LargeMessageArrivesIntactAndBeforeTheMessageSentAfterIt) {
   std::cout << "[ info     ] 64 MiB + 5 B delivered in " << elapsed << " ms\n";
 }
 
+TEST_F(UcxCommTest, ATailIsSentWithoutACopyAndARendezvousBufferMayBeKept) {
+  // A head and a tail sent as one message (the tail from the sender's memory, by rendezvous);
+  // the receiver may keep the rendezvous buffer past the callback (message_owner), while a small
+  // message's bytes are UCX's (no owner).
+  constexpr size_t kTail = 8u << 20;
+  std::shared_ptr<const void> kept_owner;
+  std::string_view kept_view;
+  std::vector<bool> had_owner;
+  Pair p;
+  p.ra.filter = [&](PeerId, std::string_view data) {
+    std::shared_ptr<const void> owner = UcxComm::message_owner();
+    had_owner.push_back(owner != nullptr);
+    if (data.size() < kTail) return std::string(data);
+    kept_owner = std::move(owner);
+    kept_view = data;
+    return std::string("big");
+  };
+  ASSERT_TRUE(p.start());
+  auto tail = std::make_shared<std::string>(kTail, '\0');
+  for (size_t i = 0; i < kTail; ++i) (*tail)[i] = static_cast<char>(i * 131 + (i >> 11));
+  ASSERT_TRUE(p.b->send(p.b_peer, "head:", tail, *tail));
+  ASSERT_TRUE(p.b->send(p.b_peer, "small"));
+  ASSERT_TRUE(p.ra.wait_messages(3));
+  const auto messages = p.ra.messages();
+  EXPECT_EQ(messages[1].second, "big");
+  EXPECT_EQ(messages[2].second, "small");
+  ASSERT_EQ(had_owner.size(), 3u);
+  EXPECT_TRUE(had_owner[1]) << "a rendezvous message came without a buffer to keep";
+  EXPECT_FALSE(had_owner[2]) << "a small message came with an owner";
+  // The kept bytes are intact after the callback returned (and after the sender let go).
+  tail.reset();
+  ASSERT_EQ(kept_view.size(), 5 + kTail);
+  EXPECT_EQ(kept_view.substr(0, 5), "head:");
+  size_t bad = 0;
+  for (size_t i = 0; i < kTail; ++i) {
+    bad += kept_view[5 + i] != static_cast<char>(i * 131 + (i >> 11));
+  }
+  EXPECT_EQ(bad, 0u);
+  EXPECT_EQ(p.b->stats().bytes_sent, p.a->stats().bytes_received);
+}
+
 TEST_F(UcxCommTest, ConnectingWhereNobodyListensReportsPeerError) {
   DeadPort dead;
   Recorder r;

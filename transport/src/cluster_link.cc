@@ -29,6 +29,7 @@
 #include "launcher.h"
 #include "object_table.h"
 #include "prism/errors.h"
+#include "prism/internal/buffer_pool.h"
 #include "prism/internal/thread_annotations.h"
 #include "ucx_comm.h"
 #include "wire.h"
@@ -905,6 +906,20 @@ class Link final : public internal::ClusterLink {
     }
     const DecodeError e = split_frames(data, [&](std::string_view frame) {
       DecodeError de = DecodeError::kNone;
+      if (frame_type(frame) == MsgType::kObjectData) {  // (its value is not copied)
+        std::optional<ObjectDataView> view = decode_object_data(frame, &de);
+        if (!view) {
+          malformed_.fetch_add(1, std::memory_order_relaxed);
+          return;
+        }
+        if (is_ready(peer) && ((config_.role == ClusterRole::kDriver && is_node(peer)) ||
+                               (config_.role == ClusterRole::kNode && peer == driver_id()))) {
+          on_object_data(peer, *view);
+        } else {
+          unauthenticated_.fetch_add(1, std::memory_order_relaxed);
+        }
+        return;
+      }
       std::optional<Message> msg = decode(frame, &de);
       if (!msg) {
         malformed_.fetch_add(1, std::memory_order_relaxed);
@@ -980,11 +995,6 @@ class Link final : public internal::ClusterLink {
     if (auto* pull = std::get_if<ObjectPullMsg>(&msg)) {
       if (config_.role == ClusterRole::kDriver && is_node(peer)) return on_driver_pull(peer, *pull);
       if (config_.role == ClusterRole::kNode && peer == driver_id()) return on_node_pull(peer, *pull);
-    } else if (auto* data = std::get_if<ObjectDataMsg>(&msg)) {
-      if ((config_.role == ClusterRole::kDriver && is_node(peer)) ||
-          (config_.role == ClusterRole::kNode && peer == driver_id())) {
-        return on_object_data(peer, std::move(*data));
-      }
     } else if (auto* free = std::get_if<ObjectFreeMsg>(&msg)) {
       if (config_.role == ClusterRole::kNode && peer == driver_id()) {
         for (uint64_t id : free->objects) objects_.drop(id);
@@ -1246,20 +1256,28 @@ class Link final : public internal::ClusterLink {
   void run_served(const std::shared_ptr<ServedCall>& served) {
     if (served->failed.load()) return;
     CallMsg& call = served->call;
-    auto args = std::make_shared<std::string>();
+    Blob args;
     if (call.objects.empty()) {
-      *args = std::move(call.args);
+      args = make_blob(std::move(call.args));
+    } else if (call.objects.size() == 1 && call.args.empty()) {
+      args = served->blobs.front();  // the one argument's bytes are the arguments: no copy
     } else {  // the inline bytes with each referenced object's bytes put back in its place
       size_t total = call.args.size();
       for (const Blob& b : served->blobs) total += b->size();
-      args->reserve(total);
+      auto buffer = std::make_shared<std::vector<char>>(internal::BufferPool::sized<char>(total));
+      char* out = buffer->data();
       size_t pos = 0;
       for (size_t i = 0; i < call.objects.size(); ++i) {
-        args->append(call.args, pos, call.objects[i].at - pos);
-        args->append(*served->blobs[i]);
-        pos = call.objects[i].at;
+        const size_t at = call.objects[i].at;
+        std::memcpy(out, call.args.data() + pos, at - pos);
+        out += at - pos;
+        std::memcpy(out, served->blobs[i]->view.data(), served->blobs[i]->size());
+        out += served->blobs[i]->size();
+        pos = at;
       }
-      args->append(call.args, pos, std::string::npos);
+      std::memcpy(out, call.args.data() + pos, call.args.size() - pos);
+      const std::string_view view(buffer->data(), total);
+      args = make_blob(view, std::shared_ptr<const void>(std::move(buffer)));
       served->blobs.clear();
     }
     const PeerId peer = served->peer;
@@ -1270,12 +1288,11 @@ class Link final : public internal::ClusterLink {
         [this, peer, id, key = served->key, invoker = served->invoker, args, result_object] {
           ResultMsg r;
           r.call_id = id;
-          invoker(key, *args, &r.payload);
+          invoker(key, args->view, &r.payload);
           if (result_object != 0 && r.payload.size() >= kInlineObjectBytes) {
             r.object = result_object;
             r.object_bytes = r.payload.size();
-            objects_.hold(result_object, std::make_shared<const std::string>(std::move(r.payload)),
-                          /*primary=*/true);
+            objects_.hold(result_object, make_blob(std::move(r.payload)), /*primary=*/true);
             r.payload.clear();
           }
           send(peer, Message(std::move(r)));
@@ -1593,8 +1610,9 @@ class Link final : public internal::ClusterLink {
         MutexLock lock(link_->bind_mu_);
         id = link_->objects_.id_of(e->id());
         if (id == 0) {
-          auto blob = std::make_shared<std::string>();
-          write(e, blob.get());
+          std::string bytes;
+          write(e, &bytes);
+          Blob blob = make_blob(std::move(bytes));
           id = link_->objects_.new_id();
           link_->objects_.hold(id, blob, /*primary=*/true);
           link_->objects_.locate(id, blob->size(), kHere);
@@ -1633,18 +1651,15 @@ class Link final : public internal::ClusterLink {
   void on_driver_pull(PeerId peer, const ObjectPullMsg& pull) {
     const uint64_t id = pull.object;
     auto answer = [this, peer, id](const Blob& b, const std::string& why) {
-      ObjectDataMsg data;
-      data.object = id;
-      data.ok = b != nullptr;
-      if (b) {
-        data.bytes = *b;  // (a copy into the frame: the encoder appends it again)
+      if (b && send_object(peer, id, b)) {
         std::vector<PeerId> unused;
         uint64_t bytes = 0;
         if (objects_.where(id, &unused, &bytes)) objects_.locate(id, bytes, peer);
-        objects_.count_served(b->size());
-      } else {
-        data.error = why;
+        return;
       }
+      ObjectDataMsg data;
+      data.object = id;
+      data.error = b ? "it does not fit in one message" : why;
       send(peer, Message(std::move(data)));
     };
     if (Blob b = objects_.find(id)) return answer(b, {});
@@ -1658,22 +1673,37 @@ class Link final : public internal::ClusterLink {
 
   // Node: the driver asks for an object held here.
   void on_node_pull(PeerId peer, const ObjectPullMsg& pull) {
+    Blob b = objects_.find(pull.object);
+    if (b && send_object(peer, pull.object, b)) return;
     ObjectDataMsg data;
     data.object = pull.object;
-    if (Blob b = objects_.find(pull.object)) {
-      data.ok = true;
-      data.bytes = *b;
-      objects_.count_served(b->size());
-    } else {
-      data.error = "object " + std::to_string(pull.object) + " is not held on " + rt_->node_id();
-    }
+    data.error = b ? "it does not fit in one message"
+                   : "object " + std::to_string(pull.object) + " is not held on " +
+                         rt_->node_id();
     send(peer, Message(std::move(data)));
   }
 
-  // The answer to a pull this process sent. A node keeps the copy; the driver passes it on.
-  void on_object_data(PeerId peer, ObjectDataMsg data) {
+  // Sends object `id`'s bytes straight from where they are (no copy into the frame).
+  bool send_object(PeerId peer, uint64_t id, const Blob& b) {
+    std::string head;
+    try {
+      head = encode_object_data_head(id, b->size());
+    } catch (const std::exception& e) {
+      PRISM_LOG(kWarning) << "cluster: cannot send object " << id << ": " << e.what();
+      return false;
+    }
+    if (comm_->send(peer, std::move(head), b, b->view)) objects_.count_served(b->size());
+    return true;
+  }
+
+  // The answer to a pull this process sent. A node keeps the copy; the driver passes it on. The
+  // bytes stay in the buffer they arrived in (UcxComm::message_owner), when there is one.
+  void on_object_data(PeerId peer, const ObjectDataView& data) {
     Blob blob;
-    if (data.ok) blob = std::make_shared<const std::string>(std::move(data.bytes));
+    if (data.ok) {
+      std::shared_ptr<const void> owner = UcxComm::message_owner();
+      blob = owner ? make_blob(data.bytes, std::move(owner)) : make_blob(std::string(data.bytes));
+    }
     const bool keep = config_.role == ClusterRole::kNode;
     auto waiters = objects_.finish(data.object, peer, blob, keep);
     if (waiters.empty()) unknown_results_.fetch_add(1, std::memory_order_relaxed);
@@ -1777,7 +1807,7 @@ void RemoteObject::fetch(internal::ObjectEntry* entry) {
                                              ", produced on " + where_ +
                                              ", cannot be fetched: " + wait->why);
   }
-  materialize(entry, *wait->blob);
+  materialize(entry, wait->blob->view);
 }
 
 std::unique_ptr<internal::ClusterLink> factory(RuntimeCore* rt, const ClusterConfig& config) {

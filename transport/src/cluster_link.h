@@ -1,15 +1,23 @@
 // cluster_link.h — one process's place in a cluster: the driver's or a node's ClusterLink.
 //
-// Topology (part 1): a star. The driver listens; every node connects to it, and the two prove
+// Topology: a star. The driver listens; every node connects to it, and the two prove
 // the job's token to each other (auth.h) before anything else from the peer is acted on. The
 // driver runs its tasks of registered functions here while its CPUs have room, else sends
 // them to the node with the most room (kCall); the node runs them on its own scheduler
 // (run_served_call) and answers (kResult). Nested tasks submitted on a node run on that node.
 //
+// Objects (object_table.h): a large result stays on the node that computed it (the driver's
+// entry is kRemote, with a RemoteObject that fetches it on first read and frees every copy when
+// the entry goes); arguments of at least kInlineObjectBytes travel by reference (kCall's
+// `objects`): the node uses its copy or pulls it from the driver (kObjectPull / kObjectData),
+// which sends its own or passes on the holder's. Values move by UCX rendezvous straight from
+// the holder's bytes into a pooled buffer the receiver keeps.
+//
 // Placement by the driver, for a ready task that can run elsewhere (TaskRecord::encode_remote):
 //   1. here, if the request fits in what is free here now;
-//   2. else the live node that can hold it and has the most room left (outstanding requests
-//      sent to it subtracted from its totals), if one has room;
+//   2. else, of the live nodes that can hold it and have room now (outstanding requests sent to
+//      them subtracted from their totals), the one holding the most bytes of its arguments,
+//      then the one with the most room;
 //   3. else here, if this node can ever run it (it queues here);
 //   4. else the least loaded live node that can ever run it (it queues there).
 //

@@ -4,6 +4,16 @@ namespace prism::cluster {
 
 using internal::MutexLock;
 
+Blob make_blob(std::string bytes) {
+  auto owned = std::make_shared<const std::string>(std::move(bytes));
+  const std::string_view view = *owned;
+  return std::make_shared<const Bytes>(Bytes{view, std::move(owned)});
+}
+
+Blob make_blob(std::string_view view, std::shared_ptr<const void> owner) {
+  return std::make_shared<const Bytes>(Bytes{view, std::move(owner)});
+}
+
 void ObjectTable::hold(uint64_t id, Blob blob, bool primary) {
   if (!blob) return;
   MutexLock lock(mu_);

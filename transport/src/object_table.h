@@ -24,6 +24,7 @@
 #include <memory>
 #include <set>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -33,7 +34,16 @@
 
 namespace prism::cluster {
 
-using Blob = std::shared_ptr<const std::string>;
+// An object's serialized bytes: a view, and what keeps it alive (its own string, or the pooled
+// buffer a message arrived in: received values are kept where UCX put them, not copied).
+struct Bytes {
+  std::string_view view;
+  std::shared_ptr<const void> owner;
+  size_t size() const noexcept { return view.size(); }
+};
+using Blob = std::shared_ptr<const Bytes>;
+Blob make_blob(std::string bytes);
+Blob make_blob(std::string_view view, std::shared_ptr<const void> owner);
 using PeerId = uint64_t;
 inline constexpr PeerId kHere = 0;  // "this process" among holders
 

@@ -43,6 +43,7 @@
 
 #include "common/log.h"
 #include "prism/errors.h"
+#include "prism/internal/buffer_pool.h"
 #include "prism/internal/thread_annotations.h"
 
 namespace prism::cluster {
@@ -144,7 +145,8 @@ class UcxComm::Impl {
 
   std::string listen(const std::string& host_port);
   PeerId connect(const std::string& host_port);
-  bool send(PeerId peer, std::string data);
+  bool send(PeerId peer, std::string data, std::shared_ptr<const void> owner,
+            std::string_view tail);
   void close(PeerId peer);
   Stats stats() const;
 
@@ -195,7 +197,8 @@ class UcxComm::Impl {
   void begin_stop() PRISM_EXCLUDES(mu_);
   void finish_peer(PeerId id) PRISM_EXCLUDES(mu_);
   void fail(PeerId id, std::string why) { failures_.emplace_back(id, std::move(why)); }
-  bool post_am(PeerId id, std::string buffer, uint64_t messages, bool bye);
+  bool post_am(PeerId id, std::string buffer, uint64_t messages, bool bye,
+               std::shared_ptr<const void> owner = nullptr, std::string_view tail = {});
   void force_close(ucp_ep_h ep);
 
   struct RecvOp;
@@ -230,9 +233,16 @@ class UcxComm::Impl {
 
   // State below is shared with the callers' threads and protected by mu_.
   enum class SharedState { kOpen, kClosing };
+  // A message: its bytes, and maybe a tail sent from the caller's memory without a copy.
+  struct Outgoing {
+    std::string head;
+    std::shared_ptr<const void> owner;  // keeps `tail` alive
+    std::string_view tail;
+    size_t size() const { return head.size() + tail.size(); }
+  };
   struct SharedPeer {
     SharedState state = SharedState::kOpen;
-    std::deque<std::string> queue;  // messages not yet handed to UCX, in send() order
+    std::deque<Outgoing> queue;  // messages not yet handed to UCX, in send() order
     bool dirty = false;             // listed in dirty_
   };
   mutable Mutex mu_;
@@ -294,6 +304,9 @@ struct UcxComm::Impl::SendOp {
   std::string buffer;
   uint64_t messages;
   bool bye;
+  std::shared_ptr<const void> owner;  // a tail sent without a copy (after `buffer`)
+  std::string_view tail;
+  ucp_dt_iov_t iov[2] = {};
 };
 
 // One received AM not yet delivered: a rendezvous receive under way (in_ucx), or a message
@@ -305,6 +318,7 @@ struct UcxComm::Impl::RecvOp {
   PeerId peer;
   bool bye = false;
   std::unique_ptr<char[]> data{};
+  std::shared_ptr<std::vector<char>> pooled{};  // a rendezvous message's buffer (data is null)
   size_t size = 0;
   bool done = false;
   bool ok = true;
@@ -314,6 +328,17 @@ struct UcxComm::Impl::RecvOp {
 
 namespace {
 thread_local const void* tls_progress_owner = nullptr;  // the Impl whose progress thread this is
+thread_local std::shared_ptr<const void> tls_message_owner;  // during on_message (rendezvous)
+
+// A buffer of `n` bytes from the pool (buffer_pool.h), given back to it when the last owner
+// lets go.
+std::shared_ptr<std::vector<char>> pooled_buffer(size_t n) {
+  auto* v = new std::vector<char>(internal::BufferPool::sized<char>(n));
+  return std::shared_ptr<std::vector<char>>(v, [](std::vector<char>* p) {
+    internal::BufferPool::offer(*p);
+    delete p;
+  });
+}
 }  // namespace
 
 bool UcxComm::Impl::on_progress_thread() const { return tls_progress_owner == this; }
@@ -475,13 +500,14 @@ PeerId UcxComm::Impl::connect(const std::string& host_port) {
   return id;
 }
 
-bool UcxComm::Impl::send(PeerId peer, std::string data) {
+bool UcxComm::Impl::send(PeerId peer, std::string data, std::shared_ptr<const void> owner,
+                         std::string_view tail) {
   {
     MutexLock lock(mu_);
     auto it = peers_.find(peer);
     if (it == peers_.end() || it->second.state != SharedState::kOpen) return false;
     SharedPeer& p = it->second;
-    p.queue.push_back(std::move(data));
+    p.queue.push_back(Outgoing{std::move(data), std::move(owner), tail});
     if (!p.dirty) {
       p.dirty = true;
       dirty_.push_back(peer);
@@ -681,7 +707,7 @@ bool UcxComm::Impl::handle_failures() {
 bool UcxComm::Impl::drain_sends() {
   struct Ready {
     PeerId id;
-    std::vector<std::string> messages;
+    std::vector<Outgoing> messages;
   };
   std::vector<Ready> ready;
   {
@@ -696,12 +722,13 @@ bool UcxComm::Impl::drain_sends() {
                             !lit->second.send_busy && !lit->second.bye_posted;
       if (postable && !p.queue.empty()) {
         Ready r{id, {}};
-        if (p.queue.front().size() >= kAloneBytes) {
+        if (p.queue.front().size() >= kAloneBytes || !p.queue.front().tail.empty()) {
           r.messages.push_back(std::move(p.queue.front()));
           p.queue.pop_front();
         } else {
           size_t bytes = 0;
           while (!p.queue.empty() && p.queue.front().size() < kAloneBytes &&
+                 p.queue.front().tail.empty() &&
                  bytes + p.queue.front().size() <= kMaxBatchBytes) {
             bytes += p.queue.front().size();
             r.messages.push_back(std::move(p.queue.front()));
@@ -719,39 +746,53 @@ bool UcxComm::Impl::drain_sends() {
     dirty_.resize(keep);
   }
   for (Ready& r : ready) {
-    std::string buffer;
     if (r.messages.size() == 1) {
-      buffer = std::move(r.messages.front());
-    } else {
-      size_t total = 0;
-      for (const std::string& m : r.messages) total += m.size();
-      buffer.reserve(total);
-      for (const std::string& m : r.messages) buffer += m;
+      Outgoing& m = r.messages.front();
+      post_am(r.id, std::move(m.head), 1, /*bye=*/false, std::move(m.owner), m.tail);
+      continue;
     }
+    std::string buffer;
+    size_t total = 0;
+    for (const Outgoing& m : r.messages) total += m.head.size();
+    buffer.reserve(total);
+    for (const Outgoing& m : r.messages) buffer += m.head;
     post_am(r.id, std::move(buffer), r.messages.size(), /*bye=*/false);
   }
   return !ready.empty();
 }
 
-bool UcxComm::Impl::post_am(PeerId id, std::string buffer, uint64_t messages, bool bye) {
+bool UcxComm::Impl::post_am(PeerId id, std::string buffer, uint64_t messages, bool bye,
+                            std::shared_ptr<const void> owner, std::string_view tail) {
   LocalPeer& lp = local_.at(id);
-  auto* op = new SendOp{this, id, std::move(buffer), messages, bye};
+  auto* op = new SendOp{this, id, std::move(buffer), messages, bye, std::move(owner), tail};
   ucp_request_param_t param{};
   param.op_attr_mask =
       UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA | UCP_OP_ATTR_FIELD_FLAGS;
+  const void* payload = op->buffer.data();
+  size_t payload_count = op->buffer.size();
+  if (!op->tail.empty()) {  // two pieces, one message: an I/O vector
+    op->iov[0].buffer = op->buffer.data();
+    op->iov[0].length = op->buffer.size();
+    op->iov[1].buffer = const_cast<char*>(op->tail.data());  // (UCX only reads it)
+    op->iov[1].length = op->tail.size();
+    param.op_attr_mask |= UCP_OP_ATTR_FIELD_DATATYPE;
+    param.datatype = ucp_dt_make_iov();
+    payload = op->iov;
+    payload_count = 2;
+  }
   param.flags = UCP_AM_SEND_FLAG_REPLY;
   param.cb.send = &Impl::send_cb;
   param.user_data = op;
   // Counted before posting (and taken back if posting fails): a receiver in this process may
   // see the message before ucp_am_send_nbx returns. Only users' messages count, not BYEs.
   const uint64_t posts = bye ? 0 : 1;
-  const uint64_t bytes = op->buffer.size();
+  const uint64_t bytes = op->buffer.size() + op->tail.size();
   sends_posted_.fetch_add(posts, std::memory_order_relaxed);
   messages_sent_.fetch_add(messages, std::memory_order_relaxed);
   bytes_sent_.fetch_add(bytes, std::memory_order_relaxed);
   const ucs_status_ptr_t r =
       ucp_am_send_nbx(lp.ep, kAmId, bye ? kByeHeader : nullptr, bye ? sizeof kByeHeader : 0,
-                      op->buffer.data(), op->buffer.size(), &param);
+                      payload, payload_count, &param);
   if (UCS_PTR_IS_ERR(r)) {
     sends_posted_.fetch_sub(posts, std::memory_order_relaxed);
     messages_sent_.fetch_sub(messages, std::memory_order_relaxed);
@@ -1075,16 +1116,19 @@ ucs_status_t UcxComm::Impl::on_am(const void* header, size_t header_length, void
     return UCS_OK;
   }
 
-  // Rendezvous: receive into a buffer of the message's size (no exception may unwind through
-  // UCX, hence nothrow).
-  std::unique_ptr<char[]> buffer(new (std::nothrow) char[length]);
-  if (buffer == nullptr) {
+  // Rendezvous: receive into a pooled buffer of the message's size (already faulted in when
+  // the pool had one; the receiver may keep it: message_owner). No exception may unwind
+  // through UCX.
+  std::shared_ptr<std::vector<char>> buffer;
+  try {
+    buffer = pooled_buffer(length);
+  } catch (...) {
     lp.remote_gone = true;
     fail(id, "out of memory for a " + std::to_string(length) + "-byte message");
     return UCS_ERR_NO_MEMORY;  // drops the descriptor; the sender's request fails
   }
   auto* op = new RecvOp{this, id};
-  op->data = std::move(buffer);
+  op->pooled = std::move(buffer);
   op->size = length;
   op->in_queue = true;
   lp.recv_order.push_back(op);
@@ -1093,7 +1137,7 @@ ucs_status_t UcxComm::Impl::on_am(const void* header, size_t header_length, void
   rparam.cb.recv_am = &Impl::recv_cb;
   rparam.user_data = op;
   const ucs_status_ptr_t r =
-      ucp_am_recv_data_nbx(worker_.get(), data, op->data.get(), length, &rparam);
+      ucp_am_recv_data_nbx(worker_.get(), data, op->pooled->data(), length, &rparam);
   if (r == nullptr || UCS_PTR_IS_ERR(r)) {  // done in place (no callback) or failed
     on_recv_done(op, UCS_PTR_STATUS(r));
   } else {
@@ -1148,8 +1192,15 @@ void UcxComm::Impl::deliver_ready(PeerId id) {
     }
     messages_received_.fetch_add(1, std::memory_order_relaxed);
     bytes_received_.fetch_add(op->size, std::memory_order_relaxed);
-    invoke_user("on_message", callbacks_.on_message, id,
-                std::string_view(op->data.get(), op->size));
+    if (op->pooled) {
+      tls_message_owner = op->pooled;
+      invoke_user("on_message", callbacks_.on_message, id,
+                  std::string_view(op->pooled->data(), op->size));
+      tls_message_owner = nullptr;
+    } else {
+      invoke_user("on_message", callbacks_.on_message, id,
+                  std::string_view(op->data.get(), op->size));
+    }
   }
 }
 
@@ -1161,7 +1212,14 @@ UcxComm::UcxComm(Callbacks callbacks) : impl_(std::make_unique<Impl>(std::move(c
 UcxComm::~UcxComm() = default;
 std::string UcxComm::listen(const std::string& host_port) { return impl_->listen(host_port); }
 PeerId UcxComm::connect(const std::string& host_port) { return impl_->connect(host_port); }
-bool UcxComm::send(PeerId peer, std::string data) { return impl_->send(peer, std::move(data)); }
+bool UcxComm::send(PeerId peer, std::string data) {
+  return impl_->send(peer, std::move(data), nullptr, {});
+}
+bool UcxComm::send(PeerId peer, std::string head, std::shared_ptr<const void> owner,
+                   std::string_view tail) {
+  return impl_->send(peer, std::move(head), std::move(owner), tail);
+}
+std::shared_ptr<const void> UcxComm::message_owner() { return tls_message_owner; }
 void UcxComm::close(PeerId peer) { impl_->close(peer); }
 UcxComm::Stats UcxComm::stats() const { return impl_->stats(); }
 

@@ -5,8 +5,8 @@
 // queues the bytes and wakes the progress thread, which alone touches UCX (the worker is
 // single-threaded: UCS_THREAD_MODE_SINGLE). Messages queued for one peer while a send is being
 // posted are batched into one active message (their frames simply follow each other). Large
-// messages go by UCX's active-message rendezvous; the receiver gets the whole message in one
-// callback either way.
+// messages go by UCX's active-message rendezvous, received into pooled memory that the receiver
+// may keep (message_owner); the receiver gets the whole message in one callback either way.
 //
 // The progress thread is event-driven: it progresses the worker until idle, then arms it
 // (ucp_worker_arm) and sleeps in epoll on the worker's event fd and an eventfd that send()
@@ -76,6 +76,16 @@ class UcxComm {
 
   // Queues `data` for `peer`. Returns false if the peer is unknown, closed or failed.
   bool send(PeerId peer, std::string data);
+  // Queues `head` followed by `tail` as one message, without copying `tail` (it goes out by
+  // UCX's rendezvous straight from that memory): `owner` keeps it alive until UCX is done.
+  bool send(PeerId peer, std::string head, std::shared_ptr<const void> owner,
+            std::string_view tail);
+
+  // During on_message: what keeps its `data` alive after the callback returns, for a message
+  // that came by rendezvous into a buffer of ours (pooled, already faulted in: buffer_pool.h);
+  // null for a small message, whose bytes are UCX's (copy what you keep). On the progress
+  // thread only.
+  static std::shared_ptr<const void> message_owner();
 
   // Closes the endpoint (after flushing what was queued for it; the peer then sees "closed by
   // peer"); no callback for it starts once close() has returned.

@@ -294,10 +294,17 @@ class Reader {
   // A string or blob: u32 length, then that many bytes (checked against what is left before
   // anything is allocated).
   bool str(std::string* s) {
+    std::string_view v;
+    if (!str_view(&v)) return false;
+    s->assign(v.data(), v.size());
+    return true;
+  }
+  // The same, as a view into the body (no copy).
+  bool str_view(std::string_view* s) {
     uint32_t n = 0;
     const char* p = nullptr;
     if (!u32(&n) || !take(n, &p)) return false;
-    s->assign(p, n);
+    *s = std::string_view(p, n);
     return true;
   }
 
@@ -533,6 +540,45 @@ void encode(const Message& msg, std::string* out) {
     out->resize(start);
     throw;
   }
+}
+
+std::string encode_object_data_head(uint64_t object, size_t bytes) {
+  // The body: object u64, ok u8, error str (empty), bytes str (u32 length, then the bytes).
+  constexpr size_t kFixed = 8 + 1 + 4 + 4;
+  if (bytes > kMaxBodyBytes - kFixed) {
+    throw Error(ErrorCode::kInvalidArgument,
+                "wire: an object of " + std::to_string(bytes) +
+                    " bytes does not fit in one message (at most " +
+                    std::to_string(kMaxBodyBytes - kFixed) + " bytes)");
+  }
+  std::string out(kHeaderBytes, '\0');
+  Writer w(&out, kHeaderBytes, MsgType::kObjectData);
+  w.u64(object);
+  w.u8(1);
+  w.str("");
+  w.u32(static_cast<uint32_t>(bytes));
+  store_header(out.data(), MsgType::kObjectData, static_cast<uint32_t>(kFixed + bytes));
+  return out;
+}
+
+std::optional<ObjectDataView> decode_object_data(std::string_view frame, DecodeError* error) {
+  size_t frame_bytes = 0;
+  *error = check_header(frame, &frame_bytes);
+  if (*error != DecodeError::kNone) return std::nullopt;
+  if (frame.size() != frame_bytes || frame_type(frame) != MsgType::kObjectData) {
+    *error = DecodeError::kMalformedBody;
+    return std::nullopt;
+  }
+  Reader r(frame.substr(kHeaderBytes));
+  ObjectDataView v;
+  uint8_t ok = 0;
+  if (!r.u64(&v.object) || !r.u8(&ok) || ok > 1 || !r.str(&v.error) || !r.str_view(&v.bytes) ||
+      !r.done()) {
+    *error = DecodeError::kMalformedBody;
+    return std::nullopt;
+  }
+  v.ok = ok == 1;
+  return v;
 }
 
 const char* to_string(DecodeError e) noexcept {

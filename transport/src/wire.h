@@ -190,6 +190,8 @@ using Message = std::variant<HelloMsg, AuthMsg, WelcomeMsg, RefusedMsg, CallMsg,
 // Appends one whole frame (header + body) for `msg` to `out`.
 void encode(const Message& msg, std::string* out);
 
+
+
 enum class DecodeError : uint8_t {
   kNone = 0,
   kTruncated,       // fewer bytes than the header or the header's length says
@@ -201,6 +203,23 @@ enum class DecodeError : uint8_t {
   kMalformedBody,   // a field's length runs past the body, or bytes are left over
 };
 const char* to_string(DecodeError e) noexcept;
+
+// An ObjectData frame in two pieces, so that a large value is sent from where it is (no copy):
+// the returned head, then the value's `bytes` bytes (UcxComm::send with a tail). Throws
+// prism::Error(kInvalidArgument) if the value does not fit in one frame (kMaxBodyBytes).
+std::string encode_object_data_head(uint64_t object, size_t bytes);
+
+// An ObjectData frame decoded without copying its value: `bytes` points into the frame.
+struct ObjectDataView {
+  uint64_t object = 0;
+  bool ok = false;
+  std::string error;
+  std::string_view bytes;
+};
+std::optional<ObjectDataView> decode_object_data(std::string_view frame, DecodeError* error);
+
+// The type of a frame split_frames delivered (its header was checked).
+inline MsgType frame_type(std::string_view frame) { return static_cast<MsgType>(frame[5]); }
 
 // Splits a received buffer into frames: calls `fn(frame)` with each whole frame (header
 // included) in order. Returns kNone if the buffer was exactly a sequence of well-formed headers

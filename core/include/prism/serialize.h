@@ -38,6 +38,8 @@
 #include <utility>
 #include <vector>
 
+#include "prism/internal/buffer_pool.h"
+
 namespace prism {
 
 class Writer;
@@ -151,7 +153,12 @@ struct Serializer<std::vector<T>, std::enable_if_t<is_serializable_v<T>>> {
     const uint32_t n = r.count(kRaw ? sizeof(T) : 1);
     v->clear();
     if constexpr (kRaw) {
-      v->resize(n);
+      // A large vector lands in a pooled buffer, already faulted in (buffer_pool.h).
+      if (size_t{n} * sizeof(T) >= internal::BufferPool::kMinBytes) {
+        *v = internal::BufferPool::sized<T>(n);
+      } else {
+        v->resize(n);
+      }
       r.bytes(v->data(), size_t{n} * sizeof(T));
     } else {
       v->reserve(n);

@@ -72,6 +72,29 @@ class BufferPool {
     }
   }
 
+  // A vector of `n` elements in a pooled buffer if one fits (its contents are then whatever the
+  // buffer held: the caller overwrites them), else a fresh zeroed one (asking for huge pages).
+  template <typename T>
+  static std::vector<T> sized(size_t n) {
+    static_assert(kPoolable<T>);
+    const size_t bytes = n * sizeof(T);
+    std::vector<T> out;
+    if (bytes >= kMinBytes) {
+      Held h = take(typeid(T), bytes, bytes + bytes / 4);
+      if (h.vector != nullptr) {
+        auto* held = static_cast<std::vector<T>*>(h.vector);
+        out = std::move(*held);
+        delete held;
+        out.resize(n);  // (a pooled vector is usually at least n long: no fill)
+        return out;
+      }
+      out.reserve(n);
+      advise_fresh(out.data(), bytes);
+    }
+    out.resize(n);
+    return out;
+  }
+
   // A copy of `src`, into a pooled buffer if one fits, else into a fresh one.
   template <typename T>
   static std::vector<T> copy(const std::vector<T>& src) {

@@ -1,0 +1,165 @@
+// ObjectTable (transport/src/object_table.h) driven directly: copies and their counts, one pull
+// per object however many wait, answers only from the peer asked, failures reaching every
+// waiter exactly once, and the driver's directory (holders, entries, forgetting, lost peers).
+#include "object_table.h"
+
+#include <atomic>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+namespace prism::cluster {
+namespace {
+
+Blob blob(size_t n, char c = 'x') { return make_blob(std::string(n, c)); }
+
+TEST(ObjectTableTest, HoldsCopiesAndCountsThem) {
+  ObjectTable t;
+  t.hold(1, blob(100), /*primary=*/true);
+  t.hold(2, blob(50), /*primary=*/false);
+  t.hold(2, blob(999), /*primary=*/false);  // a second copy of a held id is ignored
+  t.hold(3, nullptr, true);                 // nothing to hold
+  auto s = t.stats();
+  EXPECT_EQ(s.primary_objects, 1u);
+  EXPECT_EQ(s.primary_bytes, 100u);
+  EXPECT_EQ(s.secondary_objects, 1u);
+  EXPECT_EQ(s.secondary_bytes, 50u);
+  ASSERT_NE(t.find(2), nullptr);
+  EXPECT_EQ(t.find(2)->size(), 50u);
+  EXPECT_EQ(t.find(3), nullptr);
+  t.drop(1);
+  t.drop(1);  // twice: nothing
+  t.drop(2);
+  s = t.stats();
+  EXPECT_EQ(s.primary_objects + s.secondary_objects, 0u);
+  EXPECT_EQ(s.primary_bytes + s.secondary_bytes, 0u);
+}
+
+TEST(ObjectTableTest, ADroppedCopyStaysReadableByWhoeverHasIt) {
+  ObjectTable t;
+  t.hold(1, blob(10, 'a'), true);
+  Blob mine = t.find(1);
+  t.drop(1);
+  EXPECT_EQ(t.find(1), nullptr);
+  EXPECT_EQ(mine->view, std::string(10, 'a'));
+}
+
+TEST(ObjectTableTest, OnePullPerObjectAndEveryWaiterAnsweredOnce) {
+  ObjectTable t;
+  std::vector<int> calls(3, 0);
+  std::vector<size_t> sizes(3, 0);
+  for (int i = 0; i < 3; ++i) {
+    const bool first = t.await(7, /*from=*/5, [&, i](const Blob& b, const std::string& why) {
+      ++calls[i];
+      EXPECT_TRUE(why.empty());
+      sizes[i] = b ? b->size() : 0;
+    });
+    EXPECT_EQ(first, i == 0) << "waiter " << i;
+  }
+  EXPECT_EQ(t.stats().pulls, 1u);
+  // An answer from a peer that was not asked is not trusted.
+  EXPECT_TRUE(t.finish(7, /*from=*/6, blob(64), true).empty());
+  auto waiters = t.finish(7, 5, blob(64), /*keep=*/true);
+  ASSERT_EQ(waiters.size(), 3u);
+  for (auto& w : waiters) w(blob(64), {});
+  EXPECT_EQ(calls, (std::vector<int>{1, 1, 1}));
+  EXPECT_EQ(sizes, (std::vector<size_t>{64, 64, 64}));
+  EXPECT_EQ(t.stats().secondary_objects, 1u);  // kept
+  EXPECT_EQ(t.stats().pulled_bytes, 64u);
+  EXPECT_TRUE(t.finish(7, 5, blob(64), true).empty());  // a late duplicate: nobody waits
+  // The next pull of it is a new one.
+  EXPECT_TRUE(t.await(7, 5, [](const Blob&, const std::string&) {}));
+}
+
+TEST(ObjectTableTest, PullsFailWithTheirPeerOrAllAtOnce) {
+  ObjectTable t;
+  int failed = 0;
+  auto count_failure = [&](const Blob& b, const std::string&) { failed += b ? 0 : 1; };
+  EXPECT_TRUE(t.await(1, 10, count_failure));
+  EXPECT_TRUE(t.await(2, 11, count_failure));
+  EXPECT_FALSE(t.await(2, 11, count_failure));
+  auto lost = t.fail_from(11);
+  ASSERT_EQ(lost.size(), 1u);
+  EXPECT_EQ(lost[0].first, 2u);
+  for (auto& w : lost[0].second) w(nullptr, "node gone");
+  EXPECT_EQ(failed, 2);
+  auto rest = t.fail_from(kHere);  // every pull
+  ASSERT_EQ(rest.size(), 1u);
+  EXPECT_EQ(rest[0].first, 1u);
+  EXPECT_TRUE(t.fail_from(kHere).empty());
+}
+
+TEST(ObjectTableTest, TheDirectoryTracksHoldersEntriesAndLostPeers) {
+  ObjectTable t;
+  const uint64_t a = t.new_id(), b = t.new_id();
+  EXPECT_NE(a, b);
+  EXPECT_NE(a, 0u);
+  t.locate(a, 1000, 3);
+  t.locate(a, 1000, 4);
+  t.locate(b, 20, kHere);
+  t.hold(b, blob(20), true);
+  ObjectId entry;
+  entry.owner = 9;
+  entry.sequence = 42;
+  t.bind(entry, b);
+  EXPECT_EQ(t.id_of(entry), b);
+  std::vector<PeerId> holders;
+  uint64_t bytes = 0;
+  ASSERT_TRUE(t.where(a, &holders, &bytes));
+  EXPECT_EQ(holders, (std::vector<PeerId>{3, 4}));
+  EXPECT_EQ(bytes, 1000u);
+  auto by_peer = t.held_by_peer();
+  EXPECT_EQ(by_peer[3], (std::pair<uint64_t, uint64_t>{1, 1000}));
+  EXPECT_EQ(by_peer[kHere], (std::pair<uint64_t, uint64_t>{1, 20}));
+  // Peer 3 goes: a is still on 4; then 4 goes and a has no holder left.
+  EXPECT_TRUE(t.lose_peer(3).empty());
+  EXPECT_EQ(t.lose_peer(4), (std::vector<uint64_t>{a}));
+  // Forgetting b frees the copy here and unbinds its entry; the other holders are returned.
+  t.locate(b, 20, 5);
+  EXPECT_EQ(t.forget(b), (std::vector<PeerId>{5}));
+  EXPECT_EQ(t.find(b), nullptr);
+  EXPECT_EQ(t.id_of(entry), 0u);
+  EXPECT_FALSE(t.where(b, &holders, &bytes));
+  EXPECT_EQ(t.stats().primary_objects, 0u);
+}
+
+TEST(ObjectTableTest, ConcurrentWaitersShareOnePullAndAllHearTheEnd) {
+  // Threads await the same objects while another thread finishes or fails their pulls: each
+  // object is asked once per round, and every waiter is answered exactly once.
+  ObjectTable t;
+  constexpr int kThreads = 4, kObjects = 50;
+  std::atomic<int> sent{0}, answered{0};
+  std::vector<std::thread> threads;
+  for (int th = 0; th < kThreads; ++th) {
+    threads.emplace_back([&] {
+      for (int i = 1; i <= kObjects; ++i) {
+        if (t.await(static_cast<uint64_t>(i), 1,
+                    [&](const Blob&, const std::string&) { answered.fetch_add(1); })) {
+          sent.fetch_add(1);
+        }
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(sent.load(), kObjects);
+  std::thread finisher([&] {
+    for (int i = 1; i <= kObjects; i += 2) {
+      for (auto& w : t.finish(static_cast<uint64_t>(i), 1, blob(8), true)) w(blob(8), {});
+    }
+  });
+  std::thread failer([&] {
+    for (int i = 2; i <= kObjects; i += 2) {
+      for (auto& w : t.finish(static_cast<uint64_t>(i), 1, nullptr, true)) w(nullptr, "no");
+    }
+  });
+  finisher.join();
+  failer.join();
+  EXPECT_EQ(answered.load(), kThreads * kObjects);
+  EXPECT_EQ(t.stats().secondary_objects, static_cast<uint64_t>(kObjects / 2));
+  EXPECT_TRUE(t.fail_from(kHere).empty());
+}
+
+}  // namespace
+}  // namespace prism::cluster
