@@ -128,7 +128,9 @@ TEST_F(ClusterTest, TasksSpreadOverNodesWhenTheDriverIsBusy) {
 }
 
 TEST_F(ClusterTest, CustomResourceOfOneNodeSendsTasksThere) {
+  setenv("PRISM_INFEASIBLE_TIMEOUT", "1", 1);
   start(1, {{{"PRISM_RESOURCES", "gadget:1"}}, {}});
+  unsetenv("PRISM_INFEASIBLE_TIMEOUT");
   // The driver has no gadget: accepted because node1 has one.
   auto r = prism::task(node_of_gadget_task).resource("gadget", 1).remote();
   const std::string where = prism::get(r, 60s);
@@ -141,9 +143,27 @@ TEST_F(ClusterTest, CustomResourceOfOneNodeSendsTasksThere) {
   } catch (const prism::InfeasibleError& e) {
     EXPECT_NE(std::string(e.what()).find("PRISM_REMOTE"), std::string::npos) << e.what();
   }
-  // Nobody has two gadgets.
-  EXPECT_THROW(prism::task(node_of_gadget_task).resource("gadget", 2).remote(),
-               prism::InfeasibleError);
+  // Nobody has two gadgets: the task waits for a node that has (this driver listens: nodes may
+  // still join), then fails naming the nodes' shapes once PRISM_INFEASIBLE_TIMEOUT (1 s here)
+  // has passed.
+  auto two = prism::task(node_of_gadget_task).resource("gadget", 2).remote();
+  try {
+    prism::get(two, 30s);
+    FAIL() << "a task nobody fits ran";
+  } catch (const prism::InfeasibleError& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("PRISM_INFEASIBLE_TIMEOUT"), std::string::npos) << what;
+    EXPECT_NE(what.find(": 1 CPU, 1 gadget"), std::string::npos) << what;
+  }
+}
+
+TEST_F(ClusterTest, ATaskNoNodeFitsWaitsForOneToJoin) {
+  start(1, {});
+  auto r = prism::task(node_of_gadget_task).resource("gadget", 1).remote();
+  auto [ready, pending] = prism::wait(std::vector{r}, 1, 200ms);
+  EXPECT_TRUE(ready.empty()) << "it ran without a gadget";
+  add_node({{"PRISM_RESOURCES", "gadget:1"}});
+  EXPECT_EQ(prism::get(r, 60s), "node1 with gadget");
 }
 
 TEST_F(ClusterTest, ArgumentsResultsAndChainsCrossNodes) {

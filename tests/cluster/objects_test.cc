@@ -2,6 +2,8 @@
 // to the node that needs them, arrive byte for byte, and are freed on every node when the last
 // ref drops; placement follows where the argument bytes are. Same driver/node set-up as
 // cluster_test.cc (this file is part of the same test binary).
+#include <signal.h>
+
 #include <chrono>
 #include <cstdint>
 #include <string>
@@ -139,6 +141,20 @@ TEST_F(ClusterTest, PlacementFollowsTheArgumentBytes) {
     auto reader = prism::task(read_where).remote(made);
     EXPECT_EQ(prism::get(reader, 60s), maker + ":" + std::to_string(2 * kMiB));
   }
+}
+
+TEST_F(ClusterTest, GetOfAValueOnAStoppedNodeKeepsItsDeadline) {
+  start(1, {{{"PRISM_RESOURCES", "a:100"}}});
+  auto made = prism::task(make_bytes).resource("a", 1).remote(1 * kMiB, 5u);
+  auto [ready, pending] = prism::wait(std::vector{made}, 1, 60s);
+  ASSERT_EQ(ready.size(), 1u);
+  ASSERT_EQ(kill(children_.front().pid(), SIGSTOP), 0);
+  const auto t0 = std::chrono::steady_clock::now();
+  EXPECT_THROW(prism::get(made, 500ms), prism::TimeoutError);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 10s);
+  ASSERT_EQ(kill(children_.front().pid(), SIGCONT), 0);
+  // The pull went on: the value arrives once the node runs again.
+  EXPECT_TRUE(prism::get(made, 60s) == make_bytes(1 * kMiB, 5));
 }
 
 TEST_F(ClusterTest, AValueLostWithItsNodeFailsClearly) {

@@ -113,6 +113,9 @@ TEST(ObjectTableTest, TheDirectoryTracksHoldersEntriesAndLostPeers) {
   auto by_peer = t.held_by_peer();
   EXPECT_EQ(by_peer[3], (std::pair<uint64_t, uint64_t>{1, 1000}));
   EXPECT_EQ(by_peer[kHere], (std::pair<uint64_t, uint64_t>{1, 20}));
+  EXPECT_TRUE(t.add_holder(a, 6));
+  EXPECT_FALSE(t.add_holder(12345, 6)) << "a holder of an object that is gone was recorded";
+  EXPECT_TRUE(t.lose_peer(6).empty());
   // Peer 3 goes: a is still on 4; then 4 goes and a has no holder left.
   EXPECT_TRUE(t.lose_peer(3).empty());
   EXPECT_EQ(t.lose_peer(4), (std::vector<uint64_t>{a}));

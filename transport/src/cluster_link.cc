@@ -244,11 +244,13 @@ class RemoteObject final : public internal::RemoteValue, public ObjectKeeper {
  public:
   RemoteObject(std::weak_ptr<ObjectService> service, uint64_t id, std::string where)
       : ObjectKeeper(std::move(service), id), where_(std::move(where)) {}
-  void fetch(internal::ObjectEntry* entry) override;
+  void fetch(internal::ObjectEntry* entry, Deadline deadline) override;
 
  private:
   const std::string where_;  // "node2 (host pid 7)": where it was produced, for errors
-  internal::Mutex fetch_mu_;  // one fetch at a time: concurrent readers share its transfer
+  // Builds the value once: readers that waited together share the pull (ObjectTable), and the
+  // first to get here materializes it.
+  internal::Mutex materialize_mu_;
 };
 
 class Link final : public internal::ClusterLink {
@@ -284,6 +286,7 @@ class Link final : public internal::ClusterLink {
       service_->link = nullptr;
     }
     fail_pulls(kHere, "the cluster link has shut down");
+    stop_waiting_tasks();
     // comm_, the last member, is destroyed first: it joins the progress thread, so no callback
     // runs once the members it uses go (resetting it here would race with a running callback's
     // reads of comm_ itself).
@@ -292,12 +295,12 @@ class Link final : public internal::ClusterLink {
   // ---- ClusterLink ----
 
   bool offer(TaskRecord* task) noexcept override {
-    if (config_.role != ClusterRole::kDriver || ready_nodes_.load(std::memory_order_acquire) == 0) {
-      return false;
-    }
+    if (config_.role != ClusterRole::kDriver) return false;
+    const bool nodes = ready_nodes_.load(std::memory_order_acquire) > 0;
+    if (!nodes && !waits_for_nodes()) return false;
     const ResourceRequest& request = task->request();
     const bool runs_here = rt_->scheduler().infeasible_reason(request).empty();
-    if (runs_here && rt_->scheduler().fits_now(request)) return false;
+    if (runs_here && (!nodes || rt_->scheduler().fits_now(request))) return false;
     std::string function, args;
     Transfer transfer(this);
     try {
@@ -312,7 +315,15 @@ class Link final : public internal::ClusterLink {
     {
       MutexLock lock(mu_);
       peer = choose_node_locked(request, runs_here, transfer.bytes_at);
-      if (peer == 0) return false;
+      if (peer == 0) {
+        if (runs_here || !waits_for_nodes() || shut_down_) return false;
+        // No node fits it (yet): it waits for one to join, or for the timeout (wait_for_fit).
+        const auto wait = std::chrono::duration_cast<internal::Clock::duration>(
+            std::chrono::duration<double>(config_.infeasible_timeout_s));
+        waiting_.push_back(Waiting{task, internal::Clock::now() + wait});
+        start_waiting_timer_locked();
+        return true;
+      }
       Peer& p = peers_[peer];
       add(&p.used, request, +1);
       call.call_id = next_call_++;
@@ -339,6 +350,10 @@ class Link final : public internal::ClusterLink {
       return false;  // run it here (or fail it as infeasible here)
     }
     return true;
+  }
+
+  bool waits_for_nodes() const override {
+    return config_.role == ClusterRole::kDriver && config_.launcher == nullptr;
   }
 
   std::string infeasible_elsewhere(const ResourceRequest& request) const override {
@@ -422,6 +437,7 @@ class Link final : public internal::ClusterLink {
                                              "node"));
     }
     fail_pulls(kHere, "the job ended");
+    stop_waiting_tasks();
     // Node: the driver's actors held here lose their handles (they stop with the runtime).
     std::map<uint64_t, HeldActor> held;
     {
@@ -1101,6 +1117,7 @@ class Link final : public internal::ClusterLink {
       PRISM_LOG(kInfo) << "cluster: node" << welcome.node_index << " joined (" << who << ")";
     }
     changed();
+    if (auth.role == PeerRole::kNode) retry_waiting();
   }
 
   // Node: the driver proved the token too; we are in.
@@ -1171,9 +1188,20 @@ class Link final : public internal::ClusterLink {
     auto here_free = rt_->scheduler().available();
     std::map<std::string, double> here_used;
     for (const auto& [k, v] : here_total) here_used[k] = v - here_free[k];
+    // Objects of the driver's refs, by the node that holds a copy (the driver's view).
+    const auto held = objects_.held_by_peer();
+    auto objects = [&](PeerId p) {
+      auto it = held.find(p);
+      const uint64_t n = it == held.end() ? 0 : it->second.first;
+      const uint64_t bytes = it == held.end() ? 0 : it->second.second;
+      char buf[96];
+      std::snprintf(buf, sizeof buf, "; objects held: %llu (%.1f MiB)",
+                    static_cast<unsigned long long>(n), static_cast<double>(bytes) / (1 << 20));
+      return std::string(buf);
+    };
     std::string s = "nodes: " + std::to_string(node_count()) + "\n";
     s += "  node0 (driver, " + hostname() + " pid " + std::to_string(getpid()) + "): total " +
-         resources(here_total) + "; in use " + resources(here_used) + "\n";
+         resources(here_total) + "; in use " + resources(here_used) + objects(kHere) + "\n";
     MutexLock lock(mu_);
     std::map<PeerId, int> in_flight;
     for (const auto& [id, p] : pending_) ++in_flight[p.peer];
@@ -1192,7 +1220,10 @@ class Link final : public internal::ClusterLink {
       }
       s += "  " + p.name + ": total " + resources(total) + "; in use by the driver's tasks " +
            resources(used) + "; tasks running or queued there: " +
-           std::to_string(in_flight[id]) + "\n";
+           std::to_string(in_flight[id]) + objects(id) + "\n";
+    }
+    if (!waiting_.empty()) {
+      s += "tasks waiting for a node that fits them: " + std::to_string(waiting_.size()) + "\n";
     }
     s += "dropped messages: " + std::to_string(malformed_.load()) + " malformed, " +
          std::to_string(unauthenticated_.load()) + " unauthenticated; refused joins: " +
@@ -1568,6 +1599,121 @@ class Link final : public internal::ClusterLink {
     }
   }
 
+  // ---- tasks that no node fits yet (a driver by address) ----
+
+  struct Waiting {
+    TaskRecord* task;
+    Deadline deadline;
+  };
+
+  void start_waiting_timer_locked() PRISM_REQUIRES(mu_) {
+    timer_word_.fetch_add(1, std::memory_order_release);
+    internal::futex_wake_all(&timer_word_);
+    if (!waiting_timer_.joinable()) waiting_timer_ = std::thread([this] { wait_for_fit(); });
+  }
+
+  // The timer thread: fails the tasks whose wait ran out, naming the nodes' shapes.
+  void wait_for_fit() {
+    for (;;) {
+      const uint32_t seen = timer_word_.load(std::memory_order_acquire);
+      std::vector<TaskRecord*> expired;
+      Deadline next = internal::kNoDeadline;
+      std::string shapes;
+      {
+        MutexLock lock(mu_);
+        if (stop_timer_) return;
+        const Deadline now = internal::Clock::now();
+        for (auto it = waiting_.begin(); it != waiting_.end();) {
+          if (it->deadline <= now) {
+            expired.push_back(it->task);
+            it = waiting_.erase(it);
+          } else {
+            next = std::min(next, it->deadline);
+            ++it;
+          }
+        }
+        if (!expired.empty()) shapes = shapes_locked();
+      }
+      for (TaskRecord* t : expired) {
+        rt_->fail_task(t, std::make_exception_ptr(InfeasibleError(
+                              "infeasible task '" + t->function_name() + "': no node of the "
+                              "cluster fits it, and none that does joined within " +
+                              std::to_string(config_.infeasible_timeout_s) +
+                              " s (PRISM_INFEASIBLE_TIMEOUT); the nodes: " + shapes)));
+      }
+      internal::futex_wait(&timer_word_, seen, next);
+    }
+  }
+
+  // "node0: 1 CPU; node1: 2 CPU, 1 gadget" (the driver's own totals first).
+  std::string shapes_locked() PRISM_REQUIRES(mu_) {
+    auto describe = [](const std::map<std::string, double>& m) {
+      std::string out;
+      for (const auto& [k, v] : m) {
+        if (v == 0 || k == "memory" || k == "object_store_memory" || k == "gpu_memory") continue;
+        char buf[96];
+        std::snprintf(buf, sizeof buf, "%s%g %s", out.empty() ? "" : ", ", v, k.c_str());
+        out += buf;
+      }
+      return out.empty() ? std::string("nothing") : out;
+    };
+    std::string s = "node0: " + describe(rt_->scheduler().totals());
+    const double u = internal::kUnitsPerResource;
+    for (const auto& [id, p] : peers_) {
+      if (p.state != Peer::State::kReady || p.role != PeerRole::kNode) continue;
+      std::map<std::string, double> m;
+      m["CPU"] = p.totals.cpu / u;
+      m["GPU"] = p.totals.gpu / u;
+      for (const auto& [n, a] : p.totals.custom) m[n] = a / u;
+      s += "; " + node_name(p.name) + ": " + describe(m);
+    }
+    return s;
+  }
+
+  // A node joined: the waiting tasks that some node fits now are dispatched again.
+  void retry_waiting() {
+    std::vector<TaskRecord*> ready;
+    {
+      MutexLock lock(mu_);
+      for (auto it = waiting_.begin(); it != waiting_.end();) {
+        bool fits_somewhere = false;
+        for (const auto& [id, p] : peers_) {
+          if (p.state == Peer::State::kReady && p.role == PeerRole::kNode &&
+              fits(it->task->request(), p.totals, WireResources{})) {
+            fits_somewhere = true;
+            break;
+          }
+        }
+        if (fits_somewhere) {
+          ready.push_back(it->task);
+          it = waiting_.erase(it);
+        } else {
+          ++it;
+        }
+      }
+    }
+    for (TaskRecord* t : ready) rt_->dispatch(t);
+  }
+
+  // The job ends: waiting tasks fail; the timer thread stops.
+  void stop_waiting_tasks() {
+    std::vector<Waiting> lost;
+    {
+      MutexLock lock(mu_);
+      stop_timer_ = true;
+      lost.swap(waiting_);
+    }
+    timer_word_.fetch_add(1, std::memory_order_release);
+    internal::futex_wake_all(&timer_word_);
+    if (waiting_timer_.joinable() && waiting_timer_.get_id() != std::this_thread::get_id()) {
+      waiting_timer_.join();
+    }
+    for (Waiting& w : lost) {
+      rt_->fail_task(w.task, rt_->lost_error("the job ended while the task waited for a node "
+                                             "that fits it"));
+    }
+  }
+
   // ---- objects that stay where they were produced ----
  public:
   ObjectTable::Stats object_stats() const { return objects_.stats(); }
@@ -1652,9 +1798,7 @@ class Link final : public internal::ClusterLink {
     const uint64_t id = pull.object;
     auto answer = [this, peer, id](const Blob& b, const std::string& why) {
       if (b && send_object(peer, id, b)) {
-        std::vector<PeerId> unused;
-        uint64_t bytes = 0;
-        if (objects_.where(id, &unused, &bytes)) objects_.locate(id, bytes, peer);
+        objects_.add_holder(id, peer);  // (not if freed meanwhile: the copy there is a task's)
         return;
       }
       ObjectDataMsg data;
@@ -1743,6 +1887,10 @@ class Link final : public internal::ClusterLink {
   std::map<uint64_t, Relay> relays_ PRISM_GUARDED_BY(mu_);  // driver: node calls relayed
   std::map<uint64_t, std::shared_ptr<Lookup>> lookups_ PRISM_GUARDED_BY(mu_);  // node
   int next_index_ PRISM_GUARDED_BY(mu_) = 1;
+  std::vector<Waiting> waiting_ PRISM_GUARDED_BY(mu_);  // driver: tasks no node fits yet
+  bool stop_timer_ PRISM_GUARDED_BY(mu_) = false;
+  std::atomic<uint32_t> timer_word_{0};  // futex word: waiting_ changed or the timer must stop
+  std::thread waiting_timer_;            // started with the first waiting task
   bool shut_down_ PRISM_GUARDED_BY(mu_) = false;
   // Node side.
   PeerId driver_ PRISM_GUARDED_BY(mu_) = 0;
@@ -1774,8 +1922,7 @@ ObjectKeeper::~ObjectKeeper() {
   if (service->link != nullptr) service->link->release_object(id_);
 }
 
-void RemoteObject::fetch(internal::ObjectEntry* entry) {
-  MutexLock lock(fetch_mu_);
+void RemoteObject::fetch(internal::ObjectEntry* entry, Deadline deadline) {
   if (entry->state() != internal::ObjState::kRemote) return;  // fetched by another reader
   struct Wait {
     internal::Event done;
@@ -1801,12 +1948,19 @@ void RemoteObject::fetch(internal::ObjectEntry* entry) {
       }
     }
   }
-  wait->done.wait();  // (every pull is answered, or failed when its peer or the link goes)
+  // Every pull is answered, or failed when its peer or the link goes; a reader's deadline may
+  // come first (the pull goes on, and `wait` lives on in its waiter).
+  if (!wait->done.wait_until(deadline)) {
+    throw TimeoutError("the value of object " + std::to_string(id_) + ", produced on " + where_ +
+                       ", did not arrive before the deadline");
+  }
   if (!wait->blob) {
     throw Error(ErrorCode::kUnavailable, "the value of object " + std::to_string(id_) +
                                              ", produced on " + where_ +
                                              ", cannot be fetched: " + wait->why);
   }
+  MutexLock lock(materialize_mu_);
+  if (entry->state() != internal::ObjState::kRemote) return;  // another reader built it
   materialize(entry, wait->blob->view);
 }
 

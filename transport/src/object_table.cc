@@ -124,6 +124,14 @@ void ObjectTable::locate(uint64_t id, uint64_t bytes, PeerId holder) {
   l.holders.insert(holder);
 }
 
+bool ObjectTable::add_holder(uint64_t id, PeerId holder) {
+  MutexLock lock(mu_);
+  auto it = locations_.find(id);
+  if (it == locations_.end()) return false;
+  it->second.holders.insert(holder);
+  return true;
+}
+
 bool ObjectTable::where(uint64_t id, std::vector<PeerId>* holders, uint64_t* bytes) const {
   MutexLock lock(mu_);
   auto it = locations_.find(id);

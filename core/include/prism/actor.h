@@ -322,10 +322,10 @@ namespace internal {
 
 template <typename R>
 void write_entry_value(ObjectEntry* entry, std::string* out) {
-  out->clear();
-  if constexpr (!std::is_void_v<R>) {
-    Writer w(out);
-    w.put(value_of<R>(entry));
+  if constexpr (std::is_void_v<R>) {
+    out->clear();
+  } else {
+    serialize_entry_value<R>(entry, out);
   }
 }
 

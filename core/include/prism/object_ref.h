@@ -117,7 +117,10 @@ T get_until(const ObjectRef<T>& ref, Deadline deadline) {
   } else {
     check_ref(ref.entry(), "prism::get");
     await(ref.entry(), deadline);
-    if constexpr (!std::is_void_v<T>) return read_value<T>(ref.entry());
+    if constexpr (!std::is_void_v<T>) {
+      if (ref.entry()->state() == ObjState::kRemote) fetch_remote(ref.entry(), deadline);
+      return read_value<T>(ref.entry());
+    }
   }
 }
 
@@ -127,6 +130,7 @@ std::shared_ptr<const T> shared_until(const ObjectRef<T>& ref, Deadline deadline
   check_ref(ref.entry(), "prism::get_shared");
   await(ref.entry(), deadline);
   ObjectEntry* e = ref.entry();
+  if (e->state() == ObjState::kRemote) fetch_remote(e, deadline);
   e->ref();
   return std::shared_ptr<const T>(&value_of<T>(e), [e](const T*) { e->unref(); });
 }
@@ -148,6 +152,9 @@ std::vector<T> get_all_until(const std::vector<ObjectRef<T>>& refs, Deadline dea
   // rethrows the first error or throws TimeoutError if the deadline passed first.
   if (entries.size() > 1) await_some(entries, entries.size(), deadline);
   for (ObjectEntry* e : entries) await(e, deadline);
+  for (ObjectEntry* e : entries) {
+    if (e->state() == ObjState::kRemote) fetch_remote(e, deadline);
+  }
   std::vector<T> out;
   out.reserve(refs.size());
   for (const auto& r : refs) out.push_back(read_value<T>(r.entry()));

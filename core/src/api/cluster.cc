@@ -156,6 +156,15 @@ ClusterConfig cluster_config(const InitOptions& options) {
     }
     c.join_timeout_s = v;
   }
+  if (const std::string t = env("PRISM_INFEASIBLE_TIMEOUT"); !t.empty()) {
+    char* end = nullptr;
+    const double v = std::strtod(t.c_str(), &end);
+    if (end == t.c_str() || *end != '\0' || !(v >= 0) || std::isinf(v)) {
+      throw Error(ErrorCode::kInvalidArgument,
+                  "PRISM_INFEASIBLE_TIMEOUT = '" + t + "': expected seconds >= 0");
+    }
+    c.infeasible_timeout_s = v;
+  }
   if (!c.address.empty() && !c.listen.empty()) {
     throw Error(ErrorCode::kInvalidArgument,
                 "both a driver's address to join (PRISM_ADDRESS / InitOptions.address = '" +

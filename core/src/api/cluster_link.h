@@ -47,6 +47,9 @@ struct ClusterConfig {
   std::string job_dir;     // driver: where the job's files go (default: under the temp dir)
   int min_nodes = 0;       // driver: init waits until this many nodes joined (besides itself)
   double join_timeout_s = 60;  // how long init waits for min_nodes / a node for the driver
+  // Driver by address: how long a task that no node fits waits for one to join
+  // (PRISM_INFEASIBLE_TIMEOUT, seconds).
+  double infeasible_timeout_s = 60;
   std::shared_ptr<void> launcher;  // the module's launcher session (PMIx), if any
 };
 
@@ -73,6 +76,9 @@ class ClusterLink {
   virtual bool offer(TaskRecord* task) noexcept = 0;
   // Empty if some other node could run `request`; else why not.
   virtual std::string infeasible_elsewhere(const ResourceRequest& request) const = 0;
+  // True where nodes may still join (a driver started by address): a task that no node fits
+  // is accepted and waits for one (offer() keeps it) instead of failing at submission.
+  virtual bool waits_for_nodes() const = 0;
   // Node (worker mode): serves until the driver's job ends (returns true) or the driver is lost
   // (returns false).
   virtual bool serve() = 0;

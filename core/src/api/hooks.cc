@@ -65,7 +65,7 @@ void check_default_feasible(RuntimeCore* rt, const std::string& function_name) {
   if (!default_feasible(rt)) {
     // In a cluster another node may have the CPU (dispatch fails the task if it cannot go there).
     if (ClusterLink* l = rt->link()) {
-      if (l->infeasible_elsewhere(one_cpu_request()).empty()) return;
+      if (l->infeasible_elsewhere(one_cpu_request()).empty() || l->waits_for_nodes()) return;
     }
     throw InfeasibleError("infeasible task '" + function_name +
                           "': it asks for 1 CPU but the node has less than one; set "
@@ -82,9 +82,9 @@ void submit(TaskRecord* task) noexcept {
   if (task->release_guard()) task->runtime()->dispatch(task);
 }
 
-void fetch_remote(ObjectEntry* entry) {
+void fetch_remote(ObjectEntry* entry, Deadline deadline) {
   // (Null once another reader has fetched it: the entry is kReady.)
-  if (RemoteValue* where = entry->remote_value()) where->fetch(entry);
+  if (RemoteValue* where = entry->remote_value()) where->fetch(entry, deadline);
 }
 
 void throw_empty_ref(const char* what) {

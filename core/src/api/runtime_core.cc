@@ -238,7 +238,7 @@ ExtrasPtr RuntimeCore::make_extras(const TaskOptions& o, const LazyName& functio
   // In a cluster, another node may run what this one cannot (only a task that can go there).
   if (ClusterLink* l = link(); !reason.empty() && l != nullptr) {
     const std::string elsewhere = l->infeasible_elsewhere(req);
-    if (elsewhere.empty()) {
+    if (elsewhere.empty() || l->waits_for_nodes()) {
       reason.clear();
     } else {
       reason = "on this node " + reason + "; " + elsewhere;

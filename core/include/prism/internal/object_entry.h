@@ -19,6 +19,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <exception>
@@ -108,9 +109,9 @@ class RemoteValue {
  public:
   virtual ~RemoteValue() = default;
   // Brings the value here. On return the entry is kReady; throws prism::Error (kUnavailable:
-  // the value was lost with its node) and leaves it kRemote otherwise. Concurrent callers share
-  // one transfer.
-  virtual void fetch(ObjectEntry* entry) = 0;
+  // the value was lost with its node) or TimeoutError (`deadline` passed first; the transfer goes
+  // on for later readers) and leaves it kRemote otherwise. Concurrent callers share one transfer.
+  virtual void fetch(ObjectEntry* entry, std::chrono::steady_clock::time_point deadline) = 0;
   // Set by whoever completes the entry (it knows the type): builds the entry's value from its
   // serialized bytes and marks it ready (TypedEntry<T>::set_fetched). Throws on malformed bytes.
   void (*materialize)(ObjectEntry* entry, std::string_view bytes) = nullptr;

@@ -127,7 +127,7 @@ void await(ObjectEntry* entry, Deadline deadline);
 std::vector<bool> await_some(const std::vector<ObjectEntry*>& entries, size_t num_ready,
                              Deadline deadline);
 // Brings the value of a kRemote entry here (RemoteValue::fetch); nothing if it is not kRemote.
-void fetch_remote(ObjectEntry* entry);
+void fetch_remote(ObjectEntry* entry, Deadline deadline = kNoDeadline);
 // Throws prism::Error(kInvalidArgument) naming `what` when `entry` is null (an empty ref).
 [[noreturn]] void throw_empty_ref(const char* what);
 inline void check_ref(const ObjectEntry* entry, const char* what) {
