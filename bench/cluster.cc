@@ -13,9 +13,10 @@
 //   - transfers: get here of a 1 MiB and a 64 MiB result that stayed on a node, and a 64 MiB put
 //     here read by a task on a node, in GB/s.
 // The peers of the latency and transfer rows are ucx_perftest's figures on the same machine,
-// transports and wait mode (sleeping: Prism's progress thread sleeps in epoll when idle), which
-// bench/run_all.sh measures just before and passes in (--perftest_*: one value per run; the
-// latency is ucp_am_lat's one-way p50, doubled here into a round trip).
+// transports (tcp on lo: what Prism's endpoints, connected by address with peer error handling,
+// get from UCX 1.13), error handling and wait mode (sleeping: Prism's progress thread sleeps in
+// epoll when idle), which bench/run_all.sh measures just before and passes in (--perftest_*: one
+// value per run; the latency is ucp_am_lat's one-way p50, doubled here into a round trip).
 #include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
@@ -209,7 +210,7 @@ int main(int argc, char** argv) {
                           .at_most(20, "<= 20 us")
                           .with_note(std::to_string(trips) + " sync get of one remote task each");
   const std::vector<double> lat = values(flags.get("--perftest_lat_us", ""), 2.0);
-  if (!lat.empty()) rt_row.peer_name = "ucx_perftest ucp_am_lat x2 (sleep)";
+  if (!lat.empty()) rt_row.peer_name = "ucx_perftest ucp_am_lat x2 (tcp, -e, sleep)";
   if (flags.wants(rt_row.name)) {
     double last_p99 = 0;
     rt_row.prism = bench::repeat(flags.runs, [&] {
@@ -264,7 +265,7 @@ int main(int argc, char** argv) {
               : "time of the get of a result already done on a node (pull and deserialize)");
     if (!flags.wants(row.name)) continue;
     const std::vector<double> bw = values(flags.get(t.peer_flag, ""), double(kMiB) / 1e9);
-    if (!bw.empty()) row.peer_name = "ucx_perftest ucp_am_bw (sleep)";
+    if (!bw.empty()) row.peer_name = "ucx_perftest ucp_am_bw (tcp, -e, sleep)";
     row.prism = bench::repeat(flags.runs, [&] { return t.put ? put_read_rate(t.bytes) : get_rate(t.bytes); });
     if (!bw.empty()) row.peer = bench::stats_of(bw);
     report.add(std::move(row));

@@ -61,9 +61,12 @@ run gpu
 run stencil
 
 # Cluster mode on loopback. Its peers are ucx_perftest's figures (Debian's ucx-utils) on the same
-# transports (UCX_NET_DEVICES=lo) and in the same wait mode as Prism's progress thread (sleep),
-# measured here just before, one value per run: ucp_am_lat's one-way p50 (us) and ucp_am_bw's
-# bandwidth (MB/s, MB = 2^20 bytes) at 1 MiB and 64 MiB.
+# transports and in the same modes as Prism's endpoints, measured here just before, one value
+# per run: ucp_am_lat's one-way p50 (us) and ucp_am_bw's bandwidth (MB/s, MB = 2^20 bytes) at
+# 1 MiB and 64 MiB. Prism's endpoints are connected by address with peer error handling, which
+# leaves UCX 1.13 only tcp (on lo): so ucx_perftest runs with UCX_TLS=tcp and -e (error
+# handling), and -E sleep (Prism's progress thread sleeps in epoll when idle). Without those it
+# would take shared memory, which Prism's endpoints cannot use.
 perftest() {  # perftest FIELD ARGS...: FIELD of the client's "Final:" line, once per run
   local field="$1"
   shift
@@ -89,10 +92,10 @@ if [[ -x "$build/bench/cluster" ]]; then
   peers=()
   if command -v ucx_perftest >/dev/null 2>&1; then
     echo
-    echo "== ucx_perftest (UCX_NET_DEVICES=lo, -E sleep)"
-    lat=$(perftest 3 -t ucp_am_lat -s 8 -n 20000 -w 2000 -E sleep)
-    bw1=$(perftest 6 -t ucp_am_bw -s 1048576 -n 500 -w 20 -E sleep)
-    bw64=$(perftest 6 -t ucp_am_bw -s 67108864 -n 40 -w 4 -E sleep)
+    echo "== ucx_perftest (UCX_NET_DEVICES=lo UCX_TLS=tcp, -e -E sleep)"
+    lat=$(UCX_TLS=tcp perftest 3 -t ucp_am_lat -s 8 -n 20000 -w 2000 -e -E sleep)
+    bw1=$(UCX_TLS=tcp perftest 6 -t ucp_am_bw -s 1048576 -n 500 -w 20 -e -E sleep)
+    bw64=$(UCX_TLS=tcp perftest 6 -t ucp_am_bw -s 67108864 -n 40 -w 4 -e -E sleep)
     echo "am_lat one-way p50 us: $lat; am_bw MB/s at 1 MiB: $bw1; at 64 MiB: $bw64"
     peers=(--perftest_lat_us="$lat" --perftest_bw_1m="$bw1" --perftest_bw_64m="$bw64")
   else
