@@ -298,6 +298,8 @@ class Link final : public internal::ClusterLink {
     if (config_.role != ClusterRole::kDriver) return false;
     const bool nodes = ready_nodes_.load(std::memory_order_acquire) > 0;
     if (!nodes && !waits_for_nodes()) return false;
+    // No node yet: a default task runs here whenever this node has a CPU (no scheduler lock).
+    if (!nodes && task->has_default_request() && rt_->scheduler().cpu_slots() > 0) return false;
     const ResourceRequest& request = task->request();
     const bool runs_here = rt_->scheduler().infeasible_reason(request).empty();
     if (runs_here && (!nodes || rt_->scheduler().fits_now(request))) return false;
