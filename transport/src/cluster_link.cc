@@ -930,8 +930,7 @@ class Link final : public internal::ClusterLink {
           malformed_.fetch_add(1, std::memory_order_relaxed);
           return;
         }
-        if (is_ready(peer) && ((config_.role == ClusterRole::kDriver && is_node(peer)) ||
-                               (config_.role == ClusterRole::kNode && peer == driver_id()))) {
+        if (is_ready(peer) && is_counterpart(peer)) {
           on_object_data(peer, *view);
         } else {
           unauthenticated_.fetch_add(1, std::memory_order_relaxed);
@@ -962,6 +961,14 @@ class Link final : public internal::ClusterLink {
     return it != peers_.end() && it->second.role == PeerRole::kNode;
   }
 
+  // A node, for the driver; the driver, for a node (who may answer this process's calls and
+  // pulls).
+  bool is_counterpart(PeerId peer) {
+    return config_.role == ClusterRole::kDriver ? is_node(peer)
+                                                : config_.role == ClusterRole::kNode &&
+                                                      peer == driver_id();
+  }
+
   bool is_ready(PeerId peer) {
     MutexLock lock(mu_);
     auto it = peers_.find(peer);
@@ -986,10 +993,7 @@ class Link final : public internal::ClusterLink {
     } else if (auto* result = std::get_if<ResultMsg>(&msg)) {
       // Results of the driver's calls come from nodes; a node's calls of actors it was handed
       // are answered by the driver.
-      if ((config_.role == ClusterRole::kDriver && is_node(peer)) ||
-          (config_.role == ClusterRole::kNode && peer == driver_id())) {
-        return on_result(peer, std::move(*result));
-      }
+      if (is_counterpart(peer)) return on_result(peer, std::move(*result));
     }
     if (auto* create = std::get_if<ActorCreateMsg>(&msg)) {
       if (config_.role == ClusterRole::kNode && peer == driver_id()) {
