@@ -1,23 +1,31 @@
 // DeviceBackend — the small interface both backends implement: memory from a per-device pool,
 // host staging memory, streams, events and asynchronous copies.
 //
-// CUDA (cuda/cuda_backend.cc): cudaMallocAsync from each device's default memory pool, pinned
-// host memory (cudaMallocHost, plain malloc if that fails), blocking streams (so that a free
-// queued on the legacy stream is ordered after every use), events without timing.
-// Host (host/host_backend.cc): device memory is host memory, streams are synchronous (null
-// handles) and events are always complete; copies are plain memcpy, so the copy logic above it
-// (what is copied, when, how often) is the same as on CUDA.
+// Device numbers are Prism's: gpu:k is the k-th usable device. The CUDA backend leaves out
+// devices it cannot use (see cuda_backend.cc) and maps the rest to CUDA ordinals (ordinal()).
 //
-// Errors: a failing call throws prism::Error (kResourceExhausted for out-of-memory, kInternal
-// for the rest) whose message names the CUDA call and error; free/destroy never throw.
+// CUDA (cuda/cuda_backend.cc): cudaMallocAsync from each device's default memory pool, freed
+// stream-ordered after every recorded use (free()), pinned host memory within a budget, streams
+// that do not synchronize with the legacy default stream, events without timing.
+// Host (host/host_backend.cc): device memory is host memory, streams are synchronous (distinct
+// tokens, so that who uses which stream is the same as on CUDA) and events are always complete;
+// copies are plain memcpy, so the copy logic above it (what is copied, when, how often) is the
+// same as on CUDA.
+//
+// Errors: a failing call throws prism::Error (kResourceExhausted for out-of-memory, kUnavailable
+// for a device that failed for good, kInternal for the rest) whose message names the CUDA call
+// and error; free/destroy never throw. A sticky CUDA error (illegal address, launch failure, ECC
+// and the like) marks the device failed (device_health.h).
 //
 // Thread-safe: every method may be called from any thread.
 #pragma once
 
 #include <cstddef>
 #include <string>
+#include <vector>
 
 #include "prism/gpu/device.h"
+#include "prism/gpu/stream.h"
 
 namespace prism::gpu::internal {
 
@@ -29,18 +37,29 @@ class DeviceBackend {
   // Devices this backend serves (logical GPUs for the host backend: any index >= 0 works).
   virtual int device_count() const noexcept = 0;
   virtual std::string describe() const = 0;
-  // Total memory of `device` in bytes (0 if unknown).
+  // Memory of `device` a task may reserve, in bytes: what was free at start less a reserve for
+  // the CUDA context and libraries (cuBLAS, NCCL); 0 if unknown.
   virtual size_t device_memory(int device) const noexcept = 0;
+  // The CUDA ordinal of `device` (the same number on the host backend).
+  virtual int ordinal(int device) const noexcept = 0;
 
-  // The calling thread's current device (cudaGetDevice; 0 on the host backend) and setting it.
+  // The calling thread's current device (Prism's number; 0 on the host backend) and setting it.
   virtual int get_device() = 0;
   virtual void set_device(int device) = 0;
 
-  // Device memory, stream-ordered on `stream` (of that device); freed after all work queued on
-  // the device's streams before the free call.
+  // Device memory, stream-ordered on `stream` (of that device). Out of memory: waits for the
+  // device, gives the pool's cached memory back and tries once more before throwing
+  // kResourceExhausted.
   virtual void* allocate(int device, size_t bytes, void* stream) = 0;
-  virtual void free(int device, void* ptr) noexcept = 0;
-  // Host memory for staging and host tensors (pinned where possible).
+  // Frees `ptr` stream-ordered on `stream` (a stream of `device` that outlives the call), after
+  // the work queued there so far, after the work queued so far on each of `users` (streams of
+  // any device that read or wrote the block) and after each of `events` (uses recorded earlier).
+  virtual void free(int device, void* ptr, void* stream, const std::vector<Stream>& users,
+                    const std::vector<void*>& events) noexcept = 0;
+  // Waits for `device` and returns its pool's cached (freed) memory to the system, so that other
+  // allocators (cuBLAS, NCCL) can have it. For out-of-memory recovery.
+  virtual void release_cached(int device) noexcept = 0;
+  // Host memory for staging and host tensors (pinned while the pinned budget lasts).
   virtual void* host_allocate(size_t bytes) = 0;
   virtual void host_free(void* ptr) noexcept = 0;
 
@@ -51,7 +70,6 @@ class DeviceBackend {
   virtual void memset_zero(void* dst, Device dst_dev, size_t bytes, void* stream) = 0;
 
   virtual void* stream_create(int device) = 0;
-  virtual void stream_destroy(int device, void* stream) noexcept = 0;
   virtual void stream_synchronize(void* stream) = 0;
 
   virtual void* event_create(int device) = 0;
@@ -59,6 +77,10 @@ class DeviceBackend {
   virtual void event_record(void* event, void* stream) = 0;
   virtual void stream_wait_event(void* stream, void* event) = 0;
   virtual void event_synchronize(void* event) = 0;
+
+  // After a kernel on `stream` of `device` failed: marks the device failed if the error is a
+  // sticky one (the device's context is unusable for the rest of the process).
+  virtual void check_health(int device, void* stream) noexcept = 0;
 };
 
 // The process's backend: CUDA when built with it and a device is usable, else host. Never null;

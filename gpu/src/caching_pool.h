@@ -1,5 +1,5 @@
 // CachingPool — host memory by size class, kept after free and handed out again (up to
-// kMaxCachedBytes cached in all), over a raw allocator: aligned malloc for the host backend,
+// `max_cached` bytes cached in all, kMaxCachedBytes by default), over a raw allocator: aligned malloc for the host backend,
 // pinned memory for the CUDA backend's host buffers. Sizes are rounded up to their class
 // (powers of two up to 1 MiB, then whole MiB), aligned to kAlignment.
 //
@@ -37,7 +37,8 @@ class CachingPool {
   using RawAlloc = void* (*)(size_t bytes);  // null when out of memory
   using RawFree = void (*)(void* p);
 
-  CachingPool(RawAlloc raw_alloc, RawFree raw_free) : raw_alloc_(raw_alloc), raw_free_(raw_free) {}
+  CachingPool(RawAlloc raw_alloc, RawFree raw_free, size_t max_cached = kMaxCachedBytes)
+      : raw_alloc_(raw_alloc), raw_free_(raw_free), max_cached_(max_cached) {}
   ~CachingPool() PRISM_NO_THREAD_SAFETY_ANALYSIS {  // no other user is left
     for (auto& [size, blocks] : free_) {
       for (void* p : blocks) raw_free_(p);
@@ -46,6 +47,15 @@ class CachingPool {
   CachingPool(const CachingPool&) = delete;
   CachingPool& operator=(const CachingPool&) = delete;
   void* allocate(size_t bytes) {
+    void* p = try_allocate(bytes);
+    if (p == nullptr) {
+      throw Error(ErrorCode::kResourceExhausted,
+                  "out of host memory allocating " + std::to_string(bytes) + " bytes");
+    }
+    return p;
+  }
+  // As allocate(), but null when the raw allocator has none.
+  void* try_allocate(size_t bytes) {
     const size_t c = size_class(bytes);
     {
       prism::internal::MutexLock lock(mu_);
@@ -59,24 +69,25 @@ class CachingPool {
       }
     }
     void* p = raw_alloc_(c);
-    if (p == nullptr) {
-      throw Error(ErrorCode::kResourceExhausted,
-                  "out of host memory allocating " + std::to_string(bytes) + " bytes");
-    }
+    if (p == nullptr) return nullptr;
     prism::internal::MutexLock lock(mu_);
     sizes_[p] = c;
     return p;
   }
-  void free(void* p) noexcept {
-    if (p == nullptr) return;
+  void free(void* p) noexcept { (void)free_if_owned(p, /*foreign_too=*/true); }
+  // Takes back a block this pool handed out; false (and nothing done) for any other pointer,
+  // unless `foreign_too`, which gives it to the raw free.
+  bool free_if_owned(void* p, bool foreign_too = false) noexcept {
+    if (p == nullptr) return true;
     prism::internal::MutexLock lock(mu_);
     auto it = sizes_.find(p);
+    if (it == sizes_.end() && !foreign_too) return false;
     const size_t c = it == sizes_.end() ? 0 : it->second;
     if (it != sizes_.end()) sizes_.erase(it);
-    if (c == 0 || cached_ + c > kMaxCachedBytes) {
+    if (c == 0 || cached_ + c > max_cached_) {
       lock.unlock();
       raw_free_(p);
-      return;
+      return true;
     }
     try {
       free_[c].push_back(p);
@@ -85,11 +96,13 @@ class CachingPool {
       lock.unlock();
       raw_free_(p);
     }
+    return true;
   }
 
  private:
   const RawAlloc raw_alloc_;
   const RawFree raw_free_;
+  const size_t max_cached_;
   prism::internal::Mutex mu_;
   // size class -> cached blocks
   std::unordered_map<size_t, std::vector<void*>> free_ PRISM_GUARDED_BY(mu_);

@@ -1,6 +1,9 @@
 #include "device_context.h"
 
+#include <memory>
 #include <string>
+#include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "backend.h"
@@ -12,9 +15,8 @@ namespace prism::gpu {
 namespace internal {
 namespace {
 
-// Streams are created per device on demand and never destroyed: a thread hands its streams back
-// here when it exits, and the next thread takes them. Tensors may keep a stream's handle (the
-// stream they were written on) after the thread is gone, so handles must stay valid.
+// Streams by device, created on demand and never destroyed: threads and actors hand theirs back
+// here and the next taker reuses them.
 class StreamPool {
  public:
   void* take(int device) {
@@ -26,17 +28,29 @@ class StreamPool {
         return s;
       }
     }
-    return backend_instance().stream_create(device);
-  }
-  void give_back(int device, void* stream) {
+    void* s = backend_instance().stream_create(device);
     prism::internal::MutexLock lock(mu_);
-    if (device >= static_cast<int>(free_.size())) free_.resize(device + 1);
-    free_[device].push_back(stream);
+    all_.insert(s);
+    return s;
+  }
+  void give_back(int device, void* stream) noexcept {
+    prism::internal::MutexLock lock(mu_);
+    try {
+      if (device >= static_cast<int>(free_.size())) free_.resize(device + 1);
+      free_[device].push_back(stream);
+    } catch (...) {
+      // Out of memory: the stream is leaked (it stays valid, in all_).
+    }
+  }
+  bool owns(void* stream) {
+    prism::internal::MutexLock lock(mu_);
+    return all_.count(stream) > 0;
   }
 
  private:
   prism::internal::Mutex mu_;
   std::vector<std::vector<void*>> free_ PRISM_GUARDED_BY(mu_);
+  std::unordered_set<void*> all_ PRISM_GUARDED_BY(mu_);
 };
 
 StreamPool& pool() {
@@ -44,16 +58,65 @@ StreamPool& pool() {
   return *p;
 }
 
-struct ThreadState {
-  Device task_device = Device::host();
-  std::vector<void*> streams;  // by device; null: none yet (or the host backend's)
-  std::vector<bool> have;
+// One stream per device, taken from the pool on first use.
+// Thread contract: a thread's set is used by that thread only; an actor's set by its calls,
+// which may run on several threads at once (max_concurrency > 1): `mu` guards it.
+struct StreamSet {
+  prism::internal::Mutex mu;
+  std::vector<void*> by_device PRISM_GUARDED_BY(mu);  // null: none yet
 
-  ~ThreadState() {
-    for (size_t d = 0; d < have.size(); ++d) {
-      if (have[d]) pool().give_back(static_cast<int>(d), streams[d]);
-    }
+  Stream get(Device device) {
+    const size_t d = static_cast<size_t>(device.index);
+    prism::internal::MutexLock lock(mu);
+    if (d >= by_device.size()) by_device.resize(d + 1, nullptr);
+    if (by_device[d] == nullptr) by_device[d] = pool().take(device.index);
+    return Stream(device, by_device[d]);
   }
+  void give_back() noexcept PRISM_NO_THREAD_SAFETY_ANALYSIS {  // no user is left
+    for (size_t d = 0; d < by_device.size(); ++d) {
+      if (by_device[d] != nullptr) pool().give_back(static_cast<int>(d), by_device[d]);
+    }
+    by_device.clear();
+  }
+};
+
+// Actors' stream sets by owner number.
+class Owners {
+ public:
+  StreamSet* get(uint64_t owner) {
+    prism::internal::MutexLock lock(mu_);
+    std::unique_ptr<StreamSet>& s = sets_[owner];
+    if (!s) s = std::make_unique<StreamSet>();
+    return s.get();
+  }
+  void release(uint64_t owner) noexcept {
+    std::unique_ptr<StreamSet> gone;
+    {
+      prism::internal::MutexLock lock(mu_);
+      auto it = sets_.find(owner);
+      if (it == sets_.end()) return;
+      gone = std::move(it->second);
+      sets_.erase(it);
+    }
+    gone->give_back();
+  }
+
+ private:
+  prism::internal::Mutex mu_;
+  std::unordered_map<uint64_t, std::unique_ptr<StreamSet>> sets_ PRISM_GUARDED_BY(mu_);
+};
+
+Owners& owners() {
+  static Owners* const o = new Owners;  // outlives every thread
+  return *o;
+}
+
+struct ThreadState {
+  TaskDevices task;
+  StreamSet* owner_set = nullptr;  // the actor's streams while task.owner != 0
+  StreamSet own;
+
+  ~ThreadState() { own.give_back(); }
 };
 
 ThreadState& state() {
@@ -63,20 +126,37 @@ ThreadState& state() {
 
 }  // namespace
 
-Stream thread_stream(Device device) {
+Stream task_stream(Device device) {
   if (device.is_host()) return Stream();
   ThreadState& s = state();
-  const size_t d = static_cast<size_t>(device.index);
-  if (d >= s.have.size()) {
-    s.have.resize(d + 1, false);
-    s.streams.resize(d + 1, nullptr);
-  }
-  if (!s.have[d]) {
-    s.streams[d] = pool().take(device.index);
-    s.have[d] = true;
-  }
-  return Stream(device, s.streams[d]);
+  return s.owner_set != nullptr ? s.owner_set->get(device) : s.own.get(device);
 }
+
+bool is_pool_stream(void* stream) noexcept {
+  if (stream == nullptr) return false;
+  try {
+    return pool().owns(stream);
+  } catch (...) {
+    return false;
+  }
+}
+
+TaskDevices set_task_devices(TaskDevices now) noexcept {
+  ThreadState& s = state();
+  const TaskDevices before = s.task;
+  s.task = now;
+  s.owner_set = nullptr;
+  if (now.owner != 0) {
+    try {
+      s.owner_set = owners().get(now.owner);
+    } catch (...) {
+      s.owner_set = nullptr;  // out of memory: the thread's streams serve (less ordering)
+    }
+  }
+  return before;
+}
+
+void release_owner_streams(uint64_t owner) noexcept { owners().release(owner); }
 
 DeviceGuard::DeviceGuard(Device device) {
   if (device.is_host()) return;
@@ -97,8 +177,6 @@ DeviceGuard::~DeviceGuard() {
     // The device that was current is gone (sticky error); nothing to restore to.
   }
 }
-
-void set_task_device(Device device) noexcept { state().task_device = device; }
 
 }  // namespace internal
 
@@ -125,9 +203,16 @@ int cuda_device_count() {
   return b.kind() == Backend::kCuda ? b.device_count() : 0;
 }
 
-Device current_device() noexcept { return internal::state().task_device; }
+int cuda_ordinal(Device device) {
+  if (device.is_host()) return -1;
+  return internal::backend_instance().ordinal(device.index);
+}
 
-Stream current_stream() { return internal::thread_stream(current_device()); }
+Device current_device() noexcept { return internal::state().task.device; }
+
+Stream current_stream() { return internal::task_stream(current_device()); }
+
+Stream stream_for(Device device) { return internal::task_stream(device); }
 
 void Stream::synchronize() const {
   if (device_.is_host()) return;

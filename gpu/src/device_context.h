@@ -1,19 +1,31 @@
-// What the calling thread does on the GPUs: the device it has current and its streams.
+// What the calling thread does on the GPUs: the device it has current and the streams its work
+// goes to.
 //
-// Each thread owns one stream per device it has used (created on first use, destroyed when the
-// thread exits). A GPU task runs with its first granted device current (DeviceScope, entered by
-// the runtime through GpuSupport) and current_stream() is the thread's stream for it.
+// Streams come from a process-wide pool and are never destroyed (tensors keep the handles of the
+// streams that used them). Whose streams a task uses:
+//  * a task: its thread's own, one per device (taken on first use, handed back when the thread
+//    exits), so concurrent tasks on one device (fractional GPUs) never share a stream;
+//  * an actor's call (and its constructor): the actor's own, one per device, shared by all its
+//    calls whichever thread runs them, so that a raw kernel of one call is ordered before the
+//    next call's work. Handed back when the actor is gone (release_owner).
+// GpuSupport::enter/leave (gpu_support.cc) set the running task's device, owner and grant.
 //
-// Thread-safe: thread-local state only.
+// Thread-safe: thread-local state, plus the pool and the owners' table under their own locks.
 #pragma once
+
+#include <cstdint>
 
 #include "prism/gpu/device.h"
 #include "prism/gpu/stream.h"
 
 namespace prism::gpu::internal {
 
-// The calling thread's stream for `device` (the host stream for the host).
-Stream thread_stream(Device device);
+// The stream the calling thread's running task (or actor) uses for `device` (the host stream for
+// the host).
+Stream task_stream(Device device);
+
+// True if `stream` is one of Prism's pooled streams (which live as long as the process).
+bool is_pool_stream(void* stream) noexcept;
 
 // Makes `device` current for the calling thread (cudaSetDevice on CUDA) for the guard's life and
 // restores the previous device after. A host device changes nothing.
@@ -29,7 +41,15 @@ class DeviceGuard {
   bool changed_ = false;
 };
 
-// The device the running GPU task was granted (host outside GPU tasks); set by GpuSupport.
-void set_task_device(Device device) noexcept;
+// The running task's first granted device (host outside GPU tasks) and whose streams it uses
+// (0: the thread's); set by GpuSupport. Returns what was set before.
+struct TaskDevices {
+  Device device = Device::host();
+  uint64_t owner = 0;
+};
+TaskDevices set_task_devices(TaskDevices now) noexcept;
+
+// The actor numbered `owner` is gone: its streams go back to the pool.
+void release_owner_streams(uint64_t owner) noexcept;
 
 }  // namespace prism::gpu::internal

@@ -1,9 +1,11 @@
-// The GPU module's side of core's DeviceSupport: device discovery for the runtime, and the device
-// (plus that thread's stream) a GPU task runs with.
+// The GPU module's side of core's DeviceSupport: device discovery for the runtime, and the
+// devices (plus streams) a GPU task runs with.
+#include <string>
 #include <vector>
 
 #include "backend.h"
 #include "device_context.h"
+#include "device_health.h"
 #include "prism/gpu/tensor.h"
 #include "prism/internal/device_support.h"
 
@@ -21,27 +23,46 @@ class GpuSupport final : public prism::internal::DeviceSupport {
   }
   std::string describe() override { return "prism: " + backend_instance().describe(); }
 
-  void enter(int device) noexcept override {
+  bool enter(const int* devices, size_t count, uint64_t owner, std::string* why) noexcept override {
     Frame f;
-    f.task_device = current_device();
+    const int first = count > 0 ? devices[0] : -1;
+    f.task = set_task_devices(TaskDevices{Device::gpu(first), count > 0 ? owner : 0});
+    bool ok = true;
+    try {
+      for (size_t i = 0; i < count && ok; ++i) ok = !device_failed(devices[i], why);
+    } catch (...) {
+      ok = false;  // out of memory for the message
+    }
     DeviceBackend& b = backend_instance();
-    if (device >= 0 && b.kind() == Backend::kCuda) {
+    if (ok && first >= 0 && b.kind() == Backend::kCuda) {
       try {
         f.cuda_device = b.get_device();
-        b.set_device(device);
+        b.set_device(first);
       } catch (...) {
         // A device that cannot be made current: the task's own CUDA calls will report it.
       }
     }
-    frames().push_back(f);
-    set_task_device(Device::gpu(device));
+    try {
+      frames().push_back(f);
+    } catch (...) {
+      // Out of memory: the task does not run; leave() restores from the saved state.
+      set_task_devices(f.task);
+      ++unpushed();
+      if (why != nullptr) *why = "out of memory entering a GPU task";
+      return false;
+    }
+    return ok;
   }
   void leave() noexcept override {
+    if (unpushed() > 0) {
+      --unpushed();
+      return;
+    }
     auto& fs = frames();
     if (fs.empty()) return;
     const Frame f = fs.back();
     fs.pop_back();
-    set_task_device(f.task_device);
+    set_task_devices(f.task);
     if (f.cuda_device >= 0) {
       try {
         backend_instance().set_device(f.cuda_device);
@@ -49,15 +70,21 @@ class GpuSupport final : public prism::internal::DeviceSupport {
       }
     }
   }
+  void release_owner(uint64_t owner) noexcept override { release_owner_streams(owner); }
 
  private:
   struct Frame {
-    Device task_device;
+    TaskDevices task;
     int cuda_device = -1;
   };
   static std::vector<Frame>& frames() {
     thread_local std::vector<Frame> f;
     return f;
+  }
+  // enter() calls that could not push their frame (nesting keeps them last).
+  static int& unpushed() {
+    thread_local int n = 0;
+    return n;
   }
 };
 

@@ -15,9 +15,12 @@
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <exception>
+#include <memory>
 #include <new>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "backend.h"
@@ -28,6 +31,7 @@
 #include "prism/gpu/kernels.h"
 #include "prism/gpu/stream.h"
 #include "prism/gpu/tensor.h"
+#include "prism/internal/thread_annotations.h"
 
 namespace prism::gpu {
 namespace {
@@ -150,7 +154,7 @@ bool use_cuda() {
 class Launch {
  public:
   explicit Launch(Device device)
-      : device_(device), guard_(device), stream_(internal::thread_stream(device)) {}
+      : device_(device), guard_(device), stream_(internal::task_stream(device)) {}
 
   Device device() const noexcept { return device_; }
   Stream stream() const noexcept { return stream_; }
@@ -167,30 +171,35 @@ class Launch {
   Stream stream_;
 };
 
-// Runs a kernel, converting what it throws into prism::Error.
+// Runs a kernel on `launch`'s stream, converting what it throws into prism::Error. After a
+// failure on the CUDA backend the device's health is checked: a sticky error marks it failed.
 template <typename F>
-void run_kernel(const char* kernel, F&& f) {
+void run_kernel(const char* kernel, const Launch& launch, F&& f) {
+  const auto check_device = [&launch] {
+    if (internal::backend_instance().kind() == Backend::kCuda) {
+      internal::backend_instance().check_health(launch.device().index, launch.handle());
+    }
+  };
   try {
     f();
   } catch (const Error&) {
+    check_device();
     throw;
   } catch (const std::bad_alloc& e) {  // includes Thrust's device allocation failures
-    throw Error(ErrorCode::kResourceExhausted,
-                std::string("prism::gpu::") + kernel + ": out of memory: " + e.what());
+    throw OutOfMemoryError(std::string("prism::gpu::") + kernel + ": out of memory: " + e.what());
   } catch (const std::exception& e) {
+    check_device();
     throw Error(ErrorCode::kInternal, std::string("prism::gpu::") + kernel + ": " + e.what());
   }
 }
 
-// Calls kernels::cuda::<call> on the CUDA backend and kernels::host::<call> on the host one,
-// through run_kernel; `assign` (e.g. `result =`, or nothing) takes the returned value.
 #ifdef PRISM_GPU_CUDA
 #define PRISM_GPU_IF_CUDA(...) __VA_ARGS__
 #else
 #define PRISM_GPU_IF_CUDA(...)
 #endif
 #define PRISM_GPU_RUN(kernel, assign, ...)                  \
-  run_kernel(kernel, [&] {                                  \
+  run_kernel(kernel, launch, [&] {                          \
     if (use_cuda()) {                                       \
       PRISM_GPU_IF_CUDA(assign kernels::cuda::__VA_ARGS__;) \
     } else {                                                \
@@ -198,30 +207,68 @@ void run_kernel(const char* kernel, F&& f) {
     }                                                       \
   })
 
-// Device memory for a kernel's small parameter arrays, freed (stream-ordered) when it goes out
-// of scope after the launch. Thread contract: lives on the stack of one call.
-class DeviceScratch {
+// A kernel's small parameter arrays in device memory, uploaded from pinned host memory. Each
+// stream keeps its own pair of buffers (device and pinned host), grown as needed and reused by
+// the next call on that stream: the upload and the kernel are queued on the stream, so the next
+// call's upload into the device buffer is ordered after this call's kernel; the host buffer is
+// rewritten only once the previous upload from it has run (its event). Streams are never
+// destroyed (device_context.h), so neither are these buffers.
+// Thread contract: a ParamUpload lives on the stack of one call and holds its stream's buffers
+// (their lock) until the kernel is queued; calls on one stream from two threads (an actor with
+// max_concurrency > 1) take turns.
+class ParamUpload {
  public:
-  DeviceScratch(const Launch& launch, const void* host_data, size_t bytes)
-      : device_(launch.device()) {
+  ParamUpload(const Launch& launch, const void* host_data, size_t bytes)
+      : buffers_(buffers_for(launch.handle())), lock_(buffers_->mu) {
     internal::DeviceBackend& b = internal::backend_instance();
-    ptr_ = b.allocate(device_.index, bytes, launch.handle());
-    try {
-      b.copy(ptr_, device_, host_data, Device::host(), bytes, launch.handle());
-    } catch (...) {
-      b.free(device_.index, ptr_);
-      throw;
+    const Device device = launch.device();
+    Buffers& x = *buffers_;
+    if (x.event != nullptr) b.event_synchronize(x.event);  // the last upload read the host buffer
+    if (x.capacity < bytes) {
+      const size_t capacity = std::max<size_t>(bytes, 2 * x.capacity);
+      if (x.device_ptr != nullptr) {
+        b.free(device.index, x.device_ptr, launch.handle(), {}, {});
+        x.device_ptr = nullptr;
+      }
+      if (x.host_ptr != nullptr) {
+        b.host_free(x.host_ptr);
+        x.host_ptr = nullptr;
+      }
+      x.capacity = 0;
+      x.device_ptr = b.allocate(device.index, capacity, launch.handle());
+      x.host_ptr = b.host_allocate(capacity);
+      x.capacity = capacity;
     }
+    if (x.event == nullptr) x.event = b.event_create(device.index);
+    std::memcpy(x.host_ptr, host_data, bytes);
+    b.copy(x.device_ptr, device, x.host_ptr, Device::host(), bytes, launch.handle());
+    if (x.event != nullptr) b.event_record(x.event, launch.handle());
   }
-  ~DeviceScratch() { internal::backend_instance().free(device_.index, ptr_); }
-  DeviceScratch(const DeviceScratch&) = delete;
-  DeviceScratch& operator=(const DeviceScratch&) = delete;
+  ParamUpload(const ParamUpload&) = delete;
+  ParamUpload& operator=(const ParamUpload&) = delete;
 
-  void* get() const noexcept { return ptr_; }
+  void* get() const noexcept { return buffers_->device_ptr; }
 
  private:
-  Device device_;
-  void* ptr_ = nullptr;
+  struct Buffers {
+    prism::internal::Mutex mu;
+    void* device_ptr = nullptr;
+    void* host_ptr = nullptr;
+    size_t capacity = 0;
+    void* event = nullptr;  // recorded after the last upload (null on the host backend)
+  };
+  static Buffers* buffers_for(void* stream) {
+    static prism::internal::Mutex mu;
+    // Never destroyed, like the streams.
+    static auto* const table = new std::unordered_map<void*, std::unique_ptr<Buffers>>;
+    prism::internal::MutexLock lock(mu);
+    std::unique_ptr<Buffers>& b = (*table)[stream];
+    if (!b) b = std::make_unique<Buffers>();
+    return b.get();
+  }
+
+  Buffers* buffers_;
+  prism::internal::MutexLock lock_;
 };
 
 }  // namespace
@@ -394,7 +441,7 @@ Tensor flip_crop_normalize(const Tensor& images, const std::vector<ImageCrop>& c
   launch.input(images);
   Tensor out = Tensor::empty(DType::kFloat32, {count, 3, size, size}, images.device());
   if (count > 0) {
-    DeviceScratch device_crops(launch, params.data(), params.size() * sizeof(params[0]));
+    ParamUpload device_crops(launch, params.data(), params.size() * sizeof(params[0]));
     const auto* dc = static_cast<const kernels::CropParams*>(device_crops.get());
     void* s = launch.handle();
     PRISM_GPU_RUN(fn, ,

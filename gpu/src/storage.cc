@@ -35,7 +35,7 @@ void count_copy(Device from, Device to, size_t bytes) noexcept {
 }
 
 Storage::Storage(Device device, size_t bytes, Stream stream)
-    : device_(device), bytes_(bytes), writer_(stream) {
+    : device_(device), bytes_(bytes), home_(stream), writer_(stream) {
   DeviceBackend& b = backend_instance();
   if (device.is_host()) {
     data_ = b.host_allocate(bytes);
@@ -48,12 +48,44 @@ Storage::Storage(Device device, size_t bytes, Stream stream)
 Storage::~Storage() {
   DeviceBackend& b = backend_instance();
   copies_.clear();
-  if (event_ != nullptr) b.event_destroy(device_.index, event_);
   if (device_.is_host()) {
+    // Work of the user's own streams recorded with record_use (a copy out of this pinned memory,
+    // say) must have read it before the pool hands it out again.
+    for (void* e : use_events_) {
+      try {
+        b.event_synchronize(e);
+      } catch (...) {
+        // A failed device: its work is gone with it.
+      }
+      b.event_destroy(-1, e);
+    }
     b.host_free(data_);
-  } else {
-    b.free(device_.index, data_);
+    return;
   }
+  // The ready event joins the recorded uses; without memory for that, the host waits for it.
+  if (event_ != nullptr) {
+    try {
+      use_events_.push_back(event_);
+      event_ = nullptr;
+    } catch (...) {
+      try {
+        b.event_synchronize(event_);
+      } catch (...) {
+      }
+    }
+  }
+  b.free(device_.index, data_, home_.handle(), users_, use_events_);
+  for (void* e : use_events_) b.event_destroy(device_.index, e);
+  if (event_ != nullptr) b.event_destroy(device_.index, event_);
+}
+
+void Storage::add_user_locked(Stream stream) {
+  if (stream.handle() == nullptr || stream.handle() == home_.handle()) return;
+  for (const Stream& u : users_) {
+    if (u.handle() == stream.handle()) return;
+  }
+  // Only Prism's streams outlive the storage for sure: others must call record_use().
+  if (is_pool_stream(stream.handle())) users_.push_back(stream);
 }
 
 void Storage::record(Stream stream) {
@@ -61,9 +93,16 @@ void Storage::record(Stream stream) {
   prism::internal::MutexLock lock(mu_);
   DeviceBackend& b = backend_instance();
   DeviceGuard on(device_);
-  if (event_ == nullptr) event_ = b.event_create(device_.index);
+  if (event_ == nullptr) {
+    event_ = b.event_create(device_.index);
+  } else if (writer_.handle() != stream.handle()) {
+    // Written on another stream before (e.g. the user's, then Prism's when the task returns):
+    // the new event must also cover that work, for readers and for the free.
+    b.stream_wait_event(stream.handle(), event_);
+  }
   b.event_record(event_, stream.handle());
   writer_ = stream;
+  add_user_locked(stream);
 }
 
 void Storage::wait_on(Stream stream) {
@@ -79,52 +118,102 @@ void Storage::wait_on(Stream stream) {
     b.event_record(event_, writer_.handle());
     b.stream_wait_event(stream.handle(), event_);
   }
+  add_user_locked(stream);
+}
+
+void Storage::record_use(Stream stream) {
+  // A null handle on a GPU is that device's legacy default stream (stream 0), which is not
+  // ordered with Prism's streams: its uses are recorded like any other stream's.
+  if (stream.device().is_host()) return;
+  DeviceBackend& b = backend_instance();
+  DeviceGuard on(stream.device());
+  void* e = b.event_create(stream.device().index);
+  if (e == nullptr) return;  // the host backend: work on a stream has run already
+  try {
+    b.event_record(e, stream.handle());
+    prism::internal::MutexLock lock(mu_);
+    use_events_.push_back(e);
+  } catch (...) {
+    b.event_destroy(stream.device().index, e);
+    throw;
+  }
 }
 
 void Storage::synchronize() {
   if (device_.is_host()) return;
-  prism::internal::MutexLock lock(mu_);
+  void* event;
+  Stream writer;
+  {
+    prism::internal::MutexLock lock(mu_);
+    event = event_;  // destroyed only with the storage, which the caller holds
+    writer = writer_;
+  }
   DeviceBackend& b = backend_instance();
   DeviceGuard on(device_);
-  if (event_ != nullptr) {
-    b.event_synchronize(event_);
+  if (event != nullptr) {
+    b.event_synchronize(event);
   } else {
-    b.stream_synchronize(writer_.handle());
+    b.stream_synchronize(writer.handle());
   }
+}
+
+size_t Storage::users_for_testing() {
+  prism::internal::MutexLock lock(mu_);
+  return users_.size() + use_events_.size();
 }
 
 std::shared_ptr<Storage> Storage::copy_to(Device to, const std::shared_ptr<Storage>& self) {
   if (to == device_) return self;
+  std::shared_ptr<prism::internal::Mutex> maker;
   {
     prism::internal::MutexLock lock(mu_);
-    for (const auto& [index, copy] : copies_) {
-      if (index == to.index) return copy;
+    Copy* entry = nullptr;
+    for (Copy& c : copies_) {
+      if (c.device == to.index) entry = &c;
     }
+    if (entry != nullptr && entry->storage) return entry->storage;
+    if (entry == nullptr) {
+      copies_.push_back(Copy{to.index, nullptr, std::make_shared<prism::internal::Mutex>()});
+      entry = &copies_.back();
+    }
+    maker = entry->maker;
   }
-  // Made once: concurrent readers of this storage wait for the first one's copy (copy_mu_ is
-  // held only here; mu_ is taken inside it, never the other way round).
-  prism::internal::MutexLock make_lock(copy_mu_);
+  // Made once: readers of this destination wait here for the first one's copy; no lock of the
+  // storage is held meanwhile.
+  prism::internal::MutexLock make_lock(*maker);
   {
     prism::internal::MutexLock lock(mu_);
-    for (const auto& [index, copy] : copies_) {
-      if (index == to.index) return copy;
+    for (const Copy& c : copies_) {
+      if (c.device == to.index && c.storage) return c.storage;
     }
   }
+  std::shared_ptr<Storage> copy = make_copy(to);  // on failure the next reader tries again
+  count_copy(device_, to, bytes_);
+  prism::internal::MutexLock lock(mu_);
+  for (Copy& c : copies_) {
+    if (c.device == to.index) c.storage = copy;
+  }
+  return copy;
+}
+
+std::shared_ptr<Storage> Storage::make_copy(Device to) {
   DeviceBackend& b = backend_instance();
   std::shared_ptr<Storage> copy;
   if (to.is_host()) {
-    // Download on the source device's stream of this thread, after the contents are complete.
+    // Download on the running task's stream for the source device, after the contents are
+    // complete (wait_on also makes the source's free wait for the download).
     DeviceGuard on(device_);
-    Stream s = thread_stream(device_);
+    Stream s = task_stream(device_);
     wait_on(s);
     copy = std::make_shared<Storage>(to, bytes_, Stream());
     b.copy(copy->data(), to, data_, device_, bytes_, s.handle());
     b.stream_synchronize(s.handle());
   } else {
-    // Upload or peer copy on the destination's stream of this thread; the copy is ready when
-    // that stream reaches its event.
+    // Upload or peer copy on the destination's stream; the copy is ready when that stream
+    // reaches its event. A peer copy reads this storage from another device's stream: wait_on
+    // makes this storage's free wait for it.
     DeviceGuard on(to);
-    Stream s = thread_stream(to);
+    Stream s = task_stream(to);
     if (!device_.is_host()) wait_on(s);
     copy = std::make_shared<Storage>(to, bytes_, s);
     b.copy(copy->data(), to, data_, device_, bytes_, s.handle());
@@ -133,9 +222,6 @@ std::shared_ptr<Storage> Storage::copy_to(Device to, const std::shared_ptr<Stora
     // freed: let it finish before anyone can.
     if (device_.is_host()) b.stream_synchronize(s.handle());
   }
-  count_copy(device_, to, bytes_);
-  prism::internal::MutexLock lock(mu_);
-  copies_.emplace_back(to.index, copy);
   return copy;
 }
 

@@ -1,14 +1,30 @@
 // Storage — the memory behind one or more Tensor handles, on the host or one GPU, with its
-// stream-order state (when its contents are complete) and its cached copies on other devices.
+// stream-order state (when its contents are complete, which streams used it) and its cached
+// copies on other devices.
 //
 // Contents are written by the task that allocated them, then shared read-only. Readiness: an
 // event recorded on the writer's stream (record()); readers order themselves after it
 // (wait_on() for a stream, synchronize() for the host). Before any record(), the whole writer
 // stream as it is at that moment stands in for the event.
 //
+// Freeing (the last handle goes): device memory is freed stream-ordered on the stream it was
+// allocated on (`home_`, one of Prism's pooled streams, which never go away), after
+//  * the ready event (the writer's work),
+//  * the work queued so far on every Prism stream that waited for the contents (wait_on: each
+//    reader's stream, including a peer copy's destination stream on another device),
+//  * every use recorded with record_use() (streams of the user's own, which may be gone by then:
+//    an event is recorded at once instead). A host storage waits for these on the host before
+//    its pinned memory goes back to the pool.
+// So a block is never handed out again while a copy or kernel still reads it, and a free is not
+// a barrier across the device's streams (as a free on the legacy stream would be).
+//
 // Copies: copy_to(device) makes the copy for a device once and keeps it for the storage's life,
 // so a host read of a GPU tensor, or a GPU read of a host tensor, copies once however many
 // readers there are. Each copy is counted in the process-wide copy stats.
+//
+// Locks: mu_ guards the state above and is never held while the host waits for the GPU. Making a
+// copy holds only that destination's maker lock (readers of the same destination wait for the
+// one copy; readers of other destinations do not).
 //
 // Thread-safe: every method may be called from any thread.
 #pragma once
@@ -26,10 +42,10 @@ namespace prism::gpu::internal {
 
 class Storage {
  public:
-  // Allocates `bytes` on `device`, stream-ordered on `stream` (the calling thread's stream for
-  // that device).
+  // Allocates `bytes` on `device`, stream-ordered on `stream` (one of Prism's streams for that
+  // device: the running task's).
   Storage(Device device, size_t bytes, Stream stream);
-  ~Storage();
+  ~Storage() PRISM_NO_THREAD_SAFETY_ANALYSIS;  // the last handle is gone: no other user
   Storage(const Storage&) = delete;
   Storage& operator=(const Storage&) = delete;
 
@@ -39,8 +55,10 @@ class Storage {
 
   // The contents are complete once the work queued on `stream` so far has run.
   void record(Stream stream);
-  // `stream` waits for the contents (no host blocking).
+  // `stream` waits for the contents (no host blocking); a Prism stream is remembered as a user.
   void wait_on(Stream stream);
+  // The work queued on `stream` so far uses the memory: it is not freed before that work ran.
+  void record_use(Stream stream);
   // The host waits for the contents.
   void synchronize();
 
@@ -48,18 +66,30 @@ class Storage {
   // now if it does not exist yet).
   std::shared_ptr<Storage> copy_to(Device device, const std::shared_ptr<Storage>& self);
 
+  // For tests: how many streams and recorded uses the free will wait for.
+  size_t users_for_testing();
+
  private:
+  struct Copy {
+    int device = -1;
+    std::shared_ptr<Storage> storage;                   // null until made
+    std::shared_ptr<prism::internal::Mutex> maker;      // held while it is made
+  };
+  void add_user_locked(Stream stream) PRISM_REQUIRES(mu_);
+  std::shared_ptr<Storage> make_copy(Device to);
+
   const Device device_;
   const size_t bytes_;
+  const Stream home_;  // allocated (and freed) on this stream
   void* data_ = nullptr;
 
-  // Held while a copy of this storage is made (no user code runs); taken before mu_.
-  prism::internal::Mutex copy_mu_;
   prism::internal::Mutex mu_;
   Stream writer_ PRISM_GUARDED_BY(mu_);           // the stream the contents were written on
-  void* event_ PRISM_GUARDED_BY(mu_) = nullptr;   // recorded on writer_ by record(); null before
-  // (device index, copy)
-  std::vector<std::pair<int, std::shared_ptr<Storage>>> copies_ PRISM_GUARDED_BY(mu_);
+  // Recorded on writer_ (after the earlier writers' work); null before record().
+  void* event_ PRISM_GUARDED_BY(mu_) = nullptr;
+  std::vector<Stream> users_ PRISM_GUARDED_BY(mu_);      // Prism streams other than home_
+  std::vector<void*> use_events_ PRISM_GUARDED_BY(mu_);  // record_use() events
+  std::vector<Copy> copies_ PRISM_GUARDED_BY(mu_);
 };
 
 // Counts a copy for copy_stats().

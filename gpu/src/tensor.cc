@@ -61,14 +61,14 @@ Tensor Tensor::empty(DType dtype, std::vector<int64_t> shape, Device device) {
   const int64_t n = count_of(shape);
   t.dtype_ = dtype;
   t.shape_ = std::move(shape);
-  const Stream s = internal::thread_stream(device);
+  const Stream s = internal::task_stream(device);
   t.storage_ = std::make_shared<internal::Storage>(device, static_cast<size_t>(n) * dtype_size(dtype), s);
   return t;
 }
 
 Tensor Tensor::zeros(DType dtype, std::vector<int64_t> shape, Device device) {
   Tensor t = empty(dtype, std::move(shape), device);
-  const Stream s = internal::thread_stream(device);
+  const Stream s = internal::task_stream(device);
   internal::DeviceGuard on(device);
   internal::backend_instance().memset_zero(t.raw_data(), device, t.nbytes(), s.handle());
   t.record(s);
@@ -87,7 +87,7 @@ Tensor Tensor::from_host_bytes(DType dtype, const void* data, size_t bytes,
     throw Error(ErrorCode::kInvalidArgument, "Tensor::from_host: null data");
   }
   Tensor t = empty(dtype, std::move(shape), device);
-  const Stream s = internal::thread_stream(device);
+  const Stream s = internal::task_stream(device);
   internal::DeviceGuard on(device);
   internal::DeviceBackend& b = internal::backend_instance();
   b.copy(t.raw_data(), device, data, Device::host(), bytes, s.handle());
@@ -135,7 +135,7 @@ Tensor Tensor::to(Device device) const {
   t.storage_ = storage_->copy_to(device, storage_);
   // A reader on a GPU queues its work on its own stream for that device: order it after the
   // contents (the producer's event, or the copy's).
-  if (!device.is_host()) t.storage_->wait_on(internal::thread_stream(device));
+  if (!device.is_host()) t.storage_->wait_on(internal::task_stream(device));
   return t;
 }
 
@@ -145,6 +145,10 @@ void Tensor::record(Stream stream) const {
 
 void Tensor::wait_on(Stream stream) const {
   if (storage_) storage_->wait_on(stream);
+}
+
+void Tensor::record_use(Stream stream) const {
+  if (storage_) storage_->record_use(stream);
 }
 
 void Tensor::synchronize() const {
@@ -164,10 +168,12 @@ namespace internal {
 void on_produced(const Tensor& t) {
   if (!t.defined() || t.device().is_host()) return;
   // The task queued the tensor's work on this thread's stream for its device.
-  t.record(thread_stream(t.device()));
+  t.record(task_stream(t.device()));
 }
 
 Tensor for_reader(const Tensor& t) { return t.to(current_device()); }
+
+Storage* storage_of(const Tensor& t) noexcept { return t.storage_.get(); }
 
 }  // namespace internal
 }  // namespace prism::gpu

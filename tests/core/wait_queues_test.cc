@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "prism/internal/device_support.h"
 #include "prism/internal/task_record.h"
 #include "scheduler/resource_shape.h"
 #include "scheduler/resources.h"
@@ -69,6 +70,74 @@ TEST(ResourcePoolTest, LentCpuIsForTasksNotForLongLivedHolders) {
   EXPECT_EQ(pool.cpu_lent(), 0);
 }
 
+// A device the GPU module reported failed is skipped wherever a healthy one could ever serve the
+// request, and still granted where only it could (its task then fails fast instead of waiting).
+class ResourcePoolFailedGpuTest : public ::testing::Test {
+ protected:
+  void TearDown() override { reset_device_failures_for_testing(); }
+};
+
+TEST_F(ResourcePoolFailedGpuTest, SkipsAFailedDeviceWhereAHealthyOneCouldServe) {
+  ResourcePool pool(node(8, 3));
+  report_device_failure(0);
+  Allocation a, b;
+  ASSERT_TRUE(pool.try_acquire(gpus(0.5), false, &a));
+  ASSERT_EQ(a.gpus.size(), 1u);
+  EXPECT_NE(a.gpus[0].first, 0);
+  // Two whole GPUs: devices 1 and 2 could, but one is half taken; device 0 is free but failed.
+  EXPECT_FALSE(pool.try_acquire(gpus(2), false, &b));
+  pool.release(a);
+  Allocation two;
+  ASSERT_TRUE(pool.try_acquire(gpus(2), false, &two));
+  ASSERT_EQ(two.gpus.size(), 2u);
+  EXPECT_EQ(two.gpus[0].first, 1);
+  EXPECT_EQ(two.gpus[1].first, 2);
+  EXPECT_FALSE(pool.uses_avoidable_failed_gpu(two));
+  // While the healthy ones are busy, a request they could serve waits rather than take device 0.
+  EXPECT_FALSE(pool.fits(gpus(1), false));
+  pool.release(two);
+}
+
+TEST_F(ResourcePoolFailedGpuTest, GrantsTheFailedDeviceWhereOnlyItCouldServe) {
+  ResourcePool pool(node(8, 2));
+  Allocation held;
+  ASSERT_TRUE(pool.try_acquire(gpus(1), false, &held));  // granted before the failure
+  report_device_failure(held.gpus[0].first);
+  EXPECT_TRUE(pool.uses_avoidable_failed_gpu(held)) << "a lease there should give it back";
+  pool.release(held);
+  Allocation both;
+  ASSERT_TRUE(pool.try_acquire(gpus(2), false, &both)) << "two GPUs exist only with the failed one";
+  EXPECT_EQ(both.gpus.size(), 2u);
+  EXPECT_FALSE(pool.uses_avoidable_failed_gpu(both));
+  pool.release(both);
+  // Reservations choose healthy devices the same way.
+  PartialAllocation p;
+  pool.reserve_step(gpus(1), false, &p);
+  ASSERT_EQ(p.gpu_devices.size(), 1u);
+  EXPECT_NE(p.gpu_devices[0], held.gpus[0].first);
+  pool.release(p, gpus(1));
+}
+
+TEST_F(ResourcePoolFailedGpuTest, DevicesHeldForLifeDoNotCountAsComingFree) {
+  // An actor holds the healthy device for its life: a task that only it could otherwise serve
+  // gets the failed device (and fails fast there) instead of waiting for ever.
+  ResourcePool pool(node(8, 2));
+  Allocation actor;
+  ASSERT_TRUE(pool.try_acquire(gpus(1), /*long_lived=*/true, &actor));
+  ASSERT_EQ(actor.gpus.size(), 1u);
+  const int healthy = actor.gpus[0].first;
+  report_device_failure(1 - healthy);
+  Allocation task;
+  ASSERT_TRUE(pool.try_acquire(gpus(1), false, &task));
+  EXPECT_EQ(task.gpus[0].first, 1 - healthy);
+  pool.release(task);
+  // Once the actor is gone the healthy device is preferred again.
+  pool.release(actor);
+  ASSERT_TRUE(pool.try_acquire(gpus(1), false, &task));
+  EXPECT_EQ(task.gpus[0].first, healthy);
+  pool.release(task);
+}
+
 TEST(ResourcePoolTest, TakeBackTakesOnlyWhatIsFree) {
   ResourcePool pool(node(1));
   pool.take_slot();
@@ -94,7 +163,7 @@ TEST(ResourcePoolTest, ReservationHoldsWhatIsMissingUpToTheRequest) {
   pool.reserve_step(want, false, &p);
   EXPECT_TRUE(pool.complete(want, p));
   EXPECT_EQ(pool.cpu_free(), 2 * kCpu);
-  const Allocation a = pool.to_allocation(want, std::move(p));
+  const Allocation a = pool.to_allocation(want, std::move(p), false);
   EXPECT_EQ(a.cpu, 2 * kCpu);
 }
 
@@ -112,7 +181,7 @@ TEST(ResourcePoolTest, ReservationOfGpusChoosesDevicesAndFillsThem) {
   pool.release(b);
   pool.reserve_step(want, false, &p);
   EXPECT_TRUE(pool.complete(want, p));
-  const Allocation got = pool.to_allocation(want, std::move(p));
+  const Allocation got = pool.to_allocation(want, std::move(p), false);
   ASSERT_EQ(got.gpus.size(), 1u);
   EXPECT_EQ(got.gpus[0].second, kCpu);
   // Releasing the reservation's allocation returns everything.

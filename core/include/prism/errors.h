@@ -106,4 +106,14 @@ class ObjectStoreFullError : public Error {
       : Error(ErrorCode::kResourceExhausted, message) {}
 };
 
+// Memory the running task asked for could not be had even after Prism gave back what it caches:
+// device memory of a GPU (the pool trimmed, the allocation tried again). A system failure, not a
+// bug in the task: retried under max_retries without retry_exceptions (a full object store is
+// ObjectStoreFullError instead, and is not retried).
+class OutOfMemoryError : public Error {
+ public:
+  explicit OutOfMemoryError(const std::string& message)
+      : Error(ErrorCode::kResourceExhausted, message) {}
+};
+
 }  // namespace prism

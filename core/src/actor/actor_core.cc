@@ -9,6 +9,7 @@
 #include "api/runtime_core.h"
 #include "common/spin.h"
 #include "prism/errors.h"
+#include "prism/internal/device_support.h"
 #include "scheduler/scheduler.h"
 
 namespace prism::internal {
@@ -119,6 +120,8 @@ void ActorCore::run_creation(Job& job) noexcept {
     }
     alloc_ = std::move(job.alloc);  // held for life from now on
     job.alloc = Allocation{};
+    // Its calls share streams of their own on its GPUs, whichever thread runs them.
+    if (!alloc_.gpus.empty()) alloc_.device_owner = new_device_owner();
   }
   rt_->execute(create, &alloc_);  // calls set_instance or creation_failed
   MutexLock lock(mu_);
@@ -274,6 +277,9 @@ void ActorCore::finalize() noexcept {
   if (instance != nullptr && deleter_ != nullptr) deleter_(instance);
   Allocation alloc = std::move(alloc_);
   alloc_ = Allocation{};
+  if (alloc.device_owner != 0) {
+    if (DeviceSupport* support = device_support()) support->release_owner(alloc.device_owner);
+  }
   rt_->scheduler().release(alloc);
   rt_->actors().remove(this);  // may drop the last reference: touch nothing after this
 }

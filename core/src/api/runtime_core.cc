@@ -342,6 +342,18 @@ std::exception_ptr RuntimeCore::task_error(const std::exception_ptr& thrown,
   }
 }
 
+namespace {
+bool is_out_of_memory(const std::exception_ptr& thrown) noexcept {
+  try {
+    std::rethrow_exception(thrown);
+  } catch (const OutOfMemoryError&) {
+    return true;
+  } catch (...) {
+    return false;
+  }
+}
+}  // namespace
+
 void RuntimeCore::execute(TaskRecord* task, const Allocation* alloc) noexcept {
   if (ObjectEntry* dep = task->failed_dep()) {
     fail_task(task, dep->error());
@@ -357,8 +369,12 @@ void RuntimeCore::execute(TaskRecord* task, const Allocation* alloc) noexcept {
   }
   const Allocation* outer = exec_context().alloc;
   ExecScope scope(this, task, alloc);
-  // A task granted GPUs runs with its first GPU current (and that thread's stream for it).
+  // A task granted GPUs runs with its first GPU current (and its streams for each).
   DeviceScope device(alloc, outer);
+  if (!device.ok()) {
+    fail_task(task, std::make_exception_ptr(Error(ErrorCode::kUnavailable, device.why())));
+    return;
+  }
   auto start = Timeline::Clock::time_point{};
   if (timeline_) {
     timeline_->run_started();
@@ -372,7 +388,11 @@ void RuntimeCore::execute(TaskRecord* task, const Allocation* alloc) noexcept {
     }
     if (!thrown) break;
     TaskExtras* x = task->extras();
-    if (x != nullptr && x->retry_exceptions && x->retries_left > 0 && !task->cancel_requested()) {
+    // A user exception is retried only with retry_exceptions; running out of memory (device
+    // memory: OutOfMemoryError) is a system failure, retried under max_retries alone, as Ray
+    // retries a task its memory monitor killed.
+    if (x != nullptr && x->retries_left > 0 && !task->cancel_requested() &&
+        (x->retry_exceptions || is_out_of_memory(thrown))) {
       --x->retries_left;
       PRISM_LOG(kInfo) << "retrying task " << task->function_name() << " after an exception";
       continue;

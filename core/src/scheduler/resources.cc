@@ -5,6 +5,7 @@
 #include <limits>
 
 #include "prism/errors.h"
+#include "prism/internal/device_support.h"
 
 namespace prism::internal {
 
@@ -94,6 +95,7 @@ ResourcePool::ResourcePool(const NodeResources& t)
   for (int i = 0; i < t.num_gpus; ++i) gpu_total_.push_back(kUnitsPerResource);
   if (t.gpu_fraction > 0) gpu_total_.push_back(t.gpu_fraction);
   gpu_free_ = gpu_total_;
+  gpu_long_held_.assign(gpu_total_.size(), 0);
   gpu_memory_total_.assign(gpu_total_.size(), t.gpu_memory);
   gpu_memory_free_ = gpu_memory_total_;
   for (const auto& c : t.custom) {
@@ -154,13 +156,60 @@ std::string ResourcePool::infeasible_reason(const ResourceRequest& r) const {
   return {};
 }
 
+namespace {
+bool failed_in(uint64_t failed, size_t device) {
+  return device < 64 && ((failed >> device) & 1) != 0;
+}
+}  // namespace
+
+bool ResourcePool::healthy_could_serve(int64_t units, int64_t gpu_memory, uint64_t failed) const {
+  // Capacity that will come free some day: what long-lived holders (actors) keep does not count.
+  int64_t need = units <= kUnitsPerResource ? 1 : units / kUnitsPerResource;
+  for (size_t i = 0; i < gpu_total_.size() && need > 0; ++i) {
+    if (failed_in(failed, i) || gpu_memory_total_[i] < gpu_memory) continue;
+    const int64_t coming = gpu_total_[i] - gpu_long_held_[i];
+    if (units <= kUnitsPerResource ? coming >= units
+                                   : gpu_total_[i] == kUnitsPerResource && coming == gpu_total_[i]) {
+      --need;
+    }
+  }
+  return need == 0;
+}
+
+bool uses_failed_gpu(const Allocation& a) noexcept {
+  const uint64_t failed = failed_devices();
+  if (failed == 0) return false;
+  for (const auto& g : a.gpus) {
+    if (failed_in(failed, static_cast<size_t>(g.first))) return true;
+  }
+  return false;
+}
+
+bool ResourcePool::uses_avoidable_failed_gpu(const Allocation& a) const {
+  const uint64_t failed = failed_devices();
+  if (failed == 0 || a.gpus.empty()) return false;
+  bool uses = false;
+  int64_t units = 0;
+  for (const auto& g : a.gpus) {
+    uses = uses || failed_in(failed, static_cast<size_t>(g.first));
+    units += g.second;
+  }
+  return uses && healthy_could_serve(units, a.gpu_memory, failed);
+}
+
 bool ResourcePool::pick_gpus(int64_t units, int64_t gpu_memory,
                              std::vector<std::pair<int, int64_t>>* out) const {
   if (units <= 0) return true;
+  // Failed devices are skipped wherever healthy ones could ever serve the request; a request
+  // only they could serve still gets them, and its task fails fast there (DeviceScope) instead
+  // of waiting forever.
+  const uint64_t all_failed = failed_devices();
+  const uint64_t failed =
+      all_failed != 0 && healthy_could_serve(units, gpu_memory, all_failed) ? all_failed : 0;
   if (units <= kUnitsPerResource) {
     int best = -1;
     for (size_t i = 0; i < gpu_free_.size(); ++i) {
-      if (gpu_memory_free_[i] < gpu_memory) continue;
+      if (gpu_memory_free_[i] < gpu_memory || failed_in(failed, i)) continue;
       if (gpu_free_[i] >= units && (best < 0 || gpu_free_[i] < gpu_free_[best])) {
         best = static_cast<int>(i);
       }
@@ -172,7 +221,7 @@ bool ResourcePool::pick_gpus(int64_t units, int64_t gpu_memory,
   int64_t need = units / kUnitsPerResource;
   for (size_t i = 0; i < gpu_free_.size() && need > 0; ++i) {
     if (gpu_free_[i] == kUnitsPerResource && gpu_total_[i] == kUnitsPerResource &&
-        gpu_memory_free_[i] >= gpu_memory) {
+        gpu_memory_free_[i] >= gpu_memory && !failed_in(failed, i)) {
       out->emplace_back(static_cast<int>(i), kUnitsPerResource);
       --need;
     }
@@ -240,11 +289,20 @@ bool ResourcePool::try_acquire(const ResourceRequest& r, bool long_lived, Alloca
     gpu_memory_free_[g.first] -= a.gpu_memory;
   }
   for (const auto& c : a.custom) custom_free_[c.first] -= c.second;
+  if (long_lived) hold_for_life(&a);
   *out = std::move(a);
   return true;
 }
 
+void ResourcePool::hold_for_life(Allocation* a) {
+  a->long_lived = true;
+  for (const auto& g : a->gpus) gpu_long_held_[g.first] += g.second;
+}
+
 void ResourcePool::release(const Allocation& a) {
+  if (a.long_lived) {
+    for (const auto& g : a.gpus) gpu_long_held_[g.first] -= g.second;
+  }
   cpu_free_ += a.cpu;
   memory_free_ += a.memory;
   for (const auto& g : a.gpus) {
@@ -267,8 +325,11 @@ int64_t ResourcePool::take_back(int64_t units) {
 void ResourcePool::choose_reserved_gpus(const ResourceRequest& r, PartialAllocation* p) const {
   // Devices that can ever hold the request, most free first (they fill soonest).
   std::vector<int> candidates;
+  const uint64_t all_failed = failed_devices();
+  const uint64_t failed =
+      all_failed != 0 && healthy_could_serve(r.gpu, r.gpu_memory, all_failed) ? all_failed : 0;
   for (size_t i = 0; i < gpu_total_.size(); ++i) {
-    if (gpu_memory_total_[i] < r.gpu_memory) continue;
+    if (gpu_memory_total_[i] < r.gpu_memory || failed_in(failed, i)) continue;
     if (r.gpu <= kUnitsPerResource ? gpu_total_[i] >= r.gpu
                                    : gpu_total_[i] == kUnitsPerResource) {
       candidates.push_back(static_cast<int>(i));
@@ -334,7 +395,8 @@ bool ResourcePool::complete(const ResourceRequest& r, const PartialAllocation& p
   return true;
 }
 
-Allocation ResourcePool::to_allocation(const ResourceRequest& r, PartialAllocation&& p) const {
+Allocation ResourcePool::to_allocation(const ResourceRequest& r, PartialAllocation&& p,
+                                       bool long_lived) {
   Allocation a;
   a.cpu = p.cpu;
   a.memory = p.memory;
@@ -344,6 +406,7 @@ Allocation ResourcePool::to_allocation(const ResourceRequest& r, PartialAllocati
     a.custom.emplace_back(custom_index(r.custom[k].first), p.custom[k]);
   }
   p = PartialAllocation{};
+  if (long_lived) hold_for_life(&a);
   return a;
 }
 

@@ -44,6 +44,11 @@ struct Allocation {
   int64_t gpu_memory = 0;                       // bytes on each device in `gpus`
   std::vector<std::pair<int, int64_t>> gpus;    // (device, units)
   std::vector<std::pair<int, int64_t>> custom;  // (resource index, units)
+  // Whose device streams the holder's tasks use (DeviceSupport::enter): 0 for the running
+  // thread's, an actor's number for the allocation it holds for life. Not copied by carve().
+  uint64_t device_owner = 0;
+  // Held for the holder's life (an actor's): ResourcePool counts its GPUs apart (gpu_long_held_).
+  bool long_lived = false;
 
   bool empty() const { return cpu == 0 && memory == 0 && gpus.empty() && custom.empty(); }
   std::vector<int> gpu_ids() const;
@@ -70,6 +75,9 @@ struct NodeResources {
   std::vector<std::pair<std::string, int64_t>> custom;  // units
 };
 
+// True if `allocation` holds a device reported failed (report_device_failure). Lock-free.
+bool uses_failed_gpu(const Allocation& allocation) noexcept;
+
 // "1 CPU", "2.5 CPUs", "1 GPU": amounts of units as people write them.
 std::string describe_amount(int64_t units, const char* singular, const char* plural);
 
@@ -90,13 +98,17 @@ class ResourcePool {
   // Allocates `request` if it fits now.
   bool try_acquire(const ResourceRequest& request, bool long_lived, Allocation* out);
   void release(const Allocation& allocation);
+  // True if `allocation` holds a device that failed for good while healthy devices could hold
+  // the same request: its holder (a lease) should give it back rather than run more tasks there.
+  bool uses_avoidable_failed_gpu(const Allocation& allocation) const;
 
   // Reservations: moves into `partial` what `request` still lacks, as far as it is free now
   // (devices for GPUs are chosen at the first step that needs them). complete() says when the
   // whole request is held; to_allocation() then turns it into the Allocation to run with.
   void reserve_step(const ResourceRequest& request, bool long_lived, PartialAllocation* partial);
   bool complete(const ResourceRequest& request, const PartialAllocation& partial) const;
-  Allocation to_allocation(const ResourceRequest& request, PartialAllocation&& partial) const;
+  Allocation to_allocation(const ResourceRequest& request, PartialAllocation&& partial,
+                           bool long_lived);
   void release(const PartialAllocation& partial, const ResourceRequest& request);
 
   // The share of a parent's holdings that a child task running inline would use: false if
@@ -130,7 +142,11 @@ class ResourcePool {
   }
   bool pick_gpus(int64_t units, int64_t gpu_memory,
                  std::vector<std::pair<int, int64_t>>* out) const;
+  // True if devices outside `failed` (report_device_failure) could some day hold `units` GPU
+  // units with `gpu_memory` bytes each: their totals less what long-lived holders keep.
+  bool healthy_could_serve(int64_t units, int64_t gpu_memory, uint64_t failed) const;
   void choose_reserved_gpus(const ResourceRequest& r, PartialAllocation* p) const;
+  void hold_for_life(Allocation* a);
 
   int64_t cpu_total_;
   int64_t cpu_free_;
@@ -139,6 +155,7 @@ class ResourcePool {
   int64_t memory_free_;
   std::vector<int64_t> gpu_total_;  // per device
   std::vector<int64_t> gpu_free_;
+  std::vector<int64_t> gpu_long_held_;  // per device: units held for life (actors)
   std::vector<int64_t> gpu_memory_total_;  // per device, bytes
   std::vector<int64_t> gpu_memory_free_;
   std::vector<std::string> custom_names_;

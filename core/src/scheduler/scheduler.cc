@@ -7,6 +7,7 @@
 #include "common/event.h"
 #include "common/log.h"
 #include "common/spin.h"
+#include "prism/internal/device_support.h"
 
 namespace prism::internal {
 
@@ -510,13 +511,17 @@ void Scheduler::run_lease_locked(Worker* w, Job& job, bool one_task) {
   const bool outer_running = std::exchange(w->running_shape, true);
   job.kind = Job::Kind::kTask;  // the runner sees one task job per task, with the lease's grant
   for (;;) {
+    // A device of the grant failed: give the lease back if healthy devices could run the shape
+    // (the next lease gets one); if only these devices could, go on (the tasks fail fast).
+    const bool avoid_failed = pool_.uses_avoidable_failed_gpu(job.alloc);
     mu_.unlock();
-    run_lease_loop(shape, job, one_task);
+    const bool watch_failures = !uses_failed_gpu(job.alloc);
+    if (!avoid_failed) run_lease_loop(shape, job, one_task, watch_failures);
     mu_.lock();
     shape->running.fetch_sub(1, std::memory_order_seq_cst);
     // Re-check under the lock after leaving (no lost wake-up: see resource_shape.h).
     if (one_task || stopping_.load() || shape->yield.load(std::memory_order_relaxed) ||
-        !shape->ready.maybe_nonempty()) {
+        !shape->ready.maybe_nonempty() || pool_.uses_avoidable_failed_gpu(job.alloc)) {
       break;
     }
     shape->running.fetch_add(1, std::memory_order_seq_cst);
@@ -532,8 +537,12 @@ void Scheduler::run_lease_locked(Worker* w, Job& job, bool one_task) {
   distribute_locked();
 }
 
-void Scheduler::run_lease_loop(ResourceShape* shape, Job& job, bool one_task) noexcept {
+void Scheduler::run_lease_loop(ResourceShape* shape, Job& job, bool one_task,
+                               bool watch_failures) noexcept {
   for (;;) {
+    // A device of the grant failed meanwhile: run_lease_locked decides, under the lock, whether
+    // the lease goes on there (reads only the failure mask here).
+    if (watch_failures && uses_failed_gpu(job.alloc)) return;
     TaskRecord* t = shape->ready.pop();
     if (t == nullptr) {
       if (one_task) return;

@@ -228,7 +228,8 @@ class Scheduler {
   bool run_one_job_locked(Worker* w, bool one_task = false) PRISM_REQUIRES(mu_);
   // A lease job: runs its shape's tasks until the queue is dry or the lease must yield.
   void run_lease_locked(Worker* w, Job& job, bool one_task) PRISM_REQUIRES(mu_);
-  void run_lease_loop(ResourceShape* shape, Job& job, bool one_task) noexcept;
+  // `watch_failures`: return as soon as a device of the grant is reported failed.
+  void run_lease_loop(ResourceShape* shape, Job& job, bool one_task, bool watch_failures) noexcept;
   // Asks for a lease of `shape` if none is asked for yet.
   void request_lease_locked(ResourceShape* shape) PRISM_REQUIRES(mu_);
   // Sets each leased shape's `yield` (see resource_shape.h).

@@ -107,7 +107,7 @@ void WaitQueues::grant(ResourcePool& pool, std::deque<Job>* out, bool may_reserv
         Entry e = std::move(s->queue.front());
         s->queue.pop_front();
         --waiting_;
-        e.job.alloc = pool.to_allocation(s->request, std::move(partial_));
+        e.job.alloc = pool.to_allocation(s->request, std::move(partial_), s->long_lived);
         out->push_back(std::move(e.job));
         end_reservation();
         remove_if_empty(s);

@@ -1,5 +1,6 @@
 #include "worker/exec_context.h"
 
+#include <iterator>
 #include <string>
 #include <vector>
 
@@ -21,9 +22,30 @@ DeviceScope::DeviceScope(const Allocation* alloc, const Allocation* outer) noexc
   const bool outer_gpu = outer != nullptr && !outer->gpus.empty();
   if (!has_gpu && !outer_gpu) return;
   support_ = device_support();
-  if (support_ != nullptr) support_->enter(has_gpu ? alloc->gpus.front().first : -1);
+  if (support_ == nullptr) return;
+  int devices[8];
+  size_t count = 0;
+  std::vector<int> many;
+  const int* list = devices;
+  if (has_gpu) {
+    if (alloc->gpus.size() <= std::size(devices)) {
+      for (const auto& g : alloc->gpus) devices[count++] = g.first;
+    } else {
+      try {
+        many = alloc->gpu_ids();
+      } catch (...) {
+        many.clear();  // out of memory for the list: the first device only
+      }
+      if (many.empty()) {
+        devices[count++] = alloc->gpus.front().first;
+      } else {
+        list = many.data();
+        count = many.size();
+      }
+    }
+  }
+  ok_ = support_->enter(list, count, has_gpu ? alloc->device_owner : 0, &why_);
 }
-
 DeviceScope::~DeviceScope() {
   if (support_ != nullptr) support_->leave();
 }

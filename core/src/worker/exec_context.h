@@ -6,6 +6,8 @@
 // Thread-safe: thread-local.
 #pragma once
 
+#include <string>
+
 #include "prism/internal/device_support.h"
 #include "prism/internal/task_record.h"
 #include "scheduler/resources.h"
@@ -41,10 +43,11 @@ class ExecScope {
 
 namespace prism::internal {
 
-// Brackets a task run with DeviceSupport::enter/leave: the task's first GPU if it was granted
-// any; the host if it has none but runs inside a GPU task (`outer`: the allocation of the task
-// the thread was running, e.g. a parent that runs its child inline). No-op otherwise or without
-// the GPU module.
+// Brackets a task run with DeviceSupport::enter/leave: the task's GPUs if it was granted any
+// (the first made current, streams of the allocation's device_owner); the host if it has none
+// but runs inside a GPU task (`outer`: the allocation of the task the thread was running, e.g. a
+// parent that runs its child inline). No-op otherwise or without the GPU module. ok() is false
+// when a granted device has failed for good; why() then says which and why.
 class DeviceScope {
  public:
   DeviceScope(const Allocation* alloc, const Allocation* outer) noexcept;
@@ -52,8 +55,13 @@ class DeviceScope {
   DeviceScope(const DeviceScope&) = delete;
   DeviceScope& operator=(const DeviceScope&) = delete;
 
+  bool ok() const noexcept { return ok_; }
+  const std::string& why() const noexcept { return why_; }
+
  private:
   DeviceSupport* support_ = nullptr;
+  bool ok_ = true;
+  std::string why_;
 };
 
 }  // namespace prism::internal

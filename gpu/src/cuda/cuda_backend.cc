@@ -1,179 +1,292 @@
 // The CUDA backend: real devices through the CUDA runtime API (compiled by the host compiler;
 // only the kernels need nvcc).
 //
-// Memory: cudaMallocAsync from each device's default pool (release threshold raised so freed
-// blocks stay in the pool), freed with cudaFreeAsync on the legacy default stream: Prism's
-// streams are blocking streams, so that free is ordered after all work queued on any of them
-// before it. Host staging memory is pinned (cudaMallocHost), with a malloc fallback.
+// Devices: every CUDA device is probed at start; one that cannot be used is left out with the
+// reason in describe() (and a warning in the log) instead of sending the whole process to the
+// host backend: prohibited compute mode, a context that cannot be created (exclusive-process
+// mode with another process on it: cudaErrorDevicesUnavailable), no stream-ordered memory pools
+// (cudaDevAttrMemoryPoolsSupported), or no code in this build for its architecture
+// (cudaFuncGetAttributes on one of our kernels fails with cudaErrorNoKernelImageForDevice). The
+// usable ones are Prism's gpu:0..n-1, mapped to their CUDA ordinals.
+//
+// Peer access: for every ordered pair of usable devices that supports it (and only those),
+// cudaDeviceEnablePeerAccess, and cudaMemPoolSetAccess on the peer's default pool: the first
+// does not cover memory from cudaMallocAsync pools ("CUDA Runtime API, Stream Ordered Memory
+// Allocator": pool allocations are accessible only from the devices the pool grants), so without
+// the second a kernel reading a peer tensor through its pointer faults.
+//
+// Memory: cudaMallocFromPoolAsync from each device's default pool (whatever pool another library
+// made current), which keeps freed blocks cached up to the memory tasks may use (the release
+// threshold), so the reserve for the libraries stays free. Frees are stream-ordered on the block's home stream after
+// events recorded on every stream that used it (Storage), which is what the stream-ordered
+// allocator requires: "cudaFreeAsync ... the memory may be reused by any stream once the free
+// is complete in `hStream`": every use must be ordered before that point. Streams are created
+// with cudaStreamNonBlocking, so nothing implicitly synchronizes with the legacy stream and a
+// free is not a barrier across the device. Out of memory: the pool is trimmed (cudaMemPoolTrimTo)
+// and the allocation tried again; if that is not enough, the device is synchronized (pending
+// frees complete), trimmed, and tried once more; then OutOfMemoryError (kResourceExhausted).
+//
+// Host memory: pinned (cudaMallocHost) for blocks up to kMaxPinnedBlock while the pinned total
+// stays within kPinnedBudget, pageable otherwise. Pinned blocks are cached and never given back
+// to the driver while the process runs (cudaFreeHost synchronizes the device).
+//
+// Failures: a sticky error (the context is unusable: illegal address, launch failure, ECC, ...)
+// marks the device failed (device_health.h). At exit (atexit, registered after the CUDA runtime
+// initialised, so it runs before the runtime's own teardown) the backend stops calling CUDA for
+// frees and destroys: objects that outlive main (static tensors, threads' cuBLAS handles) are
+// left to the driver instead of being destroyed after the runtime unloaded.
 #include <cuda_runtime_api.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
-#include <mutex>
 #include <string>
 #include <unordered_set>
 #include <vector>
 
-#include "prism/internal/thread_annotations.h"
 #include "backend.h"
 #include "caching_pool.h"
+#include "common/log.h"
+#include "device_health.h"
+#include "kernels/kernels.h"
 #include "prism/errors.h"
+#include "prism/internal/thread_annotations.h"
 
 namespace prism::gpu::internal {
 namespace {
+
+constexpr size_t kMaxPinnedBlock = size_t{16} << 20;
+constexpr size_t kPinnedBudget = size_t{2} << 30;
+
+std::atomic<bool> g_exiting{false};
 
 std::string cuda_message(cudaError_t e) {
   return std::string(cudaGetErrorName(e)) + ": " + cudaGetErrorString(e);
 }
 
-// Throws prism::Error for a failed call, after clearing the (non-sticky) error state.
-void check(cudaError_t e, const char* call) {
-  if (e == cudaSuccess) return;
-  cudaGetLastError();
-  const ErrorCode code =
-      e == cudaErrorMemoryAllocation ? ErrorCode::kResourceExhausted : ErrorCode::kInternal;
-  throw Error(code, std::string("CUDA: ") + call + " failed: " + cuda_message(e));
+// Errors after which the device's context is unusable for the rest of the process (CUDA Runtime
+// API, cudaError: "the process is left in an inconsistent state and any further CUDA work will
+// return the same error").
+bool is_sticky(cudaError_t e) {
+  switch (e) {
+    case cudaErrorIllegalAddress:
+    case cudaErrorLaunchTimeout:
+    case cudaErrorHardwareStackError:
+    case cudaErrorIllegalInstruction:
+    case cudaErrorMisalignedAddress:
+    case cudaErrorInvalidAddressSpace:
+    case cudaErrorInvalidPc:
+    case cudaErrorLaunchFailure:
+    case cudaErrorECCUncorrectable:
+    case cudaErrorAssert:
+    case cudaErrorContextIsDestroyed:
+    case cudaErrorNvlinkUncorrectable:
+#if CUDART_VERSION >= 12000
+    case cudaErrorExternalDevice:
+#endif
+#if CUDART_VERSION >= 12080
+    case cudaErrorContained:         // Hopper error containment (e.g. a bad peer access over NVLink)
+    case cudaErrorTensorMemoryLeak:
+#endif
+      return true;
+    default:
+      return false;
+  }
 }
 
-// Makes `device` current for the scope, without throwing (for free/destroy paths).
-class CurrentNoThrow {
- public:
-  explicit CurrentNoThrow(int device) {
-    if (cudaGetDevice(&previous_) != cudaSuccess) previous_ = -1;
-    ok_ = previous_ == device || cudaSetDevice(device) == cudaSuccess;
-    if (!ok_) cudaGetLastError();
-  }
-  ~CurrentNoThrow() {
-    if (previous_ >= 0 && cudaSetDevice(previous_) != cudaSuccess) cudaGetLastError();
-  }
-  bool ok() const noexcept { return ok_; }
-  CurrentNoThrow(const CurrentNoThrow&) = delete;
-  CurrentNoThrow& operator=(const CurrentNoThrow&) = delete;
+// The exception for a failed call: OutOfMemoryError, kUnavailable for a sticky error, else
+// kInternal.
+[[noreturn]] void throw_cuda(cudaError_t e, const std::string& what) {
+  const std::string message = "CUDA: " + what + " failed: " + cuda_message(e);
+  if (e == cudaErrorMemoryAllocation) throw OutOfMemoryError(message);
+  throw Error(is_sticky(e) ? ErrorCode::kUnavailable : ErrorCode::kInternal, message);
+}
 
- private:
-  int previous_ = -1;
-  bool ok_ = false;
-};
+// Throws for a failed call (for setup paths that mark nothing failed).
+void throw_if_failed(cudaError_t e, const char* call) {
+  if (e == cudaSuccess) return;
+  cudaGetLastError();
+  throw_cuda(e, call);
+}
 
-// Makes `device` current for the scope.
-class Current {
- public:
-  explicit Current(int device) {
-    if (cudaGetDevice(&previous_) != cudaSuccess) previous_ = -1;
-    if (previous_ != device) check(cudaSetDevice(device), "cudaSetDevice");
-    changed_ = previous_ != device && previous_ >= 0;
-  }
-  ~Current() {
-    if (changed_) cudaSetDevice(previous_);
-  }
-  Current(const Current&) = delete;
-  Current& operator=(const Current&) = delete;
+void on_exit() { g_exiting.store(true); }
 
- private:
-  int previous_ = -1;
-  bool changed_ = false;
-};
+class CudaBackend;
+CudaBackend* g_backend = nullptr;  // set once in make_cuda_backend
 
-// Pinned host memory for the CachingPool, or plain malloc when pinning fails (remembered, so
-// that the block is given back the same way).
-prism::internal::Mutex g_unpinned_mu;
-// Never destroyed.
-std::unordered_set<void*>* const g_unpinned PRISM_PT_GUARDED_BY(g_unpinned_mu) =
-    new std::unordered_set<void*>;
+// Pinned host memory within the budget, for the CachingPool.
+std::atomic<size_t> g_pinned_bytes{0};
 
 void* pinned_block(size_t bytes) {
+  if (g_pinned_bytes.fetch_add(bytes) + bytes > kPinnedBudget) {
+    g_pinned_bytes.fetch_sub(bytes);
+    return nullptr;
+  }
   void* p = nullptr;
   if (cudaMallocHost(&p, bytes) == cudaSuccess) return p;
   cudaGetLastError();
-  p = std::aligned_alloc(kAlignment, bytes);
-  if (p != nullptr) {
-    prism::internal::MutexLock lock(g_unpinned_mu);
-    g_unpinned->insert(p);
-  }
-  return p;
+  g_pinned_bytes.fetch_sub(bytes);
+  return nullptr;
 }
 
 void free_pinned_block(void* p) {
-  {
-    prism::internal::MutexLock lock(g_unpinned_mu);
-    if (g_unpinned->erase(p) > 0) {
-      std::free(p);
-      return;
-    }
-  }
+  if (g_exiting.load()) return;
   if (cudaFreeHost(p) != cudaSuccess) cudaGetLastError();
 }
 
+void* pageable_block(size_t bytes) { return std::aligned_alloc(kAlignment, bytes); }
+void free_pageable_block(void* p) { std::free(p); }
+
 class CudaBackend final : public DeviceBackend {
  public:
-  explicit CudaBackend(int count) : count_(count) {
-    for (int d = 0; d < count_; ++d) {
-      cudaDeviceProp prop{};
-      check(cudaGetDeviceProperties(&prop, d), "cudaGetDeviceProperties");
-      names_.push_back(prop.name);
-      memory_.push_back(prop.totalGlobalMem);
-      Current on(d);
-      cudaMemPool_t pool = nullptr;
-      if (cudaDeviceGetDefaultMemPool(&pool, d) == cudaSuccess) {
-        uint64_t keep = UINT64_MAX;
-        cudaMemPoolSetAttribute(pool, cudaMemPoolAttrReleaseThreshold, &keep);
+  // Probes every device (see the file comment); *left_out gets one line per device left out.
+  CudaBackend(int count, std::string* left_out) {
+    for (int ordinal = 0; ordinal < count; ++ordinal) {
+      std::string why;
+      Info info;
+      if (probe(ordinal, &info, &why)) {
+        devices_.push_back(std::move(info));
+      } else {
+        *left_out += (left_out->empty() ? "" : "; ") + std::string("CUDA device ") +
+                     std::to_string(ordinal) + " left out: " + why;
       }
-      for (int peer = 0; peer < count_; ++peer) {
-        int can = 0;
-        if (peer != d && cudaDeviceCanAccessPeer(&can, d, peer) == cudaSuccess && can) {
-          cudaDeviceEnablePeerAccess(peer, 0);  // already enabled is fine
-        }
-      }
-      cudaGetLastError();
     }
+    left_out_ = *left_out;
+    enable_peer_access();
+    if (!devices_.empty() && cudaSetDevice(devices_[0].ordinal) != cudaSuccess) cudaGetLastError();
   }
 
   Backend kind() const noexcept override { return Backend::kCuda; }
-  int device_count() const noexcept override { return count_; }
+  int device_count() const noexcept override { return static_cast<int>(devices_.size()); }
   std::string describe() const override {
-    std::string s = "CUDA: " + std::to_string(count_) + " device(s)";
-    for (int d = 0; d < count_; ++d) {
-      s += (d == 0 ? " (" : ", ") + std::to_string(d) + ": " + names_[d] + ", " +
-           std::to_string(memory_[d] >> 20) + " MiB";
+    std::string s = "CUDA: " + std::to_string(devices_.size()) + " device(s)";
+    for (size_t d = 0; d < devices_.size(); ++d) {
+      const Info& i = devices_[d];
+      s += (d == 0 ? " (" : ", ") + std::string("gpu:") + std::to_string(d) + " = CUDA " +
+           std::to_string(i.ordinal) + ": " + i.name + ", sm_" + std::to_string(i.cc) + ", " +
+           std::to_string(i.total >> 20) + " MiB, " + std::to_string(i.usable >> 20) +
+           " MiB for tasks";
     }
-    return s + (count_ > 0 ? ")" : "");
+    s += devices_.empty() ? "" : ")";
+    if (!left_out_.empty()) s += "; " + left_out_;
+    if (!peers_.empty()) s += "; peer access: " + peers_;
+    return s;
   }
   size_t device_memory(int device) const noexcept override {
-    return device >= 0 && device < count_ ? memory_[device] : 0;
+    return valid(device) ? devices_[device].usable : 0;
+  }
+  int ordinal(int device) const noexcept override {
+    return valid(device) ? devices_[device].ordinal : -1;
   }
 
   int get_device() override {
-    int d = 0;
-    check(cudaGetDevice(&d), "cudaGetDevice");
-    return d;
+    int ord = 0;
+    check(cudaGetDevice(&ord), "cudaGetDevice");
+    for (size_t d = 0; d < devices_.size(); ++d) {
+      if (devices_[d].ordinal == ord) return static_cast<int>(d);
+    }
+    return -1;  // a device Prism does not use is current (the user's code set it)
   }
-  void set_device(int device) override { check(cudaSetDevice(device), "cudaSetDevice"); }
+  void set_device(int device) override {
+    if (device < 0) return;  // nothing of Prism's was current: leave it
+    check(cudaSetDevice(ordinal_of(device)), "cudaSetDevice");
+  }
 
   void* allocate(int device, size_t bytes, void* stream) override {
-    Current on(device);
+    Current on(ordinal_of(device));
+    const auto s = static_cast<cudaStream_t>(stream);
+    cudaMemPool_t pool = devices_[device].pool;  // Prism's pool, whatever the device's current one
+    const size_t n = bytes == 0 ? 1 : bytes;
     void* p = nullptr;
-    const cudaError_t e =
-        cudaMallocAsync(&p, bytes == 0 ? 1 : bytes, static_cast<cudaStream_t>(stream));
+    cudaError_t e = cudaMallocFromPoolAsync(&p, n, pool, s);
+    if (e == cudaErrorMemoryAllocation) {
+      // Out of memory: first give back what the pool caches without stalling the device, then,
+      // if that was not enough, wait for the device (pending frees complete) and trim again.
+      cudaGetLastError();
+      if (cudaMemPoolTrimTo(pool, 0) != cudaSuccess) cudaGetLastError();
+      e = cudaMallocFromPoolAsync(&p, n, pool, s);
+      if (e == cudaErrorMemoryAllocation) {
+        cudaGetLastError();
+        release_cached(device);
+        e = cudaMallocFromPoolAsync(&p, n, pool, s);
+      }
+    }
     if (e != cudaSuccess) {
       cudaGetLastError();
-      throw Error(e == cudaErrorMemoryAllocation ? ErrorCode::kResourceExhausted
-                                                 : ErrorCode::kInternal,
-                  "CUDA: cudaMallocAsync of " + std::to_string(bytes) + " bytes on device " +
-                      std::to_string(device) + " failed: " + cuda_message(e));
+      note(e, device);
+      throw_cuda(e, "cudaMallocFromPoolAsync of " + std::to_string(bytes) + " bytes on gpu:" +
+                        std::to_string(device) +
+                        (e == cudaErrorMemoryAllocation
+                             ? " (after giving the pool's cached memory back and trying again)"
+                             : ""));
     }
     return p;
   }
-  void free(int device, void* ptr) noexcept override {
-    if (ptr == nullptr) return;
-    CurrentNoThrow on(device);
-    // Ordered after everything queued on the device's blocking streams so far.
-    if (on.ok() && cudaFreeAsync(ptr, cudaStreamLegacy) != cudaSuccess) cudaGetLastError();
+
+  void free(int device, void* ptr, void* stream, const std::vector<Stream>& users,
+            const std::vector<void*>& events) noexcept override {
+    if (ptr == nullptr || g_exiting.load()) return;
+    const auto home = static_cast<cudaStream_t>(stream);
+    // Each other stream that used the block: an event at its current end, waited for by home
+    // (cudaStreamWaitEvent takes an event of another device). Where that cannot be done, the
+    // host waits for the user stream itself. Streams of a failed device are skipped: their
+    // context is dead, and so is its work.
+    for (const Stream& u : users) {
+      if (u.handle() == nullptr || u.device().is_host() ||
+          device_failed_noexcept(u.device().index)) {
+        continue;
+      }
+      CurrentNoThrow on(ordinal_of_noexcept(u.device().index));
+      const auto us = static_cast<cudaStream_t>(u.handle());
+      cudaEvent_t e = nullptr;
+      if (!on.ok() || cudaEventCreateWithFlags(&e, cudaEventDisableTiming) != cudaSuccess ||
+          cudaEventRecord(e, us) != cudaSuccess || cudaStreamWaitEvent(home, e, 0) != cudaSuccess) {
+        cudaGetLastError();
+        if (on.ok() && cudaStreamSynchronize(us) != cudaSuccess) cudaGetLastError();
+      }
+      if (e != nullptr) cudaEventDestroy(e);  // released once complete (cudaEventDestroy)
+    }
+    CurrentNoThrow on(ordinal_of_noexcept(device));
+    if (!on.ok()) return;  // the device is gone: so is the block
+    for (void* ev : events) {
+      if (ev == nullptr) continue;
+      if (cudaStreamWaitEvent(home, static_cast<cudaEvent_t>(ev), 0) != cudaSuccess) {
+        cudaGetLastError();
+        if (cudaEventSynchronize(static_cast<cudaEvent_t>(ev)) != cudaSuccess) cudaGetLastError();
+      }
+    }
+    const cudaError_t e = cudaFreeAsync(ptr, home);
+    if (e != cudaSuccess) {
+      cudaGetLastError();
+      note(e, device);
+    }
   }
 
-  // Pinned host buffers are expensive to make (they are mapped for the device): cached.
-  void* host_allocate(size_t bytes) override { return host_pool_.allocate(bytes); }
-  void host_free(void* ptr) noexcept override { host_pool_.free(ptr); }
+  void release_cached(int device) noexcept override {
+    if (!valid(device)) return;
+    CurrentNoThrow on(devices_[device].ordinal);
+    if (!on.ok()) return;
+    // Pending frees complete only when their streams reach them: wait for the device first.
+    const cudaError_t e = cudaDeviceSynchronize();
+    if (e != cudaSuccess) {
+      cudaGetLastError();
+      note(e, device);
+    }
+    if (cudaMemPoolTrimTo(devices_[device].pool, 0) != cudaSuccess) cudaGetLastError();
+  }
+
+  void* host_allocate(size_t bytes) override {
+    if (bytes <= kMaxPinnedBlock) {
+      if (void* p = pinned_.try_allocate(bytes)) return p;
+    }
+    return pageable_.allocate(bytes);
+  }
+  void host_free(void* ptr) noexcept override {
+    if (ptr == nullptr) return;
+    if (!pinned_.free_if_owned(ptr)) pageable_.free(ptr);
+  }
 
   void copy(void* dst, Device dst_dev, const void* src, Device src_dev, size_t bytes,
             void* stream) override {
@@ -189,7 +302,8 @@ class CudaBackend final : public DeviceBackend {
       check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, s),
             "cudaMemcpyAsync(D2D)");
     } else {
-      check(cudaMemcpyPeerAsync(dst, dst_dev.index, src, src_dev.index, bytes, s),
+      check(cudaMemcpyPeerAsync(dst, ordinal_of(dst_dev.index), src, ordinal_of(src_dev.index),
+                                bytes, s),
             "cudaMemcpyPeerAsync");
     }
   }
@@ -203,29 +317,24 @@ class CudaBackend final : public DeviceBackend {
   }
 
   void* stream_create(int device) override {
-    Current on(device);
+    Current on(ordinal_of(device));
     cudaStream_t s = nullptr;
-    // A blocking stream (see the file comment: frees on the legacy stream order after it).
-    check(cudaStreamCreate(&s), "cudaStreamCreate");
+    // Not synchronized with the legacy default stream (see the file comment).
+    check(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), "cudaStreamCreateWithFlags");
     return s;
-  }
-  void stream_destroy(int device, void* stream) noexcept override {
-    if (stream == nullptr) return;
-    CurrentNoThrow on(device);
-    if (on.ok() && cudaStreamDestroy(static_cast<cudaStream_t>(stream)) != cudaSuccess) cudaGetLastError();
   }
   void stream_synchronize(void* stream) override {
     check(cudaStreamSynchronize(static_cast<cudaStream_t>(stream)), "cudaStreamSynchronize");
   }
 
   void* event_create(int device) override {
-    Current on(device);
+    Current on(ordinal_of(device));
     cudaEvent_t e = nullptr;
     check(cudaEventCreateWithFlags(&e, cudaEventDisableTiming), "cudaEventCreate");
     return e;
   }
   void event_destroy(int, void* event) noexcept override {
-    if (event == nullptr) return;
+    if (event == nullptr || g_exiting.load()) return;
     if (cudaEventDestroy(static_cast<cudaEvent_t>(event)) != cudaSuccess) cudaGetLastError();
   }
   void event_record(void* event, void* stream) override {
@@ -241,11 +350,243 @@ class CudaBackend final : public DeviceBackend {
     check(cudaEventSynchronize(static_cast<cudaEvent_t>(event)), "cudaEventSynchronize");
   }
 
+  void check_health(int device, void* stream) noexcept override {
+    const cudaError_t e = cudaStreamQuery(static_cast<cudaStream_t>(stream));
+    if (e != cudaSuccess && e != cudaErrorNotReady) {
+      cudaGetLastError();
+      note(e, device);
+    }
+  }
+
+  // Marks `device` (Prism's number; -1: the current one) failed if `e` is sticky.
+  void note(cudaError_t e, int device) noexcept {
+    if (!is_sticky(e)) return;
+    if (device < 0) {
+      int ord = -1;
+      if (cudaGetDevice(&ord) != cudaSuccess) {  // not through check(): no recursion
+        cudaGetLastError();
+        return;
+      }
+      for (size_t d = 0; d < devices_.size(); ++d) {
+        if (devices_[d].ordinal == ord) device = static_cast<int>(d);
+      }
+    }
+    if (valid(device)) mark_device_failed(device, cuda_message(e));
+  }
+
+  // Throws prism::Error for a failed call, after clearing the (non-sticky) error state; a sticky
+  // error marks the current device failed and is reported as kUnavailable.
+  void check(cudaError_t e, const char* call) {
+    if (e == cudaSuccess) return;
+    cudaGetLastError();
+    note(e, -1);
+    throw_cuda(e, call);
+  }
+
  private:
-  const int count_;
-  std::vector<std::string> names_;
-  std::vector<size_t> memory_;
-  CachingPool host_pool_{&pinned_block, &free_pinned_block};
+  struct Info {
+    int ordinal = -1;
+    std::string name;
+    int cc = 0;          // compute capability, e.g. 90
+    size_t total = 0;    // bytes
+    size_t usable = 0;   // bytes tasks may reserve
+    cudaMemPool_t pool = nullptr;
+  };
+
+  // Makes CUDA device `ordinal` current for the scope.
+  class Current {
+   public:
+    explicit Current(int ordinal) {
+      if (cudaGetDevice(&previous_) != cudaSuccess) previous_ = -1;
+      if (previous_ != ordinal) throw_if_failed(cudaSetDevice(ordinal), "cudaSetDevice");
+      changed_ = previous_ != ordinal && previous_ >= 0;
+    }
+    ~Current() {
+      if (changed_ && cudaSetDevice(previous_) != cudaSuccess) cudaGetLastError();
+    }
+    Current(const Current&) = delete;
+    Current& operator=(const Current&) = delete;
+
+   private:
+    int previous_ = -1;
+    bool changed_ = false;
+  };
+
+  // The same without throwing (free/destroy paths).
+  class CurrentNoThrow {
+   public:
+    explicit CurrentNoThrow(int ordinal) {
+      if (cudaGetDevice(&previous_) != cudaSuccess) previous_ = -1;
+      ok_ = ordinal >= 0 && (previous_ == ordinal || cudaSetDevice(ordinal) == cudaSuccess);
+      if (!ok_) cudaGetLastError();
+      changed_ = ok_ && previous_ != ordinal && previous_ >= 0;
+    }
+    ~CurrentNoThrow() {
+      if (changed_ && cudaSetDevice(previous_) != cudaSuccess) cudaGetLastError();
+    }
+    bool ok() const noexcept { return ok_; }
+    CurrentNoThrow(const CurrentNoThrow&) = delete;
+    CurrentNoThrow& operator=(const CurrentNoThrow&) = delete;
+
+   private:
+    int previous_ = -1;
+    bool ok_ = false;
+    bool changed_ = false;
+  };
+
+  bool valid(int device) const noexcept {
+    return device >= 0 && device < static_cast<int>(devices_.size());
+  }
+  int ordinal_of(int device) const {
+    if (!valid(device)) {
+      throw Error(ErrorCode::kInvalidArgument,
+                  "gpu:" + std::to_string(device) + " does not exist (this process uses " +
+                      std::to_string(devices_.size()) + " CUDA device(s))");
+    }
+    return devices_[device].ordinal;
+  }
+
+  static bool device_failed_noexcept(int device) noexcept {
+    try {
+      return device_failed(device, nullptr);
+    } catch (...) {
+      return false;
+    }
+  }
+  int ordinal_of_noexcept(int device) const noexcept {
+    return valid(device) ? devices_[device].ordinal : -1;
+  }
+
+  // Opens device `ordinal` and says whether Prism can use it.
+  static bool probe(int ordinal, Info* info, std::string* why) {
+    cudaDeviceProp prop{};
+    cudaError_t e = cudaGetDeviceProperties(&prop, ordinal);
+    if (e != cudaSuccess) {
+      cudaGetLastError();
+      *why = "cudaGetDeviceProperties: " + cuda_message(e);
+      return false;
+    }
+    info->ordinal = ordinal;
+    info->name = prop.name;
+    info->cc = prop.major * 10 + prop.minor;
+    info->total = prop.totalGlobalMem;
+    // cudaDeviceProp lost computeMode in CUDA 13: ask for the attribute.
+    int mode = cudaComputeModeDefault;
+    if (cudaDeviceGetAttribute(&mode, cudaDevAttrComputeMode, ordinal) != cudaSuccess) {
+      cudaGetLastError();
+      mode = cudaComputeModeDefault;
+    }
+    if (mode == cudaComputeModeProhibited) {
+      *why = "compute mode is prohibited (nvidia-smi -c)";
+      return false;
+    }
+    int pools = 0;
+    e = cudaDeviceGetAttribute(&pools, cudaDevAttrMemoryPoolsSupported, ordinal);
+    if (e != cudaSuccess || pools == 0) {
+      cudaGetLastError();
+      *why = "no stream-ordered memory pools (cudaDevAttrMemoryPoolsSupported)";
+      return false;
+    }
+    // Creating the context fails for a device in exclusive-process mode that another process
+    // holds (cudaErrorDevicesUnavailable). The device is left current: the constructor makes the
+    // first usable device current at the end (restoring an earlier "current" device would create
+    // a context there too).
+    e = cudaSetDevice(ordinal);
+    if (e == cudaSuccess) e = cudaFree(nullptr);
+    if (e != cudaSuccess) {
+      cudaGetLastError();
+      *why = "cannot open it (" + cuda_message(e) +
+             (mode == cudaComputeModeExclusiveProcess
+                  ? "; exclusive-process mode: another process holds it)"
+                  : ")");
+      return false;
+    }
+    // From here on a context exists: a device left out gives it back (cudaDeviceReset), so that
+    // an exclusive-process device stays free for other processes.
+    const auto leave_out = [ordinal] {
+      if (cudaSetDevice(ordinal) == cudaSuccess) cudaDeviceReset();
+      cudaGetLastError();
+    };
+    const int code = kernels::cuda::probe_device_code();
+    if (code != 0) {
+      leave_out();
+      const auto err = static_cast<cudaError_t>(code);
+      *why = err == cudaErrorUnsupportedPtxVersion
+                 ? "the driver is older than this build's PTX (" + cuda_message(err) +
+                       "; update the driver or build SASS for sm_" + std::to_string(info->cc) + ")"
+                 : "this build has no code for its architecture sm_" + std::to_string(info->cc) +
+                       " (" + cuda_message(err) + "; add it to CMAKE_CUDA_ARCHITECTURES)";
+      return false;
+    }
+    // What tasks may reserve: free now, less a reserve for the libraries' own memory (cuBLAS
+    // workspaces, NCCL buffers, Thrust temporaries, lazily loaded kernels) that does not go
+    // through gpu_memory.
+    size_t free_now = 0, total = 0;
+    if (cudaMemGetInfo(&free_now, &total) != cudaSuccess) {
+      cudaGetLastError();
+      free_now = info->total;
+    }
+    const size_t reserve = std::max<size_t>(size_t{512} << 20, info->total / 32);
+    info->usable = free_now > reserve ? free_now - reserve : 0;
+    e = cudaDeviceGetDefaultMemPool(&info->pool, ordinal);
+    if (e == cudaSuccess) {
+      // Freed blocks stay cached up to what tasks may use, so the reserve stays free for the
+      // libraries (a pool that kept everything would starve a lazily loaded kernel's launch).
+      uint64_t keep = info->usable;
+      e = cudaMemPoolSetAttribute(info->pool, cudaMemPoolAttrReleaseThreshold, &keep);
+    }
+    if (e != cudaSuccess) {
+      cudaGetLastError();
+      leave_out();
+      *why = "its default memory pool cannot be set up (" + cuda_message(e) + ")";
+      return false;
+    }
+    return true;
+  }
+
+  // Peer access for every ordered pair that supports it, for plain and pool memory.
+  void enable_peer_access() {
+    for (size_t d = 0; d < devices_.size(); ++d) {
+      for (size_t p = 0; p < devices_.size(); ++p) {
+        if (p == d) continue;
+        const int from = devices_[d].ordinal, to = devices_[p].ordinal;
+        int can = 0;
+        cudaError_t e = cudaDeviceCanAccessPeer(&can, from, to);
+        if (e != cudaSuccess || can == 0) {
+          cudaGetLastError();
+          continue;
+        }
+        Current on(from);
+        e = cudaDeviceEnablePeerAccess(to, 0);
+        if (e == cudaErrorPeerAccessAlreadyEnabled) {
+          cudaGetLastError();
+          e = cudaSuccess;
+        }
+        if (e == cudaSuccess) {
+          cudaMemAccessDesc access{};
+          access.location.type = cudaMemLocationTypeDevice;
+          access.location.id = from;  // the device that reads `to`'s pool memory
+          access.flags = cudaMemAccessFlagsProtReadWrite;
+          e = cudaMemPoolSetAccess(devices_[p].pool, &access, 1);
+        }
+        if (e != cudaSuccess) {
+          cudaGetLastError();
+          PRISM_LOG(kWarning) << "gpu: peer access gpu:" << d << " -> gpu:" << p
+                              << " failed: " << cuda_message(e)
+                              << " (copies between them still work, through the host if need be)";
+          continue;
+        }
+        peers_ += (peers_.empty() ? "" : ", ") + std::string("gpu:") + std::to_string(d) +
+                  "->gpu:" + std::to_string(p);
+      }
+    }
+  }
+
+  std::vector<Info> devices_;
+  std::string left_out_;
+  std::string peers_;
+  CachingPool pinned_{&pinned_block, &free_pinned_block, /*max_cached=*/kPinnedBudget};
+  CachingPool pageable_{&pageable_block, &free_pageable_block};
 };
 
 }  // namespace
@@ -264,12 +605,41 @@ DeviceBackend* make_cuda_backend(std::string* why) {
     *why = "no CUDA device (cudaGetDeviceCount found none)";
     return nullptr;
   }
+  std::string left_out;
+  CudaBackend* b = nullptr;
   try {
-    return new CudaBackend(count);
+    b = new CudaBackend(count, &left_out);
   } catch (const std::exception& ex) {
     *why = std::string("CUDA devices found but unusable: ") + ex.what();
     return nullptr;
   }
+  if (b->device_count() == 0) {
+    *why = "no usable CUDA device (" + left_out + ")";
+    delete b;
+    return nullptr;
+  }
+  if (!left_out.empty()) {
+    PRISM_LOG(kWarning) << "gpu: " << left_out;
+  }
+  g_backend = b;
+  // The CUDA runtime registered its own teardown when it initialised (above): this handler,
+  // registered later, runs before it.
+  std::atexit(&on_exit);
+  return b;
 }
 
 }  // namespace prism::gpu::internal
+
+namespace prism::gpu::kernels::cuda {
+
+void release_cached_memory() noexcept {
+  if (internal::g_backend == nullptr) return;
+  try {
+    internal::g_backend->release_cached(internal::g_backend->get_device());
+  } catch (...) {
+  }
+}
+
+bool process_exiting() noexcept { return internal::g_exiting.load(); }
+
+}  // namespace prism::gpu::kernels::cuda

@@ -1,10 +1,15 @@
 // The host backend: GPUs are logical, their memory is host memory, streams are synchronous.
+// Streams are distinct tokens (never dereferenced) so that which task uses which stream is the
+// same as on CUDA and testable here; events are null (always complete).
 //
 // Memory comes from a CachingPool (as cudaMallocAsync's pools do on CUDA), so a workload that
 // makes and drops tensors of the same sizes does not pay the kernel's page faults every time.
+#include <atomic>
+#include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <string>
+#include <vector>
 
 #include "backend.h"
 #include "caching_pool.h"
@@ -26,13 +31,18 @@ class HostBackend final : public DeviceBackend {
     return why_ + ": GPUs are logical, served by the host backend (host memory, kernels on the CPU)";
   }
   size_t device_memory(int) const noexcept override { return 0; }
+  int ordinal(int device) const noexcept override { return device; }
 
   int get_device() override { return 0; }
   void set_device(int) override {}
 
   // One pool for all logical devices and the host: it is all the same memory.
   void* allocate(int, size_t bytes, void*) override { return pool_.allocate(bytes); }
-  void free(int, void* ptr) noexcept override { pool_.free(ptr); }
+  void free(int, void* ptr, void*, const std::vector<Stream>&,
+            const std::vector<void*>&) noexcept override {
+    pool_.free(ptr);  // every use has run: host streams are synchronous
+  }
+  void release_cached(int) noexcept override {}
   void* host_allocate(size_t bytes) override { return pool_.allocate(bytes); }
   void host_free(void* ptr) noexcept override { pool_.free(ptr); }
 
@@ -43,19 +53,23 @@ class HostBackend final : public DeviceBackend {
     if (bytes > 0) std::memset(dst, 0, bytes);
   }
 
-  // Work "queued" on a host stream has run when the call returns: null handles everywhere.
-  void* stream_create(int) override { return nullptr; }
-  void stream_destroy(int, void*) noexcept override {}
+  // Work "queued" on a host stream has run when the call returns.
+  void* stream_create(int) override {
+    // A token: an odd address no allocation has, unique per stream.
+    return reinterpret_cast<void*>(next_stream_.fetch_add(2, std::memory_order_relaxed));
+  }
   void stream_synchronize(void*) override {}
   void* event_create(int) override { return nullptr; }
   void event_destroy(int, void*) noexcept override {}
   void event_record(void*, void*) override {}
   void stream_wait_event(void*, void*) override {}
   void event_synchronize(void*) override {}
+  void check_health(int, void*) noexcept override {}
 
  private:
   const std::string why_;
   CachingPool pool_{&aligned_block, &free_block};
+  std::atomic<uintptr_t> next_stream_{0x1001};  // odd: no object has this address
 };
 
 }  // namespace

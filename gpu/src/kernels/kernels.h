@@ -85,6 +85,18 @@ PRISM_GPU_KERNELS_DECLARE_FUNCTIONS
 
 namespace prism::gpu::kernels::cuda {
 PRISM_GPU_KERNELS_DECLARE_FUNCTIONS
+
+// 0 (cudaSuccess) if this build has code the current device can run (cudaFuncGetAttributes on a
+// kernel of kernels_cuda.cu), else the CUDA error (cudaErrorNoKernelImageForDevice, ...).
+int probe_device_code() noexcept;
+
+// Out-of-memory recovery for the kernels' own allocations (Thrust's temporary storage, cuBLAS):
+// waits for the current device and gives its pool's cached memory back (cuda_backend.cc).
+void release_cached_memory() noexcept;
+
+// True once the process is exiting (atexit ran): CUDA objects are left to the driver instead of
+// being destroyed after the CUDA runtime may have unloaded (cuda_backend.cc).
+bool process_exiting() noexcept;
 }  // namespace prism::gpu::kernels::cuda
 
 #undef PRISM_GPU_KERNELS_DECLARE_FUNCTIONS

@@ -9,6 +9,8 @@
 #include <cuda_runtime.h>
 #include <thrust/system/cuda/execution_policy.h>
 
+#include "kernels/kernels.h"
+
 #include <cstddef>
 #include <new>
 #include <stdexcept>
@@ -20,7 +22,7 @@ namespace prism::gpu::kernels::cuda::detail {
 class DeviceOutOfMemory : public std::bad_alloc {
  public:
   const char* what() const noexcept override {
-    return "cudaMallocAsync: out of device memory for temporary storage";
+    return "cudaMallocFromPoolAsync: out of device memory for temporary storage";
   }
 };
 
@@ -32,15 +34,26 @@ struct StreamAllocator {
   cudaStream_t stream;
 
   char* allocate(std::ptrdiff_t bytes) {
+    // The device's default pool (Prism's tensors' pool), whatever pool is current.
+    int device = 0;
+    cudaMemPool_t pool = nullptr;
+    cudaError_t err = cudaGetDevice(&device);
+    if (err == cudaSuccess) err = cudaDeviceGetDefaultMemPool(&pool, device);
     void* p = nullptr;
-    const cudaError_t err = cudaMallocAsync(&p, static_cast<size_t>(bytes), stream);
+    if (err == cudaSuccess) err = cudaMallocFromPoolAsync(&p, static_cast<size_t>(bytes), pool, stream);
+    if (err == cudaErrorMemoryAllocation) {
+      // The pool may hold freed memory the allocation could use once trimmed: once more.
+      cudaGetLastError();
+      release_cached_memory();
+      err = cudaMallocFromPoolAsync(&p, static_cast<size_t>(bytes), pool, stream);
+    }
     if (err == cudaErrorMemoryAllocation) {
       cudaGetLastError();
       throw DeviceOutOfMemory();
     }
     if (err != cudaSuccess) {
       cudaGetLastError();
-      throw std::runtime_error(std::string("cudaMallocAsync: ") + cudaGetErrorName(err) + " (" +
+      throw std::runtime_error(std::string("cudaMallocFromPoolAsync: ") + cudaGetErrorName(err) + " (" +
                                cudaGetErrorString(err) + ")");
     }
     return static_cast<char*>(p);
@@ -70,7 +83,21 @@ struct Policies {
   }
 };
 
+// The kernel whose attributes tell whether this build has code for a device.
+__global__ void probe_kernel() {}
+
 }  // namespace prism::gpu::kernels::cuda::detail
+
+namespace prism::gpu::kernels::cuda {
+
+int probe_device_code() noexcept {
+  cudaFuncAttributes attributes{};
+  const cudaError_t err = cudaFuncGetAttributes(&attributes, detail::probe_kernel);
+  if (err != cudaSuccess) cudaGetLastError();
+  return static_cast<int>(err);
+}
+
+}  // namespace prism::gpu::kernels::cuda
 
 #define PRISM_GPU_KERNELS_NS cuda
 #include "kernels/kernels_impl.inl"

@@ -8,6 +8,7 @@
 // Not for users. Thread-safe: implementations must allow calls from any thread.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 
@@ -21,12 +22,19 @@ class DeviceSupport {
   virtual int64_t device_memory(int device) = 0;
   // One line for the log: the backend and why it was chosen.
   virtual std::string describe() = 0;
-  // The calling thread starts / stops running a task granted `device` (first granted GPU), or,
-  // with device < 0, a task without GPUs inside a GPU task's run (a child task run inline by its
-  // blocked parent): its device is the host until leave(). Calls nest; leave() restores what was
-  // current before.
-  virtual void enter(int device) noexcept = 0;
+  // The calling thread starts / stops running a task granted `devices` (`count` GPU indices;
+  // the first is made current), or, with count == 0, a task without GPUs inside a GPU task's run
+  // (a child task run inline by its blocked parent): its device is the host until leave().
+  // `owner` names whose streams the task queues its work on: 0 for the thread's own, else an
+  // actor's number (new_device_owner()), whose streams all its calls share so that one call's
+  // raw kernels are ordered before the next call's. Calls nest; leave() restores what was current
+  // before. Returns false, with *why set, if a granted device has failed for good: the task must
+  // not run (leave() is still called).
+  virtual bool enter(const int* devices, size_t count, uint64_t owner,
+                     std::string* why) noexcept = 0;
   virtual void leave() noexcept = 0;
+  // The actor numbered `owner` is gone: its streams may serve others.
+  virtual void release_owner(uint64_t owner) noexcept = 0;
 
  protected:
   ~DeviceSupport() = default;
@@ -36,5 +44,17 @@ class DeviceSupport {
 // when they start.
 void install_device_support(DeviceSupport* support) noexcept;
 DeviceSupport* device_support() noexcept;
+
+// A number for an actor's device streams (DeviceSupport::enter's `owner`): never 0, unique in the
+// process.
+uint64_t new_device_owner() noexcept;
+
+// Devices that failed for good (a sticky CUDA error such as an illegal address), as reported by
+// the GPU module: schedulers stop granting them (ResourcePool::pick_gpus) wherever another device
+// could serve the request. Bit d is device d (devices 64 and above are never marked).
+void report_device_failure(int device) noexcept;
+uint64_t failed_devices() noexcept;
+// Clears the failure mask. For tests only.
+void reset_device_failures_for_testing() noexcept;
 
 }  // namespace prism::internal

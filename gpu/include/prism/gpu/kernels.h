@@ -12,8 +12,17 @@
 //
 // The element-wise, reduction and image kernels are written once with Thrust and compiled twice:
 // by nvcc for the CUDA backend and by the host compiler (THRUST_DEVICE_SYSTEM_CPP) for the host
-// backend, so their logic is tested on machines without a GPU. Float arithmetic is IEEE in both
-// (no fused multiply-add in the image kernel), so results equal a plain C++ loop bit for bit.
+// backend, so their logic is tested on machines without a GPU. Float arithmetic is IEEE in both,
+// with no fused multiply-add on either side (nvcc --fmad=false, host -ffp-contract=off). What
+// that buys, exactly:
+//  * element-wise kernels (add, axpy) and flip_crop_normalize: each element is computed by the
+//    same operations in the same order on both backends, so results are equal bit for bit (and
+//    equal a plain C++ loop compiled without contraction);
+//  * reductions (sum, trace, max_abs_diff): accumulated in double, but in a different order per
+//    backend and launch (tree vs sequential): equal within rounding, |error| <= n * 2^-52 * sum|x|;
+//  * matmul: cuBLAS (CUBLAS_DEFAULT_MATH: float stays float, no TF32) against Eigen on the host:
+//    equal within rounding of a k-term dot product (the tests allow 1e-4 relative for float32,
+//    1e-9 for float64 at their sizes), never bit for bit.
 //
 // Thread-safe: each call works on its own outputs.
 #pragma once

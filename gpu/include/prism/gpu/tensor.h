@@ -59,8 +59,11 @@ constexpr DType dtype_of() noexcept {
   else static_assert(sizeof(T) == 0, "Tensor elements are uint8_t, int32_t, int64_t, float or double");
 }
 
+class Tensor;
 namespace internal {
 class Storage;
+// The storage behind a tensor (null if undefined). Not for users: tests of the free order.
+Storage* storage_of(const Tensor& t) noexcept;
 }
 
 // Process-wide copy counters (every Prism runtime of the process), for tests and the stats.
@@ -135,6 +138,10 @@ class Tensor {
   void wait_on(Stream stream) const;
   // Blocks the calling thread until the contents are complete.
   void synchronize() const;
+  // The work queued on `stream` so far uses this tensor's memory: Prism does not free and reuse
+  // it before that work has run. Needed only for streams of your own (Prism's streams are
+  // tracked when they wait_on() the tensor); call it after queuing the last such work.
+  void record_use(Stream stream) const;
 
   // Two handles of one storage (same memory).
   bool shares_storage(const Tensor& other) const noexcept { return storage_ == other.storage_; }
@@ -142,6 +149,7 @@ class Tensor {
 
  private:
   void check_type(DType t) const;
+  friend internal::Storage* internal::storage_of(const Tensor& t) noexcept;
 
   std::shared_ptr<internal::Storage> storage_;
   std::vector<int64_t> shape_;
