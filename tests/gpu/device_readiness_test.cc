@@ -13,6 +13,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <cstdio>
 #include <memory>
 #include <set>
 #include <string>
@@ -305,6 +306,47 @@ TEST_F(CudaDeviceTest, AKernelReadsAPeersTensorThroughItsPointer) {
     out.record(s);
   }
   EXPECT_EQ(out.to_vector<float>(), std::vector<float>(1 << 20, 3.f));
+}
+#endif
+
+// A kernel that reads an illegal address leaves a sticky error: the device is marked failed, the
+// next task granted it fails at once naming it. Run in a child process (the device's context is
+// unusable afterwards), started afresh by gtest's threadsafe death-test style.
+#ifdef PRISM_GPU_CUDA
+TEST_F(CudaDeviceTest, AnIllegalAddressMarksTheDeviceFailed) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(
+      {
+        prism::Runtime rt({.num_cpus = 2, .num_gpus = 1});
+        auto bad = rt.task([] {
+                       const prism::gpu::Stream s = prism::gpu::current_stream();
+                       auto* bogus = reinterpret_cast<float*>(uintptr_t{16});
+                       prism::gpu::kernels::cuda::add(bogus, bogus, bogus, 1 << 20, s.handle());
+                       s.synchronize();  // reports the illegal address
+                       return 0;
+                     })
+                       .num_gpus(1)
+                       .remote();
+        bool threw = false;
+        try {
+          prism::get(bad, kTimeout);
+        } catch (const prism::Error&) {
+          threw = true;
+        }
+        std::string why;
+        const bool failed = prism::gpu::internal::device_failed(0, &why);
+        bool next_refused = false;
+        try {
+          prism::get(rt.task([] { return 1; }).num_gpus(1).remote(), kTimeout);
+        } catch (const prism::Error& e) {
+          next_refused = e.code() == prism::ErrorCode::kUnavailable &&
+                         std::string(e.what()).find("gpu:0 failed") != std::string::npos;
+        }
+        std::fprintf(stderr, "threw=%d failed=%d next_refused=%d why=%s\n", threw, failed,
+                     next_refused, why.c_str());
+        std::_Exit(threw && failed && next_refused ? 0 : 1);
+      },
+      ::testing::ExitedWithCode(0), "threw=1 failed=1 next_refused=1");
 }
 #endif
 
