@@ -71,6 +71,11 @@ class GpuSupport final : public prism::internal::DeviceSupport {
     }
   }
   void release_owner(uint64_t owner) noexcept override { release_owner_streams(owner); }
+  void copy_counts(uint64_t* copies, uint64_t* bytes) noexcept override {
+    const CopyStats c = copy_stats();
+    *copies = c.total();
+    *bytes = c.bytes;
+  }
 
  private:
   struct Frame {

@@ -4,8 +4,10 @@
 // cluster_test.cc (this file is part of the same test binary).
 #include <signal.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -47,7 +49,8 @@ std::vector<uint64_t> objects_here() {
   return {s.primary_objects, s.primary_bytes, s.secondary_objects, s.secondary_bytes, s.pulls,
           s.pulled_bytes};
 }
-PRISM_REMOTE(make_bytes, checksum, node_here, read_where, objects_here);
+int fails_on_purpose() { throw std::runtime_error("failed on purpose on " + prism::node_id()); }
+PRISM_REMOTE(make_bytes, checksum, node_here, read_where, objects_here, fails_on_purpose);
 
 constexpr uint64_t kKiB = 1024;
 constexpr uint64_t kMiB = 1024 * kKiB;
@@ -104,6 +107,45 @@ TEST_F(ClusterTest, ALargeObjectReadByThreeTasksOnOneNodeTravelsOnce) {
   const std::vector<uint64_t> a = objects_on("a");
   EXPECT_EQ(a[0], 1u) << "node1 keeps the primary copy";
   EXPECT_EQ(a[4], 0u) << "node1 pulled nothing";
+}
+
+TEST_F(ClusterTest, StatsCountRemoteTasksNodesAndTransfers) {
+  start(1, {{{"PRISM_RESOURCES", "a:100"}}, {{"PRISM_RESOURCES", "b:100"}}});
+  std::vector<prism::ObjectRef<std::string>> where;
+  for (int i = 0; i < 10; ++i) {
+    where.push_back(prism::task(node_here).resource(i % 2 == 0 ? "a" : "b", 1).remote());
+  }
+  for (auto& w : where) EXPECT_NE(prism::get(w, 60s), prism::node_id());
+  auto made = prism::task(make_bytes).resource("a", 1).remote(2 * kMiB, 3u);
+  EXPECT_EQ(prism::get(made, 60s).size(), 2 * kMiB);  // pulled from node1
+  auto bad = prism::task(fails_on_purpose).resource("b", 1).remote();
+  EXPECT_THROW(prism::get(bad, 60s), prism::TaskError);
+
+  const prism::Stats s = prism::stats();
+  EXPECT_EQ(s.tasks.submitted, 12u);
+  EXPECT_EQ(s.tasks.done, 11u) << "tasks that ran on other nodes count as done here";
+  EXPECT_EQ(s.tasks.failed, 1u);
+  EXPECT_EQ(s.tasks.on_other_nodes, 0u);
+  EXPECT_EQ(s.tasks.running, 0u);
+  EXPECT_EQ(s.tasks.waiting_for_resources, 0u);
+  ASSERT_EQ(s.nodes.size(), 3u);
+  EXPECT_EQ(s.nodes[0].node, prism::node_id());
+  std::vector<std::string> names{s.nodes[1].node, s.nodes[2].node};
+  std::sort(names.begin(), names.end());
+  EXPECT_EQ(names, (std::vector<std::string>{"node1", "node2"}));
+  for (size_t i = 1; i < 3; ++i) {
+    EXPECT_EQ(s.nodes[i].total.at("CPU"), 1.0);
+    EXPECT_EQ(s.nodes[i].available.at("CPU"), 1.0) << "nothing runs there any more";
+  }
+  EXPECT_GE(s.transfers.node_pulls, 1u);
+  EXPECT_GE(s.transfers.node_pulled_bytes, 2 * kMiB);
+  // The failure is kept with where it happened.
+  const std::vector<prism::TaskFailure> errors = prism::errors();
+  ASSERT_EQ(errors.size(), 1u);
+  EXPECT_EQ(errors[0].node, prism::get(where[1], 60s)) << "the node with resource b";
+  EXPECT_NE(errors[0].function.find("fails_on_purpose"), std::string::npos) << errors[0].function;
+  EXPECT_EQ(errors[0].type, "std::runtime_error");
+  EXPECT_EQ(errors[0].message, "failed on purpose on " + errors[0].node);
 }
 
 TEST_F(ClusterTest, EveryCopyIsFreedOnEveryNodeWhenTheLastRefDrops) {

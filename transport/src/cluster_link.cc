@@ -396,6 +396,44 @@ class Link final : public internal::ClusterLink {
 
   int node_count() const override { return 1 + ready_nodes_.load(std::memory_order_acquire); }
 
+  uint64_t tasks_in_flight() const override {
+    MutexLock lock(mu_);
+    uint64_t n = waiting_.size();
+    for (const auto& [id, p] : pending_) n += p.task != nullptr ? 1 : 0;
+    return n;
+  }
+
+  void add_stats(Stats* stats) const override {
+    const ObjectTable::Stats o = objects_.stats();
+    stats->objects.secondary_bytes += o.secondary_bytes;
+    stats->transfers.node_pulls += o.pulls;
+    stats->transfers.node_pulled_bytes += o.pulled_bytes;
+    stats->transfers.node_served += o.served;
+    stats->transfers.node_served_bytes += o.served_bytes;
+    MutexLock lock(mu_);
+    for (const auto& [id, p] : peers_) {
+      if (p.state != Peer::State::kReady || p.role != PeerRole::kNode) continue;
+      NodeStats n;
+      n.node = node_name(p.name);
+      n.total = resource_map(p.totals);
+      n.available = resource_map(p.totals);
+      // What this process sent there and is still held there (its own view: work the node
+      // got elsewhere is not in it).
+      for (auto& [name, amount] : resource_map(p.used)) n.available[name] -= amount;
+      stats->nodes.push_back(std::move(n));
+    }
+  }
+
+  static std::map<std::string, double> resource_map(const WireResources& r) {
+    std::map<std::string, double> m;
+    const double u = internal::kUnitsPerResource;
+    m["CPU"] = static_cast<double>(r.cpu) / u;
+    m["GPU"] = static_cast<double>(r.gpu) / u;
+    m["memory"] = static_cast<double>(r.memory);
+    for (const auto& [name, amount] : r.custom) m[name] = static_cast<double>(amount) / u;
+    return m;
+  }
+
   std::map<std::string, double> cluster_totals() const override {
     std::map<std::string, double> m;
     MutexLock lock(mu_);
@@ -1559,6 +1597,7 @@ class Link final : public internal::ClusterLink {
           auto where = std::make_shared<RemoteObject>(service_, result.object, p.peer_name);
           where->materialize = p.task->remote_materializer();
           p.task->complete_remote_value(std::move(where));  // (if cancelled: freed at once)
+          rt_->remote_task_done();
           p.task->release_run();
           return;
         }
@@ -1572,6 +1611,7 @@ class Link final : public internal::ClusterLink {
                                                                e.what())));
           return;
         }
+        rt_->remote_task_done();
         p.task->release_run();
         return;
       case CallStatus::kTaskError:

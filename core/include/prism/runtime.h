@@ -24,10 +24,12 @@
 #include <memory>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "prism/actor.h"
 #include "prism/object_ref.h"
 #include "prism/options.h"
+#include "prism/stats.h"
 #include "prism/task.h"
 
 namespace prism {
@@ -71,6 +73,9 @@ class Runtime {
   // Writes every task run so far as Chrome trace JSON (open it in Perfetto). Needs
   // InitOptions::timeline; throws prism::Error otherwise or if the file cannot be written.
   void timeline(const std::string& path) const;
+  // What the job is doing now (prism/stats.h) and its most recent task failures, oldest first.
+  Stats stats() const;
+  std::vector<TaskFailure> errors() const;
 
   internal::RuntimeCore* core() const noexcept { return core_.get(); }
 
@@ -106,5 +111,8 @@ std::map<std::string, double> cluster_resources();
 std::map<std::string, double> available_resources();
 // The current runtime's timeline (see Runtime::timeline).
 void timeline(const std::string& path);
+// The current runtime's stats and recent failures (see Runtime::stats / Runtime::errors).
+Stats stats();
+std::vector<TaskFailure> errors();
 
 }  // namespace prism

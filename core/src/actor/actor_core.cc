@@ -240,6 +240,7 @@ void ActorCore::drain() noexcept {
     if (remote == 0) {
       rt_->execute(call, &alloc_);
     } else if (ClusterLink* link = rt_->link()) {
+      rt_->counters().add(TaskCounters::kRemote);
       link->forward_actor_call(this, remote, call);  // in order; its result comes back later
     } else {
       rt_->fail_task(call, rt_->lost_error("the cluster link is gone (the runtime shut down)"));

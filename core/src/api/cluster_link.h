@@ -28,6 +28,7 @@
 #include "prism/internal/runtime_hooks.h"
 #include "prism/internal/task_record.h"
 #include "prism/options.h"
+#include "prism/stats.h"
 
 namespace prism::internal {
 
@@ -114,6 +115,14 @@ class ClusterLink {
   // if there is none (of that type).
   virtual std::shared_ptr<ActorCore> find_named_actor(const std::string& name,
                                                       const std::type_info& type) = 0;
+
+  // --- observability (prism/stats.h) ---
+  // Tasks and actor calls this process sent to other nodes whose results are not back yet
+  // (tasks waiting for a node that fits them included).
+  virtual uint64_t tasks_in_flight() const = 0;
+  // Adds what the link knows: the other nodes (their resources as this process sees them),
+  // object copies pulled here, transfers.
+  virtual void add_stats(Stats* stats) const = 0;
 };
 
 // Calls fn(entry) once `entry` is done (at once, on this thread, if it is already), keeping the

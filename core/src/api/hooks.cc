@@ -79,7 +79,9 @@ ExtrasPtr make_task_extras(RuntimeCore* rt, const TaskOptions& options,
 }
 
 void submit(TaskRecord* task) noexcept {
-  if (task->release_guard()) task->runtime()->dispatch(task);
+  RuntimeCore* rt = task->runtime();
+  rt->counters().add(TaskCounters::kSubmitted);
+  if (task->release_guard()) rt->dispatch(task);
 }
 
 void fetch_remote(ObjectEntry* entry, Deadline deadline) {

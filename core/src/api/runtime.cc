@@ -42,6 +42,8 @@ std::map<std::string, double> Runtime::available_resources() const {
 }
 const std::string& Runtime::node_id() const { return core_->node_id(); }
 void Runtime::timeline(const std::string& path) const { core_->write_timeline(path); }
+Stats Runtime::stats() const { return core_->stats(); }
+std::vector<TaskFailure> Runtime::errors() const { return core_->errors(); }
 
 void init(const InitOptions& options) {
   internal::ClusterLink* node_link = nullptr;
@@ -118,5 +120,7 @@ std::map<std::string, double> available_resources() {
 void timeline(const std::string& path) {
   internal::pin_current_runtime().get()->write_timeline(path);
 }
+Stats stats() { return internal::pin_current_runtime().get()->stats(); }
+std::vector<TaskFailure> errors() { return internal::pin_current_runtime().get()->errors(); }
 
 }  // namespace prism

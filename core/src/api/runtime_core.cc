@@ -266,6 +266,7 @@ ExtrasPtr RuntimeCore::make_extras(const TaskOptions& o, const LazyName& functio
 }
 
 void RuntimeCore::dispatch(TaskRecord* task) noexcept {
+  counters_.add(TaskCounters::kReady);
   if (ActorCore* actor = task->actor()) {
     if (task->actor_creation) {
       actor->on_create_ready(task);
@@ -282,6 +283,7 @@ void RuntimeCore::dispatch(TaskRecord* task) noexcept {
     fail_task(task, lost_error("the runtime shut down before the task ran"));
   } else if (ClusterLink* l = link(); l != nullptr && l->offer(task)) {
     // Runs on another node; the link completes or fails it.
+    counters_.add(TaskCounters::kRemote);
   } else if (l != nullptr && !runs_here(task)) {
     const ResourceRequest& request = task->request();
     fail_task(task, std::make_exception_ptr(InfeasibleError(
@@ -309,28 +311,59 @@ bool RuntimeCore::runs_here(TaskRecord* task) const {
   return scheduler_->infeasible_reason(x->request).empty();
 }
 
-void RuntimeCore::fail_task(TaskRecord* task, std::exception_ptr error) noexcept {
+void RuntimeCore::fail_task(TaskRecord* task, std::exception_ptr error, bool ran) noexcept {
   // Failing completes the task's results, which may fail dependents, which land here again:
   // queue those on this thread and process them in a loop instead of recursing.
   struct Item {
     TaskRecord* task;
     std::exception_ptr error;
+    bool ran;
   };
   thread_local std::vector<Item>* pending = nullptr;
   if (pending != nullptr) {
-    pending->push_back(Item{task, std::move(error)});
+    pending->push_back(Item{task, std::move(error), ran});
     return;
   }
   std::vector<Item> list;
-  list.push_back(Item{task, std::move(error)});
+  list.push_back(Item{task, std::move(error), ran});
   pending = &list;
   while (!list.empty()) {
     Item item = std::move(list.back());
     list.pop_back();
+    counters_.add(item.ran ? TaskCounters::kFailedRunning : TaskCounters::kFailedOther);
+    // A dependent failing with its argument's error is a cascade: only the root is kept.
+    const ObjectEntry* dep = item.task->failed_dep();
+    if (dep == nullptr || dep->error() != item.error) keep_failure(item.task, item.error);
     item.task->fail(item.error);
     item.task->release_run();
   }
   pending = nullptr;
+}
+
+void RuntimeCore::keep_failure(TaskRecord* task, const std::exception_ptr& error) noexcept {
+  try {
+    TaskFailure f;
+    f.task = task->id();
+    f.function = task->function_name();
+    f.node = node_id_;
+    f.time = std::chrono::system_clock::now();
+    try {
+      std::rethrow_exception(error);
+    } catch (const TaskError& e) {
+      f.function = e.function_name();
+      f.node = e.node_id();
+      f.type = e.type_name();
+      f.message = e.message();
+    } catch (const std::exception& e) {
+      f.type = demangle(typeid(e).name());
+      f.message = e.what();
+    } catch (...) {
+      f.type = "unknown";
+    }
+    errors_.add(std::move(f));
+  } catch (...) {
+    // Out of memory for the record: errors() misses it; the task's error is unaffected.
+  }
 }
 
 std::exception_ptr RuntimeCore::task_error(const std::exception_ptr& thrown,
@@ -375,6 +408,7 @@ void RuntimeCore::execute(TaskRecord* task, const Allocation* alloc) noexcept {
     fail_task(task, std::make_exception_ptr(Error(ErrorCode::kUnavailable, device.why())));
     return;
   }
+  counters_.add(TaskCounters::kStarted);
   auto start = Timeline::Clock::time_point{};
   if (timeline_) {
     timeline_->run_started();
@@ -404,10 +438,11 @@ void RuntimeCore::execute(TaskRecord* task, const Allocation* alloc) noexcept {
       error = std::current_exception();
     }
     if (timeline_) timeline_->run_recorded();
-    fail_task(task, std::move(error));
+    fail_task(task, std::move(error), /*ran=*/true);
     return;
   }
   if (timeline_) timeline_->run_recorded();
+  counters_.add(TaskCounters::kDone);
   task->release_run();
 }
 
@@ -472,6 +507,52 @@ std::map<std::string, double> RuntimeCore::cluster_resources() const {
   if (ClusterLink* l = link()) {
     for (const auto& [k, v] : l->cluster_totals()) m[k] += v;
   }
+  m["object_store_memory"] = static_cast<double>(store_->capacity());
+  return m;
+}
+
+Stats RuntimeCore::stats() const {
+  Stats s;
+  // Read the link's in-flight count first: a task finishing meanwhile then shows as finished
+  // rather than waiting (every derived count is clamped at zero).
+  ClusterLink* l = link();
+  const uint64_t in_flight = l != nullptr ? l->tasks_in_flight() : 0;
+  const auto c = counters_.sum();
+  const auto at = [&c](TaskCounters::Kind k) { return c[k]; };
+  const auto minus = [](uint64_t a, uint64_t b) { return a > b ? a - b : 0; };
+  const uint64_t remote = at(TaskCounters::kRemote);
+  const uint64_t remote_failed =
+      minus(minus(remote, at(TaskCounters::kRemoteDone)), in_flight);
+  const uint64_t failed_here = minus(at(TaskCounters::kFailedOther), remote_failed);
+  TaskCounts& t = s.tasks;
+  t.submitted = at(TaskCounters::kSubmitted);
+  t.waiting_for_arguments = minus(t.submitted, at(TaskCounters::kReady));
+  t.waiting_for_resources =
+      minus(at(TaskCounters::kReady), at(TaskCounters::kStarted) + remote + failed_here);
+  t.running = minus(at(TaskCounters::kStarted),
+                    at(TaskCounters::kDone) + at(TaskCounters::kFailedRunning));
+  t.on_other_nodes = in_flight;
+  t.done = at(TaskCounters::kDone) + at(TaskCounters::kRemoteDone);
+  t.failed = at(TaskCounters::kFailedRunning) + at(TaskCounters::kFailedOther);
+
+  NodeStats here;
+  here.node = node_id_;
+  here.total = cluster_resources_here();
+  here.available = available_resources();
+  s.nodes.push_back(std::move(here));
+  s.objects.objects = static_cast<uint64_t>(std::max<int64_t>(0, store_->objects()));
+  s.objects.primary_bytes = static_cast<uint64_t>(std::max<int64_t>(0, store_->used()));
+  s.objects.capacity_bytes = static_cast<uint64_t>(std::max<int64_t>(0, store_->capacity()));
+  if (DeviceSupport* d = device_support()) {
+    d->copy_counts(&s.transfers.device_copies, &s.transfers.device_copy_bytes);
+  }
+  s.threads = scheduler_->thread_count();
+  if (l != nullptr) l->add_stats(&s);
+  return s;
+}
+
+std::map<std::string, double> RuntimeCore::cluster_resources_here() const {
+  auto m = scheduler_->totals();
   m["object_store_memory"] = static_cast<double>(store_->capacity());
   return m;
 }

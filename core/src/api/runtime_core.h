@@ -21,6 +21,8 @@
 #include "prism/internal/runtime_hooks.h"
 #include "prism/internal/thread_annotations.h"
 #include "object_store/store_account.h"
+#include "observability/error_log.h"
+#include "observability/task_counters.h"
 #include "observability/timeline.h"
 #include "prism/internal/task_record.h"
 #include "prism/options.h"
@@ -68,9 +70,10 @@ class RuntimeCore final : public JobRunner {
   // Runs a task on the calling thread with its context, retries, error capture; then releases it
   // (TaskRecord::release_run).
   void execute(TaskRecord* task, const Allocation* alloc) noexcept;
-  // Fails and releases a task that will not run. Iterative: a failure that fails dependents
-  // which fail theirs does not recurse.
-  void fail_task(TaskRecord* task, std::exception_ptr error) noexcept;
+  // Fails and releases a task. Iterative: a failure that fails dependents which fail theirs
+  // does not recurse. `ran`: it started running here (for the stats). A failure that is not
+  // the cascade of a failed argument is kept in errors().
+  void fail_task(TaskRecord* task, std::exception_ptr error, bool ran = false) noexcept;
 
   // The user-facing error for an exception a task threw (TaskError naming this node).
   std::exception_ptr task_error(const std::exception_ptr& thrown, const std::string& function);
@@ -81,6 +84,17 @@ class RuntimeCore final : public JobRunner {
 
   std::map<std::string, double> cluster_resources() const;
   std::map<std::string, double> available_resources() const;
+  // This node's totals only (cluster_resources() adds the other nodes').
+  std::map<std::string, double> cluster_resources_here() const;
+
+  // Observability (prism/stats.h): counted where tasks move (submission in hooks.cc, remote
+  // tasks by the cluster link), read by stats().
+  TaskCounters& counters() noexcept { return counters_; }
+  Stats stats() const;
+  std::vector<TaskFailure> errors() const { return errors_.snapshot(); }
+  // The cluster link: a task sent to another node came back with a result (failures go
+  // through fail_task).
+  void remote_task_done() noexcept { counters_.add(TaskCounters::kRemoteDone); }
 
   // JobRunner
   void run_task(TaskRecord* task) noexcept override;
@@ -93,6 +107,7 @@ class RuntimeCore final : public JobRunner {
   bool runs_here(TaskRecord* task) const;
   void record_span(TaskRecord* task, const Allocation* alloc,
                    Timeline::Clock::time_point start) noexcept;
+  void keep_failure(TaskRecord* task, const std::exception_ptr& error) noexcept;
 
   const uint64_t owner_;
   std::string node_id_;
@@ -105,6 +120,8 @@ class RuntimeCore final : public JobRunner {
   std::shared_ptr<StoreAccount> store_;
   int64_t pool_share_ = 0;  // what this runtime added to BufferPool's capacity
   std::unique_ptr<Timeline> timeline_;  // null unless InitOptions::timeline
+  TaskCounters counters_;
+  ErrorLog errors_;
   ActorDirectory actors_;
   NodeResources totals_;
   std::unique_ptr<Scheduler> scheduler_;

@@ -35,6 +35,8 @@ class DeviceSupport {
   virtual void leave() noexcept = 0;
   // The actor numbered `owner` is gone: its streams may serve others.
   virtual void release_owner(uint64_t owner) noexcept = 0;
+  // Copies between the host and devices so far, and their bytes (for prism::stats()).
+  virtual void copy_counts(uint64_t* copies, uint64_t* bytes) noexcept = 0;
 
  protected:
   ~DeviceSupport() = default;

@@ -1,0 +1,87 @@
+// prism/stats.h — what a running job is doing, for programs and tools (Ray's
+// ray.util.state summaries and ray.error_info()).
+//
+//   prism::Stats s = prism::stats();
+//   std::printf("%llu running, %llu waiting for resources, %llu failed\n", s.tasks.running,
+//               s.tasks.waiting_for_resources, s.tasks.failed);
+//   for (const prism::TaskFailure& f : prism::errors()) std::printf("%s\n", f.message.c_str());
+//
+// The numbers are counters kept on the runtime's hot paths without locks (one shard per thread,
+// summed when asked), so they cost little per task; a snapshot taken while tasks move is
+// consistent per counter, and each derived count (running = started - finished, ...) is clamped
+// at zero. Embedded mode counts this process's tasks; in cluster mode the driver's counts cover
+// the tasks it submitted (those sent to other nodes are `on_other_nodes` until their results
+// come back), and its object and transfer figures are the cluster link's.
+//
+// Thread-safe: every function may be called from any thread.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "prism/internal/ids.h"
+
+namespace prism {
+
+// Tasks (and actor calls) by state, since the runtime started.
+struct TaskCounts {
+  uint64_t submitted = 0;
+  uint64_t waiting_for_arguments = 0;  // submitted, some argument not ready yet
+  uint64_t waiting_for_resources = 0;  // ready, queued for CPUs/GPUs/memory or a thread
+  uint64_t running = 0;                // running now (a retry counts once)
+  uint64_t on_other_nodes = 0;         // cluster driver: sent to another node, result not back
+  uint64_t done = 0;                   // finished with a result
+  uint64_t failed = 0;                 // failed: threw, or could not run (see errors())
+};
+
+// One node's resources: totals and what is free now (as cluster_resources() names them).
+struct NodeStats {
+  std::string node;
+  std::map<std::string, double> total;
+  std::map<std::string, double> available;
+};
+
+struct ObjectStats {
+  uint64_t objects = 0;           // values held in this process's object store
+  uint64_t primary_bytes = 0;     // their bytes (against object_store_bytes)
+  uint64_t capacity_bytes = 0;    // object_store_bytes
+  uint64_t secondary_bytes = 0;   // cluster: copies pulled from other nodes, held here
+  uint64_t spilled_bytes = 0;     // written to disk (no spilling yet: always 0)
+};
+
+// Data moved: copies between the host and GPUs (the GPU module's copy_stats()), and objects
+// pulled across nodes.
+struct TransferStats {
+  uint64_t device_copies = 0;
+  uint64_t device_copy_bytes = 0;
+  uint64_t node_pulls = 0;        // cluster: objects this process pulled from others
+  uint64_t node_pulled_bytes = 0;
+  uint64_t node_served = 0;       // cluster: objects this process sent to others
+  uint64_t node_served_bytes = 0;
+};
+
+struct Stats {
+  TaskCounts tasks;
+  std::vector<NodeStats> nodes;   // this node first
+  ObjectStats objects;
+  TransferStats transfers;
+  int threads = 0;                // scheduler threads started (they live until shutdown)
+};
+
+// A task that failed: what TaskError and friends say, with when and where.
+struct TaskFailure {
+  TaskId task;
+  std::string function;  // the task's name (its .name(), registered name, or callable type)
+  std::string node;
+  std::string type;      // the exception's type, e.g. "std::runtime_error", "prism::TaskCancelledError"
+  std::string message;
+  std::chrono::system_clock::time_point time;
+};
+
+// The most recent failures are kept, oldest first.
+inline constexpr size_t kMaxErrorsKept = 1000;
+
+}  // namespace prism
