@@ -32,6 +32,7 @@
 #include <vector>
 
 #include "common/check.h"
+#include "common/cluster_report.h"
 #include "common/flags.h"
 #include "common/gpu_flags.h"
 #include "common/table.h"
@@ -89,7 +90,9 @@ int main(int argc, char** argv) try {
   // The fast path must not change a single value: compare with a full decode, image 0.
   const examples::img::Tensor reference =
       images::preprocess_image(images::path(dir, 0), kSeed, /*full_decode=*/true);
+  const std::string moved = examples::cluster_traffic();  // empty on one node
   prism::shutdown();
+  if (!moved.empty()) std::printf("%s\n", moved.c_str());
 
   const double ideal = serial_s / std::max(serial_s / cpus, longest_s);
   examples::Table table({"run (" + std::to_string(cpus) + " CPUs)", "images", "seconds", "images/s",

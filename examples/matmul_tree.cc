@@ -26,6 +26,7 @@
 #include <string>
 
 #include "common/check.h"
+#include "common/cluster_report.h"
 #include "common/flags.h"
 #include "common/gpu_flags.h"
 #include "common/table.h"
@@ -77,7 +78,9 @@ int main(int argc, char** argv) try {
         [&] { many_gpu = matmul_gpu::many_gpu(n, iterations, kSeed, /*window=*/2 * cpus); });
     many_copies = examples::copies_since(before);
   }
+  const std::string moved = examples::cluster_traffic();  // empty on one node
   prism::shutdown();
+  if (!moved.empty()) std::printf("%s\n", moved.c_str());
 
   // Ideal: no schedule beats the critical path, nor the total work spread over the CPUs.
   auto ideal = [&](double serial_s, double critical_s) {

@@ -488,6 +488,9 @@ TEST_F(ClusterTest, PrismStatusShowsNodesResourcesAndTasks) {
   EXPECT_NE(out.find("node2"), std::string::npos) << out;
   EXPECT_NE(out.find("2 gadget"), std::string::npos) << out;
   EXPECT_NE(out.find("tasks running or queued there: 1"), std::string::npos) << out;
+  // The job's counts (prism::stats()): the held task is on another node.
+  EXPECT_NE(out.find("1 on other nodes"), std::string::npos) << out;
+  EXPECT_NE(out.find("objects on the driver:"), std::string::npos) << out;
   // A client is no node.
   EXPECT_EQ(prism::node_count(), 3);
   EXPECT_TRUE(prism::get(busy, 60s).rfind("node", 0) == 0);

@@ -1228,6 +1228,9 @@ class Link final : public internal::ClusterLink {
       }
       return out;
     };
+    // The job's counts (prism::stats(), errors()); taken before mu_, which stats() takes too.
+    const Stats stats = rt_->stats();
+    const std::vector<TaskFailure> failures = rt_->errors();
     auto here_total = rt_->scheduler().totals();
     auto here_free = rt_->scheduler().available();
     std::map<std::string, double> here_used;
@@ -1272,6 +1275,35 @@ class Link final : public internal::ClusterLink {
     s += "dropped messages: " + std::to_string(malformed_.load()) + " malformed, " +
          std::to_string(unauthenticated_.load()) + " unauthenticated; refused joins: " +
          std::to_string(refused_joins_.load()) + "\n";
+    const TaskCounts& t = stats.tasks;
+    s += "tasks: " + std::to_string(t.submitted) + " submitted; " +
+         std::to_string(t.waiting_for_arguments) + " waiting for arguments, " +
+         std::to_string(t.waiting_for_resources) + " waiting for resources, " +
+         std::to_string(t.running) + " running on the driver, " +
+         std::to_string(t.on_other_nodes) + " on other nodes, " + std::to_string(t.done) +
+         " done, " + std::to_string(t.failed) + " failed\n";
+    char buf[256];
+    std::snprintf(buf, sizeof buf,
+                  "objects on the driver: %llu (%.1f MiB); pulled here %llu (%.1f MiB), served "
+                  "%llu (%.1f MiB); device copies %llu (%.1f MiB); threads %d\n",
+                  static_cast<unsigned long long>(stats.objects.objects),
+                  static_cast<double>(stats.objects.primary_bytes) / (1 << 20),
+                  static_cast<unsigned long long>(stats.transfers.node_pulls),
+                  static_cast<double>(stats.transfers.node_pulled_bytes) / (1 << 20),
+                  static_cast<unsigned long long>(stats.transfers.node_served),
+                  static_cast<double>(stats.transfers.node_served_bytes) / (1 << 20),
+                  static_cast<unsigned long long>(stats.transfers.device_copies),
+                  static_cast<double>(stats.transfers.device_copy_bytes) / (1 << 20),
+                  stats.threads);
+    s += buf;
+    if (!failures.empty()) {
+      s += "recent failures (" + std::to_string(failures.size()) + " kept; the last " +
+           std::to_string(std::min<size_t>(failures.size(), 5)) + "):\n";
+      for (size_t i = failures.size() > 5 ? failures.size() - 5 : 0; i < failures.size(); ++i) {
+        const TaskFailure& f = failures[i];
+        s += "  " + f.function + " on " + f.node + ": " + f.type + ": " + f.message + "\n";
+      }
+    }
     return s;
   }
 

@@ -6,7 +6,9 @@
 //   prism status --watch [SECONDS]      refresh every SECONDS (default 2) until interrupted
 //
 // Connects as a client (not a node), proves the job's token and prints the driver's view: the
-// nodes, their shapes and the resources in use, the tasks in flight per node.
+// nodes, their shapes and the resources in use, the tasks in flight per node, the job's task
+// counts by state, objects and transfers (prism::stats()) and its latest failures
+// (prism::errors()).
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
