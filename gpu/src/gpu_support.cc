@@ -24,8 +24,16 @@ class GpuSupport final : public prism::internal::DeviceSupport {
   std::string describe() override { return "prism: " + backend_instance().describe(); }
 
   bool enter(const int* devices, size_t count, uint64_t owner, std::string* why) noexcept override {
-    Frame f;
     const int first = count > 0 ? devices[0] : -1;
+    // The frame first, so that nothing is changed when there is no memory for it.
+    try {
+      frames().push_back(Frame{});
+    } catch (...) {
+      ++unpushed();  // leave() restores nothing for this call
+      if (why != nullptr) *why = "out of memory entering a GPU task";
+      return false;
+    }
+    Frame& f = frames().back();
     f.task = set_task_devices(TaskDevices{Device::gpu(first), count > 0 ? owner : 0});
     bool ok = true;
     try {
@@ -41,15 +49,6 @@ class GpuSupport final : public prism::internal::DeviceSupport {
       } catch (...) {
         // A device that cannot be made current: the task's own CUDA calls will report it.
       }
-    }
-    try {
-      frames().push_back(f);
-    } catch (...) {
-      // Out of memory: the task does not run; leave() restores from the saved state.
-      set_task_devices(f.task);
-      ++unpushed();
-      if (why != nullptr) *why = "out of memory entering a GPU task";
-      return false;
     }
     return ok;
   }
@@ -86,7 +85,8 @@ class GpuSupport final : public prism::internal::DeviceSupport {
     thread_local std::vector<Frame> f;
     return f;
   }
-  // enter() calls that could not push their frame (nesting keeps them last).
+  // enter() calls that could not push their frame and changed nothing (nesting keeps them
+  // last).
   static int& unpushed() {
     thread_local int n = 0;
     return n;
