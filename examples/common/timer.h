@@ -3,7 +3,7 @@
 //   examples::Timer t;
 //   work();
 //   double s = t.seconds();                        // since construction (or the last reset)
-//   double s2 = examples::time_seconds([] { more_work(); });
+//   double s2 = examples::time_seconds([] { more_work(); });   // with a progress line on a tty
 //
 // Thread-compatible: one Timer per thread.
 #pragma once
@@ -11,6 +11,8 @@
 #include <chrono>
 #include <thread>
 #include <utility>
+
+#include "progress.h"
 
 namespace examples {
 
@@ -26,9 +28,11 @@ class Timer {
   std::chrono::steady_clock::time_point start_;
 };
 
-// Runs f() and returns how long it took, in seconds.
+// Runs f() and returns how long it took, in seconds. On a terminal a progress line shows the
+// time so far and the job's task counts meanwhile (progress.h; quiet otherwise).
 template <typename F>
-double time_seconds(F&& f) {
+double time_seconds(F&& f, const char* what = "working") {
+  Progress shown(what);
   Timer t;
   std::forward<F>(f)();
   return t.seconds();
