@@ -20,6 +20,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <exception>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -60,12 +61,18 @@ class Progress {
       std::string line = label_ + ": " + std::to_string(static_cast<int>(s * 10) / 10) + "." +
                          std::to_string(static_cast<int>(s * 10) % 10) + " s";
       if (prism::is_initialized()) {
-        const prism::TaskCounts t = prism::stats().tasks;
-        line += "; tasks: " + std::to_string(t.done) + " done, " + std::to_string(t.running) +
-                " running, " + std::to_string(t.waiting_for_arguments + t.waiting_for_resources) +
-                " waiting";
-        if (t.on_other_nodes > 0) line += ", " + std::to_string(t.on_other_nodes) + " on other nodes";
-        if (t.failed > 0) line += ", " + std::to_string(t.failed) + " failed";
+        try {
+          const prism::TaskCounts t = prism::stats().tasks;
+          line += "; tasks: " + std::to_string(t.done) + " done, " + std::to_string(t.running) +
+                  " running, " +
+                  std::to_string(t.waiting_for_arguments + t.waiting_for_resources) + " waiting";
+          if (t.on_other_nodes > 0) {
+            line += ", " + std::to_string(t.on_other_nodes) + " on other nodes";
+          }
+          if (t.failed > 0) line += ", " + std::to_string(t.failed) + " failed";
+        } catch (const std::exception&) {
+          // The runtime stopped between the two calls: the time alone.
+        }
       }
       std::fprintf(stderr, "\r\033[K%s", line.c_str());
       std::fflush(stderr);
