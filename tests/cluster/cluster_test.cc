@@ -162,8 +162,16 @@ TEST_F(ClusterTest, ATaskNoNodeFitsWaitsForOneToJoin) {
   auto r = prism::task(node_of_gadget_task).resource("gadget", 1).remote();
   auto [ready, pending] = prism::wait(std::vector{r}, 1, 200ms);
   EXPECT_TRUE(ready.empty()) << "it ran without a gadget";
+  EXPECT_EQ(prism::stats().tasks.on_other_nodes, 1u) << "a task waiting for a node is counted there";
   add_node({{"PRISM_RESOURCES", "gadget:1"}});
   EXPECT_EQ(prism::get(r, 60s), "node1 with gadget");
+  // Dispatched twice (waiting, then sent), counted once.
+  const prism::TaskCounts t = prism::stats().tasks;
+  EXPECT_EQ(t.submitted, 1u);
+  EXPECT_EQ(t.done, 1u);
+  EXPECT_EQ(t.waiting_for_arguments, 0u);
+  EXPECT_EQ(t.waiting_for_resources, 0u);
+  EXPECT_EQ(t.on_other_nodes, 0u);
 }
 
 TEST_F(ClusterTest, ArgumentsResultsAndChainsCrossNodes) {
@@ -256,6 +264,14 @@ TEST_F(ClusterTest, ActorsArePlacedByTheirResourcesAndCalledInOrder) {
   std::vector<int> history = prism::get(account.task(&Account::history).remote(), 60s);
   ASSERT_EQ(history.size(), 50u);
   for (int i = 1; i <= 50; ++i) EXPECT_EQ(history[static_cast<size_t>(i - 1)], i);
+  // The stats count the placed actor's creation and its calls as done there.
+  {
+    const prism::TaskCounts t = prism::stats().tasks;
+    EXPECT_EQ(t.submitted, 53u) << "creation, where, 50 deposits, history";
+    EXPECT_EQ(t.done, 53u);
+    EXPECT_EQ(t.waiting_for_resources, 0u);
+    EXPECT_EQ(t.on_other_nodes, 0u);
+  }
   // A ref argument (resolved here, sent there).
   auto amount = prism::task(add).remote(2, 3);
   EXPECT_EQ(prism::get(account.task(&Account::deposit).remote(amount), 60s), expected + 5);

@@ -6,7 +6,6 @@
 
 #include <atomic>
 #include <chrono>
-#include <set>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -114,20 +113,18 @@ TEST(StatsTest, FailuresAreKeptWithTheirCauseAndCascadesAreNot) {
 TEST(StatsTest, ErrorsKeepTheMostRecentOnly) {
   prism::Runtime rt({.num_cpus = 2});
   const size_t n = prism::kMaxErrorsKept + 100;
-  std::vector<prism::ObjectRef<int>> refs;
+  // One at a time, so that the order of the failures is known.
   for (size_t i = 0; i < n; ++i) {
-    refs.push_back(rt.task([i]() -> int { throw std::runtime_error(std::to_string(i)); }).remote());
+    auto r = rt.task([i]() -> int { throw std::runtime_error(std::to_string(i)); }).remote();
+    EXPECT_ANY_THROW(prism::get(r, kTimeout));
   }
-  for (auto& r : refs) EXPECT_ANY_THROW(prism::get(r, kTimeout));
   const std::vector<prism::TaskFailure> errors = rt.errors();
   ASSERT_EQ(errors.size(), prism::kMaxErrorsKept);
   EXPECT_EQ(rt.stats().tasks.failed, n);
-  // Distinct failures, the oldest dropped: tasks on two CPUs fail nearly in submission order, so
-  // none of the first ones is kept (a margin of 50 for reordering; the cut is at 100).
-  std::set<size_t> kept;
-  for (const auto& f : errors) kept.insert(std::stoul(f.message));
-  EXPECT_EQ(kept.size(), prism::kMaxErrorsKept);
-  EXPECT_GE(*kept.begin(), size_t{50});
+  // The oldest 100 were dropped; the rest are kept in order.
+  for (size_t k = 0; k < errors.size(); ++k) {
+    ASSERT_EQ(errors[k].message, std::to_string(n - prism::kMaxErrorsKept + k));
+  }
 }
 
 TEST(StatsTest, ObjectStoreAndNodeResources) {

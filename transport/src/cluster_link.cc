@@ -522,6 +522,8 @@ class Link final : public internal::ClusterLink {
     const uint64_t key = msg.actor;
     send(peer, Message(std::move(msg)));
     // Sent before the actor can forward its first call (the same peer's queue keeps the order).
+    rt_->counters().add(internal::TaskCounters::kRemote);  // placed there: done, for the stats
+    rt_->remote_task_done();
     create->release_run();
     actor->become_remote(key);
     return true;
@@ -1770,7 +1772,10 @@ class Link final : public internal::ClusterLink {
         }
       }
     }
-    for (TaskRecord* t : ready) rt_->dispatch(t);
+    for (TaskRecord* t : ready) {
+      rt_->counters().add(internal::TaskCounters::kRequeued);
+      rt_->dispatch(t);
+    }
   }
 
   // The job ends: waiting tasks fail; the timer thread stops.

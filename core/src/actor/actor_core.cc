@@ -87,6 +87,7 @@ void ActorCore::on_create_ready(TaskRecord* create) noexcept {
       creating_ = false;
       const bool fin = should_finalize_locked();
       lock.unlock();
+      rt_->counters().add(TaskCounters::kFailedOther);  // never built (for the stats)
       create->release_run();
       if (fin) finalize();
       return;
@@ -114,6 +115,7 @@ void ActorCore::run_creation(Job& job) noexcept {
       creating_ = false;
       const bool fin = should_finalize_locked();
       lock.unlock();
+      rt_->counters().add(TaskCounters::kFailedOther);  // never built (for the stats)
       create->release_run();  // the job's allocation is released by the scheduler
       if (fin) finalize();
       return;

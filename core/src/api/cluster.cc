@@ -240,6 +240,7 @@ void run_served_call(RuntimeCore* rt, const ResourceRequest& request, std::strin
   }
   auto* task = new ServedCall(rt, ExtrasPtr(std::move(extras)), std::move(name), std::move(body),
                               std::move(on_fail));
+  rt->counters().add(TaskCounters::kSubmitted);
   if (task->release_guard()) rt->dispatch(task);
 }
 

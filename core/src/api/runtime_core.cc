@@ -520,15 +520,17 @@ Stats RuntimeCore::stats() const {
   const auto c = counters_.sum();
   const auto at = [&c](TaskCounters::Kind k) { return c[k]; };
   const auto minus = [](uint64_t a, uint64_t b) { return a > b ? a - b : 0; };
-  const uint64_t remote = at(TaskCounters::kRemote);
+  // A task dispatched twice (it waited for a node that fits) counts once.
+  const uint64_t requeued = at(TaskCounters::kRequeued);
+  const uint64_t ready = minus(at(TaskCounters::kReady), requeued);
+  const uint64_t remote = minus(at(TaskCounters::kRemote), requeued);
   const uint64_t remote_failed =
       minus(minus(remote, at(TaskCounters::kRemoteDone)), in_flight);
   const uint64_t failed_here = minus(at(TaskCounters::kFailedOther), remote_failed);
   TaskCounts& t = s.tasks;
   t.submitted = at(TaskCounters::kSubmitted);
-  t.waiting_for_arguments = minus(t.submitted, at(TaskCounters::kReady));
-  t.waiting_for_resources =
-      minus(at(TaskCounters::kReady), at(TaskCounters::kStarted) + remote + failed_here);
+  t.waiting_for_arguments = minus(t.submitted, ready);
+  t.waiting_for_resources = minus(ready, at(TaskCounters::kStarted) + remote + failed_here);
   t.running = minus(at(TaskCounters::kStarted),
                     at(TaskCounters::kDone) + at(TaskCounters::kFailedRunning));
   t.on_other_nodes = in_flight;

@@ -26,7 +26,10 @@ class TaskCounters {
     kFailedRunning,  // started here, then failed
     kFailedOther,    // failed without running here (a failed argument, cancelled, shut down...)
     kRemote,         // sent to another node
-    kRemoteDone,     // a task sent to another node came back with a result
+    kRemoteDone,     // a task sent to another node came back with a result (or, an actor's
+                     // creation, was placed there)
+    kRequeued,       // given back to dispatch() a second time (a task that waited for a node):
+                     // its second kReady and kRemote are not new
     kKinds
   };
   static constexpr size_t kShards = 64;
