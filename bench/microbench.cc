@@ -546,6 +546,9 @@ int main(int argc, char** argv) {
   prism::init({.num_cpus = static_cast<double>(cpus)});
   bench::Report report("microbench", flags);
   report.fact("prism_num_cpus", std::to_string(cpus));
+  // PRISM_DASHBOARD=127.0.0.1:0 measures the rows with a dashboard on (it records every run's
+  // span for its live timeline).
+  report.fact("dashboard", prism::dashboard_url().empty() ? "off" : "on");
 #ifdef PRISM_HAVE_TBB
   report.fact("peer", "oneTBB (interface " + std::to_string(TBB_INTERFACE_VERSION) +
                           "), default arena (" + std::to_string(tbb::info::default_concurrency()) +

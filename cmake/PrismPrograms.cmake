@@ -1,11 +1,13 @@
-# prism_add_programs(<prefix> [GPU <name> ...] [OPTIONAL <imported-target> <DEFINE> ...])
+# prism_add_programs(<prefix> [GPU <name> ...] [CLUSTER <name> ...] [DASHBOARD <name> ...]
+#                    [OPTIONAL <imported-target> <DEFINE> ...])
 #
 # Builds every <name>.cc in the calling folder as its own program <name> (target
 # <prefix>_<name>), linking Prism::prism; the programs named after GPU (which include
-# <prism/gpu.h>) link Prism::gpu as well. Each OPTIONAL pair links the imported target when it
+# <prism/gpu.h>) link Prism::gpu as well, those named after CLUSTER and DASHBOARD the cluster
+# and dashboard components when they were built. Each OPTIONAL pair links the imported target when it
 # was found and defines the macro (e.g. PRISM_HAVE_EIGEN3=1) so the program can tell.
 function(prism_add_programs prefix)
-  cmake_parse_arguments(ARG "" "" "GPU;CLUSTER;OPTIONAL" ${ARGN})
+  cmake_parse_arguments(ARG "" "" "GPU;CLUSTER;DASHBOARD;OPTIONAL" ${ARGN})
   file(GLOB sources CONFIGURE_DEPENDS "${CMAKE_CURRENT_SOURCE_DIR}/*.cc")
   foreach(src IN LISTS sources)
     get_filename_component(name "${src}" NAME_WE)
@@ -21,6 +23,10 @@ function(prism_add_programs prefix)
     # cluster module is built; embedded otherwise.
     if(name IN_LIST ARG_CLUSTER AND TARGET prism_cluster)
       target_link_libraries(${target} PRIVATE Prism::cluster)
+    endif()
+    # Programs that serve a dashboard when asked (PRISM_DASHBOARD=host:port).
+    if(name IN_LIST ARG_DASHBOARD AND TARGET prism_dashboard)
+      target_link_libraries(${target} PRIVATE Prism::dashboard)
     endif()
     set(deps ${ARG_OPTIONAL})
     while(deps)

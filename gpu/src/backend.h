@@ -81,6 +81,10 @@ class DeviceBackend {
   // After a kernel on `stream` of `device` failed: marks the device failed if the error is a
   // sticky one (the device's context is unusable for the rest of the process).
   virtual void check_health(int device, void* stream) noexcept = 0;
+
+  // A named range on the calling thread for profilers (CUDA: NVTX push/pop; host: nothing).
+  virtual void range_push(const char* name) noexcept = 0;
+  virtual void range_pop() noexcept = 0;
 };
 
 // The process's backend: CUDA when built with it and a device is usable, else host. Never null;

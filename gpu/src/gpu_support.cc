@@ -52,6 +52,8 @@ class GpuSupport final : public prism::internal::DeviceSupport {
     }
     return ok;
   }
+  void task_begin(const char* name) noexcept override { backend_instance().range_push(name); }
+  void task_end() noexcept override { backend_instance().range_pop(); }
   void leave() noexcept override {
     if (unpushed() > 0) {
       --unpushed();

@@ -1,5 +1,6 @@
 // Cluster mode end to end: a driver (this test process) and node processes (this executable
 // started with PRISM_ADDRESS) on loopback. Every wait has a deadline; every child is reaped.
+#include <poll.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -7,6 +8,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
 #include <numeric>
 #include <set>
 #include <stdexcept>
@@ -16,6 +18,10 @@
 
 #include <gtest/gtest.h>
 #include <prism/prism.h>
+
+#if defined(PRISM_TEST_DASHBOARD)
+#include <httplib.h>
+#endif
 
 #include "cluster_fixture.h"
 #include "cluster_link.h"
@@ -56,7 +62,14 @@ std::pair<int, std::string> nested_sum(int n) {
 }
 void nothing(int) {}
 std::tuple<int, int> divmod(int a, int b) { return {a / b, a % b}; }
-PRISM_REMOTE(where_after, add, scale, greet, fails, nested_sum, nothing, divmod);
+// Prints `marker` on stdout and stderr where it runs.
+std::string say(const std::string& marker) {
+  std::printf("%s on stdout\n", marker.c_str());
+  std::fflush(stdout);
+  std::fprintf(stderr, "%s on stderr\n", marker.c_str());
+  return prism::node_id();
+}
+PRISM_REMOTE(where_after, add, scale, greet, fails, nested_sum, nothing, divmod, say);
 
 // Where it ran, and whether that node declared a gadget.
 // An actor that can live on any node.
@@ -525,6 +538,136 @@ TEST_F(ClusterTest, PrismStatusShowsNodesResourcesAndTasks) {
                  &status);
   EXPECT_NE(status, 0) << refused;
   EXPECT_NE(refused.find("token"), std::string::npos) << refused;
+}
+
+#if defined(PRISM_TEST_DASHBOARD)
+// The driver's dashboard shows the whole job: every node with its resources. PRISM_DASHBOARD
+// reaches the nodes too (they inherit the environment) and they serve none.
+TEST_F(ClusterTest, TheDriversDashboardShowsEveryNode) {
+  struct Env {
+    Env() { setenv("PRISM_DASHBOARD", "127.0.0.1:0", 1); }
+    ~Env() { unsetenv("PRISM_DASHBOARD"); }
+  } env;
+  start(1, {{{"PRISM_RESOURCES", "gadget:2"}}, {}});
+  const std::string url = prism::dashboard_url();
+  const size_t colon = url.rfind(':');
+  const size_t slash = url.find('/', colon);
+  const size_t token_at = url.find("?token=");
+  ASSERT_TRUE(colon != std::string::npos && slash != std::string::npos &&
+              token_at != std::string::npos)
+      << url;
+  EXPECT_EQ(prism::get(prism::task(where_after).resource("gadget", 1).remote(0), 60s).rfind("node", 0),
+            0u);
+  httplib::Client client("127.0.0.1", std::stoi(url.substr(colon + 1, slash - colon - 1)));
+  client.set_read_timeout(30);
+  auto r = client.Get("/api/summary", {{"Authorization", "Bearer " + url.substr(token_at + 7)}});
+  ASSERT_TRUE(r);
+  ASSERT_EQ(r->status, 200);
+  EXPECT_NE(r->body.find("\"role\":\"driver\""), std::string::npos) << r->body;
+  EXPECT_NE(r->body.find("{\"node\":\"node0\""), std::string::npos) << r->body;
+  EXPECT_NE(r->body.find("{\"node\":\"node1\""), std::string::npos) << r->body;
+  EXPECT_NE(r->body.find("{\"node\":\"node2\""), std::string::npos) << r->body;
+  EXPECT_NE(r->body.find("\"gadget\":2"), std::string::npos) << r->body;
+  EXPECT_NE(r->body.find("\"done\":1"), std::string::npos) << r->body;
+}
+#endif
+
+// What a task prints on a node reaches the driver's stdout and stderr, each line prefixed with
+// the node (as Ray shows its workers' output).
+TEST_F(ClusterTest, WhatTasksPrintOnNodesReachesTheDriverPrefixed) {
+  start(1, {{{"PRISM_RESOURCES", "gadget:1"}}});
+  // This process's stdout and stderr into one pipe for the length of the test, read with a
+  // deadline; put back whatever happens.
+  struct Redirect {
+    int saved[2] = {dup(1), dup(2)};
+    int pipe_fd[2] = {-1, -1};
+    Redirect() {
+      std::fflush(nullptr);
+      if (pipe(pipe_fd) != 0) return;
+      dup2(pipe_fd[1], 1);
+      dup2(pipe_fd[1], 2);
+      close(pipe_fd[1]);
+    }
+    ~Redirect() {
+      std::fflush(nullptr);
+      dup2(saved[0], 1);
+      dup2(saved[1], 2);
+      close(saved[0]);
+      close(saved[1]);
+      if (pipe_fd[0] >= 0) close(pipe_fd[0]);
+    }
+  };
+  const std::string marker = "marker-" + std::to_string(getpid());
+  std::string seen;
+  std::string where;
+  bool both = false;
+  {
+    Redirect r;
+    ASSERT_GE(r.pipe_fd[0], 0);
+    where = prism::get(prism::task(say).resource("gadget", 1).remote(marker), 60s);
+    const std::string out = "(" + where + ") " + marker + " on stdout\n";
+    const std::string err = "(" + where + ") " + marker + " on stderr\n";
+    const auto deadline = std::chrono::steady_clock::now() + 30s;
+    while (!both) {
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+          deadline - std::chrono::steady_clock::now());
+      if (left.count() <= 0) break;
+      pollfd p{r.pipe_fd[0], POLLIN, 0};
+      if (poll(&p, 1, static_cast<int>(left.count())) <= 0) continue;
+      char buf[4096];
+      const ssize_t n = read(r.pipe_fd[0], buf, sizeof buf);
+      if (n <= 0) break;
+      seen.append(buf, static_cast<size_t>(n));
+      both = seen.find(out) != std::string::npos && seen.find(err) != std::string::npos;
+    }
+  }
+  EXPECT_EQ(where.rfind("node", 0), 0u);
+  EXPECT_TRUE(both) << "the driver printed: " << seen;
+  // Nothing the node printed reached the driver without its prefix.
+  EXPECT_EQ(seen.find("\n" + marker), std::string::npos) << seen;
+  EXPECT_NE(seen.rfind(marker, 0), 0u) << seen;
+}
+
+// prism::timeline on the driver holds every node's runs too: one process row per node.
+TEST_F(ClusterTest, TheTimelineHasEveryNodesRuns) {
+  struct Env {
+    Env() { setenv("PRISM_TIMELINE", "1", 1); }  // (the nodes inherit it: they record too)
+    ~Env() { unsetenv("PRISM_TIMELINE"); }
+  } env;
+  const auto began = std::chrono::steady_clock::now();
+  start(1, {{{"PRISM_RESOURCES", "gadget:1"}}});
+  std::vector<prism::ObjectRef<std::string>> there;
+  for (int i = 0; i < 3; ++i) there.push_back(prism::task(where_after).resource("gadget", 1).remote(20));
+  std::string node;
+  for (auto& r : there) node = prism::get(r, 60s);
+  ASSERT_EQ(node.rfind("node", 0), 0u);
+  const double elapsed_us =
+      std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - began).count();
+  const std::string path = job_dir_ + "/timeline.json";
+  prism::timeline(path);
+  std::ifstream in(path);
+  const std::string json((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  EXPECT_NE(json.find("\"args\":{\"name\":\"prism node node0\"}"), std::string::npos) << json;
+  EXPECT_NE(json.find("\"pid\":2,\"args\":{\"name\":\"prism node " + node + "\"}"),
+            std::string::npos)
+      << json;
+  // The node's three runs, in its row, each within this test's span of the driver's clock.
+  size_t runs = 0;
+  for (size_t at = json.find("{\"name\":\"where_after\""); at != std::string::npos;
+       at = json.find("{\"name\":\"where_after\"", at + 1)) {
+    const std::string event = json.substr(at, json.find('}', at) - at);
+    EXPECT_NE(event.find("\"pid\":2,"), std::string::npos) << event;
+    const size_t ts_at = event.find("\"ts\":");
+    const size_t dur_at = event.find("\"dur\":");
+    ASSERT_NE(ts_at, std::string::npos);
+    const double ts = std::stod(event.substr(ts_at + 5));
+    const double dur = std::stod(event.substr(dur_at + 6));
+    EXPECT_GE(ts, 0) << event;
+    EXPECT_GE(dur, 15000) << event;  // it slept 20 ms
+    EXPECT_LE(ts + dur, elapsed_us + 1000) << event;
+    ++runs;
+  }
+  EXPECT_EQ(runs, 3u) << json;
 }
 
 // Polls (bounded) for a file another process writes.

@@ -21,9 +21,11 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstddef>
+#include <fstream>
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <sstream>
 #include <string>
 #include <thread>
 
@@ -155,6 +157,21 @@ inline bool eventually(const std::function<bool()>& pred,
     std::this_thread::yield();
   }
   return true;
+}
+
+// A file's whole text ("" if it cannot be read).
+inline std::string read_file(const std::string& path) {
+  std::ifstream in(path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// How many times `what` occurs in `s` (overlaps counted).
+inline size_t count_of(const std::string& s, const std::string& what) {
+  size_t n = 0;
+  for (size_t at = s.find(what); at != std::string::npos; at = s.find(what, at + 1)) ++n;
+  return n;
 }
 
 // Starts the global runtime for each test and stops it afterwards.

@@ -1,12 +1,15 @@
 // prism::timeline(path): Chrome trace JSON of the tasks a runtime ran.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <chrono>
 #include <cstdio>
 #include <fstream>
 #include <sstream>
 #include <string>
 #include <unistd.h>
 
+#include "observability/timeline.h"
 #include "prism/prism.h"
 #include "test_util.h"
 
@@ -27,18 +30,8 @@ std::string temp_path(const char* name) {
   return "/tmp/prism_timeline_test_" + std::to_string(getpid()) + "_" + name + ".json";
 }
 
-std::string read_file(const std::string& path) {
-  std::ifstream in(path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-size_t count(const std::string& s, const std::string& what) {
-  size_t n = 0;
-  for (size_t pos = s.find(what); pos != std::string::npos; pos = s.find(what, pos + 1)) ++n;
-  return n;
-}
+using prism_test::read_file;
+size_t count(const std::string& s, const std::string& what) { return prism_test::count_of(s, what); }
 
 TEST(Timeline, RecordsEveryTaskRunWithItsNameAndDevice) {
   prism::Runtime rt({.num_cpus = 2, .num_gpus = 1, .timeline = true});
@@ -76,6 +69,46 @@ TEST(Timeline, IsAnErrorWhenRecordingIsOffOrTheFileCannotBeWritten) {
   }
   prism::Runtime on({.num_cpus = 1, .timeline = true});
   EXPECT_THROW(on.timeline("/nonexistent-dir/prism/timeline.json"), prism::Error);
+}
+
+TEST(Timeline, ABoundedTimelineKeepsTheNewestSpansInOrder) {
+  using prism::internal::Timeline;
+  Timeline ring(3);
+  EXPECT_FALSE(ring.keeps_everything());
+  const auto t0 = Timeline::Clock::now();
+  for (int i = 0; i < 5; ++i) {
+    Timeline::Span s;
+    s.name = "s" + std::to_string(i);
+    s.start = t0 + std::chrono::milliseconds(10 * i);
+    s.end = s.start + std::chrono::milliseconds(5);
+    ring.record(s);
+    EXPECT_EQ(ring.size(), static_cast<size_t>(std::min(i + 1, 3)));
+  }
+  auto all = ring.recent(t0, 100);
+  ASSERT_EQ(all.size(), 3u);
+  EXPECT_EQ(all[0].name, "s2");
+  EXPECT_EQ(all[1].name, "s3");
+  EXPECT_EQ(all[2].name, "s4");
+  // Only the spans that ended at or after `since`, and at most `max` (the newest).
+  auto late = ring.recent(t0 + std::chrono::milliseconds(36), 100);  // s3 ended at 35
+  ASSERT_EQ(late.size(), 1u);
+  EXPECT_EQ(late[0].name, "s4");
+  auto two = ring.recent(t0, 2);
+  ASSERT_EQ(two.size(), 2u);
+  EXPECT_EQ(two[0].name, "s3");
+  Timeline everything;
+  EXPECT_TRUE(everything.keeps_everything());
+}
+
+TEST(Timeline, ADashboardWithoutItsComponentIsAClearError) {
+  // prism_core_tests does not link Prism::dashboard.
+  try {
+    prism::Runtime rt({.num_cpus = 1, .dashboard = "127.0.0.1:0"});
+    FAIL() << "a dashboard was promised without the component that serves it";
+  } catch (const prism::Error& e) {
+    EXPECT_EQ(e.code(), prism::ErrorCode::kUnavailable);
+    EXPECT_NE(std::string(e.what()).find("Prism::dashboard"), std::string::npos) << e.what();
+  }
 }
 
 }  // namespace

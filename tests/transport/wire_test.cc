@@ -309,6 +309,38 @@ TEST(WireTest, ObjectMessagesRoundTrip) {
   EXPECT_TRUE(round_trip(ObjectFreeMsg{}, MsgType::kObjectFree).objects.empty());
 }
 
+TEST(WireTest, OutputClockAndSpansRoundTrip) {
+  const OutputMsg out = round_trip(OutputMsg{2, "line one\nline two\n"}, MsgType::kOutput);
+  EXPECT_EQ(out.stream, 2);
+  EXPECT_EQ(out.text, "line one\nline two\n");
+  // Only stdout (1) and stderr (2).
+  expect_error(frame(MsgType::kOutput, Bytes().u8(3).str("x\n").get()),
+               DecodeError::kMalformedBody);
+  const ClockPingMsg ping = round_trip(ClockPingMsg{-5}, MsgType::kClockPing);
+  EXPECT_EQ(ping.driver_ns, -5);
+  const ClockPongMsg pong = round_trip(ClockPongMsg{7, 1234567890123}, MsgType::kClockPong);
+  EXPECT_EQ(pong.driver_ns, 7);
+  EXPECT_EQ(pong.node_ns, 1234567890123);
+  EXPECT_EQ(round_trip(SpansQueryMsg{9}, MsgType::kSpansQuery).call_id, 9u);
+  SpansReplyMsg reply;
+  reply.call_id = 3;
+  reply.recording = true;
+  reply.spans.push_back(WireSpan{"f", 11, 2, 100, 250, -1});
+  reply.spans.push_back(WireSpan{"g \"x\"", 12, 3, -100, 50, 1});
+  const SpansReplyMsg back = round_trip(reply, MsgType::kSpansReply);
+  EXPECT_EQ(back.call_id, 3u);
+  EXPECT_TRUE(back.recording);
+  ASSERT_EQ(back.spans.size(), 2u);
+  EXPECT_EQ(back.spans[1].name, "g \"x\"");
+  EXPECT_EQ(back.spans[1].start_ns, -100);
+  EXPECT_EQ(back.spans[1].gpu, 1);
+  EXPECT_EQ(back.spans[0].gpu, -1);
+  EXPECT_EQ(back.spans[0].task, 11u);
+  // A count larger than the body could hold is refused before anything is allocated.
+  expect_error(frame(MsgType::kSpansReply, Bytes().u64(1).u8(1).u32(1000000).get()),
+               DecodeError::kMalformedBody);
+}
+
 TEST(WireTest, ObjectReferencesOutsideTheArgsAreRefused) {
   // A reference must name an object (not 0), land inside the inline args, in order.
   auto call_with = [](const std::vector<WireObjectRef>& refs) {
@@ -387,7 +419,7 @@ TEST(WireTest, StatusReplyRoundTrips) {
 
 TEST(WireTest, HeaderLayoutIsExact) {
   const std::string expected =
-      std::string("PRSM") + '\x02' + '\x07' + std::string(2, '\0') + std::string(4, '\0') +
+      std::string("PRSM") + '\x03' + '\x07' + std::string(2, '\0') + std::string(4, '\0') +
       std::string(4, '\0');
   EXPECT_EQ(encode_one(ShutdownMsg{}), expected);
 }
@@ -559,7 +591,8 @@ TEST(WireTest, BadMagic) {
 TEST(WireTest, BadVersion) {
   expect_error(header(7, 0, kWireMagic, /*version=*/0), DecodeError::kBadVersion);
   expect_error(header(7, 0, kWireMagic, /*version=*/1), DecodeError::kBadVersion);
-  expect_error(header(7, 0, kWireMagic, /*version=*/3), DecodeError::kBadVersion);
+  expect_error(header(7, 0, kWireMagic, /*version=*/2), DecodeError::kBadVersion);
+  expect_error(header(7, 0, kWireMagic, /*version=*/4), DecodeError::kBadVersion);
   expect_error(header(7, 0, kWireMagic, /*version=*/255), DecodeError::kBadVersion);
 }
 
@@ -581,11 +614,11 @@ TEST(WireTest, OversizedLength) {
 }
 
 TEST(WireTest, UnknownType) {
-  for (int type : {0, 17, 18, 128, 255}) {
+  for (int type : {0, 22, 23, 128, 255}) {
     expect_error(header(static_cast<uint8_t>(type), 0), DecodeError::kUnknownType);
   }
   // split_frames stops there too.
-  EXPECT_EQ(split_frames(header(17, 0), [](std::string_view) {}), DecodeError::kUnknownType);
+  EXPECT_EQ(split_frames(header(22, 0), [](std::string_view) {}), DecodeError::kUnknownType);
 }
 
 // A Call body up to (not including) its request's custom-resource count.

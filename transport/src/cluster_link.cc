@@ -3,6 +3,10 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <climits>
+#include <cstdlib>
 #include <atomic>
 #include <cstdint>
 #include <cstdio>
@@ -22,12 +26,14 @@
 #include "api/runtime_core.h"
 #include "api/runtime_registry.h"
 #include "auth.h"
+#include "clock_offset.h"
 #include "common/event.h"
 #include "common/log.h"
 #include "job_dir.h"
 #include "prism/serialize.h"
 #include "launcher.h"
 #include "object_table.h"
+#include "output_forwarder.h"
 #include "prism/errors.h"
 #include "prism/internal/buffer_pool.h"
 #include "prism/internal/thread_annotations.h"
@@ -163,6 +169,13 @@ struct Peer {
   std::string name;  // "node3 (host pid 1234)"
   WireResources totals;
   WireResources used;  // requests of the calls in flight there
+  ClockOffset clock;  // driver: the node's steady clock minus ours
+};
+
+// Driver: a kSpansQuery waiting for a node's kSpansReply. The reply is written before `done`.
+struct SpanQuery {
+  internal::Event done;
+  SpansReplyMsg reply;
 };
 
 struct Pending {
@@ -279,6 +292,7 @@ class Link final : public internal::ClusterLink {
   }
 
   ~Link() override {
+    output_.stop();  // its reader sends through comm_
     Link* self = this;
     g_link.compare_exchange_strong(self, nullptr);
     {
@@ -451,6 +465,7 @@ class Link final : public internal::ClusterLink {
   }
 
   void shutdown() noexcept override {
+    output_.stop();  // (node) what was printed so far goes out first
     std::vector<Pending> lost;
     std::vector<PeerId> nodes;
     {
@@ -798,6 +813,30 @@ class Link final : public internal::ClusterLink {
       }
       internal::futex_wait(&changes_, seen, deadline);
     }
+    start_forwarding_output();
+  }
+
+  // Node: what its tasks print reaches the driver's terminal (PRISM_FORWARD_OUTPUT=0: stays
+  // here).
+  void start_forwarding_output() {
+    const char* env = std::getenv("PRISM_FORWARD_OUTPUT");
+    if (env != nullptr && std::string(env) == "0") return;
+    const bool started = output_.start([this](int stream, const std::string& text) {
+      PeerId driver = 0;
+      {
+        MutexLock lock(mu_);
+        if (job_ended_ || driver_lost_ || shut_down_) return false;
+        driver = driver_;
+      }
+      std::string frame;
+      try {
+        encode(OutputMsg{static_cast<uint8_t>(stream), text}, &frame);
+      } catch (...) {
+        return false;
+      }
+      return comm_->send(driver, std::move(frame));
+    });
+    if (!started) PRISM_LOG(kWarning) << "cluster: cannot forward this node's output (no pipes)";
   }
 
   void changed() {
@@ -1063,6 +1102,23 @@ class Link final : public internal::ClusterLink {
         return;
       }
     }
+    if (auto* out = std::get_if<OutputMsg>(&msg)) {
+      if (config_.role == ClusterRole::kDriver && is_node(peer)) return on_output(peer, *out);
+    } else if (auto* ping = std::get_if<ClockPingMsg>(&msg)) {
+      if (config_.role == ClusterRole::kNode && peer == driver_id()) {
+        return send(peer, ClockPongMsg{ping->driver_ns, steady_ns()});
+      }
+    } else if (auto* pong = std::get_if<ClockPongMsg>(&msg)) {
+      if (config_.role == ClusterRole::kDriver && is_node(peer)) return on_clock_pong(peer, *pong);
+    } else if (auto* query = std::get_if<SpansQueryMsg>(&msg)) {
+      if (config_.role == ClusterRole::kNode && peer == driver_id()) {
+        return on_spans_query(peer, *query);
+      }
+    } else if (auto* reply = std::get_if<SpansReplyMsg>(&msg)) {
+      if (config_.role == ClusterRole::kDriver && is_node(peer)) {
+        return on_spans_reply(std::move(*reply));
+      }
+    }
     if (std::holds_alternative<ShutdownMsg>(msg)) return on_shutdown(peer);
     if (std::holds_alternative<StatusQueryMsg>(msg)) return on_status_query(peer);
     unauthenticated_.fetch_add(1, std::memory_order_relaxed);  // nothing a peer should send us
@@ -1159,6 +1215,7 @@ class Link final : public internal::ClusterLink {
     }
     send(peer, welcome);
     if (auth.role == PeerRole::kNode) {
+      send(peer, ClockPingMsg{steady_ns()});  // (the first of a few: on_clock_pong)
       ready_nodes_.fetch_add(1, std::memory_order_acq_rel);
       PRISM_LOG(kInfo) << "cluster: node" << welcome.node_index << " joined (" << who << ")";
     }
@@ -1201,6 +1258,146 @@ class Link final : public internal::ClusterLink {
     }
     fail_join("cluster: the driver at " + driver_address_ + " refused this node: " +
               refused.reason);
+  }
+
+  // ---- output, clocks and spans ----
+
+  static int64_t steady_ns() {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(
+               internal::Timeline::Clock::now().time_since_epoch())
+        .count();
+  }
+
+  // Driver: a node's printed lines, each prefixed with the node, on our stdout or stderr (one
+  // write, so lines from different nodes do not interleave within a line).
+  void on_output(PeerId peer, const OutputMsg& out) {
+    std::string prefix;
+    {
+      MutexLock lock(mu_);
+      auto it = peers_.find(peer);
+      if (it == peers_.end()) return;
+      prefix = "(node" + std::to_string(it->second.index) + ") ";
+    }
+    std::string text;
+    text.reserve(out.text.size() + 16 * prefix.size());
+    size_t at = 0;
+    while (at < out.text.size()) {
+      size_t end = out.text.find('\n', at);
+      end = end == std::string::npos ? out.text.size() : end + 1;
+      text += prefix;
+      text.append(out.text, at, end - at);
+      at = end;
+    }
+    if (!text.empty() && text.back() != '\n') text.push_back('\n');
+    const int fd = out.stream == 2 ? STDERR_FILENO : STDOUT_FILENO;
+    for (size_t done = 0; done < text.size();) {
+      const ssize_t n = ::write(fd, text.data() + done, text.size() - done);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) break;
+      done += static_cast<size_t>(n);
+    }
+  }
+
+  // Driver: the node's clock offset (clock_offset.h), from eight pings sent one after another.
+  void on_clock_pong(PeerId peer, const ClockPongMsg& pong) {
+    static constexpr int kClockSamples = 8;
+    const int64_t now = steady_ns();
+    bool again = false;
+    {
+      MutexLock lock(mu_);
+      auto it = peers_.find(peer);
+      if (it == peers_.end()) return;
+      ClockOffset& c = it->second.clock;
+      c.add(pong.driver_ns, pong.node_ns, now);
+      again = c.samples() < kClockSamples;
+    }
+    if (again) send(peer, ClockPingMsg{steady_ns()});
+  }
+
+  // Node: the spans this runtime kept (none if it records no timeline), newest last, at most
+  // kMaxSpansSent (a reply must fit in one message).
+  void on_spans_query(PeerId peer, const SpansQueryMsg& query) {
+    static constexpr size_t kMaxSpansSent = 1000000;
+    SpansReplyMsg reply;
+    reply.call_id = query.call_id;
+    reply.recording = rt_->records_timeline();
+    for (const internal::Timeline::Span& s :
+         rt_->recent_spans(internal::Timeline::Clock::time_point::min(), kMaxSpansSent)) {
+      WireSpan w;
+      w.name = s.name;
+      w.task = s.task_sequence;
+      w.thread = s.thread;
+      w.start_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(s.start.time_since_epoch())
+                       .count();
+      w.end_ns =
+          std::chrono::duration_cast<std::chrono::nanoseconds>(s.end.time_since_epoch()).count();
+      w.gpu = s.gpus.empty() ? -1 : s.gpus.front();
+      reply.spans.push_back(std::move(w));
+    }
+    send(peer, Message(std::move(reply)));
+  }
+
+  void on_spans_reply(SpansReplyMsg reply) {
+    std::shared_ptr<SpanQuery> q;
+    {
+      MutexLock lock(mu_);
+      auto it = span_queries_.find(reply.call_id);
+      if (it == span_queries_.end()) return;  // too late: the caller gave up
+      q = it->second;
+      span_queries_.erase(it);
+    }
+    q->reply = std::move(reply);
+    q->done.set();
+  }
+
+  std::vector<NodeSpans> gather_spans(Deadline deadline,
+                                      std::vector<std::string>* missing) override {
+    struct Asked {
+      PeerId peer;
+      uint64_t call_id;
+      std::string node;
+      int64_t offset;
+      std::shared_ptr<SpanQuery> query;
+    };
+    std::vector<Asked> asked;
+    {
+      MutexLock lock(mu_);
+      if (config_.role != ClusterRole::kDriver) return {};
+      for (auto& [id, p] : peers_) {
+        if (p.state != Peer::State::kReady || p.role != PeerRole::kNode) continue;
+        auto q = std::make_shared<SpanQuery>();
+        const uint64_t call_id = next_call_++;
+        span_queries_.emplace(call_id, q);
+        asked.push_back({id, call_id, "node" + std::to_string(p.index), p.clock.offset_ns(), q});
+      }
+    }
+    for (const Asked& a : asked) send(a.peer, SpansQueryMsg{a.call_id});
+    std::vector<NodeSpans> out;
+    for (Asked& a : asked) {
+      if (!a.query->done.wait_until(deadline)) {
+        MutexLock lock(mu_);
+        span_queries_.erase(a.call_id);
+        if (missing != nullptr) missing->push_back(a.node);
+        continue;
+      }
+      NodeSpans n;
+      n.node = a.node;
+      n.recording = a.query->reply.recording;
+      n.clock_offset_ns = a.offset;
+      for (const WireSpan& w : a.query->reply.spans) {
+        internal::Timeline::Span s;
+        s.name = w.name;
+        s.task_sequence = w.task;
+        s.thread = w.thread;
+        // Node clock -> ours.
+        s.start = internal::Timeline::Clock::time_point(std::chrono::nanoseconds(w.start_ns - a.offset));
+        s.end = internal::Timeline::Clock::time_point(std::chrono::nanoseconds(w.end_ns - a.offset));
+        if (w.gpu >= 0) s.gpus.push_back(w.gpu);
+        n.spans.push_back(std::move(s));
+      }
+      out.push_back(std::move(n));
+    }
+    return out;
   }
 
   void on_shutdown(PeerId peer) {
@@ -1969,6 +2166,7 @@ class Link final : public internal::ClusterLink {
   std::unordered_map<ActorId, uint64_t> exported_ PRISM_GUARDED_BY(mu_);
   std::map<uint64_t, Relay> relays_ PRISM_GUARDED_BY(mu_);  // driver: node calls relayed
   std::map<uint64_t, std::shared_ptr<Lookup>> lookups_ PRISM_GUARDED_BY(mu_);  // node
+  std::map<uint64_t, std::shared_ptr<SpanQuery>> span_queries_ PRISM_GUARDED_BY(mu_);  // driver
   int next_index_ PRISM_GUARDED_BY(mu_) = 1;
   std::vector<Waiting> waiting_ PRISM_GUARDED_BY(mu_);  // driver: tasks no node fits yet
   bool stop_timer_ PRISM_GUARDED_BY(mu_) = false;
@@ -1994,6 +2192,7 @@ class Link final : public internal::ClusterLink {
   ObjectTable objects_;
   Mutex bind_mu_;  // one registration per local entry (Transfer::by_reference)
   const std::shared_ptr<ObjectService> service_ = std::make_shared<ObjectService>();
+  OutputForwarder output_;  // node: stdout and stderr to the driver (stopped before comm_ goes)
   // Last: destroyed first (see ~Link). Set once in the constructor, before any peer exists.
   std::unique_ptr<UcxComm> comm_;
 };

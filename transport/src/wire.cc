@@ -34,7 +34,7 @@ static_assert(kReservedAt + 4 == kHeaderBytes);
 
 bool known_type(uint8_t type) noexcept {
   return type >= static_cast<uint8_t>(MsgType::kHello) &&
-         type <= static_cast<uint8_t>(MsgType::kObjectFree);
+         type <= static_cast<uint8_t>(MsgType::kSpansReply);
 }
 
 // The wire type of each message struct.
@@ -54,6 +54,11 @@ MsgType type_of(const ActorLookupMsg&) { return MsgType::kActorLookup; }
 MsgType type_of(const ObjectPullMsg&) { return MsgType::kObjectPull; }
 MsgType type_of(const ObjectDataMsg&) { return MsgType::kObjectData; }
 MsgType type_of(const ObjectFreeMsg&) { return MsgType::kObjectFree; }
+MsgType type_of(const OutputMsg&) { return MsgType::kOutput; }
+MsgType type_of(const ClockPingMsg&) { return MsgType::kClockPing; }
+MsgType type_of(const ClockPongMsg&) { return MsgType::kClockPong; }
+MsgType type_of(const SpansQueryMsg&) { return MsgType::kSpansQuery; }
+MsgType type_of(const SpansReplyMsg&) { return MsgType::kSpansReply; }
 
 const char* type_name(MsgType type) {
   switch (type) {
@@ -73,6 +78,11 @@ const char* type_name(MsgType type) {
     case MsgType::kObjectPull: return "ObjectPull";
     case MsgType::kObjectData: return "ObjectData";
     case MsgType::kObjectFree: return "ObjectFree";
+    case MsgType::kOutput: return "Output";
+    case MsgType::kClockPing: return "ClockPing";
+    case MsgType::kClockPong: return "ClockPong";
+    case MsgType::kSpansQuery: return "SpansQuery";
+    case MsgType::kSpansReply: return "SpansReply";
   }
   return "?";
 }
@@ -211,6 +221,34 @@ void write_body(Writer* w, const ObjectDataMsg& m) {
 void write_body(Writer* w, const ObjectFreeMsg& m) {
   w->count(m.objects.size());
   for (uint64_t o : m.objects) w->u64(o);
+}
+
+void write_body(Writer* w, const OutputMsg& m) {
+  w->u8(m.stream);
+  w->str(m.text);
+}
+
+void write_body(Writer* w, const ClockPingMsg& m) { w->u64(static_cast<uint64_t>(m.driver_ns)); }
+
+void write_body(Writer* w, const ClockPongMsg& m) {
+  w->u64(static_cast<uint64_t>(m.driver_ns));
+  w->u64(static_cast<uint64_t>(m.node_ns));
+}
+
+void write_body(Writer* w, const SpansQueryMsg& m) { w->u64(m.call_id); }
+
+void write_body(Writer* w, const SpansReplyMsg& m) {
+  w->u64(m.call_id);
+  w->u8(m.recording ? 1 : 0);
+  w->count(m.spans.size());
+  for (const WireSpan& s : m.spans) {
+    w->str(s.name);
+    w->u64(s.task);
+    w->u32(static_cast<uint32_t>(s.thread));
+    w->u64(static_cast<uint64_t>(s.start_ns));
+    w->u64(static_cast<uint64_t>(s.end_ns));
+    w->u32(static_cast<uint32_t>(s.gpu));
+  }
 }
 
 void write_body(Writer*, const ShutdownMsg&) {}
@@ -445,6 +483,51 @@ bool read_body(Reader* r, ObjectFreeMsg* m) {
   return true;
 }
 
+bool read_body(Reader* r, OutputMsg* m) {
+  return r->u8(&m->stream) && (m->stream == 1 || m->stream == 2) && r->str(&m->text);
+}
+
+bool read_body(Reader* r, ClockPingMsg* m) {
+  uint64_t v = 0;
+  if (!r->u64(&v)) return false;
+  m->driver_ns = static_cast<int64_t>(v);
+  return true;
+}
+
+bool read_body(Reader* r, ClockPongMsg* m) {
+  uint64_t a = 0, b = 0;
+  if (!r->u64(&a) || !r->u64(&b)) return false;
+  m->driver_ns = static_cast<int64_t>(a);
+  m->node_ns = static_cast<int64_t>(b);
+  return true;
+}
+
+bool read_body(Reader* r, SpansQueryMsg* m) { return r->u64(&m->call_id); }
+
+bool read_body(Reader* r, SpansReplyMsg* m) {
+  uint8_t recording = 0;
+  uint32_t n = 0;
+  // The smallest span: an empty name (4) + task (8) + thread (4) + times (16) + gpu (4).
+  if (!r->u64(&m->call_id) || !r->u8(&recording) || recording > 1 || !r->count(36, &n)) {
+    return false;
+  }
+  m->recording = recording == 1;
+  m->spans.resize(n);
+  for (WireSpan& s : m->spans) {
+    uint32_t thread = 0, gpu = 0;
+    uint64_t start = 0, end = 0;
+    if (!r->str(&s.name) || !r->u64(&s.task) || !r->u32(&thread) || !r->u64(&start) ||
+        !r->u64(&end) || !r->u32(&gpu)) {
+      return false;
+    }
+    s.thread = static_cast<int32_t>(thread);
+    s.start_ns = static_cast<int64_t>(start);
+    s.end_ns = static_cast<int64_t>(end);
+    s.gpu = static_cast<int32_t>(gpu);
+  }
+  return true;
+}
+
 bool read_body(Reader*, ShutdownMsg*) { return true; }
 bool read_body(Reader*, StatusQueryMsg*) { return true; }
 bool read_body(Reader* r, StatusReplyMsg* m) { return r->str(&m->text); }
@@ -498,6 +581,11 @@ std::optional<Message> read_message(MsgType type, std::string_view body) {
     case MsgType::kObjectPull: return read_whole_body<ObjectPullMsg>(body);
     case MsgType::kObjectData: return read_whole_body<ObjectDataMsg>(body);
     case MsgType::kObjectFree: return read_whole_body<ObjectFreeMsg>(body);
+    case MsgType::kOutput: return read_whole_body<OutputMsg>(body);
+    case MsgType::kClockPing: return read_whole_body<ClockPingMsg>(body);
+    case MsgType::kClockPong: return read_whole_body<ClockPongMsg>(body);
+    case MsgType::kSpansQuery: return read_whole_body<SpansQueryMsg>(body);
+    case MsgType::kSpansReply: return read_whole_body<SpansReplyMsg>(body);
   }
   return std::nullopt;  // unreachable: check_header refused unknown types
 }

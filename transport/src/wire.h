@@ -31,7 +31,7 @@
 namespace prism::cluster {
 
 inline constexpr uint32_t kWireMagic = 0x4D535250;
-inline constexpr uint8_t kWireVersion = 2;
+inline constexpr uint8_t kWireVersion = 3;
 inline constexpr size_t kHeaderBytes = 16;
 // Bodies above this are refused (values larger than the inline threshold travel in part 2's
 // transfers; until then a task's arguments or result must fit in one frame).
@@ -56,6 +56,11 @@ enum class MsgType : uint8_t {
   kObjectPull = 14,   // a holder is asked for an object's bytes (answered by a kObjectData)
   kObjectData = 15,   // an object's bytes, or why they cannot be had
   kObjectFree = 16,   // driver -> node: the last ref dropped; free these copies
+  kOutput = 17,       // node -> driver: lines its tasks printed (stdout or stderr)
+  kClockPing = 18,    // driver -> node: the driver's clock (answered by a kClockPong)
+  kClockPong = 19,    // node -> driver: the ping's time and the node's clock when it came
+  kSpansQuery = 20,   // driver -> node: send the spans of your task runs (kSpansReply)
+  kSpansReply = 21,   // node -> driver: the spans (node clock)
 };
 
 // A resource amount in core's units (CPU/GPU in 1/10000, memory in bytes).
@@ -176,6 +181,39 @@ struct ObjectFreeMsg {
   std::vector<uint64_t> objects;
 };
 
+struct OutputMsg {
+  uint8_t stream = 1;  // 1: stdout, 2: stderr
+  std::string text;    // whole lines, each ending in '\n'
+};
+
+struct ClockPingMsg {
+  int64_t driver_ns = 0;  // the driver's steady clock when it sent the ping
+};
+
+struct ClockPongMsg {
+  int64_t driver_ns = 0;  // the ping's
+  int64_t node_ns = 0;    // the node's steady clock when the ping arrived
+};
+
+struct SpansQueryMsg {
+  uint64_t call_id = 0;
+};
+
+struct WireSpan {
+  std::string name;
+  uint64_t task = 0;
+  int32_t thread = 0;
+  int64_t start_ns = 0;  // the node's steady clock
+  int64_t end_ns = 0;
+  int32_t gpu = -1;      // the first GPU, -1: none
+};
+
+struct SpansReplyMsg {
+  uint64_t call_id = 0;
+  bool recording = false;  // false: the node keeps no timeline (its InitOptions::timeline is off)
+  std::vector<WireSpan> spans;
+};
+
 struct ShutdownMsg {};
 struct StatusQueryMsg {};
 struct StatusReplyMsg {
@@ -185,7 +223,8 @@ struct StatusReplyMsg {
 using Message = std::variant<HelloMsg, AuthMsg, WelcomeMsg, RefusedMsg, CallMsg, ResultMsg,
                              ShutdownMsg, StatusQueryMsg, StatusReplyMsg, ActorCreateMsg,
                              ActorCallMsg, ActorKillMsg, ActorLookupMsg, ObjectPullMsg,
-                             ObjectDataMsg, ObjectFreeMsg>;
+                             ObjectDataMsg, ObjectFreeMsg, OutputMsg, ClockPingMsg, ClockPongMsg,
+                             SpansQueryMsg, SpansReplyMsg>;
 
 // Appends one whole frame (header + body) for `msg` to `out`.
 void encode(const Message& msg, std::string* out);

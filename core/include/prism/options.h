@@ -50,6 +50,12 @@ struct InitOptions {
   // Record every task's span (name, thread, start, end, GPUs) for prism::timeline(path). Costs a
   // few hundred nanoseconds per task, so it is off by default.
   bool timeline = false;
+  // "host:port" (port 0: one from the OS) where a web dashboard of this runtime is served
+  // (README "Dashboard"); empty: none. Needs the dashboard component (Prism::dashboard). The
+  // login URL, with its one-time token, is printed to stderr and returned by dashboard_url().
+  // PRISM_DASHBOARD overrides it for prism::init() ("off": none). Cluster nodes serve none:
+  // the driver's dashboard shows the whole job.
+  std::string dashboard = {};
   // Upper bound on worker threads (threads grow on demand: blocked tasks lend their CPU slot,
   // actors run concurrently). 0: 4096.
   int max_threads = 0;

@@ -76,6 +76,8 @@ class Runtime {
   // What the job is doing now (prism/stats.h) and its most recent task failures, oldest first.
   Stats stats() const;
   std::vector<TaskFailure> errors() const;
+  // The dashboard's login URL (InitOptions::dashboard), empty if there is none.
+  std::string dashboard_url() const;
 
   internal::RuntimeCore* core() const noexcept { return core_.get(); }
 
@@ -114,5 +116,7 @@ void timeline(const std::string& path);
 // The current runtime's stats and recent failures (see Runtime::stats / Runtime::errors).
 Stats stats();
 std::vector<TaskFailure> errors();
+// The current runtime's dashboard login URL (see Runtime::dashboard_url).
+std::string dashboard_url();
 
 }  // namespace prism

@@ -25,6 +25,7 @@
 #include <string>
 #include <vector>
 
+#include "observability/timeline.h"
 #include "prism/internal/runtime_hooks.h"
 #include "prism/internal/task_record.h"
 #include "prism/options.h"
@@ -123,6 +124,18 @@ class ClusterLink {
   // Adds what the link knows: the other nodes (their resources as this process sees them),
   // object copies pulled here, transfers.
   virtual void add_stats(Stats* stats) const = 0;
+
+  // Driver: every other node's spans (the runs it recorded: its InitOptions::timeline or
+  // PRISM_TIMELINE=1), on this process's clock (offsets measured when each node joined). A node
+  // that does not answer by the deadline is left out (named in `missing`).
+  struct NodeSpans {
+    std::string node;             // "node1"
+    bool recording = false;       // false: that node keeps no timeline
+    int64_t clock_offset_ns = 0;  // that node's steady clock minus this one's
+    std::vector<Timeline::Span> spans;
+  };
+  virtual std::vector<NodeSpans> gather_spans(Deadline deadline,
+                                              std::vector<std::string>* missing) = 0;
 };
 
 // Calls fn(entry) once `entry` is done (at once, on this thread, if it is already), keeping the

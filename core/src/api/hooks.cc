@@ -363,6 +363,24 @@ std::string demangle(const char* mangled) {
   return out;
 }
 
+std::string demangle_type_name(const char* mangled) {
+  // The timeline asks for the names of lambdas and functors on every run it records: each thread
+  // keeps its recent ones, by the address of the typeid name (static storage, one per type).
+  struct Cached {
+    const char* mangled;
+    std::string name;
+  };
+  thread_local std::vector<Cached> cache;
+  for (const Cached& c : cache) {
+    if (c.mangled == mangled) return c.name;
+  }
+  std::string name = demangle(mangled);
+  constexpr size_t kCached = 16;
+  if (cache.size() == kCached) cache.erase(cache.begin());
+  cache.push_back({mangled, name});
+  return name;
+}
+
 namespace {
 // The text of an exception not derived from std::exception, where it has one: a thrown string's
 // characters, a number's value.

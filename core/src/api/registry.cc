@@ -1,3 +1,5 @@
+#include <atomic>
+#include <cstdint>
 #include <cstring>
 #include <map>
 #include <string>
@@ -26,6 +28,10 @@ struct Registry {
   std::map<std::string, ActorCtorInvoker> actor_ctors PRISM_GUARDED_BY(mu);
 };
 
+// Bumped (release) after every registration: a thread's cache of name lookups made before it
+// is stale.
+std::atomic<uint64_t> g_generation{0};
+
 Registry& registry() {
   static Registry* r = new Registry;  // never destroyed: used from static initializers
   return *r;
@@ -53,6 +59,7 @@ void register_function(const std::string& name, const FunctionKey& key, bool thr
   auto it = r.by_name.find(name);
   if (it == r.by_name.end()) {
     r.by_name.emplace(name, Registered{key, invoker, type != nullptr ? type : "", method_invoker});
+    g_generation.fetch_add(1, std::memory_order_release);
     return;
   }
   if (same_key(it->second.key, key)) return;  // registering the same callable again is fine
@@ -63,12 +70,38 @@ void register_function(const std::string& name, const FunctionKey& key, bool thr
 
 std::string registered_name(const FunctionKey& key) {
   if (key.size == 0) return {};
-  Registry& r = registry();
-  MutexLock lock(r.mu);
-  for (const auto& [name, reg] : r.by_name) {
-    if (same_key(reg.key, key)) return name;
+  // The timeline and the dashboard name every run: each thread keeps its recent lookups (a few
+  // functions run over and over), dropped when anything registers. A lookup that raced with a
+  // registration is cached under the generation read before it, so the next call drops it.
+  struct Cached {
+    FunctionKey key;
+    std::string name;
+  };
+  thread_local std::vector<Cached> cache;
+  thread_local uint64_t cached_generation = ~uint64_t{0};
+  const uint64_t generation = g_generation.load(std::memory_order_acquire);
+  if (generation != cached_generation) {
+    cache.clear();
+    cached_generation = generation;
   }
-  return {};
+  for (const Cached& c : cache) {
+    if (same_key(c.key, key)) return c.name;
+  }
+  std::string found;
+  {
+    Registry& r = registry();
+    MutexLock lock(r.mu);
+    for (const auto& [name, reg] : r.by_name) {
+      if (same_key(reg.key, key)) {
+        found = name;
+        break;
+      }
+    }
+  }
+  constexpr size_t kCached = 16;
+  if (cache.size() == kCached) cache.erase(cache.begin());
+  cache.push_back({key, found});
+  return found;
 }
 
 bool find_registered(const std::string& name, FunctionKey* key, RemoteInvoker* invoker,

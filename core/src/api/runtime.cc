@@ -44,6 +44,7 @@ const std::string& Runtime::node_id() const { return core_->node_id(); }
 void Runtime::timeline(const std::string& path) const { core_->write_timeline(path); }
 Stats Runtime::stats() const { return core_->stats(); }
 std::vector<TaskFailure> Runtime::errors() const { return core_->errors(); }
+std::string Runtime::dashboard_url() const { return core_->dashboard_url(); }
 
 void init(const InitOptions& options) {
   internal::ClusterLink* node_link = nullptr;
@@ -122,5 +123,6 @@ void timeline(const std::string& path) {
 }
 Stats stats() { return internal::pin_current_runtime().get()->stats(); }
 std::vector<TaskFailure> errors() { return internal::pin_current_runtime().get()->errors(); }
+std::string dashboard_url() { return internal::pin_current_runtime().get()->dashboard_url(); }
 
 }  // namespace prism

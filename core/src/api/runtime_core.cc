@@ -6,6 +6,7 @@
 #include <climits>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <random>
 #include <thread>
 #include <utility>
@@ -109,6 +110,29 @@ NodeResources node_resources(const InitOptions& o) {
   return r;
 }
 
+// Where the dashboard listens: InitOptions::dashboard, PRISM_DASHBOARD for the global runtime
+// ("off" turns it off); none on a cluster node. Throws if one is asked for and the program
+// lacks the dashboard component.
+std::string dashboard_address(const InitOptions& options, bool global, ClusterRole role) {
+  std::string address = options.dashboard;
+  if (const char* env = global ? std::getenv("PRISM_DASHBOARD") : nullptr; env && *env) {
+    address = std::string(env) == "off" ? "" : env;
+  }
+  if (address.empty()) return address;
+  if (role == ClusterRole::kNode) {
+    PRISM_LOG(kInfo) << "no dashboard on a node: the driver's shows the whole job";
+    return {};
+  }
+  if (dashboard_module() == nullptr) {
+    throw Error(ErrorCode::kUnavailable,
+                "prism: a dashboard was asked for (" + address +
+                    ") but the program was built without Prism's dashboard component: link "
+                    "Prism::dashboard (find_package(Prism COMPONENTS dashboard)), or unset "
+                    "PRISM_DASHBOARD / InitOptions::dashboard");
+  }
+  return address;
+}
+
 }  // namespace
 
 RuntimeCore::RuntimeCore(const InitOptions& given_options, bool global)
@@ -137,7 +161,16 @@ RuntimeCore::RuntimeCore(const InitOptions& given_options, bool global)
   }
   if (cluster.role != ClusterRole::kEmbedded) cluster_module()->prepare(&cluster, &options);
   set_log_level(options.log_level);
-  if (options.timeline) timeline_ = std::make_unique<Timeline>();
+  const std::string dashboard = dashboard_address(options, global, cluster.role);
+  // PRISM_TIMELINE=1 records too (for nodes started apart from the driver's program options).
+  if (const char* env = global ? std::getenv("PRISM_TIMELINE") : nullptr; env && *env) {
+    options.timeline = std::string(env) != "0";
+  }
+  if (options.timeline) {
+    timeline_ = std::make_unique<Timeline>();
+  } else if (!dashboard.empty()) {
+    timeline_ = std::make_unique<Timeline>(kDashboardSpans);  // the live view's newest spans
+  }
   totals_ = node_resources(options);
   const NodeResources& totals = totals_;
   const int64_t store_bytes = options.object_store_bytes < 0
@@ -163,6 +196,18 @@ RuntimeCore::RuntimeCore(const InitOptions& given_options, bool global)
       throw;
     }
   }
+  if (!dashboard.empty()) {
+    try {
+      dashboard_ = dashboard_module()->start(this, dashboard);
+    } catch (...) {
+      shutdown();
+      retire_runtime(ref_);
+      throw;
+    }
+    // Asked for explicitly: printed whatever the log level (as Jupyter prints its URL).
+    std::fprintf(stderr, "prism: dashboard of %s: %s\n", node_id_.c_str(),
+                 dashboard_->url().c_str());
+  }
   PRISM_LOG(kInfo) << "runtime " << node_id_ << " started: " << totals.cpu / kUnitsPerResource
                    << " CPUs";
 }
@@ -186,6 +231,8 @@ void RuntimeCore::shutdown() {
   }
   MutexLock once(shutdown_mu_);
   if (stopped_) return;  // idempotent
+  // First: its requests read the scheduler and the link, which stop below.
+  if (dashboard_) dashboard_->stop();
   stopping_.store(true, std::memory_order_seq_cst);
   // Nodes learn that the job ended; calls in flight elsewhere fail (their dependents too).
   if (ClusterLink* l = link()) l->shutdown();
@@ -414,8 +461,20 @@ void RuntimeCore::execute(TaskRecord* task, const Allocation* alloc) noexcept {
     timeline_->run_started();
     start = Timeline::Clock::now();
   }
+  // A GPU task's runs are named for profilers (NVTX ranges on CUDA).
+  DeviceSupport* const annotate =
+      alloc != nullptr && !alloc->gpus.empty() ? device_support() : nullptr;
+  std::string gpu_task_name;
+  if (annotate != nullptr) {
+    try {
+      gpu_task_name = task->function_name();
+    } catch (...) {
+    }
+  }
   for (;;) {
+    if (annotate != nullptr) annotate->task_begin(gpu_task_name.c_str());
     std::exception_ptr thrown = task->run();
+    if (annotate != nullptr) annotate->task_end();
     if (timeline_) {
       record_span(task, alloc, start);  // one span per attempt
       start = Timeline::Clock::now();
@@ -462,13 +521,36 @@ void RuntimeCore::record_span(TaskRecord* task, const Allocation* alloc,
   }
 }
 
+std::vector<Timeline::Span> RuntimeCore::recent_spans(Timeline::Clock::time_point since,
+                                                      size_t max) const {
+  return timeline_ ? timeline_->recent(since, max) : std::vector<Timeline::Span>{};
+}
+
 void RuntimeCore::write_timeline(const std::string& path) const {
-  if (!timeline_) {
+  if (!timeline_ || !timeline_->keeps_everything()) {
     throw Error(ErrorCode::kInvalidArgument,
                 "prism::timeline: recording is off; start the runtime with "
                 "InitOptions{.timeline = true}");
   }
-  timeline_->write(path, node_id_);
+  std::vector<Timeline::Lane> nodes;
+  if (ClusterLink* l = link(); l != nullptr && role_ == ClusterRole::kDriver) {
+    std::vector<std::string> missing;
+    for (ClusterLink::NodeSpans& n :
+         l->gather_spans(deadline_after(std::chrono::seconds(30)), &missing)) {
+      if (!n.recording) {
+        PRISM_LOG(kWarning) << "prism::timeline: " << n.node
+                            << " records no timeline (start it with InitOptions::timeline or "
+                               "PRISM_TIMELINE=1): its runs are not in "
+                            << path;
+      }
+      nodes.push_back({std::move(n.node), std::move(n.spans)});
+    }
+    for (const std::string& m : missing) {
+      PRISM_LOG(kWarning) << "prism::timeline: " << m << " did not answer in time: its runs are "
+                          << "not in " << path;
+    }
+  }
+  timeline_->write(path, node_id_, nodes);
 }
 
 void RuntimeCore::run_task(TaskRecord* task) noexcept { execute(task, nullptr); }

@@ -18,6 +18,7 @@
 
 #include "actor/actor_directory.h"
 #include "api/cluster_link.h"
+#include "api/dashboard_hook.h"
 #include "prism/internal/runtime_hooks.h"
 #include "prism/internal/thread_annotations.h"
 #include "object_store/store_account.h"
@@ -79,8 +80,18 @@ class RuntimeCore final : public JobRunner {
   std::exception_ptr task_error(const std::exception_ptr& thrown, const std::string& function);
   std::exception_ptr lost_error(const char* why) const;
 
-  // Chrome trace JSON of every task run so far (InitOptions::timeline must be on).
+  // Chrome trace JSON of every task run so far (InitOptions::timeline must be on); a cluster's
+  // driver adds every node's spans (one process row per node, on its clock).
   void write_timeline(const std::string& path) const;
+  // The spans of task runs that ended at or after `since` (at most `max`, the newest), kept by
+  // the timeline or, with only a dashboard, the newest kDashboardSpans runs; empty if neither.
+  std::vector<Timeline::Span> recent_spans(Timeline::Clock::time_point since, size_t max) const;
+  static constexpr size_t kDashboardSpans = 20000;
+  // InitOptions::timeline (or PRISM_TIMELINE=1) is on: every run's span is kept.
+  bool records_timeline() const noexcept { return timeline_ && timeline_->keeps_everything(); }
+  Timeline::Clock::time_point started_at() const noexcept { return started_at_; }
+  // The dashboard's login URL; empty without one.
+  std::string dashboard_url() const { return dashboard_ ? dashboard_->url() : std::string(); }
 
   std::map<std::string, double> cluster_resources() const;
   std::map<std::string, double> available_resources() const;
@@ -119,7 +130,10 @@ class RuntimeCore final : public JobRunner {
   bool stopped_ PRISM_GUARDED_BY(shutdown_mu_) = false;
   std::shared_ptr<StoreAccount> store_;
   int64_t pool_share_ = 0;  // what this runtime added to BufferPool's capacity
-  std::unique_ptr<Timeline> timeline_;  // null unless InitOptions::timeline
+  const Timeline::Clock::time_point started_at_ = Timeline::Clock::now();
+  // Null unless InitOptions::timeline (keeps every span) or a dashboard (keeps the newest).
+  std::unique_ptr<Timeline> timeline_;
+  std::unique_ptr<DashboardServer> dashboard_;  // set at the end of the constructor; stopped first
   TaskCounters counters_;
   ErrorLog errors_;
   ActorDirectory actors_;

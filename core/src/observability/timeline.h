@@ -1,8 +1,15 @@
-// Timeline — the spans of every task a runtime ran, for prism::timeline(path).
+// Timeline — the spans of the tasks a runtime ran: for prism::timeline(path) and for the
+// dashboard's live view.
 //
-// Recording is opt-in (InitOptions::timeline): when on, each task run adds one span (name,
-// thread, start, end, task id, GPUs) under a mutex; when off, the runtime does not call it.
-// write() emits Chrome trace JSON ("X" events), which Perfetto and chrome://tracing open.
+// Recording is opt-in: InitOptions::timeline keeps every span (unbounded); a dashboard alone
+// keeps only the newest `capacity` spans (a ring). When neither is on the runtime does not call
+// it. Each task run adds one span (name, thread, start, end, task id, GPUs) under a mutex.
+// write() emits Chrome trace JSON ("X" events), which Perfetto and chrome://tracing open;
+// recent() returns the spans that ended after a given time, newest last.
+//
+// Invariants (under mu_): unbounded: spans_ holds every span in recording order. Bounded:
+// spans_.size() <= capacity_; once full, next_ is the index of the oldest span, which the next
+// record() overwrites, so spans_[next_..] then spans_[..next_) is recording order.
 //
 // Thread-safe.
 #pragma once
@@ -30,16 +37,36 @@ class Timeline {
     std::vector<int> gpus;
   };
 
-  Timeline() : origin_(Clock::now()) {}
+  // capacity 0: keep every span; else keep the newest `capacity`.
+  explicit Timeline(size_t capacity = 0) : origin_(Clock::now()), capacity_(capacity) {}
+
+  bool keeps_everything() const noexcept { return capacity_ == 0; }
+  Clock::time_point origin() const noexcept { return origin_; }
 
   void record(Span span);
   // A task run's results become visible before its span is recorded: the runtime counts runs in
   // flight so that write() can first let the ones that just finished record their spans.
-  void run_started() noexcept { in_flight_.fetch_add(1, std::memory_order_relaxed); }
-  void run_recorded() noexcept { in_flight_.fetch_sub(1, std::memory_order_release); }
-  // Writes every span so far as Chrome trace JSON; `node` names the process row. Throws
+  // (A bounded timeline is never written: it skips this shared counter.)
+  void run_started() noexcept {
+    if (capacity_ == 0) in_flight_.fetch_add(1, std::memory_order_relaxed);
+  }
+  void run_recorded() noexcept {
+    if (capacity_ == 0) in_flight_.fetch_sub(1, std::memory_order_release);
+  }
+  // Another process's spans, already on this timeline's clock (cluster: a node's, gathered by
+  // the driver): a process row of their own.
+  struct Lane {
+    std::string node;
+    std::vector<Span> spans;
+  };
+  // Writes every span kept as Chrome trace JSON; `node` names this process's row, `others` get
+  // one row each (pid 2, 3, ...). Times are microseconds since this timeline began. Throws
   // prism::Error if the file cannot be written.
-  void write(const std::string& path, const std::string& node) const;
+  void write(const std::string& path, const std::string& node,
+             const std::vector<Lane>& others = {}) const;
+  // The spans kept that ended at or after `since`, in recording order; at most `max` of them
+  // (the newest).
+  std::vector<Span> recent(Clock::time_point since, size_t max) const;
   size_t size() const;
 
   // The calling thread's small number (assigned on first use).
@@ -47,9 +74,11 @@ class Timeline {
 
  private:
   const Clock::time_point origin_;
+  const size_t capacity_;
   std::atomic<int64_t> in_flight_{0};
   mutable Mutex mu_;
   std::vector<Span> spans_ PRISM_GUARDED_BY(mu_);
+  size_t next_ PRISM_GUARDED_BY(mu_) = 0;  // bounded and full: the oldest span
 };
 
 }  // namespace prism::internal

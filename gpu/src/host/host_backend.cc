@@ -65,6 +65,8 @@ class HostBackend final : public DeviceBackend {
   void stream_wait_event(void*, void*) override {}
   void event_synchronize(void*) override {}
   void check_health(int, void*) noexcept override {}
+  void range_push(const char*) noexcept override {}
+  void range_pop() noexcept override {}
 
  private:
   const std::string why_;

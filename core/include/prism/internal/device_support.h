@@ -33,6 +33,11 @@ class DeviceSupport {
   virtual bool enter(const int* devices, size_t count, uint64_t owner,
                      std::string* why) noexcept = 0;
   virtual void leave() noexcept = 0;
+  // A GPU task's run begins / ends on the calling thread (between enter() and leave()): the
+  // backend names it for profilers (CUDA: an NVTX range, so Nsight Systems shows task names over
+  // the device work they launched). Runs nest (a child run inline); each begin has one end.
+  virtual void task_begin(const char* name) noexcept = 0;
+  virtual void task_end() noexcept = 0;
   // The actor numbered `owner` is gone: its streams may serve others.
   virtual void release_owner(uint64_t owner) noexcept = 0;
   // Copies between the host and devices so far, and their bytes (for prism::stats()).

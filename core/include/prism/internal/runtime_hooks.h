@@ -155,6 +155,8 @@ std::exception_ptr capture_task_error(const std::string& function_name) noexcept
 
 // Demangled type name, for messages.
 std::string demangle(const char* mangled);
+// demangle() of a std::type_info::name() (static storage: cached per thread by its address).
+std::string demangle_type_name(const char* typeid_name);
 
 // --- actors ---
 std::shared_ptr<ActorCore> new_actor(RuntimeCore* rt, const ActorOptions& options,

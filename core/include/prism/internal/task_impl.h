@@ -164,7 +164,7 @@ std::string callable_name(const F& f) {
     std::string n = registered_name(function_key(f));
     if (!n.empty()) return n;
   }
-  return demangle(typeid(F).name());
+  return demangle_type_name(typeid(F).name());
 }
 // callable_name of the F at `f`, for a LazyName.
 template <typename F>

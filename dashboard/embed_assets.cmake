@@ -1,0 +1,21 @@
+# Writes OUT: a C++ file defining prism::dashboard::kAssets from the files in DIR (cmake -P).
+# Each file becomes a raw string literal; none may contain the delimiter )PRISM_ASSET".
+# file|path|content type (server.cc adds "; charset=utf-8": a semicolon would split a CMake list).
+set(_entries "index.html|/|text/html" "app.js|/app.js|text/javascript" "style.css|/style.css|text/css")
+set(_code "// Generated from dashboard/assets/ by embed_assets.cmake: do not edit.\n#include \"assets.h\"\n\nnamespace prism::dashboard {\n\nconst Asset kAssets[] = {\n")
+foreach(_entry IN LISTS _entries)
+  string(REPLACE "|" ";" _parts "${_entry}")
+  list(GET _parts 0 _file)
+  list(GET _parts 1 _path)
+  list(GET _parts 2 _type)
+  file(READ "${DIR}/${_file}" _body)
+  string(FIND "${_body}" ")PRISM_ASSET\"" _bad)
+  if(NOT _bad EQUAL -1)
+    message(FATAL_ERROR "${_file} contains the raw string delimiter )PRISM_ASSET\"")
+  endif()
+  string(APPEND _code "    {\"${_path}\", \"${_type}\", R\"PRISM_ASSET(${_body})PRISM_ASSET\"},\n")
+endforeach()
+string(APPEND _code "    {\"\", \"\", \"\"},\n};\n\n}  // namespace prism::dashboard\n")
+file(WRITE "${OUT}.tmp" "${_code}")
+file(COPY_FILE "${OUT}.tmp" "${OUT}" ONLY_IF_DIFFERENT)
+file(REMOVE "${OUT}.tmp")
