@@ -5,6 +5,9 @@
 #   bench/run_all.sh            # the whole suite: under 10 minutes on a 2-vCPU machine
 #   bench/run_all.sh --quick    # smaller sizes: a smoke test, 2-3 minutes
 #
+# On a terminal a line under the output says which program runs and for how long (PRISM_PROGRESS=0:
+# none); logs and results never contain it.
+#
 # Environment: BUILD_DIR (default build/bench), JOBS (default 2), RESULTS (default
 # bench/results/<YYYY-mm-dd_HHMMSS>), RUNS (runs per row, default 5).
 set -euo pipefail
@@ -41,13 +44,49 @@ fi
 cmake --build "$build" -j "$jobs" --target "${targets[@]}"
 
 start=$(date +%s)
+steps=5
+[[ " ${targets[*]} " == *" bench_cluster "* ]] && steps=6
+step=0
+
+# On a terminal (and unless PRISM_PROGRESS=0), one line under the output says which program
+# runs, for how long, and how many lines it printed; refreshed every second, written to
+# /dev/tty (the programs' own output goes through tee), ending in \r so that their next line
+# overwrites it.
+progress_pid=""
+progress_start() {  # progress_start LABEL LOG
+  [[ -t 1 && "${PRISM_PROGRESS:-1}" != 0 ]] || return 0
+  local label="$1" log="$2" t0
+  t0=$(date +%s)
+  (
+    while sleep 1; do
+      now=$(date +%s)
+      lines=$(wc -l < "$log" 2>/dev/null || echo 0)
+      printf '\033[K  .. %s: %d s, %d lines so far (suite: %d s)\r' \
+        "$label" $((now - t0)) "$lines" $((now - start)) > /dev/tty 2>/dev/null || exit 0
+    done
+  ) &
+  progress_pid=$!
+}
+progress_stop() {
+  [[ -n "$progress_pid" ]] || return 0
+  kill "$progress_pid" 2>/dev/null || true
+  wait "$progress_pid" 2>/dev/null || true
+  progress_pid=""
+  printf '\033[K' > /dev/tty 2>/dev/null || true
+}
+trap progress_stop EXIT
+
 run() {  # run NAME ARGS...: prints as it goes, keeps a log, writes NAME.json
   local name="$1"
   shift
+  step=$((step + 1))
   echo
-  echo "== $name"
+  echo "== [$step/$steps] $name"
+  : > "$out/$name.log"
+  progress_start "[$step/$steps] $name" "$out/$name.log"
   "$build/bench/$name" --runs="$runs" --json="$out/$name.json" "${quick[@]}" "$@" \
     2>&1 | tee "$out/$name.log"
+  progress_stop
 }
 
 # Sizes chosen so that the whole suite fits in 10 minutes on 2 vCPUs: microbench ~2 min,
