@@ -164,43 +164,48 @@ function hue(s) {
 function drawTimeline(t) {
   const svg = $('timeline');
   svg.replaceChildren();
-  const lanes = [...new Set(t.spans.map((s) => s[0]))].sort((a, b) => a - b);
-  const LANE = 16, LABEL = 80, W = 1000;
-  const H = Math.max(40, lanes.length * LANE + 20);
+  // One row per (node, thread); a span is [lane, thread, start_ms, dur_ms, name, task, gpu].
+  const key = (s) => s[0] * 1000000 + s[1];
+  const rows = [...new Set(t.spans.map(key))].sort((a, b) => a - b);
+  const ROW = 16, LABEL = 110, W = 1000;
+  const H = Math.max(40, rows.length * ROW + 20);
   svg.setAttribute('viewBox', '0 0 ' + W + ' ' + H);
   svg.style.height = H + 'px';
   // The axis spans the window, narrowed to the runs it holds (at least a second), so that short
   // runs are not a pixel wide.
   let from = t.now_ms - t.window_ms;
   if (t.spans.length > 0) {
-    const first = Math.min(...t.spans.map((s) => s[1]));
+    const first = Math.min(...t.spans.map((s) => s[2]));
     from = Math.max(from, Math.min(first - 0.02 * (t.now_ms - first), t.now_ms - 1000));
   }
   const span = t.now_ms - from;
   const x = (ms) => LABEL + Math.max(0, (ms - from) / span) * (W - LABEL);
-  lanes.forEach((lane, i) => {
-    svg.append(el('svg:text', { x: 4, y: i * LANE + 12, 'font-size': 11, fill: '#6b7385' },
-                  'thread ' + lane));
+  const several = t.lanes.length > 1;
+  rows.forEach((k, i) => {
+    const lane = Math.floor(k / 1000000), thread = k % 1000000;
+    svg.append(el('svg:text', { x: 4, y: i * ROW + 12, 'font-size': 11, fill: '#6b7385' },
+                  (several ? t.lanes[lane] + ' \u00b7 ' : '') + 'thread ' + thread));
   });
-  const laneIndex = new Map(lanes.map((l, i) => [l, i]));
+  const rowIndex = new Map(rows.map((k, i) => [k, i]));
   for (const s of t.spans) {
-    const name = t.names[s[3]];
-    const x0 = x(s[1]), x1 = x(s[1] + s[2]);
-    const r = el('svg:rect', { class: 'span', x: x0.toFixed(2), y: laneIndex.get(s[0]) * LANE + 2,
-                               width: Math.max(0.5, x1 - x0).toFixed(2), height: LANE - 4,
-                               fill: 'hsl(' + hue(name) + ',55%,' + (s[5] >= 0 ? '40%' : '58%') + ')',
-                               'data-name': name });
-    r.append(el('svg:title', {}, name + ' (task ' + s[4] + (s[5] >= 0 ? ', GPU ' + s[5] : '') +
-                                 '): ' + s[2].toFixed(3) + ' ms'));
+    const name = t.names[s[4]];
+    const x0 = x(s[2]), x1 = x(s[2] + s[3]);
+    const r = el('svg:rect', { class: 'span', x: x0.toFixed(2), y: rowIndex.get(key(s)) * ROW + 2,
+                               width: Math.max(0.5, x1 - x0).toFixed(2), height: ROW - 4,
+                               fill: 'hsl(' + hue(name) + ',55%,' + (s[6] >= 0 ? '40%' : '58%') + ')',
+                               'data-name': name, 'data-node': t.lanes[s[0]] });
+    r.append(el('svg:title', {}, name + ' on ' + t.lanes[s[0]] + ' (task ' + s[5] +
+                                 (s[6] >= 0 ? ', GPU ' + s[6] : '') + '): ' + s[3].toFixed(3) + ' ms'));
     svg.append(r);
   }
   svg.append(el('svg:text', { x: LABEL, y: H - 4, 'font-size': 11, fill: '#6b7385' },
                 '-' + (span / 1000).toFixed(span < 10000 ? 1 : 0) + ' s'));
   svg.append(el('svg:text', { x: W - 4, y: H - 4, 'font-size': 11, fill: '#6b7385',
                               'text-anchor': 'end' }, 'now'));
-  $('timeline-note').textContent = '(the last ' + (t.window_ms / 1000) + ' s on ' + t.node +
-      ': ' + t.spans.length.toLocaleString('en-US') + ' runs' +
-      (t.truncated ? ', the newest only' : '') + ')';
+  $('timeline-note').textContent = '(the last ' + (t.window_ms / 1000) + ' s on ' +
+      t.lanes.join(', ') + ': ' + t.spans.length.toLocaleString('en-US') + ' runs' +
+      (t.truncated ? ', the newest only' : '') +
+      (t.missing.length > 0 ? '; no answer from ' + t.missing.join(', ') : '') + ')';
 }
 
 async function refreshSummary() {

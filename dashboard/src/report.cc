@@ -1,5 +1,6 @@
 #include "report.h"
 
+#include <cmath>
 #include <cstdio>
 #include <map>
 #include <unordered_map>
@@ -14,8 +15,12 @@ using internal::append_json_string;
 
 void append_number(std::string* out, double v) {
   char buf[32];
+  if (!std::isfinite(v)) {  // (JSON has no NaN or infinity)
+    *out += "null";
+    return;
+  }
   // Integers exactly, fractions to 3 decimals (ms and resource amounts need no more).
-  if (v == static_cast<double>(static_cast<long long>(v)) && v < 9e15 && v > -9e15) {
+  if (v < 9e15 && v > -9e15 && v == static_cast<double>(static_cast<long long>(v))) {
     std::snprintf(buf, sizeof buf, "%lld", static_cast<long long>(v));
   } else {
     std::snprintf(buf, sizeof buf, "%.3f", v);
@@ -173,8 +178,14 @@ std::string summary_json(const SummaryInput& in) {
 
 std::string timeline_json(const TimelineInput& in) {
   using Ms = std::chrono::duration<double, std::milli>;
+  bool truncated = in.truncated;
+  size_t total = 0;
+  for (const internal::Timeline::Lane& lane : in.lanes) {
+    total += lane.spans.size();
+    if (in.max_spans != 0 && lane.spans.size() >= in.max_spans) truncated = true;
+  }
   std::string o;
-  o.reserve(64 + in.spans.size() * 40);
+  o.reserve(128 + total * 44);
   o += '{';
   append_key(&o, "node");
   append_json_string(&o, in.node);
@@ -186,30 +197,46 @@ std::string timeline_json(const TimelineInput& in) {
   append_number(&o, in.window_ms);
   o += ',';
   append_key(&o, "truncated");
-  o += in.max_spans != 0 && in.spans.size() >= in.max_spans ? "true" : "false";
+  o += truncated ? "true" : "false";
+  o += ",\"lanes\":[";
+  for (size_t i = 0; i < in.lanes.size(); ++i) {
+    if (i) o += ',';
+    append_json_string(&o, in.lanes[i].node);
+  }
+  o += "],\"missing\":[";
+  for (size_t i = 0; i < in.missing.size(); ++i) {
+    if (i) o += ',';
+    append_json_string(&o, in.missing[i]);
+  }
+  o += ']';
   // Names once each: spans refer to them by index (a job runs few distinct functions).
   std::unordered_map<std::string, size_t> index;
   std::vector<const std::string*> names;
   std::string spans;
-  spans.reserve(in.spans.size() * 40);
-  for (size_t i = 0; i < in.spans.size(); ++i) {
-    const internal::Timeline::Span& s = in.spans[i];
-    auto [it, fresh] = index.emplace(s.name, names.size());
-    if (fresh) names.push_back(&it->first);
-    if (i) spans += ',';
-    spans += '[';
-    append_number(&spans, s.thread);
-    spans += ',';
-    append_number(&spans, Ms(s.start - in.origin).count());
-    spans += ',';
-    append_number(&spans, Ms(s.end - s.start).count());
-    spans += ',';
-    append_uint(&spans, it->second);
-    spans += ',';
-    append_uint(&spans, s.task_sequence);
-    spans += ',';
-    append_number(&spans, s.gpus.empty() ? -1 : s.gpus.front());
-    spans += ']';
+  spans.reserve(total * 44);
+  bool first = true;
+  for (size_t lane = 0; lane < in.lanes.size(); ++lane) {
+    for (const internal::Timeline::Span& s : in.lanes[lane].spans) {
+      auto [it, fresh] = index.emplace(s.name, names.size());
+      if (fresh) names.push_back(&it->first);
+      if (!first) spans += ',';
+      first = false;
+      spans += '[';
+      append_uint(&spans, lane);
+      spans += ',';
+      append_number(&spans, s.thread);
+      spans += ',';
+      append_number(&spans, Ms(s.start - in.origin).count());
+      spans += ',';
+      append_number(&spans, Ms(s.end - s.start).count());
+      spans += ',';
+      append_uint(&spans, it->second);
+      spans += ',';
+      append_uint(&spans, s.task_sequence);
+      spans += ',';
+      append_number(&spans, s.gpus.empty() ? -1 : s.gpus.front());
+      spans += ']';
+    }
   }
   o += ",\"names\":[";
   for (size_t i = 0; i < names.size(); ++i) {

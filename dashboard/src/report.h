@@ -32,17 +32,21 @@ inline constexpr size_t kMaxErrorsShown = 50;
 std::string summary_json(const SummaryInput& in);
 
 struct TimelineInput {
-  std::string node;
+  std::string node;  // this node
   internal::Timeline::Clock::time_point origin;  // the runtime's start: times are ms since it
   internal::Timeline::Clock::time_point now;
   double window_ms = 0;
-  std::vector<internal::Timeline::Span> spans;  // recording order
-  size_t max_spans = 0;                         // spans.size() == max_spans: "truncated"
+  // This node's spans first, then each other node's (cluster driver), each in recording order,
+  // on this node's clock.
+  std::vector<internal::Timeline::Lane> lanes;
+  size_t max_spans = 0;      // per lane: a lane that holds this many: "truncated"
+  bool truncated = false;    // some spans were left out anyway (a node sent only its newest)
+  std::vector<std::string> missing;  // nodes that did not answer in time
 };
 inline constexpr size_t kMaxSpansShown = 5000;
 
-// {"node", "now_ms", "window_ms", "truncated", "names": [...],
-//  "spans": [[thread, start_ms, duration_ms, name_index, task, gpu], ...]}
+// {"node", "now_ms", "window_ms", "truncated", "lanes": [node, ...], "missing": [node, ...],
+//  "names": [...], "spans": [[lane, thread, start_ms, duration_ms, name_index, task, gpu], ...]}
 std::string timeline_json(const TimelineInput& in);
 
 }  // namespace prism::dashboard

@@ -1,5 +1,5 @@
 // The dashboard's HTTP server (cpp-httplib, Debian's libcpp-httplib-dev): serves the page and
-// its JSON to a browser holding the session cookie, which the one-time login URL sets.
+// its JSON to a browser holding the session cookie, which the login URL (printed at start) sets.
 //
 // Threads: httplib's listener plus a pool of kServerThreads for requests, and a sampler that
 // adds the task counts to the history once per kSampleInterval. Requests read the runtime only
@@ -7,15 +7,20 @@
 // before the runtime stops its scheduler (RuntimeCore::shutdown stops the dashboard first).
 //
 // Authentication (as Jupyter does): the URL printed at start carries a random login token;
-// opening it sets an HttpOnly, SameSite=Strict cookie holding a separate random session
-// secret and redirects to the page. Every other request needs that cookie, or the login token
-// as "Authorization: Bearer <token>" (scripts, curl); anything else gets 403. Both secrets are
-// compared in constant time.
+// opening it sets an HttpOnly, SameSite=Lax cookie holding a separate random session secret
+// and redirects to the page. Every other request needs that cookie, or the login token as
+// "Authorization: Bearer <token>" (scripts, curl); anything else gets 403. Both secrets are
+// compared in constant time. The cookie is named after the port (prism_session_<port>): cookies
+// are not kept apart by port, and two dashboards on one host must not overwrite each other's.
+// Lax, not Strict: a login link opened from another site (a notebook, a chat) must carry the
+// cookie through the redirect; every route is a read-only GET, and other origins cannot read
+// the answers (no CORS headers).
 #include <sys/random.h>
 #include <sys/socket.h>
 
 #include <httplib.h>
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
@@ -49,7 +54,6 @@ using Clock = internal::Timeline::Clock;
 constexpr int kServerThreads = 4;
 constexpr auto kSampleInterval = std::chrono::seconds(1);
 constexpr size_t kHistorySamples = 600;  // ten minutes
-constexpr const char* kCookie = "prism_session";
 
 std::string random_hex(size_t bytes) {
   std::string raw(bytes, '\0');
@@ -140,20 +144,30 @@ class Server final : public internal::DashboardServer {
     }
     url_ = "http://" + (host == "0.0.0.0" ? std::string("127.0.0.1") : host) + ":" +
            std::to_string(bound) + "/?token=" + login_token_;
+    cookie_ = "prism_session_" + std::to_string(bound);
     if (host != "127.0.0.1" && host != "localhost") {
       PRISM_LOG(kWarning) << "the dashboard listens on " << host
                           << ", not only loopback: anyone who can reach it still needs the token";
     }
     sample();  // the chart starts with a point
-    listener_ = std::thread([this] { svr_.listen_after_bind(); });
-    sampler_ = std::thread([this] { sample_loop(); });
+    listener_ = std::thread([this] {
+      svr_.listen_after_bind();
+      listener_done_.store(true, std::memory_order_release);
+    });
     // httplib 0.11 ignores a stop() that comes before its loop has started and has no ready
-    // event: wait (bounded) until it runs, so that stop() always ends it.
-    const auto until = Clock::now() + std::chrono::seconds(10);
-    while (!svr_.is_running() && Clock::now() < until) std::this_thread::yield();
+    // event: wait until it runs (microseconds), so that stop() always ends it, or has returned.
+    while (!svr_.is_running() && !listener_done_.load(std::memory_order_acquire)) {
+      std::this_thread::yield();
+    }
     if (!svr_.is_running()) {
+      listener_.join();
+      throw Error(ErrorCode::kUnavailable, "dashboard: its HTTP server stopped at once");
+    }
+    try {
+      sampler_ = std::thread([this] { sample_loop(); });
+    } catch (...) {
       stop();
-      throw Error(ErrorCode::kUnavailable, "dashboard: its HTTP server did not start");
+      throw;
     }
   }
 
@@ -176,7 +190,7 @@ class Server final : public internal::DashboardServer {
  private:
   bool authorised(const httplib::Request& req) const {
     const std::string cookie = req.get_header_value("Cookie");
-    if (same_secret(cookie_value(cookie, kCookie), session_)) return true;
+    if (same_secret(cookie_value(cookie, cookie_), session_)) return true;
     const std::string auth = req.get_header_value("Authorization");
     constexpr std::string_view kBearer = "Bearer ";
     return auth.size() > kBearer.size() && std::string_view(auth).substr(0, kBearer.size()) == kBearer &&
@@ -206,8 +220,8 @@ class Server final : public internal::DashboardServer {
         if (a->path == "/" && req.has_param("token")) {
           // The login URL: trade the token for the session cookie, then show the page.
           if (!same_secret(req.get_param_value("token"), login_token_)) return refuse(res);
-          res.set_header("Set-Cookie", std::string(kCookie) + "=" + session_ +
-                                           "; HttpOnly; SameSite=Strict; Path=/");
+          res.set_header("Set-Cookie",
+                         cookie_ + "=" + session_ + "; HttpOnly; SameSite=Lax; Path=/");
           res.set_redirect("/");
           return;
         }
@@ -261,8 +275,19 @@ class Server final : public internal::DashboardServer {
     in.window_ms = window_ms;
     const auto since = in.now - std::chrono::duration_cast<Clock::duration>(
                                     std::chrono::duration<double, std::milli>(window_ms));
-    in.spans = rt_->recent_spans(since, kMaxSpansShown);
+    in.lanes.push_back({in.node, rt_->recent_spans(since, kMaxSpansShown)});
     in.max_spans = kMaxSpansShown;
+    // A cluster's driver shows every node's runs (nodes keep their newest when PRISM_DASHBOARD
+    // reached them too, or all with a timeline); a node slow to answer is named, not waited for.
+    if (internal::ClusterLink* l = rt_->link();
+        l != nullptr && rt_->role() == internal::ClusterRole::kDriver) {
+      for (auto& n : l->gather_spans(internal::deadline_after(std::chrono::seconds(2)), since,
+                                     kMaxSpansShown, &in.missing)) {
+        if (!n.recording) continue;
+        in.truncated = in.truncated || n.truncated;
+        in.lanes.push_back({std::move(n.node), std::move(n.spans)});
+      }
+    }
     return timeline_json(in);
   }
 
@@ -287,9 +312,11 @@ class Server final : public internal::DashboardServer {
   const std::string login_token_;
   const std::string session_;
   std::string url_;
+  std::string cookie_;  // the session cookie's name
   History history_;
   httplib::Server svr_;
   std::thread listener_;
+  std::atomic<bool> listener_done_{false};  // listen_after_bind returned
   std::thread sampler_;
   std::mutex mu_;
   std::condition_variable wake_;

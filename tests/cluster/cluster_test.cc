@@ -628,19 +628,25 @@ TEST_F(ClusterTest, WhatTasksPrintOnNodesReachesTheDriverPrefixed) {
   EXPECT_NE(seen.rfind(marker, 0), 0u) << seen;
 }
 
-// prism::timeline on the driver holds every node's runs too: one process row per node.
+// prism::timeline on the driver holds every node's runs too: one process row per node, on the
+// driver's clock. The node's clock is made an hour off (as another machine's would be): its runs
+// must still land inside this test's span of the driver's clock.
 TEST_F(ClusterTest, TheTimelineHasEveryNodesRuns) {
   struct Env {
     Env() { setenv("PRISM_TIMELINE", "1", 1); }  // (the nodes inherit it: they record too)
     ~Env() { unsetenv("PRISM_TIMELINE"); }
   } env;
   const auto began = std::chrono::steady_clock::now();
-  start(1, {{{"PRISM_RESOURCES", "gadget:1"}}});
+  start(1, {{{"PRISM_RESOURCES", "gadget:1"}, {"PRISM_TEST_CLOCK_SKEW_NS", "3600000000000"}}});
   std::vector<prism::ObjectRef<std::string>> there;
   for (int i = 0; i < 3; ++i) there.push_back(prism::task(where_after).resource("gadget", 1).remote(20));
   std::string node;
   for (auto& r : there) node = prism::get(r, 60s);
   ASSERT_EQ(node.rfind("node", 0), 0u);
+  // A value large enough to stay on the node, then pulled here: a transfer.
+  const std::vector<double> big(200000, 1.5);
+  auto scaled = prism::task(scale).resource("gadget", 1).remote(big, 2.0);
+  ASSERT_EQ(prism::get(scaled, 60s).at(199999), 3.0);
   const double elapsed_us =
       std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - began).count();
   const std::string path = job_dir_ + "/timeline.json";
@@ -668,6 +674,15 @@ TEST_F(ClusterTest, TheTimelineHasEveryNodesRuns) {
     ++runs;
   }
   EXPECT_EQ(runs, 3u) << json;
+  // The result's pull from the node to the driver: a slice in each row, joined by a flow.
+  EXPECT_NE(json.find(node + " -> node0\",\"cat\":\"transfer\",\"ph\":\"X\",\"pid\":2,"),
+            std::string::npos)
+      << json;
+  EXPECT_NE(json.find(node + " -> node0\",\"cat\":\"transfer\",\"ph\":\"X\",\"pid\":1,"),
+            std::string::npos);
+  EXPECT_NE(json.find("\"ph\":\"s\",\"id\":1,\"pid\":2,\"tid\":0"), std::string::npos);
+  EXPECT_NE(json.find("\"ph\":\"f\",\"bp\":\"e\",\"id\":1,\"pid\":1,\"tid\":0"),
+            std::string::npos);
 }
 
 // Polls (bounded) for a file another process writes.

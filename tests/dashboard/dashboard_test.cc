@@ -10,6 +10,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <regex>
@@ -100,10 +101,12 @@ TEST(DashboardReport, SummaryHasCountsNodesAndTheNewestErrorsEscaped) {
 
 TEST(DashboardReport, TimelineNamesEachFunctionOnceAndMarksTruncation) {
   prism::dashboard::TimelineInput in;
-  in.node = "n";
+  in.node = "node0";
   in.origin = Clock::now() - std::chrono::seconds(10);
   in.now = in.origin + std::chrono::seconds(10);
   in.window_ms = 60000;
+  in.lanes.push_back({"node0", {}});
+  in.lanes.push_back({"node2", {}});
   for (int i = 0; i < 3; ++i) {
     prism::internal::Timeline::Span s;
     s.name = i == 1 ? "b<\"x\">" : "a";
@@ -112,15 +115,33 @@ TEST(DashboardReport, TimelineNamesEachFunctionOnceAndMarksTruncation) {
     s.start = in.origin + std::chrono::milliseconds(1000 * i);
     s.end = s.start + std::chrono::milliseconds(250);
     if (i == 2) s.gpus = {1};
-    in.spans.push_back(s);
+    in.lanes[i == 2 ? 1 : 0].spans.push_back(s);
   }
-  in.max_spans = 3;
+  in.max_spans = 2;
+  in.missing = {"node3"};
   const std::string j = prism::dashboard::timeline_json(in);
   EXPECT_NE(j.find("\"names\":[\"a\",\"b<\\\"x\\\">\"]"), std::string::npos) << j;
-  EXPECT_NE(j.find("[0,0,250,0,1,-1],[1,1000,250,1,2,-1],[2,2000,250,0,3,1]"), std::string::npos)
+  EXPECT_NE(j.find("[0,0,0,250,0,1,-1],[0,1,1000,250,1,2,-1],[1,2,2000,250,0,3,1]"),
+            std::string::npos)
       << j;
-  EXPECT_NE(j.find("\"truncated\":true"), std::string::npos);
+  EXPECT_NE(j.find("\"lanes\":[\"node0\",\"node2\"],\"missing\":[\"node3\"]"),
+            std::string::npos)
+      << j;
+  EXPECT_NE(j.find("\"truncated\":true"), std::string::npos);  // node0's lane is full
   EXPECT_NE(j.find("\"now_ms\":10000"), std::string::npos);
+  in.max_spans = 5;
+  EXPECT_NE(prism::dashboard::timeline_json(in).find("\"truncated\":false"), std::string::npos);
+}
+
+TEST(DashboardReport, NumbersThatJsonCannotHoldAreNull) {
+  prism::dashboard::SummaryInput in;
+  in.uptime_s = std::nan("");
+  in.stats.nodes.push_back({"n", {{"CPU", INFINITY}}, {{"CPU", 1e300}}});
+  const std::string j = prism::dashboard::summary_json(in);
+  EXPECT_NE(j.find("\"uptime_s\":null"), std::string::npos) << j;
+  EXPECT_NE(j.find("\"total\":{\"CPU\":null}"), std::string::npos) << j;
+  EXPECT_EQ(j.find("nan"), std::string::npos) << j;
+  EXPECT_EQ(j.find("inf"), std::string::npos) << j;
 }
 
 // --- the server ----------------------------------------------------------------------------
@@ -158,7 +179,8 @@ TEST(DashboardServer, RefusesEveryRequestWithoutTheTokenOrItsCookie) {
   auto wrong = c.Get("/?token=" + std::string(u.token.size(), '0'));
   ASSERT_TRUE(wrong);
   EXPECT_EQ(wrong->status, 403);
-  auto forged = c.Get("/api/summary", {{"Cookie", "prism_session=" + u.token}});
+  auto forged =
+      c.Get("/api/summary", {{"Cookie", "prism_session_" + std::to_string(u.port) + "=" + u.token}});
   ASSERT_TRUE(forged);
   EXPECT_EQ(forged->status, 403) << "the login token is not the session secret";
 
@@ -168,7 +190,8 @@ TEST(DashboardServer, RefusesEveryRequestWithoutTheTokenOrItsCookie) {
   EXPECT_EQ(login->status, 302);
   const std::string cookie = login->get_header_value("Set-Cookie");
   EXPECT_NE(cookie.find("HttpOnly"), std::string::npos);
-  EXPECT_NE(cookie.find("SameSite=Strict"), std::string::npos);
+  EXPECT_NE(cookie.find("SameSite=Lax"), std::string::npos);
+  EXPECT_EQ(cookie.rfind("prism_session_" + std::to_string(u.port) + "=", 0), 0u) << cookie;
   const std::string session = cookie.substr(0, cookie.find(';'));
   auto page = c.Get("/", {{"Cookie", session}});
   ASSERT_TRUE(page);
@@ -186,6 +209,29 @@ TEST(DashboardServer, RefusesEveryRequestWithoutTheTokenOrItsCookie) {
   auto bad_window = c.Get("/api/timeline?window_ms=abc", {{"Cookie", session}});
   ASSERT_TRUE(bad_window);
   EXPECT_EQ(bad_window->status, 400);
+}
+
+TEST(DashboardServer, TwoDashboardsOnOneHostKeepTheirSessionsApart) {
+  prism::Runtime a({.num_cpus = 1, .dashboard = "127.0.0.1:0"});
+  prism::Runtime b({.num_cpus = 1, .dashboard = "127.0.0.1:0"});
+  const Url ua = parse_url(a.dashboard_url()), ub = parse_url(b.dashboard_url());
+  auto ca = client(ua), cb = client(ub);
+  auto la = ca.Get("/?token=" + ua.token), lb = cb.Get("/?token=" + ub.token);
+  ASSERT_TRUE(la && lb);
+  const std::string sa = la->get_header_value("Set-Cookie");
+  const std::string sb = lb->get_header_value("Set-Cookie");
+  const std::string cookie_a = sa.substr(0, sa.find(';')), cookie_b = sb.substr(0, sb.find(';'));
+  EXPECT_NE(cookie_a.substr(0, cookie_a.find('=')), cookie_b.substr(0, cookie_b.find('=')));
+  // A browser sends both cookies to both (cookies ignore ports): each server takes its own.
+  const std::string both = cookie_a + "; " + cookie_b;
+  auto ra = ca.Get("/api/summary", {{"Cookie", both}});
+  auto rb = cb.Get("/api/summary", {{"Cookie", both}});
+  ASSERT_TRUE(ra && rb);
+  EXPECT_EQ(ra->status, 200);
+  EXPECT_EQ(rb->status, 200);
+  auto wrong = cb.Get("/api/summary", {{"Cookie", cookie_a}});
+  ASSERT_TRUE(wrong);
+  EXPECT_EQ(wrong->status, 403);
 }
 
 TEST(DashboardServer, ShowsTasksErrorsAndTheTimelineOfARunningJob) {
@@ -300,12 +346,17 @@ TEST(DashboardBrowser, ChromiumShowsNodesCountsAndAnErrorAndIsRefusedWithoutTheT
   std::filesystem::create_directories(dir);
   const std::string profile = dir + "/chromium-profile-" + std::to_string(getpid());
 
-  // A job in a known state: 30 done, 1 failed, 2 running (held), 5 waiting for their result.
+  // A job in a known state: 30 done, 2 failed, 2 running (held), 5 waiting for their result.
   std::vector<prism::ObjectRef<int>> done;
   for (int i = 0; i < 30; ++i) done.push_back(rt.task(plus_one).remote(i));
   for (auto& r : done) prism::get(r, kTimeout);
   auto bad = rt.task(pixel_check).remote(42);
   EXPECT_THROW(prism::get(bad, kTimeout), prism::TaskError);
+  // A name and a message full of markup are shown as text, never run.
+  auto hostile = rt.task(pixel_check)
+                     .name("<img src=x onerror=\"document.title='pwned'\">")
+                     .remote(42);
+  EXPECT_THROW(prism::get(hostile, kTimeout), prism::TaskError);
   Gate gate;
   auto held_a = rt.task(hold).remote(gate, 1);
   auto held_b = rt.task(hold).remote(gate, 2);
@@ -329,10 +380,12 @@ TEST(DashboardBrowser, ChromiumShowsNodesCountsAndAnErrorAndIsRefusedWithoutTheT
   EXPECT_NE(dom.find("data-node=\"" + rt.node_id() + "\""), std::string::npos);
   EXPECT_NE(dom.find("data-resource=\"CPU\""), std::string::npos);
   EXPECT_NE(dom.find("id=\"count-done\">30<"), std::string::npos);
-  EXPECT_NE(dom.find("id=\"count-failed\" class=\"failed\">1<"), std::string::npos);
+  EXPECT_NE(dom.find("id=\"count-failed\" class=\"failed\">2<"), std::string::npos);
   EXPECT_NE(dom.find("id=\"count-running\">2<"), std::string::npos);
   EXPECT_NE(dom.find("id=\"count-waiting_for_arguments\">5<"), std::string::npos);
-  EXPECT_EQ(count_of(dom, "class=\"error\""), 1u);
+  EXPECT_EQ(count_of(dom, "class=\"error\""), 2u);
+  EXPECT_NE(dom.find("&lt;img src=x onerror="), std::string::npos) << "the hostile name as text";
+  EXPECT_EQ(dom.find("<img"), std::string::npos) << "markup from a task name became an element";
   EXPECT_NE(dom.find("dashboard-test: bad pixel 42"), std::string::npos);
   EXPECT_NE(dom.find("class=\"function\">pixel_check<"), std::string::npos);
   EXPECT_GE(count_of(dom, "data-name=\"plus_one\""), 30u) << "the timeline shows the runs";

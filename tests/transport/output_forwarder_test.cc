@@ -79,6 +79,27 @@ TEST(OutputForwarder, CatchesEverythingWrittenToOneAndTwoUntilStopped) {
   EXPECT_EQ(inode_of(2), err_before);
 }
 
+TEST(OutputForwarder, StopsAlthoughSomethingElseStillHoldsThePipe) {
+  // A library's dup(1), or a child process that inherited fd 1, keeps the pipe's write end
+  // open: the reader never sees end of file, and stop() must still return.
+  Caught caught;
+  int held = -1;
+  {
+    OutputForwarder f;
+    ASSERT_TRUE(f.start([&caught](int stream, const std::string& text) {
+      std::lock_guard<std::mutex> lock(caught.mu);
+      caught.texts.emplace_back(stream, text);
+      return true;
+    }));
+    held = dup(1);
+    std::printf("before stop\n");
+    f.stop();
+  }
+  ASSERT_GE(held, 0);
+  close(held);
+  EXPECT_EQ(caught.of(1), "before stop\n");
+}
+
 TEST(OutputForwarder, WhatCannotBeSentGoesWhereItWouldHaveGone) {
   // Our stdout, for the length of the test, is a file we can read back.
   char path[] = "/tmp/prism-forwarder-XXXXXX";

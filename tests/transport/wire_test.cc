@@ -321,15 +321,20 @@ TEST(WireTest, OutputClockAndSpansRoundTrip) {
   const ClockPongMsg pong = round_trip(ClockPongMsg{7, 1234567890123}, MsgType::kClockPong);
   EXPECT_EQ(pong.driver_ns, 7);
   EXPECT_EQ(pong.node_ns, 1234567890123);
-  EXPECT_EQ(round_trip(SpansQueryMsg{9}, MsgType::kSpansQuery).call_id, 9u);
+  const SpansQueryMsg q = round_trip(SpansQueryMsg{9, INT64_MIN, 5000}, MsgType::kSpansQuery);
+  EXPECT_EQ(q.call_id, 9u);
+  EXPECT_EQ(q.since_ns, INT64_MIN);
+  EXPECT_EQ(q.max_spans, 5000u);
   SpansReplyMsg reply;
   reply.call_id = 3;
   reply.recording = true;
+  reply.truncated = true;
   reply.spans.push_back(WireSpan{"f", 11, 2, 100, 250, -1});
   reply.spans.push_back(WireSpan{"g \"x\"", 12, 3, -100, 50, 1});
   const SpansReplyMsg back = round_trip(reply, MsgType::kSpansReply);
   EXPECT_EQ(back.call_id, 3u);
   EXPECT_TRUE(back.recording);
+  EXPECT_TRUE(back.truncated);
   ASSERT_EQ(back.spans.size(), 2u);
   EXPECT_EQ(back.spans[1].name, "g \"x\"");
   EXPECT_EQ(back.spans[1].start_ns, -100);
@@ -337,7 +342,10 @@ TEST(WireTest, OutputClockAndSpansRoundTrip) {
   EXPECT_EQ(back.spans[0].gpu, -1);
   EXPECT_EQ(back.spans[0].task, 11u);
   // A count larger than the body could hold is refused before anything is allocated.
-  expect_error(frame(MsgType::kSpansReply, Bytes().u64(1).u8(1).u32(1000000).get()),
+  expect_error(frame(MsgType::kSpansReply, Bytes().u64(1).u8(1).u8(0).u32(1000000).get()),
+               DecodeError::kMalformedBody);
+  // Flags are 0 or 1.
+  expect_error(frame(MsgType::kSpansReply, Bytes().u64(1).u8(1).u8(2).u32(0).get()),
                DecodeError::kMalformedBody);
 }
 

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <deque>
 #include <functional>
 #include <map>
 #include <unordered_map>
@@ -170,11 +171,15 @@ struct Peer {
   WireResources totals;
   WireResources used;  // requests of the calls in flight there
   ClockOffset clock;  // driver: the node's steady clock minus ours
+  int64_t ping_sent_ns = -1;  // driver: the clock ping in flight (-1: none)
 };
 
-// Driver: a kSpansQuery waiting for a node's kSpansReply. The reply is written before `done`.
+// Driver: a kSpansQuery waiting for `peer`'s kSpansReply. The reply (or `lost`) is written
+// before `done` is set.
 struct SpanQuery {
+  PeerId peer = 0;
   internal::Event done;
+  bool lost = false;  // the node went away (or the link shut down) first
   SpansReplyMsg reply;
 };
 
@@ -492,6 +497,7 @@ class Link final : public internal::ClusterLink {
                                              "node"));
     }
     fail_pulls(kHere, "the job ended");
+    fail_span_queries(kHere);
     stop_waiting_tasks();
     // Node: the driver's actors held here lose their handles (they stop with the runtime).
     std::map<uint64_t, HeldActor> held;
@@ -865,6 +871,7 @@ class Link final : public internal::ClusterLink {
   }
 
   void on_peer_error(PeerId peer, const std::string& why) {
+    fail_span_queries(peer);
     std::vector<Pending> lost;
     std::vector<std::weak_ptr<ActorCore>> lost_actors;
     std::vector<Relay> lost_relays;
@@ -1106,7 +1113,7 @@ class Link final : public internal::ClusterLink {
       if (config_.role == ClusterRole::kDriver && is_node(peer)) return on_output(peer, *out);
     } else if (auto* ping = std::get_if<ClockPingMsg>(&msg)) {
       if (config_.role == ClusterRole::kNode && peer == driver_id()) {
-        return send(peer, ClockPongMsg{ping->driver_ns, steady_ns()});
+        return send(peer, ClockPongMsg{ping->driver_ns, steady_ns() + test_clock_skew_ns()});
       }
     } else if (auto* pong = std::get_if<ClockPongMsg>(&msg)) {
       if (config_.role == ClusterRole::kDriver && is_node(peer)) return on_clock_pong(peer, *pong);
@@ -1116,7 +1123,7 @@ class Link final : public internal::ClusterLink {
       }
     } else if (auto* reply = std::get_if<SpansReplyMsg>(&msg)) {
       if (config_.role == ClusterRole::kDriver && is_node(peer)) {
-        return on_spans_reply(std::move(*reply));
+        return on_spans_reply(peer, std::move(*reply));
       }
     }
     if (std::holds_alternative<ShutdownMsg>(msg)) return on_shutdown(peer);
@@ -1215,7 +1222,7 @@ class Link final : public internal::ClusterLink {
     }
     send(peer, welcome);
     if (auth.role == PeerRole::kNode) {
-      send(peer, ClockPingMsg{steady_ns()});  // (the first of a few: on_clock_pong)
+      ping_clock(peer, /*restart=*/false);  // (the first of a few: on_clock_pong)
       ready_nodes_.fetch_add(1, std::memory_order_acq_rel);
       PRISM_LOG(kInfo) << "cluster: node" << welcome.node_index << " joined (" << who << ")";
     }
@@ -1268,8 +1275,9 @@ class Link final : public internal::ClusterLink {
         .count();
   }
 
-  // Driver: a node's printed lines, each prefixed with the node, on our stdout or stderr (one
-  // write, so lines from different nodes do not interleave within a line).
+  // Driver: a node's printed lines, each prefixed with the node, for our stdout or stderr (one
+  // write each, so lines from different nodes do not interleave within a line; written by the
+  // printer's thread: this is the progress thread, which must not block on a slow terminal).
   void on_output(PeerId peer, const OutputMsg& out) {
     std::string prefix;
     {
@@ -1289,60 +1297,99 @@ class Link final : public internal::ClusterLink {
       at = end;
     }
     if (!text.empty() && text.back() != '\n') text.push_back('\n');
-    const int fd = out.stream == 2 ? STDERR_FILENO : STDOUT_FILENO;
-    for (size_t done = 0; done < text.size();) {
-      const ssize_t n = ::write(fd, text.data() + done, text.size() - done);
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) break;
-      done += static_cast<size_t>(n);
-    }
+    printer_.print(out.stream, std::move(text));
   }
 
-  // Driver: the node's clock offset (clock_offset.h), from eight pings sent one after another.
+  // Driver: the node's clock offset (clock_offset.h), from eight pings sent one after another
+  // (at join, and again before each gather_spans: clocks drift). A pong that does not answer the
+  // ping in flight is ignored.
+  static constexpr int kClockSamples = 8;
+  void ping_clock(PeerId peer, bool restart) {
+    ClockPingMsg ping;
+    {
+      MutexLock lock(mu_);
+      auto it = peers_.find(peer);
+      if (it == peers_.end()) return;
+      if (restart) it->second.clock = ClockOffset{};
+      ping.driver_ns = steady_ns();
+      it->second.ping_sent_ns = ping.driver_ns;
+    }
+    send(peer, ping);
+  }
   void on_clock_pong(PeerId peer, const ClockPongMsg& pong) {
-    static constexpr int kClockSamples = 8;
     const int64_t now = steady_ns();
     bool again = false;
     {
       MutexLock lock(mu_);
       auto it = peers_.find(peer);
-      if (it == peers_.end()) return;
+      if (it == peers_.end() || it->second.ping_sent_ns != pong.driver_ns) return;
+      it->second.ping_sent_ns = -1;
       ClockOffset& c = it->second.clock;
       c.add(pong.driver_ns, pong.node_ns, now);
       again = c.samples() < kClockSamples;
     }
-    if (again) send(peer, ClockPingMsg{steady_ns()});
+    if (again) ping_clock(peer, /*restart=*/false);
   }
 
-  // Node: the spans this runtime kept (none if it records no timeline), newest last, at most
-  // kMaxSpansSent (a reply must fit in one message).
+  // Node: the spans this runtime kept that ended at or after the query's time (none if it
+  // records no timeline), at most the query's count and kMaxSpanBytes of them (the newest;
+  // `truncated` says when some were left out). Not on the progress thread: it waits (briefly)
+  // for runs that just finished to record their spans (a run's result reaches the driver a
+  // moment before its span exists here), then copies them; a task asking for nothing runs it.
   void on_spans_query(PeerId peer, const SpansQueryMsg& query) {
-    static constexpr size_t kMaxSpansSent = 1000000;
+    run_served_call(
+        rt_, ResourceRequest{}, "prism.timeline",
+        [this, peer, query] { send(peer, Message(spans_reply(query))); },
+        [this, peer, id = query.call_id](const std::exception_ptr&) {
+          SpansReplyMsg empty;  // (the runtime is stopping): the driver is not left waiting
+          empty.call_id = id;
+          send(peer, Message(std::move(empty)));
+        });
+  }
+
+  SpansReplyMsg spans_reply(const SpansQueryMsg& query) {
+    static constexpr size_t kMaxSpanBytes = size_t{32} << 20;
+    rt_->settle_timeline_from_task();  // (spans_reply runs as a task)
     SpansReplyMsg reply;
     reply.call_id = query.call_id;
-    reply.recording = rt_->records_timeline();
-    for (const internal::Timeline::Span& s :
-         rt_->recent_spans(internal::Timeline::Clock::time_point::min(), kMaxSpansSent)) {
+    reply.recording = rt_->records_timeline() || rt_->keeps_recent_spans();
+    const int64_t skew = test_clock_skew_ns();
+    int64_t since_ns = INT64_MIN;
+    if (query.since_ns != INT64_MIN && __builtin_sub_overflow(query.since_ns, skew, &since_ns)) {
+      since_ns = INT64_MIN;
+    }
+    const auto since = internal::Timeline::Clock::time_point(std::chrono::nanoseconds(since_ns));
+    const size_t cap = std::min<size_t>(query.max_spans, 1000000);
+    std::vector<internal::Timeline::Span> spans = rt_->recent_spans(since, cap);
+    reply.truncated = spans.size() == cap;
+    size_t bytes = 0, first = spans.size();
+    while (first > 0 && bytes + 40 + spans[first - 1].name.size() <= kMaxSpanBytes) {
+      bytes += 40 + spans[--first].name.size();
+    }
+    if (first > 0) reply.truncated = true;
+    for (size_t i = first; i < spans.size(); ++i) {
+      const internal::Timeline::Span& s = spans[i];
       WireSpan w;
       w.name = s.name;
       w.task = s.task_sequence;
       w.thread = s.thread;
       w.start_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(s.start.time_since_epoch())
-                       .count();
+                       .count() + skew;
       w.end_ns =
-          std::chrono::duration_cast<std::chrono::nanoseconds>(s.end.time_since_epoch()).count();
+          std::chrono::duration_cast<std::chrono::nanoseconds>(s.end.time_since_epoch()).count() +
+          skew;
       w.gpu = s.gpus.empty() ? -1 : s.gpus.front();
       reply.spans.push_back(std::move(w));
     }
-    send(peer, Message(std::move(reply)));
+    return reply;
   }
 
-  void on_spans_reply(SpansReplyMsg reply) {
+  void on_spans_reply(PeerId peer, SpansReplyMsg reply) {
     std::shared_ptr<SpanQuery> q;
     {
       MutexLock lock(mu_);
       auto it = span_queries_.find(reply.call_id);
-      if (it == span_queries_.end()) return;  // too late: the caller gave up
+      if (it == span_queries_.end() || it->second->peer != peer) return;  // late, or not its
       q = it->second;
       span_queries_.erase(it);
     }
@@ -1350,31 +1397,75 @@ class Link final : public internal::ClusterLink {
     q->done.set();
   }
 
-  std::vector<NodeSpans> gather_spans(Deadline deadline,
-                                      std::vector<std::string>* missing) override {
+  // Driver: the span queries waiting for `peer` (every one when peer == kHere) end unanswered.
+  void fail_span_queries(PeerId peer) {
+    std::vector<std::shared_ptr<SpanQuery>> failed;
+    {
+      MutexLock lock(mu_);
+      for (auto it = span_queries_.begin(); it != span_queries_.end();) {
+        if (peer == kHere || it->second->peer == peer) {
+          failed.push_back(it->second);
+          it = span_queries_.erase(it);
+        } else {
+          ++it;
+        }
+      }
+    }
+    for (auto& q : failed) {
+      q->lost = true;
+      q->done.set();
+    }
+  }
+
+  // Tests only: PRISM_TEST_CLOCK_SKEW_NS shifts this node's clock as the driver sees it (its
+  // pongs and span times), as a node on another machine's clock would be.
+  static int64_t test_clock_skew_ns() {
+    static const int64_t skew = [] {
+      const char* v = std::getenv("PRISM_TEST_CLOCK_SKEW_NS");
+      return v != nullptr ? std::strtoll(v, nullptr, 10) : 0;
+    }();
+    return skew;
+  }
+
+  std::vector<NodeSpans> gather_spans(Deadline deadline, internal::Timeline::Clock::time_point since,
+                                      size_t max, std::vector<std::string>* missing) override {
     struct Asked {
       PeerId peer;
       uint64_t call_id;
       std::string node;
-      int64_t offset;
+      int64_t old_offset;  // for the query's time only
       std::shared_ptr<SpanQuery> query;
     };
     std::vector<Asked> asked;
     {
       MutexLock lock(mu_);
-      if (config_.role != ClusterRole::kDriver) return {};
+      if (config_.role != ClusterRole::kDriver || shut_down_) return {};
       for (auto& [id, p] : peers_) {
         if (p.state != Peer::State::kReady || p.role != PeerRole::kNode) continue;
         auto q = std::make_shared<SpanQuery>();
+        q->peer = id;
         const uint64_t call_id = next_call_++;
         span_queries_.emplace(call_id, q);
         asked.push_back({id, call_id, "node" + std::to_string(p.index), p.clock.offset_ns(), q});
       }
     }
-    for (const Asked& a : asked) send(a.peer, SpansQueryMsg{a.call_id});
+    const int64_t since_ns =
+        std::chrono::duration_cast<std::chrono::nanoseconds>(since.time_since_epoch()).count();
+    for (const Asked& a : asked) {
+      // A fresh offset first (clocks drift): the node answers the ping before the query, so at
+      // least its first pong is in when the spans arrive.
+      ping_clock(a.peer, /*restart=*/true);
+      SpansQueryMsg q;
+      q.call_id = a.call_id;
+      q.since_ns = since == internal::Timeline::Clock::time_point::min()
+                       ? INT64_MIN
+                       : since_ns + a.old_offset;
+      q.max_spans = static_cast<uint32_t>(std::min<size_t>(max, UINT32_MAX));
+      send(a.peer, q);
+    }
     std::vector<NodeSpans> out;
     for (Asked& a : asked) {
-      if (!a.query->done.wait_until(deadline)) {
+      if (!a.query->done.wait_until(deadline) || a.query->lost) {
         MutexLock lock(mu_);
         span_queries_.erase(a.call_id);
         if (missing != nullptr) missing->push_back(a.node);
@@ -1383,15 +1474,26 @@ class Link final : public internal::ClusterLink {
       NodeSpans n;
       n.node = a.node;
       n.recording = a.query->reply.recording;
-      n.clock_offset_ns = a.offset;
+      n.truncated = a.query->reply.truncated;
+      {
+        MutexLock lock(mu_);
+        auto it = peers_.find(a.peer);
+        n.clock_known = it != peers_.end() && it->second.clock.samples() > 0;
+        n.clock_offset_ns = n.clock_known ? it->second.clock.offset_ns() : 0;
+      }
       for (const WireSpan& w : a.query->reply.spans) {
         internal::Timeline::Span s;
         s.name = w.name;
         s.task_sequence = w.task;
         s.thread = w.thread;
-        // Node clock -> ours.
-        s.start = internal::Timeline::Clock::time_point(std::chrono::nanoseconds(w.start_ns - a.offset));
-        s.end = internal::Timeline::Clock::time_point(std::chrono::nanoseconds(w.end_ns - a.offset));
+        // Node clock -> ours (saturating: a hostile time cannot overflow).
+        auto ours = [&](int64_t t) {
+          int64_t v = 0;
+          if (__builtin_sub_overflow(t, n.clock_offset_ns, &v)) v = t < 0 ? INT64_MIN : INT64_MAX;
+          return internal::Timeline::Clock::time_point(std::chrono::nanoseconds(v));
+        };
+        s.start = ours(w.start_ns);
+        s.end = ours(w.end_ns);
         if (w.gpu >= 0) s.gpus.push_back(w.gpu);
         n.spans.push_back(std::move(s));
       }
@@ -2012,7 +2114,43 @@ class Link final : public internal::ClusterLink {
     if (Blob b = objects_.find(id)) return waiter(b, {});
     const PeerId from = live_holder(id, kHere);
     if (from == 0) return waiter(nullptr, "no node holds it any more (lost with its node)");
-    if (objects_.await(id, from, std::move(waiter))) send(from, Message(ObjectPullMsg{id}));
+    // For the timeline: the pull from `from` to here, once it arrived.
+    auto timed = [this, id, from, start = internal::Timeline::Clock::now(),
+                  waiter = std::move(waiter)](const Blob& b, const std::string& why) {
+      if (b) log_transfer(id, b->size(), from, kHere, start);
+      waiter(b, why);
+    };
+    if (objects_.await(id, from, std::move(timed))) send(from, Message(ObjectPullMsg{id}));
+  }
+
+  // Driver: an object moved from `from` to `to` (kHere: this process), asked for at `start` and
+  // sent on or arrived now. The newest kTransfersKept are kept.
+  void log_transfer(uint64_t id, uint64_t bytes, PeerId from, PeerId to,
+                    internal::Timeline::Clock::time_point start) {
+    static constexpr size_t kTransfersKept = 10000;
+    internal::Timeline::Transfer t;
+    t.object = id;
+    t.bytes = bytes;
+    t.start = start;
+    t.end = internal::Timeline::Clock::now();
+    {
+      MutexLock lock(mu_);
+      auto name = [&](PeerId p) {
+        if (p == kHere) return rt_->node_id();
+        auto it = peers_.find(p);
+        return it == peers_.end() ? std::string() : "node" + std::to_string(it->second.index);
+      };
+      t.from = name(from);
+      t.to = name(to);
+    }
+    MutexLock lock(transfers_mu_);
+    if (transfers_.size() == kTransfersKept) transfers_.pop_front();
+    transfers_.push_back(std::move(t));
+  }
+
+  std::vector<internal::Timeline::Transfer> recent_transfers() const override {
+    MutexLock lock(transfers_mu_);
+    return {transfers_.begin(), transfers_.end()};
   }
 
  private:
@@ -2076,23 +2214,28 @@ class Link final : public internal::ClusterLink {
   // them and passed on (not kept here).
   void on_driver_pull(PeerId peer, const ObjectPullMsg& pull) {
     const uint64_t id = pull.object;
-    auto answer = [this, peer, id](const Blob& b, const std::string& why) {
-      if (b && send_object(peer, id, b)) {
-        objects_.add_holder(id, peer);  // (not if freed meanwhile: the copy there is a task's)
-        return;
-      }
-      ObjectDataMsg data;
-      data.object = id;
-      data.error = b ? "it does not fit in one message" : why;
-      send(peer, Message(std::move(data)));
+    const auto start = internal::Timeline::Clock::now();
+    // The answer, given where the bytes come from (here, or the holder they are pulled from).
+    auto answer_from = [this, peer, id, start](PeerId source) {
+      return [this, peer, id, start, source](const Blob& b, const std::string& why) {
+        if (b && send_object(peer, id, b)) {
+          objects_.add_holder(id, peer);  // (not if freed meanwhile: the copy there is a task's)
+          log_transfer(id, b->size(), source, peer, start);
+          return;
+        }
+        ObjectDataMsg data;
+        data.object = id;
+        data.error = b ? "it does not fit in one message" : why;
+        send(peer, Message(std::move(data)));
+      };
     };
-    if (Blob b = objects_.find(id)) return answer(b, {});
+    if (Blob b = objects_.find(id)) return answer_from(kHere)(b, {});
     const PeerId from = live_holder(id, peer);
     if (from == 0) {
-      return answer(nullptr, "object " + std::to_string(id) + " is gone (freed, or lost with " +
-                                 "its node)");
+      return answer_from(kHere)(nullptr, "object " + std::to_string(id) +
+                                             " is gone (freed, or lost with its node)");
     }
-    if (objects_.await(id, from, answer)) send(from, Message(ObjectPullMsg{id}));
+    if (objects_.await(id, from, answer_from(from))) send(from, Message(ObjectPullMsg{id}));
   }
 
   // Node: the driver asks for an object held here.
@@ -2167,6 +2310,8 @@ class Link final : public internal::ClusterLink {
   std::map<uint64_t, Relay> relays_ PRISM_GUARDED_BY(mu_);  // driver: node calls relayed
   std::map<uint64_t, std::shared_ptr<Lookup>> lookups_ PRISM_GUARDED_BY(mu_);  // node
   std::map<uint64_t, std::shared_ptr<SpanQuery>> span_queries_ PRISM_GUARDED_BY(mu_);  // driver
+  mutable Mutex transfers_mu_;  // never held with mu_ (log_transfer takes one, then the other)
+  std::deque<internal::Timeline::Transfer> transfers_ PRISM_GUARDED_BY(transfers_mu_);  // driver
   int next_index_ PRISM_GUARDED_BY(mu_) = 1;
   std::vector<Waiting> waiting_ PRISM_GUARDED_BY(mu_);  // driver: tasks no node fits yet
   bool stop_timer_ PRISM_GUARDED_BY(mu_) = false;
@@ -2193,6 +2338,7 @@ class Link final : public internal::ClusterLink {
   Mutex bind_mu_;  // one registration per local entry (Transfer::by_reference)
   const std::shared_ptr<ObjectService> service_ = std::make_shared<ObjectService>();
   OutputForwarder output_;  // node: stdout and stderr to the driver (stopped before comm_ goes)
+  OutputPrinter printer_;   // driver: what nodes printed, written off the progress thread
   // Last: destroyed first (see ~Link). Set once in the constructor, before any peer exists.
   std::unique_ptr<UcxComm> comm_;
 };

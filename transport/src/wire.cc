@@ -235,11 +235,16 @@ void write_body(Writer* w, const ClockPongMsg& m) {
   w->u64(static_cast<uint64_t>(m.node_ns));
 }
 
-void write_body(Writer* w, const SpansQueryMsg& m) { w->u64(m.call_id); }
+void write_body(Writer* w, const SpansQueryMsg& m) {
+  w->u64(m.call_id);
+  w->u64(static_cast<uint64_t>(m.since_ns));
+  w->u32(m.max_spans);
+}
 
 void write_body(Writer* w, const SpansReplyMsg& m) {
   w->u64(m.call_id);
   w->u8(m.recording ? 1 : 0);
+  w->u8(m.truncated ? 1 : 0);
   w->count(m.spans.size());
   for (const WireSpan& s : m.spans) {
     w->str(s.name);
@@ -502,16 +507,23 @@ bool read_body(Reader* r, ClockPongMsg* m) {
   return true;
 }
 
-bool read_body(Reader* r, SpansQueryMsg* m) { return r->u64(&m->call_id); }
+bool read_body(Reader* r, SpansQueryMsg* m) {
+  uint64_t since = 0;
+  if (!r->u64(&m->call_id) || !r->u64(&since) || !r->u32(&m->max_spans)) return false;
+  m->since_ns = static_cast<int64_t>(since);
+  return true;
+}
 
 bool read_body(Reader* r, SpansReplyMsg* m) {
-  uint8_t recording = 0;
+  uint8_t recording = 0, truncated = 0;
   uint32_t n = 0;
   // The smallest span: an empty name (4) + task (8) + thread (4) + times (16) + gpu (4).
-  if (!r->u64(&m->call_id) || !r->u8(&recording) || recording > 1 || !r->count(36, &n)) {
+  if (!r->u64(&m->call_id) || !r->u8(&recording) || recording > 1 || !r->u8(&truncated) ||
+      truncated > 1 || !r->count(36, &n)) {
     return false;
   }
   m->recording = recording == 1;
+  m->truncated = truncated == 1;
   m->spans.resize(n);
   for (WireSpan& s : m->spans) {
     uint32_t thread = 0, gpu = 0;

@@ -197,6 +197,8 @@ struct ClockPongMsg {
 
 struct SpansQueryMsg {
   uint64_t call_id = 0;
+  int64_t since_ns = 0;     // the node's clock: spans that ended at or after it
+  uint32_t max_spans = 0;   // the newest this many at most
 };
 
 struct WireSpan {
@@ -211,6 +213,7 @@ struct WireSpan {
 struct SpansReplyMsg {
   uint64_t call_id = 0;
   bool recording = false;  // false: the node keeps no timeline (its InitOptions::timeline is off)
+  bool truncated = false;  // older spans were left out (max_spans, or the message's size)
   std::vector<WireSpan> spans;
 };
 

@@ -52,7 +52,7 @@ struct InitOptions {
   bool timeline = false;
   // "host:port" (port 0: one from the OS) where a web dashboard of this runtime is served
   // (README "Dashboard"); empty: none. Needs the dashboard component (Prism::dashboard). The
-  // login URL, with its one-time token, is printed to stderr and returned by dashboard_url().
+  // login URL, with its token, is printed to stderr once and returned by dashboard_url().
   // PRISM_DASHBOARD overrides it for prism::init() ("off": none). Cluster nodes serve none:
   // the driver's dashboard shows the whole job.
   std::string dashboard = {};

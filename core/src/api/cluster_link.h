@@ -125,17 +125,24 @@ class ClusterLink {
   // object copies pulled here, transfers.
   virtual void add_stats(Stats* stats) const = 0;
 
-  // Driver: every other node's spans (the runs it recorded: its InitOptions::timeline or
-  // PRISM_TIMELINE=1), on this process's clock (offsets measured when each node joined). A node
-  // that does not answer by the deadline is left out (named in `missing`).
+  // Driver: every other node's spans that ended at or after `since` (this process's clock; min:
+  // all), at most `max` per node (the newest): the runs it recorded (its InitOptions::timeline
+  // or PRISM_TIMELINE=1; the newest only when PRISM_DASHBOARD is set there), on this process's
+  // clock (each node's offset measured again by pings first). A node that does not answer by
+  // the deadline, or goes away, is left out (named in `missing`).
   struct NodeSpans {
     std::string node;             // "node1"
     bool recording = false;       // false: that node keeps no timeline
+    bool truncated = false;       // some spans were left out (max, or one message's size)
+    bool clock_known = false;     // false: no ping came back; its times are its own clock's
     int64_t clock_offset_ns = 0;  // that node's steady clock minus this one's
     std::vector<Timeline::Span> spans;
   };
-  virtual std::vector<NodeSpans> gather_spans(Deadline deadline,
-                                              std::vector<std::string>* missing) = 0;
+  virtual std::vector<NodeSpans> gather_spans(Deadline deadline, Timeline::Clock::time_point since,
+                                              size_t max, std::vector<std::string>* missing) = 0;
+  // Driver: the newest objects moved between nodes (each pull, and each value it passed from a
+  // holder to a reader), oldest first, for the timeline's flows.
+  virtual std::vector<Timeline::Transfer> recent_transfers() const = 0;
 };
 
 // Calls fn(entry) once `entry` is done (at once, on this thread, if it is already), keeping the

@@ -20,7 +20,7 @@ class RuntimeCore;
 class DashboardServer {
  public:
   virtual ~DashboardServer() = default;
-  // The one-time login URL (http://host:port/?token=...), printed at start.
+  // The login URL (http://host:port/?token=...), printed once at start.
   virtual std::string url() const = 0;
   // Stops serving; waits for the requests being answered. Idempotent.
   virtual void stop() noexcept = 0;

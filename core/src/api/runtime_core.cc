@@ -166,9 +166,14 @@ RuntimeCore::RuntimeCore(const InitOptions& given_options, bool global)
   if (const char* env = global ? std::getenv("PRISM_TIMELINE") : nullptr; env && *env) {
     options.timeline = std::string(env) != "0";
   }
+  // A node where PRISM_DASHBOARD is set (a launcher passes it to every rank) keeps its newest
+  // runs for the driver's dashboard.
+  const char* dashboard_env = global ? std::getenv("PRISM_DASHBOARD") : nullptr;
+  const bool node_for_dashboard = cluster.role == ClusterRole::kNode && dashboard_env != nullptr &&
+                                  *dashboard_env && std::string(dashboard_env) != "off";
   if (options.timeline) {
     timeline_ = std::make_unique<Timeline>();
-  } else if (!dashboard.empty()) {
+  } else if (!dashboard.empty() || node_for_dashboard) {
     timeline_ = std::make_unique<Timeline>(kDashboardSpans);  // the live view's newest spans
   }
   totals_ = node_resources(options);
@@ -533,10 +538,22 @@ void RuntimeCore::write_timeline(const std::string& path) const {
                 "InitOptions{.timeline = true}");
   }
   std::vector<Timeline::Lane> nodes;
+  std::vector<Timeline::Transfer> transfers;
   if (ClusterLink* l = link(); l != nullptr && role_ == ClusterRole::kDriver) {
+    transfers = l->recent_transfers();
     std::vector<std::string> missing;
     for (ClusterLink::NodeSpans& n :
-         l->gather_spans(deadline_after(std::chrono::seconds(30)), &missing)) {
+         l->gather_spans(deadline_after(std::chrono::seconds(30)), Timeline::Clock::time_point::min(),
+                         SIZE_MAX, &missing)) {
+      if (!n.clock_known) {
+        PRISM_LOG(kWarning) << "prism::timeline: " << n.node
+                            << "'s clock offset is unknown (no ping answered): its runs are on "
+                               "its own clock";
+      }
+      if (n.truncated) {
+        PRISM_LOG(kWarning) << "prism::timeline: " << n.node
+                            << " sent only its newest runs (one message holds 32 MiB of them)";
+      }
       if (!n.recording) {
         PRISM_LOG(kWarning) << "prism::timeline: " << n.node
                             << " records no timeline (start it with InitOptions::timeline or "
@@ -550,7 +567,7 @@ void RuntimeCore::write_timeline(const std::string& path) const {
                           << "not in " << path;
     }
   }
-  timeline_->write(path, node_id_, nodes);
+  timeline_->write(path, node_id_, nodes, transfers);
 }
 
 void RuntimeCore::run_task(TaskRecord* task) noexcept { execute(task, nullptr); }

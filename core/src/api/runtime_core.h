@@ -86,9 +86,16 @@ class RuntimeCore final : public JobRunner {
   // The spans of task runs that ended at or after `since` (at most `max`, the newest), kept by
   // the timeline or, with only a dashboard, the newest kDashboardSpans runs; empty if neither.
   std::vector<Timeline::Span> recent_spans(Timeline::Clock::time_point since, size_t max) const;
+  // Lets runs that just finished record their spans (bounded; see Timeline::settle). Called
+  // from a task (the caller's own run is not waited for).
+  void settle_timeline_from_task() const {
+    if (timeline_) timeline_->settle(std::chrono::milliseconds(200), /*own_runs=*/1);
+  }
   static constexpr size_t kDashboardSpans = 20000;
   // InitOptions::timeline (or PRISM_TIMELINE=1) is on: every run's span is kept.
   bool records_timeline() const noexcept { return timeline_ && timeline_->keeps_everything(); }
+  // Only the newest kDashboardSpans runs are kept (for a dashboard: here, or the driver's).
+  bool keeps_recent_spans() const noexcept { return timeline_ && !timeline_->keeps_everything(); }
   Timeline::Clock::time_point started_at() const noexcept { return started_at_; }
   // The dashboard's login URL; empty without one.
   std::string dashboard_url() const { return dashboard_ ? dashboard_->url() : std::string(); }

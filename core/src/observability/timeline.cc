@@ -1,5 +1,6 @@
 #include "observability/timeline.h"
 
+#include <algorithm>
 #include <atomic>
 #include <fstream>
 #include <thread>
@@ -44,19 +45,24 @@ std::vector<Timeline::Span> Timeline::recent(Clock::time_point since, size_t max
   return {out.rbegin(), out.rend()};
 }
 
+void Timeline::settle(Clock::duration max_wait, int64_t own_runs) const {
+  const auto until = Clock::now() + max_wait;
+  while (in_flight_.load(std::memory_order_acquire) > own_runs && Clock::now() < until) {
+    std::this_thread::yield();
+  }
+}
+
 size_t Timeline::size() const {
   MutexLock lock(mu_);
   return spans_.size();
 }
 
 void Timeline::write(const std::string& path, const std::string& node,
-                     const std::vector<Lane>& others) const {
+                     const std::vector<Lane>& others,
+                     const std::vector<Transfer>& transfers) const {
   // Runs that finished just before this call record their spans within microseconds; give them
   // a bounded moment (a task still running after it is simply not in the file yet).
-  const auto until = Clock::now() + std::chrono::milliseconds(200);
-  while (in_flight_.load(std::memory_order_acquire) > 0 && Clock::now() < until) {
-    std::this_thread::yield();
-  }
+  settle(std::chrono::milliseconds(200));
   std::ofstream out(path, std::ios::trunc);
   if (!out) throw Error(ErrorCode::kInvalidArgument, "prism::timeline: cannot write " + path);
   auto us = [this](Clock::time_point t) {
@@ -89,6 +95,37 @@ void Timeline::write(const std::string& path, const std::string& node,
   }
   for (size_t i = 0; i < others.size(); ++i) {
     for (const Span& s : others[i].spans) write_span(s, static_cast<int>(i) + 2);
+  }
+  // Transfers: thread row 0 of each process is "transfers"; a slice at each end, and a flow
+  // from the sender's slice to the receiver's (Perfetto draws an arrow).
+  auto pid_of = [&](const std::string& name) {
+    if (name == node) return 1;
+    for (size_t i = 0; i < others.size(); ++i) {
+      if (others[i].node == name) return static_cast<int>(i) + 2;
+    }
+    return 0;  // a node that is gone: not drawn
+  };
+  for (size_t i = 0; i < others.size() + 1; ++i) {
+    out << ",\n{\"name\":\"thread_name\",\"ph\":\"M\",\"pid\":" << i + 1
+        << ",\"tid\":0,\"args\":{\"name\":\"transfers\"}}";
+  }
+  uint64_t flow = 0;
+  for (const Transfer& t : transfers) {
+    const int from = pid_of(t.from), to = pid_of(t.to);
+    if (from == 0 || to == 0) continue;
+    const std::string what = "object " + std::to_string(t.object) + " (" +
+                             std::to_string(t.bytes) + " bytes) " + t.from + " -> " + t.to;
+    const double ts = us(t.start), dur = std::max(0.0, us(t.end) - us(t.start));
+    for (int pid : {from, to}) {
+      out << ",\n{\"name\":" << json_string(what) << ",\"cat\":\"transfer\",\"ph\":\"X\",\"pid\":"
+          << pid << ",\"tid\":0,\"ts\":" << ts << ",\"dur\":" << dur
+          << ",\"args\":{\"object\":" << t.object << ",\"bytes\":" << t.bytes << "}}";
+    }
+    ++flow;
+    out << ",\n{\"name\":\"transfer\",\"cat\":\"transfer\",\"ph\":\"s\",\"id\":" << flow
+        << ",\"pid\":" << from << ",\"tid\":0,\"ts\":" << ts << "}";
+    out << ",\n{\"name\":\"transfer\",\"cat\":\"transfer\",\"ph\":\"f\",\"bp\":\"e\",\"id\":"
+        << flow << ",\"pid\":" << to << ",\"tid\":0,\"ts\":" << ts + dur << "}";
   }
   out << "\n]}\n";
   if (!out) throw Error(ErrorCode::kInvalidArgument, "prism::timeline: error writing " + path);

@@ -59,11 +59,27 @@ class Timeline {
     std::string node;
     std::vector<Span> spans;
   };
+  // An object moved from one node to another (cluster), on this timeline's clock.
+  struct Transfer {
+    std::string from;  // node names, as in Lane::node ("node0" is the driver)
+    std::string to;
+    uint64_t object = 0;
+    uint64_t bytes = 0;
+    Clock::time_point start;  // asked for
+    Clock::time_point end;    // sent on (or arrived)
+  };
+  // Waits (at most `max_wait`) until the runs that have finished have recorded their spans (a
+  // run's result is visible a moment before its span; only a timeline that keeps everything
+  // counts them). `own_runs`: runs in flight that are the caller's own (a task asking waits
+  // not for itself).
+  void settle(Clock::duration max_wait, int64_t own_runs = 0) const;
   // Writes every span kept as Chrome trace JSON; `node` names this process's row, `others` get
-  // one row each (pid 2, 3, ...). Times are microseconds since this timeline began. Throws
-  // prism::Error if the file cannot be written.
+  // one row each (pid 2, 3, ...). Each transfer is a slice on a "transfers" thread row of the
+  // sender and of the receiver, joined by a flow arrow. Times are microseconds since this
+  // timeline began. Throws prism::Error if the file cannot be written.
   void write(const std::string& path, const std::string& node,
-             const std::vector<Lane>& others = {}) const;
+             const std::vector<Lane>& others = {},
+             const std::vector<Transfer>& transfers = {}) const;
   // The spans kept that ended at or after `since`, in recording order; at most `max` of them
   // (the newest).
   std::vector<Span> recent(Clock::time_point since, size_t max) const;
