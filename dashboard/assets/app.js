@@ -165,7 +165,8 @@ function drawTimeline(t) {
   const svg = $('timeline');
   svg.replaceChildren();
   // One row per (node, thread); a span is [lane, thread, start_ms, dur_ms, name, task, gpu].
-  const key = (s) => s[0] * 1000000 + s[1];
+  // (Device lanes have negative threads: GPU d is -1 - d.)
+  const key = (s) => s[0] * 1000000 + s[1] + 500000;
   const rows = [...new Set(t.spans.map(key))].sort((a, b) => a - b);
   const ROW = 16, LABEL = 110, W = 1000;
   const H = Math.max(40, rows.length * ROW + 20);
@@ -182,9 +183,10 @@ function drawTimeline(t) {
   const x = (ms) => LABEL + Math.max(0, (ms - from) / span) * (W - LABEL);
   const several = t.lanes.length > 1;
   rows.forEach((k, i) => {
-    const lane = Math.floor(k / 1000000), thread = k % 1000000;
+    const lane = Math.floor(k / 1000000), thread = (k % 1000000) - 500000;
+    const what = thread < 0 ? 'GPU ' + (-1 - thread) + ' work' : 'thread ' + thread;
     svg.append(el('svg:text', { x: 4, y: i * ROW + 12, 'font-size': 11, fill: '#6b7385' },
-                  (several ? t.lanes[lane] + ' \u00b7 ' : '') + 'thread ' + thread));
+                  (several ? t.lanes[lane] + ' \u00b7 ' : '') + what));
   });
   const rowIndex = new Map(rows.map((k, i) => [k, i]));
   for (const s of t.spans) {

@@ -82,6 +82,16 @@ class DeviceBackend {
   // sticky one (the device's context is unusable for the rest of the process).
   virtual void check_health(int device, void* stream) noexcept = 0;
 
+  // Timing events, for the device time of GPU tasks in the timeline (device_timing.h): each
+  // records when the work queued before it on a stream finished. event_done never blocks;
+  // event_elapsed_ms needs both events done and on one device (throws prism::Error otherwise).
+  // Host backend: the time of the record call (its streams are synchronous).
+  virtual void* timing_event_create(int device) = 0;
+  virtual void timing_event_destroy(int device, void* event) noexcept = 0;
+  virtual void timing_event_record(void* event, void* stream) = 0;
+  virtual bool event_done(void* event) noexcept = 0;
+  virtual double event_elapsed_ms(void* from, void* to) = 0;
+
   // A named range on the calling thread for profilers (CUDA: NVTX push/pop; host: nothing).
   virtual void range_push(const char* name) noexcept = 0;
   virtual void range_pop() noexcept = 0;

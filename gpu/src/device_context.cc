@@ -156,6 +156,8 @@ TaskDevices set_task_devices(TaskDevices now) noexcept {
   return before;
 }
 
+TaskDevices task_devices() noexcept { return state().task; }
+
 void release_owner_streams(uint64_t owner) noexcept { owners().release(owner); }
 
 DeviceGuard::DeviceGuard(Device device) {

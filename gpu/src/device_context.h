@@ -48,6 +48,7 @@ struct TaskDevices {
   uint64_t owner = 0;
 };
 TaskDevices set_task_devices(TaskDevices now) noexcept;
+TaskDevices task_devices() noexcept;
 
 // The actor numbered `owner` is gone: its streams go back to the pool.
 void release_owner_streams(uint64_t owner) noexcept;

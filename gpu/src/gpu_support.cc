@@ -6,6 +6,7 @@
 #include "backend.h"
 #include "device_context.h"
 #include "device_health.h"
+#include "device_timing.h"
 #include "prism/gpu/tensor.h"
 #include "prism/internal/device_support.h"
 
@@ -52,8 +53,36 @@ class GpuSupport final : public prism::internal::DeviceSupport {
     }
     return ok;
   }
-  void task_begin(const char* name) noexcept override { backend_instance().range_push(name); }
-  void task_end() noexcept override { backend_instance().range_pop(); }
+  void task_begin(const char* name, uint64_t owner, bool time_device) noexcept override {
+    backend_instance().range_push(name);
+    int device = -1;
+    void* stream = nullptr;
+    const Device d = task_devices().device;  // (the frame holds what enter() replaced)
+    if (time_device && !d.is_host()) {
+      try {
+        stream = task_stream(d).handle();
+        device = d.index;
+      } catch (...) {
+        // (no stream: not timed)
+      }
+    }
+    device_timing_begin(owner, name, device, stream);
+  }
+  void task_end() noexcept override {
+    device_timing_end();
+    backend_instance().range_pop();
+  }
+  void collect_device_spans(uint64_t owner,
+                            std::vector<DeviceSpan>* out) noexcept override {
+    for (prism::gpu::internal::DeviceSpan& s : device_timing_collect(owner)) {
+      try {
+        out->push_back(DeviceSpan{std::move(s.name), s.device, s.start, s.end});
+      } catch (...) {
+        return;
+      }
+    }
+  }
+  void drop_device_spans(uint64_t owner) noexcept override { device_timing_drop(owner); }
   void leave() noexcept override {
     if (unpushed() > 0) {
       --unpushed();

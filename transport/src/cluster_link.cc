@@ -842,7 +842,9 @@ class Link final : public internal::ClusterLink {
       }
       return comm_->send(driver, std::move(frame));
     });
-    if (!started) PRISM_LOG(kWarning) << "cluster: cannot forward this node's output (no pipes)";
+    if (!started) {
+      PRISM_LOG(kWarning) << "cluster: cannot forward this node's output (no pipes)";
+    }
   }
 
   void changed() {
@@ -2123,6 +2125,13 @@ class Link final : public internal::ClusterLink {
     if (objects_.await(id, from, std::move(timed))) send(from, Message(ObjectPullMsg{id}));
   }
 
+  // "node<i>" for a peer, this process's node id for kHere, "" for a peer that has gone.
+  std::string peer_name_locked(PeerId p) PRISM_REQUIRES(mu_) {
+    if (p == kHere) return rt_->node_id();
+    auto it = peers_.find(p);
+    return it == peers_.end() ? std::string() : "node" + std::to_string(it->second.index);
+  }
+
   // Driver: an object moved from `from` to `to` (kHere: this process), asked for at `start` and
   // sent on or arrived now. The newest kTransfersKept are kept.
   void log_transfer(uint64_t id, uint64_t bytes, PeerId from, PeerId to,
@@ -2135,13 +2144,8 @@ class Link final : public internal::ClusterLink {
     t.end = internal::Timeline::Clock::now();
     {
       MutexLock lock(mu_);
-      auto name = [&](PeerId p) {
-        if (p == kHere) return rt_->node_id();
-        auto it = peers_.find(p);
-        return it == peers_.end() ? std::string() : "node" + std::to_string(it->second.index);
-      };
-      t.from = name(from);
-      t.to = name(to);
+      t.from = peer_name_locked(from);
+      t.to = peer_name_locked(to);
     }
     MutexLock lock(transfers_mu_);
     if (transfers_.size() == kTransfersKept) transfers_.pop_front();

@@ -270,6 +270,7 @@ void RuntimeCore::shutdown() {
   BufferPool::add_capacity(-pool_share_);
   link_ptr_.store(nullptr, std::memory_order_release);
   link_.reset();  // no task is left that could offer it anything
+  if (DeviceSupport* d = device_support()) d->drop_device_spans(owner_);
   stopped_ = true;
   PRISM_LOG(kInfo) << "runtime " << node_id_ << " stopped";
 }
@@ -477,7 +478,9 @@ void RuntimeCore::execute(TaskRecord* task, const Allocation* alloc) noexcept {
     }
   }
   for (;;) {
-    if (annotate != nullptr) annotate->task_begin(gpu_task_name.c_str());
+    if (annotate != nullptr) {
+      annotate->task_begin(gpu_task_name.c_str(), owner_, /*time_device=*/timeline_ != nullptr);
+    }
     std::exception_ptr thrown = task->run();
     if (annotate != nullptr) annotate->task_end();
     if (timeline_) {
@@ -528,7 +531,29 @@ void RuntimeCore::record_span(TaskRecord* task, const Allocation* alloc,
 
 std::vector<Timeline::Span> RuntimeCore::recent_spans(Timeline::Clock::time_point since,
                                                       size_t max) const {
-  return timeline_ ? timeline_->recent(since, max) : std::vector<Timeline::Span>{};
+  if (!timeline_) return {};
+  collect_device_spans();
+  return timeline_->recent(since, max);
+}
+
+void RuntimeCore::collect_device_spans() const {
+  DeviceSupport* d = device_support();
+  if (!timeline_ || d == nullptr) return;
+  std::vector<DeviceSupport::DeviceSpan> spans;
+  d->collect_device_spans(owner_, &spans);
+  for (DeviceSupport::DeviceSpan& s : spans) {
+    try {
+      Timeline::Span span;
+      span.name = std::move(s.name);
+      span.thread = Timeline::device_lane(s.device);
+      span.start = s.start;
+      span.end = s.end;
+      span.gpus = {s.device};
+      timeline_->record(std::move(span));
+    } catch (...) {
+      return;  // out of memory: the timeline misses them
+    }
+  }
 }
 
 void RuntimeCore::write_timeline(const std::string& path) const {
@@ -567,6 +592,7 @@ void RuntimeCore::write_timeline(const std::string& path) const {
                           << "not in " << path;
     }
   }
+  collect_device_spans();
   timeline_->write(path, node_id_, nodes, transfers);
 }
 

@@ -22,12 +22,19 @@ class LogMessage {
   std::ostringstream out_;
 };
 
+// Turns the streamed expression into void so that PRISM_LOG is one expression: `&` binds looser
+// than `<<`, and an `if (x) PRISM_LOG(...) << ...; else ...` pairs its else with the caller's if.
+struct LogVoidify {
+  void operator&(std::ostream&) {}
+};
+
 }  // namespace prism::internal
 
-#define PRISM_LOG(level)                                              \
-  if (!::prism::internal::log_enabled(::prism::LogLevel::level)) {    \
-  } else                                                              \
-    ::prism::internal::LogMessage(::prism::LogLevel::level, __FILE__, __LINE__).stream()
+#define PRISM_LOG(level)                                                  \
+  !::prism::internal::log_enabled(::prism::LogLevel::level)               \
+      ? (void)0                                                           \
+      : ::prism::internal::LogVoidify() &                                 \
+            ::prism::internal::LogMessage(::prism::LogLevel::level, __FILE__, __LINE__).stream()
 
 // A broken invariant is a bug: abort with file:line.
 #define PRISM_CHECK(cond)                                                                 \

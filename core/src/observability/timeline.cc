@@ -86,15 +86,31 @@ void Timeline::write(const std::string& path, const std::string& node,
     out << ",\n";
     process_name(static_cast<int>(i) + 2, others[i].node);
   }
+  // Device lanes get a row name ("GPU 0"), once per process row.
+  std::vector<std::pair<int, int>> named;  // (pid, lane)
+  auto name_device_lane = [&](int pid, int lane) {
+    if (lane >= 0) return;
+    for (const auto& n : named) {
+      if (n.first == pid && n.second == lane) return;
+    }
+    named.emplace_back(pid, lane);
+    out << ",\n{\"name\":\"thread_name\",\"ph\":\"M\",\"pid\":" << pid << ",\"tid\":" << lane
+        << ",\"args\":{\"name\":\"GPU " << -1 - lane << " (device work)\"}}";
+  };
   {
     MutexLock lock(mu_);
     const size_t n = spans_.size();
     for (size_t k = 0; k < n; ++k) {
-      write_span(spans_[(next_ + k) % n], 1);  // recording order (next_: 0 unless a full ring)
+      const Span& s = spans_[(next_ + k) % n];  // recording order (next_: 0 unless a full ring)
+      name_device_lane(1, s.thread);
+      write_span(s, 1);
     }
   }
   for (size_t i = 0; i < others.size(); ++i) {
-    for (const Span& s : others[i].spans) write_span(s, static_cast<int>(i) + 2);
+    for (const Span& s : others[i].spans) {
+      name_device_lane(static_cast<int>(i) + 2, s.thread);
+      write_span(s, static_cast<int>(i) + 2);
+    }
   }
   // Transfers: thread row 0 of each process is "transfers"; a slice at each end, and a flow
   // from the sender's slice to the receiver's (Perfetto draws an arrow).

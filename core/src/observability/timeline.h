@@ -31,7 +31,7 @@ class Timeline {
   struct Span {
     std::string name;
     uint64_t task_sequence = 0;
-    int thread = 0;  // a small per-process thread number
+    int thread = 0;  // a small per-process thread number, or device_lane(d) for device work
     Clock::time_point start;
     Clock::time_point end;
     std::vector<int> gpus;
@@ -87,6 +87,9 @@ class Timeline {
 
   // The calling thread's small number (assigned on first use).
   static int thread_number() noexcept;
+  // The lane of GPU `device`'s own work (spans timed on the device): negative, apart from the
+  // threads' numbers; its row is named "GPU <device>".
+  static constexpr int device_lane(int device) noexcept { return -1 - device; }
 
  private:
   const Clock::time_point origin_;

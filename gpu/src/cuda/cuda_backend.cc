@@ -351,6 +351,30 @@ class CudaBackend final : public DeviceBackend {
     check(cudaEventSynchronize(static_cast<cudaEvent_t>(event)), "cudaEventSynchronize");
   }
 
+  // Timing events: made with timing on (the others disable it, for speed). NEVER EXECUTED here.
+  void* timing_event_create(int device) override {
+    Current on(ordinal_of(device));
+    cudaEvent_t e = nullptr;
+    check(cudaEventCreate(&e), "cudaEventCreate");
+    return e;
+  }
+  void timing_event_destroy(int device, void* event) noexcept override {
+    event_destroy(device, event);
+  }
+  void timing_event_record(void* event, void* stream) override { event_record(event, stream); }
+  bool event_done(void* event) noexcept override {
+    const cudaError_t e = cudaEventQuery(static_cast<cudaEvent_t>(event));
+    if (e == cudaErrorNotReady) return false;
+    if (e != cudaSuccess) cudaGetLastError();  // done, badly: event_elapsed_ms will say so
+    return true;
+  }
+  double event_elapsed_ms(void* from, void* to) override {
+    float ms = 0;
+    check(cudaEventElapsedTime(&ms, static_cast<cudaEvent_t>(from), static_cast<cudaEvent_t>(to)),
+          "cudaEventElapsedTime");
+    return ms;
+  }
+
   // NVTX v3 (header-only, from the toolkit): without a profiler attached each call is a check of
   // a null function pointer. NEVER EXECUTED here (no GPU, no Nsight on the build machine).
   void range_push(const char* name) noexcept override { nvtxRangePushA(name); }

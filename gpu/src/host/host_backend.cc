@@ -5,6 +5,7 @@
 // Memory comes from a CachingPool (as cudaMallocAsync's pools do on CUDA), so a workload that
 // makes and drops tensors of the same sizes does not pay the kernel's page faults every time.
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
@@ -65,10 +66,27 @@ class HostBackend final : public DeviceBackend {
   void stream_wait_event(void*, void*) override {}
   void event_synchronize(void*) override {}
   void check_health(int, void*) noexcept override {}
+  void* timing_event_create(int) override { return new HostEvent; }
+  void timing_event_destroy(int, void* event) noexcept override {
+    delete static_cast<HostEvent*>(event);
+  }
+  void timing_event_record(void* event, void*) override {
+    static_cast<HostEvent*>(event)->at = std::chrono::steady_clock::now();
+  }
+  bool event_done(void*) noexcept override { return true; }
+  double event_elapsed_ms(void* from, void* to) override {
+    return std::chrono::duration<double, std::milli>(static_cast<HostEvent*>(to)->at -
+                                                     static_cast<HostEvent*>(from)->at)
+        .count();
+  }
   void range_push(const char*) noexcept override {}
   void range_pop() noexcept override {}
 
  private:
+  // A timing event: when it was recorded (work before it on a host stream has run by then).
+  struct HostEvent {
+    std::chrono::steady_clock::time_point at;
+  };
   const std::string why_;
   CachingPool pool_{&aligned_block, &free_block};
   std::atomic<uintptr_t> next_stream_{0x1001};  // odd: no object has this address

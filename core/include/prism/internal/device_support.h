@@ -8,9 +8,11 @@
 // Not for users. Thread-safe: implementations must allow calls from any thread.
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace prism::internal {
 
@@ -35,9 +37,22 @@ class DeviceSupport {
   virtual void leave() noexcept = 0;
   // A GPU task's run begins / ends on the calling thread (between enter() and leave()): the
   // backend names it for profilers (CUDA: an NVTX range, so Nsight Systems shows task names over
-  // the device work they launched). Runs nest (a child run inline); each begin has one end.
-  virtual void task_begin(const char* name) noexcept = 0;
+  // the device work they launched), and with `time_device` times the work it queues on its first
+  // device's stream, for the timeline of runtime `owner` (collect_device_spans). Runs nest (a
+  // child run inline); each begin has one end.
+  virtual void task_begin(const char* name, uint64_t owner, bool time_device) noexcept = 0;
   virtual void task_end() noexcept = 0;
+  // When timed runs' work ran on their device (host steady clock), once it has completed:
+  // runtime `owner`'s, oldest first, each returned once.
+  struct DeviceSpan {
+    std::string name;
+    int device = 0;
+    std::chrono::steady_clock::time_point start;
+    std::chrono::steady_clock::time_point end;
+  };
+  virtual void collect_device_spans(uint64_t owner, std::vector<DeviceSpan>* out) noexcept = 0;
+  // Runtime `owner` stopped: its spans still pending are forgotten.
+  virtual void drop_device_spans(uint64_t owner) noexcept = 0;
   // The actor numbered `owner` is gone: its streams may serve others.
   virtual void release_owner(uint64_t owner) noexcept = 0;
   // Copies between the host and devices so far, and their bytes (for prism::stats()).
