@@ -84,25 +84,31 @@ bool OutputForwarder::start(Send send) {
     undo();
     return false;
   }
-  // The reader first: descriptors 1 and 2 change only once something drains the pipes.
+  // Everything the reader reads is set before it starts (saved_: where undeliverable text goes);
+  // then the reader, and only then descriptors 1 and 2 change (something drains the pipes).
   send_ = std::move(send);
   read_end_[0] = pipes[0][0];
   read_end_[1] = pipes[1][0];
   wake_ = wake;
+  std::fflush(nullptr);
+  for (int i = 0; i < 2; ++i) saved_[i] = fcntl(i + 1, F_DUPFD_CLOEXEC, 3);
   try {
     reader_ = std::thread([this] { read_loop(); });
   } catch (...) {
     read_end_[0] = read_end_[1] = wake_ = -1;
+    for (int& fd : saved_) {
+      if (fd >= 0) close(fd);
+      fd = -1;
+    }
     undo();
     return false;
   }
-  std::fflush(nullptr);
   for (int i = 0; i < 2; ++i) {
-    saved_[i] = fcntl(i + 1, F_DUPFD_CLOEXEC, 3);
     dup2(pipes[i][1], i + 1);  // fd 1/2 now write into the pipe
     close(pipes[i][1]);
     g_saved[i].store(saved_[i], std::memory_order_relaxed);
-    g_read_end[i].store(read_end_[i], std::memory_order_relaxed);
+    // (pipes[i][0], not read_end_[i]: the reader thread owns that field now, and clears it)
+    g_read_end[i].store(pipes[i][0], std::memory_order_relaxed);
   }
   if (!g_abort_handler_installed.exchange(true)) {
     struct sigaction sa {};
