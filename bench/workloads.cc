@@ -4,10 +4,14 @@
 //                                 [--pairs=400] [--images=50] [--image_size=3000]
 //                                 [--image_dir=/tmp/prism-bench-images] [--filter=matmul]
 //
-// Workloads (one timed run each, as the tutorial does): sleep tasks, tree add, fibonacci,
-// Monte Carlo pi, matmul tree (4 matrices) and 400 products, image preprocessing of JPEGs.
-// Each row gives the serial time, Prism's time, the speed-up and the ideal speed-up on this
-// machine (what the task graph allows on its CPU slots). --scale shortens the sleeping ones.
+// Workloads: sleep tasks, tree add, fibonacci, Monte Carlo pi, the serial GEMM the matmul rows
+// are made of (GFLOP/s: the examples' product on OpenBLAS beside OpenBLAS's dgemm called directly
+// and Eigen's built-in GEMM), matmul tree (4 matrices) and 400 products, image preprocessing of
+// JPEGs. Each row runs the same work serially, with Prism and with a same-run peer (oneTBB
+// task_groups over the same functions and allocations), interleaved in rotated rounds after a
+// discarded warm-up (workload_row), and gives Prism's time against the peer's, the serial time,
+// both speed-ups and the ideal speed-up on this machine (what the task graph allows on its CPU
+// slots). --scale shortens the sleeping ones.
 //
 // Task overhead: a compute kernel of adjustable length (1 µs .. 10 ms) run as one Prism task
 // per kernel, against a plain loop on N threads (each thread runs 1/N of the kernels) and
@@ -29,6 +33,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <functional>
+#include <mutex>
 #include <random>
 #include <string>
 #include <thread>
@@ -123,35 +128,67 @@ double threads_speedup_now(int cpus) {
   return s / time_of(threads);
 }
 
-// One row: serial and Prism time, speed-up (the ratio column) and the ideal speed-up. A cheap
-// workload (serial run under 1 s) is then run 3 more times, serial and Prism alternating, and
-// the medians of those are reported (the first serial run warms caches and the allocator); an
-// expensive one is timed once, as the tutorial does.
-void workload_row(bench::Report& report, const std::string& name,
-                  const std::function<void()>& serial, const std::function<void()>& parallel,
+// One workload three ways: serial, with Prism, and with the same-run peer (oneTBB: the same
+// functions, the same allocations, a task_group task where Prism has a task; empty without
+// oneTBB).
+struct Runs {
+  std::function<void()> serial, prism, peer;
+};
+
+#ifdef PRISM_HAVE_TBB
+constexpr const char* kPeerName = "oneTBB task_group";
+// Runs each of `bodies` as a oneTBB task and waits for all.
+void tbb_all(const std::vector<std::function<void()>>& bodies) {
+  tbb::task_group tg;
+  for (const auto& b : bodies) tg.run(b);
+  tg.wait();
+}
+#endif
+
+// One row: Prism's time against the peer's (the ratio column: peer s / Prism s, > 1 when Prism
+// is faster), with the serial time, both speed-ups and the ideal one. The three are run in
+// rounds: a warm-up round (discarded: it fills caches, the allocator and the thread pools), then
+// 2 to 5 timed rounds, as many as fit in about a minute, each in a rotated order (serial, Prism,
+// peer; Prism, peer, serial; peer, serial, Prism; ...) so that neither order nor warm-up favours
+// one; each is reported as its median.
+void workload_row(bench::Report& report, const std::string& name, const Runs& runs,
                   const std::function<double(double serial_s)>& ideal_speedup,
                   const std::string& note) {
   const double machine = threads_speedup_now(static_cast<int>(std::thread::hardware_concurrency()));
-  std::vector<double> serial_s = {time_on_thread(serial)};
-  std::vector<double> prism_s = {time_of(parallel)};
-  if (serial_s[0] < 1.0) {
-    serial_s.clear();
-    prism_s.clear();
-    for (int i = 0; i < 3; ++i) {
-      serial_s.push_back(time_on_thread(serial));
-      prism_s.push_back(time_of(parallel));
+  std::vector<std::function<double()>> timed = {[&] { return time_on_thread(runs.serial); },
+                                                [&] { return time_of(runs.prism); }};
+  if (runs.peer) timed.push_back([&] { return time_of(runs.peer); });
+  double warm_up_s = 0;
+  for (const auto& t : timed) warm_up_s += t();
+  const int rounds = std::clamp(static_cast<int>(60.0 / std::max(warm_up_s, 1e-3)), 2, 5);
+  std::vector<std::vector<double>> seconds(timed.size());
+  for (int r = 0; r < rounds; ++r) {
+    for (size_t k = 0; k < timed.size(); ++k) {
+      const size_t which = (k + static_cast<size_t>(r)) % timed.size();
+      seconds[which].push_back(timed[which]());
     }
   }
+  const bench::Stats serial = bench::stats_of(seconds[0]);
   bench::Row row(name, "s");
   row.higher_is_better = false;
-  row.peer_name = "serial";
-  row.prism = bench::stats_of(prism_s);
-  row.peer = bench::stats_of(serial_s);
-  const double speedup = row.peer.median / row.prism.median, ideal = ideal_speedup(row.peer.median);
-  row.extras = {{"speedup", speedup},
+  row.prism = bench::stats_of(seconds[1]);
+  if (runs.peer) {
+#ifdef PRISM_HAVE_TBB
+    row.peer_name = kPeerName;
+#endif
+    row.peer = bench::stats_of(seconds[2]);
+  } else {
+    row.peer_name = "serial";  // (built without oneTBB)
+    row.peer = serial;
+  }
+  const double speedup = serial.median / row.prism.median, ideal = ideal_speedup(serial.median);
+  row.extras = {{"serial_s", serial.median},
+                {"speedup", speedup},
                 {"ideal_speedup", ideal},
                 {"fraction_of_ideal", speedup / ideal},
-                {"threads_speedup_now", machine}};
+                {"threads_speedup_now", machine},
+                {"rounds", static_cast<double>(rounds)}};
+  if (runs.peer) row.extras.emplace_back("peer_speedup", serial.median / row.peer.median);
   row.note = note;
   report.add(std::move(row));
 }
@@ -174,8 +211,19 @@ void workloads(bench::Report& report, const bench::Flags& flags, int cpus) {
         refs.push_back(prism::task(sleep_task).remote(static_cast<int>(i), secs[i]));
       bench::keep(prism::get(refs).size());
     };
+    Runs runs{serial, parallel, {}};
+#ifdef PRISM_HAVE_TBB
+    runs.peer = [&] {
+      std::vector<int> out(secs.size());
+      std::vector<std::function<void()>> bodies;
+      for (size_t i = 0; i < secs.size(); ++i)
+        bodies.push_back([&, i] { out[i] = sleep_task(static_cast<int>(i), secs[i]); });
+      tbb_all(bodies);
+      bench::keep(out.size());
+    };
+#endif
     workload_row(
-        report, "sleep tasks", serial, parallel,
+        report, "sleep tasks", runs,
         [&](double) { return total / lpt_schedule(secs, cpus); },
         "16 sleeps, 9.9 s x scale " + bench::fmt_num(scale) + " in all; ideal: LPT schedule");
   }
@@ -197,9 +245,24 @@ void workloads(bench::Report& report, const bench::Flags& flags, int cpus) {
       }
       if (prism::get(values[0]) != 36) std::abort();
     };
+    Runs runs{serial, parallel, {}};
+#ifdef PRISM_HAVE_TBB
+    runs.peer = [&] {  // the same pairing, a level at a time (each level's adds at once)
+      std::vector<int> values = {1, 2, 3, 4, 5, 6, 7, 8};
+      while (values.size() > 1) {
+        std::vector<int> sums(values.size() / 2);
+        std::vector<std::function<void()>> bodies;
+        for (size_t k = 0; k < sums.size(); ++k)
+          bodies.push_back([&, k] { sums[k] = add(values[2 * k], values[2 * k + 1], unit); });
+        tbb_all(bodies);
+        values = std::move(sums);
+      }
+      if (values[0] != 36) std::abort();
+    };
+#endif
     auto rounds = [&](int adds) { return (adds + cpus - 1) / cpus; };
     workload_row(
-        report, "tree add", serial, parallel,
+        report, "tree add", runs,
         [&](double) { return 7.0 / (rounds(4) + rounds(2) + rounds(1)); },
         "8 values, 7 adds of " + bench::fmt_num(unit) + " s; ideal: tree depth on " +
             std::to_string(cpus) + " slots");
@@ -215,8 +278,18 @@ void workloads(bench::Report& report, const bench::Flags& flags, int cpus) {
       for (int t = 0; t < cpus; ++t) refs.push_back(prism::task(fibonacci_list).remote(n, rounds));
       bench::keep(prism::get(refs).size());
     };
+    Runs runs{serial, parallel, {}};
+#ifdef PRISM_HAVE_TBB
+    runs.peer = [&] {
+      std::vector<uint64_t> out(static_cast<size_t>(cpus));
+      std::vector<std::function<void()>> bodies;
+      for (int t = 0; t < cpus; ++t) bodies.push_back([&, t] { out[t] = fibonacci_list(n, rounds); });
+      tbb_all(bodies);
+      bench::keep(out.size());
+    };
+#endif
     workload_row(
-        report, "fibonacci", serial, parallel, [&](double) { return double(cpus); },
+        report, "fibonacci", runs, [&](double) { return double(cpus); },
         "one task per CPU, 200k numbers x " + std::to_string(rounds) + " rounds each");
   }
 
@@ -232,20 +305,77 @@ void workloads(bench::Report& report, const bench::Flags& flags, int cpus) {
         refs.push_back(prism::task(count_inside).remote(samples, 2024 + static_cast<uint64_t>(t)));
       bench::keep(prism::get(refs).size());
     };
+    Runs runs{serial, parallel, {}};
+#ifdef PRISM_HAVE_TBB
+    runs.peer = [&] {
+      std::vector<int64_t> out(static_cast<size_t>(cpus));
+      std::vector<std::function<void()>> bodies;
+      for (int t = 0; t < cpus; ++t)
+        bodies.push_back([&, t] { out[t] = count_inside(samples, 2024 + static_cast<uint64_t>(t)); });
+      tbb_all(bodies);
+      bench::keep(out.size());
+    };
+#endif
     workload_row(
-        report, "monte carlo pi", serial, parallel, [&](double) { return double(cpus); },
+        report, "monte carlo pi", runs, [&](double) { return double(cpus); },
         "one task per CPU, " + bench::fmt_num(static_cast<double>(samples)) + " samples each");
   }
 
 #ifdef BENCH_HAVE_MATMUL
   namespace mm = examples::matmul;
+  using mm::Matrix;
   const int mn = std::atoi(flags.get("--matmul_n", flags.quick ? "300" : "1000").c_str());
+  // The product every matmul row is made of, alone on one thread: what the examples' path
+  // (gemm.h: a fresh result matrix, OpenBLAS's dgemm on one thread) reaches, beside OpenBLAS's
+  // dgemm straight into a ready buffer, and Eigen's built-in GEMM (what the examples used before).
+  if (flags.wants("serial gemm")) {
+    const Matrix a = mm::create_matrix(mn, 7), b = mm::create_matrix(mn, 8);
+    const double flop = 2.0 * mn * mn * mn;
+    auto gflops = [&](const std::function<void()>& product) {
+      return bench::repeat(flags.runs, [&] {
+        const double t0 = bench::now_s();
+        product();
+        return flop / (bench::now_s() - t0) / 1e9;
+      });
+    };
+    bench::Row row("serial gemm " + std::to_string(mn) + "^3 float64", "GFLOP/s");
+    row.prism = gflops([&] { bench::keep(mm::multiply_matrices(a, b).data()); });
+#if PRISM_HAVE_OPENBLAS
+    row.peer_name = "OpenBLAS dgemm, one thread";
+    Matrix c(mn, mn);
+    row.peer = gflops([&] {
+      const double one = 1.0, zero = 0.0;
+      dgemm_("N", "N", &mn, &mn, &mn, &one, a.data(), &mn, b.data(), &mn, &zero, c.data(), &mn);
+      bench::keep(c.data());
+    });
+#endif
+    const bench::Stats eigen = gflops([&] {
+      Matrix c2(mn, mn);
+      c2.noalias() = a * b;
+      bench::keep(c2.data());
+    });
+    row.extras = {{"eigen_builtin_gflops", eigen.median}};
+    row.note = examples::gemm::backend() + "; Eigen's built-in GEMM: " +
+               bench::fmt_num(eigen.median) + " GFLOP/s";
+    report.add(std::move(row));
+  }
   if (flags.wants("matmul tree")) {
     double critical = 0;
     auto serial = [&] { bench::keep(mm::tree_serial(mn, 1, &critical).size()); };
     auto parallel = [&] { bench::keep(mm::tree_prism(mn, 1).size()); };
+    Runs runs{serial, parallel, {}};
+#ifdef PRISM_HAVE_TBB
+    runs.peer = [&] {  // the tree a level at a time: 4 creates, 2 products, the sum
+      Matrix x[4], p[2];
+      tbb_all({[&] { x[0] = mm::create_matrix(mn, 2); }, [&] { x[1] = mm::create_matrix(mn, 3); },
+               [&] { x[2] = mm::create_matrix(mn, 4); }, [&] { x[3] = mm::create_matrix(mn, 5); }});
+      tbb_all({[&] { p[0] = mm::multiply_matrices(x[0], x[1]); },
+               [&] { p[1] = mm::multiply_matrices(x[2], x[3]); }});
+      bench::keep(mm::sum_matrices(p[0], p[1]).size());
+    };
+#endif
     workload_row(
-        report, "matmul tree (4 matrices)", serial, parallel,
+        report, "matmul tree (4 matrices)", runs,
         [&](double s) { return std::min<double>(s / critical, cpus); },
         std::to_string(mn) + "x" + std::to_string(mn) +
             " doubles; ideal: serial / critical path, at most the CPUs");
@@ -257,8 +387,29 @@ void workloads(bench::Report& report, const bench::Flags& flags, int cpus) {
     auto parallel = [&] {
       bench::keep(mm::many_prism(mn, pairs, 1, static_cast<size_t>(2 * cpus)).traces.size());
     };
+    Runs runs{serial, parallel, {}};
+#ifdef PRISM_HAVE_TBB
+    runs.peer = [&] {  // a task per pair (x and y created at once), gathered as each ends
+      mm::Gathered g{Matrix::Zero(mn, mn), std::vector<double>(static_cast<size_t>(pairs))};
+      std::mutex gather;
+      tbb::task_group tg;
+      for (int i = 0; i < pairs; ++i) {
+        tg.run([&, i] {
+          Matrix x, y;
+          tbb_all({[&] { x = mm::create_matrix(mn, 1 + 2 * i); },
+                   [&] { y = mm::create_matrix(mn, 1 + 2 * i + 1); }});
+          const Matrix z = mm::multiply_matrices(x, y);
+          std::lock_guard<std::mutex> lock(gather);
+          g.traces[static_cast<size_t>(i)] = z.trace();
+          g.sum += z;
+        });
+      }
+      tg.wait();
+      bench::keep(g.traces.size());
+    };
+#endif
     workload_row(
-        report, "matmul " + std::to_string(pairs) + " pairs", serial, parallel,
+        report, "matmul " + std::to_string(pairs) + " pairs", runs,
         [&](double) { return double(cpus); },
         std::to_string(pairs) + " x (2 creates + 1 product) of " + std::to_string(mn) + "x" +
             std::to_string(mn) + "; window " + std::to_string(2 * cpus));
@@ -282,9 +433,22 @@ void workloads(bench::Report& report, const bench::Flags& flags, int cpus) {
         bench::keep(im::preprocess_serial(dir, count, seed, full, &longest).size());
       };
       auto parallel = [&] { bench::keep(im::preprocess_prism(dir, count, seed, full).size()); };
+      Runs runs{serial, parallel, {}};
+#ifdef PRISM_HAVE_TBB
+      runs.peer = [&] {
+        std::vector<examples::img::Tensor> out(static_cast<size_t>(count));
+        std::vector<std::function<void()>> bodies;
+        for (int i = 0; i < count; ++i) {
+          bodies.push_back(
+              [&, i] { out[i] = im::preprocess_image(im::path(dir, i), seed + i, full); });
+        }
+        tbb_all(bodies);
+        bench::keep(out.size());
+      };
+#endif
       workload_row(
           report, std::string("image preprocessing") + (full ? " (full decode)" : " (crop decode)"),
-          serial, parallel, [&](double s) { return std::min<double>(s / longest, cpus); },
+          runs, [&](double s) { return std::min<double>(s / longest, cpus); },
           std::to_string(count) + " JPEGs of " + std::to_string(size) + "x" + std::to_string(size) +
               ": read, decode, flip, crop 224, normalize");
     }

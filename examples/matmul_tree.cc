@@ -125,6 +125,7 @@ int main(int argc, char** argv) try {
                examples::fixed(many_gpu_diff, 12)});
   }
   table.print();
+  std::printf("products: %s\n", examples::gemm::backend().c_str());
   examples::print_speedup("matmul_tree (tree)", tree_serial_s, tree_s);
   examples::print_speedup("matmul_tree (" + std::to_string(iterations) + " products)",
                           many_serial_s, many_s);

@@ -8,7 +8,7 @@ PRISM_PACKAGES="build-essential cmake ninja-build g++ clang-14 pkg-config ccache
   libgtest-dev libgmock-dev libbenchmark-dev
   libeigen3-dev libtbb-dev libjpeg62-turbo-dev
   libucx-dev ucx-utils libssl-dev libpmix-dev openmpi-bin libcereal-dev
-  libclang-rt-14-dev libcpp-httplib-dev chromium"
+  libclang-rt-14-dev libcpp-httplib-dev chromium libopenblas-dev"
 
 export DEBIAN_FRONTEND=noninteractive
 

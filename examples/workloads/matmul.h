@@ -3,7 +3,8 @@
 //   Matrix z = matmul::tree_prism(1000, /*seed=*/1);   // x1*x2 + x3*x4 as a task graph
 //   Gathered g = matmul::many_prism(1000, 400, 1, /*window=*/4);
 //
-// Used by matmul_tree.cc and demo.cc. Matrices are Eigen's (one CPU thread per product); each
+// Used by matmul_tree.cc and demo.cc. Matrices are Eigen's, products OpenBLAS's (gemm.h: one CPU
+// thread per product, Eigen's own GEMM in a build without OpenBLAS); each
 // serial function computes exactly what its Prism twin computes, with the same seeds, so the
 // results can be compared.
 //
@@ -20,6 +21,7 @@
 #include <vector>
 
 #include "../common/timer.h"
+#include "gemm.h"
 
 namespace examples::matmul {
 
@@ -36,7 +38,7 @@ inline Matrix create_matrix(int n, uint64_t seed) {
   return m;
 }
 // Arguments arrive as const Matrix&: a ref passed to a task is read in place, never copied.
-inline Matrix multiply_matrices(const Matrix& a, const Matrix& b) { return a * b; }
+inline Matrix multiply_matrices(const Matrix& a, const Matrix& b) { return gemm::multiply(a, b); }
 inline Matrix sum_matrices(const Matrix& a, const Matrix& b) { return a + b; }
 
 PRISM_REMOTE(create_matrix, multiply_matrices, sum_matrices);
