@@ -101,7 +101,8 @@ double time_of(const std::function<void()>& f) {
   return bench::now_s() - t0;
 }
 
-// The serial baseline runs on a thread of its own, like a task does: the main thread's malloc
+// The serial baseline and the peer (whose caller runs tasks too) run on a thread of their own,
+// like a task does: the main thread's malloc
 // arena behaves differently (it gives big blocks back to the system at once, so a loop that
 // allocates pays page faults again on every round), which would flatter Prism.
 double time_on_thread(const std::function<void()>& f) {
@@ -157,7 +158,9 @@ void workload_row(bench::Report& report, const std::string& name, const Runs& ru
   const double machine = threads_speedup_now(static_cast<int>(std::thread::hardware_concurrency()));
   std::vector<std::function<double()>> timed = {[&] { return time_on_thread(runs.serial); },
                                                 [&] { return time_of(runs.prism); }};
-  if (runs.peer) timed.push_back([&] { return time_of(runs.peer); });
+  // (the peer's caller runs tasks itself in wait(), so it runs on a fresh thread, as the serial
+  // run does)
+  if (runs.peer) timed.push_back([&] { return time_on_thread(runs.peer); });
   double warm_up_s = 0;
   for (const auto& t : timed) warm_up_s += t();
   const int rounds = std::clamp(static_cast<int>(60.0 / std::max(warm_up_s, 1e-3)), 2, 5);
