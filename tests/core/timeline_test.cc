@@ -6,9 +6,12 @@
 #include <cstdio>
 #include <fstream>
 #include <sstream>
+#include <stdexcept>
 #include <string>
 #include <unistd.h>
+#include <utility>
 
+#include "api/runtime_core.h"
 #include "observability/timeline.h"
 #include "prism/prism.h"
 #include "test_util.h"
@@ -69,6 +72,45 @@ TEST(Timeline, IsAnErrorWhenRecordingIsOffOrTheFileCannotBeWritten) {
   }
   prism::Runtime on({.num_cpus = 1, .timeline = true});
   EXPECT_THROW(on.timeline("/nonexistent-dir/prism/timeline.json"), prism::Error);
+}
+
+// A run's span is recorded before its result is published (run_returned()), so the worker is
+// done with it when the caller wakes: whoever sees the result sees the span, with nothing to wait
+// for. Checked on runs of tasks, num_returns tasks and actor calls, mostly on the runtime's
+// threads (the driver could run a queued task itself; then it holds trivially).
+TEST(Timeline, ASpanIsRecordedBeforeItsResultIsVisible) {
+  prism::Runtime rt({.num_cpus = 2, .timeline = true});
+  const auto since = prism::internal::Timeline::Clock::time_point::min();
+  auto spans = [&] { return rt.core()->recent_spans(since, 1'000'000).size(); };
+  auto counter = rt.actor<TimelineCounter>().remote();
+  EXPECT_EQ(prism::get(counter.task(&TimelineCounter::bump).remote(), kTimeout), 1);
+  size_t expected = spans();
+  EXPECT_EQ(expected, 2u) << "the constructor and the call";
+  for (int i = 0; i < 1500; ++i) {
+    switch (i % 3) {
+      case 0:
+        EXPECT_EQ(prism::get(rt.task(timeline_square).remote(i), kTimeout), i * i);
+        break;
+      case 1: {
+        auto [a, b] = rt.task([](int x) { return std::pair<int, int>(x, -x); })
+                          .num_returns<2>()
+                          .remote(i);
+        EXPECT_EQ(prism::get(b, kTimeout), -i);
+        break;
+      }
+      default:
+        EXPECT_EQ(prism::get(counter.task(&TimelineCounter::bump).remote(), kTimeout), i / 3 + 2);
+    }
+    ASSERT_EQ(spans(), ++expected) << "run " << i << ": its span was not there with its result";
+  }
+  // A run that throws publishes its error first; its span still arrives (timeline() settles).
+  auto failed = rt.task([]() -> int { throw std::runtime_error("no"); }).remote();
+  EXPECT_THROW(prism::get(failed, kTimeout), prism::TaskError);
+  const std::string path = temp_path("before");
+  rt.timeline(path);
+  const std::string json = read_file(path);
+  std::remove(path.c_str());
+  EXPECT_EQ(count(json, "\"ph\":\"X\""), expected + 1);
 }
 
 TEST(Timeline, ABoundedTimelineKeepsTheNewestSpansInOrder) {

@@ -481,10 +481,13 @@ void RuntimeCore::execute(TaskRecord* task, const Allocation* alloc) noexcept {
     if (annotate != nullptr) {
       annotate->task_begin(gpu_task_name.c_str(), owner_, /*time_device=*/timeline_ != nullptr);
     }
+    if (timeline_) exec_context().span_start = &start;
     std::exception_ptr thrown = task->run();
     if (annotate != nullptr) annotate->task_end();
     if (timeline_) {
-      record_span(task, alloc, start);  // one span per attempt
+      // One span per attempt: recorded by run_returned() when it returned a value, else here.
+      if (exec_context().span_start != nullptr) record_span(task, alloc, start);
+      exec_context().span_start = nullptr;
       start = Timeline::Clock::now();
     }
     if (!thrown) break;
@@ -527,6 +530,13 @@ void RuntimeCore::record_span(TaskRecord* task, const Allocation* alloc,
   } catch (...) {
     // Out of memory for the span: the timeline misses it, the task is unaffected.
   }
+}
+
+void run_returned() noexcept {
+  ExecContext& c = exec_context();
+  if (c.span_start == nullptr) return;
+  c.runtime->record_span(c.task, c.alloc, *c.span_start);
+  c.span_start = nullptr;
 }
 
 std::vector<Timeline::Span> RuntimeCore::recent_spans(Timeline::Clock::time_point since,

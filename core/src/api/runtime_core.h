@@ -125,6 +125,7 @@ class RuntimeCore final : public JobRunner {
   bool runs_here(TaskRecord* task) const;
   void record_span(TaskRecord* task, const Allocation* alloc,
                    Timeline::Clock::time_point start) noexcept;
+  friend void run_returned() noexcept;
   // Moves the device spans of this runtime's GPU runs whose work completed into the timeline.
   void collect_device_spans() const;
   void keep_failure(TaskRecord* task, const std::exception_ptr& error) noexcept;

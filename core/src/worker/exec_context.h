@@ -6,6 +6,7 @@
 // Thread-safe: thread-local.
 #pragma once
 
+#include <chrono>
 #include <string>
 
 #include "prism/internal/device_support.h"
@@ -20,6 +21,9 @@ struct ExecContext {
   RuntimeCore* runtime = nullptr;
   TaskRecord* task = nullptr;
   const Allocation* alloc = nullptr;
+  // With a timeline: when the running attempt of `task` began, until its span is recorded
+  // (run_returned() records it before the results are published; null after, or without one).
+  const std::chrono::steady_clock::time_point* span_start = nullptr;
 };
 
 ExecContext& exec_context() noexcept;

@@ -28,6 +28,11 @@ namespace prism::internal {
 class RuntimeCore;
 class ActorCore;
 
+// A task's function returned and its results are about to be published (the result slots call
+// it): with a timeline, the run's span is recorded now, before whoever waits on the results wakes
+// and submits more (the worker is then free for it). Nothing otherwise.
+void run_returned() noexcept;
+
 using Clock = std::chrono::steady_clock;
 using Deadline = Clock::time_point;
 inline constexpr Deadline kNoDeadline = Deadline::max();

@@ -189,10 +189,12 @@ struct SingleResult {
   void run(Call&& call) {
     if constexpr (std::is_void_v<R>) {
       call();
+      run_returned();
       typed()->set_value();
     } else {
       R value = call();
       if constexpr (Placement<R>::kCustom) Placement<R>::on_produced(value);
+      run_returned();
       typed()->set_value(std::move(value));
     }
   }
@@ -225,6 +227,7 @@ struct MultiResult {
   template <typename Call>
   void run(Call&& call) {
     R result = call();
+    run_returned();
     store(std::move(result), std::make_index_sequence<N>());
   }
   void fail(const std::exception_ptr& e) noexcept {
