@@ -795,6 +795,19 @@ class Link final : public internal::ClusterLink {
       if (token_file.empty()) token_file = jobs_root() + "/latest/token";
       token_ = read_token_file(token_file);
     }
+    // Forwarding starts before the handshake: the driver may send a task right after its
+    // welcome, and the progress thread may hand it to a worker before this thread wakes (what
+    // the task printed then stayed here). Until the welcome, lines stay here (send: false).
+    start_forwarding_output();
+    try {
+      join_driver();
+    } catch (...) {
+      output_.stop();
+      throw;
+    }
+  }
+
+  void join_driver() {
     const PeerId driver = comm_->connect(driver_address_);
     {
       MutexLock lock(mu_);
@@ -819,7 +832,6 @@ class Link final : public internal::ClusterLink {
       }
       internal::futex_wait(&changes_, seen, deadline);
     }
-    start_forwarding_output();
   }
 
   // Node: what its tasks print reaches the driver's terminal (PRISM_FORWARD_OUTPUT=0: stays
@@ -831,7 +843,7 @@ class Link final : public internal::ClusterLink {
       PeerId driver = 0;
       {
         MutexLock lock(mu_);
-        if (job_ended_ || driver_lost_ || shut_down_) return false;
+        if (!joined_ || job_ended_ || driver_lost_ || shut_down_) return false;
         driver = driver_;
       }
       std::string frame;
