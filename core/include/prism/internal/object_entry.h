@@ -33,6 +33,7 @@
 
 #include "prism/internal/buffer_pool.h"
 #include "prism/internal/ids.h"
+#include "prism/internal/small_pool.h"
 #include "prism/internal/thread_annotations.h"
 
 namespace prism {
@@ -135,6 +136,7 @@ class ArgTransfer {
 
 class ObjectEntry {
  public:
+  PRISM_SMALL_POOL_ALLOCATED  // made on the caller, freed on a worker: small_pool.h
   ObjectEntry(const ObjectEntry&) = delete;
   ObjectEntry& operator=(const ObjectEntry&) = delete;
 

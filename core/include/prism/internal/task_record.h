@@ -33,6 +33,7 @@
 
 #include "prism/internal/ids.h"
 #include "prism/internal/object_entry.h"
+#include "prism/internal/small_pool.h"
 
 namespace prism::internal {
 
@@ -117,6 +118,7 @@ class ExtrasPtr {
 
 class TaskRecord : public Dependent {
  public:
+  PRISM_SMALL_POOL_ALLOCATED  // made on the caller, freed on a worker: small_pool.h
   TaskRecord(const TaskRecord&) = delete;
   TaskRecord& operator=(const TaskRecord&) = delete;
   virtual ~TaskRecord();

@@ -1,0 +1,66 @@
+// prism/internal/small_pool.h — memory for task records and result entries.
+//
+// Every call allocates a task record and a result entry, usually on the submitting thread, and
+// frees them on the worker that ran the task. Through malloc, such a producer/consumer pattern
+// misses the thread caches on both sides (the submitter's cache empties, the worker's fills and
+// spills to a locked arena). This pool keeps freed blocks of each size class (16-byte steps up
+// to kMaxPooledBytes) in a per-thread list; a list that grows past 2 * kBatch hands kBatch
+// blocks to a central list, and a thread whose list is empty takes a batch from there, so
+// blocks flow from the threads that free to the threads that allocate with one short lock per
+// kBatch blocks. The central list keeps at most kMaxCentralBatches per class (beyond that,
+// blocks go back to the system), and a thread's list goes to it when the thread exits.
+//
+// Every block is a plain ::operator new of its class's size, so a block may always be freed
+// with ::operator delete instead (as happens after the thread's cache is gone, during thread
+// exit). Larger requests, and every request in AddressSanitizer builds (so that use after free
+// stays detected), go straight to ::operator new.
+//
+// Invariants: a thread's list holds only blocks of that list's class, at most 2 * kBatch of
+// them; a central batch holds exactly kBatch blocks of its class; the central lists change
+// only under their class's mutex.
+//
+// Thread-safe: allocate and deallocate from any thread; a block may be freed on another thread
+// than the one that allocated it.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <new>
+
+namespace prism::internal::small_pool {
+
+inline constexpr size_t kGranule = 16;
+inline constexpr size_t kMaxPooledBytes = 512;
+inline constexpr size_t kBatch = 64;
+inline constexpr size_t kMaxCentralBatches = 64;
+
+// `bytes` of memory aligned to __STDCPP_DEFAULT_NEW_ALIGNMENT__; throws std::bad_alloc.
+void* allocate(size_t bytes);
+// Frees a block from allocate(`bytes`) (the same `bytes`).
+void deallocate(void* p, size_t bytes) noexcept;
+
+// For tests: blocks of the class of `bytes` held by the calling thread's list and by the
+// central list.
+size_t thread_blocks(size_t bytes) noexcept;
+size_t central_blocks(size_t bytes) noexcept;
+// True if this build pools at all (not under AddressSanitizer).
+bool enabled() noexcept;
+
+}  // namespace prism::internal::small_pool
+
+// Gives a class (and every class derived from it) the pool's memory: a class-specific
+// operator new/delete, plus the over-aligned forms, which go to the global ones (a class
+// whose operator new is declared would otherwise get the plain form for an over-aligned type).
+#define PRISM_SMALL_POOL_ALLOCATED                                                          \
+  static void* operator new(std::size_t bytes) {                                           \
+    return ::prism::internal::small_pool::allocate(bytes);                                 \
+  }                                                                                        \
+  static void operator delete(void* p, std::size_t bytes) noexcept {                       \
+    ::prism::internal::small_pool::deallocate(p, bytes);                                   \
+  }                                                                                        \
+  static void* operator new(std::size_t bytes, std::align_val_t align) {                   \
+    return ::operator new(bytes, align);                                                   \
+  }                                                                                        \
+  static void operator delete(void* p, std::size_t bytes, std::align_val_t align) noexcept { \
+    ::operator delete(p, bytes, align);                                                    \
+  }

@@ -1,0 +1,169 @@
+// The small-block pool (prism/internal/small_pool.h).
+#include "prism/internal/small_pool.h"
+
+#include <array>
+
+#include "prism/internal/thread_annotations.h"
+
+namespace prism::internal::small_pool {
+namespace {
+
+#if defined(__SANITIZE_ADDRESS__)
+constexpr bool kEnabled = false;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+constexpr bool kEnabled = false;
+#else
+constexpr bool kEnabled = true;
+#endif
+#else
+constexpr bool kEnabled = true;
+#endif
+
+constexpr size_t kClasses = kMaxPooledBytes / kGranule;
+
+struct Block {
+  Block* next;
+};
+
+// Class c holds blocks of (c + 1) * kGranule bytes.
+size_t class_of(size_t bytes) noexcept { return bytes == 0 ? 0 : (bytes - 1) / kGranule; }
+size_t class_bytes(size_t c) noexcept { return (c + 1) * kGranule; }
+
+void free_list(Block* b) noexcept {
+  while (b != nullptr) {
+    Block* next = b->next;
+    ::operator delete(static_cast<void*>(b));
+    b = next;
+  }
+}
+
+// One class's central list: batches of exactly kBatch blocks.
+struct Central {
+  Mutex mu;
+  std::array<Block*, kMaxCentralBatches> batches PRISM_GUARDED_BY(mu){};  // [0, count): full
+  size_t count PRISM_GUARDED_BY(mu) = 0;
+
+  // Takes a batch (null if none).
+  Block* take() noexcept {
+    MutexLock lock(mu);
+    return count == 0 ? nullptr : batches[--count];
+  }
+  // Keeps `batch` (kBatch blocks), or frees it when full.
+  void give(Block* batch) noexcept {
+    {
+      MutexLock lock(mu);
+      if (count < kMaxCentralBatches) {
+        batches[count++] = batch;
+        return;
+      }
+    }
+    free_list(batch);
+  }
+};
+
+// Never destroyed: threads that exit after static destruction still hand their lists over.
+Central* centrals() {
+  static Central* c = new Central[kClasses];
+  return c;
+}
+
+struct Bin {
+  Block* head = nullptr;
+  size_t count = 0;
+};
+
+struct ThreadCache {
+  std::array<Bin, kClasses> bins{};
+
+  ~ThreadCache() {
+    // Whole batches go to the central lists; the rest back to the system.
+    for (size_t c = 0; c < kClasses; ++c) {
+      Bin& bin = bins[c];
+      while (bin.count >= kBatch) centrals()[c].give(split_batch(&bin));
+      free_list(bin.head);
+      bin = Bin{};
+    }
+  }
+
+  // Removes kBatch blocks from the front of `bin` (which holds at least that many).
+  static Block* split_batch(Bin* bin) noexcept {
+    Block* first = bin->head;
+    Block* last = first;
+    for (size_t i = 1; i < kBatch; ++i) last = last->next;
+    bin->head = last->next;
+    last->next = nullptr;
+    bin->count -= kBatch;
+    return first;
+  }
+};
+
+// The calling thread's cache, or null once it is destroyed (thread exit) — then blocks come
+// from and go to the system directly.
+ThreadCache* cache() noexcept {
+  thread_local bool gone = false;
+  struct Holder {
+    ThreadCache cache;
+    bool* gone_flag;
+    ~Holder() { *gone_flag = true; }  // (runs before cache's destructor: no new blocks go in)
+  };
+  if (gone) return nullptr;
+  thread_local Holder holder{ThreadCache{}, &gone};
+  return &holder.cache;
+}
+
+}  // namespace
+
+void* allocate(size_t bytes) {
+  if (!kEnabled || bytes > kMaxPooledBytes) return ::operator new(bytes);
+  const size_t c = class_of(bytes);
+  ThreadCache* tc = cache();
+  if (tc == nullptr) return ::operator new(class_bytes(c));
+  Bin& bin = tc->bins[c];
+  if (bin.head == nullptr) {
+    Block* batch = centrals()[c].take();
+    if (batch == nullptr) return ::operator new(class_bytes(c));
+    bin.head = batch;
+    bin.count = kBatch;
+  }
+  Block* b = bin.head;
+  bin.head = b->next;
+  --bin.count;
+  return b;
+}
+
+void deallocate(void* p, size_t bytes) noexcept {
+  if (p == nullptr) return;
+  if (!kEnabled || bytes > kMaxPooledBytes) {
+    ::operator delete(p);
+    return;
+  }
+  const size_t c = class_of(bytes);
+  ThreadCache* tc = cache();
+  if (tc == nullptr) {
+    ::operator delete(p);
+    return;
+  }
+  Bin& bin = tc->bins[c];
+  auto* b = static_cast<Block*>(p);
+  b->next = bin.head;
+  bin.head = b;
+  if (++bin.count >= 2 * kBatch) centrals()[c].give(ThreadCache::split_batch(&bin));
+}
+
+size_t thread_blocks(size_t bytes) noexcept {
+  if (bytes > kMaxPooledBytes) return 0;
+  ThreadCache* tc = cache();
+  return tc == nullptr ? 0 : tc->bins[class_of(bytes)].count;
+}
+
+size_t central_blocks(size_t bytes) noexcept {
+  if (bytes > kMaxPooledBytes) return 0;
+  Central& c = centrals()[class_of(bytes)];
+  MutexLock lock(c.mu);
+  return c.count * kBatch;
+}
+
+bool enabled() noexcept { return kEnabled; }
+
+}  // namespace prism::internal::small_pool

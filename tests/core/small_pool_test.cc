@@ -1,0 +1,163 @@
+// The small-block pool (prism/internal/small_pool.h), driven directly: blocks freed on one
+// thread reach another in batches, the lists stay bounded, a thread's blocks outlive it, and
+// every block handed out is distinct and writable. Then records and entries through the runtime.
+#include "prism/internal/small_pool.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <cstring>
+#include <random>
+#include <set>
+#include <thread>
+#include <vector>
+
+#include "core/test_util.h"
+#include "prism/prism.h"
+
+namespace sp = prism::internal::small_pool;
+
+namespace {
+
+// A size class no other code in this process uses (the runtime's records and entries are of
+// other sizes), so counts are exact: 496 bytes.
+constexpr size_t kSize = sp::kMaxPooledBytes - sp::kGranule;
+
+void drain_central(size_t bytes) {
+  // Takes everything the central list holds for `bytes` (on a fresh thread, whose list starts
+  // empty) and frees it past the pool.
+  std::thread([bytes] {
+    std::vector<void*> taken;
+    while (sp::central_blocks(bytes) > 0) {
+      for (size_t i = 0; i < sp::kBatch; ++i) taken.push_back(sp::allocate(bytes));
+    }
+    for (void* p : taken) ::operator delete(p);
+  }).join();
+}
+
+}  // namespace
+
+TEST(SmallPool, AThreadReusesWhatItFreed) {
+  if (!sp::enabled()) GTEST_SKIP() << "the pool is off under AddressSanitizer";
+  std::thread([] {
+    void* a = sp::allocate(kSize);
+    std::memset(a, 0xab, kSize);
+    sp::deallocate(a, kSize);
+    EXPECT_EQ(sp::thread_blocks(kSize), 1u);
+    void* b = sp::allocate(kSize - 3);  // same class
+    EXPECT_EQ(a, b);
+    EXPECT_EQ(sp::thread_blocks(kSize), 0u);
+    sp::deallocate(b, kSize - 3);
+  }).join();
+}
+
+TEST(SmallPool, BlocksFreedOnOneThreadReachAnotherInBatches) {
+  if (!sp::enabled()) GTEST_SKIP() << "the pool is off under AddressSanitizer";
+  drain_central(kSize);
+  const size_t n = 10 * sp::kBatch;
+  std::vector<void*> blocks;
+  std::thread([&] {
+    for (size_t i = 0; i < n; ++i) blocks.push_back(sp::allocate(kSize));
+  }).join();
+  std::set<void*> made(blocks.begin(), blocks.end());
+  ASSERT_EQ(made.size(), n);  // all distinct
+  // A consumer frees them all: its list never holds more than 2 * kBatch, the rest goes to the
+  // central list in whole batches, and whatever is left when it exits goes there too.
+  std::thread([&] {
+    for (size_t i = 0; i < n; ++i) {
+      sp::deallocate(blocks[i], kSize);
+      ASSERT_LT(sp::thread_blocks(kSize), 2 * sp::kBatch);
+    }
+    EXPECT_EQ(sp::thread_blocks(kSize) + sp::central_blocks(kSize), n);
+  }).join();
+  EXPECT_EQ(sp::central_blocks(kSize), n);
+  // A producer takes them back: the same blocks, no new ones, until the central list is empty.
+  std::thread([&] {
+    std::set<void*> again;
+    for (size_t i = 0; i < n; ++i) again.insert(sp::allocate(kSize));
+    EXPECT_EQ(again, made);
+    EXPECT_EQ(sp::central_blocks(kSize), 0u);
+    for (void* p : again) ::operator delete(p);  // (a pooled block may always go to the system)
+  }).join();
+}
+
+TEST(SmallPool, TheCentralListIsBounded) {
+  if (!sp::enabled()) GTEST_SKIP() << "the pool is off under AddressSanitizer";
+  drain_central(kSize);
+  const size_t n = (sp::kMaxCentralBatches + 5) * sp::kBatch;
+  std::vector<void*> blocks;
+  for (size_t i = 0; i < n; ++i) blocks.push_back(::operator new(kSize));
+  std::thread([&] {
+    for (void* p : blocks) sp::deallocate(p, kSize);
+  }).join();
+  EXPECT_EQ(sp::central_blocks(kSize), sp::kMaxCentralBatches * sp::kBatch);
+  drain_central(kSize);
+}
+
+TEST(SmallPool, LargeAndEmptyRequests) {
+  void* big = sp::allocate(sp::kMaxPooledBytes + 1);
+  std::memset(big, 1, sp::kMaxPooledBytes + 1);
+  sp::deallocate(big, sp::kMaxPooledBytes + 1);
+  EXPECT_EQ(sp::thread_blocks(sp::kMaxPooledBytes + 1), 0u);
+  void* zero = sp::allocate(0);
+  EXPECT_NE(zero, nullptr);
+  sp::deallocate(zero, 0);
+  sp::deallocate(nullptr, 16);
+}
+
+// Producers and consumers of every size class at once, each block filled with a pattern that
+// names its owner and checked before it is freed: a block handed out twice is caught.
+TEST(SmallPool, ManyThreadsNeverShareABlock) {
+  constexpr int kThreads = 6;
+  constexpr int kRounds = 20000;
+  std::vector<std::thread> threads;
+  std::atomic<int> bad{0};
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([t, &bad] {
+      std::mt19937 rng(static_cast<uint32_t>(t) * 7919u + 1);
+      std::vector<std::pair<uint64_t*, size_t>> held;
+      for (int i = 0; i < kRounds; ++i) {
+        if (held.size() < 300 && (held.empty() || rng() % 3 != 0)) {
+          const size_t bytes = 8 + rng() % (sp::kMaxPooledBytes - 8);
+          auto* p = static_cast<uint64_t*>(sp::allocate(bytes));
+          const uint64_t tag = (static_cast<uint64_t>(t) << 32) | static_cast<uint32_t>(i);
+          std::fill(p, p + bytes / 8, tag);
+          held.emplace_back(p, bytes);
+        } else {
+          const size_t k = rng() % held.size();
+          auto [p, bytes] = held[k];
+          for (size_t w = 1; w < bytes / 8; ++w) {
+            if (p[w] != p[0]) bad.fetch_add(1);
+          }
+          if ((p[0] >> 32) != static_cast<uint64_t>(t)) bad.fetch_add(1);
+          sp::deallocate(p, bytes);
+          held[k] = held.back();
+          held.pop_back();
+        }
+      }
+      for (auto [p, bytes] : held) sp::deallocate(p, bytes);
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(bad.load(), 0);
+}
+
+// Through the runtime: tasks submitted here and run on workers (records and entries cross
+// threads in both directions), nested, many times over; every result is right.
+TEST(SmallPool, TasksAndResultsCrossThreadsThroughThePool) {
+  prism::Runtime rt({.num_cpus = 2});
+  for (int round = 0; round < 20; ++round) {
+    std::vector<prism::ObjectRef<int64_t>> refs;
+    for (int64_t i = 0; i < 5000; ++i) {
+      refs.push_back(rt.task([](int64_t x) { return x * 3; }).remote(i));
+    }
+    auto sum = rt.task([](std::vector<prism::ObjectRef<int64_t>> parts) {
+                   int64_t s = 0;
+                   for (auto& r : parts) s += prism::get(r);
+                   return s;
+                 }).remote(refs);
+    EXPECT_EQ(prism::get(sum, prism_test::kTimeout), int64_t{3} * 4999 * 5000 / 2);
+  }
+}
