@@ -65,6 +65,12 @@ class Child {
     }
     posix_spawn_file_actions_destroy(&actions);
   }
+  // Takes charge of a child this process forked itself.
+  static Child adopt(pid_t forked) {
+    Child c;
+    c.pid_ = forked;
+    return c;
+  }
   Child(Child&& o) noexcept : pid_(o.pid_), status_(o.status_) { o.pid_ = -1; }
   Child& operator=(Child&&) = delete;
   ~Child() {

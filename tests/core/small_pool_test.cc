@@ -4,8 +4,10 @@
 #include "prism/internal/small_pool.h"
 
 #include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <atomic>
 #include <cstdint>
 #include <cstring>
@@ -14,6 +16,7 @@
 #include <thread>
 #include <vector>
 
+#include "common/child.h"
 #include "core/test_util.h"
 #include "prism/prism.h"
 
@@ -142,6 +145,43 @@ TEST(SmallPool, ManyThreadsNeverShareABlock) {
   }
   for (auto& th : threads) th.join();
   EXPECT_EQ(bad.load(), 0);
+}
+
+// fork() while other threads move batches through the central lists: the child (one thread)
+// can still take and give batches, so no lock was left held by a thread it does not have.
+TEST(SmallPool, AForkedChildCanUseThePool) {
+  struct Churn {  // stopped and joined however the test ends
+    std::atomic<bool> stop{false};
+    std::vector<std::thread> threads;
+    ~Churn() {
+      stop = true;
+      for (auto& th : threads) th.join();
+    }
+  } churn;
+  for (int t = 0; t < 2; ++t) {
+    churn.threads.emplace_back([&stop = churn.stop] {
+      std::vector<void*> held;
+      while (!stop.load(std::memory_order_relaxed)) {
+        for (size_t i = 0; i < 3 * sp::kBatch; ++i) held.push_back(sp::allocate(kSize));
+        for (void* p : held) sp::deallocate(p, kSize);
+        held.clear();
+      }
+    });
+  }
+  for (int round = 0; round < 200; ++round) {
+    const pid_t pid = fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      std::vector<void*> held;
+      for (size_t i = 0; i < 5 * sp::kBatch; ++i) held.push_back(sp::allocate(kSize));
+      for (void* p : held) sp::deallocate(p, kSize);
+      _exit(0);
+    }
+    // Reaped with a deadline: a child stuck on a lock is killed and fails the test.
+    prism_test::Child child = prism_test::Child::adopt(pid);
+    ASSERT_TRUE(child.wait_exit(prism_test::kTimeout)) << "the child hung in round " << round;
+    EXPECT_EQ(child.exit_status(), 0) << "round " << round;
+  }
 }
 
 // Through the runtime: tasks submitted here and run on workers (records and entries cross

@@ -1,6 +1,8 @@
 // The small-block pool (prism/internal/small_pool.h).
 #include "prism/internal/small_pool.h"
 
+#include <pthread.h>
+
 #include <array>
 
 #include "prism/internal/thread_annotations.h"
@@ -62,9 +64,24 @@ struct Central {
   }
 };
 
+Central* centrals();
+
+// fork(): the child's only thread may allocate; no central lock may be held by a thread that
+// the child does not have (as glibc's malloc does for its arenas).
+void lock_all_for_fork() PRISM_NO_THREAD_SAFETY_ANALYSIS {
+  for (size_t c = 0; c < kClasses; ++c) centrals()[c].mu.lock();
+}
+void unlock_all_after_fork() PRISM_NO_THREAD_SAFETY_ANALYSIS {
+  for (size_t c = kClasses; c-- > 0;) centrals()[c].mu.unlock();
+}
+
 // Never destroyed: threads that exit after static destruction still hand their lists over.
 Central* centrals() {
-  static Central* c = new Central[kClasses];
+  static Central* c = [] {
+    auto* made = new Central[kClasses];
+    pthread_atfork(lock_all_for_fork, unlock_all_after_fork, unlock_all_after_fork);
+    return made;
+  }();
   return c;
 }
 
