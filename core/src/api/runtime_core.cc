@@ -480,10 +480,13 @@ void RuntimeCore::execute(TaskRecord* task, const Allocation* alloc) noexcept {
   for (;;) {
     if (annotate != nullptr) {
       annotate->task_begin(gpu_task_name.c_str(), owner_, /*time_device=*/timeline_ != nullptr);
+      exec_context().device_annotate = annotate;
     }
     if (timeline_) exec_context().span_start = &start;
     std::exception_ptr thrown = task->run();
-    if (annotate != nullptr) annotate->task_end();
+    // (run_returned() closed it when the run returned a value)
+    if (exec_context().device_annotate != nullptr) exec_context().device_annotate->task_end();
+    exec_context().device_annotate = nullptr;
     if (timeline_) {
       // One span per attempt: recorded by run_returned() when it returned a value, else here.
       if (exec_context().span_start != nullptr) record_span(task, alloc, start);
@@ -534,6 +537,10 @@ void RuntimeCore::record_span(TaskRecord* task, const Allocation* alloc,
 
 void run_returned() noexcept {
   ExecContext& c = exec_context();
+  if (c.device_annotate != nullptr) {  // the device work's end first: it is inside the run
+    c.device_annotate->task_end();
+    c.device_annotate = nullptr;
+  }
   if (c.span_start == nullptr) return;
   c.runtime->record_span(c.task, c.alloc, *c.span_start);
   c.span_start = nullptr;

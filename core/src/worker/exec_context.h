@@ -24,6 +24,10 @@ struct ExecContext {
   // With a timeline: when the running attempt of `task` began, until its span is recorded
   // (run_returned() records it before the results are published; null after, or without one).
   const std::chrono::steady_clock::time_point* span_start = nullptr;
+  // A GPU task's profiler range and device timing, open from its run's start until
+  // run_returned() (or the run's end, when it threw) closes them: before the host span is
+  // recorded and before the results are published, so the device span ends within the run.
+  DeviceSupport* device_annotate = nullptr;
 };
 
 ExecContext& exec_context() noexcept;

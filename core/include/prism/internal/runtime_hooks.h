@@ -29,8 +29,9 @@ class RuntimeCore;
 class ActorCore;
 
 // A task's function returned and its results are about to be published (the result slots call
-// it): with a timeline, the run's span is recorded now, before whoever waits on the results wakes
-// and submits more (the worker is then free for it). Nothing otherwise.
+// it): a GPU task's profiler range and device timing end here, and with a timeline the run's span
+// is recorded now, before whoever waits on the results wakes and submits more (the worker is
+// then free for it). Nothing otherwise.
 void run_returned() noexcept;
 
 using Clock = std::chrono::steady_clock;
