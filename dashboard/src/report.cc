@@ -1,5 +1,6 @@
 #include "report.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <map>
@@ -107,6 +108,19 @@ std::string summary_json(const SummaryInput& in) {
     append_resources(&o, s.nodes[i].total);
     o += ",\"available\":";
     append_resources(&o, s.nodes[i].available);
+    const NodeStats& n = s.nodes[i];
+    o += ",\"reported\":";
+    o += n.reported ? "true" : "false";
+    if (n.reported) {  // what the node itself counts (another node's: its last report)
+      o += ',';
+      append_fields(&o, {{"tasks_running", n.tasks_running},
+                         {"tasks_done", n.tasks_done},
+                         {"tasks_failed", n.tasks_failed},
+                         {"objects", n.objects},
+                         {"primary_bytes", n.primary_bytes},
+                         {"secondary_bytes", n.secondary_bytes},
+                         {"threads", static_cast<uint64_t>(std::max(0, n.threads))}});
+    }
     o += '}';
   }
   o += "],\"objects\":{";

@@ -517,6 +517,13 @@ TEST_F(ClusterTest, PrismStatusShowsNodesResourcesAndTasks) {
   EXPECT_NE(out.find("node2"), std::string::npos) << out;
   EXPECT_NE(out.find("2 gadget"), std::string::npos) << out;
   EXPECT_NE(out.find("tasks running or queued there: 1"), std::string::npos) << out;
+  // And what each node says of itself (its report, or that none came yet).
+  size_t own = 0;
+  for (size_t at = out.find("its own counts"); at != std::string::npos;
+       at = out.find("its own counts", at + 1)) {
+    ++own;
+  }
+  EXPECT_EQ(own, 2u) << out;
   // The job's counts (prism::stats()): the held task is on another node.
   EXPECT_NE(out.find("1 on other nodes"), std::string::npos) << out;
   EXPECT_NE(out.find("objects on the driver:"), std::string::npos) << out;

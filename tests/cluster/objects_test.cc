@@ -7,8 +7,12 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
+#include <filesystem>
+#include <fstream>
+#include <optional>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -51,6 +55,29 @@ std::vector<uint64_t> objects_here() {
 }
 int fails_on_purpose() { throw std::runtime_error("failed on purpose on " + prism::node_id()); }
 PRISM_REMOTE(make_bytes, checksum, node_here, read_where, objects_here, fails_on_purpose);
+
+// Whether every thread of process `pid` is stopped (state T in /proc) within `timeout`.
+bool all_threads_stopped(pid_t pid, std::chrono::seconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  const std::string dir = "/proc/" + std::to_string(pid) + "/task";
+  for (;;) {
+    bool all = true;
+    std::error_code ec;
+    for (const auto& t : std::filesystem::directory_iterator(dir, ec)) {
+      std::ifstream in(t.path() / "stat");
+      std::string line;
+      std::getline(in, line);
+      const size_t close = line.rfind(')');  // "tid (name) S ...": the state follows the name
+      if (close == std::string::npos || close + 2 >= line.size() || line[close + 2] != 'T') {
+        all = false;
+      }
+    }
+    if (ec) return false;
+    if (all) return true;
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    std::this_thread::yield();
+  }
+}
 
 constexpr uint64_t kKiB = 1024;
 constexpr uint64_t kMiB = 1024 * kKiB;
@@ -148,6 +175,70 @@ TEST_F(ClusterTest, StatsCountRemoteTasksNodesAndTransfers) {
   EXPECT_EQ(errors[0].message, "failed on purpose on " + errors[0].node);
 }
 
+// Each node reports its own counts to the driver (about every second while they change):
+// what ran and failed there, the values it keeps, its threads; freed values leave its count.
+TEST_F(ClusterTest, EachNodeReportsItsOwnCountsToTheDriver) {
+  start(1, {{{"PRISM_RESOURCES", "a:100"}}, {{"PRISM_RESOURCES", "b:100"}}});
+  const std::string a = prism::get(prism::task(node_here).resource("a", 1).remote(), 60s);
+  const std::string b = prism::get(prism::task(node_here).resource("b", 1).remote(), 60s);
+  auto bad = prism::task(fails_on_purpose).resource("b", 1).remote();
+  EXPECT_THROW(prism::get(bad, 60s), prism::TaskError);
+  // Stays on node a (not read here).
+  std::optional<prism::ObjectRef<std::vector<uint8_t>>> kept =
+      prism::task(make_bytes).resource("a", 1).remote(3 * kMiB, 5u);
+  ASSERT_EQ(prism::wait(std::vector{*kept}, 1, 60s).first.size(), 1u);
+
+  // The driver's stats until `done` holds for the entries of nodes a and b (20 s at most).
+  auto node_stats_until = [&](auto done) {
+    const auto deadline = std::chrono::steady_clock::now() + 20s;
+    for (;;) {
+      const prism::Stats s = prism::stats();
+      const prism::NodeStats* na = nullptr;
+      const prism::NodeStats* nb = nullptr;
+      for (const auto& n : s.nodes) {
+        if (n.node == a) na = &n;
+        if (n.node == b) nb = &n;
+      }
+      if ((na != nullptr && nb != nullptr && done(*na, *nb)) ||
+          std::chrono::steady_clock::now() >= deadline) {
+        return s;
+      }
+      std::this_thread::yield();
+    }
+  };
+  auto find = [](const prism::Stats& s, const std::string& name) {
+    for (const auto& n : s.nodes) {
+      if (n.node == name) return n;
+    }
+    return prism::NodeStats{};
+  };
+  prism::Stats s = node_stats_until([](const prism::NodeStats& na, const prism::NodeStats& nb) {
+    return na.reported && nb.reported && na.tasks_done >= 2 && na.primary_bytes >= 3 * kMiB &&
+           nb.tasks_failed >= 1;
+  });
+  EXPECT_TRUE(s.nodes.front().reported) << "the driver's own entry";
+  EXPECT_EQ(s.nodes.front().node, prism::node_id());
+  prism::NodeStats na = find(s, a);
+  prism::NodeStats nb = find(s, b);
+  ASSERT_TRUE(na.reported);
+  ASSERT_TRUE(nb.reported);
+  EXPECT_EQ(na.tasks_done, 2u) << "node_here and make_bytes ran there";
+  EXPECT_EQ(na.tasks_failed, 0u);
+  EXPECT_GE(na.primary_bytes, 3 * kMiB) << "the kept result";
+  EXPECT_GE(na.objects, 1u);
+  EXPECT_EQ(nb.tasks_done, 1u);
+  EXPECT_EQ(nb.tasks_failed, 1u);
+  EXPECT_EQ(na.tasks_running, 0u);
+  EXPECT_GE(na.threads, 1);
+  EXPECT_GT(na.capacity_bytes, 0u);
+  // The last ref drops: the node frees the value and says so.
+  kept.reset();
+  s = node_stats_until([](const prism::NodeStats& na2, const prism::NodeStats&) {
+    return na2.primary_bytes < 3 * kMiB;
+  });
+  EXPECT_LT(find(s, a).primary_bytes, 3 * kMiB) << "node a still counts the freed value";
+}
+
 TEST_F(ClusterTest, EveryCopyIsFreedOnEveryNodeWhenTheLastRefDrops) {
   start(1, {{{"PRISM_RESOURCES", "a:100"}}, {{"PRISM_RESOURCES", "b:100"}}});
   {
@@ -191,6 +282,8 @@ TEST_F(ClusterTest, GetOfAValueOnAStoppedNodeKeepsItsDeadline) {
   auto [ready, pending] = prism::wait(std::vector{made}, 1, 60s);
   ASSERT_EQ(ready.size(), 1u);
   ASSERT_EQ(kill(children_.front().pid(), SIGSTOP), 0);
+  // kill() returns before every thread has stopped: a pull sent meanwhile could be answered.
+  ASSERT_TRUE(all_threads_stopped(children_.front().pid(), 10s));
   const auto t0 = std::chrono::steady_clock::now();
   EXPECT_THROW(prism::get(made, 500ms), prism::TimeoutError);
   EXPECT_LT(std::chrono::steady_clock::now() - t0, 10s);

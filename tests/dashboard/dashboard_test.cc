@@ -71,6 +71,11 @@ TEST(DashboardReport, SummaryHasCountsNodesAndTheNewestErrorsEscaped) {
   in.stats.tasks.running = 2;
   in.stats.nodes.push_back({"node0", {{"CPU", 2}}, {{"CPU", 0.5}}});
   in.stats.nodes.push_back({"node1", {{"CPU", 4}, {"GPU", 1}}, {{"CPU", 4}, {"GPU", 1}}});
+  in.stats.nodes[0].reported = true;  // (node1 has not reported yet)
+  in.stats.nodes[0].tasks_running = 2;
+  in.stats.nodes[0].tasks_done = 123;
+  in.stats.nodes[0].primary_bytes = 4096;
+  in.stats.nodes[0].threads = 3;
   for (size_t i = 0; i < prism::dashboard::kMaxErrorsShown + 10; ++i) {
     prism::TaskFailure f;
     f.function = "f";
@@ -88,6 +93,14 @@ TEST(DashboardReport, SummaryHasCountsNodesAndTheNewestErrorsEscaped) {
   EXPECT_NE(j.find("\"waiting_for_arguments\":999990"), std::string::npos);
   EXPECT_NE(j.find("{\"node\":\"node1\",\"total\":{\"CPU\":4,\"GPU\":1}"), std::string::npos);
   EXPECT_NE(j.find("\"available\":{\"CPU\":0.500}"), std::string::npos);
+  // What each node counts itself, once it reported.
+  EXPECT_NE(j.find("\"available\":{\"CPU\":0.500},\"reported\":true,\"tasks_running\":2,"
+                   "\"tasks_done\":123,\"tasks_failed\":0,\"objects\":0,\"primary_bytes\":4096,"
+                   "\"secondary_bytes\":0,\"threads\":3}"),
+            std::string::npos)
+      << j;
+  EXPECT_NE(j.find("\"available\":{\"CPU\":4,\"GPU\":1},\"reported\":false}"), std::string::npos)
+      << j;
   EXPECT_NE(j.find("\"uptime_s\":12.500"), std::string::npos);
   // Only the newest errors, escaped.
   EXPECT_NE(j.find("\"errors_total\":60"), std::string::npos);

@@ -349,6 +349,23 @@ TEST(WireTest, OutputClockAndSpansRoundTrip) {
                DecodeError::kMalformedBody);
 }
 
+TEST(WireTest, NodeStatsRoundTrip) {
+  NodeStatsMsg m;
+  m.tasks = {1, 2, 3, 4, 5, 6, 0xFFFFFFFFFFFFFFFFull};
+  m.objects = {7, 8 << 20, 9, 10, 0};
+  m.threads = 17;
+  const NodeStatsMsg back = round_trip(m, MsgType::kNodeStats);
+  EXPECT_EQ(back, m);
+  // Exactly 7 + 5 counters and the threads: one byte less or more is malformed.
+  std::string body;
+  for (int i = 0; i < 12; ++i) body += Bytes().u64(1).get();
+  expect_error(frame(MsgType::kNodeStats, body + Bytes().u32(1).get()), DecodeError::kNone);
+  expect_error(frame(MsgType::kNodeStats, body + Bytes().u8(1).get()),
+               DecodeError::kMalformedBody);
+  expect_error(frame(MsgType::kNodeStats, body + Bytes().u32(1).u8(0).get()),
+               DecodeError::kMalformedBody);
+}
+
 TEST(WireTest, ObjectReferencesOutsideTheArgsAreRefused) {
   // A reference must name an object (not 0), land inside the inline args, in order.
   auto call_with = [](const std::vector<WireObjectRef>& refs) {
@@ -622,11 +639,11 @@ TEST(WireTest, OversizedLength) {
 }
 
 TEST(WireTest, UnknownType) {
-  for (int type : {0, 22, 23, 128, 255}) {
+  for (int type : {0, 23, 24, 128, 255}) {
     expect_error(header(static_cast<uint8_t>(type), 0), DecodeError::kUnknownType);
   }
   // split_frames stops there too.
-  EXPECT_EQ(split_frames(header(22, 0), [](std::string_view) {}), DecodeError::kUnknownType);
+  EXPECT_EQ(split_frames(header(23, 0), [](std::string_view) {}), DecodeError::kUnknownType);
 }
 
 // A Call body up to (not including) its request's custom-resource count.

@@ -172,6 +172,10 @@ struct Peer {
   WireResources used;  // requests of the calls in flight there
   ClockOffset clock;  // driver: the node's steady clock minus ours
   int64_t ping_sent_ns = -1;  // driver: the clock ping in flight (-1: none)
+  // Driver: the node's own counts, as it last reported them (kNodeStats).
+  bool reported = false;
+  NodeStatsMsg report;
+  std::chrono::steady_clock::time_point reported_at{};
 };
 
 // Driver: a kSpansQuery waiting for `peer`'s kSpansReply. The reply (or `lost`) is written
@@ -298,6 +302,7 @@ class Link final : public internal::ClusterLink {
 
   ~Link() override {
     output_.stop();  // its reader sends through comm_
+    stop_reporter();  // (and so does the reporter)
     Link* self = this;
     g_link.compare_exchange_strong(self, nullptr);
     {
@@ -439,6 +444,20 @@ class Link final : public internal::ClusterLink {
       // What this process sent there and is still held there (its own view: work the node
       // got elsewhere is not in it).
       for (auto& [name, amount] : resource_map(p.used)) n.available[name] -= amount;
+      if (p.reported) {  // what the node itself counts (its last report)
+        const NodeStatsMsg& r = p.report;
+        n.reported = true;
+        n.reported_at = p.reported_at;
+        n.tasks_running = r.tasks[3];
+        n.tasks_done = r.tasks[5];
+        n.tasks_failed = r.tasks[6];
+        n.objects = r.objects[0];
+        n.primary_bytes = r.objects[1];
+        n.capacity_bytes = r.objects[2];
+        n.secondary_bytes = r.objects[3];
+        n.spilled_bytes = r.objects[4];
+        n.threads = static_cast<int>(std::min<uint32_t>(r.threads, INT32_MAX));
+      }
       stats->nodes.push_back(std::move(n));
     }
   }
@@ -471,6 +490,7 @@ class Link final : public internal::ClusterLink {
 
   void shutdown() noexcept override {
     output_.stop();  // (node) what was printed so far goes out first
+    stop_reporter();
     std::vector<Pending> lost;
     std::vector<PeerId> nodes;
     {
@@ -805,6 +825,7 @@ class Link final : public internal::ClusterLink {
       output_.stop();
       throw;
     }
+    reporter_ = std::thread([this] { report_stats(); });
   }
 
   void join_driver() {
@@ -1139,6 +1160,10 @@ class Link final : public internal::ClusterLink {
       if (config_.role == ClusterRole::kDriver && is_node(peer)) {
         return on_spans_reply(peer, std::move(*reply));
       }
+    } else if (auto* report = std::get_if<NodeStatsMsg>(&msg)) {
+      if (config_.role == ClusterRole::kDriver && is_node(peer)) {
+        return on_node_stats(peer, *report);
+      }
     }
     if (std::holds_alternative<ShutdownMsg>(msg)) return on_shutdown(peer);
     if (std::holds_alternative<StatusQueryMsg>(msg)) return on_status_query(peer);
@@ -1411,6 +1436,53 @@ class Link final : public internal::ClusterLink {
     q->done.set();
   }
 
+  // Node: this runtime's own counts for the driver (its NodeStats of this node), sent once
+  // joined and then each second while they change, until stop_reporter(). Its own thread: the
+  // progress thread keeps no timers.
+  void report_stats() {
+    NodeStatsMsg last;
+    bool sent = false;
+    do {
+      {
+        MutexLock lock(mu_);
+        if (job_ended_ || driver_lost_ || shut_down_) return;
+      }
+      const Stats s = rt_->stats();
+      NodeStatsMsg m;
+      const TaskCounts& t = s.tasks;
+      m.tasks = {t.submitted, t.waiting_for_arguments, t.waiting_for_resources, t.running,
+                 t.on_other_nodes, t.done, t.failed};
+      // Its store, plus the values it keeps for other nodes (results that stayed here).
+      const ObjectStats& o = s.objects;
+      const ObjectTable::Stats kept = objects_.stats();
+      m.objects = {o.objects + kept.primary_objects, o.primary_bytes + kept.primary_bytes,
+                   o.capacity_bytes, o.secondary_bytes, o.spilled_bytes};
+      m.threads = static_cast<uint32_t>(std::max(0, s.threads));
+      if (!sent || !(m == last)) {
+        send(driver_id(), m);
+        last = m;
+        sent = true;
+      }
+    } while (!reporter_stop_.wait_until(internal::deadline_after(std::chrono::seconds(1))));
+  }
+
+  void stop_reporter() noexcept {
+    reporter_stop_.set();
+    if (reporter_.joinable() && reporter_.get_id() != std::this_thread::get_id()) {
+      reporter_.join();
+    }
+  }
+
+  // Driver: a node's report of its own counts.
+  void on_node_stats(PeerId peer, const NodeStatsMsg& report) {
+    MutexLock lock(mu_);
+    auto it = peers_.find(peer);
+    if (it == peers_.end()) return;
+    it->second.reported = true;
+    it->second.report = report;
+    it->second.reported_at = std::chrono::steady_clock::now();
+  }
+
   // Driver: the span queries waiting for `peer` (every one when peer == kHere) end unanswered.
   void fail_span_queries(PeerId peer) {
     std::vector<std::shared_ptr<SpanQuery>> failed;
@@ -1525,6 +1597,25 @@ class Link final : public internal::ClusterLink {
     changed();
   }
 
+  // Driver: what a node said of itself (its last kNodeStats), for `prism status`.
+  static std::string own_counts(const Peer& p) {
+    if (!p.reported) return "its own counts: not reported yet";
+    const NodeStatsMsg& r = p.report;
+    const double age = std::chrono::duration<double>(std::chrono::steady_clock::now() -
+                                                     p.reported_at).count();
+    char buf[256];
+    std::snprintf(buf, sizeof buf,
+                  "its own counts (%.1f s ago): %llu running, %llu done, %llu failed; objects "
+                  "%llu (%.1f MiB), copies from other nodes %.1f MiB; threads %u",
+                  age, static_cast<unsigned long long>(r.tasks[3]),
+                  static_cast<unsigned long long>(r.tasks[5]),
+                  static_cast<unsigned long long>(r.tasks[6]),
+                  static_cast<unsigned long long>(r.objects[0]),
+                  static_cast<double>(r.objects[1]) / (1 << 20),
+                  static_cast<double>(r.objects[3]) / (1 << 20), r.threads);
+    return buf;
+  }
+
   void on_status_query(PeerId peer) {
     StatusReplyMsg reply;
     reply.text = status_text();
@@ -1582,7 +1673,7 @@ class Link final : public internal::ClusterLink {
       }
       s += "  " + p.name + ": total " + resources(total) + "; in use by the driver's tasks " +
            resources(used) + "; tasks running or queued there: " +
-           std::to_string(in_flight[id]) + objects(id) + "\n";
+           std::to_string(in_flight[id]) + objects(id) + "\n    " + own_counts(p) + "\n";
     }
     if (!waiting_.empty()) {
       s += "tasks waiting for a node that fits them: " + std::to_string(waiting_.size()) + "\n";
@@ -2354,6 +2445,8 @@ class Link final : public internal::ClusterLink {
   Mutex bind_mu_;  // one registration per local entry (Transfer::by_reference)
   const std::shared_ptr<ObjectService> service_ = std::make_shared<ObjectService>();
   OutputForwarder output_;  // node: stdout and stderr to the driver (stopped before comm_ goes)
+  internal::Event reporter_stop_;  // node: set by stop_reporter()
+  std::thread reporter_;           // node: report_stats() (joined before comm_ goes)
   OutputPrinter printer_;   // driver: what nodes printed, written off the progress thread
   // Last: destroyed first (see ~Link). Set once in the constructor, before any peer exists.
   std::unique_ptr<UcxComm> comm_;

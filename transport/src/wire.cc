@@ -34,7 +34,7 @@ static_assert(kReservedAt + 4 == kHeaderBytes);
 
 bool known_type(uint8_t type) noexcept {
   return type >= static_cast<uint8_t>(MsgType::kHello) &&
-         type <= static_cast<uint8_t>(MsgType::kSpansReply);
+         type <= static_cast<uint8_t>(MsgType::kNodeStats);
 }
 
 // The wire type of each message struct.
@@ -59,6 +59,7 @@ MsgType type_of(const ClockPingMsg&) { return MsgType::kClockPing; }
 MsgType type_of(const ClockPongMsg&) { return MsgType::kClockPong; }
 MsgType type_of(const SpansQueryMsg&) { return MsgType::kSpansQuery; }
 MsgType type_of(const SpansReplyMsg&) { return MsgType::kSpansReply; }
+MsgType type_of(const NodeStatsMsg&) { return MsgType::kNodeStats; }
 
 const char* type_name(MsgType type) {
   switch (type) {
@@ -83,6 +84,7 @@ const char* type_name(MsgType type) {
     case MsgType::kClockPong: return "ClockPong";
     case MsgType::kSpansQuery: return "SpansQuery";
     case MsgType::kSpansReply: return "SpansReply";
+    case MsgType::kNodeStats: return "NodeStats";
   }
   return "?";
 }
@@ -258,6 +260,11 @@ void write_body(Writer* w, const SpansReplyMsg& m) {
 
 void write_body(Writer*, const ShutdownMsg&) {}
 void write_body(Writer*, const StatusQueryMsg&) {}
+void write_body(Writer* w, const NodeStatsMsg& m) {
+  for (uint64_t v : m.tasks) w->u64(v);
+  for (uint64_t v : m.objects) w->u64(v);
+  w->u32(m.threads);
+}
 void write_body(Writer* w, const StatusReplyMsg& m) { w->str(m.text); }
 
 void write_body(Writer* w, const ActorCreateMsg& m) {
@@ -542,6 +549,15 @@ bool read_body(Reader* r, SpansReplyMsg* m) {
 
 bool read_body(Reader*, ShutdownMsg*) { return true; }
 bool read_body(Reader*, StatusQueryMsg*) { return true; }
+bool read_body(Reader* r, NodeStatsMsg* m) {
+  for (uint64_t& v : m->tasks) {
+    if (!r->u64(&v)) return false;
+  }
+  for (uint64_t& v : m->objects) {
+    if (!r->u64(&v)) return false;
+  }
+  return r->u32(&m->threads);
+}
 bool read_body(Reader* r, StatusReplyMsg* m) { return r->str(&m->text); }
 
 bool read_body(Reader* r, ActorCreateMsg* m) {
@@ -598,6 +614,7 @@ std::optional<Message> read_message(MsgType type, std::string_view body) {
     case MsgType::kClockPong: return read_whole_body<ClockPongMsg>(body);
     case MsgType::kSpansQuery: return read_whole_body<SpansQueryMsg>(body);
     case MsgType::kSpansReply: return read_whole_body<SpansReplyMsg>(body);
+    case MsgType::kNodeStats: return read_whole_body<NodeStatsMsg>(body);
   }
   return std::nullopt;  // unreachable: check_header refused unknown types
 }

@@ -19,6 +19,7 @@
 // Thread-safe: pure functions over caller-owned buffers.
 #pragma once
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <optional>
@@ -61,6 +62,7 @@ enum class MsgType : uint8_t {
   kClockPong = 19,    // node -> driver: the ping's time and the node's clock when it came
   kSpansQuery = 20,   // driver -> node: send the spans of your task runs (kSpansReply)
   kSpansReply = 21,   // node -> driver: the spans (node clock)
+  kNodeStats = 22,    // node -> driver: its own counts (each second while they change)
 };
 
 // A resource amount in core's units (CPU/GPU in 1/10000, memory in bytes).
@@ -217,6 +219,17 @@ struct SpansReplyMsg {
   std::vector<WireSpan> spans;
 };
 
+// prism::Stats of a node's own runtime, as its driver shows them per node.
+struct NodeStatsMsg {
+  // TaskCounts in declaration order: submitted, waiting_for_arguments, waiting_for_resources,
+  // running, on_other_nodes, done, failed.
+  std::array<uint64_t, 7> tasks{};
+  // ObjectStats in declaration order: objects, primary, capacity, secondary, spilled bytes.
+  std::array<uint64_t, 5> objects{};
+  uint32_t threads = 0;
+  bool operator==(const NodeStatsMsg&) const = default;
+};
+
 struct ShutdownMsg {};
 struct StatusQueryMsg {};
 struct StatusReplyMsg {
@@ -227,7 +240,7 @@ using Message = std::variant<HelloMsg, AuthMsg, WelcomeMsg, RefusedMsg, CallMsg,
                              ShutdownMsg, StatusQueryMsg, StatusReplyMsg, ActorCreateMsg,
                              ActorCallMsg, ActorKillMsg, ActorLookupMsg, ObjectPullMsg,
                              ObjectDataMsg, ObjectFreeMsg, OutputMsg, ClockPingMsg, ClockPongMsg,
-                             SpansQueryMsg, SpansReplyMsg>;
+                             SpansQueryMsg, SpansReplyMsg, NodeStatsMsg>;
 
 // Appends one whole frame (header + body) for `msg` to `out`.
 void encode(const Message& msg, std::string* out);

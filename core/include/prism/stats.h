@@ -11,7 +11,8 @@
 // consistent per counter, and each derived count (running = started - finished, ...) is clamped
 // at zero. Embedded mode counts this process's tasks; in cluster mode the driver's counts cover
 // the tasks it submitted (those sent to other nodes are `on_other_nodes` until their results
-// come back), and its object and transfer figures are the cluster link's.
+// come back), and its object and transfer figures are the cluster link's; each other node's
+// entry in `nodes` adds what that node's own runtime counts (tasks, object store, threads).
 //
 // Thread-safe: every function may be called from any thread.
 #pragma once
@@ -37,11 +38,28 @@ struct TaskCounts {
   uint64_t failed = 0;                 // failed: threw, or could not run (see errors())
 };
 
-// One node's resources: totals and what is free now (as cluster_resources() names them).
+// One node: its resources, totals and what is free now (as cluster_resources() names them;
+// for another node, the driver's view: its totals less what the driver placed there), and
+// what that node's own runtime counts, as it last reported them.
 struct NodeStats {
   std::string node;
   std::map<std::string, double> total;
   std::map<std::string, double> available;
+  // False until the node's first report (this process's own entry is always reported). A
+  // node reports to the driver once it joined and then each second while its counts change:
+  // another node's figures are up to about a second old.
+  bool reported = false;
+  std::chrono::steady_clock::time_point reported_at{};  // when that report arrived
+  uint64_t tasks_running = 0;   // running on that node now (its own count)
+  uint64_t tasks_done = 0;      // done there, since it started
+  uint64_t tasks_failed = 0;    // failed there, since it started
+  uint64_t objects = 0;         // values in its object store (another node's: and those it
+                                // keeps for other nodes, e.g. results that stayed there)
+  uint64_t primary_bytes = 0;   // their bytes
+  uint64_t capacity_bytes = 0;  // its object_store_bytes
+  uint64_t secondary_bytes = 0; // copies it pulled from other nodes
+  uint64_t spilled_bytes = 0;   // (no spilling yet: always 0)
+  int threads = 0;              // its scheduler threads
 };
 
 struct ObjectStats {

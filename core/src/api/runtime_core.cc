@@ -679,11 +679,6 @@ Stats RuntimeCore::stats() const {
   t.done = at(TaskCounters::kDone) + at(TaskCounters::kRemoteDone);
   t.failed = at(TaskCounters::kFailedRunning) + at(TaskCounters::kFailedOther);
 
-  NodeStats here;
-  here.node = node_id_;
-  here.total = cluster_resources_here();
-  here.available = available_resources();
-  s.nodes.push_back(std::move(here));
   s.objects.objects = static_cast<uint64_t>(std::max<int64_t>(0, store_->objects()));
   s.objects.primary_bytes = static_cast<uint64_t>(std::max<int64_t>(0, store_->used()));
   s.objects.capacity_bytes = static_cast<uint64_t>(std::max<int64_t>(0, store_->capacity()));
@@ -691,7 +686,25 @@ Stats RuntimeCore::stats() const {
     d->copy_counts(&s.transfers.device_copies, &s.transfers.device_copy_bytes);
   }
   s.threads = scheduler_->thread_count();
+  NodeStats here;
+  here.node = node_id_;
+  here.total = cluster_resources_here();
+  here.available = available_resources();
+  s.nodes.push_back(std::move(here));
   if (l != nullptr) l->add_stats(&s);
+  // This node's own entry: what its runtime counts (the link added its secondary bytes).
+  NodeStats& own = s.nodes.front();
+  own.reported = true;
+  own.reported_at = std::chrono::steady_clock::now();
+  own.tasks_running = t.running;
+  own.tasks_done = at(TaskCounters::kDone);
+  own.tasks_failed = failed_here + at(TaskCounters::kFailedRunning);
+  own.objects = s.objects.objects;
+  own.primary_bytes = s.objects.primary_bytes;
+  own.capacity_bytes = s.objects.capacity_bytes;
+  own.secondary_bytes = s.objects.secondary_bytes;
+  own.spilled_bytes = s.objects.spilled_bytes;
+  own.threads = s.threads;
   return s;
 }
 
