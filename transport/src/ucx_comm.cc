@@ -292,6 +292,10 @@ class UcxComm::Impl {
   std::vector<std::pair<PeerId, std::string>> failures_;
   ucp_listener_h listener_ = nullptr;
   bool stopping_ = false;  // teardown begun: no user callbacks, no new connections
+  // Until then the thread never sleeps longer than kWireupPollMs (see wait_for_events).
+  Clock::time_point wireup_until_{};
+  static constexpr auto kWireupWindow = std::chrono::seconds(10);
+  static constexpr int kWireupPollMs = 20;
   Clock::time_point stop_deadline_{};
 
   std::thread thread_;
@@ -568,7 +572,8 @@ UcxComm::Stats UcxComm::Impl::stats() const {
 // creates or closes endpoints runs in the pass, outside UCX's callbacks. When a pass did
 // nothing, the thread arms the worker; UCS_ERR_BUSY means UCX has events: pass again;
 // otherwise it sleeps in epoll on the worker fd and the eventfd, with a timeout only when a
-// close or stop deadline is pending. Every wait during close and stop has a deadline, after
+// close or stop deadline is pending or an endpoint was made in the last kWireupWindow (then at
+// most kWireupPollMs). Every wait during close and stop has a deadline, after
 // which endpoints are force-closed, so teardown never hangs on an unresponsive peer.
 // ------------------------------------------------------------------------------------------
 
@@ -621,6 +626,12 @@ void UcxComm::Impl::wait_for_events() {
     const auto left = std::chrono::ceil<std::chrono::milliseconds>(*deadline - Clock::now());
     const int ms = static_cast<int>(std::max<int64_t>(0, left.count()));
     timeout_ms = timeout_ms < 0 ? ms : std::min(timeout_ms, ms);
+  }
+  // While an endpoint is new, progress at least every kWireupPollMs: UCX's TCP connection
+  // manager exchanges its wire-up messages without async progress, and an armed worker may
+  // sleep through them (a join once stalled for the whole 60 s of a test under load).
+  if (Clock::now() < wireup_until_) {
+    timeout_ms = timeout_ms < 0 ? kWireupPollMs : std::min(timeout_ms, kWireupPollMs);
   }
   epoll_event events[2];
   const int n = ::epoll_wait(epoll_fd_.get(), events, 2, timeout_ms);
@@ -684,6 +695,7 @@ bool UcxComm::Impl::accept_pending() {
     }
     local_[id].ep = ep;
     by_ep_[ep] = id;
+    wireup_until_ = Clock::now() + kWireupWindow;
     // Before the next ucp_worker_progress, so before any of its messages is delivered.
     invoke_user("on_accept", callbacks_.on_accept, id);
   }
@@ -1037,6 +1049,7 @@ void UcxComm::Impl::do_connect(PeerId id, const Address& a) {
   // connection comes back through ep_err_cb.
   lp.ep = ep;
   by_ep_[ep] = id;
+  wireup_until_ = Clock::now() + kWireupWindow;
 }
 
 void UcxComm::Impl::ep_err_cb(void* arg, ucp_ep_h ep, ucs_status_t status) {
