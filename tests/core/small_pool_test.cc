@@ -150,6 +150,10 @@ TEST(SmallPool, ManyThreadsNeverShareABlock) {
 // fork() while other threads move batches through the central lists: the child (one thread)
 // can still take and give batches, so no lock was left held by a thread it does not have.
 TEST(SmallPool, AForkedChildCanUseThePool) {
+  // This thread uses the pool first, as a program would before it forks: what a child may do is
+  // what async-signal-safe code, malloc and the pool allow, and a first use's one-time set-up
+  // (C++ static initialization) is not among them.
+  sp::deallocate(sp::allocate(kSize), kSize);
   struct Churn {  // stopped and joined however the test ends
     std::atomic<bool> stop{false};
     std::vector<std::thread> threads;

@@ -4,6 +4,7 @@
 #include <pthread.h>
 
 #include <array>
+#include <new>
 
 #include "prism/internal/thread_annotations.h"
 
@@ -115,18 +116,36 @@ struct ThreadCache {
   }
 };
 
-// The calling thread's cache, or null once it is destroyed (thread exit) — then blocks come
-// from and go to the system directly.
+// The calling thread's cache, or null once its thread is exiting — then blocks come from and
+// go to the system directly. No C++ thread_local with a destructor here: registering one (on a
+// thread's first use) takes glibc's loader lock, which a forked child may find held forever by
+// a thread it does not have. The cache is made with malloc (which glibc keeps fork-safe) and
+// given back at thread exit by a pthread key's destructor.
+thread_local ThreadCache* t_cache = nullptr;
+thread_local bool t_exiting = false;
+
+void give_back_at_exit(void* p) noexcept {
+  t_exiting = true;  // frees by later exit handlers of this thread go to the system
+  t_cache = nullptr;
+  delete static_cast<ThreadCache*>(p);
+}
+
 ThreadCache* cache() noexcept {
-  thread_local bool gone = false;
-  struct Holder {
-    ThreadCache cache;
-    bool* gone_flag;
-    ~Holder() { *gone_flag = true; }  // (runs before cache's destructor: no new blocks go in)
-  };
-  if (gone) return nullptr;
-  thread_local Holder holder{ThreadCache{}, &gone};
-  return &holder.cache;
+  if (t_cache != nullptr) return t_cache;
+  if (t_exiting) return nullptr;
+  static const pthread_key_t key = [] {
+    pthread_key_t k;
+    return pthread_key_create(&k, give_back_at_exit) == 0 ? k : pthread_key_t(-1);
+  }();
+  if (key == pthread_key_t(-1)) return nullptr;  // (no key: every block from the system)
+  auto* tc = new (std::nothrow) ThreadCache;
+  if (tc == nullptr) return nullptr;
+  if (pthread_setspecific(key, tc) != 0) {
+    delete tc;
+    return nullptr;
+  }
+  t_cache = tc;
+  return tc;
 }
 
 }  // namespace
