@@ -8,7 +8,10 @@
 // blocks to a central list, and a thread whose list is empty takes a batch from there, so
 // blocks flow from the threads that free to the threads that allocate with one short lock per
 // kBatch blocks. The central list keeps at most kMaxCentralBatches per class (beyond that,
-// blocks go back to the system), and a thread's list goes to it when the thread exits.
+// blocks go back to the system), and a thread's list goes to it when the thread exits (a
+// pthread key's destructor: no C++ thread_local destructor, whose registration would take a
+// lock that a forked child may find held). fork() is safe: the central locks are taken
+// before it and released after, in parent and child (pthread_atfork).
 //
 // Every block is a plain ::operator new of its class's size, so a block may always be freed
 // with ::operator delete instead (as happens after the thread's cache is gone, during thread
@@ -61,6 +64,6 @@ bool enabled() noexcept;
   static void* operator new(std::size_t bytes, std::align_val_t align) {                   \
     return ::operator new(bytes, align);                                                   \
   }                                                                                        \
-  static void operator delete(void* p, std::size_t bytes, std::align_val_t align) noexcept { \
-    ::operator delete(p, bytes, align);                                                    \
+  static void operator delete(void* p, std::align_val_t align) noexcept {                  \
+    ::operator delete(p, align); /* (unsized: clang declares sized ones only on request) */ \
   }
