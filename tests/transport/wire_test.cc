@@ -350,15 +350,12 @@ TEST(WireTest, OutputClockAndSpansRoundTrip) {
 }
 
 TEST(WireTest, NodeStatsRoundTrip) {
-  NodeStatsMsg m;
-  m.tasks = {1, 2, 3, 4, 5, 6, 0xFFFFFFFFFFFFFFFFull};
-  m.objects = {7, 8 << 20, 9, 10, 0};
-  m.threads = 17;
+  NodeStatsMsg m{1, 2, 0xFFFFFFFFFFFFFFFFull, 7, 8 << 20, 9, 10, 0, 17};
   const NodeStatsMsg back = round_trip(m, MsgType::kNodeStats);
   EXPECT_EQ(back, m);
-  // Exactly 7 + 5 counters and the threads: one byte less or more is malformed.
+  // Exactly 8 counters and the threads: one byte less or more is malformed.
   std::string body;
-  for (int i = 0; i < 12; ++i) body += Bytes().u64(1).get();
+  for (int i = 0; i < 8; ++i) body += Bytes().u64(1).get();
   expect_error(frame(MsgType::kNodeStats, body + Bytes().u32(1).get()), DecodeError::kNone);
   expect_error(frame(MsgType::kNodeStats, body + Bytes().u8(1).get()),
                DecodeError::kMalformedBody);

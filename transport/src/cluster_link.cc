@@ -448,14 +448,14 @@ class Link final : public internal::ClusterLink {
         const NodeStatsMsg& r = p.report;
         n.reported = true;
         n.reported_at = p.reported_at;
-        n.tasks_running = r.tasks[3];
-        n.tasks_done = r.tasks[5];
-        n.tasks_failed = r.tasks[6];
-        n.objects = r.objects[0];
-        n.primary_bytes = r.objects[1];
-        n.capacity_bytes = r.objects[2];
-        n.secondary_bytes = r.objects[3];
-        n.spilled_bytes = r.objects[4];
+        n.tasks_running = r.tasks_running;
+        n.tasks_done = r.tasks_done;
+        n.tasks_failed = r.tasks_failed;
+        n.objects = r.objects;
+        n.primary_bytes = r.primary_bytes;
+        n.capacity_bytes = r.capacity_bytes;
+        n.secondary_bytes = r.secondary_bytes;
+        n.spilled_bytes = r.spilled_bytes;
         n.threads = static_cast<int>(std::min<uint32_t>(r.threads, INT32_MAX));
       }
       stats->nodes.push_back(std::move(n));
@@ -1447,17 +1447,21 @@ class Link final : public internal::ClusterLink {
         MutexLock lock(mu_);
         if (job_ended_ || driver_lost_ || shut_down_) return;
       }
+      // This runtime's entry of itself (stats() fills it), plus the values it keeps for other
+      // nodes (results that stayed here), which are not in its store.
       const Stats s = rt_->stats();
-      NodeStatsMsg m;
-      const TaskCounts& t = s.tasks;
-      m.tasks = {t.submitted, t.waiting_for_arguments, t.waiting_for_resources, t.running,
-                 t.on_other_nodes, t.done, t.failed};
-      // Its store, plus the values it keeps for other nodes (results that stayed here).
-      const ObjectStats& o = s.objects;
+      const NodeStats& own = s.nodes.front();
       const ObjectTable::Stats kept = objects_.stats();
-      m.objects = {o.objects + kept.primary_objects, o.primary_bytes + kept.primary_bytes,
-                   o.capacity_bytes, o.secondary_bytes, o.spilled_bytes};
-      m.threads = static_cast<uint32_t>(std::max(0, s.threads));
+      NodeStatsMsg m;
+      m.tasks_running = own.tasks_running;
+      m.tasks_done = own.tasks_done;
+      m.tasks_failed = own.tasks_failed;
+      m.objects = own.objects + kept.primary_objects;
+      m.primary_bytes = own.primary_bytes + kept.primary_bytes;
+      m.capacity_bytes = own.capacity_bytes;
+      m.secondary_bytes = own.secondary_bytes;
+      m.spilled_bytes = own.spilled_bytes;
+      m.threads = static_cast<uint32_t>(std::max(0, own.threads));
       if (!sent || !(m == last)) {
         send(driver_id(), m);
         last = m;
@@ -1607,12 +1611,12 @@ class Link final : public internal::ClusterLink {
     std::snprintf(buf, sizeof buf,
                   "its own counts (%.1f s ago): %llu running, %llu done, %llu failed; objects "
                   "%llu (%.1f MiB), copies from other nodes %.1f MiB; threads %u",
-                  age, static_cast<unsigned long long>(r.tasks[3]),
-                  static_cast<unsigned long long>(r.tasks[5]),
-                  static_cast<unsigned long long>(r.tasks[6]),
-                  static_cast<unsigned long long>(r.objects[0]),
-                  static_cast<double>(r.objects[1]) / (1 << 20),
-                  static_cast<double>(r.objects[3]) / (1 << 20), r.threads);
+                  age, static_cast<unsigned long long>(r.tasks_running),
+                  static_cast<unsigned long long>(r.tasks_done),
+                  static_cast<unsigned long long>(r.tasks_failed),
+                  static_cast<unsigned long long>(r.objects),
+                  static_cast<double>(r.primary_bytes) / (1 << 20),
+                  static_cast<double>(r.secondary_bytes) / (1 << 20), r.threads);
     return buf;
   }
 

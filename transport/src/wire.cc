@@ -1,6 +1,7 @@
 #include "wire.h"
 
 #include <cstring>
+#include <initializer_list>
 #include <string>
 #include <utility>
 
@@ -261,8 +262,10 @@ void write_body(Writer* w, const SpansReplyMsg& m) {
 void write_body(Writer*, const ShutdownMsg&) {}
 void write_body(Writer*, const StatusQueryMsg&) {}
 void write_body(Writer* w, const NodeStatsMsg& m) {
-  for (uint64_t v : m.tasks) w->u64(v);
-  for (uint64_t v : m.objects) w->u64(v);
+  for (uint64_t v : {m.tasks_running, m.tasks_done, m.tasks_failed, m.objects, m.primary_bytes,
+                     m.capacity_bytes, m.secondary_bytes, m.spilled_bytes}) {
+    w->u64(v);
+  }
   w->u32(m.threads);
 }
 void write_body(Writer* w, const StatusReplyMsg& m) { w->str(m.text); }
@@ -550,11 +553,10 @@ bool read_body(Reader* r, SpansReplyMsg* m) {
 bool read_body(Reader*, ShutdownMsg*) { return true; }
 bool read_body(Reader*, StatusQueryMsg*) { return true; }
 bool read_body(Reader* r, NodeStatsMsg* m) {
-  for (uint64_t& v : m->tasks) {
-    if (!r->u64(&v)) return false;
-  }
-  for (uint64_t& v : m->objects) {
-    if (!r->u64(&v)) return false;
+  for (uint64_t* v : {&m->tasks_running, &m->tasks_done, &m->tasks_failed, &m->objects,
+                      &m->primary_bytes, &m->capacity_bytes, &m->secondary_bytes,
+                      &m->spilled_bytes}) {
+    if (!r->u64(v)) return false;
   }
   return r->u32(&m->threads);
 }

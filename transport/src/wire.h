@@ -19,7 +19,6 @@
 // Thread-safe: pure functions over caller-owned buffers.
 #pragma once
 
-#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <optional>
@@ -219,13 +218,16 @@ struct SpansReplyMsg {
   std::vector<WireSpan> spans;
 };
 
-// prism::Stats of a node's own runtime, as its driver shows them per node.
+// A node's own counts: the fields of its prism::NodeStats of itself, as its driver shows them.
 struct NodeStatsMsg {
-  // TaskCounts in declaration order: submitted, waiting_for_arguments, waiting_for_resources,
-  // running, on_other_nodes, done, failed.
-  std::array<uint64_t, 7> tasks{};
-  // ObjectStats in declaration order: objects, primary, capacity, secondary, spilled bytes.
-  std::array<uint64_t, 5> objects{};
+  uint64_t tasks_running = 0;
+  uint64_t tasks_done = 0;
+  uint64_t tasks_failed = 0;
+  uint64_t objects = 0;
+  uint64_t primary_bytes = 0;
+  uint64_t capacity_bytes = 0;
+  uint64_t secondary_bytes = 0;
+  uint64_t spilled_bytes = 0;
   uint32_t threads = 0;
   bool operator==(const NodeStatsMsg&) const = default;
 };

@@ -484,9 +484,11 @@ void RuntimeCore::execute(TaskRecord* task, const Allocation* alloc) noexcept {
     }
     if (timeline_) exec_context().span_start = &start;
     std::exception_ptr thrown = task->run();
-    // (run_returned() closed it when the run returned a value)
-    if (exec_context().device_annotate != nullptr) exec_context().device_annotate->task_end();
-    exec_context().device_annotate = nullptr;
+    if (annotate != nullptr) {  // (run_returned() closed it when the run returned a value)
+      ExecContext& c = exec_context();
+      if (c.device_annotate != nullptr) annotate->task_end();
+      c.device_annotate = nullptr;
+    }
     if (timeline_) {
       // One span per attempt: recorded by run_returned() when it returned a value, else here.
       if (exec_context().span_start != nullptr) record_span(task, alloc, start);
