@@ -1,5 +1,7 @@
 #include "prism/gpu/tensor.h"
 
+#include <cstdint>
+#include <limits>
 #include <sstream>
 #include <utility>
 
@@ -174,6 +176,65 @@ void on_produced(const Tensor& t) {
 Tensor for_reader(const Tensor& t) { return t.to(current_device()); }
 
 Storage* storage_of(const Tensor& t) noexcept { return t.storage_.get(); }
+
+// Format: a flag (0: an empty Tensor(), 1: defined), then dtype (1 byte), rank (u32), the
+// dimensions (int64 each), the elements' byte count (u64) and the elements, row-major.
+void write_tensor(Writer& w, const Tensor& t) {
+  if (!t.defined()) {
+    w.put(uint8_t{0});
+    return;
+  }
+  w.put(uint8_t{1});
+  w.put(static_cast<uint8_t>(t.dtype()));
+  w.u32(static_cast<uint32_t>(t.shape().size()));
+  for (const int64_t d : t.shape()) w.put(d);
+  const uint64_t bytes = t.nbytes();
+  w.put(bytes);
+  if (bytes == 0) return;
+  // A GPU tensor is downloaded after its contents are complete (the host copy is cached with
+  // its storage, so a tensor sent twice is downloaded once).
+  const Tensor host = t.to_host();
+  w.bytes(host.raw_data(), bytes);
+}
+
+void read_tensor(Reader& r, Tensor* t) {
+  uint8_t defined = 0;
+  r.get(&defined);
+  if (defined == 0) {
+    *t = Tensor();
+    return;
+  }
+  if (defined != 1) prism::internal::throw_malformed("tensor: bad flag");
+  uint8_t dtype = 0;
+  r.get(&dtype);
+  if (dtype > static_cast<uint8_t>(DType::kFloat64)) {
+    prism::internal::throw_malformed("tensor: unknown dtype");
+  }
+  const uint32_t rank = r.count(sizeof(int64_t));
+  std::vector<int64_t> shape(rank);
+  uint64_t numel = 1;
+  for (int64_t& d : shape) {
+    r.get(&d);
+    if (d < 0) prism::internal::throw_malformed("tensor: negative dimension");
+    // Elements beyond what the rest of the buffer could hold are refused below; here only the
+    // product must not overflow.
+    if (d != 0 && numel > std::numeric_limits<uint64_t>::max() / static_cast<uint64_t>(d)) {
+      prism::internal::throw_malformed("tensor: shape too large");
+    }
+    numel *= static_cast<uint64_t>(d);
+  }
+  uint64_t bytes = 0;
+  r.get(&bytes);
+  const size_t element = dtype_size(static_cast<DType>(dtype));
+  if (numel > std::numeric_limits<uint64_t>::max() / element || numel * element != bytes) {
+    prism::internal::throw_malformed("tensor: the elements do not fill the shape");
+  }
+  if (bytes > r.remaining()) prism::internal::throw_malformed("truncated value");
+  Tensor host = Tensor::empty(static_cast<DType>(dtype), std::move(shape), Device::host());
+  r.bytes(host.raw_data(), bytes);
+  const Device where = current_device();
+  *t = where.is_host() ? std::move(host) : host.to(where);
+}
 
 }  // namespace internal
 }  // namespace prism::gpu

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include <gtest/gtest.h>
+#include <prism/gpu.h>
 #include <prism/prism.h>
 
 #include "cluster_fixture.h"
@@ -55,6 +56,26 @@ std::vector<uint64_t> objects_here() {
 }
 int fails_on_purpose() { throw std::runtime_error("failed on purpose on " + prism::node_id()); }
 PRISM_REMOTE(make_bytes, checksum, node_here, read_where, objects_here, fails_on_purpose);
+
+// GPU tasks (tensors cross nodes through host memory): a tensor argument arrives on the GPU the
+// task was granted; the result is made there too.
+prism::gpu::Tensor doubled_on_gpu(const prism::gpu::Tensor& t) {
+  if (t.device() != prism::gpu::current_device() || t.device().is_host()) {
+    throw std::runtime_error("the argument is on " + t.device().to_string() + ", not the task's GPU");
+  }
+  std::vector<double> v = t.to_vector<double>();
+  for (double& x : v) x *= 2;
+  return prism::gpu::Tensor::from_vector(v, t.shape());  // on the task's GPU
+}
+// Where a tensor argument was read: "<node> <device> <sum of its elements>".
+std::string tensor_seen(const prism::gpu::Tensor& t) {
+  double sum = 0;
+  if (t.defined()) {
+    for (double x : t.to_vector<double>()) sum += x;
+  }
+  return prism::node_id() + " " + t.device().to_string() + " " + std::to_string(sum);
+}
+PRISM_REMOTE(doubled_on_gpu, tensor_seen);
 
 // Whether every thread of process `pid` is stopped (state T in /proc) within `timeout`.
 bool all_threads_stopped(pid_t pid, std::chrono::seconds timeout) {
@@ -274,6 +295,34 @@ TEST_F(ClusterTest, PlacementFollowsTheArgumentBytes) {
     auto reader = prism::task(read_where).remote(made);
     EXPECT_EQ(prism::get(reader, 60s), maker + ":" + std::to_string(2 * kMiB));
   }
+}
+
+TEST_F(ClusterTest, TensorsCrossNodesThroughHostMemory) {
+  // Only node1 has GPUs (logical ones here: the host backend), so GPU tasks go there.
+  start(1, {{{"PRISM_NUM_GPUS", "2"}}});
+  ASSERT_EQ(prism::cluster_resources().at("GPU"), 2.0);
+  for (const int64_t n : {int64_t{6}, int64_t{1} << 15}) {  // inline, and above 100 KiB
+    std::vector<double> v(static_cast<size_t>(n));
+    for (size_t i = 0; i < v.size(); ++i) v[i] = static_cast<double>(i % 1000) + 0.5;
+    const auto t = prism::gpu::Tensor::from_vector(v, {2, n / 2}, prism::gpu::Device::host());
+    auto doubled = prism::task(doubled_on_gpu).num_gpus(1).remote(t);
+    // Chained: the ref's value goes back to node1 from wherever it is kept.
+    auto quadrupled = prism::task(doubled_on_gpu).num_gpus(1).remote(doubled);
+    const prism::gpu::Tensor back = prism::get(quadrupled, 60s);
+    EXPECT_TRUE(back.device().is_host()) << "read by get() on the driver: on its host";
+    EXPECT_EQ(back.shape(), (std::vector<int64_t>{2, n / 2}));
+    const std::vector<double> out = back.to_vector<double>();
+    ASSERT_EQ(out.size(), v.size());
+    for (size_t i = 0; i < v.size(); ++i) ASSERT_EQ(out[i], 4 * v[i]) << "element " << i;
+    double sum = 0;
+    for (double x : out) sum += x;
+    EXPECT_EQ(prism::get(prism::task(tensor_seen).num_gpus(1).remote(quadrupled), 60s),
+              "node1 gpu:0 " + std::to_string(sum))
+        << "read by a one-GPU task on node1: on its GPU";
+  }
+  // An empty tensor crosses too.
+  EXPECT_EQ(prism::get(prism::task(tensor_seen).num_gpus(1).remote(prism::gpu::Tensor()), 60s),
+            "node1 host 0.000000");
 }
 
 TEST_F(ClusterTest, GetOfAValueOnAStoppedNodeKeepsItsDeadline) {

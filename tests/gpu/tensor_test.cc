@@ -15,6 +15,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <cstring>
 #include <iostream>
 #include <memory>
 #include <numeric>
@@ -380,6 +381,84 @@ struct TensorMaker {
   int device() { return prism::gpu::current_device().index; }
 };
 PRISM_ACTOR(TensorMaker, &TensorMaker::make, &TensorMaker::device);
+
+// ---- crossing nodes (cluster mode serializes tensors through host memory) ----
+
+TEST_F(TensorTest, SerializedTensorsKeepDtypeShapeAndElements) {
+  static_assert(prism::is_serializable_v<Tensor>);
+  // On the host, an empty tensor, a zero-size one and a scalar (rank 0).
+  const Tensor host = Tensor::from_vector(iota(12), {3, 4}, Device::host());
+  const Tensor back = prism::from_bytes<Tensor>(prism::to_bytes(host));
+  EXPECT_EQ(back.dtype(), DType::kInt64);
+  EXPECT_EQ(back.shape(), (std::vector<int64_t>{3, 4}));
+  EXPECT_TRUE(back.device().is_host()) << "read outside a GPU task: on the host";
+  EXPECT_EQ(back.to_vector<int64_t>(), iota(12));
+  EXPECT_FALSE(back.shares_storage(host));
+  EXPECT_FALSE(prism::from_bytes<Tensor>(prism::to_bytes(Tensor())).defined());
+  const Tensor none = prism::from_bytes<Tensor>(
+      prism::to_bytes(Tensor::empty(DType::kFloat32, {0, 5}, Device::host())));
+  EXPECT_EQ(none.shape(), (std::vector<int64_t>{0, 5}));
+  EXPECT_EQ(none.numel(), 0);
+  const std::vector<double> one{2.5};
+  const Tensor scalar = prism::from_bytes<Tensor>(
+      prism::to_bytes(Tensor::from_vector(one, {}, Device::host())));
+  EXPECT_TRUE(scalar.shape().empty());
+  EXPECT_EQ(scalar.to_vector<double>(), one);
+
+  // A GPU tensor is written through its (cached) host copy; the reader's copy lands on the GPU
+  // granted to the task that reads it.
+  prism::Runtime rt({.num_cpus = 2, .num_gpus = 1});
+  auto on_gpu = rt.task([] {
+                    return Tensor::from_vector(iota(6, 10), {2, 3});
+                  }).num_gpus(1).remote();
+  const Tensor made = *prism::get_shared(on_gpu, kTimeout);
+  ASSERT_EQ(made.device(), Device::gpu(0));
+  const std::string bytes = prism::to_bytes(made);
+  auto read_in_gpu_task = rt.task([bytes] {
+                              const Tensor t = prism::from_bytes<Tensor>(bytes);
+                              return std::pair<int, std::vector<int64_t>>(t.device().index,
+                                                                          t.shape());
+                            }).num_gpus(1).remote();
+  const auto [device, shape] = prism::get(read_in_gpu_task, kTimeout);
+  EXPECT_EQ(device, 0);
+  EXPECT_EQ(shape, (std::vector<int64_t>{2, 3}));
+  EXPECT_EQ(prism::from_bytes<Tensor>(bytes).to_vector<int64_t>(), iota(6, 10));
+}
+
+TEST_F(TensorTest, MalformedTensorBytesAreRefused) {
+  const std::string good =
+      prism::to_bytes(Tensor::from_vector(iota(4), {2, 2}, Device::host()));
+  auto refused = [](const std::string& bytes, const char* what) {
+    try {
+      prism::from_bytes<Tensor>(bytes);
+      ADD_FAILURE() << "accepted: " << what;
+    } catch (const prism::Error& e) {
+      EXPECT_EQ(e.code(), prism::ErrorCode::kInvalidArgument) << what;
+    }
+  };
+  // Layout: flag (1), dtype (1), rank (4), dims (8 each), byte count (8), elements.
+  for (size_t n = 0; n < good.size(); ++n) refused(good.substr(0, n), "a truncated tensor");
+  refused(good + "x", "a byte left over");
+  std::string bad = good;
+  bad[0] = 2;
+  refused(bad, "an unknown flag");
+  bad = good;
+  bad[1] = 9;
+  refused(bad, "an unknown dtype");
+  bad = good;
+  const int64_t negative = -2;
+  std::memcpy(&bad[6], &negative, sizeof negative);
+  refused(bad, "a negative dimension");
+  bad = good;
+  const int64_t three = 3;
+  std::memcpy(&bad[6], &three, sizeof three);
+  refused(bad, "a shape the elements do not fill");
+  bad = good;
+  const int64_t huge = int64_t{1} << 62;
+  std::memcpy(&bad[6], &huge, sizeof huge);
+  std::memcpy(&bad[14], &huge, sizeof huge);
+  refused(bad, "a shape whose size overflows");
+}
 
 TEST_F(TensorTest, PeerCopyToAnotherGpuIsMadeOnce) {
   need_gpus(2);

@@ -8,6 +8,8 @@
 //   - std::string, std::vector<T>, std::array<T, N>, std::pair, std::tuple, std::optional,
 //     std::map and std::unordered_map of serializable types (contiguous containers of trivially
 //     copyable elements in one copy);
+//   - prism::gpu::Tensor, through host memory (prism/gpu/tensor.h: it lands on the reading
+//     task's GPU);
 //   - any type with a specialization of prism::Serializer<T> (write/read below).
 //
 //   struct Point { double x, y; };             // trivially copyable: nothing to do

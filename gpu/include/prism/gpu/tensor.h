@@ -41,6 +41,7 @@
 #include "prism/gpu/stream.h"
 #include "prism/internal/object_entry.h"
 #include "prism/internal/placement.h"
+#include "prism/serialize.h"
 
 namespace prism::gpu {
 
@@ -163,6 +164,10 @@ void on_produced(const Tensor& t);
 Tensor for_reader(const Tensor& t);
 // Makes sure this program's runtimes use the GPU module (see prism/internal/placement.h).
 bool link_gpu_module() noexcept;
+// Cluster mode (prism::Serializer<Tensor> below): a tensor's dtype, shape and elements, read
+// from device memory through one host copy.
+void write_tensor(Writer& w, const Tensor& t);
+void read_tensor(Reader& r, Tensor* t);
 inline const bool kGpuModuleLinked = link_gpu_module();
 }  // namespace internal
 
@@ -183,5 +188,20 @@ struct prism::internal::Placement<prism::gpu::Tensor> {
   static void on_produced(const prism::gpu::Tensor& t) { prism::gpu::internal::on_produced(t); }
   static prism::gpu::Tensor for_reader(const prism::gpu::Tensor& t) {
     return prism::gpu::internal::for_reader(t);
+  }
+};
+
+// Cluster mode: a tensor crosses nodes through host memory (for now: no GPU-to-GPU transport).
+// The sender's elements are downloaded once (the cached host copy); the reader's tensor lands
+// where it is read, as for any reader (see above): on the GPU granted to the task that reads it,
+// else on the host (get() on the driver, a CPU task). Malformed bytes (an unknown dtype, a
+// negative dimension, a shape the elements do not fill) throw prism::Error (kInvalidArgument).
+template <>
+struct prism::Serializer<prism::gpu::Tensor> {
+  static void write(prism::Writer& w, const prism::gpu::Tensor& t) {
+    prism::gpu::internal::write_tensor(w, t);
+  }
+  static void read(prism::Reader& r, prism::gpu::Tensor* t) {
+    prism::gpu::internal::read_tensor(r, t);
   }
 };
