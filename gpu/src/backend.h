@@ -26,6 +26,7 @@
 
 #include "prism/gpu/device.h"
 #include "prism/gpu/stream.h"
+#include "prism/internal/device_support.h"
 
 namespace prism::gpu::internal {
 
@@ -101,9 +102,10 @@ class DeviceBackend {
 // lives until the process exits.
 DeviceBackend& backend_instance();
 
-// Backend factories (cuda_backend.cc is built only with CUDA). make_cuda_backend returns null
-// and sets *why when no device is usable.
+// Backend factories (cuda_backend.cc is built only with CUDA). make_cuda_backend uses the
+// process's share of the visible devices (ranks sharing a machine: prism::internal::DeviceShare)
+// and returns null, setting *why, when none of them is usable.
 DeviceBackend* make_host_backend(std::string why_not_cuda);
-DeviceBackend* make_cuda_backend(std::string* why);
+DeviceBackend* make_cuda_backend(prism::internal::DeviceShare share, std::string* why);
 
 }  // namespace prism::gpu::internal

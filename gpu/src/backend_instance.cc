@@ -26,15 +26,18 @@ DeviceBackend* host_or_die(std::string why) {
 }
 
 DeviceBackend* choose() {
+  // Taken on every path, so that a share set after the devices were enumerated is refused.
+  const prism::internal::DeviceShare share = prism::internal::take_device_share();
   const char* forced = std::getenv("PRISM_GPU_BACKEND");
   const bool force_host = forced != nullptr && std::strcmp(forced, "host") == 0;
 #ifdef PRISM_GPU_CUDA
   if (force_host) return host_or_die("PRISM_GPU_BACKEND=host");
   std::string why;
-  if (DeviceBackend* cuda = make_cuda_backend(&why)) return cuda;
+  if (DeviceBackend* cuda = make_cuda_backend(share, &why)) return cuda;
   return host_or_die(why);
 #else
   (void)force_host;
+  (void)share;
   return host_or_die("Prism was built without CUDA");
 #endif
 }

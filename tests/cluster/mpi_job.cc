@@ -1,20 +1,25 @@
 // A job started by a launcher: `mpirun -np 3 prism_cluster_mpi_job`. Rank 0 is the driver (its
 // init returns once the other ranks joined through PMIx); ranks 1 and 2 serve and exit with 0
-// when the driver's job ends. The driver checks the results and that work ran on >= 2 nodes.
+// when the driver's job ends. The driver checks the results, that work ran on >= 2 nodes, and
+// that the 3 ranks sharing this machine took 3 different shares of its GPUs.
 #include <chrono>
 #include <cstdio>
+#include <map>
 #include <set>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include <prism/internal/device_support.h>
 #include <prism/prism.h>
 
 namespace {
 
+// Where it ran, and that process's share of the machine's GPUs: "node1 1/3".
 std::string where_after(int ms) {
   std::this_thread::sleep_for(std::chrono::milliseconds(ms));  // stands for work
-  return prism::node_id();
+  const prism::internal::DeviceShare s = prism::internal::take_device_share();
+  return prism::node_id() + " " + std::to_string(s.part) + "/" + std::to_string(s.parts);
 }
 long square(long x) { return x * x; }
 PRISM_REMOTE(where_after, square);
@@ -33,8 +38,19 @@ int main() {
   std::vector<prism::ObjectRef<std::string>> refs;
   for (int i = 0; i < 12; ++i) refs.push_back(prism::task(where_after).remote(100));
   std::set<std::string> nodes;
-  for (auto& r : refs) nodes.insert(prism::get(r, 60s));
+  std::map<std::string, std::string> share_of;  // node -> its GPU share
+  std::set<std::string> shares;
+  for (auto& r : refs) {
+    const std::string seen = prism::get(r, 60s);
+    const std::string node = seen.substr(0, seen.find(' '));
+    const std::string share = seen.substr(seen.find(' ') + 1);
+    if (share.size() != 3 || share.substr(1) != "/3") return fail("share of " + seen);
+    if (!share_of.emplace(node, share).second && share_of[node] != share) return fail(seen);
+    nodes.insert(node);
+    shares.insert(share);
+  }
   if (nodes.size() < 2) return fail("every task ran on " + *nodes.begin());
+  if (shares.size() != nodes.size()) return fail("two ranks on this machine took one GPU share");
   long sum = 0;
   std::vector<prism::ObjectRef<long>> squares;
   for (long i = 1; i <= 100; ++i) squares.push_back(prism::task(square).remote(i));

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "prism/internal/device_support.h"
 #include "prism/prism.h"
 #include "test_util.h"
 
@@ -361,6 +362,55 @@ TEST(ResourcesActorTest, InfeasibleActorIsReportedAtCreation) {
   prism::Runtime rt({.num_cpus = 2, .num_gpus = 0});
   EXPECT_THROW(rt.actor<ResourcesHolder>().num_gpus(1).remote(), prism::InfeasibleError);
   EXPECT_THROW(rt.actor<ResourcesHolder>().num_cpus(3).remote(), prism::InfeasibleError);
+}
+
+// Ranks of a launcher sharing a machine split its visible GPUs (DESIGN §2).
+TEST(DeviceShare, RanksSharingAMachineSplitItsGpus) {
+  using prism::internal::DeviceRange;
+  using prism::internal::shared_devices;
+  auto range = [](int visible, int part, int parts) {
+    const DeviceRange r = shared_devices(visible, {part, parts});
+    return std::pair<int, int>(r.first, r.count);
+  };
+  using P = std::pair<int, int>;
+  EXPECT_EQ(range(4, 0, 1), P(0, 4)) << "alone: every device";
+  EXPECT_EQ(range(4, 0, 2), P(0, 2));
+  EXPECT_EQ(range(4, 1, 2), P(2, 2));
+  EXPECT_EQ(range(3, 0, 2), P(0, 2)) << "the first ranks take the remainder";
+  EXPECT_EQ(range(3, 1, 2), P(2, 1));
+  EXPECT_EQ(range(8, 3, 4), P(6, 2));
+  EXPECT_EQ(range(2, 0, 4), P(0, 1)) << "fewer devices than ranks: one each, shared";
+  EXPECT_EQ(range(2, 1, 4), P(1, 1));
+  EXPECT_EQ(range(2, 2, 4), P(0, 1));
+  EXPECT_EQ(range(2, 3, 4), P(1, 1));
+  EXPECT_EQ(range(0, 1, 2), P(0, 0)) << "no device: nothing to share";
+  EXPECT_EQ(range(4, 5, 2), P(0, 4)) << "a part out of range takes nothing away";
+  // Every device is taken by exactly one rank whenever there are enough of them.
+  for (int visible = 1; visible <= 9; ++visible) {
+    for (int parts = 1; parts <= visible; ++parts) {
+      std::vector<int> takers(static_cast<size_t>(visible), 0);
+      for (int part = 0; part < parts; ++part) {
+        const DeviceRange r = shared_devices(visible, {part, parts});
+        EXPECT_GE(r.count, visible / parts);
+        EXPECT_LE(r.count, visible / parts + 1);
+        for (int d = r.first; d < r.first + r.count; ++d) ++takers.at(static_cast<size_t>(d));
+      }
+      for (int t : takers) EXPECT_EQ(t, 1) << visible << " devices, " << parts << " ranks";
+    }
+  }
+}
+
+// The share is set before the GPU module enumerates the devices; once it has, a new share is
+// refused (the caller warns) and the one taken stays.
+TEST(DeviceShare, AShareSetAfterTheDevicesWereEnumeratedIsRefused) {
+  EXPECT_FALSE(prism::internal::set_device_share({2, 2})) << "part out of range";
+  EXPECT_FALSE(prism::internal::set_device_share({0, 0}));
+  // This binary has no GPU module: nothing has taken the share yet.
+  ASSERT_TRUE(prism::internal::set_device_share({1, 3}));
+  const prism::internal::DeviceShare taken = prism::internal::take_device_share();
+  EXPECT_EQ(taken.part, 1);
+  EXPECT_EQ(taken.parts, 3);
+  EXPECT_FALSE(prism::internal::set_device_share({0, 2})) << "too late: already enumerated";
 }
 
 }  // namespace

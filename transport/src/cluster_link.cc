@@ -33,6 +33,7 @@
 #include "job_dir.h"
 #include "prism/serialize.h"
 #include "launcher.h"
+#include "prism/internal/device_support.h"
 #include "object_table.h"
 #include "output_forwarder.h"
 #include "prism/errors.h"
@@ -2510,7 +2511,8 @@ std::unique_ptr<internal::ClusterLink> factory(RuntimeCore* rt, const ClusterCon
 }
 
 // Under a launcher: rank 0 drives and waits for every other rank; ranks sharing a machine split
-// its hardware threads unless told how many CPUs to use.
+// its hardware threads unless told how many CPUs to use, and its CUDA devices unless told how
+// many GPUs.
 void prepare(ClusterConfig* config, InitOptions* options) {
   if (config->role != ClusterRole::kLauncher) return;
   std::shared_ptr<LauncherSession> session = start_launcher_session();
@@ -2524,6 +2526,13 @@ void prepare(ClusterConfig* config, InitOptions* options) {
   if (options->num_cpus < 0 && session->local_size() > 1) {
     const unsigned hw = std::max(1u, std::thread::hardware_concurrency());
     options->num_cpus = std::max(1u, hw / static_cast<unsigned>(session->local_size()));
+  }
+  if (options->num_gpus < 0 && session->local_size() > 1 &&
+      !internal::set_device_share({session->local_rank(), session->local_size()})) {
+    PRISM_LOG(kWarning) << "cluster: the GPUs were enumerated before prism::init (a tensor made "
+                           "before it?), so local rank "
+                        << session->local_rank() << " of " << session->local_size()
+                        << " uses every visible GPU instead of its share";
   }
   config->launcher = std::move(session);
 }

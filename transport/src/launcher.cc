@@ -30,12 +30,16 @@ class PmixSession final : public LauncherSession {
     if (rc != PMIX_SUCCESS) fail("PMIx_Init", rc);
     size_ = static_cast<int>(get_u32(PMIX_RANK_WILDCARD, PMIX_JOB_SIZE, 1));
     local_size_ = static_cast<int>(get_u32(PMIX_RANK_WILDCARD, PMIX_LOCAL_SIZE, 1));
+    local_rank_ = static_cast<int>(get_u32(me_.rank, PMIX_LOCAL_RANK, 0));
   }
   ~PmixSession() override { PMIx_Finalize(nullptr, 0); }
 
   int rank() const override { return static_cast<int>(me_.rank); }
   int size() const override { return size_; }
   int local_size() const override { return local_size_ > 0 ? local_size_ : 1; }
+  int local_rank() const override {
+    return local_rank_ >= 0 && local_rank_ < local_size() ? local_rank_ : 0;
+  }
 
   void publish(const std::string& key, const std::string& value) override {
     pmix_value_t v;
@@ -83,6 +87,7 @@ class PmixSession final : public LauncherSession {
     if (PMIx_Get(&who, key, nullptr, 0, &v) != PMIX_SUCCESS || v == nullptr) return fallback;
     uint32_t out = fallback;
     if (v->type == PMIX_UINT32) out = v->data.uint32;
+    if (v->type == PMIX_UINT16) out = v->data.uint16;  // PMIX_LOCAL_RANK is a uint16
     PMIX_VALUE_RELEASE(v);
     return out;
   }
@@ -90,6 +95,7 @@ class PmixSession final : public LauncherSession {
   pmix_proc_t me_{};
   int size_ = 1;
   int local_size_ = 1;
+  int local_rank_ = 0;
 };
 
 }  // namespace

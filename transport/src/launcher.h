@@ -7,7 +7,8 @@
 // init returns once all N-1 nodes joined. No MPI library is linked.
 //
 // Ranks that share a machine split its hardware threads evenly (at least one CPU each) unless
-// PRISM_NUM_CPUS or InitOptions.num_cpus says otherwise.
+// PRISM_NUM_CPUS or InitOptions.num_cpus says otherwise, and its visible CUDA devices (see
+// prism::internal::shared_devices) unless PRISM_NUM_GPUS or InitOptions.num_gpus does.
 //
 // Thread-safe: a session is used by the thread that starts the runtime, then only destroyed.
 #pragma once
@@ -23,6 +24,8 @@ class LauncherSession {
   virtual int rank() const = 0;
   virtual int size() const = 0;
   virtual int local_size() const = 0;
+  // This process's rank among those on its machine: 0 .. local_size() - 1.
+  virtual int local_rank() const = 0;
   // Publishes key=value for every rank (visible after fence()).
   virtual void publish(const std::string& key, const std::string& value) = 0;
   // Every rank of the job calls it once; returns when all did.

@@ -45,6 +45,7 @@
 #include <cstring>
 #include <string>
 #include <unordered_set>
+#include <utility>
 #include <vector>
 
 #include "backend.h"
@@ -143,8 +144,9 @@ void free_pageable_block(void* p) { std::free(p); }
 class CudaBackend final : public DeviceBackend {
  public:
   // Probes every device (see the file comment); *left_out gets one line per device left out.
-  CudaBackend(int count, std::string* left_out) {
-    for (int ordinal = 0; ordinal < count; ++ordinal) {
+  CudaBackend(int first, int count, std::string share, std::string* left_out)
+      : share_(std::move(share)) {
+    for (int ordinal = first; ordinal < first + count; ++ordinal) {
       std::string why;
       Info info;
       if (probe(ordinal, &info, &why)) {
@@ -171,6 +173,7 @@ class CudaBackend final : public DeviceBackend {
            " MiB for tasks";
     }
     s += devices_.empty() ? "" : ")";
+    if (!share_.empty()) s += "; " + share_;
     if (!left_out_.empty()) s += "; " + left_out_;
     if (!peers_.empty()) s += "; peer access: " + peers_;
     return s;
@@ -613,6 +616,7 @@ class CudaBackend final : public DeviceBackend {
   }
 
   std::vector<Info> devices_;
+  std::string share_;  // which visible devices this rank took, when ranks share the machine
   std::string left_out_;
   std::string peers_;
   CachingPool pinned_{&pinned_block, &free_pinned_block, /*max_cached=*/kPinnedBudget};
@@ -621,7 +625,7 @@ class CudaBackend final : public DeviceBackend {
 
 }  // namespace
 
-DeviceBackend* make_cuda_backend(std::string* why) {
+DeviceBackend* make_cuda_backend(prism::internal::DeviceShare share, std::string* why) {
   int count = 0;
   // Without a driver this fails (cudaErrorInsufficientDriver, or cudaErrorStubLibrary with the
   // toolkit's stub libcuda) and leaves `count` untouched: check the code, never assume 0.
@@ -635,10 +639,19 @@ DeviceBackend* make_cuda_backend(std::string* why) {
     *why = "no CUDA device (cudaGetDeviceCount found none)";
     return nullptr;
   }
+  // Ranks sharing the machine split the visible devices (ordinals stay the CUDA runtime's).
+  const prism::internal::DeviceRange range = prism::internal::shared_devices(count, share);
+  std::string taken;
+  if (share.parts > 1) {
+    taken = "local rank " + std::to_string(share.part) + " of " + std::to_string(share.parts) +
+            " takes CUDA device" + (range.count > 1 ? "s " : " ") + std::to_string(range.first) +
+            (range.count > 1 ? "-" + std::to_string(range.first + range.count - 1) : "") +
+            " of " + std::to_string(count) + (count < share.parts ? " (shared with other ranks)" : "");
+  }
   std::string left_out;
   CudaBackend* b = nullptr;
   try {
-    b = new CudaBackend(count, &left_out);
+    b = new CudaBackend(range.first, range.count, taken, &left_out);
   } catch (const std::exception& ex) {
     *why = std::string("CUDA devices found but unusable: ") + ex.what();
     return nullptr;

@@ -79,4 +79,24 @@ uint64_t failed_devices() noexcept;
 // Clears the failure mask. For tests only.
 void reset_device_failures_for_testing() noexcept;
 
+// Ranks of a launcher that share a machine (DESIGN §2) split its GPUs: this process uses share
+// `part` of `parts` of the CUDA devices it can see (those CUDA_VISIBLE_DEVICES leaves).
+struct DeviceShare {
+  int part = 0;
+  int parts = 1;
+};
+// Set by the cluster module before the runtime starts. The GPU module takes the share once, when
+// it first enumerates the devices; a share set after that cannot apply: returns false.
+bool set_device_share(DeviceShare share) noexcept;
+DeviceShare take_device_share() noexcept;
+// Which of `visible` devices a share gets: [first, first + count). With at least as many devices
+// as ranks, contiguous blocks, the first (visible % parts) ranks one device more (4 GPUs, 2
+// ranks: 0-1 and 2-3; 3 GPUs, 2 ranks: 0-1 and 2); with fewer, device (part % visible) alone,
+// shared with the ranks that get it too (2 GPUs, 4 ranks: 0, 1, 0, 1).
+struct DeviceRange {
+  int first = 0;
+  int count = 0;
+};
+DeviceRange shared_devices(int visible, DeviceShare share) noexcept;
+
 }  // namespace prism::internal
