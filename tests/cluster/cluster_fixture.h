@@ -66,8 +66,9 @@ class ClusterTest : public ::testing::Test {
   // Starts the driver with `cpus` CPUs, and one node per entry of `nodes` (its environment:
   // PRISM_NUM_CPUS, PRISM_RESOURCES, ...), and waits until they joined.
   void start(double cpus, const std::vector<std::map<std::string, std::string>>& nodes) {
-    job_dir_ = job_root() + "/" + ::testing::UnitTest::GetInstance()->current_test_info()->name() +
-               "-" + std::to_string(getpid());
+    std::string name = ::testing::UnitTest::GetInstance()->current_test_info()->name();
+    std::replace(name.begin(), name.end(), '/', '-');  // parameterized tests: "Test/Param"
+    job_dir_ = job_root() + "/" + name + "-" + std::to_string(getpid());
     mkdir(job_root().c_str(), 0700);
     setenv("PRISM_JOB_DIR", job_dir_.c_str(), 1);
     prism::init({.num_cpus = cpus, .listen = "127.0.0.1:0"});
