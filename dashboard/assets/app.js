@@ -78,7 +78,8 @@ function drawNodes(nodes, threads) {
     row.append(cell);
     // What the node itself counts (another node's: its last report, at most a second old).
     row.append(el('td', { class: 'node-own' }, n.reported
-      ? n.tasks_running + ' running, ' + n.tasks_done.toLocaleString('en-US') + ' done, ' +
+      ? n.tasks_waiting_for_arguments + ' waiting for arguments, ' + n.tasks_queued + ' queued, ' +
+        n.tasks_running + ' running, ' + n.tasks_done.toLocaleString('en-US') + ' done, ' +
         n.tasks_failed + ' failed; ' + n.objects + ' objects (' + bytes(n.primary_bytes) +
         '), copies ' + bytes(n.secondary_bytes) + '; ' + n.threads + ' threads'
       : 'not reported yet'));

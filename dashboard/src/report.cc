@@ -113,7 +113,9 @@ std::string summary_json(const SummaryInput& in) {
     o += n.reported ? "true" : "false";
     if (n.reported) {  // what the node itself counts (another node's: its last report)
       o += ',';
-      append_fields(&o, {{"tasks_running", n.tasks_running},
+      append_fields(&o, {{"tasks_waiting_for_arguments", n.tasks_waiting_for_arguments},
+                         {"tasks_queued", n.tasks_queued},
+                         {"tasks_running", n.tasks_running},
                          {"tasks_done", n.tasks_done},
                          {"tasks_failed", n.tasks_failed},
                          {"objects", n.objects},

@@ -55,7 +55,25 @@ std::vector<uint64_t> objects_here() {
           s.pulled_bytes};
 }
 int fails_on_purpose() { throw std::runtime_error("failed on purpose on " + prism::node_id()); }
-PRISM_REMOTE(make_bytes, checksum, node_here, read_where, objects_here, fails_on_purpose);
+// Works for `ms` milliseconds (stands for compute), then says where it ran.
+std::string slept_where(int ms) {
+  std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+  return prism::node_id();
+}
+std::string after(const std::string& s) { return s; }
+// On a 1-CPU node, for about `ms`: three children of `ms` each (while the parent waits, one runs
+// on its lent CPU and at most one more inline in its wait, so at least one is queued), and one
+// waiting for the first child's result.
+std::string tasks_in_every_state(int ms) {
+  std::vector<prism::ObjectRef<std::string>> children;
+  for (int i = 0; i < 3; ++i) children.push_back(prism::task(slept_where).remote(ms));
+  auto waiting = prism::task(after).remote(children[0]);
+  std::string all = prism::get(waiting, 60s);
+  for (auto& c : children) all += " " + prism::get(c, 60s);
+  return all;
+}
+PRISM_REMOTE(make_bytes, checksum, node_here, read_where, objects_here, fails_on_purpose,
+             slept_where, after, tasks_in_every_state);
 
 // GPU tasks (tensors cross nodes through host memory): a tensor argument arrives on the GPU the
 // task was granted; the result is made there too.
@@ -252,12 +270,31 @@ TEST_F(ClusterTest, EachNodeReportsItsOwnCountsToTheDriver) {
   EXPECT_EQ(na.tasks_running, 0u);
   EXPECT_GE(na.threads, 1);
   EXPECT_GT(na.capacity_bytes, 0u);
+  EXPECT_EQ(na.tasks_queued, 0u);
+  EXPECT_EQ(na.tasks_waiting_for_arguments, 0u);
   // The last ref drops: the node frees the value and says so.
   kept.reset();
   s = node_stats_until([](const prism::NodeStats& na2, const prism::NodeStats&) {
     return na2.primary_bytes < 3 * kMiB;
   });
   EXPECT_LT(find(s, a).primary_bytes, 3 * kMiB) << "node a still counts the freed value";
+  // Tasks by state on the node: nested tasks queued there and waiting for arguments there.
+  auto states = prism::task(tasks_in_every_state).resource("a", 1).remote(2500);
+  s = node_stats_until([](const prism::NodeStats& na2, const prism::NodeStats&) {
+    return na2.tasks_queued >= 1 && na2.tasks_waiting_for_arguments >= 1;
+  });
+  na = find(s, a);
+  EXPECT_GE(na.tasks_queued, 1u);
+  EXPECT_EQ(na.tasks_waiting_for_arguments, 1u);
+  EXPECT_GE(na.tasks_running, 1u);
+  EXPECT_EQ(prism::get(states, 60s), a + " " + a + " " + a + " " + a);
+  s = node_stats_until([](const prism::NodeStats& na2, const prism::NodeStats&) {
+    return na2.tasks_queued == 0 && na2.tasks_waiting_for_arguments == 0 &&
+           na2.tasks_running == 0;
+  });
+  na = find(s, a);
+  EXPECT_EQ(na.tasks_queued + na.tasks_waiting_for_arguments + na.tasks_running, 0u);
+  EXPECT_EQ(na.tasks_done, 2u + 5u) << "the parent and its four children";
 }
 
 TEST_F(ClusterTest, EveryCopyIsFreedOnEveryNodeWhenTheLastRefDrops) {

@@ -72,6 +72,8 @@ TEST(DashboardReport, SummaryHasCountsNodesAndTheNewestErrorsEscaped) {
   in.stats.nodes.push_back({"node0", {{"CPU", 2}}, {{"CPU", 0.5}}});
   in.stats.nodes.push_back({"node1", {{"CPU", 4}, {"GPU", 1}}, {{"CPU", 4}, {"GPU", 1}}});
   in.stats.nodes[0].reported = true;  // (node1 has not reported yet)
+  in.stats.nodes[0].tasks_waiting_for_arguments = 5;
+  in.stats.nodes[0].tasks_queued = 6;
   in.stats.nodes[0].tasks_running = 2;
   in.stats.nodes[0].tasks_done = 123;
   in.stats.nodes[0].primary_bytes = 4096;
@@ -94,7 +96,8 @@ TEST(DashboardReport, SummaryHasCountsNodesAndTheNewestErrorsEscaped) {
   EXPECT_NE(j.find("{\"node\":\"node1\",\"total\":{\"CPU\":4,\"GPU\":1}"), std::string::npos);
   EXPECT_NE(j.find("\"available\":{\"CPU\":0.500}"), std::string::npos);
   // What each node counts itself, once it reported.
-  EXPECT_NE(j.find("\"available\":{\"CPU\":0.500},\"reported\":true,\"tasks_running\":2,"
+  EXPECT_NE(j.find("\"available\":{\"CPU\":0.500},\"reported\":true,"
+                   "\"tasks_waiting_for_arguments\":5,\"tasks_queued\":6,\"tasks_running\":2,"
                    "\"tasks_done\":123,\"tasks_failed\":0,\"objects\":0,\"primary_bytes\":4096,"
                    "\"secondary_bytes\":0,\"threads\":3}"),
             std::string::npos)

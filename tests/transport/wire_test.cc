@@ -350,12 +350,12 @@ TEST(WireTest, OutputClockAndSpansRoundTrip) {
 }
 
 TEST(WireTest, NodeStatsRoundTrip) {
-  NodeStatsMsg m{1, 2, 0xFFFFFFFFFFFFFFFFull, 7, 8 << 20, 9, 10, 0, 17};
+  NodeStatsMsg m{3, 4, 1, 2, 0xFFFFFFFFFFFFFFFFull, 7, 8 << 20, 9, 10, 0, 17};
   const NodeStatsMsg back = round_trip(m, MsgType::kNodeStats);
   EXPECT_EQ(back, m);
-  // Exactly 8 counters and the threads: one byte less or more is malformed.
+  // Exactly 10 counters and the threads: one byte less or more is malformed.
   std::string body;
-  for (int i = 0; i < 8; ++i) body += Bytes().u64(1).get();
+  for (int i = 0; i < 10; ++i) body += Bytes().u64(1).get();
   expect_error(frame(MsgType::kNodeStats, body + Bytes().u32(1).get()), DecodeError::kNone);
   expect_error(frame(MsgType::kNodeStats, body + Bytes().u8(1).get()),
                DecodeError::kMalformedBody);
@@ -441,7 +441,7 @@ TEST(WireTest, StatusReplyRoundTrips) {
 
 TEST(WireTest, HeaderLayoutIsExact) {
   const std::string expected =
-      std::string("PRSM") + '\x03' + '\x07' + std::string(2, '\0') + std::string(4, '\0') +
+      std::string("PRSM") + '\x04' + '\x07' + std::string(2, '\0') + std::string(4, '\0') +
       std::string(4, '\0');
   EXPECT_EQ(encode_one(ShutdownMsg{}), expected);
 }
@@ -614,7 +614,8 @@ TEST(WireTest, BadVersion) {
   expect_error(header(7, 0, kWireMagic, /*version=*/0), DecodeError::kBadVersion);
   expect_error(header(7, 0, kWireMagic, /*version=*/1), DecodeError::kBadVersion);
   expect_error(header(7, 0, kWireMagic, /*version=*/2), DecodeError::kBadVersion);
-  expect_error(header(7, 0, kWireMagic, /*version=*/4), DecodeError::kBadVersion);
+  expect_error(header(7, 0, kWireMagic, /*version=*/3), DecodeError::kBadVersion);
+  expect_error(header(7, 0, kWireMagic, /*version=*/5), DecodeError::kBadVersion);
   expect_error(header(7, 0, kWireMagic, /*version=*/255), DecodeError::kBadVersion);
 }
 

@@ -449,6 +449,8 @@ class Link final : public internal::ClusterLink {
         const NodeStatsMsg& r = p.report;
         n.reported = true;
         n.reported_at = p.reported_at;
+        n.tasks_waiting_for_arguments = r.tasks_waiting_for_arguments;
+        n.tasks_queued = r.tasks_queued;
         n.tasks_running = r.tasks_running;
         n.tasks_done = r.tasks_done;
         n.tasks_failed = r.tasks_failed;
@@ -1454,6 +1456,8 @@ class Link final : public internal::ClusterLink {
       const NodeStats& own = s.nodes.front();
       const ObjectTable::Stats kept = objects_.stats();
       NodeStatsMsg m;
+      m.tasks_waiting_for_arguments = own.tasks_waiting_for_arguments;
+      m.tasks_queued = own.tasks_queued;
       m.tasks_running = own.tasks_running;
       m.tasks_done = own.tasks_done;
       m.tasks_failed = own.tasks_failed;
@@ -1608,11 +1612,14 @@ class Link final : public internal::ClusterLink {
     const NodeStatsMsg& r = p.report;
     const double age = std::chrono::duration<double>(std::chrono::steady_clock::now() -
                                                      p.reported_at).count();
-    char buf[256];
+    char buf[384];
     std::snprintf(buf, sizeof buf,
-                  "its own counts (%.1f s ago): %llu running, %llu done, %llu failed; objects "
-                  "%llu (%.1f MiB), copies from other nodes %.1f MiB; threads %u",
-                  age, static_cast<unsigned long long>(r.tasks_running),
+                  "its own counts (%.1f s ago): %llu waiting for arguments, %llu queued, %llu "
+                  "running, %llu done, %llu failed; objects %llu (%.1f MiB), copies from other "
+                  "nodes %.1f MiB; threads %u",
+                  age, static_cast<unsigned long long>(r.tasks_waiting_for_arguments),
+                  static_cast<unsigned long long>(r.tasks_queued),
+                  static_cast<unsigned long long>(r.tasks_running),
                   static_cast<unsigned long long>(r.tasks_done),
                   static_cast<unsigned long long>(r.tasks_failed),
                   static_cast<unsigned long long>(r.objects),

@@ -262,7 +262,7 @@ void write_body(Writer* w, const SpansReplyMsg& m) {
 void write_body(Writer*, const ShutdownMsg&) {}
 void write_body(Writer*, const StatusQueryMsg&) {}
 void write_body(Writer* w, const NodeStatsMsg& m) {
-  for (uint64_t v : {m.tasks_running, m.tasks_done, m.tasks_failed, m.objects, m.primary_bytes,
+  for (uint64_t v : {m.tasks_waiting_for_arguments, m.tasks_queued, m.tasks_running, m.tasks_done, m.tasks_failed, m.objects, m.primary_bytes,
                      m.capacity_bytes, m.secondary_bytes, m.spilled_bytes}) {
     w->u64(v);
   }
@@ -553,7 +553,8 @@ bool read_body(Reader* r, SpansReplyMsg* m) {
 bool read_body(Reader*, ShutdownMsg*) { return true; }
 bool read_body(Reader*, StatusQueryMsg*) { return true; }
 bool read_body(Reader* r, NodeStatsMsg* m) {
-  for (uint64_t* v : {&m->tasks_running, &m->tasks_done, &m->tasks_failed, &m->objects,
+  for (uint64_t* v : {&m->tasks_waiting_for_arguments, &m->tasks_queued, &m->tasks_running,
+                      &m->tasks_done, &m->tasks_failed, &m->objects,
                       &m->primary_bytes, &m->capacity_bytes, &m->secondary_bytes,
                       &m->spilled_bytes}) {
     if (!r->u64(v)) return false;

@@ -31,7 +31,7 @@
 namespace prism::cluster {
 
 inline constexpr uint32_t kWireMagic = 0x4D535250;
-inline constexpr uint8_t kWireVersion = 3;
+inline constexpr uint8_t kWireVersion = 4;
 inline constexpr size_t kHeaderBytes = 16;
 // Bodies above this are refused (values larger than the inline threshold travel in part 2's
 // transfers; until then a task's arguments or result must fit in one frame).
@@ -220,6 +220,8 @@ struct SpansReplyMsg {
 
 // A node's own counts: the fields of its prism::NodeStats of itself, as its driver shows them.
 struct NodeStatsMsg {
+  uint64_t tasks_waiting_for_arguments = 0;
+  uint64_t tasks_queued = 0;
   uint64_t tasks_running = 0;
   uint64_t tasks_done = 0;
   uint64_t tasks_failed = 0;

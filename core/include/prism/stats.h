@@ -50,6 +50,8 @@ struct NodeStats {
   // another node's figures are up to about a second old.
   bool reported = false;
   std::chrono::steady_clock::time_point reported_at{};  // when that report arrived
+  uint64_t tasks_waiting_for_arguments = 0;  // there now, some argument not ready yet
+  uint64_t tasks_queued = 0;    // there now, ready, waiting for its CPUs/GPUs/memory or a thread
   uint64_t tasks_running = 0;   // running on that node now (its own count)
   uint64_t tasks_done = 0;      // done there, since it started
   uint64_t tasks_failed = 0;    // failed there, since it started

@@ -698,6 +698,8 @@ Stats RuntimeCore::stats() const {
   NodeStats& own = s.nodes.front();
   own.reported = true;
   own.reported_at = std::chrono::steady_clock::now();
+  own.tasks_waiting_for_arguments = t.waiting_for_arguments;
+  own.tasks_queued = t.waiting_for_resources;
   own.tasks_running = t.running;
   own.tasks_done = at(TaskCounters::kDone);
   own.tasks_failed = failed_here + at(TaskCounters::kFailedRunning);
