@@ -129,6 +129,35 @@ std::string node_of_gadget_task() {
 PRISM_REMOTE(node_of_gadget_task, deposit_twice, deposit_from, close_account, deposit_to_named,
              lookup_error);
 
+// Run on a node: tasks only another node (or the driver) can run, submitted from there.
+std::string ask_for_gadget() {
+  auto three = prism::task(add).remote(1, 2);  // made here, an argument there
+  auto sum = prism::task(add).resource("gadget", 1).remote(three, 10);
+  auto where = prism::task(node_of_gadget_task).resource("gadget", 1).remote();
+  return prism::node_id() + " asked, " + prism::get(where, 30s) + ", " +
+         std::to_string(prism::get(sum, 30s));
+}
+std::string ask_for_two_cpus() {
+  return prism::node_id() + " asked, " + prism::get(prism::task(where_after).num_cpus(2).remote(1), 30s);
+}
+std::string failure_elsewhere() {
+  try {
+    prism::get(prism::task(fails).resource("gadget", 1).remote(5), 30s);
+    return "no error";
+  } catch (const prism::TaskError& e) {
+    return e.node_id() + " " + e.function_name() + ": " + e.message();
+  }
+}
+std::string nobody_fits() {
+  try {
+    prism::get(prism::task(node_of_gadget_task).resource("gadget", 5).remote(), 30s);
+    return "it ran";
+  } catch (const prism::InfeasibleError& e) {
+    return e.what();
+  }
+}
+PRISM_REMOTE(ask_for_gadget, ask_for_two_cpus, failure_elsewhere, nobody_fits);
+
 TEST_F(ClusterTest, TasksSpreadOverNodesWhenTheDriverIsBusy) {
   start(1, {{}, {}});
   EXPECT_EQ(prism::node_count(), 3);
@@ -185,6 +214,23 @@ TEST_F(ClusterTest, ATaskNoNodeFitsWaitsForOneToJoin) {
   EXPECT_EQ(t.waiting_for_arguments, 0u);
   EXPECT_EQ(t.waiting_for_resources, 0u);
   EXPECT_EQ(t.on_other_nodes, 0u);
+}
+
+// A node's task that it cannot run goes through the driver: run there, or relayed to a node
+// that can; its result, its error (naming where it threw) or its infeasibility comes back.
+TEST_F(ClusterTest, ANodesTaskOnlyAnotherNodeCanRunGoesThere) {
+  start(2, {{{"PRISM_RESOURCES", "remote:4"}}, {{"PRISM_RESOURCES", "gadget:1"}}});
+  auto on_node = [](auto f) { return prism::task(f).resource("remote", 1).remote(); };
+  EXPECT_EQ(prism::get(on_node(ask_for_gadget), 60s), "node1 asked, node2 with gadget, 13");
+  EXPECT_EQ(prism::get(on_node(ask_for_two_cpus), 60s), "node1 asked, node0")
+      << "only the driver has 2 CPUs";
+  EXPECT_EQ(prism::get(on_node(failure_elsewhere), 60s), "node2 fails: bad input 5");
+  const std::string why = prism::get(on_node(nobody_fits), 60s);
+  EXPECT_NE(why.find("no node of the cluster can run it"), std::string::npos) << why;
+  EXPECT_NE(why.find("1 gadget"), std::string::npos) << why;
+  // Nothing stays counted: the gadget is free for the driver's own task.
+  EXPECT_EQ(prism::get(prism::task(node_of_gadget_task).resource("gadget", 1).remote(), 60s),
+            "node2 with gadget");
 }
 
 TEST_F(ClusterTest, ArgumentsResultsAndChainsCrossNodes) {

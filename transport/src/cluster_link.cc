@@ -216,6 +216,8 @@ struct Relay {
   PeerId origin = 0;
   uint64_t origin_call = 0;
   PeerId holder = 0;
+  ResourceRequest request;  // a node's task: what it holds on `holder` (counted in its `used`)
+  std::string holder_name;  // "node2 (host pid 7)", for errors
 };
 
 // Node: an actor held for the driver (an ActorHandle<T> made by the constructor's invoker).
@@ -320,6 +322,7 @@ class Link final : public internal::ClusterLink {
   // ---- ClusterLink ----
 
   bool offer(TaskRecord* task) noexcept override {
+    if (config_.role == ClusterRole::kNode) return offer_to_driver(task);
     if (config_.role != ClusterRole::kDriver) return false;
     const bool nodes = ready_nodes_.load(std::memory_order_acquire) > 0;
     if (!nodes && !waits_for_nodes()) return false;
@@ -379,12 +382,65 @@ class Link final : public internal::ClusterLink {
     return true;
   }
 
+  // Node: a ready task this node can never run (its request fits only elsewhere) goes to the
+  // driver, which runs it or relays it to a node that can; everything else runs here. Its
+  // arguments travel inline (a node's values are not pulled from it), its result comes back
+  // inline.
+  bool offer_to_driver(TaskRecord* task) noexcept {
+    if (task->has_default_request() && rt_->scheduler().cpu_slots() > 0) return false;
+    const ResourceRequest& request = task->request();
+    if (rt_->scheduler().infeasible_reason(request).empty()) return false;
+    CallMsg call;
+    try {
+      if (!task->encode_remote(&call.function, &call.args)) return false;
+    } catch (...) {
+      return false;  // (out of memory while encoding: fails here as infeasible)
+    }
+    PeerId driver = 0;
+    {
+      MutexLock lock(mu_);
+      if (!joined_ || driver_lost_ || job_ended_ || shut_down_) return false;
+      driver = driver_;
+      auto d = peers_.find(driver);
+      call.call_id = next_call_++;
+      pending_.emplace(call.call_id, Pending{task, driver, ResourceRequest{},
+                                             d != peers_.end() ? d->second.name : "the driver",
+                                             {}, 0});
+    }
+    const uint64_t id = call.call_id;
+    call.task_name = task->function_name();
+    call.request = to_wire(request);
+    bool sent = false;
+    std::string why;
+    try {
+      std::string frame;
+      encode(Message(std::move(call)), &frame);
+      sent = comm_->send(driver, std::move(frame));
+    } catch (const std::exception& e) {
+      why = e.what();
+    }
+    if (sent) return true;
+    Pending p{};
+    if (!take_pending(id, &p)) return true;  // failed by the peer-error handler
+    if (why.empty()) return false;           // (the driver is gone: fails here as infeasible)
+    rt_->fail_task(task, std::make_exception_ptr(Error(
+                             ErrorCode::kInvalidArgument,
+                             "task '" + task->function_name() + "' cannot go to another node: " + why)));
+    return true;
+  }
+
   bool waits_for_nodes() const override {
     return config_.role == ClusterRole::kDriver && config_.launcher == nullptr;
   }
 
-  std::string infeasible_elsewhere(const ResourceRequest& request) const override {
+  std::string infeasible_elsewhere(const ResourceRequest& request, bool actor) const override {
     MutexLock lock(mu_);
+    if (config_.role == ClusterRole::kNode) {
+      // A node's task goes to the driver, which knows every node (it fails there naming their
+      // shapes if none fits); a node's actors are built on it.
+      if (actor) return "an actor created on a node is built on that node";
+      return joined_ && !driver_lost_ ? std::string() : std::string("the driver is gone");
+    }
     for (const auto& [id, p] : peers_) {
       if (p.state == Peer::State::kReady && p.role == PeerRole::kNode &&
           fits(request, p.totals, WireResources{})) {
@@ -936,7 +992,11 @@ class Link final : public internal::ClusterLink {
       }
       for (auto r = relays_.begin(); r != relays_.end();) {
         if (r->second.holder == peer || r->second.origin == peer) {
-          if (r->second.holder == peer) lost_relays.push_back(r->second);
+          if (r->second.holder == peer) {
+            lost_relays.push_back(r->second);
+          } else if (auto h = peers_.find(r->second.holder); h != peers_.end()) {
+            add(&h->second.used, r->second.request, -1);  // (its late result is dropped)
+          }
           r = relays_.erase(r);
         } else {
           ++r;
@@ -1109,10 +1169,14 @@ class Link final : public internal::ClusterLink {
       unauthenticated_.fetch_add(1, std::memory_order_relaxed);
       return;
     }
-    // Calls come only from the driver to a node, results only from a node to the driver.
+    // Calls come from the driver to a node, and from a node to the driver (a task only other
+    // nodes can run: the driver runs or relays it); results go back the same way.
     if (auto* call = std::get_if<CallMsg>(&msg)) {
       if (config_.role == ClusterRole::kNode && peer == driver_id()) {
         return on_call(peer, std::move(*call));
+      }
+      if (config_.role == ClusterRole::kDriver && is_node(peer)) {
+        return on_node_call(peer, std::move(*call));
       }
     } else if (auto* result = std::get_if<ResultMsg>(&msg)) {
       // Results of the driver's calls come from nodes; a node's calls of actors it was handed
@@ -1905,6 +1969,83 @@ class Link final : public internal::ClusterLink {
     }
   }
 
+  // Driver: a node's task that only other nodes can run (offer_to_driver): run it here if this
+  // node can, else relay it to a node that can (the answer goes back under the node's call id),
+  // else fail it naming the nodes' shapes. Its arguments are inline.
+  void on_node_call(PeerId origin, CallMsg call) {
+    if (!call.objects.empty() || call.result_object != 0) {
+      send(origin, Message(error_result(
+                       call.call_id, std::make_exception_ptr(Error(
+                                         ErrorCode::kInvalidArgument,
+                                         "a node's task must carry its arguments inline")))));
+      return;
+    }
+    const ResourceRequest request = from_wire(call.request);
+    const bool runs_here = rt_->scheduler().infeasible_reason(request).empty();
+    const bool fits_here = runs_here && rt_->scheduler().fits_now(request);
+    const std::string task_name = call.task_name;
+    PeerId holder = 0;
+    uint64_t relayed = 0;
+    std::string shapes;
+    {
+      MutexLock lock(mu_);
+      if (!fits_here) {
+        holder = choose_node_locked(request, runs_here, {});
+        if (holder == origin) holder = 0;  // (it cannot run it: it asked)
+      }
+      if (holder != 0) {
+        Peer& p = peers_[holder];
+        add(&p.used, request, +1);
+        relayed = next_call_++;
+        relays_[relayed] = Relay{origin, call.call_id, holder, request, p.name};
+      } else if (!runs_here) {
+        shapes = shapes_locked();
+      }
+    }
+    const uint64_t origin_call = call.call_id;
+    if (holder != 0) {
+      call.call_id = relayed;
+      bool sent = false;
+      try {
+        std::string frame;
+        encode(Message(std::move(call)), &frame);
+        sent = comm_->send(holder, std::move(frame));
+      } catch (...) {
+      }
+      if (sent) return;
+      bool mine = false;  // (else the holder's loss answered the caller already)
+      {
+        MutexLock lock(mu_);
+        if (auto r = relays_.find(relayed); r != relays_.end()) {
+          mine = true;
+          relays_.erase(r);
+          if (auto h = peers_.find(holder); h != peers_.end()) add(&h->second.used, request, -1);
+        }
+      }
+      if (mine) {
+        send(origin, Message(error_result(origin_call, std::make_exception_ptr(Error(
+                                                            ErrorCode::kUnavailable,
+                                                            "the node chosen for task '" +
+                                                                task_name + "' is gone")))));
+      }
+      return;
+    }
+    if (runs_here) return on_call(origin, std::move(call));
+    ResultMsg r;
+    r.call_id = origin_call;
+    r.status = CallStatus::kSystemError;
+    r.error_code = static_cast<int32_t>(ErrorCode::kInfeasible);
+    r.message = "infeasible task '" + task_name + "' (from " + node_name_of(origin) +
+                "): no node of the cluster can run it; the nodes: " + shapes;
+    send(origin, Message(std::move(r)));
+  }
+
+  std::string node_name_of(PeerId peer) {
+    MutexLock lock(mu_);
+    auto it = peers_.find(peer);
+    return it == peers_.end() ? std::string("a node") : node_name(it->second.name);
+  }
+
   // Driver: a node calls an actor whose handle it was given: run it here, or relay it to the
   // node that holds the actor (the answer goes back under the caller's call id).
   void on_node_actor_call(PeerId origin, ActorCallMsg msg) {
@@ -1916,7 +2057,7 @@ class Link final : public internal::ClusterLink {
         if (it != remote_actors_.end()) {
           holder = it->second.peer;
           const uint64_t relayed = next_call_++;
-          relays_[relayed] = Relay{origin, msg.call_id, holder};
+          relays_[relayed] = Relay{origin, msg.call_id, holder, {}, peers_[holder].name};
           msg.call_id = relayed;
         }
       }
@@ -2003,11 +2144,18 @@ class Link final : public internal::ClusterLink {
       }
       auto relay = relays_.find(result.call_id);
       if (relay != relays_.end() && relay->second.holder == peer) {
-        const PeerId origin = relay->second.origin;
-        result.call_id = relay->second.origin_call;
+        const Relay r = relay->second;
         relays_.erase(relay);
+        if (auto h = peers_.find(peer); h != peers_.end()) add(&h->second.used, r.request, -1);
         lock.unlock();
-        send(origin, Message(std::move(result)));
+        result.call_id = r.origin_call;
+        // The caller names the node it heard from (this one): say where it really ran.
+        if (result.status == CallStatus::kTaskError && result.payload.empty()) {
+          result.payload = node_name(r.holder_name);
+        } else if (result.status == CallStatus::kSystemError) {
+          result.message += " (on " + r.holder_name + ")";
+        }
+        send(r.origin, Message(std::move(result)));
         return;
       }
     }
@@ -2065,9 +2213,11 @@ class Link final : public internal::ClusterLink {
         p.task->release_run();
         return;
       case CallStatus::kTaskError:
+        // (A relayed call's payload names the node where it threw.)
         rt_->fail_task(p.task, std::make_exception_ptr(TaskError(
                                    p.task->function_name(), result.error_type, result.message,
-                                   node_name(p.peer_name))));
+                                   result.payload.empty() ? node_name(p.peer_name)
+                                                          : result.payload)));
         return;
       case CallStatus::kSystemError: {
         ErrorCode code = static_cast<ErrorCode>(result.error_code);

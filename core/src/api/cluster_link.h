@@ -76,8 +76,9 @@ class ClusterLink {
   // A ready task of this runtime, not an actor call. True if the link took it (it will complete
   // or fail it and release it, TaskRecord::release_run); false: the caller runs it here.
   virtual bool offer(TaskRecord* task) noexcept = 0;
-  // Empty if some other node could run `request`; else why not.
-  virtual std::string infeasible_elsewhere(const ResourceRequest& request) const = 0;
+  // Empty if some other node could run `request` (a task's, or with `actor` an actor's); else
+  // why not.
+  virtual std::string infeasible_elsewhere(const ResourceRequest& request, bool actor) const = 0;
   // True where nodes may still join (a driver started by address): a task that no node fits
   // is accepted and waits for one (offer() keeps it) instead of failing at submission.
   virtual bool waits_for_nodes() const = 0;

@@ -65,7 +65,7 @@ void check_default_feasible(RuntimeCore* rt, const std::string& function_name) {
   if (!default_feasible(rt)) {
     // In a cluster another node may have the CPU (dispatch fails the task if it cannot go there).
     if (ClusterLink* l = rt->link()) {
-      if (l->infeasible_elsewhere(one_cpu_request()).empty() || l->waits_for_nodes()) return;
+      if (l->infeasible_elsewhere(one_cpu_request(), /*actor=*/false).empty() || l->waits_for_nodes()) return;
     }
     throw InfeasibleError("infeasible task '" + function_name +
                           "': it asks for 1 CPU but the node has less than one; set "
@@ -458,7 +458,7 @@ std::shared_ptr<ActorCore> new_actor(RuntimeCore* rt, const ActorOptions& option
   // In a cluster another node may hold it (if its constructor's arguments can travel: else its
   // creation fails when it is placed).
   if (ClusterLink* l = rt->link(); !reason.empty() && l != nullptr) {
-    const std::string elsewhere = l->infeasible_elsewhere(request);
+    const std::string elsewhere = l->infeasible_elsewhere(request, /*actor=*/true);
     reason = elsewhere.empty() ? std::string() : "on this node " + reason + "; " + elsewhere;
   }
   if (!reason.empty()) {

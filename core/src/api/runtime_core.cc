@@ -290,7 +290,7 @@ ExtrasPtr RuntimeCore::make_extras(const TaskOptions& o, const LazyName& functio
   std::string reason = shape != nullptr ? shape->infeasible : scheduler_->infeasible_reason(req);
   // In a cluster, another node may run what this one cannot (only a task that can go there).
   if (ClusterLink* l = link(); !reason.empty() && l != nullptr) {
-    const std::string elsewhere = l->infeasible_elsewhere(req);
+    const std::string elsewhere = l->infeasible_elsewhere(req, /*actor=*/false);
     if (elsewhere.empty() || l->waits_for_nodes()) {
       reason.clear();
     } else {
