@@ -536,6 +536,33 @@ TEST_F(ClusterTest, MalformedAndUnauthenticatedMessagesAreDropped) {
   EXPECT_EQ(prism::get(prism::task(add).remote(40, 2), 30s), 42);
 }
 
+// At most 32 connections wait to prove the token at once; each new one closes the oldest, so a
+// flood of connections that never authenticate cannot keep a real node out.
+TEST_F(ClusterTest, AFloodOfUnprovenConnectionsCannotKeepANodeOut) {
+  start(0, {});
+  const auto before = prism::cluster::link_counters();
+  prism::cluster::UcxComm::Callbacks cb;
+  cb.on_message = [](prism::cluster::PeerId, std::string_view) {};
+  cb.on_accept = [](prism::cluster::PeerId) {};
+  cb.on_peer_error = [](prism::cluster::PeerId, const std::string&) {};
+  prism::cluster::UcxComm intruder(cb);
+  constexpr int kFlood = 48;
+  for (int i = 0; i < kFlood; ++i) intruder.connect(address_);
+  // The driver accepted them all, and closed the 16 oldest (its counters: no event to wait on).
+  const auto deadline = std::chrono::steady_clock::now() + 30s;
+  while (prism::cluster::link_counters().evicted_handshakes < before.evicted_handshakes + 16 &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(10ms);
+  }
+  EXPECT_EQ(prism::cluster::link_counters().evicted_handshakes, before.evicted_handshakes + 16);
+  // 32 unproven connections are still open: a node joins all the same, and works.
+  add_node({});
+  prism::wait_for_nodes(1, 60s);
+  EXPECT_EQ(prism::node_count(), 2);
+  EXPECT_EQ(prism::get(prism::task(where_after).remote(1), 30s), "node1")
+      << "the driver has no CPU: the node runs it";
+}
+
 // Runs `command` (bounded by its own --timeout) and returns its standard output.
 std::string run_output(const std::string& command, int* status) {
   std::string out;

@@ -161,12 +161,15 @@ std::string describe_difference(const std::vector<std::string>& mine,
 // The largest message decoded from a peer before it authenticated (a join carries the names of
 // the registered functions: ~100 bytes each).
 constexpr size_t kMaxHandshakeBytes = size_t{4} << 20;
+// Connections that may wait to prove the token at once (on_accept).
+constexpr size_t kMaxAwaitingAuth = 32;
 
 struct Peer {
   enum class State { kAwaitingAuth, kReady, kDead };
   State state = State::kAwaitingAuth;
   uint8_t challenge[kChallengeBytes] = {};
   PeerRole role = PeerRole::kNode;
+  uint64_t accepted = 0;  // driver: the order of its connection (the oldest unproven goes first)
   int index = 0;
   std::string name;  // "node3 (host pid 1234)"
   WireResources totals;
@@ -835,6 +838,7 @@ class Link final : public internal::ClusterLink {
     c.malformed = malformed_.load(std::memory_order_relaxed);
     c.refused_joins = refused_joins_.load(std::memory_order_relaxed);
     c.unknown_results = unknown_results_.load(std::memory_order_relaxed);
+    c.evicted_handshakes = evicted_.load(std::memory_order_relaxed);
     return c;
   }
 
@@ -955,11 +959,35 @@ class Link final : public internal::ClusterLink {
       comm_->close(peer);
       return;
     }
+    PeerId evicted = 0;
     {
       MutexLock lock(mu_);
+      // At most kMaxAwaitingAuth peers wait to prove the token; a new one evicts the oldest, so
+      // a flood of connections holds no memory and cannot keep a real node out for longer
+      // than that node's own handshake takes.
+      size_t awaiting = 0;
+      uint64_t oldest = UINT64_MAX;
+      for (const auto& [id, p] : peers_) {
+        if (p.state != Peer::State::kAwaitingAuth) continue;
+        ++awaiting;
+        if (p.accepted < oldest) {
+          oldest = p.accepted;
+          evicted = id;
+        }
+      }
+      if (awaiting >= kMaxAwaitingAuth) {
+        peers_.erase(evicted);  // (close() below: no callback of it runs after)
+      } else {
+        evicted = 0;
+      }
       Peer& p = peers_[peer];
       std::memcpy(p.challenge, hello.challenge, kChallengeBytes);
       p.name = "peer " + std::to_string(peer);
+      p.accepted = ++accepted_;
+    }
+    if (evicted != 0) {
+      comm_->close(evicted);
+      evicted_.fetch_add(1, std::memory_order_relaxed);
     }
     send(peer, hello);
   }
@@ -2598,6 +2626,8 @@ class Link final : public internal::ClusterLink {
   std::atomic<int> ready_nodes_{0};
   std::atomic<uint32_t> changes_{0};  // futex word: bumped on every membership change
   std::atomic<uint64_t> unauthenticated_{0};
+  std::atomic<uint64_t> evicted_{0};  // unproven connections closed for newer ones
+  uint64_t accepted_ PRISM_GUARDED_BY(mu_) = 0;
   std::atomic<uint64_t> malformed_{0};
   std::atomic<uint64_t> refused_joins_{0};
   std::atomic<uint64_t> unknown_results_{0};

@@ -49,6 +49,8 @@ struct LinkCounters {
   uint64_t malformed = 0;        // frames that failed to decode
   uint64_t refused_joins = 0;    // wrong token, different binary
   uint64_t unknown_results = 0;  // results for calls nobody waits for
+  uint64_t evicted_handshakes = 0;  // unproven connections closed for newer ones (at most 32
+                                    // wait to prove the token at once)
 };
 // The counters of the global runtime's link; zeros in embedded mode.
 LinkCounters link_counters();
