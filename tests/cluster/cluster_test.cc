@@ -220,17 +220,24 @@ TEST_F(ClusterTest, ATaskNoNodeFitsWaitsForOneToJoin) {
 // that can; its result, its error (naming where it threw) or its infeasibility comes back.
 TEST_F(ClusterTest, ANodesTaskOnlyAnotherNodeCanRunGoesThere) {
   start(2, {{{"PRISM_RESOURCES", "remote:4"}}, {{"PRISM_RESOURCES", "gadget:1"}}});
+  // Which node is which (they are numbered in the order they joined).
+  const std::string asker = prism::get(prism::task(where_after).resource("remote", 1).remote(1), 60s);
+  const std::string gadget =
+      prism::get(prism::task(node_of_gadget_task).resource("gadget", 1).remote(), 60s);
+  ASSERT_NE(asker, "node0");
+  ASSERT_EQ(gadget.find(" with gadget"), 5u) << gadget;
+  const std::string gadget_node = gadget.substr(0, 5);
   auto on_node = [](auto f) { return prism::task(f).resource("remote", 1).remote(); };
-  EXPECT_EQ(prism::get(on_node(ask_for_gadget), 60s), "node1 asked, node2 with gadget, 13");
-  EXPECT_EQ(prism::get(on_node(ask_for_two_cpus), 60s), "node1 asked, node0")
+  EXPECT_EQ(prism::get(on_node(ask_for_gadget), 60s), asker + " asked, " + gadget + ", 13");
+  EXPECT_EQ(prism::get(on_node(ask_for_two_cpus), 60s), asker + " asked, node0")
       << "only the driver has 2 CPUs";
-  EXPECT_EQ(prism::get(on_node(failure_elsewhere), 60s), "node2 fails: bad input 5");
+  EXPECT_EQ(prism::get(on_node(failure_elsewhere), 60s), gadget_node + " fails: bad input 5");
   const std::string why = prism::get(on_node(nobody_fits), 60s);
   EXPECT_NE(why.find("no node of the cluster can run it"), std::string::npos) << why;
   EXPECT_NE(why.find("1 gadget"), std::string::npos) << why;
   // Nothing stays counted: the gadget is free for the driver's own task.
   EXPECT_EQ(prism::get(prism::task(node_of_gadget_task).resource("gadget", 1).remote(), 60s),
-            "node2 with gadget");
+            gadget);
 }
 
 TEST_F(ClusterTest, ArgumentsResultsAndChainsCrossNodes) {
