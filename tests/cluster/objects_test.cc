@@ -158,6 +158,47 @@ TEST_F(ClusterTest, ValuesOfEverySizeCrossNodesByteForByte) {
   }
 }
 
+// A value larger than one message travels in parts (here parts of 64 KiB, set for the driver
+// and the nodes), gathered where it arrives: to get, to a task on a node (through the driver,
+// which gathers the parts and sends them on), and from a put; each pull brings it once.
+TEST_F(ClusterTest, ValuesLargerThanOneMessageTravelInParts) {
+  setenv("PRISM_TRANSFER_PART_BYTES", "65536", 1);
+  start(1, {{{"PRISM_RESOURCES", "a:100"}}, {{"PRISM_RESOURCES", "b:100"}}});
+  unsetenv("PRISM_TRANSFER_PART_BYTES");
+  uint32_t seed = 11;
+  for (const uint64_t n : {kMiB + 3, 3 * kMiB - 4 /* whole parts: 4 bytes of length first */}) {
+    SCOPED_TRACE("size " + std::to_string(n));
+    const std::vector<uint8_t> expected = make_bytes(n, seed);
+    const std::vector<uint64_t> b_before = objects_on("b");
+    auto made = prism::task(make_bytes).resource("a", 1).remote(n, seed);
+    EXPECT_EQ(prism::get(prism::task(checksum).resource("b", 1).remote(made), 60s),
+              checksum(expected));
+    const std::vector<uint64_t> b_after = objects_on("b");
+    EXPECT_EQ(b_after[4] - b_before[4], 1u) << "node b pulled it once";
+    EXPECT_EQ(b_after[5] - b_before[5], n + 4) << "its serialized bytes, once";
+    EXPECT_TRUE(prism::get(made, 60s) == expected) << "the value differs after crossing nodes";
+    auto put = prism::put(expected);
+    EXPECT_EQ(prism::get(prism::task(checksum).resource("b", 1).remote(put), 60s),
+              checksum(expected));
+    ++seed;
+  }
+}
+
+// More than one message holds (256 MiB): in parts of the default size, byte for byte.
+TEST_F(ClusterTest, AValueOfMoreThan256MiBCrossesNodes) {
+  start(1, {{{"PRISM_RESOURCES", "a:100"}}});
+  const uint64_t n = 260 * kMiB;
+  auto made = prism::task(make_bytes).resource("a", 1).remote(n, 7u);
+  auto sum_there = prism::task(checksum).resource("a", 1).remote(made);
+  const std::vector<uint8_t> got = prism::get(made, 120s);
+  ASSERT_EQ(got.size(), n);
+  const uint64_t sum = checksum(got);
+  EXPECT_EQ(sum, prism::get(sum_there, 120s)) << "the value differs after crossing nodes";
+  EXPECT_EQ(sum, checksum(make_bytes(n, 7u)));
+  auto put = prism::put(got);
+  EXPECT_EQ(prism::get(prism::task(checksum).resource("a", 1).remote(put), 120s), sum);
+}
+
 TEST_F(ClusterTest, ALargeObjectReadByThreeTasksOnOneNodeTravelsOnce) {
   start(1, {{{"PRISM_RESOURCES", "a:100"}}, {{"PRISM_RESOURCES", "b:100"}, {"PRISM_NUM_CPUS", "2"}}});
   auto made = prism::task(make_bytes).resource("a", 1).remote(100 * kMiB, 7u);

@@ -73,6 +73,54 @@ TEST(ObjectTableTest, OnePullPerObjectAndEveryWaiterAnsweredOnce) {
   EXPECT_TRUE(t.await(7, 5, [](const Blob&, const std::string&) {}));
 }
 
+// A value larger than one message arrives in parts, in order, gathered in one buffer; parts
+// that do not fit together, or that nobody asked for, fail the pull instead.
+TEST(ObjectTableTest, PartsAreGatheredInOrderIntoTheWholeValue) {
+  ObjectTable t;
+  const std::string value = "0123456789abcdef";
+  std::string error;
+  EXPECT_EQ(t.add_part(3, 5, 0, 16, value.substr(0, 4), &error), nullptr);
+  EXPECT_NE(error.find("nobody asked"), std::string::npos) << error;
+  ASSERT_TRUE(t.await(3, 5, [](const Blob&, const std::string&) {}));
+  error.clear();
+  EXPECT_EQ(t.add_part(3, 6, 0, 16, value.substr(0, 4), &error), nullptr) << "another peer";
+  EXPECT_FALSE(error.empty());
+  error.clear();
+  EXPECT_EQ(t.add_part(3, 5, 0, 16, value.substr(0, 4), &error), nullptr);
+  EXPECT_TRUE(error.empty()) << error;
+  EXPECT_EQ(t.add_part(3, 5, 4, 16, value.substr(4, 6), &error), nullptr);
+  EXPECT_TRUE(error.empty()) << error;
+  const Blob whole = t.add_part(3, 5, 10, 16, value.substr(10), &error);
+  ASSERT_NE(whole, nullptr) << error;
+  EXPECT_EQ(whole->view, value);
+  const auto waiters = t.finish(3, 5, whole, /*keep=*/true);
+  EXPECT_EQ(waiters.size(), 1u);
+  EXPECT_EQ(t.find(3)->view, value);
+  EXPECT_EQ(t.stats().pulled_bytes, 16u);
+
+  // Out of order, a different size, a part past the end: refused.
+  for (int bad = 0; bad < 4; ++bad) {
+    SCOPED_TRACE(bad);
+    ObjectTable u;
+    ASSERT_TRUE(u.await(4, 1, [](const Blob&, const std::string&) {}));
+    error.clear();
+    if (bad == 0) {
+      EXPECT_EQ(u.add_part(4, 1, 4, 16, "abcd", &error), nullptr);  // not the start
+    } else {
+      ASSERT_EQ(u.add_part(4, 1, 0, 16, "abcd", &error), nullptr);
+      ASSERT_TRUE(error.empty());
+      Blob b;
+      switch (bad) {
+        case 1: b = u.add_part(4, 1, 8, 16, "abcd", &error); break;                 // a gap
+        case 2: b = u.add_part(4, 1, 4, 17, "abcd", &error); break;                 // resized
+        default: b = u.add_part(4, 1, 4, 16, std::string(13, 'x'), &error); break;  // past the end
+      }
+      EXPECT_EQ(b, nullptr);
+    }
+    EXPECT_FALSE(error.empty());
+  }
+}
+
 TEST(ObjectTableTest, PullsFailWithTheirPeerOrAllAtOnce) {
   ObjectTable t;
   int failed = 0;

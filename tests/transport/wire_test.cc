@@ -295,12 +295,13 @@ TEST(WireTest, ObjectMessagesRoundTrip) {
   d.object = 3;
   d.ok = true;
   d.bytes = binary_blob(1 << 20);
+  d.total = d.bytes.size();
   const ObjectDataMsg d2 = round_trip(d, MsgType::kObjectData);
   EXPECT_EQ(d2.object, 3u);
   EXPECT_TRUE(d2.ok);
   EXPECT_EQ(d2.bytes, d.bytes);
   const ObjectDataMsg e =
-      round_trip(ObjectDataMsg{4, false, "lost with node2", ""}, MsgType::kObjectData);
+      round_trip(ObjectDataMsg{4, false, 0, 0, "lost with node2", ""}, MsgType::kObjectData);
   EXPECT_FALSE(e.ok);
   EXPECT_EQ(e.error, "lost with node2");
   const ObjectFreeMsg f = round_trip(ObjectFreeMsg{{1, 2, 0xFFFFFFFFFFFFFFFFull}},
@@ -376,8 +377,51 @@ TEST(WireTest, ObjectReferencesOutsideTheArgsAreRefused) {
   expect_error(call_with({{0, 5, 3}}), DecodeError::kMalformedBody);
   expect_error(call_with({{1, 5, 6}, {2, 5, 5}}), DecodeError::kMalformedBody);
   // ObjectData's ok flag is 0 or 1.
-  expect_error(frame(MsgType::kObjectData, Bytes().u64(1).u8(2).str("").str("").get()),
+  expect_error(frame(MsgType::kObjectData, Bytes().u64(1).u8(2).u64(0).u64(0).str("").str("").get()),
                DecodeError::kMalformedBody);
+}
+
+// A value larger than one message travels in parts: each lies within the value, and the frame
+// the link sends (a head, then the part from where the value is) decodes as the same message.
+TEST(WireTest, ObjectDataPartsLieWithinTheirValue) {
+  auto data = [](uint8_t ok, uint64_t offset, uint64_t total, const std::string& bytes) {
+    return frame(MsgType::kObjectData,
+                 Bytes().u64(7).u8(ok).u64(offset).u64(total).str(ok ? "" : "why").str(bytes).get());
+  };
+  expect_error(data(1, 0, 5, "abcde"), DecodeError::kNone);   // whole
+  expect_error(data(1, 0, 9, "abcde"), DecodeError::kNone);   // the first part
+  expect_error(data(1, 5, 9, "abcd"), DecodeError::kNone);    // the last part
+  expect_error(data(1, 0, 0, ""), DecodeError::kNone);        // an empty value
+  expect_error(data(1, 6, 9, "abcd"), DecodeError::kMalformedBody);  // past the end
+  expect_error(data(1, 10, 9, ""), DecodeError::kMalformedBody);
+  expect_error(data(1, 3, 9, ""), DecodeError::kMalformedBody);  // an empty part of a value
+  expect_error(data(1, 0xFFFFFFFFFFFFFFF0ull, 0xFFFFFFFFFFFFFFFFull, std::string(32, 'x')),
+               DecodeError::kMalformedBody);                    // offset + size overflows
+  expect_error(data(0, 0, 0, ""), DecodeError::kNone);           // a failure: no bytes, no place
+  expect_error(data(0, 0, 0, "x"), DecodeError::kMalformedBody);
+  expect_error(data(0, 1, 2, ""), DecodeError::kMalformedBody);
+
+  const std::string value = binary_blob(1000);
+  const std::string head = encode_object_data_head(9, 600, 400, value.size());
+  const std::string sent = head + value.substr(600);
+  DecodeError e = DecodeError::kNone;
+  const std::optional<ObjectDataView> v = decode_object_data(sent, &e);
+  ASSERT_TRUE(v.has_value()) << to_string(e);
+  EXPECT_EQ(v->object, 9u);
+  EXPECT_TRUE(v->ok);
+  EXPECT_EQ(v->offset, 600u);
+  EXPECT_EQ(v->total, 1000u);
+  EXPECT_EQ(v->bytes, value.substr(600));
+  EXPECT_FALSE(v->whole());
+  const std::optional<Message> m = decode(sent, &e);  // the generic decoder agrees
+  ASSERT_TRUE(m.has_value()) << to_string(e);
+  EXPECT_EQ(std::get<ObjectDataMsg>(*m).bytes, value.substr(600));
+  EXPECT_TRUE(decode_object_data(encode_object_data_head(9, 0, 1000, 1000) + value, &e)->whole());
+  // A part larger than one message, or outside its value, is refused before anything is sent.
+  EXPECT_THROW(encode_object_data_head(9, 0, kMaxObjectPartBytes + 1, kMaxObjectPartBytes + 1),
+               prism::Error);
+  EXPECT_THROW(encode_object_data_head(9, 900, 200, 1000), prism::Error);
+  EXPECT_NO_THROW(encode_object_data_head(9, 0, kMaxObjectPartBytes, uint64_t{1} << 40));
 }
 
 TEST(WireTest, EmptyMessagesRoundTrip) {

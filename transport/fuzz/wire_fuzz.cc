@@ -34,6 +34,20 @@ using prism::cluster::Message;
 void check_frame(std::string_view frame) {
   DecodeError error = DecodeError::kNone;
   const std::optional<Message> msg = prism::cluster::decode(frame, &error);
+  // The link decodes ObjectData frames without copying their value: both decoders agree.
+  if (frame.size() >= prism::cluster::kHeaderBytes &&
+      prism::cluster::frame_type(frame) == prism::cluster::MsgType::kObjectData) {
+    DecodeError view_error = DecodeError::kNone;
+    const auto view = prism::cluster::decode_object_data(frame, &view_error);
+    if (view.has_value() != msg.has_value()) std::abort();
+    if (view) {
+      const auto& m = std::get<prism::cluster::ObjectDataMsg>(*msg);
+      if (view->object != m.object || view->ok != m.ok || view->offset != m.offset ||
+          view->total != m.total || view->error != m.error || view->bytes != m.bytes) {
+        std::abort();
+      }
+    }
+  }
   if (!msg) {
     if (error == DecodeError::kNone) std::abort();
     return;

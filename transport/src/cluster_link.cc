@@ -158,6 +158,21 @@ std::string describe_difference(const std::vector<std::string>& mine,
          "driver has [" + list(only_mine) + "], only the node has [" + list(only_theirs) + "]";
 }
 
+// PRISM_TRANSFER_PART_BYTES: the part size of values sent in parts (at least 4 KiB, at most
+// what one message carries, which is the default).
+size_t transfer_part_bytes() {
+  const char* v = std::getenv("PRISM_TRANSFER_PART_BYTES");
+  if (v == nullptr || *v == '\0') return kMaxObjectPartBytes;
+  char* end = nullptr;
+  const unsigned long long n = std::strtoull(v, &end, 10);
+  if (end == v || *end != '\0') {
+    PRISM_LOG(kWarning) << "cluster: PRISM_TRANSFER_PART_BYTES=" << v
+                        << " is not a number of bytes; using " << kMaxObjectPartBytes;
+    return kMaxObjectPartBytes;
+  }
+  return static_cast<size_t>(std::clamp<unsigned long long>(n, 4096, kMaxObjectPartBytes));
+}
+
 // The largest message decoded from a peer before it authenticated (a join carries the names of
 // the registered functions: ~100 bytes each).
 constexpr size_t kMaxHandshakeBytes = size_t{4} << 20;
@@ -2522,7 +2537,7 @@ class Link final : public internal::ClusterLink {
         }
         ObjectDataMsg data;
         data.object = id;
-        data.error = b ? "it does not fit in one message" : why;
+        data.error = b ? "it could not be sent" : why;
         send(peer, Message(std::move(data)));
       };
     };
@@ -2541,22 +2556,31 @@ class Link final : public internal::ClusterLink {
     if (b && send_object(peer, pull.object, b)) return;
     ObjectDataMsg data;
     data.object = pull.object;
-    data.error = b ? "it does not fit in one message"
+    data.error = b ? "it could not be sent"
                    : "object " + std::to_string(pull.object) + " is not held on " +
                          rt_->node_id();
     send(peer, Message(std::move(data)));
   }
 
-  // Sends object `id`'s bytes straight from where they are (no copy into the frame).
+  // Sends object `id`'s bytes straight from where they are (no copy into the frame): in one
+  // message, or in parts of part_bytes_ (the receiver gathers them: add_part).
   bool send_object(PeerId peer, uint64_t id, const Blob& b) {
-    std::string head;
-    try {
-      head = encode_object_data_head(id, b->size());
-    } catch (const std::exception& e) {
-      PRISM_LOG(kWarning) << "cluster: cannot send object " << id << ": " << e.what();
-      return false;
-    }
-    if (comm_->send(peer, std::move(head), b, b->view)) objects_.count_served(b->size());
+    const uint64_t total = b->size();
+    uint64_t offset = 0;
+    do {
+      const size_t part = static_cast<size_t>(std::min<uint64_t>(part_bytes_, total - offset));
+      std::string head;
+      try {
+        head = encode_object_data_head(id, offset, part, total);
+      } catch (const std::exception& e) {
+        PRISM_LOG(kWarning) << "cluster: cannot send object " << id << ": " << e.what();
+        return false;
+      }
+      // (The parts keep the value alive until each has been sent.)
+      if (!comm_->send(peer, std::move(head), b, b->view.substr(offset, part))) return true;
+      offset += part;
+    } while (offset < total);
+    objects_.count_served(total);
     return true;
   }
 
@@ -2564,14 +2588,18 @@ class Link final : public internal::ClusterLink {
   // bytes stay in the buffer they arrived in (UcxComm::message_owner), when there is one.
   void on_object_data(PeerId peer, const ObjectDataView& data) {
     Blob blob;
-    if (data.ok) {
+    std::string part_error;
+    if (data.ok && !data.whole()) {  // a part of a value larger than one message
+      blob = objects_.add_part(data.object, peer, data.offset, data.total, data.bytes, &part_error);
+      if (!blob && part_error.empty()) return;  // more parts to come
+    } else if (data.ok) {
       std::shared_ptr<const void> owner = UcxComm::message_owner();
       blob = owner ? make_blob(data.bytes, std::move(owner)) : make_blob(std::string(data.bytes));
     }
     const bool keep = config_.role == ClusterRole::kNode;
     auto waiters = objects_.finish(data.object, peer, blob, keep);
     if (waiters.empty()) unknown_results_.fetch_add(1, std::memory_order_relaxed);
-    const std::string why = data.ok ? std::string() : data.error;
+    const std::string why = !part_error.empty() ? part_error : data.ok ? std::string() : data.error;
     for (auto& w : waiters) w(blob, why);
   }
 
@@ -2593,6 +2621,9 @@ class Link final : public internal::ClusterLink {
   uint64_t fingerprint_ = 0;
   std::string token_;
   std::string job_dir_;
+  // Values larger than this travel in parts of this size (PRISM_TRANSFER_PART_BYTES; default
+  // and most: what one message carries).
+  const size_t part_bytes_ = transfer_part_bytes();
   std::string driver_address_;  // node: where the driver listens (set before the handshake)
 
   mutable Mutex mu_;

@@ -1,5 +1,10 @@
 #include "object_table.h"
 
+#include <cstring>
+#include <exception>
+
+#include "prism/internal/buffer_pool.h"
+
 namespace prism::cluster {
 
 using internal::MutexLock;
@@ -95,6 +100,54 @@ std::vector<ObjectTable::Waiter> ObjectTable::finish(uint64_t id, PeerId from, c
   }
   if (blob && keep) hold(id, blob, /*primary=*/false);
   return waiters;
+}
+
+Blob ObjectTable::add_part(uint64_t id, PeerId from, uint64_t offset, uint64_t total,
+                           std::string_view part, std::string* error) {
+  std::shared_ptr<std::vector<char>> buffer;
+  {
+    MutexLock lock(mu_);
+    auto it = pulls_.find(id);
+    if (it == pulls_.end() || it->second.from != from) {
+      *error = "a part of object " + std::to_string(id) + " nobody asked for";
+      return nullptr;
+    }
+    Pull& p = it->second;
+    if (!p.parts) {
+      if (offset != 0) {
+        *error = "the first part of object " + std::to_string(id) + " is not at its start";
+        return nullptr;
+      }
+      try {
+        // Given back to the pool (its pages faulted in) when the value's last reader lets go.
+        p.parts = std::shared_ptr<std::vector<char>>(
+            new std::vector<char>(internal::BufferPool::sized<char>(total)),
+            [](std::vector<char>* v) {
+              internal::BufferPool::offer(*v);
+              delete v;
+            });
+      } catch (const std::exception&) {
+        *error = "no memory for object " + std::to_string(id) + " (" + std::to_string(total) +
+                 " bytes)";
+        return nullptr;
+      }
+    }
+    if (p.parts->size() != total || offset != p.received || part.size() > total - offset) {
+      *error = "the parts of object " + std::to_string(id) + " do not fit together";
+      return nullptr;
+    }
+    buffer = p.parts;
+    p.received += part.size();  // (only this pull's own answers arrive: one peer, in order)
+  }
+  // Copied outside the lock: the peer's parts arrive one after another on one thread.
+  std::memcpy(buffer->data() + offset, part.data(), part.size());
+  if (offset + part.size() != total) return nullptr;
+  {
+    MutexLock lock(mu_);
+    if (auto it = pulls_.find(id); it != pulls_.end()) it->second.parts.reset();
+  }
+  const std::string_view whole(buffer->data(), buffer->size());
+  return make_blob(whole, std::move(buffer));
 }
 
 std::vector<std::pair<uint64_t, std::vector<ObjectTable::Waiter>>> ObjectTable::fail_from(

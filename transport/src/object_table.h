@@ -12,6 +12,8 @@
 //   - a number is in pulls_ only while a pull of it is in flight: exactly one request was sent
 //     for it, and every waiter is called exactly once, by finish() or fail_*() (outside mu_);
 //   - held_ has at most one copy per number; stats_ counts exactly what held_ holds;
+//   - a pull's `parts`, once made, has the value's size, and `received` bytes of it are in
+//     (parts arrive in order);
 //   - locations_[n].holders lists the peers told to keep n (the driver's view; a node drops its
 //     copy only when told, or at the job's end).
 //
@@ -79,6 +81,14 @@ class ObjectTable {
   // (outside any lock); none if no such pull is in flight (an answer from another peer is not
   // trusted). A blob is held here as a secondary copy when `keep`.
   std::vector<Waiter> finish(uint64_t id, PeerId from, const Blob& blob, bool keep);
+  // One part of the value the pull of `id` sent to `from` brings: `part` at `offset` of a value
+  // of `total` bytes (a value larger than one message comes in parts, in order). The parts are
+  // gathered in one buffer of `total` bytes (from the buffer pool: already faulted in); returns
+  // the whole value once its last part is in (finish() it then), null while parts are missing.
+  // Sets *error, and returns null, when no such pull is in flight, when the part is not the next
+  // one of a value of that size, or when there is no memory for it: the caller fails the pull.
+  Blob add_part(uint64_t id, PeerId from, uint64_t offset, uint64_t total, std::string_view part,
+                std::string* error);
   // The pulls sent to `peer` (every pull when peer == kHere): they can no longer complete.
   std::vector<std::pair<uint64_t, std::vector<Waiter>>> fail_from(PeerId peer);
 
@@ -109,6 +119,9 @@ class ObjectTable {
   struct Pull {
     PeerId from = 0;
     std::vector<Waiter> waiters;
+    // A value arriving in parts (add_part): its buffer, and how much of it is in.
+    std::shared_ptr<std::vector<char>> parts;
+    uint64_t received = 0;
   };
   struct Location {
     uint64_t bytes = 0;

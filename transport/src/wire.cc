@@ -217,6 +217,8 @@ void write_body(Writer* w, const ObjectPullMsg& m) { w->u64(m.object); }
 void write_body(Writer* w, const ObjectDataMsg& m) {
   w->u64(m.object);
   w->u8(m.ok ? 1 : 0);
+  w->u64(m.offset);
+  w->u64(m.total);
   w->str(m.error);
   w->str(m.bytes);
 }
@@ -481,11 +483,21 @@ bool read_body(Reader* r, ResultMsg* m) {
 
 bool read_body(Reader* r, ObjectPullMsg* m) { return r->u64(&m->object); }
 
+// The part lies within the value; a failure carries no bytes and no place.
+bool object_part_valid(bool ok, uint64_t offset, uint64_t total, size_t bytes) {
+  if (!ok) return offset == 0 && total == 0 && bytes == 0;
+  return offset <= total && bytes <= total - offset && (bytes > 0 || total == 0);
+}
+
 bool read_body(Reader* r, ObjectDataMsg* m) {
   uint8_t ok = 0;
-  if (!r->u64(&m->object) || !r->u8(&ok) || ok > 1) return false;
+  if (!r->u64(&m->object) || !r->u8(&ok) || ok > 1 || !r->u64(&m->offset) ||
+      !r->u64(&m->total)) {
+    return false;
+  }
   m->ok = ok == 1;
-  return r->str(&m->error) && r->str(&m->bytes);
+  return r->str(&m->error) && r->str(&m->bytes) &&
+         object_part_valid(m->ok, m->offset, m->total, m->bytes.size());
 }
 
 bool read_body(Reader* r, ObjectFreeMsg* m) {
@@ -662,22 +674,27 @@ void encode(const Message& msg, std::string* out) {
   }
 }
 
-std::string encode_object_data_head(uint64_t object, size_t bytes) {
-  // The body: object u64, ok u8, error str (empty), bytes str (u32 length, then the bytes).
-  constexpr size_t kFixed = 8 + 1 + 4 + 4;
-  if (bytes > kMaxBodyBytes - kFixed) {
+std::string encode_object_data_head(uint64_t object, uint64_t offset, size_t part,
+                                    uint64_t total) {
+  // The body: object u64, ok u8, offset u64, total u64, error str (empty), bytes str (u32
+  // length, then the bytes).
+  constexpr size_t kFixed = kMaxBodyBytes - kMaxObjectPartBytes;
+  if (part > kMaxObjectPartBytes || !object_part_valid(true, offset, total, part)) {
     throw Error(ErrorCode::kInvalidArgument,
-                "wire: an object of " + std::to_string(bytes) +
+                "wire: a part of " + std::to_string(part) + " bytes at " + std::to_string(offset) +
+                    " of an object of " + std::to_string(total) +
                     " bytes does not fit in one message (at most " +
-                    std::to_string(kMaxBodyBytes - kFixed) + " bytes)");
+                    std::to_string(kMaxObjectPartBytes) + " bytes) or in the object");
   }
   std::string out(kHeaderBytes, '\0');
   Writer w(&out, kHeaderBytes, MsgType::kObjectData);
   w.u64(object);
   w.u8(1);
+  w.u64(offset);
+  w.u64(total);
   w.str("");
-  w.u32(static_cast<uint32_t>(bytes));
-  store_header(out.data(), MsgType::kObjectData, static_cast<uint32_t>(kFixed + bytes));
+  w.u32(static_cast<uint32_t>(part));
+  store_header(out.data(), MsgType::kObjectData, static_cast<uint32_t>(kFixed + part));
   return out;
 }
 
@@ -692,8 +709,9 @@ std::optional<ObjectDataView> decode_object_data(std::string_view frame, DecodeE
   Reader r(frame.substr(kHeaderBytes));
   ObjectDataView v;
   uint8_t ok = 0;
-  if (!r.u64(&v.object) || !r.u8(&ok) || ok > 1 || !r.str(&v.error) || !r.str_view(&v.bytes) ||
-      !r.done()) {
+  if (!r.u64(&v.object) || !r.u8(&ok) || ok > 1 || !r.u64(&v.offset) || !r.u64(&v.total) ||
+      !r.str(&v.error) || !r.str_view(&v.bytes) || !r.done() ||
+      !object_part_valid(ok == 1, v.offset, v.total, v.bytes.size())) {
     *error = DecodeError::kMalformedBody;
     return std::nullopt;
   }

@@ -171,11 +171,16 @@ struct ObjectPullMsg {
   uint64_t object = 0;
 };
 
+// An object's serialized value, whole or one part of it: a value larger than one frame travels
+// in parts, in order, each at its `offset` of the `total` bytes (ok: offset + bytes <= total,
+// and a part is empty only when the value is; !ok: no bytes, offset and total 0).
 struct ObjectDataMsg {
   uint64_t object = 0;
   bool ok = false;
+  uint64_t offset = 0;  // ok: where these bytes go in the value
+  uint64_t total = 0;   // ok: the value's size
   std::string error;  // !ok: why not
-  std::string bytes;  // ok: the serialized value
+  std::string bytes;  // ok: the serialized value's bytes at `offset`
 };
 
 struct ObjectFreeMsg {
@@ -263,17 +268,24 @@ enum class DecodeError : uint8_t {
 };
 const char* to_string(DecodeError e) noexcept;
 
+// The most bytes of a value one ObjectData frame carries (larger values travel in parts).
+inline constexpr size_t kMaxObjectPartBytes = kMaxBodyBytes - (8 + 1 + 8 + 8 + 4 + 4);
+
 // An ObjectData frame in two pieces, so that a large value is sent from where it is (no copy):
-// the returned head, then the value's `bytes` bytes (UcxComm::send with a tail). Throws
-// prism::Error(kInvalidArgument) if the value does not fit in one frame (kMaxBodyBytes).
-std::string encode_object_data_head(uint64_t object, size_t bytes);
+// the returned head, then `part` bytes of the value from `offset` on (UcxComm::send with a
+// tail). Throws prism::Error(kInvalidArgument) if the part is larger than kMaxObjectPartBytes or
+// does not lie within `total`.
+std::string encode_object_data_head(uint64_t object, uint64_t offset, size_t part, uint64_t total);
 
 // An ObjectData frame decoded without copying its value: `bytes` points into the frame.
 struct ObjectDataView {
   uint64_t object = 0;
   bool ok = false;
+  uint64_t offset = 0;
+  uint64_t total = 0;
   std::string error;
   std::string_view bytes;
+  bool whole() const noexcept { return offset == 0 && bytes.size() == total; }
 };
 std::optional<ObjectDataView> decode_object_data(std::string_view frame, DecodeError* error);
 
