@@ -6,9 +6,11 @@
 
 #include <algorithm>
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
+#include <mutex>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -94,6 +96,31 @@ std::string tensor_seen(const prism::gpu::Tensor& t) {
   return prism::node_id() + " " + t.device().to_string() + " " + std::to_string(sum);
 }
 PRISM_REMOTE(doubled_on_gpu, tensor_seen);
+
+// Work the driver does not know of: on the node that runs hold_cpu (a task of no CPU), a nested
+// task holds the node's CPU for `ms` (hold_cpu returns once it runs).
+std::mutex g_hog_mu;
+std::condition_variable g_hog_cv;
+int g_hogs_started = 0;
+std::optional<prism::ObjectRef<std::string>> g_hog;
+std::string hog(int ms) {
+  {
+    std::lock_guard<std::mutex> lock(g_hog_mu);
+    ++g_hogs_started;
+  }
+  g_hog_cv.notify_all();
+  return slept_where(ms);
+}
+std::string hold_cpu(int ms) {
+  std::unique_lock<std::mutex> lock(g_hog_mu);
+  const int before = g_hogs_started;
+  g_hog = prism::task(hog).remote(ms);
+  if (!g_hog_cv.wait_for(lock, 30s, [&] { return g_hogs_started > before; })) {
+    throw std::runtime_error("the nested task did not start");
+  }
+  return prism::node_id();
+}
+PRISM_REMOTE(hog, hold_cpu);
 
 // Whether every thread of process `pid` is stopped (state T in /proc) within `timeout`.
 bool all_threads_stopped(pid_t pid, std::chrono::seconds timeout) {
@@ -373,6 +400,30 @@ TEST_F(ClusterTest, PlacementFollowsTheArgumentBytes) {
     auto reader = prism::task(read_where).remote(made);
     EXPECT_EQ(prism::get(reader, 60s), maker + ":" + std::to_string(2 * kMiB));
   }
+}
+
+// Spillback: the driver sends a reader where its argument is, but that node turns out to have
+// no room (a nested task the driver did not send holds its CPU): it sends the task back, and the
+// driver places it on a node with room; if none has room, back where it was, to wait there.
+TEST_F(ClusterTest, ATaskSpillsBackFromANodeThatTurnsOutFull) {
+  start(0, {{{"PRISM_RESOURCES", "a:100"}}, {{"PRISM_RESOURCES", "b:100"}}});
+  const std::string a = prism::get(prism::task(node_here).resource("a", 1).remote(), 60s);
+  const std::string b = prism::get(prism::task(node_here).resource("b", 1).remote(), 60s);
+  auto made = prism::task(make_bytes).resource("a", 1).remote(2 * kMiB, 3u);
+  ASSERT_EQ(prism::wait(std::vector{made}, 1, 60s).first.size(), 1u);
+  const std::string size = ":" + std::to_string(2 * kMiB);
+  const uint64_t spilled = prism::cluster::link_counters().spilled;
+  // Node a is full (for 5 s), b has room: the reader spills from a to b (which pulls the
+  // argument).
+  EXPECT_EQ(prism::get(prism::task(hold_cpu).num_cpus(0).resource("a", 1).remote(5000), 60s), a);
+  EXPECT_EQ(prism::get(prism::task(read_where).remote(made), 60s), b + size);
+  EXPECT_EQ(prism::cluster::link_counters().spilled, spilled + 1);
+  // Both full (b by a task the driver sent, so the driver knows): back to a, where it waits for
+  // the CPU.
+  auto busy_b = prism::task(slept_where).resource("b", 1).remote(6000);
+  EXPECT_EQ(prism::get(prism::task(read_where).remote(made), 60s), a + size);
+  EXPECT_EQ(prism::cluster::link_counters().spilled, spilled + 2);
+  EXPECT_EQ(prism::get(busy_b, 60s), b);
 }
 
 TEST_F(ClusterTest, TensorsCrossNodesThroughHostMemory) {

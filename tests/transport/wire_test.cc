@@ -129,6 +129,7 @@ CallMsg sample_call() {
   m.args = binary_blob(300);
   m.objects = {{7, 1 << 20, 0}, {0xFFFFFFFFFFFFFFFFull, 100 * 1024, 300}};
   m.result_object = 0x1122334455667788ull;
+  m.may_spill = true;
   return m;
 }
 
@@ -258,6 +259,7 @@ TEST(WireTest, CallRoundTrips) {
   EXPECT_EQ(out.args, in.args);
   EXPECT_EQ(out.objects, in.objects);
   EXPECT_EQ(out.result_object, in.result_object);
+  EXPECT_EQ(out.may_spill, in.may_spill);
 }
 
 TEST(WireTest, CallWithEmptyAndLargeFieldsRoundTrips) {
@@ -518,6 +520,7 @@ TEST(WireTest, CallAndResultLayoutsAreExact) {
   call.str(c.args).u32(static_cast<uint32_t>(c.objects.size()));
   for (const WireObjectRef& o : c.objects) call.u64(o.object).u64(o.bytes).u64(o.at);
   call.u64(c.result_object);
+  call.u8(c.may_spill ? 1 : 0);
   EXPECT_EQ(encode_one(c), frame(MsgType::kCall, call.get()));
 
   const ResultMsg r = sample_result();
@@ -784,15 +787,15 @@ TEST(WireTest, UnknownEnumValues) {
                                  .get();
     expect_error(frame(MsgType::kAuth, body), DecodeError::kMalformedBody);
   }
-  // CallStatus: 0, 1 and 2 only.
-  for (int status : {3, 128, 255}) {
+  // CallStatus: 0 to 3 only.
+  for (int status : {4, 128, 255}) {
     const std::string body =
         Bytes().u64(1).u8(static_cast<uint8_t>(status)).i32(0).str("").str("").str("").u64(0).u64(0).get();
     expect_error(frame(MsgType::kResult, body), DecodeError::kMalformedBody);
   }
   // And the same bodies with valid values decode.
   expect_error(frame(MsgType::kResult,
-                     Bytes().u64(1).u8(2).i32(0).str("").str("").str("").u64(0).u64(0).get()),
+                     Bytes().u64(1).u8(3).i32(0).str("").str("").str("").u64(0).u64(0).get()),
                DecodeError::kNone);
 }
 

@@ -349,6 +349,16 @@ class Link final : public internal::ClusterLink {
     const ResourceRequest& request = task->request();
     const bool runs_here = rt_->scheduler().infeasible_reason(request).empty();
     if (runs_here && (!nodes || rt_->scheduler().fits_now(request))) return false;
+    return place(task, runs_here, /*spilled_from=*/0);
+  }
+
+  // Driver: sends `task` to the node chosen for it, or keeps it waiting for a node that fits to
+  // join; false: the caller runs it here (or fails it). A first placement may spill: the node
+  // sends it back (kSpilled) when it turns out to have no room now (work this process did not
+  // send there: nested tasks). Then it goes, without spilling again, to another node with room,
+  // else back to `spilled_from`, which queues it.
+  bool place(TaskRecord* task, bool runs_here, PeerId spilled_from) noexcept {
+    const ResourceRequest& request = task->request();
     std::string function, args;
     Transfer transfer(this);
     try {
@@ -358,11 +368,23 @@ class Link final : public internal::ClusterLink {
     }
     CallMsg call;
     call.objects = std::move(transfer.refs);
+    call.may_spill = spilled_from == 0;
     if (task->remote_materializer() != nullptr) call.result_object = objects_.new_id();
     PeerId peer = 0;
     {
       MutexLock lock(mu_);
-      peer = choose_node_locked(request, runs_here, transfer.bytes_at);
+      if (spilled_from == 0) {
+        peer = choose_node_locked(request, runs_here, transfer.bytes_at);
+      } else {
+        peer = choose_node_locked(request, /*runs_here=*/true, transfer.bytes_at, spilled_from);
+        if (peer == 0) {  // nobody has room now: it waits where it was sent
+          auto back = peers_.find(spilled_from);
+          peer = back != peers_.end() && back->second.state == Peer::State::kReady
+                     ? spilled_from
+                     : choose_node_locked(request, /*runs_here=*/false, transfer.bytes_at);
+        }
+        if (peer == 0) return false;
+      }
       if (peer == 0) {
         if (runs_here || !waits_for_nodes() || shut_down_) return false;
         // No node fits it (yet): it waits for one to join, or for the timeout (wait_for_fit).
@@ -854,6 +876,7 @@ class Link final : public internal::ClusterLink {
     c.refused_joins = refused_joins_.load(std::memory_order_relaxed);
     c.unknown_results = unknown_results_.load(std::memory_order_relaxed);
     c.evicted_handshakes = evicted_.load(std::memory_order_relaxed);
+    c.spilled = spilled_.load(std::memory_order_relaxed);
     return c;
   }
 
@@ -1090,16 +1113,17 @@ class Link final : public internal::ClusterLink {
     }
   }
 
-  // Among live nodes that can ever run `request`: of those with room for it now, the one that
-  // holds the most bytes of its arguments (`bytes_at`), then the one with the most room; else
-  // null if this node can run it; else the least loaded one.
+  // Among live nodes that can ever run `request` (not `exclude`): of those with room for it now,
+  // the one that holds the most bytes of its arguments (`bytes_at`), then the one with the most
+  // room; else null if this node can run it; else the least loaded one.
   PeerId choose_node_locked(const ResourceRequest& request, bool runs_here,
-                            const std::map<PeerId, uint64_t>& bytes_at) PRISM_REQUIRES(mu_) {
+                            const std::map<PeerId, uint64_t>& bytes_at, PeerId exclude = 0)
+      PRISM_REQUIRES(mu_) {
     PeerId best = 0, fallback = 0;
     double best_load = 0, fallback_load = 0;
     uint64_t best_bytes = 0;
     for (const auto& [id, p] : peers_) {
-      if (p.state != Peer::State::kReady || p.role != PeerRole::kNode) continue;
+      if (p.state != Peer::State::kReady || p.role != PeerRole::kNode || id == exclude) continue;
       if (!fits(request, p.totals, WireResources{})) continue;
       const double l = load(p.totals, p.used);
       auto b = bytes_at.find(id);
@@ -1847,6 +1871,16 @@ class Link final : public internal::ClusterLink {
       send(peer, r);
       return;
     }
+    // A first placement by the driver, and this node has no room for it now (work the driver did
+    // not send here): back to the driver, which places it elsewhere (no argument was pulled).
+    if (call.may_spill && config_.role == ClusterRole::kNode &&
+        !rt_->scheduler().fits_now(from_wire(call.request))) {
+      ResultMsg r;
+      r.call_id = id;
+      r.status = CallStatus::kSpilled;
+      send(peer, Message(std::move(r)));
+      return;
+    }
     auto served = std::make_shared<ServedCall>();
     served->peer = peer;
     served->key = key;
@@ -2255,6 +2289,23 @@ class Link final : public internal::ClusterLink {
         rt_->remote_task_done();
         p.task->release_run();
         return;
+      case CallStatus::kSpilled:
+        // The node had no room for it after all: placed again (once), elsewhere if possible.
+        if (p.task == nullptr) return;  // (an actor's creation never spills)
+        if (config_.role != ClusterRole::kDriver) {
+          rt_->fail_task(p.task, std::make_exception_ptr(Error(
+                                     ErrorCode::kInternal, p.peer_name + " sent back a call that "
+                                                                         "could not spill")));
+          return;
+        }
+        spilled_.fetch_add(1, std::memory_order_relaxed);
+        if (!place(p.task, /*runs_here=*/false, /*spilled_from=*/peer)) {
+          rt_->fail_task(p.task, std::make_exception_ptr(Error(
+                                     ErrorCode::kUnavailable,
+                                     "task '" + p.task->function_name() + "': " + p.peer_name +
+                                         " had no room for it, and no other node can take it")));
+        }
+        return;
       case CallStatus::kTaskError:
         // (A relayed call's payload names the node where it threw.)
         rt_->fail_task(p.task, std::make_exception_ptr(TaskError(
@@ -2658,6 +2709,7 @@ class Link final : public internal::ClusterLink {
   std::atomic<uint32_t> changes_{0};  // futex word: bumped on every membership change
   std::atomic<uint64_t> unauthenticated_{0};
   std::atomic<uint64_t> evicted_{0};  // unproven connections closed for newer ones
+  std::atomic<uint64_t> spilled_{0};  // driver: tasks a node sent back for want of room
   uint64_t accepted_ PRISM_GUARDED_BY(mu_) = 0;
   std::atomic<uint64_t> malformed_{0};
   std::atomic<uint64_t> refused_joins_{0};

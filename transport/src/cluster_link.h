@@ -51,6 +51,7 @@ struct LinkCounters {
   uint64_t unknown_results = 0;  // results for calls nobody waits for
   uint64_t evicted_handshakes = 0;  // unproven connections closed for newer ones (at most 32
                                     // wait to prove the token at once)
+  uint64_t spilled = 0;  // driver: tasks a node sent back (no room there now) and placed again
 };
 // The counters of the global runtime's link; zeros in embedded mode.
 LinkCounters link_counters();

@@ -199,6 +199,7 @@ void write_body(Writer* w, const CallMsg& m) {
     w->u64(o.at);
   }
   w->u64(m.result_object);
+  w->u8(m.may_spill ? 1 : 0);
 }
 
 void write_body(Writer* w, const ResultMsg& m) {
@@ -409,7 +410,7 @@ bool read_role(Reader* r, PeerRole* role) {
 bool read_status(Reader* r, CallStatus* status) {
   uint8_t v = 0;
   if (!r->u8(&v)) return false;
-  if (v > static_cast<uint8_t>(CallStatus::kSystemError)) return false;
+  if (v > static_cast<uint8_t>(CallStatus::kSpilled)) return false;
   *status = static_cast<CallStatus>(v);
   return true;
 }
@@ -472,7 +473,10 @@ bool read_body(Reader* r, CallMsg* m) {
     last_at = o.at;
     m->objects.push_back(o);
   }
-  return r->u64(&m->result_object);
+  uint8_t may_spill = 0;
+  if (!r->u64(&m->result_object) || !r->u8(&may_spill) || may_spill > 1) return false;
+  m->may_spill = may_spill == 1;
+  return true;
 }
 
 bool read_body(Reader* r, ResultMsg* m) {

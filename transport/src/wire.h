@@ -117,12 +117,14 @@ struct CallMsg {
   std::string args;       // serialized arguments (prism/serialize.h), less the references
   std::vector<WireObjectRef> objects;  // arguments passed by reference
   uint64_t result_object = 0;  // nonzero: a large result stays on the node under this number
+  bool may_spill = false;  // the node may send it back (kSpilled) when it has no room for it now
 };
 
 enum class CallStatus : uint8_t {
   kOk = 0,           // payload: the serialized result
   kTaskError = 1,    // the function threw: error_type, message
   kSystemError = 2,  // Prism could not run it: error_code (prism::ErrorCode), message
+  kSpilled = 3,      // a call that may spill: this node has no room for it now (it did not run)
 };
 
 struct ResultMsg {
