@@ -122,6 +122,13 @@ std::string hold_cpu(int ms) {
 }
 PRISM_REMOTE(hog, hold_cpu);
 
+// An actor that makes values where it lives.
+class Maker {
+ public:
+  std::vector<uint8_t> make(uint64_t n, uint32_t seed) { return make_bytes(n, seed); }
+};
+PRISM_ACTOR(Maker, &Maker::make);
+
 // Whether every thread of process `pid` is stopped (state T in /proc) within `timeout`.
 bool all_threads_stopped(pid_t pid, std::chrono::seconds timeout) {
   const auto deadline = std::chrono::steady_clock::now() + timeout;
@@ -387,6 +394,31 @@ TEST_F(ClusterTest, EveryCopyIsFreedOnEveryNodeWhenTheLastRefDrops) {
   EXPECT_EQ(b[2], 0u) << "node2 still holds its pulled copies";
   EXPECT_EQ(b[3], 0u);
   EXPECT_EQ(prism::cluster::object_stats().primary_objects, 0u);
+}
+
+// A large result of an actor call stays on the actor's node, as a task's does: pulled by who
+// reads it, freed there when the last ref drops.
+TEST_F(ClusterTest, ALargeActorResultStaysOnTheActorsNode) {
+  start(1, {{{"PRISM_RESOURCES", "a:100"}}, {{"PRISM_RESOURCES", "b:100"}}});
+  auto maker = prism::actor<Maker>().resource("a", 1).remote();
+  const std::vector<uint8_t> expected = make_bytes(3 * kMiB, 9);
+  {
+    auto made = maker.task(&Maker::make).remote(3 * kMiB, 9u);
+    ASSERT_EQ(prism::wait(std::vector{made}, 1, 60s).first.size(), 1u);
+    const std::vector<uint64_t> a = objects_on("a");
+    EXPECT_EQ(a[0], 1u) << "the result is kept where the actor is";
+    EXPECT_GE(a[1], 3 * kMiB);
+    EXPECT_EQ(prism::get(prism::task(checksum).resource("b", 1).remote(made), 60s),
+              checksum(expected));
+    EXPECT_TRUE(prism::get(made, 60s) == expected);
+    // Small results still travel with the answer.
+    auto small = maker.task(&Maker::make).remote(100u, 1u);
+    EXPECT_TRUE(prism::get(small, 60s) == make_bytes(100, 1));
+    EXPECT_EQ(objects_on("a")[0], 1u);
+  }
+  const auto a = objects_on_until("a", [](const auto& s) { return s[0] == 0; });
+  EXPECT_EQ(a[0], 0u) << "the actor's node still holds the result";
+  EXPECT_EQ(a[1], 0u);
 }
 
 TEST_F(ClusterTest, PlacementFollowsTheArgumentBytes) {

@@ -152,7 +152,7 @@ std::vector<Message> samples() {
           RefusedMsg{"bad token"}, sample_call(), sample_result(),
           ShutdownMsg{},   StatusQueryMsg{}, StatusReplyMsg{"2 nodes\n  node 1: idle\n"},
           ActorCreateMsg{1, 2, "ctor", "T", "n", 1, WireResources{}, "ab"},
-          ActorCallMsg{3, 2, "T::m", "m", "xyz"}, ActorKillMsg{2, true}, ActorLookupMsg{4, "name", "T"}};
+          ActorCallMsg{3, 2, "T::m", "m", "xyz", 0}, ActorKillMsg{2, true}, ActorLookupMsg{4, "name", "T"}};
 }
 
 // --- Helpers -----------------------------------------------------------------------------------
@@ -459,7 +459,9 @@ TEST(WireTest, ActorMessagesRoundTrip) {
   m.method = "Counter::add";
   m.task_name = "add";
   m.args = binary_blob(3);
+  m.result_object = 77;
   const ActorCallMsg m2 = round_trip(m, MsgType::kActorCall);
+  EXPECT_EQ(m2.result_object, 77u);
   EXPECT_EQ(m2.call_id, m.call_id);
   EXPECT_EQ(m2.actor, m.actor);
   EXPECT_EQ(m2.method, m.method);

@@ -692,7 +692,13 @@ class Link final : public internal::ClusterLink {
         peer = it->second.peer;
         msg.call_id = next_call_++;
         msg.actor = key;
-        pending_.emplace(msg.call_id, Pending{call, peer, ResourceRequest{}, peers_[peer].name, {}});
+        // The driver's calls: a large result may stay on the actor's node (a node's calls go
+        // through the driver, which cannot hand it on: theirs come back inline).
+        if (config_.role == ClusterRole::kDriver && call->remote_materializer() != nullptr) {
+          msg.result_object = objects_.new_id();
+        }
+        pending_.emplace(msg.call_id, Pending{call, peer, ResourceRequest{}, peers_[peer].name,
+                                              {}, msg.result_object});
       }
     }
     if (!why.empty()) {
@@ -2026,7 +2032,9 @@ class Link final : public internal::ClusterLink {
       }
       internal::ActorValueWriter write = nullptr;
       internal::EntryPtr entry = method(key, handle, msg.args, &write);
-      internal::when_done(std::move(entry), [this, peer, id, write](internal::ObjectEntry* e) {
+      const uint64_t result_object = msg.result_object;
+      internal::when_done(std::move(entry), [this, peer, id, write,
+                                             result_object](internal::ObjectEntry* e) {
         if (e->state() == internal::ObjState::kFailed) {
           send(peer, Message(error_result(id, e->error())));
           return;
@@ -2038,6 +2046,13 @@ class Link final : public internal::ClusterLink {
         } catch (...) {
           send(peer, Message(error_result(id, std::current_exception())));
           return;
+        }
+        // A large result stays here, as a task's does (the driver pulls it when it is read).
+        if (result_object != 0 && r.payload.size() >= kInlineObjectBytes) {
+          r.object = result_object;
+          r.object_bytes = r.payload.size();
+          objects_.hold(result_object, make_blob(std::move(r.payload)), /*primary=*/true);
+          r.payload.clear();
         }
         send(peer, Message(std::move(r)));
       });
@@ -2126,6 +2141,7 @@ class Link final : public internal::ClusterLink {
   // Driver: a node calls an actor whose handle it was given: run it here, or relay it to the
   // node that holds the actor (the answer goes back under the caller's call id).
   void on_node_actor_call(PeerId origin, ActorCallMsg msg) {
+    msg.result_object = 0;  // (its result goes back to the node inline)
     PeerId holder = 0;
     {
       MutexLock lock(mu_);

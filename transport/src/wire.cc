@@ -290,6 +290,7 @@ void write_body(Writer* w, const ActorCallMsg& m) {
   w->str(m.method);
   w->str(m.task_name);
   w->str(m.args);
+  w->u64(m.result_object);
 }
 
 void write_body(Writer* w, const ActorLookupMsg& m) {
@@ -587,7 +588,7 @@ bool read_body(Reader* r, ActorCreateMsg* m) {
 
 bool read_body(Reader* r, ActorCallMsg* m) {
   return r->u64(&m->call_id) && r->u64(&m->actor) && r->str(&m->method) &&
-         r->str(&m->task_name) && r->str(&m->args);
+         r->str(&m->task_name) && r->str(&m->args) && r->u64(&m->result_object);
 }
 
 bool read_body(Reader* r, ActorLookupMsg* m) {

@@ -155,6 +155,7 @@ struct ActorCallMsg {
   std::string method;     // registered "Type::method"
   std::string task_name;  // for errors and the timeline
   std::string args;
+  uint64_t result_object = 0;  // nonzero: a large result stays on the node under this number
 };
 
 struct ActorKillMsg {
