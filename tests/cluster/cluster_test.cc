@@ -158,6 +158,46 @@ std::string nobody_fits() {
 }
 PRISM_REMOTE(ask_for_gadget, ask_for_two_cpus, failure_elsewhere, nobody_fits);
 
+// Run on a node: actors that node cannot hold (a gadget, 2 CPUs), created from there.
+std::string account_elsewhere(int start) {
+  auto account = prism::actor<Account>(start).resource("gadget", 1).remote();
+  std::string out = prism::get(account.task(&Account::where).remote(), 30s);
+  for (int i = 1; i <= 3; ++i) {
+    out += " " + std::to_string(prism::get(account.task(&Account::deposit).remote(i), 30s));
+  }
+  try {
+    prism::get(account.task(&Account::fail).remote(4), 30s);
+  } catch (const prism::TaskError& e) {
+    out += " " + e.node_id() + ": " + e.message();
+  }
+  return out;  // its last handle goes: the actor stops there, and its gadget is free again
+}
+std::string account_on_two_cpus() {
+  auto account = prism::actor<Account>(1).num_cpus(2).remote();
+  return prism::get(account.task(&Account::where).remote(), 30s);
+}
+std::string bad_account_elsewhere() {
+  auto account = prism::actor<Account>(-1).resource("gadget", 1).remote();
+  try {
+    prism::get(account.task(&Account::deposit).remote(1), 30s);
+    return "no error";
+  } catch (const prism::ActorDiedError& e) {
+    return e.what();
+  }
+}
+std::string killed_elsewhere() {
+  auto account = prism::actor<Account>(0).resource("gadget", 1).remote();
+  prism::get(account.task(&Account::deposit).remote(1), 30s);
+  prism::kill(account);
+  try {
+    prism::get(account.task(&Account::deposit).remote(1), 30s);
+    return "still alive";
+  } catch (const prism::ActorDiedError&) {
+    return "died";
+  }
+}
+PRISM_REMOTE(account_elsewhere, account_on_two_cpus, bad_account_elsewhere, killed_elsewhere);
+
 TEST_F(ClusterTest, TasksSpreadOverNodesWhenTheDriverIsBusy) {
   start(1, {{}, {}});
   EXPECT_EQ(prism::node_count(), 3);
@@ -238,6 +278,31 @@ TEST_F(ClusterTest, ANodesTaskOnlyAnotherNodeCanRunGoesThere) {
   // Nothing stays counted: the gadget is free for the driver's own task.
   EXPECT_EQ(prism::get(prism::task(node_of_gadget_task).resource("gadget", 1).remote(), 60s),
             gadget);
+}
+
+// An actor a node cannot hold is created through the driver: on the driver, or on a node that
+// can hold it; the node calls it (in order), hears its errors (naming where it threw), kills
+// it, and releases it when its last handle there goes.
+TEST_F(ClusterTest, ANodesActorOnlyAnotherNodeCanHoldIsBuiltThere) {
+  start(2, {{{"PRISM_RESOURCES", "remote:4"}}, {{"PRISM_RESOURCES", "gadget:1"}}});
+  const std::string gadget =
+      prism::get(prism::task(node_of_gadget_task).resource("gadget", 1).remote(), 60s);
+  const std::string gadget_node = gadget.substr(0, gadget.find(' '));
+  auto on_node = [](auto f, auto... args) {
+    return prism::task(f).resource("remote", 1).remote(args...);
+  };
+  const std::string expected = gadget_node + " 11 13 16 " + gadget_node + ": account error 4";
+  EXPECT_EQ(prism::get(on_node(account_elsewhere, 10), 60s), expected);
+  // The first one was released there (one gadget): a second one can be built.
+  EXPECT_EQ(prism::get(on_node(account_elsewhere, 10), 60s), expected);
+  EXPECT_EQ(prism::get(on_node(account_on_two_cpus), 60s), "node0") << "only the driver has 2 CPUs";
+  const std::string bad = prism::get(on_node(bad_account_elsewhere), 60s);
+  EXPECT_NE(bad.find("negative opening balance"), std::string::npos) << bad;
+  EXPECT_EQ(prism::get(on_node(killed_elsewhere), 60s), "died");
+  // Nothing holds the gadget any more: the driver's own actor gets it.
+  auto mine = prism::actor<Account>(5).resource("gadget", 1).remote();
+  EXPECT_EQ(prism::get(mine.task(&Account::deposit).remote(1), 60s), 6);
+  EXPECT_EQ(prism::get(mine.task(&Account::where).remote(), 60s), gadget_node);
 }
 
 TEST_F(ClusterTest, ArgumentsResultsAndChainsCrossNodes) {

@@ -176,6 +176,10 @@ size_t transfer_part_bytes() {
 // The largest message decoded from a peer before it authenticated (a join carries the names of
 // the registered functions: ~100 bytes each).
 constexpr size_t kMaxHandshakeBytes = size_t{4} << 20;
+// The numbers a node gives the actors it has the driver create elsewhere (the driver's own
+// numbers never have this bit).
+constexpr uint64_t kNodeActorBit = uint64_t{1} << 63;
+
 // Connections that may wait to prove the token at once (on_accept).
 constexpr size_t kMaxAwaitingAuth = 32;
 
@@ -476,9 +480,9 @@ class Link final : public internal::ClusterLink {
   std::string infeasible_elsewhere(const ResourceRequest& request, bool actor) const override {
     MutexLock lock(mu_);
     if (config_.role == ClusterRole::kNode) {
-      // A node's task goes to the driver, which knows every node (it fails there naming their
-      // shapes if none fits); a node's actors are built on it.
-      if (actor) return "an actor created on a node is built on that node";
+      // A node's task or actor goes to the driver, which knows every node (it fails there
+      // naming their shapes if none fits).
+      (void)actor;
       return joined_ && !driver_lost_ ? std::string() : std::string("the driver is gone");
     }
     for (const auto& [id, p] : peers_) {
@@ -630,6 +634,7 @@ class Link final : public internal::ClusterLink {
   // ---- actors on other nodes (driver) ----
 
   bool offer_actor(ActorCore* actor, TaskRecord* create) noexcept override {
+    if (config_.role == ClusterRole::kNode) return offer_actor_to_driver(actor, create);
     if (config_.role != ClusterRole::kDriver || ready_nodes_.load(std::memory_order_acquire) == 0) {
       return false;
     }
@@ -662,6 +667,61 @@ class Link final : public internal::ClusterLink {
     const uint64_t key = msg.actor;
     send(peer, Message(std::move(msg)));
     // Sent before the actor can forward its first call (the same peer's queue keeps the order).
+    rt_->counters().add(internal::TaskCounters::kRemote);  // placed there: done, for the stats
+    rt_->remote_task_done();
+    create->release_run();
+    actor->become_remote(key);
+    return true;
+  }
+
+  // Node: an actor this node can never hold (its request fits only elsewhere) is created through
+  // the driver, which builds it itself or on a node that can; this node calls it through the
+  // driver, as it calls an imported handle, under a number of its own (kNodeActorBit), and
+  // dropping its last handle here stops it there.
+  bool offer_actor_to_driver(ActorCore* actor, TaskRecord* create) noexcept {
+    const ResourceRequest& request = actor->request();
+    if (rt_->scheduler().infeasible_reason(request).empty()) return false;
+    ActorCreateMsg msg;
+    std::string why;
+    try {
+      if (!create->encode_remote(&msg.constructor, &msg.args)) {
+        why = "its constructor and arguments cannot travel (register the actor with PRISM_ACTOR "
+              "and pass serializable arguments)";
+      }
+    } catch (const std::exception& e) {
+      why = e.what();
+    }
+    PeerId driver = 0;
+    if (why.empty()) {
+      MutexLock lock(mu_);
+      if (!joined_ || driver_lost_ || job_ended_ || shut_down_) {
+        why = "the driver is gone";
+      } else {
+        driver = driver_;
+        auto d = peers_.find(driver);
+        msg.call_id = next_call_++;
+        msg.actor = kNodeActorBit | next_actor_++;
+        pending_.emplace(msg.call_id,
+                         Pending{nullptr, driver, ResourceRequest{},
+                                 d != peers_.end() ? d->second.name : "the driver",
+                                 actor->weak_from_this()});
+        remote_actors_.emplace(msg.actor, RemoteActor{actor->weak_from_this(), driver, {}});
+      }
+    }
+    if (!why.empty()) {  // it cannot be built here either: say why, rather than wait forever
+      actor->creation_failed(std::make_exception_ptr(InfeasibleError(
+          "infeasible actor " + actor->type_name() + " on " + rt_->node_id() + ": " +
+          rt_->scheduler().infeasible_reason(request) + "; another node could hold it, but " +
+          why)));
+      create->release_run();
+      return true;
+    }
+    msg.type_name = actor->type_name();
+    msg.name = actor->options().name;
+    msg.max_concurrency = static_cast<uint32_t>(actor->options().max_concurrency);
+    msg.request = to_wire(request);
+    const uint64_t key = msg.actor;
+    send(driver, Message(std::move(msg)));
     rt_->counters().add(internal::TaskCounters::kRemote);  // placed there: done, for the stats
     rt_->remote_task_done();
     create->release_run();
@@ -731,9 +791,10 @@ class Link final : public internal::ClusterLink {
       if (p != peers_.end()) add(&p->second.used, it->second.request, -1);
       remote_actors_.erase(it);
     }
-    // A node's proxy dropping its last handle tells nobody (the driver keeps what it exported
-    // until the job ends); killing through it does reach the actor.
-    if (config_.role == ClusterRole::kNode && !kill) return;
+    // A node's proxy of an imported handle dropping its last handle tells nobody (the driver
+    // keeps what it exported until the job ends); killing through it does reach the actor. An
+    // actor this node had created elsewhere is released (it finishes its calls, then stops).
+    if (config_.role == ClusterRole::kNode && !kill && (key & kNodeActorBit) == 0) return;
     send(peer, ActorKillMsg{key, !kill});
   }
 
@@ -1041,6 +1102,7 @@ class Link final : public internal::ClusterLink {
     std::vector<Pending> lost;
     std::vector<std::weak_ptr<ActorCore>> lost_actors;
     std::vector<Relay> lost_relays;
+    std::vector<uint64_t> orphans;  // actors the lost node had created elsewhere: released
     std::string name;
     bool was_node = false;
     bool expected = false;  // the job is over: peers going away is no news
@@ -1072,6 +1134,14 @@ class Link final : public internal::ClusterLink {
           r = relays_.erase(r);
         } else {
           ++r;
+        }
+      }
+      for (auto n = node_actors_.begin(); n != node_actors_.end();) {
+        if (n->first.first == peer) {
+          orphans.push_back(n->second);
+          n = node_actors_.erase(n);
+        } else {
+          ++n;
         }
       }
       for (auto a = remote_actors_.begin(); a != remote_actors_.end();) {
@@ -1109,6 +1179,7 @@ class Link final : public internal::ClusterLink {
     for (auto& weak : lost_actors) {
       if (auto actor = weak.lock()) actor->kill("was lost with " + name + ": " + why);
     }
+    for (uint64_t key : orphans) stop_node_actor(key, /*release=*/true);
     for (const Relay& r : lost_relays) {  // calls relayed there: their callers learn it
       ResultMsg res;
       res.call_id = r.origin_call;
@@ -1260,6 +1331,9 @@ class Link final : public internal::ClusterLink {
       if (config_.role == ClusterRole::kNode && peer == driver_id()) {
         return on_actor_create(peer, std::move(*create));
       }
+      if (config_.role == ClusterRole::kDriver && is_node(peer)) {
+        return on_node_actor_create(peer, std::move(*create));
+      }
     } else if (auto* call = std::get_if<ActorCallMsg>(&msg)) {
       if (config_.role == ClusterRole::kNode && peer == driver_id()) {
         return on_actor_call(peer, std::move(*call));
@@ -1273,7 +1347,9 @@ class Link final : public internal::ClusterLink {
       }
     } else if (auto* kill = std::get_if<ActorKillMsg>(&msg)) {
       if (config_.role == ClusterRole::kNode && peer == driver_id()) return on_actor_kill(*kill);
-      if (config_.role == ClusterRole::kDriver && is_node(peer)) return on_node_actor_kill(*kill);
+      if (config_.role == ClusterRole::kDriver && is_node(peer)) {
+        return on_node_actor_kill(peer, *kill);
+      }
     }
     if (auto* pull = std::get_if<ObjectPullMsg>(&msg)) {
       if (config_.role == ClusterRole::kDriver && is_node(peer)) return on_driver_pull(peer, *pull);
@@ -2138,6 +2214,74 @@ class Link final : public internal::ClusterLink {
     return it == peers_.end() ? std::string("a node") : node_name(it->second.name);
   }
 
+  // Driver: a node has an actor created that it cannot hold (offer_actor_to_driver): built here
+  // if this node can hold it now, else on a node with room (else the least loaded that can),
+  // else it fails naming the nodes' shapes. The node calls it by its own number, which maps to
+  // the driver's (node_actors_).
+  void on_node_actor_create(PeerId origin, ActorCreateMsg msg) {
+    const uint64_t origin_call = msg.call_id;
+    const ResourceRequest request = from_wire(msg.request);
+    const bool runs_here = rt_->scheduler().infeasible_reason(request).empty();
+    const bool fits_here = runs_here && rt_->scheduler().fits_now(request);
+    PeerId holder = 0;
+    std::string refusal;
+    {
+      MutexLock lock(mu_);
+      if ((msg.actor & kNodeActorBit) == 0 || node_actors_.count({origin, msg.actor}) != 0) {
+        refusal = "a node's actor must have a new number of its own";
+      } else {
+        if (!fits_here) holder = choose_node_locked(request, runs_here, {}, /*exclude=*/origin);
+        if (holder == 0 && !runs_here) {
+          refusal = "infeasible actor " + msg.type_name + " (from " + node_name(peers_[origin].name) +
+                    "): no node of the cluster can hold it; the nodes: " + shapes_locked();
+        } else {
+          const uint64_t key = next_actor_++;
+          node_actors_[{origin, msg.actor}] = key;
+          msg.actor = key;
+          if (holder != 0) {
+            Peer& p = peers_[holder];
+            add(&p.used, request, +1);
+            remote_actors_.emplace(key, RemoteActor{{}, holder, request});
+            msg.call_id = next_call_++;  // its answer goes back to the node that asked
+            relays_[msg.call_id] = Relay{origin, origin_call, holder, {}, p.name};
+          }
+        }
+      }
+    }
+    if (!refusal.empty()) {
+      ResultMsg r;
+      r.call_id = origin_call;
+      r.status = CallStatus::kSystemError;
+      r.error_code = static_cast<int32_t>(ErrorCode::kInfeasible);
+      r.message = refusal;
+      send(origin, Message(std::move(r)));
+      return;
+    }
+    if (holder == 0) return on_actor_create(origin, std::move(msg));  // held here
+    send(holder, Message(std::move(msg)));
+  }
+
+  // Driver: an actor a node had created (number `key`) is killed, or released (its calls sent
+  // so far finish first), wherever it is.
+  void stop_node_actor(uint64_t key, bool release) {
+    PeerId holder = 0;
+    {
+      MutexLock lock(mu_);
+      auto it = remote_actors_.find(key);
+      if (it != remote_actors_.end()) {
+        holder = it->second.peer;
+        if (release) {
+          if (auto p = peers_.find(holder); p != peers_.end()) {
+            add(&p->second.used, it->second.request, -1);
+          }
+          remote_actors_.erase(it);
+        }
+      }
+    }
+    if (holder != 0) return send(holder, ActorKillMsg{key, release});
+    on_actor_kill(ActorKillMsg{key, release});  // held here (or gone)
+  }
+
   // Driver: a node calls an actor whose handle it was given: run it here, or relay it to the
   // node that holds the actor (the answer goes back under the caller's call id).
   void on_node_actor_call(PeerId origin, ActorCallMsg msg) {
@@ -2145,6 +2289,10 @@ class Link final : public internal::ClusterLink {
     PeerId holder = 0;
     {
       MutexLock lock(mu_);
+      if ((msg.actor & kNodeActorBit) != 0) {  // one that node had created: the driver's number
+        auto n = node_actors_.find({origin, msg.actor});
+        msg.actor = n != node_actors_.end() ? n->second : 0;
+      }
       if (held_actors_.count(msg.actor) == 0) {
         auto it = remote_actors_.find(msg.actor);
         if (it != remote_actors_.end()) {
@@ -2159,7 +2307,18 @@ class Link final : public internal::ClusterLink {
     send(holder, Message(std::move(msg)));
   }
 
-  void on_node_actor_kill(const ActorKillMsg& msg) {
+  void on_node_actor_kill(PeerId origin, ActorKillMsg msg) {
+    if ((msg.actor & kNodeActorBit) != 0) {  // one that node had created: killed or released
+      uint64_t key = 0;
+      {
+        MutexLock lock(mu_);
+        auto n = node_actors_.find({origin, msg.actor});
+        if (n == node_actors_.end()) return;
+        key = n->second;
+        if (msg.release) node_actors_.erase(n);  // (killed: calls still answer "died")
+      }
+      return stop_node_actor(key, msg.release);
+    }
     if (msg.release) return;  // (proxies on nodes do not release what the driver exported)
     std::shared_ptr<ActorCore> remote;
     {
@@ -2703,6 +2862,8 @@ class Link final : public internal::ClusterLink {
   // Driver: the numbers of actors whose handles were sent (by id: an address may be reused).
   std::unordered_map<ActorId, uint64_t> exported_ PRISM_GUARDED_BY(mu_);
   std::map<uint64_t, Relay> relays_ PRISM_GUARDED_BY(mu_);  // driver: node calls relayed
+  // Driver: the actors nodes had created, by (node, the node's number): the driver's number.
+  std::map<std::pair<PeerId, uint64_t>, uint64_t> node_actors_ PRISM_GUARDED_BY(mu_);
   std::map<uint64_t, std::shared_ptr<Lookup>> lookups_ PRISM_GUARDED_BY(mu_);  // node
   std::map<uint64_t, std::shared_ptr<SpanQuery>> span_queries_ PRISM_GUARDED_BY(mu_);  // driver
   mutable Mutex transfers_mu_;  // never held with mu_ (log_transfer takes one, then the other)
