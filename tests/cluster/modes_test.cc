@@ -250,8 +250,8 @@ TEST_P(ApiModes, ManyThreadsSubmitting) {
 
 INSTANTIATE_TEST_SUITE_P(EmbeddedAndCluster, ApiModes,
                          ::testing::Values(Mode::kEmbedded, Mode::kCluster),
-                         [](const ::testing::TestParamInfo<Mode>& info) {
-                           return info.param == Mode::kEmbedded ? std::string("Embedded")
+                         [](const ::testing::TestParamInfo<Mode>& mode) {
+                           return mode.param == Mode::kEmbedded ? std::string("Embedded")
                                                                 : std::string("Cluster");
                          });
 
