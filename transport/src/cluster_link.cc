@@ -1953,9 +1953,12 @@ class Link final : public internal::ClusterLink {
       send(peer, r);
       return;
     }
-    // A first placement by the driver, and this node has no room for it now (work the driver did
-    // not send here): back to the driver, which places it elsewhere (no argument was pulled).
+    // A first placement by the driver, and this node has no room for it now because of work the
+    // driver did not send here (nested tasks: more tasks run than the driver's calls here): back
+    // to the driver, which places it elsewhere (no argument was pulled). Only then: a thread that
+    // just ran the driver's last call may hold its CPU a moment longer, which is no reason.
     if (call.may_spill && config_.role == ClusterRole::kNode &&
+        rt_->tasks_running() > served_.load(std::memory_order_acquire) &&
         !rt_->scheduler().fits_now(from_wire(call.request))) {
       ResultMsg r;
       r.call_id = id;
@@ -2031,10 +2034,15 @@ class Link final : public internal::ClusterLink {
     const PeerId peer = served->peer;
     const uint64_t id = call.call_id;
     const uint64_t result_object = call.result_object;
+    // The answer is sent once the call's resources are free again (on_released): the caller
+    // places more work here by what it knows runs here, and a spill check must not find this
+    // call still holding its CPU after the caller heard it ended.
+    auto answer = std::make_shared<ResultMsg>();
+    served_.fetch_add(1, std::memory_order_acq_rel);  // until its record is gone (on_released)
     internal::run_served_call(
         rt_, from_wire(call.request), call.task_name,
-        [this, peer, id, key = served->key, invoker = served->invoker, args, result_object] {
-          ResultMsg r;
+        [this, id, key = served->key, invoker = served->invoker, args, result_object, answer] {
+          ResultMsg& r = *answer;
           r.call_id = id;
           invoker(key, args->view, &r.payload);
           if (result_object != 0 && r.payload.size() >= kInlineObjectBytes) {
@@ -2043,9 +2051,12 @@ class Link final : public internal::ClusterLink {
             objects_.hold(result_object, make_blob(std::move(r.payload)), /*primary=*/true);
             r.payload.clear();
           }
-          send(peer, Message(std::move(r)));
         },
-        [this, peer, id](const std::exception_ptr& error) { send(peer, error_result(id, error)); });
+        [id, answer](const std::exception_ptr& error) { *answer = error_result(id, error); },
+        [this, peer, answer] {
+          served_.fetch_sub(1, std::memory_order_acq_rel);
+          send(peer, Message(std::move(*answer)));
+        });
   }
 
   // Node: build an actor for the driver.
@@ -2887,6 +2898,7 @@ class Link final : public internal::ClusterLink {
   std::atomic<uint64_t> unauthenticated_{0};
   std::atomic<uint64_t> evicted_{0};  // unproven connections closed for newer ones
   std::atomic<uint64_t> spilled_{0};  // driver: tasks a node sent back for want of room
+  std::atomic<uint64_t> served_{0};   // node: the driver's calls given to the scheduler, not gone
   uint64_t accepted_ PRISM_GUARDED_BY(mu_) = 0;
   std::atomic<uint64_t> malformed_{0};
   std::atomic<uint64_t> refused_joins_{0};

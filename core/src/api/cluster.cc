@@ -41,11 +41,21 @@ void check_host_port(const std::string& value, const char* what) {
 class ServedCall final : public TaskRecord {
  public:
   ServedCall(RuntimeCore* rt, ExtrasPtr extras, std::string name, std::function<void()> body,
-             std::function<void(const std::exception_ptr&)> on_fail)
+             std::function<void(const std::exception_ptr&)> on_fail,
+             std::function<void()> on_released)
       : TaskRecord(rt, next_task_id(rt), nullptr, std::move(extras)),
         name_(std::move(name)),
         body_(std::move(body)),
-        on_fail_(std::move(on_fail)) {}
+        on_fail_(std::move(on_fail)),
+        on_released_(std::move(on_released)) {}
+  // The record goes once the call ran or failed (its resources are given back right after).
+  ~ServedCall() override {
+    if (!on_released_) return;
+    try {
+      on_released_();
+    } catch (...) {
+    }
+  }
 
   std::exception_ptr run() noexcept override {
     try {
@@ -63,6 +73,7 @@ class ServedCall final : public TaskRecord {
   std::string name_;
   std::function<void()> body_;
   std::function<void(const std::exception_ptr&)> on_fail_;
+  std::function<void()> on_released_;
 };
 
 // A one-shot dependent of one entry (when_done).
@@ -224,11 +235,13 @@ const ClusterModule* cluster_module() noexcept { return g_module.load(std::memor
 
 void run_served_call(RuntimeCore* rt, const ResourceRequest& request, std::string name,
                      std::function<void()> body,
-                     std::function<void(const std::exception_ptr&)> on_fail) {
+                     std::function<void(const std::exception_ptr&)> on_fail,
+                     std::function<void()> on_released) {
   const std::string reason = rt->scheduler().infeasible_reason(request);
   if (!reason.empty()) {
     on_fail(std::make_exception_ptr(
         InfeasibleError("infeasible task '" + name + "' on node " + rt->node_id() + ": " + reason)));
+    if (on_released) on_released();
     return;
   }
   auto extras = std::make_unique<TaskExtras>();
@@ -239,7 +252,7 @@ void run_served_call(RuntimeCore* rt, const ResourceRequest& request, std::strin
     extras->shape = rt->scheduler().shape_for(request);
   }
   auto* task = new ServedCall(rt, ExtrasPtr(std::move(extras)), std::move(name), std::move(body),
-                              std::move(on_fail));
+                              std::move(on_fail), std::move(on_released));
   rt->counters().add(TaskCounters::kSubmitted);
   if (task->release_guard()) rt->dispatch(task);
 }

@@ -164,10 +164,14 @@ const ClusterModule* cluster_module() noexcept;
 // Runs `body` on this node's scheduler as a task asking for `request`, named `name` in errors
 // and the timeline. If body throws, or the task cannot run (infeasible here, runtime shutting
 // down), `on_fail` gets the error as the user would see it (a TaskError naming this node for an
-// exception of the body). Exactly one of body's normal return or on_fail happens.
+// exception of the body). Exactly one of body's normal return or on_fail happens. Then, once the
+// call's record is gone (its resources are given back right after), `on_released` runs, exactly
+// once, on whichever thread let the record go: the place to answer the caller, so that a caller
+// who places more work by what it knows is running never hears of the end before it happened.
 void run_served_call(RuntimeCore* rt, const ResourceRequest& request, std::string name,
                      std::function<void()> body,
-                     std::function<void(const std::exception_ptr&)> on_fail);
+                     std::function<void(const std::exception_ptr&)> on_fail,
+                     std::function<void()> on_released = nullptr);
 
 // The node's resources as core counts them (for a node's join message).
 ResourceRequest node_totals(RuntimeCore* rt);

@@ -113,6 +113,12 @@ class RuntimeCore final : public JobRunner {
   // The cluster link: a task sent to another node came back with a result (failures go
   // through fail_task).
   void remote_task_done() noexcept { counters_.add(TaskCounters::kRemoteDone); }
+  // Tasks and actor calls running here now (sums the counters' shards: not for hot paths).
+  uint64_t tasks_running() const noexcept {
+    const auto c = counters_.sum();
+    const uint64_t ended = c[TaskCounters::kDone] + c[TaskCounters::kFailedRunning];
+    return c[TaskCounters::kStarted] > ended ? c[TaskCounters::kStarted] - ended : 0;
+  }
 
   // JobRunner
   void run_task(TaskRecord* task) noexcept override;

@@ -99,6 +99,13 @@ Scheduler::~Scheduler() {
 }
 
 bool Scheduler::fits_now(const ResourceRequest& request) const {
+  // A default task is also taken at once by a ready-loop thread idling on an empty queue: a
+  // spinner still holds its CPU slot until its spin ends, so the pool alone would say "full".
+  if (request.cpu == kUnitsPerResource && request.gpu == 0 && request.memory == 0 &&
+      request.gpu_memory == 0 && request.custom.empty() &&
+      spinners_.load(std::memory_order_seq_cst) > ready_.size()) {
+    return true;
+  }
   MutexLock lock(mu_);
   if (!pool_.fits(request, /*long_lived=*/false)) return false;
   // Default tasks queued but not yet picked up will take the free slots first.

@@ -166,8 +166,9 @@ class Scheduler {
 
   // Empty if the node could ever run `request`, else why not.
   std::string infeasible_reason(const ResourceRequest& request) const;
-  // True if `request` fits in what is free now (takes the lock: for placement across nodes,
-  // not for the local hot path).
+  // True if a task of `request` would start now: it fits in what is free, or (a default task) a
+  // ready-loop thread idles on an empty queue to take it. Takes the lock (for placement across
+  // nodes, not for the local hot path).
   bool fits_now(const ResourceRequest& request) const;
   // CPU slots of this node (whole CPUs): 0 means default tasks can never run here.
   int64_t cpu_slots() const noexcept { return cpu_slots_; }
