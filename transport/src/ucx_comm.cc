@@ -28,6 +28,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <deque>
 #include <exception>
@@ -66,6 +67,27 @@ constexpr size_t kMaxBatchBytes = 1024 * 1024;
 constexpr auto kCloseTimeout = std::chrono::seconds(1);
 // After every endpoint is closed at teardown: how long UCX may take to finish cancelled requests.
 constexpr auto kTeardownDrainTimeout = std::chrono::milliseconds(200);
+// How long the progress thread keeps polling after its last busy pass before it arms the worker
+// and sleeps (PRISM_PROGRESS_SPIN_US sets it). An answer that comes within it costs no wake-up,
+// but the spinning thread takes a core from the tasks. On this 2-vCPU VM it does not pay:
+// bench/cluster's remote task round trip p50, 8 interleaved rounds of 3 runs (2026-12-03), was
+// 64-66 us without a spin (one round 181 us) and 106-159 us with 50 us. So 0 by default; a node
+// with cores to spare may set it.
+constexpr std::chrono::microseconds kSpinBeforeSleep{0};
+
+std::chrono::microseconds spin_before_sleep() {
+  const char* v = std::getenv("PRISM_PROGRESS_SPIN_US");
+  if (v == nullptr || *v == '\0') return kSpinBeforeSleep;
+  char* end = nullptr;
+  const long us = std::strtol(v, &end, 10);
+  if (end == v || *end != '\0' || us < 0 || us > 1000000) {
+    PRISM_LOG(kWarning) << "UcxComm: PRISM_PROGRESS_SPIN_US=" << v << " is not 0..1000000 us; using "
+                        << kSpinBeforeSleep.count();
+    return kSpinBeforeSleep;
+  }
+  return std::chrono::microseconds(us);
+}
+
 // How long a caller waits for the progress thread to run its command (listen, close).
 constexpr auto kCommandTimeout = std::chrono::seconds(10);
 
@@ -569,8 +591,9 @@ UcxComm::Stats UcxComm::Impl::stats() const {
 // queued connection requests, handle queued failures, run commands, post what the send queues
 // hold (one AM in flight per peer, the rest batched), and move closing peers along. UCX
 // callbacks only record (failures_, conn_requests_) or deliver messages; anything that
-// creates or closes endpoints runs in the pass, outside UCX's callbacks. When a pass did
-// nothing, the thread arms the worker; UCS_ERR_BUSY means UCX has events: pass again;
+// creates or closes endpoints runs in the pass, outside UCX's callbacks. When passes did
+// nothing for kSpinBeforeSleep (0 unless PRISM_PROGRESS_SPIN_US says), the thread arms the
+// worker; UCS_ERR_BUSY means UCX has events: pass again;
 // otherwise it sleeps in epoll on the worker fd and the eventfd, with a timeout only when a
 // close or stop deadline is pending or an endpoint was made in the last kWireupWindow (then at
 // most kWireupPollMs). Every wait during close and stop has a deadline, after
@@ -579,10 +602,16 @@ UcxComm::Stats UcxComm::Impl::stats() const {
 
 void UcxComm::Impl::run() {
   tls_progress_owner = this;
+  const std::chrono::microseconds spin = spin_before_sleep();
+  Clock::time_point last_busy = Clock::now();
   for (;;) {
     const bool busy = pass();
     if (stopping_ && (local_.empty() || Clock::now() >= stop_deadline_)) break;
-    if (busy || !failures_.empty() || !conn_requests_.empty()) continue;
+    if (busy || !failures_.empty() || !conn_requests_.empty()) {
+      last_busy = Clock::now();
+      continue;
+    }
+    if (spin.count() > 0 && Clock::now() - last_busy < spin) continue;
     wait_for_events();
   }
   teardown();
