@@ -212,17 +212,24 @@ void read_tensor(Reader& r, Tensor* t) {
   }
   const uint32_t rank = r.count(sizeof(int64_t));
   std::vector<int64_t> shape(rank);
-  uint64_t numel = 1;
+  // Tensors multiply their dimensions as int64 (numel()): the product of the nonzero ones must
+  // fit there too, even when a zero dimension makes the tensor empty.
+  uint64_t nonzero = 1;
+  bool empty = false;
   for (int64_t& d : shape) {
     r.get(&d);
     if (d < 0) prism::internal::throw_malformed("tensor: negative dimension");
-    // Elements beyond what the rest of the buffer could hold are refused below; here only the
-    // product must not overflow.
-    if (d != 0 && numel > std::numeric_limits<uint64_t>::max() / static_cast<uint64_t>(d)) {
+    if (d == 0) {
+      empty = true;
+      continue;
+    }
+    if (nonzero > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()) /
+                      static_cast<uint64_t>(d)) {
       prism::internal::throw_malformed("tensor: shape too large");
     }
-    numel *= static_cast<uint64_t>(d);
+    nonzero *= static_cast<uint64_t>(d);
   }
+  const uint64_t numel = empty ? 0 : nonzero;
   uint64_t bytes = 0;
   r.get(&bytes);
   const size_t element = dtype_size(static_cast<DType>(dtype));

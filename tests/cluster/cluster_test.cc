@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <functional>
 #include <numeric>
 #include <set>
 #include <stdexcept>
@@ -196,7 +197,27 @@ std::string killed_elsewhere() {
     return "died";
   }
 }
-PRISM_REMOTE(account_elsewhere, account_on_two_cpus, bad_account_elsewhere, killed_elsewhere);
+// An actor whose constructor's argument cannot travel.
+class Callback {
+ public:
+  explicit Callback(std::function<int()> f) : f_(std::move(f)) {}
+  int call() { return f_(); }
+
+ private:
+  std::function<int()> f_;
+};
+PRISM_ACTOR(Callback, &Callback::call);
+std::string unsendable_elsewhere() {
+  auto c = prism::actor<Callback>(std::function<int()>([] { return 1; })).resource("gadget", 1).remote();
+  try {
+    prism::get(c.task(&Callback::call).remote(), 30s);
+    return "it ran";
+  } catch (const prism::ActorDiedError& e) {
+    return e.what();
+  }
+}
+PRISM_REMOTE(account_elsewhere, account_on_two_cpus, bad_account_elsewhere, killed_elsewhere,
+             unsendable_elsewhere);
 
 TEST_F(ClusterTest, TasksSpreadOverNodesWhenTheDriverIsBusy) {
   start(1, {{}, {}});
@@ -299,7 +320,15 @@ TEST_F(ClusterTest, ANodesActorOnlyAnotherNodeCanHoldIsBuiltThere) {
   const std::string bad = prism::get(on_node(bad_account_elsewhere), 60s);
   EXPECT_NE(bad.find("negative opening balance"), std::string::npos) << bad;
   EXPECT_EQ(prism::get(on_node(killed_elsewhere), 60s), "died");
-  // Nothing holds the gadget any more: the driver's own actor gets it.
+  const std::string unsendable = prism::get(on_node(unsendable_elsewhere), 60s);
+  EXPECT_NE(unsendable.find("cannot travel"), std::string::npos) << unsendable;
+  // Nothing holds the gadget any more, in the driver's view too (the killed one's is given back).
+  for (const prism::NodeStats& n : prism::stats().nodes) {
+    if (n.node == gadget_node) {
+      EXPECT_EQ(n.available.at("gadget"), 1.0) << n.node;
+    }
+  }
+  // The driver's own actor gets it.
   auto mine = prism::actor<Account>(5).resource("gadget", 1).remote();
   EXPECT_EQ(prism::get(mine.task(&Account::deposit).remote(1), 60s), 6);
   EXPECT_EQ(prism::get(mine.task(&Account::where).remote(), 60s), gadget_node);

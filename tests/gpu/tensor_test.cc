@@ -458,6 +458,13 @@ TEST_F(TensorTest, MalformedTensorBytesAreRefused) {
   std::memcpy(&bad[6], &huge, sizeof huge);
   std::memcpy(&bad[14], &huge, sizeof huge);
   refused(bad, "a shape whose size overflows");
+  // Rank 3, one dimension 0: empty, but the others' product would overflow int64.
+  std::string zero_dim = prism::to_bytes(Tensor::empty(DType::kUInt8, {1, 1, 0}, Device::host()));
+  const int64_t big = int64_t{1} << 62;
+  const int64_t three_again = 3;
+  std::memcpy(&zero_dim[6], &big, sizeof big);
+  std::memcpy(&zero_dim[14], &three_again, sizeof three_again);
+  refused(zero_dim, "a zero dimension beside an overflowing product");
 }
 
 TEST_F(TensorTest, PeerCopyToAnotherGpuIsMadeOnce) {

@@ -98,6 +98,12 @@ TEST(ObjectTableTest, PartsAreGatheredInOrderIntoTheWholeValue) {
   EXPECT_EQ(t.find(3)->view, value);
   EXPECT_EQ(t.stats().pulled_bytes, 16u);
 
+  // A size other than the one the asker knows is refused before anything is allocated.
+  ASSERT_TRUE(t.await(8, 5, [](const Blob&, const std::string&) {}, /*expected_bytes=*/16));
+  error.clear();
+  EXPECT_EQ(t.add_part(8, 5, 0, 1u << 30, "abcd", &error), nullptr);
+  EXPECT_NE(error.find("not the 16"), std::string::npos) << error;
+
   // Out of order, a different size, a part past the end: refused.
   for (int bad = 0; bad < 4; ++bad) {
     SCOPED_TRACE(bad);

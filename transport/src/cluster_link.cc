@@ -217,6 +217,7 @@ struct Pending {
   std::string peer_name;
   std::weak_ptr<ActorCore> creating;  // an actor's creation: the actor
   uint64_t result_object = 0;  // the number a large result may stay there under
+  bool may_spill = false;      // a task's first placement: the node may send it back
 };
 
 // Driver: an actor placed on a node.
@@ -401,8 +402,8 @@ class Link final : public internal::ClusterLink {
       Peer& p = peers_[peer];
       add(&p.used, request, +1);
       call.call_id = next_call_++;
-      pending_.emplace(call.call_id,
-                       Pending{task, peer, request, p.name, {}, call.result_object});
+      pending_.emplace(call.call_id, Pending{task, peer, request, p.name, {}, call.result_object,
+                                             call.may_spill});
     }
     const uint64_t call_id = call.call_id;
     bool sent = false;
@@ -709,11 +710,16 @@ class Link final : public internal::ClusterLink {
       }
     }
     if (!why.empty()) {  // it cannot be built here either: say why, rather than wait forever
-      actor->creation_failed(std::make_exception_ptr(InfeasibleError(
-          "infeasible actor " + actor->type_name() + " on " + rt_->node_id() + ": " +
-          rt_->scheduler().infeasible_reason(request) + "; another node could hold it, but " +
-          why)));
-      create->release_run();
+      std::exception_ptr error;
+      try {
+        error = std::make_exception_ptr(InfeasibleError(
+            "infeasible actor " + actor->type_name() + " on " + rt_->node_id() + ": " +
+            rt_->scheduler().infeasible_reason(request) + "; another node could hold it, but " +
+            why));
+      } catch (...) {
+        error = std::current_exception();
+      }
+      actor->refuse_creation(create, std::move(error));
       return true;
     }
     msg.type_name = actor->type_name();
@@ -1997,7 +2003,7 @@ class Link final : public internal::ClusterLink {
         }
         served->blobs[i] = b;
         if (served->remaining.fetch_sub(1, std::memory_order_acq_rel) == 1) run_served(served);
-      });
+      }, served->call.objects[i].bytes);
       if (first) send(peer, Message(ObjectPullMsg{object}));
     }
     if (served->remaining.fetch_sub(1, std::memory_order_acq_rel) == 1) run_served(served);
@@ -2039,24 +2045,29 @@ class Link final : public internal::ClusterLink {
     // call still holding its CPU after the caller heard it ended.
     auto answer = std::make_shared<ResultMsg>();
     served_.fetch_add(1, std::memory_order_acq_rel);  // until its record is gone (on_released)
-    internal::run_served_call(
-        rt_, from_wire(call.request), call.task_name,
-        [this, id, key = served->key, invoker = served->invoker, args, result_object, answer] {
-          ResultMsg& r = *answer;
-          r.call_id = id;
-          invoker(key, args->view, &r.payload);
-          if (result_object != 0 && r.payload.size() >= kInlineObjectBytes) {
-            r.object = result_object;
-            r.object_bytes = r.payload.size();
-            objects_.hold(result_object, make_blob(std::move(r.payload)), /*primary=*/true);
-            r.payload.clear();
-          }
-        },
-        [id, answer](const std::exception_ptr& error) { *answer = error_result(id, error); },
-        [this, peer, answer] {
-          served_.fetch_sub(1, std::memory_order_acq_rel);
-          send(peer, Message(std::move(*answer)));
-        });
+    try {
+      internal::run_served_call(
+          rt_, from_wire(call.request), call.task_name,
+          [this, id, key = served->key, invoker = served->invoker, args, result_object, answer] {
+            ResultMsg& r = *answer;
+            r.call_id = id;
+            invoker(key, args->view, &r.payload);
+            if (result_object != 0 && r.payload.size() >= kInlineObjectBytes) {
+              r.object = result_object;
+              r.object_bytes = r.payload.size();
+              objects_.hold(result_object, make_blob(std::move(r.payload)), /*primary=*/true);
+              r.payload.clear();
+            }
+          },
+          [id, answer](const std::exception_ptr& error) { *answer = error_result(id, error); },
+          [this, peer, answer] {
+            served_.fetch_sub(1, std::memory_order_acq_rel);
+            send(peer, Message(std::move(*answer)));
+          });
+    } catch (...) {  // (no record was made: out of memory)
+      served_.fetch_sub(1, std::memory_order_acq_rel);
+      send(peer, Message(error_result(id, std::current_exception())));
+    }
   }
 
   // Node: build an actor for the driver.
@@ -2152,6 +2163,7 @@ class Link final : public internal::ClusterLink {
   // node can, else relay it to a node that can (the answer goes back under the node's call id),
   // else fail it naming the nodes' shapes. Its arguments are inline.
   void on_node_call(PeerId origin, CallMsg call) {
+    call.may_spill = false;  // (placed by the driver: it goes where it is sent)
     if (!call.objects.empty() || call.result_object != 0) {
       send(origin, Message(error_result(
                        call.call_id, std::make_exception_ptr(Error(
@@ -2168,10 +2180,7 @@ class Link final : public internal::ClusterLink {
     std::string shapes;
     {
       MutexLock lock(mu_);
-      if (!fits_here) {
-        holder = choose_node_locked(request, runs_here, {});
-        if (holder == origin) holder = 0;  // (it cannot run it: it asked)
-      }
+      if (!fits_here) holder = choose_node_locked(request, runs_here, {}, /*exclude=*/origin);
       if (holder != 0) {
         Peer& p = peers_[holder];
         add(&p.used, request, +1);
@@ -2273,7 +2282,8 @@ class Link final : public internal::ClusterLink {
   }
 
   // Driver: an actor a node had created (number `key`) is killed, or released (its calls sent
-  // so far finish first), wherever it is.
+  // so far finish first), wherever it is; either way it holds nothing here any more (the node
+  // sends no release after a kill).
   void stop_node_actor(uint64_t key, bool release) {
     PeerId holder = 0;
     {
@@ -2281,12 +2291,10 @@ class Link final : public internal::ClusterLink {
       auto it = remote_actors_.find(key);
       if (it != remote_actors_.end()) {
         holder = it->second.peer;
-        if (release) {
-          if (auto p = peers_.find(holder); p != peers_.end()) {
-            add(&p->second.used, it->second.request, -1);
-          }
-          remote_actors_.erase(it);
+        if (auto p = peers_.find(holder); p != peers_.end()) {
+          add(&p->second.used, it->second.request, -1);
         }
+        remote_actors_.erase(it);
       }
     }
     if (holder != 0) return send(holder, ActorKillMsg{key, release});
@@ -2326,7 +2334,7 @@ class Link final : public internal::ClusterLink {
         auto n = node_actors_.find({origin, msg.actor});
         if (n == node_actors_.end()) return;
         key = n->second;
-        if (msg.release) node_actors_.erase(n);  // (killed: calls still answer "died")
+        node_actors_.erase(n);  // later calls of that number answer "died"
       }
       return stop_node_actor(key, msg.release);
     }
@@ -2478,7 +2486,7 @@ class Link final : public internal::ClusterLink {
       case CallStatus::kSpilled:
         // The node had no room for it after all: placed again (once), elsewhere if possible.
         if (p.task == nullptr) return;  // (an actor's creation never spills)
-        if (config_.role != ClusterRole::kDriver) {
+        if (config_.role != ClusterRole::kDriver || !p.may_spill) {
           rt_->fail_task(p.task, std::make_exception_ptr(Error(
                                      ErrorCode::kInternal, p.peer_name + " sent back a call that "
                                                                          "could not spill")));
@@ -2486,10 +2494,10 @@ class Link final : public internal::ClusterLink {
         }
         spilled_.fetch_add(1, std::memory_order_relaxed);
         if (!place(p.task, /*runs_here=*/false, /*spilled_from=*/peer)) {
-          rt_->fail_task(p.task, std::make_exception_ptr(Error(
-                                     ErrorCode::kUnavailable,
-                                     "task '" + p.task->function_name() + "': " + p.peer_name +
-                                         " had no room for it, and no other node can take it")));
+          // That node is gone and no other takes it: dispatched afresh (it runs here, waits
+          // for a node, or fails as infeasible here).
+          rt_->counters().add(internal::TaskCounters::kRequeued);
+          rt_->dispatch(p.task);
         }
         return;
       case CallStatus::kTaskError:

@@ -76,11 +76,12 @@ void ObjectTable::count_served(size_t bytes) {
   stats_.served_bytes += bytes;
 }
 
-bool ObjectTable::await(uint64_t id, PeerId from, Waiter waiter) {
+bool ObjectTable::await(uint64_t id, PeerId from, Waiter waiter, uint64_t expected_bytes) {
   MutexLock lock(mu_);
   auto [it, first] = pulls_.try_emplace(id);
   if (first) {
     it->second.from = from;
+    it->second.expected = expected_bytes;
     ++stats_.pulls;
   }
   it->second.waiters.push_back(std::move(waiter));
@@ -105,6 +106,7 @@ std::vector<ObjectTable::Waiter> ObjectTable::finish(uint64_t id, PeerId from, c
 Blob ObjectTable::add_part(uint64_t id, PeerId from, uint64_t offset, uint64_t total,
                            std::string_view part, std::string* error) {
   std::shared_ptr<std::vector<char>> buffer;
+  bool first = false;
   {
     MutexLock lock(mu_);
     auto it = pulls_.find(id);
@@ -112,32 +114,54 @@ Blob ObjectTable::add_part(uint64_t id, PeerId from, uint64_t offset, uint64_t t
       *error = "a part of object " + std::to_string(id) + " nobody asked for";
       return nullptr;
     }
-    Pull& p = it->second;
-    if (!p.parts) {
-      if (offset != 0) {
-        *error = "the first part of object " + std::to_string(id) + " is not at its start";
-        return nullptr;
-      }
-      try {
-        // Given back to the pool (its pages faulted in) when the value's last reader lets go.
-        p.parts = std::shared_ptr<std::vector<char>>(
-            new std::vector<char>(internal::BufferPool::sized<char>(total)),
-            [](std::vector<char>* v) {
-              internal::BufferPool::offer(*v);
-              delete v;
-            });
-      } catch (const std::exception&) {
-        *error = "no memory for object " + std::to_string(id) + " (" + std::to_string(total) +
-                 " bytes)";
-        return nullptr;
-      }
+    const Pull& p = it->second;
+    uint64_t expected = p.expected;
+    if (auto loc = locations_.find(id); expected == 0 && loc != locations_.end()) {
+      expected = loc->second.bytes;
     }
-    if (p.parts->size() != total || offset != p.received || part.size() > total - offset) {
-      *error = "the parts of object " + std::to_string(id) + " do not fit together";
+    if (expected != 0 && total != expected) {
+      *error = "object " + std::to_string(id) + " came as " + std::to_string(total) +
+               " bytes, not the " + std::to_string(expected) + " it has";
+      return nullptr;
+    }
+    first = !p.parts;
+    if (first && offset != 0) {
+      *error = "the first part of object " + std::to_string(id) + " is not at its start";
       return nullptr;
     }
     buffer = p.parts;
-    p.received += part.size();  // (only this pull's own answers arrive: one peer, in order)
+  }
+  if (first) {
+    // Made (and faulted in) outside the lock; given back to the pool (its pages faulted in)
+    // when the value's last reader lets go. Only this thread adds parts of this pull.
+    try {
+      buffer = std::shared_ptr<std::vector<char>>(
+          new std::vector<char>(internal::BufferPool::sized<char>(total)),
+          [](std::vector<char>* v) {
+            internal::BufferPool::offer(*v);
+            delete v;
+          });
+    } catch (const std::exception&) {
+      *error = "no memory for object " + std::to_string(id) + " (" + std::to_string(total) +
+               " bytes)";
+      return nullptr;
+    }
+  }
+  {
+    MutexLock lock(mu_);
+    auto it = pulls_.find(id);
+    if (it == pulls_.end() || it->second.from != from) {
+      *error = "the pull of object " + std::to_string(id) + " ended while its parts arrived";
+      return nullptr;
+    }
+    Pull& p = it->second;
+    if (first) p.parts = buffer;
+    if (p.parts != buffer || p.parts->size() != total || offset != p.received ||
+        part.size() > total - offset) {
+      *error = "the parts of object " + std::to_string(id) + " do not fit together";
+      return nullptr;
+    }
+    p.received += part.size();
   }
   // Copied outside the lock: the peer's parts arrive one after another on one thread.
   std::memcpy(buffer->data() + offset, part.data(), part.size());

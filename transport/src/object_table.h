@@ -75,8 +75,9 @@ class ObjectTable {
   // Called once with the bytes, or with an empty blob and why not.
   using Waiter = std::function<void(const Blob& blob, const std::string& error)>;
   // Adds `waiter` for object `id`. True if no pull of it was in flight: the caller sends one, to
-  // `from` (remembered for fail_from).
-  bool await(uint64_t id, PeerId from, Waiter waiter);
+  // `from` (remembered for fail_from). `expected_bytes`, when known (nonzero), is the value's
+  // size: a value arriving in parts must have it.
+  bool await(uint64_t id, PeerId from, Waiter waiter, uint64_t expected_bytes = 0);
   // The pull of `id` sent to `from` ended with `blob` (null: failed). Returns the waiters to call
   // (outside any lock); none if no such pull is in flight (an answer from another peer is not
   // trusted). A blob is held here as a secondary copy when `keep`.
@@ -85,8 +86,10 @@ class ObjectTable {
   // of `total` bytes (a value larger than one message comes in parts, in order). The parts are
   // gathered in one buffer of `total` bytes (from the buffer pool: already faulted in); returns
   // the whole value once its last part is in (finish() it then), null while parts are missing.
-  // Sets *error, and returns null, when no such pull is in flight, when the part is not the next
-  // one of a value of that size, or when there is no memory for it: the caller fails the pull.
+  // Sets *error, and returns null, when no such pull is in flight, when `total` is not the size
+  // this process knows for the value (the pull's expected_bytes, or the directory's), when the
+  // part is not the next one, or when there is no memory for it: the caller fails the pull.
+  // Parts come from one thread (the peer's messages arrive in order).
   Blob add_part(uint64_t id, PeerId from, uint64_t offset, uint64_t total, std::string_view part,
                 std::string* error);
   // The pulls sent to `peer` (every pull when peer == kHere): they can no longer complete.
@@ -122,6 +125,7 @@ class ObjectTable {
     // A value arriving in parts (add_part): its buffer, and how much of it is in.
     std::shared_ptr<std::vector<char>> parts;
     uint64_t received = 0;
+    uint64_t expected = 0;  // the value's size, when the asker knew it (0: unknown)
   };
   struct Location {
     uint64_t bytes = 0;

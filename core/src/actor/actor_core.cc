@@ -69,16 +69,19 @@ void ActorCore::start_drain() noexcept {
   rt_->scheduler().enqueue_job(std::move(job));
 }
 
+void ActorCore::refuse_creation(TaskRecord* create, std::exception_ptr error) noexcept {
+  rt_->fail_task(create, std::move(error));  // CreationResult::fail -> creation_failed
+  MutexLock lock(mu_);
+  creating_ = false;
+  const bool fin = should_finalize_locked();
+  lock.unlock();
+  if (fin) finalize();
+}
+
 void ActorCore::on_create_ready(TaskRecord* create) noexcept {
   if (ObjectEntry* dep = create->failed_dep()) {
     // The constructor will never run: the actor dies with the argument's error.
-    std::exception_ptr error = dep->error();
-    rt_->fail_task(create, error);  // CreationResult::fail -> creation_failed
-    MutexLock lock(mu_);
-    creating_ = false;
-    const bool fin = should_finalize_locked();
-    lock.unlock();
-    if (fin) finalize();
+    refuse_creation(create, dep->error());
     return;
   }
   {

@@ -73,6 +73,10 @@ class ActorCore : public std::enable_shared_from_this<ActorCore> {
   // Dispatch: the task's arguments are ready.
   void on_call_ready(TaskRecord* call) noexcept;
   void on_create_ready(TaskRecord* create) noexcept;
+  // Its constructor will never run (`error`: a failed argument, or the cluster link found nowhere
+  // it could be built): `create` fails with it, the actor dies, and is finalized once its
+  // handles are gone. Instead of building it or placing it (ClusterLink::offer_actor may call it).
+  void refuse_creation(TaskRecord* create, std::exception_ptr error) noexcept;
   // Scheduler jobs.
   void run_creation(Job& job) noexcept;
   void drain() noexcept;
