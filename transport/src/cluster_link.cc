@@ -352,7 +352,7 @@ class Link final : public internal::ClusterLink {
     // No node yet: a default task runs here whenever this node has a CPU (no scheduler lock).
     if (!nodes && task->has_default_request() && rt_->scheduler().cpu_slots() > 0) return false;
     const ResourceRequest& request = task->request();
-    const bool runs_here = rt_->scheduler().infeasible_reason(request).empty();
+    const bool runs_here = rt_->runs_here(task);  // (the shape's cached answer: no lock)
     if (runs_here && (!nodes || rt_->scheduler().fits_now(request))) return false;
     return place(task, runs_here, /*spilled_from=*/0);
   }
@@ -432,9 +432,8 @@ class Link final : public internal::ClusterLink {
   // arguments travel inline (a node's values are not pulled from it), its result comes back
   // inline.
   bool offer_to_driver(TaskRecord* task) noexcept {
-    if (task->has_default_request() && rt_->scheduler().cpu_slots() > 0) return false;
+    if (rt_->runs_here(task)) return false;  // (the shape's cached answer: no lock)
     const ResourceRequest& request = task->request();
-    if (rt_->scheduler().infeasible_reason(request).empty()) return false;
     CallMsg call;
     try {
       if (!task->encode_remote(&call.function, &call.args)) return false;
@@ -661,10 +660,17 @@ class Link final : public internal::ClusterLink {
                        Pending{nullptr, peer, ResourceRequest{}, p.name, actor->weak_from_this()});
       remote_actors_.emplace(msg.actor, RemoteActor{actor->weak_from_this(), peer, request});
     }
+    send_actor_create(actor, create, peer, std::move(msg));
+    return true;
+  }
+
+  // Sends the creation of `actor` (msg: its call id, number, constructor and arguments set) to
+  // `peer`, where it is built, and makes `actor` forward its calls there under that number.
+  void send_actor_create(ActorCore* actor, TaskRecord* create, PeerId peer, ActorCreateMsg msg) {
     msg.type_name = actor->type_name();
     msg.name = actor->options().name;
     msg.max_concurrency = static_cast<uint32_t>(actor->options().max_concurrency);
-    msg.request = to_wire(request);
+    msg.request = to_wire(actor->request());
     const uint64_t key = msg.actor;
     send(peer, Message(std::move(msg)));
     // Sent before the actor can forward its first call (the same peer's queue keeps the order).
@@ -672,7 +678,6 @@ class Link final : public internal::ClusterLink {
     rt_->remote_task_done();
     create->release_run();
     actor->become_remote(key);
-    return true;
   }
 
   // Node: an actor this node can never hold (its request fits only elsewhere) is created through
@@ -722,16 +727,7 @@ class Link final : public internal::ClusterLink {
       actor->refuse_creation(create, std::move(error));
       return true;
     }
-    msg.type_name = actor->type_name();
-    msg.name = actor->options().name;
-    msg.max_concurrency = static_cast<uint32_t>(actor->options().max_concurrency);
-    msg.request = to_wire(request);
-    const uint64_t key = msg.actor;
-    send(driver, Message(std::move(msg)));
-    rt_->counters().add(internal::TaskCounters::kRemote);  // placed there: done, for the stats
-    rt_->remote_task_done();
-    create->release_run();
-    actor->become_remote(key);
+    send_actor_create(actor, create, driver, std::move(msg));
     return true;
   }
 
@@ -1097,8 +1093,8 @@ class Link final : public internal::ClusterLink {
       p.accepted = ++accepted_;
     }
     if (evicted != 0) {
+      evicted_.fetch_add(1, std::memory_order_relaxed);  // (counted before the peer can see it)
       comm_->close(evicted);
-      evicted_.fetch_add(1, std::memory_order_relaxed);
     }
     send(peer, hello);
   }

@@ -126,9 +126,11 @@ class RuntimeCore final : public JobRunner {
   void run_inline(TaskRecord* task, int64_t held_cpu) noexcept override;
   void reject(TaskRecord* task, const std::string& why) noexcept override;
 
- private:
   // False if the node can never run `task`'s request (cluster mode: it was accepted for others).
+  // From the request's shape when it has one (no lock).
   bool runs_here(TaskRecord* task) const;
+
+ private:
   void record_span(TaskRecord* task, const Allocation* alloc,
                    Timeline::Clock::time_point start) noexcept;
   friend void run_returned() noexcept;
