@@ -100,6 +100,15 @@ class GpuSupport final : public prism::internal::DeviceSupport {
       }
     }
   }
+  void synchronize_task() noexcept override {
+    const Device d = task_devices().device;
+    if (d.is_host()) return;
+    try {
+      task_stream(d).synchronize();
+    } catch (...) {
+      // A failed device: the task's own calls report it; the measurement is only late.
+    }
+  }
   void release_owner(uint64_t owner) noexcept override { release_owner_streams(owner); }
   void copy_counts(uint64_t* copies, uint64_t* bytes) noexcept override {
     const CopyStats c = copy_stats();

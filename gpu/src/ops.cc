@@ -328,6 +328,22 @@ double sum(const Tensor& a) {
   return result;
 }
 
+double sum_exp_sinh(const Tensor& a) {
+  check_on_gpu("sum_exp_sinh", "a", a);
+  check_float("sum_exp_sinh", "a", a);
+  Launch launch(a.device());
+  launch.input(a);
+  const size_t n = static_cast<size_t>(a.numel());
+  void* s = launch.handle();
+  double result = 0.0;
+  if (a.dtype() == DType::kFloat32) {
+    PRISM_GPU_RUN("sum_exp_sinh", result =, sum_exp_sinh(a.data<float>(), n, s));
+  } else {
+    PRISM_GPU_RUN("sum_exp_sinh", result =, sum_exp_sinh(a.data<double>(), n, s));
+  }
+  return result;
+}
+
 double trace(const Tensor& a) {
   check_on_gpu("trace", "a", a);
   check_float("trace", "a", a);

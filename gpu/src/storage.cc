@@ -162,6 +162,20 @@ size_t Storage::users_for_testing() {
   return users_.size() + use_events_.size();
 }
 
+void Storage::placed(bool* on_host, bool* on_device) {
+  prism::internal::MutexLock lock(mu_);
+  *on_host = device_.is_host();
+  *on_device = !device_.is_host();
+  for (const Copy& c : copies_) {
+    if (!c.storage) continue;
+    if (c.device < 0) {
+      *on_host = true;
+    } else {
+      *on_device = true;
+    }
+  }
+}
+
 std::shared_ptr<Storage> Storage::copy_to(Device to, const std::shared_ptr<Storage>& self) {
   if (to == device_) return self;
   std::shared_ptr<prism::internal::Mutex> maker;

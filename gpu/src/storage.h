@@ -66,6 +66,9 @@ class Storage {
   // now if it does not exist yet).
   std::shared_ptr<Storage> copy_to(Device device, const std::shared_ptr<Storage>& self);
 
+  // Whether the contents exist on the host (here or as a made copy) and on some GPU.
+  void placed(bool* on_host, bool* on_device);
+
   // For tests: how many streams and recorded uses the free will wait for.
   size_t users_for_testing();
 

@@ -177,6 +177,15 @@ Tensor for_reader(const Tensor& t) { return t.to(current_device()); }
 
 Storage* storage_of(const Tensor& t) noexcept { return t.storage_.get(); }
 
+prism::internal::DataWhere where(const Tensor& t) noexcept {
+  prism::internal::DataWhere w;
+  w.bytes = static_cast<int64_t>(t.nbytes());
+  Storage* s = storage_of(t);
+  if (s == nullptr) return w;  // empty: nothing to move
+  s->placed(&w.on_host, &w.on_device);
+  return w;
+}
+
 // Format: a flag (0: an empty Tensor(), 1: defined), then dtype (1 byte), rank (u32), the
 // dimensions (int64 each), the elements' byte count (u64) and the elements, row-major.
 void write_tensor(Writer& w, const Tensor& t) {

@@ -23,6 +23,7 @@
 #include "prism/registry.h"
 #include "prism/runtime.h"
 #include "prism/task.h"
+#include "prism/variants.h"
 
 // The GPU module is not included here: a CPU-only program needs no CUDA toolkit and links no CUDA
 // library. Without it, GPUs are logical resources (num_gpus = N declares N) and tasks may ask for

@@ -31,6 +31,7 @@
 #include "prism/options.h"
 #include "prism/stats.h"
 #include "prism/task.h"
+#include "prism/variants.h"
 
 namespace prism {
 
@@ -48,8 +49,14 @@ class Runtime {
   void shutdown();
 
   template <typename F>
+    requires(!internal::IsVariantSet<std::decay_t<F>>::value)
   TaskCaller<std::decay_t<F>> task(F&& f) {
     return TaskCaller<std::decay_t<F>>(internal::runtime_ref(core_.get()), std::forward<F>(f));
+  }
+  // A heterogeneous function (prism/variants.h).
+  template <typename S, typename... Fs>
+  VariantCaller<S, Fs...> task(VariantSet<S, Fs...> set) {
+    return VariantCaller<S, Fs...>(std::move(set), internal::runtime_ref(core_.get()));
   }
   template <typename T, typename... A>
   ActorCreator<T, std::decay_t<A>...> actor(A&&... args) {

@@ -83,12 +83,23 @@ struct TransferStats {
   uint64_t node_served_bytes = 0;
 };
 
+// Heterogeneous tasks (prism/variants.h): the runs of one variant of one function on this node.
+struct VariantStats {
+  std::string function;
+  std::string variant;
+  std::string processor;   // "cpu" or "gpu"
+  uint64_t runs = 0;       // runs that returned
+  double seconds = 0;      // their measured time, in total
+  uint64_t fallbacks = 0;  // GPU runs out of device memory, run again as a CPU variant
+};
+
 struct Stats {
   TaskCounts tasks;
   std::vector<NodeStats> nodes;   // this node first
   ObjectStats objects;
   TransferStats transfers;
   int threads = 0;                // scheduler threads started (they live until shutdown)
+  std::vector<VariantStats> variants;  // this node's variant calls, per function and variant
 };
 
 // A task that failed: what TaskError and friends say, with when and where.

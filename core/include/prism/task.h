@@ -121,9 +121,16 @@ class TaskCaller : public internal::ResourceOptions<TaskCaller<F, NumReturns>> {
   internal::TaskOptions options_;
 };
 
+namespace internal {
+// True for a prism::variants(...) set (prism/variants.h), which prism::task takes separately.
+template <typename T>
+struct IsVariantSet : std::false_type {};
+}  // namespace internal
+
 // A remote function: any callable (function, lambda, functor). Register functions by name with
 // PRISM_REMOTE for cluster mode and for readable error messages.
 template <typename F>
+  requires(!internal::IsVariantSet<std::decay_t<F>>::value)
 TaskCaller<std::decay_t<F>> task(F&& f) {
   return TaskCaller<std::decay_t<F>>(internal::RuntimeRef{}, std::forward<F>(f));
 }

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <optional>
 #include <random>
 #include <thread>
 #include <utility>
@@ -19,6 +20,7 @@
 #include "prism/internal/buffer_pool.h"
 #include "prism/internal/device_support.h"
 #include "prism/internal/runtime_hooks.h"
+#include "prism/internal/variant_run.h"
 #include "worker/exec_context.h"
 
 namespace prism::internal {
@@ -188,6 +190,16 @@ RuntimeCore::RuntimeCore(const InitOptions& given_options, bool global)
   BufferPool::add_capacity(pool_share_);
   const int max_threads = options.max_threads > 0 ? options.max_threads : 4096;
   scheduler_ = std::make_unique<Scheduler>(this, totals, max_threads);
+  perf_model_path_ = perf_model_file_from_env();
+  if (!perf_model_path_.empty()) {
+    int skipped = 0;
+    const int read = perf_model_.load(perf_model_path_, &skipped);
+    if (skipped > 0) {
+      PRISM_LOG(kWarning) << perf_model_path_ << ": " << skipped
+                          << " malformed line(s) of the performance model skipped";
+    }
+    PRISM_LOG(kInfo) << "performance model " << perf_model_path_ << ": " << read << " entries";
+  }
   ref_ = register_runtime(this, owner_);
   if (cluster.role != ClusterRole::kEmbedded) {
     try {
@@ -271,6 +283,13 @@ void RuntimeCore::shutdown() {
   link_ptr_.store(nullptr, std::memory_order_release);
   link_.reset();  // no task is left that could offer it anything
   if (DeviceSupport* d = device_support()) d->drop_device_spans(owner_);
+  if (!perf_model_path_.empty() && perf_model_.changed()) {
+    try {
+      perf_model_.save(perf_model_path_);
+    } catch (const std::exception& e) {
+      PRISM_LOG(kWarning) << e.what();
+    }
+  }
   stopped_ = true;
   PRISM_LOG(kInfo) << "runtime " << node_id_ << " stopped";
 }
@@ -327,6 +346,10 @@ void RuntimeCore::dispatch(TaskRecord* task) noexcept {
       actor->on_call_ready(task);
     }
     return;
+  }
+  if (TaskExtras* x = task->extras(); x != nullptr && x->variant && task->failed_dep() == nullptr &&
+                                       !task->cancel_requested()) {
+    choose_variant(task);
   }
   if (ObjectEntry* dep = task->failed_dep()) {
     fail_task(task, dep->error());
@@ -387,6 +410,9 @@ void RuntimeCore::fail_task(TaskRecord* task, std::exception_ptr error, bool ran
     // A dependent failing with its argument's error is a cascade: only the root is kept.
     const ObjectEntry* dep = item.task->failed_dep();
     if (dep == nullptr || dep->error() != item.error) keep_failure(item.task, item.error);
+    if (TaskExtras* x = item.task->extras(); x != nullptr && x->variant) {
+      end_variant_run(*x->variant, /*ran=*/false);
+    }
     item.task->fail(item.error);
     item.task->release_run();
   }
@@ -477,12 +503,18 @@ void RuntimeCore::execute(TaskRecord* task, const Allocation* alloc) noexcept {
     } catch (...) {
     }
   }
+  // A variant call: its run is measured for the planner (the time outside the body moved its
+  // arguments), and a GPU variant out of device memory runs again as a CPU variant, with the
+  // host as its device (host_scope).
+  VariantRun* const variant = task->extras() != nullptr ? task->extras()->variant.get() : nullptr;
+  std::optional<DeviceScope> host_scope;
   for (;;) {
     if (annotate != nullptr) {
       annotate->task_begin(gpu_task_name.c_str(), owner_, /*time_device=*/timeline_ != nullptr);
       exec_context().device_annotate = annotate;
     }
     if (timeline_) exec_context().span_start = &start;
+    if (variant != nullptr) variant->run_started = Timeline::Clock::now();
     std::exception_ptr thrown = task->run();
     if (annotate != nullptr) {  // (run_returned() closed it when the run returned a value)
       ExecContext& c = exec_context();
@@ -496,6 +528,16 @@ void RuntimeCore::execute(TaskRecord* task, const Allocation* alloc) noexcept {
       start = Timeline::Clock::now();
     }
     if (!thrown) break;
+    if (variant != nullptr && fall_back_to_cpu(task, thrown)) {
+      host_scope.emplace(nullptr, alloc);
+      if (!host_scope->ok()) {
+        if (timeline_) timeline_->run_recorded();
+        fail_task(task, std::make_exception_ptr(Error(ErrorCode::kUnavailable, host_scope->why())),
+                  /*ran=*/true);
+        return;
+      }
+      continue;
+    }
     TaskExtras* x = task->extras();
     // A user exception is retried only with retry_exceptions; running out of memory (device
     // memory: OutOfMemoryError) is a system failure, retried under max_retries alone, as Ray
@@ -508,7 +550,14 @@ void RuntimeCore::execute(TaskRecord* task, const Allocation* alloc) noexcept {
     }
     std::exception_ptr error;
     try {
-      error = task_error(thrown, task->function_name());
+      std::string name = task->function_name();
+      if (variant != nullptr && variant->fallback_from >= 0) {
+        const auto& vs = variant->function->variants;
+        name += " (variant '" + vs[static_cast<size_t>(variant->chosen)].name +
+                "', run after variant '" + vs[static_cast<size_t>(variant->fallback_from)].name +
+                "' ran out of device memory: " + variant->fallback_reason + ")";
+      }
+      error = task_error(thrown, name);
     } catch (...) {
       error = std::current_exception();
     }
@@ -531,6 +580,13 @@ void RuntimeCore::record_span(TaskRecord* task, const Allocation* alloc,
     span.start = start;
     span.end = Timeline::Clock::now();
     if (alloc != nullptr) span.gpus = alloc->gpu_ids();
+    if (const TaskExtras* x = task->extras(); x != nullptr && x->variant) {
+      const VariantRun& v = *x->variant;
+      if (v.chosen >= 0) span.variant = v.function->variants[static_cast<size_t>(v.chosen)].name;
+      span.predicted_seconds = v.predicted_seconds;
+      span.actual_seconds = v.body_seconds;
+      if (v.fallback_from >= 0) span.gpus.clear();  // it ran on the host after all
+    }
     timeline_->record(std::move(span));
   } catch (...) {
     // Out of memory for the span: the timeline misses it, the task is unaffected.
@@ -688,6 +744,11 @@ Stats RuntimeCore::stats() const {
     d->copy_counts(&s.transfers.device_copies, &s.transfers.device_copy_bytes);
   }
   s.threads = scheduler_->thread_count();
+  for (VariantPlanner::Usage& u : planner_.usage()) {
+    s.variants.push_back(VariantStats{std::move(u.function), std::move(u.variant),
+                                      VariantPlanner::processor_name(u.processor), u.runs,
+                                      u.seconds, u.fallbacks});
+  }
   NodeStats here;
   here.node = node_id_;
   here.total = cluster_resources_here();

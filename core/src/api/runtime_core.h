@@ -26,10 +26,17 @@
 #include "observability/task_counters.h"
 #include "observability/timeline.h"
 #include "prism/internal/task_record.h"
+#include "prism/internal/variant_run.h"
 #include "prism/options.h"
+#include "scheduler/perf_model.h"
 #include "scheduler/scheduler.h"
+#include "scheduler/variant_planner.h"
 
 namespace prism::internal {
+
+// PRISM_PERF_MODEL_DIR's performance model file, the folder made if missing ("" if unset or it
+// cannot be made).
+std::string perf_model_file_from_env();
 
 class RuntimeCore final : public JobRunner {
  public:
@@ -126,6 +133,12 @@ class RuntimeCore final : public JobRunner {
   void run_inline(TaskRecord* task, int64_t held_cpu) noexcept override;
   void reject(TaskRecord* task, const std::string& why) noexcept override;
 
+  // ---- heterogeneous tasks (prism/variants.h; runtime_variants.cc) ----
+  ExtrasPtr make_variant_extras(std::shared_ptr<VariantRun> run);
+  PerfModel& perf_model() noexcept { return perf_model_; }
+  VariantPlanner& planner() noexcept { return planner_; }
+  const VariantPlanner& planner() const noexcept { return planner_; }
+
   // False if the node can never run `task`'s request (cluster mode: it was accepted for others).
   // From the request's shape when it has one (no lock).
   bool runs_here(TaskRecord* task) const;
@@ -137,6 +150,19 @@ class RuntimeCore final : public JobRunner {
   // Moves the device spans of this runtime's GPU runs whose work completed into the timeline.
   void collect_device_spans() const;
   void keep_failure(TaskRecord* task, const std::exception_ptr& error) noexcept;
+  // A variant call became ready: picks its variant (once) and makes its request that one's.
+  void choose_variant(TaskRecord* task) noexcept;
+  // The planner's options for a call whose arguments are `fp`; `cpu_only`: GPU variants are
+  // left out (the out-of-memory fallback).
+  std::vector<VariantPlanner::Option> variant_options(const VariantRun& run,
+                                                      const ArgFootprint& fp, bool cpu_only) const;
+  // The chosen variant's run ended (`ran`: its body returned) or it never ran: tells the
+  // planner, once.
+  void end_variant_run(VariantRun& run, bool ran) noexcept;
+  friend void variant_body_returned(VariantRun* run) noexcept;
+  // A GPU variant ran out of device memory: picks the CPU variant to run instead (true), or
+  // false if there is none or it already fell back once.
+  bool fall_back_to_cpu(TaskRecord* task, const std::exception_ptr& thrown) noexcept;
 
   const uint64_t owner_;
   std::string node_id_;
@@ -157,6 +183,9 @@ class RuntimeCore final : public JobRunner {
   ActorDirectory actors_;
   NodeResources totals_;
   std::unique_ptr<Scheduler> scheduler_;
+  PerfModel perf_model_;
+  VariantPlanner planner_{&perf_model_};
+  std::string perf_model_path_;  // PRISM_PERF_MODEL_DIR's file; empty: not kept
   ClusterRole role_ = ClusterRole::kEmbedded;
   std::unique_ptr<ClusterLink> link_;  // set after the scheduler; reset in shutdown()
   // link_ for readers on other threads: a node's link serves calls (through dispatch) while its

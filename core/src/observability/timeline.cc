@@ -74,7 +74,13 @@ void Timeline::write(const std::string& path, const std::string& node,
         << ",\"dur\":" << us(s.end) - us(s.start) << ",\"args\":{\"task\":" << s.task_sequence
         << ",\"device\":\"" << (s.gpus.empty() ? "cpu" : "gpu") << "\",\"gpus\":[";
     for (size_t i = 0; i < s.gpus.size(); ++i) out << (i ? "," : "") << s.gpus[i];
-    out << "]}}";
+    out << "]";
+    if (!s.variant.empty()) {
+      out << ",\"variant\":" << json_string(s.variant)
+          << ",\"predicted_us\":" << std::max(0.0, s.predicted_seconds * 1e6)
+          << ",\"actual_us\":" << std::max(0.0, s.actual_seconds * 1e6);
+    }
+    out << "}}";
   };
   auto process_name = [&](int pid, const std::string& name) {
     out << "{\"name\":\"process_name\",\"ph\":\"M\",\"pid\":" << pid

@@ -35,6 +35,11 @@ class Timeline {
     Clock::time_point start;
     Clock::time_point end;
     std::vector<int> gpus;
+    // A variant call (prism/variants.h): the variant that ran, its predicted and measured run
+    // time (seconds; negative: none).
+    std::string variant;
+    double predicted_seconds = -1;
+    double actual_seconds = -1;
   };
 
   // capacity 0: keep every span; else keep the newest `capacity`.

@@ -63,6 +63,9 @@ struct ImageBatch {
   /* sum of a[0..n), accumulated in double */                                                      \
   double sum(const float* a, size_t n, void* stream);                                              \
   double sum(const double* a, size_t n, void* stream);                                             \
+  /* sum of exp(a[i]) * sinh(a[i]) over a[0..n), in double */                                       \
+  double sum_exp_sinh(const float* a, size_t n, void* stream);                                     \
+  double sum_exp_sinh(const double* a, size_t n, void* stream);                                    \
   /* sum of a[i * (rows + 1)] for i < rows, for a rows x rows matrix */                            \
   double trace(const float* a, size_t rows, void* stream);                                         \
   double trace(const double* a, size_t rows, void* stream);                                        \

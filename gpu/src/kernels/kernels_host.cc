@@ -51,6 +51,8 @@ void axpy(double, const float*, const float*, float*, size_t, void*) { no_thrust
 void axpy(double, const double*, const double*, double*, size_t, void*) { no_thrust("axpy"); }
 double sum(const float*, size_t, void*) { no_thrust("sum"); }
 double sum(const double*, size_t, void*) { no_thrust("sum"); }
+double sum_exp_sinh(const float*, size_t, void*) { no_thrust("sum_exp_sinh"); }
+double sum_exp_sinh(const double*, size_t, void*) { no_thrust("sum_exp_sinh"); }
 double trace(const float*, size_t, void*) { no_thrust("trace"); }
 double trace(const double*, size_t, void*) { no_thrust("trace"); }
 double max_abs_diff(const float*, const float*, size_t, void*) { no_thrust("max_abs_diff"); }

@@ -26,6 +26,8 @@
 #include <thrust/transform.h>
 #include <thrust/transform_reduce.h>
 
+#include <math.h>
+
 #include <cstddef>
 #include <cstdint>
 
@@ -153,6 +155,21 @@ double sum_impl(const T* a, size_t n, void* stream) {
 }
 
 template <typename T>
+struct ExpSinhOp {
+  PRISM_HD double operator()(T x) const {
+    const double d = static_cast<double>(x);
+    return ::exp(d) * ::sinh(d);
+  }
+};
+
+template <typename T>
+double sum_exp_sinh_impl(const T* a, size_t n, void* stream) {
+  if (n == 0) return 0.0;
+  return thrust::transform_reduce(Policies::value(stream), a, a + n, ExpSinhOp<T>{}, 0.0,
+                                  PlusOp{});
+}
+
+template <typename T>
 double trace_impl(const T* a, size_t rows, void* stream) {
   if (rows == 0) return 0.0;
   thrust::counting_iterator<size_t> first(0);
@@ -186,6 +203,13 @@ void axpy(double alpha, const double* x, const double* y, double* out, size_t n,
 
 double sum(const float* a, size_t n, void* stream) { return detail::sum_impl(a, n, stream); }
 double sum(const double* a, size_t n, void* stream) { return detail::sum_impl(a, n, stream); }
+
+double sum_exp_sinh(const float* a, size_t n, void* stream) {
+  return detail::sum_exp_sinh_impl(a, n, stream);
+}
+double sum_exp_sinh(const double* a, size_t n, void* stream) {
+  return detail::sum_exp_sinh_impl(a, n, stream);
+}
 
 double trace(const float* a, size_t rows, void* stream) {
   return detail::trace_impl(a, rows, stream);

@@ -55,6 +55,9 @@ class DeviceSupport {
   virtual void drop_device_spans(uint64_t owner) noexcept = 0;
   // The actor numbered `owner` is gone: its streams may serve others.
   virtual void release_owner(uint64_t owner) noexcept = 0;
+  // Waits until the work the running task queued on its device is done (nothing outside a GPU
+  // task): a variant call's measured time then includes its kernels (prism/variants.h).
+  virtual void synchronize_task() noexcept {}
   // Copies between the host and devices so far, and their bytes (for prism::stats()).
   virtual void copy_counts(uint64_t* copies, uint64_t* bytes) noexcept = 0;
 

@@ -5,11 +5,21 @@
 // stored value: task arguments (ObjectRef<T> resolved for the task) and get(). The GPU module
 // specializes it for prism::gpu::Tensor so that a tensor reaches each reader on the reader's
 // device. Types without a specialization are untouched (readers get const T&).
+// A specialization may also say where a value's bytes are, `static DataWhere where(const T&)`,
+// for the planner of heterogeneous tasks (prism/variants.h); without it a value is on the host.
 //
 // Not for users.
 #pragma once
 
+#include <cstdint>
+
 namespace prism::internal {
+
+struct DataWhere {
+  int64_t bytes = 0;
+  bool on_host = true;     // a host copy exists
+  bool on_device = false;  // a copy on some GPU exists
+};
 
 template <typename T>
 struct Placement {

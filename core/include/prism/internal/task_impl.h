@@ -420,6 +420,9 @@ class TaskImpl final : public TaskRecord {
     if (extras() && !extras()->name.empty()) return extras()->name;
     return target_.name();
   }
+  // The call as stored (for code that knows the record's type, e.g. a variant call's planner).
+  const std::tuple<A...>& args() const noexcept { return args_; }
+  const Target& target() const noexcept { return target_; }
 
   bool encode_remote(std::string* function, std::string* args,
                      ArgTransfer* transfer) const override {

@@ -66,6 +66,7 @@ const ResourceRequest& one_cpu_request() noexcept;
 
 // Options that most tasks do not have, allocated only when a call sets one.
 struct ResourceShape;  // the scheduler's queue for one request (scheduler/resource_shape.h)
+struct VariantRun;     // a heterogeneous task's variants and choice (variant_run.h)
 
 struct TaskExtras {
   std::string name;
@@ -74,6 +75,9 @@ struct TaskExtras {
   bool default_request = true;
   int retries_left = 0;
   bool retry_exceptions = false;
+  // A heterogeneous task (prism/variants.h): its variants; request and shape are the chosen
+  // variant's once the runtime dispatched it.
+  std::shared_ptr<VariantRun> variant;
 };
 
 // A task's extras: its own (freed with the task), or one shared by every task of a request shape

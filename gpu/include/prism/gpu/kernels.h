@@ -18,7 +18,7 @@
 //  * element-wise kernels (add, axpy) and flip_crop_normalize: each element is computed by the
 //    same operations in the same order on both backends, so results are equal bit for bit (and
 //    equal a plain C++ loop compiled without contraction);
-//  * reductions (sum, trace, max_abs_diff): accumulated in double, but in a different order per
+//  * reductions (sum, sum_exp_sinh, trace, max_abs_diff): accumulated in double, but in a different order per
 //    backend and launch (tree vs sequential): equal within rounding, |error| <= n * 2^-52 * sum|x|;
 //  * matmul: cuBLAS (CUBLAS_DEFAULT_MATH: float stays float, no TF32) against Eigen on the host:
 //    equal within rounding of a k-term dot product (the tests allow 1e-4 relative for float32,
@@ -41,6 +41,9 @@ Tensor axpy(double alpha, const Tensor& x, const Tensor& y);
 
 // Sum of all elements, accumulated in double (float32 or float64 tensors).
 double sum(const Tensor& a);
+// Sum of exp(x) * sinh(x) over all elements, in double (float32 or float64): the tutorial's
+// "complex operation" (examples/complex_operation.cc).
+double sum_exp_sinh(const Tensor& a);
 // Sum of the diagonal of a square 2-D tensor.
 double trace(const Tensor& a);
 // max |a - b| over all elements.

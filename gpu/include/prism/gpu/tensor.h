@@ -162,6 +162,7 @@ namespace internal {
 // reads it (places it where the reader runs). Not for users.
 void on_produced(const Tensor& t);
 Tensor for_reader(const Tensor& t);
+prism::internal::DataWhere where(const Tensor& t) noexcept;
 // Makes sure this program's runtimes use the GPU module (see prism/internal/placement.h).
 bool link_gpu_module() noexcept;
 // Cluster mode (prism::Serializer<Tensor> below): a tensor's dtype, shape and elements, read
@@ -188,6 +189,10 @@ struct prism::internal::Placement<prism::gpu::Tensor> {
   static void on_produced(const prism::gpu::Tensor& t) { prism::gpu::internal::on_produced(t); }
   static prism::gpu::Tensor for_reader(const prism::gpu::Tensor& t) {
     return prism::gpu::internal::for_reader(t);
+  }
+  // Where its elements are (a heterogeneous task's planner counts what a variant would copy).
+  static prism::internal::DataWhere where(const prism::gpu::Tensor& t) {
+    return prism::gpu::internal::where(t);
   }
 };
 

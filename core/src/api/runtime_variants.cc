@@ -1,0 +1,260 @@
+// Heterogeneous tasks (prism/variants.h): the runtime's side. A call's variants are checked at
+// submission (make_variant_extras), one is chosen when its arguments are ready
+// (choose_variant, from dispatch), and its run is reported to the planner when it ends
+// (end_variant_run, from execute and fail_task). See variant_planner.h for the choice itself.
+
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <exception>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "api/runtime_core.h"
+#include "api/runtime_registry.h"
+#include "common/log.h"
+#include "prism/errors.h"
+#include "prism/internal/device_support.h"
+#include "prism/internal/variant_run.h"
+#include "scheduler/resource_shape.h"
+#include "worker/exec_context.h"
+
+namespace prism::internal {
+
+namespace {
+
+using Processor = VariantPlanner::Processor;
+
+Processor processor_of(const VariantRun& run, int i) {
+  return run.function->variants[static_cast<size_t>(i)].gpu ? Processor::kGpu : Processor::kCpu;
+}
+
+bool is_one_cpu(const ResourceRequest& r) {
+  const ResourceRequest& one = one_cpu_request();
+  return r.cpu == one.cpu && r.gpu == 0 && r.memory == 0 && r.gpu_memory == 0 && r.custom.empty();
+}
+
+}  // namespace
+
+ExtrasPtr RuntimeCore::make_variant_extras(std::shared_ptr<VariantRun> run) {
+  const VariantFunction& f = *run->function;
+  const size_t n = f.variants.size();
+  run->requests.resize(n);
+  run->shapes.assign(n, nullptr);
+  run->runnable.assign(n, false);
+  std::string reasons;
+  int first = -1;
+  for (size_t i = 0; i < n; ++i) {
+    const VariantSpec& v = f.variants[i];
+    const TaskOptions& o = v.options;
+    try {
+      run->requests[i] = make_request(o.num_cpus, o.num_gpus, o.memory, o.gpu_memory, o.resources);
+    } catch (const Error& e) {
+      throw Error(e.code(), "variant '" + v.name + "' of '" + f.name + "': " + e.what());
+    }
+    ResourceShape* shape = scheduler_->shape_for(run->requests[i]);
+    const std::string reason =
+        shape != nullptr ? shape->infeasible : scheduler_->infeasible_reason(run->requests[i]);
+    run->shapes[i] = shape;
+    run->runnable[i] = reason.empty();
+    if (reason.empty()) {
+      if (first < 0) first = static_cast<int>(i);
+    } else {
+      reasons += (reasons.empty() ? "" : "; ") + ("variant '" + v.name + "': " + reason);
+    }
+  }
+  if (run->forced >= 0 && !run->runnable[static_cast<size_t>(run->forced)]) {
+    throw InfeasibleError("infeasible task '" + f.name + "': the forced variant '" +
+                          f.variants[static_cast<size_t>(run->forced)].name +
+                          "' can never run on node " + node_id_ + " (" + reasons + ")");
+  }
+  if (first < 0) {
+    throw InfeasibleError("infeasible task '" + f.name + "': no variant can ever run on node " +
+                          node_id_ + ": " + reasons);
+  }
+  auto x = std::make_unique<TaskExtras>();
+  x->name = f.name;
+  // Until the choice (dispatch): the first runnable variant's request, never used to queue.
+  x->default_request = false;
+  x->request = run->requests[static_cast<size_t>(first)];
+  x->variant = std::move(run);
+  return ExtrasPtr(std::move(x));
+}
+
+std::vector<VariantPlanner::Option> RuntimeCore::variant_options(const VariantRun& run,
+                                                                 const ArgFootprint& fp,
+                                                                 bool cpu_only) const {
+  const VariantFunction& f = *run.function;
+  const double cpu_units = static_cast<double>(totals_.cpu);
+  const double gpu_units =
+      static_cast<double>(totals_.num_gpus) * static_cast<double>(kUnitsPerResource) +
+      static_cast<double>(totals_.gpu_fraction);
+  std::vector<VariantPlanner::Option> options(f.variants.size());
+  for (size_t i = 0; i < options.size(); ++i) {
+    VariantPlanner::Option& o = options[i];
+    const ResourceRequest& r = run.requests[i];
+    o.name = f.variants[i].name;
+    o.processor = processor_of(run, static_cast<int>(i));
+    o.allowed = run.runnable[i] && !(cpu_only && o.processor == Processor::kGpu);
+    if (o.processor == Processor::kGpu) {
+      o.lanes = r.gpu > 0 ? gpu_units / static_cast<double>(r.gpu) : 1;
+      o.transfer_seconds = static_cast<double>(fp.not_on_device) /
+                           perf_model_.bandwidth(PerfModel::Link::kHostToDevice);
+    } else {
+      o.lanes = r.cpu > 0 ? cpu_units / static_cast<double>(r.cpu)
+                          : static_cast<double>(scheduler_->cpu_slots());
+      o.transfer_seconds = static_cast<double>(fp.not_on_host) /
+                           perf_model_.bandwidth(PerfModel::Link::kDeviceToHost);
+    }
+    if (o.lanes < 1) o.lanes = 1;
+  }
+  return options;
+}
+
+void RuntimeCore::choose_variant(TaskRecord* task) noexcept {
+  TaskExtras* x = task->extras();
+  VariantRun& run = *x->variant;
+  if (run.chosen >= 0) return;  // dispatched again (it waited for a node): chosen already
+  ArgFootprint fp;
+  try {
+    if (run.describe != nullptr) run.describe(task, &fp);
+  } catch (const std::exception& e) {
+    PRISM_LOG(kWarning) << "the size function of '" << run.function->name
+                        << "' threw (the arguments' bytes are used instead): " << e.what();
+    fp.size = -1;
+  } catch (...) {
+    fp.size = -1;
+  }
+  run.bucket = PerfModel::bucket_of(fp.size >= 0 ? fp.size : fp.bytes);
+  VariantPlanner::Choice c;
+  std::vector<VariantPlanner::Option> options;
+  try {
+    options = variant_options(run, fp, /*cpu_only=*/false);
+    c = planner_.choose(run.function->name, run.bucket, options, run.forced);
+  } catch (...) {
+    c = VariantPlanner::Choice{};  // out of memory: the first runnable variant, unplanned
+  }
+  int pick = c.option;
+  if (pick < 0) {
+    for (size_t i = 0; i < run.runnable.size(); ++i) {
+      if (run.runnable[i]) {
+        pick = static_cast<int>(i);
+        break;
+      }
+    }
+    run.finished = true;  // nothing to report: the planner did not count it
+  }
+  const auto i = static_cast<size_t>(pick);
+  run.chosen = pick;
+  run.predicted_seconds = c.predicted;
+  run.calibrating = c.calibrating;
+  const bool gpu = processor_of(run, pick) == Processor::kGpu;
+  run.bytes_to_move = gpu ? fp.not_on_device : fp.not_on_host;
+  run.transfer_predicted = i < options.size() ? options[i].transfer_seconds : 0;
+  x->request = run.requests[i];
+  x->shape = run.shapes[i];
+  x->default_request = is_one_cpu(x->request);
+}
+
+void RuntimeCore::end_variant_run(VariantRun& run, bool ran) noexcept {
+  if (run.chosen < 0 || run.finished) return;
+  run.finished = true;
+  try {
+    const VariantSpec& v = run.function->variants[static_cast<size_t>(run.chosen)];
+    VariantPlanner::Option o;
+    o.name = v.name;
+    o.processor = v.gpu ? Processor::kGpu : Processor::kCpu;
+    VariantPlanner::Choice c;
+    c.option = run.chosen;
+    c.predicted = run.predicted_seconds;
+    planner_.finished(run.function->name, run.bucket, o, c, ran ? run.body_seconds : -1);
+    if (ran) {
+      planner_.count_run(run.function->name, v.name, o.processor, run.body_seconds);
+      planner_.remember(run.result.sequence, v.name);
+      if (run.bytes_to_move > 0 && run.resolve_seconds > 0) {
+        perf_model_.record_transfer(
+            v.gpu ? PerfModel::Link::kHostToDevice : PerfModel::Link::kDeviceToHost,
+            run.bytes_to_move, run.resolve_seconds);
+      }
+    }
+  } catch (...) {
+    // Out of memory for the bookkeeping: the model misses this run.
+  }
+}
+
+void variant_body_returned(VariantRun* run) noexcept {
+  if (RuntimeCore* rt = exec_context().runtime) rt->end_variant_run(*run, /*ran=*/true);
+}
+
+bool RuntimeCore::fall_back_to_cpu(TaskRecord* task, const std::exception_ptr& thrown) noexcept {
+  TaskExtras* x = task->extras();
+  if (x == nullptr || !x->variant) return false;
+  VariantRun& run = *x->variant;
+  if (run.chosen < 0 || run.fallback_from >= 0 || processor_of(run, run.chosen) != Processor::kGpu) {
+    return false;
+  }
+  std::string why;
+  try {
+    std::rethrow_exception(thrown);
+  } catch (const OutOfMemoryError& e) {
+    why = e.what();
+  } catch (...) {
+    return false;
+  }
+  try {
+    // What the arguments look like does not matter any more: the CPU variant runs now, here.
+    std::vector<VariantPlanner::Option> options = variant_options(run, ArgFootprint{}, true);
+    bool any = false;
+    for (const auto& o : options) any = any || o.allowed;
+    if (!any) return false;
+    const std::string gpu_name = run.function->variants[static_cast<size_t>(run.chosen)].name;
+    end_variant_run(run, /*ran=*/false);
+    planner_.count_fallback(run.function->name, gpu_name, Processor::kGpu);
+    const VariantPlanner::Choice c = planner_.choose(run.function->name, run.bucket, options);
+    if (c.option < 0) return false;
+    run.fallback_from = run.chosen;
+    run.fallback_reason = std::move(why);
+    run.chosen = c.option;
+    run.predicted_seconds = c.predicted;
+    run.calibrating = c.calibrating;
+    run.bytes_to_move = 0;
+    run.finished = false;
+    run.body_seconds = -1;
+    PRISM_LOG(kInfo) << "task " << run.function->name << ": variant '" << gpu_name
+                     << "' ran out of device memory; running variant '"
+                     << options[static_cast<size_t>(c.option)].name << "' instead";
+    return true;
+  } catch (...) {
+    return false;
+  }
+}
+
+void finish_device_work() noexcept {
+  if (DeviceSupport* d = device_support()) d->synchronize_task();
+}
+
+ExtrasPtr make_variant_extras(RuntimeCore* rt, std::shared_ptr<VariantRun> run) {
+  return rt->make_variant_extras(std::move(run));
+}
+
+std::string variant_of(const ObjectId& id) {
+  const RuntimePin pin = try_pin_owner(id.owner);
+  if (pin.get() == nullptr) return {};
+  return pin.get()->planner().variant_of(id.sequence);
+}
+
+// PRISM_PERF_MODEL_DIR: the file this runtime's model is read from and written to ("" if unset).
+std::string perf_model_file_from_env() {
+  const char* dir = std::getenv("PRISM_PERF_MODEL_DIR");
+  if (dir == nullptr || *dir == '\0') return {};
+  if (::mkdir(dir, 0755) != 0 && errno != EEXIST) {
+    PRISM_LOG(kWarning) << "PRISM_PERF_MODEL_DIR=" << dir
+                        << " cannot be created: the performance model is not kept";
+    return {};
+  }
+  return PerfModel::file_in(dir);
+}
+
+}  // namespace prism::internal

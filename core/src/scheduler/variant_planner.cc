@@ -1,0 +1,158 @@
+#include "scheduler/variant_planner.h"
+
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+namespace prism::internal {
+
+namespace {
+
+double standard_error(const PerfModel::Estimate& e) {
+  if (e.samples <= 0) return 0;
+  const double n = static_cast<double>(std::min(e.samples, PerfModel::kWindow));
+  return e.stddev / std::sqrt(n);
+}
+
+}  // namespace
+
+VariantPlanner::Choice VariantPlanner::choose(const std::string& function, int bucket,
+                                              const std::vector<Option>& options, int forced) {
+  const size_t n = options.size();
+  std::vector<PerfModel::Estimate> est(n);
+  double known_sum = 0;
+  int known = 0;
+  for (size_t i = 0; i < n; ++i) {
+    est[i] = model_->estimate(function, options[i].name, bucket);
+    if (est[i].samples > 0) {
+      known_sum += est[i].mean;
+      ++known;
+    }
+  }
+  // A variant never measured in this bucket is assumed to take what the measured ones take on
+  // average (0 if none was): its calibration run then still counts in the backlog.
+  const double assumed = known > 0 ? known_sum / known : 0;
+  auto predicted = [&](size_t i) { return est[i].samples > 0 ? est[i].mean : assumed; };
+
+  MutexLock lock(mu_);
+  std::vector<double> finish(n, std::numeric_limits<double>::infinity());
+  for (size_t i = 0; i < n; ++i) {
+    if (!options[i].allowed) continue;
+    const double lanes = options[i].lanes > 0 ? options[i].lanes : 1;
+    finish[i] = backlog_[static_cast<int>(options[i].processor)] / lanes +
+                options[i].transfer_seconds + predicted(i);
+  }
+  int pick = -1;
+  bool calibrating = false;
+  if (forced >= 0 && static_cast<size_t>(forced) < n && options[forced].allowed) {
+    pick = forced;
+  } else {
+    // Calibration: the least-run allowed variant while any has fewer than kCalibrationRuns.
+    int64_t fewest = std::numeric_limits<int64_t>::max();
+    for (size_t i = 0; i < n; ++i) {
+      if (!options[i].allowed) continue;
+      const auto it = inflight_.find(RunKey(function, options[i].name, bucket));
+      const int64_t runs = est[i].samples + (it == inflight_.end() ? 0 : it->second);
+      if (runs < fewest || (runs == fewest && pick >= 0 && finish[i] < finish[pick])) {
+        fewest = runs;
+        pick = static_cast<int>(i);
+      }
+    }
+    if (pick >= 0 && fewest < PerfModel::kCalibrationRuns) {
+      calibrating = true;
+    } else if (pick >= 0) {
+      // Earliest expected finish, with hysteresis towards the last choice.
+      pick = -1;
+      for (size_t i = 0; i < n; ++i) {
+        if (options[i].allowed && (pick < 0 || finish[i] < finish[pick])) pick = static_cast<int>(i);
+      }
+      const auto last = last_.find(ChoiceKey(function, bucket));
+      if (last != last_.end() && last->second != options[pick].name) {
+        for (size_t i = 0; i < n; ++i) {
+          if (!options[i].allowed || options[i].name != last->second) continue;
+          const double se_best = standard_error(est[pick]);
+          const double se_last = standard_error(est[i]);
+          const double margin =
+              0.05 * finish[i] + 2 * std::sqrt(se_best * se_best + se_last * se_last);
+          if (finish[pick] >= finish[i] - margin) pick = static_cast<int>(i);
+          break;
+        }
+      }
+    }
+  }
+  Choice c;
+  if (pick < 0) return c;
+  c.option = pick;
+  c.predicted = predicted(pick);
+  c.expected_finish = finish[pick];
+  c.calibrating = calibrating;
+  backlog_[static_cast<int>(options[pick].processor)] += c.predicted;
+  ++pending_[static_cast<int>(options[pick].processor)];
+  ++inflight_[RunKey(function, options[pick].name, bucket)];
+  if (forced < 0) last_[ChoiceKey(function, bucket)] = options[pick].name;
+  return c;
+}
+
+void VariantPlanner::finished(const std::string& function, int bucket, const Option& option,
+                              const Choice& choice, double seconds) {
+  if (seconds >= 0) model_->record(function, option.name, bucket, seconds);
+  MutexLock lock(mu_);
+  const int p = static_cast<int>(option.processor);
+  backlog_[p] = --pending_[p] <= 0 ? 0.0 : std::max(0.0, backlog_[p] - choice.predicted);
+  if (pending_[p] < 0) pending_[p] = 0;
+  const auto it = inflight_.find(RunKey(function, option.name, bucket));
+  if (it != inflight_.end() && --it->second <= 0) inflight_.erase(it);
+}
+
+double VariantPlanner::backlog(Processor p) const {
+  MutexLock lock(mu_);
+  return backlog_[static_cast<int>(p)];
+}
+
+void VariantPlanner::count_run(const std::string& function, const std::string& variant,
+                               Processor p, double seconds) {
+  MutexLock lock(mu_);
+  Usage& u = usage_[RunKey(function, variant, -1)];
+  u.function = function;
+  u.variant = variant;
+  u.processor = p;
+  ++u.runs;
+  if (seconds > 0) u.seconds += seconds;
+}
+
+void VariantPlanner::count_fallback(const std::string& function, const std::string& variant,
+                                    Processor p) {
+  MutexLock lock(mu_);
+  Usage& u = usage_[RunKey(function, variant, -1)];
+  u.function = function;
+  u.variant = variant;
+  u.processor = p;
+  ++u.fallbacks;
+}
+
+std::vector<VariantPlanner::Usage> VariantPlanner::usage() const {
+  MutexLock lock(mu_);
+  std::vector<Usage> out;
+  out.reserve(usage_.size());
+  for (const auto& [key, u] : usage_) out.push_back(u);
+  return out;
+}
+
+void VariantPlanner::remember(uint64_t object, std::string variant) {
+  MutexLock lock(mu_);
+  if (variant_of_.insert_or_assign(object, std::move(variant)).second) {
+    remembered_.push_back(object);
+  }
+  while (remembered_.size() > kRemembered) {
+    variant_of_.erase(remembered_.front());
+    remembered_.pop_front();
+  }
+}
+
+std::string VariantPlanner::variant_of(uint64_t object) const {
+  MutexLock lock(mu_);
+  const auto it = variant_of_.find(object);
+  return it == variant_of_.end() ? std::string() : it->second;
+}
+
+}  // namespace prism::internal
