@@ -36,7 +36,7 @@ if [[ ! -f "$build/build.ninja" && ! -f "$build/Makefile" ]]; then
   cmake -S . -B "$build" "${generator[@]}" -DCMAKE_BUILD_TYPE=Release \
     -DPRISM_BUILD_BENCH=ON -DPRISM_BUILD_TESTS=OFF -DPRISM_BUILD_EXAMPLES=OFF >/dev/null
 fi
-targets=(bench_microbench bench_scale bench_workloads bench_gpu bench_stencil)
+targets=(bench_microbench bench_scale bench_workloads bench_gpu bench_variants bench_stencil)
 # bench_cluster exists when the cluster module was built (UCX found).
 if grep -q "bench_cluster" "$build/build.ninja" "$build/Makefile" 2>/dev/null; then
   targets+=(bench_cluster)
@@ -44,8 +44,8 @@ fi
 cmake --build "$build" -j "$jobs" --target "${targets[@]}"
 
 start=$(date +%s)
-steps=5
-[[ " ${targets[*]} " == *" bench_cluster "* ]] && steps=6
+steps=6
+[[ " ${targets[*]} " == *" bench_cluster "* ]] && steps=7
 step=0
 
 # On a terminal (and unless PRISM_PROGRESS=0), one line under the output says which program
@@ -92,11 +92,12 @@ run() {  # run NAME ARGS...: prints as it goes, keeps a log, writes NAME.json
 # Sizes chosen so that the whole suite fits in 10 minutes on 2 vCPUs: microbench ~2 min,
 # scale (10^4..10^6 tasks, 10^3..10^5 actors, a child process per run) ~1 min, workloads
 # (sleeps at 0.2x, matmul 400 pairs of 500x500, 50 JPEGs of 3000x3000 generated once) ~4 min,
-# gpu a few seconds, stencil (3 patterns x 13 kernel lengths x 3 systems) ~30 s.
+# gpu a few seconds, variants (1 CPU + 1 GPU, mixed calls, 5 x 3 rounds) ~10 s, stencil (3 patterns x 13 kernel lengths x 3 systems) ~30 s.
 run microbench
 run scale
 run workloads --scale=0.2 --matmul_n=500 --pairs=400 --images=50 --image_size=3000
 run gpu
+run variants
 run stencil
 
 # Cluster mode on loopback. Its peers are ucx_perftest's figures (Debian's ucx-utils) on the same

@@ -35,6 +35,9 @@ prism_example_test(example_tree_add         tree_add --scale=0.1 --cpus=4)
 prism_example_test(example_fibonacci        fibonacci --n=20000 --rounds=10 --cpus=2)
 prism_example_test(example_monte_carlo_pi   monte_carlo_pi --samples=1000000 --cpus=2)
 prism_example_test(example_matmul_tree      matmul_tree --n=200 --iterations=20 --cpus=2)
+# Three variants of one task (scalar, Eigen, Thrust on a logical GPU): every result checked.
+prism_example_test(example_complex_operation complex_operation --n=200000 --tasks=10 --rounds=2
+  --cpus=1 --gpus=1)
 prism_example_test(example_image_preprocess image_preprocess --images=4 --size=600 --cpus=2
   "--dir=${PRISM_EXAMPLES_SCRATCH}/image_preprocess")
 prism_example_test(example_image_preprocess_full_decode image_preprocess --images=3 --size=500
