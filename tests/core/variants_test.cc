@@ -409,15 +409,18 @@ TEST(Variants, WithoutGpusTheGpuVariantIsLeftOutAndAForcedOneIsInfeasible) {
 }
 
 int64_t gpu_out_of_memory(const std::vector<int64_t>&) {
-  throw prism::OutOfMemoryError("device 0: 1 GiB requested, 0 B free");
+  throw prism::OutOfMemoryError("device 0: 1 GiB requested, 0 B free: no room");
 }
 int64_t cpu_throws(const std::vector<int64_t>&) { throw std::runtime_error("the CPU broke too"); }
 
 TEST(Variants, AGpuVariantOutOfDeviceMemoryRunsAgainAsTheCpuVariant) {
   prism::Runtime rt({.num_cpus = 1, .num_gpus = 1});
-  auto sum = prism::variants(sum_cpu, gpu_out_of_memory).name("sum_oom");
+  // The GPU variant first: the first call calibrates it (ties go to the first variant).
+  auto sum = prism::variants(prism::gpu_variant("gpu", gpu_out_of_memory),
+                             prism::cpu_variant("cpu", sum_cpu))
+                 .name("sum_oom");
   const std::vector<int64_t> v{1, 2, 3, 4};
-  auto r = rt.task(sum).variant("gpu").remote(v);
+  auto r = rt.task(sum).remote(v);
   EXPECT_EQ(prism::get(r, kTimeout), 10);
   EXPECT_EQ(prism::variant_of(r), "cpu");
   uint64_t fallbacks = 0;
@@ -427,10 +430,35 @@ TEST(Variants, AGpuVariantOutOfDeviceMemoryRunsAgainAsTheCpuVariant) {
   EXPECT_EQ(fallbacks, 1u);
   EXPECT_DOUBLE_EQ(rt.core()->planner().backlog(Processor::kGpu), 0.0);
   EXPECT_DOUBLE_EQ(rt.core()->planner().backlog(Processor::kCpu), 0.0);
+  // The attempt given back is not counted twice.
+  const prism::Stats st = rt.stats();
+  EXPECT_EQ(st.tasks.running, 0u);
+  EXPECT_EQ(st.tasks.waiting_for_resources, 0u);
+  EXPECT_EQ(st.tasks.done, 1u);
+  // The failures count as calibration runs: more calls do not keep trying the GPU variant.
+  std::vector<prism::ObjectRef<int64_t>> more;
+  for (int i = 0; i < 12; ++i) more.push_back(rt.task(sum).remote(v));
+  for (auto& m : more) EXPECT_EQ(prism::get(m, kTimeout), 10);
+  fallbacks = 0;
+  for (const auto& s : rt.stats().variants) {
+    if (s.variant == "gpu") fallbacks += s.fallbacks;
+  }
+  EXPECT_LE(fallbacks, static_cast<uint64_t>(PerfModel::kCalibrationRuns));
+  // A forced GPU variant does not fall back: its error is the call's.
+  auto forced = rt.task(sum).variant("gpu").remote(v);
+  try {
+    prism::get(forced, kTimeout);
+    FAIL() << "a forced variant fell back";
+  } catch (const prism::Error& e) {  // (the device's error, as Prism's own errors pass through)
+    EXPECT_EQ(e.code(), prism::ErrorCode::kResourceExhausted);
+    EXPECT_NE(std::string(e.what()).find("no room"), std::string::npos) << e.what();
+  }
 
   // Both fail: the error says the CPU variant ran after the GPU one ran out of memory.
-  auto both = prism::variants(cpu_throws, gpu_out_of_memory).name("both_fail");
-  auto f = rt.task(both).variant("gpu").remote(v);
+  auto both = prism::variants(prism::gpu_variant("gpu", gpu_out_of_memory),
+                              prism::cpu_variant("cpu", cpu_throws))
+                  .name("both_fail");
+  auto f = rt.task(both).remote(v);
   try {
     prism::get(f, kTimeout);
     FAIL() << "the failure was lost";
@@ -491,6 +519,32 @@ TEST(Variants, NamedVariantsASizeFunctionAndManyCallersKeepTheBooksBalanced) {
   uint64_t runs = 0;
   for (const auto& s : rt.stats().variants) runs += s.runs;
   EXPECT_EQ(runs, 200u);
+}
+
+void unnamed_cpu(int) {}
+void unnamed_gpu(int) {}
+
+TEST(Variants, UnregisteredFunctionsMustBeNamed) {
+  prism::Runtime rt({.num_cpus = 1, .num_gpus = 1});
+  try {
+    rt.task(prism::variants(unnamed_cpu, unnamed_gpu)).remote(1);
+    FAIL() << "an unnamed set of unregistered functions was accepted";
+  } catch (const prism::Error& e) {
+    EXPECT_EQ(e.code(), prism::ErrorCode::kInvalidArgument);
+    EXPECT_NE(std::string(e.what()).find(".name("), std::string::npos) << e.what();
+  }
+  prism::get(rt.task(prism::variants(unnamed_cpu, unnamed_gpu).name("named")).remote(1), kTimeout);
+}
+
+TEST(Variants, VoidResultsAndLambdasWork) {
+  prism::Runtime rt({.num_cpus = 1, .num_gpus = 1});
+  std::atomic<int> hits{0};
+  auto touch = prism::variants([&hits](int k) { hits += k; }, [&hits](int k) { hits += k; });
+  std::vector<prism::ObjectRef<void>> refs;
+  for (int i = 0; i < 8; ++i) refs.push_back(rt.task(touch).remote(2));
+  for (auto& r : refs) prism::get(r, kTimeout);
+  EXPECT_EQ(hits.load(), 16);
+  for (auto& r : refs) EXPECT_FALSE(prism::variant_of(r).empty());
 }
 
 TEST(Variants, AFailedArgumentOrACancelledCallNeverRunsAndLeavesNoBacklog) {

@@ -65,9 +65,12 @@ TEST(GpuVariants, TensorsArriveWhereTheChosenVariantRunsAndResultsAgree) {
 
 TEST(GpuVariants, TheOutOfMemoryFallbackReadsHostTensors) {
   prism::Runtime rt({.num_cpus = 1, .num_gpus = 1});
-  auto sum = prism::variants(host_sum, device_out_of_memory).name("tensor_sum_oom");
+  // The GPU variant first: the first call calibrates it (ties go to the first variant).
+  auto sum = prism::variants(prism::gpu_variant("gpu", device_out_of_memory),
+                             prism::cpu_variant("cpu", host_sum))
+                 .name("tensor_sum_oom");
   const Tensor x = ramp(1000);
-  auto r = rt.task(sum).variant("gpu").remote(x);
+  auto r = rt.task(sum).remote(x);
   EXPECT_DOUBLE_EQ(prism::get(r, kTimeout), host_sum(x));
   EXPECT_EQ(prism::variant_of(r), "cpu");
 }

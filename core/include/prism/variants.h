@@ -22,21 +22,25 @@
 // throws InfeasibleError.
 //
 // The choice (VariantPlanner, core/src/scheduler/variant_planner.h) is made when the call's
-// arguments are ready: for each variant, the expected wait behind the work already sent to its
-// processor, plus moving the arguments there (bytes not there / the measured host<->device
-// bandwidth), plus its mean run time for inputs of that size (sizes within a factor of two
-// share one history; the size is the arguments' bytes, or what .size(fn) returns, fn taking
-// the arguments as the variants do but with tensors where they are). Each variant of a new
-// function or size first runs 3 times (calibration); a variant whose times are noisy does not
-// make the choice flap (hysteresis). Run times are measured around the variant's body, device
-// work included (a GPU variant's stream is synchronized after it: the measurement's price).
-// With PRISM_PERF_MODEL_DIR set, the history is read when the runtime starts and written when it
-// shuts down (<dir>/<host>.prism-perf), so later runs start calibrated.
+// arguments are ready. For each variant it adds the expected wait behind the work already sent
+// to its processor, the copy of its tensor arguments to where it runs (bytes not there / the
+// measured host<->device bandwidth), and its mean run time for inputs of that size. Sizes
+// within a factor of two share one history; the size is the arguments' bytes, or what
+// .size(fn) returns (fn gets the arguments as stored, a ref's value where it is, through a
+// const reference). Each variant of a new function or size first runs 3 times (calibration); a
+// variant whose times are noisy does not make the choice flap (hysteresis). Run times are
+// measured around the variant's body, device work included (a GPU variant's stream is
+// synchronized after it: the measurement's price). With PRISM_PERF_MODEL_DIR set, the history
+// is read when the runtime starts and written when it shuts down (<dir>/<host>.prism-perf), so
+// later runs start calibrated.
 //
-// A GPU variant that throws OutOfMemoryError (device memory) runs again at once as the CPU
-// variant expected to finish first, on the same thread, its arguments now in host memory; if
-// that fails too, the error names both. Which variant ran: variant_of(ref), the timeline (each
-// span's "variant", "predicted_us" and "actual_us"), and stats().variants.
+// A GPU variant that throws OutOfMemoryError (device memory) is run again as the CPU variant
+// expected to finish first: the call goes back to the scheduler with that variant's request (a
+// call a blocked parent claimed runs it at once, within the parent's holdings), its arguments
+// in host memory; if that fails too, the error names both. A forced variant does not fall back.
+// A variant that throws counts as a calibration run without a time; one that only ever failed
+// is chosen only when no other variant can run. Which variant ran: variant_of(ref), the
+// timeline (each span's "variant", "predicted_us" and "actual_us"), and stats().variants.
 //
 // Limits: one result per call (no num_returns); in cluster mode a variant call runs on the node
 // that submitted it (the model is per node).
@@ -53,6 +57,7 @@
 #include <utility>
 #include <vector>
 
+#include "prism/internal/call_diagnosis.h"
 #include "prism/internal/resource_options.h"
 #include "prism/internal/runtime_hooks.h"
 #include "prism/internal/task_impl.h"
@@ -130,9 +135,9 @@ void add_value_footprint(const T& v, ArgFootprint* fp) {
     if (!w.on_host) fp->not_on_host += w.bytes;
     if (!w.on_device) fp->not_on_device += w.bytes;
   } else {
-    const auto b = static_cast<int64_t>(ObjectSize<T>::bytes(v));
-    fp->bytes += b;
-    fp->not_on_device += b;
+    // A plain value is on the host; a GPU variant that uploads it does so in its own body, which
+    // its measured time includes.
+    fp->bytes += static_cast<int64_t>(ObjectSize<T>::bytes(v));
   }
 }
 template <typename X>
@@ -240,8 +245,9 @@ class VariantSet {
     return *this;
   }
   VariantSet&& gpu_memory(int64_t bytes) && { return std::move(gpu_memory(bytes)); }
-  // The name in the performance model, errors and the timeline (default: the first variant's
-  // callable's registered or type name).
+  // The name in the performance model, errors and the timeline. Default: the first variant's
+  // registered name (PRISM_REMOTE) or, for a lambda or functor, its type; an unregistered
+  // function has none, and remote() throws prism::Error (kInvalidArgument) until it is named.
   VariantSet& name(std::string n) & { return name_ = std::move(n), *this; }
   VariantSet&& name(std::string n) && { return std::move(name(std::move(n))); }
   // The input size the model buckets calls by: fn(args...) -> an integer, called with the
@@ -264,6 +270,18 @@ class VariantSet {
 namespace internal {
 template <typename S, typename... Fs>
 struct IsVariantSet<VariantSet<S, Fs...>> : std::true_type {};
+
+// The performance model's default key for a set whose first variant is `f`: a function's
+// registered name (PRISM_REMOTE), else "" (functions of one signature cannot be told apart: the
+// set must be named); a lambda's or functor's type, which is its own.
+template <typename F>
+std::string default_variants_name(const F& f) {
+  if constexpr (std::is_pointer_v<F> || std::is_member_function_pointer_v<F>) {
+    return registered_name(function_key(f));
+  } else {
+    return demangle_type_name(typeid(F).name());
+  }
+}
 }  // namespace internal
 
 // variants(cpu_fn, gpu_fn): a CPU variant "cpu" and a GPU variant "gpu".
@@ -273,16 +291,16 @@ template <typename C, typename G>
 auto variants(C&& cpu, G&& gpu) {
   using VC = Variant<std::decay_t<C>>;
   using VG = Variant<std::decay_t<G>>;
-  std::string name = internal::callable_name(cpu);
+  VC c("cpu", false, std::forward<C>(cpu));
+  std::string name = internal::default_variants_name(c.callable());
   return VariantSet<internal::NoSizeFunction, std::decay_t<C>, std::decay_t<G>>(
-      std::tuple<VC, VG>(VC("cpu", false, std::forward<C>(cpu)),
-                         VG("gpu", true, std::forward<G>(gpu))),
+      std::tuple<VC, VG>(std::move(c), VG("gpu", true, std::forward<G>(gpu))),
       internal::NoSizeFunction{}, std::move(name));
 }
 // variants(cpu_variant("a", f), gpu_variant("b", g), ...): named variants, in any number.
 template <typename... Fs>
 auto variants(Variant<Fs>... vs) {
-  std::string name = internal::callable_name(std::get<0>(std::tie(vs...)).callable());
+  std::string name = internal::default_variants_name(std::get<0>(std::tie(vs...)).callable());
   return VariantSet<internal::NoSizeFunction, Fs...>(std::tuple<Variant<Fs>...>(std::move(vs)...),
                                                      internal::NoSizeFunction{}, std::move(name));
 }
@@ -304,24 +322,44 @@ class VariantCaller {
   VariantCaller& variant(std::string name) & { return forced_ = std::move(name), *this; }
   VariantCaller&& variant(std::string name) && { return std::move(variant(std::move(name))); }
 
+  // Submits the call and returns its ref at once (as TaskCaller::remote).
   template <typename... A>
   auto remote(A&&... args) const {
     using F0 = std::tuple_element_t<0, std::tuple<Fs...>>;
     using Traits = internal::InvokeTraits<F0, internal::NoInstance, std::decay_t<A>...>;
     constexpr int kTier = Traits::tier < 0 ? 0 : Traits::tier;
-    static_assert(Traits::tier >= 0,
-                  "prism::variants: the first variant cannot be called with these arguments");
     using R = typename Traits::result;
-    static_assert(
-        (std::is_invocable_v<Fs&, typename internal::Arg<kTier, std::decay_t<A>>::type...> &&
-         ...),
-        "prism::variants: every variant must accept the arguments the first one accepts");
-    static_assert(
-        (std::is_same_v<std::decay_t<std::invoke_result_t<
-                            Fs&, typename internal::Arg<kTier, std::decay_t<A>>::type...>>,
-                        R> &&
-         ...),
-        "prism::variants: every variant must return the same type");
+    constexpr bool kAllAccept =
+        (std::is_invocable_v<Fs&, typename internal::Arg<kTier, std::decay_t<A>>::type...> && ...);
+    constexpr bool kSameResult =
+        (std::is_same_v<
+             typename internal::LazyResult<
+                 std::is_invocable_v<Fs&, typename internal::Arg<kTier, std::decay_t<A>>::type...>,
+                 Fs&, typename internal::Arg<kTier, std::decay_t<A>>::type...>::type,
+             R> &&
+         ...);
+    // One message naming the cause, and nothing else instantiated after it.
+    if constexpr (Traits::tier < 0) {
+      static_assert(internal::dependent_false<F0>,
+                    "prism::variants: the first variant cannot be called with these arguments");
+      return AnyRef();
+    } else if constexpr (!kAllAccept) {
+      static_assert(internal::dependent_false<F0>,
+                    "prism::variants: every variant must accept the arguments the first one "
+                    "accepts");
+      return AnyRef();
+    } else if constexpr (!kSameResult) {
+      static_assert(internal::dependent_false<F0>,
+                    "prism::variants: every variant must return the same type");
+      return AnyRef();
+    } else {
+      return submit<kTier, R>(std::forward<A>(args)...);
+    }
+  }
+
+ private:
+  template <int kTier, typename R, typename... A>
+  ObjectRef<R> submit(A&&... args) const {
     using Slots = internal::SingleResult<R>;
     using Target = internal::VariantTarget<R, S, Fs...>;
     using Impl = internal::TaskImpl<kTier, Target, Slots, std::decay_t<A>...>;
@@ -330,6 +368,12 @@ class VariantCaller {
         rt_.empty() ? internal::pin_current_runtime() : internal::pin_runtime(rt_);
     internal::RuntimeCore* rt = pin.get();
     internal::check_accepting(rt);
+    if (function_->name.empty()) {
+      throw Error(ErrorCode::kInvalidArgument,
+                  "prism::variants: name the function with .name(\"...\"), or register its "
+                  "first variant with PRISM_REMOTE: the performance model keeps its history by "
+                  "that name, and functions of one signature cannot be told apart otherwise");
+    }
     auto run = std::make_shared<internal::VariantRun>();
     run->function = function_;
     if (!forced_.empty()) {
@@ -359,7 +403,6 @@ class VariantCaller {
     return refs;
   }
 
- private:
   internal::RuntimeRef rt_;  // empty: the current runtime at remote() time
   VariantSet<S, Fs...> set_;
   std::shared_ptr<const internal::VariantFunction> function_;

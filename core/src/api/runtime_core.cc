@@ -411,7 +411,7 @@ void RuntimeCore::fail_task(TaskRecord* task, std::exception_ptr error, bool ran
     const ObjectEntry* dep = item.task->failed_dep();
     if (dep == nullptr || dep->error() != item.error) keep_failure(item.task, item.error);
     if (TaskExtras* x = item.task->extras(); x != nullptr && x->variant) {
-      end_variant_run(*x->variant, /*ran=*/false);
+      end_variant_run(*x->variant, /*ran=*/false, /*failed=*/item.ran);
     }
     item.task->fail(item.error);
     item.task->release_run();
@@ -514,7 +514,7 @@ void RuntimeCore::execute(TaskRecord* task, const Allocation* alloc) noexcept {
       exec_context().device_annotate = annotate;
     }
     if (timeline_) exec_context().span_start = &start;
-    if (variant != nullptr) variant->run_started = Timeline::Clock::now();
+    if (variant != nullptr) variant_run_starts(task, *variant);
     std::exception_ptr thrown = task->run();
     if (annotate != nullptr) {  // (run_returned() closed it when the run returned a value)
       ExecContext& c = exec_context();
@@ -529,6 +529,16 @@ void RuntimeCore::execute(TaskRecord* task, const Allocation* alloc) noexcept {
     }
     if (!thrown) break;
     if (variant != nullptr && fall_back_to_cpu(task, thrown)) {
+      // The CPU variant waits for its own resources like any task: the run is given back and
+      // the task dispatched again, this attempt uncounted. Only a task a blocked parent claimed
+      // (still in a queue, so it cannot be queued again) runs it here, within the parent's
+      // holdings, with the host as its device.
+      if (task->try_requeue()) {
+        if (timeline_) timeline_->run_recorded();
+        counters_.add(TaskCounters::kRestarted);
+        dispatch(task);
+        return;
+      }
       host_scope.emplace(nullptr, alloc);
       if (!host_scope->ok()) {
         if (timeline_) timeline_->run_recorded();
@@ -722,7 +732,10 @@ Stats RuntimeCore::stats() const {
   const auto minus = [](uint64_t a, uint64_t b) { return a > b ? a - b : 0; };
   // A task dispatched twice (it waited for a node that fits) counts once.
   const uint64_t requeued = at(TaskCounters::kRequeued);
-  const uint64_t ready = minus(at(TaskCounters::kReady), requeued);
+  // A run given back (a variant call moved to its CPU variant) is dispatched and started again.
+  const uint64_t restarted = at(TaskCounters::kRestarted);
+  const uint64_t ready = minus(at(TaskCounters::kReady), requeued + restarted);
+  const uint64_t started = minus(at(TaskCounters::kStarted), restarted);
   const uint64_t remote = minus(at(TaskCounters::kRemote), requeued);
   const uint64_t remote_failed =
       minus(minus(remote, at(TaskCounters::kRemoteDone)), in_flight);
@@ -730,9 +743,8 @@ Stats RuntimeCore::stats() const {
   TaskCounts& t = s.tasks;
   t.submitted = at(TaskCounters::kSubmitted);
   t.waiting_for_arguments = minus(t.submitted, ready);
-  t.waiting_for_resources = minus(ready, at(TaskCounters::kStarted) + remote + failed_here);
-  t.running = minus(at(TaskCounters::kStarted),
-                    at(TaskCounters::kDone) + at(TaskCounters::kFailedRunning));
+  t.waiting_for_resources = minus(ready, started + remote + failed_here);
+  t.running = minus(started, at(TaskCounters::kDone) + at(TaskCounters::kFailedRunning));
   t.on_other_nodes = in_flight;
   t.done = at(TaskCounters::kDone) + at(TaskCounters::kRemoteDone);
   t.failed = at(TaskCounters::kFailedRunning) + at(TaskCounters::kFailedOther);

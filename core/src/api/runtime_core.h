@@ -156,12 +156,15 @@ class RuntimeCore final : public JobRunner {
   // left out (the out-of-memory fallback).
   std::vector<VariantPlanner::Option> variant_options(const VariantRun& run,
                                                       const ArgFootprint& fp, bool cpu_only) const;
-  // The chosen variant's run ended (`ran`: its body returned) or it never ran: tells the
-  // planner, once.
-  void end_variant_run(VariantRun& run, bool ran) noexcept;
+  // The chosen variant's run ended (`ran`: its body returned; `failed`: it threw) or it never
+  // ran: tells the planner, once.
+  void end_variant_run(VariantRun& run, bool ran, bool failed = false) noexcept;
+  // The chosen variant's run begins (before its arguments are resolved).
+  void variant_run_starts(TaskRecord* task, VariantRun& run) noexcept;
   friend void variant_body_returned(VariantRun* run) noexcept;
-  // A GPU variant ran out of device memory: picks the CPU variant to run instead (true), or
-  // false if there is none or it already fell back once.
+  // A GPU variant ran out of device memory: picks the CPU variant to run instead and makes the
+  // task's request that variant's (true), or false if there is none, it already fell back once,
+  // or the GPU variant was forced.
   bool fall_back_to_cpu(TaskRecord* task, const std::exception_ptr& thrown) noexcept;
 
   const uint64_t owner_;

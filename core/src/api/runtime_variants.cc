@@ -158,7 +158,7 @@ void RuntimeCore::choose_variant(TaskRecord* task) noexcept {
   x->default_request = is_one_cpu(x->request);
 }
 
-void RuntimeCore::end_variant_run(VariantRun& run, bool ran) noexcept {
+void RuntimeCore::end_variant_run(VariantRun& run, bool ran, bool failed) noexcept {
   if (run.chosen < 0 || run.finished) return;
   run.finished = true;
   try {
@@ -169,7 +169,8 @@ void RuntimeCore::end_variant_run(VariantRun& run, bool ran) noexcept {
     VariantPlanner::Choice c;
     c.option = run.chosen;
     c.predicted = run.predicted_seconds;
-    planner_.finished(run.function->name, run.bucket, o, c, ran ? run.body_seconds : -1);
+    planner_.finished(run.function->name, run.bucket, o, c, ran ? run.body_seconds : -1,
+                      failed);
     if (ran) {
       planner_.count_run(run.function->name, v.name, o.processor, run.body_seconds);
       planner_.remember(run.result.sequence, v.name);
@@ -184,6 +185,20 @@ void RuntimeCore::end_variant_run(VariantRun& run, bool ran) noexcept {
   }
 }
 
+void RuntimeCore::variant_run_starts(TaskRecord* task, VariantRun& run) noexcept {
+  run.run_started = Timeline::Clock::now();
+  // What the arguments lack where the variant runs now (another reader may have made a copy
+  // since the choice): what resolving them copies, the bandwidth measurement's bytes.
+  ArgFootprint fp;
+  try {
+    if (run.describe != nullptr) run.describe(task, &fp);
+  } catch (...) {
+    // (only the size function could throw, and it is not needed here)
+  }
+  run.bytes_to_move =
+      processor_of(run, run.chosen) == Processor::kGpu ? fp.not_on_device : fp.not_on_host;
+}
+
 void variant_body_returned(VariantRun* run) noexcept {
   if (RuntimeCore* rt = exec_context().runtime) rt->end_variant_run(*run, /*ran=*/true);
 }
@@ -192,7 +207,9 @@ bool RuntimeCore::fall_back_to_cpu(TaskRecord* task, const std::exception_ptr& t
   TaskExtras* x = task->extras();
   if (x == nullptr || !x->variant) return false;
   VariantRun& run = *x->variant;
-  if (run.chosen < 0 || run.fallback_from >= 0 || processor_of(run, run.chosen) != Processor::kGpu) {
+  // A forced variant runs as forced: its error is the call's.
+  if (run.chosen < 0 || run.forced >= 0 || run.fallback_from >= 0 ||
+      processor_of(run, run.chosen) != Processor::kGpu) {
     return false;
   }
   std::string why;
@@ -210,10 +227,10 @@ bool RuntimeCore::fall_back_to_cpu(TaskRecord* task, const std::exception_ptr& t
     for (const auto& o : options) any = any || o.allowed;
     if (!any) return false;
     const std::string gpu_name = run.function->variants[static_cast<size_t>(run.chosen)].name;
-    end_variant_run(run, /*ran=*/false);
-    planner_.count_fallback(run.function->name, gpu_name, Processor::kGpu);
     const VariantPlanner::Choice c = planner_.choose(run.function->name, run.bucket, options);
     if (c.option < 0) return false;
+    end_variant_run(run, /*ran=*/false, /*failed=*/true);
+    planner_.count_fallback(run.function->name, gpu_name, Processor::kGpu);
     run.fallback_from = run.chosen;
     run.fallback_reason = std::move(why);
     run.chosen = c.option;
@@ -222,6 +239,10 @@ bool RuntimeCore::fall_back_to_cpu(TaskRecord* task, const std::exception_ptr& t
     run.bytes_to_move = 0;
     run.finished = false;
     run.body_seconds = -1;
+    const auto i = static_cast<size_t>(c.option);
+    x->request = run.requests[i];
+    x->shape = run.shapes[i];
+    x->default_request = is_one_cpu(x->request);
     PRISM_LOG(kInfo) << "task " << run.function->name << ": variant '" << gpu_name
                      << "' ran out of device memory; running variant '"
                      << options[static_cast<size_t>(c.option)].name << "' instead";

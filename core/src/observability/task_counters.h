@@ -30,6 +30,9 @@ class TaskCounters {
                      // creation, was placed there)
     kRequeued,       // given back to dispatch() a second time (a task that waited for a node):
                      // its second kReady and kRemote are not new
+    kRestarted,      // a run given back and dispatched again (a variant call moved to its CPU
+                     // variant after the GPU's ran out of memory): its second kReady and kStarted
+                     // are not new
     kKinds
   };
   static constexpr size_t kShards = 64;

@@ -3,7 +3,12 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
+#include <cctype>
 #include <cerrno>
+#include <charconv>
+#include <locale>
+#include <system_error>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -39,9 +44,11 @@ bool decode(const std::string& s, std::string* out) {
       continue;
     }
     if (i + 2 >= s.size()) return false;
-    unsigned v = 0;
-    if (std::sscanf(s.substr(i + 1, 2).c_str(), "%2X", &v) != 1) return false;
-    *out += static_cast<char>(v);
+    if (!std::isxdigit(static_cast<unsigned char>(s[i + 1])) ||
+        !std::isxdigit(static_cast<unsigned char>(s[i + 2]))) {
+      return false;
+    }
+    *out += static_cast<char>(std::stoi(s.substr(i + 1, 2), nullptr, 16));
     i += 2;
   }
   return true;
@@ -58,20 +65,21 @@ std::vector<std::string> split_tabs(const std::string& line) {
   }
 }
 
+// Numbers are read and written in the classic "C" format whatever the program's locale.
 bool parse_double(const std::string& s, double* out) {
-  char* end = nullptr;
-  errno = 0;
-  const double v = std::strtod(s.c_str(), &end);
-  if (s.empty() || end != s.c_str() + s.size() || errno != 0 || !std::isfinite(v)) return false;
+  double v = 0;
+  const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (s.empty() || ec != std::errc() || end != s.data() + s.size() || !std::isfinite(v)) {
+    return false;
+  }
   *out = v;
   return true;
 }
 
 bool parse_int(const std::string& s, int64_t* out) {
-  char* end = nullptr;
-  errno = 0;
-  const long long v = std::strtoll(s.c_str(), &end, 10);
-  if (s.empty() || end != s.c_str() + s.size() || errno != 0) return false;
+  int64_t v = 0;
+  const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
+  if (s.empty() || ec != std::errc() || end != s.data() + s.size()) return false;
   *out = v;
   return true;
 }
@@ -86,7 +94,7 @@ int PerfModel::bucket_of(int64_t size) noexcept {
 }
 
 void PerfModel::History::add(double x) noexcept {
-  ++samples;
+  if (samples < kMaxSamples) ++samples;
   const double w = 1.0 / static_cast<double>(std::min(samples, kWindow));
   const double d = x - mean;
   mean += w * d;
@@ -162,7 +170,7 @@ int PerfModel::load(const std::string& path, int* skipped) {
       ok = decode(f[1], &function) && decode(f[2], &variant) && parse_int(f[3], &bucket) &&
            parse_int(f[4], &samples) && parse_double(f[5], &mean) &&
            parse_double(f[6], &variance) && bucket >= 0 && bucket <= 64 && samples > 0 &&
-           mean >= 0 && variance >= 0;
+           samples <= kMaxSamples && mean >= 0 && variance >= 0;
       if (ok) {
         runs_[Key(function, variant, static_cast<int>(bucket))] = History{samples, mean, variance};
       }
@@ -171,7 +179,7 @@ int PerfModel::load(const std::string& path, int* skipped) {
       int64_t samples = 0;
       const int link = f[1] == "host_to_device" ? 0 : f[1] == "device_to_host" ? 1 : -1;
       ok = link >= 0 && parse_double(f[2], &bw) && bw > 0 && parse_int(f[3], &samples) &&
-           samples > 0;
+           samples > 0 && samples <= kMaxSamples;
       if (ok) links_[link] = History{samples, bw, 0};
     }
     if (ok) {
@@ -186,6 +194,7 @@ int PerfModel::load(const std::string& path, int* skipped) {
 
 void PerfModel::save(const std::string& path) const {
   std::ostringstream out;
+  out.imbue(std::locale::classic());
   out.precision(17);
   {
     MutexLock lock(mu_);
@@ -201,7 +210,11 @@ void PerfModel::save(const std::string& path) const {
           << '\n';
     }
   }
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
+  // A name of its own per save: two runtimes of one process may save at once (the last rename
+  // wins; each file is whole).
+  static std::atomic<uint64_t> saves{0};
+  const std::string tmp = path + ".tmp." + std::to_string(::getpid()) + "." +
+                          std::to_string(saves.fetch_add(1, std::memory_order_relaxed));
   {
     std::ofstream f(tmp, std::ios::trunc);
     f << out.str();

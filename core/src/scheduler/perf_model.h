@@ -38,6 +38,8 @@ class PerfModel {
   // Bandwidth assumed before any copy was measured: 8 GB/s (a PCIe 3 x16 link, or a host memcpy
   // of cold pages here).
   static constexpr double kDefaultBandwidth = 8e9;
+  // Sample counts stop growing here (and larger counts in a file are refused).
+  static constexpr int64_t kMaxSamples = int64_t{1} << 40;
 
   struct Estimate {
     int64_t samples = 0;  // observations so far (not capped)

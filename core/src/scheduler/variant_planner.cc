@@ -19,6 +19,9 @@ double standard_error(const PerfModel::Estimate& e) {
 VariantPlanner::Choice VariantPlanner::choose(const std::string& function, int bucket,
                                               const std::vector<Option>& options, int forced) {
   const size_t n = options.size();
+  // The model is read under mu_, as finished() writes it: a run is counted either as in flight
+  // or as a sample, never as neither (which would calibrate one variant twice) nor both.
+  MutexLock lock(mu_);
   std::vector<PerfModel::Estimate> est(n);
   double known_sum = 0;
   int known = 0;
@@ -34,7 +37,6 @@ VariantPlanner::Choice VariantPlanner::choose(const std::string& function, int b
   const double assumed = known > 0 ? known_sum / known : 0;
   auto predicted = [&](size_t i) { return est[i].samples > 0 ? est[i].mean : assumed; };
 
-  MutexLock lock(mu_);
   std::vector<double> finish(n, std::numeric_limits<double>::infinity());
   for (size_t i = 0; i < n; ++i) {
     if (!options[i].allowed) continue;
@@ -51,8 +53,11 @@ VariantPlanner::Choice VariantPlanner::choose(const std::string& function, int b
     int64_t fewest = std::numeric_limits<int64_t>::max();
     for (size_t i = 0; i < n; ++i) {
       if (!options[i].allowed) continue;
-      const auto it = inflight_.find(RunKey(function, options[i].name, bucket));
-      const int64_t runs = est[i].samples + (it == inflight_.end() ? 0 : it->second);
+      const RunKey key(function, options[i].name, bucket);
+      const auto it = inflight_.find(key);
+      const auto f = failures_.find(key);
+      const int64_t runs = est[i].samples + (it == inflight_.end() ? 0 : it->second) +
+                           (f == failures_.end() ? 0 : f->second);
       if (runs < fewest || (runs == fewest && pick >= 0 && finish[i] < finish[pick])) {
         fewest = runs;
         pick = static_cast<int>(i);
@@ -62,9 +67,16 @@ VariantPlanner::Choice VariantPlanner::choose(const std::string& function, int b
       calibrating = true;
     } else if (pick >= 0) {
       // Earliest expected finish, with hysteresis towards the last choice.
+      // A variant that only ever failed is a last resort.
+      auto only_failed = [&](size_t i) {
+        return est[i].samples == 0 && failures_.count(RunKey(function, options[i].name, bucket)) > 0;
+      };
       pick = -1;
-      for (size_t i = 0; i < n; ++i) {
-        if (options[i].allowed && (pick < 0 || finish[i] < finish[pick])) pick = static_cast<int>(i);
+      for (int pass = 0; pass < 2 && pick < 0; ++pass) {
+        for (size_t i = 0; i < n; ++i) {
+          if (!options[i].allowed || (pass == 0 && only_failed(i))) continue;
+          if (pick < 0 || finish[i] < finish[pick]) pick = static_cast<int>(i);
+        }
       }
       const auto last = last_.find(ChoiceKey(function, bucket));
       if (last != last_.end() && last->second != options[pick].name) {
@@ -86,17 +98,25 @@ VariantPlanner::Choice VariantPlanner::choose(const std::string& function, int b
   c.predicted = predicted(pick);
   c.expected_finish = finish[pick];
   c.calibrating = calibrating;
-  backlog_[static_cast<int>(options[pick].processor)] += c.predicted;
-  ++pending_[static_cast<int>(options[pick].processor)];
+  // The maps first: if one throws (out of memory) nothing was counted.
   ++inflight_[RunKey(function, options[pick].name, bucket)];
   if (forced < 0) last_[ChoiceKey(function, bucket)] = options[pick].name;
+  backlog_[static_cast<int>(options[pick].processor)] += c.predicted;
+  ++pending_[static_cast<int>(options[pick].processor)];
   return c;
 }
 
 void VariantPlanner::finished(const std::string& function, int bucket, const Option& option,
-                              const Choice& choice, double seconds) {
-  if (seconds >= 0) model_->record(function, option.name, bucket, seconds);
+                              const Choice& choice, double seconds, bool failed) {
   MutexLock lock(mu_);
+  if (seconds >= 0) model_->record(function, option.name, bucket, seconds);
+  if (failed) {
+    try {
+      ++failures_[RunKey(function, option.name, bucket)];
+    } catch (...) {
+      // Out of memory: the failure is not remembered; the books below still balance.
+    }
+  }
   const int p = static_cast<int>(option.processor);
   backlog_[p] = --pending_[p] <= 0 ? 0.0 : std::max(0.0, backlog_[p] - choice.predicted);
   if (pending_[p] < 0) pending_[p] = 0;

@@ -11,7 +11,7 @@
 // arguments there costs (bytes not there / the measured bandwidth; the caller computes it).
 //
 // Calibration: until every allowed variant has PerfModel::kCalibrationRuns runs in the bucket
-// (finished or in flight), the call goes to the least-run variant (ties: earliest finish), so a
+// (measured, failed or in flight), the call goes to the least-run variant (ties: earliest finish), so a
 // new function or size is measured on every processor before the model is trusted.
 //
 // Hysteresis: the planner remembers its last choice per (function, bucket) and moves to another
@@ -24,7 +24,8 @@
 // finished (exactly 0 whenever pending_[p], the number of those choices, is 0: rounding never
 // leaves a phantom queue); inflight_ counts the same choices per (function,
 // variant, bucket). Each choose() is matched by exactly one finished() (the runtime calls it
-// when the run ends, fails or is never run).
+// when the run ends, fails or is never run). A finished run moves from inflight_ to the model's
+// samples under mu_, and choose() reads both under mu_ (lock order: mu_, then the model's).
 //
 // Thread-safe.
 #pragma once
@@ -70,9 +71,12 @@ class VariantPlanner {
   Choice choose(const std::string& function, int bucket, const std::vector<Option>& options,
                 int forced = -1);
   // The run of `choice` ended or will never happen. `seconds` >= 0: the body's measured time,
-  // recorded in the model (negative: not measured, e.g. it threw).
+  // recorded in the model (negative: not measured). `failed`: the variant ran and threw (out of
+  // device memory, or any error): counted as a calibration run without a time, so a variant that
+  // keeps failing is not chosen again and again to be measured; once calibration is over, a
+  // variant with failures and no measured run is chosen only when nothing else is allowed.
   void finished(const std::string& function, int bucket, const Option& option,
-                const Choice& choice, double seconds);
+                const Choice& choice, double seconds, bool failed = false);
 
   // Predicted seconds of work sent to `p` and not finished.
   double backlog(Processor p) const;
@@ -104,6 +108,7 @@ class VariantPlanner {
   double backlog_[2] PRISM_GUARDED_BY(mu_) = {0, 0};
   int64_t pending_[2] PRISM_GUARDED_BY(mu_) = {0, 0};  // choices not finished, per processor
   std::map<RunKey, int64_t> inflight_ PRISM_GUARDED_BY(mu_);
+  std::map<RunKey, int64_t> failures_ PRISM_GUARDED_BY(mu_);
   std::map<ChoiceKey, std::string> last_ PRISM_GUARDED_BY(mu_);
   std::map<RunKey, Usage> usage_ PRISM_GUARDED_BY(mu_);  // bucket -1: every bucket
   std::unordered_map<uint64_t, std::string> variant_of_ PRISM_GUARDED_BY(mu_);

@@ -188,6 +188,14 @@ class TaskRecord : public Dependent {
   }
   // The owner ran or failed the task: deletes it unless a queue still holds it.
   void release_run() noexcept;
+  // The owner gives the task back without running it to the end, to dispatch it again: true if
+  // no queue holds it (it was taken from its queue, or never queued), and its run state is then
+  // as before it was first queued; false (nothing changed) if a parent claimed it from a queue
+  // that still holds it.
+  bool try_requeue() noexcept {
+    uint8_t expected = kClaimed;
+    return run_state_.compare_exchange_strong(expected, 0, std::memory_order_acq_rel);
+  }
 
   // The first argument that failed, if any (its error is the task's error).
   ObjectEntry* failed_dep() const noexcept { return failed_dep_.load(std::memory_order_acquire); }
