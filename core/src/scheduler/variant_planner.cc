@@ -68,13 +68,15 @@ VariantPlanner::Choice VariantPlanner::choose(const std::string& function, int b
     } else if (pick >= 0) {
       // Earliest expected finish, with hysteresis towards the last choice.
       // A variant that only ever failed is a last resort.
-      auto only_failed = [&](size_t i) {
-        return est[i].samples == 0 && failures_.count(RunKey(function, options[i].name, bucket)) > 0;
-      };
+      std::vector<bool> only_failed(n, false);
+      for (size_t i = 0; i < n; ++i) {
+        only_failed[i] =
+            est[i].samples == 0 && failures_.count(RunKey(function, options[i].name, bucket)) > 0;
+      }
       pick = -1;
       for (int pass = 0; pass < 2 && pick < 0; ++pass) {
         for (size_t i = 0; i < n; ++i) {
-          if (!options[i].allowed || (pass == 0 && only_failed(i))) continue;
+          if (!options[i].allowed || (pass == 0 && only_failed[i])) continue;
           if (pick < 0 || finish[i] < finish[pick]) pick = static_cast<int>(i);
         }
       }
