@@ -60,8 +60,28 @@ int modes_deep(int depth) {
   if (depth == 0) return 0;
   return prism::get(prism::task(modes_deep).remote(depth - 1), 60s) + 1;
 }
+// A heterogeneous function (prism/variants.h) with two CPU variants; each says where it ran.
+std::string modes_here_a(int x) { return prism::node_id() + "/" + std::to_string(x * 2); }
+std::string modes_here_b(int x) { return prism::node_id() + "/" + std::to_string(x + x); }
+auto modes_variants() {
+  return prism::variants(prism::cpu_variant("a", modes_here_a), prism::cpu_variant("b", modes_here_b))
+      .name("modes_here");
+}
+// Submits `n` variant calls where it runs and returns "<node>:<variant>..." per call.
+std::vector<std::string> modes_run_variants(int n) {
+  std::vector<prism::ObjectRef<std::string>> refs;
+  for (int i = 0; i < n; ++i) refs.push_back(prism::task(modes_variants()).remote(i));
+  std::vector<std::string> out;
+  for (int i = 0; i < n; ++i) {
+    const std::string got = prism::get(refs[static_cast<size_t>(i)], 60s);
+    const std::string want = prism::node_id() + "/" + std::to_string(2 * i);
+    out.push_back(got == want ? got + ":" + prism::variant_of(refs[static_cast<size_t>(i)])
+                              : "wrong " + got + " instead of " + want);
+  }
+  return out;
+}
 PRISM_REMOTE(modes_add, modes_where, modes_range, modes_sum, modes_divmod, modes_fails,
-             modes_nothing, modes_echo, modes_fib, modes_deep);
+             modes_nothing, modes_echo, modes_fib, modes_deep, modes_run_variants);
 
 class ModesCounter {
  public:
@@ -130,6 +150,30 @@ TEST_P(ApiModes, TasksRefsAndChains) {
   for (auto& ref : refs) nodes.insert(prism::get(ref, 60s));
   for (const auto& n : nodes) EXPECT_TRUE(remote_node(n)) << n;
   EXPECT_EQ(nodes.size(), cluster() ? 2u : 1u) << "tasks ran on " << nodes.size() << " node(s)";
+}
+
+// A variant call runs on the node that submits it, chosen by that node's own model.
+TEST_P(ApiModes, VariantCallsRunWhereTheyAreSubmitted) {
+  const std::vector<std::string> there =
+      prism::get(prism::task(modes_run_variants).resource("remote", 1).remote(8), 60s);
+  ASSERT_EQ(there.size(), 8u);
+  std::set<std::string> variants;
+  std::string node;
+  for (const std::string& s : there) {
+    const size_t slash = s.find('/');
+    const size_t colon = s.rfind(':');
+    ASSERT_TRUE(slash != std::string::npos && colon != std::string::npos) << s;
+    if (node.empty()) node = s.substr(0, slash);
+    EXPECT_EQ(s.substr(0, slash), node) << "one call's calls ran on several nodes: " << s;
+    variants.insert(s.substr(colon + 1));
+  }
+  EXPECT_TRUE(remote_node(node)) << node;
+  // 8 calls at once on a node that never saw the function: both variants calibrate.
+  EXPECT_EQ(variants, (std::set<std::string>{"a", "b"}));
+  // Submitted here: runs here.
+  auto here = prism::task(modes_variants()).remote(21);
+  EXPECT_EQ(prism::get(here, 60s), prism::node_id() + "/42");
+  EXPECT_FALSE(prism::variant_of(here).empty());
 }
 
 TEST_P(ApiModes, NestedTasksAndDeepNesting) {
