@@ -312,36 +312,35 @@ Tensor axpy(double alpha, const Tensor& x, const Tensor& y) {
 
 // --- reductions ---------------------------------------------------------------------------------
 
-double sum(const Tensor& a) {
-  check_on_gpu("sum", "a", a);
-  check_float("sum", "a", a);
+// A reduction over every element of a float32 or float64 tensor on a GPU: checks `a` and calls
+// run(launch, elements, count) with its typed elements, after its ready event.
+template <typename Run>
+double reduce_elements(const char* kernel, const Tensor& a, Run&& run) {
+  check_on_gpu(kernel, "a", a);
+  check_float(kernel, "a", a);
   Launch launch(a.device());
   launch.input(a);
   const size_t n = static_cast<size_t>(a.numel());
-  void* s = launch.handle();
-  double result = 0.0;
-  if (a.dtype() == DType::kFloat32) {
-    PRISM_GPU_RUN("sum", result =, sum(a.data<float>(), n, s));
-  } else {
-    PRISM_GPU_RUN("sum", result =, sum(a.data<double>(), n, s));
-  }
-  return result;
+  if (a.dtype() == DType::kFloat32) return run(launch, a.data<float>(), n);
+  return run(launch, a.data<double>(), n);
+}
+
+double sum(const Tensor& a) {
+  return reduce_elements("sum", a, [](Launch& launch, const auto* x, size_t n) {
+    void* s = launch.handle();
+    double result = 0.0;
+    PRISM_GPU_RUN("sum", result =, sum(x, n, s));
+    return result;
+  });
 }
 
 double sum_exp_sinh(const Tensor& a) {
-  check_on_gpu("sum_exp_sinh", "a", a);
-  check_float("sum_exp_sinh", "a", a);
-  Launch launch(a.device());
-  launch.input(a);
-  const size_t n = static_cast<size_t>(a.numel());
-  void* s = launch.handle();
-  double result = 0.0;
-  if (a.dtype() == DType::kFloat32) {
-    PRISM_GPU_RUN("sum_exp_sinh", result =, sum_exp_sinh(a.data<float>(), n, s));
-  } else {
-    PRISM_GPU_RUN("sum_exp_sinh", result =, sum_exp_sinh(a.data<double>(), n, s));
-  }
-  return result;
+  return reduce_elements("sum_exp_sinh", a, [](Launch& launch, const auto* x, size_t n) {
+    void* s = launch.handle();
+    double result = 0.0;
+    PRISM_GPU_RUN("sum_exp_sinh", result =, sum_exp_sinh(x, n, s));
+    return result;
+  });
 }
 
 double trace(const Tensor& a) {

@@ -131,13 +131,21 @@ double VariantPlanner::backlog(Processor p) const {
   return backlog_[static_cast<int>(p)];
 }
 
+VariantPlanner::Usage& VariantPlanner::usage_locked(const std::string& function,
+                                                    const std::string& variant, Processor p) {
+  Usage& u = usage_[RunKey(function, variant, -1)];
+  if (u.function.empty()) {
+    u.function = function;
+    u.variant = variant;
+    u.processor = p;
+  }
+  return u;
+}
+
 void VariantPlanner::count_run(const std::string& function, const std::string& variant,
                                Processor p, double seconds) {
   MutexLock lock(mu_);
-  Usage& u = usage_[RunKey(function, variant, -1)];
-  u.function = function;
-  u.variant = variant;
-  u.processor = p;
+  Usage& u = usage_locked(function, variant, p);
   ++u.runs;
   if (seconds > 0) u.seconds += seconds;
 }
@@ -145,11 +153,7 @@ void VariantPlanner::count_run(const std::string& function, const std::string& v
 void VariantPlanner::count_fallback(const std::string& function, const std::string& variant,
                                     Processor p) {
   MutexLock lock(mu_);
-  Usage& u = usage_[RunKey(function, variant, -1)];
-  u.function = function;
-  u.variant = variant;
-  u.processor = p;
-  ++u.fallbacks;
+  ++usage_locked(function, variant, p).fallbacks;
 }
 
 std::vector<VariantPlanner::Usage> VariantPlanner::usage() const {

@@ -103,6 +103,10 @@ class VariantPlanner {
   using RunKey = std::tuple<std::string, std::string, int>;  // function, variant, bucket
   using ChoiceKey = std::pair<std::string, int>;              // function, bucket
 
+  // The usage record of (function, variant), made on first use.
+  Usage& usage_locked(const std::string& function, const std::string& variant, Processor p)
+      PRISM_REQUIRES(mu_);
+
   PerfModel* const model_;
   mutable Mutex mu_;
   double backlog_[2] PRISM_GUARDED_BY(mu_) = {0, 0};
