@@ -80,6 +80,19 @@ std::vector<std::string> modes_run_variants(int n) {
   }
   return out;
 }
+// A heterogeneous function registered for the cluster (PRISM_VARIANTS): a CPU and a GPU variant
+// of y = 3x + 1, each saying where it ran ("<node>/<y>"), the CPU one 4x slower.
+std::string modes_scale_cpu(int x) {
+  std::this_thread::sleep_for(40ms);
+  return prism::node_id() + "/" + std::to_string(3 * x + 1);
+}
+std::string modes_scale_gpu(int x) {
+  std::this_thread::sleep_for(10ms);
+  return prism::node_id() + "/" + std::to_string(x * 3 + 1);
+}
+const auto modes_scale = prism::variants(modes_scale_cpu, modes_scale_gpu).name("modes_scale");
+PRISM_VARIANTS(modes_scale);
+
 PRISM_REMOTE(modes_add, modes_where, modes_range, modes_sum, modes_divmod, modes_fails,
              modes_nothing, modes_echo, modes_fib, modes_deep, modes_run_variants);
 
@@ -121,6 +134,8 @@ class ApiModes : public prism_test::ClusterTest, public ::testing::WithParamInte
     return cluster() ? node == "node1" || node == "node2" : node == prism::node_id();
   }
 };
+
+class ClusterVariants : public prism_test::ClusterTest {};
 
 TEST_P(ApiModes, TasksRefsAndChains) {
   auto a = prism::task(modes_add).resource("remote", 1).remote(1, 2);
@@ -174,6 +189,63 @@ TEST_P(ApiModes, VariantCallsRunWhereTheyAreSubmitted) {
   auto here = prism::task(modes_variants()).remote(21);
   EXPECT_EQ(prism::get(here, 60s), prism::node_id() + "/42");
   EXPECT_FALSE(prism::variant_of(here).empty());
+}
+
+// A driver's calls of a registered variant set are placed across the cluster by the driver's
+// planner: every (variant, node) is calibrated, the GPU variant runs only where a GPU is, and a
+// forced variant this process cannot run goes to a node that can.
+TEST_F(ClusterVariants, RegisteredVariantCallsArePlacedAcrossNodes) {
+  // The driver: 1 CPU, no GPU. Nodes: one with 1 CPU and 1 (logical) GPU, one with 1 CPU.
+  start(1, {{{"PRISM_NUM_GPUS", "1"}}, {}});
+  // Options: cpu here, cpu and gpu on the GPU node, cpu on the other: 4, calibrated 3 times.
+  std::vector<prism::ObjectRef<std::string>> refs;
+  for (int i = 0; i < 12; ++i) refs.push_back(prism::task(modes_scale).remote(i));
+  std::map<std::string, int> per_place;  // "<variant>@<node>"
+  std::string gpu_node;
+  for (int i = 0; i < 12; ++i) {
+    const std::string got = prism::get(refs[static_cast<size_t>(i)], 60s);
+    const size_t slash = got.find('/');
+    ASSERT_NE(slash, std::string::npos) << got;
+    EXPECT_EQ(got.substr(slash + 1), std::to_string(3 * i + 1)) << got;
+    const std::string node = got.substr(0, slash);
+    const std::string variant = prism::variant_of(refs[static_cast<size_t>(i)]);
+    ++per_place[variant + "@" + node];
+    if (variant == "gpu") {
+      if (gpu_node.empty()) gpu_node = node;
+      EXPECT_EQ(node, gpu_node) << "the GPU variant ran on two nodes";
+    } else {
+      EXPECT_EQ(variant, "cpu");
+    }
+  }
+  ASSERT_FALSE(gpu_node.empty()) << "the GPU variant never ran";
+  EXPECT_NE(gpu_node, prism::node_id());
+  EXPECT_EQ(per_place.size(), 4u) << "each (variant, node) is calibrated";
+  for (const auto& [place, n] : per_place) EXPECT_EQ(n, 3) << place;
+  // The GPU node is the one that declared a GPU.
+  const prism::Stats stats = prism::stats();
+  bool found = false;
+  for (const auto& n : stats.nodes) {
+    if (n.node != gpu_node) continue;
+    found = true;
+    EXPECT_EQ(n.total.count("GPU") ? n.total.at("GPU") : 0.0, 1.0);
+  }
+  EXPECT_TRUE(found) << gpu_node;
+  // The driver's stats count the runs per variant and node.
+  uint64_t runs = 0;
+  for (const auto& v : stats.variants) {
+    if (v.function != "modes_scale") continue;
+    runs += v.runs;
+    EXPECT_EQ(v.runs, 3u) << v.variant << "@" << v.node;
+    if (v.variant == "gpu") EXPECT_EQ(v.node, gpu_node);
+  }
+  EXPECT_EQ(runs, 12u);
+  // Forced to the GPU variant, which this process cannot run: the GPU node runs it.
+  auto forced = prism::task(modes_scale).variant("gpu").remote(100);
+  EXPECT_EQ(prism::get(forced, 60s), gpu_node + "/301");
+  EXPECT_EQ(prism::variant_of(forced), "gpu");
+  // An unregistered set whose only runnable variant is elsewhere cannot go there: a clear error.
+  auto unregistered = prism::variants(modes_scale_cpu, modes_scale_gpu).name("unregistered");
+  EXPECT_THROW(prism::task(unregistered).variant("gpu").remote(1), prism::InfeasibleError);
 }
 
 TEST_P(ApiModes, NestedTasksAndDeepNesting) {

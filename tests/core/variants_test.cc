@@ -222,6 +222,57 @@ TEST(VariantPlanner, AFourTimesFasterGpuTakesMostCallsYetALongQueueSendsSomeToTh
   EXPECT_EQ(per[1], 10);
 }
 
+TEST(VariantPlanner, OtherNodesAreProcessorsOfTheirOwnWithTheirOwnHistory) {
+  PerfModel m;
+  VariantPlanner p(&m);
+  // Here: a CPU only. node1: a CPU and a GPU whose variant is 4x faster; its runs are kept under
+  // "<variant>@node1", apart from this node's.
+  auto options = cpu_and_gpu();
+  options.pop_back();
+  VariantPlanner::Option cpu1 = options[0], gpu1 = cpu_and_gpu()[1];
+  cpu1.place = gpu1.place = "node1";
+  cpu1.transfer_seconds = gpu1.transfer_seconds = 0.25;  // the arguments cross the network
+  options.push_back(cpu1);
+  options.push_back(gpu1);
+  // Calibration measures every (variant, place), this node's CPU too.
+  int per[3] = {0, 0, 0};
+  std::vector<VariantPlanner::Choice> choices;
+  for (int i = 0; i < 3 * PerfModel::kCalibrationRuns; ++i) {
+    const auto c = p.choose("f", 5, options);
+    ASSERT_GE(c.option, 0);
+    EXPECT_TRUE(c.calibrating);
+    ++per[c.option];
+    choices.push_back(c);
+  }
+  for (int n : per) EXPECT_EQ(n, PerfModel::kCalibrationRuns);
+  EXPECT_DOUBLE_EQ(p.backlog(Processor::kGpu), 0.0);  // node1's GPU has a queue of its own
+  for (const auto& c : choices) {
+    const double t = c.option == 2 ? 1.0 : 4.0;
+    p.finished("f", 5, options[static_cast<size_t>(c.option)], c, t);
+  }
+  EXPECT_EQ(m.estimate("f", "gpu@node1", 5).samples, PerfModel::kCalibrationRuns);
+  EXPECT_EQ(m.estimate("f", "cpu@node1", 5).samples, PerfModel::kCalibrationRuns);
+  EXPECT_EQ(m.estimate("f", "cpu", 5).samples, PerfModel::kCalibrationRuns);
+  EXPECT_DOUBLE_EQ(p.backlog(Processor::kGpu, "node1"), 0.0);
+  // Twelve calls at once: node1's GPU (1.25 s each with the transfer) takes most; the CPUs here
+  // (4 s) and on node1 (4.25 s) take some once its queue is long.
+  per[0] = per[1] = per[2] = 0;
+  for (int i = 0; i < 12; ++i) ++per[p.choose("f", 5, options).option];
+  EXPECT_GE(per[2], 8) << "node1 GPU";
+  EXPECT_GE(per[0], 1) << "CPU here";
+  EXPECT_GE(per[1], 1) << "node1 CPU";
+  EXPECT_EQ(per[0] + per[1] + per[2], 12);
+  // The model file keeps only this machine's runs.
+  const std::string dir = temp_dir("places");
+  ASSERT_EQ(::system(("mkdir -p " + dir).c_str()), 0);
+  m.save(PerfModel::file_in(dir));
+  PerfModel back;
+  back.load(PerfModel::file_in(dir));
+  EXPECT_EQ(back.estimate("f", "cpu", 5).samples, PerfModel::kCalibrationRuns);
+  EXPECT_EQ(back.estimate("f", "gpu@node1", 5).samples, 0);
+  remove_dir(dir);
+}
+
 TEST(VariantPlanner, TransferCostsCount) {
   PerfModel m;
   VariantPlanner p(&m);

@@ -143,6 +143,7 @@ ResultMsg sample_result() {
   m.payload = binary_blob(17);
   m.object = 0x0102030405060708ull;
   m.object_bytes = 1u << 30;
+  m.run_ns = 0x1122334455667788ull;
   return m;
 }
 
@@ -287,6 +288,7 @@ TEST(WireTest, ResultRoundTripsWithEveryStatus) {
     EXPECT_EQ(out.payload, in.payload);
     EXPECT_EQ(out.object, in.object);
     EXPECT_EQ(out.object_bytes, in.object_bytes);
+    EXPECT_EQ(out.run_ns, in.run_ns);
   }
 }
 
@@ -489,7 +491,7 @@ TEST(WireTest, StatusReplyRoundTrips) {
 
 TEST(WireTest, HeaderLayoutIsExact) {
   const std::string expected =
-      std::string("PRSM") + '\x04' + '\x07' + std::string(2, '\0') + std::string(4, '\0') +
+      std::string("PRSM") + '\x05' + '\x07' + std::string(2, '\0') + std::string(4, '\0') +
       std::string(4, '\0');
   EXPECT_EQ(encode_one(ShutdownMsg{}), expected);
 }
@@ -535,6 +537,7 @@ TEST(WireTest, CallAndResultLayoutsAreExact) {
                                  .str(r.payload)
                                  .u64(r.object)
                                  .u64(r.object_bytes)
+                                 .u64(r.run_ns)
                                  .get();
   EXPECT_EQ(encode_one(r), frame(MsgType::kResult, result));
 }
@@ -664,7 +667,8 @@ TEST(WireTest, BadVersion) {
   expect_error(header(7, 0, kWireMagic, /*version=*/1), DecodeError::kBadVersion);
   expect_error(header(7, 0, kWireMagic, /*version=*/2), DecodeError::kBadVersion);
   expect_error(header(7, 0, kWireMagic, /*version=*/3), DecodeError::kBadVersion);
-  expect_error(header(7, 0, kWireMagic, /*version=*/5), DecodeError::kBadVersion);
+  expect_error(header(7, 0, kWireMagic, /*version=*/4), DecodeError::kBadVersion);
+  expect_error(header(7, 0, kWireMagic, /*version=*/6), DecodeError::kBadVersion);
   expect_error(header(7, 0, kWireMagic, /*version=*/255), DecodeError::kBadVersion);
 }
 
@@ -792,12 +796,12 @@ TEST(WireTest, UnknownEnumValues) {
   // CallStatus: 0 to 3 only.
   for (int status : {4, 128, 255}) {
     const std::string body =
-        Bytes().u64(1).u8(static_cast<uint8_t>(status)).i32(0).str("").str("").str("").u64(0).u64(0).get();
+        Bytes().u64(1).u8(static_cast<uint8_t>(status)).i32(0).str("").str("").str("").u64(0).u64(0).u64(0).get();
     expect_error(frame(MsgType::kResult, body), DecodeError::kMalformedBody);
   }
   // And the same bodies with valid values decode.
   expect_error(frame(MsgType::kResult,
-                     Bytes().u64(1).u8(3).i32(0).str("").str("").str("").u64(0).u64(0).get()),
+                     Bytes().u64(1).u8(3).i32(0).str("").str("").str("").u64(0).u64(0).u64(0).get()),
                DecodeError::kNone);
 }
 

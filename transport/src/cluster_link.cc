@@ -3,6 +3,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cmath>
+#include <limits>
 #include <cerrno>
 #include <chrono>
 #include <climits>
@@ -26,6 +28,7 @@
 #include "api/registry_internal.h"
 #include "api/runtime_core.h"
 #include "api/runtime_registry.h"
+#include "prism/internal/variant_run.h"
 #include "auth.h"
 #include "clock_offset.h"
 #include "common/event.h"
@@ -347,6 +350,11 @@ class Link final : public internal::ClusterLink {
   bool offer(TaskRecord* task) noexcept override {
     if (config_.role == ClusterRole::kNode) return offer_to_driver(task);
     if (config_.role != ClusterRole::kDriver) return false;
+    // A variant call goes where the runtime's planner placed it (here: runs here).
+    if (const internal::TaskExtras* x = task->extras(); x != nullptr && x->variant) {
+      if (x->variant->peer == 0) return false;
+      return place(task, /*runs_here=*/false, /*spilled_from=*/0, /*to=*/x->variant->peer);
+    }
     const bool nodes = ready_nodes_.load(std::memory_order_acquire) > 0;
     if (!nodes && !waits_for_nodes()) return false;
     // No node yet: a default task runs here whenever this node has a CPU (no scheduler lock).
@@ -362,7 +370,8 @@ class Link final : public internal::ClusterLink {
   // sends it back (kSpilled) when it turns out to have no room now (work this process did not
   // send there: nested tasks). Then it goes, without spilling again, to another node with room,
   // else back to `spilled_from`, which queues it.
-  bool place(TaskRecord* task, bool runs_here, PeerId spilled_from) noexcept {
+  // `to`: that node only (a variant call placed by the runtime's planner), without spilling.
+  bool place(TaskRecord* task, bool runs_here, PeerId spilled_from, PeerId to = 0) noexcept {
     const ResourceRequest& request = task->request();
     std::string function, args;
     Transfer transfer(this);
@@ -373,12 +382,18 @@ class Link final : public internal::ClusterLink {
     }
     CallMsg call;
     call.objects = std::move(transfer.refs);
-    call.may_spill = spilled_from == 0;
+    call.may_spill = spilled_from == 0 && to == 0;
     if (task->remote_materializer() != nullptr) call.result_object = objects_.new_id();
     PeerId peer = 0;
     {
       MutexLock lock(mu_);
-      if (spilled_from == 0) {
+      if (to != 0) {
+        auto it = peers_.find(to);
+        if (it == peers_.end() || it->second.state != Peer::State::kReady || shut_down_) {
+          return false;  // that node went away since the choice: fails here (infeasible)
+        }
+        peer = to;
+      } else if (spilled_from == 0) {
         peer = choose_node_locked(request, runs_here, transfer.bytes_at);
       } else {
         peer = choose_node_locked(request, /*runs_here=*/true, transfer.bytes_at, spilled_from);
@@ -471,6 +486,36 @@ class Link final : public internal::ClusterLink {
                              ErrorCode::kInvalidArgument,
                              "task '" + task->function_name() + "' cannot go to another node: " + why)));
     return true;
+  }
+
+  std::vector<VariantNode> variant_nodes(
+      const std::vector<ResourceRequest>& requests) const override {
+    std::vector<VariantNode> out;
+    if (config_.role != ClusterRole::kDriver) return out;
+    MutexLock lock(mu_);
+    for (const auto& [id, p] : peers_) {
+      if (p.state != Peer::State::kReady || p.role != PeerRole::kNode) continue;
+      VariantNode n;
+      n.peer = id;
+      n.name = node_name(p.name);
+      for (const ResourceRequest& r : requests) {
+        double lanes = 0;
+        if (fits(r, p.totals, WireResources{})) {
+          lanes = std::numeric_limits<double>::infinity();
+          auto per = [&](int64_t have, int64_t want) {
+            if (want > 0) lanes = std::min(lanes, static_cast<double>(have / want));
+          };
+          per(p.totals.cpu, r.cpu);
+          per(p.totals.gpu, r.gpu);
+          per(p.totals.memory, r.memory);
+          if (!std::isfinite(lanes)) lanes = 1;  // (asks for custom resources only)
+          lanes = std::max(1.0, lanes);
+        }
+        n.lanes.push_back(lanes);
+      }
+      out.push_back(std::move(n));
+    }
+    return out;
   }
 
   bool waits_for_nodes() const override {
@@ -2047,7 +2092,11 @@ class Link final : public internal::ClusterLink {
           [this, id, key = served->key, invoker = served->invoker, args, result_object, answer] {
             ResultMsg& r = *answer;
             r.call_id = id;
+            const auto start = std::chrono::steady_clock::now();
             invoker(key, args->view, &r.payload);
+            r.run_ns = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                                 std::chrono::steady_clock::now() - start)
+                                                 .count());
             if (result_object != 0 && r.payload.size() >= kInlineObjectBytes) {
               r.object = result_object;
               r.object_bytes = r.payload.size();
@@ -2459,6 +2508,7 @@ class Link final : public internal::ClusterLink {
             return;
           }
           objects_.locate(result.object, result.object_bytes, peer);
+          internal::remote_variant_ran(p.task, static_cast<double>(result.run_ns) * 1e-9);
           auto where = std::make_shared<RemoteObject>(service_, result.object, p.peer_name);
           where->materialize = p.task->remote_materializer();
           p.task->complete_remote_value(std::move(where));  // (if cancelled: freed at once)
@@ -2466,6 +2516,7 @@ class Link final : public internal::ClusterLink {
           p.task->release_run();
           return;
         }
+        internal::remote_variant_ran(p.task, static_cast<double>(result.run_ns) * 1e-9);
         try {
           p.task->complete_remote(result.payload);
         } catch (const std::exception& e) {
@@ -2691,6 +2742,10 @@ class Link final : public internal::ClusterLink {
     t.bytes = bytes;
     t.start = start;
     t.end = internal::Timeline::Clock::now();
+    // The network's bandwidth, for placing variant calls (PerfModel ignores small copies).
+    rt_->perf_model().record_transfer(internal::PerfModel::Link::kNetwork,
+                                      static_cast<int64_t>(bytes),
+                                      std::chrono::duration<double>(t.end - t.start).count());
     {
       MutexLock lock(mu_);
       t.from = peer_name_locked(from);

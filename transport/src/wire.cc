@@ -211,6 +211,7 @@ void write_body(Writer* w, const ResultMsg& m) {
   w->str(m.payload);
   w->u64(m.object);
   w->u64(m.object_bytes);
+  w->u64(m.run_ns);
 }
 
 void write_body(Writer* w, const ObjectPullMsg& m) { w->u64(m.object); }
@@ -483,7 +484,7 @@ bool read_body(Reader* r, CallMsg* m) {
 bool read_body(Reader* r, ResultMsg* m) {
   return r->u64(&m->call_id) && read_status(r, &m->status) && r->i32(&m->error_code) &&
          r->str(&m->error_type) && r->str(&m->message) && r->str(&m->payload) &&
-         r->u64(&m->object) && r->u64(&m->object_bytes);
+         r->u64(&m->object) && r->u64(&m->object_bytes) && r->u64(&m->run_ns);
 }
 
 bool read_body(Reader* r, ObjectPullMsg* m) { return r->u64(&m->object); }

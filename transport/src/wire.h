@@ -31,7 +31,7 @@
 namespace prism::cluster {
 
 inline constexpr uint32_t kWireMagic = 0x4D535250;
-inline constexpr uint8_t kWireVersion = 4;
+inline constexpr uint8_t kWireVersion = 5;
 inline constexpr size_t kHeaderBytes = 16;
 // Bodies above this are refused (values larger than the inline threshold travel in part 2's
 // transfers; until then a task's arguments or result must fit in one frame).
@@ -136,6 +136,7 @@ struct ResultMsg {
   std::string payload;
   uint64_t object = 0;        // nonzero: the result stayed on the node as this object (no payload)
   uint64_t object_bytes = 0;  // ... of this many bytes
+  uint64_t run_ns = 0;        // kOk, a task: how long its body ran there (variant calls' model)
 };
 
 struct ActorCreateMsg {

@@ -83,10 +83,12 @@ struct TransferStats {
   uint64_t node_served_bytes = 0;
 };
 
-// Heterogeneous tasks (prism/variants.h): the runs of one variant of one function on this node.
+// Heterogeneous tasks (prism/variants.h): the runs of one variant of one function that this
+// node's calls chose, on this node or (a driver's calls) on another node of its cluster.
 struct VariantStats {
   std::string function;
   std::string variant;
+  std::string node;        // where it ran ("driver", "node1", ...)
   std::string processor;   // "cpu" or "gpu"
   uint64_t runs = 0;       // runs that returned
   double seconds = 0;      // their measured time, in total

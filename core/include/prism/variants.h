@@ -42,13 +42,16 @@
 // is chosen only when no other variant can run. Which variant ran: variant_of(ref), the
 // timeline (each span's "variant", "predicted_us" and "actual_us"), and stats().variants.
 //
-// Limits: one result per call (no num_returns); in cluster mode a variant call runs on the node
-// that submitted it (the model is per node).
+// Cluster mode: a set registered with PRISM_VARIANTS(set) is placed by the driver over every
+// (variant, node) that can run it, each with its own queue and history (another node's runs are
+// measured there and reported back); an unregistered set, or a call made by a task on a node,
+// runs on the node that submitted it. Limits: one result per call (no num_returns).
 //
 // Thread-safe: as prism::task.
 #pragma once
 
 #include <chrono>
+#include <cstring>
 #include <functional>
 #include <memory>
 #include <string>
@@ -64,6 +67,7 @@
 #include "prism/internal/variant_run.h"
 #include "prism/object_ref.h"
 #include "prism/options.h"
+#include "prism/registry.h"
 #include "prism/task.h"
 
 namespace prism {
@@ -219,6 +223,89 @@ void describe_variant_args(const TaskRecord* task, ArgFootprint* fp) {
   }
 }
 
+// ---- cluster mode: a variant run on another node (PRISM_VARIANTS) ----
+
+// The parameters and result a variant call crosses nodes with: the first variant's, a function
+// pointer's or a lambda's or functor's (one operator(), not a template).
+template <typename F, typename = void>
+struct CallableSignature : RemoteSignature<F> {};
+template <typename F>
+struct CallableSignature<F, std::enable_if_t<std::is_class_v<F>, std::void_t<decltype(&F::operator())>>> {
+  using M = RemoteMethodSignature<decltype(&F::operator())>;
+  using Result = typename M::Result;
+  using Params = typename M::Params;
+  static constexpr bool kCapable = M::kCapable;
+};
+
+template <typename R, typename S, typename... Fs, typename Value, typename... Resolved>
+struct RemoteTask<VariantTarget<R, S, Fs...>, Value, Resolved...> {
+  using Sig = CallableSignature<std::tuple_element_t<0, std::tuple<Fs...>>>;
+  using Params = typename Sig::Params;
+  static constexpr bool value = [] {
+    if constexpr (!Sig::kCapable) {
+      return false;
+    } else {
+      return std::is_same_v<typename Sig::Result, Value> &&
+             std::is_constructible_v<typename Sig::Params, Resolved...>;
+    }
+  }();
+  // The chosen variant's registered name, when the call was placed on another node.
+  static std::string name(const VariantTarget<R, S, Fs...>& t) {
+    const VariantRun& run = *t.run;
+    if (!run.remote || run.chosen < 0 || run.peer == 0) return {};
+    return remote_variant_name(run.function->name,
+                               run.function->variants[static_cast<size_t>(run.chosen)].name);
+  }
+};
+
+// The RemoteInvoker of variant I of the set at the address in the key's first bytes: reads the
+// parameters, runs the variant (and its device work, for a GPU variant), writes the result.
+template <typename Set, size_t I>
+void invoke_remote_variant(const FunctionKey& key, std::string_view args, std::string* result) {
+  const Set* set = nullptr;
+  std::memcpy(&set, key.bytes, sizeof set);
+  using Sig = typename Set::Signature;
+  typename Sig::Params params = from_bytes<typename Sig::Params>(args);
+  const auto& v = std::get<I>(set->variants());
+  auto f = v.callable();  // (a copy: its operator() may be non-const)
+  result->clear();
+  if constexpr (std::is_void_v<typename Sig::Result>) {
+    std::apply(f, std::move(params));
+    if (v.gpu()) finish_device_work();
+  } else {
+    typename Sig::Result r = std::apply(f, std::move(params));
+    if (v.gpu()) finish_device_work();
+    Writer w(result);
+    w.put(static_cast<const typename Sig::Result&>(r));
+  }
+}
+
+template <typename Set, size_t... I>
+bool register_variant_set(const Set& set, std::index_sequence<I...>) noexcept {
+  try {
+    using Sig = typename Set::Signature;
+    static_assert(Sig::kCapable,
+                  "PRISM_VARIANTS: the first variant must be a function pointer, or a lambda or "
+                  "functor with one (non-template) operator(), whose parameters and result are "
+                  "serializable (prism/serialize.h) and default-constructible");
+    std::vector<std::string> names;
+    FunctionKey keys[sizeof...(I)];
+    const RemoteInvoker invokers[] = {&invoke_remote_variant<Set, I>...};
+    std::apply([&](const auto&... v) { (names.push_back(v.name()), ...); }, set.variants());
+    // A copy for the program's life (the registry's keys point at it): `set` may be a temporary.
+    const Set* address = new Set(set);
+    for (size_t i = 0; i < sizeof...(I); ++i) {
+      std::memcpy(keys[i].bytes, &address, sizeof address);
+      const uint64_t index = i;
+      std::memcpy(keys[i].bytes + sizeof address, &index, sizeof index);
+      keys[i].size = sizeof address + sizeof index;
+    }
+    return register_variants(set.name(), names, keys, invokers, typeid(Set).name());
+  } catch (...) {
+    return false;
+  }
+}
+
 }  // namespace internal
 
 // Several implementations of one function; give it to prism::task. `S` is the size function's
@@ -259,6 +346,8 @@ class VariantSet {
 
   const std::tuple<Variant<Fs>...>& variants() const noexcept { return variants_; }
   const S& size_function() const noexcept { return size_; }
+  // What a call crosses nodes with (PRISM_VARIANTS): the first variant's parameters and result.
+  using Signature = internal::CallableSignature<std::tuple_element_t<0, std::tuple<Fs...>>>;
   const std::string& name() const noexcept { return name_; }
 
  private:
@@ -314,6 +403,9 @@ class VariantCaller {
     f->name = set_.name();
     std::apply([&](const auto&... v) { (f->variants.push_back(v.spec()), ...); },
                set_.variants());
+    std::vector<std::string> names;
+    for (const auto& v : f->variants) names.push_back(v.name);
+    f->registered = !f->name.empty() && internal::variants_registered(f->name, names);
     function_ = std::move(f);
   }
 
@@ -387,6 +479,7 @@ class VariantCaller {
       }
     }
     run->describe = &internal::describe_variant_args<Impl, S>;
+    run->remote = function_->registered && Impl::can_run_elsewhere();
     internal::VariantRun* raw = run.get();
     internal::ExtrasPtr extras = internal::make_variant_extras(rt, std::move(run));
     Slots slots(rt);
@@ -422,3 +515,13 @@ std::string variant_of(const ObjectRef<T>& ref) {
 }
 
 }  // namespace prism
+
+// Registers the variant set `set` (named with .name(); the macro keeps a copy) so that a
+// driver's calls of it may run on any node of a cluster: each variant becomes the function
+// "<name>/<variant>" on every process of the program. Its calls cross nodes with the first
+// variant's parameters and result (serializable, prism/serialize.h), as PRISM_REMOTE functions.
+#define PRISM_VARIANTS(set)                                                          \
+  [[maybe_unused]] static const bool PRISM_INTERNAL_CAT(prism_variants_, __LINE__) = \
+      ::prism::internal::register_variant_set(                                       \
+          set, std::make_index_sequence<std::tuple_size_v<                             \
+                   std::decay_t<decltype((set).variants())>>>())

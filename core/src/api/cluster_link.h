@@ -85,6 +85,15 @@ class ClusterLink {
   // Node (worker mode): serves until the driver's job ends (returns true) or the driver is lost
   // (returns false).
   virtual bool serve() = 0;
+  // Driver: the other nodes a variant call (prism/variants.h) may run on now, with how many calls
+  // of each of `requests` each runs at once (0: it can never run that one). Empty elsewhere.
+  struct VariantNode {
+    uint64_t peer = 0;   // what offer() sends a call chosen for it to (VariantRun::peer)
+    std::string name;    // "node1"
+    std::vector<double> lanes;
+  };
+  virtual std::vector<VariantNode> variant_nodes(
+      const std::vector<ResourceRequest>& requests) const = 0;
   // Driver: waits until `n` nodes besides this one have joined; throws TimeoutError.
   virtual void wait_for_nodes(int n, Deadline deadline) = 0;
   // Nodes that have joined and are alive, this one included.

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "api/registry_internal.h"
+#include "prism/internal/variant_run.h"
 #include "prism/errors.h"
 #include "prism/internal/thread_annotations.h"
 #include "prism/registry.h"
@@ -169,6 +170,37 @@ bool register_static(const char* names, const FunctionKey* keys, const RemoteInv
   } catch (...) {
     return false;
   }
+}
+
+bool register_variants(const std::string& set, const std::vector<std::string>& names,
+                       const FunctionKey* keys, const RemoteInvoker* invokers,
+                       const char* type) noexcept {
+  try {
+    if (set.empty()) {
+      Registry& r = registry();
+      MutexLock lock(r.mu);
+      r.conflicts.push_back(
+          "PRISM_VARIANTS: the set has no name (give it one with .name(\"...\"))");
+      return false;
+    }
+    for (size_t i = 0; i < names.size(); ++i) {
+      register_function(remote_variant_name(set, names[i]), keys[i], /*throw_on_conflict=*/false,
+                        invokers[i], type);
+    }
+    return true;
+  } catch (...) {
+    return false;
+  }
+}
+
+bool variants_registered(const std::string& set, const std::vector<std::string>& names) {
+  Registry& r = registry();
+  MutexLock lock(r.mu);
+  for (const std::string& n : names) {
+    auto it = r.by_name.find(remote_variant_name(set, n));
+    if (it == r.by_name.end() || it->second.invoker == nullptr) return false;
+  }
+  return !names.empty();
 }
 
 void check_registry_conflicts() {

@@ -757,9 +757,15 @@ Stats RuntimeCore::stats() const {
   }
   s.threads = scheduler_->thread_count();
   for (VariantPlanner::Usage& u : planner_.usage()) {
-    s.variants.push_back(VariantStats{std::move(u.function), std::move(u.variant),
-                                      VariantPlanner::processor_name(u.processor), u.runs,
-                                      u.seconds, u.fallbacks});
+    VariantStats v;
+    v.function = std::move(u.function);
+    v.variant = std::move(u.variant);
+    v.node = u.place.empty() ? node_id_ : std::move(u.place);
+    v.processor = VariantPlanner::processor_name(u.processor);
+    v.runs = u.runs;
+    v.seconds = u.seconds;
+    v.fallbacks = u.fallbacks;
+    s.variants.push_back(std::move(v));
   }
   NodeStats here;
   here.node = node_id_;

@@ -152,16 +152,26 @@ class RuntimeCore final : public JobRunner {
   void keep_failure(TaskRecord* task, const std::exception_ptr& error) noexcept;
   // A variant call became ready: picks its variant (once) and makes its request that one's.
   void choose_variant(TaskRecord* task) noexcept;
-  // The planner's options for a call whose arguments are `fp`; `cpu_only`: GPU variants are
-  // left out (the out-of-memory fallback).
-  std::vector<VariantPlanner::Option> variant_options(const VariantRun& run,
-                                                      const ArgFootprint& fp, bool cpu_only) const;
+  // The planner's options for a call whose arguments are `fp`: each variant here, then (a
+  // driver's call of a registered set) each variant on each other node that can run it.
+  // `cpu_only`: GPU variants are left out (the out-of-memory fallback).
+  struct VariantOptions {
+    std::vector<VariantPlanner::Option> options;
+    std::vector<int> variant;     // per option: the variant's index
+    std::vector<uint64_t> peer;   // per option: 0 here, else the node (ClusterLink::VariantNode)
+  };
+  VariantOptions variant_options(const VariantRun& run, const ArgFootprint& fp,
+                                 bool cpu_only) const;
+  // Makes option `i` of `o` the call's choice (its variant, place and request).
+  void apply_choice(TaskRecord* task, const VariantOptions& o, size_t i,
+                    const VariantPlanner::Choice& c) noexcept;
   // The chosen variant's run ended (`ran`: its body returned; `failed`: it threw) or it never
   // ran: tells the planner, once.
   void end_variant_run(VariantRun& run, bool ran, bool failed = false) noexcept;
   // The chosen variant's run begins (before its arguments are resolved).
   void variant_run_starts(TaskRecord* task, VariantRun& run) noexcept;
   friend void variant_body_returned(VariantRun* run) noexcept;
+  friend void remote_variant_ran(TaskRecord* task, double seconds) noexcept;
   // A GPU variant ran out of device memory: picks the CPU variant to run instead and makes the
   // task's request that variant's (true), or false if there is none, it already fell back once,
   // or the GPU variant was forced.

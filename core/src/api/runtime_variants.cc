@@ -44,10 +44,17 @@ ExtrasPtr RuntimeCore::make_variant_extras(std::shared_ptr<VariantRun> run) {
   run->requests.resize(n);
   run->shapes.assign(n, nullptr);
   run->runnable.assign(n, false);
+  // A driver's call of a registered set may also run on other nodes (placed at dispatch).
+  ClusterLink* const l = run->remote ? link() : nullptr;
+  std::vector<bool> elsewhere(n, false);
   std::string reasons;
-  int first = -1;
+  int first = -1, first_elsewhere = -1;
   for (size_t i = 0; i < n; ++i) {
     const VariantSpec& v = f.variants[i];
+    if (v.name.find('@') != std::string::npos) {
+      throw Error(ErrorCode::kInvalidArgument, "variant '" + v.name + "' of '" + f.name +
+                                                   "': a variant's name may not contain '@'");
+    }
     const TaskOptions& o = v.options;
     try {
       run->requests[i] = make_request(o.num_cpus, o.num_gpus, o.memory, o.gpu_memory, o.resources);
@@ -61,18 +68,25 @@ ExtrasPtr RuntimeCore::make_variant_extras(std::shared_ptr<VariantRun> run) {
     run->runnable[i] = reason.empty();
     if (reason.empty()) {
       if (first < 0) first = static_cast<int>(i);
+    } else if (l != nullptr && l->infeasible_elsewhere(run->requests[i], false).empty()) {
+      elsewhere[i] = true;
+      if (first_elsewhere < 0) first_elsewhere = static_cast<int>(i);
     } else {
       reasons += (reasons.empty() ? "" : "; ") + ("variant '" + v.name + "': " + reason);
     }
   }
-  if (run->forced >= 0 && !run->runnable[static_cast<size_t>(run->forced)]) {
+  if (run->forced >= 0 && !run->runnable[static_cast<size_t>(run->forced)] &&
+      !elsewhere[static_cast<size_t>(run->forced)]) {
     throw InfeasibleError("infeasible task '" + f.name + "': the forced variant '" +
                           f.variants[static_cast<size_t>(run->forced)].name +
-                          "' can never run on node " + node_id_ + " (" + reasons + ")");
+                          "' can never run on node " + node_id_ +
+                          (l != nullptr ? " nor on any other node" : "") + " (" + reasons + ")");
   }
+  if (first < 0) first = first_elsewhere;
   if (first < 0) {
     throw InfeasibleError("infeasible task '" + f.name + "': no variant can ever run on node " +
-                          node_id_ + ": " + reasons);
+                          node_id_ + (l != nullptr ? " nor on any other node" : "") + ": " +
+                          reasons);
   }
   auto x = std::make_unique<TaskExtras>();
   x->name = f.name;
@@ -83,21 +97,29 @@ ExtrasPtr RuntimeCore::make_variant_extras(std::shared_ptr<VariantRun> run) {
   return ExtrasPtr(std::move(x));
 }
 
-std::vector<VariantPlanner::Option> RuntimeCore::variant_options(const VariantRun& run,
-                                                                 const ArgFootprint& fp,
-                                                                 bool cpu_only) const {
+RuntimeCore::VariantOptions RuntimeCore::variant_options(const VariantRun& run,
+                                                         const ArgFootprint& fp,
+                                                         bool cpu_only) const {
   const VariantFunction& f = *run.function;
   const double cpu_units = static_cast<double>(totals_.cpu);
   const double gpu_units =
       static_cast<double>(totals_.num_gpus) * static_cast<double>(kUnitsPerResource) +
       static_cast<double>(totals_.gpu_fraction);
-  std::vector<VariantPlanner::Option> options(f.variants.size());
-  for (size_t i = 0; i < options.size(); ++i) {
-    VariantPlanner::Option& o = options[i];
-    const ResourceRequest& r = run.requests[i];
+  VariantOptions out;
+  auto add = [&](size_t i, uint64_t peer) -> VariantPlanner::Option& {
+    VariantPlanner::Option& o = out.options.emplace_back();
+    out.variant.push_back(static_cast<int>(i));
+    out.peer.push_back(peer);
     o.name = f.variants[i].name;
     o.processor = processor_of(run, static_cast<int>(i));
-    o.allowed = run.runnable[i] && !(cpu_only && o.processor == Processor::kGpu);
+    o.allowed = !(cpu_only && o.processor == Processor::kGpu) &&
+                (run.forced < 0 || run.forced == static_cast<int>(i));
+    return o;
+  };
+  for (size_t i = 0; i < f.variants.size(); ++i) {
+    VariantPlanner::Option& o = add(i, 0);
+    const ResourceRequest& r = run.requests[i];
+    o.allowed = o.allowed && run.runnable[i];
     if (o.processor == Processor::kGpu) {
       o.lanes = r.gpu > 0 ? gpu_units / static_cast<double>(r.gpu) : 1;
       o.transfer_seconds = static_cast<double>(fp.not_on_device) /
@@ -110,7 +132,38 @@ std::vector<VariantPlanner::Option> RuntimeCore::variant_options(const VariantRu
     }
     if (o.lanes < 1) o.lanes = 1;
   }
-  return options;
+  if (ClusterLink* l = run.remote ? link() : nullptr) {
+    // Another node gets the arguments' bytes over the network (in host memory there: a GPU
+    // variant's upload is part of its measured run).
+    const double transfer =
+        static_cast<double>(fp.bytes) / perf_model_.bandwidth(PerfModel::Link::kNetwork);
+    for (ClusterLink::VariantNode& node : l->variant_nodes(run.requests)) {
+      for (size_t i = 0; i < f.variants.size() && i < node.lanes.size(); ++i) {
+        if (node.lanes[i] <= 0) continue;
+        VariantPlanner::Option& o = add(i, node.peer);
+        o.place = node.name;
+        o.lanes = node.lanes[i];
+        o.transfer_seconds = transfer;
+      }
+    }
+  }
+  return out;
+}
+
+void RuntimeCore::apply_choice(TaskRecord* task, const VariantOptions& o, size_t i,
+                               const VariantPlanner::Choice& c) noexcept {
+  TaskExtras* x = task->extras();
+  VariantRun& run = *x->variant;
+  const auto v = static_cast<size_t>(o.variant[i]);
+  run.chosen = o.variant[i];
+  run.peer = o.peer[i];
+  run.place = o.options[i].place;
+  run.predicted_seconds = c.predicted;
+  run.calibrating = c.calibrating;
+  run.transfer_predicted = o.options[i].transfer_seconds;
+  x->request = run.requests[v];
+  x->shape = run.shapes[v];
+  x->default_request = run.peer == 0 && is_one_cpu(x->request);
 }
 
 void RuntimeCore::choose_variant(TaskRecord* task) noexcept {
@@ -129,33 +182,39 @@ void RuntimeCore::choose_variant(TaskRecord* task) noexcept {
   }
   run.bucket = PerfModel::bucket_of(fp.size >= 0 ? fp.size : fp.bytes);
   VariantPlanner::Choice c;
-  std::vector<VariantPlanner::Option> options;
+  VariantOptions options;
   try {
     options = variant_options(run, fp, /*cpu_only=*/false);
-    c = planner_.choose(run.function->name, run.bucket, options, run.forced);
+    // A forced variant with one place to run: the planner's forced choice (no calibration, and
+    // no hysteresis memory); with several (here and other nodes) the planner picks the place.
+    int forced = -1, allowed = 0;
+    for (size_t i = 0; i < options.options.size(); ++i) {
+      if (options.options[i].allowed && allowed++ == 0) forced = static_cast<int>(i);
+    }
+    if (run.forced < 0 || allowed != 1) forced = -1;
+    c = planner_.choose(run.function->name, run.bucket, options.options, forced);
   } catch (...) {
     c = VariantPlanner::Choice{};  // out of memory: the first runnable variant, unplanned
   }
-  int pick = c.option;
-  if (pick < 0) {
+  if (c.option < 0) {
+    // Unplanned (nothing to report: the planner did not count it): the first variant that runs
+    // here, else the call fails as infeasible here.
+    run.finished = true;
     for (size_t i = 0; i < run.runnable.size(); ++i) {
-      if (run.runnable[i]) {
-        pick = static_cast<int>(i);
+      if (run.runnable[i] && (run.forced < 0 || run.forced == static_cast<int>(i))) {
+        run.chosen = static_cast<int>(i);
+        x->request = run.requests[i];
+        x->shape = run.shapes[i];
+        x->default_request = is_one_cpu(x->request);
         break;
       }
     }
-    run.finished = true;  // nothing to report: the planner did not count it
+    return;
   }
-  const auto i = static_cast<size_t>(pick);
-  run.chosen = pick;
-  run.predicted_seconds = c.predicted;
-  run.calibrating = c.calibrating;
-  const bool gpu = processor_of(run, pick) == Processor::kGpu;
-  run.bytes_to_move = gpu ? fp.not_on_device : fp.not_on_host;
-  run.transfer_predicted = i < options.size() ? options[i].transfer_seconds : 0;
-  x->request = run.requests[i];
-  x->shape = run.shapes[i];
-  x->default_request = is_one_cpu(x->request);
+  const auto i = static_cast<size_t>(c.option);
+  apply_choice(task, options, i, c);
+  const bool gpu = options.options[i].processor == Processor::kGpu;
+  run.bytes_to_move = run.peer != 0 ? fp.bytes : gpu ? fp.not_on_device : fp.not_on_host;
 }
 
 void RuntimeCore::end_variant_run(VariantRun& run, bool ran, bool failed) noexcept {
@@ -166,15 +225,16 @@ void RuntimeCore::end_variant_run(VariantRun& run, bool ran, bool failed) noexce
     VariantPlanner::Option o;
     o.name = v.name;
     o.processor = v.gpu ? Processor::kGpu : Processor::kCpu;
+    o.place = run.place;
     VariantPlanner::Choice c;
     c.option = run.chosen;
     c.predicted = run.predicted_seconds;
     planner_.finished(run.function->name, run.bucket, o, c, ran ? run.body_seconds : -1,
                       failed);
     if (ran) {
-      planner_.count_run(run.function->name, v.name, o.processor, run.body_seconds);
+      planner_.count_run(run.function->name, v.name, o.processor, run.body_seconds, run.place);
       planner_.remember(run.result.sequence, v.name);
-      if (run.bytes_to_move > 0 && run.resolve_seconds > 0) {
+      if (run.peer == 0 && run.bytes_to_move > 0 && run.resolve_seconds > 0) {
         perf_model_.record_transfer(
             v.gpu ? PerfModel::Link::kHostToDevice : PerfModel::Link::kDeviceToHost,
             run.bytes_to_move, run.resolve_seconds);
@@ -182,6 +242,15 @@ void RuntimeCore::end_variant_run(VariantRun& run, bool ran, bool failed) noexce
     }
   } catch (...) {
     // Out of memory for the bookkeeping: the model misses this run.
+  }
+}
+
+void remote_variant_ran(TaskRecord* task, double seconds) noexcept {
+  TaskExtras* x = task->extras();
+  if (x == nullptr || !x->variant) return;
+  if (RuntimeCore* rt = task->runtime()) {
+    x->variant->body_seconds = seconds;
+    rt->end_variant_run(*x->variant, /*ran=*/true);
   }
 }
 
@@ -221,31 +290,30 @@ bool RuntimeCore::fall_back_to_cpu(TaskRecord* task, const std::exception_ptr& t
     return false;
   }
   try {
-    // What the arguments look like does not matter any more: the CPU variant runs now, here.
-    std::vector<VariantPlanner::Option> options = variant_options(run, ArgFootprint{}, true);
+    // What the arguments look like does not matter any more: a CPU variant runs now, here (the
+    // arguments are here).
+    VariantOptions options = variant_options(run, ArgFootprint{}, true);
     bool any = false;
-    for (const auto& o : options) any = any || o.allowed;
+    for (size_t i = 0; i < options.options.size(); ++i) {
+      if (options.peer[i] != 0) options.options[i].allowed = false;
+      any = any || options.options[i].allowed;
+    }
     if (!any) return false;
     const std::string gpu_name = run.function->variants[static_cast<size_t>(run.chosen)].name;
-    const VariantPlanner::Choice c = planner_.choose(run.function->name, run.bucket, options);
+    const VariantPlanner::Choice c =
+        planner_.choose(run.function->name, run.bucket, options.options);
     if (c.option < 0) return false;
     end_variant_run(run, /*ran=*/false, /*failed=*/true);
-    planner_.count_fallback(run.function->name, gpu_name, Processor::kGpu);
+    planner_.count_fallback(run.function->name, gpu_name, Processor::kGpu, run.place);
     run.fallback_from = run.chosen;
     run.fallback_reason = std::move(why);
-    run.chosen = c.option;
-    run.predicted_seconds = c.predicted;
-    run.calibrating = c.calibrating;
     run.bytes_to_move = 0;
     run.finished = false;
     run.body_seconds = -1;
-    const auto i = static_cast<size_t>(c.option);
-    x->request = run.requests[i];
-    x->shape = run.shapes[i];
-    x->default_request = is_one_cpu(x->request);
+    apply_choice(task, options, static_cast<size_t>(c.option), c);
     PRISM_LOG(kInfo) << "task " << run.function->name << ": variant '" << gpu_name
                      << "' ran out of device memory; running variant '"
-                     << options[static_cast<size_t>(c.option)].name << "' instead";
+                     << options.options[static_cast<size_t>(c.option)].name << "' instead";
     return true;
   } catch (...) {
     return false;

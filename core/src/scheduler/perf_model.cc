@@ -127,7 +127,8 @@ void PerfModel::record_transfer(Link link, int64_t bytes, double seconds) {
 double PerfModel::bandwidth(Link link) const {
   MutexLock lock(mu_);
   const History& h = links_[static_cast<int>(link)];
-  return h.samples > 0 && h.mean > 0 ? h.mean : kDefaultBandwidth;
+  if (h.samples > 0 && h.mean > 0) return h.mean;
+  return link == Link::kNetwork ? kDefaultNetworkBandwidth : kDefaultBandwidth;
 }
 
 bool PerfModel::changed() const {
@@ -199,6 +200,8 @@ void PerfModel::save(const std::string& path) const {
   {
     MutexLock lock(mu_);
     for (const auto& [key, h] : runs_) {
+      // Another node's runs (VariantPlanner::model_name): that machine's, not this one's.
+      if (std::get<1>(key).find('@') != std::string::npos) continue;
       out << "run\t" << encode(std::get<0>(key)) << '\t' << encode(std::get<1>(key)) << '\t'
           << std::get<2>(key) << '\t' << h.samples << '\t' << h.mean << '\t' << h.variance
           << '\n';

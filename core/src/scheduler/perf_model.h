@@ -46,7 +46,11 @@ class PerfModel {
     double mean = 0;      // seconds
     double stddev = 0;    // seconds
   };
-  enum class Link { kHostToDevice = 0, kDeviceToHost = 1 };
+  // kNetwork: between this node and another of its cluster (objects pulled across nodes); it is
+  // the cluster's, not the machine's: not written to the file.
+  enum class Link { kHostToDevice = 0, kDeviceToHost = 1, kNetwork = 2 };
+  // Network bandwidth assumed before a transfer was measured: 1 GB/s (10 GbE, roughly).
+  static constexpr double kDefaultNetworkBandwidth = 1e9;
 
   static int bucket_of(int64_t size) noexcept;
 
@@ -58,13 +62,15 @@ class PerfModel {
 
   // A copy of `bytes` over `link` took `seconds` (ignored below 64 KiB: latency, not bandwidth).
   void record_transfer(Link link, int64_t bytes, double seconds);
-  // Bytes per second: the running mean of measured copies, else kDefaultBandwidth.
+  // Bytes per second: the running mean of measured copies, else kDefaultBandwidth
+  // (kDefaultNetworkBandwidth for kNetwork).
   double bandwidth(Link link) const;
 
   // Adds the file's entries (a missing file adds nothing). Returns the entries read; malformed
   // lines are skipped and counted in *skipped when given.
   int load(const std::string& path, int* skipped = nullptr);
-  // Writes every entry. Throws prism::Error (kUnavailable) if the file cannot be written.
+  // Writes every entry of this machine (not runs on other nodes, "<variant>@<node>", nor the
+  // network's bandwidth). Throws prism::Error (kUnavailable) if the file cannot be written.
   void save(const std::string& path) const;
   // Whether anything was recorded since the last load() or save().
   bool changed() const;
@@ -90,7 +96,7 @@ class PerfModel {
 
   mutable Mutex mu_;
   std::map<Key, History> runs_ PRISM_GUARDED_BY(mu_);
-  History links_[2] PRISM_GUARDED_BY(mu_);  // bytes per second
+  History links_[3] PRISM_GUARDED_BY(mu_);  // bytes per second, per Link
   mutable bool changed_ PRISM_GUARDED_BY(mu_) = false;
 };
 

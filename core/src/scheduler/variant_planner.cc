@@ -14,6 +14,10 @@ double standard_error(const PerfModel::Estimate& e) {
   return e.stddev / std::sqrt(n);
 }
 
+std::string key_name(const VariantPlanner::Option& o) {
+  return VariantPlanner::model_name(o.name, o.place);
+}
+
 }  // namespace
 
 VariantPlanner::Choice VariantPlanner::choose(const std::string& function, int bucket,
@@ -26,7 +30,7 @@ VariantPlanner::Choice VariantPlanner::choose(const std::string& function, int b
   double known_sum = 0;
   int known = 0;
   for (size_t i = 0; i < n; ++i) {
-    est[i] = model_->estimate(function, options[i].name, bucket);
+    est[i] = model_->estimate(function, key_name(options[i]), bucket);
     if (est[i].samples > 0) {
       known_sum += est[i].mean;
       ++known;
@@ -41,7 +45,8 @@ VariantPlanner::Choice VariantPlanner::choose(const std::string& function, int b
   for (size_t i = 0; i < n; ++i) {
     if (!options[i].allowed) continue;
     const double lanes = options[i].lanes > 0 ? options[i].lanes : 1;
-    finish[i] = backlog_[static_cast<int>(options[i].processor)] / lanes +
+    const auto q = queues_.find(ProcessorKey(options[i].place, static_cast<int>(options[i].processor)));
+    finish[i] = (q == queues_.end() ? 0.0 : q->second.backlog) / lanes +
                 options[i].transfer_seconds + predicted(i);
   }
   int pick = -1;
@@ -53,7 +58,7 @@ VariantPlanner::Choice VariantPlanner::choose(const std::string& function, int b
     int64_t fewest = std::numeric_limits<int64_t>::max();
     for (size_t i = 0; i < n; ++i) {
       if (!options[i].allowed) continue;
-      const RunKey key(function, options[i].name, bucket);
+      const RunKey key(function, key_name(options[i]), bucket);
       const auto it = inflight_.find(key);
       const auto f = failures_.find(key);
       const int64_t runs = est[i].samples + (it == inflight_.end() ? 0 : it->second) +
@@ -71,7 +76,7 @@ VariantPlanner::Choice VariantPlanner::choose(const std::string& function, int b
       std::vector<bool> only_failed(n, false);
       for (size_t i = 0; i < n; ++i) {
         only_failed[i] =
-            est[i].samples == 0 && failures_.count(RunKey(function, options[i].name, bucket)) > 0;
+            est[i].samples == 0 && failures_.count(RunKey(function, key_name(options[i]), bucket)) > 0;
       }
       pick = -1;
       for (int pass = 0; pass < 2 && pick < 0; ++pass) {
@@ -81,9 +86,9 @@ VariantPlanner::Choice VariantPlanner::choose(const std::string& function, int b
         }
       }
       const auto last = last_.find(ChoiceKey(function, bucket));
-      if (last != last_.end() && last->second != options[pick].name) {
+      if (last != last_.end() && last->second != key_name(options[pick])) {
         for (size_t i = 0; i < n; ++i) {
-          if (!options[i].allowed || options[i].name != last->second) continue;
+          if (!options[i].allowed || key_name(options[i]) != last->second) continue;
           const double se_best = standard_error(est[pick]);
           const double se_last = standard_error(est[i]);
           const double margin =
@@ -101,59 +106,70 @@ VariantPlanner::Choice VariantPlanner::choose(const std::string& function, int b
   c.expected_finish = finish[pick];
   c.calibrating = calibrating;
   // The maps first: if one throws (out of memory) nothing was counted.
-  ++inflight_[RunKey(function, options[pick].name, bucket)];
-  if (forced < 0) last_[ChoiceKey(function, bucket)] = options[pick].name;
-  backlog_[static_cast<int>(options[pick].processor)] += c.predicted;
-  ++pending_[static_cast<int>(options[pick].processor)];
+  const std::string name = key_name(options[pick]);
+  Queue& q = queues_[ProcessorKey(options[pick].place, static_cast<int>(options[pick].processor))];
+  ++inflight_[RunKey(function, name, bucket)];
+  if (forced < 0) last_[ChoiceKey(function, bucket)] = name;
+  q.backlog += c.predicted;
+  ++q.pending;
   return c;
 }
 
 void VariantPlanner::finished(const std::string& function, int bucket, const Option& option,
                               const Choice& choice, double seconds, bool failed) {
+  const std::string name = key_name(option);
   MutexLock lock(mu_);
-  if (seconds >= 0) model_->record(function, option.name, bucket, seconds);
+  if (seconds >= 0) model_->record(function, name, bucket, seconds);
   if (failed) {
     try {
-      ++failures_[RunKey(function, option.name, bucket)];
+      ++failures_[RunKey(function, name, bucket)];
     } catch (...) {
       // Out of memory: the failure is not remembered; the books below still balance.
     }
   }
-  const int p = static_cast<int>(option.processor);
-  backlog_[p] = --pending_[p] <= 0 ? 0.0 : std::max(0.0, backlog_[p] - choice.predicted);
-  if (pending_[p] < 0) pending_[p] = 0;
-  const auto it = inflight_.find(RunKey(function, option.name, bucket));
+  // (choose() made this queue; finished() without a matching choose() finds none.)
+  const auto q = queues_.find(ProcessorKey(option.place, static_cast<int>(option.processor)));
+  if (q != queues_.end()) {
+    Queue& queue = q->second;
+    queue.backlog =
+        --queue.pending <= 0 ? 0.0 : std::max(0.0, queue.backlog - choice.predicted);
+    if (queue.pending < 0) queue.pending = 0;
+  }
+  const auto it = inflight_.find(RunKey(function, name, bucket));
   if (it != inflight_.end() && --it->second <= 0) inflight_.erase(it);
 }
 
-double VariantPlanner::backlog(Processor p) const {
+double VariantPlanner::backlog(Processor p, const std::string& place) const {
   MutexLock lock(mu_);
-  return backlog_[static_cast<int>(p)];
+  const auto q = queues_.find(ProcessorKey(place, static_cast<int>(p)));
+  return q == queues_.end() ? 0.0 : q->second.backlog;
 }
 
 VariantPlanner::Usage& VariantPlanner::usage_locked(const std::string& function,
-                                                    const std::string& variant, Processor p) {
-  Usage& u = usage_[RunKey(function, variant, -1)];
+                                                    const std::string& variant, Processor p,
+                                                    const std::string& place) {
+  Usage& u = usage_[RunKey(function, model_name(variant, place), -1)];
   if (u.function.empty()) {
     u.function = function;
     u.variant = variant;
+    u.place = place;
     u.processor = p;
   }
   return u;
 }
 
 void VariantPlanner::count_run(const std::string& function, const std::string& variant,
-                               Processor p, double seconds) {
+                               Processor p, double seconds, const std::string& place) {
   MutexLock lock(mu_);
-  Usage& u = usage_locked(function, variant, p);
+  Usage& u = usage_locked(function, variant, p, place);
   ++u.runs;
   if (seconds > 0) u.seconds += seconds;
 }
 
 void VariantPlanner::count_fallback(const std::string& function, const std::string& variant,
-                                    Processor p) {
+                                    Processor p, const std::string& place) {
   MutexLock lock(mu_);
-  ++usage_locked(function, variant, p).fallbacks;
+  ++usage_locked(function, variant, p, place).fallbacks;
 }
 
 std::vector<VariantPlanner::Usage> VariantPlanner::usage() const {

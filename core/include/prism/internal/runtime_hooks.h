@@ -244,5 +244,13 @@ void register_function(const std::string& name, const FunctionKey& key, bool thr
                        ActorMethodInvoker method_invoker = nullptr);
 // The registered name of `key`, or empty.
 std::string registered_name(const FunctionKey& key);
+// PRISM_VARIANTS (prism/variants.h): registers variant i of the set `set` as the function
+// "<set>/<names[i]>" with keys[i] and invokers[i], from static initialization (never throws;
+// a set without a name, or a name taken by another callable, is reported by init()).
+bool register_variants(const std::string& set, const std::vector<std::string>& names,
+                       const FunctionKey* keys, const RemoteInvoker* invokers,
+                       const char* type) noexcept;
+// Whether every variant of `set` was registered with PRISM_VARIANTS (with an invoker).
+bool variants_registered(const std::string& set, const std::vector<std::string>& names);
 
 }  // namespace prism::internal

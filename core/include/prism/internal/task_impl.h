@@ -422,6 +422,9 @@ class TaskImpl final : public TaskRecord {
   }
   // The call as stored (for code that knows the record's type, e.g. a variant call's planner).
   const std::tuple<A...>& args() const noexcept { return args_; }
+  // Whether calls of this type can be encoded for another node (encode_remote may still say no:
+  // the function is not registered).
+  static constexpr bool can_run_elsewhere() noexcept { return kRemote; }
   const Target& target() const noexcept { return target_; }
 
   bool encode_remote(std::string* function, std::string* args,

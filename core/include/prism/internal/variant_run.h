@@ -44,7 +44,14 @@ struct VariantSpec {
 struct VariantFunction {
   std::string name;  // the model's key and the tasks' name
   std::vector<VariantSpec> variants;
+  // Registered with PRISM_VARIANTS in this binary: each variant can run on another node of a
+  // cluster, as the registered function "<name>/<variant>" (remote_variant_name).
+  bool registered = false;
 };
+
+inline std::string remote_variant_name(const std::string& function, const std::string& variant) {
+  return function + "/" + variant;
+}
 
 struct VariantRun {
   std::shared_ptr<const VariantFunction> function;
@@ -53,14 +60,21 @@ struct VariantRun {
   // Fills the footprint from the task's (ready) arguments; set by the submitter.
   void (*describe)(const TaskRecord* task, ArgFootprint* out) = nullptr;
 
+  // Set at submission: the set is registered (PRISM_VARIANTS) and this call's arguments and
+  // result cross nodes, so a driver may place it on another node of its cluster.
+  bool remote = false;
+
   // Filled at submission by the runtime: each variant's request, interned shape (null: none)
   // and whether this node can run it.
   std::vector<ResourceRequest> requests;
   std::vector<ResourceShape*> shapes;
   std::vector<bool> runnable;
 
-  // The runtime's choice (at dispatch) and what it expected.
+  // The runtime's choice (at dispatch) and what it expected. `place`: "" this node, else the
+  // cluster node (`peer`, the cluster module's number for it) that runs variant `chosen`.
   int chosen = -1;
+  std::string place;
+  uint64_t peer = 0;
   int bucket = 0;
   double predicted_seconds = 0;
   double transfer_predicted = 0;
@@ -88,6 +102,9 @@ void variant_body_returned(VariantRun* run) noexcept;
 // Waits until the GPU work the running task queued on its device is done (no-op without a GPU
 // module or outside a GPU task), so that a GPU variant's measured time includes its kernels.
 void finish_device_work() noexcept;
+// The call `task` (a variant call placed on another node) ran there in `seconds`; called by the
+// cluster module before it completes the call's result.
+void remote_variant_ran(TaskRecord* task, double seconds) noexcept;
 // Which variant computed object `id` ("" if unknown, not done yet, or its runtime is gone).
 std::string variant_of(const ObjectId& id);
 
