@@ -92,6 +92,11 @@ std::string modes_scale_gpu(int x) {
 }
 const auto modes_scale = prism::variants(modes_scale_cpu, modes_scale_gpu).name("modes_scale");
 PRISM_VARIANTS(modes_scale);
+// Its GPU variant always throws.
+std::string modes_broken_gpu(int) { throw std::runtime_error("no kernel for that"); }
+const auto modes_broken =
+    prism::variants(modes_scale_cpu, modes_broken_gpu).name("modes_broken");
+PRISM_VARIANTS(modes_broken);
 
 PRISM_REMOTE(modes_add, modes_where, modes_range, modes_sum, modes_divmod, modes_fails,
              modes_nothing, modes_echo, modes_fib, modes_deep, modes_run_variants);
@@ -243,6 +248,28 @@ TEST_F(ClusterVariants, RegisteredVariantCallsArePlacedAcrossNodes) {
   auto forced = prism::task(modes_scale).variant("gpu").remote(100);
   EXPECT_EQ(prism::get(forced, 60s), gpu_node + "/301");
   EXPECT_EQ(prism::variant_of(forced), "gpu");
+  // A variant that throws on another node: its calls fail with the node's error, and its runs
+  // count as failed calibration runs there, so later calls go elsewhere.
+  std::vector<prism::ObjectRef<std::string>> broken;
+  for (int i = 0; i < 12; ++i) broken.push_back(prism::task(modes_broken).remote(i));
+  int failed = 0;
+  for (auto& r : broken) {
+    try {
+      const std::string got = prism::get(r, 60s);
+      EXPECT_EQ(prism::variant_of(r), "cpu") << got;
+    } catch (const prism::TaskError& e) {
+      ++failed;
+      EXPECT_EQ(e.node_id(), gpu_node);
+      EXPECT_EQ(e.message(), "no kernel for that");
+    }
+  }
+  EXPECT_EQ(failed, 3) << "the broken variant was calibrated three times, then avoided";
+  for (int i = 0; i < 4; ++i) {
+    auto r = prism::task(modes_broken).remote(i);
+    EXPECT_EQ(prism::get(r, 60s).substr(prism::get(r, 60s).find('/') + 1),
+              std::to_string(3 * i + 1));
+    EXPECT_EQ(prism::variant_of(r), "cpu");
+  }
   // An unregistered set whose only runnable variant is elsewhere cannot go there: a clear error.
   auto unregistered = prism::variants(modes_scale_cpu, modes_scale_gpu).name("unregistered");
   EXPECT_THROW(prism::task(unregistered).variant("gpu").remote(1), prism::InfeasibleError);

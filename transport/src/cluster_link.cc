@@ -2548,6 +2548,7 @@ class Link final : public internal::ClusterLink {
         }
         return;
       case CallStatus::kTaskError:
+        internal::remote_variant_failed(p.task);  // (a variant call: it ran there and threw)
         // (A relayed call's payload names the node where it threw.)
         rt_->fail_task(p.task, std::make_exception_ptr(TaskError(
                                    p.task->function_name(), result.error_type, result.message,
@@ -2716,13 +2717,27 @@ class Link final : public internal::ClusterLink {
     if (Blob b = objects_.find(id)) return waiter(b, {});
     const PeerId from = live_holder(id, kHere);
     if (from == 0) return waiter(nullptr, "no node holds it any more (lost with its node)");
-    // For the timeline: the pull from `from` to here, once it arrived.
-    auto timed = [this, id, from, start = internal::Timeline::Clock::now(),
-                  waiter = std::move(waiter)](const Blob& b, const std::string& why) {
-      if (b) log_transfer(id, b->size(), from, kHere, start);
+    // For the timeline: the pull from `from` to here, once it arrived. The reader that asked
+    // for it (`first`, set before the pull is sent: its bytes cannot come sooner) also measures
+    // the network's bandwidth, for placing variant calls.
+    auto first = std::make_shared<std::atomic<bool>>(false);
+    const auto start = internal::Timeline::Clock::now();
+    auto timed = [this, id, from, start, first, waiter = std::move(waiter)](
+                     const Blob& b, const std::string& why) {
+      if (b) {
+        log_transfer(id, b->size(), from, kHere, start);
+        if (first->load(std::memory_order_acquire)) {
+          rt_->perf_model().record_transfer(
+              internal::PerfModel::Link::kNetwork, static_cast<int64_t>(b->size()),
+              std::chrono::duration<double>(internal::Timeline::Clock::now() - start).count());
+        }
+      }
       waiter(b, why);
     };
-    if (objects_.await(id, from, std::move(timed))) send(from, Message(ObjectPullMsg{id}));
+    if (objects_.await(id, from, std::move(timed))) {
+      first->store(true, std::memory_order_release);
+      send(from, Message(ObjectPullMsg{id}));
+    }
   }
 
   // "node<i>" for a peer, this process's node id for kHere, "" for a peer that has gone.
@@ -2742,10 +2757,6 @@ class Link final : public internal::ClusterLink {
     t.bytes = bytes;
     t.start = start;
     t.end = internal::Timeline::Clock::now();
-    // The network's bandwidth, for placing variant calls (PerfModel ignores small copies).
-    rt_->perf_model().record_transfer(internal::PerfModel::Link::kNetwork,
-                                      static_cast<int64_t>(bytes),
-                                      std::chrono::duration<double>(t.end - t.start).count());
     {
       MutexLock lock(mu_);
       t.from = peer_name_locked(from);

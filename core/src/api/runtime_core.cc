@@ -347,9 +347,12 @@ void RuntimeCore::dispatch(TaskRecord* task) noexcept {
     }
     return;
   }
-  if (TaskExtras* x = task->extras(); x != nullptr && x->variant && task->failed_dep() == nullptr &&
-                                       !task->cancel_requested()) {
-    choose_variant(task);
+  TaskExtras* const vx = task->extras() != nullptr && task->extras()->variant ? task->extras()
+                                                                               : nullptr;
+  if (vx != nullptr && task->failed_dep() == nullptr && !task->cancel_requested() &&
+      !choose_variant(task)) {
+    fail_task(task, std::make_exception_ptr(InfeasibleError(variant_infeasible(task))));
+    return;
   }
   if (ObjectEntry* dep = task->failed_dep()) {
     fail_task(task, dep->error());
@@ -360,6 +363,9 @@ void RuntimeCore::dispatch(TaskRecord* task) noexcept {
   } else if (ClusterLink* l = link(); l != nullptr && l->offer(task)) {
     // Runs on another node; the link completes or fails it.
     counters_.add(TaskCounters::kRemote);
+  } else if (vx != nullptr && vx->variant->peer != 0 && !choose_variant_here(task)) {
+    // (placed on a node the link could not send it to, and no variant runs here)
+    fail_task(task, std::make_exception_ptr(InfeasibleError(variant_infeasible(task))));
   } else if (l != nullptr && !runs_here(task)) {
     const ResourceRequest& request = task->request();
     fail_task(task, std::make_exception_ptr(InfeasibleError(

@@ -150,8 +150,15 @@ class RuntimeCore final : public JobRunner {
   // Moves the device spans of this runtime's GPU runs whose work completed into the timeline.
   void collect_device_spans() const;
   void keep_failure(TaskRecord* task, const std::exception_ptr& error) noexcept;
-  // A variant call became ready: picks its variant (once) and makes its request that one's.
-  void choose_variant(TaskRecord* task) noexcept;
+  // A variant call became ready: picks its variant and place (once; `here_only`: this node's
+  // variants only) and makes its request that variant's. False: no variant can run here or on
+  // a connected node (the call fails, variant_infeasible() says why).
+  bool choose_variant(TaskRecord* task, bool here_only = false) noexcept;
+  // A call placed on another node that the link could not send there (the node left, or its
+  // arguments could not be encoded): the choice is undone and made again among this node's
+  // variants. False: none can run here.
+  bool choose_variant_here(TaskRecord* task) noexcept;
+  std::string variant_infeasible(const TaskRecord* task) const;
   // The planner's options for a call whose arguments are `fp`: each variant here, then (a
   // driver's call of a registered set) each variant on each other node that can run it.
   // `cpu_only`: GPU variants are left out (the out-of-memory fallback).
@@ -172,6 +179,7 @@ class RuntimeCore final : public JobRunner {
   void variant_run_starts(TaskRecord* task, VariantRun& run) noexcept;
   friend void variant_body_returned(VariantRun* run) noexcept;
   friend void remote_variant_ran(TaskRecord* task, double seconds) noexcept;
+  friend void remote_variant_failed(TaskRecord* task) noexcept;
   // A GPU variant ran out of device memory: picks the CPU variant to run instead and makes the
   // task's request that variant's (true), or false if there is none, it already fell back once,
   // or the GPU variant was forced.

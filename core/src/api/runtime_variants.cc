@@ -44,8 +44,10 @@ ExtrasPtr RuntimeCore::make_variant_extras(std::shared_ptr<VariantRun> run) {
   run->requests.resize(n);
   run->shapes.assign(n, nullptr);
   run->runnable.assign(n, false);
-  // A driver's call of a registered set may also run on other nodes (placed at dispatch).
-  ClusterLink* const l = run->remote ? link() : nullptr;
+  // A driver's call of a registered set may also run on other nodes (placed at dispatch); a
+  // node's calls run there (only a driver places variant calls).
+  ClusterLink* l = run->remote ? link() : nullptr;
+  if (l != nullptr && l->variant_nodes({}).empty()) l = nullptr;
   std::vector<bool> elsewhere(n, false);
   std::string reasons;
   int first = -1, first_elsewhere = -1;
@@ -166,10 +168,10 @@ void RuntimeCore::apply_choice(TaskRecord* task, const VariantOptions& o, size_t
   x->default_request = run.peer == 0 && is_one_cpu(x->request);
 }
 
-void RuntimeCore::choose_variant(TaskRecord* task) noexcept {
+bool RuntimeCore::choose_variant(TaskRecord* task, bool here_only) noexcept {
   TaskExtras* x = task->extras();
   VariantRun& run = *x->variant;
-  if (run.chosen >= 0) return;  // dispatched again (it waited for a node): chosen already
+  if (run.chosen >= 0) return true;  // dispatched again (it waited for a node): chosen already
   ArgFootprint fp;
   try {
     if (run.describe != nullptr) run.describe(task, &fp);
@@ -185,6 +187,11 @@ void RuntimeCore::choose_variant(TaskRecord* task) noexcept {
   VariantOptions options;
   try {
     options = variant_options(run, fp, /*cpu_only=*/false);
+    if (here_only) {
+      for (size_t i = 0; i < options.options.size(); ++i) {
+        if (options.peer[i] != 0) options.options[i].allowed = false;
+      }
+    }
     // A forced variant with one place to run: the planner's forced choice (no calibration, and
     // no hysteresis memory); with several (here and other nodes) the planner picks the place.
     int forced = -1, allowed = 0;
@@ -209,12 +216,33 @@ void RuntimeCore::choose_variant(TaskRecord* task) noexcept {
         break;
       }
     }
-    return;
+    return run.chosen >= 0;
   }
   const auto i = static_cast<size_t>(c.option);
   apply_choice(task, options, i, c);
   const bool gpu = options.options[i].processor == Processor::kGpu;
   run.bytes_to_move = run.peer != 0 ? fp.bytes : gpu ? fp.not_on_device : fp.not_on_host;
+  return true;
+}
+
+bool RuntimeCore::choose_variant_here(TaskRecord* task) noexcept {
+  VariantRun& run = *task->extras()->variant;
+  end_variant_run(run, /*ran=*/false);  // (the planner's books for the node it was meant for)
+  run.finished = false;
+  run.chosen = -1;
+  run.peer = 0;
+  run.place.clear();
+  return choose_variant(task, /*here_only=*/true);
+}
+
+std::string RuntimeCore::variant_infeasible(const TaskRecord* task) const {
+  const VariantRun& run = *task->extras()->variant;
+  const VariantFunction& f = *run.function;
+  std::string why = "infeasible task '" + f.name + "': ";
+  why += run.forced >= 0 ? "its forced variant '" +
+                               f.variants[static_cast<size_t>(run.forced)].name + "' cannot run"
+                         : std::string("no variant can run");
+  return why + " on node " + node_id_ + ", and no other node that could run it is connected";
 }
 
 void RuntimeCore::end_variant_run(VariantRun& run, bool ran, bool failed) noexcept {
@@ -243,6 +271,12 @@ void RuntimeCore::end_variant_run(VariantRun& run, bool ran, bool failed) noexce
   } catch (...) {
     // Out of memory for the bookkeeping: the model misses this run.
   }
+}
+
+void remote_variant_failed(TaskRecord* task) noexcept {
+  TaskExtras* x = task->extras();
+  if (x == nullptr || !x->variant) return;
+  if (RuntimeCore* rt = task->runtime()) rt->end_variant_run(*x->variant, false, /*failed=*/true);
 }
 
 void remote_variant_ran(TaskRecord* task, double seconds) noexcept {

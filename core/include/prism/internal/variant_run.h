@@ -105,6 +105,8 @@ void finish_device_work() noexcept;
 // The call `task` (a variant call placed on another node) ran there in `seconds`; called by the
 // cluster module before it completes the call's result.
 void remote_variant_ran(TaskRecord* task, double seconds) noexcept;
+// ... or it ran there and threw (counted as a failed run), before the cluster module fails it.
+void remote_variant_failed(TaskRecord* task) noexcept;
 // Which variant computed object `id` ("" if unknown, not done yet, or its runtime is gone).
 std::string variant_of(const ObjectId& id);
 
