@@ -45,7 +45,7 @@ cmake --build "$build" -j "$jobs" --target "${targets[@]}"
 
 start=$(date +%s)
 steps=6
-[[ " ${targets[*]} " == *" bench_cluster "* ]] && steps=7
+[[ " ${targets[*]} " == *" bench_cluster "* ]] && steps=8
 step=0
 
 # On a terminal (and unless PRISM_PROGRESS=0), one line under the output says which program
@@ -76,15 +76,16 @@ progress_stop() {
 }
 trap progress_stop EXIT
 
-run() {  # run NAME ARGS...: prints as it goes, keeps a log, writes NAME.json
-  local name="$1"
+run() {  # run NAME[:PROGRAM] ARGS...: prints as it goes, keeps a log, writes NAME.json
+  local name="${1%%:*}"
+  local program="${1#*:}"
   shift
   step=$((step + 1))
   echo
   echo "== [$step/$steps] $name"
   : > "$out/$name.log"
   progress_start "[$step/$steps] $name" "$out/$name.log"
-  "$build/bench/$name" --runs="$runs" --json="$out/$name.json" "${quick[@]}" "$@" \
+  "$build/bench/$program" --runs="$runs" --json="$out/$name.json" "${quick[@]}" "$@" \
     2>&1 | tee "$out/$name.log"
   progress_stop
 }
@@ -142,6 +143,9 @@ if [[ -x "$build/bench/cluster" ]]; then
     echo "(ucx_perftest not found: the cluster rows have no peer; scripts/setup.sh installs ucx-utils)"
   fi
   run cluster "${peers[@]}"
+  # The variants bench again, its two processors in two processes (the driver's CPU, a node's
+  # GPU): the driver's planner places each call (~15 s).
+  run variants_cluster:variants --cluster
 fi
 
 echo

@@ -3,7 +3,12 @@
 // all-CPU, all-GPU and the optimum schedule computed offline from the same run's measured
 // per-variant times.
 //
-//   build/bench/bench/variants [--runs=5] [--json=PATH] [--quick]
+//   build/bench/bench/variants [--runs=5] [--json=PATH] [--quick] [--cluster]
+//
+// --cluster: the same two processors in two processes of a loopback cluster: this process is the
+// driver with the CPU slot (and no GPU), a node it starts has the GPU (and no CPU). The sets are
+// registered (PRISM_VARIANTS), so the driver's planner places each call on its CPU or on the
+// node's GPU; the inputs are put on the driver and pulled by the node once (cached there).
 //
 // The workload: `pairs` calls of two functions, each with a CPU and a GPU variant that are
 // genuinely cheaper on one processor:
@@ -26,7 +31,15 @@
 #include <prism/prism.h>
 
 #include <Eigen/Core>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <thread>
 #include <cmath>
 #include <cstdio>
 #include <limits>
@@ -66,6 +79,56 @@ double exp_sinh_cpu(const Tensor& x) {
 }
 double exp_sinh_gpu(const Tensor& x) { return prism::gpu::sum_exp_sinh(x); }
 
+// Registered: in --cluster mode their calls may run on the node.
+const auto kGemm = prism::variants(gemm_cpu, gemm_gpu).name("gemm");
+PRISM_VARIANTS(kGemm);
+const auto kExpSinh = prism::variants(exp_sinh_cpu, exp_sinh_gpu).name("exp_sinh");
+PRISM_VARIANTS(kExpSinh);
+
+// The global runtime (cluster mode) with prism::Runtime's calls.
+struct Global {
+  template <typename S>
+  auto task(S set) {
+    return prism::task(std::move(set));
+  }
+  template <typename T>
+  auto put(T&& v) {
+    return prism::put(std::forward<T>(v));
+  }
+  prism::Stats stats() { return prism::stats(); }
+};
+
+std::string read_line(const std::string& path) {
+  FILE* f = std::fopen(path.c_str(), "r");
+  if (f == nullptr) return {};
+  char buf[256] = {};
+  if (std::fgets(buf, sizeof buf, f) == nullptr) buf[0] = '\0';
+  std::fclose(f);
+  std::string s = buf;
+  while (!s.empty() && s.back() == '\n') s.pop_back();
+  return s;
+}
+
+// Starts this program as a node of the driver at `address`: no CPU, one (logical) GPU.
+pid_t spawn_gpu_node(const std::string& address, const std::string& token_file) {
+  std::vector<std::string> env;
+  for (char** e = environ; *e != nullptr; ++e) {
+    if (std::strncmp(*e, "PRISM_", 6) != 0) env.emplace_back(*e);
+  }
+  env.push_back("PRISM_ADDRESS=" + address);
+  env.push_back("PRISM_TOKEN_FILE=" + token_file);
+  env.push_back("PRISM_NUM_CPUS=0");
+  env.push_back("PRISM_NUM_GPUS=1");
+  std::vector<char*> envp;
+  for (auto& e : env) envp.push_back(e.data());
+  envp.push_back(nullptr);
+  char self[4096] = {};
+  if (readlink("/proc/self/exe", self, sizeof self - 1) <= 0) return -1;
+  char* argv[] = {self, nullptr};
+  pid_t pid = -1;
+  return posix_spawn(&pid, self, nullptr, nullptr, argv, envp.data()) == 0 ? pid : -1;
+}
+
 // Results are checked, not only timed.
 double trace_of(const Tensor& c) {
   const Tensor h = c.to_host();
@@ -104,22 +167,15 @@ double optimum_makespan(const std::vector<double>& cpu, const std::vector<double
   return m;
 }
 
-}  // namespace
-
-int main(int argc, char** argv) {
-  bench::Flags flags(argc, argv);
+// The rows, on `rt` (a prism::Runtime, or Global); `where` names the machine in the rows.
+template <typename Rt>
+int measure(Rt& rt, const bench::Flags& flags, bench::Report& report, const std::string& where) {
   const int pairs = std::stoi(flags.get("--pairs", flags.quick ? "4" : "12"));
   const int64_t n = std::stoll(flags.get("--n", flags.quick ? "96" : "384"));
   const int64_t m = std::stoll(flags.get("--m", flags.quick ? "200000" : "4000000"));
-  const bool real_gpu = prism::gpu::cuda_device_count() > 0;
-  prism::Runtime rt({.num_cpus = 1, .num_gpus = real_gpu ? -1.0 : 1.0,
-                     .log_level = prism::LogLevel::kError});
-  bench::Report report("variants", flags);
-  report.fact("backend", prism::gpu::backend_description());
-  report.fact("machine", "1 CPU slot + 1 GPU");
-  std::printf("backend: %s; 1 CPU slot + 1 GPU; %d gemm (%lld^2) + %d exp_sinh (%lld) calls\n",
-              prism::gpu::backend_description().c_str(), pairs, static_cast<long long>(n), pairs,
-              static_cast<long long>(m));
+  std::printf("backend: %s; %s; %d gemm (%lld^2) + %d exp_sinh (%lld) calls\n",
+              prism::gpu::backend_description().c_str(), where.c_str(), pairs,
+              static_cast<long long>(n), pairs, static_cast<long long>(m));
   report.print_header();
 
   // Inputs on the host and (cached copies) on the GPU: whichever variant runs reads its own.
@@ -136,8 +192,8 @@ int main(int argc, char** argv) {
   const double want_trace = trace_of(gemm_cpu(a, b));
   const double want_sum = static_cast<double>(m) * std::exp(0.5) * std::sinh(0.5);
 
-  auto gemm = prism::variants(gemm_cpu, gemm_gpu).name("gemm");
-  auto exp_sinh = prism::variants(exp_sinh_cpu, exp_sinh_gpu).name("exp_sinh");
+  const auto& gemm = kGemm;
+  const auto& exp_sinh = kExpSinh;
   const auto ra = rt.put(a), rb = rt.put(b), rx = rt.put(x);
   int wrong = 0;
   // One round: every call submitted at once (interleaved), then all results read. "" : the
@@ -179,12 +235,21 @@ int main(int argc, char** argv) {
   };
   const Tensor ga = a.to(Device::gpu(0)), gb = b.to(Device::gpu(0)), gx = x.to(Device::gpu(0));
   const double t_gemm_cpu = alone([&] { bench::keep(gemm_cpu(a, b).raw_data()); });
-  const double t_gemm_gpu = alone([&] { gemm_gpu(ga, gb).synchronize(); });
+  // Across nodes a GPU call's cost is the whole call: sent, its arguments decoded there (the
+  // node keeps the pulled bytes; each call builds its tensors from them), run, and its result
+  // brought back. Measured that way, one call at a time, so the optimum below is one this
+  // cluster could reach.
+  const bool across = where != "1 CPU slot + 1 GPU";
+  const double t_gemm_gpu =
+      across ? alone([&] { bench::keep(prism::get_shared(rt.task(gemm).variant("gpu").remote(ra, rb)).get()); })
+             : alone([&] { gemm_gpu(ga, gb).synchronize(); });
   const double t_es_cpu = alone([&] { bench::keep(exp_sinh_cpu(x)); });
-  const double t_es_gpu = alone([&] { bench::keep(exp_sinh_gpu(gx)); });
-  std::printf("variant times alone: gemm cpu %.2f ms, gpu %.2f ms; exp_sinh cpu %.2f ms, gpu %.2f "
-              "ms\n",
-              1e3 * t_gemm_cpu, 1e3 * t_gemm_gpu, 1e3 * t_es_cpu, 1e3 * t_es_gpu);
+  const double t_es_gpu =
+      across ? alone([&] { bench::keep(prism::get(rt.task(exp_sinh).variant("gpu").remote(rx))); })
+             : alone([&] { bench::keep(exp_sinh_gpu(gx)); });
+  std::printf("variant times alone%s: gemm cpu %.2f ms, gpu %.2f ms; exp_sinh cpu %.2f ms, gpu "
+              "%.2f ms\n",
+              across ? " (gpu: a whole call to the node)" : "", 1e3 * t_gemm_cpu, 1e3 * t_gemm_gpu, 1e3 * t_es_cpu, 1e3 * t_es_gpu);
   std::vector<double> cpu_times, gpu_times;
   for (int i = 0; i < pairs; ++i) {
     cpu_times.push_back(t_gemm_cpu);
@@ -219,7 +284,9 @@ int main(int argc, char** argv) {
 
   std::printf("the planner's split over the %d measured automatic rounds: %s\n", flags.runs,
               split.c_str());
-  bench::Row row = bench::Row("mixed gemm + exp_sinh makespan, placed by the cost model", "s")
+  const std::string suffix = across ? " (" + where + ")" : "";
+  bench::Row row = bench::Row("mixed gemm + exp_sinh makespan, placed by the cost model" + suffix,
+                              "s")
                        .with_peer("offline optimum")
                        .lower_is_better()
                        .at_most(1.15 * optimum, "<= 1.15x the optimum")
@@ -227,17 +294,67 @@ int main(int argc, char** argv) {
   row.prism = bench::stats_of(auto_s);
   row.peer = bench::stats_of({optimum});
   report.add(std::move(row));
-  bench::Row all_cpu = bench::Row("same calls, all on the CPU variant", "s").lower_is_better();
+  bench::Row all_cpu =
+      bench::Row("same calls, all on the CPU variant" + suffix, "s").lower_is_better();
   all_cpu.prism = bench::stats_of(cpu_s);
   report.add(std::move(all_cpu));
-  bench::Row all_gpu = bench::Row("same calls, all on the GPU variant", "s").lower_is_better();
+  bench::Row all_gpu =
+      bench::Row("same calls, all on the GPU variant" + suffix, "s").lower_is_better();
   all_gpu.prism = bench::stats_of(gpu_s);
   report.add(std::move(all_gpu));
-  report.finish();
-  rt.shutdown();
-  if (wrong > 0) {
-    std::fprintf(stderr, "variants: FAILED: %d wrong results\n", wrong);
-    return 1;
+  if (wrong > 0) std::fprintf(stderr, "variants: FAILED: %d wrong results\n", wrong);
+  return wrong;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  prism::serve();  // a node of --cluster: serves the driver, then exits
+  bench::Flags flags(argc, argv);
+  const bool cluster = flags.get("--cluster", "") == "1" ||
+                       std::find(flags.rest.begin(), flags.rest.end(), "--cluster") !=
+                           flags.rest.end();
+  const bool real_gpu = prism::gpu::cuda_device_count() > 0;
+  bench::Report report(cluster ? "variants_cluster" : "variants", flags);
+  report.fact("backend", prism::gpu::backend_description());
+  int wrong = 0;
+  if (!cluster) {
+    report.fact("machine", "1 CPU slot + 1 GPU");
+    prism::Runtime rt({.num_cpus = 1, .num_gpus = real_gpu ? -1.0 : 1.0,
+                       .log_level = prism::LogLevel::kError});
+    wrong = measure(rt, flags, report, "1 CPU slot + 1 GPU");
+    rt.shutdown();
+  } else {
+    const std::string where = "driver's CPU slot + a node's GPU";
+    report.fact("machine", where + " (two processes, loopback)");
+    setenv("UCX_NET_DEVICES", "lo", 0);
+    const std::string dir = "/tmp/prism-bench-variants-" + std::to_string(getpid());
+    setenv("PRISM_JOB_DIR", dir.c_str(), 1);
+    prism::init({.num_cpus = 1, .num_gpus = 0, .listen = "127.0.0.1:0",
+                 .log_level = prism::LogLevel::kError});
+    const pid_t node = spawn_gpu_node(read_line(dir + "/address"), dir + "/token");
+    int status = 0;
+    if (node <= 0) {
+      std::fprintf(stderr, "variants: cannot start the node\n");
+      wrong = 1;
+    } else {
+      prism::wait_for_nodes(1, std::chrono::seconds(60));
+      Global g;
+      wrong = measure(g, flags, report, where);
+    }
+    prism::shutdown();  // (the node exits when the driver's job ends)
+    if (node > 0) {
+      const double deadline = bench::now_s() + 20;
+      while (waitpid(node, &status, WNOHANG) == 0) {
+        if (bench::now_s() > deadline) {
+          kill(node, SIGKILL);
+          waitpid(node, &status, 0);
+          break;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));  // (another process)
+      }
+    }
   }
-  return 0;
+  report.finish();
+  return wrong > 0 ? 1 : 0;
 }

@@ -273,6 +273,25 @@ TEST(VariantPlanner, OtherNodesAreProcessorsOfTheirOwnWithTheirOwnHistory) {
   remove_dir(dir);
 }
 
+TEST(VariantPlanner, HysteresisKeepsNoLoyaltyToAVariantThatOnlyFailed) {
+  PerfModel m;
+  VariantPlanner p(&m);
+  for (int i = 0; i < PerfModel::kCalibrationRuns; ++i) m.record("f", "cpu", 2, 1.0);
+  const auto options = cpu_and_gpu();
+  // The GPU variant is calibrated (the last choices) and fails every time.
+  for (int i = 0; i < PerfModel::kCalibrationRuns; ++i) {
+    const auto c = p.choose("f", 2, options);
+    ASSERT_EQ(c.option, 1);
+    p.finished("f", 2, options[1], c, -1, /*failed=*/true);
+  }
+  // Its assumed time equals the CPU's, within the hysteresis margin: the CPU runs anyway.
+  for (int i = 0; i < 5; ++i) {
+    const auto c = p.choose("f", 2, options);
+    EXPECT_EQ(c.option, 0);
+    p.finished("f", 2, options[0], c, 1.0);
+  }
+}
+
 TEST(VariantPlanner, TransferCostsCount) {
   PerfModel m;
   VariantPlanner p(&m);

@@ -488,10 +488,32 @@ class Link final : public internal::ClusterLink {
     return true;
   }
 
-  std::vector<VariantNode> variant_nodes(
-      const std::vector<ResourceRequest>& requests) const override {
+  std::vector<VariantNode> variant_nodes(const std::vector<ResourceRequest>& requests,
+                                         const std::vector<internal::ObjectEntry*>& args,
+                                         int64_t* elsewhere) const override {
     std::vector<VariantNode> out;
+    if (elsewhere != nullptr) *elsewhere = 0;
     if (config_.role != ClusterRole::kDriver) return out;
+    // Where the arguments' values are: each holder's bytes (objects the link knows: values that
+    // live on nodes, and local values nodes were sent or pulled).
+    std::map<PeerId, int64_t> held;
+    for (internal::ObjectEntry* e : args) {
+      uint64_t id = 0;
+      if (internal::RemoteValue* rv = e->remote_value()) {
+        id = static_cast<RemoteObject*>(rv)->id();
+      } else {
+        id = objects_.id_of(e->id());
+      }
+      std::vector<PeerId> holders;
+      uint64_t bytes = 0;
+      if (id == 0 || !objects_.where(id, &holders, &bytes)) continue;
+      bool here = e->state() == internal::ObjState::kReady;
+      for (PeerId p : holders) {
+        held[p] += static_cast<int64_t>(bytes);
+        here = here || p == kHere;
+      }
+      if (!here && elsewhere != nullptr) *elsewhere += static_cast<int64_t>(bytes);
+    }
     MutexLock lock(mu_);
     for (const auto& [id, p] : peers_) {
       if (p.state != Peer::State::kReady || p.role != PeerRole::kNode) continue;
@@ -513,6 +535,8 @@ class Link final : public internal::ClusterLink {
         }
         n.lanes.push_back(lanes);
       }
+      const auto h = held.find(id);
+      n.bytes_held = h == held.end() ? 0 : h->second;
       out.push_back(std::move(n));
     }
     return out;

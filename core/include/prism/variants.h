@@ -148,6 +148,7 @@ template <typename X>
 void add_arg_footprint(const X& a, ArgFootprint* fp) {
   if constexpr (is_object_ref_v<X>) {
     using T = typename RefValue<X>::type;
+    fp->refs.push_back(a.entry());
     if constexpr (!std::is_void_v<T>) {
       if (a.entry()->state() == ObjState::kReady) add_value_footprint<T>(value_of<T>(a.entry()), fp);
     }

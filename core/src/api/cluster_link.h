@@ -86,14 +86,18 @@ class ClusterLink {
   // (returns false).
   virtual bool serve() = 0;
   // Driver: the other nodes a variant call (prism/variants.h) may run on now, with how many calls
-  // of each of `requests` each runs at once (0: it can never run that one). Empty elsewhere.
+  // of each of `requests` each runs at once (0: it can never run that one), and how many bytes
+  // of the values of `args` (the call's ref arguments) each holds already. *elsewhere: the bytes
+  // of those values that are only on other nodes (not here). Empty elsewhere than on a driver.
   struct VariantNode {
     uint64_t peer = 0;   // what offer() sends a call chosen for it to (VariantRun::peer)
     std::string name;    // "node1"
     std::vector<double> lanes;
+    int64_t bytes_held = 0;
   };
-  virtual std::vector<VariantNode> variant_nodes(
-      const std::vector<ResourceRequest>& requests) const = 0;
+  virtual std::vector<VariantNode> variant_nodes(const std::vector<ResourceRequest>& requests,
+                                                 const std::vector<ObjectEntry*>& args = {},
+                                                 int64_t* elsewhere = nullptr) const = 0;
   // Driver: waits until `n` nodes besides this one have joined; throws TimeoutError.
   virtual void wait_for_nodes(int n, Deadline deadline) = 0;
   // Nodes that have joined and are alive, this one included.

@@ -5,6 +5,7 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdlib>
 #include <exception>
@@ -118,6 +119,12 @@ RuntimeCore::VariantOptions RuntimeCore::variant_options(const VariantRun& run,
                 (run.forced < 0 || run.forced == static_cast<int>(i));
     return o;
   };
+  // A driver's call of a registered set: the nodes that may run it, and where its values are.
+  ClusterLink* const l = run.remote ? link() : nullptr;
+  std::vector<ClusterLink::VariantNode> nodes;
+  int64_t elsewhere = 0;  // argument bytes only other nodes hold
+  if (l != nullptr) nodes = l->variant_nodes(run.requests, fp.refs, &elsewhere);
+  const double network = perf_model_.bandwidth(PerfModel::Link::kNetwork);
   for (size_t i = 0; i < f.variants.size(); ++i) {
     VariantPlanner::Option& o = add(i, 0);
     const ResourceRequest& r = run.requests[i];
@@ -133,20 +140,20 @@ RuntimeCore::VariantOptions RuntimeCore::variant_options(const VariantRun& run,
                            perf_model_.bandwidth(PerfModel::Link::kDeviceToHost);
     }
     if (o.lanes < 1) o.lanes = 1;
+    o.transfer_seconds += static_cast<double>(elsewhere) / network;  // pulled here first
   }
-  if (ClusterLink* l = run.remote ? link() : nullptr) {
-    // Another node gets the arguments' bytes over the network (in host memory there: a GPU
-    // variant's upload is part of its measured run).
+  // Another node gets the bytes it lacks over the network (into host memory there: a GPU
+  // variant's upload is part of its measured run).
+  const int64_t total = fp.bytes + elsewhere;
+  for (ClusterLink::VariantNode& node : nodes) {
     const double transfer =
-        static_cast<double>(fp.bytes) / perf_model_.bandwidth(PerfModel::Link::kNetwork);
-    for (ClusterLink::VariantNode& node : l->variant_nodes(run.requests)) {
-      for (size_t i = 0; i < f.variants.size() && i < node.lanes.size(); ++i) {
-        if (node.lanes[i] <= 0) continue;
-        VariantPlanner::Option& o = add(i, node.peer);
-        o.place = node.name;
-        o.lanes = node.lanes[i];
-        o.transfer_seconds = transfer;
-      }
+        static_cast<double>(std::max<int64_t>(0, total - node.bytes_held)) / network;
+    for (size_t i = 0; i < f.variants.size() && i < node.lanes.size(); ++i) {
+      if (node.lanes[i] <= 0) continue;
+      VariantPlanner::Option& o = add(i, node.peer);
+      o.place = node.name;
+      o.lanes = node.lanes[i];
+      o.transfer_seconds = transfer;
     }
   }
   return out;

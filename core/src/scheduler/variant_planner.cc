@@ -89,6 +89,7 @@ VariantPlanner::Choice VariantPlanner::choose(const std::string& function, int b
       if (last != last_.end() && last->second != key_name(options[pick])) {
         for (size_t i = 0; i < n; ++i) {
           if (!options[i].allowed || key_name(options[i]) != last->second) continue;
+          if (only_failed[i] && !only_failed[static_cast<size_t>(pick)]) break;  // (no loyalty)
           const double se_best = standard_error(est[pick]);
           const double se_last = standard_error(est[i]);
           const double margin =

@@ -32,6 +32,9 @@ struct ArgFootprint {
   int64_t not_on_host = 0;    // bytes a CPU variant would first copy to the host
   int64_t not_on_device = 0;  // bytes a GPU variant would first copy to its device
   int64_t size = -1;          // the user's size function's answer (-1: none; bytes decide)
+  // The ref arguments' entries (cluster mode: which nodes hold their values already). Valid
+  // while the task's arguments are.
+  std::vector<ObjectEntry*> refs;
 };
 
 struct VariantSpec {
