@@ -17,11 +17,6 @@
 // get from UCX 1.13), error handling and wait mode (sleeping: Prism's progress thread sleeps in
 // epoll when idle), which bench/run_all.sh measures just before and passes in (--perftest_*: one
 // value per run; the latency is ucp_am_lat's one-way p50, doubled here into a round trip).
-#include <signal.h>
-#include <spawn.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
@@ -34,9 +29,8 @@
 
 #include <prism/prism.h>
 
+#include "bench_nodes.h"
 #include "bench_util.h"
-
-extern char** environ;
 
 namespace {
 
@@ -122,51 +116,6 @@ double put_read_rate(uint64_t n) {
   return static_cast<double>(n) / s / 1e9;
 }
 
-std::string read_line(const std::string& path) {
-  FILE* f = std::fopen(path.c_str(), "r");
-  if (f == nullptr) return {};
-  char buf[256] = {};
-  if (std::fgets(buf, sizeof buf, f) == nullptr) buf[0] = '\0';
-  std::fclose(f);
-  std::string s = buf;
-  while (!s.empty() && s.back() == '\n') s.pop_back();
-  return s;
-}
-
-pid_t spawn_node(const std::string& address, const std::string& token_file, bool first) {
-  std::vector<std::string> env;
-  for (char** e = environ; *e != nullptr; ++e) {
-    if (std::strncmp(*e, "PRISM_", 6) != 0) env.emplace_back(*e);
-  }
-  env.push_back("PRISM_ADDRESS=" + address);
-  env.push_back("PRISM_TOKEN_FILE=" + token_file);
-  env.push_back("PRISM_NUM_CPUS=1");
-  env.push_back(std::string("PRISM_RESOURCES=node:1") + (first ? ",first:1" : ""));
-  std::vector<char*> envp;
-  for (auto& s : env) envp.push_back(s.data());
-  envp.push_back(nullptr);
-  char self[4096] = {};
-  if (readlink("/proc/self/exe", self, sizeof self - 1) <= 0) return -1;
-  char* argv[] = {self, nullptr};
-  pid_t pid = -1;
-  return posix_spawn(&pid, self, nullptr, nullptr, argv, envp.data()) == 0 ? pid : -1;
-}
-
-void reap(const std::vector<pid_t>& children) {
-  for (pid_t pid : children) {
-    int status = 0;
-    const double deadline = bench::now_s() + 20;
-    while (waitpid(pid, &status, WNOHANG) == 0) {
-      if (bench::now_s() > deadline) {
-        kill(pid, SIGKILL);
-        waitpid(pid, &status, 0);
-        break;
-      }
-      std::this_thread::sleep_for(10ms);  // (another process: nothing to wait on)
-    }
-  }
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -188,7 +137,8 @@ int main(int argc, char** argv) {
   prism::init({.num_cpus = 0, .listen = "127.0.0.1:0"});
   std::vector<pid_t> children;
   for (int i = 0; i < nodes; ++i) {
-    children.push_back(spawn_node(read_line(dir + "/address"), dir + "/token", i == 0));
+    children.push_back(bench::spawn_node(
+        dir, {"PRISM_NUM_CPUS=1", std::string("PRISM_RESOURCES=node:1") + (i == 0 ? ",first:1" : "")}));
   }
   prism::wait_for_nodes(nodes, 60s);
   for (int i = 0; i < 2000; ++i) prism::get(prism::task(noop).remote(i), 60s);  // warm-up
@@ -272,7 +222,7 @@ int main(int argc, char** argv) {
   }
 
   prism::shutdown();  // the nodes exit
-  reap(children);
+  bench::reap(children);
   report.finish();
   return 0;
 }

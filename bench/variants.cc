@@ -31,15 +31,8 @@
 #include <prism/prism.h>
 
 #include <Eigen/Core>
-#include <signal.h>
-#include <spawn.h>
-#include <sys/wait.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <chrono>
-#include <cstring>
-#include <thread>
 #include <cmath>
 #include <cstdio>
 #include <limits>
@@ -47,6 +40,7 @@
 #include <string>
 #include <vector>
 
+#include "bench_nodes.h"
 #include "bench_util.h"
 
 namespace {
@@ -98,36 +92,6 @@ struct Global {
   prism::Stats stats() { return prism::stats(); }
 };
 
-std::string read_line(const std::string& path) {
-  FILE* f = std::fopen(path.c_str(), "r");
-  if (f == nullptr) return {};
-  char buf[256] = {};
-  if (std::fgets(buf, sizeof buf, f) == nullptr) buf[0] = '\0';
-  std::fclose(f);
-  std::string s = buf;
-  while (!s.empty() && s.back() == '\n') s.pop_back();
-  return s;
-}
-
-// Starts this program as a node of the driver at `address`: no CPU, one (logical) GPU.
-pid_t spawn_gpu_node(const std::string& address, const std::string& token_file) {
-  std::vector<std::string> env;
-  for (char** e = environ; *e != nullptr; ++e) {
-    if (std::strncmp(*e, "PRISM_", 6) != 0) env.emplace_back(*e);
-  }
-  env.push_back("PRISM_ADDRESS=" + address);
-  env.push_back("PRISM_TOKEN_FILE=" + token_file);
-  env.push_back("PRISM_NUM_CPUS=0");
-  env.push_back("PRISM_NUM_GPUS=1");
-  std::vector<char*> envp;
-  for (auto& e : env) envp.push_back(e.data());
-  envp.push_back(nullptr);
-  char self[4096] = {};
-  if (readlink("/proc/self/exe", self, sizeof self - 1) <= 0) return -1;
-  char* argv[] = {self, nullptr};
-  pid_t pid = -1;
-  return posix_spawn(&pid, self, nullptr, nullptr, argv, envp.data()) == 0 ? pid : -1;
-}
 
 // Results are checked, not only timed.
 double trace_of(const Tensor& c) {
@@ -332,8 +296,8 @@ int main(int argc, char** argv) {
     setenv("PRISM_JOB_DIR", dir.c_str(), 1);
     prism::init({.num_cpus = 1, .num_gpus = 0, .listen = "127.0.0.1:0",
                  .log_level = prism::LogLevel::kError});
-    const pid_t node = spawn_gpu_node(read_line(dir + "/address"), dir + "/token");
-    int status = 0;
+    // The node: no CPU, one (logical) GPU.
+    const pid_t node = bench::spawn_node(dir, {"PRISM_NUM_CPUS=0", "PRISM_NUM_GPUS=1"});
     if (node <= 0) {
       std::fprintf(stderr, "variants: cannot start the node\n");
       wrong = 1;
@@ -343,17 +307,7 @@ int main(int argc, char** argv) {
       wrong = measure(g, flags, report, where);
     }
     prism::shutdown();  // (the node exits when the driver's job ends)
-    if (node > 0) {
-      const double deadline = bench::now_s() + 20;
-      while (waitpid(node, &status, WNOHANG) == 0) {
-        if (bench::now_s() > deadline) {
-          kill(node, SIGKILL);
-          waitpid(node, &status, 0);
-          break;
-        }
-        std::this_thread::sleep_for(std::chrono::milliseconds(10));  // (another process)
-      }
-    }
+    bench::reap({node});
   }
   report.finish();
   return wrong > 0 ? 1 : 0;
