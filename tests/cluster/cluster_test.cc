@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <mutex>
 #include <condition_variable>
@@ -72,7 +73,16 @@ std::string say(const std::string& marker) {
   std::fprintf(stderr, "%s on stderr\n", marker.c_str());
   return prism::node_id();
 }
-PRISM_REMOTE(where_after, add, scale, greet, fails, nested_sum, nothing, divmod, say);
+// Submits `n` children of `ms` each where it runs (holding its CPU while it does), then says
+// where it ran and where each child ran: "<parent> <child> <child> ...".
+std::string fan_out(int n, int ms) {
+  std::vector<prism::ObjectRef<std::string>> children;
+  for (int i = 0; i < n; ++i) children.push_back(prism::task(where_after).remote(ms));
+  std::string out = prism::node_id();
+  for (auto& c : children) out += " " + prism::get(c, 60s);
+  return out;
+}
+PRISM_REMOTE(where_after, add, scale, greet, fails, nested_sum, nothing, divmod, say, fan_out);
 
 // Where it ran, and whether that node declared a gadget.
 // An actor that can live on any node.
@@ -230,6 +240,48 @@ TEST_F(ClusterTest, TasksSpreadOverNodesWhenTheDriverIsBusy) {
   for (auto& r : refs) nodes.insert(prism::get(r, 60s));
   EXPECT_GE(nodes.size(), 2u) << "every task ran on one node";
   for (const auto& n : nodes) EXPECT_TRUE(n == "node0" || n == "node1" || n == "node2") << n;
+}
+
+// A busy node's nested tasks spill: one it cannot fit now goes to the driver, which sends it to
+// a node with room; when no node has room it comes back and queues where it was submitted.
+TEST_F(ClusterTest, ABusyNodesNestedTasksSpillToANodeWithRoom) {
+  // The driver has no CPU; each node has one, the first a "first" resource for the parent.
+  start(0, {{{"PRISM_RESOURCES", "first:1"}}, {}});
+  const std::string got =
+      prism::get(prism::task(fan_out).resource("first", 1).remote(4, 200), 60s);
+  std::vector<std::string> where;
+  for (size_t at = 0; at < got.size();) {
+    const size_t end = std::min(got.find(' ', at), got.size());
+    where.push_back(got.substr(at, end - at));
+    at = end + 1;
+  }
+  ASSERT_EQ(where.size(), 5u) << got;
+  const std::string parent = where[0];
+  int here = 0, elsewhere = 0;
+  for (size_t i = 1; i < where.size(); ++i) {
+    EXPECT_TRUE(where[i] == "node1" || where[i] == "node2") << got;
+    (where[i] == parent ? here : elsewhere) += 1;
+  }
+  // The parent holds its node's CPU while it submits: the first child goes to the other node,
+  // which then has no room either; the others come back and run after the parent blocks.
+  EXPECT_GE(elsewhere, 1) << got;
+  EXPECT_GE(here, 1) << got;
+  const prism::cluster::LinkCounters c = prism::cluster::link_counters();
+  EXPECT_EQ(c.nested_placed, static_cast<uint64_t>(elsewhere));
+  // The second child asked too (no refusal had come yet) and was sent back; later ones asked
+  // unless that refusal came first (then the node keeps them for a while without asking).
+  EXPECT_GE(c.nested_sent_back, 1u);
+  EXPECT_LE(c.nested_placed + c.nested_sent_back, 4u);
+}
+
+TEST_F(ClusterTest, PrismNestedSpillZeroKeepsANodesTasksThere) {
+  start(0, {{{"PRISM_RESOURCES", "first:1"}, {"PRISM_NESTED_SPILL", "0"}},
+            {{"PRISM_NESTED_SPILL", "0"}}});
+  const std::string got =
+      prism::get(prism::task(fan_out).resource("first", 1).remote(3, 20), 60s);
+  const std::string parent = got.substr(0, got.find(' '));
+  EXPECT_EQ(got, parent + " " + parent + " " + parent + " " + parent);
+  EXPECT_EQ(prism::cluster::link_counters().nested_placed, 0u);
 }
 
 TEST_F(ClusterTest, CustomResourceOfOneNodeSendsTasksThere) {

@@ -299,7 +299,9 @@ TEST_F(ClusterTest, StatsCountRemoteTasksNodesAndTransfers) {
 // Each node reports its own counts to the driver (about every second while they change):
 // what ran and failed there, the values it keeps, its threads; freed values leave its count.
 TEST_F(ClusterTest, EachNodeReportsItsOwnCountsToTheDriver) {
-  start(1, {{{"PRISM_RESOURCES", "a:100"}}, {{"PRISM_RESOURCES", "b:100"}}});
+  // (Nested tasks stay on their node, queued there: PRISM_NESTED_SPILL=0.)
+  start(1, {{{"PRISM_RESOURCES", "a:100"}, {"PRISM_NESTED_SPILL", "0"}},
+            {{"PRISM_RESOURCES", "b:100"}, {"PRISM_NESTED_SPILL", "0"}}});
   const std::string a = prism::get(prism::task(node_here).resource("a", 1).remote(), 60s);
   const std::string b = prism::get(prism::task(node_here).resource("b", 1).remote(), 60s);
   auto bad = prism::task(fails_on_purpose).resource("b", 1).remote();

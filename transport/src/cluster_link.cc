@@ -17,6 +17,7 @@
 #include <functional>
 #include <map>
 #include <unordered_map>
+#include <unordered_set>
 #include <memory>
 #include <typeinfo>
 #include <thread>
@@ -185,6 +186,17 @@ constexpr uint64_t kNodeActorBit = uint64_t{1} << 63;
 
 // Connections that may wait to prove the token at once (on_accept).
 constexpr size_t kMaxAwaitingAuth = 32;
+
+// Node: after the driver sent a nested task back (no room anywhere else), the node keeps its
+// nested tasks for this long before asking again.
+constexpr std::chrono::milliseconds kSpillBackoff{20};
+
+// PRISM_NESTED_SPILL: "0" keeps every task a node can run on that node (default: busy nodes
+// spill nested tasks).
+bool nested_spill_enabled() {
+  const char* v = std::getenv("PRISM_NESTED_SPILL");
+  return v == nullptr || std::string(v) != "0";
+}
 
 struct Peer {
   enum class State { kAwaitingAuth, kReady, kDead };
@@ -443,13 +455,21 @@ class Link final : public internal::ClusterLink {
   }
 
   // Node: a ready task this node can never run (its request fits only elsewhere) goes to the
-  // driver, which runs it or relays it to a node that can; everything else runs here. Its
+  // driver, which runs it or relays it to a node that can. A task this node can run but has no
+  // room for now (busy with other work: nested tasks) may spill: the driver runs it, or sends it
+  // to a node with room now, or sends it back (kSpilled), and then it queues here; after a
+  // refusal this node does not ask again for kSpillBackoff (the cluster is busy too). Its
   // arguments travel inline (a node's values are not pulled from it), its result comes back
   // inline.
   bool offer_to_driver(TaskRecord* task) noexcept {
-    if (rt_->runs_here(task)) return false;  // (the shape's cached answer: no lock)
+    bool spill = false;
+    if (rt_->runs_here(task)) {  // (the shape's cached answer: no lock)
+      if (!may_spill_nested(task)) return false;
+      spill = true;
+    }
     const ResourceRequest& request = task->request();
     CallMsg call;
+    call.may_spill = spill;
     try {
       if (!task->encode_remote(&call.function, &call.args)) return false;
     } catch (...) {
@@ -464,7 +484,7 @@ class Link final : public internal::ClusterLink {
       call.call_id = next_call_++;
       pending_.emplace(call.call_id, Pending{task, driver, ResourceRequest{},
                                              d != peers_.end() ? d->second.name : "the driver",
-                                             {}, 0});
+                                             {}, 0, spill});
     }
     const uint64_t id = call.call_id;
     call.task_name = task->function_name();
@@ -481,7 +501,7 @@ class Link final : public internal::ClusterLink {
     if (sent) return true;
     Pending p{};
     if (!take_pending(id, &p)) return true;  // failed by the peer-error handler
-    if (why.empty()) return false;           // (the driver is gone: fails here as infeasible)
+    if (why.empty() || spill) return false;  // (the driver is gone: runs here, or fails here)
     rt_->fail_task(task, std::make_exception_ptr(Error(
                              ErrorCode::kInvalidArgument,
                              "task '" + task->function_name() + "' cannot go to another node: " + why)));
@@ -540,6 +560,28 @@ class Link final : public internal::ClusterLink {
       out.push_back(std::move(n));
     }
     return out;
+  }
+
+  // Node: whether a ready task this node can run should ask the driver for room elsewhere: it
+  // has no room here now, it was not sent back already, and no refusal came lately.
+  // Every nested task a node runs passes here: the common answers (room here now, a refusal
+  // lately) take no lock.
+  bool may_spill_nested(TaskRecord* task) noexcept {
+    if (!nested_spill_) return false;
+    if (spilled_back_count_.load(std::memory_order_acquire) > 0) {
+      MutexLock lock(mu_);
+      if (spilled_back_.erase(task) != 0) {  // sent back: it queues here
+        spilled_back_count_.fetch_sub(1, std::memory_order_acq_rel);
+        return false;
+      }
+    }
+    if (internal::Clock::now().time_since_epoch().count() <
+        spill_backoff_until_.load(std::memory_order_relaxed)) {
+      return false;
+    }
+    if (rt_->scheduler().fits_now(task->request())) return false;
+    MutexLock lock(mu_);
+    return joined_ && !driver_lost_ && !job_ended_ && !shut_down_;
   }
 
   bool waits_for_nodes() const override {
@@ -1015,6 +1057,9 @@ class Link final : public internal::ClusterLink {
     c.unknown_results = unknown_results_.load(std::memory_order_relaxed);
     c.evicted_handshakes = evicted_.load(std::memory_order_relaxed);
     c.spilled = spilled_.load(std::memory_order_relaxed);
+    c.nested_placed = nested_placed_.load(std::memory_order_relaxed);
+    c.nested_sent_back = nested_sent_back_.load(std::memory_order_relaxed);
+    c.nested_refused = nested_refused_.load(std::memory_order_relaxed);
     return c;
   }
 
@@ -2230,8 +2275,11 @@ class Link final : public internal::ClusterLink {
 
   // Driver: a node's task that only other nodes can run (offer_to_driver): run it here if this
   // node can, else relay it to a node that can (the answer goes back under the node's call id),
-  // else fail it naming the nodes' shapes. Its arguments are inline.
+  // else fail it naming the nodes' shapes. A busy node's task it could run itself (may_spill)
+  // goes only where there is room now (here, or the node with room chosen as for the driver's
+  // tasks), else back to the node (kSpilled). Its arguments are inline.
   void on_node_call(PeerId origin, CallMsg call) {
+    const bool spill = call.may_spill;
     call.may_spill = false;  // (placed by the driver: it goes where it is sent)
     if (!call.objects.empty() || call.result_object != 0) {
       send(origin, Message(error_result(
@@ -2249,17 +2297,28 @@ class Link final : public internal::ClusterLink {
     std::string shapes;
     {
       MutexLock lock(mu_);
-      if (!fits_here) holder = choose_node_locked(request, runs_here, {}, /*exclude=*/origin);
+      if (!fits_here) {
+        holder = choose_node_locked(request, runs_here || spill, {}, /*exclude=*/origin);
+      }
       if (holder != 0) {
         Peer& p = peers_[holder];
         add(&p.used, request, +1);
         relayed = next_call_++;
         relays_[relayed] = Relay{origin, call.call_id, holder, request, p.name};
-      } else if (!runs_here) {
+      } else if (!runs_here && !spill) {
         shapes = shapes_locked();
       }
     }
     const uint64_t origin_call = call.call_id;
+    if (holder == 0 && spill && !fits_here) {  // no room anywhere now: it queues on its node
+      ResultMsg r;
+      r.call_id = origin_call;
+      r.status = CallStatus::kSpilled;
+      nested_sent_back_.fetch_add(1, std::memory_order_relaxed);
+      send(origin, Message(std::move(r)));
+      return;
+    }
+    if (spill) nested_placed_.fetch_add(1, std::memory_order_relaxed);
     if (holder != 0) {
       call.call_id = relayed;
       bool sent = false;
@@ -2557,6 +2616,23 @@ class Link final : public internal::ClusterLink {
       case CallStatus::kSpilled:
         // The node had no room for it after all: placed again (once), elsewhere if possible.
         if (p.task == nullptr) return;  // (an actor's creation never spills)
+        if (config_.role == ClusterRole::kNode && p.may_spill) {
+          // The driver found no room elsewhere: it queues here, and this node stops asking
+          // for a while.
+          {
+            MutexLock lock(mu_);
+            if (spilled_back_.insert(p.task).second) {
+              spilled_back_count_.fetch_add(1, std::memory_order_acq_rel);
+            }
+          }
+          spill_backoff_until_.store(
+              (internal::Clock::now() + kSpillBackoff).time_since_epoch().count(),
+              std::memory_order_relaxed);
+          nested_refused_.fetch_add(1, std::memory_order_relaxed);
+          rt_->counters().add(internal::TaskCounters::kRequeued);
+          rt_->dispatch(p.task);
+          return;
+        }
         if (config_.role != ClusterRole::kDriver || !p.may_spill) {
           rt_->fail_task(p.task, std::make_exception_ptr(Error(
                                      ErrorCode::kInternal, p.peer_name + " sent back a call that "
@@ -2993,6 +3069,19 @@ class Link final : public internal::ClusterLink {
   std::atomic<uint64_t> evicted_{0};  // unproven connections closed for newer ones
   std::atomic<uint64_t> spilled_{0};  // driver: tasks a node sent back for want of room
   std::atomic<uint64_t> served_{0};   // node: the driver's calls given to the scheduler, not gone
+  // Node: nested tasks that asked the driver for room elsewhere and were sent back (they queue
+  // here: offer() lets them through once), and no asking before spill_backoff_until_.
+  // Invariant: spilled_back_count_ == spilled_back_.size() whenever mu_ is free (both change
+  // together under mu_; the count lets offer() skip the lock while the set is empty).
+  std::unordered_set<TaskRecord*> spilled_back_ PRISM_GUARDED_BY(mu_);
+  std::atomic<size_t> spilled_back_count_{0};
+  std::atomic<int64_t> spill_backoff_until_{0};  // internal::Clock ticks
+  std::atomic<uint64_t> nested_refused_{0};  // node: ... how many were sent back
+  // Driver: busy nodes' nested tasks placed here or on a node with room, and sent back.
+  std::atomic<uint64_t> nested_placed_{0};
+  std::atomic<uint64_t> nested_sent_back_{0};
+  // Node: PRISM_NESTED_SPILL=0 keeps every task a node can run on that node.
+  const bool nested_spill_ = nested_spill_enabled();
   uint64_t accepted_ PRISM_GUARDED_BY(mu_) = 0;
   std::atomic<uint64_t> malformed_{0};
   std::atomic<uint64_t> refused_joins_{0};

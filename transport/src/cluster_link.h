@@ -52,6 +52,12 @@ struct LinkCounters {
   uint64_t evicted_handshakes = 0;  // unproven connections closed for newer ones (at most 32
                                     // wait to prove the token at once)
   uint64_t spilled = 0;  // driver: tasks a node sent back (no room there now) and placed again
+  // Nested tasks of busy nodes (spillback): the driver placed them here or on a node with room
+  // (nested_placed) or sent them back to queue on their node (nested_sent_back); a node counts
+  // those sent back to it (nested_refused).
+  uint64_t nested_placed = 0;
+  uint64_t nested_sent_back = 0;
+  uint64_t nested_refused = 0;
 };
 // The counters of the global runtime's link; zeros in embedded mode.
 LinkCounters link_counters();
