@@ -248,14 +248,14 @@ TEST_F(ClusterTest, ABusyNodesNestedTasksSpillToANodeWithRoom) {
   // The driver has no CPU; each node has one, the first a "first" resource for the parent.
   start(0, {{{"PRISM_RESOURCES", "first:1"}}, {}});
   const std::string got =
-      prism::get(prism::task(fan_out).resource("first", 1).remote(4, 200), 60s);
+      prism::get(prism::task(fan_out).resource("first", 1).remote(3, 1000), 60s);
   std::vector<std::string> where;
   for (size_t at = 0; at < got.size();) {
     const size_t end = std::min(got.find(' ', at), got.size());
     where.push_back(got.substr(at, end - at));
     at = end + 1;
   }
-  ASSERT_EQ(where.size(), 5u) << got;
+  ASSERT_EQ(where.size(), 4u) << got;
   const std::string parent = where[0];
   int here = 0, elsewhere = 0;
   for (size_t i = 1; i < where.size(); ++i) {
@@ -263,7 +263,8 @@ TEST_F(ClusterTest, ABusyNodesNestedTasksSpillToANodeWithRoom) {
     (where[i] == parent ? here : elsewhere) += 1;
   }
   // The parent holds its node's CPU while it submits: the first child goes to the other node,
-  // which then has no room either; the others come back and run after the parent blocks.
+  // which then has no room either (for 1 s: far longer than the parent takes to submit the
+  // others); the others come back and run after the parent blocks.
   EXPECT_GE(elsewhere, 1) << got;
   EXPECT_GE(here, 1) << got;
   const prism::cluster::LinkCounters c = prism::cluster::link_counters();
@@ -271,7 +272,7 @@ TEST_F(ClusterTest, ABusyNodesNestedTasksSpillToANodeWithRoom) {
   // The second child asked too (no refusal had come yet) and was sent back; later ones asked
   // unless that refusal came first (then the node keeps them for a while without asking).
   EXPECT_GE(c.nested_sent_back, 1u);
-  EXPECT_LE(c.nested_placed + c.nested_sent_back, 4u);
+  EXPECT_LE(c.nested_placed + c.nested_sent_back, 3u);
 }
 
 TEST_F(ClusterTest, PrismNestedSpillZeroKeepsANodesTasksThere) {

@@ -447,7 +447,9 @@ TEST_F(ClusterTest, PlacementFollowsTheArgumentBytes) {
 // no room (a nested task the driver did not send holds its CPU): it sends the task back, and the
 // driver places it on a node with room; if none has room, back where it was, to wait there.
 TEST_F(ClusterTest, ATaskSpillsBackFromANodeThatTurnsOutFull) {
-  start(0, {{{"PRISM_RESOURCES", "a:100"}}, {{"PRISM_RESOURCES", "b:100"}}});
+  // (The hog, a nested task, must stay on its node: PRISM_NESTED_SPILL=0.)
+  start(0, {{{"PRISM_RESOURCES", "a:100"}, {"PRISM_NESTED_SPILL", "0"}},
+            {{"PRISM_RESOURCES", "b:100"}, {"PRISM_NESTED_SPILL", "0"}}});
   const std::string a = prism::get(prism::task(node_here).resource("a", 1).remote(), 60s);
   const std::string b = prism::get(prism::task(node_here).resource("b", 1).remote(), 60s);
   auto made = prism::task(make_bytes).resource("a", 1).remote(2 * kMiB, 3u);

@@ -565,7 +565,7 @@ class Link final : public internal::ClusterLink {
   // Node: whether a ready task this node can run should ask the driver for room elsewhere: it
   // has no room here now, it was not sent back already, and no refusal came lately.
   // Every nested task a node runs passes here: the common answers (room here now, a refusal
-  // lately) take no lock.
+  // lately) take no link lock (fits_now takes the scheduler's, as the driver's offer does).
   bool may_spill_nested(TaskRecord* task) noexcept {
     if (!nested_spill_) return false;
     if (spilled_back_count_.load(std::memory_order_acquire) > 0) {
@@ -1345,6 +1345,26 @@ class Link final : public internal::ClusterLink {
     auto p = peers_.find(out->peer);
     if (p != peers_.end()) add(&p->second.used, out->request, -1);
     return true;
+  }
+
+  // A call's answer. One that cannot be encoded (a result larger than one message: calls from
+  // nodes answer inline) is answered with that error instead: the caller never waits for an
+  // answer that is not coming.
+  void send_result(PeerId peer, ResultMsg r) {
+    const uint64_t id = r.call_id;
+    std::string frame;
+    try {
+      encode(Message(std::move(r)), &frame);
+    } catch (...) {
+      frame.clear();
+      try {
+        encode(Message(error_result(id, std::current_exception())), &frame);
+      } catch (const std::exception& e) {
+        PRISM_LOG(kWarning) << "cluster: cannot encode an answer: " << e.what();
+        return;
+      }
+    }
+    comm_->send(peer, std::move(frame));
   }
 
   void send(PeerId peer, Message msg) {
@@ -2176,7 +2196,7 @@ class Link final : public internal::ClusterLink {
           [id, answer](const std::exception_ptr& error) { *answer = error_result(id, error); },
           [this, peer, answer] {
             served_.fetch_sub(1, std::memory_order_acq_rel);
-            send(peer, Message(std::move(*answer)));
+            send_result(peer, std::move(*answer));
           });
     } catch (...) {  // (no record was made: out of memory)
       served_.fetch_sub(1, std::memory_order_acq_rel);
@@ -2279,8 +2299,9 @@ class Link final : public internal::ClusterLink {
   // goes only where there is room now (here, or the node with room chosen as for the driver's
   // tasks), else back to the node (kSpilled). Its arguments are inline.
   void on_node_call(PeerId origin, CallMsg call) {
+    // A spill stays one when relayed: a node busier than the driver knows (its own nested
+    // tasks) sends it back, and the answer goes to the origin, which queues it.
     const bool spill = call.may_spill;
-    call.may_spill = false;  // (placed by the driver: it goes where it is sent)
     if (!call.objects.empty() || call.result_object != 0) {
       send(origin, Message(error_result(
                        call.call_id, std::make_exception_ptr(Error(
@@ -2338,7 +2359,12 @@ class Link final : public internal::ClusterLink {
           if (auto h = peers_.find(holder); h != peers_.end()) add(&h->second.used, request, -1);
         }
       }
-      if (mine) {
+      if (mine && spill) {  // (its node can run it: back there)
+        ResultMsg r;
+        r.call_id = origin_call;
+        r.status = CallStatus::kSpilled;
+        send(origin, Message(std::move(r)));
+      } else if (mine) {
         send(origin, Message(error_result(origin_call, std::make_exception_ptr(Error(
                                                             ErrorCode::kUnavailable,
                                                             "the node chosen for task '" +
@@ -2554,7 +2580,7 @@ class Link final : public internal::ClusterLink {
         } else if (result.status == CallStatus::kSystemError) {
           result.message += " (on " + r.holder_name + ")";
         }
-        send(r.origin, Message(std::move(result)));
+        send_result(r.origin, std::move(result));
         return;
       }
     }
@@ -2631,6 +2657,14 @@ class Link final : public internal::ClusterLink {
           nested_refused_.fetch_add(1, std::memory_order_relaxed);
           rt_->counters().add(internal::TaskCounters::kRequeued);
           rt_->dispatch(p.task);
+          {
+            // dispatch() may fail it (cancelled, shutting down) before offer() takes it out:
+            // no stale entry (only this thread adds entries, and p.task is not dereferenced).
+            MutexLock lock(mu_);
+            if (spilled_back_.erase(p.task) != 0) {
+              spilled_back_count_.fetch_sub(1, std::memory_order_acq_rel);
+            }
+          }
           return;
         }
         if (config_.role != ClusterRole::kDriver || !p.may_spill) {
