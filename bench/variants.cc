@@ -248,6 +248,14 @@ int measure(Rt& rt, const bench::Flags& flags, bench::Report& report, const std:
 
   std::printf("the planner's split over the %d measured automatic rounds: %s\n", flags.runs,
               split.c_str());
+  // What each run took where it ran (the planner's measurements: on a node, the served call from
+  // its arguments' decoding to its result's encoding), over every round.
+  for (const auto& v : rt.stats().variants) {
+    if (v.runs == 0) continue;
+    std::printf("  %s/%s on %s: %llu runs, mean %.2f ms\n", v.function.c_str(), v.variant.c_str(),
+                v.node.c_str(), static_cast<unsigned long long>(v.runs),
+                1e3 * v.seconds / static_cast<double>(v.runs));
+  }
   const std::string suffix = across ? " (" + where + ")" : "";
   bench::Row row = bench::Row("mixed gemm + exp_sinh makespan, placed by the cost model" + suffix,
                               "s")

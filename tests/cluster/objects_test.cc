@@ -495,6 +495,17 @@ TEST_F(ClusterTest, TensorsCrossNodesThroughHostMemory) {
   // An empty tensor crosses too.
   EXPECT_EQ(prism::get(prism::task(tensor_seen).num_gpus(1).remote(prism::gpu::Tensor()), 60s),
             "node1 host 0.000000");
+  // A large tensor put here and read by three GPU tasks on node1, one after the other, travels
+  // once (by reference, pulled once, kept there), placed on each task's GPU.
+  const int64_t n = int64_t{1} << 17;  // 1 MiB of float64
+  const auto big = prism::put(prism::gpu::Tensor::from_vector(std::vector<double>(n, 0.25), {n},
+                                                               prism::gpu::Device::host()));
+  const uint64_t served = prism::stats().transfers.node_served;
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(prism::get(prism::task(tensor_seen).num_gpus(1).remote(big), 60s),
+              "node1 gpu:0 " + std::to_string(0.25 * static_cast<double>(n)));
+  }
+  EXPECT_EQ(prism::stats().transfers.node_served, served + 1) << "the tensor was sent again";
 }
 
 TEST_F(ClusterTest, GetOfAValueOnAStoppedNodeKeepsItsDeadline) {

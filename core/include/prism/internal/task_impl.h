@@ -495,7 +495,9 @@ class TaskImpl final : public TaskRecord {
   static void encode_arg(Writer& w, std::string* args, ArgTransfer* transfer, const X& a) {
     if constexpr (is_object_ref_v<X>) {
       using T = typename RefValue<X>::type;
-      if constexpr (std::is_same_v<T, P> && !Placement<T>::kCustom) {
+      // (A value with a place, e.g. a GPU tensor, too: its bytes are its host image, and the
+      // node that reads them places it where its task runs.)
+      if constexpr (std::is_same_v<T, P>) {
         ObjectEntry* e = a.entry();
         if (transfer != nullptr) {
           const size_t estimate =
