@@ -239,17 +239,9 @@ struct CallableSignature<F, std::enable_if_t<std::is_class_v<F>, std::void_t<dec
 };
 
 template <typename R, typename S, typename... Fs, typename Value, typename... Resolved>
-struct RemoteTask<VariantTarget<R, S, Fs...>, Value, Resolved...> {
-  using Sig = CallableSignature<std::tuple_element_t<0, std::tuple<Fs...>>>;
-  using Params = typename Sig::Params;
-  static constexpr bool value = [] {
-    if constexpr (!Sig::kCapable) {
-      return false;
-    } else {
-      return std::is_same_v<typename Sig::Result, Value> &&
-             std::is_constructible_v<typename Sig::Params, Resolved...>;
-    }
-  }();
+struct RemoteTask<VariantTarget<R, S, Fs...>, Value, Resolved...>
+    : RemoteBySignature<CallableSignature<std::tuple_element_t<0, std::tuple<Fs...>>>, Value,
+                        Resolved...> {
   // The chosen variant's registered name, when the call was placed on another node.
   static std::string name(const VariantTarget<R, S, Fs...>& t) {
     const VariantRun& run = *t.run;

@@ -296,9 +296,10 @@ struct RemoteTask {
   using Params = std::tuple<>;
   static std::string name(const Target&) { return {}; }
 };
-template <typename F, typename Value, typename... Resolved>
-struct RemoteTask<FunctionTarget<F>, Value, Resolved...> {
-  using Sig = RemoteSignature<F>;
+// A call of a callable with signature `Sig` (Result, Params, kCapable) crosses nodes when the
+// signature can and the call's result and resolved arguments match it.
+template <typename Sig, typename Value, typename... Resolved>
+struct RemoteBySignature {
   using Params = typename Sig::Params;
   static constexpr bool value = [] {
     if constexpr (!Sig::kCapable) {
@@ -308,20 +309,15 @@ struct RemoteTask<FunctionTarget<F>, Value, Resolved...> {
              std::is_constructible_v<typename Sig::Params, Resolved...>;
     }
   }();
+};
+template <typename F, typename Value, typename... Resolved>
+struct RemoteTask<FunctionTarget<F>, Value, Resolved...>
+    : RemoteBySignature<RemoteSignature<F>, Value, Resolved...> {
   static std::string name(const FunctionTarget<F>& t) { return registered_name(function_key(t.f)); }
 };
 template <typename T, typename M, typename Value, typename... Resolved>
-struct RemoteTask<MethodTarget<T, M>, Value, Resolved...> {
-  using Sig = RemoteMethodSignature<M>;
-  using Params = typename Sig::Params;
-  static constexpr bool value = [] {
-    if constexpr (!Sig::kCapable) {
-      return false;
-    } else {
-      return std::is_same_v<typename Sig::Result, Value> &&
-             std::is_constructible_v<typename Sig::Params, Resolved...>;
-    }
-  }();
+struct RemoteTask<MethodTarget<T, M>, Value, Resolved...>
+    : RemoteBySignature<RemoteMethodSignature<M>, Value, Resolved...> {
   static std::string name(const MethodTarget<T, M>& t) {
     return registered_name(function_key(t.method));
   }
