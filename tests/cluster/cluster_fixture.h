@@ -22,6 +22,9 @@
 #include <cstdint>
 #include <cstdlib>
 #include <deque>
+#include <filesystem>
+#include <fstream>
+#include <thread>
 #include <map>
 #include <string>
 #include <vector>
@@ -52,6 +55,39 @@ inline std::string read_file_line(const std::string& path) {
   std::string s = ok ? buf : "";
   while (!s.empty() && (s.back() == '\n' || s.back() == '\r')) s.pop_back();
   return s;
+}
+
+// Polls (bounded) for a file another process writes.
+inline bool wait_for_file(const std::string& path, std::chrono::seconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  while (access(path.c_str(), F_OK) != 0) {
+    if (std::chrono::steady_clock::now() > deadline) return false;
+    std::this_thread::sleep_for(10ms);  // (another process's file: no event to wait on)
+  }
+  return true;
+}
+
+// Whether every thread of process `pid` is stopped (state T in /proc) within `timeout`.
+inline bool all_threads_stopped(pid_t pid, std::chrono::seconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  const std::string dir = "/proc/" + std::to_string(pid) + "/task";
+  for (;;) {
+    bool all = true;
+    std::error_code ec;
+    for (const auto& t : std::filesystem::directory_iterator(dir, ec)) {
+      std::ifstream in(t.path() / "stat");
+      std::string line;
+      std::getline(in, line);
+      const size_t close = line.rfind(')');  // "tid (name) S ...": the state follows the name
+      if (close == std::string::npos || close + 2 >= line.size() || line[close + 2] != 'T') {
+        all = false;
+      }
+    }
+    if (ec) return false;
+    if (all) return true;
+    if (std::chrono::steady_clock::now() >= deadline) return false;
+    std::this_thread::yield();
+  }
 }
 
 // Where the tests' job directories go.

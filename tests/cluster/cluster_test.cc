@@ -28,6 +28,7 @@
 #endif
 
 #include "cluster_fixture.h"
+#include "cluster_main.h"
 #include "cluster_link.h"
 #include "ucx_comm.h"
 #include "wire.h"
@@ -595,10 +596,11 @@ TEST_F(ClusterTest, ManyThreadsSubmitting) {
   EXPECT_EQ(wrong.load(), 0);
 }
 
+// A task that may not run again (max_retries(0)); with retries it runs elsewhere (faults_test.cc).
 TEST_F(ClusterTest, KillingANodeFailsItsWorkWithAClearError) {
   start(1, {{{"PRISM_RESOURCES", "remote:1"}}});
   expect_clean_exit_ = false;
-  auto r = prism::task(where_after).resource("remote", 1).remote(30000);
+  auto r = prism::task(where_after).resource("remote", 1).max_retries(0).remote(30000);
   // The call is in flight from the moment it was submitted (the driver sent it): kill the node.
   children_.front().kill_now();
   const auto t0 = std::chrono::steady_clock::now();
@@ -608,6 +610,7 @@ TEST_F(ClusterTest, KillingANodeFailsItsWorkWithAClearError) {
   } catch (const prism::Error& e) {
     EXPECT_EQ(e.code(), prism::ErrorCode::kUnavailable) << e.what();
     EXPECT_NE(std::string(e.what()).find("node1"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("max_retries"), std::string::npos) << e.what();
   }
   EXPECT_LT(std::chrono::steady_clock::now() - t0, 20s);
   EXPECT_EQ(prism::node_count(), 1);
@@ -930,56 +933,6 @@ TEST_F(ClusterTest, TheTimelineHasEveryNodesRuns) {
             std::string::npos);
 }
 
-// Polls (bounded) for a file another process writes.
-bool wait_for_file(const std::string& path, std::chrono::seconds timeout) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  while (access(path.c_str(), F_OK) != 0) {
-    if (std::chrono::steady_clock::now() > deadline) return false;
-    std::this_thread::sleep_for(10ms);  // (another process's file: no event to wait on)
-  }
-  return true;
-}
-
-TEST(ClusterDriverDeath, NodesExitWhenTheDriverIsKilled) {
-  const std::string dir = prism_test::job_root() + "/driver-death-" + std::to_string(getpid());
-  mkdir(prism_test::job_root().c_str(), 0700);
-  Child driver(prism_test::self_exe(), {{"PRISM_TEST_DRIVER", "1"}, {"PRISM_JOB_DIR", dir}});
-  ASSERT_TRUE(driver.started());
-  ASSERT_TRUE(wait_for_file(dir + "/address", 60s)) << "the driver did not start";
-  Child node(prism_test::self_exe(), {{"PRISM_ADDRESS", prism_test::read_file_line(dir + "/address")},
-                                      {"PRISM_TOKEN_FILE", dir + "/token"},
-                                      {"PRISM_NUM_CPUS", "1"}});
-  ASSERT_TRUE(wait_for_file(dir + "/ready", 60s)) << "the node did not join";
-  driver.kill_now();
-  ASSERT_TRUE(driver.wait_exit(20s));
-  ASSERT_TRUE(node.wait_exit(20s)) << "the node outlived its driver";
-  EXPECT_EQ(node.exit_status(), 1) << "a node that lost its driver exits with status 1";
-}
-
-// The driver of NodesExitWhenTheDriverIsKilled, in a process of its own: waits for one node,
-// says so, and waits to be killed (bounded).
-int run_test_driver() {
-  prism::init({.num_cpus = 1, .listen = "127.0.0.1:0"});
-  prism::wait_for_nodes(1, 60s);
-  const char* dir = std::getenv("PRISM_JOB_DIR");
-  if (FILE* f = std::fopen((std::string(dir) + "/ready").c_str(), "w")) std::fclose(f);
-  alarm(120);  // the test kills this process long before; SIGALRM ends it if the test did not
-  for (;;) pause();
-}
-
 }  // namespace
 
-int main(int argc, char** argv) {
-  // Loopback only; UCX's memory hooks off (ThreadSanitizer, PLATFORM.md). Children inherit both.
-  setenv("UCX_NET_DEVICES", "lo", 0);
-  setenv("UCX_MEM_EVENTS", "no", 0);
-  if (std::getenv("PRISM_TEST_DRIVER") != nullptr) return run_test_driver();
-  try {
-    prism::serve();  // a node: joins, serves, exits; the test process goes on
-  } catch (const std::exception& e) {
-    std::fprintf(stderr, "node: %s\n", e.what());  // refused (the tests check the status)
-    return 3;
-  }
-  ::testing::InitGoogleTest(&argc, argv);
-  return RUN_ALL_TESTS();
-}
+int main(int argc, char** argv) { return prism_test::cluster_test_main(argc, argv); }

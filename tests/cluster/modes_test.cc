@@ -241,7 +241,9 @@ TEST_F(ClusterVariants, RegisteredVariantCallsArePlacedAcrossNodes) {
     if (v.function != "modes_scale") continue;
     runs += v.runs;
     EXPECT_EQ(v.runs, 3u) << v.variant << "@" << v.node;
-    if (v.variant == "gpu") EXPECT_EQ(v.node, gpu_node);
+    if (v.variant == "gpu") {
+      EXPECT_EQ(v.node, gpu_node);
+    }
   }
   EXPECT_EQ(runs, 12u);
   // Forced to the GPU variant, which this process cannot run: the GPU node runs it.

@@ -136,29 +136,6 @@ class Maker {
 };
 PRISM_ACTOR(Maker, &Maker::make);
 
-// Whether every thread of process `pid` is stopped (state T in /proc) within `timeout`.
-bool all_threads_stopped(pid_t pid, std::chrono::seconds timeout) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout;
-  const std::string dir = "/proc/" + std::to_string(pid) + "/task";
-  for (;;) {
-    bool all = true;
-    std::error_code ec;
-    for (const auto& t : std::filesystem::directory_iterator(dir, ec)) {
-      std::ifstream in(t.path() / "stat");
-      std::string line;
-      std::getline(in, line);
-      const size_t close = line.rfind(')');  // "tid (name) S ...": the state follows the name
-      if (close == std::string::npos || close + 2 >= line.size() || line[close + 2] != 'T') {
-        all = false;
-      }
-    }
-    if (ec) return false;
-    if (all) return true;
-    if (std::chrono::steady_clock::now() >= deadline) return false;
-    std::this_thread::yield();
-  }
-}
-
 constexpr uint64_t kKiB = 1024;
 constexpr uint64_t kMiB = 1024 * kKiB;
 
@@ -515,7 +492,7 @@ TEST_F(ClusterTest, GetOfAValueOnAStoppedNodeKeepsItsDeadline) {
   ASSERT_EQ(ready.size(), 1u);
   ASSERT_EQ(kill(children_.front().pid(), SIGSTOP), 0);
   // kill() returns before every thread has stopped: a pull sent meanwhile could be answered.
-  ASSERT_TRUE(all_threads_stopped(children_.front().pid(), 10s));
+  ASSERT_TRUE(prism_test::all_threads_stopped(children_.front().pid(), 10s));
   const auto t0 = std::chrono::steady_clock::now();
   EXPECT_THROW(prism::get(made, 500ms), prism::TimeoutError);
   EXPECT_LT(std::chrono::steady_clock::now() - t0, 10s);

@@ -234,10 +234,23 @@ TEST(DeviceMemoryRetryTest, OutOfMemoryIsRetriedUnderMaxRetriesAlone) {
   EXPECT_EQ(prism::get(rt.task(oom_once).num_gpus(1).max_retries(1).remote(), kTimeout), 7);
   EXPECT_EQ(attempts->load(), 2);
 
-  // Without max_retries it fails with the error; other errors, even with the same code (a full
-  // object store), and user exceptions are not system failures.
+  // By default it has kDefaultMaxRetries (3); with max_retries(0) it fails with the error.
   attempts->store(0);
-  EXPECT_THROW(prism::get(rt.task(oom_once).num_gpus(1).remote(), kTimeout), prism::Error);
+  EXPECT_EQ(prism::get(rt.task(oom_once).num_gpus(1).remote(), kTimeout), 7);
+  EXPECT_EQ(attempts->load(), 2);
+  auto always_oom = [attempts]() -> int {
+    attempts->fetch_add(1);
+    throw prism::OutOfMemoryError("simulated: out of device memory");
+  };
+  attempts->store(0);
+  EXPECT_THROW(prism::get(rt.task(always_oom).remote(), kTimeout), prism::OutOfMemoryError);
+  EXPECT_EQ(attempts->load(), 1 + prism::kDefaultMaxRetries) << "a plain task's default retries";
+  attempts->store(0);
+  EXPECT_THROW(prism::get(rt.task(oom_once).num_gpus(1).max_retries(0).remote(), kTimeout),
+               prism::Error);
+  EXPECT_EQ(attempts->load(), 1);
+  // Other errors, even with the same code (a full object store), and user exceptions are not
+  // system failures.
   auto store_full_count = std::make_shared<std::atomic<int>>(0);
   auto store_full = [store_full_count]() -> int {
     store_full_count->fetch_add(1);

@@ -368,6 +368,16 @@ TEST(WireTest, NodeStatsRoundTrip) {
                DecodeError::kMalformedBody);
 }
 
+TEST(WireTest, HeartbeatRoundTrips) {
+  EXPECT_EQ(round_trip(HeartbeatMsg{0xFEDCBA9876543210ull}, MsgType::kHeartbeat).epoch,
+            0xFEDCBA9876543210ull);
+  // Exactly one u64.
+  expect_error(frame(MsgType::kHeartbeat, Bytes().u64(3).get()), DecodeError::kNone);
+  expect_error(frame(MsgType::kHeartbeat, Bytes().u32(3).get()), DecodeError::kMalformedBody);
+  expect_error(frame(MsgType::kHeartbeat, Bytes().u64(3).u8(0).get()),
+               DecodeError::kMalformedBody);
+}
+
 TEST(WireTest, ObjectReferencesOutsideTheArgsAreRefused) {
   // A reference must name an object (not 0), land inside the inline args, in order.
   auto call_with = [](const std::vector<WireObjectRef>& refs) {
@@ -690,11 +700,11 @@ TEST(WireTest, OversizedLength) {
 }
 
 TEST(WireTest, UnknownType) {
-  for (int type : {0, 23, 24, 128, 255}) {
+  for (int type : {0, 24, 25, 128, 255}) {
     expect_error(header(static_cast<uint8_t>(type), 0), DecodeError::kUnknownType);
   }
   // split_frames stops there too.
-  EXPECT_EQ(split_frames(header(23, 0), [](std::string_view) {}), DecodeError::kUnknownType);
+  EXPECT_EQ(split_frames(header(24, 0), [](std::string_view) {}), DecodeError::kUnknownType);
 }
 
 // A Call body up to (not including) its request's custom-resource count.

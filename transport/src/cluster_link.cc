@@ -32,6 +32,7 @@
 #include "prism/internal/variant_run.h"
 #include "auth.h"
 #include "clock_offset.h"
+#include "failure_detector.h"
 #include "common/event.h"
 #include "common/log.h"
 #include "job_dir.h"
@@ -256,7 +257,12 @@ struct Relay {
   PeerId holder = 0;
   ResourceRequest request;  // a node's task: what it holds on `holder` (counted in its `used`)
   std::string holder_name;  // "node2 (host pid 7)", for errors
+  bool task = false;        // a node's task (else an actor call)
 };
+
+// ResultMsg.error_type of a task lost with the node it ran on (a system failure): the caller
+// may run it again under its max_retries.
+constexpr const char* kLostWithNode = "prism::LostWithNode";
 
 // Node: an actor held for the driver (an ActorHandle<T> made by the constructor's invoker).
 struct HeldActor {
@@ -319,7 +325,11 @@ class RemoteObject final : public internal::RemoteValue, public ObjectKeeper {
 class Link final : public internal::ClusterLink {
  public:
   Link(RuntimeCore* rt, const ClusterConfig& config)
-      : rt_(rt), config_(config), signatures_(internal::registered_signatures()) {
+      : rt_(rt),
+        config_(config),
+        signatures_(internal::registered_signatures()),
+        detector_(std::chrono::duration_cast<FailureDetector::Clock::duration>(
+            std::chrono::duration<double>(config.heartbeat_timeout_s))) {
     fingerprint_ = fnv1a(signatures_);
     UcxComm::Callbacks cb;
     cb.on_message = [this](PeerId p, std::string_view data) { on_message(p, data); };
@@ -344,6 +354,7 @@ class Link final : public internal::ClusterLink {
   ~Link() override {
     output_.stop();  // its reader sends through comm_
     stop_reporter();  // (and so does the reporter)
+    stop_watchdog();  // (and the watchdog)
     Link* self = this;
     g_link.compare_exchange_strong(self, nullptr);
     {
@@ -705,6 +716,7 @@ class Link final : public internal::ClusterLink {
   void shutdown() noexcept override {
     output_.stop();  // (node) what was printed so far goes out first
     stop_reporter();
+    stop_watchdog();
     std::vector<Pending> lost;
     std::vector<PeerId> nodes;
     {
@@ -1060,6 +1072,12 @@ class Link final : public internal::ClusterLink {
     c.nested_placed = nested_placed_.load(std::memory_order_relaxed);
     c.nested_sent_back = nested_sent_back_.load(std::memory_order_relaxed);
     c.nested_refused = nested_refused_.load(std::memory_order_relaxed);
+    c.declared_dead = declared_dead_.load(std::memory_order_relaxed);
+    c.lost_tasks_retried = lost_retried_.load(std::memory_order_relaxed);
+    {
+      MutexLock lock(mu_);
+      c.epoch = epoch_;
+    }
     return c;
   }
 
@@ -1082,6 +1100,7 @@ class Link final : public internal::ClusterLink {
     }
     rt_->set_node_id("node0");
     PRISM_LOG(kInfo) << "cluster: driver listening on " << bound << ", job directory " << job_dir_;
+    watchdog_ = std::thread([this] { watch_peers(); });
     if (config_.min_nodes > 0) {
       wait_for_nodes(config_.min_nodes,
                      internal::deadline_after(std::chrono::duration<double>(config_.join_timeout_s)));
@@ -1110,6 +1129,7 @@ class Link final : public internal::ClusterLink {
       throw;
     }
     reporter_ = std::thread([this] { report_stats(); });
+    watchdog_ = std::thread([this] { watch_peers(); });
   }
 
   void join_driver() {
@@ -1232,6 +1252,8 @@ class Link final : public internal::ClusterLink {
       was_node = p.state == Peer::State::kReady && p.role == PeerRole::kNode &&
                  config_.role == ClusterRole::kDriver;
       p.state = Peer::State::kDead;
+      detector_.forget(peer);
+      if (was_node) ++epoch_;  // (the membership changed: one epoch per node declared dead)
       for (auto c = pending_.begin(); c != pending_.end();) {
         if (c->second.peer == peer) {
           lost.push_back(c->second);
@@ -1281,16 +1303,42 @@ class Link final : public internal::ClusterLink {
     objects_.lose_peer(peer);
     fail_pulls(peer, name + " was lost: " + why);
     changed();
-    if (!expected && (!lost.empty() || was_node || config_.role == ClusterRole::kNode)) {
-      PRISM_LOG(kWarning) << "cluster: " << name << " was lost (" << why << "); "
-                          << lost.size() << " task(s) in flight there fail";
+    // Tasks lost there run again (elsewhere, or here) under their max_retries, unless the job
+    // is ending; the others fail naming the node.
+    size_t retried = 0;
+    std::vector<bool> again(lost.size(), false);
+    for (size_t i = 0; i < lost.size(); ++i) {
+      // (an actor's creation has no task: the actor is killed below; an actor call is not run
+      // again: its actor died)
+      if (lost[i].task != nullptr && lost[i].task->actor() == nullptr && !expected &&
+          rt_->take_retry(lost[i].task)) {
+        again[i] = true;
+        ++retried;
+      }
     }
-    for (Pending& p : lost) {
-      if (p.task == nullptr) continue;  // an actor's creation: the actor is killed below
+    if (!expected && (!lost.empty() || was_node || config_.role == ClusterRole::kNode)) {
+      if (lost.empty()) {
+        PRISM_LOG(kWarning) << "cluster: " << name << " was lost (" << why << ")";
+      } else {
+        PRISM_LOG(kWarning) << "cluster: " << name << " was lost (" << why << "); of "
+                            << lost.size() << " call(s) in flight there, " << retried
+                            << " run again and " << lost.size() - retried << " fail";
+      }
+    }
+    lost_retried_.fetch_add(retried, std::memory_order_relaxed);
+    for (size_t i = 0; i < lost.size(); ++i) {
+      const Pending& p = lost[i];
+      if (p.task == nullptr) continue;
+      if (again[i]) {
+        rt_->run_again(p.task);
+        continue;
+      }
       rt_->fail_task(p.task, std::make_exception_ptr(Error(
                                  ErrorCode::kUnavailable,
                                  "task '" + p.task->function_name() + "' was lost with " +
-                                     p.peer_name + ": " + why)));
+                                     p.peer_name + ": " + why +
+                                     (expected ? std::string()
+                                               : std::string(" (no retries left: max_retries)")))));
     }
     for (auto& weak : lost_actors) {
       if (auto actor = weak.lock()) actor->kill("was lost with " + name + ": " + why);
@@ -1301,7 +1349,12 @@ class Link final : public internal::ClusterLink {
       res.call_id = r.origin_call;
       res.status = CallStatus::kSystemError;
       res.error_code = static_cast<int32_t>(ErrorCode::kUnavailable);
-      res.message = "the actor's node, " + name + ", was lost: " + why;
+      if (r.task) {  // the origin may run it again (kLostWithNode)
+        res.error_type = kLostWithNode;
+        res.message = "it was lost with " + name + ": " + why;
+      } else {
+        res.message = "the actor's node, " + name + ", was lost: " + why;
+      }
       send(r.origin, Message(std::move(res)));
     }
   }
@@ -1381,6 +1434,10 @@ class Link final : public internal::ClusterLink {
   // ---- messages ----
 
   void on_message(PeerId peer, std::string_view data) {
+    {
+      MutexLock lock(mu_);
+      detector_.heard(peer);  // (any message is a sign of life)
+    }
     // A peer that has not proven the token gets no large buffer decoded (a handshake is small).
     if (data.size() > kMaxHandshakeBytes && !is_ready(peer)) {
       unauthenticated_.fetch_add(1, std::memory_order_relaxed);
@@ -1517,6 +1574,15 @@ class Link final : public internal::ClusterLink {
         return on_node_stats(peer, *report);
       }
     }
+    if (auto* beat = std::get_if<HeartbeatMsg>(&msg)) {
+      // (heard() counted it in on_message) A node learns the driver's membership epoch.
+      if (config_.role == ClusterRole::kNode && peer == driver_id()) {
+        MutexLock lock(mu_);
+        epoch_ = std::max(epoch_, beat->epoch);
+        return;
+      }
+      if (config_.role == ClusterRole::kDriver && is_node(peer)) return;
+    }
     if (std::holds_alternative<ShutdownMsg>(msg)) return on_shutdown(peer);
     if (std::holds_alternative<StatusQueryMsg>(msg)) return on_status_query(peer);
     unauthenticated_.fetch_add(1, std::memory_order_relaxed);  // nothing a peer should send us
@@ -1604,6 +1670,7 @@ class Link final : public internal::ClusterLink {
       p.totals = auth.resources;
       p.state = Peer::State::kReady;
       if (auth.role == PeerRole::kNode) {
+        detector_.watch(peer);
         p.index = next_index_++;
         p.name = "node" + std::to_string(p.index) + " (" + who + ")";
       } else {
@@ -1645,6 +1712,7 @@ class Link final : public internal::ClusterLink {
       p.state = Peer::State::kReady;
       p.name = "the driver at " + driver_address_;
       joined_ = true;
+      detector_.watch(peer);
     }
     changed();
   }
@@ -2325,7 +2393,7 @@ class Link final : public internal::ClusterLink {
         Peer& p = peers_[holder];
         add(&p.used, request, +1);
         relayed = next_call_++;
-        relays_[relayed] = Relay{origin, call.call_id, holder, request, p.name};
+        relays_[relayed] = Relay{origin, call.call_id, holder, request, p.name, /*task=*/true};
       } else if (!runs_here && !spill) {
         shapes = shapes_locked();
       }
@@ -2690,6 +2758,13 @@ class Link final : public internal::ClusterLink {
                                                           : result.payload)));
         return;
       case CallStatus::kSystemError: {
+        if (p.task != nullptr && result.error_type == kLostWithNode && p.task->actor() == nullptr &&
+            rt_->take_retry(p.task)) {
+          // (the driver relayed it to a node that died) Run again, here or through the driver.
+          lost_retried_.fetch_add(1, std::memory_order_relaxed);
+          rt_->run_again(p.task);
+          return;
+        }
         ErrorCode code = static_cast<ErrorCode>(result.error_code);
         if (result.error_code < 0 || result.error_code > static_cast<int32_t>(ErrorCode::kInternal)) {
           code = ErrorCode::kInternal;
@@ -2712,6 +2787,58 @@ class Link final : public internal::ClusterLink {
         rt_->fail_task(p.task, std::move(error));
         return;
       }
+    }
+  }
+
+  // ---- failure detection (failure_detector.h) ----
+
+  // The watchdog: each interval a heartbeat to every ready counterpart (driver: each node; a
+  // node: its driver), then the detector's verdicts. A peer silent past the timeout is
+  // declared dead as if its connection had failed (on_peer_error: its tasks run again
+  // elsewhere, its actors die; a node whose driver is silent ends), and its connection is
+  // closed: the peer is fenced, nothing it sends later is read, and when it wakes it finds its
+  // connection gone (a node then exits). Its own thread: the progress thread keeps no timers.
+  void watch_peers() {
+    FailureDetector::Clock::duration interval{};
+    {
+      MutexLock lock(mu_);
+      interval = detector_.interval();
+    }
+    do {
+      std::vector<PeerId> to;
+      std::vector<PeerId> silent;
+      uint64_t epoch = 0;
+      {
+        MutexLock lock(mu_);
+        if (shut_down_ || job_ended_ || driver_lost_) return;
+        for (const auto& [id, p] : peers_) {
+          if (p.state != Peer::State::kReady) continue;
+          if (config_.role == ClusterRole::kDriver ? p.role == PeerRole::kNode : id == driver_) {
+            to.push_back(id);
+          }
+        }
+        silent = detector_.check();
+        epoch = epoch_;
+      }
+      for (PeerId id : to) send(id, HeartbeatMsg{epoch});
+      for (PeerId id : silent) declare_dead(id);
+    } while (!watchdog_stop_.wait_until(internal::deadline_after(interval)));
+  }
+
+  void declare_dead(PeerId peer) {
+    char why[160];
+    std::snprintf(why, sizeof why,
+                  "declared dead: silent for more than %.3g s (PRISM_HEARTBEAT_TIMEOUT)",
+                  config_.heartbeat_timeout_s);
+    declared_dead_.fetch_add(1, std::memory_order_relaxed);
+    on_peer_error(peer, why);
+    comm_->close(peer);  // fenced (no callback of it runs after)
+  }
+
+  void stop_watchdog() noexcept {
+    watchdog_stop_.set();
+    if (watchdog_.joinable() && watchdog_.get_id() != std::this_thread::get_id()) {
+      watchdog_.join();
     }
   }
 
@@ -3126,6 +3253,16 @@ class Link final : public internal::ClusterLink {
   Mutex bind_mu_;  // one registration per local entry (Transfer::by_reference)
   const std::shared_ptr<ObjectService> service_ = std::make_shared<ObjectService>();
   OutputForwarder output_;  // node: stdout and stderr to the driver (stopped before comm_ goes)
+  // Peers silent past config_.heartbeat_timeout_s (watch_peers). Every ready counterpart is
+  // watched from the moment it is ready until it is lost.
+  FailureDetector detector_ PRISM_GUARDED_BY(mu_);
+  // The membership epoch: one more per node declared dead (driver); the driver's, as its
+  // heartbeats bring it (node).
+  uint64_t epoch_ PRISM_GUARDED_BY(mu_) = 0;
+  std::atomic<uint64_t> declared_dead_{0};  // peers the watchdog declared dead
+  std::atomic<uint64_t> lost_retried_{0};   // calls lost with a node and run again
+  internal::Event watchdog_stop_;  // set by stop_watchdog()
+  std::thread watchdog_;           // watch_peers() (joined before comm_ goes)
   internal::Event reporter_stop_;  // node: set by stop_reporter()
   std::thread reporter_;           // node: report_stats() (joined before comm_ goes)
   OutputPrinter printer_;   // driver: what nodes printed, written off the progress thread

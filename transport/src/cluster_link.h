@@ -58,6 +58,12 @@ struct LinkCounters {
   uint64_t nested_placed = 0;
   uint64_t nested_sent_back = 0;
   uint64_t nested_refused = 0;
+  // Failure detection: peers declared dead for their silence (heartbeats); calls lost with a
+  // node and run again (max_retries); the membership epoch (driver: one more per node lost; a
+  // node: the driver's, as its heartbeats bring it).
+  uint64_t declared_dead = 0;
+  uint64_t lost_tasks_retried = 0;
+  uint64_t epoch = 0;
 };
 // The counters of the global runtime's link; zeros in embedded mode.
 LinkCounters link_counters();

@@ -35,7 +35,7 @@ static_assert(kReservedAt + 4 == kHeaderBytes);
 
 bool known_type(uint8_t type) noexcept {
   return type >= static_cast<uint8_t>(MsgType::kHello) &&
-         type <= static_cast<uint8_t>(MsgType::kNodeStats);
+         type <= static_cast<uint8_t>(MsgType::kHeartbeat);
 }
 
 // The wire type of each message struct.
@@ -61,6 +61,7 @@ MsgType type_of(const ClockPongMsg&) { return MsgType::kClockPong; }
 MsgType type_of(const SpansQueryMsg&) { return MsgType::kSpansQuery; }
 MsgType type_of(const SpansReplyMsg&) { return MsgType::kSpansReply; }
 MsgType type_of(const NodeStatsMsg&) { return MsgType::kNodeStats; }
+MsgType type_of(const HeartbeatMsg&) { return MsgType::kHeartbeat; }
 
 const char* type_name(MsgType type) {
   switch (type) {
@@ -86,6 +87,7 @@ const char* type_name(MsgType type) {
     case MsgType::kSpansQuery: return "SpansQuery";
     case MsgType::kSpansReply: return "SpansReply";
     case MsgType::kNodeStats: return "NodeStats";
+    case MsgType::kHeartbeat: return "Heartbeat";
   }
   return "?";
 }
@@ -235,6 +237,7 @@ void write_body(Writer* w, const OutputMsg& m) {
   w->str(m.text);
 }
 
+void write_body(Writer* w, const HeartbeatMsg& m) { w->u64(m.epoch); }
 void write_body(Writer* w, const ClockPingMsg& m) { w->u64(static_cast<uint64_t>(m.driver_ns)); }
 
 void write_body(Writer* w, const ClockPongMsg& m) {
@@ -520,6 +523,7 @@ bool read_body(Reader* r, OutputMsg* m) {
   return r->u8(&m->stream) && (m->stream == 1 || m->stream == 2) && r->str(&m->text);
 }
 
+bool read_body(Reader* r, HeartbeatMsg* m) { return r->u64(&m->epoch); }
 bool read_body(Reader* r, ClockPingMsg* m) {
   uint64_t v = 0;
   if (!r->u64(&v)) return false;
@@ -636,6 +640,7 @@ std::optional<Message> read_message(MsgType type, std::string_view body) {
     case MsgType::kSpansQuery: return read_whole_body<SpansQueryMsg>(body);
     case MsgType::kSpansReply: return read_whole_body<SpansReplyMsg>(body);
     case MsgType::kNodeStats: return read_whole_body<NodeStatsMsg>(body);
+    case MsgType::kHeartbeat: return read_whole_body<HeartbeatMsg>(body);
   }
   return std::nullopt;  // unreachable: check_header refused unknown types
 }

@@ -62,6 +62,7 @@ enum class MsgType : uint8_t {
   kSpansQuery = 20,   // driver -> node: send the spans of your task runs (kSpansReply)
   kSpansReply = 21,   // node -> driver: the spans (node clock)
   kNodeStats = 22,    // node -> driver: its own counts (each second while they change)
+  kHeartbeat = 23,    // either way: "still here" (failure_detector.h), with the membership epoch
 };
 
 // A resource amount in core's units (CPU/GPU in 1/10000, memory in bytes).
@@ -243,6 +244,12 @@ struct NodeStatsMsg {
   bool operator==(const NodeStatsMsg&) const = default;
 };
 
+// Sent each FailureDetector::interval() by the driver to every node and by a node to its driver.
+// `epoch`: the driver's membership epoch (one more per node declared dead); a node's own copy.
+struct HeartbeatMsg {
+  uint64_t epoch = 0;
+};
+
 struct ShutdownMsg {};
 struct StatusQueryMsg {};
 struct StatusReplyMsg {
@@ -253,7 +260,7 @@ using Message = std::variant<HelloMsg, AuthMsg, WelcomeMsg, RefusedMsg, CallMsg,
                              ShutdownMsg, StatusQueryMsg, StatusReplyMsg, ActorCreateMsg,
                              ActorCallMsg, ActorKillMsg, ActorLookupMsg, ObjectPullMsg,
                              ObjectDataMsg, ObjectFreeMsg, OutputMsg, ClockPingMsg, ClockPongMsg,
-                             SpansQueryMsg, SpansReplyMsg, NodeStatsMsg>;
+                             SpansQueryMsg, SpansReplyMsg, NodeStatsMsg, HeartbeatMsg>;
 
 // Appends one whole frame (header + body) for `msg` to `out`.
 void encode(const Message& msg, std::string* out);

@@ -172,6 +172,7 @@ class ActorMethodCaller {
     if (!name_.empty()) {
       internal::TaskOptions o;
       o.name = name_;
+      o.max_retries = 0;  // (an actor call is not run again: max_task_retries is not built yet)
       extras = internal::make_task_extras(rt, o, internal::LazyName(name_));
     }
     Slots slots(rt);

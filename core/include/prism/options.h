@@ -61,6 +61,10 @@ struct InitOptions {
   int max_threads = 0;
 };
 
+// How many times a task runs again after a system failure (its node died, it ran out of device
+// memory) unless it says otherwise with max_retries(n): 3, as in Ray.
+inline constexpr int kDefaultMaxRetries = 3;
+
 namespace internal {
 
 // Per-call options of a task, as filled by TaskCaller's builder methods.
@@ -70,7 +74,7 @@ struct TaskOptions {
   int64_t memory = 0;
   int64_t gpu_memory = 0;
   std::vector<std::pair<std::string, double>> resources;
-  int max_retries = 0;
+  int max_retries = kDefaultMaxRetries;
   bool retry_exceptions = false;
   std::string name;
 

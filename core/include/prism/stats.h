@@ -36,6 +36,10 @@ struct TaskCounts {
   uint64_t on_other_nodes = 0;         // cluster driver: sent to another node, result not back
   uint64_t done = 0;                   // finished with a result
   uint64_t failed = 0;                 // failed: threw, or could not run (see errors())
+  // Runs given again under max_retries: after a system failure (the task's node died, it ran
+  // out of device memory) or, with retry_exceptions, after it threw. A retried task counts
+  // once in the other fields.
+  uint64_t retried = 0;
 };
 
 // One node: its resources, totals and what is free now (as cluster_resources() names them;

@@ -39,8 +39,9 @@ class TaskCaller : public internal::ResourceOptions<TaskCaller<F, NumReturns>> {
   TaskCaller(internal::RuntimeRef rt, F f, internal::TaskOptions options = {})
       : rt_(rt), f_(std::move(f)), options_(std::move(options)) {}
 
-  // How many times the task is run again if its worker dies (cluster mode) or, with
-  // retry_exceptions(true), if it throws.
+  // How many times the task is run again after a system failure (its node died, it ran out of
+  // device memory) or, with retry_exceptions(true), after it threw. Default
+  // prism::kDefaultMaxRetries (3); -1: no limit; 0: never.
   TaskCaller& max_retries(int n) & { return options_.max_retries = n, *this; }
   TaskCaller&& max_retries(int n) && { return std::move(max_retries(n)); }
   TaskCaller& retry_exceptions(bool on = true) & { return options_.retry_exceptions = on, *this; }
@@ -110,7 +111,8 @@ class TaskCaller : public internal::ResourceOptions<TaskCaller<F, NumReturns>> {
   }
 
   bool is_plain() const {
-    return options_.is_default_request() && options_.name.empty() && options_.max_retries == 0 &&
+    return options_.is_default_request() && options_.name.empty() &&
+           options_.max_retries == kDefaultMaxRetries &&
            !options_.retry_exceptions;
   }
 

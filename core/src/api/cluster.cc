@@ -23,6 +23,21 @@ std::string env(const char* name) {
   return v != nullptr ? std::string(v) : std::string();
 }
 
+// Seconds from environment variable `name` (finite, > 0, or >= 0 with `zero_ok`), else
+// `fallback`; throws naming the variable for a malformed value.
+double env_seconds(const char* name, double fallback, bool zero_ok) {
+  const std::string t = env(name);
+  if (t.empty()) return fallback;
+  char* end = nullptr;
+  const double v = std::strtod(t.c_str(), &end);
+  if (end == t.c_str() || *end != '\0' || !(zero_ok ? v >= 0 : v > 0) || std::isinf(v)) {
+    throw Error(ErrorCode::kInvalidArgument, std::string(name) + " = '" + t +
+                                                 "': expected seconds " +
+                                                 (zero_ok ? ">= 0" : "> 0"));
+  }
+  return v;
+}
+
 // "host:port" with a numeric port (0 allowed); throws naming `what` otherwise.
 void check_host_port(const std::string& value, const char* what) {
   const size_t colon = value.rfind(':');
@@ -158,24 +173,11 @@ ClusterConfig cluster_config(const InitOptions& options) {
     }
     c.min_nodes = static_cast<int>(v);
   }
-  if (const std::string t = env("PRISM_JOIN_TIMEOUT_S"); !t.empty()) {
-    char* end = nullptr;
-    const double v = std::strtod(t.c_str(), &end);
-    if (end == t.c_str() || *end != '\0' || !(v > 0) || std::isinf(v)) {
-      throw Error(ErrorCode::kInvalidArgument,
-                  "PRISM_JOIN_TIMEOUT_S = '" + t + "': expected seconds > 0");
-    }
-    c.join_timeout_s = v;
-  }
-  if (const std::string t = env("PRISM_INFEASIBLE_TIMEOUT"); !t.empty()) {
-    char* end = nullptr;
-    const double v = std::strtod(t.c_str(), &end);
-    if (end == t.c_str() || *end != '\0' || !(v >= 0) || std::isinf(v)) {
-      throw Error(ErrorCode::kInvalidArgument,
-                  "PRISM_INFEASIBLE_TIMEOUT = '" + t + "': expected seconds >= 0");
-    }
-    c.infeasible_timeout_s = v;
-  }
+  c.join_timeout_s = env_seconds("PRISM_JOIN_TIMEOUT_S", c.join_timeout_s, /*zero_ok=*/false);
+  c.infeasible_timeout_s =
+      env_seconds("PRISM_INFEASIBLE_TIMEOUT", c.infeasible_timeout_s, /*zero_ok=*/true);
+  c.heartbeat_timeout_s =
+      env_seconds("PRISM_HEARTBEAT_TIMEOUT", c.heartbeat_timeout_s, /*zero_ok=*/false);
   if (!c.address.empty() && !c.listen.empty()) {
     throw Error(ErrorCode::kInvalidArgument,
                 "both a driver's address to join (PRISM_ADDRESS / InitOptions.address = '" +

@@ -52,6 +52,9 @@ struct ClusterConfig {
   // Driver by address: how long a task that no node fits waits for one to join
   // (PRISM_INFEASIBLE_TIMEOUT, seconds).
   double infeasible_timeout_s = 60;
+  // How long a peer may stay silent before it is declared dead (PRISM_HEARTBEAT_TIMEOUT,
+  // seconds): heartbeats go out each fifth of it.
+  double heartbeat_timeout_s = 5;
   std::shared_ptr<void> launcher;  // the module's launcher session (PMIx), if any
 };
 

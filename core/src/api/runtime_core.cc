@@ -321,8 +321,8 @@ ExtrasPtr RuntimeCore::make_extras(const TaskOptions& o, const LazyName& functio
                           "': " + reason + "; no node can ever run it");
   }
   // Only a request: every task of the shape shares the shape's record (no allocation).
-  if (!default_request && shape != nullptr && o.name.empty() && o.max_retries == 0 &&
-      !o.retry_exceptions) {
+  if (!default_request && shape != nullptr && o.name.empty() &&
+      o.max_retries == kDefaultMaxRetries && !o.retry_exceptions) {
     return ExtrasPtr::shared(&shape->extras);
   }
   auto x = std::make_unique<TaskExtras>();
@@ -423,6 +423,35 @@ void RuntimeCore::fail_task(TaskRecord* task, std::exception_ptr error, bool ran
     item.task->release_run();
   }
   pending = nullptr;
+}
+
+bool RuntimeCore::take_retry(TaskRecord* task) noexcept {
+  if (task->cancel_requested()) return false;
+  if (task->owns_extras()) {
+    TaskExtras* x = task->extras();
+    if (x->retries_left <= 0) return false;
+    --x->retries_left;
+  } else {
+    if (task->default_retries_used >= kDefaultMaxRetries) return false;
+    ++task->default_retries_used;
+  }
+  counters_.add(TaskCounters::kRetried);
+  return true;
+}
+
+void RuntimeCore::run_again(TaskRecord* task) noexcept {
+  if (TaskExtras* x = task->extras(); x != nullptr && x->variant) {
+    // Chosen again among the places that are left (the planner's books for the lost one are
+    // closed as "did not run": no failure is held against the variant).
+    VariantRun& run = *x->variant;
+    end_variant_run(run, /*ran=*/false);
+    run.finished = false;
+    run.chosen = -1;
+    run.peer = 0;
+    run.place.clear();
+  }
+  counters_.add(TaskCounters::kRequeued);
+  dispatch(task);
 }
 
 void RuntimeCore::keep_failure(TaskRecord* task, const std::exception_ptr& error) noexcept {
@@ -558,10 +587,16 @@ void RuntimeCore::execute(TaskRecord* task, const Allocation* alloc) noexcept {
     // A user exception is retried only with retry_exceptions; running out of memory (device
     // memory: OutOfMemoryError) is a system failure, retried under max_retries alone, as Ray
     // retries a task its memory monitor killed.
-    if (x != nullptr && x->retries_left > 0 && !task->cancel_requested() &&
-        (x->retry_exceptions || is_out_of_memory(thrown))) {
+    if (x != nullptr && x->retry_exceptions && !is_out_of_memory(thrown) &&
+        task->owns_extras() && x->retries_left > 0 && !task->cancel_requested()) {
       --x->retries_left;
+      counters_.add(TaskCounters::kRetried);
       PRISM_LOG(kInfo) << "retrying task " << task->function_name() << " after an exception";
+      continue;
+    }
+    if (is_out_of_memory(thrown) && take_retry(task)) {
+      PRISM_LOG(kInfo) << "retrying task " << task->function_name() << " after running out of "
+                       << "memory";
       continue;
     }
     std::exception_ptr error;
@@ -754,6 +789,7 @@ Stats RuntimeCore::stats() const {
   t.on_other_nodes = in_flight;
   t.done = at(TaskCounters::kDone) + at(TaskCounters::kRemoteDone);
   t.failed = at(TaskCounters::kFailedRunning) + at(TaskCounters::kFailedOther);
+  t.retried = at(TaskCounters::kRetried);
 
   s.objects.objects = static_cast<uint64_t>(std::max<int64_t>(0, store_->objects()));
   s.objects.primary_bytes = static_cast<uint64_t>(std::max<int64_t>(0, store_->used()));

@@ -82,6 +82,14 @@ class RuntimeCore final : public JobRunner {
   // does not recurse. `ran`: it started running here (for the stats). A failure that is not
   // the cascade of a failed argument is kept in errors().
   void fail_task(TaskRecord* task, std::exception_ptr error, bool ran = false) noexcept;
+  // A run of `task` failed for a reason that is not the task's own (a system failure: its node
+  // died, it ran out of device memory): true if it may run again, counting the retry against
+  // its max_retries (kDefaultMaxRetries without extras of its own); false if it is out of
+  // retries or cancelled. Called by the task's owner.
+  bool take_retry(TaskRecord* task) noexcept;
+  // `task` was lost where it ran (its node died) and take_retry() allowed another run: undoes
+  // its variant choice, if any, and dispatches it again (another node, here, or a wait).
+  void run_again(TaskRecord* task) noexcept;
 
   // The user-facing error for an exception a task threw (TaskError naming this node).
   std::exception_ptr task_error(const std::exception_ptr& thrown, const std::string& function);

@@ -93,6 +93,7 @@ ExtrasPtr RuntimeCore::make_variant_extras(std::shared_ptr<VariantRun> run) {
   }
   auto x = std::make_unique<TaskExtras>();
   x->name = f.name;
+  x->retries_left = kDefaultMaxRetries;  // (system failures only: its node died)
   // Until the choice (dispatch): the first runnable variant's request, never used to queue.
   x->default_request = false;
   x->request = run->requests[static_cast<size_t>(first)];

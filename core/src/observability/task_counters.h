@@ -33,6 +33,8 @@ class TaskCounters {
     kRestarted,      // a run given back and dispatched again (a variant call moved to its CPU
                      // variant after the GPU's ran out of memory): its second kReady and kStarted
                      // are not new
+    kRetried,        // a run that failed for a system reason (a lost node, out of memory) or threw
+                     // (retry_exceptions) given another one under max_retries
     kKinds
   };
   static constexpr size_t kShards = 64;

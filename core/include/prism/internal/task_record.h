@@ -204,6 +204,8 @@ class TaskRecord : public Dependent {
   TaskId id() const noexcept;
   ActorCore* actor() const noexcept { return actor_; }
   TaskExtras* extras() const noexcept { return extras_.get(); }
+  // Its extras are its own (not a request shape's shared record): they may be written.
+  bool owns_extras() const noexcept { return extras_ && !extras_.is_shared(); }
   bool has_default_request() const noexcept { return !extras_ || extras_->default_request; }
   // What the task asks for (one CPU unless it said otherwise).
   const ResourceRequest& request() const noexcept {
@@ -230,6 +232,9 @@ class TaskRecord : public Dependent {
   bool actor_creation = false;  // the constructor task (else a method call)
   bool in_mailbox = false;
   bool actor_ready = false;     // its arguments are ready
+  // Retries taken by a task without extras of its own (RuntimeCore::take_retry): it has
+  // kDefaultMaxRetries. Written by the task's owner only.
+  uint8_t default_retries_used = 0;
 
  private:
   std::atomic<ObjectEntry*> failed_dep_{nullptr};

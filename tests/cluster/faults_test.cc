@@ -1,0 +1,240 @@
+// faults_test.cc — the fault matrix (ctest label `faults`): nodes killed or stopped mid-job, the
+// driver killed or stopped. Each case ends with the correct result, checked, or a clear error
+// naming what was lost; never a hang (every wait has a deadline); every process a test starts
+// is reaped by it.
+//
+// Tasks here stand for work by sleeping inside the task (its compute); the tests themselves
+// wait on events, or poll (bounded) what another process does.
+#include <signal.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+#include <prism/prism.h>
+
+#include "cluster_fixture.h"
+#include "cluster_link.h"
+#include "cluster_main.h"
+
+namespace {
+
+using namespace std::chrono_literals;
+using prism_test::Child;
+using prism_test::ClusterTest;
+
+// ---- registered functions (every node has them: the same executable) ----
+
+// Writes "<dir>/<tag>-<pid>" holding this node's id, where another process can see it.
+void mark(const std::string& dir, const std::string& tag) {
+  const std::string path = dir + "/" + tag + "-" + std::to_string(getpid());
+  if (FILE* f = std::fopen(path.c_str(), "w")) {
+    std::fputs(prism::node_id().c_str(), f);
+    std::fclose(f);
+  }
+}
+
+// A leaf of the tree: `ms` of work, then a value that depends on `i`.
+int64_t leaf(int64_t i, int ms) {
+  std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+  return i * i + 1;
+}
+int64_t leaf_sum(int64_t first, int n) {
+  int64_t sum = 0;
+  for (int64_t i = first; i < first + n; ++i) sum += i * i + 1;
+  return sum;
+}
+// A parent: says it runs (mark), submits `n` leaves where it runs and sums them.
+int64_t parent(const std::string& dir, int64_t first, int n, int ms) {
+  mark(dir, "parent");
+  std::vector<prism::ObjectRef<int64_t>> leaves;
+  for (int64_t i = first; i < first + n; ++i) leaves.push_back(prism::task(leaf).remote(i, ms));
+  int64_t sum = 0;
+  for (auto& r : leaves) sum += prism::get(r, 60s);
+  return sum;
+}
+// Says it runs, works `ms`, then says where it ran.
+std::string marked_work(const std::string& dir, int ms) {
+  mark(dir, "started");
+  std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+  return prism::node_id();
+}
+PRISM_REMOTE(leaf, parent, marked_work);
+
+// The child whose pid a mark file names ("<dir>/<tag>-<pid>"), or null.
+Child* marked_child(std::deque<Child>& children, const std::string& dir, const std::string& tag) {
+  for (Child& c : children) {
+    if (access((dir + "/" + tag + "-" + std::to_string(c.pid())).c_str(), F_OK) == 0) return &c;
+  }
+  return nullptr;
+}
+
+// Polls (bounded) until some child wrote a `tag` mark.
+Child* wait_for_mark(std::deque<Child>& children, const std::string& dir, const std::string& tag,
+                     std::chrono::seconds timeout) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    if (Child* c = marked_child(children, dir, tag)) return c;
+    if (std::chrono::steady_clock::now() > deadline) return nullptr;
+    std::this_thread::sleep_for(10ms);  // (another process's file: no event to wait on)
+  }
+}
+
+class FaultTest : public ClusterTest {
+ protected:
+  void TearDown() override {
+    ClusterTest::TearDown();
+    unsetenv("PRISM_HEARTBEAT_TIMEOUT");
+  }
+};
+
+// Case 1: SIGKILL a node while it runs parents of a two-level tree. The parents lost with it
+// (and so their leaves) run again on the other node (max_retries defaults to 3); every sum is
+// right.
+TEST_F(FaultTest, ANodeKilledWhileItRunsATwoLevelTreeLosesNoResult) {
+  // Parents need "tree", which only the nodes have; each node runs two at a time.
+  start(1, {{{"PRISM_NUM_CPUS", "2"}, {"PRISM_RESOURCES", "tree:2"}},
+            {{"PRISM_NUM_CPUS", "2"}, {"PRISM_RESOURCES", "tree:2"}}});
+  expect_clean_exit_ = false;
+  const auto before = prism::cluster::link_counters();
+  constexpr int kParents = 8, kLeaves = 4, kLeafMs = 150;
+  std::vector<prism::ObjectRef<int64_t>> sums;
+  for (int p = 0; p < kParents; ++p) {
+    sums.push_back(
+        prism::task(parent).resource("tree", 1).remote(job_dir_, int64_t{p} * kLeaves, kLeaves,
+                                                       kLeafMs));
+  }
+  // Kill the first node seen running a parent, while it runs it.
+  Child* victim = wait_for_mark(children_, job_dir_, "parent", 60s);
+  ASSERT_NE(victim, nullptr) << "no parent started";
+  victim->kill_now();
+  ASSERT_TRUE(victim->wait_exit(20s));
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int p = 0; p < kParents; ++p) {
+    EXPECT_EQ(prism::get(sums[static_cast<size_t>(p)], 120s), leaf_sum(int64_t{p} * kLeaves, kLeaves))
+        << "parent " << p;
+  }
+  const double recovered_s =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::printf("[ faults   ] node killed mid-tree: every result in %.2f s after the kill\n",
+              recovered_s);
+  const auto after = prism::cluster::link_counters();
+  EXPECT_GE(after.lost_tasks_retried, before.lost_tasks_retried + 1)
+      << "no parent was in flight on the killed node";
+  EXPECT_GE(prism::stats().tasks.retried, 1u);
+  EXPECT_EQ(after.epoch, before.epoch + 1) << "one node lost: one new membership epoch";
+  EXPECT_EQ(prism::node_count(), 2);  // the driver and the node left
+}
+
+// A task that may not run again (max_retries(0)) fails naming the node and the reason; one with
+// retries left but no node that can run it waits for one (a driver by address) instead.
+TEST_F(FaultTest, ATaskWithoutRetriesFailsNamingTheNode) {
+  start(1, {{{"PRISM_RESOURCES", "tree:1"}}});
+  expect_clean_exit_ = false;
+  auto r = prism::task(marked_work).resource("tree", 1).max_retries(0).remote(job_dir_, 30000);
+  Child* victim = wait_for_mark(children_, job_dir_, "started", 60s);
+  ASSERT_NE(victim, nullptr) << "the task did not start";
+  victim->kill_now();
+  try {
+    prism::get(r, 30s);
+    FAIL() << "the task survived its node";
+  } catch (const prism::Error& e) {
+    EXPECT_EQ(e.code(), prism::ErrorCode::kUnavailable) << e.what();
+    EXPECT_NE(std::string(e.what()).find("node1"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("max_retries"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(prism::stats().tasks.retried, 0u);
+}
+
+// Case 5: SIGSTOP a node past the heartbeat deadline: it is declared dead (once), its task runs
+// again on the other node; SIGCONT: it finds itself fenced and exits, and its late result
+// changes nothing.
+TEST_F(FaultTest, ANodeStoppedPastTheDeadlineIsDeclaredDeadAndFenced) {
+  setenv("PRISM_HEARTBEAT_TIMEOUT", "2", 1);  // (the nodes inherit it)
+  start(1, {{{"PRISM_RESOURCES", "slot:1"}}, {{"PRISM_RESOURCES", "slot:1"}}});
+  expect_clean_exit_ = false;
+  const auto before = prism::cluster::link_counters();
+  auto r = prism::task(marked_work).resource("slot", 1).remote(job_dir_, 3000);
+  Child* stopped = wait_for_mark(children_, job_dir_, "started", 60s);
+  ASSERT_NE(stopped, nullptr) << "the task did not start";
+  const std::string stopped_node =
+      prism_test::read_file_line(job_dir_ + "/started-" + std::to_string(stopped->pid()));
+  ASSERT_EQ(kill(stopped->pid(), SIGSTOP), 0);
+  const auto t0 = std::chrono::steady_clock::now();
+  std::string ran_on;
+  ASSERT_NO_THROW(ran_on = prism::get(r, 60s));
+  EXPECT_NE(ran_on, stopped_node) << "the stopped node's result was taken";
+  EXPECT_NE(ran_on, "node0");
+  const double detected_s =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::printf("[ faults   ] node stopped: retried result in %.2f s (2 s deadline + 3 s of work)\n",
+              detected_s);
+  auto after = prism::cluster::link_counters();
+  EXPECT_EQ(after.declared_dead, before.declared_dead + 1);
+  EXPECT_EQ(after.lost_tasks_retried, before.lost_tasks_retried + 1);
+  EXPECT_EQ(after.epoch, before.epoch + 1);
+  EXPECT_EQ(prism::node_count(), 2);
+  // Woken, it finds its connection gone and exits with the status of a node that lost its
+  // driver; nothing it sent late counts.
+  ASSERT_EQ(kill(stopped->pid(), SIGCONT), 0);
+  ASSERT_TRUE(stopped->wait_exit(30s)) << "the fenced node did not exit";
+  EXPECT_EQ(stopped->exit_status(), 1);
+  after = prism::cluster::link_counters();
+  EXPECT_EQ(after.declared_dead, before.declared_dead + 1) << "declared dead twice";
+  EXPECT_EQ(prism::node_count(), 2);
+  // The cluster goes on.
+  EXPECT_NE(prism::get(prism::task(marked_work).resource("slot", 1).remote(job_dir_, 0), 60s),
+            stopped_node);
+}
+
+// Case 4: the driver is killed: its node exits (a peer error, no timer needed).
+TEST(FaultDriverDeath, NodesExitWhenTheDriverIsKilled) {
+  const std::string dir = prism_test::job_root() + "/driver-death-" + std::to_string(getpid());
+  mkdir(prism_test::job_root().c_str(), 0700);
+  Child driver(prism_test::self_exe(), {{"PRISM_TEST_DRIVER", "1"}, {"PRISM_JOB_DIR", dir}});
+  ASSERT_TRUE(driver.started());
+  ASSERT_TRUE(prism_test::wait_for_file(dir + "/address", 60s)) << "the driver did not start";
+  Child node(prism_test::self_exe(), {{"PRISM_ADDRESS", prism_test::read_file_line(dir + "/address")},
+                                      {"PRISM_TOKEN_FILE", dir + "/token"},
+                                      {"PRISM_NUM_CPUS", "1"}});
+  ASSERT_TRUE(prism_test::wait_for_file(dir + "/ready", 60s)) << "the node did not join";
+  driver.kill_now();
+  ASSERT_TRUE(driver.wait_exit(20s));
+  ASSERT_TRUE(node.wait_exit(20s)) << "the node outlived its driver";
+  EXPECT_EQ(node.exit_status(), 1) << "a node that lost its driver exits with status 1";
+}
+
+// Case 4, stopped instead of killed: its connections stay open, so only the silence shows; the
+// node declares the driver dead past the deadline and exits.
+TEST(FaultDriverDeath, NodesExitWhenTheDriverStopsAnswering) {
+  const std::string dir = prism_test::job_root() + "/driver-stop-" + std::to_string(getpid());
+  mkdir(prism_test::job_root().c_str(), 0700);
+  Child driver(prism_test::self_exe(), {{"PRISM_TEST_DRIVER", "1"}, {"PRISM_JOB_DIR", dir},
+                                        {"PRISM_HEARTBEAT_TIMEOUT", "2"}});
+  ASSERT_TRUE(driver.started());
+  ASSERT_TRUE(prism_test::wait_for_file(dir + "/address", 60s)) << "the driver did not start";
+  Child node(prism_test::self_exe(), {{"PRISM_ADDRESS", prism_test::read_file_line(dir + "/address")},
+                                      {"PRISM_TOKEN_FILE", dir + "/token"},
+                                      {"PRISM_NUM_CPUS", "1"},
+                                      {"PRISM_HEARTBEAT_TIMEOUT", "2"}});
+  ASSERT_TRUE(prism_test::wait_for_file(dir + "/ready", 60s)) << "the node did not join";
+  ASSERT_EQ(kill(driver.pid(), SIGSTOP), 0);
+  const auto t0 = std::chrono::steady_clock::now();
+  const bool exited = node.wait_exit(30s);
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  kill(driver.pid(), SIGKILL);  // (a stopped process dies of SIGKILL too)
+  ASSERT_TRUE(driver.wait_exit(20s));
+  ASSERT_TRUE(exited) << "the node outlived its stopped driver";
+  EXPECT_EQ(node.exit_status(), 1);
+  std::printf("[ faults   ] driver stopped: its node exited after %.2f s (2 s deadline)\n", s);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) { return prism_test::cluster_test_main(argc, argv); }

@@ -1,0 +1,129 @@
+// failure_detector_test.cc — the failure detector driven by a fake clock: verdicts at the
+// timeout and not before, once per peer, every sign of life counts, and a process that was not
+// running itself (a gap between checks) convicts nobody.
+#include "failure_detector.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <vector>
+
+namespace prism::cluster {
+namespace {
+
+using namespace std::chrono_literals;
+using Clock = FailureDetector::Clock;
+
+// Time moves only when the test says so.
+struct FakeClock {
+  Clock::time_point t{Clock::duration(1'000'000'000)};
+  FailureDetector::Now now() {
+    return [this] { return t; };
+  }
+};
+
+std::vector<uint64_t> sorted(std::vector<uint64_t> v) {
+  std::sort(v.begin(), v.end());
+  return v;
+}
+
+TEST(FailureDetector, APeerSilentPastTheTimeoutIsReportedOnce) {
+  FakeClock clock;
+  FailureDetector d(5s, clock.now());
+  EXPECT_EQ(d.interval(), 1s);
+  d.watch(7);
+  // Checked each interval, as the link's watchdog does.
+  for (int i = 0; i < 5; ++i) {
+    clock.t += 1s;
+    EXPECT_TRUE(d.check().empty()) << "reported after " << i + 1 << " s of a 5 s timeout";
+  }
+  clock.t += 1s;  // 6 s of silence
+  EXPECT_EQ(d.check(), std::vector<uint64_t>{7});
+  EXPECT_FALSE(d.watching(7));
+  clock.t += 1s;
+  EXPECT_TRUE(d.check().empty()) << "reported twice";
+}
+
+TEST(FailureDetector, EverySignOfLifeRestartsTheTimeout) {
+  FakeClock clock;
+  FailureDetector d(5s, clock.now());
+  d.watch(1);
+  d.watch(2);
+  for (int i = 0; i < 20; ++i) {
+    clock.t += 1s;
+    d.heard(1);  // peer 1 speaks each second; peer 2 never
+    const std::vector<uint64_t> silent = d.check();
+    if (i < 5) {
+      EXPECT_TRUE(silent.empty()) << i;
+    } else if (i == 5) {
+      EXPECT_EQ(silent, std::vector<uint64_t>{2});
+    } else {
+      EXPECT_TRUE(silent.empty()) << i;
+    }
+  }
+  EXPECT_TRUE(d.watching(1));
+  EXPECT_FALSE(d.watching(2));
+}
+
+TEST(FailureDetector, ForgottenAndUnwatchedPeersAreNeverReported) {
+  FakeClock clock;
+  FailureDetector d(2s, clock.now());
+  d.watch(1);
+  d.watch(2);
+  d.forget(1);
+  d.heard(3);  // never watched: ignored
+  EXPECT_FALSE(d.watching(3));
+  std::vector<uint64_t> reported;
+  for (int i = 0; i < 10; ++i) {
+    clock.t += 400ms;
+    for (uint64_t p : d.check()) reported.push_back(p);
+  }
+  EXPECT_EQ(reported, std::vector<uint64_t>{2});
+  // Watched again (it rejoined): a fresh timeout.
+  d.watch(2);
+  clock.t += 400ms;
+  EXPECT_TRUE(d.check().empty());
+}
+
+TEST(FailureDetector, AGapInThisProcessConvictsNobody) {
+  FakeClock clock;
+  FailureDetector d(5s, clock.now());
+  d.watch(1);
+  d.watch(2);
+  clock.t += 1s;
+  EXPECT_TRUE(d.check().empty());
+  // This process was stopped for a minute: its peers' silence says nothing.
+  clock.t += 60s;
+  EXPECT_TRUE(d.check().empty());
+  EXPECT_EQ(d.own_gaps(), 1u);
+  EXPECT_TRUE(d.watching(1));
+  EXPECT_TRUE(d.watching(2));
+  // Each gets a full timeout from the wake-up; one speaks, the other stays silent.
+  for (int i = 0; i < 5; ++i) {
+    clock.t += 1s;
+    d.heard(1);
+    EXPECT_TRUE(d.check().empty()) << i;
+  }
+  clock.t += 1s;
+  d.heard(1);
+  EXPECT_EQ(sorted(d.check()), std::vector<uint64_t>{2});
+  EXPECT_EQ(d.own_gaps(), 1u);
+}
+
+TEST(FailureDetector, ALateCheckWithinHalfTheTimeoutStillJudges) {
+  FakeClock clock;
+  FailureDetector d(5s, clock.now());
+  d.watch(1);
+  clock.t += 2s;
+  EXPECT_TRUE(d.check().empty());
+  clock.t += 2s;  // late (2 s instead of 1 s) but under half the timeout: not a gap
+  EXPECT_TRUE(d.check().empty());
+  clock.t += 2s;  // 6 s of silence
+  EXPECT_EQ(d.check(), std::vector<uint64_t>{1});
+  EXPECT_EQ(d.own_gaps(), 0u);
+}
+
+}  // namespace
+}  // namespace prism::cluster
