@@ -67,6 +67,25 @@ std::string marked_work(const std::string& dir, int ms) {
 }
 PRISM_REMOTE(leaf, parent, marked_work);
 
+// An actor whose state is what its constructor and calls made of it.
+class Tally {
+ public:
+  explicit Tally(int start) : total_(start) {}
+  int add(int x) { return total_ += x; }
+  std::string where() const { return prism::node_id(); }
+  int pid() const { return static_cast<int>(getpid()); }
+  // Says it runs (mark), works `ms`, then adds 1000.
+  int slow_add(const std::string& dir, int ms) {
+    mark(dir, "actor");
+    std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+    return total_ += 1000;
+  }
+
+ private:
+  int total_;
+};
+PRISM_ACTOR(Tally, &Tally::add, &Tally::where, &Tally::pid, &Tally::slow_add);
+
 // The child whose pid a mark file names ("<dir>/<tag>-<pid>"), or null.
 Child* marked_child(std::deque<Child>& children, const std::string& dir, const std::string& tag) {
   for (Child& c : children) {
@@ -191,6 +210,70 @@ TEST_F(FaultTest, ANodeStoppedPastTheDeadlineIsDeclaredDeadAndFenced) {
   // The cluster goes on.
   EXPECT_NE(prism::get(prism::task(marked_work).resource("slot", 1).remote(job_dir_, 0), 60s),
             stopped_node);
+}
+
+// Case 3: the node holding actors dies. One with max_restarts(1) is built again on the other
+// node (its constructor runs again with its original arguments: the state it had is gone), its
+// handle and its name keep working, and a call in flight is sent again (max_task_retries); one
+// with the default (0) dies: its calls fail with ActorDiedError. Past its restarts, the first
+// dies too.
+TEST_F(FaultTest, ActorsRestartUnderMaxRestartsAndDieWithout) {
+  start(1, {{{"PRISM_RESOURCES", "vault:3"}}});
+  expect_clean_exit_ = false;
+  // All three on node1 (the only node that has "vault").
+  auto kept = prism::actor<Tally>(100).resource("vault", 1).name("kept").max_restarts(1).remote();
+  auto retried =
+      prism::actor<Tally>(0).resource("vault", 1).max_restarts(1).max_task_retries(1).remote();
+  auto mortal = prism::actor<Tally>(7).resource("vault", 1).remote();
+  EXPECT_EQ(prism::get(kept.task(&Tally::add).remote(5), 60s), 105);
+  EXPECT_EQ(prism::get(mortal.task(&Tally::add).remote(1), 60s), 8);
+  const int victim_pid = prism::get(kept.task(&Tally::pid).remote(), 60s);
+  const std::string victim_node = prism::get(kept.task(&Tally::where).remote(), 60s);
+  ASSERT_EQ(prism::get(retried.task(&Tally::pid).remote(), 60s), victim_pid);
+  ASSERT_EQ(prism::get(mortal.task(&Tally::pid).remote(), 60s), victim_pid);
+  // A second node that can hold them.
+  Child& second = add_node({{"PRISM_RESOURCES", "vault:3"}});
+  prism::wait_for_nodes(2, 60s);
+  // A call in flight on `retried` when node1 dies.
+  auto in_flight = retried.task(&Tally::slow_add).remote(job_dir_, 2000);
+  Child* victim = wait_for_mark(children_, job_dir_, "actor", 60s);
+  ASSERT_NE(victim, nullptr) << "the call did not start";
+  ASSERT_EQ(victim->pid(), victim_pid);
+  const auto before = prism::cluster::link_counters();
+  const auto t0 = std::chrono::steady_clock::now();
+  victim->kill_now();
+  ASSERT_TRUE(victim->wait_exit(20s));
+  // Rebuilt from its constructor's arguments (100): the 5 it had is gone.
+  EXPECT_EQ(prism::get(kept.task(&Tally::add).remote(1), 60s), 101);
+  const double restart_s =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::printf("[ faults   ] actor restarted and answered %.3f s after its node was killed\n",
+              restart_s);
+  EXPECT_NE(prism::get(kept.task(&Tally::where).remote(), 60s), victim_node);
+  EXPECT_EQ(prism::get(kept.task(&Tally::pid).remote(), 60s), second.pid());
+  // Found by name.
+  EXPECT_EQ(prism::get(prism::get_actor<Tally>("kept").task(&Tally::add).remote(1), 60s), 102);
+  // The call in flight ran again there, on the rebuilt state.
+  EXPECT_EQ(prism::get(in_flight, 60s), 1000);
+  EXPECT_EQ(prism::get(retried.task(&Tally::add).remote(1), 60s), 1001);
+  // The mortal one is dead.
+  EXPECT_THROW(prism::get(mortal.task(&Tally::add).remote(1), 60s), prism::ActorDiedError);
+  EXPECT_EQ(prism::cluster::link_counters().actor_restarts, before.actor_restarts + 2);
+  // Its one restart used, it dies with its second node.
+  second.kill_now();
+  ASSERT_TRUE(second.wait_exit(20s));
+  EXPECT_THROW(prism::get(kept.task(&Tally::add).remote(1), 60s), prism::ActorDiedError);
+  EXPECT_EQ(prism::cluster::link_counters().actor_restarts, before.actor_restarts + 2);
+}
+
+TEST(FaultOptions, NegativeRestartCountsAreRefused) {
+  prism::Runtime rt({.num_cpus = 1});
+  EXPECT_THROW(rt.actor<Tally>(1).max_restarts(-2).remote(), prism::Error);
+  EXPECT_THROW(rt.actor<Tally>(1).max_task_retries(-2).remote(), prism::Error);
+  EXPECT_THROW(rt.task(leaf).max_retries(-2).remote(1, 0), prism::Error);
+  // Embedded mode: the options are kept, and the actor works.
+  auto a = rt.actor<Tally>(1).max_restarts(-1).max_task_retries(-1).remote();
+  EXPECT_EQ(prism::get(a.task(&Tally::add).remote(2), 60s), 3);
 }
 
 // Case 4: the driver is killed: its node exits (a peer error, no timer needed).

@@ -238,9 +238,18 @@ struct Pending {
 
 // Driver: an actor placed on a node.
 struct RemoteActor {
+  RemoteActor() = default;
+  RemoteActor(std::weak_ptr<ActorCore> a, PeerId where, ResourceRequest held)
+      : actor(std::move(a)), peer(where), request(std::move(held)) {}
+
   std::weak_ptr<ActorCore> actor;
   PeerId peer = 0;
   ResourceRequest request;  // held there for its life (counted in the node's `used`)
+  // An actor that may be restarted when its node dies (ActorOptions::max_restarts): its
+  // creation as first sent (call id aside), sent again to the node chosen then, and the
+  // restarts left (-1: no limit). Null: it dies with its node.
+  std::shared_ptr<const ActorCreateMsg> recipe;
+  int restarts_left = 0;
 };
 
 // Node: a get_actor waiting for the driver's answer. The answer is written before `done` is set.
@@ -795,6 +804,18 @@ class Link final : public internal::ClusterLink {
     msg.max_concurrency = static_cast<uint32_t>(actor->options().max_concurrency);
     msg.request = to_wire(actor->request());
     const uint64_t key = msg.actor;
+    if (config_.role == ClusterRole::kDriver && actor->options().max_restarts != 0) {
+      try {
+        auto recipe = std::make_shared<const ActorCreateMsg>(msg);
+        MutexLock lock(mu_);
+        if (auto it = remote_actors_.find(key); it != remote_actors_.end()) {
+          it->second.recipe = std::move(recipe);
+          it->second.restarts_left = actor->options().max_restarts;
+        }
+      } catch (...) {
+        // Out of memory for the copy: it dies with its node instead.
+      }
+    }
     send(peer, Message(std::move(msg)));
     // Sent before the actor can forward its first call (the same peer's queue keeps the order).
     rt_->counters().add(internal::TaskCounters::kRemote);  // placed there: done, for the stats
@@ -1074,6 +1095,7 @@ class Link final : public internal::ClusterLink {
     c.nested_refused = nested_refused_.load(std::memory_order_relaxed);
     c.declared_dead = declared_dead_.load(std::memory_order_relaxed);
     c.lost_tasks_retried = lost_retried_.load(std::memory_order_relaxed);
+    c.actor_restarts = actor_restarts_.load(std::memory_order_relaxed);
     {
       MutexLock lock(mu_);
       c.epoch = epoch_;
@@ -1239,6 +1261,7 @@ class Link final : public internal::ClusterLink {
     std::vector<std::weak_ptr<ActorCore>> lost_actors;
     std::vector<Relay> lost_relays;
     std::vector<uint64_t> orphans;  // actors the lost node had created elsewhere: released
+    std::map<ActorCore*, uint64_t> restarted;  // actors built again on another node: their keys
     std::string name;
     bool was_node = false;
     bool expected = false;  // the job is over: peers going away is no news
@@ -1284,6 +1307,10 @@ class Link final : public internal::ClusterLink {
       }
       for (auto a = remote_actors_.begin(); a != remote_actors_.end();) {
         if (a->second.peer == peer) {
+          if (restart_actor_locked(a->first, a->second, &restarted)) {
+            ++a;
+            continue;
+          }
           lost_actors.push_back(a->second.actor);
           a = remote_actors_.erase(a);
         } else {
@@ -1307,7 +1334,18 @@ class Link final : public internal::ClusterLink {
     // is ending; the others fail naming the node.
     size_t retried = 0;
     std::vector<bool> again(lost.size(), false);
+    std::vector<std::pair<TaskRecord*, uint64_t>> calls_again;  // (call, its actor's key)
     for (size_t i = 0; i < lost.size(); ++i) {
+      // A call of an actor built again elsewhere: sent there again under max_task_retries.
+      if (TaskRecord* t = lost[i].task; t != nullptr && t->actor() != nullptr && !expected) {
+        auto r = restarted.find(t->actor());
+        if (r != restarted.end() && take_actor_call_retry(t)) {
+          calls_again.emplace_back(t, r->second);
+          again[i] = true;
+          ++retried;
+        }
+        continue;
+      }
       // (an actor's creation has no task: the actor is killed below; an actor call is not run
       // again: its actor died)
       if (lost[i].task != nullptr && lost[i].task->actor() == nullptr && !expected &&
@@ -1326,19 +1364,26 @@ class Link final : public internal::ClusterLink {
       }
     }
     lost_retried_.fetch_add(retried, std::memory_order_relaxed);
+    for (auto& [call, key] : calls_again) forward_actor_call(call->actor(), key, call);
     for (size_t i = 0; i < lost.size(); ++i) {
       const Pending& p = lost[i];
       if (p.task == nullptr) continue;
       if (again[i]) {
-        rt_->run_again(p.task);
+        if (p.task->actor() == nullptr) rt_->run_again(p.task);
         continue;
       }
+      std::string note;
+      if (expected) {
+      } else if (p.task->actor() == nullptr) {
+        note = " (no retries left: max_retries)";
+      } else if (restarted.count(p.task->actor()) != 0) {
+        note = " (its actor restarts on another node; the call is not sent again: "
+               "max_task_retries)";
+      }
       rt_->fail_task(p.task, std::make_exception_ptr(Error(
-                                 ErrorCode::kUnavailable,
-                                 "task '" + p.task->function_name() + "' was lost with " +
-                                     p.peer_name + ": " + why +
-                                     (expected ? std::string()
-                                               : std::string(" (no retries left: max_retries)")))));
+                                 ErrorCode::kUnavailable, "task '" + p.task->function_name() +
+                                                              "' was lost with " + p.peer_name +
+                                                              ": " + why + note)));
     }
     for (auto& weak : lost_actors) {
       if (auto actor = weak.lock()) actor->kill("was lost with " + name + ": " + why);
@@ -1357,6 +1402,53 @@ class Link final : public internal::ClusterLink {
       }
       send(r.origin, Message(std::move(res)));
     }
+  }
+
+  // Driver: the actor `key` (`a`) lost its node. With restarts left, it is built again on a live
+  // node that can hold it (the least loaded if none has room now): its creation is sent there
+  // now, under mu_, so that it precedes every call forwarded there after `a.peer` changes
+  // (sending only queues the frame). Its key stays: its handles keep working, and calls made
+  // meanwhile wait on that node behind the constructor. False: it dies.
+  bool restart_actor_locked(uint64_t key, RemoteActor& a,
+                            std::map<ActorCore*, uint64_t>* restarted) PRISM_REQUIRES(mu_) {
+    if (config_.role != ClusterRole::kDriver || !a.recipe || a.restarts_left == 0) return false;
+    std::shared_ptr<ActorCore> actor = a.actor.lock();
+    if (!actor) return false;
+    const PeerId to = choose_node_locked(a.request, /*runs_here=*/false, {});
+    auto p = peers_.find(to);
+    if (to == 0 || p == peers_.end()) return false;  // no live node can hold it
+    ActorCreateMsg msg = *a.recipe;
+    msg.call_id = next_call_++;
+    std::string frame;
+    try {
+      encode(Message(msg), &frame);
+      pending_.emplace(msg.call_id, Pending{nullptr, to, ResourceRequest{}, p->second.name,
+                                            a.actor});
+    } catch (...) {
+      return false;
+    }
+    if (!comm_->send(to, std::move(frame))) {
+      pending_.erase(msg.call_id);
+      return false;
+    }
+    add(&p->second.used, a.request, +1);
+    a.peer = to;
+    if (a.restarts_left > 0) --a.restarts_left;
+    (*restarted)[actor.get()] = key;
+    actor_restarts_.fetch_add(1, std::memory_order_relaxed);
+    PRISM_LOG(kWarning) << "cluster: actor " << actor->type_name() << " restarts on "
+                        << p->second.name << " (its constructor runs again)";
+    return true;
+  }
+
+  // A call of a restarted actor, lost with its old node: true if it may be sent again (its
+  // actor's max_task_retries; counted in the call's record).
+  static bool take_actor_call_retry(TaskRecord* call) {
+    if (call->cancel_requested()) return false;
+    const int limit = call->actor()->options().max_task_retries;
+    if (limit == 0 || (limit > 0 && call->default_retries_used >= limit)) return false;
+    if (call->default_retries_used < 255) ++call->default_retries_used;
+    return true;
   }
 
   // Among live nodes that can ever run `request` (not `exclude`): of those with room for it now,
@@ -3261,6 +3353,7 @@ class Link final : public internal::ClusterLink {
   uint64_t epoch_ PRISM_GUARDED_BY(mu_) = 0;
   std::atomic<uint64_t> declared_dead_{0};  // peers the watchdog declared dead
   std::atomic<uint64_t> lost_retried_{0};   // calls lost with a node and run again
+  std::atomic<uint64_t> actor_restarts_{0};  // driver: actors built again after their node died
   internal::Event watchdog_stop_;  // set by stop_watchdog()
   std::thread watchdog_;           // watch_peers() (joined before comm_ goes)
   internal::Event reporter_stop_;  // node: set by stop_reporter()

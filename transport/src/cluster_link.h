@@ -64,6 +64,7 @@ struct LinkCounters {
   uint64_t declared_dead = 0;
   uint64_t lost_tasks_retried = 0;
   uint64_t epoch = 0;
+  uint64_t actor_restarts = 0;  // driver: actors built again after their node died
 };
 // The counters of the global runtime's link; zeros in embedded mode.
 LinkCounters link_counters();

@@ -237,6 +237,16 @@ class ActorCreator : public internal::ResourceOptions<ActorCreator<T, CtorArgs..
   // How many calls may run at once (default 1). Calls still start in submission order.
   ActorCreator& max_concurrency(int n) & { return options_.max_concurrency = n, *this; }
   ActorCreator&& max_concurrency(int n) && { return std::move(max_concurrency(n)); }
+  // Cluster mode: how many times the actor is built again after its node died (its constructor
+  // runs again with its original arguments on a node that can hold it; its handles and its name
+  // keep working; calls made meanwhile wait for it). Default 0: it dies with its node, and its
+  // calls fail with ActorDiedError. -1: no limit.
+  ActorCreator& max_restarts(int n) & { return options_.max_restarts = n, *this; }
+  ActorCreator&& max_restarts(int n) && { return std::move(max_restarts(n)); }
+  // How many times a call in flight when the actor's node died is sent again to the restarted
+  // actor (default 0: it fails with a kUnavailable error naming the node). -1: no limit.
+  ActorCreator& max_task_retries(int n) & { return options_.max_task_retries = n, *this; }
+  ActorCreator&& max_task_retries(int n) && { return std::move(max_task_retries(n)); }
 
   // Creates the actor; its constructor runs as a task. Returns the handle at once.
   ActorHandle<T> remote() {

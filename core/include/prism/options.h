@@ -93,6 +93,12 @@ struct ActorOptions {
   std::vector<std::pair<std::string, double>> resources;
   std::string name;      // non-empty: a named actor, found with prism::get_actor<T>(name)
   int max_concurrency = 1;
+  // Cluster mode: how many times the actor is built again (its constructor run again with its
+  // original arguments, on a node that can hold it) after its node died; -1: no limit.
+  int max_restarts = 0;
+  // How many times a call in flight when its actor's node died is sent again to the restarted
+  // actor; -1: no limit. (A call is retried only if its actor restarts.)
+  int max_task_retries = 0;
 };
 
 }  // namespace internal

@@ -450,6 +450,10 @@ std::shared_ptr<ActorCore> new_actor(RuntimeCore* rt, const ActorOptions& option
   if (options.max_concurrency < 1) {
     throw Error(ErrorCode::kInvalidArgument, "max_concurrency must be >= 1");
   }
+  if (options.max_restarts < -1 || options.max_task_retries < -1) {
+    throw Error(ErrorCode::kInvalidArgument,
+                "max_restarts and max_task_retries must be >= 0 (or -1 for no limit)");
+  }
   ResourceRequest request =
       make_request(options.num_cpus, options.num_gpus, options.memory, options.gpu_memory,
                    options.resources);
