@@ -236,6 +236,37 @@ struct Pending {
   bool may_spill = false;      // a task's first placement: the node may send it back
 };
 
+// Driver: how to compute again a task result that stayed on a node, should every copy of it be
+// lost with its nodes (lineage, DESIGN §8). Kept while the result's entry lives (lineages_);
+// small: the call, not its values.
+struct Lineage {
+  CallMsg call;  // as sent, references included (call_id and result_object are set per run)
+  ResourceRequest request;
+  std::string task_name;
+  // Per reference argument (call.objects, in order): its own lineage, to rebuild it in turn if it
+  // was lost too (its value is not kept for this); else null, and its entry is pinned below so
+  // that its value stays while this result may need it (a put, a result that cannot be
+  // computed again).
+  std::vector<std::shared_ptr<Lineage>> arg_lineage;
+  std::vector<internal::EntryPtr> pinned;
+  // Runs it may still have (the task's retries when it finished; each run of a rebuild counts
+  // one). Under the link's mu_.
+  int runs_left = 0;
+};
+
+// Driver: an object being computed again (rebuild()). Every waiter is called once, with "" or
+// why it could not be.
+struct Rebuild {
+  std::shared_ptr<Lineage> lineage;
+  std::vector<std::function<void(const std::string& error)>> done;
+  // Arguments rebuilt only for this run (their entries are gone): freed once it ended.
+  std::vector<uint64_t> temporary;
+  size_t args_missing = 0;
+  std::string arg_error;  // the first argument that could not be rebuilt
+  PeerId peer = 0;        // the node computing it now (0: none yet)
+  uint64_t call_id = 0;
+};
+
 // Driver: an actor placed on a node.
 struct RemoteActor {
   RemoteActor() = default;
@@ -1096,6 +1127,7 @@ class Link final : public internal::ClusterLink {
     c.declared_dead = declared_dead_.load(std::memory_order_relaxed);
     c.lost_tasks_retried = lost_retried_.load(std::memory_order_relaxed);
     c.actor_restarts = actor_restarts_.load(std::memory_order_relaxed);
+    c.objects_rebuilt = rebuilt_.load(std::memory_order_relaxed);
     {
       MutexLock lock(mu_);
       c.epoch = epoch_;
@@ -1262,6 +1294,7 @@ class Link final : public internal::ClusterLink {
     std::vector<Relay> lost_relays;
     std::vector<uint64_t> orphans;  // actors the lost node had created elsewhere: released
     std::map<ActorCore*, uint64_t> restarted;  // actors built again on another node: their keys
+    std::vector<uint64_t> lost_rebuilds;       // objects it was computing again (lineage)
     std::string name;
     bool was_node = false;
     bool expected = false;  // the job is over: peers going away is no news
@@ -1317,6 +1350,9 @@ class Link final : public internal::ClusterLink {
           ++a;
         }
       }
+      for (const auto& [id, r] : rebuilds_) {
+        if (r.peer == peer) lost_rebuilds.push_back(id);
+      }
       if (config_.role == ClusterRole::kNode && peer == driver_) {
         if (joined_) {
           driver_lost_ = true;
@@ -1365,6 +1401,7 @@ class Link final : public internal::ClusterLink {
     }
     lost_retried_.fetch_add(retried, std::memory_order_relaxed);
     for (auto& [call, key] : calls_again) forward_actor_call(call->actor(), key, call);
+    for (uint64_t id : lost_rebuilds) rebuild_run_lost(id, peer, name + " was lost: " + why);
     for (size_t i = 0; i < lost.size(); ++i) {
       const Pending& p = lost[i];
       if (p.task == nullptr) continue;
@@ -2744,6 +2781,7 @@ class Link final : public internal::ClusterLink {
         return;
       }
     }
+    if (config_.role == ClusterRole::kDriver && on_rebuild_result(peer, result)) return;
     Pending p{};
     if (!take_pending(result.call_id, &p) || p.peer != peer) {
       unknown_results_.fetch_add(1, std::memory_order_relaxed);
@@ -2777,6 +2815,7 @@ class Link final : public internal::ClusterLink {
             return;
           }
           objects_.locate(result.object, result.object_bytes, peer);
+          keep_lineage(p.task, result.object);
           internal::remote_variant_ran(p.task, static_cast<double>(result.run_ns) * 1e-9);
           auto where = std::make_shared<RemoteObject>(service_, result.object, p.peer_name);
           where->materialize = p.task->remote_materializer();
@@ -2914,6 +2953,7 @@ class Link final : public internal::ClusterLink {
       }
       for (PeerId id : to) send(id, HeartbeatMsg{epoch});
       for (PeerId id : silent) declare_dead(id);
+      drop_lineages();
     } while (!watchdog_stop_.wait_until(internal::deadline_after(interval)));
   }
 
@@ -2925,6 +2965,19 @@ class Link final : public internal::ClusterLink {
     declared_dead_.fetch_add(1, std::memory_order_relaxed);
     on_peer_error(peer, why);
     comm_->close(peer);  // fenced (no callback of it runs after)
+  }
+
+  // Destroys the lineages of freed objects (release_object), with no lock held.
+  void drop_lineages() {
+    for (;;) {
+      std::vector<std::shared_ptr<Lineage>> dropped;
+      {
+        MutexLock lock(mu_);
+        dropped.swap(dropped_lineages_);
+      }
+      if (dropped.empty()) return;
+      dropped.clear();  // (may free more: the loop takes those too)
+    }
   }
 
   void stop_watchdog() noexcept {
@@ -3058,6 +3111,16 @@ class Link final : public internal::ClusterLink {
 
   // Driver: the last ref of object `id` here dropped: every copy, here and on nodes, is freed.
   void release_object(uint64_t id) {
+    {
+      // Its lineage goes later, on the watchdog's thread: it may hold the last refs of entries
+      // whose keepers call this function, and this one may run under ObjectService::mu (a
+      // keeper's destructor).
+      MutexLock lock(mu_);
+      if (auto it = lineages_.find(id); it != lineages_.end()) {
+        dropped_lineages_.push_back(std::move(it->second));
+        lineages_.erase(it);
+      }
+    }
     const std::vector<PeerId> holders = objects_.forget(id);
     for (PeerId p : holders) {
       if (is_ready(p)) send(p, Message(ObjectFreeMsg{{id}}));
@@ -3069,7 +3132,13 @@ class Link final : public internal::ClusterLink {
   void pull_here(uint64_t id, ObjectTable::Waiter waiter) {
     if (Blob b = objects_.find(id)) return waiter(b, {});
     const PeerId from = live_holder(id, kHere);
-    if (from == 0) return waiter(nullptr, "no node holds it any more (lost with its node)");
+    if (from == 0) {
+      // Every copy is lost: computed again from its lineage, then pulled (once more).
+      return rebuild(id, nullptr, [this, id, waiter = std::move(waiter)](const std::string& e) {
+        if (!e.empty()) return waiter(nullptr, e);
+        pull_here(id, waiter);
+      });
+    }
     // For the timeline: the pull from `from` to here, once it arrived. The reader that asked
     // for it (`first`, set before the pull is sent: its bytes cannot come sooner) also measures
     // the network's bandwidth, for placing variant calls.
@@ -3077,6 +3146,10 @@ class Link final : public internal::ClusterLink {
     const auto start = internal::Timeline::Clock::now();
     auto timed = [this, id, from, start, first, waiter = std::move(waiter)](
                      const Blob& b, const std::string& why) {
+      if (!b && !is_ready(from) && config_.role == ClusterRole::kDriver) {
+        // The holder died while the pull was on its way: another holder, or the lineage.
+        return pull_here(id, waiter);
+      }
       if (b) {
         log_transfer(id, b->size(), from, kHere, start);
         if (first->load(std::memory_order_acquire)) {
@@ -3161,15 +3234,247 @@ class Link final : public internal::ClusterLink {
       if (!link_->objects_.where(id, &holders, &bytes)) return false;  // (freed meanwhile)
       for (PeerId p : holders) bytes_at[p] += bytes;
       refs.push_back(WireObjectRef{id, bytes, at});
+      if (keep_entries) {
+        e->ref();
+        entries.emplace_back(e);
+      }
       return true;
     }
 
     std::vector<WireObjectRef> refs;
     std::map<PeerId, uint64_t> bytes_at;
+    // With keep_entries: each reference argument's entry (one reference each), as refs.
+    bool keep_entries = false;
+    std::vector<internal::EntryPtr> entries;
 
    private:
     Link* const link_;
   };
+
+  // ---- lineage: results computed again when every copy was lost (driver) ----
+
+  // The lineage of `task`'s result, which stayed on a node as object `id`: its call (encoded
+  // again from the task, which is still here) and its reference arguments' lineages. None for
+  // an actor's call or a task without retries left: such a result is lost with its node.
+  void keep_lineage(TaskRecord* task, uint64_t id) noexcept {
+    if (config_.role != ClusterRole::kDriver || task->actor() != nullptr) return;
+    const int runs = rt_->retries_left(task);
+    if (runs <= 0) return;
+    try {
+      auto l = std::make_shared<Lineage>();
+      Transfer transfer(this);
+      transfer.keep_entries = true;
+      if (!task->encode_remote(&l->call.function, &l->call.args, &transfer)) return;
+      l->call.objects = std::move(transfer.refs);
+      l->call.task_name = task->function_name();
+      l->request = task->request();
+      l->call.request = to_wire(l->request);
+      l->task_name = l->call.task_name;
+      l->runs_left = runs;
+      MutexLock lock(mu_);
+      for (size_t i = 0; i < l->call.objects.size(); ++i) {
+        auto a = lineages_.find(l->call.objects[i].object);
+        l->arg_lineage.push_back(a != lineages_.end() ? a->second : nullptr);
+        // (an argument without lineage keeps its value: it could not be had again)
+        if (a == lineages_.end()) l->pinned.push_back(std::move(transfer.entries[i]));
+      }
+      lineages_[id] = std::move(l);
+    } catch (...) {
+      // Out of memory, or an argument that cannot be encoded any more: no lineage (lost with
+      // its node, as before).
+    }
+  }
+
+  // Computes object `id` again from its lineage (`lineage`, or the one kept for it), on a node
+  // that can run its task, after rebuilding (recursively) the reference arguments that were
+  // lost too; `done` is called once, with "" when `id` has a live holder again, else with why
+  // not. Readers of one object share one rebuild.
+  void rebuild(uint64_t id, std::shared_ptr<Lineage> lineage,
+               std::function<void(const std::string&)> done) {
+    std::vector<std::pair<uint64_t, std::shared_ptr<Lineage>>> missing;
+    std::string error;
+    {
+      MutexLock lock(mu_);
+      if (auto r = rebuilds_.find(id); r != rebuilds_.end()) {
+        r->second.done.push_back(std::move(done));
+        return;
+      }
+      if (!lineage) {
+        if (auto it = lineages_.find(id); it != lineages_.end()) lineage = it->second;
+      }
+      if (!lineage) {
+        error = "object " + std::to_string(id) +
+                " was lost with its node and cannot be computed again (a put value, an actor "
+                "call's result, or a task that may not be retried: max_retries)";
+      } else if (lineage->runs_left <= 0) {
+        error = "object " + std::to_string(id) + " of task '" + lineage->task_name +
+                "' was lost with its node, and the task has no retries left (max_retries)";
+      } else {
+        Rebuild& r = rebuilds_[id];
+        r.lineage = lineage;
+        r.done.push_back(std::move(done));
+        r.args_missing = 1;  // (until the arguments were looked at, below)
+      }
+    }
+    if (!error.empty()) return done(error);
+    // (live_holder takes mu_) The arguments that have no copy left.
+    std::vector<uint64_t> temporary;
+    const auto& refs = lineage->call.objects;
+    for (size_t i = 0; i < refs.size(); ++i) {
+      if (objects_.find(refs[i].object) || live_holder(refs[i].object, kHere) != 0) continue;
+      missing.emplace_back(refs[i].object, lineage->arg_lineage[i]);
+      if (!objects_.where(refs[i].object, nullptr, nullptr)) temporary.push_back(refs[i].object);
+    }
+    {
+      MutexLock lock(mu_);
+      auto r = rebuilds_.find(id);
+      if (r == rebuilds_.end()) return;  // (not possible: nothing ends it before this)
+      r->second.args_missing = missing.size();
+      r->second.temporary = std::move(temporary);
+    }
+    if (missing.empty()) return run_rebuild(id);
+    PRISM_LOG(kInfo) << "cluster: object " << id << " needs " << missing.size()
+                     << " lost argument(s) computed again first";
+    for (auto& [arg, arg_lineage] : missing) {
+      if (!arg_lineage) {
+        arg_rebuilt(id, "its argument, object " + std::to_string(arg) +
+                            ", was lost too and cannot be computed again");
+        continue;
+      }
+      rebuild(arg, arg_lineage, [this, id](const std::string& e) { arg_rebuilt(id, e); });
+    }
+  }
+
+  void arg_rebuilt(uint64_t id, const std::string& error) {
+    bool run = false, failed = false;
+    std::string why;
+    {
+      MutexLock lock(mu_);
+      auto r = rebuilds_.find(id);
+      if (r == rebuilds_.end()) return;
+      if (!error.empty() && r->second.arg_error.empty()) r->second.arg_error = error;
+      if (--r->second.args_missing > 0) return;
+      failed = !r->second.arg_error.empty();
+      why = r->second.arg_error;
+      run = !failed;
+    }
+    if (failed) return finish_rebuild(id, "object " + std::to_string(id) + ": " + why);
+    if (run) run_rebuild(id);
+  }
+
+  // Sends the rebuild of `id` to a node that can run it (one run of its retries).
+  void run_rebuild(uint64_t id) {
+    std::string error;
+    std::string frame;
+    PeerId peer = 0;
+    {
+      MutexLock lock(mu_);
+      auto r = rebuilds_.find(id);
+      if (r == rebuilds_.end()) return;
+      Lineage& l = *r->second.lineage;
+      std::map<PeerId, uint64_t> bytes_at;
+      for (const WireObjectRef& ref : l.call.objects) {
+        std::vector<PeerId> holders;
+        uint64_t bytes = 0;
+        if (!objects_.where(ref.object, &holders, &bytes)) continue;
+        for (PeerId h : holders) bytes_at[h] += bytes;
+      }
+      peer = shut_down_ ? 0 : choose_node_locked(l.request, /*runs_here=*/false, bytes_at);
+      if (peer == 0) {
+        error = "object " + std::to_string(id) + " of task '" + l.task_name +
+                "' was lost with its node, and no node left can run the task";
+      } else if (l.runs_left <= 0) {
+        error = "object " + std::to_string(id) + " of task '" + l.task_name +
+                "' was lost with its node, and the task has no retries left (max_retries)";
+      } else {
+        --l.runs_left;
+        CallMsg call = l.call;
+        call.call_id = next_call_++;
+        call.result_object = id;
+        call.may_spill = false;
+        try {
+          encode(Message(std::move(call)), &frame);
+        } catch (const std::exception& e) {
+          error = std::string("object ") + std::to_string(id) + " cannot be computed again: " +
+                  e.what();
+        }
+        if (error.empty()) {
+          r->second.peer = peer;
+          r->second.call_id = next_call_ - 1;
+          rebuild_calls_[r->second.call_id] = id;
+          add(&peers_[peer].used, l.request, +1);
+        }
+      }
+    }
+    if (!error.empty()) return finish_rebuild(id, error);
+    rebuilt_.fetch_add(1, std::memory_order_relaxed);
+    PRISM_LOG(kInfo) << "cluster: object " << id << " is computed again (lineage)";
+    if (!comm_->send(peer, std::move(frame))) rebuild_run_lost(id, peer, "it could not be sent");
+  }
+
+  // The run of a rebuild on `peer` ended without the object (it failed, or the node went): run
+  // again while retries last.
+  void rebuild_run_lost(uint64_t id, PeerId peer, const std::string& why) {
+    {
+      MutexLock lock(mu_);
+      auto r = rebuilds_.find(id);
+      if (r == rebuilds_.end() || r->second.peer != peer) return;
+      rebuild_calls_.erase(r->second.call_id);
+      if (auto p = peers_.find(peer); p != peers_.end()) {
+        add(&p->second.used, r->second.lineage->request, -1);
+      }
+      r->second.peer = 0;
+      r->second.call_id = 0;
+      if (r->second.lineage->runs_left <= 0) {
+        lock.unlock();
+        return finish_rebuild(id, "object " + std::to_string(id) + " could not be computed " +
+                                      "again: " + why + " (no retries left: max_retries)");
+      }
+    }
+    run_rebuild(id);
+  }
+
+  // A result for a rebuild's run (true: it was one).
+  bool on_rebuild_result(PeerId peer, const ResultMsg& result) {
+    uint64_t id = 0;
+    {
+      MutexLock lock(mu_);
+      auto c = rebuild_calls_.find(result.call_id);
+      if (c == rebuild_calls_.end()) return false;
+      id = c->second;
+      auto r = rebuilds_.find(id);
+      if (r == rebuilds_.end() || r->second.peer != peer) return true;  // (not from that node)
+      if (result.status != CallStatus::kOk || result.object != id) {
+        lock.unlock();
+        rebuild_run_lost(id, peer,
+                         result.status == CallStatus::kOk ? std::string("it came back inline")
+                                                          : result.message);
+        return true;
+      }
+      rebuild_calls_.erase(c);
+      if (auto p = peers_.find(peer); p != peers_.end()) {
+        add(&p->second.used, r->second.lineage->request, -1);
+      }
+    }
+    objects_.locate(id, result.object_bytes, peer);
+    finish_rebuild(id, {});
+    return true;
+  }
+
+  void finish_rebuild(uint64_t id, const std::string& error) {
+    Rebuild r;
+    {
+      MutexLock lock(mu_);
+      auto it = rebuilds_.find(id);
+      if (it == rebuilds_.end()) return;
+      r = std::move(it->second);
+      rebuilds_.erase(it);
+    }
+    // Arguments rebuilt only for this run are freed now (nobody else holds a ref to them).
+    for (uint64_t t : r.temporary) release_object(t);
+    if (!error.empty()) PRISM_LOG(kWarning) << "cluster: " << error;
+    for (auto& d : r.done) d(error);
+  }
 
   // A live node holding a copy of `id`, other than `except`; 0 if none.
   PeerId live_holder(uint64_t id, PeerId except) {
@@ -3188,8 +3493,12 @@ class Link final : public internal::ClusterLink {
     const uint64_t id = pull.object;
     const auto start = internal::Timeline::Clock::now();
     // The answer, given where the bytes come from (here, or the holder they are pulled from).
-    auto answer_from = [this, peer, id, start](PeerId source) {
-      return [this, peer, id, start, source](const Blob& b, const std::string& why) {
+    auto answer_from = [this, peer, id, start, pull](PeerId source) {
+      return [this, peer, id, start, source, pull](const Blob& b, const std::string& why) {
+        if (!b && source != kHere && !is_ready(source) && is_ready(peer)) {
+          // The holder died while the pull was on its way: another holder, or the lineage.
+          return on_driver_pull(peer, pull);
+        }
         if (b && send_object(peer, id, b)) {
           objects_.add_holder(id, peer);  // (not if freed meanwhile: the copy there is a task's)
           log_transfer(id, b->size(), source, peer, start);
@@ -3204,8 +3513,11 @@ class Link final : public internal::ClusterLink {
     if (Blob b = objects_.find(id)) return answer_from(kHere)(b, {});
     const PeerId from = live_holder(id, peer);
     if (from == 0) {
-      return answer_from(kHere)(nullptr, "object " + std::to_string(id) +
-                                             " is gone (freed, or lost with its node)");
+      // Lost with its node: computed again from its lineage (if it has one), then passed on.
+      return rebuild(id, nullptr, [this, peer, pull, answer_from](const std::string& e) {
+        if (!e.empty()) return answer_from(kHere)(nullptr, e);
+        on_driver_pull(peer, pull);
+      });
     }
     if (objects_.await(id, from, answer_from(from))) send(from, Message(ObjectPullMsg{id}));
   }
@@ -3354,6 +3666,13 @@ class Link final : public internal::ClusterLink {
   std::atomic<uint64_t> declared_dead_{0};  // peers the watchdog declared dead
   std::atomic<uint64_t> lost_retried_{0};   // calls lost with a node and run again
   std::atomic<uint64_t> actor_restarts_{0};  // driver: actors built again after their node died
+  // Driver: the lineage of each result that stayed on a node (while its entry lives), the
+  // objects being computed again, and their runs' call ids.
+  std::unordered_map<uint64_t, std::shared_ptr<Lineage>> lineages_ PRISM_GUARDED_BY(mu_);
+  std::unordered_map<uint64_t, Rebuild> rebuilds_ PRISM_GUARDED_BY(mu_);
+  std::vector<std::shared_ptr<Lineage>> dropped_lineages_ PRISM_GUARDED_BY(mu_);
+  std::unordered_map<uint64_t, uint64_t> rebuild_calls_ PRISM_GUARDED_BY(mu_);
+  std::atomic<uint64_t> rebuilt_{0};  // runs of rebuilds sent
   internal::Event watchdog_stop_;  // set by stop_watchdog()
   std::thread watchdog_;           // watch_peers() (joined before comm_ goes)
   internal::Event reporter_stop_;  // node: set by stop_reporter()
@@ -3403,9 +3722,9 @@ void RemoteObject::fetch(internal::ObjectEntry* entry, Deadline deadline) {
                        ", did not arrive before the deadline");
   }
   if (!wait->blob) {
-    throw Error(ErrorCode::kUnavailable, "the value of object " + std::to_string(id_) +
-                                             ", produced on " + where_ +
-                                             ", cannot be fetched: " + wait->why);
+    throw ObjectLostError(ErrorCode::kUnavailable, "the value of object " + std::to_string(id_) +
+                                                       ", produced on " + where_ +
+                                                       ", cannot be fetched: " + wait->why);
   }
   MutexLock lock(materialize_mu_);
   if (entry->state() != internal::ObjState::kRemote) return;  // another reader built it

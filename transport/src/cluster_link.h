@@ -65,6 +65,7 @@ struct LinkCounters {
   uint64_t lost_tasks_retried = 0;
   uint64_t epoch = 0;
   uint64_t actor_restarts = 0;  // driver: actors built again after their node died
+  uint64_t objects_rebuilt = 0;  // driver: runs sent to compute a lost object again (lineage)
 };
 // The counters of the global runtime's link; zeros in embedded mode.
 LinkCounters link_counters();

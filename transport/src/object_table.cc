@@ -213,8 +213,8 @@ bool ObjectTable::where(uint64_t id, std::vector<PeerId>* holders, uint64_t* byt
   MutexLock lock(mu_);
   auto it = locations_.find(id);
   if (it == locations_.end()) return false;
-  holders->assign(it->second.holders.begin(), it->second.holders.end());
-  *bytes = it->second.bytes;
+  if (holders != nullptr) holders->assign(it->second.holders.begin(), it->second.holders.end());
+  if (bytes != nullptr) *bytes = it->second.bytes;
   return true;
 }
 

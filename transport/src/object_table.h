@@ -101,7 +101,7 @@ class ObjectTable {
   void locate(uint64_t id, uint64_t bytes, PeerId holder);
   // Records that `holder` has a copy of `id` too; false (nothing recorded) if `id` is gone.
   bool add_holder(uint64_t id, PeerId holder);
-  // The holders of `id` and its size; false if there is no such record.
+  // The holders of `id` and its size (either may be null); false if there is no such record.
   bool where(uint64_t id, std::vector<PeerId>* holders, uint64_t* bytes) const;
   // The number of the local entry `entry`, if it has one (0: none).
   uint64_t id_of(const ObjectId& entry) const;

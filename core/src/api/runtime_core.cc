@@ -439,6 +439,11 @@ bool RuntimeCore::take_retry(TaskRecord* task) noexcept {
   return true;
 }
 
+int RuntimeCore::retries_left(const TaskRecord* task) const noexcept {
+  if (task->owns_extras()) return std::max(0, task->extras()->retries_left);
+  return std::max(0, kDefaultMaxRetries - static_cast<int>(task->default_retries_used));
+}
+
 void RuntimeCore::run_again(TaskRecord* task) noexcept {
   if (TaskExtras* x = task->extras(); x != nullptr && x->variant) {
     // Chosen again among the places that are left (the planner's books for the lost one are

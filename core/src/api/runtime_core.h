@@ -87,6 +87,8 @@ class RuntimeCore final : public JobRunner {
   // its max_retries (kDefaultMaxRetries without extras of its own); false if it is out of
   // retries or cancelled. Called by the task's owner.
   bool take_retry(TaskRecord* task) noexcept;
+  // How many more runs take_retry() would allow `task` (INT32_MAX-ish for no limit).
+  int retries_left(const TaskRecord* task) const noexcept;
   // `task` was lost where it ran (its node died) and take_retry() allowed another run: undoes
   // its variant choice, if any, and dispatches it again (another node, here, or a wait).
   void run_again(TaskRecord* task) noexcept;
