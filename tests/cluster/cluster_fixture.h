@@ -36,6 +36,15 @@
 
 extern char** environ;
 
+// Sanitizer builds (GCC or clang, ASan or TSan): load tests run smaller there.
+#if defined(__SANITIZE_THREAD__) || defined(__SANITIZE_ADDRESS__)
+#define PRISM_TEST_SANITIZED 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer) || __has_feature(address_sanitizer)
+#define PRISM_TEST_SANITIZED 1
+#endif
+#endif
+
 namespace prism_test {
 
 using namespace std::chrono_literals;
