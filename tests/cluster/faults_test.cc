@@ -273,6 +273,36 @@ TEST_F(FaultTest, ManyPendingTasksSurviveANodesDeath) {
   EXPECT_EQ(prism::node_count(), 2);
 }
 
+// Case 7: a node's result arrives damaged (the transport's test hook corrupts or truncates its
+// third result frame). The driver cannot trust that connection any more: it drops it, as if the
+// node had died, and the tasks in flight there run again on the other node; every result is
+// right. (A message that cannot be decoded from a peer that never proved the token is only
+// dropped and counted: cluster_test.cc.)
+class DamagedStreamTest : public FaultTest, public ::testing::WithParamInterface<const char*> {};
+
+TEST_P(DamagedStreamTest, ADamagedResultDropsTheConnectionAndItsTasksRunAgain) {
+  start(1, {{{"PRISM_RESOURCES", "n:1"},
+             {"PRISM_TEST_DAMAGE_RESULT", std::string(GetParam()) + ":3"}},
+            {{"PRISM_RESOURCES", "n:1"}}});
+  expect_clean_exit_ = false;
+  const auto before = prism::cluster::link_counters();
+  std::vector<prism::ObjectRef<int64_t>> refs;
+  for (int64_t i = 0; i < 40; ++i) refs.push_back(prism::task(tiny).resource("n", 1).remote(i));
+  for (int64_t i = 0; i < 40; ++i) {
+    EXPECT_EQ(prism::get(refs[static_cast<size_t>(i)], 60s), 2 * i + 1) << i;
+  }
+  const auto after = prism::cluster::link_counters();
+  EXPECT_EQ(after.dropped_connections, before.dropped_connections + 1);
+  EXPECT_GE(after.malformed, before.malformed + 1);
+  EXPECT_EQ(after.declared_dead, before.declared_dead) << "(dropped for the damage, not silence)";
+  EXPECT_EQ(prism::node_count(), 2);
+  // The damaged node finds its connection gone and exits.
+  ASSERT_TRUE(children_.front().wait_exit(30s)) << "the node whose stream was damaged lives on";
+  EXPECT_EQ(children_.front().exit_status(), 1);
+}
+
+INSTANTIATE_TEST_SUITE_P(Faults, DamagedStreamTest, ::testing::Values("corrupt", "truncate"));
+
 // Case 2: the node holding the only copies of a chain of results dies, after the driver dropped
 // its refs to all but the last. Reading the last computes it again from its lineage, after its
 // lost arguments, recursively, on the node left; byte for byte the same. A result whose task may

@@ -1125,6 +1125,7 @@ class Link final : public internal::ClusterLink {
     c.nested_sent_back = nested_sent_back_.load(std::memory_order_relaxed);
     c.nested_refused = nested_refused_.load(std::memory_order_relaxed);
     c.declared_dead = declared_dead_.load(std::memory_order_relaxed);
+    c.dropped_connections = dropped_.load(std::memory_order_relaxed);
     c.lost_tasks_retried = lost_retried_.load(std::memory_order_relaxed);
     c.actor_restarts = actor_restarts_.load(std::memory_order_relaxed);
     c.objects_rebuilt = rebuilt_.load(std::memory_order_relaxed);
@@ -1546,8 +1547,35 @@ class Link final : public internal::ClusterLink {
         return;
       }
     }
+#if defined(PRISM_FAULT_INJECTION)
+    damage_for_test(&frame);
+#endif
     comm_->send(peer, std::move(frame));
   }
+
+#if defined(PRISM_FAULT_INJECTION)
+  // The fault tests' hook (builds with PRISM_FAULT_INJECTION only): PRISM_TEST_DAMAGE_RESULT =
+  // "corrupt:N" or "truncate:N" damages the N-th result this process sends (counting from 1):
+  // its frame's magic bytes are flipped, or it is cut to half its length.
+  void damage_for_test(std::string* frame) {
+    static const std::pair<std::string, uint64_t> what = [] {
+      const char* v = std::getenv("PRISM_TEST_DAMAGE_RESULT");
+      const std::string s = v != nullptr ? v : "";
+      const size_t colon = s.find(':');
+      if (colon == std::string::npos) return std::pair<std::string, uint64_t>{};
+      return std::pair<std::string, uint64_t>{s.substr(0, colon),
+                                              std::strtoull(s.c_str() + colon + 1, nullptr, 10)};
+    }();
+    static std::atomic<uint64_t> sent{0};
+    if (what.second == 0 || sent.fetch_add(1) + 1 != what.second || frame->size() < 8) return;
+    PRISM_LOG(kWarning) << "cluster: test hook: " << what.first << " result " << what.second;
+    if (what.first == "truncate") {
+      frame->resize(frame->size() / 2);
+    } else {
+      for (size_t i = 0; i < 4; ++i) (*frame)[i] = static_cast<char>(~(*frame)[i]);
+    }
+  }
+#endif
 
   void send(PeerId peer, Message msg) {
     std::string frame;
@@ -1572,12 +1600,14 @@ class Link final : public internal::ClusterLink {
       unauthenticated_.fetch_add(1, std::memory_order_relaxed);
       return;
     }
+    bool broken = false;  // a frame that cannot be decoded: the stream cannot be trusted
     const DecodeError e = split_frames(data, [&](std::string_view frame) {
       DecodeError de = DecodeError::kNone;
       if (frame_type(frame) == MsgType::kObjectData) {  // (its value is not copied)
         std::optional<ObjectDataView> view = decode_object_data(frame, &de);
         if (!view) {
           malformed_.fetch_add(1, std::memory_order_relaxed);
+          broken = true;
           return;
         }
         if (is_ready(peer) && is_counterpart(peer)) {
@@ -1591,6 +1621,7 @@ class Link final : public internal::ClusterLink {
       if (!msg) {
         malformed_.fetch_add(1, std::memory_order_relaxed);
         PRISM_LOG(kDebug) << "cluster: dropped a malformed message (" << to_string(de) << ")";
+        broken = true;
         return;
       }
       handle(peer, std::move(*msg));
@@ -1598,6 +1629,16 @@ class Link final : public internal::ClusterLink {
     if (e != DecodeError::kNone) {
       malformed_.fetch_add(1, std::memory_order_relaxed);
       PRISM_LOG(kDebug) << "cluster: dropped malformed bytes (" << to_string(e) << ")";
+      broken = true;
+    }
+    // From a peer that proved the token (the driver, or one of its nodes), a message that
+    // cannot be read means the stream is damaged: what was lost with it (a result, a pull's
+    // answer) would be waited for forever. Its connection is dropped instead, as if it had died:
+    // its tasks run again elsewhere. (From anyone else it is only dropped and counted.)
+    if (broken && is_ready(peer) && is_counterpart(peer)) {
+      drop_peer(peer, std::string("it sent a message that cannot be decoded (") +
+                          to_string(e != DecodeError::kNone ? e : DecodeError::kMalformedBody) +
+                          "): its connection is dropped");
     }
   }
 
@@ -2963,8 +3004,15 @@ class Link final : public internal::ClusterLink {
                   "declared dead: silent for more than %.3g s (PRISM_HEARTBEAT_TIMEOUT)",
                   config_.heartbeat_timeout_s);
     declared_dead_.fetch_add(1, std::memory_order_relaxed);
+    drop_peer(peer, why);
+  }
+
+  // Treats `peer` as dead (its work fails over: on_peer_error) and closes its connection: it is
+  // fenced, nothing it sends later is read (no callback of it runs after close()).
+  void drop_peer(PeerId peer, const std::string& why) {
+    dropped_.fetch_add(1, std::memory_order_relaxed);
     on_peer_error(peer, why);
-    comm_->close(peer);  // fenced (no callback of it runs after)
+    comm_->close(peer);
   }
 
   // Destroys the lineages of freed objects (release_object), with no lock held.
@@ -3664,6 +3712,7 @@ class Link final : public internal::ClusterLink {
   // heartbeats bring it (node).
   uint64_t epoch_ PRISM_GUARDED_BY(mu_) = 0;
   std::atomic<uint64_t> declared_dead_{0};  // peers the watchdog declared dead
+  std::atomic<uint64_t> dropped_{0};        // connections closed: silent or damaged peers
   std::atomic<uint64_t> lost_retried_{0};   // calls lost with a node and run again
   std::atomic<uint64_t> actor_restarts_{0};  // driver: actors built again after their node died
   // Driver: the lineage of each result that stayed on a node (while its entry lives), the

@@ -62,6 +62,9 @@ struct LinkCounters {
   // node and run again (max_retries); the membership epoch (driver: one more per node lost; a
   // node: the driver's, as its heartbeats bring it).
   uint64_t declared_dead = 0;
+  // Connections this process closed: peers declared dead, and authenticated peers that sent a
+  // message that cannot be decoded (a damaged stream: their work fails over as if they died).
+  uint64_t dropped_connections = 0;
   uint64_t lost_tasks_retried = 0;
   uint64_t epoch = 0;
   uint64_t actor_restarts = 0;  // driver: actors built again after their node died
