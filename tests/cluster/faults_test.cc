@@ -12,6 +12,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <string>
 #include <thread>
 #include <vector>
@@ -124,6 +125,12 @@ Child* wait_for_mark(std::deque<Child>& children, const std::string& dir, const 
 
 class FaultTest : public ClusterTest {
  protected:
+  // A spill directory for this test's nodes (made now: the job directory comes with start()).
+  static std::string job_dir_root_spill() {
+    const std::string dir = prism_test::job_root() + "/spill-" + std::to_string(getpid());
+    std::filesystem::create_directories(dir);
+    return dir;
+  }
   void TearDown() override {
     ClusterTest::TearDown();
     unsetenv("PRISM_HEARTBEAT_TIMEOUT");
@@ -343,6 +350,50 @@ TEST_F(FaultTest, LostObjectsAreComputedAgainFromTheirLineage) {
   }
   // A task reading the rebuilt value on the node left.
   EXPECT_EQ(prism::get(prism::task(shift_block).resource("a", 1).remote(last, 0), 60s), expected);
+}
+
+// Case 6: a node whose object store is too small for the results it keeps: they go to files
+// in its spill directory (PRISM_SPILL_DIR) and are read back when pulled, byte for byte; the
+// node reports the spilled bytes; its directory is gone once it exits.
+TEST_F(FaultTest, ResultsBeyondANodesStoreSpillToDiskAndComeBackIntact) {
+  const std::string spill = job_dir_root_spill();
+  start(1, {{{"PRISM_RESOURCES", "a:1"},
+             {"PRISM_OBJECT_STORE_BYTES", std::to_string(4 << 20)},
+             {"PRISM_SPILL_DIR", spill}}});
+  constexpr uint64_t kBytes = 1 << 20;
+  constexpr uint32_t kResults = 12;  // 12 MiB kept for the driver, in a 4 MiB store
+  std::vector<prism::ObjectRef<std::vector<uint8_t>>> refs;
+  for (uint32_t i = 0; i < kResults; ++i) {
+    refs.push_back(prism::task(make_block).resource("a", 1).remote(kBytes, i));
+  }
+  ASSERT_EQ(prism::wait(refs, static_cast<int>(kResults), 60s).first.size(), kResults);
+  // The node says what it spilled (its report comes each second while its counts change).
+  uint64_t spilled = 0;
+  const auto deadline = std::chrono::steady_clock::now() + 30s;
+  while (spilled == 0 && std::chrono::steady_clock::now() < deadline) {
+    for (const prism::NodeStats& n : prism::stats().nodes) {
+      if (n.node != "node0") spilled = std::max<uint64_t>(spilled, n.spilled_bytes);
+    }
+    if (spilled == 0) std::this_thread::sleep_for(50ms);  // (another process's report)
+  }
+  EXPECT_GE(spilled, (kResults - 4) * kBytes) << "the node did not spill what did not fit";
+  const auto t0 = std::chrono::steady_clock::now();
+  for (uint32_t i = 0; i < kResults; ++i) {
+    EXPECT_TRUE(prism::get(refs[i], 60s) == make_block(kBytes, i)) << "result " << i << " changed";
+  }
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::printf("[ faults   ] %u MiB kept in a 4 MiB store: %llu MiB spilled, all read back in "
+              "%.3f s\n",
+              kResults, static_cast<unsigned long long>(spilled >> 20), s);
+  // The node's spill directory goes when it exits.
+  prism::shutdown();
+  ASSERT_TRUE(children_.front().wait_exit(30s));
+  std::error_code ec;
+  size_t left = 0;
+  for (const auto& e : std::filesystem::recursive_directory_iterator(spill, ec)) {
+    left += e.is_regular_file() ? 1 : 0;
+  }
+  EXPECT_EQ(left, 0u) << "spilled files left in " << spill;
 }
 
 // Case 3: the node holding actors dies. One with max_restarts(1) is built again on the other

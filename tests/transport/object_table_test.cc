@@ -3,7 +3,10 @@
 // waiter exactly once, and the driver's directory (holders, entries, forgetting, lost peers).
 #include "object_table.h"
 
+#include <unistd.h>
+
 #include <atomic>
+#include <filesystem>
 #include <string>
 #include <thread>
 #include <vector>
@@ -35,6 +38,92 @@ TEST(ObjectTableTest, HoldsCopiesAndCountsThem) {
   s = t.stats();
   EXPECT_EQ(s.primary_objects + s.secondary_objects, 0u);
   EXPECT_EQ(s.primary_bytes + s.secondary_bytes, 0u);
+}
+
+// A pattern that differs per object and per byte.
+std::string pattern(size_t n, int seed) {
+  std::string s(n, '\0');
+  for (size_t i = 0; i < n; ++i) s[i] = static_cast<char>((i * 131 + static_cast<size_t>(seed) * 7) >> 3);
+  return s;
+}
+
+std::string spill_root() {
+  const char* tmp = std::getenv("TMPDIR");
+  const std::string root = std::string(tmp != nullptr && *tmp ? tmp : "/tmp") +
+                           "/prism-object-table-test-" + std::to_string(getpid());
+  std::filesystem::create_directories(root);
+  return root;
+}
+
+size_t files_in(const std::string& dir) {
+  std::error_code ec;
+  size_t n = 0;
+  for (const auto& e : std::filesystem::recursive_directory_iterator(dir, ec)) {
+    n += e.is_regular_file() ? 1 : 0;
+  }
+  return n;
+}
+
+TEST(ObjectTableSpillTest, CopiesBeyondTheCapacityGoToFilesAndComeBackIntact) {
+  constexpr size_t kMiB = 1 << 20;
+  const std::string root = spill_root();
+  {
+    ObjectTable t;
+    t.set_spill(2 * kMiB, root);
+    for (int i = 1; i <= 5; ++i) t.hold(static_cast<uint64_t>(i), make_blob(pattern(kMiB, i)), i % 2);
+    auto s = t.stats();
+    // At most the capacity stays in memory: the three oldest went to files.
+    EXPECT_EQ(s.spilled_objects, 3u);
+    EXPECT_EQ(s.spilled_bytes, 3 * kMiB);
+    EXPECT_EQ(s.spill_writes, 3u);
+    EXPECT_EQ(s.primary_bytes + s.secondary_bytes, 5 * kMiB) << "spilled copies are still held";
+    EXPECT_EQ(files_in(root), 3u);
+    for (int i = 1; i <= 5; ++i) {
+      Blob b = t.find(static_cast<uint64_t>(i));
+      ASSERT_NE(b, nullptr) << i;
+      EXPECT_TRUE(b->view == pattern(kMiB, i)) << "object " << i << " changed";
+    }
+    EXPECT_EQ(t.stats().restored_bytes, 3 * kMiB);
+    // Dropping a spilled copy removes its file.
+    t.drop(1);
+    s = t.stats();
+    EXPECT_EQ(s.spilled_objects, 2u);
+    EXPECT_EQ(files_in(root), 2u);
+  }
+  // The table's directory goes with it.
+  EXPECT_EQ(files_in(root), 0u);
+  std::filesystem::remove_all(root);
+}
+
+TEST(ObjectTableSpillTest, TheLeastRecentlyUsedGoFirstAndReadersKeepTheirBytes) {
+  constexpr size_t kKiB = 1 << 10;
+  const std::string root = spill_root();
+  ObjectTable t;
+  t.set_spill(300 * kKiB, root);
+  t.hold(1, make_blob(pattern(100 * kKiB, 1)), true);
+  t.hold(2, make_blob(pattern(100 * kKiB, 2)), true);
+  t.hold(3, make_blob(pattern(100 * kKiB, 3)), true);
+  Blob held = t.find(1);  // 1 is now the most recently used; a reader holds it
+  t.hold(4, make_blob(pattern(100 * kKiB, 4)), true);  // over: the oldest use (2) goes
+  EXPECT_EQ(t.stats().spilled_objects, 1u);
+  EXPECT_EQ(t.stats().restored_bytes, 0u);
+  t.hold(5, make_blob(pattern(100 * kKiB, 5)), true);  // then 3
+  t.hold(6, make_blob(pattern(100 * kKiB, 6)), true);  // then 1, which a reader still holds
+  EXPECT_EQ(t.stats().spilled_objects, 3u);
+  EXPECT_EQ(t.stats().restored_bytes, 0u) << "nothing was read back yet";
+  EXPECT_TRUE(held->view == pattern(100 * kKiB, 1)) << "a reader's bytes changed";
+  // 4, 5 and 6 are in memory: finding them reads nothing back.
+  for (uint64_t id : {4, 5, 6}) ASSERT_NE(t.find(id), nullptr);
+  EXPECT_EQ(t.stats().restored_bytes, 0u);
+  for (uint64_t id : {1, 2, 3}) {
+    EXPECT_TRUE(t.find(id)->view == pattern(100 * kKiB, static_cast<int>(id)));
+  }
+  EXPECT_EQ(t.stats().restored_bytes, 300 * kKiB);
+  // An empty copy never spills; without a capacity nothing does.
+  ObjectTable unlimited;
+  for (uint64_t id = 1; id <= 4; ++id) unlimited.hold(id, make_blob(pattern(kKiB, 0)), false);
+  EXPECT_EQ(unlimited.stats().spilled_objects, 0u);
+  std::filesystem::remove_all(root);
 }
 
 TEST(ObjectTableTest, ADroppedCopyStaysReadableByWhoeverHasIt) {

@@ -384,6 +384,14 @@ class Link final : public internal::ClusterLink {
   }
 
   void start() override {
+    // Values kept for other nodes beyond the object store's capacity go to files (object_table.h).
+    {
+      const char* dir = std::getenv("PRISM_SPILL_DIR");
+      const char* tmp = std::getenv("TMPDIR");
+      const int64_t capacity = rt_->store().capacity();
+      objects_.set_spill(capacity > 0 ? static_cast<uint64_t>(capacity) : 0,
+                         dir != nullptr && *dir ? dir : (tmp != nullptr && *tmp ? tmp : "/tmp"));
+    }
     if (config_.role == ClusterRole::kDriver) {
       start_driver();
     } else {
@@ -693,6 +701,8 @@ class Link final : public internal::ClusterLink {
   void add_stats(Stats* stats) const override {
     const ObjectTable::Stats o = objects_.stats();
     stats->objects.secondary_bytes += o.secondary_bytes;
+    stats->objects.spilled_bytes += o.spilled_bytes;
+    stats->objects.restored_bytes += o.restored_bytes;
     stats->transfers.node_pulls += o.pulls;
     stats->transfers.node_pulled_bytes += o.pulled_bytes;
     stats->transfers.node_served += o.served;

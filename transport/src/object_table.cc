@@ -1,7 +1,18 @@
 #include "object_table.h"
 
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <exception>
+#include <filesystem>
+
+#include "common/log.h"
 
 #include "prism/internal/buffer_pool.h"
 
@@ -19,25 +30,182 @@ Blob make_blob(std::string_view view, std::shared_ptr<const void> owner) {
   return std::make_shared<const Bytes>(Bytes{view, std::move(owner)});
 }
 
-void ObjectTable::hold(uint64_t id, Blob blob, bool primary) {
-  if (!blob) return;
-  MutexLock lock(mu_);
-  auto [it, inserted] = held_.try_emplace(id);
-  if (!inserted) return;
-  it->second = Copy{blob, primary};
-  if (primary) {
-    ++stats_.primary_objects;
-    stats_.primary_bytes += blob->size();
-  } else {
-    ++stats_.secondary_objects;
-    stats_.secondary_bytes += blob->size();
+namespace {
+
+// The bytes of a spilled copy, mapped from its file (read-only; unmapped with the last Blob).
+Blob map_file(const std::string& path, uint64_t bytes, std::string* error) {
+  if (bytes == 0) return make_blob(std::string());
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    *error = "cannot open " + path + ": " + std::strerror(errno);
+    return nullptr;
+  }
+  void* p = ::mmap(nullptr, bytes, PROT_READ, MAP_PRIVATE, fd, 0);
+  ::close(fd);
+  if (p == MAP_FAILED) {
+    *error = "cannot map " + path + ": " + std::strerror(errno);
+    return nullptr;
+  }
+  std::shared_ptr<const void> owner(p, [bytes](const void* q) {
+    ::munmap(const_cast<void*>(q), bytes);
+  });
+  return make_blob(std::string_view(static_cast<const char*>(p), bytes), std::move(owner));
+}
+
+// Writes `b` to a new file at `path`; false (and no file) if it cannot.
+bool write_file(const std::string& path, const Bytes& b, std::string* error) {
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    *error = "cannot create " + path + ": " + std::strerror(errno);
+    return false;
+  }
+  const char* p = b.view.data();
+  size_t left = b.view.size();
+  while (left > 0) {
+    const ssize_t n = ::write(fd, p, left);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      *error = "cannot write " + path + ": " + std::strerror(n < 0 ? errno : ENOSPC);
+      ::close(fd);
+      ::unlink(path.c_str());
+      return false;
+    }
+    p += n;
+    left -= static_cast<size_t>(n);
+  }
+  ::close(fd);
+  return true;
+}
+
+}  // namespace
+
+ObjectTable::~ObjectTable() {
+  std::string dir;
+  {
+    MutexLock lock(mu_);
+    dir = spill_dir_;
+  }
+  if (!dir.empty()) {
+    std::error_code ec;
+    std::filesystem::remove_all(dir, ec);  // (every spilled file of this process)
   }
 }
 
-Blob ObjectTable::find(uint64_t id) const {
+void ObjectTable::set_spill(uint64_t capacity_bytes, std::string dir) {
   MutexLock lock(mu_);
-  auto it = held_.find(id);
-  return it == held_.end() ? nullptr : it->second.blob;
+  spill_capacity_ = capacity_bytes;
+  spill_root_ = std::move(dir);
+}
+
+std::string ObjectTable::spill_path(uint64_t id) {
+  MutexLock lock(mu_);
+  if (spill_dir_.empty()) {
+    std::string dir = (spill_root_.empty() ? std::string("/tmp") : spill_root_) + "/prism-spill-" +
+                      std::to_string(getpid());
+    std::error_code ec;
+    std::filesystem::create_directories(dir, ec);
+    if (ec) return {};
+    ::chmod(dir.c_str(), 0700);
+    spill_dir_ = std::move(dir);
+  }
+  return spill_dir_ + "/" + std::to_string(id);
+}
+
+void ObjectTable::hold(uint64_t id, Blob blob, bool primary) {
+  if (!blob) return;
+  bool over = false;
+  {
+    MutexLock lock(mu_);
+    auto [it, inserted] = held_.try_emplace(id);
+    if (!inserted) return;
+    const uint64_t bytes = blob->size();
+    it->second = Copy{blob, primary, false, bytes, ++use_clock_, {}};
+    memory_bytes_ += bytes;
+    if (primary) {
+      ++stats_.primary_objects;
+      stats_.primary_bytes += bytes;
+    } else {
+      ++stats_.secondary_objects;
+      stats_.secondary_bytes += bytes;
+    }
+    over = spill_capacity_ > 0 && memory_bytes_ > spill_capacity_;
+  }
+  if (over) spill_over();
+}
+
+void ObjectTable::spill_over() {
+  MutexLock one(spill_mu_);
+  for (;;) {
+    uint64_t id = 0;
+    Blob blob;
+    {
+      MutexLock lock(mu_);
+      if (spill_capacity_ == 0 || memory_bytes_ <= spill_capacity_) return;
+      // The least recently used copy in memory (not being written already).
+      uint64_t oldest = UINT64_MAX;
+      for (auto& [n, c] : held_) {
+        if (c.blob && !c.spilling && c.bytes > 0 && c.last_use < oldest) {
+          oldest = c.last_use;
+          id = n;
+        }
+      }
+      if (id == 0) return;
+      Copy& c = held_[id];
+      c.spilling = true;
+      blob = c.blob;
+    }
+    std::string error;
+    const std::string path = spill_path(id);
+    const bool written = !path.empty() && write_file(path, *blob, &error);
+    MutexLock lock(mu_);
+    auto it = held_.find(id);
+    if (it == held_.end() || !written) {
+      // Dropped meanwhile (its file goes too), or the disk refused it: it stays in memory, over
+      // the capacity, rather than being lost.
+      if (written) ::unlink(path.c_str());
+      if (it != held_.end()) it->second.spilling = false;
+      if (!written) {
+        PRISM_LOG(kWarning) << "object store: cannot spill object " << id << " ("
+                            << (path.empty() ? std::string("no spill directory") : error)
+                            << "); it stays in memory";
+        return;
+      }
+      continue;
+    }
+    Copy& c = it->second;
+    c.spilling = false;
+    c.blob.reset();  // (a reader holding it keeps its bytes until done)
+    c.file = path;
+    memory_bytes_ -= c.bytes;
+    ++stats_.spilled_objects;
+    stats_.spilled_bytes += c.bytes;
+    ++stats_.spill_writes;
+    stats_.spill_written_bytes += c.bytes;
+  }
+}
+
+Blob ObjectTable::find(uint64_t id) {
+  std::string file;
+  uint64_t bytes = 0;
+  {
+    MutexLock lock(mu_);
+    auto it = held_.find(id);
+    if (it == held_.end()) return nullptr;
+    it->second.last_use = ++use_clock_;
+    if (it->second.blob) return it->second.blob;
+    file = it->second.file;
+    bytes = it->second.bytes;
+  }
+  // Spilled: mapped back from its file (its memory is the page cache's, not counted here).
+  std::string error;
+  Blob b = map_file(file, bytes, &error);
+  MutexLock lock(mu_);
+  if (!b) {
+    PRISM_LOG(kWarning) << "object store: cannot restore object " << id << ": " << error;
+    return nullptr;
+  }
+  stats_.restored_bytes += bytes;
+  return b;
 }
 
 void ObjectTable::drop(uint64_t id) {
@@ -54,7 +222,14 @@ void ObjectTable::drop(uint64_t id) {
 void ObjectTable::drop_locked(uint64_t id) {
   auto it = held_.find(id);
   if (it == held_.end()) return;
-  const uint64_t bytes = it->second.blob ? it->second.blob->size() : 0;
+  const uint64_t bytes = it->second.bytes;
+  if (it->second.blob) {
+    memory_bytes_ -= bytes;
+  } else {
+    --stats_.spilled_objects;
+    stats_.spilled_bytes -= bytes;
+    ::unlink(it->second.file.c_str());  // (a mapping of it stays valid until unmapped)
+  }
   if (it->second.primary) {
     --stats_.primary_objects;
     stats_.primary_bytes -= bytes;

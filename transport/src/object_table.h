@@ -16,6 +16,14 @@
 //     (parts arrive in order);
 //   - locations_[n].holders lists the peers told to keep n (the driver's view; a node drops its
 //     copy only when told, or at the job's end).
+//   - spilling (set_spill): memory_bytes_ counts the held copies in memory; a copy is either in
+//     memory (blob) or in its file (spilled, blob null), never neither; a copy being written
+//     (`spilling`) is still in memory and counted there until its file is complete.
+//
+// Spilling: once the copies in memory exceed the capacity, the least recently used ones are
+// written to files in a directory of this process's (under PRISM_SPILL_DIR) and their memory is
+// let go (a reader holding a Blob keeps its bytes until it is done); find() maps a spilled copy
+// back from its file on demand. The directory is removed with the table.
 //
 // Thread-safe: every method may be called from any thread; waiters are called with no lock held.
 #pragma once
@@ -51,15 +59,20 @@ inline constexpr PeerId kHere = 0;  // "this process" among holders
 
 class ObjectTable {
  public:
+  ~ObjectTable();
+
   // --- copies held here ---
+  // Copies in memory beyond `capacity_bytes` go to files under `dir` (made on first use: a
+  // directory of this process's); 0: no spilling (the default).
+  void set_spill(uint64_t capacity_bytes, std::string dir);
   // Keeps `blob` as object `id` (replacing nothing: a second copy of a held id is ignored).
   void hold(uint64_t id, Blob blob, bool primary);
-  Blob find(uint64_t id) const;
+  Blob find(uint64_t id);
   // Frees the copy of `id` held here, if any.
   void drop(uint64_t id);
 
   struct Stats {
-    uint64_t primary_objects = 0;    // produced here
+    uint64_t primary_objects = 0;    // produced here (in memory or spilled)
     uint64_t primary_bytes = 0;
     uint64_t secondary_objects = 0;  // pulled copies
     uint64_t secondary_bytes = 0;
@@ -67,6 +80,11 @@ class ObjectTable {
     uint64_t pulled_bytes = 0;   // bytes they brought
     uint64_t served = 0;         // pulls this process answered with bytes
     uint64_t served_bytes = 0;
+    uint64_t spilled_objects = 0;   // copies in files now (their bytes: spilled_bytes)
+    uint64_t spilled_bytes = 0;
+    uint64_t spill_writes = 0;      // copies written to files, and their bytes (cumulative)
+    uint64_t spill_written_bytes = 0;
+    uint64_t restored_bytes = 0;    // bytes read back from files (cumulative)
   };
   Stats stats() const;
   void count_served(size_t bytes);
@@ -116,8 +134,12 @@ class ObjectTable {
 
  private:
   struct Copy {
-    Blob blob;
+    Blob blob;            // null once spilled
     bool primary = false;
+    bool spilling = false;  // its file is being written (outside the lock)
+    uint64_t bytes = 0;
+    uint64_t last_use = 0;  // use_clock_ at its last hold/find
+    std::string file;       // spilled: where its bytes are
   };
   struct Pull {
     PeerId from = 0;
@@ -134,6 +156,9 @@ class ObjectTable {
   };
 
   void drop_locked(uint64_t id) PRISM_REQUIRES(mu_);
+  // Writes the least recently used copies to files until those in memory fit the capacity.
+  void spill_over();
+  std::string spill_path(uint64_t id);
 
   mutable internal::Mutex mu_;
   std::unordered_map<uint64_t, Copy> held_ PRISM_GUARDED_BY(mu_);
@@ -141,6 +166,12 @@ class ObjectTable {
   std::unordered_map<uint64_t, Location> locations_ PRISM_GUARDED_BY(mu_);
   std::unordered_map<ObjectId, uint64_t> by_entry_ PRISM_GUARDED_BY(mu_);
   Stats stats_ PRISM_GUARDED_BY(mu_);
+  uint64_t spill_capacity_ PRISM_GUARDED_BY(mu_) = 0;  // 0: no spilling
+  std::string spill_root_ PRISM_GUARDED_BY(mu_);  // PRISM_SPILL_DIR (or the temp directory)
+  std::string spill_dir_ PRISM_GUARDED_BY(mu_);   // this process's directory, once made
+  uint64_t memory_bytes_ PRISM_GUARDED_BY(mu_) = 0;
+  uint64_t use_clock_ PRISM_GUARDED_BY(mu_) = 0;
+  internal::Mutex spill_mu_;  // one spiller at a time (taken before mu_, never inside it)
   uint64_t next_id_ PRISM_GUARDED_BY(mu_) = 1;
 };
 

@@ -64,7 +64,7 @@ struct NodeStats {
   uint64_t primary_bytes = 0;   // their bytes
   uint64_t capacity_bytes = 0;  // its object_store_bytes
   uint64_t secondary_bytes = 0; // copies it pulled from other nodes
-  uint64_t spilled_bytes = 0;   // (no spilling yet: always 0)
+  uint64_t spilled_bytes = 0;   // of the values it keeps for other nodes, in files now
   int threads = 0;              // its scheduler threads
 };
 
@@ -73,7 +73,12 @@ struct ObjectStats {
   uint64_t primary_bytes = 0;     // their bytes (against object_store_bytes)
   uint64_t capacity_bytes = 0;    // object_store_bytes
   uint64_t secondary_bytes = 0;   // cluster: copies pulled from other nodes, held here
-  uint64_t spilled_bytes = 0;     // written to disk (no spilling yet: always 0)
+  // Cluster mode: values kept for other nodes (results that stayed here, pulled copies) beyond
+  // object_store_bytes are written to files under PRISM_SPILL_DIR and read back on demand: the
+  // bytes in files now, and those read back so far. (Values in the embedded store are not
+  // spilled yet.)
+  uint64_t spilled_bytes = 0;
+  uint64_t restored_bytes = 0;
 };
 
 // Data moved: copies between the host and GPUs (the GPU module's copy_stats()), and objects

@@ -138,6 +138,9 @@ InitOptions with_environment(const InitOptions& options) {
   };
   if (const std::string v = env("PRISM_NUM_CPUS"); !v.empty()) o.num_cpus = number("PRISM_NUM_CPUS", v);
   if (const std::string v = env("PRISM_NUM_GPUS"); !v.empty()) o.num_gpus = number("PRISM_NUM_GPUS", v);
+  if (const std::string v = env("PRISM_OBJECT_STORE_BYTES"); !v.empty()) {
+    o.object_store_bytes = static_cast<int64_t>(number("PRISM_OBJECT_STORE_BYTES", v));
+  }
   if (const std::string v = env("PRISM_RESOURCES"); !v.empty()) {
     // "name:amount,name:amount"
     o.resources.clear();

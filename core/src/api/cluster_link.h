@@ -58,7 +58,8 @@ struct ClusterConfig {
   std::shared_ptr<void> launcher;  // the module's launcher session (PMIx), if any
 };
 
-// `options` with PRISM_NUM_CPUS, PRISM_NUM_GPUS and PRISM_RESOURCES ("name:amount,...") applied
+// `options` with PRISM_NUM_CPUS, PRISM_NUM_GPUS, PRISM_OBJECT_STORE_BYTES and PRISM_RESOURCES
+// ("name:amount,...") applied
 // over it: one binary gets per-node shapes (the global runtime only). Throws
 // prism::Error(kInvalidArgument) for a malformed value.
 InitOptions with_environment(const InitOptions& options);
