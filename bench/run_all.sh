@@ -37,15 +37,15 @@ if [[ ! -f "$build/build.ninja" && ! -f "$build/Makefile" ]]; then
     -DPRISM_BUILD_BENCH=ON -DPRISM_BUILD_TESTS=OFF -DPRISM_BUILD_EXAMPLES=OFF >/dev/null
 fi
 targets=(bench_microbench bench_scale bench_workloads bench_gpu bench_variants bench_stencil)
-# bench_cluster exists when the cluster module was built (UCX found).
+# bench_cluster and bench_faults exist when the cluster module was built (UCX found).
 if grep -q "bench_cluster" "$build/build.ninja" "$build/Makefile" 2>/dev/null; then
-  targets+=(bench_cluster)
+  targets+=(bench_cluster bench_faults)
 fi
 cmake --build "$build" -j "$jobs" --target "${targets[@]}"
 
 start=$(date +%s)
 steps=6
-[[ " ${targets[*]} " == *" bench_cluster "* ]] && steps=8
+[[ " ${targets[*]} " == *" bench_cluster "* ]] && steps=9
 step=0
 
 # On a terminal (and unless PRISM_PROGRESS=0), one line under the output says which program
@@ -146,6 +146,8 @@ if [[ -x "$build/bench/cluster" ]]; then
   # The variants bench again, its two processors in two processes (the driver's CPU, a node's
   # GPU): the driver's planner places each call (~15 s).
   run variants_cluster:variants --cluster
+  # What failures cost: detecting a dead node, rebuilding a lost chain, spilling (~30 s).
+  run faults
 fi
 
 echo

@@ -352,6 +352,33 @@ TEST_F(FaultTest, LostObjectsAreComputedAgainFromTheirLineage) {
   EXPECT_EQ(prism::get(prism::task(shift_block).resource("a", 1).remote(last, 0), 60s), expected);
 }
 
+// As above, but the lost chain is first needed by a task on the node left (which asks the
+// driver for its argument), not by a get here.
+TEST_F(FaultTest, ALostArgumentOfATaskIsComputedAgainFromItsLineage) {
+  start(1, {{{"PRISM_RESOURCES", "a:1"}}});
+  expect_clean_exit_ = false;
+  constexpr uint64_t kBytes = 1 << 20;
+  std::vector<uint8_t> expected = make_block(kBytes, 5);
+  prism::ObjectRef<std::vector<uint8_t>> last;
+  {
+    auto x = prism::task(make_block).resource("a", 1).remote(kBytes, 5u);
+    for (int k = 1; k <= 7; ++k) {
+      x = prism::task(shift_block).resource("a", 1).remote(x, k);
+      expected = shift_block(expected, k);
+    }
+    last = x;
+  }
+  ASSERT_EQ(prism::get(prism::task(shift_block).resource("a", 1).remote(last, 1), 60s),
+            shift_block(expected, 1));
+  add_node({{"PRISM_RESOURCES", "a:1"}});
+  prism::wait_for_nodes(2, 60s);
+  const auto before = prism::cluster::link_counters();
+  children_.front().kill_now();
+  EXPECT_EQ(prism::get(prism::task(shift_block).resource("a", 1).remote(last, 2), 120s),
+            shift_block(expected, 2));
+  EXPECT_EQ(prism::cluster::link_counters().objects_rebuilt, before.objects_rebuilt + 8);
+}
+
 // Case 6: a node whose object store is too small for the results it keeps: they go to files
 // in its spill directory (PRISM_SPILL_DIR) and are read back when pulled, byte for byte; the
 // node reports the spilled bytes; its directory is gone once it exits.

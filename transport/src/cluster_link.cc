@@ -3571,10 +3571,15 @@ class Link final : public internal::ClusterLink {
     if (Blob b = objects_.find(id)) return answer_from(kHere)(b, {});
     const PeerId from = live_holder(id, peer);
     if (from == 0) {
-      // Lost with its node: computed again from its lineage (if it has one), then passed on.
-      return rebuild(id, nullptr, [this, peer, pull, answer_from](const std::string& e) {
+      // Lost with its node: computed again from its lineage (if it has one), then passed on
+      // from where it was computed (which may be the asker itself: its bytes then make a round
+      // trip, as the asker's pull waits for them from here).
+      return rebuild(id, nullptr, [this, id, answer_from](const std::string& e) {
         if (!e.empty()) return answer_from(kHere)(nullptr, e);
-        on_driver_pull(peer, pull);
+        const PeerId at = live_holder(id, kHere);
+        if (at == 0) return answer_from(kHere)(nullptr, "object " + std::to_string(id) +
+                                                          " was lost again after it was rebuilt");
+        if (objects_.await(id, at, answer_from(at))) send(at, Message(ObjectPullMsg{id}));
       });
     }
     if (objects_.await(id, from, answer_from(from))) send(from, Message(ObjectPullMsg{id}));
