@@ -94,6 +94,7 @@ function drawObjects(o, x) {
     ['store bytes (primary)', bytes(o.primary_bytes) + ' of ' + bytes(o.capacity_bytes)],
     ['copies from other nodes (secondary)', bytes(o.secondary_bytes)],
     ['spilled to disk', bytes(o.spilled_bytes)],
+    ['read back from disk', bytes(o.restored_bytes)],
     ['host <-> GPU copies', x.device_copies + ' (' + bytes(x.device_copy_bytes) + ')'],
     ['pulled from other nodes', x.node_pulls + ' (' + bytes(x.node_pulled_bytes) + ')'],
     ['served to other nodes', x.node_served + ' (' + bytes(x.node_served_bytes) + ')']

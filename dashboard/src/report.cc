@@ -130,7 +130,8 @@ std::string summary_json(const SummaryInput& in) {
                      {"primary_bytes", s.objects.primary_bytes},
                      {"capacity_bytes", s.objects.capacity_bytes},
                      {"secondary_bytes", s.objects.secondary_bytes},
-                     {"spilled_bytes", s.objects.spilled_bytes}});
+                     {"spilled_bytes", s.objects.spilled_bytes},
+                     {"restored_bytes", s.objects.restored_bytes}});
   o += "},\"transfers\":{";
   append_fields(&o, {{"device_copies", s.transfers.device_copies},
                      {"device_copy_bytes", s.transfers.device_copy_bytes},

@@ -1,15 +1,20 @@
 // ObjectRef, get, wait, put and cancel: values, timeouts, order, zero copies, reference counting.
 
-#include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <cstdlib>
+#include <filesystem>
+#include <functional>
 #include <memory>
 #include <stdexcept>
 #include <string>
 #include <utility>
 #include <vector>
+
+#include <gtest/gtest.h>
 
 #include "prism/prism.h"
 #include "test_util.h"
@@ -332,24 +337,130 @@ TEST_P(ObjectRefTest, CancelOfAReadyObjectDoesNothing) {
 
 PRISM_TEST_SWEEP_CPUS(ObjectRefTest);
 
-TEST(ObjectStoreCapacityTest, PutThatDoesNotFitThrowsAndKeepsTheValue) {
+// Files of the store's spill directories under `root`.
+size_t spill_files_under(const std::string& root) {
+  std::error_code ec;
+  size_t n = 0;
+  for (const auto& e : std::filesystem::recursive_directory_iterator(root, ec)) {
+    n += e.is_regular_file() ? 1 : 0;
+  }
+  return n;
+}
+
+// PRISM_SPILL_DIR for one test (a fresh directory, removed after).
+class SpillDir {
+ public:
+  SpillDir() {
+    const char* tmp = std::getenv("TMPDIR");
+    path_ = std::string(tmp != nullptr && *tmp ? tmp : "/tmp") + "/prism-spill-test-" +
+            std::to_string(getpid());
+    std::filesystem::create_directories(path_);
+    setenv("PRISM_SPILL_DIR", path_.c_str(), 1);
+  }
+  ~SpillDir() {
+    unsetenv("PRISM_SPILL_DIR");
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+int64_t sum_of(const std::vector<char>& v) {
+  int64_t s = 0;
+  for (char c : v) s += c;
+  return s;
+}
+
+TEST(ObjectStoreCapacityTest, APutThatDoesNotFitGoesToDiskAndReadsBackIntact) {
+  SpillDir dir;
+  {
+    prism::Runtime rt({.num_cpus = 1, .object_store_bytes = 1 << 20});
+    std::vector<char> big(2 << 20);
+    for (size_t i = 0; i < big.size(); ++i) big[i] = static_cast<char>(i * 7);
+    auto r = rt.put(big);  // 2 MiB into a 1 MiB store: spilled, not refused
+    EXPECT_GE(rt.stats().objects.spilled_bytes, big.size());
+    EXPECT_EQ(spill_files_under(dir.path()), 1u);
+    EXPECT_EQ(rt.stats().objects.restored_bytes, 0u) << "read back before anyone read it";
+    // A task reads it (restored once, then in memory for every reader).
+    EXPECT_EQ(prism::get(rt.task(sum_of).remote(r), kTimeout), sum_of(big));
+    EXPECT_EQ(prism::get(r, kTimeout), big);
+    EXPECT_GE(rt.stats().objects.restored_bytes, big.size());
+    // Several at once, all intact; freed, their files go.
+    std::vector<prism::ObjectRef<std::vector<char>>> more;
+    for (int i = 0; i < 4; ++i) more.push_back(rt.put(std::vector<char>(512 << 10, static_cast<char>(i))));
+    for (int i = 0; i < 4; ++i) {
+      EXPECT_EQ(prism::get(more[static_cast<size_t>(i)], kTimeout),
+                std::vector<char>(512 << 10, static_cast<char>(i)));
+    }
+    r = {};
+    more.clear();
+    EXPECT_EQ(spill_files_under(dir.path()), 0u);
+    EXPECT_EQ(rt.stats().objects.spilled_bytes, 0u);
+  }
+  EXPECT_EQ(spill_files_under(dir.path()), 0u);
+}
+
+TEST(ObjectStoreCapacityTest, APutThatCannotSpillThrowsAndKeepsTheValue) {
+  SpillDir dir;
   prism::Runtime rt({.num_cpus = 1, .object_store_bytes = 1 << 20});
-  std::vector<char> big(2 << 20, 'a');
+  // Not serializable (std::function): it cannot go to a file.
+  std::vector<std::function<int()>> big(100'000, [] { return 1; });
   EXPECT_THROW(rt.put(std::move(big)), prism::ObjectStoreFullError);
-  EXPECT_EQ(big.size(), size_t{2} << 20) << "a refused put must not take the value";
+  EXPECT_EQ(big.size(), 100'000u) << "a refused put must not take the value";
+  // A spill directory that cannot be made: refused too, saying why.
+  setenv("PRISM_SPILL_DIR", "/proc/prism-cannot-be-here", 1);
+  prism::Runtime other({.num_cpus = 1, .object_store_bytes = 1 << 20});
+  std::vector<char> v(2 << 20, 'a');
+  try {
+    other.put(std::move(v));
+    FAIL() << "a put that fits neither the store nor the disk succeeded";
+  } catch (const prism::ObjectStoreFullError& e) {
+    EXPECT_EQ(e.code(), prism::ErrorCode::kResourceExhausted);
+    EXPECT_NE(std::string(e.what()).find("spill"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(v.size(), size_t{2} << 20) << "a refused put must not take the value";
+}
+
+TEST(ObjectStoreCapacityTest, AResultThatDoesNotFitGoesToDiskInsteadOfOvercommitting) {
+  SpillDir dir;
+  prism::Runtime rt({.num_cpus = 1, .object_store_bytes = 1 << 20});
+  auto made = rt.task([] {
+                  std::vector<char> v(3 << 20);
+                  for (size_t i = 0; i < v.size(); ++i) v[i] = static_cast<char>(i % 251);
+                  return v;
+                }).remote();
+  ASSERT_EQ(prism::wait(std::vector{made}, 1, kTimeout).first.size(), 1u);
+  // Done, and on disk: the store is not overcommitted.
+  EXPECT_GE(rt.stats().objects.spilled_bytes, size_t{3} << 20);
+  EXPECT_LE(rt.stats().objects.primary_bytes, uint64_t{1} << 20);
+  EXPECT_EQ(spill_files_under(dir.path()), 1u);
+  // Read by a task and by get: intact.
+  std::vector<char> expected(3 << 20);
+  for (size_t i = 0; i < expected.size(); ++i) expected[i] = static_cast<char>(i % 251);
+  EXPECT_EQ(prism::get(rt.task(sum_of).remote(made), kTimeout), sum_of(expected));
+  EXPECT_EQ(prism::get(made, kTimeout), expected);
+  made = {};
+  EXPECT_EQ(spill_files_under(dir.path()), 0u);
+  // A result that fits stays in memory.
+  auto small = rt.task([] { return std::vector<char>(200 << 10, 'x'); }).remote();
+  EXPECT_EQ(prism::get(small, kTimeout).size(), size_t{200} << 10);
+  EXPECT_EQ(rt.stats().objects.spilled_bytes, 0u);
 }
 
 TEST(ObjectStoreCapacityTest, SpaceReturnsWhenTheObjectIsFreed) {
+  SpillDir dir;
   prism::Runtime rt({.num_cpus = 1, .object_store_bytes = 1 << 20});
   auto first = rt.put(std::vector<char>(600 << 10, 'a'));
-  try {
-    rt.put(std::vector<char>(600 << 10, 'b'));
-    FAIL() << "two 600 KiB objects fit in a 1 MiB store";
-  } catch (const prism::ObjectStoreFullError& e) {
-    EXPECT_EQ(e.code(), prism::ErrorCode::kResourceExhausted);
+  {
+    auto spilled = rt.put(std::vector<char>(600 << 10, 'b'));  // does not fit: spilled
+    EXPECT_GE(rt.stats().objects.spilled_bytes, 600u << 10);
   }
   first = {};
-  auto second = rt.put(std::vector<char>(600 << 10, 'b'));
+  auto second = rt.put(std::vector<char>(600 << 10, 'b'));  // fits again: in memory
+  EXPECT_EQ(rt.stats().objects.spilled_bytes, 0u);
   EXPECT_EQ(prism::get_shared(second)->at(0), 'b');
   // Small objects are not counted.
   std::vector<prism::ObjectRef<int>> small;

@@ -578,10 +578,10 @@ class Link final : public internal::ClusterLink {
     std::map<PeerId, int64_t> held;
     for (internal::ObjectEntry* e : args) {
       uint64_t id = 0;
-      if (internal::RemoteValue* rv = e->remote_value()) {
-        id = static_cast<RemoteObject*>(rv)->id();
+      if (auto* remote = dynamic_cast<RemoteObject*>(e->remote_value())) {
+        id = remote->id();
       } else {
-        id = objects_.id_of(e->id());
+        id = objects_.id_of(e->id());  // (a value spilled to a file here counts as here)
       }
       std::vector<PeerId> holders;
       uint64_t bytes = 0;
@@ -3266,7 +3266,11 @@ class Link final : public internal::ClusterLink {
                       size_t estimate, size_t at) override {
       uint64_t id = 0;
       if (internal::RemoteValue* rv = e->remote_value()) {
-        id = static_cast<RemoteObject*>(rv)->id();  // (the link makes every RemoteValue)
+        // A value of another node's (the link's RemoteObject), or one this process spilled to
+        // a file (its store's SpilledValue): that one travels inline, read back by `write`.
+        auto* remote = dynamic_cast<RemoteObject*>(rv);
+        if (remote == nullptr) return false;
+        id = remote->id();
       } else {
         id = link_->objects_.id_of(e->id());  // fetched here earlier, or registered below
       }

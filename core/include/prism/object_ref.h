@@ -165,8 +165,22 @@ template <typename T>
 ObjectRef<std::decay_t<T>> put_into(RuntimeCore* rt, T&& value) {
   using V = std::decay_t<T>;
   static_assert(!is_object_ref_v<V>, "put() of an ObjectRef: pass the ref itself instead");
-  // Reserve before taking the value, so a full store loses nothing of the caller's.
-  std::shared_ptr<void> token = reserve_put(rt, ObjectSize<V>::bytes(value));
+  // Reserve before taking the value, so a full store loses nothing of the caller's. A value
+  // that does not fit goes to a file instead when its type is serializable (a spilled value,
+  // read back when first read), else the put is refused.
+  std::shared_ptr<void> token;
+  if constexpr (is_serializable_v<V>) {
+    bool full = false;
+    token = reserve_put(rt, ObjectSize<V>::bytes(value), &full);
+    if (full) {
+      auto* e = new TypedEntry<V>(next_object_id(rt));
+      EntryPtr owner(e);
+      spill_put(rt, e, to_bytes(value), &TypedEntry<V>::materialize);
+      return ObjectRef<V>::adopt(std::move(owner));
+    }
+  } else {
+    token = reserve_put(rt, ObjectSize<V>::bytes(value));
+  }
   auto* e = new TypedEntry<V>(next_object_id(rt));
   EntryPtr owner(e);
   e->set_put_value(std::move(token), std::forward<T>(value));

@@ -73,10 +73,9 @@ struct ObjectStats {
   uint64_t primary_bytes = 0;     // their bytes (against object_store_bytes)
   uint64_t capacity_bytes = 0;    // object_store_bytes
   uint64_t secondary_bytes = 0;   // cluster: copies pulled from other nodes, held here
-  // Cluster mode: values kept for other nodes (results that stayed here, pulled copies) beyond
-  // object_store_bytes are written to files under PRISM_SPILL_DIR and read back on demand: the
-  // bytes in files now, and those read back so far. (Values in the embedded store are not
-  // spilled yet.)
+  // Values beyond object_store_bytes written to files under PRISM_SPILL_DIR and read back on
+  // demand (puts and task results that did not fit; in a cluster, also values kept for other
+  // nodes): the bytes in files now, and those read back so far.
   uint64_t spilled_bytes = 0;
   uint64_t restored_bytes = 0;
 };

@@ -12,6 +12,8 @@
 
 #include "actor/actor_core.h"
 #include "api/runtime_core.h"
+#include "common/log.h"
+#include "object_store/spilled_value.h"
 #include "api/runtime_registry.h"
 #include "common/event.h"
 #include "common/spin.h"
@@ -305,10 +307,14 @@ std::vector<bool> await_some(const std::vector<ObjectEntry*>& entries, size_t nu
 
 // ---- objects ----
 
-std::shared_ptr<void> reserve_put(RuntimeCore* rt, size_t bytes) {
+std::shared_ptr<void> reserve_put(RuntimeCore* rt, size_t bytes, bool* full) {
   check_accepting(rt);
   if (bytes < kInlineObjectBytes) return nullptr;
   std::shared_ptr<void> token = rt->store().reserve(bytes, /*enforce_capacity=*/true);
+  if (!token && full != nullptr) {
+    *full = true;
+    return nullptr;
+  }
   if (!token) {
     throw ObjectStoreFullError("prism::put: an object of " + std::to_string(bytes) +
                                " bytes does not fit in the object store (" +
@@ -317,6 +323,53 @@ std::shared_ptr<void> reserve_put(RuntimeCore* rt, size_t bytes) {
                                " bytes in use); free refs or raise object_store_bytes");
   }
   return token;
+}
+
+void spill_put(RuntimeCore* rt, ObjectEntry* entry, const std::string& bytes,
+               void (*materialize)(ObjectEntry*, std::string_view)) {
+  std::string path;
+  try {
+    path = rt->store().spill_file(bytes);
+  } catch (const ObjectStoreFullError& e) {
+    throw ObjectStoreFullError("prism::put: an object of " + std::to_string(bytes.size()) +
+                               " bytes does not fit in the object store (" +
+                               std::to_string(rt->store().used()) + " of " +
+                               std::to_string(rt->store().capacity()) + " bytes in use), and " +
+                               e.what());
+  }
+  auto spilled = std::make_shared<SpilledValue>(rt->store_ptr(), std::move(path), bytes.size());
+  spilled->materialize = materialize;
+  entry->complete_remote(std::move(spilled));
+}
+
+std::shared_ptr<void> reserve_result(size_t bytes, bool* full) noexcept {
+  RuntimeCore* rt = exec_context().runtime;
+  if (rt == nullptr) return nullptr;
+  try {
+    std::shared_ptr<void> token = rt->store().reserve(bytes, /*enforce_capacity=*/true);
+    if (!token) *full = true;
+    return token;
+  } catch (...) {
+    return nullptr;  // out of memory for the token: the object lives on, uncounted
+  }
+}
+
+std::shared_ptr<RemoteValue> spill_result(const std::string& bytes,
+                                          void (*materialize)(ObjectEntry*, std::string_view)) {
+  RuntimeCore* rt = exec_context().runtime;
+  if (rt == nullptr) return nullptr;
+  std::string path;
+  try {
+    path = rt->store().spill_file(bytes);
+  } catch (const std::exception& e) {
+    PRISM_LOG(kWarning) << "a task result of " << bytes.size()
+                        << " bytes is kept in memory beyond the object store's capacity: "
+                        << e.what();
+    return nullptr;
+  }
+  auto spilled = std::make_shared<SpilledValue>(rt->store_ptr(), std::move(path), bytes.size());
+  spilled->materialize = materialize;
+  return spilled;
 }
 
 std::shared_ptr<void> account_result(size_t bytes) noexcept {

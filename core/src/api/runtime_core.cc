@@ -799,6 +799,8 @@ Stats RuntimeCore::stats() const {
   s.objects.objects = static_cast<uint64_t>(std::max<int64_t>(0, store_->objects()));
   s.objects.primary_bytes = static_cast<uint64_t>(std::max<int64_t>(0, store_->used()));
   s.objects.capacity_bytes = static_cast<uint64_t>(std::max<int64_t>(0, store_->capacity()));
+  s.objects.spilled_bytes = store_->spilled_bytes();
+  s.objects.restored_bytes = store_->restored_bytes();
   if (DeviceSupport* d = device_support()) {
     d->copy_counts(&s.transfers.device_copies, &s.transfers.device_copy_bytes);
   }

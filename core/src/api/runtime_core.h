@@ -70,6 +70,7 @@ class RuntimeCore final : public JobRunner {
   // before any task runs.
   void set_node_id(std::string id) { node_id_ = std::move(id); }
   StoreAccount& store() noexcept { return *store_; }
+  const std::shared_ptr<StoreAccount>& store_ptr() const noexcept { return store_; }
   ActorDirectory& actors() noexcept { return actors_; }
 
   ExtrasPtr make_extras(const TaskOptions& options, const LazyName& function_name);

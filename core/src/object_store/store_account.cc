@@ -1,6 +1,70 @@
 #include "object_store/store_account.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+
+#include "prism/errors.h"
+
 namespace prism::internal {
+
+StoreAccount::~StoreAccount() {
+  MutexLock lock(spill_mu_);
+  if (spill_dir_.empty()) return;
+  std::error_code ec;
+  std::filesystem::remove_all(spill_dir_, ec);  // (every file of a freed value is gone already)
+}
+
+std::string StoreAccount::spill_file(const std::string& bytes) {
+  std::string path;
+  {
+    MutexLock lock(spill_mu_);
+    if (spill_dir_.empty()) {
+      const char* root = std::getenv("PRISM_SPILL_DIR");
+      const char* tmp = std::getenv("TMPDIR");
+      std::string dir = root != nullptr && *root ? root : (tmp != nullptr && *tmp ? tmp : "/tmp");
+      dir += "/prism-store-" + std::to_string(getpid()) + "-" +
+             std::to_string(reinterpret_cast<uintptr_t>(this));
+      std::error_code ec;
+      std::filesystem::create_directories(dir, ec);
+      if (ec) {
+        throw ObjectStoreFullError("the object store is full, and its spill directory " + dir +
+                                   " cannot be made: " + ec.message());
+      }
+      ::chmod(dir.c_str(), 0700);
+      spill_dir_ = std::move(dir);
+    }
+    path = spill_dir_ + "/" + std::to_string(++next_file_);
+  }
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    throw ObjectStoreFullError("the object store is full, and " + path + " cannot be created: " +
+                               std::strerror(errno));
+  }
+  const char* p = bytes.data();
+  size_t left = bytes.size();
+  while (left > 0) {
+    const ssize_t n = ::write(fd, p, left);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      const int err = n < 0 ? errno : ENOSPC;
+      ::close(fd);
+      ::unlink(path.c_str());
+      throw ObjectStoreFullError("the object store is full, and spilling to " + path +
+                                 " failed: " + std::strerror(err));
+    }
+    p += n;
+    left -= static_cast<size_t>(n);
+  }
+  ::close(fd);
+  spilled_.fetch_add(bytes.size(), std::memory_order_relaxed);
+  return path;
+}
 
 std::shared_ptr<void> StoreAccount::reserve(size_t bytes, bool enforce_capacity) {
   const auto n = static_cast<int64_t>(bytes);

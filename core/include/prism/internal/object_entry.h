@@ -35,6 +35,7 @@
 #include "prism/internal/ids.h"
 #include "prism/internal/small_pool.h"
 #include "prism/internal/thread_annotations.h"
+#include "prism/serialize.h"
 
 namespace prism {
 
@@ -133,6 +134,17 @@ class ArgTransfer {
  protected:
   ~ArgTransfer() = default;
 };
+
+// A large task result of `bytes` (>= kInlineObjectBytes), as its entry is completed on the
+// thread that ran the task: reserves its space in that runtime's store if it fits (the token
+// releases it); else sets *full and returns null (the caller may spill it). Null without *full
+// outside a runtime's task (nothing to count against).
+std::shared_ptr<void> reserve_result(size_t bytes, bool* full) noexcept;
+// A result that did not fit: writes its serialized `bytes` to a spill file of that runtime's
+// store and returns the RemoteValue that reads it back (`materialize`), or null if it cannot
+// (the result is then kept in memory beyond the capacity).
+std::shared_ptr<RemoteValue> spill_result(const std::string& bytes,
+                                          void (*materialize)(ObjectEntry*, std::string_view));
 
 class ObjectEntry {
  public:
@@ -257,18 +269,47 @@ class TypedEntry final : public ObjectEntry {
   explicit TypedEntry(ObjectId id) noexcept : ObjectEntry(id) {}
 
   // Constructs the value and publishes it. Returns false (and keeps nothing) if the entry was
-  // already completed, e.g. cancelled.
+  // already completed, e.g. cancelled. A large result that does not fit in the store goes to a
+  // spill file instead (when T is serializable; the entry is then done as a spilled value, read
+  // back by its first reader), rather than overcommitting the store.
   template <typename... A>
   bool set_value(A&&... args) {
     if (is_done()) return false;
     T* v = ::new (static_cast<void*>(storage_)) T(std::forward<A>(args)...);
     value_constructed_ = true;
-    if (!publish_value(ObjectSize<T>::bytes(*v))) {
+    const size_t bytes = ObjectSize<T>::bytes(*v);
+    std::shared_ptr<void> token;
+    if constexpr (is_serializable_v<T>) {
+      if (bytes >= kInlineObjectBytes) {
+        bool full = false;
+        token = reserve_result(bytes, &full);
+        if (full) {
+          std::shared_ptr<RemoteValue> spilled;
+          try {
+            spilled = spill_result(to_bytes(*v), &TypedEntry::materialize);
+          } catch (...) {
+            // (out of memory while serializing: kept in memory beyond the capacity)
+          }
+          if (spilled) {
+            // Gone from memory before the entry is published: its first reader builds it anew.
+            v->~T();
+            value_constructed_ = false;
+            return complete_remote(std::move(spilled));
+          }
+        }
+      }
+    }
+    if (!publish_value(bytes, std::move(token))) {
       v->~T();
       value_constructed_ = false;
       return false;
     }
     return true;
+  }
+
+  // RemoteValue::materialize for a T: builds the value from its serialized bytes.
+  static void materialize(ObjectEntry* e, std::string_view bytes) {
+    static_cast<TypedEntry*>(e)->set_fetched(from_bytes<T>(bytes));
   }
 
   // The value of a put: space was reserved beforehand (token). A copied large vector lands in a

@@ -143,9 +143,17 @@ inline void check_ref(const ObjectEntry* entry, const char* what) {
 // another Runtime, or of an earlier runtime, is an InvalidArgument error).
 void check_arg_ref(const ObjectEntry* entry, RuntimeCore* rt);
 
-// Reserves object store space for a put of `bytes`; throws ObjectStoreFullError when it does
-// not fit. Returns the token that releases the space (null for small objects).
-std::shared_ptr<void> reserve_put(RuntimeCore* rt, size_t bytes);
+// Reserves object store space for a put of `bytes`. Returns the token that releases the space
+// (null for small objects). When it does not fit: with `full` null, throws
+// ObjectStoreFullError; else sets *full and returns null (the caller spills the value:
+// spill_put).
+std::shared_ptr<void> reserve_put(RuntimeCore* rt, size_t bytes, bool* full = nullptr);
+// A put that did not fit: its serialized `bytes` go to a file of the store's spill directory and
+// `entry` is done as a spilled value (read back by `materialize` when first read). Throws
+// ObjectStoreFullError (naming the capacity and why the spill failed) if the file cannot be
+// written.
+void spill_put(RuntimeCore* rt, ObjectEntry* entry, const std::string& bytes,
+               void (*materialize)(ObjectEntry*, std::string_view));
 // Accounts a task result of `bytes` against the store of the runtime running the calling thread's
 // task (never refused). Null for small objects or outside tasks.
 std::shared_ptr<void> account_result(size_t bytes) noexcept;

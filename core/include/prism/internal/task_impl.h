@@ -356,11 +356,6 @@ void serialize_entry_value(ObjectEntry* e, std::string* out) {
   w.put(value_of<T>(e));
 }
 
-// RemoteValue::materialize for a T.
-template <typename T>
-void materialize_entry(ObjectEntry* e, std::string_view bytes) {
-  static_cast<TypedEntry<T>*>(e)->set_fetched(from_bytes<T>(bytes));
-}
 
 // ---- the record ----
 
@@ -449,7 +444,7 @@ class TaskImpl final : public TaskRecord {
   }
   RemoteMaterializer remote_materializer() const noexcept override {
     if constexpr (kRemoteValue) {
-      return &materialize_entry<typename Slots::Value>;
+      return &TypedEntry<typename Slots::Value>::materialize;
     } else {
       return nullptr;
     }
