@@ -1351,7 +1351,7 @@ class Link final : public internal::ClusterLink {
       }
       for (auto a = remote_actors_.begin(); a != remote_actors_.end();) {
         if (a->second.peer == peer) {
-          if (restart_actor_locked(a->first, a->second, &restarted)) {
+          if (!expected && restart_actor_locked(a->first, a->second, &restarted)) {
             ++a;
             continue;
           }
@@ -3222,6 +3222,15 @@ class Link final : public internal::ClusterLink {
       first->store(true, std::memory_order_release);
       send(from, Message(ObjectPullMsg{id}));
     }
+    fail_pull_if_lost(from);
+  }
+
+  // After a pull was registered with `from`: if `from` was declared dead meanwhile (the watchdog
+  // runs on its own thread), its failure handler may have failed the pulls before this one was
+  // there, and nothing else would; fail it now (ObjectTable hands each waiter out once).
+  void fail_pull_if_lost(PeerId from) {
+    if (from == kHere || is_ready(from)) return;
+    fail_pulls(from, "its holder was lost");
   }
 
   // "node<i>" for a peer, this process's node id for kHere, "" for a peer that has gone.
@@ -3383,7 +3392,7 @@ class Link final : public internal::ClusterLink {
     std::vector<uint64_t> temporary;
     const auto& refs = lineage->call.objects;
     for (size_t i = 0; i < refs.size(); ++i) {
-      if (objects_.find(refs[i].object) || live_holder(refs[i].object, kHere) != 0) continue;
+      if (objects_.holds(refs[i].object) || live_holder(refs[i].object, kHere) != 0) continue;
       missing.emplace_back(refs[i].object, lineage->arg_lineage[i]);
       if (!objects_.where(refs[i].object, nullptr, nullptr)) temporary.push_back(refs[i].object);
     }
@@ -3505,7 +3514,13 @@ class Link final : public internal::ClusterLink {
       if (c == rebuild_calls_.end()) return false;
       id = c->second;
       auto r = rebuilds_.find(id);
-      if (r == rebuilds_.end() || r->second.peer != peer) return true;  // (not from that node)
+      if (r == rebuilds_.end() || r->second.peer != peer) {  // (not the run it waits for)
+        rebuild_calls_.erase(c);
+        if (auto p = peers_.find(peer); p != peers_.end() && r != rebuilds_.end()) {
+          add(&p->second.used, r->second.lineage->request, -1);
+        }
+        return true;
+      }
       if (result.status != CallStatus::kOk || result.object != id) {
         lock.unlock();
         rebuild_run_lost(id, peer,
@@ -3517,6 +3532,10 @@ class Link final : public internal::ClusterLink {
       if (auto p = peers_.find(peer); p != peers_.end()) {
         add(&p->second.used, r->second.lineage->request, -1);
       }
+      // Its run is over: a death of that node from now on is no longer this rebuild's (its
+      // readers find the copy gone and ask again).
+      r->second.peer = 0;
+      r->second.call_id = 0;
     }
     objects_.locate(id, result.object_bytes, peer);
     finish_rebuild(id, {});
@@ -3584,9 +3603,11 @@ class Link final : public internal::ClusterLink {
         if (at == 0) return answer_from(kHere)(nullptr, "object " + std::to_string(id) +
                                                           " was lost again after it was rebuilt");
         if (objects_.await(id, at, answer_from(at))) send(at, Message(ObjectPullMsg{id}));
+        fail_pull_if_lost(at);
       });
     }
     if (objects_.await(id, from, answer_from(from))) send(from, Message(ObjectPullMsg{id}));
+    fail_pull_if_lost(from);
   }
 
   // Node: the driver asks for an object held here.

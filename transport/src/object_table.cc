@@ -13,6 +13,7 @@
 #include <filesystem>
 
 #include "common/log.h"
+#include "object_store/spill_dir.h"
 
 #include "prism/internal/buffer_pool.h"
 
@@ -80,6 +81,12 @@ bool write_file(const std::string& path, const Bytes& b, std::string* error) {
 }  // namespace
 
 ObjectTable::~ObjectTable() {
+  {
+    std::lock_guard<std::mutex> lock(wake_mu_);
+    stop_ = true;
+  }
+  wake_cv_.notify_all();
+  if (spiller_.joinable()) spiller_.join();
   std::string dir;
   {
     MutexLock lock(mu_);
@@ -100,18 +107,35 @@ void ObjectTable::set_spill(uint64_t capacity_bytes, std::string dir) {
 std::string ObjectTable::spill_path(uint64_t id) {
   MutexLock lock(mu_);
   if (spill_dir_.empty()) {
-    std::string dir = (spill_root_.empty() ? std::string("/tmp") : spill_root_) + "/prism-spill-" +
-                      std::to_string(getpid());
-    std::error_code ec;
-    std::filesystem::create_directories(dir, ec);
-    if (ec) return {};
-    ::chmod(dir.c_str(), 0700);
-    spill_dir_ = std::move(dir);
+    try {
+      spill_dir_ = internal::make_spill_dir(
+          spill_root_.empty() ? internal::spill_root() : spill_root_, "prism-spill");
+    } catch (const std::exception& e) {
+      PRISM_LOG(kWarning) << "object store: " << e.what();
+      return {};
+    }
   }
   return spill_dir_ + "/" + std::to_string(id);
 }
 
-void ObjectTable::hold(uint64_t id, Blob blob, bool primary) {
+void ObjectTable::run_spiller() {
+  for (;;) {
+    {
+      std::unique_lock<std::mutex> lock(wake_mu_);
+      wake_cv_.wait(lock, [this] { return wake_ || stop_; });
+      if (stop_) return;
+      wake_ = false;
+    }
+    spill_over();
+  }
+}
+
+bool ObjectTable::holds(uint64_t id) const {
+  MutexLock lock(mu_);
+  return held_.count(id) != 0;
+}
+
+void ObjectTable::hold(uint64_t id, Blob blob, bool primary, bool may_block) {
   if (!blob) return;
   bool over = false;
   {
@@ -130,7 +154,15 @@ void ObjectTable::hold(uint64_t id, Blob blob, bool primary) {
     }
     over = spill_capacity_ > 0 && memory_bytes_ > spill_capacity_;
   }
-  if (over) spill_over();
+  if (!over) return;
+  if (may_block) return spill_over();
+  {
+    std::lock_guard<std::mutex> lock(wake_mu_);
+    if (stop_) return;
+    wake_ = true;
+    if (!spiller_.joinable()) spiller_ = std::thread([this] { run_spiller(); });
+  }
+  wake_cv_.notify_one();
 }
 
 void ObjectTable::spill_over() {
@@ -274,7 +306,8 @@ std::vector<ObjectTable::Waiter> ObjectTable::finish(uint64_t id, PeerId from, c
     pulls_.erase(it);
     if (blob) stats_.pulled_bytes += blob->size();
   }
-  if (blob && keep) hold(id, blob, /*primary=*/false);
+  // (on the network thread: files, if any, are written by the spiller thread)
+  if (blob && keep) hold(id, blob, /*primary=*/false, /*may_block=*/false);
   return waiters;
 }
 

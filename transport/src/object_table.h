@@ -21,13 +21,16 @@
 //     (`spilling`) is still in memory and counted there until its file is complete.
 //
 // Spilling: once the copies in memory exceed the capacity, the least recently used ones are
-// written to files in a directory of this process's (under PRISM_SPILL_DIR) and their memory is
-// let go (a reader holding a Blob keeps its bytes until it is done); find() maps a spilled copy
-// back from its file on demand. The directory is removed with the table.
+// written to files in a directory of the table's own (spill_dir.h: under PRISM_SPILL_DIR) and
+// their memory is let go (a reader holding a Blob keeps its bytes until it is done); find() maps
+// a spilled copy back from its file on demand. The caller of hold() writes the files, unless it
+// may not block (the network thread: a copy a pull brought), in which case the table's spiller
+// thread does. The directory is removed with the table.
 //
 // Thread-safe: every method may be called from any thread; waiters are called with no lock held.
 #pragma once
 
+#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <map>
@@ -35,6 +38,7 @@
 #include <set>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -65,8 +69,12 @@ class ObjectTable {
   // Copies in memory beyond `capacity_bytes` go to files under `dir` (made on first use: a
   // directory of this process's); 0: no spilling (the default).
   void set_spill(uint64_t capacity_bytes, std::string dir);
-  // Keeps `blob` as object `id` (replacing nothing: a second copy of a held id is ignored).
-  void hold(uint64_t id, Blob blob, bool primary);
+  // Keeps `blob` as object `id` (replacing nothing: a second copy of a held id is ignored). Over
+  // the spill capacity, copies go to files now, or, when `may_block` is false, on the spiller
+  // thread soon.
+  void hold(uint64_t id, Blob blob, bool primary, bool may_block = true);
+  // Whether a copy of `id` is held here (in memory or spilled), without reading it.
+  bool holds(uint64_t id) const;
   Blob find(uint64_t id);
   // Frees the copy of `id` held here, if any.
   void drop(uint64_t id);
@@ -172,6 +180,13 @@ class ObjectTable {
   uint64_t memory_bytes_ PRISM_GUARDED_BY(mu_) = 0;
   uint64_t use_clock_ PRISM_GUARDED_BY(mu_) = 0;
   internal::Mutex spill_mu_;  // one spiller at a time (taken before mu_, never inside it)
+  // The spiller thread (started by the first hold() that may not block).
+  void run_spiller();
+  std::mutex wake_mu_;
+  std::condition_variable wake_cv_;
+  bool wake_ = false;  // (under wake_mu_) spill_over() is wanted
+  bool stop_ = false;  // (under wake_mu_) the table goes
+  std::thread spiller_;
   uint64_t next_id_ PRISM_GUARDED_BY(mu_) = 1;
 };
 

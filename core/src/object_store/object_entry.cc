@@ -53,9 +53,15 @@ bool ObjectEntry::complete_remote(std::shared_ptr<RemoteValue> where) noexcept {
 
 RemoteValue* ObjectEntry::remote_value() const noexcept {
   // store_account_ is written before the kRemote state is published and not again while the
-  // entry is kRemote (attach() is for local values).
+  // entry is kRemote; once its value was built here (kReady) attach() may chain onto it, under
+  // lock_: read it under lock_ too, and only while still kRemote. (The RemoteValue itself lives
+  // as long as the entry, chained or not.)
   if (state() != ObjState::kRemote) return nullptr;
-  return static_cast<RemoteValue*>(store_account_.get());
+  lock_.lock();
+  RemoteValue* v = state() == ObjState::kRemote ? static_cast<RemoteValue*>(store_account_.get())
+                                                : nullptr;
+  lock_.unlock();
+  return v;
 }
 
 void ObjectEntry::attach(std::shared_ptr<void> keep) {

@@ -43,10 +43,11 @@ void SpilledValue::fetch(ObjectEntry* entry, std::chrono::steady_clock::time_poi
                                                        path_ + ": " + std::strerror(err));
   }
   store_->count_restored(bytes_);
-  // In memory again: counted in the store (beyond its capacity if need be, as a task result).
-  std::shared_ptr<void> token = store_->reserve(bytes_, /*enforce_capacity=*/false);
+  // In memory again: counted in the store (beyond its capacity if need be, as a task result),
+  // for as long as this record lives, which is the entry's life. (Kept here rather than
+  // attach()ed to the entry: another reader may be reading this record through the entry.)
+  restored_ = store_->reserve(bytes_, /*enforce_capacity=*/false);
   materialize(entry, bytes);
-  entry->attach(std::move(token));
 }
 
 }  // namespace prism::internal

@@ -4,8 +4,8 @@
 // store's spill directory (StoreAccount::spill_file) instead of being refused; its entry is done
 // as kRemote with a SpilledValue as its RemoteValue, as a value that lives on another node is.
 // The first reader (get, a task's argument) reads the file back and builds the value
-// (RemoteValue::materialize): the entry is then kReady, its bytes counted in the store beyond
-// its capacity, as a task result's are. The file is removed when the entry goes.
+// (RemoteValue::materialize): the entry is then kReady, its bytes counted in the store (beyond
+// its capacity if need be, as a task result's are) until the entry goes, and its file with it.
 //
 // Thread-safe: readers of one entry share one restore (mu_).
 #pragma once
@@ -33,6 +33,7 @@ class SpilledValue final : public RemoteValue {
   const std::string path_;
   const uint64_t bytes_;
   Mutex mu_;  // one restore at a time
+  std::shared_ptr<void> restored_ PRISM_GUARDED_BY(mu_);  // its bytes in the store, once read back
 };
 
 }  // namespace prism::internal

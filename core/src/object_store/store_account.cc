@@ -1,11 +1,12 @@
 #include "object_store/store_account.h"
 
+#include "object_store/spill_dir.h"
+
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
-#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 
@@ -25,25 +26,17 @@ std::string StoreAccount::spill_file(const std::string& bytes) {
   {
     MutexLock lock(spill_mu_);
     if (spill_dir_.empty()) {
-      const char* root = std::getenv("PRISM_SPILL_DIR");
-      const char* tmp = std::getenv("TMPDIR");
-      std::string dir = root != nullptr && *root ? root : (tmp != nullptr && *tmp ? tmp : "/tmp");
-      dir += "/prism-store-" + std::to_string(getpid()) + "-" +
-             std::to_string(reinterpret_cast<uintptr_t>(this));
-      std::error_code ec;
-      std::filesystem::create_directories(dir, ec);
-      if (ec) {
-        throw ObjectStoreFullError("the object store is full, and its spill directory " + dir +
-                                   " cannot be made: " + ec.message());
+      try {
+        spill_dir_ = make_spill_dir(spill_root(), "prism-store");
+      } catch (const std::exception& e) {
+        throw ObjectStoreFullError(e.what());
       }
-      ::chmod(dir.c_str(), 0700);
-      spill_dir_ = std::move(dir);
     }
     path = spill_dir_ + "/" + std::to_string(++next_file_);
   }
   const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
   if (fd < 0) {
-    throw ObjectStoreFullError("the object store is full, and " + path + " cannot be created: " +
+    throw ObjectStoreFullError("the spill file " + path + " cannot be created: " +
                                std::strerror(errno));
   }
   const char* p = bytes.data();
@@ -55,8 +48,7 @@ std::string StoreAccount::spill_file(const std::string& bytes) {
       const int err = n < 0 ? errno : ENOSPC;
       ::close(fd);
       ::unlink(path.c_str());
-      throw ObjectStoreFullError("the object store is full, and spilling to " + path +
-                                 " failed: " + std::strerror(err));
+      throw ObjectStoreFullError("spilling to " + path + " failed: " + std::strerror(err));
     }
     p += n;
     left -= static_cast<size_t>(n);

@@ -243,7 +243,7 @@ class ObjectEntry {
   // Laid out so that a TypedEntry<int> fits a 96-byte allocation (per-task memory matters).
   std::atomic<uint32_t> refs_{1};
   std::atomic<uint32_t> state_{0};
-  SpinLock lock_;  // guards dependents_ and the pending -> done transition
+  mutable SpinLock lock_;  // guards dependents_, the pending -> done transition, attach()
   std::atomic<bool> cancel_requested_{false};
 
  protected:
