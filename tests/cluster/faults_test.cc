@@ -125,6 +125,16 @@ Child* wait_for_mark(std::deque<Child>& children, const std::string& dir, const 
 
 class FaultTest : public ClusterTest {
  protected:
+  // Polls (bounded) until the driver counts `n` live processes (itself included): a node's
+  // death, seen by the driver's link (no event to wait on from here).
+  static bool node_count_becomes(int n, std::chrono::seconds timeout) {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (prism::node_count() != n) {
+      if (std::chrono::steady_clock::now() > deadline) return false;
+      std::this_thread::sleep_for(5ms);
+    }
+    return true;
+  }
   // A spill directory for this test's nodes (made now: the job directory comes with start()).
   static std::string job_dir_root_spill() {
     const std::string dir = prism_test::job_root() + "/spill-" + std::to_string(getpid());
@@ -454,6 +464,8 @@ TEST_F(FaultTest, ActorsRestartUnderMaxRestartsAndDieWithout) {
   const auto t0 = std::chrono::steady_clock::now();
   victim->kill_now();
   ASSERT_TRUE(victim->wait_exit(20s));
+  // (A call made before the driver saw the death would be in flight there, and fail with it.)
+  ASSERT_TRUE(node_count_becomes(2, 20s)) << "the driver did not see node1 die";
   // Rebuilt from its constructor's arguments (100): the 5 it had is gone.
   EXPECT_EQ(prism::get(kept.task(&Tally::add).remote(1), 60s), 101);
   const double restart_s =
@@ -473,6 +485,7 @@ TEST_F(FaultTest, ActorsRestartUnderMaxRestartsAndDieWithout) {
   // Its one restart used, it dies with its second node.
   second.kill_now();
   ASSERT_TRUE(second.wait_exit(20s));
+  ASSERT_TRUE(node_count_becomes(1, 20s)) << "the driver did not see node2 die";
   EXPECT_THROW(prism::get(kept.task(&Tally::add).remote(1), 60s), prism::ActorDiedError);
   EXPECT_EQ(prism::cluster::link_counters().actor_restarts, before.actor_restarts + 2);
 }
