@@ -375,6 +375,10 @@ class Link final : public internal::ClusterLink {
     cb.on_message = [this](PeerId p, std::string_view data) { on_message(p, data); };
     cb.on_accept = [this](PeerId p) { on_accept(p); };
     cb.on_peer_error = [this](PeerId p, const std::string& why) { on_peer_error(p, why); };
+    cb.on_activity = [this](PeerId p) {
+      MutexLock lock(mu_);
+      detector_.heard(p);
+    };
     comm_ = std::make_unique<UcxComm>(std::move(cb));
     {
       MutexLock lock(service_->mu);
@@ -1601,10 +1605,7 @@ class Link final : public internal::ClusterLink {
   // ---- messages ----
 
   void on_message(PeerId peer, std::string_view data) {
-    {
-      MutexLock lock(mu_);
-      detector_.heard(peer);  // (any message is a sign of life)
-    }
+    // (Its arrival was a sign of life: on_activity, called for every message as it arrives.)
     // A peer that has not proven the token gets no large buffer decoded (a handshake is small).
     if (data.size() > kMaxHandshakeBytes && !is_ready(peer)) {
       unauthenticated_.fetch_add(1, std::memory_order_relaxed);

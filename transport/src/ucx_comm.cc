@@ -1117,6 +1117,7 @@ ucs_status_t UcxComm::Impl::on_am(const void* header, size_t header_length, void
   }
   const PeerId id = pit->second;
   LocalPeer& lp = local_.at(id);
+  if (callbacks_.on_activity) invoke_user("on_activity", callbacks_.on_activity, id);
   if (header_length != 0) {
     if (header_length != sizeof kByeHeader || std::memcmp(header, kByeHeader, header_length) != 0) {
       PRISM_LOG(kWarning) << "UcxComm: dropped a control message of an unknown kind";

@@ -51,6 +51,9 @@ class UcxComm {
     // that closed (its close() or destructor) is reported with why == "closed by peer", after
     // everything it sent before closing.
     std::function<void(PeerId peer, const std::string& why)> on_peer_error;
+    // Optional: something arrived from `peer` (a message's first bytes, before its turn to be
+    // delivered comes or the rest of it has arrived): a sign of life, for failure detection.
+    std::function<void(PeerId peer)> on_activity;
   };
 
   // Creates the context and worker and starts the progress thread. Throws prism::Error

@@ -53,8 +53,10 @@ struct ClusterConfig {
   // (PRISM_INFEASIBLE_TIMEOUT, seconds).
   double infeasible_timeout_s = 60;
   // How long a peer may stay silent before it is declared dead (PRISM_HEARTBEAT_TIMEOUT,
-  // seconds): heartbeats go out each fifth of it.
-  double heartbeat_timeout_s = 5;
+  // seconds): heartbeats go out each fifth of it. 30 s: a message of a few hundred MiB can hold
+  // a connection's heartbeats up for several seconds (measured: more than 5 s for 300 MiB under
+  // ThreadSanitizer here), and Ray's default is of that order too.
+  double heartbeat_timeout_s = 30;
   std::shared_ptr<void> launcher;  // the module's launcher session (PMIx), if any
 };
 
