@@ -410,6 +410,16 @@ TEST(ObjectStoreCapacityTest, APutThatCannotSpillThrowsAndKeepsTheValue) {
   std::vector<std::function<int()>> big(100'000, [] { return 1; });
   EXPECT_THROW(rt.put(std::move(big)), prism::ObjectStoreFullError);
   EXPECT_EQ(big.size(), 100'000u) << "a refused put must not take the value";
+  // Holding ObjectRefs, which cannot be written to a file (they can travel only inside calls
+  // to other nodes): refused too, the refs kept.
+  {
+    auto one = rt.put(1);
+    std::vector<prism::ObjectRef<int>> refs(200'000, one);
+    EXPECT_THROW(rt.put(std::move(refs)), prism::ObjectStoreFullError);
+    ASSERT_EQ(refs.size(), 200'000u) << "a refused put must not take the value";
+    EXPECT_EQ(prism::get(refs.back(), kTimeout), 1);
+    EXPECT_THROW(prism::to_bytes(refs.front()), prism::Error);
+  }
   // A spill directory that cannot be made: refused too, saying why.
   setenv("PRISM_SPILL_DIR", "/proc/prism-cannot-be-here", 1);
   prism::Runtime other({.num_cpus = 1, .object_store_bytes = 1 << 20});

@@ -86,6 +86,14 @@ class ObjectLostError : public Error {
   ObjectLostError(ErrorCode code, const std::string& message) : Error(code, message) {}
 };
 
+// Cluster mode: the object was borrowed (its ref came from another node, inside a task's
+// arguments or result) and the node that owns it died, so nobody knows its value any more.
+class OwnerDiedError : public ObjectLostError {
+ public:
+  explicit OwnerDiedError(const std::string& message)
+      : ObjectLostError(ErrorCode::kUnavailable, message) {}
+};
+
 // The task was cancelled with prism::cancel before it finished.
 class TaskCancelledError : public Error {
  public:

@@ -15,6 +15,8 @@
 #include <chrono>
 #include <cstddef>
 #include <memory>
+#include <optional>
+#include <string>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -90,6 +92,19 @@ template <typename T>
 const T& value_of(ObjectEntry* e) {
   if (e->state() == ObjState::kRemote) [[unlikely]] fetch_remote(e);
   return static_cast<const TypedEntry<T>*>(e)->value();
+}
+
+// ArgTransfer's and RefScope's `write`: the entry's value, serialized.
+template <typename T>
+void serialize_entry_value(ObjectEntry* e, std::string* out) {
+  out->clear();
+  Writer w(out);
+  w.put(value_of<T>(e));
+}
+
+template <typename T>
+ObjectEntry* new_typed_entry(ObjectId id) {
+  return new TypedEntry<T>(id);
 }
 
 // The value as a reader here sees it: placed for the calling context if T has a place (see
@@ -173,10 +188,21 @@ ObjectRef<std::decay_t<T>> put_into(RuntimeCore* rt, T&& value) {
     bool full = false;
     token = reserve_put(rt, ObjectSize<V>::bytes(value), &full);
     if (full) {
-      auto* e = new TypedEntry<V>(next_object_id(rt));
-      EntryPtr owner(e);
-      spill_put(rt, e, to_bytes(value), &TypedEntry<V>::materialize);
-      return ObjectRef<V>::adopt(std::move(owner));
+      std::optional<std::string> bytes;
+      try {
+        RefScopeGuard no_refs(nullptr);  // (a ref in a file could never be lent to a reader)
+        bytes = to_bytes(value);
+      } catch (const Error&) {
+        // A value that cannot be written to a file (it holds ObjectRefs): refused below, as a
+        // value that cannot spill is, unless room was made meanwhile.
+      }
+      if (bytes) {
+        auto* e = new TypedEntry<V>(next_object_id(rt));
+        EntryPtr owner(e);
+        spill_put(rt, e, *bytes, &TypedEntry<V>::materialize);
+        return ObjectRef<V>::adopt(std::move(owner));
+      }
+      token = reserve_put(rt, ObjectSize<V>::bytes(value));
     }
   } else {
     token = reserve_put(rt, ObjectSize<V>::bytes(value));
@@ -188,6 +214,41 @@ ObjectRef<std::decay_t<T>> put_into(RuntimeCore* rt, T&& value) {
 }
 
 }  // namespace internal
+
+// An ObjectRef inside a value that goes to another node (cluster mode: a task's or an actor
+// call's arguments or result): the object is lent to that node, whose ref borrows it. The
+// object and its copies live while a ref to it lives on any node (DESIGN §3); a borrowed ref
+// reads the value where it lives (pulled once per node), and fails with OwnerDiedError once the
+// node that owns it died. An empty ref travels as an empty ref. Serializing a ref anywhere else
+// (prism::to_bytes, a spill file) throws prism::Error(kInvalidArgument).
+template <typename T>
+struct Serializer<ObjectRef<T>> {
+  static void write(Writer& w, const ObjectRef<T>& r) {
+    uint64_t key = 0;
+    if (r.valid()) {
+      void (*value)(internal::ObjectEntry*, std::string*) = nullptr;
+      if constexpr (!std::is_void_v<T>) {
+        if constexpr (is_serializable_v<T>) value = &internal::serialize_entry_value<T>;
+      }
+      key = internal::export_ref(r.entry(), value);
+    }
+    w.put(key);
+  }
+  static void read(Reader& rd, ObjectRef<T>* r) {
+    uint64_t key = 0;
+    rd.get(&key);
+    if (key == 0) {
+      *r = ObjectRef<T>();
+      return;
+    }
+    internal::RemoteMaterializer materialize = nullptr;
+    if constexpr (!std::is_void_v<T>) {
+      if constexpr (is_serializable_v<T>) materialize = &internal::TypedEntry<T>::materialize;
+    }
+    *r = ObjectRef<T>::adopt(
+        internal::import_ref(key, &internal::new_typed_entry<T>, materialize));
+  }
+};
 
 // Blocks until the object is ready and returns a copy of its value (use get_shared for no
 // copy). Rethrows the producing task's error (TaskError, TaskCancelledError, ...).

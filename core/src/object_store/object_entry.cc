@@ -4,6 +4,7 @@
 
 #include <utility>
 
+#include "prism/errors.h"
 #include "prism/internal/runtime_hooks.h"
 #include "prism/internal/task_record.h"
 
@@ -48,7 +49,34 @@ bool ObjectEntry::publish_value(size_t bytes, std::shared_ptr<void> token) noexc
 }
 
 bool ObjectEntry::complete_remote(std::shared_ptr<RemoteValue> where) noexcept {
-  return complete(ObjState::kRemote, [&] { store_account_ = std::move(where); });
+  return complete(ObjState::kRemote, [&] {
+    if (store_account_) where->kept_ = std::move(store_account_);  // (attached while pending)
+    store_account_ = std::move(where);
+  });
+}
+
+namespace {
+thread_local RefScope* tls_ref_scope = nullptr;
+}  // namespace
+
+RefScope*& current_ref_scope() noexcept { return tls_ref_scope; }
+
+uint64_t export_ref(ObjectEntry* entry, void (*write)(ObjectEntry*, std::string*)) {
+  if (tls_ref_scope == nullptr) {
+    throw Error(ErrorCode::kInvalidArgument,
+                "an ObjectRef can be serialized only inside the arguments or the result of a "
+                "call that goes to another node (cluster mode)");
+  }
+  return tls_ref_scope->export_ref(entry, write);
+}
+
+EntryPtr import_ref(uint64_t key, ObjectEntry* (*make)(ObjectId), RemoteMaterializer materialize) {
+  if (tls_ref_scope == nullptr) {
+    throw Error(ErrorCode::kInvalidArgument,
+                "an ObjectRef can be read only from the arguments or the result of a call that "
+                "came from another node (cluster mode)");
+  }
+  return tls_ref_scope->import_ref(key, make, materialize);
 }
 
 RemoteValue* ObjectEntry::remote_value() const noexcept {

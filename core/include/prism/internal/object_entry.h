@@ -81,6 +81,7 @@ struct ObjectSize<T> {
 namespace internal {
 
 class ObjectEntry;
+class EntryPtr;
 class Dependent;
 class TaskRecord;
 
@@ -117,8 +118,51 @@ class RemoteValue {
   // Set by whoever completes the entry (it knows the type): builds the entry's value from its
   // serialized bytes and marks it ready (TypedEntry<T>::set_fetched). Throws on malformed bytes.
   void (*materialize)(ObjectEntry* entry, std::string_view bytes) = nullptr;
+
+ private:
+  friend class ObjectEntry;
+  // What attach() tied to the entry while it was pending (ObjectEntry::complete_remote moves it
+  // here, so that it still lives as long as the entry).
+  std::shared_ptr<void> kept_;
 };
 using RemoteMaterializer = void (*)(ObjectEntry* entry, std::string_view bytes);
+
+// ObjectRefs inside values that cross nodes (cluster mode: prism/object_ref.h's Serializer of
+// ObjectRef). The cluster module sets a thread's scope while it encodes a message for another
+// node (export: the object is lent to that node, which borrows it until its last ref there
+// drops) or decodes one from another node (import: a local entry for the borrowed object).
+// Outside a scope an ObjectRef cannot be serialized (export_ref/import_ref throw).
+class RefScope {
+ public:
+  // `entry`'s key in messages. `write` serializes its value (null: T is not serializable, or
+  // void); the value is read by borrowers through pulls.
+  virtual uint64_t export_ref(ObjectEntry* entry, void (*write)(ObjectEntry*, std::string*)) = 0;
+  // The local entry for `key` (made by `make` with a fresh id when there is none yet; its value
+  // is built by `materialize` when read, null for an untyped ref).
+  virtual EntryPtr import_ref(uint64_t key, ObjectEntry* (*make)(ObjectId),
+                              RemoteMaterializer materialize) = 0;
+
+ protected:
+  ~RefScope() = default;
+};
+// The calling thread's scope (null: none).
+RefScope*& current_ref_scope() noexcept;
+// Throw prism::Error(kInvalidArgument) outside a scope.
+uint64_t export_ref(ObjectEntry* entry, void (*write)(ObjectEntry*, std::string*));
+EntryPtr import_ref(uint64_t key, ObjectEntry* (*make)(ObjectId), RemoteMaterializer materialize);
+// Sets a thread's scope for its life, restoring the previous one after (null: a task's body runs
+// outside the scope of the message that carried its arguments).
+class RefScopeGuard {
+ public:
+  explicit RefScopeGuard(RefScope* scope) noexcept
+      : saved_(std::exchange(current_ref_scope(), scope)) {}
+  ~RefScopeGuard() { current_ref_scope() = saved_; }
+  RefScopeGuard(const RefScopeGuard&) = delete;
+  RefScopeGuard& operator=(const RefScopeGuard&) = delete;
+
+ private:
+  RefScope* const saved_;
+};
 
 // The cluster module's say, while a task is encoded for another node, on which arguments travel
 // by reference (TaskRecord::encode_remote): those stay where they are until the node that runs
@@ -153,6 +197,15 @@ class ObjectEntry {
   ObjectEntry& operator=(const ObjectEntry&) = delete;
 
   void ref() noexcept { refs_.fetch_add(1, std::memory_order_relaxed); }
+  // A reference to an entry found through a pointer that does not own one (a table that its
+  // destructor clears): false if its last reference is already gone (it is being freed).
+  bool try_ref() noexcept {
+    uint32_t n = refs_.load(std::memory_order_relaxed);
+    while (n != 0) {
+      if (refs_.compare_exchange_weak(n, n + 1, std::memory_order_acq_rel)) return true;
+    }
+    return false;
+  }
   void unref() noexcept {
     if (refs_.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
   }
@@ -286,9 +339,11 @@ class TypedEntry final : public ObjectEntry {
         if (full) {
           std::shared_ptr<RemoteValue> spilled;
           try {
+            RefScopeGuard no_refs(nullptr);  // (refs in a file could never be lent: see below)
             spilled = spill_result(to_bytes(*v), &TypedEntry::materialize);
           } catch (...) {
-            // (out of memory while serializing: kept in memory beyond the capacity)
+            // (Out of memory while serializing, or a value holding ObjectRefs, which cannot be
+            // written to a file: kept in memory beyond the capacity.)
           }
           if (spilled) {
             // Gone from memory before the entry is published: its first reader builds it anew.

@@ -77,13 +77,20 @@ void invoke_remote(const FunctionKey& key, std::string_view args, std::string* r
   F f;
   static_assert(sizeof(F) <= sizeof(key.bytes));
   std::memcpy(&f, key.bytes, sizeof(F));
+  // The caller's RefScope (object_entry.h), if any, reads the arguments and writes the result;
+  // the body runs outside it (its own serialization is its own business).
   typename Sig::Params params = from_bytes<typename Sig::Params>(args);
   result->clear();
   if constexpr (std::is_void_v<typename Sig::Result>) {
+    RefScopeGuard body(nullptr);
     std::apply(f, std::move(params));
   } else {
+    auto r = [&]() -> typename Sig::Result {
+      RefScopeGuard body(nullptr);
+      return std::apply(f, std::move(params));
+    }();
     Writer w(result);
-    w.put(static_cast<const typename Sig::Result&>(std::apply(f, std::move(params))));
+    w.put(static_cast<const typename Sig::Result&>(r));
   }
 }
 

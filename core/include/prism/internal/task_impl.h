@@ -348,14 +348,6 @@ struct RefValue<ObjectRef<T>> {
   using type = T;
 };
 
-// ArgTransfer's `write`: the entry's value, serialized.
-template <typename T>
-void serialize_entry_value(ObjectEntry* e, std::string* out) {
-  out->clear();
-  Writer w(out);
-  w.put(value_of<T>(e));
-}
-
 
 // ---- the record ----
 
