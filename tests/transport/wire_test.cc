@@ -130,6 +130,7 @@ CallMsg sample_call() {
   m.objects = {{7, 1 << 20, 0}, {0xFFFFFFFFFFFFFFFFull, 100 * 1024, 300}};
   m.result_object = 0x1122334455667788ull;
   m.may_spill = true;
+  m.refs = {3, 3, 0x0001000000000009ull};
   return m;
 }
 
@@ -144,6 +145,7 @@ ResultMsg sample_result() {
   m.object = 0x0102030405060708ull;
   m.object_bytes = 1u << 30;
   m.run_ns = 0x1122334455667788ull;
+  m.refs = {12};
   return m;
 }
 
@@ -153,7 +155,8 @@ std::vector<Message> samples() {
           RefusedMsg{"bad token"}, sample_call(), sample_result(),
           ShutdownMsg{},   StatusQueryMsg{}, StatusReplyMsg{"2 nodes\n  node 1: idle\n"},
           ActorCreateMsg{1, 2, "ctor", "T", "n", 1, WireResources{}, "ab"},
-          ActorCallMsg{3, 2, "T::m", "m", "xyz", 0}, ActorKillMsg{2, true}, ActorLookupMsg{4, "name", "T"}};
+          ActorCallMsg{3, 2, "T::m", "m", "xyz", 0, {5}}, ActorKillMsg{2, true}, ActorLookupMsg{4, "name", "T"},
+          RefReadyMsg{7, CallStatus::kOk, 9, 100, 0, "", "", ""}, RefReleaseMsg{{{7, 2}}}};
 }
 
 // --- Helpers -----------------------------------------------------------------------------------
@@ -261,6 +264,7 @@ TEST(WireTest, CallRoundTrips) {
   EXPECT_EQ(out.objects, in.objects);
   EXPECT_EQ(out.result_object, in.result_object);
   EXPECT_EQ(out.may_spill, in.may_spill);
+  EXPECT_EQ(out.refs, in.refs);
 }
 
 TEST(WireTest, CallWithEmptyAndLargeFieldsRoundTrips) {
@@ -366,6 +370,43 @@ TEST(WireTest, NodeStatsRoundTrip) {
                DecodeError::kMalformedBody);
   expect_error(frame(MsgType::kNodeStats, body + Bytes().u32(1).u8(0).get()),
                DecodeError::kMalformedBody);
+}
+
+TEST(WireTest, RefReadyAndReleaseRoundTrip) {
+  const RefReadyMsg ok{0x0002000000000001ull, CallStatus::kOk, 44, 1u << 20, 0, "", "", ""};
+  const RefReadyMsg got = round_trip(ok, MsgType::kRefReady);
+  EXPECT_EQ(got.key, ok.key);
+  EXPECT_EQ(got.pull, 44u);
+  EXPECT_EQ(got.bytes, 1u << 20);
+  const RefReadyMsg failed{5, CallStatus::kSystemError, 0, 0, 14, "prism::OwnerDiedError",
+                           "its owner died", "node1"};
+  const RefReadyMsg f = round_trip(failed, MsgType::kRefReady);
+  EXPECT_EQ(f.status, CallStatus::kSystemError);
+  EXPECT_EQ(f.error_type, "prism::OwnerDiedError");
+  EXPECT_EQ(f.message, "its owner died");
+  EXPECT_EQ(f.where, "node1");
+  const RefReleaseMsg rel{{{5, 1}, {0xFFFFFFFFFFFFFFFFull, 7}}};
+  EXPECT_EQ(round_trip(rel, MsgType::kRefRelease).keys, rel.keys);
+  // Key 0 is an empty ref (nothing lent); a done value names what to pull; counts are >= 1.
+  const auto ready = [](uint64_t key, uint8_t status, uint64_t pull) {
+    return Bytes().u64(key).u8(status).u64(pull).u64(0).i32(0).str("").str("").str("").get();
+  };
+  expect_error(frame(MsgType::kRefReady, ready(1, 0, 2)), DecodeError::kNone);
+  expect_error(frame(MsgType::kRefReady, ready(0, 0, 2)), DecodeError::kMalformedBody);
+  expect_error(frame(MsgType::kRefReady, ready(1, 0, 0)), DecodeError::kMalformedBody);
+  expect_error(frame(MsgType::kRefReady, ready(1, 3, 2)), DecodeError::kMalformedBody);
+  expect_error(frame(MsgType::kRefRelease, Bytes().u32(1).u64(3).u64(0).get()),
+               DecodeError::kMalformedBody);
+  expect_error(frame(MsgType::kRefRelease, Bytes().u32(1).u64(0).u64(1).get()),
+               DecodeError::kMalformedBody);
+  expect_error(frame(MsgType::kRefRelease, Bytes().u32(2).u64(3).u64(1).get()),
+               DecodeError::kMalformedBody);
+  // A call's lent keys are never 0 either.
+  CallMsg call;
+  call.refs = {4};
+  std::string bytes = encode_one(call);
+  bytes[bytes.size() - 8] = 0;  // the key's low byte: 4 -> 0
+  expect_error(bytes, DecodeError::kMalformedBody);
 }
 
 TEST(WireTest, HeartbeatRoundTrips) {
@@ -501,7 +542,7 @@ TEST(WireTest, StatusReplyRoundTrips) {
 
 TEST(WireTest, HeaderLayoutIsExact) {
   const std::string expected =
-      std::string("PRSM") + '\x05' + '\x07' + std::string(2, '\0') + std::string(4, '\0') +
+      std::string("PRSM") + '\x06' + '\x07' + std::string(2, '\0') + std::string(4, '\0') +
       std::string(4, '\0');
   EXPECT_EQ(encode_one(ShutdownMsg{}), expected);
 }
@@ -535,6 +576,8 @@ TEST(WireTest, CallAndResultLayoutsAreExact) {
   for (const WireObjectRef& o : c.objects) call.u64(o.object).u64(o.bytes).u64(o.at);
   call.u64(c.result_object);
   call.u8(c.may_spill ? 1 : 0);
+  call.u32(static_cast<uint32_t>(c.refs.size()));
+  for (uint64_t k : c.refs) call.u64(k);
   EXPECT_EQ(encode_one(c), frame(MsgType::kCall, call.get()));
 
   const ResultMsg r = sample_result();
@@ -548,6 +591,8 @@ TEST(WireTest, CallAndResultLayoutsAreExact) {
                                  .u64(r.object)
                                  .u64(r.object_bytes)
                                  .u64(r.run_ns)
+                                 .u32(1)
+                                 .u64(r.refs.at(0))
                                  .get();
   EXPECT_EQ(encode_one(r), frame(MsgType::kResult, result));
 }
@@ -678,7 +723,8 @@ TEST(WireTest, BadVersion) {
   expect_error(header(7, 0, kWireMagic, /*version=*/2), DecodeError::kBadVersion);
   expect_error(header(7, 0, kWireMagic, /*version=*/3), DecodeError::kBadVersion);
   expect_error(header(7, 0, kWireMagic, /*version=*/4), DecodeError::kBadVersion);
-  expect_error(header(7, 0, kWireMagic, /*version=*/6), DecodeError::kBadVersion);
+  expect_error(header(7, 0, kWireMagic, /*version=*/5), DecodeError::kBadVersion);
+  expect_error(header(7, 0, kWireMagic, /*version=*/7), DecodeError::kBadVersion);
   expect_error(header(7, 0, kWireMagic, /*version=*/255), DecodeError::kBadVersion);
 }
 
@@ -700,11 +746,11 @@ TEST(WireTest, OversizedLength) {
 }
 
 TEST(WireTest, UnknownType) {
-  for (int type : {0, 24, 25, 128, 255}) {
+  for (int type : {0, 26, 27, 128, 255}) {
     expect_error(header(static_cast<uint8_t>(type), 0), DecodeError::kUnknownType);
   }
   // split_frames stops there too.
-  EXPECT_EQ(split_frames(header(24, 0), [](std::string_view) {}), DecodeError::kUnknownType);
+  EXPECT_EQ(split_frames(header(26, 0), [](std::string_view) {}), DecodeError::kUnknownType);
 }
 
 // A Call body up to (not including) its request's custom-resource count.
@@ -806,12 +852,12 @@ TEST(WireTest, UnknownEnumValues) {
   // CallStatus: 0 to 3 only.
   for (int status : {4, 128, 255}) {
     const std::string body =
-        Bytes().u64(1).u8(static_cast<uint8_t>(status)).i32(0).str("").str("").str("").u64(0).u64(0).u64(0).get();
+        Bytes().u64(1).u8(static_cast<uint8_t>(status)).i32(0).str("").str("").str("").u64(0).u64(0).u64(0).u32(0).get();
     expect_error(frame(MsgType::kResult, body), DecodeError::kMalformedBody);
   }
   // And the same bodies with valid values decode.
   expect_error(frame(MsgType::kResult,
-                     Bytes().u64(1).u8(3).i32(0).str("").str("").str("").u64(0).u64(0).u64(0).get()),
+                     Bytes().u64(1).u8(3).i32(0).str("").str("").str("").u64(0).u64(0).u64(0).u32(0).get()),
                DecodeError::kNone);
 }
 

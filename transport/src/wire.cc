@@ -35,7 +35,7 @@ static_assert(kReservedAt + 4 == kHeaderBytes);
 
 bool known_type(uint8_t type) noexcept {
   return type >= static_cast<uint8_t>(MsgType::kHello) &&
-         type <= static_cast<uint8_t>(MsgType::kHeartbeat);
+         type <= static_cast<uint8_t>(MsgType::kRefRelease);
 }
 
 // The wire type of each message struct.
@@ -62,6 +62,8 @@ MsgType type_of(const SpansQueryMsg&) { return MsgType::kSpansQuery; }
 MsgType type_of(const SpansReplyMsg&) { return MsgType::kSpansReply; }
 MsgType type_of(const NodeStatsMsg&) { return MsgType::kNodeStats; }
 MsgType type_of(const HeartbeatMsg&) { return MsgType::kHeartbeat; }
+MsgType type_of(const RefReadyMsg&) { return MsgType::kRefReady; }
+MsgType type_of(const RefReleaseMsg&) { return MsgType::kRefRelease; }
 
 const char* type_name(MsgType type) {
   switch (type) {
@@ -155,6 +157,11 @@ class Writer {
   MsgType type_;
 };
 
+void write_keys(Writer* w, const std::vector<uint64_t>& keys) {
+  w->count(keys.size());
+  for (uint64_t k : keys) w->u64(k);
+}
+
 void write_resources(Writer* w, const WireResources& r) {
   w->i64(r.cpu);
   w->i64(r.gpu);
@@ -202,6 +209,7 @@ void write_body(Writer* w, const CallMsg& m) {
   }
   w->u64(m.result_object);
   w->u8(m.may_spill ? 1 : 0);
+  write_keys(w, m.refs);
 }
 
 void write_body(Writer* w, const ResultMsg& m) {
@@ -214,6 +222,7 @@ void write_body(Writer* w, const ResultMsg& m) {
   w->u64(m.object);
   w->u64(m.object_bytes);
   w->u64(m.run_ns);
+  write_keys(w, m.refs);
 }
 
 void write_body(Writer* w, const ObjectPullMsg& m) { w->u64(m.object); }
@@ -286,6 +295,7 @@ void write_body(Writer* w, const ActorCreateMsg& m) {
   w->u32(m.max_concurrency);
   write_resources(w, m.request);
   w->str(m.args);
+  write_keys(w, m.refs);
 }
 
 void write_body(Writer* w, const ActorCallMsg& m) {
@@ -295,6 +305,26 @@ void write_body(Writer* w, const ActorCallMsg& m) {
   w->str(m.task_name);
   w->str(m.args);
   w->u64(m.result_object);
+  write_keys(w, m.refs);
+}
+
+void write_body(Writer* w, const RefReadyMsg& m) {
+  w->u64(m.key);
+  w->u8(static_cast<uint8_t>(m.status));
+  w->u64(m.pull);
+  w->u64(m.bytes);
+  w->i32(m.error_code);
+  w->str(m.error_type);
+  w->str(m.message);
+  w->str(m.where);
+}
+
+void write_body(Writer* w, const RefReleaseMsg& m) {
+  w->count(m.keys.size());
+  for (const auto& [key, n] : m.keys) {
+    w->u64(key);
+    w->u64(n);
+  }
 }
 
 void write_body(Writer* w, const ActorLookupMsg& m) {
@@ -420,6 +450,17 @@ bool read_status(Reader* r, CallStatus* status) {
   return true;
 }
 
+// Keys of lent ObjectRefs: never 0.
+bool read_keys(Reader* r, std::vector<uint64_t>* keys) {
+  uint32_t n = 0;
+  if (!r->count(8, &n)) return false;
+  keys->resize(n);
+  for (uint64_t& k : *keys) {
+    if (!r->u64(&k) || k == 0) return false;
+  }
+  return true;
+}
+
 bool read_resources(Reader* r, WireResources* res) {
   if (!r->i64(&res->cpu) || !r->i64(&res->gpu) || !r->i64(&res->memory) ||
       !r->i64(&res->gpu_memory)) {
@@ -481,13 +522,14 @@ bool read_body(Reader* r, CallMsg* m) {
   uint8_t may_spill = 0;
   if (!r->u64(&m->result_object) || !r->u8(&may_spill) || may_spill > 1) return false;
   m->may_spill = may_spill == 1;
-  return true;
+  return read_keys(r, &m->refs);
 }
 
 bool read_body(Reader* r, ResultMsg* m) {
   return r->u64(&m->call_id) && read_status(r, &m->status) && r->i32(&m->error_code) &&
          r->str(&m->error_type) && r->str(&m->message) && r->str(&m->payload) &&
-         r->u64(&m->object) && r->u64(&m->object_bytes) && r->u64(&m->run_ns);
+         r->u64(&m->object) && r->u64(&m->object_bytes) && r->u64(&m->run_ns) &&
+         read_keys(r, &m->refs);
 }
 
 bool read_body(Reader* r, ObjectPullMsg* m) { return r->u64(&m->object); }
@@ -588,12 +630,35 @@ bool read_body(Reader* r, StatusReplyMsg* m) { return r->str(&m->text); }
 bool read_body(Reader* r, ActorCreateMsg* m) {
   return r->u64(&m->call_id) && r->u64(&m->actor) && r->str(&m->constructor) &&
          r->str(&m->type_name) && r->str(&m->name) && r->u32(&m->max_concurrency) &&
-         read_resources(r, &m->request) && r->str(&m->args);
+         read_resources(r, &m->request) && r->str(&m->args) && read_keys(r, &m->refs);
 }
 
 bool read_body(Reader* r, ActorCallMsg* m) {
   return r->u64(&m->call_id) && r->u64(&m->actor) && r->str(&m->method) &&
-         r->str(&m->task_name) && r->str(&m->args) && r->u64(&m->result_object);
+         r->str(&m->task_name) && r->str(&m->args) && r->u64(&m->result_object) &&
+         read_keys(r, &m->refs);
+}
+
+bool read_body(Reader* r, RefReadyMsg* m) {
+  if (!r->u64(&m->key) || !read_status(r, &m->status) || !r->u64(&m->pull) ||
+      !r->u64(&m->bytes) || !r->i32(&m->error_code) || !r->str(&m->error_type) ||
+      !r->str(&m->message) || !r->str(&m->where)) {
+    return false;
+  }
+  // A key is never 0 (an empty ref travels as 0, with nothing lent); a done value has a number
+  // to pull it by; kSpilled is no outcome of an object.
+  if (m->key == 0 || m->status == CallStatus::kSpilled) return false;
+  return m->status != CallStatus::kOk || m->pull != 0;
+}
+
+bool read_body(Reader* r, RefReleaseMsg* m) {
+  uint32_t n = 0;
+  if (!r->count(16, &n)) return false;
+  m->keys.resize(n);
+  for (auto& [key, count] : m->keys) {
+    if (!r->u64(&key) || !r->u64(&count) || key == 0 || count == 0) return false;
+  }
+  return true;
 }
 
 bool read_body(Reader* r, ActorLookupMsg* m) {
@@ -641,6 +706,8 @@ std::optional<Message> read_message(MsgType type, std::string_view body) {
     case MsgType::kSpansReply: return read_whole_body<SpansReplyMsg>(body);
     case MsgType::kNodeStats: return read_whole_body<NodeStatsMsg>(body);
     case MsgType::kHeartbeat: return read_whole_body<HeartbeatMsg>(body);
+    case MsgType::kRefReady: return read_whole_body<RefReadyMsg>(body);
+    case MsgType::kRefRelease: return read_whole_body<RefReleaseMsg>(body);
   }
   return std::nullopt;  // unreachable: check_header refused unknown types
 }

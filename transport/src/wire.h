@@ -31,7 +31,7 @@
 namespace prism::cluster {
 
 inline constexpr uint32_t kWireMagic = 0x4D535250;
-inline constexpr uint8_t kWireVersion = 5;
+inline constexpr uint8_t kWireVersion = 6;
 inline constexpr size_t kHeaderBytes = 16;
 // Bodies above this are refused (values larger than the inline threshold travel in part 2's
 // transfers; until then a task's arguments or result must fit in one frame).
@@ -63,6 +63,8 @@ enum class MsgType : uint8_t {
   kSpansReply = 21,   // node -> driver: the spans (node clock)
   kNodeStats = 22,    // node -> driver: its own counts (each second while they change)
   kHeartbeat = 23,    // either way: "still here" (failure_detector.h), with the membership epoch
+  kRefReady = 24,     // lender -> borrower: a lent object is done (where to pull it, or its error)
+  kRefRelease = 25,   // borrower -> lender: its last ref of lent objects dropped
 };
 
 // A resource amount in core's units (CPU/GPU in 1/10000, memory in bytes).
@@ -119,6 +121,9 @@ struct CallMsg {
   std::vector<WireObjectRef> objects;  // arguments passed by reference
   uint64_t result_object = 0;  // nonzero: a large result stays on the node under this number
   bool may_spill = false;  // the node may send it back (kSpilled) when it has no room for it now
+  // The keys of the ObjectRefs serialized inside `args` (prism/object_ref.h), once per
+  // occurrence: the sender lends them to the receiver (kRefReady, kRefRelease).
+  std::vector<uint64_t> refs;
 };
 
 enum class CallStatus : uint8_t {
@@ -138,6 +143,7 @@ struct ResultMsg {
   uint64_t object = 0;        // nonzero: the result stayed on the node as this object (no payload)
   uint64_t object_bytes = 0;  // ... of this many bytes
   uint64_t run_ns = 0;        // kOk, a task: how long its body ran there (variant calls' model)
+  std::vector<uint64_t> refs;  // kOk: the ObjectRefs inside `payload` (as CallMsg::refs)
 };
 
 struct ActorCreateMsg {
@@ -149,6 +155,7 @@ struct ActorCreateMsg {
   uint32_t max_concurrency = 1;
   WireResources request;     // what the actor holds for its life
   std::string args;          // serialized constructor arguments
+  std::vector<uint64_t> refs;  // the ObjectRefs inside `args` (as CallMsg::refs)
 };
 
 struct ActorCallMsg {
@@ -158,6 +165,7 @@ struct ActorCallMsg {
   std::string task_name;  // for errors and the timeline
   std::string args;
   uint64_t result_object = 0;  // nonzero: a large result stays on the node under this number
+  std::vector<uint64_t> refs;  // the ObjectRefs inside `args` (as CallMsg::refs)
 };
 
 struct ActorKillMsg {
@@ -250,6 +258,26 @@ struct HeartbeatMsg {
   uint64_t epoch = 0;
 };
 
+// An object lent to the receiver (its key came in an earlier message's `refs`) is done: its
+// serialized value can be pulled (kObjectPull) from the sender as object `pull` (`bytes` long),
+// or it failed (status kTaskError or kSystemError, with the fields of a ResultMsg's error).
+struct RefReadyMsg {
+  uint64_t key = 0;
+  CallStatus status = CallStatus::kOk;
+  uint64_t pull = 0;
+  uint64_t bytes = 0;
+  int32_t error_code = 0;
+  std::string error_type;
+  std::string message;
+  std::string where;  // the node it failed on (kTaskError), for the error
+};
+
+// The receiver's last refs of lent objects dropped: for each key, how many times it was lent
+// (the occurrences of the key in the `refs` of the messages it received from this peer).
+struct RefReleaseMsg {
+  std::vector<std::pair<uint64_t, uint64_t>> keys;  // key, count
+};
+
 struct ShutdownMsg {};
 struct StatusQueryMsg {};
 struct StatusReplyMsg {
@@ -260,7 +288,8 @@ using Message = std::variant<HelloMsg, AuthMsg, WelcomeMsg, RefusedMsg, CallMsg,
                              ShutdownMsg, StatusQueryMsg, StatusReplyMsg, ActorCreateMsg,
                              ActorCallMsg, ActorKillMsg, ActorLookupMsg, ObjectPullMsg,
                              ObjectDataMsg, ObjectFreeMsg, OutputMsg, ClockPingMsg, ClockPongMsg,
-                             SpansQueryMsg, SpansReplyMsg, NodeStatsMsg, HeartbeatMsg>;
+                             SpansQueryMsg, SpansReplyMsg, NodeStatsMsg, HeartbeatMsg,
+                             RefReadyMsg, RefReleaseMsg>;
 
 // Appends one whole frame (header + body) for `msg` to `out`.
 void encode(const Message& msg, std::string* out);
