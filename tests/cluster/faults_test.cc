@@ -83,7 +83,31 @@ std::vector<uint8_t> shift_block(const std::vector<uint8_t>& in, int k) {
   return out;
 }
 int64_t tiny(int64_t i) { return 2 * i + 1; }
-PRISM_REMOTE(leaf, parent, marked_work, make_block, shift_block, tiny);
+// ObjectRefs a node owns, lent to the caller (faults of borrowers' owners): a value put there,
+// and one a task started there makes after `ms`.
+prism::ObjectRef<std::vector<uint8_t>> put_block(uint64_t n, uint32_t seed) {
+  return prism::put(make_block(n, seed));
+}
+std::vector<uint8_t> block_later(uint64_t n, uint32_t seed, int ms) {
+  std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+  return make_block(n, seed);
+}
+prism::ObjectRef<std::vector<uint8_t>> block_made_here(uint64_t n, uint32_t seed, int ms) {
+  return prism::task(block_later).remote(n, seed, ms);
+}
+// What reading a borrowed ref where this runs gives: "size <n>", or the error's kind and text.
+std::string read_borrowed(const prism::ObjectRef<std::vector<uint8_t>>& r) {
+  try {
+    return "size " + std::to_string(prism::get(r, 60s).size());
+  } catch (const prism::OwnerDiedError& e) {
+    return std::string("OwnerDiedError: ") + e.what();
+  } catch (const std::exception& e) {
+    return std::string("other error: ") + e.what();
+  }
+}
+std::string node_name() { return prism::node_id(); }
+PRISM_REMOTE(leaf, parent, marked_work, make_block, shift_block, tiny, put_block, block_later,
+             block_made_here, read_borrowed, node_name);
 
 // An actor whose state is what its constructor and calls made of it.
 class Tally {
@@ -540,6 +564,56 @@ TEST(FaultDriverDeath, NodesExitWhenTheDriverStopsAnswering) {
   ASSERT_TRUE(exited) << "the node outlived its stopped driver";
   EXPECT_EQ(node.exit_status(), 1);
   std::printf("[ faults   ] driver stopped: its node exited after %.2f s (2 s deadline)\n", s);
+}
+
+// The owner of borrowed objects dies (DESIGN §3): refs to what it owned fail with
+// OwnerDiedError where they are read (the driver, and a node the driver lent them on to), a
+// pending one as soon as the death is known; a value read before the death stays readable.
+TEST_F(FaultTest, RefsWhoseOwnerDiedFailWithOwnerDiedError) {
+  start(1, {{{"PRISM_RESOURCES", "a:1"}, {"PRISM_NESTED_SPILL", "0"}},
+            {{"PRISM_RESOURCES", "b:1"}}});
+  expect_clean_exit_ = false;
+  constexpr uint64_t kBytes = 1 << 20;
+  using Ref = prism::ObjectRef<std::vector<uint8_t>>;
+  const std::string owner = prism::get(prism::task(node_name).resource("a", 1).remote(), 60s);
+  {
+    const Ref unread = prism::get(prism::task(put_block).resource("a", 1).remote(kBytes, 1u), 60s);
+    const Ref read = prism::get(prism::task(put_block).resource("a", 1).remote(kBytes, 2u), 60s);
+    EXPECT_TRUE(prism::get(read, 60s) == make_block(kBytes, 2));
+    const Ref pending =
+        prism::get(prism::task(block_made_here).resource("a", 1).remote(kBytes, 3u, 60000), 60s);
+    EXPECT_FALSE(pending.is_ready());
+    // A task on the other node waits for the pending one (lent on to it by the driver).
+    auto waiter = prism::task(read_borrowed).resource("b", 1).max_retries(0).remote(pending);
+
+    children_.front().kill_now();
+    ASSERT_TRUE(children_.front().wait_exit(20s));
+    ASSERT_TRUE(node_count_becomes(2, 30s)) << "the driver did not see " << owner << " die";
+
+    for (const Ref* r : {&unread, &pending}) {
+      try {
+        prism::get(*r, 30s);
+        FAIL() << "a value whose owner died was read";
+      } catch (const prism::OwnerDiedError& e) {
+        EXPECT_EQ(e.code(), prism::ErrorCode::kUnavailable) << e.what();
+        EXPECT_NE(std::string(e.what()).find(owner), std::string::npos) << e.what();
+      }
+    }
+    EXPECT_TRUE(prism::get(read, 60s) == make_block(kBytes, 2)) << "a value already here was lost";
+    const std::string there = prism::get(waiter, 60s);
+    EXPECT_EQ(there.rfind("OwnerDiedError: ", 0), 0u) << there;
+  }
+  // Nothing of the dead node's stays lent or borrowed once the refs go (node2's release of the
+  // ref lent on to it may still be on its way: bounded poll).
+  const auto deadline = std::chrono::steady_clock::now() + 20s;
+  auto s = prism::cluster::object_stats();
+  while ((s.lent_refs != 0 || s.borrowed_refs != 0) &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(10ms);
+    s = prism::cluster::object_stats();
+  }
+  EXPECT_EQ(s.lent_refs, 0u);
+  EXPECT_EQ(s.borrowed_refs, 0u);
 }
 
 }  // namespace

@@ -41,6 +41,7 @@
 #include "prism/internal/device_support.h"
 #include "object_table.h"
 #include "output_forwarder.h"
+#include "ref_table.h"
 #include "prism/errors.h"
 #include "prism/internal/buffer_pool.h"
 #include "prism/internal/thread_annotations.h"
@@ -320,6 +321,7 @@ struct ServedCall {
   std::vector<Blob> blobs;           // the referenced arguments' bytes, as they arrive
   std::atomic<size_t> remaining{0};  // blobs missing, plus one until all pulls were asked
   std::atomic<bool> failed{false};   // an argument could not be had (answered once)
+  std::shared_ptr<const RefTable::Incoming> refs;  // the ObjectRefs its message lent
 };
 
 class Link;
@@ -361,6 +363,67 @@ class RemoteObject final : public internal::RemoteValue, public ObjectKeeper {
   // first to get here materializes it.
   internal::Mutex materialize_mu_;
 };
+
+// A borrowed object's value, once its lender said it is done (RefReadyMsg): pulled from the
+// lender (which passes it on from wherever it lives) by the first reader here.
+class BorrowedValue final : public internal::RemoteValue {
+ public:
+  BorrowedValue(std::weak_ptr<ObjectService> service, PeerId from, uint64_t pull, uint64_t bytes,
+                std::string where)
+      : service_(std::move(service)), from_(from), pull_(pull), bytes_(bytes),
+        where_(std::move(where)) {}
+  void fetch(internal::ObjectEntry* entry, Deadline deadline) override;
+  uint64_t pull() const noexcept { return pull_; }
+  uint64_t bytes() const noexcept { return bytes_; }
+
+ private:
+  const std::weak_ptr<ObjectService> service_;
+  const PeerId from_;
+  const uint64_t pull_;
+  const uint64_t bytes_;
+  const std::string where_;  // "node2": the lender, for errors
+  internal::Mutex materialize_mu_;
+};
+
+// Tied to a borrowed entry (attach, before it can complete): when the entry goes, the borrow
+// may end (RefTable::dropped).
+class BorrowKeeper {
+ public:
+  BorrowKeeper(std::weak_ptr<ObjectService> service, PeerId from, uint64_t key,
+               const internal::ObjectEntry* entry)
+      : service_(std::move(service)), from_(from), key_(key), entry_(entry) {}
+  ~BorrowKeeper();
+  BorrowKeeper(const BorrowKeeper&) = delete;
+  BorrowKeeper& operator=(const BorrowKeeper&) = delete;
+
+ private:
+  const std::weak_ptr<ObjectService> service_;
+  const PeerId from_;
+  const uint64_t key_;
+  const internal::ObjectEntry* const entry_;  // (identity only: it is being freed)
+};
+
+// The refs of the message this thread is handling (Link::handle), for the handlers that decode
+// it or keep it for later (incoming()).
+thread_local const std::shared_ptr<const RefTable::Incoming>* t_incoming = nullptr;
+class IncomingScope {
+ public:
+  explicit IncomingScope(const std::shared_ptr<const RefTable::Incoming>* in) noexcept
+      : saved_(std::exchange(t_incoming, in)) {}
+  ~IncomingScope() { t_incoming = saved_; }
+  IncomingScope(const IncomingScope&) = delete;
+  IncomingScope& operator=(const IncomingScope&) = delete;
+
+ private:
+  const std::shared_ptr<const RefTable::Incoming>* const saved_;
+};
+std::shared_ptr<const RefTable::Incoming> incoming() {
+  return t_incoming != nullptr ? *t_incoming : nullptr;
+}
+
+// ObjectDataMsg.error of a pull that failed because the object's owner died (a borrower then
+// throws OwnerDiedError).
+constexpr const char* kOwnerDied = "[owner died] ";
 
 class Link final : public internal::ClusterLink {
  public:
@@ -450,7 +513,9 @@ class Link final : public internal::ClusterLink {
     const ResourceRequest& request = task->request();
     std::string function, args;
     Transfer transfer(this);
+    RefContext refs(this);  // (ObjectRefs inside the arguments: lent to the node)
     try {
+      internal::RefScopeGuard scope(&refs);
       if (!task->encode_remote(&function, &args, &transfer)) return false;
     } catch (...) {
       return false;  // (out of memory while encoding, an argument lost: run it here)
@@ -496,18 +561,11 @@ class Link final : public internal::ClusterLink {
                                              call.may_spill});
     }
     const uint64_t call_id = call.call_id;
-    bool sent = false;
-    try {
-      call.function = std::move(function);
-      call.task_name = task->function_name();
-      call.request = to_wire(request);
-      call.args = std::move(args);
-      std::string frame;
-      encode(Message(std::move(call)), &frame);  // (a Message made in place: no copy of args)
-      sent = comm_->send(peer, std::move(frame));
-    } catch (const std::exception& e) {
-      PRISM_LOG(kWarning) << "cluster: cannot send a task to another node: " << e.what();
-    }
+    call.function = std::move(function);
+    call.task_name = task->function_name();
+    call.request = to_wire(request);
+    call.args = std::move(args);
+    const bool sent = send_lending(peer, std::move(call), refs.lends);
     if (!sent) {
       // The node went away (its failure handler may already have failed the call).
       Pending pending{};
@@ -533,7 +591,9 @@ class Link final : public internal::ClusterLink {
     const ResourceRequest& request = task->request();
     CallMsg call;
     call.may_spill = spill;
+    RefContext refs(this);  // (ObjectRefs inside the arguments: lent to the driver)
     try {
+      internal::RefScopeGuard scope(&refs);
       if (!task->encode_remote(&call.function, &call.args)) return false;
     } catch (...) {
       return false;  // (out of memory while encoding: fails here as infeasible)
@@ -555,11 +615,15 @@ class Link final : public internal::ClusterLink {
     bool sent = false;
     std::string why;
     try {
+      if (!refs.lends.empty()) call.refs = refs_.prepare(refs.lends, driver);
       std::string frame;
       encode(Message(std::move(call)), &frame);
       sent = comm_->send(driver, std::move(frame));
     } catch (const std::exception& e) {
       why = e.what();
+    }
+    if (!refs.lends.empty()) {
+      apply(sent ? refs_.announce(refs.lends, driver) : refs_.unprepare(refs.lends, driver));
     }
     if (sent) return true;
     Pending p{};
@@ -819,7 +883,9 @@ class Link final : public internal::ClusterLink {
     const bool runs_here = rt_->scheduler().infeasible_reason(request).empty();
     if (runs_here && (request.empty() || rt_->scheduler().fits_now(request))) return false;
     ActorCreateMsg msg;
+    RefContext refs(this);
     try {
+      internal::RefScopeGuard scope(&refs);
       if (!create->encode_remote(&msg.constructor, &msg.args)) return false;
     } catch (...) {
       return false;
@@ -837,19 +903,23 @@ class Link final : public internal::ClusterLink {
                        Pending{nullptr, peer, ResourceRequest{}, p.name, actor->weak_from_this()});
       remote_actors_.emplace(msg.actor, RemoteActor{actor->weak_from_this(), peer, request});
     }
-    send_actor_create(actor, create, peer, std::move(msg));
+    send_actor_create(actor, create, peer, std::move(msg), refs.lends);
     return true;
   }
 
   // Sends the creation of `actor` (msg: its call id, number, constructor and arguments set) to
   // `peer`, where it is built, and makes `actor` forward its calls there under that number.
-  void send_actor_create(ActorCore* actor, TaskRecord* create, PeerId peer, ActorCreateMsg msg) {
+  // `lends`: the objects its arguments' refs lend (such an actor is not restarted: its recipe
+  // would name refs that are no longer lent).
+  void send_actor_create(ActorCore* actor, TaskRecord* create, PeerId peer, ActorCreateMsg msg,
+                         const std::vector<RefTable::Lend>& lends) {
     msg.type_name = actor->type_name();
     msg.name = actor->options().name;
     msg.max_concurrency = static_cast<uint32_t>(actor->options().max_concurrency);
     msg.request = to_wire(actor->request());
     const uint64_t key = msg.actor;
-    if (config_.role == ClusterRole::kDriver && actor->options().max_restarts != 0) {
+    if (config_.role == ClusterRole::kDriver && actor->options().max_restarts != 0 &&
+        lends.empty()) {
       try {
         auto recipe = std::make_shared<const ActorCreateMsg>(msg);
         MutexLock lock(mu_);
@@ -861,7 +931,7 @@ class Link final : public internal::ClusterLink {
         // Out of memory for the copy: it dies with its node instead.
       }
     }
-    send(peer, Message(std::move(msg)));
+    send_lending(peer, std::move(msg), lends);
     // Sent before the actor can forward its first call (the same peer's queue keeps the order).
     rt_->counters().add(internal::TaskCounters::kRemote);  // placed there: done, for the stats
     rt_->remote_task_done();
@@ -878,7 +948,9 @@ class Link final : public internal::ClusterLink {
     if (rt_->scheduler().infeasible_reason(request).empty()) return false;
     ActorCreateMsg msg;
     std::string why;
+    RefContext refs(this);
     try {
+      internal::RefScopeGuard scope(&refs);
       if (!create->encode_remote(&msg.constructor, &msg.args)) {
         why = "its constructor and arguments cannot travel (register the actor with PRISM_ACTOR "
               "and pass serializable arguments)";
@@ -916,14 +988,16 @@ class Link final : public internal::ClusterLink {
       actor->refuse_creation(create, std::move(error));
       return true;
     }
-    send_actor_create(actor, create, driver, std::move(msg));
+    send_actor_create(actor, create, driver, std::move(msg), refs.lends);
     return true;
   }
 
   void forward_actor_call(ActorCore* actor, uint64_t key, TaskRecord* call) noexcept override {
     ActorCallMsg msg;
     std::string why;
+    RefContext refs(this);
     try {
+      internal::RefScopeGuard scope(&refs);
       if (!call->encode_remote(&msg.method, &msg.args)) {
         why = "the actor " + actor->type_name() + " lives on another node, and this method " +
               "cannot go there: register it with PRISM_ACTOR, with serializable parameters and "
@@ -957,13 +1031,7 @@ class Link final : public internal::ClusterLink {
       return;
     }
     const uint64_t id = msg.call_id;
-    std::string frame;
-    bool sent = false;
-    try {
-      encode(Message(std::move(msg)), &frame);
-      sent = comm_->send(peer, std::move(frame));
-    } catch (...) {
-    }
+    const bool sent = send_lending(peer, std::move(msg), refs.lends);
     Pending p{};
     if (!sent && take_pending(id, &p)) {
       rt_->fail_task(call, std::make_exception_ptr(ActorDiedError(
@@ -1380,6 +1448,15 @@ class Link final : public internal::ClusterLink {
     if (was_node) ready_nodes_.fetch_sub(1, std::memory_order_acq_rel);
     objects_.lose_peer(peer);
     fail_pulls(peer, name + " was lost: " + why);
+    {
+      // What it borrowed is its no more; what it lent dies with it (OwnerDiedError).
+      RefReadyMsg died;
+      died.status = CallStatus::kSystemError;
+      died.error_code = static_cast<int32_t>(ErrorCode::kUnavailable);
+      died.error_type = "prism::OwnerDiedError";
+      died.message = "its owner, " + node_name(name) + ", was lost (" + why + ")";
+      apply(refs_.lose_peer(peer, died));
+    }
     changed();
     // Tasks lost there run again (elsewhere, or here) under their max_retries, unless the job
     // is ending; the others fail naming the node.
@@ -1547,24 +1624,33 @@ class Link final : public internal::ClusterLink {
   // A call's answer. One that cannot be encoded (a result larger than one message: calls from
   // nodes answer inline) is answered with that error instead: the caller never waits for an
   // answer that is not coming.
-  void send_result(PeerId peer, ResultMsg r) {
+  // True if `r` itself went (not an error saying why it could not be encoded).
+  bool send_result(PeerId peer, ResultMsg r) {
     const uint64_t id = r.call_id;
     std::string frame;
+    bool whole = true;
     try {
       encode(Message(std::move(r)), &frame);
     } catch (...) {
+      whole = false;
       frame.clear();
       try {
         encode(Message(error_result(id, std::current_exception())), &frame);
       } catch (const std::exception& e) {
         PRISM_LOG(kWarning) << "cluster: cannot encode an answer: " << e.what();
-        return;
+        return false;
       }
     }
 #if defined(PRISM_FAULT_INJECTION)
     damage_for_test(&frame);
 #endif
-    comm_->send(peer, std::move(frame));
+    return comm_->send(peer, std::move(frame)) && whole;
+  }
+
+  // Sends a result whose payload's refs lend `lends` (prepared already).
+  void send_result_lending(PeerId peer, ResultMsg r, const std::vector<RefTable::Lend>& lends) {
+    const bool sent = send_result(peer, std::move(r));
+    if (!lends.empty()) apply(sent ? refs_.announce(lends, peer) : refs_.unprepare(lends, peer));
   }
 
 #if defined(PRISM_FAULT_INJECTION)
@@ -1687,6 +1773,27 @@ class Link final : public internal::ClusterLink {
       unauthenticated_.fetch_add(1, std::memory_order_relaxed);
       return;
     }
+    // The refs a message lends this process are recorded as it arrives (before any later
+    // release of the same refs by that peer), and decoded under its Incoming (incoming()).
+    const std::vector<uint64_t>* refs = nullptr;
+    if (auto* c = std::get_if<CallMsg>(&msg)) {
+      refs = &c->refs;
+    } else if (auto* r = std::get_if<ResultMsg>(&msg)) {
+      refs = &r->refs;
+    } else if (auto* a = std::get_if<ActorCreateMsg>(&msg)) {
+      refs = &a->refs;
+    } else if (auto* m = std::get_if<ActorCallMsg>(&msg)) {
+      refs = &m->refs;
+    } else if (auto* ready = std::get_if<RefReadyMsg>(&msg)) {
+      if (is_counterpart(peer)) apply(refs_.ready(peer, *ready));
+      return;
+    } else if (auto* release = std::get_if<RefReleaseMsg>(&msg)) {
+      if (is_counterpart(peer)) apply(refs_.release(peer, *release));
+      return;
+    }
+    std::shared_ptr<const RefTable::Incoming> in;
+    if (refs != nullptr && !refs->empty() && is_counterpart(peer)) in = receive_refs(peer, *refs);
+    IncomingScope scope(&in);
     // Calls come from the driver to a node, and from a node to the driver (a task only other
     // nodes can run: the driver runs or relays it); results go back the same way.
     if (auto* call = std::get_if<CallMsg>(&msg)) {
@@ -1887,6 +1994,7 @@ class Link final : public internal::ClusterLink {
       return;
     }
     rt_->set_node_id("node" + std::to_string(welcome.node_index));
+    refs_.set_self(welcome.node_index);
     {
       MutexLock lock(mu_);
       Peer& p = peers_[peer];
@@ -2358,6 +2466,7 @@ class Link final : public internal::ClusterLink {
     served->remaining.store(call.objects.size() + 1, std::memory_order_relaxed);
     served->blobs.resize(call.objects.size());
     served->call = std::move(call);
+    served->refs = incoming();
     // Arguments passed by reference: those held here are used as they are; the others are
     // pulled from the driver, once per object however many calls wait for it.
     for (size_t i = 0; i < served->call.objects.size(); ++i) {
@@ -2422,30 +2531,46 @@ class Link final : public internal::ClusterLink {
     // The answer is sent once the call's resources are free again (on_released): the caller
     // places more work here by what it knows runs here, and a spill check must not find this
     // call still holding its CPU after the caller heard it ended.
-    auto answer = std::make_shared<ResultMsg>();
+    // (The answer, and the objects its result's refs lend the caller.)
+    struct Answer {
+      ResultMsg result;
+      std::vector<RefTable::Lend> lends;
+    };
+    auto answer = std::make_shared<Answer>();
     served_.fetch_add(1, std::memory_order_acq_rel);  // until its record is gone (on_released)
     try {
       internal::run_served_call(
           rt_, from_wire(call.request), call.task_name,
-          [this, id, key = served->key, invoker = served->invoker, args, result_object, answer] {
-            ResultMsg& r = *answer;
+          [this, id, peer, key = served->key, invoker = served->invoker, args, result_object,
+           answer, in = served->refs] {
+            ResultMsg& r = answer->result;
             r.call_id = id;
             const auto start = std::chrono::steady_clock::now();
-            invoker(key, args->view, &r.payload);
+            RefContext refs(this, in);  // (reads the arguments' refs, lends the result's)
+            {
+              internal::RefScopeGuard scope(&refs);
+              invoker(key, args->view, &r.payload);
+            }
             r.run_ns = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
                                                  std::chrono::steady_clock::now() - start)
                                                  .count());
-            if (result_object != 0 && r.payload.size() >= kInlineObjectBytes) {
+            if (!refs.lends.empty()) {
+              // (A result holding refs goes inline: its refs are lent to the caller with it.)
+              r.refs = refs_.prepare(refs.lends, peer);
+              answer->lends = std::move(refs.lends);
+            } else if (result_object != 0 && r.payload.size() >= kInlineObjectBytes) {
               r.object = result_object;
               r.object_bytes = r.payload.size();
               objects_.hold(result_object, make_blob(std::move(r.payload)), /*primary=*/true);
               r.payload.clear();
             }
           },
-          [id, answer](const std::exception_ptr& error) { *answer = error_result(id, error); },
+          [id, answer](const std::exception_ptr& error) {
+            answer->result = error_result(id, error);
+          },
           [this, peer, answer] {
             served_.fetch_sub(1, std::memory_order_acq_rel);
-            send_result(peer, std::move(*answer));
+            send_result_lending(peer, std::move(answer->result), answer->lends);
           });
     } catch (...) {  // (no record was made: out of memory)
       served_.fetch_sub(1, std::memory_order_acq_rel);
@@ -2478,6 +2603,8 @@ class Link final : public internal::ClusterLink {
     options.max_concurrency = static_cast<int>(std::max<uint32_t>(1, msg.max_concurrency));
     HeldActor held;
     try {
+      RefContext refs(this, incoming());  // (its arguments' refs: borrowed from the sender)
+      internal::RefScopeGuard scope(&refs);
       held.handle = ctor(rt_->ref(), options, msg.args, &held.kill, &held.drop);
     } catch (...) {
       send(peer, Message(error_result(msg.call_id, std::current_exception())));
@@ -2512,7 +2639,12 @@ class Link final : public internal::ClusterLink {
                     "method '" + msg.method + "' is not registered on " + rt_->node_id());
       }
       internal::ActorValueWriter write = nullptr;
-      internal::EntryPtr entry = method(key, handle, msg.args, &write);
+      internal::EntryPtr entry;
+      {
+        RefContext refs(this, incoming());  // (its arguments' refs: borrowed from the sender)
+        internal::RefScopeGuard scope(&refs);
+        entry = method(key, handle, msg.args, &write);
+      }
       const uint64_t result_object = msg.result_object;
       internal::when_done(std::move(entry), [this, peer, id, write,
                                              result_object](internal::ObjectEntry* e) {
@@ -2522,20 +2654,23 @@ class Link final : public internal::ClusterLink {
         }
         ResultMsg r;
         r.call_id = id;
+        RefContext refs(this);  // (its result's refs: lent to the caller)
         try {
+          internal::RefScopeGuard scope(&refs);
           write(e, &r.payload);
         } catch (...) {
           send(peer, Message(error_result(id, std::current_exception())));
           return;
         }
-        // A large result stays here, as a task's does (the driver pulls it when it is read).
-        if (result_object != 0 && r.payload.size() >= kInlineObjectBytes) {
+        // A large result stays here, as a task's does (the driver pulls it when it is read),
+        // unless it holds refs (lent with it, inline).
+        if (refs.lends.empty() && result_object != 0 && r.payload.size() >= kInlineObjectBytes) {
           r.object = result_object;
           r.object_bytes = r.payload.size();
           objects_.hold(result_object, make_blob(std::move(r.payload)), /*primary=*/true);
           r.payload.clear();
         }
-        send(peer, Message(std::move(r)));
+        send_lending(peer, std::move(r), refs.lends);
       });
     } catch (...) {
       send(peer, Message(error_result(id, std::current_exception())));
@@ -2591,14 +2726,8 @@ class Link final : public internal::ClusterLink {
     if (spill) nested_placed_.fetch_add(1, std::memory_order_relaxed);
     if (holder != 0) {
       call.call_id = relayed;
-      bool sent = false;
-      try {
-        std::string frame;
-        encode(Message(std::move(call)), &frame);
-        sent = comm_->send(holder, std::move(frame));
-      } catch (...) {
-      }
-      if (sent) return;
+      const std::vector<RefTable::Lend> lends = relay_lends(incoming(), call.refs);
+      if (send_lending(holder, std::move(call), lends)) return;
       bool mine = false;  // (else the holder's loss answered the caller already)
       {
         MutexLock lock(mu_);
@@ -2681,7 +2810,8 @@ class Link final : public internal::ClusterLink {
       return;
     }
     if (holder == 0) return on_actor_create(origin, std::move(msg));  // held here
-    send(holder, Message(std::move(msg)));
+    const std::vector<RefTable::Lend> lends = relay_lends(incoming(), msg.refs);
+    send_lending(holder, std::move(msg), lends);
   }
 
   // Driver: an actor a node had created (number `key`) is killed, or released (its calls sent
@@ -2726,7 +2856,8 @@ class Link final : public internal::ClusterLink {
       }
     }
     if (holder == 0) return on_actor_call(origin, std::move(msg));  // held here (or gone)
-    send(holder, Message(std::move(msg)));
+    const std::vector<RefTable::Lend> lends = relay_lends(incoming(), msg.refs);
+    send_lending(holder, std::move(msg), lends);
   }
 
   void on_node_actor_kill(PeerId origin, ActorKillMsg msg) {
@@ -2829,7 +2960,9 @@ class Link final : public internal::ClusterLink {
         } else if (result.status == CallStatus::kSystemError) {
           result.message += " (on " + r.holder_name + ")";
         }
-        send_result(r.origin, std::move(result));
+        const std::vector<RefTable::Lend> lends = relay_lends(incoming(), result.refs);
+        if (!lends.empty()) result.refs = refs_.prepare(lends, r.origin);
+        send_result_lending(r.origin, std::move(result), lends);
         return;
       }
     }
@@ -2878,6 +3011,8 @@ class Link final : public internal::ClusterLink {
         }
         internal::remote_variant_ran(p.task, static_cast<double>(result.run_ns) * 1e-9);
         try {
+          RefContext refs(this, incoming());  // (the result's refs: borrowed from the node)
+          internal::RefScopeGuard scope(&refs);
           p.task->complete_remote(result.payload);
         } catch (const std::exception& e) {
           rt_->fail_task(p.task, std::make_exception_ptr(Error(
@@ -3164,9 +3299,286 @@ class Link final : public internal::ClusterLink {
     }
   }
 
+  // ---- ObjectRefs lent to other processes and borrowed from them (ref_table.h) ----
+ public:
+  // The RefScope of one message being encoded for a peer (`lends`: the objects its refs lend)
+  // or decoded from one (`in`: the refs it listed).
+  class RefContext final : public internal::RefScope {
+   public:
+    explicit RefContext(Link* link, std::shared_ptr<const RefTable::Incoming> in = nullptr)
+        : link_(link), in_(std::move(in)) {}
+    uint64_t export_ref(internal::ObjectEntry* e, RefTable::ValueWriter write) override {
+      RefTable::Lend l;
+      // (An entry met twice in one message travels under one key: the table records a new
+      // key only as the message is prepared.)
+      l.key = 0;
+      for (const RefTable::Lend& earlier : lends) {
+        if (earlier.entry.get() == e) l.key = earlier.key;
+      }
+      if (l.key == 0) l.key = link_->refs_.key_of(e);
+      e->ref();
+      l.entry = internal::EntryPtr(e);
+      l.write = write;
+      lends.push_back(std::move(l));
+      return lends.back().key;
+    }
+    internal::EntryPtr import_ref(uint64_t key, internal::ObjectEntry* (*make)(ObjectId),
+                                  internal::RemoteMaterializer materialize) override {
+      return link_->import_ref(in_.get(), key, make, materialize);
+    }
+    std::vector<RefTable::Lend> lends;
+
+   private:
+    Link* const link_;
+    const std::shared_ptr<const RefTable::Incoming> in_;
+  };
+
+  // Carries out what the table decided (no lock held, except possibly ObjectService::mu, under
+  // which the table never unpins an entry).
+  void apply(RefTable::Effects fx) {
+    if (fx.empty()) return;
+    for (RefTable::Completion& c : fx.completions) complete_borrowed(c);
+    for (auto& [peer, msg] : fx.readies) send(peer, Message(std::move(msg)));
+    for (auto& [peer, msg] : fx.releases) {
+      if (is_ready(peer)) send(peer, Message(std::move(msg)));
+    }
+    for (uint64_t pull : fx.freed_pulls) free_pull(pull, kHere);
+    for (auto& [from, pull] : fx.forgotten_pulls) free_pull(pull, from);
+    for (RefTable::Lend& w : fx.watch) watch_lent(std::move(w));
+    // (fx.unpinned goes here)
+  }
+
+  // A keeper's entry is going (BorrowKeeper, under ObjectService::mu).
+  void borrow_dropped(PeerId from, uint64_t key, const internal::ObjectEntry* entry) {
+    apply(refs_.dropped(from, key, entry));
+  }
+
+  // The value of a borrowed object, lent by `from` as `pull`: from a copy here, or pulled (the
+  // driver pulls from the node that lent it, a node from the driver, which passes it on).
+  void pull_borrowed(PeerId from, uint64_t pull, uint64_t bytes, ObjectTable::Waiter waiter) {
+    if (Blob b = objects_.find(pull)) return waiter(b, {});
+    if (config_.role == ClusterRole::kDriver) return pull_here(pull, std::move(waiter));
+    if (objects_.await(pull, from, std::move(waiter), bytes)) {
+      send(from, Message(ObjectPullMsg{pull}));
+    }
+    fail_pull_if_lost(from);
+  }
+
+ private:
+  // A number made by a node for a value it lent (RefTable keys: its index + 1 on top): nothing
+  // can compute it again once that node is gone.
+  static bool owned_by_node(uint64_t id) noexcept { return (id >> 48) >= 2; }
+
+  // The local entry for a ref of a message being decoded: the one this process has for it (its
+  // own, passed back; or an earlier borrow of it), else a new one, borrowed from the sender.
+  internal::EntryPtr import_ref(const RefTable::Incoming* in, uint64_t key,
+                                internal::ObjectEntry* (*make)(ObjectId),
+                                internal::RemoteMaterializer materialize) {
+    if (in == nullptr || !in->lists(key)) {
+      throw Error(ErrorCode::kInvalidArgument,
+                  "a message from another node holds an ObjectRef it does not list (key " +
+                      std::to_string(key) + ")");
+    }
+    if (internal::EntryPtr e = refs_.find(*in, key)) return e;
+    const PeerId from = refs_.source_of(*in, key);
+    internal::ObjectEntry* e = make(internal::next_object_id(rt_));
+    internal::EntryPtr owner(e);
+    // (Attached before anyone else can complete it: complete_remote keeps what was attached.)
+    e->attach(std::make_shared<BorrowKeeper>(service_, from, key, e));
+    internal::EntryPtr existing;
+    RefTable::Effects fx = refs_.adopt(*in, key, e, materialize, &existing);
+    if (existing) return existing;  // (another reader made it first: `owner` goes unused)
+    apply(std::move(fx));
+    return owner;
+  }
+
+  // A message with refs arrived from `peer`: its Incoming, for decoding it now or later; when
+  // the last holder drops it, the borrows it alone kept end.
+  std::shared_ptr<const RefTable::Incoming> receive_refs(PeerId peer,
+                                                         const std::vector<uint64_t>& refs) {
+    if (refs.empty()) return nullptr;
+    auto in = std::make_unique<RefTable::Incoming>(refs_.receive(peer, refs));
+    std::weak_ptr<ObjectService> service = service_;
+    return std::shared_ptr<const RefTable::Incoming>(
+        in.release(), [service](const RefTable::Incoming* p) {
+          std::unique_ptr<const RefTable::Incoming> owned(p);  // (freed after the lock below)
+          if (std::shared_ptr<ObjectService> s = service.lock()) {
+            MutexLock lock(s->mu);
+            if (s->link != nullptr) s->link->apply(s->link->refs_.finish(*p));
+          }
+        });
+  }
+
+  // Lends for a message received with `in` that the driver relays to another peer: the driver's
+  // own objects passed back to it, and the others forwarded (RefTable::forward).
+  std::vector<RefTable::Lend> relay_lends(const std::shared_ptr<const RefTable::Incoming>& in,
+                                          const std::vector<uint64_t>& keys) {
+    std::vector<RefTable::Lend> lends;
+    if (!in) return lends;
+    for (uint64_t key : keys) {
+      auto own = in->own.find(key);
+      if (own != in->own.end() && own->second) {
+        RefTable::Lend l;
+        l.key = key;
+        l.entry = own->second;
+        lends.push_back(std::move(l));
+      } else {
+        lends.push_back(RefTable::forward(own != in->own.end() ? refs_.source_of(*in, key)
+                                                               : in->from,
+                                          key));
+      }
+    }
+    return lends;
+  }
+
+  // Sends `msg`, whose refs lend `lends` to `peer` (they are recorded first, and announced once
+  // it went); false if it could not be sent (then nothing stays lent).
+  template <typename M>
+  bool send_lending(PeerId peer, M msg, const std::vector<RefTable::Lend>& lends) {
+    if (!lends.empty()) msg.refs = refs_.prepare(lends, peer);
+    bool sent = false;
+    try {
+      std::string frame;
+      encode(Message(std::move(msg)), &frame);
+      sent = comm_->send(peer, std::move(frame));
+    } catch (const std::exception& e) {
+      PRISM_LOG(kWarning) << "cluster: cannot send a message: " << e.what();
+    }
+    if (!lends.empty()) apply(sent ? refs_.announce(lends, peer) : refs_.unprepare(lends, peer));
+    return sent;
+  }
+
+  void complete_borrowed(RefTable::Completion& c) {
+    if (c.ready.status == CallStatus::kOk) {
+      // (The driver passes the value on to the nodes it lends it to: it knows where it is. A
+      // number of its own, a node's copy of the driver's object, it knows already.)
+      if (config_.role == ClusterRole::kDriver && owned_by_node(c.ready.pull)) {
+        objects_.locate(c.ready.pull, c.ready.bytes, c.from);
+      }
+      auto v = std::make_shared<BorrowedValue>(service_, c.from, c.ready.pull, c.ready.bytes,
+                                               node_name_of(c.from));
+      v->materialize = c.materialize;
+      c.entry->complete_remote(std::move(v));
+    } else {
+      c.entry->complete_error(ready_error(c.ready));
+    }
+  }
+
+  // A lent entry still pending when first lent: its RefReady goes out once it is done.
+  void watch_lent(RefTable::Lend w) {
+    std::weak_ptr<ObjectService> service = service_;
+    const uint64_t key = w.key;
+    const RefTable::ValueWriter write = w.write;
+    internal::when_done(std::move(w.entry), [service, key, write](internal::ObjectEntry* e) {
+      std::shared_ptr<ObjectService> s = service.lock();
+      if (!s) return;
+      MutexLock lock(s->mu);
+      if (s->link != nullptr) s->link->lent_done(key, e, write);
+    });
+  }
+
+  // The entry lent as `key` is done: where borrowers pull its value from (a value here is
+  // serialized once, held under `key`), or its error.
+  void lent_done(uint64_t key, internal::ObjectEntry* e, RefTable::ValueWriter write) {
+    RefReadyMsg r;
+    r.key = key;
+    bool local = true;
+    if (e->state() == internal::ObjState::kFailed) {
+      fill_error(&r, e->error());
+      local = false;
+    } else if (internal::RemoteValue* rv = e->remote_value()) {
+      if (auto* ro = dynamic_cast<RemoteObject*>(rv)) {
+        r.pull = ro->id();
+        objects_.where(r.pull, nullptr, &r.bytes);
+        local = false;
+      } else if (auto* bv = dynamic_cast<BorrowedValue*>(rv)) {
+        r.pull = bv->pull();
+        r.bytes = bv->bytes();
+        local = false;
+      }  // (else spilled to a file here: read back and held like a value in memory)
+    }
+    const bool held = local && hold_for_borrowers(&r, e, write);
+    apply(refs_.done(key, r, held));
+  }
+
+  // Serializes `e`'s value for the borrowers' pulls (true: held here under r->key), or says in
+  // `r` why it cannot be read elsewhere.
+  bool hold_for_borrowers(RefReadyMsg* r, internal::ObjectEntry* e, RefTable::ValueWriter write) {
+    r->pull = r->key;
+    if (write == nullptr) return false;  // an untyped ref: its borrowers wait, never read it
+    std::string bytes;
+    try {
+      internal::RefScopeGuard none(nullptr);  // (refs inside a pulled value cannot be lent)
+      write(e, &bytes);
+    } catch (const std::exception& ex) {
+      r->pull = 0;
+      r->status = CallStatus::kSystemError;
+      r->error_code = static_cast<int32_t>(ErrorCode::kInvalidArgument);
+      r->error_type = "prism::Error";
+      r->message = std::string("its value cannot be read on another node: ") + ex.what();
+      return false;
+    }
+    r->bytes = bytes.size();
+    objects_.hold(r->key, make_blob(std::move(bytes)), /*primary=*/true);
+    return true;
+  }
+
+  static void fill_error(RefReadyMsg* r, const std::exception_ptr& error) {
+    const ResultMsg m = error_result(0, error);
+    r->status = m.status;
+    r->error_code = m.error_code;
+    r->error_type = m.error_type;
+    r->message = m.message;
+    try {
+      std::rethrow_exception(error);
+    } catch (const TaskError& t) {
+      r->where = t.function_name() + '\t' + t.node_id();
+    } catch (...) {
+    }
+  }
+
+  static std::exception_ptr ready_error(const RefReadyMsg& r) {
+    if (r.status == CallStatus::kTaskError) {
+      const size_t tab = r.where.find('\t');
+      const std::string function = r.where.substr(0, tab);
+      const std::string node = tab == std::string::npos ? std::string() : r.where.substr(tab + 1);
+      return std::make_exception_ptr(TaskError(function, r.error_type, r.message, node));
+    }
+    ErrorCode code = static_cast<ErrorCode>(r.error_code);
+    if (r.error_code < 0 || r.error_code > static_cast<int32_t>(ErrorCode::kInternal)) {
+      code = ErrorCode::kInternal;
+    }
+    if (r.error_type == "prism::OwnerDiedError") {
+      return std::make_exception_ptr(OwnerDiedError(r.message));
+    }
+    if (r.error_type == "prism::ObjectLostError") {
+      return std::make_exception_ptr(ObjectLostError(code, r.message));
+    }
+    if (r.error_type == "prism::ActorDiedError") {
+      return std::make_exception_ptr(ActorDiedError(r.message));
+    }
+    if (r.error_type == "prism::TaskCancelledError") {
+      return std::make_exception_ptr(TaskCancelledError(r.message));
+    }
+    if (code == ErrorCode::kInfeasible) return std::make_exception_ptr(InfeasibleError(r.message));
+    return std::make_exception_ptr(Error(code, r.message));
+  }
+
+  // Frees this process's copy of `id` and tells the other holders (not `except`) to free theirs.
+  void free_pull(uint64_t id, PeerId except) {
+    for (PeerId p : objects_.forget(id)) {
+      if (p != kHere && p != except && is_ready(p)) send(p, Message(ObjectFreeMsg{{id}}));
+    }
+  }
+
   // ---- objects that stay where they were produced ----
  public:
-  ObjectTable::Stats object_stats() const { return objects_.stats(); }
+  ObjectTable::Stats object_stats() const {
+    ObjectTable::Stats s = objects_.stats();
+    s.lent_refs = refs_.lent_count();
+    s.borrowed_refs = refs_.borrowed_count();
+    return s;
+  }
 
   // Driver: the last ref of object `id` here dropped: every copy, here and on nodes, is freed.
   void release_object(uint64_t id) {
@@ -3191,6 +3603,10 @@ class Link final : public internal::ClusterLink {
   void pull_here(uint64_t id, ObjectTable::Waiter waiter) {
     if (Blob b = objects_.find(id)) return waiter(b, {});
     const PeerId from = live_holder(id, kHere);
+    if (from == 0 && owned_by_node(id)) {  // a borrowed value whose owner is gone
+      return waiter(nullptr, std::string(kOwnerDied) + "the node that lent object " +
+                                 std::to_string(id) + " is gone");
+    }
     if (from == 0) {
       // Every copy is lost: computed again from its lineage, then pulled (once more).
       return rebuild(id, nullptr, [this, id, waiter = std::move(waiter)](const std::string& e) {
@@ -3292,7 +3708,13 @@ class Link final : public internal::ClusterLink {
         id = link_->objects_.id_of(e->id());
         if (id == 0) {
           std::string bytes;
-          write(e, &bytes);
+          try {
+            // (Kept for any node that pulls it: refs inside it cannot be lent to one node.)
+            internal::RefScopeGuard none(nullptr);
+            write(e, &bytes);
+          } catch (...) {
+            return false;  // (it goes inline, where its refs are lent with the call)
+          }
           Blob blob = make_blob(std::move(bytes));
           id = link_->objects_.new_id();
           link_->objects_.hold(id, blob, /*primary=*/true);
@@ -3582,7 +4004,9 @@ class Link final : public internal::ClusterLink {
           return on_driver_pull(peer, pull);
         }
         if (b && send_object(peer, id, b)) {
-          objects_.add_holder(id, peer);  // (not if freed meanwhile: the copy there is a task's)
+          // (Not if freed meanwhile: the copy there is a task's. Nor for a value a node lent:
+          // the asker drops that copy with its borrow, without a word to the driver.)
+          if (!owned_by_node(id)) objects_.add_holder(id, peer);
           log_transfer(id, b->size(), source, peer, start);
           return;
         }
@@ -3594,6 +4018,10 @@ class Link final : public internal::ClusterLink {
     };
     if (Blob b = objects_.find(id)) return answer_from(kHere)(b, {});
     const PeerId from = live_holder(id, peer);
+    if (from == 0 && owned_by_node(id)) {  // lent by a node that is gone: nothing can rebuild it
+      return answer_from(kHere)(nullptr, std::string(kOwnerDied) + "the node that lent object " +
+                                             std::to_string(id) + " is gone");
+    }
     if (from == 0) {
       // Lost with its node: computed again from its lineage (if it has one), then passed on
       // from where it was computed (which may be the asker itself: its bytes then make a round
@@ -3745,6 +4173,7 @@ class Link final : public internal::ClusterLink {
   ObjectTable objects_;
   Mutex bind_mu_;  // one registration per local entry (Transfer::by_reference)
   const std::shared_ptr<ObjectService> service_ = std::make_shared<ObjectService>();
+  RefTable refs_;  // ObjectRefs lent and borrowed
   OutputForwarder output_;  // node: stdout and stderr to the driver (stopped before comm_ goes)
   // Peers silent past config_.heartbeat_timeout_s (watch_peers). Every ready counterpart is
   // watched from the moment it is ready until it is lost.
@@ -3771,6 +4200,60 @@ class Link final : public internal::ClusterLink {
   // Last: destroyed first (see ~Link). Set once in the constructor, before any peer exists.
   std::unique_ptr<UcxComm> comm_;
 };
+
+BorrowKeeper::~BorrowKeeper() {
+  std::shared_ptr<ObjectService> service = service_.lock();
+  if (!service) return;
+  MutexLock lock(service->mu);
+  if (service->link != nullptr) service->link->borrow_dropped(from_, key_, entry_);
+}
+
+void BorrowedValue::fetch(internal::ObjectEntry* entry, Deadline deadline) {
+  if (entry->state() != internal::ObjState::kRemote) return;  // fetched by another reader
+  if (materialize == nullptr) {
+    throw Error(ErrorCode::kInvalidArgument,
+                "the value of a borrowed ObjectRef whose type is not serializable cannot be "
+                "read on this node (pass the value itself, or read it where it was made)");
+  }
+  struct Wait {
+    internal::Event done;
+    Blob blob;
+    std::string why;
+  };
+  auto wait = std::make_shared<Wait>();
+  auto waiter = [wait](const Blob& b, const std::string& why) {
+    wait->blob = b;
+    wait->why = why;
+    wait->done.set();
+  };
+  {
+    std::shared_ptr<ObjectService> service = service_.lock();
+    if (!service) {
+      waiter(nullptr, "its cluster has shut down");
+    } else {
+      MutexLock l(service->mu);
+      if (service->link == nullptr) {
+        waiter(nullptr, "its cluster has shut down");
+      } else {
+        service->link->pull_borrowed(from_, pull_, bytes_, waiter);
+      }
+    }
+  }
+  if (!wait->done.wait_until(deadline)) {
+    throw TimeoutError("the value of a borrowed object (lent by " + where_ +
+                       ") did not arrive before the deadline");
+  }
+  if (!wait->blob) {
+    const std::string what = "the value of a borrowed object (lent by " + where_ + ")";
+    if (wait->why.rfind(kOwnerDied, 0) == 0) {
+      throw OwnerDiedError(what + ": " + wait->why.substr(std::strlen(kOwnerDied)));
+    }
+    throw ObjectLostError(ErrorCode::kUnavailable, what + " cannot be fetched: " + wait->why);
+  }
+  MutexLock lock(materialize_mu_);
+  if (entry->state() != internal::ObjState::kRemote) return;  // another reader built it
+  materialize(entry, wait->blob->view);
+}
 
 ObjectKeeper::~ObjectKeeper() {
   std::shared_ptr<ObjectService> service = service_.lock();

@@ -93,6 +93,10 @@ class ObjectTable {
     uint64_t spill_writes = 0;      // copies written to files, and their bytes (cumulative)
     uint64_t spill_written_bytes = 0;
     uint64_t restored_bytes = 0;    // bytes read back from files (cumulative)
+    // ObjectRefs (filled by the cluster link, from its RefTable): objects this process lends
+    // to others, and objects it borrows from others.
+    uint64_t lent_refs = 0;
+    uint64_t borrowed_refs = 0;
   };
   Stats stats() const;
   void count_served(size_t bytes);
