@@ -65,6 +65,12 @@ BytesRef made_here(uint64_t n, uint32_t seed, int ms) {
 // The refs it was given, returned (passed back to their lenders).
 std::vector<BytesRef> same_refs(const std::vector<BytesRef>& refs) { return refs; }
 int breaks() { throw std::runtime_error("broken on purpose on " + prism::node_id()); }
+// On the node that runs it: puts a value, and has a task that only a node with `other` can run
+// read it (the driver relays that call, and the ref it carries, to that node).
+std::vector<uint64_t> lend_to_other(uint64_t n, uint32_t seed, const std::string& other) {
+  const std::vector<BytesRef> refs = {prism::put(pattern(n, seed))};
+  return prism::get(prism::task(digests_of).resource(other, 1).remote(refs), 60s);
+}
 // What reading `r` here gives: its value, or its error's type and message.
 std::string read_outcome(const prism::ObjectRef<int>& r) {
   try {
@@ -81,7 +87,7 @@ std::vector<uint64_t> ref_counts() {
   return {s.lent_refs, s.borrowed_refs, s.primary_objects, s.secondary_objects};
 }
 PRISM_REMOTE(pattern, digest, pattern_later, digests_of, put_here, made_here, same_refs, breaks,
-             read_outcome, ref_counts);
+             read_outcome, ref_counts, lend_to_other);
 
 // An actor that keeps the refs it is given.
 class Keeper {
@@ -275,6 +281,42 @@ TEST_F(ClusterTest, ManyRefsFromManyThreadsAreAllReleased) {
     }
     for (std::thread& th : threads) th.join();
     EXPECT_EQ(wrong, std::vector<int>(kThreads, 0));
+  }
+  expect_all_freed({"a", "b"});
+}
+
+// A node lends its own object to another node through the driver, which relays the call
+// without reading the ref itself.
+TEST_F(ClusterTest, ANodeLendsItsObjectToAnotherNodeThroughTheDriver) {
+  start(1, {{{"PRISM_RESOURCES", "a:100"}}, {{"PRISM_RESOURCES", "b:100"}}});
+  EXPECT_EQ(prism::get(prism::task(lend_to_other).resource("a", 1).remote(2 * kMiB, 21u, "b"), 60s),
+            std::vector<uint64_t>{digest(pattern(2 * kMiB, 21))});
+  EXPECT_EQ(prism::get(prism::task(lend_to_other).resource("a", 1).remote(10u, 22u, "b"), 60s),
+            std::vector<uint64_t>{digest(pattern(10, 22))});
+  expect_all_freed({"a", "b"});
+}
+
+// A borrowed object passed by value to a task on another node: it goes by reference (pulled
+// through the driver from its lender), also when the task is sent as the value becomes ready
+// (on the driver's network thread, which must not wait for it); one the driver read already is
+// lent on without taking its lender's copy away.
+TEST_F(ClusterTest, BorrowedObjectsPassedByValueReachOtherNodes) {
+  start(1, {{{"PRISM_RESOURCES", "a:100"}}, {{"PRISM_RESOURCES", "b:100"}}});
+  {
+    const BytesRef pending =
+        prism::get(prism::task(made_here).resource("a", 1).remote(2 * kMiB, 31u, 300), 60s);
+    auto d1 = prism::task(digest).resource("b", 1).remote(pending);
+    EXPECT_EQ(prism::get(d1, 60s), digest(pattern(2 * kMiB, 31)));
+
+    const BytesRef read = prism::get(prism::task(put_here).resource("a", 1).remote(kMiB, 32u), 60s);
+    const uint64_t expected = digest(pattern(kMiB, 32));
+    EXPECT_EQ(digest(prism::get(read, 60s)), expected);  // read here first
+    for (int i = 0; i < 3; ++i) {
+      EXPECT_EQ(prism::get(prism::task(digests_of).resource("b", 1).remote(std::vector{read}), 60s),
+                std::vector<uint64_t>{expected})
+          << "round " << i;
+      EXPECT_EQ(prism::get(prism::task(digest).resource("b", 1).remote(read), 60s), expected);
+    }
   }
   expect_all_freed({"a", "b"});
 }

@@ -123,8 +123,8 @@ TEST(RefTableTest, AnEntryDoneBeforeItIsLentIsAnnouncedAtOnce) {
   ASSERT_EQ(fx.readies.size(), 1u);
   EXPECT_EQ(fx.readies[0].first, kB);
   EXPECT_EQ(fx.readies[0].second.pull, 77u);
-  // Announcing the same message twice does not send the ready twice.
-  EXPECT_TRUE(t.announce(lends, kB).readies.empty());
+  // Each message lending it carries the ready (the borrower ignores one it has).
+  EXPECT_EQ(t.announce(lends, kB).readies.size(), 1u);
 }
 
 // A borrowed entry lent on to another peer: its ready names the lender's copy (the same number
@@ -155,6 +155,64 @@ TEST(RefTableTest, ABorrowedEntryLentOnDoesNotFreeItsLendersCopy) {
   fx = t.dropped(kA, key, e.get());
   ASSERT_EQ(fx.releases.size(), 1u);
   EXPECT_EQ(fx.releases[0].first, kA);
+}
+
+// A borrower released a key (its release still on its way) and is lent it again: the second
+// message gets the ready too (the borrower's new record needs it).
+TEST(RefTableTest, EveryMessageLendingADoneObjectCarriesItsReady) {
+  RefTable t;
+  EntryPtr e = new_entry(1);
+  const std::vector<RefTable::Lend> lends = {lend(&t, e)};
+  const uint64_t key = lends[0].key;
+  t.prepare(lends, kA);
+  t.announce(lends, kA);
+  t.done(key, ok_ready(key, key, 1), /*held_here=*/true);
+  t.prepare(lends, kA);
+  RefTable::Effects fx = t.announce(lends, kA);
+  ASSERT_EQ(fx.readies.size(), 1u);
+  EXPECT_EQ(fx.readies[0].first, kA);
+  RefReleaseMsg rel;
+  rel.keys = {{key, 1}};
+  EXPECT_TRUE(t.release(kA, rel).unpinned.empty());  // the first release: one still lent
+  EXPECT_EQ(t.release(kA, rel).unpinned.size(), 1u);
+}
+
+TEST(RefTableTest, AReadyIsLocatedOnceAndABorrowedEntryNamesIt) {
+  RefTable t;
+  const uint64_t key = (2ull << 48) | 8;
+  RefTable::Incoming in = t.receive(kA, {key});
+  EntryPtr e = new_entry(1);
+  EntryPtr existing;
+  t.adopt(in, key, e.get(), nullptr, &existing);
+  EXPECT_FALSE(t.borrowed_ready(e.get()));  // not known yet
+  RefTable::Effects fx = t.ready(kA, ok_ready(key, key, 64));
+  ASSERT_EQ(fx.located.size(), 1u);
+  EXPECT_EQ(fx.located[0].first, kA);
+  EXPECT_EQ(fx.located[0].second.bytes, 64u);
+  EXPECT_TRUE(t.ready(kA, ok_ready(key, key, 64)).located.empty());
+  ASSERT_TRUE(t.borrowed_ready(e.get()));
+  EXPECT_EQ(t.borrowed_ready(e.get())->pull, key);
+  EntryPtr mine = new_entry(2);
+  EXPECT_FALSE(t.borrowed_ready(mine.get()));  // not a borrowed entry
+  t.finish(in);
+  t.dropped(kA, key, e.get());
+}
+
+// Once closed (the link is going), the table forgets the borrowed entries (they will not say
+// when they go) and adopts no more.
+TEST(RefTableTest, AClosedTableKeepsNoBorrowedEntry) {
+  RefTable t;
+  const uint64_t key = (2ull << 48) | 9;
+  RefTable::Incoming in = t.receive(kA, {key});
+  EntryPtr e = new_entry(1);
+  EntryPtr existing;
+  t.adopt(in, key, e.get(), nullptr, &existing);
+  t.close();
+  EXPECT_FALSE(t.find(in, key));
+  EXPECT_TRUE(t.ready(kA, ok_ready(key, key, 1)).completions.empty());
+  EntryPtr other = new_entry(2);
+  EXPECT_TRUE(t.adopt(in, key, other.get(), nullptr, &existing).empty());
+  EXPECT_FALSE(existing);
 }
 
 TEST(RefTableTest, AMessageThatWasNotSentLendsNothing) {
@@ -229,6 +287,24 @@ TEST(RefTableTest, AMessageDecodedWithoutMakingTheEntryStillReleasesIt) {
   EXPECT_EQ(fx.releases[0].second.keys[0], std::make_pair(key, uint64_t{1}));
   EXPECT_TRUE(fx.forgotten_pulls.empty());
   EXPECT_EQ(t.borrowed_count(), 0u);
+}
+
+// A lent object whose value is one of the driver's numbered objects (a node's ref to a result
+// the driver placed): the borrower's copy of it is the driver's to free, not the borrow's.
+TEST(RefTableTest, ABorrowOfADriverNumberedValueLeavesItsCopyAlone) {
+  RefTable t;
+  const uint64_t key = (2ull << 48) | 6;
+  EXPECT_TRUE(RefTable::is_key(key));
+  EXPECT_FALSE(RefTable::is_key(42));
+  RefTable::Incoming in = t.receive(kA, {key});
+  EntryPtr e = new_entry(1);
+  EntryPtr existing;
+  t.adopt(in, key, e.get(), nullptr, &existing);
+  t.ready(kA, ok_ready(key, /*pull=*/42, 1000));
+  t.finish(in);
+  RefTable::Effects fx = t.dropped(kA, key, e.get());
+  EXPECT_EQ(fx.releases.size(), 1u);
+  EXPECT_TRUE(fx.forgotten_pulls.empty());
 }
 
 TEST(RefTableTest, ReadyBeforeTheEntryIsMadeCompletesItAsItIsAdopted) {

@@ -17,6 +17,7 @@
 #include <functional>
 #include <map>
 #include <unordered_map>
+#include <optional>
 #include <unordered_set>
 #include <memory>
 #include <typeinfo>
@@ -335,6 +336,15 @@ struct ObjectService {
   Link* link PRISM_GUARDED_BY(mu) = nullptr;
 };
 
+// The link, for what ends borrows and announces lent objects (BorrowKeeper, an Incoming's last
+// holder, a lent entry done): apart from ObjectService, whose mutex is held where those may run
+// (a fetch that fails its pulls lets go of calls, their Incomings and their arguments). Nothing
+// done under this mutex ends a borrow or lets go of an Incoming.
+struct RefService {
+  Mutex mu;
+  Link* link PRISM_GUARDED_BY(mu) = nullptr;
+};
+
 // Held by an entry whose value has copies on other nodes: when the entry goes, they are freed.
 class ObjectKeeper {
  public:
@@ -389,7 +399,7 @@ class BorrowedValue final : public internal::RemoteValue {
 // may end (RefTable::dropped).
 class BorrowKeeper {
  public:
-  BorrowKeeper(std::weak_ptr<ObjectService> service, PeerId from, uint64_t key,
+  BorrowKeeper(std::weak_ptr<RefService> service, PeerId from, uint64_t key,
                const internal::ObjectEntry* entry)
       : service_(std::move(service)), from_(from), key_(key), entry_(entry) {}
   ~BorrowKeeper();
@@ -397,7 +407,7 @@ class BorrowKeeper {
   BorrowKeeper& operator=(const BorrowKeeper&) = delete;
 
  private:
-  const std::weak_ptr<ObjectService> service_;
+  const std::weak_ptr<RefService> service_;
   const PeerId from_;
   const uint64_t key_;
   const internal::ObjectEntry* const entry_;  // (identity only: it is being freed)
@@ -424,6 +434,12 @@ std::shared_ptr<const RefTable::Incoming> incoming() {
 // ObjectDataMsg.error of a pull that failed because the object's owner died (a borrower then
 // throws OwnerDiedError).
 constexpr const char* kOwnerDied = "[owner died] ";
+// Why a value of another node's is not waited for on the network thread (it would deliver it):
+// a task whose arguments are encoded there (dispatched as a borrowed argument arrived) runs
+// where it is instead, or fails saying this.
+constexpr const char* kOnNetworkThread =
+    "it would have to be waited for on the cluster's network thread (a task was sent to another "
+    "node as its arguments arrived)";
 
 class Link final : public internal::ClusterLink {
  public:
@@ -446,6 +462,10 @@ class Link final : public internal::ClusterLink {
     {
       MutexLock lock(service_->mu);
       service_->link = this;
+    }
+    {
+      MutexLock lock(ref_service_->mu);
+      ref_service_->link = this;
     }
     g_link.store(this, std::memory_order_release);
   }
@@ -475,6 +495,12 @@ class Link final : public internal::ClusterLink {
     {
       MutexLock lock(service_->mu);  // (waits for a free or a fetch that is using the link)
       service_->link = nullptr;
+    }
+    {
+      // (Entries freed from now on do not tell the table: it forgets them all now.)
+      MutexLock lock(ref_service_->mu);
+      ref_service_->link = nullptr;
+      refs_.close();
     }
     fail_pulls(kHere, "the cluster link has shut down");
     stop_waiting_tasks();
@@ -3311,11 +3337,9 @@ class Link final : public internal::ClusterLink {
       RefTable::Lend l;
       // (An entry met twice in one message travels under one key: the table records a new
       // key only as the message is prepared.)
-      l.key = 0;
-      for (const RefTable::Lend& earlier : lends) {
-        if (earlier.entry.get() == e) l.key = earlier.key;
-      }
-      if (l.key == 0) l.key = link_->refs_.key_of(e);
+      auto [seen, first] = keys_.try_emplace(e, 0);
+      if (first) seen->second = link_->refs_.key_of(e);
+      l.key = seen->second;
       e->ref();
       l.entry = internal::EntryPtr(e);
       l.write = write;
@@ -3331,12 +3355,20 @@ class Link final : public internal::ClusterLink {
    private:
     Link* const link_;
     const std::shared_ptr<const RefTable::Incoming> in_;
+    std::unordered_map<const internal::ObjectEntry*, uint64_t> keys_;  // of `lends`
   };
 
-  // Carries out what the table decided (no lock held, except possibly ObjectService::mu, under
-  // which the table never unpins an entry).
+  // Carries out what the table decided (no lock held, except possibly RefService::mu, under
+  // which the table never unpins an entry nor completes one: dropped, finish and done).
   void apply(RefTable::Effects fx) {
     if (fx.empty()) return;
+    // (The driver passes borrowed values on to the nodes it lends them to: it records where
+    // they are. Numbers of its own, a node's copy of the driver's object, it knows already.)
+    if (config_.role == ClusterRole::kDriver) {
+      for (const auto& [from, ready] : fx.located) {
+        if (owned_by_node(ready.pull)) objects_.locate(ready.pull, ready.bytes, from);
+      }
+    }
     for (RefTable::Completion& c : fx.completions) complete_borrowed(c);
     for (auto& [peer, msg] : fx.readies) send(peer, Message(std::move(msg)));
     for (auto& [peer, msg] : fx.releases) {
@@ -3348,7 +3380,9 @@ class Link final : public internal::ClusterLink {
     // (fx.unpinned goes here)
   }
 
-  // A keeper's entry is going (BorrowKeeper, under ObjectService::mu).
+  bool on_network_thread() const { return comm_ != nullptr && comm_->on_progress_thread(); }
+
+  // A keeper's entry is going (BorrowKeeper, under RefService::mu).
   void borrow_dropped(PeerId from, uint64_t key, const internal::ObjectEntry* entry) {
     apply(refs_.dropped(from, key, entry));
   }
@@ -3384,7 +3418,7 @@ class Link final : public internal::ClusterLink {
     internal::ObjectEntry* e = make(internal::next_object_id(rt_));
     internal::EntryPtr owner(e);
     // (Attached before anyone else can complete it: complete_remote keeps what was attached.)
-    e->attach(std::make_shared<BorrowKeeper>(service_, from, key, e));
+    e->attach(std::make_shared<BorrowKeeper>(ref_service_, from, key, e));
     internal::EntryPtr existing;
     RefTable::Effects fx = refs_.adopt(*in, key, e, materialize, &existing);
     if (existing) return existing;  // (another reader made it first: `owner` goes unused)
@@ -3398,11 +3432,11 @@ class Link final : public internal::ClusterLink {
                                                          const std::vector<uint64_t>& refs) {
     if (refs.empty()) return nullptr;
     auto in = std::make_unique<RefTable::Incoming>(refs_.receive(peer, refs));
-    std::weak_ptr<ObjectService> service = service_;
+    std::weak_ptr<RefService> service = ref_service_;
     return std::shared_ptr<const RefTable::Incoming>(
         in.release(), [service](const RefTable::Incoming* p) {
           std::unique_ptr<const RefTable::Incoming> owned(p);  // (freed after the lock below)
-          if (std::shared_ptr<ObjectService> s = service.lock()) {
+          if (std::shared_ptr<RefService> s = service.lock()) {
             MutexLock lock(s->mu);
             if (s->link != nullptr) s->link->apply(s->link->refs_.finish(*p));
           }
@@ -3435,26 +3469,27 @@ class Link final : public internal::ClusterLink {
   // it went); false if it could not be sent (then nothing stays lent).
   template <typename M>
   bool send_lending(PeerId peer, M msg, const std::vector<RefTable::Lend>& lends) {
-    if (!lends.empty()) msg.refs = refs_.prepare(lends, peer);
     bool sent = false;
+    bool prepared = false;
     try {
+      // (Out of memory inside prepare() leaves what it recorded: the objects stay pinned, which
+      // loses nothing.)
+      if (!lends.empty()) msg.refs = refs_.prepare(lends, peer);
+      prepared = true;
       std::string frame;
       encode(Message(std::move(msg)), &frame);
       sent = comm_->send(peer, std::move(frame));
     } catch (const std::exception& e) {
       PRISM_LOG(kWarning) << "cluster: cannot send a message: " << e.what();
     }
-    if (!lends.empty()) apply(sent ? refs_.announce(lends, peer) : refs_.unprepare(lends, peer));
+    if (!lends.empty() && prepared) {
+      apply(sent ? refs_.announce(lends, peer) : refs_.unprepare(lends, peer));
+    }
     return sent;
   }
 
   void complete_borrowed(RefTable::Completion& c) {
     if (c.ready.status == CallStatus::kOk) {
-      // (The driver passes the value on to the nodes it lends it to: it knows where it is. A
-      // number of its own, a node's copy of the driver's object, it knows already.)
-      if (config_.role == ClusterRole::kDriver && owned_by_node(c.ready.pull)) {
-        objects_.locate(c.ready.pull, c.ready.bytes, c.from);
-      }
       auto v = std::make_shared<BorrowedValue>(service_, c.from, c.ready.pull, c.ready.bytes,
                                                node_name_of(c.from));
       v->materialize = c.materialize;
@@ -3466,11 +3501,11 @@ class Link final : public internal::ClusterLink {
 
   // A lent entry still pending when first lent: its RefReady goes out once it is done.
   void watch_lent(RefTable::Lend w) {
-    std::weak_ptr<ObjectService> service = service_;
+    std::weak_ptr<RefService> service = ref_service_;
     const uint64_t key = w.key;
     const RefTable::ValueWriter write = w.write;
     internal::when_done(std::move(w.entry), [service, key, write](internal::ObjectEntry* e) {
-      std::shared_ptr<ObjectService> s = service.lock();
+      std::shared_ptr<RefService> s = service.lock();
       if (!s) return;
       MutexLock lock(s->mu);
       if (s->link != nullptr) s->link->lent_done(key, e, write);
@@ -3480,6 +3515,12 @@ class Link final : public internal::ClusterLink {
   // The entry lent as `key` is done: where borrowers pull its value from (a value here is
   // serialized once, held under `key`), or its error.
   void lent_done(uint64_t key, internal::ObjectEntry* e, RefTable::ValueWriter write) {
+    if (std::optional<RefReadyMsg> borrowed = refs_.borrowed_ready(e)) {
+      // A borrowed entry lent on (read here or not): its lender's copy, under the same number.
+      borrowed->key = key;
+      apply(refs_.done(key, *borrowed, /*held_here=*/false));
+      return;
+    }
     RefReadyMsg r;
     r.key = key;
     bool local = true;
@@ -3650,6 +3691,15 @@ class Link final : public internal::ClusterLink {
     fail_pulls(from, "its holder was lost");
   }
 
+  // The live node of index `index` (0: none).
+  PeerId peer_of_index(uint32_t index) {
+    MutexLock lock(mu_);
+    for (const auto& [p, peer] : peers_) {
+      if (peer.state == Peer::State::kReady && peer.index == static_cast<int>(index)) return p;
+    }
+    return 0;
+  }
+
   // "node<i>" for a peer, this process's node id for kHere, "" for a peer that has gone.
   std::string peer_name_locked(PeerId p) PRISM_REQUIRES(mu_) {
     if (p == kHere) return rt_->node_id();
@@ -3694,9 +3744,15 @@ class Link final : public internal::ClusterLink {
       if (internal::RemoteValue* rv = e->remote_value()) {
         // A value of another node's (the link's RemoteObject), or one this process spilled to
         // a file (its store's SpilledValue): that one travels inline, read back by `write`.
-        auto* remote = dynamic_cast<RemoteObject*>(rv);
-        if (remote == nullptr) return false;
-        id = remote->id();
+        // A borrowed value goes by reference too: its lender's number, which the driver knows
+        // where to pull from (never read here: this may be the network thread).
+        if (auto* remote = dynamic_cast<RemoteObject*>(rv)) {
+          id = remote->id();
+        } else if (auto* borrowed = dynamic_cast<BorrowedValue*>(rv)) {
+          id = borrowed->pull();
+        } else {
+          return false;
+        }
       } else {
         id = link_->objects_.id_of(e->id());  // fetched here earlier, or registered below
       }
@@ -3985,6 +4041,13 @@ class Link final : public internal::ClusterLink {
     std::vector<PeerId> holders;
     uint64_t bytes = 0;
     if (!objects_.where(id, &holders, &bytes)) return 0;
+    if (owned_by_node(id)) {
+      // A value a node lent under its key: held by that node for as long as it is lent (other
+      // copies come and go with their borrows).
+      const PeerId lender = peer_of_index(RefTable::owner_index(id));
+      const bool listed = std::find(holders.begin(), holders.end(), lender) != holders.end();
+      return listed && lender != except && is_ready(lender) ? lender : 0;
+    }
     for (PeerId p : holders) {
       if (p != kHere && p != except && is_ready(p)) return p;
     }
@@ -4004,9 +4067,10 @@ class Link final : public internal::ClusterLink {
           return on_driver_pull(peer, pull);
         }
         if (b && send_object(peer, id, b)) {
-          // (Not if freed meanwhile: the copy there is a task's. Nor for a value a node lent:
-          // the asker drops that copy with its borrow, without a word to the driver.)
-          if (!owned_by_node(id)) objects_.add_holder(id, peer);
+          // (Not if freed meanwhile: the copy there is a task's. A value a node lent under a
+          // key, the asker may drop with its borrow without a word: live_holder reads those
+          // from their lender only.)
+          objects_.add_holder(id, peer);
           log_transfer(id, b->size(), source, peer, start);
           return;
         }
@@ -4173,6 +4237,7 @@ class Link final : public internal::ClusterLink {
   ObjectTable objects_;
   Mutex bind_mu_;  // one registration per local entry (Transfer::by_reference)
   const std::shared_ptr<ObjectService> service_ = std::make_shared<ObjectService>();
+  const std::shared_ptr<RefService> ref_service_ = std::make_shared<RefService>();
   RefTable refs_;  // ObjectRefs lent and borrowed
   OutputForwarder output_;  // node: stdout and stderr to the driver (stopped before comm_ goes)
   // Peers silent past config_.heartbeat_timeout_s (watch_peers). Every ready counterpart is
@@ -4202,7 +4267,7 @@ class Link final : public internal::ClusterLink {
 };
 
 BorrowKeeper::~BorrowKeeper() {
-  std::shared_ptr<ObjectService> service = service_.lock();
+  std::shared_ptr<RefService> service = service_.lock();
   if (!service) return;
   MutexLock lock(service->mu);
   if (service->link != nullptr) service->link->borrow_dropped(from_, key_, entry_);
@@ -4234,6 +4299,8 @@ void BorrowedValue::fetch(internal::ObjectEntry* entry, Deadline deadline) {
       MutexLock l(service->mu);
       if (service->link == nullptr) {
         waiter(nullptr, "its cluster has shut down");
+      } else if (service->link->on_network_thread()) {
+        waiter(nullptr, kOnNetworkThread);
       } else {
         service->link->pull_borrowed(from_, pull_, bytes_, waiter);
       }
@@ -4283,6 +4350,8 @@ void RemoteObject::fetch(internal::ObjectEntry* entry, Deadline deadline) {
       MutexLock l(service->mu);
       if (service->link == nullptr) {
         waiter(nullptr, "its cluster has shut down");
+      } else if (service->link->on_network_thread()) {
+        waiter(nullptr, kOnNetworkThread);
       } else {
         service->link->pull_here(id_, waiter);
       }

@@ -59,7 +59,7 @@ RefTable::Effects RefTable::announce(const std::vector<Lend>& lends, PeerId to) 
     auto it = lent_.find(l.key);
     if (it == lent_.end() || it->second.to.count(to) == 0) continue;  // (a pass-back)
     Lent& r = it->second;
-    if (!r.announced.insert(to).second) continue;
+    r.announced.insert(to);
     if (r.ready) {
       fx.readies.emplace_back(to, *r.ready);
     } else if (r.entry && !r.watching) {
@@ -157,10 +157,7 @@ RefTable::Incoming RefTable::receive(PeerId from, const std::vector<uint64_t>& r
     }
     Borrowed& b = borrowed_[{from, key}];
     ++b.received;
-    if (std::find(in.borrowed.begin(), in.borrowed.end(), key) == in.borrowed.end()) {
-      ++b.inflight;
-      in.borrowed.push_back(key);
-    }
+    if (in.borrowed.insert(key).second) ++b.inflight;
   }
   return in;
 }
@@ -179,6 +176,7 @@ RefTable::Effects RefTable::finish(const Incoming& in) {
 
 EntryPtr RefTable::find(const Incoming& in, uint64_t key) {
   MutexLock lock(mu_);
+  if (closed_) return EntryPtr();
   if (auto o = in.own.find(key); o != in.own.end()) {
     if (o->second) return o->second;
     // A forward passed back: the driver's own borrow of it, under the lender it came from.
@@ -208,6 +206,7 @@ RefTable::Effects RefTable::adopt(const Incoming& in, uint64_t key, ObjectEntry*
                                   internal::RemoteMaterializer materialize, EntryPtr* existing) {
   Effects fx;
   MutexLock lock(mu_);
+  if (closed_) return fx;  // (it would not say when it goes)
   PeerId from = in.from;
   if (in.own.count(key) != 0) {  // (a forward passed back, whose borrow had no entry yet)
     auto l = lent_.find(key);
@@ -253,7 +252,7 @@ void RefTable::maybe_release_locked(const BorrowKey& k, Effects* fx) {
     msg.keys.emplace_back(k.second, r.received);
     fx->releases.emplace_back(k.first, std::move(msg));
   }
-  if (r.ready && r.ready->status == CallStatus::kOk) {
+  if (r.ready && r.ready->status == CallStatus::kOk && is_key(r.ready->pull)) {
     fx->forgotten_pulls.emplace_back(k.first, r.ready->pull);
   }
   borrowed_.erase(b);
@@ -273,6 +272,8 @@ RefTable::Effects RefTable::ready(PeerId from, const RefReadyMsg& msg) {
   auto b = borrowed_.find({from, msg.key});
   if (b == borrowed_.end() || b->second.ready) return fx;  // (not borrowed, or told already)
   b->second.ready = msg;
+  if (msg.status == CallStatus::kOk) fx.located.emplace_back(from, msg);
+  if (closed_) return fx;
   if (b->second.entry != nullptr && b->second.entry->try_ref()) {
     fx.completions.push_back(
         Completion{EntryPtr(b->second.entry), from, msg, b->second.materialize});
@@ -299,7 +300,7 @@ RefTable::Effects RefTable::lose_peer(PeerId peer, const RefReadyMsg& died) {
     RefReadyMsg failed = died;
     failed.key = b->first.second;
     const bool was_ok = r.ready && r.ready->status == CallStatus::kOk;
-    if (was_ok) fx.forgotten_pulls.emplace_back(peer, r.ready->pull);
+    if (was_ok && is_key(r.ready->pull)) fx.forgotten_pulls.emplace_back(peer, r.ready->pull);
     if (!r.ready || was_ok) {
       const bool pending = !r.ready;
       r.ready = failed;
@@ -319,6 +320,28 @@ RefTable::Effects RefTable::lose_peer(PeerId peer, const RefReadyMsg& died) {
     maybe_release_locked(k, &fx);
   }
   return fx;
+}
+
+std::optional<RefReadyMsg> RefTable::borrowed_ready(const ObjectEntry* entry) const {
+  MutexLock lock(mu_);
+  auto s = sources_.find(entry);
+  auto k = keys_.find(entry);
+  if (s == sources_.end() || k == keys_.end()) return std::nullopt;
+  auto b = borrowed_.find({s->second, k->second});
+  if (b == borrowed_.end() || b->second.entry != entry) return std::nullopt;
+  return b->second.ready;
+}
+
+void RefTable::close() {
+  MutexLock lock(mu_);
+  closed_ = true;
+  for (auto& [k, b] : borrowed_) b.entry = nullptr;
+  sources_.clear();
+  for (auto it = keys_.begin(); it != keys_.end();) {
+    auto l = lent_.find(it->second);
+    const bool owned = l != lent_.end() && l->second.entry.get() == it->first;
+    it = owned ? std::next(it) : keys_.erase(it);
+  }
 }
 
 size_t RefTable::lent_count() const {

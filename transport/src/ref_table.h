@@ -24,7 +24,9 @@
 //     the record lives while some count is nonzero. It pins its entry (if it has one), and a
 //     forwarded record holds one `holds` of its borrowed record (via, k) for its whole life.
 //   - p is in lent_[k].announced once a message lending k was sent to p; the RefReady of k goes
-//     to each announced peer exactly once, as soon as both the announcement and `ready` exist.
+//     to p with every message lending k sent once `ready` exists, and to every announced peer
+//     when it comes to exist (a borrower ignores a second one; it needs the one after a message
+//     that arrived after it had released an earlier borrow of k).
 //   - borrowed_[(p, k)].received = occurrences of k received from p. The record is released to p
 //     (one RefRelease with `received`) and erased exactly once: when it has no live entry, no
 //     message carrying k is still being decoded (inflight) and no forward holds it.
@@ -62,6 +64,10 @@ class RefTable {
   static uint32_t owner_index(uint64_t key) noexcept {
     return static_cast<uint32_t>(key >> kKeyShift) - 1;
   }
+  // Whether an object number is a key (a value a lender holds for its borrowers, under its key),
+  // not one of the driver's object numbers (ObjectTable::new_id: below 2^48), whose copies the
+  // driver's own table frees.
+  static bool is_key(uint64_t number) noexcept { return (number >> kKeyShift) != 0; }
 
   // An object lent in a message being sent: an entry of this process's, or a forward.
   struct Lend {
@@ -81,14 +87,19 @@ class RefTable {
   struct Effects {
     std::vector<internal::EntryPtr> unpinned;  // drop them (may free entries)
     std::vector<uint64_t> freed_pulls;         // values held here for borrowers' pulls: free
-    std::vector<std::pair<PeerId, uint64_t>> forgotten_pulls;  // (lender, pull) located there
+    // (lender, pull): a borrow's copy of its value here (a key: see is_key), to free
+    std::vector<std::pair<PeerId, uint64_t>> forgotten_pulls;
     std::vector<std::pair<PeerId, RefReleaseMsg>> releases;     // send
     std::vector<std::pair<PeerId, RefReadyMsg>> readies;        // send
     std::vector<Lend> watch;  // lent entries to watch: done() once each is done
     std::vector<Completion> completions;                        // complete these entries
+    // (lender, ready): where a borrowed value is, newly known (the driver records it, to pass
+    // the value on to the nodes it lends it to, whether it has an entry for it or not)
+    std::vector<std::pair<PeerId, RefReadyMsg>> located;
     bool empty() const noexcept {
       return unpinned.empty() && freed_pulls.empty() && forgotten_pulls.empty() &&
-             releases.empty() && readies.empty() && watch.empty() && completions.empty();
+             releases.empty() && readies.empty() && watch.empty() && completions.empty() &&
+             located.empty();
     }
   };
 
@@ -121,11 +132,8 @@ class RefTable {
   struct Incoming {
     PeerId from = 0;
     std::map<uint64_t, internal::EntryPtr> own;  // keys lent to `from` and passed back
-    std::vector<uint64_t> borrowed;              // distinct keys borrowed from `from`
-    bool lists(uint64_t key) const {
-      return own.count(key) != 0 ||
-             std::find(borrowed.begin(), borrowed.end(), key) != borrowed.end();
-    }
+    std::set<uint64_t> borrowed;                 // distinct keys borrowed from `from`
+    bool lists(uint64_t key) const { return own.count(key) != 0 || borrowed.count(key) != 0; }
   };
   Incoming receive(PeerId from, const std::vector<uint64_t>& refs);
   // The message was decoded (or dropped).
@@ -144,6 +152,12 @@ class RefTable {
   Effects dropped(PeerId from, uint64_t key, const internal::ObjectEntry* entry);
   // RefReady from `from`.
   Effects ready(PeerId from, const RefReadyMsg& msg);
+  // The outcome of the borrow `entry` is the entry of, once known (a borrowed entry lent on
+  // names its lender's copy, never one of its own).
+  std::optional<RefReadyMsg> borrowed_ready(const internal::ObjectEntry* entry) const;
+  // The link is going: entries freed from now on do not say so (dropped), so the table forgets
+  // every entry it does not own now, and makes no more.
+  void close();
   // `peer` is gone: its borrows end, and what it lent fails with `died` (its status and error).
   Effects lose_peer(PeerId peer, const RefReadyMsg& died);
 
@@ -185,6 +199,7 @@ class RefTable {
 
   mutable internal::Mutex mu_;
   uint32_t self_ PRISM_GUARDED_BY(mu_) = 0;
+  bool closed_ PRISM_GUARDED_BY(mu_) = false;
   uint64_t next_ PRISM_GUARDED_BY(mu_) = 1;
   std::unordered_map<uint64_t, Lent> lent_ PRISM_GUARDED_BY(mu_);
   std::map<BorrowKey, Borrowed> borrowed_ PRISM_GUARDED_BY(mu_);

@@ -1258,6 +1258,7 @@ PeerId UcxComm::connect(const std::string& host_port) { return impl_->connect(ho
 bool UcxComm::send(PeerId peer, std::string data) {
   return impl_->send(peer, std::move(data), nullptr, {});
 }
+bool UcxComm::on_progress_thread() const { return tls_progress_owner == impl_.get(); }
 bool UcxComm::send(PeerId peer, std::string head, std::shared_ptr<const void> owner,
                    std::string_view tail) {
   return impl_->send(peer, std::move(head), std::move(owner), tail);

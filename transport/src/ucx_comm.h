@@ -79,6 +79,9 @@ class UcxComm {
 
   // Queues `data` for `peer`. Returns false if the peer is unknown, closed or failed.
   bool send(PeerId peer, std::string data);
+  // Whether the caller is this communicator's progress thread (which must never wait for a
+  // message: it is the one that would deliver it).
+  bool on_progress_thread() const;
   // Queues `head` followed by `tail` as one message, without copying `tail` (it goes out by
   // UCX's rendezvous straight from that memory): `owner` keeps it alive until UCX is done.
   bool send(PeerId peer, std::string head, std::shared_ptr<const void> owner,

@@ -245,8 +245,17 @@ struct Serializer<ObjectRef<T>> {
     if constexpr (!std::is_void_v<T>) {
       if constexpr (is_serializable_v<T>) materialize = &internal::TypedEntry<T>::materialize;
     }
-    *r = ObjectRef<T>::adopt(
-        internal::import_ref(key, &internal::new_typed_entry<T>, materialize));
+    internal::EntryPtr e = internal::import_ref(key, &internal::new_typed_entry<T>, materialize);
+    if constexpr (!std::is_void_v<T>) {
+      // The same object may come back, or again, as a ref of another type (a peer's mistake, or
+      // an AnyRef first): never read as the wrong type.
+      if (dynamic_cast<internal::TypedEntry<T>*>(e.get()) == nullptr) {
+        throw Error(ErrorCode::kInvalidArgument,
+                    "an ObjectRef from another node names an object of another type than the "
+                    "ref it is read into (was it sent as an AnyRef before?)");
+      }
+    }
+    *r = ObjectRef<T>::adopt(std::move(e));
   }
 };
 
