@@ -1811,7 +1811,7 @@ class Link final : public internal::ClusterLink {
     } else if (auto* m = std::get_if<ActorCallMsg>(&msg)) {
       refs = &m->refs;
     } else if (auto* ready = std::get_if<RefReadyMsg>(&msg)) {
-      if (is_counterpart(peer)) apply(refs_.ready(peer, *ready));
+      if (is_counterpart(peer) && plausible_ready(peer, *ready)) apply(refs_.ready(peer, *ready));
       return;
     } else if (auto* release = std::get_if<RefReleaseMsg>(&msg)) {
       if (is_counterpart(peer)) apply(refs_.release(peer, *release));
@@ -3399,6 +3399,18 @@ class Link final : public internal::ClusterLink {
   }
 
  private:
+  // Driver: whether a node's RefReady names a value it can hold: one of its own keys, or one of
+  // the driver's numbers (what it lends the driver it never borrowed from another process: that
+  // would be a pass-back). Another would have the driver free copies that are not the node's.
+  bool plausible_ready(PeerId peer, const RefReadyMsg& r) {
+    if (config_.role != ClusterRole::kDriver || r.status != CallStatus::kOk) return true;
+    if (!RefTable::is_key(r.pull)) return true;
+    if (peer_of_index(RefTable::owner_index(r.pull)) == peer) return true;
+    PRISM_LOG(kWarning) << "cluster: " << node_name_of(peer) << " said a lent object is "
+                        << r.pull << ", which is not its own: ignored";
+    return false;
+  }
+
   // A number made by a node for a value it lent (RefTable keys: its index + 1 on top): nothing
   // can compute it again once that node is gone.
   static bool owned_by_node(uint64_t id) noexcept { return (id >> 48) >= 2; }
