@@ -106,8 +106,18 @@ std::string read_borrowed(const prism::ObjectRef<std::vector<uint8_t>>& r) {
   }
 }
 std::string node_name() { return prism::node_id(); }
+uint64_t block_sum(const std::vector<uint8_t>& v) {
+  uint64_t sum = 0;
+  for (uint8_t b : v) sum = sum * 31 + b;
+  return sum;
+}
+// This process's object copies: secondary now, evicted so far, spilled now.
+std::vector<uint64_t> copies_here() {
+  const auto s = prism::cluster::object_stats();
+  return {s.secondary_objects, s.evicted_objects, s.spilled_objects};
+}
 PRISM_REMOTE(leaf, parent, marked_work, make_block, shift_block, tiny, put_block, block_later,
-             block_made_here, read_borrowed, node_name);
+             block_made_here, read_borrowed, node_name, block_sum, copies_here);
 
 // An actor whose state is what its constructor and calls made of it.
 class Tally {
@@ -614,6 +624,51 @@ TEST_F(FaultTest, RefsWhoseOwnerDiedFailWithOwnerDiedError) {
   }
   EXPECT_EQ(s.lent_refs, 0u);
   EXPECT_EQ(s.borrowed_refs, 0u);
+}
+
+// Memory pressure on a node that reads: its secondary copies (values pulled from another node)
+// are let go, least recently used first, before any primary copy is spilled; a reader that
+// later asks that node for one it let go gets it from elsewhere (here: its producer is dead,
+// so it is computed again from its lineage on a node that joins).
+TEST_F(FaultTest, SecondaryCopiesAreEvictedBeforeAnythingSpills) {
+  const std::string spill = job_dir_root_spill();
+  start(1, {{{"PRISM_RESOURCES", "a:1"}},
+            {{"PRISM_RESOURCES", "b:1"},
+             {"PRISM_OBJECT_STORE_BYTES", std::to_string(4 << 20)},
+             {"PRISM_SPILL_DIR", spill}}});
+  expect_clean_exit_ = false;
+  constexpr uint64_t kBytes = 1 << 20;
+  constexpr uint32_t kValues = 8;  // 8 MiB read on a node of 4 MiB
+  std::vector<prism::ObjectRef<std::vector<uint8_t>>> refs;
+  for (uint32_t i = 0; i < kValues; ++i) {
+    refs.push_back(prism::task(make_block).resource("a", 1).remote(kBytes, i + 100));
+  }
+  for (uint32_t i = 0; i < kValues; ++i) {
+    EXPECT_EQ(prism::get(prism::task(block_sum).resource("b", 1).remote(refs[i]), 60s),
+              block_sum(make_block(kBytes, i + 100)));
+  }
+  const std::vector<uint64_t> b =
+      prism::get(prism::task(copies_here).resource("b", 1).remote(), 60s);
+  EXPECT_LE(b[0], 4u) << "secondary copies beyond the node's store";
+  EXPECT_GE(b[1], kValues - 4) << "evicted";
+  EXPECT_EQ(b[2], 0u) << "a node that could evict spilled instead";
+  std::printf("[ faults   ] %u MiB read on a 4 MiB node: %llu copies kept, %llu evicted, %llu "
+              "spilled\n",
+              kValues, static_cast<unsigned long long>(b[0]),
+              static_cast<unsigned long long>(b[1]), static_cast<unsigned long long>(b[2]));
+
+  // The producer dies: node b's copies are the only ones left, some of them let go.
+  add_node({{"PRISM_RESOURCES", "a:1"}});
+  prism::wait_for_nodes(3, 60s);
+  const auto before = prism::cluster::link_counters();
+  children_.front().kill_now();
+  ASSERT_TRUE(children_.front().wait_exit(20s));
+  ASSERT_TRUE(node_count_becomes(3, 30s));
+  for (uint32_t i = 0; i < kValues; ++i) {
+    EXPECT_TRUE(prism::get(refs[i], 60s) == make_block(kBytes, i + 100)) << "value " << i;
+  }
+  // Those node b kept came from it; those it had let go (it said so when asked) were rebuilt.
+  EXPECT_EQ(prism::cluster::link_counters().objects_rebuilt, before.objects_rebuilt + b[1]);
 }
 
 }  // namespace

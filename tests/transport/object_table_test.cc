@@ -70,7 +70,9 @@ TEST(ObjectTableSpillTest, CopiesBeyondTheCapacityGoToFilesAndComeBackIntact) {
   {
     ObjectTable t;
     t.set_spill(2 * kMiB, root);
-    for (int i = 1; i <= 5; ++i) t.hold(static_cast<uint64_t>(i), make_blob(pattern(kMiB, i)), i % 2);
+    for (int i = 1; i <= 5; ++i) {
+      t.hold(static_cast<uint64_t>(i), make_blob(pattern(kMiB, i)), /*primary=*/true);
+    }
     auto s = t.stats();
     // At most the capacity stays in memory: the three oldest went to files.
     EXPECT_EQ(s.spilled_objects, 3u);
@@ -93,6 +95,55 @@ TEST(ObjectTableSpillTest, CopiesBeyondTheCapacityGoToFilesAndComeBackIntact) {
   // The table's directory goes with it.
   EXPECT_EQ(files_in(root), 0u);
   std::filesystem::remove_all(root);
+}
+
+TEST(ObjectTableSpillTest, SecondaryCopiesAreLetGoBeforePrimariesSpill) {
+  constexpr size_t kMiB = 1 << 20;
+  const std::string root = spill_root();
+  {
+    ObjectTable t;
+    t.set_spill(3 * kMiB, root);
+    t.hold(1, make_blob(pattern(kMiB, 1)), /*primary=*/true);
+    t.hold(2, make_blob(pattern(kMiB, 2)), /*primary=*/false);
+    t.hold(3, make_blob(pattern(kMiB, 3)), /*primary=*/false);
+    Blob reader = t.find(2);  // 2 is the most recently used, and a reader holds it
+    t.hold(4, make_blob(pattern(kMiB, 4)), /*primary=*/true);  // over: 3 is let go
+    auto s = t.stats();
+    EXPECT_EQ(s.evicted_objects, 1u);
+    EXPECT_EQ(s.evicted_bytes, kMiB);
+    EXPECT_EQ(s.secondary_objects, 1u);
+    EXPECT_EQ(s.spilled_objects, 0u);
+    EXPECT_FALSE(t.holds(3));
+    EXPECT_EQ(t.find(3), nullptr);
+    t.hold(5, make_blob(pattern(kMiB, 5)), /*primary=*/true);  // over: 2 goes, though read
+    s = t.stats();
+    EXPECT_EQ(s.evicted_objects, 2u);
+    EXPECT_EQ(s.secondary_objects, 0u);
+    EXPECT_EQ(s.spilled_objects, 0u);
+    EXPECT_TRUE(reader->view == pattern(kMiB, 2)) << "a reader's bytes changed";
+    t.hold(6, make_blob(pattern(kMiB, 6)), /*primary=*/true);  // no secondary left: 1 spills
+    s = t.stats();
+    EXPECT_EQ(s.evicted_objects, 2u);
+    EXPECT_EQ(s.spilled_objects, 1u);
+    EXPECT_EQ(files_in(root), 1u);
+    for (uint64_t id : {1, 4, 5, 6}) {
+      Blob b = t.find(id);
+      ASSERT_NE(b, nullptr) << id;
+      EXPECT_TRUE(b->view == pattern(kMiB, static_cast<int>(id))) << "object " << id;
+    }
+  }
+  std::filesystem::remove_all(root);
+}
+
+TEST(ObjectTableTest, ARemovedHolderIsNoLongerNamed) {
+  ObjectTable t;
+  t.locate(7, 100, 3);
+  ASSERT_TRUE(t.add_holder(7, 4));
+  t.remove_holder(7, 3);
+  std::vector<PeerId> holders;
+  ASSERT_TRUE(t.where(7, &holders, nullptr));
+  EXPECT_EQ(holders, std::vector<PeerId>{4});
+  t.remove_holder(8, 4);  // (an unknown number: nothing)
 }
 
 TEST(ObjectTableSpillTest, TheLeastRecentlyUsedGoFirstAndReadersKeepTheirBytes) {

@@ -434,6 +434,10 @@ std::shared_ptr<const RefTable::Incoming> incoming() {
 // ObjectDataMsg.error of a pull that failed because the object's owner died (a borrower then
 // throws OwnerDiedError).
 constexpr const char* kOwnerDied = "[owner died] ";
+// ObjectDataMsg.error of a pull sent to a node that has no copy (a secondary copy it evicted to
+// make room): the driver asks another holder.
+constexpr const char* kNotHeld = "[not held] ";
+bool not_held(const std::string& why) { return why.rfind(kNotHeld, 0) == 0; }
 // Why a value of another node's is not waited for on the network thread (it would deliver it):
 // a task whose arguments are encoded there (dispatched as a borrowed argument arrived) runs
 // where it is instead, or fails saying this.
@@ -3678,6 +3682,11 @@ class Link final : public internal::ClusterLink {
         // The holder died while the pull was on its way: another holder, or the lineage.
         return pull_here(id, waiter);
       }
+      if (!b && not_held(why) && config_.role == ClusterRole::kDriver) {
+        // It had let its copy go: another holder, or the lineage.
+        objects_.remove_holder(id, from);
+        return pull_here(id, waiter);
+      }
       if (b) {
         log_transfer(id, b->size(), from, kHere, start);
         if (first->load(std::memory_order_acquire)) {
@@ -4078,6 +4087,11 @@ class Link final : public internal::ClusterLink {
           // The holder died while the pull was on its way: another holder, or the lineage.
           return on_driver_pull(peer, pull);
         }
+        if (!b && source != kHere && not_held(why) && is_ready(peer)) {
+          // It had let its copy go: another holder, or the lineage.
+          objects_.remove_holder(id, source);
+          return on_driver_pull(peer, pull);
+        }
         if (b && send_object(peer, id, b)) {
           // (Not if freed meanwhile: the copy there is a task's. A value a node lent under a
           // key, the asker may drop with its borrow without a word: live_holder reads those
@@ -4122,8 +4136,8 @@ class Link final : public internal::ClusterLink {
     ObjectDataMsg data;
     data.object = pull.object;
     data.error = b ? "it could not be sent"
-                   : "object " + std::to_string(pull.object) + " is not held on " +
-                         rt_->node_id();
+                   : std::string(kNotHeld) + "object " + std::to_string(pull.object) +
+                         " is not held on " + rt_->node_id();
     send(peer, Message(std::move(data)));
   }
 

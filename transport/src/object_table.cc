@@ -173,13 +173,27 @@ void ObjectTable::spill_over() {
     {
       MutexLock lock(mu_);
       if (spill_capacity_ == 0 || memory_bytes_ <= spill_capacity_) return;
-      // The least recently used copy in memory (not being written already).
+      // The least recently used secondary copy in memory is let go; else the least recently
+      // used primary one (not being written already) is spilled.
       uint64_t oldest = UINT64_MAX;
+      uint64_t oldest_secondary = UINT64_MAX;
+      uint64_t secondary = 0;
       for (auto& [n, c] : held_) {
-        if (c.blob && !c.spilling && c.bytes > 0 && c.last_use < oldest) {
+        if (!c.blob || c.spilling || c.bytes == 0) continue;
+        if (!c.primary && c.last_use < oldest_secondary) {
+          oldest_secondary = c.last_use;
+          secondary = n;
+        } else if (c.primary && c.last_use < oldest) {
           oldest = c.last_use;
           id = n;
         }
+      }
+      if (secondary != 0) {
+        ++stats_.evicted_objects;
+        stats_.evicted_bytes += held_[secondary].bytes;
+        blob = held_[secondary].blob;  // (freed outside the lock, at the next turn)
+        drop_locked(secondary);
+        continue;
       }
       if (id == 0) return;
       Copy& c = held_[id];
@@ -415,6 +429,12 @@ bool ObjectTable::add_holder(uint64_t id, PeerId holder) {
   if (it == locations_.end()) return false;
   it->second.holders.insert(holder);
   return true;
+}
+
+void ObjectTable::remove_holder(uint64_t id, PeerId holder) {
+  MutexLock lock(mu_);
+  auto it = locations_.find(id);
+  if (it != locations_.end()) it->second.holders.erase(holder);
 }
 
 bool ObjectTable::where(uint64_t id, std::vector<PeerId>* holders, uint64_t* bytes) const {

@@ -14,16 +14,19 @@
 //   - held_ has at most one copy per number; stats_ counts exactly what held_ holds;
 //   - a pull's `parts`, once made, has the value's size, and `received` bytes of it are in
 //     (parts arrive in order);
-//   - locations_[n].holders lists the peers told to keep n (the driver's view; a node drops its
-//     copy only when told, or at the job's end).
+//   - locations_[n].holders lists the peers told to keep n (the driver's view). A node drops a
+//     primary copy only when told, or at the job's end; a secondary copy also when it makes
+//     room (below), without a word: the driver finds out when it asks for it (remove_holder).
 //   - spilling (set_spill): memory_bytes_ counts the held copies in memory; a copy is either in
 //     memory (blob) or in its file (spilled, blob null), never neither; a copy being written
 //     (`spilling`) is still in memory and counted there until its file is complete.
 //
-// Spilling: once the copies in memory exceed the capacity, the least recently used ones are
-// written to files in a directory of the table's own (spill_dir.h: under PRISM_SPILL_DIR) and
-// their memory is let go (a reader holding a Blob keeps its bytes until it is done); find() maps
-// a spilled copy back from its file on demand. The caller of hold() writes the files, unless it
+// Spilling: once the copies in memory exceed the capacity, secondary copies are let go first,
+// least recently used first (evicted: another process has the value, and pulls it again if
+// needed); then primary copies, least recently used first, are written to files in a directory
+// of the table's own (spill_dir.h: under PRISM_SPILL_DIR) and their memory is let go (a reader
+// holding a Blob keeps its bytes until it is done); find() maps a spilled copy back from its
+// file on demand. The caller of hold() writes the files, unless it
 // may not block (the network thread: a copy a pull brought), in which case the table's spiller
 // thread does. The directory is removed with the table.
 //
@@ -93,6 +96,8 @@ class ObjectTable {
     uint64_t spill_writes = 0;      // copies written to files, and their bytes (cumulative)
     uint64_t spill_written_bytes = 0;
     uint64_t restored_bytes = 0;    // bytes read back from files (cumulative)
+    uint64_t evicted_objects = 0;   // secondary copies let go to make room, and their bytes
+    uint64_t evicted_bytes = 0;     // (cumulative)
     // ObjectRefs (filled by the cluster link, from its RefTable): objects this process lends
     // to others, and objects it borrows from others.
     uint64_t lent_refs = 0;
@@ -131,6 +136,8 @@ class ObjectTable {
   void locate(uint64_t id, uint64_t bytes, PeerId holder);
   // Records that `holder` has a copy of `id` too; false (nothing recorded) if `id` is gone.
   bool add_holder(uint64_t id, PeerId holder);
+  // `holder` said it has no copy of `id` (it evicted it): it is no holder any more.
+  void remove_holder(uint64_t id, PeerId holder);
   // The holders of `id` and its size (either may be null); false if there is no such record.
   bool where(uint64_t id, std::vector<PeerId>* holders, uint64_t* bytes) const;
   // The number of the local entry `entry`, if it has one (0: none).
