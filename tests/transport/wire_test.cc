@@ -154,7 +154,7 @@ std::vector<Message> samples() {
   return {sample_hello(),  sample_auth(),  sample_welcome(),
           RefusedMsg{"bad token"}, sample_call(), sample_result(),
           ShutdownMsg{},   StatusQueryMsg{}, StatusReplyMsg{"2 nodes\n  node 1: idle\n"},
-          ActorCreateMsg{1, 2, "ctor", "T", "n", 1, WireResources{}, "ab"},
+          ActorCreateMsg{1, 2, "ctor", "T", "n", 1, WireResources{}, "ab", {}},
           ActorCallMsg{3, 2, "T::m", "m", "xyz", 0, {5}}, ActorKillMsg{2, true}, ActorLookupMsg{4, "name", "T"},
           RefReadyMsg{7, CallStatus::kOk, 9, 100, 0, "", "", ""}, RefReleaseMsg{{{7, 2}}}};
 }

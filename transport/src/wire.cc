@@ -90,6 +90,8 @@ const char* type_name(MsgType type) {
     case MsgType::kSpansReply: return "SpansReply";
     case MsgType::kNodeStats: return "NodeStats";
     case MsgType::kHeartbeat: return "Heartbeat";
+    case MsgType::kRefReady: return "RefReady";
+    case MsgType::kRefRelease: return "RefRelease";
   }
   return "?";
 }
