@@ -215,6 +215,25 @@ TEST(RefTableTest, AClosedTableKeepsNoBorrowedEntry) {
   EXPECT_FALSE(existing);
 }
 
+// Lent first as an AnyRef (no writer), then as a typed ref: the typed ref's writer serves the
+// borrowers' pulls.
+TEST(RefTableTest, ATypedLendGivesAnUntypedOneItsWriter) {
+  RefTable t;
+  EntryPtr e = new_entry(1);
+  RefTable::Lend untyped = lend(&t, e);
+  untyped.write = nullptr;
+  t.prepare({untyped}, kA);
+  EXPECT_EQ(t.writer_of(untyped.key), nullptr);
+  RefTable::Lend typed = lend(&t, e);
+  EXPECT_EQ(typed.key, untyped.key);
+  t.prepare({typed}, kB);
+  EXPECT_EQ(t.writer_of(untyped.key), &write_int);
+  EXPECT_EQ(t.writer_of(untyped.key + 1), nullptr);
+  t.unprepare({untyped}, kA);
+  t.unprepare({typed}, kB);
+  EXPECT_EQ(t.lent_count(), 0u);
+}
+
 TEST(RefTableTest, AMessageThatWasNotSentLendsNothing) {
   RefTable t;
   EntryPtr e = new_entry(1);

@@ -3554,6 +3554,8 @@ class Link final : public internal::ClusterLink {
         local = false;
       }  // (else spilled to a file here: read back and held like a value in memory)
     }
+    // (The writer known now: a typed ref may have lent it after an AnyRef first did.)
+    if (write == nullptr) write = refs_.writer_of(key);
     const bool held = local && hold_for_borrowers(&r, e, write);
     apply(refs_.done(key, r, held));
   }

@@ -36,9 +36,9 @@ std::vector<uint64_t> RefTable::prepare(const std::vector<Lend>& lends, PeerId t
     Lent& r = lent_[l.key];
     if (l.entry && !r.entry) {
       r.entry = l.entry;
-      r.write = l.write;
       keys_.emplace(l.entry.get(), l.key);  // (an entry keeps its first key)
     }
+    if (l.entry && !r.write) r.write = l.write;  // (an AnyRef first has none: a typed ref may)
     if (l.via != 0 && r.via == 0 && !r.entry) {
       auto b = borrowed_.find({l.via, l.key});
       if (b != borrowed_.end()) {
@@ -320,6 +320,12 @@ RefTable::Effects RefTable::lose_peer(PeerId peer, const RefReadyMsg& died) {
     maybe_release_locked(k, &fx);
   }
   return fx;
+}
+
+RefTable::ValueWriter RefTable::writer_of(uint64_t key) const {
+  MutexLock lock(mu_);
+  auto it = lent_.find(key);
+  return it == lent_.end() ? nullptr : it->second.write;
 }
 
 std::optional<RefReadyMsg> RefTable::borrowed_ready(const ObjectEntry* entry) const {

@@ -152,6 +152,9 @@ class RefTable {
   Effects dropped(PeerId from, uint64_t key, const internal::ObjectEntry* entry);
   // RefReady from `from`.
   Effects ready(PeerId from, const RefReadyMsg& msg);
+  // How the value lent as `key` is serialized for its borrowers' pulls: from the first typed
+  // ref that lent it (null: only AnyRefs did, or it is not lent).
+  ValueWriter writer_of(uint64_t key) const;
   // The outcome of the borrow `entry` is the entry of, once known (a borrowed entry lent on
   // names its lender's copy, never one of its own).
   std::optional<RefReadyMsg> borrowed_ready(const internal::ObjectEntry* entry) const;
