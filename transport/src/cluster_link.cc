@@ -1069,12 +1069,18 @@ class Link final : public internal::ClusterLink {
     }
   }
 
-  void drop_remote_actor(uint64_t key, bool kill) noexcept override {
+  void drop_remote_actor(const ActorCore* actor, uint64_t key, bool kill) noexcept override {
     PeerId peer = 0;
     {
       MutexLock lock(mu_);
       auto it = remote_actors_.find(key);
       if (it == remote_actors_.end()) return;
+      // A handle of the same actor arrived after this proxy's last one went (its weak_ptr had
+      // expired as this one finalized): the new proxy owns the record now.
+      if (std::shared_ptr<ActorCore> current = it->second.actor.lock();
+          current != nullptr && current.get() != actor) {
+        return;
+      }
       peer = it->second.peer;
       auto p = peers_.find(peer);
       if (p != peers_.end()) add(&p->second.used, it->second.request, -1);

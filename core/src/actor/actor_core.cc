@@ -277,7 +277,7 @@ void ActorCore::finalize() noexcept {
     remote = std::exchange(remote_key_, 0);
   }
   if (remote != 0) {
-    if (ClusterLink* link = rt_->link()) link->drop_remote_actor(remote, /*kill=*/false);
+    if (ClusterLink* link = rt_->link()) link->drop_remote_actor(this, remote, /*kill=*/false);
   }
   void* instance = std::exchange(instance_, nullptr);
   if (instance != nullptr && deleter_ != nullptr) deleter_(instance);
@@ -315,7 +315,7 @@ void ActorCore::kill(const std::string& why) noexcept {
     fin = should_finalize_locked();
   }
   if (remote != 0) {
-    if (ClusterLink* link = rt_->link()) link->drop_remote_actor(remote, /*kill=*/true);
+    if (ClusterLink* link = rt_->link()) link->drop_remote_actor(this, remote, /*kill=*/true);
   }
   // The name is free as soon as kill() returns, even while a running call finishes.
   rt_->actors().release_name(this);

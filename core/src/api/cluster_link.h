@@ -122,9 +122,10 @@ class ClusterLink {
   // A call of a remote actor, in submission order: sent to the actor's node; the link completes
   // or fails it and releases it.
   virtual void forward_actor_call(ActorCore* actor, uint64_t key, TaskRecord* call) noexcept = 0;
-  // The remote actor `key` is killed (kill) or has no handle left here (it finishes the calls
-  // sent to it, then stops).
-  virtual void drop_remote_actor(uint64_t key, bool kill) noexcept = 0;
+  // The remote actor `key`, whose proxy here is `actor`, is killed (kill) or has no handle left
+  // here (it finishes the calls sent to it, then stops). (A proxy made since for the same key,
+  // as a handle arrived again, keeps its record.)
+  virtual void drop_remote_actor(const ActorCore* actor, uint64_t key, bool kill) noexcept = 0;
   // An actor handle leaves this node inside a task's arguments (export_actor, runtime_hooks.h):
   // the number other nodes call it by. Throws prism::Error(kInvalidArgument) if it cannot.
   virtual uint64_t export_actor(ActorCore* actor, void* typed_handle, void (*kill)(void*),
