@@ -1179,13 +1179,17 @@ ucs_status_t UcxComm::Impl::on_am(const void* header, size_t header_length, void
   rparam.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA;
   rparam.cb.recv_am = &Impl::recv_cb;
   rparam.user_data = op;
+  // Marked as UCX's before the call: UCX may complete a rendezvous (and call recv_cb, which may
+  // free `op`) inside it even when it returns a request, e.g. as the peer's endpoint fails. So
+  // `op` is touched after the call only when no callback comes (done in place, or refused).
+  op->in_ucx = true;
+  recvs_in_ucx_.insert(op);
   const ucs_status_ptr_t r =
       ucp_am_recv_data_nbx(worker_.get(), data, op->pooled->data(), length, &rparam);
   if (r == nullptr || UCS_PTR_IS_ERR(r)) {  // done in place (no callback) or failed
+    recvs_in_ucx_.erase(op);
+    op->in_ucx = false;
     on_recv_done(op, UCS_PTR_STATUS(r));
-  } else {
-    op->in_ucx = true;
-    recvs_in_ucx_.insert(op);
   }
   return UCS_INPROGRESS;  // UCX owns the descriptor once ucp_am_recv_data_nbx was called
 }
