@@ -1,6 +1,7 @@
 // failure_detector_test.cc — the failure detector driven by a fake clock: verdicts at the
 // timeout and not before, once per peer, every sign of life counts, and a process that was not
-// running itself (a gap between checks) convicts nobody.
+// running itself (a gap between checks, or a network thread busy elsewhere) convicts nobody,
+// and a peer whose long message is still arriving gets the time that message may take.
 #include "failure_detector.h"
 
 #include <gtest/gtest.h>
@@ -123,6 +124,62 @@ TEST(FailureDetector, ALateCheckWithinHalfTheTimeoutStillJudges) {
   clock.t += 2s;  // 6 s of silence
   EXPECT_EQ(d.check(), std::vector<uint64_t>{1});
   EXPECT_EQ(d.own_gaps(), 0u);
+}
+
+TEST(FailureDetector, APeerWhoseLongMessageIsArrivingGetsTheTimeItMayTake) {
+  FakeClock clock;
+  // 5 s, and messages assumed to progress at 1 MiB/s at least.
+  FailureDetector d(5s, clock.now(), 1024.0 * 1024);
+  d.watch(1);
+  d.watch(2);
+  // Both start sending 10 MiB: their heartbeats are queued behind it, so nothing more comes
+  // from either until it has arrived, which may take up to 10 s at the slowest rate.
+  d.heard(1, 10u << 20);
+  d.heard(2, 10u << 20);
+  for (int i = 0; i < 14; ++i) {
+    clock.t += 1s;
+    EXPECT_TRUE(d.check().empty()) << "reported " << i + 1 << " s into a 10 MiB message";
+  }
+  // Peer 1's message completes (nothing more arriving): the plain timeout from now on.
+  d.heard(1, 0);
+  clock.t += 1s;  // 15 s: peer 2 has had 5 s + 10 MiB / (1 MiB/s) = 15 s
+  EXPECT_TRUE(d.check().empty());
+  clock.t += 1s;  // peer 2 stopped in the middle of its message: found, later but found
+  EXPECT_EQ(d.check(), std::vector<uint64_t>{2});
+  for (int i = 0; i < 3; ++i) {  // 3, 4 and 5 s since peer 1's message completed
+    clock.t += 1s;
+    EXPECT_TRUE(d.check().empty()) << i;
+  }
+  clock.t += 1s;  // 6 s since peer 1's message completed
+  EXPECT_EQ(d.check(), std::vector<uint64_t>{1});
+}
+
+TEST(FailureDetector, ANetworkThreadBusyElsewhereConvictsNobody) {
+  FakeClock clock;
+  FailureDetector d(5s, clock.now());
+  d.watch(1);
+  d.watch(2);
+  for (int i = 0; i < 4; ++i) {
+    clock.t += 1s;
+    d.heard(1);
+    EXPECT_TRUE(d.check().empty()) << i;
+  }
+  // The checks came on time, but the thread that reads messages spent 3 s in one callback
+  // (more than half the timeout): peer 2's silence in that time says nothing about it.
+  clock.t += 1s;
+  d.heard(1);
+  EXPECT_TRUE(d.check(3s).empty());
+  EXPECT_EQ(d.own_gaps(), 1u);
+  // A stall under half the timeout is no excuse: peer 2 gets 5 s from the last gap, no more.
+  for (int i = 0; i < 5; ++i) {
+    clock.t += 1s;
+    d.heard(1);
+    EXPECT_TRUE(d.check(2s).empty()) << i;
+  }
+  clock.t += 1s;
+  d.heard(1);
+  EXPECT_EQ(d.check(2s), std::vector<uint64_t>{2});
+  EXPECT_EQ(d.own_gaps(), 1u);
 }
 
 }  // namespace

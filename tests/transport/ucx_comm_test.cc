@@ -101,6 +101,10 @@ class Recorder {
       errors_.emplace_back(peer, why);
       cv_.notify_all();
     };
+    cb.on_activity = [this](PeerId peer, uint64_t arriving) {
+      std::lock_guard<std::mutex> lock(mu_);
+      activity_.emplace_back(peer, arriving);
+    };
     return cb;
   }
 
@@ -124,6 +128,11 @@ class Recorder {
     std::lock_guard<std::mutex> lock(mu_);
     return errors_;
   }
+  // Each on_activity call: the peer, and the bytes it said were still arriving from it.
+  std::vector<std::pair<PeerId, uint64_t>> activity() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return activity_;
+  }
   std::optional<std::string> error_for(PeerId peer) {
     std::lock_guard<std::mutex> lock(mu_);
     return find_error(peer);
@@ -142,6 +151,7 @@ class Recorder {
   std::vector<std::pair<PeerId, std::string>> messages_;
   std::vector<PeerId> accepted_;
   std::vector<std::pair<PeerId, std::string>> errors_;
+  std::vector<std::pair<PeerId, uint64_t>> activity_;
 };
 
 // Lets a test hold a progress thread inside a callback (to make sends queue up behind it).
@@ -478,6 +488,51 @@ TEST_F(UcxCommTest, LargeMessageArrivesIntactAndBeforeTheMessageSentAfterIt) {
   EXPECT_EQ(messages[1].first, p.a_peer);
   EXPECT_EQ(p.a->stats().bytes_received, 2 + kBytes + 5);
   std::cout << "[ info     ] 64 MiB + 5 B delivered in " << elapsed << " ms\n";
+}
+
+// Failure detection's view: every message is a sign of life, and while a large one is still
+// arriving its bytes are reported (what its sender sent after it waits behind it); once it has
+// arrived, nothing is.
+TEST_F(UcxCommTest, ActivityReportsTheBytesOfALargeMessageUntilItHasArrived) {
+  constexpr size_t kBytes = 16u << 20;
+  Pair p;
+  ASSERT_TRUE(p.start());
+  ASSERT_TRUE(p.b->send(p.b_peer, std::string(kBytes, 'x')));
+  ASSERT_TRUE(p.b->send(p.b_peer, "after"));
+  ASSERT_TRUE(p.ra.wait_messages(3));
+  const auto activity = p.ra.activity();
+  ASSERT_FALSE(activity.empty());
+  bool saw_arriving = false;
+  for (const auto& [peer, arriving] : activity) {
+    EXPECT_EQ(peer, p.a_peer);
+    if (arriving >= kBytes) saw_arriving = true;
+    EXPECT_LE(arriving, kBytes + 64) << "more reported arriving than was sent";
+  }
+  EXPECT_TRUE(saw_arriving) << "the 16 MiB message was never reported as arriving";
+  EXPECT_EQ(activity.back().second, 0u) << "bytes still reported arriving after delivery";
+  EXPECT_GE(activity.size(), 3u) << "one sign of life per message at least";
+}
+
+// A progress thread held inside a callback shows in take_longest_pass (failure detection must
+// not blame peers for the time this thread read nothing), while the pass runs and after it.
+TEST_F(UcxCommTest, TheLongestPassCountsAPassHeldInACallback) {
+  Gate gate;
+  Pair p;
+  ReleaseOnExit release{gate};
+  p.rb.filter = [&](PeerId, std::string_view data) {
+    if (data == "hold") gate.hold();  // B's progress thread waits here
+    return std::string(data);
+  };
+  ASSERT_TRUE(p.start());
+  ASSERT_TRUE(p.a->send(p.a_peer, "hold"));
+  ASSERT_TRUE(gate.wait_held());
+  // (Time has to pass for the reading to show it; nothing here waits for another thread.)
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  EXPECT_GE(p.b->take_longest_pass(), std::chrono::milliseconds(50)) << "a pass still running";
+  gate.release();
+  ASSERT_TRUE(p.b->send(p.b_peer, "done"));  // sent by a later pass, so the held one is over
+  ASSERT_TRUE(p.ra.wait_messages(2));
+  EXPECT_GE(p.b->take_longest_pass(), std::chrono::milliseconds(50)) << "a pass that ended";
 }
 
 TEST_F(UcxCommTest, ATailIsSentWithoutACopyAndARendezvousBufferMayBeKept) {

@@ -458,9 +458,9 @@ class Link final : public internal::ClusterLink {
     cb.on_message = [this](PeerId p, std::string_view data) { on_message(p, data); };
     cb.on_accept = [this](PeerId p) { on_accept(p); };
     cb.on_peer_error = [this](PeerId p, const std::string& why) { on_peer_error(p, why); };
-    cb.on_activity = [this](PeerId p) {
+    cb.on_activity = [this](PeerId p, uint64_t arriving) {
       MutexLock lock(mu_);
-      detector_.heard(p);
+      detector_.heard(p, arriving);
     };
     comm_ = std::make_unique<UcxComm>(std::move(cb));
     {
@@ -3171,7 +3171,8 @@ class Link final : public internal::ClusterLink {
             to.push_back(id);
           }
         }
-        silent = detector_.check();
+        // (Time the network thread spent away from reading messages is not the peers' silence.)
+        silent = detector_.check(comm_->take_longest_pass());
         epoch = epoch_;
       }
       for (PeerId id : to) send(id, HeartbeatMsg{epoch});

@@ -5,34 +5,43 @@
 
 namespace prism::cluster {
 
-FailureDetector::FailureDetector(Clock::duration timeout, Now now)
-    : timeout_(timeout), now_(std::move(now)) {}
+FailureDetector::FailureDetector(Clock::duration timeout, Now now, double min_rate)
+    : timeout_(timeout), now_(std::move(now)), min_rate_(min_rate) {}
 
-void FailureDetector::watch(uint64_t peer) { last_heard_[peer] = now(); }
+void FailureDetector::watch(uint64_t peer) { peers_[peer] = Watched{now(), 0}; }
 
-void FailureDetector::heard(uint64_t peer) {
-  auto it = last_heard_.find(peer);
-  if (it != last_heard_.end()) it->second = now();
+void FailureDetector::heard(uint64_t peer, uint64_t arriving) {
+  auto it = peers_.find(peer);
+  if (it == peers_.end()) return;
+  it->second.last = now();
+  it->second.arriving = arriving;
 }
 
-void FailureDetector::forget(uint64_t peer) { last_heard_.erase(peer); }
+void FailureDetector::forget(uint64_t peer) { peers_.erase(peer); }
 
-std::vector<uint64_t> FailureDetector::check() {
+FailureDetector::Clock::duration FailureDetector::allowed(const Watched& w) const {
+  if (w.arriving == 0) return timeout_;
+  const std::chrono::duration<double> extra(static_cast<double>(w.arriving) / min_rate_);
+  return timeout_ + std::chrono::duration_cast<Clock::duration>(extra);
+}
+
+std::vector<uint64_t> FailureDetector::check(Clock::duration own_stall) {
   const Clock::time_point t = now();
-  const bool gap = checked_ && t - last_check_ > timeout_ / 2;
+  const bool gap = (checked_ && t - last_check_ > timeout_ / 2) || own_stall > timeout_ / 2;
   last_check_ = t;
   checked_ = true;
   std::vector<uint64_t> silent;
   if (gap) {
-    // This process was not running: its peers' silence says nothing about them.
+    // This process (or its network thread) was not running: its peers' silence says nothing
+    // about them.
     ++own_gaps_;
-    for (auto& [peer, heard] : last_heard_) heard = t;
+    for (auto& [peer, w] : peers_) w.last = t;
     return silent;
   }
-  for (auto it = last_heard_.begin(); it != last_heard_.end();) {
-    if (t - it->second > timeout_) {
+  for (auto it = peers_.begin(); it != peers_.end();) {
+    if (t - it->second.last > allowed(it->second)) {
       silent.push_back(it->first);
-      it = last_heard_.erase(it);
+      it = peers_.erase(it);
     } else {
       ++it;
     }

@@ -171,6 +171,7 @@ class UcxComm::Impl {
             std::string_view tail);
   void close(PeerId peer);
   Stats stats() const;
+  std::chrono::nanoseconds take_longest_pass();
 
  private:
   // ---------------------------------------------------------------------------------------
@@ -202,7 +203,8 @@ class UcxComm::Impl {
 
   // --- progress thread ---
   void run();
-  bool pass();
+  bool pass();       // pass_once(), timed (take_longest_pass)
+  bool pass_once();  // one round of UCX progress, accepts, failures, commands, sends, closes
   void wait_for_events();
   std::optional<Clock::time_point> next_deadline() const;
   bool run_commands() PRISM_EXCLUDES(mu_);
@@ -281,6 +283,10 @@ class UcxComm::Impl {
   std::atomic<uint64_t> bytes_sent_{0};
   std::atomic<uint64_t> bytes_received_{0};
   std::atomic<uint64_t> sends_posted_{0};
+  // When the progress thread's current pass began (steady clock, ns; 0: between passes), and
+  // the longest pass since take_longest_pass() last looked (written by the progress thread).
+  std::atomic<int64_t> pass_began_ns_{0};
+  std::atomic<int64_t> longest_pass_ns_{0};
 
   // State below belongs to the progress thread (UCX callbacks run there too, from inside
   // ucp_worker_progress or the UCX call that completed a request): no lock.
@@ -303,6 +309,7 @@ class UcxComm::Impl {
     bool remote_gone = false;  // nothing more is delivered from it
     Clock::time_point close_deadline{};
     std::deque<RecvOp*> recv_order;  // receptions not yet delivered, in arrival order
+    uint64_t arriving = 0;  // bytes of its rendezvous messages being received (RecvOp::arriving)
   };
   std::unordered_map<PeerId, LocalPeer> local_;
   std::unordered_map<ucp_ep_h, PeerId> by_ep_;
@@ -350,6 +357,7 @@ struct UcxComm::Impl::RecvOp {
   bool ok = true;
   bool in_queue = false;
   bool in_ucx = false;
+  bool arriving = false;  // its size is counted in its peer's LocalPeer::arriving
 };
 
 namespace {
@@ -618,7 +626,35 @@ void UcxComm::Impl::run() {
   tls_progress_owner = nullptr;
 }
 
+namespace {
+int64_t steady_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+}  // namespace
+
 bool UcxComm::Impl::pass() {
+  const int64_t began = steady_ns();
+  pass_began_ns_.store(began, std::memory_order_relaxed);
+  const bool busy = pass_once();
+  const int64_t took = steady_ns() - began;
+  pass_began_ns_.store(0, std::memory_order_relaxed);
+  // (A take_longest_pass() between the load and the store may miss this pass: it only excuses.)
+  if (took > longest_pass_ns_.load(std::memory_order_relaxed)) {
+    longest_pass_ns_.store(took, std::memory_order_relaxed);
+  }
+  return busy;
+}
+
+std::chrono::nanoseconds UcxComm::Impl::take_longest_pass() {
+  int64_t longest = longest_pass_ns_.exchange(0, std::memory_order_relaxed);
+  const int64_t began = pass_began_ns_.load(std::memory_order_relaxed);
+  if (began != 0) longest = std::max(longest, steady_ns() - began);
+  return std::chrono::nanoseconds(longest);
+}
+
+bool UcxComm::Impl::pass_once() {
   wake_pending_.exchange(false, std::memory_order_acq_rel);
   bool busy = ucp_worker_progress(worker_.get()) != 0;
   busy |= accept_pending();
@@ -1117,7 +1153,7 @@ ucs_status_t UcxComm::Impl::on_am(const void* header, size_t header_length, void
   }
   const PeerId id = pit->second;
   LocalPeer& lp = local_.at(id);
-  if (callbacks_.on_activity) invoke_user("on_activity", callbacks_.on_activity, id);
+  if (callbacks_.on_activity) invoke_user("on_activity", callbacks_.on_activity, id, lp.arriving);
   if (header_length != 0) {
     if (header_length != sizeof kByeHeader || std::memcmp(header, kByeHeader, header_length) != 0) {
       PRISM_LOG(kWarning) << "UcxComm: dropped a control message of an unknown kind";
@@ -1184,6 +1220,11 @@ ucs_status_t UcxComm::Impl::on_am(const void* header, size_t header_length, void
   // `op` is touched after the call only when no callback comes (done in place, or refused).
   op->in_ucx = true;
   recvs_in_ucx_.insert(op);
+  // Until it has arrived, what the peer sent after it waits behind it (failure detection gives
+  // the peer the time it may take).
+  op->arriving = true;
+  lp.arriving += length;
+  if (callbacks_.on_activity) invoke_user("on_activity", callbacks_.on_activity, id, lp.arriving);
   const ucs_status_ptr_t r =
       ucp_am_recv_data_nbx(worker_.get(), data, op->pooled->data(), length, &rparam);
   if (r == nullptr || UCS_PTR_IS_ERR(r)) {  // done in place (no callback) or failed
@@ -1205,6 +1246,16 @@ void UcxComm::Impl::recv_cb(void* request, ucs_status_t status, size_t /*length*
 }
 
 void UcxComm::Impl::on_recv_done(RecvOp* op, ucs_status_t status) {
+  if (op->arriving) {
+    op->arriving = false;
+    auto it = local_.find(op->peer);
+    if (it != local_.end()) {
+      it->second.arriving -= op->size;
+      if (callbacks_.on_activity && status == UCS_OK) {
+        invoke_user("on_activity", callbacks_.on_activity, op->peer, it->second.arriving);
+      }
+    }
+  }
   if (!op->in_queue) {  // its peer was finished meanwhile
     delete op;
     return;
@@ -1270,5 +1321,6 @@ bool UcxComm::send(PeerId peer, std::string head, std::shared_ptr<const void> ow
 std::shared_ptr<const void> UcxComm::message_owner() { return tls_message_owner; }
 void UcxComm::close(PeerId peer) { impl_->close(peer); }
 UcxComm::Stats UcxComm::stats() const { return impl_->stats(); }
+std::chrono::nanoseconds UcxComm::take_longest_pass() { return impl_->take_longest_pass(); }
 
 }  // namespace prism::cluster

@@ -52,8 +52,10 @@ class UcxComm {
     // everything it sent before closing.
     std::function<void(PeerId peer, const std::string& why)> on_peer_error;
     // Optional: something arrived from `peer` (a message's first bytes, before its turn to be
-    // delivered comes or the rest of it has arrived): a sign of life, for failure detection.
-    std::function<void(PeerId peer)> on_activity;
+    // delivered comes or the rest of it has arrived; or the rest of a long message): a sign of
+    // life, for failure detection. `arriving`: the bytes of its messages that have begun to
+    // arrive and are not complete yet (what holds up anything it sent after them).
+    std::function<void(PeerId peer, uint64_t arriving)> on_activity;
   };
 
   // Creates the context and worker and starts the progress thread. Throws prism::Error
@@ -107,6 +109,11 @@ class UcxComm {
     uint64_t sends_posted = 0;
   };
   Stats stats() const;
+
+  // The longest time the progress thread has spent in one pass (reading no new message
+  // meanwhile: a callback that ran long, or UCX busy) since the previous call, counting a pass
+  // still running; for failure detection, which must not blame peers for this thread's delay.
+  std::chrono::nanoseconds take_longest_pass();
 
  private:
   class Impl;

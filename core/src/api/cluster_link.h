@@ -36,6 +36,21 @@ namespace prism::internal {
 class RuntimeCore;
 class ActorCore;
 
+// The default heartbeat deadline, seconds: 5 (Ray's health check declares a node dead after
+// about 15 s). Builds with a sanitizer run everything 5-15 times slower, a network thread
+// included, so there it is 30.
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+inline constexpr double kDefaultHeartbeatTimeoutS = 30;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+inline constexpr double kDefaultHeartbeatTimeoutS = 30;
+#else
+inline constexpr double kDefaultHeartbeatTimeoutS = 5;
+#endif
+#else
+inline constexpr double kDefaultHeartbeatTimeoutS = 5;
+#endif
+
 // kLauncher: started by a PMIx launcher (mpirun, srun) without an explicit role; the cluster
 // module's prepare() turns it into kDriver (rank 0) or kNode.
 enum class ClusterRole { kEmbedded, kDriver, kNode, kLauncher };
@@ -53,10 +68,9 @@ struct ClusterConfig {
   // (PRISM_INFEASIBLE_TIMEOUT, seconds).
   double infeasible_timeout_s = 60;
   // How long a peer may stay silent before it is declared dead (PRISM_HEARTBEAT_TIMEOUT,
-  // seconds): heartbeats go out each fifth of it. 30 s: a message of a few hundred MiB can hold
-  // a connection's heartbeats up for several seconds (measured: more than 5 s for 300 MiB under
-  // ThreadSanitizer here), and Ray's default is of that order too.
-  double heartbeat_timeout_s = 30;
+  // seconds): heartbeats go out each fifth of it (failure_detector.h: a peer whose long message
+  // is still arriving gets the time it may take besides).
+  double heartbeat_timeout_s = kDefaultHeartbeatTimeoutS;
   std::shared_ptr<void> launcher;  // the module's launcher session (PMIx), if any
 };
 
