@@ -138,6 +138,19 @@ class Tally {
 };
 PRISM_ACTOR(Tally, &Tally::add, &Tally::where, &Tally::pid, &Tally::slow_add);
 
+// Calls made from a task on a node (relayed by the driver to the actor's node): a slow add, and
+// what reading it gives ("value <n>", or the error's kind and text).
+std::string slow_add_from(const prism::ActorHandle<Tally>& a, const std::string& dir, int ms) {
+  try {
+    return "value " + std::to_string(prism::get(a.task(&Tally::slow_add).remote(dir, ms), 60s));
+  } catch (const prism::ActorDiedError& e) {
+    return std::string("ActorDiedError: ") + e.what();
+  } catch (const std::exception& e) {
+    return std::string("other error: ") + e.what();
+  }
+}
+PRISM_REMOTE(slow_add_from);
+
 // The child whose pid a mark file names ("<dir>/<tag>-<pid>"), or null.
 Child* marked_child(std::deque<Child>& children, const std::string& dir, const std::string& tag) {
   for (Child& c : children) {
@@ -522,6 +535,51 @@ TEST_F(FaultTest, ActorsRestartUnderMaxRestartsAndDieWithout) {
   ASSERT_TRUE(node_count_becomes(1, 20s)) << "the driver did not see node2 die";
   EXPECT_THROW(prism::get(kept.task(&Tally::add).remote(1), 60s), prism::ActorDiedError);
   EXPECT_EQ(prism::cluster::link_counters().actor_restarts, before.actor_restarts + 2);
+}
+
+// Case 3, called from nodes: a call that a task on another node made, in flight when the actor's
+// node dies, is sent again to the restarted actor under max_task_retries (the driver relays it);
+// without retries its caller gets a clear error saying so.
+TEST_F(FaultTest, ActorCallsFromNodesAreRetriedOnTheRestartedActor) {
+  start(1, {{{"PRISM_RESOURCES", "vault:2"}}, {{"PRISM_RESOURCES", "caller:2"}, {"PRISM_NUM_CPUS", "2"}}});
+  expect_clean_exit_ = false;
+  auto retried =
+      prism::actor<Tally>(0).resource("vault", 1).max_restarts(1).max_task_retries(1).remote();
+  auto once = prism::actor<Tally>(50).resource("vault", 1).max_restarts(1).remote();
+  const int victim_pid = prism::get(retried.task(&Tally::pid).remote(), 60s);
+  ASSERT_EQ(prism::get(once.task(&Tally::pid).remote(), 60s), victim_pid);
+  Child& second = add_node({{"PRISM_RESOURCES", "vault:2"}});
+  prism::wait_for_nodes(3, 60s);
+  // From the caller node, one slow call to each, both in flight on node1 when it dies.
+  std::filesystem::create_directories(job_dir_ + "/r");
+  std::filesystem::create_directories(job_dir_ + "/o");
+  auto from_retried =
+      prism::task(slow_add_from).resource("caller", 1).remote(retried, job_dir_ + "/r", 2000);
+  auto from_once =
+      prism::task(slow_add_from).resource("caller", 1).remote(once, job_dir_ + "/o", 2000);
+  Child* victim = wait_for_mark(children_, job_dir_ + "/r", "actor", 60s);
+  ASSERT_NE(victim, nullptr) << "the call to the retried actor did not start";
+  ASSERT_EQ(wait_for_mark(children_, job_dir_ + "/o", "actor", 60s), victim);
+  ASSERT_EQ(victim->pid(), victim_pid);
+  const auto before = prism::cluster::link_counters();
+  const auto t0 = std::chrono::steady_clock::now();
+  victim->kill_now();
+  ASSERT_TRUE(victim->wait_exit(20s));
+  // Ran again on the rebuilt actor (state 0 + 1000), on the second node.
+  EXPECT_EQ(prism::get(from_retried, 60s), "value 1000");
+  std::printf("[ faults   ] a call from a node answered by the restarted actor %.3f s after its "
+              "node was killed\n",
+              std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  EXPECT_EQ(prism::get(retried.task(&Tally::pid).remote(), 60s), second.pid());
+  EXPECT_EQ(prism::get(retried.task(&Tally::add).remote(1), 60s), 1001)
+      << "the retried call ran more than once, or not on the rebuilt state";
+  // Without max_task_retries the call is not sent again; its caller is told so.
+  const std::string lost = prism::get(from_once, 60s);
+  EXPECT_EQ(lost.rfind("other error: ", 0), 0u) << lost;  // (the actor lives on: not died)
+  EXPECT_NE(lost.find("max_task_retries"), std::string::npos) << lost;
+  // The actor itself was restarted, and later calls reach it.
+  EXPECT_EQ(prism::get(once.task(&Tally::add).remote(1), 60s), 51);
+  EXPECT_GE(prism::cluster::link_counters().actor_restarts, before.actor_restarts + 2);
 }
 
 TEST(FaultOptions, NegativeRestartCountsAreRefused) {

@@ -300,6 +300,12 @@ struct Relay {
   ResourceRequest request;  // a node's task: what it holds on `holder` (counted in its `used`)
   std::string holder_name;  // "node2 (host pid 7)", for errors
   bool task = false;        // a node's task (else an actor call)
+  // An actor call: its actor's key, and, when the actor may be restarted and its calls sent
+  // again (max_task_retries; a call that lends no refs), the call as relayed, with the retries
+  // it used: sent to the actor's new node if its node dies (retry_relay).
+  uint64_t actor = 0;
+  std::shared_ptr<const ActorCallMsg> call{};
+  int retries_used = 0;
 };
 
 // ResultMsg.error_type of a task lost with the node it ran on (a system failure): the caller
@@ -1555,6 +1561,7 @@ class Link final : public internal::ClusterLink {
     }
     for (uint64_t key : orphans) stop_node_actor(key, /*release=*/true);
     for (const Relay& r : lost_relays) {  // calls relayed there: their callers learn it
+      if (!r.task && retry_relay(r, restarted)) continue;
       ResultMsg res;
       res.call_id = r.origin_call;
       res.status = CallStatus::kSystemError;
@@ -1564,9 +1571,52 @@ class Link final : public internal::ClusterLink {
         res.message = "it was lost with " + name + ": " + why;
       } else {
         res.message = "the actor's node, " + name + ", was lost: " + why;
+        const bool restarts = std::any_of(restarted.begin(), restarted.end(),
+                                          [&](const auto& kv) { return kv.second == r.actor; });
+        if (restarts) {
+          res.message += " (its actor restarts on another node; the call is not sent again: "
+                         "max_task_retries)";
+        }
       }
       send(r.origin, Message(std::move(res)));
     }
+  }
+
+  // Driver: a node's call of an actor, relayed to the actor's node, which died. If the actor was
+  // built again elsewhere (`restarted`) and the call may be retried (Relay::call kept, retries
+  // left under max_task_retries), it is relayed to the actor's new node (after its creation,
+  // which restart_actor_locked sent first) and true is returned; its caller waits on.
+  bool retry_relay(const Relay& lost, const std::map<ActorCore*, uint64_t>& restarted) {
+    if (!lost.call) return false;
+    if (std::none_of(restarted.begin(), restarted.end(),
+                     [&](const auto& kv) { return kv.second == lost.actor; })) {
+      return false;
+    }
+    ActorCallMsg msg = *lost.call;
+    PeerId holder = 0;
+    std::shared_ptr<ActorCore> actor;  // (let go after the lock: its last handle may finalize it)
+    {
+      MutexLock lock(mu_);
+      auto it = remote_actors_.find(lost.actor);
+      if (it == remote_actors_.end()) return false;
+      actor = it->second.actor.lock();
+      if (!actor) return false;
+      const int limit = actor->options().max_task_retries;
+      if (limit == 0 || (limit > 0 && lost.retries_used >= limit)) return false;
+      auto p = peers_.find(it->second.peer);
+      if (p == peers_.end() || p->second.state != Peer::State::kReady) return false;
+      holder = it->second.peer;
+      Relay relay = lost;
+      relay.holder = holder;
+      relay.holder_name = p->second.name;
+      ++relay.retries_used;
+      msg.call_id = next_call_++;
+      relay.call = std::make_shared<const ActorCallMsg>(msg);
+      relays_[msg.call_id] = std::move(relay);
+    }
+    lost_retried_.fetch_add(1, std::memory_order_relaxed);
+    send(holder, Message(std::move(msg)));
+    return true;
   }
 
   // Driver: the actor `key` (`a`) lost its node. With restarts left, it is built again on a live
@@ -2886,8 +2936,14 @@ class Link final : public internal::ClusterLink {
         if (it != remote_actors_.end()) {
           holder = it->second.peer;
           const uint64_t relayed = next_call_++;
-          relays_[relayed] = Relay{origin, msg.call_id, holder, {}, peers_[holder].name};
+          Relay relay{origin, msg.call_id, holder, {}, peers_[holder].name};
+          relay.actor = msg.actor;
           msg.call_id = relayed;
+          if (std::shared_ptr<ActorCore> a = it->second.actor.lock();
+              a && it->second.recipe && a->options().max_task_retries != 0 && msg.refs.empty()) {
+            relay.call = std::make_shared<const ActorCallMsg>(msg);  // kept for a retry
+          }
+          relays_[relayed] = std::move(relay);
         }
       }
     }
