@@ -4364,26 +4364,31 @@ BorrowKeeper::~BorrowKeeper() {
   if (service->link != nullptr) service->link->borrow_dropped(from_, key_, entry_);
 }
 
-void BorrowedValue::fetch(internal::ObjectEntry* entry, Deadline deadline) {
-  if (entry->state() != internal::ObjState::kRemote) return;  // fetched by another reader
-  if (materialize == nullptr) {
-    throw Error(ErrorCode::kInvalidArgument,
-                "the value of a borrowed ObjectRef whose type is not serializable cannot be "
-                "read on this node (pass the value itself, or read it where it was made)");
-  }
+// A pull started through the link and waited for: the value's bytes, or null and why not.
+struct PulledValue {
+  Blob blob;
+  std::string why;
+};
+
+// Starts a pull (`start`, with the link, under the service's lock; not on the network thread,
+// which would deliver it) and waits for its answer until `deadline`. Every pull is answered, or
+// failed when its peer or the link goes; a reader's deadline may come first (the pull goes on,
+// its state living on in its waiter): then nullopt.
+std::optional<PulledValue> pull_and_wait(const std::weak_ptr<ObjectService>& weak,
+                                         Deadline deadline,
+                                         const std::function<void(Link*, ObjectTable::Waiter)>& start) {
   struct Wait {
     internal::Event done;
-    Blob blob;
-    std::string why;
+    PulledValue value;
   };
   auto wait = std::make_shared<Wait>();
-  auto waiter = [wait](const Blob& b, const std::string& why) {
-    wait->blob = b;
-    wait->why = why;
+  ObjectTable::Waiter waiter = [wait](const Blob& b, const std::string& why) {
+    wait->value.blob = b;
+    wait->value.why = why;
     wait->done.set();
   };
   {
-    std::shared_ptr<ObjectService> service = service_.lock();
+    std::shared_ptr<ObjectService> service = weak.lock();
     if (!service) {
       waiter(nullptr, "its cluster has shut down");
     } else {
@@ -4393,24 +4398,39 @@ void BorrowedValue::fetch(internal::ObjectEntry* entry, Deadline deadline) {
       } else if (service->link->on_network_thread()) {
         waiter(nullptr, kOnNetworkThread);
       } else {
-        service->link->pull_borrowed(from_, pull_, bytes_, waiter);
+        start(service->link, std::move(waiter));
       }
     }
   }
-  if (!wait->done.wait_until(deadline)) {
+  if (!wait->done.wait_until(deadline)) return std::nullopt;
+  return std::move(wait->value);
+}
+
+void BorrowedValue::fetch(internal::ObjectEntry* entry, Deadline deadline) {
+  if (entry->state() != internal::ObjState::kRemote) return;  // fetched by another reader
+  if (materialize == nullptr) {
+    throw Error(ErrorCode::kInvalidArgument,
+                "the value of a borrowed ObjectRef whose type is not serializable cannot be "
+                "read on this node (pass the value itself, or read it where it was made)");
+  }
+  const std::optional<PulledValue> got =
+      pull_and_wait(service_, deadline, [this](Link* link, ObjectTable::Waiter waiter) {
+        link->pull_borrowed(from_, pull_, bytes_, std::move(waiter));
+      });
+  if (!got) {
     throw TimeoutError("the value of a borrowed object (lent by " + where_ +
                        ") did not arrive before the deadline");
   }
-  if (!wait->blob) {
+  if (!got->blob) {
     const std::string what = "the value of a borrowed object (lent by " + where_ + ")";
-    if (wait->why.rfind(kOwnerDied, 0) == 0) {
-      throw OwnerDiedError(what + ": " + wait->why.substr(std::strlen(kOwnerDied)));
+    if (got->why.rfind(kOwnerDied, 0) == 0) {
+      throw OwnerDiedError(what + ": " + got->why.substr(std::strlen(kOwnerDied)));
     }
-    throw ObjectLostError(ErrorCode::kUnavailable, what + " cannot be fetched: " + wait->why);
+    throw ObjectLostError(ErrorCode::kUnavailable, what + " cannot be fetched: " + got->why);
   }
   MutexLock lock(materialize_mu_);
   if (entry->state() != internal::ObjState::kRemote) return;  // another reader built it
-  materialize(entry, wait->blob->view);
+  materialize(entry, got->blob->view);
 }
 
 ObjectKeeper::~ObjectKeeper() {
@@ -4422,46 +4442,22 @@ ObjectKeeper::~ObjectKeeper() {
 
 void RemoteObject::fetch(internal::ObjectEntry* entry, Deadline deadline) {
   if (entry->state() != internal::ObjState::kRemote) return;  // fetched by another reader
-  struct Wait {
-    internal::Event done;
-    Blob blob;
-    std::string why;
-  };
-  auto wait = std::make_shared<Wait>();
-  auto waiter = [wait](const Blob& b, const std::string& why) {
-    wait->blob = b;
-    wait->why = why;
-    wait->done.set();
-  };
-  {
-    std::shared_ptr<ObjectService> service = service_.lock();
-    if (!service) {
-      waiter(nullptr, "its cluster has shut down");
-    } else {
-      MutexLock l(service->mu);
-      if (service->link == nullptr) {
-        waiter(nullptr, "its cluster has shut down");
-      } else if (service->link->on_network_thread()) {
-        waiter(nullptr, kOnNetworkThread);
-      } else {
-        service->link->pull_here(id_, waiter);
-      }
-    }
-  }
-  // Every pull is answered, or failed when its peer or the link goes; a reader's deadline may
-  // come first (the pull goes on, and `wait` lives on in its waiter).
-  if (!wait->done.wait_until(deadline)) {
+  const std::optional<PulledValue> got =
+      pull_and_wait(service_, deadline, [this](Link* link, ObjectTable::Waiter waiter) {
+        link->pull_here(id_, std::move(waiter));
+      });
+  if (!got) {
     throw TimeoutError("the value of object " + std::to_string(id_) + ", produced on " + where_ +
                        ", did not arrive before the deadline");
   }
-  if (!wait->blob) {
+  if (!got->blob) {
     throw ObjectLostError(ErrorCode::kUnavailable, "the value of object " + std::to_string(id_) +
                                                        ", produced on " + where_ +
-                                                       ", cannot be fetched: " + wait->why);
+                                                       ", cannot be fetched: " + got->why);
   }
   MutexLock lock(materialize_mu_);
   if (entry->state() != internal::ObjState::kRemote) return;  // another reader built it
-  materialize(entry, wait->blob->view);
+  materialize(entry, got->blob->view);
 }
 
 std::unique_ptr<internal::ClusterLink> factory(RuntimeCore* rt, const ClusterConfig& config) {
