@@ -154,6 +154,26 @@ TEST(FailureDetector, APeerWhoseLongMessageIsArrivingGetsTheTimeItMayTake) {
   EXPECT_EQ(d.check(), std::vector<uint64_t>{1});
 }
 
+// Transfers from several peers share this process's bandwidth: each may take as long as all of
+// them together.
+TEST(FailureDetector, MessagesArrivingFromSeveralPeersShareTheRate) {
+  FakeClock clock;
+  FailureDetector d(5s, clock.now(), 1024.0 * 1024);
+  for (uint64_t p = 1; p <= 4; ++p) {
+    d.watch(p);
+    d.heard(p, 5u << 20);  // 4 x 5 MiB at 1 MiB/s in all: up to 20 s
+  }
+  d.watch(9);  // nothing arriving from it: the plain timeout
+  std::vector<uint64_t> reported;
+  for (int i = 0; i < 26; ++i) {
+    clock.t += 1s;
+    for (uint64_t p : d.check()) reported.push_back(p);
+    if (i == 5) EXPECT_EQ(reported, std::vector<uint64_t>{9}) << "at 6 s";
+    if (i == 24) EXPECT_EQ(reported, std::vector<uint64_t>{9}) << "at 5 s + 20 s";
+  }
+  EXPECT_EQ(sorted(reported), (std::vector<uint64_t>{1, 2, 3, 4, 9}));
+}
+
 TEST(FailureDetector, ANetworkThreadBusyElsewhereConvictsNobody) {
   FakeClock clock;
   FailureDetector d(5s, clock.now());

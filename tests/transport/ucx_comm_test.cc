@@ -530,8 +530,9 @@ TEST_F(UcxCommTest, TheLongestPassCountsAPassHeldInACallback) {
   std::this_thread::sleep_for(std::chrono::milliseconds(50));
   EXPECT_GE(p.b->take_longest_pass(), std::chrono::milliseconds(50)) << "a pass still running";
   gate.release();
-  ASSERT_TRUE(p.b->send(p.b_peer, "done"));  // sent by a later pass, so the held one is over
-  ASSERT_TRUE(p.ra.wait_messages(2));
+  // B reads this in a later pass than the held one, so the held one is over (and recorded).
+  ASSERT_TRUE(p.a->send(p.a_peer, "after"));
+  ASSERT_TRUE(p.rb.wait_messages(2));
   EXPECT_GE(p.b->take_longest_pass(), std::chrono::milliseconds(50)) << "a pass that ended";
 }
 

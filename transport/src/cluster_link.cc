@@ -302,10 +302,13 @@ struct Relay {
   bool task = false;        // a node's task (else an actor call)
   // An actor call: its actor's key, and, when the actor may be restarted and its calls sent
   // again (max_task_retries; a call that lends no refs), the call as relayed, with the retries
-  // it used: sent to the actor's new node if its node dies (retry_relay).
+  // it used: sent to the actor's new node if its node dies (retry_relay_locked).
   uint64_t actor = 0;
   std::shared_ptr<const ActorCallMsg> call{};
   int retries_used = 0;
+  // Once its holder died: null if it was sent again, else why not ("" : its actor was not
+  // restarted) (Link::retry_relay_locked).
+  const char* not_retried = "";
 };
 
 // ResultMsg.error_type of a task lost with the node it ran on (a system failure): the caller
@@ -1420,6 +1423,7 @@ class Link final : public internal::ClusterLink {
     std::vector<uint64_t> orphans;  // actors the lost node had created elsewhere: released
     std::map<ActorCore*, uint64_t> restarted;  // actors built again on another node: their keys
     std::vector<uint64_t> lost_rebuilds;       // objects it was computing again (lineage)
+    std::vector<std::shared_ptr<ActorCore>> keep_alive;  // let go after mu_ (retry_relay_locked)
     std::string name;
     bool was_node = false;
     bool expected = false;  // the job is over: peers going away is no news
@@ -1473,6 +1477,13 @@ class Link final : public internal::ClusterLink {
           a = remote_actors_.erase(a);
         } else {
           ++a;
+        }
+      }
+      // Calls of restarted actors that nodes made: sent again now, under mu_, so that they
+      // follow the actor's creation and precede every call relayed there after this.
+      if (!expected) {
+        for (Relay& r : lost_relays) {
+          if (!r.task) r.not_retried = retry_relay_locked(peer, &r, restarted, &keep_alive);
         }
       }
       for (const auto& [id, r] : rebuilds_) {
@@ -1561,7 +1572,7 @@ class Link final : public internal::ClusterLink {
     }
     for (uint64_t key : orphans) stop_node_actor(key, /*release=*/true);
     for (const Relay& r : lost_relays) {  // calls relayed there: their callers learn it
-      if (!r.task && retry_relay(r, restarted)) continue;
+      if (!r.task && r.not_retried == nullptr) continue;  // sent again (retry_relay_locked)
       ResultMsg res;
       res.call_id = r.origin_call;
       res.status = CallStatus::kSystemError;
@@ -1571,52 +1582,66 @@ class Link final : public internal::ClusterLink {
         res.message = "it was lost with " + name + ": " + why;
       } else {
         res.message = "the actor's node, " + name + ", was lost: " + why;
-        const bool restarts = std::any_of(restarted.begin(), restarted.end(),
-                                          [&](const auto& kv) { return kv.second == r.actor; });
-        if (restarts) {
-          res.message += " (its actor restarts on another node; the call is not sent again: "
-                         "max_task_retries)";
+        if (r.not_retried != nullptr && *r.not_retried != '\0') {
+          res.message += std::string(" (its actor restarts on another node; the call is not "
+                                     "sent again: ") + r.not_retried + ")";
         }
       }
       send(r.origin, Message(std::move(res)));
     }
   }
 
-  // Driver: a node's call of an actor, relayed to the actor's node, which died. If the actor was
-  // built again elsewhere (`restarted`) and the call may be retried (Relay::call kept, retries
-  // left under max_task_retries), it is relayed to the actor's new node (after its creation,
-  // which restart_actor_locked sent first) and true is returned; its caller waits on.
-  bool retry_relay(const Relay& lost, const std::map<ActorCore*, uint64_t>& restarted) {
-    if (!lost.call) return false;
+  // Driver: a node's call of an actor, relayed to the actor's node (`dead`), which died. If the
+  // actor was built again elsewhere (`restarted`: its creation already sent there) and the call
+  // may be retried (Relay::call kept, retries left under max_task_retries, its caller alive),
+  // it is relayed to the actor's new node under a new relay id, and null is returned; its caller
+  // waits on. Else why not: "" when the actor was not restarted, else the reason (for its
+  // caller's error). Actors looked at are kept in `keep_alive`, let go after mu_ (a last
+  // handle's finalization takes mu_).
+  const char* retry_relay_locked(PeerId dead, Relay* lost,
+                                 const std::map<ActorCore*, uint64_t>& restarted,
+                                 std::vector<std::shared_ptr<ActorCore>>* keep_alive)
+      PRISM_REQUIRES(mu_) {
     if (std::none_of(restarted.begin(), restarted.end(),
-                     [&](const auto& kv) { return kv.second == lost.actor; })) {
-      return false;
+                     [&](const auto& kv) { return kv.second == lost->actor; })) {
+      return "";
     }
-    ActorCallMsg msg = *lost.call;
-    PeerId holder = 0;
-    std::shared_ptr<ActorCore> actor;  // (let go after the lock: its last handle may finalize it)
-    {
-      MutexLock lock(mu_);
-      auto it = remote_actors_.find(lost.actor);
-      if (it == remote_actors_.end()) return false;
-      actor = it->second.actor.lock();
-      if (!actor) return false;
-      const int limit = actor->options().max_task_retries;
-      if (limit == 0 || (limit > 0 && lost.retries_used >= limit)) return false;
-      auto p = peers_.find(it->second.peer);
-      if (p == peers_.end() || p->second.state != Peer::State::kReady) return false;
-      holder = it->second.peer;
-      Relay relay = lost;
-      relay.holder = holder;
-      relay.holder_name = p->second.name;
-      ++relay.retries_used;
-      msg.call_id = next_call_++;
-      relay.call = std::make_shared<const ActorCallMsg>(msg);
-      relays_[msg.call_id] = std::move(relay);
+    auto it = remote_actors_.find(lost->actor);
+    if (it == remote_actors_.end()) return "the actor is gone";
+    std::shared_ptr<ActorCore> actor = it->second.actor.lock();
+    if (!actor) return "the actor is gone";
+    keep_alive->push_back(actor);
+    const int limit = actor->options().max_task_retries;
+    if (limit == 0 || (limit > 0 && lost->retries_used >= limit)) return "max_task_retries";
+    if (!lost->call) return "its arguments pass ObjectRefs";
+    auto origin = peers_.find(lost->origin);
+    if (lost->origin == dead || origin == peers_.end() ||
+        origin->second.state != Peer::State::kReady) {
+      return "its caller's node is gone";
     }
+    auto p = peers_.find(it->second.peer);
+    if (p == peers_.end()) return "its new node is gone";
+    ActorCallMsg msg = *lost->call;
+    msg.call_id = next_call_++;
+    std::string frame;
+    try {
+      encode(Message(msg), &frame);
+    } catch (const std::exception& e) {
+      PRISM_LOG(kWarning) << "cluster: cannot send a call of actor " << actor->type_name()
+                          << " again: " << e.what();
+      return "it could not be encoded again";
+    }
+    if (!comm_->send(p->first, std::move(frame))) return "its new node is gone";
+    Relay relay = *lost;
+    relay.holder = p->first;
+    relay.holder_name = p->second.name;
+    relay.request = {};  // (an actor call holds nothing of its node's)
+    ++relay.retries_used;
+    relay.call = std::make_shared<const ActorCallMsg>(std::move(msg));
+    relay.not_retried = nullptr;
+    relays_[relay.call->call_id] = std::move(relay);
     lost_retried_.fetch_add(1, std::memory_order_relaxed);
-    send(holder, Message(std::move(msg)));
-    return true;
+    return nullptr;
   }
 
   // Driver: the actor `key` (`a`) lost its node. With restarts left, it is built again on a live
@@ -2925,6 +2950,7 @@ class Link final : public internal::ClusterLink {
   void on_node_actor_call(PeerId origin, ActorCallMsg msg) {
     msg.result_object = 0;  // (its result goes back to the node inline)
     PeerId holder = 0;
+    std::shared_ptr<ActorCore> actor;  // (let go after mu_: a last handle's finalization takes it)
     {
       MutexLock lock(mu_);
       if ((msg.actor & kNodeActorBit) != 0) {  // one that node had created: the driver's number
@@ -2939,8 +2965,9 @@ class Link final : public internal::ClusterLink {
           Relay relay{origin, msg.call_id, holder, {}, peers_[holder].name};
           relay.actor = msg.actor;
           msg.call_id = relayed;
-          if (std::shared_ptr<ActorCore> a = it->second.actor.lock();
-              a && it->second.recipe && a->options().max_task_retries != 0 && msg.refs.empty()) {
+          actor = it->second.actor.lock();
+          if (actor && it->second.recipe && it->second.restarts_left != 0 &&
+              actor->options().max_task_retries != 0 && msg.refs.empty()) {
             relay.call = std::make_shared<const ActorCallMsg>(msg);  // kept for a retry
           }
           relays_[relayed] = std::move(relay);

@@ -9,9 +9,10 @@
 //
 // Long messages. A peer's heartbeats queue behind what it sent before them: while a message of
 // hundreds of MiB is still arriving, nothing else from that peer does. So heard() takes the
-// bytes of the peer's messages that have begun to arrive and not finished (`arriving`), and such
-// a peer may be silent for timeout + arriving / min_rate: a peer stopped in the middle of a
-// transfer is still found, later by the time that transfer could take at min_rate.
+// bytes of the peer's messages that have begun to arrive and not finished (`arriving`), and a
+// peer with bytes arriving may be silent for timeout + (the bytes arriving from all peers) /
+// min_rate: the transfers share this process's bandwidth, so each may take as long as all of
+// them. A peer stopped in the middle of a transfer is still found, later by that time.
 //
 // A process that was stopped itself (a debugger, SIGSTOP, a VM paused, a checker thread
 // starved of CPU) hears nothing meanwhile; on waking every peer would look silent. So check()
@@ -22,8 +23,9 @@
 // Invariants:
 //   - a peer is in peers_ from watch() until check() reports it or forget() drops it;
 //   - check() reports a peer at most once per watch();
-//   - a peer's allowed silence is timeout + its arriving bytes / min_rate, counted from the last
-//     heard() (or watch(), or own gap).
+//   - a peer's allowed silence is the timeout, plus (every watched peer's arriving bytes) /
+//     min_rate if its own arriving bytes are not 0, counted from its last heard() (or watch(),
+//     or own gap).
 //
 // The clock is injected (a function returning now), so that tests drive time by hand. Not
 // thread-safe: the owner's lock guards it (the cluster link's mu_).
@@ -46,7 +48,7 @@ class FailureDetector {
   // far below any network's and below a sanitizer build's loopback.
   static constexpr double kDefaultMinRate = 32.0 * 1024 * 1024;
 
-  // `timeout` > 0, `min_rate` > 0. `now` defaults to the steady clock.
+  // `timeout` > 0; `min_rate` > 0 (else the default). `now` defaults to the steady clock.
   explicit FailureDetector(Clock::duration timeout, Now now = {},
                            double min_rate = kDefaultMinRate);
 
@@ -77,7 +79,7 @@ class FailureDetector {
     uint64_t arriving = 0;
   };
   Clock::time_point now() const { return now_ ? now_() : Clock::now(); }
-  Clock::duration allowed(const Watched& w) const;
+  Clock::duration allowed(const Watched& w, uint64_t all_arriving) const;
 
   Clock::duration timeout_;
   Now now_;

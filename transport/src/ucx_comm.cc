@@ -639,17 +639,19 @@ bool UcxComm::Impl::pass() {
   pass_began_ns_.store(began, std::memory_order_relaxed);
   const bool busy = pass_once();
   const int64_t took = steady_ns() - began;
-  pass_began_ns_.store(0, std::memory_order_relaxed);
-  // (A take_longest_pass() between the load and the store may miss this pass: it only excuses.)
+  // Recorded before the pass is marked over, so that a reader always sees it one way or the
+  // other. (A take_longest_pass() between this load and store may lose a shorter pass's mark: it
+  // only excuses.)
   if (took > longest_pass_ns_.load(std::memory_order_relaxed)) {
     longest_pass_ns_.store(took, std::memory_order_relaxed);
   }
+  pass_began_ns_.store(0, std::memory_order_release);
   return busy;
 }
 
 std::chrono::nanoseconds UcxComm::Impl::take_longest_pass() {
+  const int64_t began = pass_began_ns_.load(std::memory_order_acquire);
   int64_t longest = longest_pass_ns_.exchange(0, std::memory_order_relaxed);
-  const int64_t began = pass_began_ns_.load(std::memory_order_relaxed);
   if (began != 0) longest = std::max(longest, steady_ns() - began);
   return std::chrono::nanoseconds(longest);
 }
@@ -1251,7 +1253,7 @@ void UcxComm::Impl::on_recv_done(RecvOp* op, ucs_status_t status) {
     auto it = local_.find(op->peer);
     if (it != local_.end()) {
       it->second.arriving -= op->size;
-      if (callbacks_.on_activity && status == UCS_OK) {
+      if (callbacks_.on_activity && status == UCS_OK && it->second.state == LocalState::kOpen) {
         invoke_user("on_activity", callbacks_.on_activity, op->peer, it->second.arriving);
       }
     }
