@@ -539,8 +539,13 @@ TEST_F(FaultTest, ActorsRestartUnderMaxRestartsAndDieWithout) {
 
 // Case 3, called from nodes: a call that a task on another node made, in flight when the actor's
 // node dies, is sent again to the restarted actor under max_task_retries (the driver relays it);
-// without retries its caller gets a clear error saying so.
-TEST_F(FaultTest, ActorCallsFromNodesAreRetriedOnTheRestartedActor) {
+// without retries its caller gets a clear error saying so. The node is killed (its death seen
+// by the network thread) or stopped past the heartbeat deadline (seen by the watchdog thread).
+class RelayedActorCallsTest : public FaultTest, public ::testing::WithParamInterface<bool> {};
+
+TEST_P(RelayedActorCallsTest, AreRetriedOnTheRestartedActor) {
+  const bool stop = GetParam();
+  if (stop) setenv("PRISM_HEARTBEAT_TIMEOUT", "2", 1);  // (the nodes inherit it)
   start(1, {{{"PRISM_RESOURCES", "vault:2"}}, {{"PRISM_RESOURCES", "caller:2"}, {"PRISM_NUM_CPUS", "2"}}});
   expect_clean_exit_ = false;
   auto retried =
@@ -563,13 +568,18 @@ TEST_F(FaultTest, ActorCallsFromNodesAreRetriedOnTheRestartedActor) {
   ASSERT_EQ(victim->pid(), victim_pid);
   const auto before = prism::cluster::link_counters();
   const auto t0 = std::chrono::steady_clock::now();
-  victim->kill_now();
-  ASSERT_TRUE(victim->wait_exit(20s));
+  if (stop) {
+    ASSERT_EQ(kill(victim->pid(), SIGSTOP), 0);
+  } else {
+    victim->kill_now();
+    ASSERT_TRUE(victim->wait_exit(20s));
+  }
   // Ran again on the rebuilt actor (state 0 + 1000), on the second node.
   EXPECT_EQ(prism::get(from_retried, 60s), "value 1000");
   std::printf("[ faults   ] a call from a node answered by the restarted actor %.3f s after its "
-              "node was killed\n",
-              std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+              "node was %s\n",
+              std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(),
+              stop ? "stopped (2 s deadline)" : "killed");
   EXPECT_EQ(prism::get(retried.task(&Tally::pid).remote(), 60s), second.pid());
   EXPECT_EQ(prism::get(retried.task(&Tally::add).remote(1), 60s), 1001)
       << "the retried call ran more than once, or not on the rebuilt state";
@@ -580,7 +590,21 @@ TEST_F(FaultTest, ActorCallsFromNodesAreRetriedOnTheRestartedActor) {
   // The actor itself was restarted, and later calls reach it.
   EXPECT_EQ(prism::get(once.task(&Tally::add).remote(1), 60s), 51);
   EXPECT_GE(prism::cluster::link_counters().actor_restarts, before.actor_restarts + 2);
+  if (stop) {
+    EXPECT_EQ(prism::cluster::link_counters().declared_dead, before.declared_dead + 1);
+    // Woken, it is fenced: it exits, and its late results (both calls' ends) change nothing.
+    ASSERT_EQ(kill(victim->pid(), SIGCONT), 0);
+    ASSERT_TRUE(victim->wait_exit(30s)) << "the fenced node did not exit";
+    EXPECT_EQ(victim->exit_status(), 1);
+    EXPECT_EQ(prism::get(retried.task(&Tally::add).remote(1), 60s), 1002);
+  }
 }
+
+INSTANTIATE_TEST_SUITE_P(Faults, RelayedActorCallsTest, ::testing::Bool(),
+                         [](const ::testing::TestParamInfo<bool>& info) {
+                           return info.param ? std::string("NodeStopped")
+                                             : std::string("NodeKilled");
+                         });
 
 TEST(FaultOptions, NegativeRestartCountsAreRefused) {
   prism::Runtime rt({.num_cpus = 1});
