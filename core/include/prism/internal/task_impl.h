@@ -452,19 +452,28 @@ class TaskImpl final : public TaskRecord {
  private:
   using Remote = RemoteTask<Target, typename Slots::Value, typename Arg<Tier, A>::type...>;
   static constexpr bool kRemote = Remote::value;
-  // A result that may stay on the node that computed it: one value of a type without a place.
+  // A result that may stay on the node that computed it: one value (a GPU tensor too: it is
+  // downloaded there once, and its bytes stay there until a reader elsewhere pulls them).
   static constexpr bool kRemoteValue = [] {
     if constexpr (kRemote && !std::is_same_v<Slots, CreationResult>) {
       using Value = typename Slots::Value;
       if constexpr (std::is_void_v<Value>) {
         return false;
       } else {
-        return std::is_same_v<Slots, SingleResult<Value>> && !Placement<Value>::kCustom;
+        return std::is_same_v<Slots, SingleResult<Value>>;
       }
     } else {
       return false;
     }
   }();
+
+  // std::vector<ObjectRef<T>> passed for a std::vector<T> parameter whose elements are written
+  // one by one (not as one raw block).
+  template <typename X, typename P>
+  struct is_ref_vector_of : std::false_type {};
+  template <typename T>
+  struct is_ref_vector_of<std::vector<ObjectRef<T>>, std::vector<T>>
+      : std::bool_constant<!Serializer<std::vector<T>>::kRaw> {};
 
   template <size_t... I>
   void encode_args(std::string* args, ArgTransfer* transfer, std::index_sequence<I...>) const {
@@ -489,6 +498,26 @@ class TaskImpl final : public TaskRecord {
             return;
           }
         }
+      }
+    }
+    if constexpr (is_ref_vector_of<X, P>::value) {
+      // A vector of refs read as the vector of their values: each element the transfer takes
+      // travels by reference like a lone ref (a value on another node is never fetched here,
+      // which may be the network thread), the others inline. Element by element, as
+      // Serializer<std::vector<T>> writes a vector of non-raw elements.
+      using T = typename P::value_type;
+      if (transfer != nullptr) {
+        w.u32(static_cast<uint32_t>(a.size()));
+        for (const auto& r : a) {
+          ObjectEntry* e = r.entry();
+          const size_t estimate =
+              e->state() == ObjState::kReady ? ObjectSize<T>::bytes(value_of<T>(e)) : 0;
+          if (transfer->by_reference(e, &serialize_entry_value<T>, estimate, args->size())) {
+            continue;
+          }
+          w.put(static_cast<const T&>(read_value<T>(e)));
+        }
+        return;
       }
     }
     decltype(auto) resolved = Arg<Tier, X>::resolve(a);
