@@ -100,6 +100,32 @@ function(prism_example_cluster_test test_name example)
     RUN_SERIAL TRUE
     FAIL_REGULAR_EXPRESSION "WRONG RESULT;FAILED")
 endfunction()
+# GPU paths on a cluster of nodes of different shapes, with logical GPUs (the host backend): the
+# driver has none, node1 two, node2 one, so every tensor the driver reads crosses nodes and
+# tensors move between nodes' GPUs.
+function(prism_example_gpu_cluster_test test_name example)
+  if(NOT TARGET example_${example} OR NOT TARGET prism_cluster OR NOT PRISM_MPIRUN
+     OR NOT PRISM_PMIX_FOUND)
+    return()
+  endif()
+  set(exe $<TARGET_FILE:example_${example}>)
+  add_test(NAME ${test_name}
+    COMMAND "${PRISM_MPIRUN}" --allow-run-as-root --oversubscribe
+      -x UCX_NET_DEVICES=lo -x UCX_MEM_EVENTS=no
+      -np 1 -x PRISM_NUM_GPUS=0 ${exe} --gpu ${ARGN}
+      : -np 1 -x PRISM_NUM_GPUS=2 ${exe} --gpu ${ARGN}
+      : -np 1 -x PRISM_NUM_GPUS=1 ${exe} --gpu ${ARGN})
+  set_tests_properties(${test_name} PROPERTIES
+    LABELS "examples;cluster"
+    TIMEOUT 180
+    RUN_SERIAL TRUE
+    FAIL_REGULAR_EXPRESSION "WRONG RESULT;FAILED")
+endfunction()
+prism_example_gpu_cluster_test(example_matmul_tree_gpu_mpirun matmul_tree --n=200 --iterations=20
+  --cpus=1)
+prism_example_gpu_cluster_test(example_image_preprocess_gpu_mpirun image_preprocess --images=4
+  --size=600 --cpus=1 "--dir=${PRISM_EXAMPLES_SCRATCH}/image_preprocess_gpu_mpirun")
+
 prism_example_cluster_test(example_quickstart_mpirun     quickstart --cpus=1)
 prism_example_cluster_test(example_fibonacci_mpirun      fibonacci --n=20000 --rounds=10 --cpus=1)
 prism_example_cluster_test(example_monte_carlo_pi_mpirun monte_carlo_pi --samples=1000000 --cpus=1)

@@ -53,12 +53,11 @@ inline GpuFlags gpu_flags(Flags& flags) {
 
 // The copies made since `before` (a copy_stats() taken earlier).
 inline prism::gpu::CopyStats copies_since(const prism::gpu::CopyStats& before) {
-  const prism::gpu::CopyStats now = prism::gpu::copy_stats();
-  return {now.host_to_device - before.host_to_device, now.device_to_host - before.device_to_host,
-          now.device_to_device - before.device_to_device, now.bytes - before.bytes};
+  return prism::gpu::copy_stats() - before;
 }
 
-// "4 uploads, 0 peer copies, 1 download (40.0 MB)"
+// "4 uploads, 0 peer copies, 1 download (40.0 MB)", then the tensors sent to and received from
+// other nodes if there were any
 inline std::string describe(const prism::gpu::CopyStats& d) {
   char buf[160];
   std::snprintf(buf, sizeof buf, "%llu upload%s, %llu peer cop%s, %llu download%s (%.1f MB)",
@@ -67,7 +66,16 @@ inline std::string describe(const prism::gpu::CopyStats& d) {
                 d.device_to_device == 1 ? "y" : "ies",
                 static_cast<unsigned long long>(d.device_to_host), d.device_to_host == 1 ? "" : "s",
                 static_cast<double>(d.bytes) / 1e6);
-  return buf;
+  std::string out = buf;
+  if (d.network_sends + d.network_receives > 0) {
+    std::snprintf(buf, sizeof buf, "; %llu tensor%s sent to other nodes, %llu received (%.1f MB)",
+                  static_cast<unsigned long long>(d.network_sends),
+                  d.network_sends == 1 ? "" : "s",
+                  static_cast<unsigned long long>(d.network_receives),
+                  static_cast<double>(d.network_bytes) / 1e6);
+    out += buf;
+  }
+  return out;
 }
 
 // One line about the GPUs in use: the backend and why.

@@ -54,6 +54,45 @@ struct prism::ObjectSize<examples::images_gpu::Decoded> {
   }
 };
 
+// How a decoded region travels to a GPU task on another node (cluster mode).
+template <>
+struct prism::Serializer<examples::images_gpu::Decoded> {
+  static void write(Writer& w, const examples::images_gpu::Decoded& d) {
+    w.put(d.pixels.width);
+    w.put(d.pixels.height);
+    w.put(d.pixels.pixels);
+    w.put(d.src.x);
+    w.put(d.src.y);
+    w.put(d.src.width);
+    w.put(d.src.height);
+    w.put(d.full_width);
+    w.put(d.full_height);
+    w.put(d.crop.flip);
+    w.put(d.crop.top);
+    w.put(d.crop.left);
+  }
+  static void read(Reader& r, examples::images_gpu::Decoded* d) {
+    r.get(&d->pixels.width);
+    r.get(&d->pixels.height);
+    r.get(&d->pixels.pixels);
+    r.get(&d->src.x);
+    r.get(&d->src.y);
+    r.get(&d->src.width);
+    r.get(&d->src.height);
+    r.get(&d->full_width);
+    r.get(&d->full_height);
+    r.get(&d->crop.flip);
+    r.get(&d->crop.top);
+    r.get(&d->crop.left);
+    const examples::img::Image& p = d->pixels;
+    if (p.width < 0 || p.height < 0 ||
+        p.pixels.size() != static_cast<size_t>(p.width) * static_cast<size_t>(p.height) * 3) {
+      throw prism::Error(prism::ErrorCode::kInvalidArgument,
+                         "Decoded: the pixels do not fill the region");
+    }
+  }
+};
+
 namespace examples::images_gpu {
 
 // ---- The remote functions ----

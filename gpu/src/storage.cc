@@ -12,6 +12,7 @@ namespace {
 
 struct Counters {
   std::atomic<uint64_t> h2d{0}, d2h{0}, d2d{0}, bytes{0};
+  std::atomic<uint64_t> sends{0}, receives{0}, network_bytes{0};
 };
 Counters& counters() {
   static Counters c;
@@ -32,6 +33,12 @@ void count_copy(Device from, Device to, size_t bytes) noexcept {
     return;  // host to host is not a device copy
   }
   c.bytes.fetch_add(bytes, std::memory_order_relaxed);
+}
+
+void count_network(bool sent, size_t bytes) noexcept {
+  Counters& c = counters();
+  (sent ? c.sends : c.receives).fetch_add(1, std::memory_order_relaxed);
+  c.network_bytes.fetch_add(bytes, std::memory_order_relaxed);
 }
 
 Storage::Storage(Device device, size_t bytes, Stream stream)
@@ -248,6 +255,9 @@ CopyStats copy_stats() noexcept {
   s.device_to_host = c.d2h.load(std::memory_order_relaxed);
   s.device_to_device = c.d2d.load(std::memory_order_relaxed);
   s.bytes = c.bytes.load(std::memory_order_relaxed);
+  s.network_sends = c.sends.load(std::memory_order_relaxed);
+  s.network_receives = c.receives.load(std::memory_order_relaxed);
+  s.network_bytes = c.network_bytes.load(std::memory_order_relaxed);
   return s;
 }
 

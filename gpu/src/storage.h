@@ -97,5 +97,7 @@ class Storage {
 
 // Counts a copy for copy_stats().
 void count_copy(Device from, Device to, size_t bytes) noexcept;
+// Counts a tensor of `bytes` written for another node (sent) or read from one.
+void count_network(bool sent, size_t bytes) noexcept;
 
 }  // namespace prism::gpu::internal

@@ -199,6 +199,7 @@ void write_tensor(Writer& w, const Tensor& t) {
   for (const int64_t d : t.shape()) w.put(d);
   const uint64_t bytes = t.nbytes();
   w.put(bytes);
+  count_network(/*sent=*/true, bytes);
   if (bytes == 0) return;
   // A GPU tensor is downloaded after its contents are complete (the host copy is cached with
   // its storage, so a tensor sent twice is downloaded once).
@@ -248,6 +249,7 @@ void read_tensor(Reader& r, Tensor* t) {
   if (bytes > r.remaining()) prism::internal::throw_malformed("truncated value");
   Tensor host = Tensor::empty(static_cast<DType>(dtype), std::move(shape), Device::host());
   r.bytes(host.raw_data(), bytes);
+  count_network(/*sent=*/false, bytes);
   const Device where = current_device();
   *t = where.is_host() ? std::move(host) : host.to(where);
 }

@@ -53,15 +53,7 @@ int64_t total_of(const std::vector<int64_t>& v) { return std::accumulate(v.begin
 uint64_t address_of(const Tensor& t) { return reinterpret_cast<uintptr_t>(t.raw_data()); }
 
 // Copies counted since `before`.
-CopyStats copies_since(const CopyStats& before) {
-  const CopyStats now = prism::gpu::copy_stats();
-  CopyStats d;
-  d.host_to_device = now.host_to_device - before.host_to_device;
-  d.device_to_host = now.device_to_host - before.device_to_host;
-  d.device_to_device = now.device_to_device - before.device_to_device;
-  d.bytes = now.bytes - before.bytes;
-  return d;
-}
+CopyStats copies_since(const CopyStats& before) { return prism::gpu::copy_stats() - before; }
 
 // What a task reader saw of a tensor argument.
 struct Seen {

@@ -68,12 +68,26 @@ Storage* storage_of(const Tensor& t) noexcept;
 }
 
 // Process-wide copy counters (every Prism runtime of the process), for tests and the stats.
+// Device copies (uploads, downloads, peer copies) and, apart from them, the tensors that crossed
+// between this process and another node (cluster mode). A tensor read on another node's GPU
+// counts there as a network receive and an upload; its sender counts a network send (and a
+// download if the tensor was on one of its GPUs and had no host copy yet).
 struct CopyStats {
   uint64_t host_to_device = 0;
   uint64_t device_to_host = 0;
   uint64_t device_to_device = 0;  // between two GPUs of the node (peer copies)
-  uint64_t bytes = 0;
+  uint64_t bytes = 0;             // of those device copies
+  uint64_t network_sends = 0;     // tensors written for another node (or a spill file)
+  uint64_t network_receives = 0;  // tensors built from bytes that came from another node
+  uint64_t network_bytes = 0;     // their elements, both ways
   uint64_t total() const noexcept { return host_to_device + device_to_host + device_to_device; }
+  // The counts since `before` (an earlier copy_stats()).
+  CopyStats operator-(const CopyStats& before) const noexcept {
+    return {host_to_device - before.host_to_device,     device_to_host - before.device_to_host,
+            device_to_device - before.device_to_device, bytes - before.bytes,
+            network_sends - before.network_sends,       network_receives - before.network_receives,
+            network_bytes - before.network_bytes};
+  }
 };
 CopyStats copy_stats() noexcept;
 

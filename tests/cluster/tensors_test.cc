@@ -1,0 +1,234 @@
+// GPU tensors across nodes (cluster mode), on the staged path: a tensor crosses through host
+// memory (downloaded once on its node, sent by UCX, placed where its reader runs on the other
+// node: on the reader's granted GPU, else on the host). GPUs here are logical ones (the host
+// backend), as in CI. Same driver/node set-up as cluster_test.cc (part of the same binary).
+#include <chrono>
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+#include <prism/gpu.h>
+#include <prism/prism.h>
+
+#include "cluster_fixture.h"
+#include "cluster_link.h"
+
+namespace {
+
+using namespace std::chrono_literals;
+using prism::gpu::Device;
+using prism::gpu::DType;
+using prism::gpu::Tensor;
+using prism_test::ClusterTest;
+
+constexpr uint64_t kMiB = uint64_t{1} << 20;
+
+uint64_t fnv(const void* data, size_t n) {
+  const auto* p = static_cast<const unsigned char*>(data);
+  uint64_t h = 1469598103934665603ull;
+  for (size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 1099511628211ull;
+  return h ^ n;
+}
+
+// "<dtype> [d0,d1,...] <hash of the elements' bytes>", read through a host copy.
+std::string contents(const Tensor& t) {
+  std::string s = t.defined() ? prism::gpu::dtype_name(t.dtype()) : std::string("undefined");
+  s += " [";
+  for (size_t i = 0; i < t.shape().size(); ++i) s += (i ? "," : "") + std::to_string(t.dim(i));
+  s += "] ";
+  if (!t.defined() || t.nbytes() == 0) return s + "-";
+  const Tensor h = t.to_host();
+  return s + std::to_string(fnv(h.raw_data(), h.nbytes()));
+}
+
+// Where a tensor argument arrived and what it holds: "<node> <device> <contents>".
+std::string tensor_arrived(const Tensor& t) {
+  return prism::node_id() + " " + t.device().to_string() + " " + contents(t);
+}
+
+// A host tensor of `dtype` and `shape` whose bytes are a pattern drawn from `seed`.
+Tensor patterned(DType dtype, const std::vector<int64_t>& shape, uint32_t seed) {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  std::vector<unsigned char> bytes(static_cast<size_t>(n) * prism::gpu::dtype_size(dtype));
+  uint64_t x = seed * 2654435761u + 1;
+  for (size_t i = 0; i < bytes.size(); i += 8) {
+    x = x * 6364136223846793005ull + 1442695040888963407ull;
+    const uint64_t word = x ^ (x >> 29);
+    std::memcpy(bytes.data() + i, &word, std::min<size_t>(8, bytes.size() - i));
+  }
+  return Tensor::from_host_bytes(dtype, bytes.data(), bytes.size(), shape, Device::host());
+}
+
+// GPU task: n float64 elements 0.5, 1.5, ... made on the task's GPU (one upload).
+Tensor counted_on_gpu(int64_t n) {
+  std::vector<double> v(static_cast<size_t>(n));
+  for (size_t i = 0; i < v.size(); ++i) v[i] = static_cast<double>(i) + 0.5;
+  return Tensor::from_vector(v, {n});
+}
+// GPU task: t + t on the task's GPU (no copy when t is there already).
+Tensor doubled_here(const Tensor& t) {
+  if (t.device() != prism::gpu::current_device() || t.device().is_host()) {
+    throw std::runtime_error("the argument is on " + t.device().to_string() +
+                             ", not on the task's GPU");
+  }
+  return prism::gpu::add(t, t);
+}
+std::string node_name() { return prism::node_id(); }
+// GPU task: its argument, as it arrived on the task's GPU.
+Tensor same_here(const Tensor& t) { return t; }
+// GPU task: the sum of t's elements, on the task's GPU.
+double summed_here(const Tensor& t) {
+  if (t.device() != prism::gpu::current_device() || t.device().is_host()) {
+    throw std::runtime_error("the argument is on " + t.device().to_string() +
+                             ", not on the task's GPU");
+  }
+  return prism::gpu::sum(t);
+}
+// This process's copy counters: uploads, downloads, peer copies, tensors sent to other nodes,
+// tensors received from them, and the object pulls it sent.
+std::vector<uint64_t> copies_here() {
+  const prism::gpu::CopyStats c = prism::gpu::copy_stats();
+  return {c.host_to_device, c.device_to_host,   c.device_to_device,
+          c.network_sends,  c.network_receives, prism::cluster::object_stats().pulls};
+}
+// n bytes made after `ms` of work: a large value whose producer finishes after its reader was
+// submitted (the reader is then placed as the value arrives, on the network thread).
+std::vector<uint8_t> bytes_after(int ms, uint64_t n, uint32_t seed) {
+  std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+  std::vector<uint8_t> v(n);
+  for (uint64_t i = 0; i < n; ++i) v[i] = static_cast<uint8_t>((i * 31 + seed) & 0xff);
+  return v;
+}
+std::vector<uint64_t> hashes_of(const std::vector<std::vector<uint8_t>>& values) {
+  std::vector<uint64_t> out;
+  for (const auto& v : values) out.push_back(fnv(v.data(), v.size()));
+  return out;
+}
+PRISM_REMOTE(tensor_arrived, node_name, same_here, counted_on_gpu, doubled_here, summed_here, copies_here, bytes_after,
+             hashes_of);
+
+// Differences of two copies_here() readings.
+std::vector<uint64_t> minus(const std::vector<uint64_t>& after, const std::vector<uint64_t>& before) {
+  std::vector<uint64_t> d(after.size());
+  for (size_t i = 0; i < d.size(); ++i) d[i] = after[i] - before[i];
+  return d;
+}
+std::vector<uint64_t> driver_copies() { return copies_here(); }
+
+// Tensors of every dtype and of awkward shapes cross byte for byte, to a GPU task's GPU and to a
+// CPU task's host memory.
+TEST_F(ClusterTest, TensorsOfEveryDtypeAndShapeCrossToGpuAndCpuReaders) {
+  // node1 has the GPUs (logical ones); node2 has none, and its tasks read on the host.
+  start(1, {{{"PRISM_NUM_GPUS", "2"}, {"PRISM_RESOURCES", "g:100"}},
+            {{"PRISM_RESOURCES", "c:100"}}});
+  struct Case {
+    DType dtype;
+    std::vector<int64_t> shape;
+  };
+  std::vector<Case> cases = {
+      {DType::kFloat32, {0}},          {DType::kFloat64, {1}},
+      {DType::kUInt8, {3, 5, 7}},      {DType::kInt32, {2, 0, 3}},
+      {DType::kInt64, {1, 1, 1, 13}},  {DType::kFloat32, {7, 11}},
+      {DType::kUInt8, {100003}},       // odd, and above the inline limit: by reference
+      {DType::kFloat64, {257, 131}},
+  };
+#ifdef PRISM_TEST_SANITIZED
+  cases.push_back({DType::kFloat32, {int64_t{16} << 20}});  // 64 MiB (sanitizers are slow)
+#else
+  cases.push_back({DType::kFloat32, {int64_t{64} << 20}});  // 256 MiB
+#endif
+  const std::string gpu_node = prism::get(prism::task(node_name).resource("g", 1).remote(), 60s);
+  const std::string cpu_node = prism::get(prism::task(node_name).resource("c", 1).remote(), 60s);
+  uint32_t seed = 1;
+  for (const Case& c : cases) {
+    const Tensor t = patterned(c.dtype, c.shape, seed++);
+    const std::string expected = contents(t);
+    SCOPED_TRACE(expected);
+    const auto ref = prism::put(t);
+    auto on_gpu = prism::task(tensor_arrived).num_gpus(1).remote(ref);
+    auto on_cpu = prism::task(tensor_arrived).resource("c", 1).remote(ref);
+    EXPECT_EQ(prism::get(on_gpu, 120s), gpu_node + " gpu:0 " + expected);
+    EXPECT_EQ(prism::get(on_cpu, 120s), cpu_node + " host " + expected);
+    // Passed by value too (inside the call's message: up to 256 MiB in all).
+    if (t.nbytes() <= 64 * kMiB) {
+      auto by_value = prism::task(tensor_arrived).num_gpus(1).remote(t);
+      EXPECT_EQ(prism::get(by_value, 120s), gpu_node + " gpu:0 " + expected);
+    }
+    // And back: a GPU task's result (its argument, on its GPU) read by get() here, on the host.
+    const Tensor back = prism::get(prism::task(same_here).num_gpus(1).remote(ref), 120s);
+    EXPECT_TRUE(back.device().is_host());
+    EXPECT_EQ(contents(back), expected);
+  }
+}
+
+// GPU task on node1 -> GPU task on node2 -> get() on the driver: every copy and transfer counted.
+TEST_F(ClusterTest, AGpuChainAcrossNodesMakesExactlyTheExpectedCopies) {
+  start(1, {{{"PRISM_NUM_GPUS", "1"}, {"PRISM_RESOURCES", "a:100"}},
+            {{"PRISM_NUM_GPUS", "1"}, {"PRISM_RESOURCES", "b:100"}}});
+  const int64_t n = int64_t{1} << 17;  // 1 MiB of float64: travels by reference
+  auto on_a = [] { return prism::get(prism::task(copies_here).resource("a", 1).remote(), 60s); };
+  auto on_b = [] { return prism::get(prism::task(copies_here).resource("b", 1).remote(), 60s); };
+  const auto a0 = on_a(), b0 = on_b(), d0 = driver_copies();
+
+  auto made = prism::task(counted_on_gpu).num_gpus(1).resource("a", 1).remote(n);
+  auto doubled = prism::task(doubled_here).num_gpus(1).resource("b", 1).remote(made);
+  const Tensor got = prism::get(doubled, 60s);
+  ASSERT_TRUE(got.device().is_host());
+  const std::vector<double> v = got.to_vector<double>();
+  ASSERT_EQ(v.size(), static_cast<size_t>(n));
+  for (size_t i = 0; i < v.size(); ++i) ASSERT_EQ(v[i], 2 * (static_cast<double>(i) + 0.5)) << i;
+
+  // (uploads, downloads, peer copies, tensors sent, tensors received, pulls)
+  EXPECT_EQ(minus(on_a(), a0), (std::vector<uint64_t>{1, 1, 0, 1, 0, 0}))
+      << "node1: made on its GPU (upload), downloaded once to be sent";
+  EXPECT_EQ(minus(on_b(), b0), (std::vector<uint64_t>{1, 1, 0, 1, 1, 1}))
+      << "node2: pulled once, uploaded to its GPU, its result downloaded once to be sent";
+  const auto d = minus(driver_copies(), d0);
+  EXPECT_EQ(d[0] + d[1] + d[2], 0u) << "the driver has no GPU: no device copy";
+  EXPECT_EQ(d[4], 1u) << "the driver built one tensor: the result its get() read ";
+}
+
+// Two GPU readers of one tensor on the same node share its one transfer.
+TEST_F(ClusterTest, TwoGpuReadersOnANodeShareOneTransfer) {
+  start(1, {{{"PRISM_NUM_GPUS", "1"}, {"PRISM_RESOURCES", "a:100"}},
+            {{"PRISM_NUM_GPUS", "1"}, {"PRISM_RESOURCES", "b:100"}, {"PRISM_NUM_CPUS", "2"}}});
+  const int64_t n = int64_t{1} << 18;  // 2 MiB of float64
+  auto made = prism::task(counted_on_gpu).num_gpus(1).resource("a", 1).remote(n);
+  ASSERT_EQ(prism::wait(std::vector{made}, 1, 60s).first.size(), 1u);
+  const auto b0 = prism::get(prism::task(copies_here).resource("b", 1).remote(), 60s);
+  auto s1 = prism::task(summed_here).num_gpus(0.5).resource("b", 1).remote(made);
+  auto s2 = prism::task(summed_here).num_gpus(0.5).resource("b", 1).remote(made);
+  const double expected = static_cast<double>(n) * static_cast<double>(n) / 2;
+  EXPECT_EQ(prism::get(s1, 60s), expected);
+  EXPECT_EQ(prism::get(s2, 60s), expected);
+  const auto b = minus(prism::get(prism::task(copies_here).resource("b", 1).remote(), 60s), b0);
+  EXPECT_EQ(b[5], 1u) << "node2 pulled the tensor more than once";
+}
+
+// A task whose argument is a vector of refs to large values made on other nodes, placed on a
+// third node as the last of them arrives (on the driver's network thread): each element goes by
+// reference (the driver cannot fetch values there), and the task reads them all.
+TEST_F(ClusterTest, AVectorOfRefsToValuesOnOtherNodesReachesATaskElsewhere) {
+  start(1, {{{"PRISM_RESOURCES", "a:100"}, {"PRISM_NUM_CPUS", "2"}},
+            {{"PRISM_RESOURCES", "b:100"}}});
+  std::vector<prism::ObjectRef<std::vector<uint8_t>>> parts;
+  std::vector<uint64_t> expected;
+  for (uint32_t i = 0; i < 3; ++i) {
+    const uint64_t n = 200'000 + i;  // above the inline limit: they stay on node1
+    parts.push_back(prism::task(bytes_after).resource("a", 1).remote(300, n, i));
+    const std::vector<uint8_t> v = bytes_after(0, n, i);
+    expected.push_back(fnv(v.data(), v.size()));
+  }
+  // A small value of the driver's own, inline among them.
+  const std::vector<uint8_t> small{1, 2, 3};
+  parts.push_back(prism::put(small));
+  expected.push_back(fnv(small.data(), small.size()));
+  auto hashes = prism::task(hashes_of).resource("b", 1).remote(parts);
+  EXPECT_EQ(prism::get(hashes, 60s), expected);
+}
+
+}  // namespace
