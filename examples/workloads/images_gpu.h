@@ -67,7 +67,7 @@ struct prism::Serializer<examples::images_gpu::Decoded> {
     w.put(d.src.height);
     w.put(d.full_width);
     w.put(d.full_height);
-    w.put(d.crop.flip);
+    w.put(static_cast<uint8_t>(d.crop.flip ? 1 : 0));
     w.put(d.crop.top);
     w.put(d.crop.left);
   }
@@ -81,14 +81,19 @@ struct prism::Serializer<examples::images_gpu::Decoded> {
     r.get(&d->src.height);
     r.get(&d->full_width);
     r.get(&d->full_height);
-    r.get(&d->crop.flip);
+    uint8_t flip = 0;
+    r.get(&flip);
+    d->crop.flip = flip != 0;
     r.get(&d->crop.top);
     r.get(&d->crop.left);
     const examples::img::Image& p = d->pixels;
-    if (p.width < 0 || p.height < 0 ||
-        p.pixels.size() != static_cast<size_t>(p.width) * static_cast<size_t>(p.height) * 3) {
+    constexpr int kMaxSide = 1 << 16;
+    if (p.width <= 0 || p.height <= 0 || p.width > kMaxSide || p.height > kMaxSide ||
+        p.pixels.size() != static_cast<size_t>(p.width) * static_cast<size_t>(p.height) * 3 ||
+        d->full_width <= 0 || d->full_height <= 0 || d->full_width > kMaxSide ||
+        d->full_height > kMaxSide) {
       throw prism::Error(prism::ErrorCode::kInvalidArgument,
-                         "Decoded: the pixels do not fill the region");
+                         "Decoded: a region of a bad size, or pixels that do not fill it");
     }
   }
 };

@@ -208,6 +208,7 @@ void write_tensor(Writer& w, const Tensor& t) {
 }
 
 void read_tensor(Reader& r, Tensor* t) {
+  const char* const object_start = r.position();
   uint8_t defined = 0;
   r.get(&defined);
   if (defined == 0) {
@@ -247,10 +248,30 @@ void read_tensor(Reader& r, Tensor* t) {
     prism::internal::throw_malformed("tensor: the elements do not fill the shape");
   }
   if (bytes > r.remaining()) prism::internal::throw_malformed("truncated value");
-  Tensor host = Tensor::empty(static_cast<DType>(dtype), std::move(shape), Device::host());
-  r.bytes(host.raw_data(), bytes);
-  count_network(/*sent=*/false, bytes);
-  const Device where = current_device();
+  Tensor host;
+  if (prism::internal::DecodedSlot* slot = prism::internal::decoded_slot_at(object_start)) {
+    // An object kept on this node for its tasks: they share one host tensor (and the copies made
+    // from it, one per device), built by the first of them.
+    static const char kTag = 0;
+    prism::internal::MutexLock lock(slot->mu);
+    if (slot->type == &kTag) {
+      host = *static_cast<const Tensor*>(slot->value.get());
+      r.skip(bytes);
+    } else {
+      host = Tensor::empty(static_cast<DType>(dtype), std::move(shape), Device::host());
+      r.bytes(host.raw_data(), bytes);
+      count_network(/*sent=*/false, bytes);
+      slot->value = std::make_shared<Tensor>(host);
+      slot->type = &kTag;
+    }
+  } else {
+    host = Tensor::empty(static_cast<DType>(dtype), std::move(shape), Device::host());
+    r.bytes(host.raw_data(), bytes);
+    count_network(/*sent=*/false, bytes);
+  }
+  // A task's argument lands where the task runs; a value stored in an entry stays on the host.
+  const Device where =
+      prism::internal::decoding_to_store() ? Device::host() : current_device();
   *t = where.is_host() ? std::move(host) : host.to(where);
 }
 

@@ -133,7 +133,7 @@ TEST_F(ClusterTest, TensorsOfEveryDtypeAndShapeCrossToGpuAndCpuReaders) {
       {DType::kFloat32, {0}},          {DType::kFloat64, {1}},
       {DType::kUInt8, {3, 5, 7}},      {DType::kInt32, {2, 0, 3}},
       {DType::kInt64, {1, 1, 1, 13}},  {DType::kFloat32, {7, 11}},
-      {DType::kUInt8, {100003}},       // odd, and above the inline limit: by reference
+      {DType::kUInt8, {150001}},       // odd, and above the inline limit: by reference
       {DType::kFloat64, {257, 131}},
   };
 #ifdef PRISM_TEST_SANITIZED
@@ -149,20 +149,25 @@ TEST_F(ClusterTest, TensorsOfEveryDtypeAndShapeCrossToGpuAndCpuReaders) {
     const std::string expected = contents(t);
     SCOPED_TRACE(expected);
     const auto ref = prism::put(t);
-    auto on_gpu = prism::task(tensor_arrived).num_gpus(1).remote(ref);
+    auto on_gpu = prism::task(tensor_arrived).num_gpus(1).resource("g", 1).remote(ref);
     auto on_cpu = prism::task(tensor_arrived).resource("c", 1).remote(ref);
     EXPECT_EQ(prism::get(on_gpu, 120s), gpu_node + " gpu:0 " + expected);
     EXPECT_EQ(prism::get(on_cpu, 120s), cpu_node + " host " + expected);
     // Passed by value too (inside the call's message: up to 256 MiB in all).
     if (t.nbytes() <= 64 * kMiB) {
-      auto by_value = prism::task(tensor_arrived).num_gpus(1).remote(t);
+      auto by_value = prism::task(tensor_arrived).num_gpus(1).resource("g", 1).remote(t);
       EXPECT_EQ(prism::get(by_value, 120s), gpu_node + " gpu:0 " + expected);
     }
     // And back: a GPU task's result (its argument, on its GPU) read by get() here, on the host.
-    const Tensor back = prism::get(prism::task(same_here).num_gpus(1).remote(ref), 120s);
+    const Tensor back =
+        prism::get(prism::task(same_here).num_gpus(1).resource("g", 1).remote(ref), 120s);
     EXPECT_TRUE(back.device().is_host());
     EXPECT_EQ(contents(back), expected);
   }
+  // The three large ones went by reference: each node pulled each once, however many of its
+  // tasks read it.
+  EXPECT_EQ(prism::get(prism::task(copies_here).resource("g", 1).remote(), 60s)[5], 3u);
+  EXPECT_EQ(prism::get(prism::task(copies_here).resource("c", 1).remote(), 60s)[5], 3u);
 }
 
 // GPU task on node1 -> GPU task on node2 -> get() on the driver: every copy and transfer counted.
@@ -207,6 +212,8 @@ TEST_F(ClusterTest, TwoGpuReadersOnANodeShareOneTransfer) {
   EXPECT_EQ(prism::get(s2, 60s), expected);
   const auto b = minus(prism::get(prism::task(copies_here).resource("b", 1).remote(), 60s), b0);
   EXPECT_EQ(b[5], 1u) << "node2 pulled the tensor more than once";
+  EXPECT_EQ(b[4], 1u) << "node2 built the tensor from its bytes more than once";
+  EXPECT_EQ(b[0], 1u) << "node2 uploaded the tensor to its GPU more than once";
 }
 
 // A task whose argument is a vector of refs to large values made on other nodes, placed on a
@@ -224,9 +231,16 @@ TEST_F(ClusterTest, AVectorOfRefsToValuesOnOtherNodesReachesATaskElsewhere) {
     expected.push_back(fnv(v.data(), v.size()));
   }
   // A small value of the driver's own, inline among them.
+  // The same ref twice, a small value of the driver's own (inline among them) and a large one
+  // (kept here and pulled by reference).
+  parts.push_back(parts[0]);
+  expected.push_back(expected[0]);
   const std::vector<uint8_t> small{1, 2, 3};
   parts.push_back(prism::put(small));
   expected.push_back(fnv(small.data(), small.size()));
+  const std::vector<uint8_t> large = bytes_after(0, 300'000, 9);
+  parts.push_back(prism::put(large));
+  expected.push_back(fnv(large.data(), large.size()));
   auto hashes = prism::task(hashes_of).resource("b", 1).remote(parts);
   EXPECT_EQ(prism::get(hashes, 60s), expected);
 }

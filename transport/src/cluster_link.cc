@@ -2613,10 +2613,12 @@ class Link final : public internal::ClusterLink {
     if (served->failed.load()) return;
     CallMsg& call = served->call;
     Blob args;
+    std::vector<std::pair<const char*, Blob>> objects;  // (RefContext::objects)
     if (call.objects.empty()) {
       args = make_blob(std::move(call.args));
     } else if (call.objects.size() == 1 && call.args.empty()) {
       args = served->blobs.front();  // the one argument's bytes are the arguments: no copy
+      objects.emplace_back(args->view.data(), args);
     } else {  // the inline bytes with each referenced object's bytes put back in its place
       size_t total = call.args.size();
       for (const Blob& b : served->blobs) total += b->size();
@@ -2628,7 +2630,8 @@ class Link final : public internal::ClusterLink {
         std::memcpy(out, call.args.data() + pos, at - pos);
         out += at - pos;
         std::memcpy(out, served->blobs[i]->view.data(), served->blobs[i]->size());
-        out += served->blobs[i]->size();
+        objects.emplace_back(out, std::move(served->blobs[i]));
+        out += objects.back().second->size();
         pos = at;
       }
       std::memcpy(out, call.args.data() + pos, call.args.size() - pos);
@@ -2653,11 +2656,12 @@ class Link final : public internal::ClusterLink {
       internal::run_served_call(
           rt_, from_wire(call.request), call.task_name,
           [this, id, peer, key = served->key, invoker = served->invoker, args, result_object,
-           answer, in = served->refs] {
+           answer, in = served->refs, objects = std::move(objects)] {
             ResultMsg& r = answer->result;
             r.call_id = id;
             const auto start = std::chrono::steady_clock::now();
             RefContext refs(this, in);  // (reads the arguments' refs, lends the result's)
+            refs.objects = objects;
             {
               internal::RefScopeGuard scope(&refs);
               invoker(key, args->view, &r.payload);
@@ -3444,7 +3448,16 @@ class Link final : public internal::ClusterLink {
                                   internal::RemoteMaterializer materialize) override {
       return link_->import_ref(in_.get(), key, make, materialize);
     }
+    internal::DecodedSlot* decoded_at(const void* at) noexcept override {
+      for (const auto& [start, blob] : objects) {
+        if (start == at) return &blob->decoded;
+      }
+      return nullptr;
+    }
     std::vector<RefTable::Lend> lends;
+    // The arguments that came by reference: where their bytes start in the arguments being read,
+    // and the copy kept here (whose decoded values the node's readers share).
+    std::vector<std::pair<const char*, Blob>> objects;
 
    private:
     Link* const link_;

@@ -24,11 +24,11 @@ using internal::MutexLock;
 Blob make_blob(std::string bytes) {
   auto owned = std::make_shared<const std::string>(std::move(bytes));
   const std::string_view view = *owned;
-  return std::make_shared<const Bytes>(Bytes{view, std::move(owned)});
+  return std::make_shared<const Bytes>(view, std::move(owned));
 }
 
 Blob make_blob(std::string_view view, std::shared_ptr<const void> owner) {
-  return std::make_shared<const Bytes>(Bytes{view, std::move(owner)});
+  return std::make_shared<const Bytes>(view, std::move(owner));
 }
 
 namespace {

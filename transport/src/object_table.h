@@ -47,6 +47,7 @@
 #include <vector>
 
 #include "prism/internal/ids.h"
+#include "prism/internal/object_entry.h"
 #include "prism/internal/thread_annotations.h"
 
 namespace prism::cluster {
@@ -54,8 +55,11 @@ namespace prism::cluster {
 // An object's serialized bytes: a view, and what keeps it alive (its own string, or the pooled
 // buffer a message arrived in: received values are kept where UCX put them, not copied).
 struct Bytes {
+  Bytes(std::string_view v, std::shared_ptr<const void> o) : view(v), owner(std::move(o)) {}
   std::string_view view;
   std::shared_ptr<const void> owner;
+  // What this node's readers decoded from the bytes, shared by them (a GPU tensor's host copy).
+  mutable internal::DecodedSlot decoded;
   size_t size() const noexcept { return view.size(); }
 };
 using Blob = std::shared_ptr<const Bytes>;

@@ -113,6 +113,12 @@ class Reader {
     Serializer<std::remove_cv_t<T>>::read(*this, v);
   }
   size_t remaining() const noexcept { return in_.size(); }
+  // Where the next byte is read from (the bytes being read outlive the reader).
+  const char* position() const noexcept { return in_.data(); }
+  void skip(size_t n) {
+    if (n > in_.size()) internal::throw_malformed("truncated value");
+    in_.remove_prefix(n);
+  }
 
  private:
   std::string_view in_;

@@ -61,6 +61,11 @@ thread_local RefScope* tls_ref_scope = nullptr;
 
 RefScope*& current_ref_scope() noexcept { return tls_ref_scope; }
 
+bool& decoding_to_store() noexcept {
+  thread_local bool to_store = false;
+  return to_store;
+}
+
 uint64_t export_ref(ObjectEntry* entry, void (*write)(ObjectEntry*, std::string*)) {
   if (tls_ref_scope == nullptr) {
     throw Error(ErrorCode::kInvalidArgument,

@@ -33,6 +33,7 @@
 
 #include "prism/internal/buffer_pool.h"
 #include "prism/internal/ids.h"
+#include "prism/internal/placement.h"
 #include "prism/internal/small_pool.h"
 #include "prism/internal/thread_annotations.h"
 #include "prism/serialize.h"
@@ -132,8 +133,24 @@ using RemoteMaterializer = void (*)(ObjectEntry* entry, std::string_view bytes);
 // node (export: the object is lent to that node, which borrows it until its last ref there
 // drops) or decodes one from another node (import: a local entry for the borrowed object).
 // Outside a scope an ObjectRef cannot be serialized (export_ref/import_ref throw).
+// Values decoded from one object's bytes held on this node (cluster mode: an argument that came
+// by reference, kept here for every task of the node that reads it). A decoder whose value is
+// expensive to build (a GPU tensor: a host tensor and the device copies made from it) keeps
+// it here, tagged with its type, so that the node's readers of the object share one. Lives as
+// long as the bytes.
+struct DecodedSlot {
+  Mutex mu;  // held while the first reader decodes (the others wait for its value)
+  const void* type PRISM_GUARDED_BY(mu) = nullptr;  // what `value` is (a tag of the decoder's)
+  std::shared_ptr<void> value PRISM_GUARDED_BY(mu);
+};
+
 class RefScope {
  public:
+  // The slot of the object whose bytes start at `at` in the message being read, if it has one.
+  virtual DecodedSlot* decoded_at(const void* at) noexcept {
+    (void)at;
+    return nullptr;
+  }
   // `entry`'s key in messages. `write` serializes its value (null: T is not serializable, or
   // void); the value is read by borrowers through pulls.
   virtual uint64_t export_ref(ObjectEntry* entry, void (*write)(ObjectEntry*, std::string*)) = 0;
@@ -147,6 +164,24 @@ class RefScope {
 };
 // The calling thread's scope (null: none).
 RefScope*& current_ref_scope() noexcept;
+// True while the calling thread decodes a value to be stored in an entry (not handed to a task):
+// a decoder of a value with a place (a GPU tensor) then leaves it in host memory.
+bool& decoding_to_store() noexcept;
+class DecodeToStoreGuard {
+ public:
+  DecodeToStoreGuard() noexcept : saved_(std::exchange(decoding_to_store(), true)) {}
+  ~DecodeToStoreGuard() { decoding_to_store() = saved_; }
+  DecodeToStoreGuard(const DecodeToStoreGuard&) = delete;
+  DecodeToStoreGuard& operator=(const DecodeToStoreGuard&) = delete;
+
+ private:
+  const bool saved_;
+};
+// The calling thread's scope's slot for the object whose bytes start at `at`, or null.
+inline DecodedSlot* decoded_slot_at(const void* at) noexcept {
+  RefScope* scope = current_ref_scope();
+  return scope == nullptr ? nullptr : scope->decoded_at(at);
+}
 // Throw prism::Error(kInvalidArgument) outside a scope.
 uint64_t export_ref(ObjectEntry* entry, void (*write)(ObjectEntry*, std::string*));
 EntryPtr import_ref(uint64_t key, ObjectEntry* (*make)(ObjectId), RemoteMaterializer materialize);
@@ -362,9 +397,16 @@ class TypedEntry final : public ObjectEntry {
     return true;
   }
 
-  // RemoteValue::materialize for a T: builds the value from its serialized bytes.
+  // RemoteValue::materialize for a T: builds the value from its serialized bytes. A value with a
+  // place (a GPU tensor) is stored where it arrived, in host memory, whoever reads it first:
+  // each reader gets it placed for itself (Placement<T>::for_reader).
   static void materialize(ObjectEntry* e, std::string_view bytes) {
-    static_cast<TypedEntry*>(e)->set_fetched(from_bytes<T>(bytes));
+    if constexpr (Placement<T>::kCustom) {
+      DecodeToStoreGuard stored;
+      static_cast<TypedEntry*>(e)->set_fetched(from_bytes<T>(bytes));
+    } else {
+      static_cast<TypedEntry*>(e)->set_fetched(from_bytes<T>(bytes));
+    }
   }
 
   // The value of a put: space was reserved beforehand (token). A copied large vector lands in a

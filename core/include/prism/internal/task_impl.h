@@ -15,6 +15,7 @@
 // Not for users.
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <exception>
 #include <functional>
@@ -467,6 +468,20 @@ class TaskImpl final : public TaskRecord {
     }
   }();
 
+  // About how many bytes a done entry's value takes on the wire (0 when it is not here): its
+  // ObjectSize, or for a value with a place (a GPU tensor, whose store accounting leaves device
+  // memory out) the bytes of its elements wherever they are.
+  template <typename T>
+  static size_t wire_estimate(ObjectEntry* e) {
+    if (e->state() != ObjState::kReady) return 0;
+    const T& v = value_of<T>(e);
+    size_t bytes = ObjectSize<T>::bytes(v);
+    if constexpr (requires { Placement<T>::where(v); }) {
+      bytes = std::max(bytes, static_cast<size_t>(Placement<T>::where(v).bytes));
+    }
+    return bytes;
+  }
+
   // std::vector<ObjectRef<T>> passed for a std::vector<T> parameter whose elements are written
   // one by one (not as one raw block).
   template <typename X, typename P>
@@ -491,12 +506,10 @@ class TaskImpl final : public TaskRecord {
       // node that reads them places it where its task runs.)
       if constexpr (std::is_same_v<T, P>) {
         ObjectEntry* e = a.entry();
-        if (transfer != nullptr) {
-          const size_t estimate =
-              e->state() == ObjState::kReady ? ObjectSize<T>::bytes(value_of<T>(e)) : 0;
-          if (transfer->by_reference(e, &serialize_entry_value<T>, estimate, args->size())) {
-            return;
-          }
+        if (transfer != nullptr &&
+            transfer->by_reference(e, &serialize_entry_value<T>, wire_estimate<T>(e),
+                                   args->size())) {
+          return;
         }
       }
     }
@@ -510,9 +523,8 @@ class TaskImpl final : public TaskRecord {
         w.u32(static_cast<uint32_t>(a.size()));
         for (const auto& r : a) {
           ObjectEntry* e = r.entry();
-          const size_t estimate =
-              e->state() == ObjState::kReady ? ObjectSize<T>::bytes(value_of<T>(e)) : 0;
-          if (transfer->by_reference(e, &serialize_entry_value<T>, estimate, args->size())) {
+          if (transfer->by_reference(e, &serialize_entry_value<T>, wire_estimate<T>(e),
+                                     args->size())) {
             continue;
           }
           w.put(static_cast<const T&>(read_value<T>(e)));

@@ -77,8 +77,11 @@ struct CopyStats {
   uint64_t device_to_host = 0;
   uint64_t device_to_device = 0;  // between two GPUs of the node (peer copies)
   uint64_t bytes = 0;             // of those device copies
-  uint64_t network_sends = 0;     // tensors written for another node (or a spill file)
-  uint64_t network_receives = 0;  // tensors built from bytes that came from another node
+  // Tensors serialized for other nodes (a tensor sent again, e.g. with a retried call, counts
+  // again; so does one written to a spill file) and tensors built from bytes that came from
+  // another node (or a spill file); the tasks of a node that read one object share one.
+  uint64_t network_sends = 0;
+  uint64_t network_receives = 0;
   uint64_t network_bytes = 0;     // their elements, both ways
   uint64_t total() const noexcept { return host_to_device + device_to_host + device_to_device; }
   // The counts since `before` (an earlier copy_stats()).
