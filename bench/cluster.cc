@@ -11,7 +11,11 @@
 //   - the sync round trip of one remote task, p50 (p99 as an extra), on one node;
 //   - remote actor calls async (sync p50 as an extra);
 //   - transfers: get here of a 1 MiB and a 64 MiB result that stayed on a node, and a 64 MiB put
-//     here read by a task on a node, in GB/s.
+//     here read by a task on a node, in GB/s;
+//   - GPU tensors (the nodes have one logical GPU each: the host backend, so device copies are
+//     memcpy): get here of a 64 MiB tensor made on a node's GPU, and the same tensor read by a
+//     GPU task on the other node, in GB/s. Staged through host memory, not pipelined (the
+//     download, the UCX transfer and the upload run one after the other).
 // The peers of the latency and transfer rows are ucx_perftest's figures on the same machine,
 // transports (tcp on lo: what Prism's endpoints, connected by address with peer error handling,
 // get from UCX 1.13), error handling and wait mode (sleeping: Prism's progress thread sleeps in
@@ -27,6 +31,7 @@
 #include <thread>
 #include <vector>
 
+#include <prism/gpu.h>
 #include <prism/prism.h>
 
 #include "bench_nodes.h"
@@ -40,6 +45,18 @@ int noop(int x) { return x; }
 std::vector<uint8_t> make_bytes(uint64_t n) { return std::vector<uint8_t>(n, 7); }
 uint64_t size_of(const std::vector<uint8_t>& v) { return v.size(); }
 PRISM_REMOTE(noop, make_bytes, size_of);
+
+// GPU tasks: a tensor of n float32 ones made on the task's GPU, and the sum of a tensor read on
+// the task's GPU.
+prism::gpu::Tensor make_tensor(int64_t n) {
+  const prism::gpu::Tensor t = prism::gpu::Tensor::zeros(prism::gpu::DType::kFloat32, {n});
+  return t;
+}
+int64_t tensor_elements(const prism::gpu::Tensor& t) {
+  if (t.device().is_host()) std::fprintf(stderr, "cluster: the tensor arrived on the host\n");
+  return t.numel();
+}
+PRISM_REMOTE(make_tensor, tensor_elements);
 
 struct Echo {
   int echo(int x) { return x; }
@@ -116,6 +133,32 @@ double put_read_rate(uint64_t n) {
   return static_cast<double>(n) / s / 1e9;
 }
 
+// GB/s of get here of an `n`-byte GPU tensor made on the first node's GPU (done first).
+double tensor_get_rate(uint64_t n) {
+  auto ref = prism::task(make_tensor).num_gpus(1).resource("first", 0.0001).remote(
+      static_cast<int64_t>(n / 4));
+  prism::wait(std::vector{ref}, 1, 60s);
+  const double t0 = bench::now_s();
+  const prism::gpu::Tensor t = prism::get(ref, 60s);
+  const double s = bench::now_s() - t0;
+  bench::keep(t.raw_data());
+  return static_cast<double>(n) / s / 1e9;
+}
+
+// GB/s of a GPU task on the second node reading an `n`-byte tensor made on the first node's GPU
+// (its pull through the driver, the upload, the task, the answer).
+double tensor_gpu_to_gpu_rate(uint64_t n) {
+  auto ref = prism::task(make_tensor).num_gpus(1).resource("first", 0.0001).remote(
+      static_cast<int64_t>(n / 4));
+  prism::wait(std::vector{ref}, 1, 60s);
+  const double t0 = bench::now_s();
+  const int64_t got = prism::get(
+      prism::task(tensor_elements).num_gpus(1).resource("second", 0.0001).remote(ref), 60s);
+  const double s = bench::now_s() - t0;
+  if (got != static_cast<int64_t>(n / 4)) std::fprintf(stderr, "cluster: wrong tensor size\n");
+  return static_cast<double>(n) / s / 1e9;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -138,7 +181,9 @@ int main(int argc, char** argv) {
   std::vector<pid_t> children;
   for (int i = 0; i < nodes; ++i) {
     children.push_back(bench::spawn_node(
-        dir, {"PRISM_NUM_CPUS=1", std::string("PRISM_RESOURCES=node:1") + (i == 0 ? ",first:1" : "")}));
+        dir, {"PRISM_NUM_CPUS=1", "PRISM_NUM_GPUS=1",
+              std::string("PRISM_RESOURCES=node:1") +
+                  (i == 0 ? ",first:1" : i == 1 ? ",second:1" : "")}));
   }
   prism::wait_for_nodes(nodes, 60s);
   for (int i = 0; i < 2000; ++i) prism::get(prism::task(noop).remote(i), 60s);  // warm-up
@@ -217,6 +262,28 @@ int main(int argc, char** argv) {
     const std::vector<double> bw = values(flags.get(t.peer_flag, ""), double(kMiB) / 1e9);
     if (!bw.empty()) row.peer_name = "ucx_perftest ucp_am_bw (tcp, -e, sleep)";
     row.prism = bench::repeat(flags.runs, [&] { return t.put ? put_read_rate(t.bytes) : get_rate(t.bytes); });
+    if (!bw.empty()) row.peer = bench::stats_of(bw);
+    report.add(std::move(row));
+  }
+
+  // GPU tensors across nodes (logical GPUs), beside the same ucx_perftest figure.
+  for (const bool to_gpu : {false, true}) {
+    if (to_gpu && nodes < 2) break;
+    bench::Row row =
+        bench::Row(to_gpu ? "64 MiB tensor, node GPU -> other node's GPU task (staged)"
+                          : "get of a node's 64 MiB GPU tensor (staged)",
+                   "GB/s")
+            .goal(0.8)
+            .with_note(to_gpu ? "logical GPUs; download, pull through the driver, upload, one "
+                                "after the other (not pipelined)"
+                              : "logical GPUs; the download on the node, the pull, the tensor "
+                                "built here");
+    if (!flags.wants(row.name)) continue;
+    const std::vector<double> bw = values(flags.get("--perftest_bw_64m", ""), double(kMiB) / 1e9);
+    if (!bw.empty()) row.peer_name = "ucx_perftest ucp_am_bw (tcp, -e, sleep)";
+    row.prism = bench::repeat(flags.runs, [&] {
+      return to_gpu ? tensor_gpu_to_gpu_rate(64 * kMiB) : tensor_get_rate(64 * kMiB);
+    });
     if (!bw.empty()) row.peer = bench::stats_of(bw);
     report.add(std::move(row));
   }
