@@ -98,6 +98,12 @@ class DeviceBackend {
   virtual void range_pop() noexcept = 0;
 };
 
+// Host backend: each logical GPU has `bytes` of memory (0: as much as the host has, the
+// default; PRISM_LOGICAL_GPU_MEMORY sets it at start). Past it, allocate() throws
+// kResourceExhausted as a full device does, so device memory pressure can be tested here. Blocks
+// allocated while the limit was 0 are not counted.
+void set_logical_gpu_memory(size_t bytes) noexcept;
+
 // The process's backend: CUDA when built with it and a device is usable, else host. Never null;
 // lives until the process exits.
 DeviceBackend& backend_instance();

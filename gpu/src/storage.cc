@@ -3,6 +3,8 @@
 #include <atomic>
 
 #include "backend.h"
+#include "copy_cache.h"
+#include "prism/errors.h"
 #include "device_context.h"
 #include "prism/gpu/tensor.h"
 
@@ -48,7 +50,19 @@ Storage::Storage(Device device, size_t bytes, Stream stream)
     data_ = b.host_allocate(bytes);
   } else {
     DeviceGuard on(device);
-    data_ = b.allocate(device.index, bytes, stream.handle());
+    // A full device gives back the cached copies nobody uses, least recently used first, then
+    // the allocation is tried again (CopyCache).
+    for (;;) {
+      try {
+        data_ = b.allocate(device.index, bytes, stream.handle());
+        break;
+      } catch (const Error& e) {
+        if (e.code() != ErrorCode::kResourceExhausted ||
+            CopyCache::instance().evict(device.index, bytes) == 0) {
+          throw;
+        }
+      }
+    }
   }
 }
 
@@ -183,21 +197,42 @@ void Storage::placed(bool* on_host, bool* on_device) {
   }
 }
 
+std::shared_ptr<Storage> Storage::take_unused_copy(int device) {
+  prism::internal::MutexLock lock(mu_);
+  for (Copy& c : copies_) {
+    // (Handles are made from copies_ only under mu_: a count of 1 stays 1 while it is held.)
+    if (c.device == device && c.storage && c.storage.use_count() == 1) {
+      return std::move(c.storage);
+    }
+  }
+  return nullptr;
+}
+
 std::shared_ptr<Storage> Storage::copy_to(Device to, const std::shared_ptr<Storage>& self) {
   if (to == device_) return self;
   std::shared_ptr<prism::internal::Mutex> maker;
   {
-    prism::internal::MutexLock lock(mu_);
-    Copy* entry = nullptr;
-    for (Copy& c : copies_) {
-      if (c.device == to.index) entry = &c;
+    std::shared_ptr<Storage> cached;
+    {
+      prism::internal::MutexLock lock(mu_);
+      Copy* entry = nullptr;
+      for (Copy& c : copies_) {
+        if (c.device == to.index) entry = &c;
+      }
+      if (entry != nullptr && entry->storage) {
+        cached = entry->storage;
+      } else {
+        if (entry == nullptr) {
+          copies_.push_back(Copy{to.index, nullptr, std::make_shared<prism::internal::Mutex>()});
+          entry = &copies_.back();
+        }
+        maker = entry->maker;
+      }
     }
-    if (entry != nullptr && entry->storage) return entry->storage;
-    if (entry == nullptr) {
-      copies_.push_back(Copy{to.index, nullptr, std::make_shared<prism::internal::Mutex>()});
-      entry = &copies_.back();
+    if (cached) {
+      if (!to.is_host()) CopyCache::instance().used(self, to.index);
+      return cached;
     }
-    maker = entry->maker;
   }
   // Made once: readers of this destination wait here for the first one's copy; no lock of the
   // storage is held meanwhile.
@@ -210,10 +245,13 @@ std::shared_ptr<Storage> Storage::copy_to(Device to, const std::shared_ptr<Stora
   }
   std::shared_ptr<Storage> copy = make_copy(to);  // on failure the next reader tries again
   count_copy(device_, to, bytes_);
-  prism::internal::MutexLock lock(mu_);
-  for (Copy& c : copies_) {
-    if (c.device == to.index) c.storage = copy;
+  {
+    prism::internal::MutexLock lock(mu_);
+    for (Copy& c : copies_) {
+      if (c.device == to.index) c.storage = copy;
+    }
   }
+  if (!to.is_host()) CopyCache::instance().added(self, to.index, bytes_);
   return copy;
 }
 

@@ -20,7 +20,10 @@
 //
 // Copies: copy_to(device) makes the copy for a device once and keeps it for the storage's life,
 // so a host read of a GPU tensor, or a GPU read of a host tensor, copies once however many
-// readers there are. Each copy is counted in the process-wide copy stats.
+// readers there are. Each copy is counted in the process-wide copy stats. A copy on a GPU may
+// be given back earlier when that device runs out of memory and no handle holds it (CopyCache:
+// an allocation on a full device evicts such copies, least recently used first, and tries
+// again); its next reader makes it again.
 //
 // Locks: mu_ guards the state above and is never held while the host waits for the GPU. Making a
 // copy holds only that destination's maker lock (readers of the same destination wait for the
@@ -68,6 +71,10 @@ class Storage {
 
   // Whether the contents exist on the host (here or as a made copy) and on some GPU.
   void placed(bool* on_host, bool* on_device);
+
+  // Device memory pressure (CopyCache::evict): this storage's copy on GPU `device` if nothing
+  // but the storage holds it, no longer kept (the caller drops it); else null.
+  std::shared_ptr<Storage> take_unused_copy(int device);
 
   // For tests: how many streams and recorded uses the free will wait for.
   size_t users_for_testing();

@@ -4,19 +4,33 @@
 //
 // Memory comes from a CachingPool (as cudaMallocAsync's pools do on CUDA), so a workload that
 // makes and drops tensors of the same sizes does not pay the kernel's page faults every time.
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <string>
+#include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "backend.h"
 #include "caching_pool.h"
 #include "prism/errors.h"
+#include "prism/internal/thread_annotations.h"
 
 namespace prism::gpu::internal {
+
+static std::atomic<size_t>& logical_limit() noexcept {
+  static std::atomic<size_t> limit{[] {
+    const char* v = std::getenv("PRISM_LOGICAL_GPU_MEMORY");
+    return v == nullptr ? size_t{0} : static_cast<size_t>(std::strtoull(v, nullptr, 10));
+  }()};
+  return limit;
+}
+
 namespace {
 
 void* aligned_block(size_t bytes) { return std::aligned_alloc(kAlignment, bytes); }
@@ -31,16 +45,51 @@ class HostBackend final : public DeviceBackend {
   std::string describe() const override {
     return why_ + ": GPUs are logical, served by the host backend (host memory, kernels on the CPU)";
   }
-  size_t device_memory(int) const noexcept override { return 0; }
+  size_t device_memory(int) const noexcept override {
+    return logical_limit().load(std::memory_order_relaxed);
+  }
   int ordinal(int device) const noexcept override { return device; }
 
   int get_device() override { return 0; }
   void set_device(int) override {}
 
-  // One pool for all logical devices and the host: it is all the same memory.
-  void* allocate(int, size_t bytes, void*) override { return pool_.allocate(bytes); }
+  // One pool for all logical devices and the host: it is all the same memory. With a limit per
+  // logical GPU (set_logical_gpu_memory), its blocks are counted against their device's.
+  void* allocate(int device, size_t bytes, void*) override {
+    const size_t limit = logical_limit().load(std::memory_order_relaxed);
+    if (limit == 0) return pool_.allocate(bytes);
+    {
+      prism::internal::MutexLock lock(mu_);
+      size_t& used = used_[device];
+      if (bytes > limit - std::min(limit, used)) {
+        throw Error(ErrorCode::kResourceExhausted,
+                    "out of memory on logical gpu:" + std::to_string(device) + ": " +
+                        std::to_string(bytes) + " bytes asked, " + std::to_string(used) + " of " +
+                        std::to_string(limit) + " in use");
+      }
+      used += bytes;
+    }
+    void* p = nullptr;
+    try {
+      p = pool_.allocate(bytes);
+    } catch (...) {
+      prism::internal::MutexLock lock(mu_);
+      used_[device] -= bytes;
+      throw;
+    }
+    prism::internal::MutexLock lock(mu_);
+    counted_.emplace(p, std::make_pair(device, bytes));
+    return p;
+  }
   void free(int, void* ptr, void*, const std::vector<Stream>&,
             const std::vector<void*>&) noexcept override {
+    {
+      prism::internal::MutexLock lock(mu_);
+      if (auto it = counted_.find(ptr); it != counted_.end()) {
+        used_[it->second.first] -= it->second.second;
+        counted_.erase(it);
+      }
+    }
     pool_.free(ptr);  // every use has run: host streams are synchronous
   }
   void release_cached(int) noexcept override {}
@@ -89,10 +138,18 @@ class HostBackend final : public DeviceBackend {
   };
   const std::string why_;
   CachingPool pool_{&aligned_block, &free_block};
+  prism::internal::Mutex mu_;
+  std::map<int, size_t> used_ PRISM_GUARDED_BY(mu_);  // bytes of counted blocks per device
+  // Blocks allocated under a limit: (device, bytes).
+  std::unordered_map<void*, std::pair<int, size_t>> counted_ PRISM_GUARDED_BY(mu_);
   std::atomic<uintptr_t> next_stream_{0x1001};  // odd: no object has this address
 };
 
 }  // namespace
+
+void set_logical_gpu_memory(size_t bytes) noexcept {
+  logical_limit().store(bytes, std::memory_order_relaxed);
+}
 
 DeviceBackend* make_host_backend(std::string why_not_cuda) {
   return new HostBackend(std::move(why_not_cuda));
