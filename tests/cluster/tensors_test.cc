@@ -2,6 +2,8 @@
 // memory (downloaded once on its node, sent by UCX, placed where its reader runs on the other
 // node: on the reader's granted GPU, else on the host). GPUs here are logical ones (the host
 // backend), as in CI. Same driver/node set-up as cluster_test.cc (part of the same binary).
+#include <signal.h>
+
 #include <chrono>
 #include <cstdint>
 #include <cstring>
@@ -243,6 +245,47 @@ TEST_F(ClusterTest, AVectorOfRefsToValuesOnOtherNodesReachesATaskElsewhere) {
   expected.push_back(fnv(large.data(), large.size()));
   auto hashes = prism::task(hashes_of).resource("b", 1).remote(parts);
   EXPECT_EQ(prism::get(hashes, 60s), expected);
+}
+
+}  // namespace
+
+namespace {
+
+// The node holding a large GPU tensor dies as a GPU task on another node starts reading it: the
+// reader gets the value (computed again) or an error that says what was lost, never a hang.
+TEST_F(ClusterTest, AReaderOfATensorWhoseNodeDiesGetsAnErrorOrTheValueNeverAHang) {
+  // (A lost object is computed again where it can run; only node1 can, so it waits for such a
+  // node to join: 2 s here, then fails.)
+  setenv("PRISM_INFEASIBLE_TIMEOUT", "2", 1);
+  start(1, {{{"PRISM_NUM_GPUS", "1"}, {"PRISM_RESOURCES", "a:100"}},
+            {{"PRISM_NUM_GPUS", "1"}, {"PRISM_RESOURCES", "b:100"}}});
+  unsetenv("PRISM_INFEASIBLE_TIMEOUT");
+  expect_clean_exit_ = false;
+#ifdef PRISM_TEST_SANITIZED
+  const int64_t n = int64_t{8} << 20;  // 64 MiB of float64
+#else
+  const int64_t n = int64_t{32} << 20;  // 256 MiB of float64
+#endif
+  auto made = prism::task(counted_on_gpu).num_gpus(1).resource("a", 1).remote(n);
+  ASSERT_EQ(prism::wait(std::vector{made}, 1, 120s).first.size(), 1u);
+  auto sum = prism::task(summed_here).num_gpus(1).resource("b", 1).remote(made);
+  ASSERT_EQ(kill(children_.front().pid(), SIGKILL), 0);  // node1, the holder
+  const double expected = static_cast<double>(n) * static_cast<double>(n) / 2;
+  try {
+    EXPECT_EQ(prism::get(sum, 60s), expected);  // it had arrived before the kill
+  } catch (const prism::TimeoutError& e) {
+    ADD_FAILURE() << "the reader hung: " << e.what();
+  } catch (const prism::Error& e) {
+    const std::string what = e.what();
+    EXPECT_FALSE(what.empty());
+    EXPECT_NE(what.find("summed_here"), std::string::npos) << what;
+  }
+  // The cluster keeps serving: node2 still runs GPU tasks.
+  EXPECT_EQ(prism::get(prism::task(summed_here).num_gpus(1).resource("b", 1).remote(
+                           prism::put(Tensor::from_vector(std::vector<double>{1, 2}, {2},
+                                                          Device::host()))),
+                       60s),
+            3.0);
 }
 
 }  // namespace
