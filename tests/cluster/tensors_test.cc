@@ -155,10 +155,21 @@ TEST_F(ClusterTest, TensorsOfEveryDtypeAndShapeCrossToGpuAndCpuReaders) {
     auto on_cpu = prism::task(tensor_arrived).resource("c", 1).remote(ref);
     EXPECT_EQ(prism::get(on_gpu, 120s), gpu_node + " gpu:0 " + expected);
     EXPECT_EQ(prism::get(on_cpu, 120s), cpu_node + " host " + expected);
-    // Passed by value too (inside the call's message: up to 256 MiB in all).
-    if (t.nbytes() <= 64 * kMiB) {
-      auto by_value = prism::task(tensor_arrived).num_gpus(1).resource("g", 1).remote(t);
+    // Passed by value too, inside the call's message: up to 256 MiB in all. Beyond, the call
+    // fails saying so (only a node can run it).
+    auto by_value = prism::task(tensor_arrived).num_gpus(1).resource("g", 1).remote(t);
+    if (t.nbytes() < 256 * kMiB) {
       EXPECT_EQ(prism::get(by_value, 120s), gpu_node + " gpu:0 " + expected);
+    } else {
+      try {
+        (void)prism::get(by_value, 120s);
+        ADD_FAILURE() << "a call larger than a message was sent";
+      } catch (const prism::Error& e) {
+        EXPECT_EQ(e.code(), prism::ErrorCode::kInvalidArgument) << e.what();
+        EXPECT_NE(std::string(e.what()).find("cannot go to another node"), std::string::npos)
+            << e.what();
+        EXPECT_NE(std::string(e.what()).find("prism::put"), std::string::npos) << e.what();
+      }
     }
     // And back: a GPU task's result (its argument, on its GPU) read by get() here, on the host.
     const Tensor back =

@@ -604,12 +604,19 @@ class Link final : public internal::ClusterLink {
     call.task_name = task->function_name();
     call.request = to_wire(request);
     call.args = std::move(args);
-    const bool sent = send_lending(peer, std::move(call), refs.lends);
+    std::string why;
+    const bool sent = send_lending(peer, std::move(call), refs.lends, &why);
     if (!sent) {
-      // The node went away (its failure handler may already have failed the call).
+      // The node went away (its failure handler may already have failed the call), or the call
+      // cannot be encoded: arguments passed by value larger than one message.
       Pending pending{};
       if (!take_pending(call_id, &pending)) return true;  // failed by the handler
-      return false;  // run it here (or fail it as infeasible here)
+      if (why.empty() || runs_here) return false;  // run it here (or fail it as infeasible here)
+      rt_->fail_task(task, std::make_exception_ptr(Error(
+                               ErrorCode::kInvalidArgument,
+                               "task '" + task->function_name() + "' cannot go to another node: " +
+                                   why + " (pass large values as ObjectRefs: prism::put)")));
+      return true;
     }
     return true;
   }
@@ -3587,7 +3594,10 @@ class Link final : public internal::ClusterLink {
   // Sends `msg`, whose refs lend `lends` to `peer` (they are recorded first, and announced once
   // it went); false if it could not be sent (then nothing stays lent).
   template <typename M>
-  bool send_lending(PeerId peer, M msg, const std::vector<RefTable::Lend>& lends) {
+  // `why` (if given): set when the message could not be encoded (too large, out of memory), left
+  // empty when it was encoded but the peer is gone.
+  bool send_lending(PeerId peer, M msg, const std::vector<RefTable::Lend>& lends,
+                    std::string* why = nullptr) {
     bool sent = false;
     bool prepared = false;
     try {
@@ -3599,7 +3609,11 @@ class Link final : public internal::ClusterLink {
       encode(Message(std::move(msg)), &frame);
       sent = comm_->send(peer, std::move(frame));
     } catch (const std::exception& e) {
-      PRISM_LOG(kWarning) << "cluster: cannot send a message: " << e.what();
+      if (why != nullptr) {
+        *why = e.what();
+      } else {
+        PRISM_LOG(kWarning) << "cluster: cannot send a message: " << e.what();
+      }
     }
     if (!lends.empty() && prepared) {
       apply(sent ? refs_.announce(lends, peer) : refs_.unprepare(lends, peer));
