@@ -54,13 +54,15 @@ size_t CopyCache::evict(int device, size_t bytes) {
     auto dev = devices_.find(device);
     if (dev == devices_.end()) return 0;
     Device& d = dev->second;
+    evicted.reserve(2 * d.lru.size());  // (no allocation below: nothing is destroyed under mu_)
     for (auto it = d.lru.end(); it != d.lru.begin() && freed < bytes;) {
       --it;
       std::shared_ptr<Storage> owner = it->owner.lock();
       std::shared_ptr<Storage> copy;
       if (owner) copy = owner->take_unused_copy(device);
-      if (owner && !copy) continue;  // in use (or being made): kept, and its entry too
+      const bool kept = owner && !copy;  // in use (or being made): kept, and its entry too
       if (owner) evicted.push_back(std::move(owner));
+      if (kept) continue;
       if (copy) {
         freed += copy->bytes();
         evicted.push_back(std::move(copy));

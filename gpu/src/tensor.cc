@@ -254,9 +254,16 @@ void read_tensor(Reader& r, Tensor* t) {
     // from it, one per device), built by the first of them.
     static const char kTag = 0;
     prism::internal::MutexLock lock(slot->mu);
-    if (slot->type == &kTag) {
-      host = *static_cast<const Tensor*>(slot->value.get());
+    const Tensor* cached =
+        slot->type == &kTag ? static_cast<const Tensor*>(slot->value.get()) : nullptr;
+    if (cached != nullptr && cached->dtype() == static_cast<DType>(dtype) &&
+        cached->shape() == shape && cached->nbytes() == bytes) {
+      host = *cached;
       r.skip(bytes);
+    } else if (cached != nullptr) {  // (not the tensor at the object's start: decoded apart)
+      host = Tensor::empty(static_cast<DType>(dtype), std::move(shape), Device::host());
+      r.bytes(host.raw_data(), bytes);
+      count_network(/*sent=*/false, bytes);
     } else {
       host = Tensor::empty(static_cast<DType>(dtype), std::move(shape), Device::host());
       r.bytes(host.raw_data(), bytes);

@@ -611,7 +611,9 @@ class Link final : public internal::ClusterLink {
       // cannot be encoded: arguments passed by value larger than one message.
       Pending pending{};
       if (!take_pending(call_id, &pending)) return true;  // failed by the handler
-      if (why.empty() || runs_here) return false;  // run it here (or fail it as infeasible here)
+      // (A variant call placed on that node by the planner goes back to it: another variant may
+      // run here.)
+      if (why.empty() || runs_here || to != 0) return false;  // run here, or fail here
       rt_->fail_task(task, std::make_exception_ptr(Error(
                                ErrorCode::kInvalidArgument,
                                "task '" + task->function_name() + "' cannot go to another node: " +
@@ -2625,7 +2627,7 @@ class Link final : public internal::ClusterLink {
       args = make_blob(std::move(call.args));
     } else if (call.objects.size() == 1 && call.args.empty()) {
       args = served->blobs.front();  // the one argument's bytes are the arguments: no copy
-      objects.emplace_back(args->view.data(), args);
+      if (args->size() != 0) objects.emplace_back(args->view.data(), args);
     } else {  // the inline bytes with each referenced object's bytes put back in its place
       size_t total = call.args.size();
       for (const Blob& b : served->blobs) total += b->size();
@@ -2637,8 +2639,11 @@ class Link final : public internal::ClusterLink {
         std::memcpy(out, call.args.data() + pos, at - pos);
         out += at - pos;
         std::memcpy(out, served->blobs[i]->view.data(), served->blobs[i]->size());
-        objects.emplace_back(out, std::move(served->blobs[i]));
-        out += objects.back().second->size();
+        out += served->blobs[i]->size();
+        // (An empty object starts where the next bytes do: it has nothing to share.)
+        if (served->blobs[i]->size() != 0) {
+          objects.emplace_back(out - served->blobs[i]->size(), std::move(served->blobs[i]));
+        }
         pos = at;
       }
       std::memcpy(out, call.args.data() + pos, call.args.size() - pos);
@@ -3594,8 +3599,8 @@ class Link final : public internal::ClusterLink {
   // Sends `msg`, whose refs lend `lends` to `peer` (they are recorded first, and announced once
   // it went); false if it could not be sent (then nothing stays lent).
   template <typename M>
-  // `why` (if given): set when the message could not be encoded (too large, out of memory), left
-  // empty when it was encoded but the peer is gone.
+  // `why` (if given): set when the message was refused as too large, left empty when it could
+  // not be sent otherwise (the peer is gone, out of memory).
   bool send_lending(PeerId peer, M msg, const std::vector<RefTable::Lend>& lends,
                     std::string* why = nullptr) {
     bool sent = false;
@@ -3608,12 +3613,15 @@ class Link final : public internal::ClusterLink {
       std::string frame;
       encode(Message(std::move(msg)), &frame);
       sent = comm_->send(peer, std::move(frame));
-    } catch (const std::exception& e) {
-      if (why != nullptr) {
+    } catch (const Error& e) {
+      // (The wire refuses a message larger than kMaxBodyBytes with kInvalidArgument.)
+      if (why != nullptr && e.code() == ErrorCode::kInvalidArgument) {
         *why = e.what();
       } else {
         PRISM_LOG(kWarning) << "cluster: cannot send a message: " << e.what();
       }
+    } catch (const std::exception& e) {
+      PRISM_LOG(kWarning) << "cluster: cannot send a message: " << e.what();
     }
     if (!lends.empty() && prepared) {
       apply(sent ? refs_.announce(lends, peer) : refs_.unprepare(lends, peer));

@@ -397,16 +397,13 @@ class TypedEntry final : public ObjectEntry {
     return true;
   }
 
-  // RemoteValue::materialize for a T: builds the value from its serialized bytes. A value with a
-  // place (a GPU tensor) is stored where it arrived, in host memory, whoever reads it first:
-  // each reader gets it placed for itself (Placement<T>::for_reader).
+  // RemoteValue::materialize for a T: builds the value from its serialized bytes. Tensors in it
+  // (the value itself, or inside a vector or struct) are stored where they arrived, in host
+  // memory, whoever reads it first: a reader of a tensor gets it placed for itself
+  // (Placement<T>::for_reader).
   static void materialize(ObjectEntry* e, std::string_view bytes) {
-    if constexpr (Placement<T>::kCustom) {
-      DecodeToStoreGuard stored;
-      static_cast<TypedEntry*>(e)->set_fetched(from_bytes<T>(bytes));
-    } else {
-      static_cast<TypedEntry*>(e)->set_fetched(from_bytes<T>(bytes));
-    }
+    DecodeToStoreGuard stored;
+    static_cast<TypedEntry*>(e)->set_fetched(from_bytes<T>(bytes));
   }
 
   // The value of a put: space was reserved beforehand (token). A copied large vector lands in a
