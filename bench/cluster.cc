@@ -266,16 +266,22 @@ int main(int argc, char** argv) {
     report.add(std::move(row));
   }
 
-  // GPU tensors across nodes (logical GPUs), beside the same ucx_perftest figure.
+  // GPU tensors across nodes (logical GPUs), beside the same ucx_perftest figure. The staged
+  // path's chunk is PRISM_STAGE_CHUNK_BYTES of every process (inherited by the nodes): default
+  // 4 MiB (the device copies overlap the host copies), 0 for one whole copy each (run_all.sh
+  // runs these rows both ways).
+  const char* chunk_env = std::getenv("PRISM_STAGE_CHUNK_BYTES");
+  const bool whole = chunk_env != nullptr && std::string(chunk_env) == "0";
+  const std::string staged = whole ? " (staged, whole)" : " (staged, 4 MiB chunks)";
   for (const bool to_gpu : {false, true}) {
     if (to_gpu && nodes < 2) break;
     bench::Row row =
-        bench::Row(to_gpu ? "64 MiB tensor, node GPU -> other node's GPU task (staged)"
-                          : "get of a node's 64 MiB GPU tensor (staged)",
+        bench::Row(to_gpu ? "64 MiB tensor, node GPU -> other node's GPU task" + staged
+                          : "get of a node's 64 MiB GPU tensor" + staged,
                    "GB/s")
             .goal(0.8)
-            .with_note(to_gpu ? "logical GPUs; download, pull through the driver, upload, one "
-                                "after the other (not pipelined)"
+            .with_note(to_gpu ? "logical GPUs; download on the node, pull through the driver, "
+                                "upload as the host tensor is written"
                               : "logical GPUs; the download on the node, the pull, the tensor "
                                 "built here");
     if (!flags.wants(row.name)) continue;

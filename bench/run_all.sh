@@ -45,7 +45,7 @@ cmake --build "$build" -j "$jobs" --target "${targets[@]}"
 
 start=$(date +%s)
 steps=6
-[[ " ${targets[*]} " == *" bench_cluster "* ]] && steps=9
+[[ " ${targets[*]} " == *" bench_cluster "* ]] && steps=10
 step=0
 
 # On a terminal (and unless PRISM_PROGRESS=0), one line under the output says which program
@@ -143,6 +143,8 @@ if [[ -x "$build/bench/cluster" ]]; then
     echo "(ucx_perftest not found: the cluster rows have no peer; scripts/setup.sh installs ucx-utils)"
   fi
   run cluster "${peers[@]}"
+  # The staged tensor rows again with each device copy whole (not in chunks), for comparison.
+  PRISM_STAGE_CHUNK_BYTES=0 run cluster_whole:cluster --filter="(staged" "${peers[@]}"
   # The variants bench again, its two processors in two processes (the driver's CPU, a node's
   # GPU): the driver's planner places each call (~15 s).
   run variants_cluster:variants --cluster

@@ -1,6 +1,9 @@
 #include "storage.h"
 
+#include <algorithm>
 #include <atomic>
+#include <cstdlib>
+#include <cstring>
 
 #include "backend.h"
 #include "copy_cache.h"
@@ -21,7 +24,73 @@ Counters& counters() {
   return c;
 }
 
+std::atomic<size_t>& stage_chunk() {
+  static std::atomic<size_t> bytes{[] {
+    const char* env = std::getenv("PRISM_STAGE_CHUNK_BYTES");
+    if (env == nullptr || *env == '\0') return size_t{4} << 20;
+    char* end = nullptr;
+    const unsigned long long v = std::strtoull(env, &end, 10);
+    return end != nullptr && *end == '\0' ? static_cast<size_t>(v) : size_t{4} << 20;
+  }()};
+  return bytes;
+}
+
+// The pinned staging buffers and their events of one read_chunks(); given back after every copy
+// queued into them has run (also when the sink throws midway).
+struct Staging {
+  Staging(DeviceBackend& b, int device, void* stream, size_t buffers, size_t bytes)
+      : b(b), device(device), stream(stream) {
+    try {
+      for (size_t i = 0; i < buffers; ++i) {
+        buffer[i] = static_cast<char*>(b.host_allocate(bytes));
+        event[i] = b.event_create(device);
+      }
+    } catch (...) {
+      release();
+      throw;
+    }
+  }
+  ~Staging() {
+    try {
+      b.stream_synchronize(stream);
+    } catch (...) {
+      // A failed device: its copies are gone with it.
+    }
+    release();
+  }
+  Staging(const Staging&) = delete;
+  Staging& operator=(const Staging&) = delete;
+
+  // Waits until the copy last queued into buffer i has run.
+  void wait(size_t i) {
+    if (event[i] != nullptr) {
+      b.event_synchronize(event[i]);
+    } else {
+      b.stream_synchronize(stream);  // (the host backend: its copies ran already)
+    }
+  }
+  void release() noexcept {
+    for (size_t i = 0; i < 2; ++i) {
+      if (event[i] != nullptr) b.event_destroy(device, event[i]);
+      b.host_free(buffer[i]);
+      event[i] = nullptr;
+      buffer[i] = nullptr;
+    }
+  }
+
+  DeviceBackend& b;
+  const int device;
+  void* const stream;
+  char* buffer[2] = {nullptr, nullptr};
+  void* event[2] = {nullptr, nullptr};
+};
+
 }  // namespace
+
+size_t stage_chunk_bytes() noexcept { return stage_chunk().load(std::memory_order_relaxed); }
+void set_stage_chunk_bytes(size_t bytes) noexcept {
+  stage_chunk().store(bytes, std::memory_order_relaxed);
+}
 
 void count_copy(Device from, Device to, size_t bytes) noexcept {
   Counters& c = counters();
@@ -253,6 +322,98 @@ std::shared_ptr<Storage> Storage::copy_to(Device to, const std::shared_ptr<Stora
   }
   if (!to.is_host()) CopyCache::instance().added(self, to.index, bytes_);
   return copy;
+}
+
+void Storage::read_chunks(const std::function<void(const char*, size_t)>& sink) {
+  if (bytes_ == 0) return;
+  if (device_.is_host()) {
+    sink(static_cast<const char*>(data_), bytes_);
+    return;
+  }
+  std::shared_ptr<Storage> host;  // a host copy made earlier: read from it, no download
+  {
+    prism::internal::MutexLock lock(mu_);
+    for (const Copy& c : copies_) {
+      if (c.device < 0 && c.storage) host = c.storage;
+    }
+  }
+  if (host) {
+    sink(static_cast<const char*>(host->data()), bytes_);
+    return;
+  }
+  DeviceBackend& b = backend_instance();
+  DeviceGuard on(device_);
+  Stream s = task_stream(device_);
+  wait_on(s);  // after the contents; this storage's free waits for the downloads
+  const size_t want = stage_chunk_bytes();
+  const size_t chunk = want == 0 ? bytes_ : std::min(want, bytes_);
+  const size_t chunks = (bytes_ + chunk - 1) / chunk;
+  Staging staging(b, device_.index, s.handle(), chunks > 1 ? 2 : 1, chunk);
+  const char* const src = static_cast<const char*>(data_);
+  auto length = [&](size_t i) { return std::min(chunk, bytes_ - i * chunk); };
+  auto queue = [&](size_t i) {
+    b.copy(staging.buffer[i % 2], Device::host(), src + i * chunk, device_, length(i), s.handle());
+    if (staging.event[i % 2] != nullptr) b.event_record(staging.event[i % 2], s.handle());
+  };
+  // Invariant: when chunk i is handed to the sink, the download of chunk i+1 is queued into the
+  // other buffer, whose previous chunk (i-1) the sink has already consumed.
+  queue(0);
+  for (size_t i = 0; i < chunks; ++i) {
+    if (i + 1 < chunks) queue(i + 1);
+    staging.wait(i % 2);
+    sink(staging.buffer[i % 2], length(i));
+  }
+  count_copy(device_, Device::host(), bytes_);
+}
+
+void Storage::fill_and_copy_to(const void* src, Device to) {
+  if (!device_.is_host() || to.is_host()) {
+    throw Error(ErrorCode::kInternal, "fill_and_copy_to: from a host storage to a GPU only");
+  }
+  std::shared_ptr<Storage> self = shared_from_this();
+  DeviceBackend& b = backend_instance();
+  DeviceGuard on(to);
+  Stream s = task_stream(to);
+  auto copy = std::make_shared<Storage>(to, bytes_, s);
+  const size_t want = stage_chunk_bytes();
+  const size_t chunk = want == 0 || bytes_ == 0 ? std::max<size_t>(bytes_, 1)
+                                                : std::min(want, bytes_);
+  char* const host = static_cast<char*>(data_);
+  char* const device = static_cast<char*>(copy->data());
+  const char* const from = static_cast<const char*>(src);
+  try {
+    // Each chunk's upload is queued as soon as its host copy is written: the next host copy
+    // runs while it uploads.
+    for (size_t at = 0; at < bytes_; at += chunk) {
+      const size_t n = std::min(chunk, bytes_ - at);
+      std::memcpy(host + at, from + at, n);
+      b.copy(device + at, to, host + at, device_, n, s.handle());
+    }
+    copy->record(s);
+    // The uploads read this host memory, which the pool may hand out again once this storage is
+    // freed: they finish first (as make_copy's upload does).
+    b.stream_synchronize(s.handle());
+  } catch (...) {
+    try {
+      b.stream_synchronize(s.handle());
+    } catch (...) {
+    }
+    throw;
+  }
+  count_copy(device_, to, bytes_);
+  {
+    prism::internal::MutexLock lock(mu_);
+    Copy* entry = nullptr;
+    for (Copy& c : copies_) {
+      if (c.device == to.index) entry = &c;
+    }
+    if (entry == nullptr) {
+      copies_.push_back(Copy{to.index, nullptr, std::make_shared<prism::internal::Mutex>()});
+      entry = &copies_.back();
+    }
+    entry->storage = copy;
+  }
+  CopyCache::instance().added(self, to.index, bytes_);
 }
 
 std::shared_ptr<Storage> Storage::make_copy(Device to) {

@@ -25,6 +25,13 @@
 // an allocation on a full device evicts such copies, least recently used first, and tries
 // again); its next reader makes it again.
 //
+// Staged transfers (a tensor crossing nodes through host memory, issue 13): read_chunks()
+// downloads a GPU storage through two pinned staging buffers of stage_chunk_bytes(), so the
+// download of chunk i+1 runs while the caller consumes chunk i (writes it into a message);
+// fill_and_copy_to() writes a new host storage from received bytes and uploads each chunk as
+// soon as it is written, so the host copy of chunk i+1 runs while chunk i is uploaded. On the
+// host backend copies are synchronous: the same steps run, without overlap.
+//
 // Locks: mu_ guards the state above and is never held while the host waits for the GPU. Making a
 // copy holds only that destination's maker lock (readers of the same destination wait for the
 // one copy; readers of other destinations do not).
@@ -33,6 +40,7 @@
 #pragma once
 
 #include <cstddef>
+#include <functional>
 #include <memory>
 #include <utility>
 #include <vector>
@@ -43,7 +51,7 @@
 
 namespace prism::gpu::internal {
 
-class Storage {
+class Storage : public std::enable_shared_from_this<Storage> {
  public:
   // Allocates `bytes` on `device`, stream-ordered on `stream` (one of Prism's streams for that
   // device: the running task's).
@@ -76,6 +84,17 @@ class Storage {
   // but the storage holds it, no longer kept (the caller drops it); else null.
   std::shared_ptr<Storage> take_unused_copy(int device);
 
+  // A GPU storage's contents, in order, `sink(chunk, bytes)` for each chunk of at most
+  // stage_chunk_bytes() (all of it at once when that is 0), downloaded on the running task's
+  // stream for this device after the contents are complete. Makes no cached host copy: a
+  // storage that has one (copy_to(host)) is read from it instead. The sink runs on the calling
+  // thread and may throw (the staging buffers are given back after the copies in flight).
+  void read_chunks(const std::function<void(const char*, size_t)>& sink);
+  // A new host storage (no other handle yet) gets its contents from `src` (bytes() of them),
+  // and its copy on GPU `to` is made at the same time, chunk by chunk (see above), then cached
+  // as copy_to's copies are (the next copy_to(to) finds it).
+  void fill_and_copy_to(const void* src, Device to);
+
   // For tests: how many streams and recorded uses the free will wait for.
   size_t users_for_testing();
 
@@ -101,6 +120,11 @@ class Storage {
   std::vector<void*> use_events_ PRISM_GUARDED_BY(mu_);  // record_use() events
   std::vector<Copy> copies_ PRISM_GUARDED_BY(mu_);
 };
+
+// The staged transfers' chunk (default 4 MiB); 0: one chunk, not pipelined. For tests and the
+// bench; PRISM_STAGE_CHUNK_BYTES sets it at start.
+size_t stage_chunk_bytes() noexcept;
+void set_stage_chunk_bytes(size_t bytes) noexcept;
 
 // Counts a copy for copy_stats().
 void count_copy(Device from, Device to, size_t bytes) noexcept;

@@ -201,10 +201,10 @@ void write_tensor(Writer& w, const Tensor& t) {
   w.put(bytes);
   count_network(/*sent=*/true, bytes);
   if (bytes == 0) return;
-  // A GPU tensor is downloaded after its contents are complete (the host copy is cached with
-  // its storage, so a tensor sent twice is downloaded once).
-  const Tensor host = t.to_host();
-  w.bytes(host.raw_data(), bytes);
+  // A GPU tensor is downloaded after its contents are complete, in chunks through pinned
+  // staging buffers straight into the message (Storage::read_chunks: no host copy of the whole
+  // tensor is made or kept; one made earlier is read instead).
+  storage_of(t)->read_chunks([&w](const char* p, size_t n) { w.bytes(p, n); });
 }
 
 void read_tensor(Reader& r, Tensor* t) {
@@ -248,6 +248,22 @@ void read_tensor(Reader& r, Tensor* t) {
     prism::internal::throw_malformed("tensor: the elements do not fill the shape");
   }
   if (bytes > r.remaining()) prism::internal::throw_malformed("truncated value");
+  // A task's argument lands where the task runs; a value stored in an entry stays on the host.
+  const Device where =
+      prism::internal::decoding_to_store() ? Device::host() : current_device();
+  // A new host tensor of the elements; for a GPU reader its copy there is made at the same
+  // time, chunk by chunk (Storage::fill_and_copy_to: the host copies overlap the uploads).
+  auto decode = [&] {
+    Tensor h = Tensor::empty(static_cast<DType>(dtype), std::move(shape), Device::host());
+    if (where.is_host() || bytes == 0) {
+      r.bytes(h.raw_data(), bytes);
+    } else {
+      storage_of(h)->fill_and_copy_to(r.position(), where);
+      r.skip(bytes);
+    }
+    count_network(/*sent=*/false, bytes);
+    return h;
+  };
   Tensor host;
   if (prism::internal::DecodedSlot* slot = prism::internal::decoded_slot_at(object_start)) {
     // An object kept on this node for its tasks: they share one host tensor (and the copies made
@@ -261,24 +277,15 @@ void read_tensor(Reader& r, Tensor* t) {
       host = *cached;
       r.skip(bytes);
     } else if (cached != nullptr) {  // (not the tensor at the object's start: decoded apart)
-      host = Tensor::empty(static_cast<DType>(dtype), std::move(shape), Device::host());
-      r.bytes(host.raw_data(), bytes);
-      count_network(/*sent=*/false, bytes);
+      host = decode();
     } else {
-      host = Tensor::empty(static_cast<DType>(dtype), std::move(shape), Device::host());
-      r.bytes(host.raw_data(), bytes);
-      count_network(/*sent=*/false, bytes);
+      host = decode();
       slot->value = std::make_shared<Tensor>(host);
       slot->type = &kTag;
     }
   } else {
-    host = Tensor::empty(static_cast<DType>(dtype), std::move(shape), Device::host());
-    r.bytes(host.raw_data(), bytes);
-    count_network(/*sent=*/false, bytes);
+    host = decode();
   }
-  // A task's argument lands where the task runs; a value stored in an entry stays on the host.
-  const Device where =
-      prism::internal::decoding_to_store() ? Device::host() : current_device();
   *t = where.is_host() ? std::move(host) : host.to(where);
 }
 

@@ -43,6 +43,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <limits>
 #include <string>
 #include <unordered_set>
 #include <utility>
@@ -50,6 +51,7 @@
 
 #include "backend.h"
 #include "caching_pool.h"
+#include "copy_cache.h"
 #include "common/log.h"
 #include "device_health.h"
 #include "kernels/kernels.h"
@@ -678,7 +680,12 @@ namespace prism::gpu::kernels::cuda {
 void release_cached_memory() noexcept {
   if (internal::g_backend == nullptr) return;
   try {
-    internal::g_backend->release_cached(internal::g_backend->get_device());
+    const int device = internal::g_backend->get_device();
+    // An out-of-memory inside a library (cuBLAS's workspace, Thrust's temporaries): first the
+    // cached copies on this device that no handle holds (made again by their next reader), freed
+    // stream-ordered; then the device waits for those frees and the pool is trimmed.
+    internal::CopyCache::instance().evict(device, std::numeric_limits<size_t>::max());
+    internal::g_backend->release_cached(device);
   } catch (...) {
   }
 }

@@ -214,9 +214,11 @@ struct prism::internal::Placement<prism::gpu::Tensor> {
 };
 
 // Cluster mode: a tensor crosses nodes through host memory (for now: no GPU-to-GPU transport).
-// The sender's elements are downloaded once (the cached host copy); the reader's tensor lands
-// where it is read, as for any reader (see above): on the GPU granted to the task that reads it,
-// else on the host (get() on the driver, a CPU task). Malformed bytes (an unknown dtype, a
+// The sender's elements are downloaded in chunks through pinned staging buffers into the
+// message (a host copy made earlier is read instead); the reader's tensor lands where it is
+// read, as for any reader (see above): on the GPU granted to the task that reads it (uploaded
+// chunk by chunk as the host copy is written), else on the host (get() on the driver, a CPU
+// task). PRISM_STAGE_CHUNK_BYTES sets the chunk (default 4 MiB; 0: whole). Malformed bytes (an unknown dtype, a
 // negative dimension, a shape the elements do not fill) throw prism::Error (kInvalidArgument).
 template <>
 struct prism::Serializer<prism::gpu::Tensor> {
