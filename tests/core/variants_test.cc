@@ -9,6 +9,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <stdexcept>
 #include <string>
@@ -681,3 +682,28 @@ TEST(Variants, TheModelFileMakesTheNextRunStartCalibrated) {
 }
 
 }  // namespace
+
+// A ref argument whose value is not here (spilled to disk here; on another node in cluster mode,
+// the same kind of entry) counts its serialized bytes toward the call's size, as it will once
+// read; before, it counted as nothing and a large call fell into the smallest size bucket.
+TEST(VariantFootprintTest, ARefWhoseValueIsElsewhereCountsItsBytes) {
+  const std::string dir = std::string("/tmp/prism-footprint-test-") + std::to_string(getpid());
+  setenv("PRISM_SPILL_DIR", dir.c_str(), 1);
+  {
+    prism::Runtime rt({.num_cpus = 1, .object_store_bytes = 1 << 20});
+    const std::vector<char> big(2 << 20, 'x');
+    auto spilled = rt.put(big);  // does not fit: on disk, read back by its first reader
+    ASSERT_GE(rt.stats().objects.spilled_bytes, big.size());
+    prism::internal::ArgFootprint fp;
+    prism::internal::add_arg_footprint(spilled, &fp);
+    EXPECT_GE(fp.bytes, static_cast<int64_t>(big.size())) << "sized by its bytes on disk";
+    EXPECT_EQ(fp.refs.size(), 1u);
+    EXPECT_EQ(prism::get(spilled, kTimeout).size(), big.size());  // read back: here now
+    prism::internal::ArgFootprint here;
+    prism::internal::add_arg_footprint(spilled, &here);
+    EXPECT_GE(here.bytes, static_cast<int64_t>(big.size()));
+  }
+  unsetenv("PRISM_SPILL_DIR");
+  std::error_code ec;
+  std::filesystem::remove_all(dir, ec);
+}

@@ -372,11 +372,14 @@ class ObjectKeeper {
 // A task result that stayed on the node that computed it (ObjState::kRemote on the driver).
 class RemoteObject final : public internal::RemoteValue, public ObjectKeeper {
  public:
-  RemoteObject(std::weak_ptr<ObjectService> service, uint64_t id, std::string where)
-      : ObjectKeeper(std::move(service), id), where_(std::move(where)) {}
+  RemoteObject(std::weak_ptr<ObjectService> service, uint64_t id, uint64_t bytes,
+               std::string where)
+      : ObjectKeeper(std::move(service), id), bytes_(bytes), where_(std::move(where)) {}
   void fetch(internal::ObjectEntry* entry, Deadline deadline) override;
+  uint64_t size() const noexcept override { return bytes_; }
 
  private:
+  const uint64_t bytes_;     // its serialized size (the node's ResultMsg::object_bytes)
   const std::string where_;  // "node2 (host pid 7)": where it was produced, for errors
   // Builds the value once: readers that waited together share the pull (ObjectTable), and the
   // first to get here materializes it.
@@ -394,6 +397,7 @@ class BorrowedValue final : public internal::RemoteValue {
   void fetch(internal::ObjectEntry* entry, Deadline deadline) override;
   uint64_t pull() const noexcept { return pull_; }
   uint64_t bytes() const noexcept { return bytes_; }
+  uint64_t size() const noexcept override { return bytes_; }
 
  private:
   const std::weak_ptr<ObjectService> service_;
@@ -3137,7 +3141,8 @@ class Link final : public internal::ClusterLink {
           objects_.locate(result.object, result.object_bytes, peer);
           keep_lineage(p.task, result.object);
           internal::remote_variant_ran(p.task, static_cast<double>(result.run_ns) * 1e-9);
-          auto where = std::make_shared<RemoteObject>(service_, result.object, p.peer_name);
+          auto where = std::make_shared<RemoteObject>(service_, result.object,
+                                                      result.object_bytes, p.peer_name);
           where->materialize = p.task->remote_materializer();
           p.task->complete_remote_value(std::move(where));  // (if cancelled: freed at once)
           rt_->remote_task_done();

@@ -150,7 +150,13 @@ void add_arg_footprint(const X& a, ArgFootprint* fp) {
     using T = typename RefValue<X>::type;
     fp->refs.push_back(a.entry());
     if constexpr (!std::is_void_v<T>) {
-      if (a.entry()->state() == ObjState::kReady) add_value_footprint<T>(value_of<T>(a.entry()), fp);
+      if (a.entry()->state() == ObjState::kReady) {
+        add_value_footprint<T>(value_of<T>(a.entry()), fp);
+      } else if (const RemoteValue* elsewhere = a.entry()->remote_value()) {
+        // On another node (or spilled): sized by its serialized bytes, which count toward the
+        // call's size bucket (a fetch is not a device copy: not_on_host/not_on_device unchanged).
+        fp->bytes += static_cast<int64_t>(elsewhere->size());
+      }
     }
   } else if constexpr (IsVectorOfRefs<X>::value) {
     for (const auto& r : a) add_arg_footprint(r, fp);

@@ -27,6 +27,7 @@ class SpilledValue final : public RemoteValue {
       : store_(std::move(store)), path_(std::move(path)), bytes_(bytes) {}
   ~SpilledValue() override;
   void fetch(ObjectEntry* entry, std::chrono::steady_clock::time_point deadline) override;
+  uint64_t size() const noexcept override { return bytes_; }
 
  private:
   const std::shared_ptr<StoreAccount> store_;

@@ -116,6 +116,8 @@ class RemoteValue {
   // the value was lost with its node) or TimeoutError (`deadline` passed first; the transfer goes
   // on for later readers) and leaves it kRemote otherwise. Concurrent callers share one transfer.
   virtual void fetch(ObjectEntry* entry, std::chrono::steady_clock::time_point deadline) = 0;
+  // The size of the value's serialized bytes, where known (0: unknown): what a fetch moves.
+  virtual uint64_t size() const noexcept { return 0; }
   // Set by whoever completes the entry (it knows the type): builds the entry's value from its
   // serialized bytes and marks it ready (TypedEntry<T>::set_fetched). Throws on malformed bytes.
   void (*materialize)(ObjectEntry* entry, std::string_view bytes) = nullptr;
