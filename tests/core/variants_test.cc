@@ -697,6 +697,8 @@ TEST(VariantFootprintTest, ARefWhoseValueIsElsewhereCountsItsBytes) {
     prism::internal::ArgFootprint fp;
     prism::internal::add_arg_footprint(spilled, &fp);
     EXPECT_GE(fp.bytes, static_cast<int64_t>(big.size())) << "sized by its bytes on disk";
+    EXPECT_EQ(fp.not_on_device, fp.bytes) << "read back into host memory: a GPU variant uploads it";
+    EXPECT_EQ(fp.not_on_host, 0);
     EXPECT_EQ(fp.refs.size(), 1u);
     EXPECT_EQ(prism::get(spilled, kTimeout).size(), big.size());  // read back: here now
     prism::internal::ArgFootprint here;

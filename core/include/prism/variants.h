@@ -154,8 +154,10 @@ void add_arg_footprint(const X& a, ArgFootprint* fp) {
         add_value_footprint<T>(value_of<T>(a.entry()), fp);
       } else if (const RemoteValue* elsewhere = a.entry()->remote_value()) {
         // On another node (or spilled): sized by its serialized bytes, which count toward the
-        // call's size bucket (a fetch is not a device copy: not_on_host/not_on_device unchanged).
-        fp->bytes += static_cast<int64_t>(elsewhere->size());
+        // call's size bucket. It is fetched into host memory: a GPU variant then uploads it.
+        const auto bytes = static_cast<int64_t>(elsewhere->size());
+        fp->bytes += bytes;
+        fp->not_on_device += bytes;
       }
     }
   } else if constexpr (IsVectorOfRefs<X>::value) {
