@@ -120,13 +120,15 @@ Storage::Storage(Device device, size_t bytes, Stream stream)
   } else {
     DeviceGuard on(device);
     // A full device gives back the cached copies nobody uses, least recently used first, then
-    // the allocation is tried again (CopyCache).
-    for (;;) {
+    // the allocation is tried again (CopyCache). Bounded: readers on other threads may make
+    // copies again as fast as they are given back; after kEvictionRounds the error stands.
+    constexpr int kEvictionRounds = 16;
+    for (int round = 0;; ++round) {
       try {
         data_ = b.allocate(device.index, bytes, stream.handle());
         break;
       } catch (const Error& e) {
-        if (e.code() != ErrorCode::kResourceExhausted ||
+        if (e.code() != ErrorCode::kResourceExhausted || round == kEvictionRounds ||
             CopyCache::instance().evict(device.index, bytes) == 0) {
           throw;
         }
