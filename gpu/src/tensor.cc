@@ -183,6 +183,7 @@ prism::internal::DataWhere where(const Tensor& t) noexcept {
   Storage* s = storage_of(t);
   if (s == nullptr) return w;  // empty: nothing to move
   s->placed(&w.on_host, &w.on_device);
+  if (!s->device().is_host()) w.device = s->device().index;
   return w;
 }
 

@@ -70,6 +70,44 @@ TEST(ResourcePoolTest, LentCpuIsForTasksNotForLongLivedHolders) {
   EXPECT_EQ(pool.cpu_lent(), 0);
 }
 
+// A lease's GPU share moves to the device its next task's data is on, when that share is free
+// there (ResourcePool::move_gpu); nothing changes otherwise.
+TEST(ResourcePoolTest, AGpuShareMovesOnlyToADeviceWithRoomForIt) {
+  ResourcePool pool(node(8, 3));
+  Allocation whole;
+  ASSERT_TRUE(pool.try_acquire(gpus(1), false, &whole));
+  ASSERT_EQ(whole.gpu_ids(), std::vector<int>{0});
+  EXPECT_TRUE(pool.move_gpu(&whole, 2));
+  EXPECT_EQ(whole.gpu_ids(), std::vector<int>{2});
+  Allocation next;  // device 0 was given back: the next whole GPU gets it
+  ASSERT_TRUE(pool.try_acquire(gpus(1), false, &next));
+  EXPECT_EQ(next.gpu_ids(), std::vector<int>{0});
+  EXPECT_FALSE(pool.move_gpu(&whole, 0)) << "device 0 is taken";
+  EXPECT_FALSE(pool.move_gpu(&whole, 7)) << "no such device";
+  EXPECT_FALSE(pool.move_gpu(&whole, -1));
+  EXPECT_EQ(whole.gpu_ids(), std::vector<int>{2});
+  Allocation half;  // half of device 1
+  ASSERT_TRUE(pool.try_acquire(gpus(0.5), false, &half));
+  ASSERT_EQ(half.gpu_ids(), std::vector<int>{1});
+  EXPECT_FALSE(pool.move_gpu(&whole, 1)) << "a whole GPU needs all of device 1";
+  Allocation other_half;
+  ASSERT_TRUE(pool.try_acquire(gpus(0.5), false, &other_half));
+  EXPECT_EQ(other_half.gpu_ids(), std::vector<int>{1});
+  pool.release(next);
+  EXPECT_TRUE(pool.move_gpu(&half, 0));  // a half share moves to a device with room for it
+  EXPECT_EQ(half.gpu_ids(), std::vector<int>{0});
+  EXPECT_TRUE(pool.move_gpu(&whole, 1) == false) << "device 1 still has half in use";
+  pool.release(other_half);
+  EXPECT_TRUE(pool.move_gpu(&whole, 1));
+  pool.release(whole);
+  pool.release(half);
+  // Everything back: three whole devices free.
+  Allocation all;
+  ASSERT_TRUE(pool.try_acquire(gpus(3), false, &all));
+  EXPECT_FALSE(pool.move_gpu(&all, 0)) << "a share of several devices does not move";
+  pool.release(all);
+}
+
 // A device the GPU module reported failed is skipped wherever a healthy one could ever serve the
 // request, and still granted where only it could (its task then fails fast instead of waiting).
 class ResourcePoolFailedGpuTest : public ::testing::Test {

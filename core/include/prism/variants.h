@@ -126,11 +126,6 @@ const T& peek_arg(const ObjectRef<T>& r) {
   return value_of<T>(r.entry());
 }
 
-template <typename X>
-struct IsVectorOfRefs : std::false_type {};
-template <typename T>
-struct IsVectorOfRefs<std::vector<ObjectRef<T>>> : std::true_type {};
-
 template <typename T>
 void add_value_footprint(const T& v, ArgFootprint* fp) {
   if constexpr (requires { Placement<T>::where(v); }) {

@@ -11,6 +11,11 @@
 // requested through WaitQueues, behind the older request, so fairness and the starvation bound
 // are those of WaitQueues.
 //
+// A GPU lease follows its tasks' data: before running a task whose arguments are on another GPU
+// of the node (TaskRecord::preferred_gpu), the holder moves the lease's device there if the
+// same share is free now (ResourcePool::move_gpu, under the scheduler's lock; only the holder
+// touches its allocation). Otherwise the task runs on the lease's device (a peer copy).
+//
 // Shapes are interned per scheduler (Scheduler::shape_for) and live as long as it does. A node
 // keeps at most Scheduler::kMaxShapes of them; requests beyond that take the per-task path.
 //

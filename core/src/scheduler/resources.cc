@@ -294,6 +294,25 @@ bool ResourcePool::try_acquire(const ResourceRequest& r, bool long_lived, Alloca
   return true;
 }
 
+bool ResourcePool::move_gpu(Allocation* a, int device) {
+  if (a->gpus.size() != 1 || a->long_lived || device < 0 ||
+      static_cast<size_t>(device) >= gpu_free_.size()) {
+    return false;
+  }
+  const auto [from, units] = a->gpus.front();
+  if (from == device || gpu_free_[device] < units || gpu_memory_free_[device] < a->gpu_memory) {
+    return false;
+  }
+  if (units == kUnitsPerResource && gpu_total_[device] != kUnitsPerResource) return false;
+  if (failed_in(failed_devices(), static_cast<size_t>(device))) return false;
+  gpu_free_[from] += units;
+  gpu_memory_free_[from] += a->gpu_memory;
+  gpu_free_[device] -= units;
+  gpu_memory_free_[device] -= a->gpu_memory;
+  a->gpus.front().first = device;
+  return true;
+}
+
 void ResourcePool::hold_for_life(Allocation* a) {
   a->long_lived = true;
   for (const auto& g : a->gpus) gpu_long_held_[g.first] += g.second;

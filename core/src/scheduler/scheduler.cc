@@ -572,6 +572,15 @@ void Scheduler::run_lease_loop(ResourceShape* shape, Job& job, bool one_task,
       if (!stopping_.load()) request_lease_locked(shape);
     }
     if (!t->take_from_queue()) continue;  // claimed by a blocked parent, which runs it
+    // A GPU task runs where its arguments are when that device has room now: the lease moves
+    // there (its old device's share goes to whoever waits for it), and stays for the next tasks.
+    if (job.alloc.gpus.size() == 1) {
+      const int want = t->preferred_gpu();
+      if (want >= 0 && want != job.alloc.gpus.front().first) {
+        MutexLock lock(mu_);
+        if (pool_.move_gpu(&job.alloc, want)) distribute_locked();
+      }
+    }
     job.task = t;
     runner_->run_job(job);
     job.task = nullptr;

@@ -19,6 +19,7 @@ struct DataWhere {
   int64_t bytes = 0;
   bool on_host = true;     // a host copy exists
   bool on_device = false;  // a copy on some GPU exists
+  int device = -1;         // the GPU its own memory is on (-1: the host), device_affinity.h
 };
 
 template <typename T>

@@ -27,6 +27,7 @@
 #include <utility>
 #include <vector>
 
+#include "prism/internal/device_affinity.h"
 #include "prism/internal/object_entry.h"
 #include "prism/internal/remote_call.h"
 #include "prism/internal/runtime_hooks.h"
@@ -403,6 +404,9 @@ class TaskImpl final : public TaskRecord {
   std::string function_name() const override {
     if (extras() && !extras()->name.empty()) return extras()->name;
     return target_.name();
+  }
+  int preferred_gpu() const noexcept override {
+    return std::apply([](const A&... a) { return preferred_gpu_of(a...); }, args_);
   }
   // The call as stored (for code that knows the record's type, e.g. a variant call's planner).
   const std::tuple<A...>& args() const noexcept { return args_; }

@@ -137,6 +137,9 @@ class TaskRecord : public Dependent {
   virtual bool cancel_requested() const noexcept = 0;
   // The function's name for errors and the timeline: .name(), else the registered name.
   virtual std::string function_name() const = 0;
+  // The GPU of this node holding most of the task's argument bytes, -1 if none: a GPU task runs
+  // there when it has room (prism/internal/device_affinity.h). Called once the task is queued.
+  virtual int preferred_gpu() const noexcept { return -1; }
 
   // --- cluster mode (prism/internal/remote_call.h) ---
   // A task that may run on another node (a registered function with serializable parameters

@@ -1,0 +1,109 @@
+// A GPU task runs on the device its arguments are on (prism/internal/device_affinity.h: the
+// lease holder moves its lease there): a chain of GPU tasks over a tensor on gpu:1 runs on gpu:1
+// and makes no peer copy, whether the tensor is passed by ref, inside a vector of refs or by
+// value, for a whole GPU and for half of one; when that device has no room the task runs on
+// another one at once (a peer copy) instead of waiting for it. Logical GPUs here; two real ones
+// elsewhere.
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <vector>
+
+#include "core/test_util.h"
+#include "prism/gpu.h"
+#include "prism/prism.h"
+
+namespace {
+
+using prism::gpu::Device;
+using prism::gpu::Tensor;
+using prism_test::kTimeout;
+
+class DeviceAffinityTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (prism::gpu::backend() != prism::gpu::Backend::kHost &&
+        prism::gpu::cuda_device_count() < 2) {
+      GTEST_SKIP() << "needs 2 GPUs: " << prism::gpu::backend_description();
+    }
+  }
+};
+
+std::vector<float> ramp(int n) {
+  std::vector<float> v(static_cast<size_t>(n));
+  for (int i = 0; i < n; ++i) v[static_cast<size_t>(i)] = static_cast<float>(i);
+  return v;
+}
+
+// The device a GPU task ran on and the sum of its tensor's elements (read there).
+struct Seen {
+  int device = -1;
+  double sum = 0;
+};
+Seen seen(const Tensor& t) {
+  double s = 0;
+  for (const float x : t.to_vector<float>()) s += x;
+  return Seen{prism::gpu::current_device().index, s};
+}
+
+TEST_F(DeviceAffinityTest, GpuTasksRunWhereTheirTensorIsAndMakeNoPeerCopy) {
+  const std::vector<float> values = ramp(4096);
+  const double want = 4095.0 * 4096.0 / 2;
+  // Whole GPUs with one CPU: one lease at a time (each holds the CPU). With two, a second lease
+  // of the shape can hold the other whole device while idle, and the first cannot move there
+  // (the task then runs where it is: a peer copy). Half GPUs with two CPUs: two leases, and a
+  // half share always fits beside the other.
+  for (const double gpus : {1.0, 0.5}) {
+    prism::Runtime rt({.num_cpus = gpus == 1.0 ? 1 : 2, .num_gpus = 2});
+    for (const int home : {1, 0, 1}) {  // the lease follows the data back and forth
+      const Tensor made = Tensor::from_vector(values, {4096}, Device::gpu(home));
+      auto ref = rt.put(made);
+      const prism::gpu::CopyStats before = prism::gpu::copy_stats();
+      int at_home = 0;
+      for (int i = 0; i < 10; ++i) {
+        const Seen by_ref = prism::get(rt.task(seen).num_gpus(gpus).remote(ref), kTimeout);
+        at_home += by_ref.device == home;
+        EXPECT_EQ(by_ref.sum, want);
+        const Seen by_value = prism::get(rt.task(seen).num_gpus(gpus).remote(made), kTimeout);
+        at_home += by_value.device == home;
+        EXPECT_EQ(by_value.sum, want);
+        auto of_many = rt.task([](const std::vector<Tensor>& ts) {
+                           return 10 * static_cast<int>(ts.size()) +
+                                  prism::gpu::current_device().index;
+                         }).num_gpus(gpus).remote(std::vector{ref, ref});
+        const int got = prism::get(of_many, kTimeout);
+        EXPECT_EQ(got / 10, 2) << "a vector of two refs";
+        at_home += got % 10 == home;
+      }
+      EXPECT_EQ(at_home, 30) << "of 30 calls, home " << home << ", gpus " << gpus;
+      EXPECT_EQ((prism::gpu::copy_stats() - before).device_to_device, 0u)
+          << "home " << home << ", gpus " << gpus;
+    }
+  }
+}
+
+// An actor that holds one GPU for its life.
+struct Holder {
+  int device() { return prism::gpu::current_device().index; }
+};
+
+}  // namespace
+PRISM_ACTOR(Holder, &Holder::device);
+namespace {
+
+// An actor holds its GPU for its life; a task over a tensor on that GPU runs on the other one
+// at once (one peer copy), not after the actor is gone.
+TEST_F(DeviceAffinityTest, ADeviceWithoutRoomIsPassedOverNotWaitedFor) {
+  prism::Runtime rt({.num_cpus = 2, .num_gpus = 2});
+  auto holder = rt.actor<Holder>().num_gpus(1).remote();
+  const int held = prism::get(holder.task(&Holder::device).remote(), kTimeout);
+  ASSERT_TRUE(held == 0 || held == 1) << held;
+  const Tensor made = Tensor::from_vector(ramp(100), {100}, Device::gpu(held));
+  const prism::gpu::CopyStats before = prism::gpu::copy_stats();
+  const Seen s = prism::get(rt.task(seen).num_gpus(1).remote(rt.put(made)), kTimeout);
+  EXPECT_EQ(s.device, 1 - held);
+  EXPECT_EQ(s.sum, 99.0 * 100.0 / 2);
+  EXPECT_EQ((prism::gpu::copy_stats() - before).device_to_device, 1u);
+}
+
+}  // namespace
