@@ -94,11 +94,19 @@ TEST(ResourcePoolTest, AGpuShareMovesOnlyToADeviceWithRoomForIt) {
   ASSERT_TRUE(pool.try_acquire(gpus(0.5), false, &other_half));
   EXPECT_EQ(other_half.gpu_ids(), std::vector<int>{1});
   pool.release(next);
-  EXPECT_TRUE(pool.move_gpu(&half, 0));  // a half share moves to a device with room for it
-  EXPECT_EQ(half.gpu_ids(), std::vector<int>{0});
-  EXPECT_TRUE(pool.move_gpu(&whole, 1) == false) << "device 1 still has half in use";
+  EXPECT_FALSE(pool.move_gpu(&half, 0))
+      << "a half share breaks up the whole free device 0 and frees no whole one";
   pool.release(other_half);
-  EXPECT_TRUE(pool.move_gpu(&whole, 1));
+  EXPECT_TRUE(pool.move_gpu(&half, 0)) << "now it leaves device 1 whole free in exchange";
+  EXPECT_EQ(half.gpu_ids(), std::vector<int>{0});
+  Allocation quarter;  // a fraction onto a device already shared: allowed
+  ASSERT_TRUE(pool.try_acquire(gpus(0.25), false, &quarter));
+  ASSERT_EQ(quarter.gpu_ids(), std::vector<int>{0}) << "best fit";
+  pool.release(whole);
+  ASSERT_TRUE(pool.try_acquire(gpus(1), false, &whole));
+  ASSERT_EQ(whole.gpu_ids(), std::vector<int>{1});
+  EXPECT_FALSE(pool.move_gpu(&whole, 0)) << "device 0 is partly in use";
+  pool.release(quarter);
   pool.release(whole);
   pool.release(half);
   // Everything back: three whole devices free.

@@ -304,6 +304,12 @@ bool ResourcePool::move_gpu(Allocation* a, int device) {
     return false;
   }
   if (units == kUnitsPerResource && gpu_total_[device] != kUnitsPerResource) return false;
+  // A fraction does not break up a whole free device unless it frees a whole one in exchange
+  // (best fit keeps whole devices for whole-GPU requests).
+  if (units < kUnitsPerResource && gpu_free_[device] == gpu_total_[device] &&
+      gpu_free_[from] + units != gpu_total_[from]) {
+    return false;
+  }
   if (failed_in(failed_devices(), static_cast<size_t>(device))) return false;
   gpu_free_[from] += units;
   gpu_memory_free_[from] += a->gpu_memory;

@@ -99,8 +99,9 @@ class ResourcePool {
   bool try_acquire(const ResourceRequest& request, bool long_lived, Allocation* out);
   void release(const Allocation& allocation);
   // Moves a one-device GPU allocation (a lease's) to GPU `device` if the same units and
-  // gpu_memory are free there now (a whole device for a whole GPU; not a failed device): the
-  // old device's share is given back. False, and nothing changes, otherwise.
+  // gpu_memory are free there now (a whole device for a whole GPU; not a failed device; a
+  // fraction onto a whole free device only if it leaves its own device whole free): the old
+  // device's share is given back. False, and nothing changes, otherwise.
   bool move_gpu(Allocation* allocation, int device);
   // True if `allocation` holds a device that failed for good while healthy devices could hold
   // the same request: its holder (a lease) should give it back rather than run more tasks there.

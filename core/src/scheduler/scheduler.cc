@@ -484,6 +484,16 @@ bool Scheduler::run_one_job_locked(Worker* w, bool one_task) {
     distribute_locked();
     return true;
   }
+  // A GPU task granted one device runs on the one holding most of its arguments when the same
+  // share is free there (as a lease holder moves its lease: run_lease_loop).
+  if (job.kind == Job::Kind::kTask && job.task != nullptr && job.alloc.gpus.size() == 1) {
+    mu_.unlock();  // (preferred_gpu reads the arguments: not under the scheduler's lock)
+    const int want = job.task->preferred_gpu();
+    mu_.lock();
+    if (want >= 0 && want != job.alloc.gpus.front().first && pool_.move_gpu(&job.alloc, want)) {
+      distribute_locked();
+    }
+  }
   CpuLease own;
   own.cpu = job.alloc.cpu;
   CpuLease* lease = job.lease != nullptr ? job.lease : &own;
@@ -578,7 +588,10 @@ void Scheduler::run_lease_loop(ResourceShape* shape, Job& job, bool one_task,
       const int want = t->preferred_gpu();
       if (want >= 0 && want != job.alloc.gpus.front().first) {
         MutexLock lock(mu_);
-        if (pool_.move_gpu(&job.alloc, want)) distribute_locked();
+        if (pool_.move_gpu(&job.alloc, want)) {
+          watch_failures = true;  // (a healthy device now: watch it)
+          distribute_locked();
+        }
       }
     }
     job.task = t;

@@ -62,6 +62,12 @@ void tally_arg(const ObjectRef<T>& a, DeviceTally* t) {
   }
 }
 template <typename T>
+void tally_arg(const std::vector<T>& a, DeviceTally* t) {
+  if constexpr (requires(const T& v) { Placement<T>::where(v); }) {
+    for (const T& v : a) tally_value<T>(v, t);
+  }
+}
+template <typename T>
 void tally_arg(const std::vector<ObjectRef<T>>& a, DeviceTally* t) {
   for (const auto& r : a) tally_arg(r, t);
 }
