@@ -286,18 +286,11 @@ std::shared_ptr<Storage> Storage::copy_to(Device to, const std::shared_ptr<Stora
     std::shared_ptr<Storage> cached;
     {
       prism::internal::MutexLock lock(mu_);
-      Copy* entry = nullptr;
-      for (Copy& c : copies_) {
-        if (c.device == to.index) entry = &c;
-      }
-      if (entry != nullptr && entry->storage) {
-        cached = entry->storage;
+      Copy& entry = copy_entry_locked(to.index);
+      if (entry.storage) {
+        cached = entry.storage;
       } else {
-        if (entry == nullptr) {
-          copies_.push_back(Copy{to.index, nullptr, std::make_shared<prism::internal::Mutex>()});
-          entry = &copies_.back();
-        }
-        maker = entry->maker;
+        maker = entry.maker;
       }
     }
     if (cached) {
@@ -318,12 +311,18 @@ std::shared_ptr<Storage> Storage::copy_to(Device to, const std::shared_ptr<Stora
   count_copy(device_, to, bytes_);
   {
     prism::internal::MutexLock lock(mu_);
-    for (Copy& c : copies_) {
-      if (c.device == to.index) c.storage = copy;
-    }
+    copy_entry_locked(to.index).storage = copy;
   }
   if (!to.is_host()) CopyCache::instance().added(self, to.index, bytes_);
   return copy;
+}
+
+Storage::Copy& Storage::copy_entry_locked(int device) {
+  for (Copy& c : copies_) {
+    if (c.device == device) return c;
+  }
+  copies_.push_back(Copy{device, nullptr, std::make_shared<prism::internal::Mutex>()});
+  return copies_.back();
 }
 
 void Storage::read_chunks(const std::function<void(const char*, size_t)>& sink) {
@@ -405,15 +404,7 @@ void Storage::fill_and_copy_to(const void* src, Device to) {
   count_copy(device_, to, bytes_);
   {
     prism::internal::MutexLock lock(mu_);
-    Copy* entry = nullptr;
-    for (Copy& c : copies_) {
-      if (c.device == to.index) entry = &c;
-    }
-    if (entry == nullptr) {
-      copies_.push_back(Copy{to.index, nullptr, std::make_shared<prism::internal::Mutex>()});
-      entry = &copies_.back();
-    }
-    entry->storage = copy;
+    copy_entry_locked(to.index).storage = copy;
   }
   CopyCache::instance().added(self, to.index, bytes_);
 }

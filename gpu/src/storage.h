@@ -105,6 +105,8 @@ class Storage : public std::enable_shared_from_this<Storage> {
     std::shared_ptr<prism::internal::Mutex> maker;      // held while it is made
   };
   void add_user_locked(Stream stream) PRISM_REQUIRES(mu_);
+  // The entry of copies_ for `device`, added (not made yet) if there is none.
+  Copy& copy_entry_locked(int device) PRISM_REQUIRES(mu_);
   std::shared_ptr<Storage> make_copy(Device to);
 
   const Device device_;
