@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "prism/internal/buffer_pool.h"
+#include "prism/internal/remote_call.h"
 #include "prism/prism.h"
 #include "test_util.h"
 
@@ -61,6 +62,42 @@ TEST(BufferPoolTest, OnlyTheSameElementTypeAndASizeWithinAQuarterAreReused) {
   // The same type and size still finds it.
   const std::vector<float> same = filled(4 * kMiB, 3.0f);
   EXPECT_EQ(static_cast<const void*>(BufferPool::copy(same).data()), float_buffer);
+}
+
+// A call on a node: its decoded argument vectors and its result's vector go back to the pool
+// after use (remote_call.h), so the next call of that kind decodes into the same memory.
+TEST(BufferPoolTest, ARemoteCallsArgumentsAndResultGoBackToThePool) {
+  Capacity cap(64 * kMiB);
+  std::tuple<std::vector<uint8_t>, int, std::vector<float>, std::vector<uint8_t>> params{
+      std::vector<uint8_t>(2 * kMiB, 3), 7, filled(2 * kMiB, 1.5f), std::vector<uint8_t>(10, 1)};
+  const void* bytes_buffer = std::get<0>(params).data();
+  const auto before = BufferPool::stats();
+  recycle_params(params);
+  EXPECT_EQ(BufferPool::stats().buffers, before.buffers + 2);  // (not the 10-byte one)
+  EXPECT_TRUE(std::get<0>(params).empty());
+  EXPECT_TRUE(std::get<2>(params).empty());
+  EXPECT_EQ(std::get<3>(params).size(), 10u);
+  EXPECT_EQ(std::get<1>(params), 7);
+  // The next decode of that type and size lands in the buffer the call left.
+  EXPECT_EQ(static_cast<const void*>(BufferPool::sized<uint8_t>(2 * kMiB).data()), bytes_buffer);
+
+  // The result is encoded as a Writer writes it, then its buffer is pooled.
+  std::vector<uint8_t> result(3 * kMiB);
+  for (size_t i = 0; i < result.size(); ++i) result[i] = static_cast<uint8_t>(i * 7);
+  std::string want;
+  Writer w(&want);
+  w.put(result);
+  std::string out = "stale";
+  const auto before_result = BufferPool::stats();
+  encode_result(result, &out);
+  EXPECT_EQ(out, want);
+  EXPECT_GE(out.capacity(), 3 * kMiB);
+  EXPECT_TRUE(result.empty());
+  EXPECT_EQ(BufferPool::stats().buffers, before_result.buffers + 1);
+  // A small result: encoded, nothing pooled.
+  int small = 42;
+  encode_result(small, &out);
+  EXPECT_EQ(out, std::string(reinterpret_cast<const char*>(&small), sizeof small));
 }
 
 TEST(BufferPoolTest, SmallBuffersAreNotKept) {

@@ -61,6 +61,7 @@
 #include <vector>
 
 #include "prism/internal/call_diagnosis.h"
+#include "prism/internal/remote_call.h"
 #include "prism/internal/resource_options.h"
 #include "prism/internal/runtime_hooks.h"
 #include "prism/internal/task_impl.h"
@@ -268,11 +269,12 @@ void invoke_remote_variant(const FunctionKey& key, std::string_view args, std::s
   if constexpr (std::is_void_v<typename Sig::Result>) {
     std::apply(f, std::move(params));
     if (v.gpu()) finish_device_work();
+    recycle_params(params);
   } else {
     typename Sig::Result r = std::apply(f, std::move(params));
     if (v.gpu()) finish_device_work();
-    Writer w(result);
-    w.put(static_cast<const typename Sig::Result&>(r));
+    recycle_params(params);
+    encode_result(r, result);
   }
 }
 

@@ -71,6 +71,39 @@ struct RemoteMethodSignature<R (C::*)(P...) const noexcept>
 // is `key`, calls it and writes its result. Throws what the function throws, or
 // prism::Error(kInvalidArgument) for malformed bytes.
 
+// Large buffers around a call on a node. The next call of the same kind then decodes and encodes
+// into memory that is already faulted in: first touch costs more than the copy itself here
+// (PLATFORM.md).
+//
+// The call's decoded arguments: large vectors of trivially copyable elements (a by-value
+// parameter moved out of them leaves nothing) go back to the buffer pool (buffer_pool.h).
+template <typename Params>
+void recycle_params(Params& params) noexcept {
+  std::apply(
+      [](auto&... p) {
+        [[maybe_unused]] auto one = [](auto& v) {
+          if constexpr (PoolableVector<std::decay_t<decltype(v)>>::value) BufferPool::offer(v);
+        };
+        (one(p), ...);
+      },
+      params);
+}
+
+// Writes the call's result `r` into `out`, which is first given room for it in memory asked
+// for in huge pages when it is large; then `r`'s buffer goes back to the pool as above.
+template <typename R>
+void encode_result(R& r, std::string* out) {
+  out->clear();
+  const size_t estimate = ObjectSize<R>::bytes(r);
+  if (estimate >= BufferPool::kMinBytes && out->capacity() < estimate + 64) {
+    out->reserve(estimate + 64);
+    BufferPool::advise_fresh(out->data(), out->capacity());
+  }
+  Writer w(out);
+  w.put(static_cast<const R&>(r));
+  if constexpr (PoolableVector<R>::value) BufferPool::offer(r);
+}
+
 template <typename F>
 void invoke_remote(const FunctionKey& key, std::string_view args, std::string* result) {
   using Sig = RemoteSignature<F>;
@@ -84,13 +117,14 @@ void invoke_remote(const FunctionKey& key, std::string_view args, std::string* r
   if constexpr (std::is_void_v<typename Sig::Result>) {
     RefScopeGuard body(nullptr);
     std::apply(f, std::move(params));
+    recycle_params(params);
   } else {
     auto r = [&]() -> typename Sig::Result {
       RefScopeGuard body(nullptr);
       return std::apply(f, std::move(params));
     }();
-    Writer w(result);
-    w.put(static_cast<const typename Sig::Result&>(r));
+    recycle_params(params);
+    encode_result(r, result);
   }
 }
 
