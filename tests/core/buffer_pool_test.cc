@@ -98,6 +98,19 @@ TEST(BufferPoolTest, ARemoteCallsArgumentsAndResultGoBackToThePool) {
   int small = 42;
   encode_result(small, &out);
   EXPECT_EQ(out, std::string(reinterpret_cast<const char*>(&small), sizeof small));
+  // A result whose estimate (sizeof per element) is far above its wire bytes keeps no more
+  // than a quarter of room beyond what was written.
+  std::vector<std::string> strings(1u << 20, "ab");
+  std::string written;
+  Writer ws(&written);
+  ws.put(strings);
+  std::string encoded;
+  encode_result(strings, &encoded);
+  EXPECT_EQ(encoded, written);
+  EXPECT_LE(encoded.capacity(), encoded.size() + encoded.size() / 4);
+  EXPECT_EQ(strings.size(), 1u << 20);  // (not a pooled kind: left alone)
+  static_assert(!PoolableVector<std::vector<bool>>::value, "bits are not a pooled buffer");
+  static_assert(PoolableVector<std::vector<uint8_t>>::value);
 }
 
 TEST(BufferPoolTest, SmallBuffersAreNotKept) {

@@ -61,6 +61,33 @@ double ms_since(Clock::time_point start) {
 // before a UcxComm is created is enough.
 void pin_ucx_environment() { ::setenv("UCX_NET_DEVICES", "lo", 1); }
 
+// Sets (or, with null, leaves alone) an environment variable for a scope, restoring what was
+// there. UCX reads its variables when a UcxComm is created.
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const char* value) : name_(name) {
+    if (value == nullptr) return;
+    if (const char* old = std::getenv(name)) old_ = old;
+    ::setenv(name, value, 1);
+    set_ = true;
+  }
+  ~ScopedEnv() {
+    if (!set_) return;
+    if (old_) {
+      ::setenv(name_, old_->c_str(), 1);
+    } else {
+      ::unsetenv(name_);
+    }
+  }
+  ScopedEnv(const ScopedEnv&) = delete;
+  ScopedEnv& operator=(const ScopedEnv&) = delete;
+
+ private:
+  const char* name_;
+  std::optional<std::string> old_;
+  bool set_ = false;
+};
+
 class UcxCommTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -604,37 +631,43 @@ TEST_F(UcxCommTest, HeadsAndTailsOfEverySizeArriveWholeAndInOrderWithSmallMessag
       sent.push_back(std::move(s));
     }
   }
-  std::atomic<size_t> next{0};
-  Pair p;
-  p.ra.filter = [&](PeerId, std::string_view data) {
-    // (Pair::start's "hi", and the small messages between: no sent message is 2
-    // bytes long.)
-    if (data == "hi" || data.substr(0, 6) == "small:") return std::string(data);
-    const size_t msg = next.fetch_add(1);
-    if (msg >= sent.size()) return std::string("extra");
-    const size_t want = sent[msg].head.size() + sent[msg].tail->size();
-    if (data.size() != want)
-      return "message " + std::to_string(msg) + ": " + std::to_string(data.size()) + " bytes";
-    for (size_t i = 0; i < data.size(); ++i) {
-      if (data[i] != byte_at(msg, i))
-        return "message " + std::to_string(msg) + ": corrupt at " + std::to_string(i);
+  // Twice: as UCX chooses (rendezvous above a few KiB), and with every message eager (the
+  // receiver then copies head and data into one buffer).
+  for (const bool eager : {false, true}) {
+    SCOPED_TRACE(eager ? "every message eager" : "UCX's own thresholds");
+    ScopedEnv rndv("UCX_RNDV_THRESH", eager ? "inf" : nullptr);
+    std::atomic<size_t> next{0};
+    Pair p;
+    p.ra.filter = [&](PeerId, std::string_view data) {
+      // (Pair::start's "hi", and the small messages between: no sent message is 2
+      // bytes long.)
+      if (data == "hi" || data.substr(0, 6) == "small:") return std::string(data);
+      const size_t msg = next.fetch_add(1);
+      if (msg >= sent.size()) return std::string("extra");
+      const size_t want = sent[msg].head.size() + sent[msg].tail->size();
+      if (data.size() != want)
+        return "message " + std::to_string(msg) + ": " + std::to_string(data.size()) + " bytes";
+      for (size_t i = 0; i < data.size(); ++i) {
+        if (data[i] != byte_at(msg, i))
+          return "message " + std::to_string(msg) + ": corrupt at " + std::to_string(i);
+      }
+      return "ok " + std::to_string(msg);
+    };
+    ASSERT_TRUE(p.start());
+    for (size_t msg = 0; msg < sent.size(); ++msg) {
+      ASSERT_TRUE(p.b->send(p.b_peer, sent[msg].head, sent[msg].tail, *sent[msg].tail));
+      ASSERT_TRUE(p.b->send(p.b_peer, "small:" + std::to_string(msg)));
     }
-    return "ok " + std::to_string(msg);
-  };
-  ASSERT_TRUE(p.start());
-  for (size_t msg = 0; msg < sent.size(); ++msg) {
-    ASSERT_TRUE(p.b->send(p.b_peer, sent[msg].head, sent[msg].tail, *sent[msg].tail));
-    ASSERT_TRUE(p.b->send(p.b_peer, "small:" + std::to_string(msg)));
+    ASSERT_TRUE(p.ra.wait_messages(1 + 2 * sent.size()));
+    const auto messages = p.ra.messages();
+    ASSERT_EQ(messages.size(), 1 + 2 * sent.size());
+    for (size_t msg = 0; msg < sent.size(); ++msg) {
+      EXPECT_EQ(messages[1 + 2 * msg].second, "ok " + std::to_string(msg))
+          << "head " << sent[msg].head.size() << " B, tail " << sent[msg].tail->size() << " B";
+      EXPECT_EQ(messages[2 + 2 * msg].second, "small:" + std::to_string(msg));
+    }
+    EXPECT_EQ(p.b->stats().bytes_sent, p.a->stats().bytes_received);
   }
-  ASSERT_TRUE(p.ra.wait_messages(1 + 2 * sent.size()));
-  const auto messages = p.ra.messages();
-  ASSERT_EQ(messages.size(), 1 + 2 * sent.size());
-  for (size_t msg = 0; msg < sent.size(); ++msg) {
-    EXPECT_EQ(messages[1 + 2 * msg].second, "ok " + std::to_string(msg))
-        << "head " << sent[msg].head.size() << " B, tail " << sent[msg].tail->size() << " B";
-    EXPECT_EQ(messages[2 + 2 * msg].second, "small:" + std::to_string(msg));
-  }
-  EXPECT_EQ(p.b->stats().bytes_sent, p.a->stats().bytes_received);
 }
 
 TEST_F(UcxCommTest, ConnectingWhereNobodyListensReportsPeerError) {

@@ -3927,6 +3927,10 @@ class Link final : public internal::ClusterLink {
             // (Kept for any node that pulls it: refs inside it cannot be lent to one node.)
             internal::RefScopeGuard none(nullptr);
             write(e, &bytes);
+            // (The estimate counts sizeof per element, which for some types is far more than
+            // their wire bytes: the room beyond a quarter more is given back, as the copy is
+            // kept.)
+            if (bytes.capacity() > bytes.size() + bytes.size() / 4 + 64) bytes.shrink_to_fit();
           } catch (...) {
             return false;  // (it goes inline, where its refs are lent with the call)
           }

@@ -273,8 +273,8 @@ void invoke_remote_variant(const FunctionKey& key, std::string_view args, std::s
   } else {
     typename Sig::Result r = std::apply(f, std::move(params));
     if (v.gpu()) finish_device_work();
+    encode_result(r, result);  // (before: a user's serializer may read the arguments)
     recycle_params(params);
-    encode_result(r, result);
   }
 }
 

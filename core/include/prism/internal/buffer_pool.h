@@ -28,12 +28,13 @@
 
 namespace prism::internal {
 
-// True for std::vector<T> of trivially copyable T (the buffers the pool keeps).
+// True for std::vector<T> of trivially copyable T (the buffers the pool keeps); not for
+// std::vector<bool>, which packs bits and has no data().
 template <typename V>
 struct PoolableVector : std::false_type {};
 template <typename T>
 struct PoolableVector<std::vector<T, std::allocator<T>>>
-    : std::bool_constant<std::is_trivially_copyable_v<T>> {};
+    : std::bool_constant<std::is_trivially_copyable_v<T> && !std::is_same_v<T, bool>> {};
 
 class BufferPool {
  public:

@@ -91,16 +91,21 @@ void recycle_params(Params& params) noexcept {
 
 // Writes the call's result `r` into `out`, which is first given room for it in memory asked
 // for in huge pages when it is large; then `r`'s buffer goes back to the pool as above.
+// (ObjectSize counts sizeof per element, far more than the wire's bytes for some types, e.g.
+// short strings: room reserved beyond a quarter more than was written is given back, as the
+// string is kept with the object.)
 template <typename R>
 void encode_result(R& r, std::string* out) {
   out->clear();
   const size_t estimate = ObjectSize<R>::bytes(r);
-  if (estimate >= BufferPool::kMinBytes && out->capacity() < estimate + 64) {
+  const bool reserved = estimate >= BufferPool::kMinBytes && out->capacity() < estimate + 64;
+  if (reserved) {
     out->reserve(estimate + 64);
     BufferPool::advise_fresh(out->data(), out->capacity());
   }
   Writer w(out);
   w.put(static_cast<const R&>(r));
+  if (reserved && out->capacity() > out->size() + out->size() / 4) out->shrink_to_fit();
   if constexpr (PoolableVector<R>::value) BufferPool::offer(r);
 }
 
@@ -123,8 +128,9 @@ void invoke_remote(const FunctionKey& key, std::string_view args, std::string* r
       RefScopeGuard body(nullptr);
       return std::apply(f, std::move(params));
     }();
-    recycle_params(params);
+    // (Encoded before the arguments are recycled: a user's serializer may read them.)
     encode_result(r, result);
+    recycle_params(params);
   }
 }
 
