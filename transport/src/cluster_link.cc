@@ -3918,19 +3918,12 @@ class Link final : public internal::ClusterLink {
         if (id == 0) {
           std::string bytes;
           try {
-            // Into memory asked for in huge pages: 64 MiB written into fresh 4 KiB pages costs
-            // more in page faults than in copying (PLATFORM.md).
-            if (estimate >= internal::BufferPool::kMinBytes) {
-              bytes.reserve(estimate + 64);
-              internal::BufferPool::advise_fresh(bytes.data(), bytes.capacity());
-            }
+            // Into memory asked for in huge pages (PLATFORM.md: first touch costs more here).
+            const bool reserved = internal::BufferPool::reserve_fresh(&bytes, estimate);
             // (Kept for any node that pulls it: refs inside it cannot be lent to one node.)
             internal::RefScopeGuard none(nullptr);
             write(e, &bytes);
-            // (The estimate counts sizeof per element, which for some types is far more than
-            // their wire bytes: the room beyond a quarter more is given back, as the copy is
-            // kept.)
-            if (bytes.capacity() > bytes.size() + bytes.size() / 4 + 64) bytes.shrink_to_fit();
+            if (reserved) internal::BufferPool::fit_reserved(&bytes);
           } catch (...) {
             return false;  // (it goes inline, where its refs are lent with the call)
           }

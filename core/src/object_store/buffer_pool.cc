@@ -118,6 +118,17 @@ void BufferPool::add_capacity(int64_t bytes) noexcept {
 
 BufferPool::Stats BufferPool::stats() noexcept { return pool().stats(); }
 
+bool BufferPool::reserve_fresh(std::string* out, size_t estimate) {
+  if (estimate < kMinBytes || out->capacity() >= estimate + 64) return false;
+  out->reserve(estimate + 64);  // (+64: the serialized form's own counts and headers)
+  advise_fresh(out->data(), out->capacity());
+  return true;
+}
+
+void BufferPool::fit_reserved(std::string* out) {
+  if (out->capacity() > out->size() + out->size() / 4 + 64) out->shrink_to_fit();
+}
+
 void BufferPool::advise_fresh(void* p, size_t bytes) noexcept {
 #ifdef MADV_HUGEPAGE
   constexpr uintptr_t kPage = 4096;

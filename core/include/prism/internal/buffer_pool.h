@@ -21,6 +21,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <string>
 #include <type_traits>
 #include <typeinfo>
 #include <utility>
@@ -99,6 +100,16 @@ class BufferPool {
   // Transparent huge pages for a buffer about to be written for the first time (advice only:
   // 512 times fewer page faults where the kernel has THP in madvise mode).
   static void advise_fresh(void* p, size_t bytes) noexcept;
+
+  // A value about to be serialized into `out` (appended after clear()) that is estimated at
+  // `estimate` bytes: when large, `out` gets that room first, in memory asked for in huge pages
+  // (a string grown into fresh 4 KiB pages pays a fault per page). Returns whether it did; then
+  // call fit_reserved() after writing.
+  static bool reserve_fresh(std::string* out, size_t estimate);
+  // Gives back room beyond a quarter more than was written: an estimate (ObjectSize counts
+  // sizeof per element) can be far above the wire bytes, e.g. for short strings, and the
+  // serialized copy is usually kept.
+  static void fit_reserved(std::string* out);
 
   // A copy of `src`, into a pooled buffer if one fits, else into a fresh one.
   template <typename T>

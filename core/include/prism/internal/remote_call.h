@@ -90,22 +90,15 @@ void recycle_params(Params& params) noexcept {
 }
 
 // Writes the call's result `r` into `out`, which is first given room for it in memory asked
-// for in huge pages when it is large; then `r`'s buffer goes back to the pool as above.
-// (ObjectSize counts sizeof per element, far more than the wire's bytes for some types, e.g.
-// short strings: room reserved beyond a quarter more than was written is given back, as the
-// string is kept with the object.)
+// for in huge pages when it is large (BufferPool::reserve_fresh); then `r`'s buffer goes back to
+// the pool as above.
 template <typename R>
 void encode_result(R& r, std::string* out) {
   out->clear();
-  const size_t estimate = ObjectSize<R>::bytes(r);
-  const bool reserved = estimate >= BufferPool::kMinBytes && out->capacity() < estimate + 64;
-  if (reserved) {
-    out->reserve(estimate + 64);
-    BufferPool::advise_fresh(out->data(), out->capacity());
-  }
+  const bool reserved = BufferPool::reserve_fresh(out, ObjectSize<R>::bytes(r));
   Writer w(out);
   w.put(static_cast<const R&>(r));
-  if (reserved && out->capacity() > out->size() + out->size() / 4) out->shrink_to_fit();
+  if (reserved) BufferPool::fit_reserved(out);
   if constexpr (PoolableVector<R>::value) BufferPool::offer(r);
 }
 
