@@ -57,11 +57,11 @@ std::string read_where(const std::vector<uint8_t>& v) {
   return prism::node_id() + ":" + std::to_string(v.size());
 }
 // This process's object counters: primary objects, primary bytes, secondary objects, secondary
-// bytes, pulls sent, bytes pulled.
+// bytes, pulls sent, bytes pulled, pulls served, bytes served.
 std::vector<uint64_t> objects_here() {
   const auto s = prism::cluster::object_stats();
   return {s.primary_objects, s.primary_bytes, s.secondary_objects, s.secondary_bytes, s.pulls,
-          s.pulled_bytes};
+          s.pulled_bytes,    s.served,        s.served_bytes};
 }
 int fails_on_purpose() { throw std::runtime_error("failed on purpose on " + prism::node_id()); }
 // Works for `ms` milliseconds (stands for compute), then says where it ran.
@@ -232,6 +232,45 @@ TEST_F(ClusterTest, ALargeObjectReadByThreeTasksOnOneNodeTravelsOnce) {
   const std::vector<uint64_t> a = objects_on("a");
   EXPECT_EQ(a[0], 1u) << "node1 keeps the primary copy";
   EXPECT_EQ(a[4], 0u) << "node1 pulled nothing";
+  // Node to node: node2 pulled it from node1 directly, not through the driver.
+  EXPECT_EQ(a[6], 1u) << "node1 served it once";
+  EXPECT_GE(a[7], 100 * kMiB);
+  EXPECT_EQ(prism::cluster::object_stats().pulls, 0u) << "the driver relayed it";
+  EXPECT_EQ(prism::cluster::object_stats().served, 0u);
+}
+
+// A node that needs a value another node holds pulls it from that node directly; when it
+// cannot (the holder does not listen for direct pulls, or the address it gave leads nowhere),
+// the value comes through the driver instead, whole, and the reader never sees the difference.
+class DirectPullTest : public ClusterTest {
+ protected:
+  // node1 (resource a, with `holder_env`) makes a value that a task on node2 reads.
+  void expect_relayed(const std::map<std::string, std::string>& holder_env) {
+    std::map<std::string, std::string> a = holder_env;
+    a.emplace("PRISM_RESOURCES", "a:100");
+    start(1, {a, {{"PRISM_RESOURCES", "b:100"}}});
+    auto made = prism::task(make_bytes).resource("a", 1).remote(3 * kMiB, 11u);
+    auto sum = prism::task(checksum).resource("b", 1).remote(made);
+    EXPECT_EQ(prism::get(sum, 60s), checksum(make_bytes(3 * kMiB, 11)));
+    EXPECT_EQ(prism::cluster::object_stats().pulls, 1u) << "the driver pulled it for node2";
+    EXPECT_EQ(prism::cluster::object_stats().served, 1u) << "and passed it on";
+    const std::vector<uint64_t> b = objects_on("b");
+    EXPECT_EQ(b[4], 1u) << "node2 asked once";
+    EXPECT_EQ(b[2], 1u) << "and keeps its copy";
+    // Read by another task there: from that copy.
+    EXPECT_EQ(prism::get(prism::task(checksum).resource("b", 1).remote(made), 60s),
+              checksum(make_bytes(3 * kMiB, 11)));
+    EXPECT_EQ(objects_on("b")[4], 1u);
+    EXPECT_EQ(objects_on("a")[6], 1u) << "node1 served it once, to the driver";
+  }
+};
+
+TEST_F(DirectPullTest, AHolderThatDoesNotListenIsRelayed) {
+  expect_relayed({{"PRISM_PEER_LISTEN", "0"}});
+}
+
+TEST_F(DirectPullTest, AnAddressThatLeadsNowhereFallsBackToTheDriver) {
+  expect_relayed({{"PRISM_TEST_PEER_ADDRESS_TOLD", "127.0.0.1:1"}});
 }
 
 TEST_F(ClusterTest, StatsCountRemoteTasksNodesAndTransfers) {

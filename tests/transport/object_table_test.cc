@@ -5,6 +5,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <filesystem>
 #include <string>
@@ -283,6 +284,77 @@ TEST(ObjectTableTest, PullsFailWithTheirPeerOrAllAtOnce) {
   ASSERT_EQ(rest.size(), 1u);
   EXPECT_EQ(rest[0].first, 1u);
   EXPECT_TRUE(t.fail_from(kHere).empty());
+}
+
+// A pull redirected to another holder (the driver names a node to pull from directly, or a
+// direct pull falls back to the driver): only the new holder's answer counts, parts the old one
+// sent are discarded, the waiters stay and are answered once.
+TEST(ObjectTableTest, ARedirectedPullHearsOnlyItsNewHolder) {
+  ObjectTable t;
+  const std::string value = "0123456789abcdef";
+  int answered = 0;
+  std::string got;
+  ASSERT_TRUE(t.await(4, 10, [&](const Blob& b, const std::string&) {
+    ++answered;
+    if (b) got = std::string(b->view);
+  }));
+  EXPECT_FALSE(t.redirect(4, 11, 12)) << "not sent to 11";
+  EXPECT_FALSE(t.redirect(5, 10, 12)) << "no pull of 5";
+  std::string error;
+  EXPECT_EQ(t.add_part(4, 10, 0, 16, value.substr(0, 6), &error), nullptr);  // from the first
+  ASSERT_TRUE(error.empty()) << error;
+  ASSERT_TRUE(t.redirect(4, 10, 12, /*expected_bytes=*/16));
+  EXPECT_FALSE(t.await(4, 12, [&](const Blob&, const std::string&) { ++answered; }))
+      << "still one pull in flight";
+  // The old holder's answers no longer count.
+  EXPECT_EQ(t.add_part(4, 10, 6, 16, value.substr(6), &error), nullptr);
+  EXPECT_FALSE(error.empty());
+  EXPECT_TRUE(t.finish(4, 10, make_blob(value), /*keep=*/true).empty());
+  // The new holder sends the value from its start, at the size the redirect named.
+  error.clear();
+  EXPECT_EQ(t.add_part(4, 12, 0, 1u << 20, "abcd", &error), nullptr);
+  EXPECT_NE(error.find("not the 16"), std::string::npos) << error;
+  error.clear();
+  EXPECT_EQ(t.add_part(4, 12, 0, 16, value.substr(0, 8), &error), nullptr);
+  ASSERT_TRUE(error.empty()) << error;
+  const Blob whole = t.add_part(4, 12, 8, 16, value.substr(8), &error);
+  ASSERT_NE(whole, nullptr) << error;
+  for (auto& w : t.finish(4, 12, whole, /*keep=*/true)) w(whole, {});
+  EXPECT_EQ(answered, 2);
+  EXPECT_EQ(got, value);
+  EXPECT_EQ(t.find(4)->view, value);
+  EXPECT_EQ(t.stats().pulls, 1u) << "one pull, whoever answered it";
+
+  // Every pull sent to one peer moves at once (its connection failed).
+  ASSERT_TRUE(t.await(6, 20, [](const Blob&, const std::string&) {}));
+  ASSERT_TRUE(t.await(7, 20, [](const Blob&, const std::string&) {}));
+  ASSERT_TRUE(t.await(8, 21, [](const Blob&, const std::string&) {}));
+  std::vector<uint64_t> moved = t.redirect_all(20, 10);
+  std::sort(moved.begin(), moved.end());
+  EXPECT_EQ(moved, (std::vector<uint64_t>{6, 7}));
+  EXPECT_TRUE(t.fail_from(20).empty());
+  EXPECT_EQ(t.fail_from(10).size(), 2u);
+  EXPECT_EQ(t.fail_from(21).size(), 1u);
+}
+
+// A copy freed while its pull was on its way (the owner's free came by another connection
+// than the bytes) is not kept when the bytes arrive; its readers still get them.
+TEST(ObjectTableTest, AValueFreedWhileOnItsWayIsNotKept) {
+  ObjectTable t;
+  Blob got;
+  ASSERT_TRUE(t.await(9, 10, [&](const Blob& b, const std::string&) { got = b; }));
+  t.drop(9);
+  for (auto& w : t.finish(9, 10, make_blob(std::string("bytes")), /*keep=*/true)) {
+    w(make_blob(std::string("bytes")), {});
+  }
+  ASSERT_NE(got, nullptr);
+  EXPECT_EQ(got->view, "bytes");
+  EXPECT_FALSE(t.holds(9));
+  EXPECT_EQ(t.stats().secondary_objects, 0u);
+  // A later pull of the same number is kept as usual.
+  ASSERT_TRUE(t.await(9, 10, [](const Blob&, const std::string&) {}));
+  t.finish(9, 10, make_blob(std::string("bytes")), /*keep=*/true);
+  EXPECT_TRUE(t.holds(9));
 }
 
 TEST(ObjectTableTest, TheDirectoryTracksHoldersEntriesAndLostPeers) {

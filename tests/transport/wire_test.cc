@@ -110,6 +110,7 @@ AuthMsg sample_auth() {
   m.fingerprint = 0x0123456789ABCDEFull;
   m.functions = {"add", "", "matmul<float>", std::string("nul\0inside", 10)};
   m.resources = sample_resources(3);
+  m.listen = "10.1.2.3:41234";
   return m;
 }
 
@@ -156,7 +157,8 @@ std::vector<Message> samples() {
           ShutdownMsg{},   StatusQueryMsg{}, StatusReplyMsg{"2 nodes\n  node 1: idle\n"},
           ActorCreateMsg{1, 2, "ctor", "T", "n", 1, WireResources{}, "ab", {}},
           ActorCallMsg{3, 2, "T::m", "m", "xyz", 0, {5}}, ActorKillMsg{2, true}, ActorLookupMsg{4, "name", "T"},
-          RefReadyMsg{7, CallStatus::kOk, 9, 100, 0, "", "", ""}, RefReleaseMsg{{{7, 2}}}};
+          RefReadyMsg{7, CallStatus::kOk, 9, 100, 0, "", "", ""}, RefReleaseMsg{{{7, 2}}},
+          ObjectPullMsg{8, true}, ObjectWhereMsg{8, 1 << 20, 2, "127.0.0.1:40000"}};
 }
 
 // --- Helpers -----------------------------------------------------------------------------------
@@ -220,6 +222,7 @@ TEST(WireTest, AuthRoundTrips) {
   EXPECT_EQ(out.fingerprint, in.fingerprint);
   EXPECT_EQ(out.functions, in.functions);
   EXPECT_EQ(out.resources, in.resources);
+  EXPECT_EQ(out.listen, in.listen);
 }
 
 TEST(WireTest, AuthWithEmptyFieldsRoundTrips) {
@@ -229,6 +232,7 @@ TEST(WireTest, AuthWithEmptyFieldsRoundTrips) {
   EXPECT_EQ(out.hostname, "");
   EXPECT_TRUE(out.functions.empty());
   EXPECT_EQ(out.resources, WireResources{});
+  EXPECT_EQ(out.listen, "");
 }
 
 TEST(WireTest, AuthWithManyFunctionsAndResourcesRoundTrips) {
@@ -299,6 +303,17 @@ TEST(WireTest, ResultRoundTripsWithEveryStatus) {
 TEST(WireTest, ObjectMessagesRoundTrip) {
   EXPECT_EQ(round_trip(ObjectPullMsg{0xABCDEF0123456789ull}, MsgType::kObjectPull).object,
             0xABCDEF0123456789ull);
+  EXPECT_FALSE(round_trip(ObjectPullMsg{1}, MsgType::kObjectPull).may_redirect);
+  EXPECT_TRUE(round_trip(ObjectPullMsg{1, true}, MsgType::kObjectPull).may_redirect);
+  // A redirect flag is 0 or 1.
+  expect_error(frame(MsgType::kObjectPull, Bytes().u64(1).u8(2).get()),
+               DecodeError::kMalformedBody);
+  const ObjectWhereMsg where{0xFFFFFFFFFFFFFFFFull, 100u << 20, 7, "192.168.0.9:51000"};
+  const ObjectWhereMsg where_out = round_trip(where, MsgType::kObjectWhere);
+  EXPECT_EQ(where_out.object, where.object);
+  EXPECT_EQ(where_out.bytes, where.bytes);
+  EXPECT_EQ(where_out.holder_index, where.holder_index);
+  EXPECT_EQ(where_out.address, where.address);
   ObjectDataMsg d;
   d.object = 3;
   d.ok = true;
@@ -542,7 +557,7 @@ TEST(WireTest, StatusReplyRoundTrips) {
 
 TEST(WireTest, HeaderLayoutIsExact) {
   const std::string expected =
-      std::string("PRSM") + '\x06' + '\x07' + std::string(2, '\0') + std::string(4, '\0') +
+      std::string("PRSM") + '\x07' + '\x07' + std::string(2, '\0') + std::string(4, '\0') +
       std::string(4, '\0');
   EXPECT_EQ(encode_one(ShutdownMsg{}), expected);
 }
@@ -562,6 +577,7 @@ TEST(WireTest, AuthLayoutIsExact) {
   b.i64(m.resources.cpu).i64(m.resources.gpu).i64(m.resources.memory);
   b.i64(m.resources.gpu_memory).u32(static_cast<uint32_t>(m.resources.custom.size()));
   for (const auto& [name, amount] : m.resources.custom) b.str(name).i64(amount);
+  b.str(m.listen);
   EXPECT_EQ(encode_one(m), frame(MsgType::kAuth, b.get()));
 }
 
@@ -724,7 +740,8 @@ TEST(WireTest, BadVersion) {
   expect_error(header(7, 0, kWireMagic, /*version=*/3), DecodeError::kBadVersion);
   expect_error(header(7, 0, kWireMagic, /*version=*/4), DecodeError::kBadVersion);
   expect_error(header(7, 0, kWireMagic, /*version=*/5), DecodeError::kBadVersion);
-  expect_error(header(7, 0, kWireMagic, /*version=*/7), DecodeError::kBadVersion);
+  expect_error(header(7, 0, kWireMagic, /*version=*/6), DecodeError::kBadVersion);
+  expect_error(header(7, 0, kWireMagic, /*version=*/8), DecodeError::kBadVersion);
   expect_error(header(7, 0, kWireMagic, /*version=*/255), DecodeError::kBadVersion);
 }
 
@@ -746,11 +763,11 @@ TEST(WireTest, OversizedLength) {
 }
 
 TEST(WireTest, UnknownType) {
-  for (int type : {0, 26, 27, 128, 255}) {
+  for (int type : {0, 27, 28, 128, 255}) {
     expect_error(header(static_cast<uint8_t>(type), 0), DecodeError::kUnknownType);
   }
   // split_frames stops there too.
-  EXPECT_EQ(split_frames(header(26, 0), [](std::string_view) {}), DecodeError::kUnknownType);
+  EXPECT_EQ(split_frames(header(27, 0), [](std::string_view) {}), DecodeError::kUnknownType);
 }
 
 // A Call body up to (not including) its request's custom-resource count.
@@ -795,7 +812,7 @@ TEST(WireTest, VectorCountThatCannotFit) {
                DecodeError::kMalformedBody);
   // A count that does fit is accepted: five empty names, then the resources.
   const std::string ok =
-      auth_prefix().u32(5).raw(std::string(20, '\0')).raw(empty_resources()).get();
+      auth_prefix().u32(5).raw(std::string(20, '\0')).raw(empty_resources()).u32(0).get();
   DecodeError e = DecodeError::kTruncated;
   const std::optional<Message> m = decode(frame(MsgType::kAuth, ok), &e);
   ASSERT_TRUE(m.has_value()) << to_string(e);

@@ -35,5 +35,8 @@ bool verify_mac(std::string_view token, std::string_view label,
 
 inline constexpr std::string_view kJoinLabel = "prism-join";
 inline constexpr std::string_view kWelcomeLabel = "prism-welcome";
+// The same handshake between two nodes of a job (a direct connection, for pulls).
+inline constexpr std::string_view kPeerLabel = "prism-peer";
+inline constexpr std::string_view kPeerWelcomeLabel = "prism-peer-welcome";
 
 }  // namespace prism::cluster

@@ -1,5 +1,8 @@
 #include "cluster_link.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -217,6 +220,16 @@ struct Peer {
   bool reported = false;
   NodeStatsMsg report;
   std::chrono::steady_clock::time_point reported_at{};
+  // Driver: where this node listens for other nodes' direct pulls (AuthMsg.listen; "" if it
+  // does not). Node, for an `outgoing` direct peer: where that node listens.
+  std::string address;
+  // Node: a direct connection with another node of the job (PeerRole::kPeer), for pulls only;
+  // `outgoing` when this node made it (to pull from that node): it answers that node's hello
+  // (`sent_auth`), and the pulls redirected there before the handshake ended wait in `queued`.
+  bool direct = false;
+  bool outgoing = false;
+  bool sent_auth = false;
+  std::vector<uint64_t> queued;
 };
 
 // Driver: a kSpansQuery waiting for `peer`'s kSpansReply. The reply (or `lost`) is written
@@ -1317,6 +1330,7 @@ class Link final : public internal::ClusterLink {
     // welcome, and the progress thread may hand it to a worker before this thread wakes (what
     // the task printed then stayed here). Until the welcome, lines stay here (send: false).
     start_forwarding_output();
+    peer_address_ = listen_for_peers();
     try {
       join_driver();
     } catch (...) {
@@ -1404,7 +1418,8 @@ class Link final : public internal::ClusterLink {
       size_t awaiting = 0;
       uint64_t oldest = UINT64_MAX;
       for (const auto& [id, p] : peers_) {
-        if (p.state != Peer::State::kAwaitingAuth) continue;
+        // (only connections made to us: not ours to other nodes, not the one to our driver)
+        if (p.state != Peer::State::kAwaitingAuth || p.outgoing || id == driver_) continue;
         ++awaiting;
         if (p.accepted < oldest) {
           oldest = p.accepted;
@@ -1429,6 +1444,7 @@ class Link final : public internal::ClusterLink {
   }
 
   void on_peer_error(PeerId peer, const std::string& why) {
+    if (forget_direct(peer, why)) return;
     fail_span_queries(peer);
     std::vector<Pending> lost;
     std::vector<std::weak_ptr<ActorCore>> lost_actors;
@@ -1831,7 +1847,7 @@ class Link final : public internal::ClusterLink {
           broken = true;
           return;
         }
-        if (is_ready(peer) && is_counterpart(peer)) {
+        if (is_ready(peer) && (is_counterpart(peer) || is_direct(peer))) {
           on_object_data(peer, *view);
         } else {
           unauthenticated_.fetch_add(1, std::memory_order_relaxed);
@@ -1856,7 +1872,10 @@ class Link final : public internal::ClusterLink {
     // cannot be read means the stream is damaged: what was lost with it (a result, a pull's
     // answer) would be waited for forever. Its connection is dropped instead, as if it had died:
     // its tasks run again elsewhere. (From anyone else it is only dropped and counted.)
-    if (broken && is_ready(peer) && is_counterpart(peer)) {
+    // (A direct connection between nodes is dropped too: its pulls go through the driver.)
+    if (broken && is_direct(peer)) {
+      close_direct(peer, "it sent a message that cannot be decoded");
+    } else if (broken && is_ready(peer) && is_counterpart(peer)) {
       drop_peer(peer, std::string("it sent a message that cannot be decoded (") +
                           to_string(e != DecodeError::kNone ? e : DecodeError::kMalformedBody) +
                           "): its connection is dropped");
@@ -1885,6 +1904,13 @@ class Link final : public internal::ClusterLink {
     MutexLock lock(mu_);
     auto it = peers_.find(peer);
     return it != peers_.end() && it->second.state == Peer::State::kReady;
+  }
+
+  // Node: a direct connection with another node that proved the token (pulls only).
+  bool is_direct(PeerId peer) {
+    MutexLock lock(mu_);
+    auto it = peers_.find(peer);
+    return it != peers_.end() && it->second.direct && it->second.state == Peer::State::kReady;
   }
 
   void handle(PeerId peer, Message msg) {
@@ -1958,7 +1984,11 @@ class Link final : public internal::ClusterLink {
     }
     if (auto* pull = std::get_if<ObjectPullMsg>(&msg)) {
       if (config_.role == ClusterRole::kDriver && is_node(peer)) return on_driver_pull(peer, *pull);
-      if (config_.role == ClusterRole::kNode && peer == driver_id()) return on_node_pull(peer, *pull);
+      if (config_.role == ClusterRole::kNode && (peer == driver_id() || is_direct(peer))) {
+        return on_node_pull(peer, *pull);
+      }
+    } else if (auto* where = std::get_if<ObjectWhereMsg>(&msg)) {
+      if (config_.role == ClusterRole::kNode && peer == driver_id()) return on_object_where(*where);
     } else if (auto* free = std::get_if<ObjectFreeMsg>(&msg)) {
       if (config_.role == ClusterRole::kNode && peer == driver_id()) {
         for (uint64_t id : free->objects) objects_.drop(id);
@@ -1994,6 +2024,7 @@ class Link final : public internal::ClusterLink {
         return;
       }
       if (config_.role == ClusterRole::kDriver && is_node(peer)) return;
+      if (config_.role == ClusterRole::kNode && is_direct(peer)) return;
     }
     if (std::holds_alternative<ShutdownMsg>(msg)) return on_shutdown(peer);
     if (std::holds_alternative<StatusQueryMsg>(msg)) return on_status_query(peer);
@@ -2005,12 +2036,21 @@ class Link final : public internal::ClusterLink {
     AuthMsg auth;
     {
       MutexLock lock(mu_);
-      if (config_.role != ClusterRole::kNode || peer != driver_ || sent_auth_) {
+      auto it = peers_.find(peer);
+      if (it != peers_.end() && it->second.outgoing) {
+        if (it->second.sent_auth) {
+          unauthenticated_.fetch_add(1, std::memory_order_relaxed);
+          return;
+        }
+        it->second.sent_auth = true;
+      } else if (config_.role != ClusterRole::kNode || peer != driver_ || sent_auth_) {
         unauthenticated_.fetch_add(1, std::memory_order_relaxed);
         return;
+      } else {
+        sent_auth_ = true;
       }
-      sent_auth_ = true;
     }
+    if (peer != driver_id()) return answer_peer_hello(peer, hello);
     compute_mac(token_, kJoinLabel, hello.challenge, auth.mac);
     try {
       new_challenge(auth.challenge);
@@ -2028,6 +2068,7 @@ class Link final : public internal::ClusterLink {
     auth.fingerprint = fingerprint_;
     auth.functions = signatures_;
     auth.resources = to_wire(internal::node_totals(rt_));
+    auth.listen = peer_address_;
     send(peer, auth);
   }
 
@@ -2041,6 +2082,7 @@ class Link final : public internal::ClusterLink {
 
   // Driver: a joiner's proof and description.
   void on_auth(PeerId peer, const AuthMsg& auth) {
+    if (config_.role == ClusterRole::kNode) return on_peer_auth(peer, auth);
     uint8_t challenge[kChallengeBytes];
     {
       MutexLock lock(mu_);
@@ -2055,6 +2097,10 @@ class Link final : public internal::ClusterLink {
     std::string refusal;
     if (!verify_mac(token_, kJoinLabel, challenge, auth.mac)) {
       refusal = "authentication failed: the node does not know the job's token";
+    } else if (auth.role == PeerRole::kPeer) {
+      refusal = "the driver takes no direct connections (they are between nodes)";
+    } else if (auth.listen.size() > 256) {
+      refusal = "its address for direct pulls is longer than 256 bytes";
     } else if (auth.role == PeerRole::kNode &&
                (auth.fingerprint != fingerprint_ || auth.functions != signatures_)) {
       refusal = describe_difference(signatures_, auth.functions);
@@ -2081,6 +2127,7 @@ class Link final : public internal::ClusterLink {
       p.role = auth.role;
       p.totals = auth.resources;
       p.state = Peer::State::kReady;
+      if (auth.role == PeerRole::kNode) p.address = auth.listen;
       if (auth.role == PeerRole::kNode) {
         detector_.watch(peer);
         p.index = next_index_++;
@@ -2105,12 +2152,20 @@ class Link final : public internal::ClusterLink {
     uint8_t challenge[kChallengeBytes];
     {
       MutexLock lock(mu_);
-      if (config_.role != ClusterRole::kNode || peer != driver_ || joined_) {
+      if (auto it = peers_.find(peer); it != peers_.end() && it->second.outgoing) {
+        if (!it->second.sent_auth || it->second.state != Peer::State::kAwaitingAuth) {
+          unauthenticated_.fetch_add(1, std::memory_order_relaxed);
+          return;
+        }
+        std::memcpy(challenge, it->second.challenge, kChallengeBytes);
+      } else if (config_.role != ClusterRole::kNode || peer != driver_ || joined_) {
         unauthenticated_.fetch_add(1, std::memory_order_relaxed);
         return;
+      } else {
+        std::memcpy(challenge, peers_[peer].challenge, kChallengeBytes);
       }
-      std::memcpy(challenge, peers_[peer].challenge, kChallengeBytes);
     }
+    if (peer != driver_id()) return on_peer_welcome(peer, welcome, challenge);
     if (!verify_mac(token_, kWelcomeLabel, challenge, welcome.mac)) {
       refused_joins_.fetch_add(1, std::memory_order_relaxed);
       fail_join("cluster: the peer at " + driver_address_ +
@@ -2121,6 +2176,7 @@ class Link final : public internal::ClusterLink {
     refs_.set_self(welcome.node_index);
     {
       MutexLock lock(mu_);
+      self_index_ = welcome.node_index;
       Peer& p = peers_[peer];
       p.state = Peer::State::kReady;
       p.name = "the driver at " + driver_address_;
@@ -2131,6 +2187,16 @@ class Link final : public internal::ClusterLink {
   }
 
   void on_refused(PeerId peer, const RefusedMsg& refused) {
+    if (config_.role == ClusterRole::kNode && peer != driver_id()) {
+      bool outgoing = false;
+      {
+        MutexLock lock(mu_);
+        auto it = peers_.find(peer);
+        outgoing = it != peers_.end() && it->second.outgoing;
+      }
+      if (outgoing) close_direct(peer, "it refused this node's direct connection: " + refused.reason);
+      return;
+    }
     {
       MutexLock lock(mu_);
       if (config_.role != ClusterRole::kNode || peer != driver_ || joined_) return;
@@ -2522,7 +2588,8 @@ class Link final : public internal::ClusterLink {
     }
     s += "dropped messages: " + std::to_string(malformed_.load()) + " malformed, " +
          std::to_string(unauthenticated_.load()) + " unauthenticated; refused joins: " +
-         std::to_string(refused_joins_.load()) + "\n";
+         std::to_string(refused_joins_.load()) + "; pulls redirected to the holding node: " +
+         std::to_string(redirected_.load()) + "\n";
     const TaskCounts& t = stats.tasks;
     s += "tasks: " + std::to_string(t.submitted) + " submitted; " +
          std::to_string(t.waiting_for_arguments) + " waiting for arguments, " +
@@ -2616,7 +2683,7 @@ class Link final : public internal::ClusterLink {
         served->blobs[i] = b;
         if (served->remaining.fetch_sub(1, std::memory_order_acq_rel) == 1) run_served(served);
       }, served->call.objects[i].bytes);
-      if (first) send(peer, Message(ObjectPullMsg{object}));
+      if (first) send(peer, Message(ObjectPullMsg{object, /*may_redirect=*/true}));
     }
     if (served->remaining.fetch_sub(1, std::memory_order_acq_rel) == 1) run_served(served);
   }
@@ -3271,7 +3338,8 @@ class Link final : public internal::ClusterLink {
         if (shut_down_ || job_ended_ || driver_lost_) return;
         for (const auto& [id, p] : peers_) {
           if (p.state != Peer::State::kReady) continue;
-          if (config_.role == ClusterRole::kDriver ? p.role == PeerRole::kNode : id == driver_) {
+          if (config_.role == ClusterRole::kDriver ? p.role == PeerRole::kNode
+                                                   : id == driver_ || p.direct) {
             to.push_back(id);
           }
         }
@@ -3280,7 +3348,14 @@ class Link final : public internal::ClusterLink {
         epoch = epoch_;
       }
       for (PeerId id : to) send(id, HeartbeatMsg{epoch});
-      for (PeerId id : silent) declare_dead(id);
+      for (PeerId id : silent) {
+        if (config_.role == ClusterRole::kNode && id != driver_id()) {
+          // (a direct connection: only its pulls move, to the driver; the driver judges nodes)
+          close_direct(id, "its direct connection was silent for more than the heartbeat timeout");
+        } else {
+          declare_dead(id);
+        }
+      }
       drop_lineages();
     } while (!watchdog_stop_.wait_until(internal::deadline_after(interval)));
   }
@@ -3517,7 +3592,7 @@ class Link final : public internal::ClusterLink {
     if (Blob b = objects_.find(pull)) return waiter(b, {});
     if (config_.role == ClusterRole::kDriver) return pull_here(pull, std::move(waiter));
     if (objects_.await(pull, from, std::move(waiter), bytes)) {
-      send(from, Message(ObjectPullMsg{pull}));
+      send(from, Message(ObjectPullMsg{pull, /*may_redirect=*/true}));
     }
     fail_pull_if_lost(from);
   }
@@ -4260,8 +4335,282 @@ class Link final : public internal::ClusterLink {
         fail_pull_if_lost(at);
       });
     }
+    // A node that listens for direct pulls is named to the asker, which pulls from it: the bytes
+    // travel once, not through here.
+    if (pull.may_redirect && redirect_pull(peer, id, from)) return;
     if (objects_.await(id, from, answer_from(from))) send(from, Message(ObjectPullMsg{id}));
     fail_pull_if_lost(from);
+  }
+
+  // Driver: tells `peer` to pull `id` from `holder` (a node) directly. False when it cannot
+  // (PRISM_DIRECT_PULLS=0 here, `holder` does not listen for direct pulls, or `id` went
+  // meanwhile): then the bytes are relayed. `peer` is recorded as a holder now, so that a free
+  // reaches its copy (one that arrives before the bytes: ObjectTable::drop).
+  bool redirect_pull(PeerId peer, uint64_t id, PeerId holder) {
+    if (!direct_pulls_) return false;
+    ObjectWhereMsg where;
+    where.object = id;
+    {
+      MutexLock lock(mu_);
+      auto it = peers_.find(holder);
+      if (it == peers_.end() || it->second.state != Peer::State::kReady ||
+          it->second.role != PeerRole::kNode || it->second.address.empty()) {
+        return false;
+      }
+      where.address = it->second.address;
+      where.holder_index = static_cast<uint32_t>(it->second.index);
+    }
+    if (!objects_.where(id, nullptr, &where.bytes) || !objects_.add_holder(id, peer)) return false;
+    redirected_.fetch_add(1, std::memory_order_relaxed);
+    send(peer, Message(std::move(where)));
+    return true;
+  }
+
+  // ---- direct pulls between nodes ----
+  //
+  // A node that needs an object asks the driver (ObjectPullMsg.may_redirect); the driver names a
+  // node holding it (ObjectWhereMsg); the asker connects to that node once (kept for later pulls),
+  // both prove the job's token (kPeerLabel), and the pull goes there (ObjectTable::redirect).
+  // Every failure of that path (no connection, a refused or failed handshake, the holder
+  // lacking the copy, a broken or silent connection) sends the pull to the driver instead, with
+  // may_redirect false: the driver then relays the bytes or rebuilds them from the lineage, as
+  // for any pull, and judges whether the holder died. So a direct pull never fails a reader by
+  // itself, and a node never declares another dead.
+  //
+  // Invariants (under mu_): direct_ maps an address to the one outgoing peer made for it, live
+  // until forget_direct() erases both; a peer's `queued` pulls are sent when its welcome comes,
+  // or moved to the driver with every other pull sent there (forget_direct: the peer is erased
+  // before its pulls are moved, so a redirect racing with it finds the peer gone and moves its
+  // pull itself).
+
+  // Node: listens for other nodes' direct pulls. PRISM_PEER_LISTEN: "host:port" to listen on,
+  // "0" for none (every value then comes through the driver); by default the address this host
+  // reaches the driver from, with a port from the OS. Returns the address to tell the driver
+  // ("" if none).
+  std::string listen_for_peers() {
+    const char* env = std::getenv("PRISM_PEER_LISTEN");
+    std::string where = env != nullptr ? env : "";
+    if (where == "0") return "";
+    try {
+      if (where.empty()) where = local_address_toward(driver_address_) + ":0";
+      std::string bound = comm_->listen(where);
+      // (Tests: an address where nobody listens, to drive the fall back to the driver.)
+      if (const char* told = std::getenv("PRISM_TEST_PEER_ADDRESS_TOLD")) bound = told;
+      return bound;
+    } catch (const std::exception& e) {
+      PRISM_LOG(kWarning) << "cluster: this node does not listen for direct pulls (" << e.what()
+                          << "); values reach it through the driver";
+      return "";
+    }
+  }
+
+  // The IPv4 address of this host's interface toward "host:port" (a UDP socket connected there:
+  // no packet is sent). Throws prism::Error if there is none.
+  static std::string local_address_toward(const std::string& host_port) {
+    const size_t colon = host_port.rfind(':');
+    const std::string host = host_port.substr(0, colon);
+    sockaddr_in to{};
+    to.sin_family = AF_INET;
+    to.sin_port = htons(9);
+    if (colon == std::string::npos || inet_pton(AF_INET, host.c_str(), &to.sin_addr) != 1) {
+      throw Error(ErrorCode::kInvalidArgument, "the driver's address '" + host_port +
+                                                   "' is not an IPv4 host:port");
+    }
+    const int fd = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) throw Error(ErrorCode::kUnavailable, "socket() failed");
+    sockaddr_in local{};
+    socklen_t len = sizeof local;
+    const bool ok = ::connect(fd, reinterpret_cast<const sockaddr*>(&to), sizeof to) == 0 &&
+                    ::getsockname(fd, reinterpret_cast<sockaddr*>(&local), &len) == 0;
+    ::close(fd);
+    char text[INET_ADDRSTRLEN] = {};
+    if (!ok || inet_ntop(AF_INET, &local.sin_addr, text, sizeof text) == nullptr) {
+      throw Error(ErrorCode::kUnavailable, "no route toward " + host_port);
+    }
+    return text;
+  }
+
+  // Node: the driver names the node to pull `where.object` from.
+  void on_object_where(const ObjectWhereMsg& where) {
+    const PeerId driver = driver_id();
+    PeerId holder = 0;
+    bool ready = false;
+    {
+      MutexLock lock(mu_);
+      if (auto d = direct_.find(where.address); d != direct_.end()) {
+        holder = d->second;
+        ready = peers_.at(holder).state == Peer::State::kReady;
+      }
+    }
+    if (holder == 0 && !where.address.empty() && where.address != peer_address_) {
+      try {
+        holder = comm_->connect(where.address);
+      } catch (const std::exception& e) {
+        PRISM_LOG(kDebug) << "cluster: cannot connect to node" << where.holder_index << " at "
+                          << where.address << ": " << e.what();
+      }
+      if (holder != 0) {
+        MutexLock lock(mu_);
+        Peer& p = peers_[holder];
+        p.direct = p.outgoing = true;
+        p.role = PeerRole::kPeer;
+        p.index = -1;  // (not a node of peer_of_index: the driver's node numbers are its own)
+        p.address = where.address;
+        p.name = "node" + std::to_string(where.holder_index) + " (direct, at " + where.address +
+                 ")";
+        direct_[where.address] = holder;
+      }
+    }
+    if (holder == 0) {  // (the pull is still the driver's: asked again, to be relayed)
+      direct_fallbacks_.fetch_add(1, std::memory_order_relaxed);
+      send(driver, Message(ObjectPullMsg{where.object, /*may_redirect=*/false}));
+      return;
+    }
+    if (!objects_.redirect(where.object, driver, holder, where.bytes)) return;  // not waited for
+    if (!ready) {
+      MutexLock lock(mu_);
+      auto it = peers_.find(holder);
+      if (it != peers_.end() && it->second.state == Peer::State::kAwaitingAuth) {
+        it->second.queued.push_back(where.object);  // (sent on its welcome)
+        return;
+      }
+      ready = it != peers_.end();
+    }
+    if (ready) {
+      send(holder, Message(ObjectPullMsg{where.object}));
+    } else {
+      refetch_through_driver(where.object, holder, "its direct connection closed");
+    }
+  }
+
+  // Node: the direct pull of `id` from `holder` failed (`why`): the driver is asked instead.
+  void refetch_through_driver(uint64_t id, PeerId holder, const std::string& why) {
+    const PeerId driver = driver_id();
+    if (!objects_.redirect(id, holder, driver)) return;  // (moved already, or not waited for)
+    direct_fallbacks_.fetch_add(1, std::memory_order_relaxed);
+    PRISM_LOG(kDebug) << "cluster: a direct pull of object " << id << " failed (" << why
+                      << "); asking the driver";
+    send(driver, Message(ObjectPullMsg{id, /*may_redirect=*/false}));
+    fail_pull_if_lost(driver);
+  }
+
+  // Node: a direct connection closed or failed (`why`): forgotten, and the pulls sent on it go
+  // to the driver. False if `peer` is not one (the driver, or on the driver any peer).
+  bool forget_direct(PeerId peer, const std::string& why) {
+    if (config_.role != ClusterRole::kNode) return false;
+    PeerId driver = 0;
+    {
+      MutexLock lock(mu_);
+      if (peer == driver_) return false;
+      driver = driver_;
+      auto it = peers_.find(peer);
+      if (it == peers_.end()) return true;
+      if (it->second.outgoing) {
+        if (auto d = direct_.find(it->second.address); d != direct_.end() && d->second == peer) {
+          direct_.erase(d);
+        }
+      }
+      detector_.forget(peer);
+      peers_.erase(it);
+    }
+    std::vector<uint64_t> moved = objects_.redirect_all(peer, driver);
+    if (moved.empty()) return true;
+    direct_fallbacks_.fetch_add(moved.size(), std::memory_order_relaxed);
+    PRISM_LOG(kDebug) << "cluster: a direct connection ended (" << why << "); " << moved.size()
+                      << " pull(s) on it go to the driver";
+    for (uint64_t id : moved) send(driver, Message(ObjectPullMsg{id, /*may_redirect=*/false}));
+    fail_pull_if_lost(driver);
+    return true;
+  }
+
+  // Node: closes a direct connection (its pulls go to the driver: forget_direct).
+  void close_direct(PeerId peer, const std::string& why) {
+    forget_direct(peer, why);
+    comm_->close(peer);
+  }
+
+  // Node: our answer to the hello of a node we connected to, to pull from it.
+  void answer_peer_hello(PeerId peer, const HelloMsg& hello) {
+    AuthMsg auth;
+    compute_mac(token_, kPeerLabel, hello.challenge, auth.mac);
+    try {
+      new_challenge(auth.challenge);
+    } catch (const std::exception& e) {
+      return close_direct(peer, e.what());
+    }
+    {
+      MutexLock lock(mu_);
+      auto it = peers_.find(peer);
+      if (it == peers_.end()) return;
+      std::memcpy(it->second.challenge, auth.challenge, kChallengeBytes);
+    }
+    auth.role = PeerRole::kPeer;
+    auth.hostname = hostname();
+    auth.pid = static_cast<uint32_t>(getpid());
+    send(peer, auth);
+  }
+
+  // Node: another node of the job proves the token, to pull from this one.
+  void on_peer_auth(PeerId peer, const AuthMsg& auth) {
+    uint8_t challenge[kChallengeBytes];
+    {
+      MutexLock lock(mu_);
+      auto it = peers_.find(peer);
+      if (it == peers_.end() || peer == driver_ || it->second.outgoing || !joined_ ||
+          it->second.state != Peer::State::kAwaitingAuth) {
+        unauthenticated_.fetch_add(1, std::memory_order_relaxed);
+        return;
+      }
+      std::memcpy(challenge, it->second.challenge, kChallengeBytes);
+    }
+    const std::string who = auth.hostname + " pid " + std::to_string(auth.pid);
+    if (auth.role != PeerRole::kPeer || !verify_mac(token_, kPeerLabel, challenge, auth.mac)) {
+      refused_joins_.fetch_add(1, std::memory_order_relaxed);
+      PRISM_LOG(kWarning) << "cluster: refused a direct connection from " << who
+                          << ": it is not a node of this job";
+      {
+        MutexLock lock(mu_);
+        peers_.erase(peer);
+      }
+      send(peer, RefusedMsg{"authentication failed: not a node of this job"});
+      comm_->close(peer);
+      return;
+    }
+    WelcomeMsg welcome;
+    compute_mac(token_, kPeerWelcomeLabel, auth.challenge, welcome.mac);
+    {
+      MutexLock lock(mu_);
+      auto it = peers_.find(peer);
+      if (it == peers_.end()) return;  // failed meanwhile
+      Peer& p = it->second;
+      p.role = PeerRole::kPeer;
+      p.direct = true;
+      p.state = Peer::State::kReady;
+      p.index = -1;
+      p.name = "a node pulling directly (" + who + ")";
+      detector_.watch(peer);
+      welcome.node_index = self_index_;
+    }
+    send(peer, welcome);
+  }
+
+  // Node: the node we connected to proved the token too: the pulls waiting for it go.
+  void on_peer_welcome(PeerId peer, const WelcomeMsg& welcome,
+                       const uint8_t challenge[kChallengeBytes]) {
+    if (!verify_mac(token_, kPeerWelcomeLabel, challenge, welcome.mac)) {
+      refused_joins_.fetch_add(1, std::memory_order_relaxed);
+      return close_direct(peer, "the node it reached does not know the job's token");
+    }
+    std::vector<uint64_t> queued;
+    {
+      MutexLock lock(mu_);
+      auto it = peers_.find(peer);
+      if (it == peers_.end()) return;
+      it->second.state = Peer::State::kReady;
+      queued.swap(it->second.queued);
+      detector_.watch(peer);
+    }
+    for (uint64_t id : queued) send(peer, Message(ObjectPullMsg{id}));
   }
 
   // Node: the driver asks for an object held here.
@@ -4310,6 +4659,11 @@ class Link final : public internal::ClusterLink {
       std::shared_ptr<const void> owner = UcxComm::message_owner();
       blob = owner ? make_blob(data.bytes, std::move(owner)) : make_blob(std::string(data.bytes));
     }
+    if (!blob && config_.role == ClusterRole::kNode && peer != driver_id()) {
+      // (a direct pull that failed: the driver is asked instead)
+      return refetch_through_driver(data.object, peer,
+                                    !part_error.empty() ? part_error : data.error);
+    }
     const bool keep = config_.role == ClusterRole::kNode;
     auto waiters = objects_.finish(data.object, peer, blob, keep);
     if (waiters.empty()) unknown_results_.fetch_add(1, std::memory_order_relaxed);
@@ -4339,6 +4693,13 @@ class Link final : public internal::ClusterLink {
   // and most: what one message carries).
   const size_t part_bytes_ = transfer_part_bytes();
   std::string driver_address_;  // node: where the driver listens (set before the handshake)
+  std::string peer_address_;    // node: where it listens for direct pulls ("" if it does not)
+  // Driver: whether pulls may be redirected to the node holding the value (PRISM_DIRECT_PULLS,
+  // default 1).
+  const bool direct_pulls_ = [] {
+    const char* v = std::getenv("PRISM_DIRECT_PULLS");
+    return v == nullptr || std::string(v) != "0";
+  }();
 
   mutable Mutex mu_;
   std::map<PeerId, Peer> peers_ PRISM_GUARDED_BY(mu_);
@@ -4350,6 +4711,8 @@ class Link final : public internal::ClusterLink {
   // Driver: the numbers of actors whose handles were sent (by id: an address may be reused).
   std::unordered_map<ActorId, uint64_t> exported_ PRISM_GUARDED_BY(mu_);
   std::map<uint64_t, Relay> relays_ PRISM_GUARDED_BY(mu_);  // driver: node calls relayed
+  std::map<std::string, PeerId> direct_ PRISM_GUARDED_BY(mu_);  // node: outgoing, by address
+  uint32_t self_index_ PRISM_GUARDED_BY(mu_) = 0;                // node: its index (welcome)
   // Driver: the actors nodes had created, by (node, the node's number): the driver's number.
   std::map<std::pair<PeerId, uint64_t>, uint64_t> node_actors_ PRISM_GUARDED_BY(mu_);
   std::map<uint64_t, std::shared_ptr<Lookup>> lookups_ PRISM_GUARDED_BY(mu_);  // node
@@ -4393,6 +4756,8 @@ class Link final : public internal::ClusterLink {
   std::atomic<uint64_t> malformed_{0};
   std::atomic<uint64_t> refused_joins_{0};
   std::atomic<uint64_t> unknown_results_{0};
+  std::atomic<uint64_t> redirected_{0};        // driver: pulls answered with a holder to ask
+  std::atomic<uint64_t> direct_fallbacks_{0};  // node: direct pulls asked of the driver after all
   // Objects that stay where they were produced (object_table.h), and what entries reach the
   // link through.
   ObjectTable objects_;

@@ -258,6 +258,7 @@ void ObjectTable::drop(uint64_t id) {
   Blob freed;  // (released outside the lock: freeing 100 MiB takes a while)
   {
     MutexLock lock(mu_);
+    if (auto p = pulls_.find(id); p != pulls_.end()) p->second.dropped = true;
     auto it = held_.find(id);
     if (it == held_.end()) return;
     freed = it->second.blob;  // (drop_locked counts its bytes)
@@ -316,6 +317,7 @@ std::vector<ObjectTable::Waiter> ObjectTable::finish(uint64_t id, PeerId from, c
     MutexLock lock(mu_);
     auto it = pulls_.find(id);
     if (it == pulls_.end() || it->second.from != from) return waiters;  // nobody asked it
+    if (it->second.dropped) keep = false;
     waiters = std::move(it->second.waiters);
     pulls_.erase(it);
     if (blob) stats_.pulled_bytes += blob->size();
@@ -409,6 +411,33 @@ std::vector<std::pair<uint64_t, std::vector<ObjectTable::Waiter>>> ObjectTable::
     }
   }
   return out;
+}
+
+bool ObjectTable::redirect(uint64_t id, PeerId from, PeerId to, uint64_t expected_bytes) {
+  std::shared_ptr<std::vector<char>> parts;  // (let go outside the lock)
+  MutexLock lock(mu_);
+  auto it = pulls_.find(id);
+  if (it == pulls_.end() || it->second.from != from) return false;
+  Pull& p = it->second;
+  p.from = to;
+  parts = std::move(p.parts);
+  p.received = 0;
+  if (p.expected == 0) p.expected = expected_bytes;
+  return true;
+}
+
+std::vector<uint64_t> ObjectTable::redirect_all(PeerId from, PeerId to) {
+  std::vector<uint64_t> ids;
+  std::vector<std::shared_ptr<std::vector<char>>> parts;
+  MutexLock lock(mu_);
+  for (auto& [id, p] : pulls_) {
+    if (p.from != from) continue;
+    p.from = to;
+    if (p.parts) parts.push_back(std::move(p.parts));
+    p.received = 0;
+    ids.push_back(id);
+  }
+  return ids;
 }
 
 uint64_t ObjectTable::new_id() {

@@ -9,8 +9,10 @@
 // every copy is freed (forget() returns the holders to tell).
 //
 // Invariants (under mu_):
-//   - a number is in pulls_ only while a pull of it is in flight: exactly one request was sent
-//     for it, and every waiter is called exactly once, by finish() or fail_*() (outside mu_);
+//   - a number is in pulls_ only while a pull of it is in flight: exactly one request is
+//     outstanding for it, to `from` (redirect() moves it to another peer, which is then the
+//     only one whose answer counts), and every waiter is called exactly once, by finish() or
+//     fail_*() (outside mu_);
 //   - held_ has at most one copy per number; stats_ counts exactly what held_ holds;
 //   - a pull's `parts`, once made, has the value's size, and `received` bytes of it are in
 //     (parts arrive in order);
@@ -83,7 +85,8 @@ class ObjectTable {
   // Whether a copy of `id` is held here (in memory or spilled), without reading it.
   bool holds(uint64_t id) const;
   Blob find(uint64_t id);
-  // Frees the copy of `id` held here, if any.
+  // Frees the copy of `id` held here, if any; a pull of `id` in flight then ends without
+  // keeping a copy (its waiters still get the bytes): the owner freed it meanwhile.
   void drop(uint64_t id);
 
   struct Stats {
@@ -133,6 +136,13 @@ class ObjectTable {
                 std::string* error);
   // The pulls sent to `peer` (every pull when peer == kHere): they can no longer complete.
   std::vector<std::pair<uint64_t, std::vector<Waiter>>> fail_from(PeerId peer);
+  // The pull of `id` that was sent to `from` is sent to `to` instead (a redirect, or a direct
+  // pull falling back to the driver): its waiters stay, parts already in are discarded (the new
+  // holder sends the value from its start), and `expected_bytes`, when nonzero, becomes the
+  // value's size where none was known. False (nothing changed) if no such pull is in flight.
+  bool redirect(uint64_t id, PeerId from, PeerId to, uint64_t expected_bytes = 0);
+  // Every pull sent to `from` is sent to `to` instead (as redirect()); returns their numbers.
+  std::vector<uint64_t> redirect_all(PeerId from, PeerId to);
 
   // --- the driver's directory ---
   uint64_t new_id();
@@ -171,6 +181,7 @@ class ObjectTable {
     std::shared_ptr<std::vector<char>> parts;
     uint64_t received = 0;
     uint64_t expected = 0;  // the value's size, when the asker knew it (0: unknown)
+    bool dropped = false;   // freed while on its way (drop): not kept when it arrives
   };
   struct Location {
     uint64_t bytes = 0;

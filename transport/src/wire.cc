@@ -35,7 +35,7 @@ static_assert(kReservedAt + 4 == kHeaderBytes);
 
 bool known_type(uint8_t type) noexcept {
   return type >= static_cast<uint8_t>(MsgType::kHello) &&
-         type <= static_cast<uint8_t>(MsgType::kRefRelease);
+         type <= static_cast<uint8_t>(MsgType::kObjectWhere);
 }
 
 // The wire type of each message struct.
@@ -64,6 +64,7 @@ MsgType type_of(const NodeStatsMsg&) { return MsgType::kNodeStats; }
 MsgType type_of(const HeartbeatMsg&) { return MsgType::kHeartbeat; }
 MsgType type_of(const RefReadyMsg&) { return MsgType::kRefReady; }
 MsgType type_of(const RefReleaseMsg&) { return MsgType::kRefRelease; }
+MsgType type_of(const ObjectWhereMsg&) { return MsgType::kObjectWhere; }
 
 const char* type_name(MsgType type) {
   switch (type) {
@@ -92,6 +93,7 @@ const char* type_name(MsgType type) {
     case MsgType::kHeartbeat: return "Heartbeat";
     case MsgType::kRefReady: return "RefReady";
     case MsgType::kRefRelease: return "RefRelease";
+    case MsgType::kObjectWhere: return "ObjectWhere";
   }
   return "?";
 }
@@ -188,6 +190,7 @@ void write_body(Writer* w, const AuthMsg& m) {
   w->count(m.functions.size());
   for (const std::string& f : m.functions) w->str(f);
   write_resources(w, m.resources);
+  w->str(m.listen);
 }
 
 void write_body(Writer* w, const WelcomeMsg& m) {
@@ -227,7 +230,17 @@ void write_body(Writer* w, const ResultMsg& m) {
   write_keys(w, m.refs);
 }
 
-void write_body(Writer* w, const ObjectPullMsg& m) { w->u64(m.object); }
+void write_body(Writer* w, const ObjectPullMsg& m) {
+  w->u64(m.object);
+  w->u8(m.may_redirect ? 1 : 0);
+}
+
+void write_body(Writer* w, const ObjectWhereMsg& m) {
+  w->u64(m.object);
+  w->u64(m.bytes);
+  w->u32(m.holder_index);
+  w->str(m.address);
+}
 
 void write_body(Writer* w, const ObjectDataMsg& m) {
   w->u64(m.object);
@@ -437,7 +450,8 @@ constexpr size_t kObjectRefBytes = 24;                  // WireObjectRef: three 
 bool read_role(Reader* r, PeerRole* role) {
   uint8_t v = 0;
   if (!r->u8(&v)) return false;
-  if (v != static_cast<uint8_t>(PeerRole::kNode) && v != static_cast<uint8_t>(PeerRole::kClient)) {
+  if (v != static_cast<uint8_t>(PeerRole::kNode) && v != static_cast<uint8_t>(PeerRole::kClient) &&
+      v != static_cast<uint8_t>(PeerRole::kPeer)) {
     return false;
   }
   *role = static_cast<PeerRole>(v);
@@ -495,7 +509,7 @@ bool read_body(Reader* r, AuthMsg* m) {
     if (!r->str(&f)) return false;
     m->functions.push_back(std::move(f));
   }
-  return read_resources(r, &m->resources);
+  return read_resources(r, &m->resources) && r->str(&m->listen);
 }
 
 bool read_body(Reader* r, WelcomeMsg* m) {
@@ -534,7 +548,17 @@ bool read_body(Reader* r, ResultMsg* m) {
          read_keys(r, &m->refs);
 }
 
-bool read_body(Reader* r, ObjectPullMsg* m) { return r->u64(&m->object); }
+bool read_body(Reader* r, ObjectPullMsg* m) {
+  uint8_t may_redirect = 0;
+  if (!r->u64(&m->object) || !r->u8(&may_redirect) || may_redirect > 1) return false;
+  m->may_redirect = may_redirect == 1;
+  return true;
+}
+
+bool read_body(Reader* r, ObjectWhereMsg* m) {
+  return r->u64(&m->object) && r->u64(&m->bytes) && r->u32(&m->holder_index) &&
+         r->str(&m->address);
+}
 
 // The part lies within the value; a failure carries no bytes and no place.
 bool object_part_valid(bool ok, uint64_t offset, uint64_t total, size_t bytes) {
@@ -710,6 +734,7 @@ std::optional<Message> read_message(MsgType type, std::string_view body) {
     case MsgType::kHeartbeat: return read_whole_body<HeartbeatMsg>(body);
     case MsgType::kRefReady: return read_whole_body<RefReadyMsg>(body);
     case MsgType::kRefRelease: return read_whole_body<RefReleaseMsg>(body);
+    case MsgType::kObjectWhere: return read_whole_body<ObjectWhereMsg>(body);
   }
   return std::nullopt;  // unreachable: check_header refused unknown types
 }

@@ -31,7 +31,7 @@
 namespace prism::cluster {
 
 inline constexpr uint32_t kWireMagic = 0x4D535250;
-inline constexpr uint8_t kWireVersion = 6;
+inline constexpr uint8_t kWireVersion = 7;
 inline constexpr size_t kHeaderBytes = 16;
 // Bodies above this are refused (values larger than the inline threshold travel in part 2's
 // transfers; until then a task's arguments or result must fit in one frame).
@@ -65,6 +65,7 @@ enum class MsgType : uint8_t {
   kHeartbeat = 23,    // either way: "still here" (failure_detector.h), with the membership epoch
   kRefReady = 24,     // lender -> borrower: a lent object is done (where to pull it, or its error)
   kRefRelease = 25,   // borrower -> lender: its last ref of lent objects dropped
+  kObjectWhere = 26,  // driver -> node: pull this object from that node directly (a redirect)
 };
 
 // A resource amount in core's units (CPU/GPU in 1/10000, memory in bytes).
@@ -81,7 +82,8 @@ struct HelloMsg {
   uint8_t challenge[kChallengeBytes] = {};
 };
 
-enum class PeerRole : uint8_t { kNode = 1, kClient = 2 };
+// kPeer: a node connecting to another node of its job, to pull objects held there directly.
+enum class PeerRole : uint8_t { kNode = 1, kClient = 2, kPeer = 3 };
 
 struct AuthMsg {
   uint8_t mac[kMacBytes] = {};              // HMAC(token, "prism-join" || hello.challenge)
@@ -92,6 +94,8 @@ struct AuthMsg {
   uint64_t fingerprint = 0;             // hash of the registered functions (names and types)
   std::vector<std::string> functions;   // "name" of every registered function, sorted
   WireResources resources;              // what the node offers (zero for a client)
+  // A node: where it listens for other nodes' direct pulls ("host:port"; empty: it does not).
+  std::string listen;
 };
 
 struct WelcomeMsg {
@@ -182,6 +186,19 @@ struct ActorLookupMsg {
 
 struct ObjectPullMsg {
   uint64_t object = 0;
+  // node -> driver: the driver may answer with a kObjectWhere naming another node to pull the
+  // object from, instead of the bytes (false: the bytes, relayed if need be; a node asks so
+  // after a direct pull failed).
+  bool may_redirect = false;
+};
+
+// driver -> node, the answer to a kObjectPull with may_redirect: pull `object` (`bytes` long)
+// from node `holder_index`, which listens for direct pulls at `address`.
+struct ObjectWhereMsg {
+  uint64_t object = 0;
+  uint64_t bytes = 0;
+  uint32_t holder_index = 0;
+  std::string address;
 };
 
 // An object's serialized value, whole or one part of it: a value larger than one frame travels
@@ -289,7 +306,7 @@ using Message = std::variant<HelloMsg, AuthMsg, WelcomeMsg, RefusedMsg, CallMsg,
                              ActorCallMsg, ActorKillMsg, ActorLookupMsg, ObjectPullMsg,
                              ObjectDataMsg, ObjectFreeMsg, OutputMsg, ClockPingMsg, ClockPongMsg,
                              SpansQueryMsg, SpansReplyMsg, NodeStatsMsg, HeartbeatMsg,
-                             RefReadyMsg, RefReleaseMsg>;
+                             RefReadyMsg, RefReleaseMsg, ObjectWhereMsg>;
 
 // Appends one whole frame (header + body) for `msg` to `out`.
 void encode(const Message& msg, std::string* out);
