@@ -10,8 +10,10 @@
 //     process, 1 CPU) and Ray's published multi-client figure;
 //   - the sync round trip of one remote task, p50 (p99 as an extra), on one node;
 //   - remote actor calls async (sync p50 as an extra);
-//   - transfers: get here of a 1 MiB and a 64 MiB result that stayed on a node, and a 64 MiB put
-//     here read by a task on a node, in GB/s;
+//   - transfers: get here of a 1 MiB and a 64 MiB result that stayed on a node, a 64 MiB put
+//     here read by a task on a node, and a 64 MiB result of one node read by a task on the
+//     other (pulled node to node; PRISM_DIRECT_PULLS=0 here relays it through this driver), in
+//     GB/s;
 //   - GPU tensors (the nodes have one logical GPU each: the host backend, so device copies are
 //     memcpy): get here of a 64 MiB tensor made on a node's GPU, and the same tensor read by a
 //     GPU task on the other node, in GB/s. Staged through host memory, not pipelined (the
@@ -133,6 +135,20 @@ double put_read_rate(uint64_t n) {
   return static_cast<double>(n) / s / 1e9;
 }
 
+// GB/s of a task on the second node reading an `n`-byte result made on the first (done first):
+// pulled from the first node directly (the driver names it), the task, the answer.
+double node_to_node_rate(uint64_t n) {
+  auto ref = prism::task(make_bytes).resource("first", 0.0001).remote(n);
+  prism::wait(std::vector{ref}, 1, 60s);
+  const double t0 = bench::now_s();
+  const uint64_t got =
+      prism::get(prism::task(size_of).resource("second", 0.0001).remote(ref), 60s);
+  const double s = bench::now_s() - t0;
+  if (got != n) std::fprintf(stderr, "cluster: read %llu bytes of %llu\n",
+                             static_cast<unsigned long long>(got), static_cast<unsigned long long>(n));
+  return static_cast<double>(n) / s / 1e9;
+}
+
 // GB/s of get here of an `n`-byte GPU tensor made on the first node's GPU (done first).
 double tensor_get_rate(uint64_t n) {
   auto ref = prism::task(make_tensor).num_gpus(1).resource("first", 0.0001).remote(
@@ -146,7 +162,7 @@ double tensor_get_rate(uint64_t n) {
 }
 
 // GB/s of a GPU task on the second node reading an `n`-byte tensor made on the first node's GPU
-// (its pull through the driver, the upload, the task, the answer).
+// (its pull from the first node, the upload, the task, the answer).
 double tensor_gpu_to_gpu_rate(uint64_t n) {
   auto ref = prism::task(make_tensor).num_gpus(1).resource("first", 0.0001).remote(
       static_cast<int64_t>(n / 4));
@@ -243,25 +259,39 @@ int main(int argc, char** argv) {
   }
 
   // Transfers. ucx_perftest reports MB/s with MB = 2^20 bytes.
+  enum class Kind { kGet, kPutRead, kNodeToNode };
   struct Transfer {
     const char* name;
     uint64_t bytes;
     const char* peer_flag;
-    bool put;
+    Kind kind;
   };
   const Transfer transfers[] = {
-      {"get of a node's 1 MiB result", 1 * kMiB, "--perftest_bw_1m", false},
-      {"get of a node's 64 MiB result", 64 * kMiB, "--perftest_bw_64m", false},
-      {"64 MiB put here, read by a task on a node", 64 * kMiB, "--perftest_bw_64m", true},
+      {"get of a node's 1 MiB result", 1 * kMiB, "--perftest_bw_1m", Kind::kGet},
+      {"get of a node's 64 MiB result", 64 * kMiB, "--perftest_bw_64m", Kind::kGet},
+      {"64 MiB put here, read by a task on a node", 64 * kMiB, "--perftest_bw_64m",
+       Kind::kPutRead},
+      {"64 MiB result of a node, read by a task on the other node", 64 * kMiB,
+       "--perftest_bw_64m", Kind::kNodeToNode},
   };
   for (const Transfer& t : transfers) {
+    if (t.kind == Kind::kNodeToNode && nodes < 2) continue;
     bench::Row row = bench::Row(t.name, "GB/s").goal(0.8).with_note(
-        t.put ? "time from submitting the reading task to its answer (pull, task, answer)"
-              : "time of the get of a result already done on a node (pull and deserialize)");
+        t.kind == Kind::kGet ? "time of the get of a result already done on a node (pull and "
+                               "deserialize)"
+                             : "time from submitting the reading task to its answer (pull, "
+                               "task, answer)");
     if (!flags.wants(row.name)) continue;
     const std::vector<double> bw = values(flags.get(t.peer_flag, ""), double(kMiB) / 1e9);
     if (!bw.empty()) row.peer_name = "ucx_perftest ucp_am_bw (tcp, -e, sleep)";
-    row.prism = bench::repeat(flags.runs, [&] { return t.put ? put_read_rate(t.bytes) : get_rate(t.bytes); });
+    row.prism = bench::repeat(flags.runs, [&] {
+      switch (t.kind) {
+        case Kind::kGet: return get_rate(t.bytes);
+        case Kind::kPutRead: return put_read_rate(t.bytes);
+        case Kind::kNodeToNode: return node_to_node_rate(t.bytes);
+      }
+      return 0.0;
+    });
     if (!bw.empty()) row.peer = bench::stats_of(bw);
     report.add(std::move(row));
   }

@@ -293,6 +293,47 @@ TEST_F(FaultTest, ANodeStoppedPastTheDeadlineIsDeclaredDeadAndFenced) {
             stopped_node);
 }
 
+// Case 9: the node holding a value is stopped (SIGSTOP) when a task on another node reads it.
+// That node pulls it from the holder directly (the driver names the holder): its pull goes
+// unanswered, is given up after the heartbeat deadline and asked of the driver instead, which
+// has found the holder dead by then and computes the value again from its lineage on a node
+// left; the task reads it byte for byte. Both when the direct connection is new (the stopped
+// node never answers its handshake) and when it was made by an earlier pull.
+class DirectPullFaultTest : public FaultTest, public ::testing::WithParamInterface<bool> {};
+
+TEST_P(DirectPullFaultTest, APullFromAStoppedNodeEndsThroughTheDriver) {
+  const bool connected_first = GetParam();
+  setenv("PRISM_HEARTBEAT_TIMEOUT", "2", 1);  // (the nodes inherit it)
+  start(1, {{{"PRISM_RESOURCES", "a:1"}}, {{"PRISM_RESOURCES", "b:1"}}});
+  expect_clean_exit_ = false;
+  constexpr uint64_t kBytes = 4 << 20;
+  auto made = prism::task(make_block).resource("a", 1).remote(kBytes, 77u);
+  ASSERT_EQ(prism::wait(std::vector{made}, 1, 60s).first.size(), 1u);
+  if (connected_first) {  // node2 pulls another value from node1 first
+    auto other = prism::task(make_block).resource("a", 1).remote(kBytes, 78u);
+    ASSERT_EQ(prism::get(prism::task(block_sum).resource("b", 1).remote(other), 60s),
+              block_sum(make_block(kBytes, 78)));
+  }
+  add_node({{"PRISM_RESOURCES", "a:1"}});  // where the value is computed again
+  prism::wait_for_nodes(3, 60s);
+  const auto before = prism::cluster::link_counters();
+  Child& holder = children_.front();
+  ASSERT_EQ(kill(holder.pid(), SIGSTOP), 0);
+  EXPECT_EQ(prism::get(prism::task(block_sum).resource("b", 1).remote(made), 60s),
+            block_sum(make_block(kBytes, 77)));
+  const auto after = prism::cluster::link_counters();
+  EXPECT_EQ(after.declared_dead, before.declared_dead + 1);
+  EXPECT_EQ(after.objects_rebuilt, before.objects_rebuilt + 1);
+  holder.kill_now();  // (a stopped process dies of SIGKILL too)
+  ASSERT_TRUE(holder.wait_exit(20s));
+}
+
+INSTANTIATE_TEST_SUITE_P(Faults, DirectPullFaultTest, ::testing::Bool(),
+                         [](const ::testing::TestParamInfo<bool>& p) {
+                           return p.param ? std::string("ConnectedBefore")
+                                          : std::string("NewConnection");
+                         });
+
 // Case 8: a million pending tasks (a hundred thousand under the sanitizers) spread over the
 // driver and two nodes, and one node dies while they run: every result arrives, and is right.
 TEST_F(FaultTest, ManyPendingTasksSurviveANodesDeath) {

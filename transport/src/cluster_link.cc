@@ -4459,6 +4459,9 @@ class Link final : public internal::ClusterLink {
         p.name = "node" + std::to_string(where.holder_index) + " (direct, at " + where.address +
                  ")";
         direct_[where.address] = holder;
+        // (Watched from now: a node that never answers, e.g. stopped, is given up on after the
+        // heartbeat timeout like a silent one, and its pulls go to the driver.)
+        detector_.watch(holder);
       }
     }
     if (holder == 0) {  // (the pull is still the driver's: asked again, to be relayed)
