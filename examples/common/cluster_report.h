@@ -3,9 +3,10 @@
 //   const std::string moved = examples::cluster_traffic();   // before prism::shutdown()
 //   if (!moved.empty()) std::printf("%s\n", moved.c_str());
 //
-// Empty when the job runs on one node. In cluster mode every object a node reads from another
-// node passes through the driver (nodes pull from the driver, which relays), so the driver's
-// pulls and serves are the job's whole traffic between nodes.
+// Empty when the job runs on one node. A node that needs a value another process holds pulls
+// it from there: from the driver, or straight from the node that has it (the driver names it).
+// Each node's line says what it pulled and what it served (its last report: up to about a
+// second old); the first line, the driver's own.
 //
 // Thread-compatible.
 #pragma once
@@ -21,20 +22,19 @@ inline std::string cluster_traffic() {
   if (prism::node_count() <= 1) return "";
   const prism::Stats s = prism::stats();
   char buf[320];
-  std::snprintf(buf, sizeof buf,
-                "cluster: %zu nodes; tasks: %llu done (%llu failed); objects moved between nodes: "
-                "%llu pulled to the driver (%.1f MiB), %llu sent by it (%.1f MiB)",
+  std::snprintf(buf, sizeof buf, "cluster: %zu nodes; tasks: %llu done (%llu failed); objects moved:",
                 s.nodes.size(), static_cast<unsigned long long>(s.tasks.done),
-                static_cast<unsigned long long>(s.tasks.failed),
-                static_cast<unsigned long long>(s.transfers.node_pulls),
-                static_cast<double>(s.transfers.node_pulled_bytes) / (1 << 20),
-                static_cast<unsigned long long>(s.transfers.node_served),
-                static_cast<double>(s.transfers.node_served_bytes) / (1 << 20));
+                static_cast<unsigned long long>(s.tasks.failed));
   std::string out = buf;
+  constexpr double kMiB = 1 << 20;
   for (const prism::NodeStats& n : s.nodes) {
     const auto cpu = n.total.find("CPU");
-    std::snprintf(buf, sizeof buf, "\n  %s: %g CPU", n.node.c_str(),
-                  cpu == n.total.end() ? 0.0 : cpu->second);
+    std::snprintf(buf, sizeof buf,
+                  "\n  %s: %g CPU; pulled %llu (%.1f MiB), served %llu (%.1f MiB)%s",
+                  n.node.c_str(), cpu == n.total.end() ? 0.0 : cpu->second,
+                  static_cast<unsigned long long>(n.pulls), n.pulled_bytes / kMiB,
+                  static_cast<unsigned long long>(n.served), n.served_bytes / kMiB,
+                  n.reported ? "" : " (not reported yet)");
     out += buf;
   }
   return out;

@@ -540,6 +540,49 @@ TEST_F(ClusterTest, GetOfAValueOnAStoppedNodeKeepsItsDeadline) {
   EXPECT_TRUE(prism::get(made, 60s) == make_bytes(1 * kMiB, 5));
 }
 
+// A node that pulled a value directly from another tells the driver it keeps the copy: the
+// transfer is on the driver's timeline (on the driver's clock, though the holder's clock is an
+// hour off), and the copy serves later readers, so the value outlives its maker's death without
+// being computed again.
+TEST_F(ClusterTest, ADirectPullIsOnTheTimelineAndItsCopyOutlivesTheMaker) {
+  struct Env {
+    Env() { setenv("PRISM_TIMELINE", "1", 1); }  // (the nodes inherit it: they record too)
+    ~Env() { unsetenv("PRISM_TIMELINE"); }
+  } env;
+  const auto began = std::chrono::steady_clock::now();
+  start(1, {{{"PRISM_RESOURCES", "a:100"}, {"PRISM_TEST_CLOCK_SKEW_NS", "3600000000000"}},
+            {{"PRISM_RESOURCES", "b:100"}, {"PRISM_TEST_CLOCK_SKEW_NS", "-3600000000000"}}});
+  expect_clean_exit_ = false;
+  const std::string a = prism::get(prism::task(node_here).resource("a", 1).remote(), 60s);
+  const std::string b = prism::get(prism::task(node_here).resource("b", 1).remote(), 60s);
+  auto made = prism::task(make_bytes).resource("a", 1).remote(2 * kMiB, 21u);
+  const uint64_t expected = checksum(make_bytes(2 * kMiB, 21));
+  EXPECT_EQ(prism::get(prism::task(checksum).resource("b", 1).remote(made), 60s), expected);
+  EXPECT_EQ(prism::cluster::object_stats().pulls, 0u) << "relayed through the driver";
+  // (node b's word that it keeps the copy came before its task's answer, on one connection)
+  const double elapsed_us =
+      std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - began).count();
+  const std::string path = job_dir_ + "/timeline.json";
+  prism::timeline(path);
+  std::ifstream in(path);
+  const std::string json((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const size_t at = json.find(" " + a + " -> " + b + "\",\"cat\":\"transfer\"");
+  ASSERT_NE(at, std::string::npos) << json;
+  const std::string event = json.substr(at, json.find('}', at) - at);
+  const size_t ts_at = event.find("\"ts\":");
+  ASSERT_NE(ts_at, std::string::npos) << event;
+  const double ts = std::stod(event.substr(ts_at + 5));
+  EXPECT_GE(ts, 0) << event;
+  EXPECT_LE(ts, elapsed_us + 1000) << event;
+
+  const auto before = prism::cluster::link_counters();
+  children_.front().kill_now();  // the maker (node a: the first started)
+  ASSERT_TRUE(children_.front().wait_exit(20s));
+  EXPECT_EQ(checksum(prism::get(made, 60s)), expected);
+  EXPECT_EQ(prism::cluster::link_counters().objects_rebuilt, before.objects_rebuilt)
+      << "computed again, though node b kept a copy";
+}
+
 TEST_F(ClusterTest, AValueLostWithItsNodeFailsClearly) {
   start(1, {{{"PRISM_RESOURCES", "a:100"}}});
   expect_clean_exit_ = false;

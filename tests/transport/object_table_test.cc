@@ -357,6 +357,40 @@ TEST(ObjectTableTest, AValueFreedWhileOnItsWayIsNotKept) {
   EXPECT_TRUE(t.holds(9));
 }
 
+// A peer sent to pull an object from another node directly is a pending holder: frees reach
+// it (forget names it), but nobody is sent to read from it (where() does not list it) until it
+// is known to hold the copy.
+TEST(ObjectTableTest, APendingHolderIsFreedButNotReadFrom) {
+  ObjectTable t;
+  const uint64_t a = t.new_id();
+  t.locate(a, 100, 3);
+  EXPECT_FALSE(t.add_pending_holder(999, 4)) << "an object that is gone";
+  ASSERT_TRUE(t.add_pending_holder(a, 4));
+  ASSERT_TRUE(t.add_pending_holder(a, 3)) << "already a holder: stays one";
+  std::vector<PeerId> holders;
+  ASSERT_TRUE(t.where(a, &holders, nullptr));
+  EXPECT_EQ(holders, (std::vector<PeerId>{3}));
+  // Losing the pending one orphans nothing; losing the holder does.
+  EXPECT_TRUE(t.lose_peer(4).empty());
+  ASSERT_TRUE(t.add_pending_holder(a, 5));
+  std::vector<PeerId> freed = t.forget(a);
+  std::sort(freed.begin(), freed.end());
+  EXPECT_EQ(freed, (std::vector<PeerId>{3, 5}));
+  // Confirmed (it said it has the copy): a holder like any other, named once. Only a pending
+  // holder can be confirmed.
+  const uint64_t b = t.new_id();
+  t.locate(b, 100, 3);
+  EXPECT_FALSE(t.confirm_holder(b, 6)) << "never sent to pull it";
+  ASSERT_TRUE(t.add_pending_holder(b, 6));
+  ASSERT_TRUE(t.confirm_holder(b, 6));
+  EXPECT_FALSE(t.confirm_holder(b, 6)) << "confirmed twice";
+  ASSERT_TRUE(t.where(b, &holders, nullptr));
+  EXPECT_EQ(holders, (std::vector<PeerId>{3, 6}));
+  freed = t.forget(b);
+  std::sort(freed.begin(), freed.end());
+  EXPECT_EQ(freed, (std::vector<PeerId>{3, 6}));
+}
+
 TEST(ObjectTableTest, TheDirectoryTracksHoldersEntriesAndLostPeers) {
   ObjectTable t;
   const uint64_t a = t.new_id(), b = t.new_id();

@@ -158,7 +158,8 @@ std::vector<Message> samples() {
           ActorCreateMsg{1, 2, "ctor", "T", "n", 1, WireResources{}, "ab", {}},
           ActorCallMsg{3, 2, "T::m", "m", "xyz", 0, {5}}, ActorKillMsg{2, true}, ActorLookupMsg{4, "name", "T"},
           RefReadyMsg{7, CallStatus::kOk, 9, 100, 0, "", "", ""}, RefReleaseMsg{{{7, 2}}},
-          ObjectPullMsg{8, true}, ObjectWhereMsg{8, 1 << 20, 2, "127.0.0.1:40000"}};
+          ObjectPullMsg{8, true}, ObjectWhereMsg{8, 1 << 20, 2, "127.0.0.1:40000"},
+          ObjectHeldMsg{8, 1 << 20, 2, 100, 200}};
 }
 
 // --- Helpers -----------------------------------------------------------------------------------
@@ -314,6 +315,13 @@ TEST(WireTest, ObjectMessagesRoundTrip) {
   EXPECT_EQ(where_out.bytes, where.bytes);
   EXPECT_EQ(where_out.holder_index, where.holder_index);
   EXPECT_EQ(where_out.address, where.address);
+  const ObjectHeldMsg held{5, 64u << 20, 3, -7, INT64_MAX};
+  const ObjectHeldMsg held_out = round_trip(held, MsgType::kObjectHeld);
+  EXPECT_EQ(held_out.object, held.object);
+  EXPECT_EQ(held_out.bytes, held.bytes);
+  EXPECT_EQ(held_out.from_index, held.from_index);
+  EXPECT_EQ(held_out.start_ns, held.start_ns);
+  EXPECT_EQ(held_out.end_ns, held.end_ns);
   ObjectDataMsg d;
   d.object = 3;
   d.ok = true;
@@ -374,16 +382,21 @@ TEST(WireTest, OutputClockAndSpansRoundTrip) {
 }
 
 TEST(WireTest, NodeStatsRoundTrip) {
-  NodeStatsMsg m{3, 4, 1, 2, 0xFFFFFFFFFFFFFFFFull, 7, 8 << 20, 9, 10, 0, 17};
+  NodeStatsMsg m{3, 4, 1, 2, 0xFFFFFFFFFFFFFFFFull, 7, 8 << 20, 9, 10, 0, 17, 5, 6 << 20, 11, 1};
   const NodeStatsMsg back = round_trip(m, MsgType::kNodeStats);
   EXPECT_EQ(back, m);
-  // Exactly 10 counters and the threads: one byte less or more is malformed.
+  // Exactly 10 counters, the threads and 4 transfer counters: one byte less or more is
+  // malformed.
   std::string body;
   for (int i = 0; i < 10; ++i) body += Bytes().u64(1).get();
-  expect_error(frame(MsgType::kNodeStats, body + Bytes().u32(1).get()), DecodeError::kNone);
-  expect_error(frame(MsgType::kNodeStats, body + Bytes().u8(1).get()),
+  body += Bytes().u32(1).get();
+  std::string transfers;
+  for (int i = 0; i < 4; ++i) transfers += Bytes().u64(2).get();
+  expect_error(frame(MsgType::kNodeStats, body + transfers), DecodeError::kNone);
+  expect_error(frame(MsgType::kNodeStats, body), DecodeError::kMalformedBody);
+  expect_error(frame(MsgType::kNodeStats, body + transfers.substr(1)),
                DecodeError::kMalformedBody);
-  expect_error(frame(MsgType::kNodeStats, body + Bytes().u32(1).u8(0).get()),
+  expect_error(frame(MsgType::kNodeStats, body + transfers + Bytes().u8(0).get()),
                DecodeError::kMalformedBody);
 }
 
@@ -763,11 +776,11 @@ TEST(WireTest, OversizedLength) {
 }
 
 TEST(WireTest, UnknownType) {
-  for (int type : {0, 27, 28, 128, 255}) {
+  for (int type : {0, 28, 29, 128, 255}) {
     expect_error(header(static_cast<uint8_t>(type), 0), DecodeError::kUnknownType);
   }
   // split_frames stops there too.
-  EXPECT_EQ(split_frames(header(27, 0), [](std::string_view) {}), DecodeError::kUnknownType);
+  EXPECT_EQ(split_frames(header(28, 0), [](std::string_view) {}), DecodeError::kUnknownType);
 }
 
 // A Call body up to (not including) its request's custom-resource count.

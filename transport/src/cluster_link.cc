@@ -230,6 +230,9 @@ struct Peer {
   bool outgoing = false;
   bool sent_auth = false;
   std::vector<uint64_t> queued;
+  // Node, an outgoing direct peer: when it was made (its handshake must end within the
+  // heartbeat timeout, however much the other side says meanwhile).
+  std::chrono::steady_clock::time_point connected{};
 };
 
 // Driver: a kSpansQuery waiting for `peer`'s kSpansReply. The reply (or `lost`) is written
@@ -865,6 +868,10 @@ class Link final : public internal::ClusterLink {
         n.secondary_bytes = r.secondary_bytes;
         n.spilled_bytes = r.spilled_bytes;
         n.threads = static_cast<int>(std::min<uint32_t>(r.threads, INT32_MAX));
+        n.pulls = r.pulls;
+        n.pulled_bytes = r.pulled_bytes;
+        n.served = r.served;
+        n.served_bytes = r.served_bytes;
       }
       stats->nodes.push_back(std::move(n));
     }
@@ -1873,7 +1880,7 @@ class Link final : public internal::ClusterLink {
     // answer) would be waited for forever. Its connection is dropped instead, as if it had died:
     // its tasks run again elsewhere. (From anyone else it is only dropped and counted.)
     // (A direct connection between nodes is dropped too: its pulls go through the driver.)
-    if (broken && is_direct(peer)) {
+    if (broken && (is_direct(peer) || is_outgoing(peer))) {
       close_direct(peer, "it sent a message that cannot be decoded");
     } else if (broken && is_ready(peer) && is_counterpart(peer)) {
       drop_peer(peer, std::string("it sent a message that cannot be decoded (") +
@@ -1904,6 +1911,13 @@ class Link final : public internal::ClusterLink {
     MutexLock lock(mu_);
     auto it = peers_.find(peer);
     return it != peers_.end() && it->second.state == Peer::State::kReady;
+  }
+
+  // Node: a direct connection this node made to another (to pull from it), in any state.
+  bool is_outgoing(PeerId peer) {
+    MutexLock lock(mu_);
+    auto it = peers_.find(peer);
+    return it != peers_.end() && it->second.outgoing;
   }
 
   // Node: a direct connection with another node that proved the token (pulls only).
@@ -1989,6 +2003,8 @@ class Link final : public internal::ClusterLink {
       }
     } else if (auto* where = std::get_if<ObjectWhereMsg>(&msg)) {
       if (config_.role == ClusterRole::kNode && peer == driver_id()) return on_object_where(*where);
+    } else if (auto* held = std::get_if<ObjectHeldMsg>(&msg)) {
+      if (config_.role == ClusterRole::kDriver && is_node(peer)) return on_object_held(peer, *held);
     } else if (auto* free = std::get_if<ObjectFreeMsg>(&msg)) {
       if (config_.role == ClusterRole::kNode && peer == driver_id()) {
         for (uint64_t id : free->objects) objects_.drop(id);
@@ -2027,20 +2043,23 @@ class Link final : public internal::ClusterLink {
       if (config_.role == ClusterRole::kNode && is_direct(peer)) return;
     }
     if (std::holds_alternative<ShutdownMsg>(msg)) return on_shutdown(peer);
-    if (std::holds_alternative<StatusQueryMsg>(msg)) return on_status_query(peer);
+    if (std::holds_alternative<StatusQueryMsg>(msg) && config_.role == ClusterRole::kDriver) {
+      return on_status_query(peer);
+    }
     unauthenticated_.fetch_add(1, std::memory_order_relaxed);  // nothing a peer should send us
   }
 
   // Node: the driver's challenge. Answer it with ours.
   void on_hello(PeerId peer, const HelloMsg& hello) {
     AuthMsg auth;
+    bool out_of_order = false;  // a second hello on a direct connection of ours
     {
       MutexLock lock(mu_);
       auto it = peers_.find(peer);
       if (it != peers_.end() && it->second.outgoing) {
         if (it->second.sent_auth) {
           unauthenticated_.fetch_add(1, std::memory_order_relaxed);
-          return;
+          out_of_order = true;
         }
         it->second.sent_auth = true;
       } else if (config_.role != ClusterRole::kNode || peer != driver_ || sent_auth_) {
@@ -2050,6 +2069,7 @@ class Link final : public internal::ClusterLink {
         sent_auth_ = true;
       }
     }
+    if (out_of_order) return close_direct(peer, "it broke the handshake (a second hello)");
     if (peer != driver_id()) return answer_peer_hello(peer, hello);
     compute_mac(token_, kJoinLabel, hello.challenge, auth.mac);
     try {
@@ -2150,14 +2170,15 @@ class Link final : public internal::ClusterLink {
   // Node: the driver proved the token too; we are in.
   void on_welcome(PeerId peer, const WelcomeMsg& welcome) {
     uint8_t challenge[kChallengeBytes];
+    bool out_of_order = false;  // a welcome before our answer, or a second one
+    std::string address;        // (an outgoing direct peer's: its proof names it)
     {
       MutexLock lock(mu_);
       if (auto it = peers_.find(peer); it != peers_.end() && it->second.outgoing) {
-        if (!it->second.sent_auth || it->second.state != Peer::State::kAwaitingAuth) {
-          unauthenticated_.fetch_add(1, std::memory_order_relaxed);
-          return;
-        }
+        out_of_order =
+            !it->second.sent_auth || it->second.state != Peer::State::kAwaitingAuth;
         std::memcpy(challenge, it->second.challenge, kChallengeBytes);
+        address = it->second.address;
       } else if (config_.role != ClusterRole::kNode || peer != driver_ || joined_) {
         unauthenticated_.fetch_add(1, std::memory_order_relaxed);
         return;
@@ -2165,7 +2186,11 @@ class Link final : public internal::ClusterLink {
         std::memcpy(challenge, peers_[peer].challenge, kChallengeBytes);
       }
     }
-    if (peer != driver_id()) return on_peer_welcome(peer, welcome, challenge);
+    if (out_of_order) {
+      unauthenticated_.fetch_add(1, std::memory_order_relaxed);
+      return close_direct(peer, "it broke the handshake (a welcome out of turn)");
+    }
+    if (peer != driver_id()) return on_peer_welcome(peer, welcome, challenge, address);
     if (!verify_mac(token_, kWelcomeLabel, challenge, welcome.mac)) {
       refused_joins_.fetch_add(1, std::memory_order_relaxed);
       fail_join("cluster: the peer at " + driver_address_ +
@@ -2363,6 +2388,10 @@ class Link final : public internal::ClusterLink {
       m.secondary_bytes = own.secondary_bytes;
       m.spilled_bytes = own.spilled_bytes;
       m.threads = static_cast<uint32_t>(std::max(0, own.threads));
+      m.pulls = own.pulls;
+      m.pulled_bytes = own.pulled_bytes;
+      m.served = own.served;
+      m.served_bytes = own.served_bytes;
       if (!sent || !(m == last)) {
         send(driver_id(), m);
         last = m;
@@ -3345,13 +3374,22 @@ class Link final : public internal::ClusterLink {
         }
         // (Time the network thread spent away from reading messages is not the peers' silence.)
         silent = detector_.check(comm_->take_longest_pass());
+        // Node: direct connections of ours whose handshake did not end in time.
+        const auto now = std::chrono::steady_clock::now();
+        for (const auto& [id, p] : peers_) {
+          if (p.outgoing && p.state == Peer::State::kAwaitingAuth &&
+              now - p.connected > detector_.timeout()) {
+            silent.push_back(id);
+          }
+        }
         epoch = epoch_;
       }
       for (PeerId id : to) send(id, HeartbeatMsg{epoch});
       for (PeerId id : silent) {
         if (config_.role == ClusterRole::kNode && id != driver_id()) {
           // (a direct connection: only its pulls move, to the driver; the driver judges nodes)
-          close_direct(id, "its direct connection was silent for more than the heartbeat timeout");
+          close_direct(id, "its direct connection was silent, or its handshake unfinished, for "
+                           "more than the heartbeat timeout");
         } else {
           declare_dead(id);
         }
@@ -3939,7 +3977,6 @@ class Link final : public internal::ClusterLink {
   // sent on or arrived now. The newest kTransfersKept are kept.
   void log_transfer(uint64_t id, uint64_t bytes, PeerId from, PeerId to,
                     internal::Timeline::Clock::time_point start) {
-    static constexpr size_t kTransfersKept = 10000;
     internal::Timeline::Transfer t;
     t.object = id;
     t.bytes = bytes;
@@ -3950,6 +3987,12 @@ class Link final : public internal::ClusterLink {
       t.from = peer_name_locked(from);
       t.to = peer_name_locked(to);
     }
+    keep_transfer(std::move(t));
+  }
+
+  // Driver: `t` joins the newest transfers (the timeline's).
+  void keep_transfer(internal::Timeline::Transfer t) {
+    static constexpr size_t kTransfersKept = 10000;
     MutexLock lock(transfers_mu_);
     if (transfers_.size() == kTransfersKept) transfers_.pop_front();
     transfers_.push_back(std::move(t));
@@ -4344,10 +4387,11 @@ class Link final : public internal::ClusterLink {
 
   // Driver: tells `peer` to pull `id` from `holder` (a node) directly. False when it cannot
   // (PRISM_DIRECT_PULLS=0 here, `holder` does not listen for direct pulls, or `id` went
-  // meanwhile): then the bytes are relayed. `peer` is recorded as a holder now, so that a free
-  // reaches its copy (one that arrives before the bytes: ObjectTable::drop).
+  // meanwhile): then the bytes are relayed. `peer` is recorded as a pending holder now, so that
+  // a free reaches its copy (even one sent before the bytes arrive: ObjectTable::drop), but no
+  // reader is sent to it before it says it has them (ObjectHeldMsg: on_object_held).
   bool redirect_pull(PeerId peer, uint64_t id, PeerId holder) {
-    if (!direct_pulls_) return false;
+    if (!redirects_enabled_) return false;
     ObjectWhereMsg where;
     where.object = id;
     {
@@ -4360,7 +4404,9 @@ class Link final : public internal::ClusterLink {
       where.address = it->second.address;
       where.holder_index = static_cast<uint32_t>(it->second.index);
     }
-    if (!objects_.where(id, nullptr, &where.bytes) || !objects_.add_holder(id, peer)) return false;
+    if (!objects_.where(id, nullptr, &where.bytes) || !objects_.add_pending_holder(id, peer)) {
+      return false;
+    }
     redirected_.fetch_add(1, std::memory_order_relaxed);
     send(peer, Message(std::move(where)));
     return true;
@@ -4394,6 +4440,9 @@ class Link final : public internal::ClusterLink {
     try {
       if (where.empty()) where = local_address_toward(driver_address_) + ":0";
       std::string bound = comm_->listen(where);
+      if (bound.rfind("0.0.0.0:", 0) == 0) {  // (all interfaces: named by the one toward the driver)
+        bound = local_address_toward(driver_address_) + bound.substr(bound.find(':'));
+      }
       // (Tests: an address where nobody listens, to drive the fall back to the driver.)
       if (const char* told = std::getenv("PRISM_TEST_PEER_ADDRESS_TOLD")) bound = told;
       return bound;
@@ -4437,10 +4486,7 @@ class Link final : public internal::ClusterLink {
     bool ready = false;
     {
       MutexLock lock(mu_);
-      if (auto d = direct_.find(where.address); d != direct_.end()) {
-        holder = d->second;
-        ready = peers_.at(holder).state == Peer::State::kReady;
-      }
+      if (auto d = direct_.find(where.address); d != direct_.end()) holder = d->second;
     }
     if (holder == 0 && !where.address.empty() && where.address != peer_address_) {
       try {
@@ -4459,9 +4505,7 @@ class Link final : public internal::ClusterLink {
         p.name = "node" + std::to_string(where.holder_index) + " (direct, at " + where.address +
                  ")";
         direct_[where.address] = holder;
-        // (Watched from now: a node that never answers, e.g. stopped, is given up on after the
-        // heartbeat timeout like a silent one, and its pulls go to the driver.)
-        detector_.watch(holder);
+        p.connected = std::chrono::steady_clock::now();  // (handshake deadline: watch_peers)
       }
     }
     if (holder == 0) {  // (the pull is still the driver's: asked again, to be relayed)
@@ -4470,9 +4514,14 @@ class Link final : public internal::ClusterLink {
       return;
     }
     if (!objects_.redirect(where.object, driver, holder, where.bytes)) return;  // not waited for
-    if (!ready) {
+    {
+      // (Looked up again after the redirect: forget_direct erases a peer before it moves its
+      // pulls, so a peer still here now will move this pull too if it goes.)
       MutexLock lock(mu_);
       auto it = peers_.find(holder);
+      if (it != peers_.end()) {
+        direct_pulls_[where.object] = DirectPull{where.holder_index, steady_ns()};
+      }
       if (it != peers_.end() && it->second.state == Peer::State::kAwaitingAuth) {
         it->second.queued.push_back(where.object);  // (sent on its welcome)
         return;
@@ -4488,7 +4537,12 @@ class Link final : public internal::ClusterLink {
 
   // Node: the direct pull of `id` from `holder` failed (`why`): the driver is asked instead.
   void refetch_through_driver(uint64_t id, PeerId holder, const std::string& why) {
-    const PeerId driver = driver_id();
+    PeerId driver = 0;
+    {
+      MutexLock lock(mu_);
+      driver = driver_;
+      direct_pulls_.erase(id);
+    }
     if (!objects_.redirect(id, holder, driver)) return;  // (moved already, or not waited for)
     direct_fallbacks_.fetch_add(1, std::memory_order_relaxed);
     PRISM_LOG(kDebug) << "cluster: a direct pull of object " << id << " failed (" << why
@@ -4518,6 +4572,10 @@ class Link final : public internal::ClusterLink {
     }
     std::vector<uint64_t> moved = objects_.redirect_all(peer, driver);
     if (moved.empty()) return true;
+    {
+      MutexLock lock(mu_);
+      for (uint64_t id : moved) direct_pulls_.erase(id);
+    }
     direct_fallbacks_.fetch_add(moved.size(), std::memory_order_relaxed);
     PRISM_LOG(kDebug) << "cluster: a direct connection ended (" << why << "); " << moved.size()
                       << " pull(s) on it go to the driver";
@@ -4526,16 +4584,72 @@ class Link final : public internal::ClusterLink {
     return true;
   }
 
+  // Node: a pull that came from `id`'s holder directly completed (`bytes`): if this node kept the
+  // copy, the driver learns it (ObjectHeldMsg: it may send readers here, and it shows the
+  // transfer on its timeline).
+  void held_directly(uint64_t id, uint64_t bytes) {
+    DirectPull d;
+    PeerId driver = 0;
+    {
+      MutexLock lock(mu_);
+      auto it = direct_pulls_.find(id);
+      if (it == direct_pulls_.end()) return;  // (a pull from the driver)
+      d = it->second;
+      direct_pulls_.erase(it);
+      driver = driver_;
+    }
+    if (!objects_.holds(id)) return;  // (freed on its way)
+    const int64_t skew = test_clock_skew_ns();  // (as the node's clock is told: ClockPong)
+    send(driver, Message(ObjectHeldMsg{id, bytes, d.from_index, d.start_ns + skew,
+                                       steady_ns() + skew}));
+  }
+
+  // Driver: a node we sent to pull `held.object` directly has it.
+  void on_object_held(PeerId peer, const ObjectHeldMsg& held) {
+    if (!objects_.confirm_holder(held.object, peer)) return;  // (freed meanwhile, or not sent)
+    internal::Timeline::Transfer t;
+    t.object = held.object;
+    t.bytes = held.bytes;
+    t.from = "node" + std::to_string(held.from_index);
+    int64_t offset = 0;
+    bool clock_known = false;
+    {
+      MutexLock lock(mu_);
+      t.to = peer_name_locked(peer);
+      if (auto it = peers_.find(peer); it != peers_.end() && it->second.clock.samples() > 0) {
+        offset = it->second.clock.offset_ns();
+        clock_known = true;
+      }
+    }
+    // On this process's clock (without an estimate of the node's clock yet: ending now; never
+    // later than now).
+    const int64_t now = steady_ns();
+    const int64_t took = held.end_ns >= held.start_ns ? held.end_ns - held.start_ns : 0;
+    int64_t end_ns = now;
+    if (!clock_known || __builtin_sub_overflow(held.end_ns, offset, &end_ns) || end_ns > now) {
+      end_ns = now;
+    }
+    t.end = internal::Timeline::Clock::time_point(std::chrono::nanoseconds(end_ns));
+    t.start = t.end - std::chrono::nanoseconds(took);
+    keep_transfer(std::move(t));
+  }
+
   // Node: closes a direct connection (its pulls go to the driver: forget_direct).
   void close_direct(PeerId peer, const std::string& why) {
     forget_direct(peer, why);
     comm_->close(peer);
   }
 
+  // The label of a direct connection's proofs: they name the address the accepting node
+  // listens on, so that a proof made for one node cannot be passed on to another (a process
+  // in between, or one that took over a dead node's address, relaying challenges).
+  static std::string peer_label(std::string_view label, const std::string& address) {
+    return std::string(label) + "@" + address;
+  }
+
   // Node: our answer to the hello of a node we connected to, to pull from it.
   void answer_peer_hello(PeerId peer, const HelloMsg& hello) {
     AuthMsg auth;
-    compute_mac(token_, kPeerLabel, hello.challenge, auth.mac);
     try {
       new_challenge(auth.challenge);
     } catch (const std::exception& e) {
@@ -4546,6 +4660,7 @@ class Link final : public internal::ClusterLink {
       auto it = peers_.find(peer);
       if (it == peers_.end()) return;
       std::memcpy(it->second.challenge, auth.challenge, kChallengeBytes);
+      compute_mac(token_, peer_label(kPeerLabel, it->second.address), hello.challenge, auth.mac);
     }
     auth.role = PeerRole::kPeer;
     auth.hostname = hostname();
@@ -4567,7 +4682,8 @@ class Link final : public internal::ClusterLink {
       std::memcpy(challenge, it->second.challenge, kChallengeBytes);
     }
     const std::string who = auth.hostname + " pid " + std::to_string(auth.pid);
-    if (auth.role != PeerRole::kPeer || !verify_mac(token_, kPeerLabel, challenge, auth.mac)) {
+    if (auth.role != PeerRole::kPeer ||
+        !verify_mac(token_, peer_label(kPeerLabel, peer_address_), challenge, auth.mac)) {
       refused_joins_.fetch_add(1, std::memory_order_relaxed);
       PRISM_LOG(kWarning) << "cluster: refused a direct connection from " << who
                           << ": it is not a node of this job";
@@ -4580,7 +4696,7 @@ class Link final : public internal::ClusterLink {
       return;
     }
     WelcomeMsg welcome;
-    compute_mac(token_, kPeerWelcomeLabel, auth.challenge, welcome.mac);
+    compute_mac(token_, peer_label(kPeerWelcomeLabel, peer_address_), auth.challenge, welcome.mac);
     {
       MutexLock lock(mu_);
       auto it = peers_.find(peer);
@@ -4599,8 +4715,8 @@ class Link final : public internal::ClusterLink {
 
   // Node: the node we connected to proved the token too: the pulls waiting for it go.
   void on_peer_welcome(PeerId peer, const WelcomeMsg& welcome,
-                       const uint8_t challenge[kChallengeBytes]) {
-    if (!verify_mac(token_, kPeerWelcomeLabel, challenge, welcome.mac)) {
+                       const uint8_t challenge[kChallengeBytes], const std::string& address) {
+    if (!verify_mac(token_, peer_label(kPeerWelcomeLabel, address), challenge, welcome.mac)) {
       refused_joins_.fetch_add(1, std::memory_order_relaxed);
       return close_direct(peer, "the node it reached does not know the job's token");
     }
@@ -4670,6 +4786,9 @@ class Link final : public internal::ClusterLink {
     const bool keep = config_.role == ClusterRole::kNode;
     auto waiters = objects_.finish(data.object, peer, blob, keep);
     if (waiters.empty()) unknown_results_.fetch_add(1, std::memory_order_relaxed);
+    if (blob && !waiters.empty() && config_.role == ClusterRole::kNode) {
+      held_directly(data.object, blob->size());
+    }
     const std::string why = !part_error.empty() ? part_error : data.ok ? std::string() : data.error;
     for (auto& w : waiters) w(blob, why);
   }
@@ -4699,7 +4818,7 @@ class Link final : public internal::ClusterLink {
   std::string peer_address_;    // node: where it listens for direct pulls ("" if it does not)
   // Driver: whether pulls may be redirected to the node holding the value (PRISM_DIRECT_PULLS,
   // default 1).
-  const bool direct_pulls_ = [] {
+  const bool redirects_enabled_ = [] {
     const char* v = std::getenv("PRISM_DIRECT_PULLS");
     return v == nullptr || std::string(v) != "0";
   }();
@@ -4715,6 +4834,12 @@ class Link final : public internal::ClusterLink {
   std::unordered_map<ActorId, uint64_t> exported_ PRISM_GUARDED_BY(mu_);
   std::map<uint64_t, Relay> relays_ PRISM_GUARDED_BY(mu_);  // driver: node calls relayed
   std::map<std::string, PeerId> direct_ PRISM_GUARDED_BY(mu_);  // node: outgoing, by address
+  // Node: the direct pulls in flight, by object: the node asked, and when (steady_ns()).
+  struct DirectPull {
+    uint32_t from_index = 0;
+    int64_t start_ns = 0;
+  };
+  std::unordered_map<uint64_t, DirectPull> direct_pulls_ PRISM_GUARDED_BY(mu_);
   uint32_t self_index_ PRISM_GUARDED_BY(mu_) = 0;                // node: its index (welcome)
   // Driver: the actors nodes had created, by (node, the node's number): the driver's number.
   std::map<std::pair<PeerId, uint64_t>, uint64_t> node_actors_ PRISM_GUARDED_BY(mu_);

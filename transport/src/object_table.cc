@@ -450,6 +450,7 @@ void ObjectTable::locate(uint64_t id, uint64_t bytes, PeerId holder) {
   Location& l = locations_[id];
   l.bytes = bytes;
   l.holders.insert(holder);
+  l.pending.erase(holder);
 }
 
 bool ObjectTable::add_holder(uint64_t id, PeerId holder) {
@@ -457,6 +458,23 @@ bool ObjectTable::add_holder(uint64_t id, PeerId holder) {
   auto it = locations_.find(id);
   if (it == locations_.end()) return false;
   it->second.holders.insert(holder);
+  it->second.pending.erase(holder);
+  return true;
+}
+
+bool ObjectTable::confirm_holder(uint64_t id, PeerId peer) {
+  MutexLock lock(mu_);
+  auto it = locations_.find(id);
+  if (it == locations_.end() || it->second.pending.erase(peer) == 0) return false;
+  it->second.holders.insert(peer);
+  return true;
+}
+
+bool ObjectTable::add_pending_holder(uint64_t id, PeerId peer) {
+  MutexLock lock(mu_);
+  auto it = locations_.find(id);
+  if (it == locations_.end()) return false;
+  if (it->second.holders.count(peer) == 0) it->second.pending.insert(peer);
   return true;
 }
 
@@ -496,6 +514,7 @@ std::vector<PeerId> ObjectTable::forget(uint64_t id) {
     for (PeerId p : it->second.holders) {
       if (p != kHere) others.push_back(p);
     }
+    for (PeerId p : it->second.pending) others.push_back(p);
     if (!(it->second.entry == ObjectId{})) by_entry_.erase(it->second.entry);
     locations_.erase(it);
   }
@@ -510,6 +529,7 @@ std::vector<uint64_t> ObjectTable::lose_peer(PeerId peer) {
   std::vector<uint64_t> orphans;
   MutexLock lock(mu_);
   for (auto& [id, l] : locations_) {
+    l.pending.erase(peer);
     if (l.holders.erase(peer) > 0 && l.holders.empty()) orphans.push_back(id);
   }
   return orphans;

@@ -16,7 +16,9 @@
 //   - held_ has at most one copy per number; stats_ counts exactly what held_ holds;
 //   - a pull's `parts`, once made, has the value's size, and `received` bytes of it are in
 //     (parts arrive in order);
-//   - locations_[n].holders lists the peers told to keep n (the driver's view). A node drops a
+//   - locations_[n].holders lists the peers told to keep n (the driver's view); .pending, the
+//     peers sent to pull n from another node (they keep what they pull, unless freed first),
+//     which are not read from until they are holders. A node drops a
 //     primary copy only when told, or at the job's end; a secondary copy also when it makes
 //     room (below), without a word: the driver finds out when it asks for it (remove_holder).
 //   - spilling (set_spill): memory_bytes_ counts the held copies in memory; a copy is either in
@@ -150,6 +152,13 @@ class ObjectTable {
   void locate(uint64_t id, uint64_t bytes, PeerId holder);
   // Records that `holder` has a copy of `id` too; false (nothing recorded) if `id` is gone.
   bool add_holder(uint64_t id, PeerId holder);
+  // Records that `peer` was told to pull `id` from another node directly: it may keep a copy,
+  // so forget() names it, but it is no holder to read from (where() does not list it) until
+  // add_holder(). False (nothing recorded) if `id` is gone.
+  bool add_pending_holder(uint64_t id, PeerId peer);
+  // A pending holder said it has the copy now: a holder. False (nothing changed) if `peer` is
+  // not pending for `id` (or `id` is gone).
+  bool confirm_holder(uint64_t id, PeerId peer);
   // `holder` said it has no copy of `id` (it evicted it): it is no holder any more.
   void remove_holder(uint64_t id, PeerId holder);
   // The holders of `id` and its size (either may be null); false if there is no such record.
@@ -157,8 +166,8 @@ class ObjectTable {
   // The number of the local entry `entry`, if it has one (0: none).
   uint64_t id_of(const ObjectId& entry) const;
   void bind(const ObjectId& entry, uint64_t id);
-  // The last ref of `id` dropped: forgets it and frees the copy here. Returns the other holders
-  // (to be told to free theirs).
+  // The last ref of `id` dropped: forgets it and frees the copy here. Returns the other holders,
+  // pending ones included (to be told to free theirs).
   std::vector<PeerId> forget(uint64_t id);
   // `peer` is gone: it holds nothing any more. Returns the numbers it was the only holder of.
   std::vector<uint64_t> lose_peer(PeerId peer);
@@ -186,6 +195,7 @@ class ObjectTable {
   struct Location {
     uint64_t bytes = 0;
     std::set<PeerId> holders;
+    std::set<PeerId> pending;  // add_pending_holder: never also in holders
     ObjectId entry{};  // the local entry it belongs to (bind), or zero
   };
 

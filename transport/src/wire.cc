@@ -35,7 +35,7 @@ static_assert(kReservedAt + 4 == kHeaderBytes);
 
 bool known_type(uint8_t type) noexcept {
   return type >= static_cast<uint8_t>(MsgType::kHello) &&
-         type <= static_cast<uint8_t>(MsgType::kObjectWhere);
+         type <= static_cast<uint8_t>(MsgType::kObjectHeld);
 }
 
 // The wire type of each message struct.
@@ -65,6 +65,7 @@ MsgType type_of(const HeartbeatMsg&) { return MsgType::kHeartbeat; }
 MsgType type_of(const RefReadyMsg&) { return MsgType::kRefReady; }
 MsgType type_of(const RefReleaseMsg&) { return MsgType::kRefRelease; }
 MsgType type_of(const ObjectWhereMsg&) { return MsgType::kObjectWhere; }
+MsgType type_of(const ObjectHeldMsg&) { return MsgType::kObjectHeld; }
 
 const char* type_name(MsgType type) {
   switch (type) {
@@ -94,6 +95,7 @@ const char* type_name(MsgType type) {
     case MsgType::kRefReady: return "RefReady";
     case MsgType::kRefRelease: return "RefRelease";
     case MsgType::kObjectWhere: return "ObjectWhere";
+    case MsgType::kObjectHeld: return "ObjectHeld";
   }
   return "?";
 }
@@ -242,6 +244,14 @@ void write_body(Writer* w, const ObjectWhereMsg& m) {
   w->str(m.address);
 }
 
+void write_body(Writer* w, const ObjectHeldMsg& m) {
+  w->u64(m.object);
+  w->u64(m.bytes);
+  w->u32(m.from_index);
+  w->u64(static_cast<uint64_t>(m.start_ns));
+  w->u64(static_cast<uint64_t>(m.end_ns));
+}
+
 void write_body(Writer* w, const ObjectDataMsg& m) {
   w->u64(m.object);
   w->u8(m.ok ? 1 : 0);
@@ -298,6 +308,7 @@ void write_body(Writer* w, const NodeStatsMsg& m) {
     w->u64(v);
   }
   w->u32(m.threads);
+  for (uint64_t v : {m.pulls, m.pulled_bytes, m.served, m.served_bytes}) w->u64(v);
 }
 void write_body(Writer* w, const StatusReplyMsg& m) { w->str(m.text); }
 
@@ -560,6 +571,17 @@ bool read_body(Reader* r, ObjectWhereMsg* m) {
          r->str(&m->address);
 }
 
+bool read_body(Reader* r, ObjectHeldMsg* m) {
+  uint64_t start = 0, end = 0;
+  if (!r->u64(&m->object) || !r->u64(&m->bytes) || !r->u32(&m->from_index) || !r->u64(&start) ||
+      !r->u64(&end)) {
+    return false;
+  }
+  m->start_ns = static_cast<int64_t>(start);
+  m->end_ns = static_cast<int64_t>(end);
+  return true;
+}
+
 // The part lies within the value; a failure carries no bytes and no place.
 bool object_part_valid(bool ok, uint64_t offset, uint64_t total, size_t bytes) {
   if (!ok) return offset == 0 && total == 0 && bytes == 0;
@@ -649,7 +671,11 @@ bool read_body(Reader* r, NodeStatsMsg* m) {
                       &m->spilled_bytes}) {
     if (!r->u64(v)) return false;
   }
-  return r->u32(&m->threads);
+  if (!r->u32(&m->threads)) return false;
+  for (uint64_t* v : {&m->pulls, &m->pulled_bytes, &m->served, &m->served_bytes}) {
+    if (!r->u64(v)) return false;
+  }
+  return true;
 }
 bool read_body(Reader* r, StatusReplyMsg* m) { return r->str(&m->text); }
 
@@ -735,6 +761,7 @@ std::optional<Message> read_message(MsgType type, std::string_view body) {
     case MsgType::kRefReady: return read_whole_body<RefReadyMsg>(body);
     case MsgType::kRefRelease: return read_whole_body<RefReleaseMsg>(body);
     case MsgType::kObjectWhere: return read_whole_body<ObjectWhereMsg>(body);
+    case MsgType::kObjectHeld: return read_whole_body<ObjectHeldMsg>(body);
   }
   return std::nullopt;  // unreachable: check_header refused unknown types
 }

@@ -66,6 +66,7 @@ enum class MsgType : uint8_t {
   kRefReady = 24,     // lender -> borrower: a lent object is done (where to pull it, or its error)
   kRefRelease = 25,   // borrower -> lender: its last ref of lent objects dropped
   kObjectWhere = 26,  // driver -> node: pull this object from that node directly (a redirect)
+  kObjectHeld = 27,   // node -> driver: a direct pull landed; this node keeps a copy
 };
 
 // A resource amount in core's units (CPU/GPU in 1/10000, memory in bytes).
@@ -201,6 +202,18 @@ struct ObjectWhereMsg {
   std::string address;
 };
 
+// node -> driver, after a direct pull (kObjectWhere) brought `object` (`bytes` long) from node
+// `from_index`, asked at `start_ns` and complete at `end_ns` (the node's steady clock): it keeps
+// the copy (the driver may send readers to it now) and the transfer joins the driver's
+// timeline.
+struct ObjectHeldMsg {
+  uint64_t object = 0;
+  uint64_t bytes = 0;
+  uint32_t from_index = 0;
+  int64_t start_ns = 0;
+  int64_t end_ns = 0;
+};
+
 // An object's serialized value, whole or one part of it: a value larger than one frame travels
 // in parts, in order, each at its `offset` of the `total` bytes (ok: offset + bytes <= total,
 // and a part is empty only when the value is; !ok: no bytes, offset and total 0).
@@ -266,6 +279,12 @@ struct NodeStatsMsg {
   uint64_t secondary_bytes = 0;
   uint64_t spilled_bytes = 0;
   uint32_t threads = 0;
+  // Transfers since it started: objects it pulled from others (the driver or other nodes) and
+  // their bytes, and the pulls it answered with bytes.
+  uint64_t pulls = 0;
+  uint64_t pulled_bytes = 0;
+  uint64_t served = 0;
+  uint64_t served_bytes = 0;
   bool operator==(const NodeStatsMsg&) const = default;
 };
 
@@ -306,7 +325,7 @@ using Message = std::variant<HelloMsg, AuthMsg, WelcomeMsg, RefusedMsg, CallMsg,
                              ActorCallMsg, ActorKillMsg, ActorLookupMsg, ObjectPullMsg,
                              ObjectDataMsg, ObjectFreeMsg, OutputMsg, ClockPingMsg, ClockPongMsg,
                              SpansQueryMsg, SpansReplyMsg, NodeStatsMsg, HeartbeatMsg,
-                             RefReadyMsg, RefReleaseMsg, ObjectWhereMsg>;
+                             RefReadyMsg, RefReleaseMsg, ObjectWhereMsg, ObjectHeldMsg>;
 
 // Appends one whole frame (header + body) for `msg` to `out`.
 void encode(const Message& msg, std::string* out);

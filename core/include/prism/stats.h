@@ -66,6 +66,12 @@ struct NodeStats {
   uint64_t secondary_bytes = 0; // copies it pulled from other nodes
   uint64_t spilled_bytes = 0;   // of the values it keeps for other nodes, in files now
   int threads = 0;              // its scheduler threads
+  // Cluster: what it moved since it started. Objects it pulled from other processes (the driver,
+  // or another node directly) and their bytes; pulls it answered with bytes, and those bytes.
+  uint64_t pulls = 0;
+  uint64_t pulled_bytes = 0;
+  uint64_t served = 0;
+  uint64_t served_bytes = 0;
 };
 
 struct ObjectStats {

@@ -837,6 +837,10 @@ Stats RuntimeCore::stats() const {
   own.secondary_bytes = s.objects.secondary_bytes;
   own.spilled_bytes = s.objects.spilled_bytes;
   own.threads = s.threads;
+  own.pulls = s.transfers.node_pulls;
+  own.pulled_bytes = s.transfers.node_pulled_bytes;
+  own.served = s.transfers.node_served;
+  own.served_bytes = s.transfers.node_served_bytes;
   return s;
 }
 
