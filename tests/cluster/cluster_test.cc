@@ -933,6 +933,73 @@ TEST_F(ClusterTest, TheTimelineHasEveryNodesRuns) {
             std::string::npos);
 }
 
+// A node listens for other nodes' direct pulls (its address is in `prism status`). A process
+// that does not know the job's token is refused there, and gets nothing it asks for; the node
+// and the job go on.
+TEST_F(ClusterTest, ANodesDirectListenerRefusesWhoeverLacksTheToken) {
+  start(1, {{{"PRISM_RESOURCES", "a:1"}}});
+  // A value kept on the node: what an intruder would want.
+  auto kept = prism::task(scale).resource("a", 1).remote(std::vector<double>(200000, 1.5), 2.0);
+  ASSERT_EQ(prism::wait(std::vector{kept}, 1, 60s).first.size(), 1u);
+  int status = -1;
+  const std::string out = run_output(std::string(PRISM_CLI_PATH) + " status --job-dir " +
+                                         job_dir_ + " --timeout 20",
+                                     &status);
+  ASSERT_EQ(status, 0) << out;
+  const size_t at = out.find("direct pulls: at ");
+  ASSERT_NE(at, std::string::npos) << out;
+  const std::string address = out.substr(at + 17, out.find('\n', at) - at - 17);
+
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<prism::cluster::Message> got;
+  bool closed = false;
+  prism::cluster::UcxComm::Callbacks cb;
+  cb.on_message = [&](prism::cluster::PeerId, std::string_view data) {
+    std::lock_guard<std::mutex> lock(mu);
+    prism::cluster::split_frames(data, [&](std::string_view frame) {
+      if (auto m = prism::cluster::decode(frame, nullptr)) got.push_back(std::move(*m));
+    });
+    cv.notify_all();
+  };
+  cb.on_accept = [](prism::cluster::PeerId) {};
+  cb.on_peer_error = [&](prism::cluster::PeerId, const std::string&) {
+    std::lock_guard<std::mutex> lock(mu);
+    closed = true;
+    cv.notify_all();
+  };
+  prism::cluster::UcxComm intruder(cb);
+  const auto peer = intruder.connect(address);
+  auto wait_until = [&](auto done) {
+    std::unique_lock<std::mutex> lock(mu);
+    return cv.wait_for(lock, 20s, done);
+  };
+  // The node speaks first: its challenge.
+  ASSERT_TRUE(wait_until([&] { return !got.empty(); })) << "no hello from " << address;
+  ASSERT_TRUE(std::holds_alternative<prism::cluster::HelloMsg>(got[0]));
+  // Pulls before proving anything are not answered; then a proof made without the token.
+  std::string frames;
+  for (uint64_t object = 1; object <= 4; ++object) {
+    prism::cluster::encode(prism::cluster::ObjectPullMsg{object}, &frames);
+  }
+  prism::cluster::AuthMsg auth;
+  auth.role = prism::cluster::PeerRole::kPeer;
+  auth.hostname = "intruder";
+  prism::cluster::encode(auth, &frames);
+  intruder.send(peer, frames);
+  ASSERT_TRUE(wait_until([&] { return closed; })) << "the node did not close the connection";
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    ASSERT_EQ(got.size(), 2u) << "the node answered more than the handshake";
+    ASSERT_TRUE(std::holds_alternative<prism::cluster::RefusedMsg>(got[1]));
+    EXPECT_NE(std::get<prism::cluster::RefusedMsg>(got[1]).reason.find("authentication failed"),
+              std::string::npos);
+  }
+  // The job goes on, and the value is still there.
+  EXPECT_EQ(prism::get(kept, 30s).size(), 200000u);
+  EXPECT_EQ(prism::node_count(), 2);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) { return prism_test::cluster_test_main(argc, argv); }

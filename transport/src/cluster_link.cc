@@ -2610,7 +2610,11 @@ class Link final : public internal::ClusterLink {
       }
       s += "  " + p.name + ": total " + resources(total) + "; in use by the driver's tasks " +
            resources(used) + "; tasks running or queued there: " +
-           std::to_string(in_flight[id]) + objects(id) + "\n    " + own_counts(p) + "\n";
+           std::to_string(in_flight[id]) + objects(id) + "\n    " + own_counts(p) +
+           "\n    direct pulls: " +
+           (p.address.empty() ? "not taken (values reach it through the driver)"
+                              : "at " + p.address) +
+           "\n";
     }
     if (!waiting_.empty()) {
       s += "tasks waiting for a node that fits them: " + std::to_string(waiting_.size()) + "\n";
