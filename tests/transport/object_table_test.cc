@@ -365,9 +365,17 @@ TEST(ObjectTableTest, APendingHolderIsFreedButNotReadFrom) {
   const uint64_t a = t.new_id();
   t.locate(a, 100, 3);
   EXPECT_FALSE(t.add_pending_holder(999, 4)) << "an object that is gone";
+  t.locate(a, 100, 7);
   ASSERT_TRUE(t.add_pending_holder(a, 4));
-  ASSERT_TRUE(t.add_pending_holder(a, 3)) << "already a holder: stays one";
+  // A holder that asks has let its copy go: pending again, not read from.
+  ASSERT_TRUE(t.add_pending_holder(a, 7));
   std::vector<PeerId> holders;
+  ASSERT_TRUE(t.where(a, &holders, nullptr));
+  EXPECT_EQ(holders, (std::vector<PeerId>{3}));
+  // One that said it has no copy is not read from either, but a copy landing there later is
+  // freed with the others.
+  t.locate(a, 100, 8);
+  t.remove_holder(a, 8);
   ASSERT_TRUE(t.where(a, &holders, nullptr));
   EXPECT_EQ(holders, (std::vector<PeerId>{3}));
   // Losing the pending one orphans nothing; losing the holder does.
@@ -375,7 +383,7 @@ TEST(ObjectTableTest, APendingHolderIsFreedButNotReadFrom) {
   ASSERT_TRUE(t.add_pending_holder(a, 5));
   std::vector<PeerId> freed = t.forget(a);
   std::sort(freed.begin(), freed.end());
-  EXPECT_EQ(freed, (std::vector<PeerId>{3, 5}));
+  EXPECT_EQ(freed, (std::vector<PeerId>{3, 5, 7, 8}));
   // Confirmed (it said it has the copy): a holder like any other, named once. Only a pending
   // holder can be confirmed.
   const uint64_t b = t.new_id();

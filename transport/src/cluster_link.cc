@@ -3377,12 +3377,17 @@ class Link final : public internal::ClusterLink {
           }
         }
         // (Time the network thread spent away from reading messages is not the peers' silence.)
+        const uint64_t gaps = detector_.own_gaps();
         silent = detector_.check(comm_->take_longest_pass());
-        // Node: direct connections of ours whose handshake did not end in time.
+        const bool own_gap = detector_.own_gaps() != gaps;
+        // Node: direct connections of ours whose handshake did not end in time (given a fresh
+        // deadline instead when this process itself was held up, as the detector does).
         const auto now = std::chrono::steady_clock::now();
-        for (const auto& [id, p] : peers_) {
-          if (p.outgoing && p.state == Peer::State::kAwaitingAuth &&
-              now - p.connected > detector_.timeout()) {
+        for (auto& [id, p] : peers_) {
+          if (!p.outgoing || p.state != Peer::State::kAwaitingAuth) continue;
+          if (own_gap) {
+            p.connected = now;
+          } else if (now - p.connected > detector_.timeout()) {
             silent.push_back(id);
           }
         }

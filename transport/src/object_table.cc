@@ -474,14 +474,18 @@ bool ObjectTable::add_pending_holder(uint64_t id, PeerId peer) {
   MutexLock lock(mu_);
   auto it = locations_.find(id);
   if (it == locations_.end()) return false;
-  if (it->second.holders.count(peer) == 0) it->second.pending.insert(peer);
+  // (A holder that asks has no copy: it let it go without a word. Pending again.)
+  it->second.holders.erase(peer);
+  it->second.pending.insert(peer);
   return true;
 }
 
 void ObjectTable::remove_holder(uint64_t id, PeerId holder) {
   MutexLock lock(mu_);
   auto it = locations_.find(id);
-  if (it != locations_.end()) it->second.holders.erase(holder);
+  if (it != locations_.end() && it->second.holders.erase(holder) > 0) {
+    it->second.pending.insert(holder);  // (a copy on its way there may still land: freed too)
+  }
 }
 
 bool ObjectTable::where(uint64_t id, std::vector<PeerId>* holders, uint64_t* bytes) const {

@@ -154,12 +154,14 @@ class ObjectTable {
   bool add_holder(uint64_t id, PeerId holder);
   // Records that `peer` was told to pull `id` from another node directly: it may keep a copy,
   // so forget() names it, but it is no holder to read from (where() does not list it) until
-  // add_holder(). False (nothing recorded) if `id` is gone.
+  // add_holder() or confirm_holder(); a holder that asks (it let its copy go) becomes pending
+  // again. False (nothing recorded) if `id` is gone.
   bool add_pending_holder(uint64_t id, PeerId peer);
   // A pending holder said it has the copy now: a holder. False (nothing changed) if `peer` is
   // not pending for `id` (or `id` is gone).
   bool confirm_holder(uint64_t id, PeerId peer);
-  // `holder` said it has no copy of `id` (it evicted it): it is no holder any more.
+  // `holder` said it has no copy of `id` (it evicted it): it is no holder to read from any more,
+  // but stays pending (a copy already on its way there may land, and must be freed too).
   void remove_holder(uint64_t id, PeerId holder);
   // The holders of `id` and its size (either may be null); false if there is no such record.
   bool where(uint64_t id, std::vector<PeerId>* holders, uint64_t* bytes) const;
