@@ -5,22 +5,38 @@
 //
 // Empty when the job runs on one node. A node that needs a value another process holds pulls
 // it from there: from the driver, or straight from the node that has it (the driver names it).
-// Each node's line says what it pulled and what it served (its last report: up to about a
-// second old); the first line, the driver's own.
+// Each node's line says what it pulled and what it served (its last report: nodes report about
+// once a second, so this waits up to 3 s for the reports to agree); the first line, the
+// driver's own.
 //
 // Thread-compatible.
 #pragma once
 
 #include <prism/prism.h>
 
+#include <chrono>
 #include <cstdio>
 #include <string>
+#include <thread>
 
 namespace examples {
 
 inline std::string cluster_traffic() {
   if (prism::node_count() <= 1) return "";
-  const prism::Stats s = prism::stats();
+  // Each node reports its counts about once a second: wait (3 s at most) until every pull made
+  // anywhere has been served somewhere, as the reports say.
+  prism::Stats s = prism::stats();
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(3);
+  for (;;) {
+    uint64_t pulls = 0, served = 0;
+    for (const prism::NodeStats& n : s.nodes) {
+      pulls += n.pulls;
+      served += n.served;
+    }
+    if (served >= pulls || std::chrono::steady_clock::now() >= deadline) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));  // (the next report)
+    s = prism::stats();
+  }
   char buf[320];
   std::snprintf(buf, sizeof buf, "cluster: %zu nodes; tasks: %llu done (%llu failed); objects moved:",
                 s.nodes.size(), static_cast<unsigned long long>(s.tasks.done),
