@@ -64,6 +64,11 @@ std::vector<uint64_t> objects_here() {
           s.pulled_bytes,    s.served,        s.served_bytes};
 }
 int fails_on_purpose() { throw std::runtime_error("failed on purpose on " + prism::node_id()); }
+// The checksums of three values, combined (a reader of several values at once).
+uint64_t checksum3(const std::vector<uint8_t>& a, const std::vector<uint8_t>& b,
+                   const std::vector<uint8_t>& c) {
+  return checksum(a) * 3 + checksum(b) * 5 + checksum(c) * 7;
+}
 // Works for `ms` milliseconds (stands for compute), then says where it ran.
 std::string slept_where(int ms) {
   std::this_thread::sleep_for(std::chrono::milliseconds(ms));
@@ -81,7 +86,7 @@ std::string tasks_in_every_state(int ms) {
   for (auto& c : children) all += " " + prism::get(c, 60s);
   return all;
 }
-PRISM_REMOTE(make_bytes, checksum, node_here, read_where, objects_here, fails_on_purpose,
+PRISM_REMOTE(make_bytes, checksum, checksum3, node_here, read_where, objects_here, fails_on_purpose,
              slept_where, after, tasks_in_every_state);
 
 // GPU tasks (tensors cross nodes through host memory): a tensor argument arrives on the GPU the
@@ -581,6 +586,61 @@ TEST_F(ClusterTest, ADirectPullIsOnTheTimelineAndItsCopyOutlivesTheMaker) {
   EXPECT_EQ(checksum(prism::get(made, 60s)), expected);
   EXPECT_EQ(prism::cluster::link_counters().objects_rebuilt, before.objects_rebuilt)
       << "computed again, though node b kept a copy";
+}
+
+// A long random mix on three nodes: values of random sizes made on random nodes, read by tasks
+// on random nodes (three values each, often the same one twice, while other readers of them are
+// in flight), refs dropped along the way. Every reader gets the right bytes (most pulled node to
+// node), and once the last refs drop no node keeps a copy.
+TEST_F(ClusterTest, ARandomMixOfValuesAndReadersAcrossThreeNodes) {
+  start(0, {{{"PRISM_RESOURCES", "n1:100"}},
+            {{"PRISM_RESOURCES", "n2:100"}},
+            {{"PRISM_RESOURCES", "n3:100"}}});
+  const char* nodes[] = {"n1", "n2", "n3"};
+  uint64_t x = 12345;
+  auto next = [&](uint64_t n) {
+    x = x * 6364136223846793005ull + 1442695040888963407ull;
+    return (x >> 33) % n;
+  };
+  {
+    std::vector<prism::ObjectRef<std::vector<uint8_t>>> values;
+    std::vector<uint64_t> sums;
+    std::vector<std::pair<prism::ObjectRef<uint64_t>, uint64_t>> readers;
+    for (uint32_t round = 0; round < 6; ++round) {
+      for (int i = 0; i < 6; ++i) {
+        const uint64_t bytes = 100 * kKiB + next(3 * kMiB);
+        const uint32_t seed = static_cast<uint32_t>(values.size());
+        values.push_back(prism::task(make_bytes).resource(nodes[next(3)], 1).remote(bytes, seed));
+        sums.push_back(checksum(make_bytes(bytes, seed)));
+      }
+      for (int i = 0; i < 12; ++i) {
+        const size_t a = next(values.size()), b = next(values.size()), c = next(values.size());
+        readers.emplace_back(prism::task(checksum3).resource(nodes[next(3)], 1)
+                                 .remote(values[a], values[b], values[c]),
+                             sums[a] * 3 + sums[b] * 5 + sums[c] * 7);
+      }
+      // Some values lose their driver's ref while readers of them may still be in flight.
+      for (int i = 0; i < 2 && !values.empty(); ++i) {
+        const size_t k = next(values.size());
+        values.erase(values.begin() + static_cast<long>(k));
+        sums.erase(sums.begin() + static_cast<long>(k));
+      }
+    }
+    for (auto& [r, want] : readers) EXPECT_EQ(prism::get(r, 120s), want);
+    uint64_t served_by_nodes = 0;
+    for (const char* n : nodes) served_by_nodes += objects_on(n)[6];
+    EXPECT_GT(served_by_nodes, 0u);
+    std::printf("[ cluster  ] %zu readers of 36 values on 3 nodes: driver relayed %llu, nodes "
+                "served %llu pulls\n",
+                readers.size(),
+                static_cast<unsigned long long>(prism::cluster::object_stats().served),
+                static_cast<unsigned long long>(served_by_nodes));
+  }
+  for (const char* n : nodes) {
+    const auto left = objects_on_until(n, [](const auto& c) { return c[0] == 0 && c[2] == 0; });
+    EXPECT_EQ(left[0], 0u) << n << " keeps values made there";
+    EXPECT_EQ(left[2], 0u) << n << " keeps pulled copies";
+  }
 }
 
 TEST_F(ClusterTest, AValueLostWithItsNodeFailsClearly) {
