@@ -144,6 +144,14 @@ PRISM_ACTOR(Maker, &Maker::make);
 constexpr uint64_t kKiB = 1024;
 constexpr uint64_t kMiB = 1024 * kKiB;
 
+// This process's direct-pull counters: redirects it answered with, pulls it asked of the driver
+// after their direct path failed.
+std::vector<uint64_t> direct_counts_here() {
+  const auto c = prism::cluster::link_counters();
+  return {c.redirected, c.direct_fallbacks};
+}
+PRISM_REMOTE(direct_counts_here);
+
 // The counters of the node that has `resource`.
 std::vector<uint64_t> objects_on(const std::string& resource) {
   return prism::get(prism::task(objects_here).resource(resource, 1).remote(), 60s);
@@ -242,6 +250,9 @@ TEST_F(ClusterTest, ALargeObjectReadByThreeTasksOnOneNodeTravelsOnce) {
   EXPECT_GE(a[7], 100 * kMiB);
   EXPECT_EQ(prism::cluster::object_stats().pulls, 0u) << "the driver relayed it";
   EXPECT_EQ(prism::cluster::object_stats().served, 0u);
+  EXPECT_EQ(prism::cluster::link_counters().redirected, 1u) << "node2 asked once";
+  EXPECT_EQ(prism::get(prism::task(direct_counts_here).resource("b", 1).remote(), 60s)[1], 0u)
+      << "node2's direct pull fell back to the driver";
 }
 
 // A node that needs a value another node holds pulls it from that node directly; when it
@@ -268,14 +279,22 @@ class DirectPullTest : public ClusterTest {
     EXPECT_EQ(objects_on("b")[4], 1u);
     EXPECT_EQ(objects_on("a")[6], 1u) << "node1 served it once, to the driver";
   }
+  // The driver's redirects, and node2's pulls that fell back to the driver.
+  std::vector<uint64_t> redirects_and_fallbacks() {
+    return {prism::cluster::link_counters().redirected,
+            prism::get(prism::task(direct_counts_here).resource("b", 1).remote(), 60s)[1]};
+  }
 };
 
 TEST_F(DirectPullTest, AHolderThatDoesNotListenIsRelayed) {
   expect_relayed({{"PRISM_PEER_LISTEN", "0"}});
+  EXPECT_EQ(redirects_and_fallbacks(), (std::vector<uint64_t>{0, 0})) << "nowhere to redirect";
 }
 
 TEST_F(DirectPullTest, AnAddressThatLeadsNowhereFallsBackToTheDriver) {
   expect_relayed({{"PRISM_TEST_PEER_ADDRESS_TOLD", "127.0.0.1:1"}});
+  EXPECT_EQ(redirects_and_fallbacks(), (std::vector<uint64_t>{1, 1}))
+      << "redirected once, and that pull fell back";
 }
 
 TEST_F(ClusterTest, StatsCountRemoteTasksNodesAndTransfers) {

@@ -1289,6 +1289,8 @@ class Link final : public internal::ClusterLink {
     c.lost_tasks_retried = lost_retried_.load(std::memory_order_relaxed);
     c.actor_restarts = actor_restarts_.load(std::memory_order_relaxed);
     c.objects_rebuilt = rebuilt_.load(std::memory_order_relaxed);
+    c.redirected = redirected_.load(std::memory_order_relaxed);
+    c.direct_fallbacks = direct_fallbacks_.load(std::memory_order_relaxed);
     {
       MutexLock lock(mu_);
       c.epoch = epoch_;

@@ -69,6 +69,10 @@ struct LinkCounters {
   uint64_t epoch = 0;
   uint64_t actor_restarts = 0;  // driver: actors built again after their node died
   uint64_t objects_rebuilt = 0;  // driver: runs sent to compute a lost object again (lineage)
+  // Direct pulls: the driver's answers that named the node to pull from (redirected); a node's
+  // pulls asked of the driver after all, their direct path having failed (direct_fallbacks).
+  uint64_t redirected = 0;
+  uint64_t direct_fallbacks = 0;
 };
 // The counters of the global runtime's link; zeros in embedded mode.
 LinkCounters link_counters();
