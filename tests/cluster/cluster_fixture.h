@@ -144,6 +144,18 @@ class ClusterTest : public ::testing::Test {
     unsetenv("PRISM_JOB_DIR");
   }
   static std::string job_root() { return prism_test::job_root(); }
+  // The driver's timeline (prism::timeline), written into the job directory, as text.
+  std::string timeline_json() {
+    const std::string path = job_dir_ + "/timeline.json";
+    prism::timeline(path);
+    std::ifstream in(path);
+    return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  }
+  // PRISM_TIMELINE=1 while it lives (nodes started meanwhile inherit it: they record too).
+  struct RecordTimelines {
+    RecordTimelines() { setenv("PRISM_TIMELINE", "1", 1); }
+    ~RecordTimelines() { unsetenv("PRISM_TIMELINE"); }
+  };
 
   std::string job_dir_;
   std::string address_;

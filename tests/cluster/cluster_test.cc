@@ -880,10 +880,7 @@ TEST_F(ClusterTest, WhatTasksPrintOnNodesReachesTheDriverPrefixed) {
 // driver's clock. The node's clock is made an hour off (as another machine's would be): its runs
 // must still land inside this test's span of the driver's clock.
 TEST_F(ClusterTest, TheTimelineHasEveryNodesRuns) {
-  struct Env {
-    Env() { setenv("PRISM_TIMELINE", "1", 1); }  // (the nodes inherit it: they record too)
-    ~Env() { unsetenv("PRISM_TIMELINE"); }
-  } env;
+  RecordTimelines recording;
   const auto began = std::chrono::steady_clock::now();
   start(1, {{{"PRISM_RESOURCES", "gadget:1"}, {"PRISM_TEST_CLOCK_SKEW_NS", "3600000000000"}}});
   std::vector<prism::ObjectRef<std::string>> there;
@@ -897,10 +894,7 @@ TEST_F(ClusterTest, TheTimelineHasEveryNodesRuns) {
   ASSERT_EQ(prism::get(scaled, 60s).at(199999), 3.0);
   const double elapsed_us =
       std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - began).count();
-  const std::string path = job_dir_ + "/timeline.json";
-  prism::timeline(path);
-  std::ifstream in(path);
-  const std::string json((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const std::string json = timeline_json();
   EXPECT_NE(json.find("\"args\":{\"name\":\"prism node node0\"}"), std::string::npos) << json;
   EXPECT_NE(json.find("\"pid\":2,\"args\":{\"name\":\"prism node " + node + "\"}"),
             std::string::npos)

@@ -569,10 +569,7 @@ TEST_F(ClusterTest, GetOfAValueOnAStoppedNodeKeepsItsDeadline) {
 // hour off), and the copy serves later readers, so the value outlives its maker's death without
 // being computed again.
 TEST_F(ClusterTest, ADirectPullIsOnTheTimelineAndItsCopyOutlivesTheMaker) {
-  struct Env {
-    Env() { setenv("PRISM_TIMELINE", "1", 1); }  // (the nodes inherit it: they record too)
-    ~Env() { unsetenv("PRISM_TIMELINE"); }
-  } env;
+  RecordTimelines recording;
   const auto began = std::chrono::steady_clock::now();
   start(1, {{{"PRISM_RESOURCES", "a:100"}, {"PRISM_TEST_CLOCK_SKEW_NS", "3600000000000"}},
             {{"PRISM_RESOURCES", "b:100"}, {"PRISM_TEST_CLOCK_SKEW_NS", "-3600000000000"}}});
@@ -586,10 +583,7 @@ TEST_F(ClusterTest, ADirectPullIsOnTheTimelineAndItsCopyOutlivesTheMaker) {
   // (node b's word that it keeps the copy came before its task's answer, on one connection)
   const double elapsed_us =
       std::chrono::duration<double, std::micro>(std::chrono::steady_clock::now() - began).count();
-  const std::string path = job_dir_ + "/timeline.json";
-  prism::timeline(path);
-  std::ifstream in(path);
-  const std::string json((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const std::string json = timeline_json();
   const size_t at = json.find(" " + a + " -> " + b + "\",\"cat\":\"transfer\"");
   ASSERT_NE(at, std::string::npos) << json;
   const std::string event = json.substr(at, json.find('}', at) - at);
