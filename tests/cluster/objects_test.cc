@@ -145,10 +145,10 @@ constexpr uint64_t kKiB = 1024;
 constexpr uint64_t kMiB = 1024 * kKiB;
 
 // This process's direct-pull counters: redirects it answered with, pulls it asked of the driver
-// after their direct path failed.
+// after their direct path failed, direct connections open now, and those closed when idle.
 std::vector<uint64_t> direct_counts_here() {
   const auto c = prism::cluster::link_counters();
-  return {c.redirected, c.direct_fallbacks};
+  return {c.redirected, c.direct_fallbacks, c.direct_connections, c.direct_closed_idle};
 }
 PRISM_REMOTE(direct_counts_here);
 
@@ -295,6 +295,44 @@ TEST_F(DirectPullTest, AnAddressThatLeadsNowhereFallsBackToTheDriver) {
   expect_relayed({{"PRISM_TEST_PEER_ADDRESS_TOLD", "127.0.0.1:1"}});
   EXPECT_EQ(redirects_and_fallbacks(), (std::vector<uint64_t>{1, 1}))
       << "redirected once, and that pull fell back";
+}
+
+// A direct connection unused for PRISM_PEER_IDLE_CLOSE_S is closed by the node that made it
+// (the holder sees it go too); the next pull from that holder connects again, directly.
+TEST_F(DirectPullTest, AnIdleDirectConnectionClosesAndTheNextPullConnectsAgain) {
+  // (Heartbeats each second: the idle check runs with them.)
+  setenv("PRISM_HEARTBEAT_TIMEOUT", "5", 1);  // (the nodes inherit it)
+  start(1, {{{"PRISM_RESOURCES", "a:100"}},
+            {{"PRISM_RESOURCES", "b:100"}, {"PRISM_PEER_IDLE_CLOSE_S", "0.3"}}});
+  unsetenv("PRISM_HEARTBEAT_TIMEOUT");
+  auto counts_on = [](const std::string& resource) {
+    return prism::get(prism::task(direct_counts_here).resource(resource, 1).remote(), 60s);
+  };
+  // Until `done` holds for the counters of the node with `resource` (20 s at most).
+  auto counts_on_until = [&](const std::string& resource, auto done) {
+    const auto deadline = std::chrono::steady_clock::now() + 20s;
+    std::vector<uint64_t> c = counts_on(resource);
+    while (!done(c) && std::chrono::steady_clock::now() < deadline) c = counts_on(resource);
+    return c;
+  };
+  for (uint32_t round = 1; round <= 2; ++round) {
+    SCOPED_TRACE("round " + std::to_string(round));
+    auto made = prism::task(make_bytes).resource("a", 1).remote(3 * kMiB, round);
+    EXPECT_EQ(prism::get(prism::task(checksum).resource("b", 1).remote(made), 60s),
+              checksum(make_bytes(3 * kMiB, round)));
+    EXPECT_EQ(prism::cluster::link_counters().redirected, round) << "node2 pulled from node1";
+    const auto b = counts_on_until("b", [&](const std::vector<uint64_t>& c) {
+      return c[3] == round && c[2] == 0;
+    });
+    EXPECT_EQ(b[1], 0u) << "no direct pull fell back to the driver";
+    EXPECT_EQ(b[2], 0u) << "node2's direct connection is still open";
+    EXPECT_EQ(b[3], round) << "node2 closed it once per round";
+    const auto a = counts_on_until("a", [](const std::vector<uint64_t>& c) { return c[2] == 0; });
+    EXPECT_EQ(a[2], 0u) << "node1 still has node2's connection";
+    EXPECT_EQ(a[3], 0u) << "node1 made none";
+  }
+  EXPECT_EQ(objects_on("a")[6], 2u) << "node1 served both values itself";
+  EXPECT_EQ(prism::cluster::object_stats().served, 0u) << "the driver relayed a value";
 }
 
 TEST_F(ClusterTest, StatsCountRemoteTasksNodesAndTransfers) {

@@ -329,9 +329,14 @@ TEST(ObjectTableTest, ARedirectedPullHearsOnlyItsNewHolder) {
   ASSERT_TRUE(t.await(6, 20, [](const Blob&, const std::string&) {}));
   ASSERT_TRUE(t.await(7, 20, [](const Blob&, const std::string&) {}));
   ASSERT_TRUE(t.await(8, 21, [](const Blob&, const std::string&) {}));
+  EXPECT_EQ(t.pulls_from(20), 2u);
+  EXPECT_EQ(t.pulls_from(21), 1u);
+  EXPECT_EQ(t.pulls_from(10), 0u) << "pull 4 ended";
   std::vector<uint64_t> moved = t.redirect_all(20, 10);
   std::sort(moved.begin(), moved.end());
   EXPECT_EQ(moved, (std::vector<uint64_t>{6, 7}));
+  EXPECT_EQ(t.pulls_from(20), 0u);
+  EXPECT_EQ(t.pulls_from(10), 2u);
   EXPECT_TRUE(t.fail_from(20).empty());
   EXPECT_EQ(t.fail_from(10).size(), 2u);
   EXPECT_EQ(t.fail_from(21).size(), 1u);
@@ -344,11 +349,13 @@ TEST(ObjectTableTest, AValueFreedWhileOnItsWayIsNotKept) {
   Blob got;
   ASSERT_TRUE(t.await(9, 10, [&](const Blob& b, const std::string&) { got = b; }));
   t.drop(9);
+  EXPECT_EQ(t.pulls_from(10), 1u) << "its answer is still to come";
   for (auto& w : t.finish(9, 10, make_blob(std::string("bytes")), /*keep=*/true)) {
     w(make_blob(std::string("bytes")), {});
   }
   ASSERT_NE(got, nullptr);
   EXPECT_EQ(got->view, "bytes");
+  EXPECT_EQ(t.pulls_from(10), 0u);
   EXPECT_FALSE(t.holds(9));
   EXPECT_EQ(t.stats().secondary_objects, 0u);
   // A later pull of the same number is kept as usual.

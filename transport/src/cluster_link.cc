@@ -231,8 +231,10 @@ struct Peer {
   bool sent_auth = false;
   std::vector<uint64_t> queued;
   // Node, an outgoing direct peer: when it was made (its handshake must end within the
-  // heartbeat timeout, however much the other side says meanwhile).
+  // heartbeat timeout, however much the other side says meanwhile), and when a pull was last
+  // sent there or last seen in flight there (it is closed once idle: close_if_idle).
   std::chrono::steady_clock::time_point connected{};
+  std::chrono::steady_clock::time_point last_used{};
 };
 
 // Driver: a kSpansQuery waiting for `peer`'s kSpansReply. The reply (or `lost`) is written
@@ -1291,9 +1293,11 @@ class Link final : public internal::ClusterLink {
     c.objects_rebuilt = rebuilt_.load(std::memory_order_relaxed);
     c.redirected = redirected_.load(std::memory_order_relaxed);
     c.direct_fallbacks = direct_fallbacks_.load(std::memory_order_relaxed);
+    c.direct_closed_idle = direct_closed_idle_.load(std::memory_order_relaxed);
     {
       MutexLock lock(mu_);
       c.epoch = epoch_;
+      for (const auto& [id, p] : peers_) c.direct_connections += p.direct ? 1 : 0;
     }
     return c;
   }
@@ -3359,6 +3363,9 @@ class Link final : public internal::ClusterLink {
   // closed: the peer is fenced, nothing it sends later is read, and when it wakes it finds its
   // connection gone (a node then exits). Its own thread: the progress thread keeps no timers.
   void watch_peers() {
+    // (0: never; checked each interval, so closed within one interval after it is reached)
+    const auto idle_close = std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+        std::chrono::duration<double>(config_.peer_idle_close_s));
     FailureDetector::Clock::duration interval{};
     {
       MutexLock lock(mu_);
@@ -3367,6 +3374,7 @@ class Link final : public internal::ClusterLink {
     do {
       std::vector<PeerId> to;
       std::vector<PeerId> silent;
+      std::vector<PeerId> idle;  // node: outgoing direct connections unused for idle_close
       uint64_t epoch = 0;
       {
         MutexLock lock(mu_);
@@ -3386,6 +3394,10 @@ class Link final : public internal::ClusterLink {
         // deadline instead when this process itself was held up, as the detector does).
         const auto now = std::chrono::steady_clock::now();
         for (auto& [id, p] : peers_) {
+          if (p.outgoing && p.state == Peer::State::kReady && idle_close > idle_close.zero() &&
+              now - p.last_used >= idle_close) {
+            idle.push_back(id);
+          }
           if (!p.outgoing || p.state != Peer::State::kAwaitingAuth) continue;
           if (own_gap) {
             p.connected = now;
@@ -3396,6 +3408,7 @@ class Link final : public internal::ClusterLink {
         epoch = epoch_;
       }
       for (PeerId id : to) send(id, HeartbeatMsg{epoch});
+      for (PeerId id : idle) close_if_idle(id, idle_close);
       for (PeerId id : silent) {
         if (config_.role == ClusterRole::kNode && id != driver_id()) {
           // (a direct connection: only its pulls move, to the driver; the driver judges nodes)
@@ -4517,6 +4530,7 @@ class Link final : public internal::ClusterLink {
                  ")";
         direct_[where.address] = holder;
         p.connected = std::chrono::steady_clock::now();  // (handshake deadline: watch_peers)
+        p.last_used = p.connected;
       }
     }
     if (holder == 0) {  // (the pull is still the driver's: asked again, to be relayed)
@@ -4532,6 +4546,7 @@ class Link final : public internal::ClusterLink {
       auto it = peers_.find(holder);
       if (it != peers_.end()) {
         direct_pulls_[where.object] = DirectPull{where.holder_index, steady_ns()};
+        it->second.last_used = std::chrono::steady_clock::now();
       }
       if (it != peers_.end() && it->second.state == Peer::State::kAwaitingAuth) {
         it->second.queued.push_back(where.object);  // (sent on its welcome)
@@ -4573,16 +4588,27 @@ class Link final : public internal::ClusterLink {
       driver = driver_;
       auto it = peers_.find(peer);
       if (it == peers_.end()) return true;
-      if (it->second.outgoing) {
-        if (auto d = direct_.find(it->second.address); d != direct_.end() && d->second == peer) {
-          direct_.erase(d);
-        }
-      }
-      detector_.forget(peer);
-      peers_.erase(it);
+      erase_direct_locked(it);
     }
+    move_direct_pulls(peer, driver, why);
+    return true;
+  }
+
+  // Node: forgets a direct peer (no pull is redirected to it once this returns).
+  void erase_direct_locked(std::map<PeerId, Peer>::iterator it) PRISM_REQUIRES(mu_) {
+    if (it->second.outgoing) {
+      if (auto d = direct_.find(it->second.address); d != direct_.end() && d->second == it->first) {
+        direct_.erase(d);
+      }
+    }
+    detector_.forget(it->first);
+    peers_.erase(it);
+  }
+
+  // Node: the pulls sent to the forgotten direct peer `peer` are asked of the driver.
+  void move_direct_pulls(PeerId peer, PeerId driver, const std::string& why) {
     std::vector<uint64_t> moved = objects_.redirect_all(peer, driver);
-    if (moved.empty()) return true;
+    if (moved.empty()) return;
     {
       MutexLock lock(mu_);
       for (uint64_t id : moved) direct_pulls_.erase(id);
@@ -4592,7 +4618,35 @@ class Link final : public internal::ClusterLink {
                       << " pull(s) on it go to the driver";
     for (uint64_t id : moved) send(driver, Message(ObjectPullMsg{id, /*may_redirect=*/false}));
     fail_pull_if_lost(driver);
-    return true;
+  }
+
+  // Node: closes the outgoing direct connection `peer` if no pull was sent there for
+  // `idle` and none is in flight there; a pull in flight makes it busy again (last_used). The
+  // check and the forgetting are one step under mu_, and a pull is redirected to a peer (in
+  // on_object_where) before mu_ is taken to find it ready: a pull redirected just before this
+  // step keeps the peer open, one redirected just after finds it gone and asks the driver.
+  void close_if_idle(PeerId peer, std::chrono::steady_clock::duration idle) {
+    PeerId driver = 0;
+    {
+      MutexLock lock(mu_);
+      auto it = peers_.find(peer);
+      if (it == peers_.end() || !it->second.outgoing || it->second.state != Peer::State::kReady) {
+        return;
+      }
+      const auto now = std::chrono::steady_clock::now();
+      if (now - it->second.last_used < idle) return;
+      if (objects_.pulls_from(peer) != 0) {  // (ObjectTable calls nothing of ours under its lock)
+        it->second.last_used = now;
+        return;
+      }
+      driver = driver_;
+      PRISM_LOG(kDebug) << "cluster: closing " << it->second.name << ": unused for "
+                        << config_.peer_idle_close_s << " s (PRISM_PEER_IDLE_CLOSE_S)";
+      erase_direct_locked(it);
+    }
+    direct_closed_idle_.fetch_add(1, std::memory_order_relaxed);
+    comm_->close(peer);
+    move_direct_pulls(peer, driver, "closed when idle");  // (none: kept as a safeguard)
   }
 
   // Node: a pull that came from `id`'s holder directly completed (`bytes`): if this node kept the
@@ -4896,7 +4950,8 @@ class Link final : public internal::ClusterLink {
   std::atomic<uint64_t> refused_joins_{0};
   std::atomic<uint64_t> unknown_results_{0};
   std::atomic<uint64_t> redirected_{0};        // driver: pulls answered with a holder to ask
-  std::atomic<uint64_t> direct_fallbacks_{0};  // node: direct pulls asked of the driver after all
+  std::atomic<uint64_t> direct_fallbacks_{0};
+  std::atomic<uint64_t> direct_closed_idle_{0};  // node: direct connections closed when idle  // node: direct pulls asked of the driver after all
   // Objects that stay where they were produced (object_table.h), and what entries reach the
   // link through.
   ObjectTable objects_;

@@ -73,6 +73,10 @@ struct LinkCounters {
   // pulls asked of the driver after all, their direct path having failed (direct_fallbacks).
   uint64_t redirected = 0;
   uint64_t direct_fallbacks = 0;
+  // Node: direct connections open now (made here to pull, or made by other nodes to pull from
+  // here), and those it closed after they went unused (PRISM_PEER_IDLE_CLOSE_S).
+  uint64_t direct_connections = 0;
+  uint64_t direct_closed_idle = 0;
 };
 // The counters of the global runtime's link; zeros in embedded mode.
 LinkCounters link_counters();

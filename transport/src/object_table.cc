@@ -440,6 +440,13 @@ std::vector<uint64_t> ObjectTable::redirect_all(PeerId from, PeerId to) {
   return ids;
 }
 
+size_t ObjectTable::pulls_from(PeerId from) const {
+  MutexLock lock(mu_);
+  size_t n = 0;
+  for (const auto& [id, p] : pulls_) n += p.from == from ? 1 : 0;
+  return n;
+}
+
 uint64_t ObjectTable::new_id() {
   MutexLock lock(mu_);
   return next_id_++;

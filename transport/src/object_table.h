@@ -145,6 +145,9 @@ class ObjectTable {
   bool redirect(uint64_t id, PeerId from, PeerId to, uint64_t expected_bytes = 0);
   // Every pull sent to `from` is sent to `to` instead (as redirect()); returns their numbers.
   std::vector<uint64_t> redirect_all(PeerId from, PeerId to);
+  // How many pulls in flight were sent to `from` (those freed on their way included: their
+  // answer is still to come).
+  size_t pulls_from(PeerId from) const;
 
   // --- the driver's directory ---
   uint64_t new_id();

@@ -181,6 +181,8 @@ ClusterConfig cluster_config(const InitOptions& options) {
       env_seconds("PRISM_INFEASIBLE_TIMEOUT", c.infeasible_timeout_s, /*zero_ok=*/true);
   c.heartbeat_timeout_s =
       env_seconds("PRISM_HEARTBEAT_TIMEOUT", c.heartbeat_timeout_s, /*zero_ok=*/false);
+  c.peer_idle_close_s =
+      env_seconds("PRISM_PEER_IDLE_CLOSE_S", c.peer_idle_close_s, /*zero_ok=*/true);
   if (!c.address.empty() && !c.listen.empty()) {
     throw Error(ErrorCode::kInvalidArgument,
                 "both a driver's address to join (PRISM_ADDRESS / InitOptions.address = '" +

@@ -71,6 +71,10 @@ struct ClusterConfig {
   // seconds): heartbeats go out each fifth of it (failure_detector.h: a peer whose long message
   // is still arriving gets the time it may take besides).
   double heartbeat_timeout_s = kDefaultHeartbeatTimeoutS;
+  // Node: how long a direct connection to another node (made to pull from it) may stay unused
+  // before it is closed (PRISM_PEER_IDLE_CLOSE_S, seconds; 0: kept for the job's life). The
+  // next pull from that node connects again.
+  double peer_idle_close_s = 60;
   std::shared_ptr<void> launcher;  // the module's launcher session (PMIx), if any
 };
 
