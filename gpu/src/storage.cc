@@ -51,10 +51,18 @@ struct Staging {
     }
   }
   ~Staging() {
+    bool synced = true;
     try {
       b.stream_synchronize(stream);
     } catch (...) {
-      // A failed device: its copies are gone with it.
+      synced = false;
+    }
+    if (!synced) {
+      // A copy queued into the buffers may still be running (an error need not stop the
+      // stream's other work): the pinned pool must not hand them out again, so they are kept
+      // (a bounded loss: one pair per failed read). The events may go: destroying one whose
+      // work is pending is allowed.
+      buffer[0] = buffer[1] = nullptr;
     }
     release();
   }
