@@ -11,6 +11,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <mutex>
 #include <optional>
 #include <stdexcept>
@@ -643,10 +644,10 @@ TEST_F(ClusterTest, ADirectPullIsOnTheTimelineAndItsCopyOutlivesTheMaker) {
 // on random nodes (three values each, often the same one twice, while other readers of them are
 // in flight), refs dropped along the way. Every reader gets the right bytes (most pulled node to
 // node), and once the last refs drop no node keeps a copy.
-TEST_F(ClusterTest, ARandomMixOfValuesAndReadersAcrossThreeNodes) {
-  start(0, {{{"PRISM_RESOURCES", "n1:100"}},
-            {{"PRISM_RESOURCES", "n2:100"}},
-            {{"PRISM_RESOURCES", "n3:100"}}});
+// 36 values of random sizes made on random nodes of three, 72 readers of three values each on
+// random nodes, refs dropped while readers are in flight: every reader right, and no copy left
+// anywhere once the last refs drop. `between_rounds` runs after each round's readers are done.
+void random_mix(const std::function<void()>& between_rounds) {
   const char* nodes[] = {"n1", "n2", "n3"};
   uint64_t x = 12345;
   auto next = [&](uint64_t n) {
@@ -676,6 +677,10 @@ TEST_F(ClusterTest, ARandomMixOfValuesAndReadersAcrossThreeNodes) {
         values.erase(values.begin() + static_cast<long>(k));
         sums.erase(sums.begin() + static_cast<long>(k));
       }
+      if (between_rounds) {
+        for (auto& [r, want] : readers) EXPECT_EQ(prism::get(r, 120s), want);
+        between_rounds();
+      }
     }
     for (auto& [r, want] : readers) EXPECT_EQ(prism::get(r, 120s), want);
     uint64_t served_by_nodes = 0;
@@ -692,6 +697,49 @@ TEST_F(ClusterTest, ARandomMixOfValuesAndReadersAcrossThreeNodes) {
     EXPECT_EQ(left[0], 0u) << n << " keeps values made there";
     EXPECT_EQ(left[2], 0u) << n << " keeps pulled copies";
   }
+}
+
+TEST_F(ClusterTest, ARandomMixOfValuesAndReadersAcrossThreeNodes) {
+  start(0, {{{"PRISM_RESOURCES", "n1:100"}},
+            {{"PRISM_RESOURCES", "n2:100"}},
+            {{"PRISM_RESOURCES", "n3:100"}}});
+  random_mix(nullptr);
+}
+
+// The same mix while the nodes close every direct connection as soon as it is idle (checked
+// with the heartbeats, 2.5 times a second): after each round the test waits until some node closed one more, so
+// the next round's pulls connect again while closes may race with them. Every reader is right
+// whichever way its pull went (directly, or through the driver after a close).
+TEST_F(ClusterTest, ARandomMixWhileDirectConnectionsCloseWhenIdle) {
+  setenv("PRISM_HEARTBEAT_TIMEOUT", "2", 1);  // (the nodes inherit it)
+  setenv("PRISM_PEER_IDLE_CLOSE_S", "0.001", 1);
+  start(0, {{{"PRISM_RESOURCES", "n1:100"}},
+            {{"PRISM_RESOURCES", "n2:100"}},
+            {{"PRISM_RESOURCES", "n3:100"}}});
+  unsetenv("PRISM_HEARTBEAT_TIMEOUT");
+  unsetenv("PRISM_PEER_IDLE_CLOSE_S");
+  auto closed = [] {
+    uint64_t n = 0;
+    for (const char* r : {"n1", "n2", "n3"}) {
+      n += prism::get(prism::task(direct_counts_here).resource(r, 1).remote(), 60s)[3];
+    }
+    return n;
+  };
+  uint64_t closes = 0;
+  random_mix([&] {
+    const auto deadline = std::chrono::steady_clock::now() + 20s;
+    uint64_t now = closed();
+    while (now == closes && std::chrono::steady_clock::now() < deadline) now = closed();
+    EXPECT_GT(now, closes) << "no direct connection closed after the round";
+    closes = now;
+  });
+  uint64_t fallbacks = 0;
+  for (const char* r : {"n1", "n2", "n3"}) {
+    fallbacks += prism::get(prism::task(direct_counts_here).resource(r, 1).remote(), 60s)[1];
+  }
+  std::printf("[ cluster  ] %llu direct connections closed when idle, %llu pulls fell back to "
+              "the driver\n",
+              static_cast<unsigned long long>(closes), static_cast<unsigned long long>(fallbacks));
 }
 
 TEST_F(ClusterTest, AValueLostWithItsNodeFailsClearly) {
