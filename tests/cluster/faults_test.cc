@@ -116,8 +116,14 @@ std::vector<uint64_t> copies_here() {
   const auto s = prism::cluster::object_stats();
   return {s.secondary_objects, s.evicted_objects, s.spilled_objects};
 }
+// Two results (num_returns<2>), and the results this process keeps as their maker.
+std::pair<std::vector<uint8_t>, std::vector<uint8_t>> two_blocks(uint64_t n, uint32_t seed) {
+  return {make_block(n, seed), make_block(n + 1, seed + 1)};
+}
+uint64_t primaries_here() { return prism::cluster::object_stats().primary_objects; }
 PRISM_REMOTE(leaf, parent, marked_work, make_block, shift_block, tiny, put_block, block_later,
-             block_made_here, read_borrowed, node_name, block_sum, copies_here);
+             block_made_here, read_borrowed, node_name, block_sum, copies_here, two_blocks,
+             primaries_here);
 
 // An actor whose state is what its constructor and calls made of it.
 class Tally {
@@ -448,6 +454,29 @@ TEST_F(FaultTest, LostObjectsAreComputedAgainFromTheirLineage) {
   }
   // A task reading the rebuilt value on the node left.
   EXPECT_EQ(prism::get(prism::task(shift_block).resource("a", 1).remote(last, 0), 60s), expected);
+}
+
+// The results of a num_returns task that stayed on a node that died are computed again one at
+// a time, each when it is read: the node left keeps the one that was read, not its sibling.
+TEST_F(FaultTest, ALostResultOfANumReturnsTaskIsComputedAgainAlone) {
+  start(1, {{{"PRISM_RESOURCES", "a:1"}}});
+  expect_clean_exit_ = false;
+  constexpr uint64_t kBytes = 1 << 20;
+  auto [first, second] =
+      prism::task(two_blocks).num_returns<2>().resource("a", 1).remote(kBytes, 5u);
+  ASSERT_EQ(prism::wait(std::vector{first, second}, 2, 60s).first.size(), 2u);
+  add_node({{"PRISM_RESOURCES", "a:1"}});
+  prism::wait_for_nodes(2, 60s);
+  const auto before = prism::cluster::link_counters();
+  children_.front().kill_now();
+  ASSERT_TRUE(children_.front().wait_exit(20s));
+  EXPECT_TRUE(prism::get(second, 120s) == make_block(kBytes + 1, 6)) << "the rebuilt value differs";
+  EXPECT_EQ(prism::cluster::link_counters().objects_rebuilt, before.objects_rebuilt + 1);
+  EXPECT_EQ(prism::get(prism::task(primaries_here).resource("a", 1).remote(), 60s), 1u)
+      << "the node left keeps more than the result that was read";
+  EXPECT_TRUE(prism::get(first, 120s) == make_block(kBytes, 5)) << "the rebuilt value differs";
+  EXPECT_EQ(prism::cluster::link_counters().objects_rebuilt, before.objects_rebuilt + 2);
+  EXPECT_EQ(prism::get(prism::task(primaries_here).resource("a", 1).remote(), 60s), 2u);
 }
 
 // As above, but the lost chain is first needed by a task on the node left (which asks the

@@ -17,6 +17,7 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -145,6 +146,12 @@ PRISM_ACTOR(Maker, &Maker::make);
 constexpr uint64_t kKiB = 1024;
 constexpr uint64_t kMiB = 1024 * kKiB;
 
+// Three results for num_returns<3>: a large one, a small one, another large one.
+std::tuple<std::vector<uint8_t>, int, std::vector<uint8_t>> make_three(uint64_t n, uint32_t seed) {
+  return {make_bytes(n, seed), static_cast<int>(seed), make_bytes(n / 2 + 1, seed + 1)};
+}
+PRISM_REMOTE(make_three);
+
 // This process's direct-pull counters: redirects it answered with, pulls it asked of the driver
 // after their direct path failed, direct connections open now, and those closed when idle.
 std::vector<uint64_t> direct_counts_here() {
@@ -229,6 +236,43 @@ TEST_F(ClusterTest, AValueOfMoreThan256MiBCrossesNodes) {
   EXPECT_EQ(sum, checksum(make_bytes(n, 7u)));
   auto put = prism::put(got);
   EXPECT_EQ(prism::get(prism::task(checksum).resource("a", 1).remote(put), 120s), sum);
+}
+
+// A num_returns task's results are objects of their own: each large one stays on the node that
+// computed it, is pulled (directly, node to node) only by whoever reads it, and is freed there
+// when its own last ref drops; a small one comes back inline.
+TEST_F(ClusterTest, NumReturnsResultsStayOnTheirNodeOneByOne) {
+  start(1, {{{"PRISM_RESOURCES", "a:100"}}, {{"PRISM_RESOURCES", "b:100"}}});
+  const uint64_t n = 3 * kMiB;
+  const std::vector<uint8_t> first = make_bytes(n, 5), third = make_bytes(n / 2 + 1, 6);
+  auto refs = prism::task(make_three).num_returns<3>().resource("a", 1).remote(n, 5u);
+  EXPECT_EQ(prism::get(std::get<1>(refs), 60s), 5);
+  std::vector<uint64_t> a = objects_on("a");
+  EXPECT_EQ(a[0], 2u) << "node1 keeps the two large results";
+  EXPECT_GE(a[1], n + n / 2);
+  EXPECT_EQ(prism::cluster::object_stats().pulls, 0u) << "the driver pulled a result unasked";
+  // A task on node2 reads the first: that one only crosses, from node1 directly.
+  EXPECT_EQ(prism::get(prism::task(checksum).resource("b", 1).remote(std::get<0>(refs)), 60s),
+            checksum(first));
+  const std::vector<uint64_t> b = objects_on("b");
+  EXPECT_EQ(b[4], 1u) << "node2 pulled once";
+  EXPECT_GE(b[5], n);
+  EXPECT_LT(b[5], n + kKiB) << "node2 pulled more than the first result";
+  EXPECT_EQ(objects_on("a")[6], 1u) << "node1 served it";
+  // A get here pulls the third, byte for byte.
+  EXPECT_TRUE(prism::get(std::get<2>(refs), 60s) == third);
+  EXPECT_TRUE(prism::get(std::get<0>(refs), 60s) == first);
+  EXPECT_EQ(prism::cluster::object_stats().pulls, 2u);
+  // The first's last ref drops: its copies go (node1's and node2's), the third's stay.
+  std::get<0>(refs) = {};
+  a = objects_on_until("a", [](const auto& c) { return c[0] == 1; });
+  EXPECT_EQ(a[0], 1u) << "node1 still keeps the first result";
+  EXPECT_EQ(objects_on_until("b", [](const auto& c) { return c[2] == 0; })[2], 0u)
+      << "node2 still keeps its copy of the first result";
+  EXPECT_TRUE(prism::get(std::get<2>(refs), 60s) == third);
+  refs = {};
+  EXPECT_EQ(objects_on_until("a", [](const auto& c) { return c[0] == 0; })[0], 0u)
+      << "node1 keeps a result after every ref dropped";
 }
 
 TEST_F(ClusterTest, ALargeObjectReadByThreeTasksOnOneNodeTravelsOnce) {

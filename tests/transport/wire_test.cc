@@ -131,7 +131,19 @@ CallMsg sample_call() {
   m.objects = {{7, 1 << 20, 0}, {0xFFFFFFFFFFFFFFFFull, 100 * 1024, 300}};
   m.result_object = 0x1122334455667788ull;
   m.may_spill = true;
+  m.num_returns = 3;
+  m.only_element = 2;
   m.refs = {3, 3, 0x0001000000000009ull};
+  return m;
+}
+
+// A num_returns call's answer: results 0 and 2 kept inline (5 and 12 bytes), 1 on the node.
+ResultMsg sample_elements_result() {
+  ResultMsg m;
+  m.call_id = 43;
+  m.payload = binary_blob(17);
+  m.run_ns = 9;
+  m.elements = {{0, 5}, {0x0A0B0C0D0E0F1011ull, 3u << 20}, {0, 12}};
   return m;
 }
 
@@ -153,7 +165,7 @@ ResultMsg sample_result() {
 // One message of every type (small ones: the mutation loop starts from these).
 std::vector<Message> samples() {
   return {sample_hello(),  sample_auth(),  sample_welcome(),
-          RefusedMsg{"bad token"}, sample_call(), sample_result(),
+          RefusedMsg{"bad token"}, sample_call(), sample_result(), sample_elements_result(),
           ShutdownMsg{},   StatusQueryMsg{}, StatusReplyMsg{"2 nodes\n  node 1: idle\n"},
           ActorCreateMsg{1, 2, "ctor", "T", "n", 1, WireResources{}, "ab", {}},
           ActorCallMsg{3, 2, "T::m", "m", "xyz", 0, {5}}, ActorKillMsg{2, true}, ActorLookupMsg{4, "name", "T"},
@@ -269,7 +281,55 @@ TEST(WireTest, CallRoundTrips) {
   EXPECT_EQ(out.objects, in.objects);
   EXPECT_EQ(out.result_object, in.result_object);
   EXPECT_EQ(out.may_spill, in.may_spill);
+  EXPECT_EQ(out.num_returns, in.num_returns);
+  EXPECT_EQ(out.only_element, in.only_element);
   EXPECT_EQ(out.refs, in.refs);
+}
+
+TEST(WireTest, AResultInElementsRoundTrips) {
+  const ResultMsg in = sample_elements_result();
+  const ResultMsg out = round_trip(in, MsgType::kResult);
+  EXPECT_EQ(out.payload, in.payload);
+  ASSERT_EQ(out.elements.size(), 3u);
+  for (size_t i = 0; i < 3; ++i) {
+    EXPECT_EQ(out.elements[i].object, in.elements[i].object);
+    EXPECT_EQ(out.elements[i].bytes, in.elements[i].bytes);
+  }
+}
+
+// The results kept inline must fill the payload exactly, a call answered in elements names no
+// single object, and a rebuild's element must be one of the call's.
+TEST(WireTest, MalformedElementsAreRefused) {
+  auto body = [](uint64_t object, const std::string& payload,
+                 const std::vector<std::pair<uint64_t, uint64_t>>& elements) {
+    Bytes b;
+    b.u64(1).u8(0).i32(0).str("").str("").str(payload).u64(object).u64(0).u64(0).u32(0);
+    b.u32(static_cast<uint32_t>(elements.size()));
+    for (const auto& [o, n] : elements) b.u64(o).u64(n);
+    return frame(MsgType::kResult, b.get());
+  };
+  expect_error(body(0, "abcde", {{0, 2}, {9, 100}, {0, 3}}), DecodeError::kNone);
+  expect_error(body(0, "abcde", {{0, 2}, {9, 100}, {0, 2}}), DecodeError::kMalformedBody);
+  expect_error(body(0, "abcde", {{0, 6}}), DecodeError::kMalformedBody);
+  expect_error(body(0, "abcde", {{0, 0xFFFFFFFFFFFFFFFFull}, {0, 6}}),
+               DecodeError::kMalformedBody);
+  expect_error(body(7, "", {{9, 100}}), DecodeError::kMalformedBody);
+  expect_error(body(0, "", {}), DecodeError::kNone);
+  // A count of elements the body cannot hold.
+  expect_error(frame(MsgType::kResult, Bytes()
+                                           .u64(1).u8(0).i32(0).str("").str("").str("")
+                                           .u64(0).u64(0).u64(0).u32(0).u32(1000).u64(0)
+                                           .get()),
+               DecodeError::kMalformedBody);
+  for (const int32_t only : {-2, 3, 1000}) {
+    CallMsg c = sample_call();
+    c.only_element = 0;
+    std::string f = encode_one(c);
+    // only_element sits before the refs (a count and three keys): patch it in place.
+    const size_t at = f.size() - (4 + 3 * 8) - 4;
+    std::memcpy(&f[at], &only, 4);
+    expect_error(f, DecodeError::kMalformedBody);
+  }
 }
 
 TEST(WireTest, CallWithEmptyAndLargeFieldsRoundTrips) {
@@ -570,7 +630,7 @@ TEST(WireTest, StatusReplyRoundTrips) {
 
 TEST(WireTest, HeaderLayoutIsExact) {
   const std::string expected =
-      std::string("PRSM") + '\x07' + '\x07' + std::string(2, '\0') + std::string(4, '\0') +
+      std::string("PRSM") + '\x08' + '\x07' + std::string(2, '\0') + std::string(4, '\0') +
       std::string(4, '\0');
   EXPECT_EQ(encode_one(ShutdownMsg{}), expected);
 }
@@ -605,6 +665,7 @@ TEST(WireTest, CallAndResultLayoutsAreExact) {
   for (const WireObjectRef& o : c.objects) call.u64(o.object).u64(o.bytes).u64(o.at);
   call.u64(c.result_object);
   call.u8(c.may_spill ? 1 : 0);
+  call.u32(c.num_returns).i32(c.only_element);
   call.u32(static_cast<uint32_t>(c.refs.size()));
   for (uint64_t k : c.refs) call.u64(k);
   EXPECT_EQ(encode_one(c), frame(MsgType::kCall, call.get()));
@@ -622,6 +683,7 @@ TEST(WireTest, CallAndResultLayoutsAreExact) {
                                  .u64(r.run_ns)
                                  .u32(1)
                                  .u64(r.refs.at(0))
+                                 .u32(0)
                                  .get();
   EXPECT_EQ(encode_one(r), frame(MsgType::kResult, result));
 }
@@ -754,7 +816,8 @@ TEST(WireTest, BadVersion) {
   expect_error(header(7, 0, kWireMagic, /*version=*/4), DecodeError::kBadVersion);
   expect_error(header(7, 0, kWireMagic, /*version=*/5), DecodeError::kBadVersion);
   expect_error(header(7, 0, kWireMagic, /*version=*/6), DecodeError::kBadVersion);
-  expect_error(header(7, 0, kWireMagic, /*version=*/8), DecodeError::kBadVersion);
+  expect_error(header(7, 0, kWireMagic, /*version=*/7), DecodeError::kBadVersion);
+  expect_error(header(7, 0, kWireMagic, /*version=*/9), DecodeError::kBadVersion);
   expect_error(header(7, 0, kWireMagic, /*version=*/255), DecodeError::kBadVersion);
 }
 
@@ -882,12 +945,12 @@ TEST(WireTest, UnknownEnumValues) {
   // CallStatus: 0 to 3 only.
   for (int status : {4, 128, 255}) {
     const std::string body =
-        Bytes().u64(1).u8(static_cast<uint8_t>(status)).i32(0).str("").str("").str("").u64(0).u64(0).u64(0).u32(0).get();
+        Bytes().u64(1).u8(static_cast<uint8_t>(status)).i32(0).str("").str("").str("").u64(0).u64(0).u64(0).u32(0).u32(0).get();
     expect_error(frame(MsgType::kResult, body), DecodeError::kMalformedBody);
   }
   // And the same bodies with valid values decode.
   expect_error(frame(MsgType::kResult,
-                     Bytes().u64(1).u8(3).i32(0).str("").str("").str("").u64(0).u64(0).u64(0).u32(0).get()),
+                     Bytes().u64(1).u8(3).i32(0).str("").str("").str("").u64(0).u64(0).u64(0).u32(0).u32(0).get()),
                DecodeError::kNone);
 }
 

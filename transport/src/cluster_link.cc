@@ -33,6 +33,7 @@
 #include "api/registry_internal.h"
 #include "api/runtime_core.h"
 #include "api/runtime_registry.h"
+#include "prism/internal/remote_call.h"
 #include "prism/internal/variant_run.h"
 #include "auth.h"
 #include "clock_offset.h"
@@ -197,6 +198,22 @@ constexpr size_t kMaxAwaitingAuth = 32;
 // nested tasks for this long before asking again.
 constexpr std::chrono::milliseconds kSpillBackoff{20};
 
+// A num_returns call's results may stay on the node one by one up to this many (more travel
+// back inline, in one piece).
+constexpr size_t kMaxElements = 1024;
+
+// Points the invoker run on this thread at `elements` for its result (result_elements_sink),
+// and unpoints it however the call ends.
+class ElementsSink {
+ public:
+  explicit ElementsSink(std::vector<std::string>* elements) noexcept {
+    internal::result_elements_sink() = elements;
+  }
+  ~ElementsSink() { internal::result_elements_sink() = nullptr; }
+  ElementsSink(const ElementsSink&) = delete;
+  ElementsSink& operator=(const ElementsSink&) = delete;
+};
+
 // PRISM_NESTED_SPILL: "0" keeps every task a node can run on that node (default: busy nodes
 // spill nested tasks).
 bool nested_spill_enabled() {
@@ -272,6 +289,10 @@ struct Lineage {
   // Runs it may still have (the task's retries when it finished; each run of a rebuild counts
   // one). Under the link's mu_.
   int runs_left = 0;
+  // A result of a num_returns call (elements > 0): which one. Its rebuild runs the call again
+  // with the same numbers (result_object - element for the first) and keeps that one only.
+  uint32_t element = 0;
+  uint32_t elements = 0;
 };
 
 // Driver: an object being computed again (rebuild()). Every waiter is called once, with "" or
@@ -584,7 +605,13 @@ class Link final : public internal::ClusterLink {
     CallMsg call;
     call.objects = std::move(transfer.refs);
     call.may_spill = spilled_from == 0 && to == 0;
-    if (task->remote_materializer() != nullptr) call.result_object = objects_.new_id();
+    if (task->remote_materializer() != nullptr) {
+      call.result_object = objects_.new_id();
+    } else if (const size_t n = task->remote_elements(); n != 0 && n <= kMaxElements) {
+      // (results written one by one: each large one stays there as result_object + its index)
+      call.num_returns = static_cast<uint32_t>(n);
+      call.result_object = objects_.new_ids(n);
+    }
     PeerId peer = 0;
     {
       MutexLock lock(mu_);
@@ -2778,24 +2805,32 @@ class Link final : public internal::ClusterLink {
       internal::run_served_call(
           rt_, from_wire(call.request), call.task_name,
           [this, id, peer, key = served->key, invoker = served->invoker, args, result_object,
-           answer, in = served->refs, objects = std::move(objects)] {
+           num_returns = call.num_returns, only_element = call.only_element, answer,
+           in = served->refs, objects = std::move(objects)] {
             ResultMsg& r = answer->result;
             r.call_id = id;
             const auto start = std::chrono::steady_clock::now();
             RefContext refs(this, in);  // (reads the arguments' refs, lends the result's)
             refs.objects = objects;
+            std::vector<std::string> elements;  // a num_returns call's results, one by one
             {
               internal::RefScopeGuard scope(&refs);
+              ElementsSink sink(num_returns != 0 ? &elements : nullptr);
               invoker(key, args->view, &r.payload);
             }
             r.run_ns = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
                                                  std::chrono::steady_clock::now() - start)
                                                  .count());
+            if (num_returns != 0 && elements.size() == num_returns && r.payload.empty()) {
+              keep_elements(&r, &elements, result_object, only_element,
+                            /*inline_only=*/!refs.lends.empty());
+            }
             if (!refs.lends.empty()) {
               // (A result holding refs goes inline: its refs are lent to the caller with it.)
               r.refs = refs_.prepare(refs.lends, peer);
               answer->lends = std::move(refs.lends);
-            } else if (result_object != 0 && r.payload.size() >= kInlineObjectBytes) {
+            } else if (result_object != 0 && r.elements.empty() &&
+                       r.payload.size() >= kInlineObjectBytes) {
               r.object = result_object;
               r.object_bytes = r.payload.size();
               objects_.hold(result_object, make_blob(std::move(r.payload)), /*primary=*/true);
@@ -2812,6 +2847,31 @@ class Link final : public internal::ClusterLink {
     } catch (...) {  // (no record was made: out of memory)
       served_.fetch_sub(1, std::memory_order_acq_rel);
       send(peer, Message(error_result(id, std::current_exception())));
+    }
+  }
+
+  // Node: the results of a num_returns call, written one by one (`elements`), into `r`: each
+  // large one stays here as an object of its own (result_object + its index), the others go
+  // back in the payload one after another (all of them when `inline_only`: results holding
+  // refs, lent with them). A rebuild of one result (`only_element` >= 0) keeps that one only,
+  // and sends none of the others.
+  void keep_elements(ResultMsg* r, std::vector<std::string>* elements, uint64_t result_object,
+                     int32_t only_element, bool inline_only) {
+    r->payload.clear();
+    r->elements.reserve(elements->size());
+    for (size_t i = 0; i < elements->size(); ++i) {
+      std::string& e = (*elements)[i];
+      WireElement w;
+      w.bytes = e.size();
+      if (only_element >= 0 && i != static_cast<size_t>(only_element)) {
+        w.bytes = 0;  // (not wanted: neither kept nor sent)
+      } else if (!inline_only && result_object != 0 && e.size() >= kInlineObjectBytes) {
+        w.object = result_object + i;
+        objects_.hold(w.object, make_blob(std::move(e)), /*primary=*/true);
+      } else {
+        r->payload.append(e);
+      }
+      r->elements.push_back(w);
     }
   }
 
@@ -3234,6 +3294,7 @@ class Link final : public internal::ClusterLink {
     }
     switch (result.status) {
       case CallStatus::kOk:
+        if (!result.elements.empty()) return complete_elements(peer, p, result);
         if (result.object != 0) {
           if (result.object != p.result_object || !result.payload.empty()) {
             rt_->fail_task(p.task, std::make_exception_ptr(Error(
@@ -4099,12 +4160,63 @@ class Link final : public internal::ClusterLink {
     Link* const link_;
   };
 
+  // Driver: a num_returns task's answer, its results one by one: those that stayed on the node
+  // become remote values of their entries (each pulled, freed and computed again on its own),
+  // the others are decoded from the payload. Anything else the answer says (another count,
+  // numbers it was not given, malformed bytes) fails the task.
+  void complete_elements(PeerId peer, const Pending& p, const ResultMsg& result) {
+    const size_t n = p.task->remote_elements();
+    std::string wrong;
+    if (n == 0 || result.elements.size() != n) {
+      wrong = "gave " + std::to_string(result.elements.size()) + " results for a call of " +
+              std::to_string(n);
+    }
+    for (size_t i = 0; wrong.empty() && i < n; ++i) {
+      const uint64_t object = result.elements[i].object;
+      if (object != 0 && (p.result_object == 0 || object != p.result_object + i)) {
+        wrong = "names an object it was not given";
+      }
+    }
+    auto fail = [&](const std::string& why) {
+      rt_->fail_task(p.task, std::make_exception_ptr(Error(
+                                 ErrorCode::kInternal, "the result of task '" +
+                                                           p.task->function_name() + "' from " +
+                                                           p.peer_name + " " + why)));
+    };
+    if (!wrong.empty()) return fail(wrong);
+    std::vector<uint64_t> sizes(n);
+    std::vector<std::shared_ptr<internal::RemoteValue>> where(n);
+    for (size_t i = 0; i < n; ++i) {
+      const WireElement& e = result.elements[i];
+      sizes[i] = e.bytes;
+      if (e.object == 0) continue;
+      objects_.locate(e.object, e.bytes, peer);
+      keep_lineage(p.task, e.object, static_cast<uint32_t>(i), static_cast<uint32_t>(n));
+      auto remote = std::make_shared<RemoteObject>(service_, e.object, e.bytes, p.peer_name);
+      remote->materialize = p.task->remote_element_materializer(i);
+      where[i] = std::move(remote);
+    }
+    internal::remote_variant_ran(p.task, static_cast<double>(result.run_ns) * 1e-9);
+    try {
+      RefContext refs(this, incoming());  // (the results' refs: borrowed from the node)
+      internal::RefScopeGuard scope(&refs);
+      p.task->complete_remote_elements(result.payload, sizes.data(), where.data());
+    } catch (const std::exception& e) {
+      // (the results that stayed there are freed with `where`)
+      return fail(std::string("is malformed: ") + e.what());
+    }
+    rt_->remote_task_done();
+    p.task->release_run();
+  }
+
   // ---- lineage: results computed again when every copy was lost (driver) ----
 
   // The lineage of `task`'s result, which stayed on a node as object `id`: its call (encoded
   // again from the task, which is still here) and its reference arguments' lineages. None for
   // an actor's call or a task without retries left: such a result is lost with its node.
-  void keep_lineage(TaskRecord* task, uint64_t id) noexcept {
+  // A result of a num_returns call names which (`element`) of how many (`elements`).
+  void keep_lineage(TaskRecord* task, uint64_t id, uint32_t element = 0,
+                    uint32_t elements = 0) noexcept {
     if (config_.role != ClusterRole::kDriver || task->actor() != nullptr) return;
     const int runs = rt_->retries_left(task);
     if (runs <= 0) return;
@@ -4119,6 +4231,8 @@ class Link final : public internal::ClusterLink {
       l->call.request = to_wire(l->request);
       l->task_name = l->call.task_name;
       l->runs_left = runs;
+      l->element = element;
+      l->elements = elements;
       MutexLock lock(mu_);
       for (size_t i = 0; i < l->call.objects.size(); ++i) {
         auto a = lineages_.find(l->call.objects[i].object);
@@ -4240,6 +4354,11 @@ class Link final : public internal::ClusterLink {
         call.call_id = next_call_++;
         call.result_object = id;
         call.may_spill = false;
+        if (l.elements != 0) {  // (that one result only, under the numbers of the first run)
+          call.num_returns = l.elements;
+          call.only_element = static_cast<int32_t>(l.element);
+          call.result_object = id - l.element;
+        }
         try {
           encode(Message(std::move(call)), &frame);
         } catch (const std::exception& e) {
@@ -4285,6 +4404,7 @@ class Link final : public internal::ClusterLink {
   // A result for a rebuild's run (true: it was one).
   bool on_rebuild_result(PeerId peer, const ResultMsg& result) {
     uint64_t id = 0;
+    uint64_t bytes = 0;
     {
       MutexLock lock(mu_);
       auto c = rebuild_calls_.find(result.call_id);
@@ -4298,7 +4418,13 @@ class Link final : public internal::ClusterLink {
         }
         return true;
       }
-      if (result.status != CallStatus::kOk || result.object != id) {
+      const Lineage& l = *r->second.lineage;
+      if (l.elements != 0 && result.status == CallStatus::kOk &&
+          result.elements.size() == l.elements && result.elements[l.element].object == id) {
+        bytes = result.elements[l.element].bytes;
+      } else if (l.elements == 0 && result.status == CallStatus::kOk && result.object == id) {
+        bytes = result.object_bytes;
+      } else {
         lock.unlock();
         rebuild_run_lost(id, peer,
                          result.status == CallStatus::kOk ? std::string("it came back inline")
@@ -4314,7 +4440,7 @@ class Link final : public internal::ClusterLink {
       r->second.peer = 0;
       r->second.call_id = 0;
     }
-    objects_.locate(id, result.object_bytes, peer);
+    objects_.locate(id, bytes, peer);
     finish_rebuild(id, {});
     return true;
   }

@@ -452,6 +452,13 @@ uint64_t ObjectTable::new_id() {
   return next_id_++;
 }
 
+uint64_t ObjectTable::new_ids(size_t n) {
+  MutexLock lock(mu_);
+  const uint64_t first = next_id_;
+  next_id_ += n;
+  return first;
+}
+
 void ObjectTable::locate(uint64_t id, uint64_t bytes, PeerId holder) {
   MutexLock lock(mu_);
   Location& l = locations_[id];

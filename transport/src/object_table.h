@@ -151,6 +151,8 @@ class ObjectTable {
 
   // --- the driver's directory ---
   uint64_t new_id();
+  // `n` consecutive numbers (n >= 1); returns the first.
+  uint64_t new_ids(size_t n);
   // Records that `holder` has a copy of `id` (of `bytes`), creating the record if needed.
   void locate(uint64_t id, uint64_t bytes, PeerId holder);
   // Records that `holder` has a copy of `id` too; false (nothing recorded) if `id` is gone.

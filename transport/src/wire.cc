@@ -216,6 +216,8 @@ void write_body(Writer* w, const CallMsg& m) {
   }
   w->u64(m.result_object);
   w->u8(m.may_spill ? 1 : 0);
+  w->u32(m.num_returns);
+  w->i32(m.only_element);
   write_keys(w, m.refs);
 }
 
@@ -230,6 +232,11 @@ void write_body(Writer* w, const ResultMsg& m) {
   w->u64(m.object_bytes);
   w->u64(m.run_ns);
   write_keys(w, m.refs);
+  w->count(m.elements.size());
+  for (const WireElement& e : m.elements) {
+    w->u64(e.object);
+    w->u64(e.bytes);
+  }
 }
 
 void write_body(Writer* w, const ObjectPullMsg& m) {
@@ -456,6 +463,7 @@ class Reader {
 constexpr size_t kMinStrBytes = 4;                  // u32 length, no bytes
 constexpr size_t kMinCustomBytes = kMinStrBytes + 8;  // (str, i64)
 constexpr size_t kObjectRefBytes = 24;                  // WireObjectRef: three u64
+constexpr size_t kElementBytes = 16;                    // WireElement: two u64
 
 // Enums: values the wire does not define are malformed.
 bool read_role(Reader* r, PeerRole* role) {
@@ -549,14 +557,38 @@ bool read_body(Reader* r, CallMsg* m) {
   uint8_t may_spill = 0;
   if (!r->u64(&m->result_object) || !r->u8(&may_spill) || may_spill > 1) return false;
   m->may_spill = may_spill == 1;
+  if (!r->u32(&m->num_returns) || !r->i32(&m->only_element)) return false;
+  if (m->only_element < -1 || (m->only_element >= 0 &&
+                               static_cast<uint32_t>(m->only_element) >= m->num_returns)) {
+    return false;
+  }
   return read_keys(r, &m->refs);
 }
 
 bool read_body(Reader* r, ResultMsg* m) {
-  return r->u64(&m->call_id) && read_status(r, &m->status) && r->i32(&m->error_code) &&
-         r->str(&m->error_type) && r->str(&m->message) && r->str(&m->payload) &&
-         r->u64(&m->object) && r->u64(&m->object_bytes) && r->u64(&m->run_ns) &&
-         read_keys(r, &m->refs);
+  if (!r->u64(&m->call_id) || !read_status(r, &m->status) || !r->i32(&m->error_code) ||
+      !r->str(&m->error_type) || !r->str(&m->message) || !r->str(&m->payload) ||
+      !r->u64(&m->object) || !r->u64(&m->object_bytes) || !r->u64(&m->run_ns) ||
+      !read_keys(r, &m->refs)) {
+    return false;
+  }
+  uint32_t n = 0;
+  if (!r->count(kElementBytes, &n)) return false;
+  // The results kept inline fill the payload exactly; a call whose results come one by one
+  // names no single object.
+  if (n != 0 && m->object != 0) return false;
+  uint64_t inline_bytes = 0;
+  m->elements.reserve(n);
+  for (uint32_t i = 0; i < n; ++i) {
+    WireElement e;
+    if (!r->u64(&e.object) || !r->u64(&e.bytes)) return false;
+    if (e.object == 0) {
+      if (e.bytes > m->payload.size() - inline_bytes) return false;
+      inline_bytes += e.bytes;
+    }
+    m->elements.push_back(e);
+  }
+  return n == 0 || inline_bytes == m->payload.size();
 }
 
 bool read_body(Reader* r, ObjectPullMsg* m) {

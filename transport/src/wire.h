@@ -31,7 +31,7 @@
 namespace prism::cluster {
 
 inline constexpr uint32_t kWireMagic = 0x4D535250;
-inline constexpr uint8_t kWireVersion = 7;
+inline constexpr uint8_t kWireVersion = 8;
 inline constexpr size_t kHeaderBytes = 16;
 // Bodies above this are refused (values larger than the inline threshold travel in part 2's
 // transfers; until then a task's arguments or result must fit in one frame).
@@ -126,6 +126,11 @@ struct CallMsg {
   std::vector<WireObjectRef> objects;  // arguments passed by reference
   uint64_t result_object = 0;  // nonzero: a large result stays on the node under this number
   bool may_spill = false;  // the node may send it back (kSpilled) when it has no room for it now
+  // Nonzero: a num_returns call of this many results (a tuple-like result), written one by one
+  // (ResultMsg::elements); a large one stays on the node under result_object + its index.
+  uint32_t num_returns = 0;
+  // A rebuild of one of those results (its index; -1: every one): the others are not kept.
+  int32_t only_element = -1;
   // The keys of the ObjectRefs serialized inside `args` (prism/object_ref.h), once per
   // occurrence: the sender lends them to the receiver (kRefReady, kRefRelease).
   std::vector<uint64_t> refs;
@@ -136,6 +141,12 @@ enum class CallStatus : uint8_t {
   kTaskError = 1,    // the function threw: error_type, message
   kSystemError = 2,  // Prism could not run it: error_code (prism::ErrorCode), message
   kSpilled = 3,      // a call that may spill: this node has no room for it now (it did not run)
+};
+
+// One result of a num_returns call (ResultMsg::elements).
+struct WireElement {
+  uint64_t object = 0;  // nonzero: it stayed on the node as this object
+  uint64_t bytes = 0;   // its serialized size (inline: its bytes are next in the payload)
 };
 
 struct ResultMsg {
@@ -149,6 +160,9 @@ struct ResultMsg {
   uint64_t object_bytes = 0;  // ... of this many bytes
   uint64_t run_ns = 0;        // kOk, a task: how long its body ran there (variant calls' model)
   std::vector<uint64_t> refs;  // kOk: the ObjectRefs inside `payload` (as CallMsg::refs)
+  // kOk, a num_returns call: its results in order; the payload holds those kept inline, one
+  // after another (empty: the payload is the whole result, as for any call).
+  std::vector<WireElement> elements;
 };
 
 struct ActorCreateMsg {

@@ -266,6 +266,8 @@ void invoke_remote_variant(const FunctionKey& key, std::string_view args, std::s
   const auto& v = std::get<I>(set->variants());
   auto f = v.callable();  // (a copy: its operator() may be non-const)
   result->clear();
+  // (Taken for this call's result only: the body may run other calls on this thread.)
+  std::vector<std::string>* const elements = std::exchange(result_elements_sink(), nullptr);
   if constexpr (std::is_void_v<typename Sig::Result>) {
     std::apply(f, std::move(params));
     if (v.gpu()) finish_device_work();
@@ -273,7 +275,7 @@ void invoke_remote_variant(const FunctionKey& key, std::string_view args, std::s
   } else {
     typename Sig::Result r = std::apply(f, std::move(params));
     if (v.gpu()) finish_device_work();
-    encode_result(r, result);  // (before: a user's serializer may read the arguments)
+    encode_result(r, result, elements);  // (before: a user's serializer may read the arguments)
     recycle_params(params);
   }
 }

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "api/registry_internal.h"
+#include "prism/internal/remote_call.h"
 #include "prism/internal/variant_run.h"
 #include "prism/errors.h"
 #include "prism/internal/thread_annotations.h"
@@ -210,6 +211,11 @@ void check_registry_conflicts() {
   std::string msg = "prism::init: ";
   for (size_t i = 0; i < r.conflicts.size(); ++i) msg += (i ? "; " : "") + r.conflicts[i];
   throw Error(ErrorCode::kInvalidArgument, msg);
+}
+
+std::vector<std::string>*& result_elements_sink() noexcept {
+  thread_local std::vector<std::string>* sink = nullptr;
+  return sink;
 }
 
 }  // namespace prism::internal

@@ -17,7 +17,9 @@
 #include <tuple>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
+#include "prism/internal/call_diagnosis.h"
 #include "prism/internal/runtime_hooks.h"
 #include "prism/serialize.h"
 
@@ -89,12 +91,41 @@ void recycle_params(Params& params) noexcept {
       params);
 }
 
+// Node side of a num_returns call (the cluster link sets it on the thread that runs the
+// invoker, for the invoker only): where a tuple-like result is written, each element into its
+// own string, so that each may stay on the node as an object of its own. Null: one string.
+std::vector<std::string>*& result_elements_sink() noexcept;
+
+template <typename R, size_t... I>
+void encode_elements(const R& r, std::vector<std::string>* elements, std::index_sequence<I...>) {
+  elements->clear();
+  (
+      [&] {
+        using E = std::decay_t<std::tuple_element_t<I, R>>;
+        const E& e = std::get<I>(r);
+        std::string s;
+        const bool reserved = BufferPool::reserve_fresh(&s, ObjectSize<E>::bytes(e));
+        Writer w(&s);
+        w.put(e);
+        if (reserved) BufferPool::fit_reserved(&s);
+        elements->push_back(std::move(s));
+      }(),
+      ...);
+}
+
 // Writes the call's result `r` into `out`, which is first given room for it in memory asked
 // for in huge pages when it is large (BufferPool::reserve_fresh); then `r`'s buffer goes back to
-// the pool as above.
+// the pool as above. With `elements` (result_elements_sink) a tuple-like result is written
+// there, element by element, and `out` stays empty.
 template <typename R>
-void encode_result(R& r, std::string* out) {
+void encode_result(R& r, std::string* out, std::vector<std::string>* elements = nullptr) {
   out->clear();
+  if constexpr (is_tuple_like_v<R>) {
+    if (elements != nullptr) {
+      encode_elements(r, elements, std::make_index_sequence<std::tuple_size_v<R>>());
+      return;
+    }
+  }
   const bool reserved = BufferPool::reserve_fresh(out, ObjectSize<R>::bytes(r));
   Writer w(out);
   w.put(static_cast<const R&>(r));
@@ -112,6 +143,8 @@ void invoke_remote(const FunctionKey& key, std::string_view args, std::string* r
   // the body runs outside it (its own serialization is its own business).
   typename Sig::Params params = from_bytes<typename Sig::Params>(args);
   result->clear();
+  // (Taken for this call's result only: the body may run other calls on this thread.)
+  std::vector<std::string>* const elements = std::exchange(result_elements_sink(), nullptr);
   if constexpr (std::is_void_v<typename Sig::Result>) {
     RefScopeGuard body(nullptr);
     std::apply(f, std::move(params));
@@ -122,7 +155,7 @@ void invoke_remote(const FunctionKey& key, std::string_view args, std::string* r
       return std::apply(f, std::move(params));
     }();
     // (Encoded before the arguments are recycled: a user's serializer may read them.)
-    encode_result(r, result);
+    encode_result(r, result, elements);
     recycle_params(params);
   }
 }

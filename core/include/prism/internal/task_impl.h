@@ -20,6 +20,7 @@
 #include <exception>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <tuple>
 #include <type_traits>
@@ -27,6 +28,7 @@
 #include <utility>
 #include <vector>
 
+#include "prism/internal/call_diagnosis.h"
 #include "prism/internal/device_affinity.h"
 #include "prism/internal/object_entry.h"
 #include "prism/internal/remote_call.h"
@@ -242,7 +244,53 @@ struct MultiResult {
     return false;
   }
 
+  // ---- a remote run that wrote its results one by one (TaskRecord::complete_remote_elements) ----
+  static RemoteMaterializer materializer(size_t i) noexcept {
+    return materializer_at(i, std::make_index_sequence<N>());
+  }
+  // Every result kept inline is decoded before any is set (a malformed one throws first).
+  void complete_elements(std::string_view bytes, const uint64_t* sizes,
+                         std::shared_ptr<RemoteValue>* where) {
+    complete_elements_at(bytes, sizes, where, std::make_index_sequence<N>());
+  }
+
  private:
+  template <size_t... I>
+  static RemoteMaterializer materializer_at(size_t i, std::index_sequence<I...>) noexcept {
+    RemoteMaterializer m = nullptr;
+    ((m = i == I ? &TypedEntry<Elem<I>>::materialize : m), ...);
+    return m;
+  }
+  template <size_t... I>
+  void complete_elements_at(std::string_view bytes, const uint64_t* sizes,
+                            std::shared_ptr<RemoteValue>* where, std::index_sequence<I...>) {
+    std::tuple<std::optional<Elem<I>>...> decoded;
+    size_t at = 0;
+    (
+        [&] {
+          if (where[I] != nullptr) return;
+          if (sizes[I] > bytes.size() - at) throw_malformed("a result's bytes are truncated");
+          std::get<I>(decoded).emplace(
+              from_bytes<Elem<I>>(bytes.substr(at, static_cast<size_t>(sizes[I]))));
+          at += static_cast<size_t>(sizes[I]);
+        }(),
+        ...);
+    if (at != bytes.size()) throw_malformed("bytes left over after the results");
+    run_returned();
+    (
+        [&] {
+          if (where[I] != nullptr) {
+            entries[I]->complete_remote(std::move(where[I]));  // (if cancelled: freed at once)
+            return;
+          }
+          if constexpr (Placement<Elem<I>>::kCustom) {
+            Placement<Elem<I>>::on_produced(*std::get<I>(decoded));
+          }
+          static_cast<TypedEntry<Elem<I>>*>(entries[I].get())
+              ->set_value(std::move(*std::get<I>(decoded)));
+        }(),
+        ...);
+  }
   template <size_t... I>
   void init(RuntimeCore* rt, std::index_sequence<I...>) {
     ((entries[I] = EntryPtr(new TypedEntry<Elem<I>>(next_object_id(rt)))), ...);
@@ -453,6 +501,24 @@ class TaskImpl final : public TaskRecord {
       return false;
     }
   }
+  size_t remote_elements() const noexcept override {
+    if constexpr (kRemoteElements) {
+      return std::tuple_size_v<typename Slots::Value>;
+    } else {
+      return 0;
+    }
+  }
+  RemoteMaterializer remote_element_materializer(size_t i) const noexcept override {
+    if constexpr (kRemoteElements) {
+      return Slots::materializer(i);
+    } else {
+      return nullptr;
+    }
+  }
+  void complete_remote_elements(std::string_view inline_bytes, const uint64_t* sizes,
+                                std::shared_ptr<RemoteValue>* where) override {
+    if constexpr (kRemoteElements) slots_.complete_elements(inline_bytes, sizes, where);
+  }
 
  private:
   using Remote = RemoteTask<Target, typename Slots::Value, typename Arg<Tier, A>::type...>;
@@ -466,6 +532,21 @@ class TaskImpl final : public TaskRecord {
         return false;
       } else {
         return std::is_same_v<Slots, SingleResult<Value>>;
+      }
+    } else {
+      return false;
+    }
+  }();
+  // num_returns results, each of which may stay on the node that computed it.
+  static constexpr bool kRemoteElements = [] {
+    if constexpr (kRemote && !std::is_same_v<Slots, CreationResult>) {
+      using Value = typename Slots::Value;
+      if constexpr (std::is_void_v<Value>) {
+        return false;
+      } else if constexpr (is_tuple_like_v<Value>) {
+        return std::is_same_v<Slots, MultiResult<Value, std::tuple_size_v<Value>>>;
+      } else {
+        return false;
       }
     } else {
       return false;

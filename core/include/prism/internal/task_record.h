@@ -162,6 +162,20 @@ class TaskRecord : public Dependent {
   virtual bool complete_remote_value(std::shared_ptr<RemoteValue> /*where*/) noexcept {
     return false;
   }
+  // For a num_returns task whose N results are each serializable: N (each result may then stay
+  // on the node that ran it, as one object of its own); else 0.
+  virtual size_t remote_elements() const noexcept { return 0; }
+  // What builds result `i` of such a task from its bytes (null if i >= remote_elements()).
+  virtual RemoteMaterializer remote_element_materializer(size_t /*i*/) const noexcept {
+    return nullptr;
+  }
+  // Completes such a task's results from a remote run that wrote them one by one: result i is
+  // `where[i]` when that is not null (it stayed on the node), else the next `sizes[i]` bytes of
+  // `inline_bytes`. Throws prism::Error (kInvalidArgument) for malformed bytes; the caller then
+  // fails the task.
+  virtual void complete_remote_elements(std::string_view /*inline_bytes*/,
+                                        const uint64_t* /*sizes*/,
+                                        std::shared_ptr<RemoteValue>* /*where*/) {}
 
   // Dependent: one argument became ready.
   void on_ready(ObjectEntry* entry) noexcept final;
