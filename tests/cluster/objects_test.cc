@@ -150,7 +150,12 @@ constexpr uint64_t kMiB = 1024 * kKiB;
 std::tuple<std::vector<uint8_t>, int, std::vector<uint8_t>> make_three(uint64_t n, uint32_t seed) {
   return {make_bytes(n, seed), static_cast<int>(seed), make_bytes(n / 2 + 1, seed + 1)};
 }
-PRISM_REMOTE(make_three);
+// Two results, the first a ref to a value put where this runs (num_returns<2>).
+std::tuple<prism::ObjectRef<std::vector<uint8_t>>, std::vector<uint8_t>> put_and_make(
+    uint64_t n, uint32_t seed) {
+  return {prism::put(make_bytes(n, seed)), make_bytes(n, seed + 1)};
+}
+PRISM_REMOTE(make_three, put_and_make);
 
 // This process's direct-pull counters: redirects it answered with, pulls it asked of the driver
 // after their direct path failed, direct connections open now, and those closed when idle.
@@ -273,6 +278,23 @@ TEST_F(ClusterTest, NumReturnsResultsStayOnTheirNodeOneByOne) {
   refs = {};
   EXPECT_EQ(objects_on_until("a", [](const auto& c) { return c[0] == 0; })[0], 0u)
       << "node1 keeps a result after every ref dropped";
+
+  // Small results only: every one inline, each decoded from its own bytes.
+  auto small_ones = prism::task(make_three).num_returns<3>().resource("a", 1).remote(10, 8u);
+  EXPECT_TRUE(prism::get(std::get<0>(small_ones), 60s) == make_bytes(10, 8));
+  EXPECT_EQ(prism::get(std::get<1>(small_ones), 60s), 8);
+  EXPECT_TRUE(prism::get(std::get<2>(small_ones), 60s) == make_bytes(6, 9));
+  EXPECT_EQ(objects_on("a")[0], 0u) << "node1 kept a small result";
+  // A result holding a ref: the results come back inline, the ref lent with them.
+  {
+    auto [lent, made] =
+        prism::task(put_and_make).num_returns<2>().resource("a", 1).remote(n, 20u);
+    const prism::ObjectRef<std::vector<uint8_t>> inner = prism::get(lent, 60s);
+    EXPECT_TRUE(prism::get(inner, 60s) == make_bytes(n, 20));
+    EXPECT_TRUE(prism::get(made, 60s) == make_bytes(n, 21));
+    EXPECT_EQ(prism::get(prism::task(checksum).resource("b", 1).remote(inner), 60s),
+              checksum(make_bytes(n, 20)));
+  }
 }
 
 TEST_F(ClusterTest, ALargeObjectReadByThreeTasksOnOneNodeTravelsOnce) {
