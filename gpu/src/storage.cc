@@ -7,6 +7,7 @@
 
 #include "backend.h"
 #include "copy_cache.h"
+#include "device_health.h"
 #include "prism/errors.h"
 #include "device_context.h"
 #include "prism/gpu/tensor.h"
@@ -57,11 +58,12 @@ struct Staging {
     } catch (...) {
       synced = false;
     }
-    if (!synced) {
-      // A copy queued into the buffers may still be running (an error need not stop the
-      // stream's other work): the pinned pool must not hand them out again, so they are kept
-      // (a bounded loss: one pair per failed read). The events may go: destroying one whose
-      // work is pending is allowed.
+    if (!synced && !device_failed(device, nullptr)) {
+      // A copy queued into the buffers may still be running (an error that is not sticky need
+      // not stop the stream's other work): the pinned pool must not hand them out again, so
+      // they are kept (one pair per such failed read). After a sticky error the device is
+      // marked failed and runs nothing more: they go back. The events may go: destroying one
+      // whose work is pending is allowed.
       buffer[0] = buffer[1] = nullptr;
     }
     release();

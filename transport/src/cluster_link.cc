@@ -2829,7 +2829,7 @@ class Link final : public internal::ClusterLink {
               // (A result holding refs goes inline: its refs are lent to the caller with it.)
               r.refs = refs_.prepare(refs.lends, peer);
               answer->lends = std::move(refs.lends);
-            } else if (result_object != 0 && r.elements.empty() &&
+            } else if (result_object != 0 && num_returns == 0 &&
                        r.payload.size() >= kInlineObjectBytes) {
               r.object = result_object;
               r.object_bytes = r.payload.size();
@@ -3296,7 +3296,8 @@ class Link final : public internal::ClusterLink {
       case CallStatus::kOk:
         if (!result.elements.empty()) return complete_elements(peer, p, result);
         if (result.object != 0) {
-          if (result.object != p.result_object || !result.payload.empty()) {
+          if (result.object != p.result_object || !result.payload.empty() ||
+              p.task->remote_materializer() == nullptr) {
             rt_->fail_task(p.task, std::make_exception_ptr(Error(
                                        ErrorCode::kInternal, "the result of task '" +
                                                                  p.task->function_name() +
@@ -3425,8 +3426,9 @@ class Link final : public internal::ClusterLink {
   // connection gone (a node then exits). Its own thread: the progress thread keeps no timers.
   void watch_peers() {
     // (0: never; checked each interval, so closed within one interval after it is reached)
+    // (At most a century: any longer is never, and would overflow the clock's duration.)
     const auto idle_close = std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-        std::chrono::duration<double>(config_.peer_idle_close_s));
+        std::chrono::duration<double>(std::min(config_.peer_idle_close_s, 3.2e9)));
     FailureDetector::Clock::duration interval{};
     {
       MutexLock lock(mu_);
@@ -4183,7 +4185,19 @@ class Link final : public internal::ClusterLink {
                                                            p.task->function_name() + "' from " +
                                                            p.peer_name + " " + why)));
     };
-    if (!wrong.empty()) return fail(wrong);
+    if (!wrong.empty()) {
+      // (The numbers this call was given that the node says it kept are freed there.)
+      std::vector<uint64_t> kept;
+      for (size_t i = 0; i < result.elements.size(); ++i) {
+        const uint64_t object = result.elements[i].object;
+        if (object != 0 && p.result_object != 0 && object >= p.result_object &&
+            object - p.result_object < n) {
+          kept.push_back(object);
+        }
+      }
+      if (!kept.empty() && is_ready(peer)) send(peer, Message(ObjectFreeMsg{std::move(kept)}));
+      return fail(wrong);
+    }
     std::vector<uint64_t> sizes(n);
     std::vector<std::shared_ptr<internal::RemoteValue>> where(n);
     for (size_t i = 0; i < n; ++i) {
@@ -4753,6 +4767,7 @@ class Link final : public internal::ClusterLink {
   // step keeps the peer open, one redirected just after finds it gone and asks the driver.
   void close_if_idle(PeerId peer, std::chrono::steady_clock::duration idle) {
     PeerId driver = 0;
+    std::string name;
     {
       MutexLock lock(mu_);
       auto it = peers_.find(peer);
@@ -4766,10 +4781,11 @@ class Link final : public internal::ClusterLink {
         return;
       }
       driver = driver_;
-      PRISM_LOG(kDebug) << "cluster: closing " << it->second.name << ": unused for "
-                        << config_.peer_idle_close_s << " s (PRISM_PEER_IDLE_CLOSE_S)";
+      name = it->second.name;
       erase_direct_locked(it);
     }
+    PRISM_LOG(kDebug) << "cluster: closing " << name << ": unused for "
+                      << config_.peer_idle_close_s << " s (PRISM_PEER_IDLE_CLOSE_S)";
     direct_closed_idle_.fetch_add(1, std::memory_order_relaxed);
     comm_->close(peer);
     move_direct_pulls(peer, driver, "closed when idle");  // (none: kept as a safeguard)

@@ -157,7 +157,10 @@ bool memory_may_explain(cublasStatus_t status) {
     return false;
   }
   const cudaError_t last = cudaPeekAtLastError();
-  if (last == cudaErrorMemoryAllocation) return true;
+  if (last == cudaErrorMemoryAllocation) {
+    cudaGetLastError();  // (not sticky: cleared, so that the next check does not see it again)
+    return true;
+  }
   if (last != cudaSuccess) return false;
   size_t free = 0;
   size_t total = 0;
