@@ -382,6 +382,14 @@ TEST(WireTest, ObjectMessagesRoundTrip) {
   EXPECT_EQ(held_out.from_index, held.from_index);
   EXPECT_EQ(held_out.start_ns, held.start_ns);
   EXPECT_EQ(held_out.end_ns, held.end_ns);
+  EXPECT_TRUE(held_out.kept);
+  ObjectHeldMsg freed = held;
+  freed.kept = false;
+  EXPECT_FALSE(round_trip(freed, MsgType::kObjectHeld).kept);
+  // The flag is 0 or 1.
+  std::string bad = encode_one(held);
+  bad.back() = 2;
+  expect_error(bad, DecodeError::kMalformedBody);
   ObjectDataMsg d;
   d.object = 3;
   d.ok = true;

@@ -4791,9 +4791,9 @@ class Link final : public internal::ClusterLink {
     move_direct_pulls(peer, driver, "closed when idle");  // (none: kept as a safeguard)
   }
 
-  // Node: a pull that came from `id`'s holder directly completed (`bytes`): if this node kept the
-  // copy, the driver learns it (ObjectHeldMsg: it may send readers here, and it shows the
-  // transfer on its timeline).
+  // Node: a pull that came from `id`'s holder directly completed (`bytes`): the driver learns it
+  // (ObjectHeldMsg: it shows the transfer on its timeline, and, if this node kept the copy, it
+  // may send readers here).
   void held_directly(uint64_t id, uint64_t bytes) {
     DirectPull d;
     PeerId driver = 0;
@@ -4805,15 +4805,15 @@ class Link final : public internal::ClusterLink {
       direct_pulls_.erase(it);
       driver = driver_;
     }
-    if (!objects_.holds(id)) return;  // (freed on its way)
+    const bool kept = objects_.holds(id);  // (else freed on its way: on the timeline all the same)
     const int64_t skew = test_clock_skew_ns();  // (as the node's clock is told: ClockPong)
     send(driver, Message(ObjectHeldMsg{id, bytes, d.from_index, d.start_ns + skew,
-                                       steady_ns() + skew}));
+                                       steady_ns() + skew, kept}));
   }
 
-  // Driver: a node we sent to pull `held.object` directly has it.
+  // Driver: a node we sent to pull `held.object` directly has it (or had it: freed on its way).
   void on_object_held(PeerId peer, const ObjectHeldMsg& held) {
-    if (!objects_.confirm_holder(held.object, peer)) return;  // (freed meanwhile, or not sent)
+    if (held.kept && !objects_.confirm_holder(held.object, peer)) return;  // (freed, or not sent)
     internal::Timeline::Transfer t;
     t.object = held.object;
     t.bytes = held.bytes;

@@ -257,6 +257,7 @@ void write_body(Writer* w, const ObjectHeldMsg& m) {
   w->u32(m.from_index);
   w->u64(static_cast<uint64_t>(m.start_ns));
   w->u64(static_cast<uint64_t>(m.end_ns));
+  w->u8(m.kept ? 1 : 0);
 }
 
 void write_body(Writer* w, const ObjectDataMsg& m) {
@@ -611,6 +612,9 @@ bool read_body(Reader* r, ObjectHeldMsg* m) {
   }
   m->start_ns = static_cast<int64_t>(start);
   m->end_ns = static_cast<int64_t>(end);
+  uint8_t kept = 0;
+  if (!r->u8(&kept) || kept > 1) return false;
+  m->kept = kept == 1;
   return true;
 }
 

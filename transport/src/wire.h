@@ -217,15 +217,16 @@ struct ObjectWhereMsg {
 };
 
 // node -> driver, after a direct pull (kObjectWhere) brought `object` (`bytes` long) from node
-// `from_index`, asked at `start_ns` and complete at `end_ns` (the node's steady clock): it keeps
-// the copy (the driver may send readers to it now) and the transfer joins the driver's
-// timeline.
+// `from_index`, asked at `start_ns` and complete at `end_ns` (the node's steady clock): the
+// transfer joins the driver's timeline, and when `kept` the node keeps the copy (the driver may
+// send readers to it now); not kept: it was freed while on its way.
 struct ObjectHeldMsg {
   uint64_t object = 0;
   uint64_t bytes = 0;
   uint32_t from_index = 0;
   int64_t start_ns = 0;
   int64_t end_ns = 0;
+  bool kept = true;
 };
 
 // An object's serialized value, whole or one part of it: a value larger than one frame travels
