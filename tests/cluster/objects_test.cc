@@ -136,13 +136,6 @@ std::string hold_cpu(int ms) {
 }
 PRISM_REMOTE(hog, hold_cpu);
 
-// An actor that makes values where it lives.
-class Maker {
- public:
-  std::vector<uint8_t> make(uint64_t n, uint32_t seed) { return make_bytes(n, seed); }
-};
-PRISM_ACTOR(Maker, &Maker::make);
-
 constexpr uint64_t kKiB = 1024;
 constexpr uint64_t kMiB = 1024 * kKiB;
 
@@ -150,6 +143,17 @@ constexpr uint64_t kMiB = 1024 * kKiB;
 std::tuple<std::vector<uint8_t>, int, std::vector<uint8_t>> make_three(uint64_t n, uint32_t seed) {
   return {make_bytes(n, seed), static_cast<int>(seed), make_bytes(n / 2 + 1, seed + 1)};
 }
+
+// An actor that makes values where it lives.
+class Maker {
+ public:
+  std::vector<uint8_t> make(uint64_t n, uint32_t seed) { return make_bytes(n, seed); }
+  std::tuple<std::vector<uint8_t>, int, std::vector<uint8_t>> make_three(uint64_t n,
+                                                                         uint32_t seed) {
+    return ::make_three(n, seed);
+  }
+};
+PRISM_ACTOR(Maker, &Maker::make, &Maker::make_three);
 // Two results, the first a ref to a value put where this runs (num_returns<2>).
 std::tuple<prism::ObjectRef<std::vector<uint8_t>>, std::vector<uint8_t>> put_and_make(
     uint64_t n, uint32_t seed) {
@@ -573,6 +577,49 @@ TEST_F(ClusterTest, ALargeActorResultStaysOnTheActorsNode) {
   const auto a = objects_on_until("a", [](const auto& s) { return s[0] == 0; });
   EXPECT_EQ(a[0], 0u) << "the actor's node still holds the result";
   EXPECT_EQ(a[1], 0u);
+}
+
+// So do the large results of an actor's num_returns call, each as an object of its own: pulled
+// only by its reader, freed on its own.
+TEST_F(ClusterTest, AnActorsNumReturnsResultsStayOnItsNodeOneByOne) {
+  start(1, {{{"PRISM_RESOURCES", "a:100"}}, {{"PRISM_RESOURCES", "b:100"}}});
+  auto maker = prism::actor<Maker>().resource("a", 1).remote();
+  const uint64_t n = 3 * kMiB;
+  const std::vector<uint8_t> first = make_bytes(n, 5), third = make_bytes(n / 2 + 1, 6);
+  auto refs = maker.task(&Maker::make_three).num_returns<3>().remote(n, 5u);
+  EXPECT_EQ(prism::get(std::get<1>(refs), 60s), 5);
+  std::vector<uint64_t> a = objects_on("a");
+  EXPECT_EQ(a[0], 2u) << "the actor's node keeps the two large results";
+  EXPECT_GE(a[1], n + n / 2);
+  EXPECT_EQ(prism::cluster::object_stats().pulls, 0u) << "the driver pulled a result unasked";
+  // A task on node2 reads the first: that one only crosses, from node1 directly.
+  EXPECT_EQ(prism::get(prism::task(checksum).resource("b", 1).remote(std::get<0>(refs)), 60s),
+            checksum(first));
+  const std::vector<uint64_t> b = objects_on("b");
+  EXPECT_EQ(b[4], 1u) << "node2 pulled once";
+  EXPECT_GE(b[5], n);
+  EXPECT_LT(b[5], n + kKiB) << "node2 pulled more than the first result";
+  EXPECT_TRUE(prism::get(std::get<2>(refs), 60s) == third);
+  EXPECT_EQ(prism::cluster::object_stats().pulls, 1u);
+  // The first's last ref drops: its copies go (node1's and node2's), the third's stays.
+  std::get<0>(refs) = {};
+  a = objects_on_until("a", [](const auto& c) { return c[0] == 1; });
+  EXPECT_EQ(a[0], 1u) << "node1 still keeps the first result";
+  EXPECT_EQ(objects_on_until("b", [](const auto& c) { return c[2] == 0; })[2], 0u)
+      << "node2 still keeps its copy of the first result";
+  EXPECT_TRUE(prism::get(std::get<2>(refs), 60s) == third);
+  refs = {};
+  EXPECT_EQ(objects_on_until("a", [](const auto& c) { return c[0] == 0; })[0], 0u)
+      << "node1 keeps a result after every ref dropped";
+  // Small results only: every one inline, each decoded from its own bytes; and a call of one
+  // result beside them still keeps its large result whole.
+  auto small_ones = maker.task(&Maker::make_three).num_returns<3>().remote(10, 8u);
+  auto whole = maker.task(&Maker::make).remote(n, 3u);
+  EXPECT_TRUE(prism::get(std::get<0>(small_ones), 60s) == make_bytes(10, 8));
+  EXPECT_EQ(prism::get(std::get<1>(small_ones), 60s), 8);
+  EXPECT_TRUE(prism::get(std::get<2>(small_ones), 60s) == make_bytes(6, 9));
+  EXPECT_TRUE(prism::get(whole, 60s) == make_bytes(n, 3));
+  EXPECT_EQ(objects_on("a")[0], 1u) << "node1 kept a small result, or not the whole one";
 }
 
 TEST_F(ClusterTest, PlacementFollowsTheArgumentBytes) {

@@ -168,7 +168,7 @@ std::vector<Message> samples() {
           RefusedMsg{"bad token"}, sample_call(), sample_result(), sample_elements_result(),
           ShutdownMsg{},   StatusQueryMsg{}, StatusReplyMsg{"2 nodes\n  node 1: idle\n"},
           ActorCreateMsg{1, 2, "ctor", "T", "n", 1, WireResources{}, "ab", {}},
-          ActorCallMsg{3, 2, "T::m", "m", "xyz", 0, {5}}, ActorKillMsg{2, true}, ActorLookupMsg{4, "name", "T"},
+          ActorCallMsg{3, 2, "T::m", "m", "xyz", 0, 0, {5}}, ActorKillMsg{2, true}, ActorLookupMsg{4, "name", "T"},
           RefReadyMsg{7, CallStatus::kOk, 9, 100, 0, "", "", ""}, RefReleaseMsg{{{7, 2}}},
           ObjectPullMsg{8, true}, ObjectWhereMsg{8, 1 << 20, 2, "127.0.0.1:40000"},
           ObjectHeldMsg{8, 1 << 20, 2, 100, 200}};
@@ -609,8 +609,10 @@ TEST(WireTest, ActorMessagesRoundTrip) {
   m.task_name = "add";
   m.args = binary_blob(3);
   m.result_object = 77;
+  m.num_returns = 3;
   const ActorCallMsg m2 = round_trip(m, MsgType::kActorCall);
   EXPECT_EQ(m2.result_object, 77u);
+  EXPECT_EQ(m2.num_returns, 3u);
   EXPECT_EQ(m2.call_id, m.call_id);
   EXPECT_EQ(m2.actor, m.actor);
   EXPECT_EQ(m2.method, m.method);
@@ -638,7 +640,7 @@ TEST(WireTest, StatusReplyRoundTrips) {
 
 TEST(WireTest, HeaderLayoutIsExact) {
   const std::string expected =
-      std::string("PRSM") + '\x08' + '\x07' + std::string(2, '\0') + std::string(4, '\0') +
+      std::string("PRSM") + '\x09' + '\x07' + std::string(2, '\0') + std::string(4, '\0') +
       std::string(4, '\0');
   EXPECT_EQ(encode_one(ShutdownMsg{}), expected);
 }
@@ -660,6 +662,23 @@ TEST(WireTest, AuthLayoutIsExact) {
   for (const auto& [name, amount] : m.resources.custom) b.str(name).i64(amount);
   b.str(m.listen);
   EXPECT_EQ(encode_one(m), frame(MsgType::kAuth, b.get()));
+}
+
+TEST(WireTest, ActorCallLayoutIsExact) {
+  const ActorCallMsg m{3, 2, "T::m", "m", "xyz", 40, 2, {5, 6}};
+  const std::string body = Bytes()
+                               .u64(3)
+                               .u64(2)
+                               .str("T::m")
+                               .str("m")
+                               .str("xyz")
+                               .u64(40)
+                               .u32(2)
+                               .u32(2)
+                               .u64(5)
+                               .u64(6)
+                               .get();
+  EXPECT_EQ(encode_one(m), frame(MsgType::kActorCall, body));
 }
 
 TEST(WireTest, CallAndResultLayoutsAreExact) {
@@ -817,15 +836,12 @@ TEST(WireTest, BadMagic) {
 }
 
 TEST(WireTest, BadVersion) {
-  expect_error(header(7, 0, kWireMagic, /*version=*/0), DecodeError::kBadVersion);
-  expect_error(header(7, 0, kWireMagic, /*version=*/1), DecodeError::kBadVersion);
-  expect_error(header(7, 0, kWireMagic, /*version=*/2), DecodeError::kBadVersion);
-  expect_error(header(7, 0, kWireMagic, /*version=*/3), DecodeError::kBadVersion);
-  expect_error(header(7, 0, kWireMagic, /*version=*/4), DecodeError::kBadVersion);
-  expect_error(header(7, 0, kWireMagic, /*version=*/5), DecodeError::kBadVersion);
-  expect_error(header(7, 0, kWireMagic, /*version=*/6), DecodeError::kBadVersion);
-  expect_error(header(7, 0, kWireMagic, /*version=*/7), DecodeError::kBadVersion);
-  expect_error(header(7, 0, kWireMagic, /*version=*/9), DecodeError::kBadVersion);
+  // Every earlier version, the next one and the largest.
+  for (int v = 0; v < kWireVersion; ++v) {
+    expect_error(header(7, 0, kWireMagic, static_cast<uint8_t>(v)), DecodeError::kBadVersion);
+  }
+  expect_error(header(7, 0, kWireMagic, static_cast<uint8_t>(kWireVersion + 1)),
+               DecodeError::kBadVersion);
   expect_error(header(7, 0, kWireMagic, /*version=*/255), DecodeError::kBadVersion);
 }
 

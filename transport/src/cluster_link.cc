@@ -202,16 +202,22 @@ constexpr std::chrono::milliseconds kSpillBackoff{20};
 // back inline, in one piece).
 constexpr size_t kMaxElements = 1024;
 
-// Points the invoker run on this thread at `elements` for its result (result_elements_sink),
-// and unpoints it however the call ends.
+// Points the invoker (or an actor's result writer) run on this thread at `elements` for its
+// result (result_elements_sink), and unpoints it however the call ends. Null: the sink is left
+// as it is outside every such call, null (no thread-local write for a call of one result).
 class ElementsSink {
  public:
-  explicit ElementsSink(std::vector<std::string>* elements) noexcept {
-    internal::result_elements_sink() = elements;
+  explicit ElementsSink(std::vector<std::string>* elements) noexcept : set_(elements != nullptr) {
+    if (set_) internal::result_elements_sink() = elements;
   }
-  ~ElementsSink() { internal::result_elements_sink() = nullptr; }
+  ~ElementsSink() {
+    if (set_) internal::result_elements_sink() = nullptr;
+  }
   ElementsSink(const ElementsSink&) = delete;
   ElementsSink& operator=(const ElementsSink&) = delete;
+
+ private:
+  const bool set_;
 };
 
 // PRISM_NESTED_SPILL: "0" keeps every task a node can run on that node (default: busy nodes
@@ -1119,9 +1125,15 @@ class Link final : public internal::ClusterLink {
         msg.call_id = next_call_++;
         msg.actor = key;
         // The driver's calls: a large result may stay on the actor's node (a node's calls go
-        // through the driver, which cannot hand it on: theirs come back inline).
-        if (config_.role == ClusterRole::kDriver && call->remote_materializer() != nullptr) {
-          msg.result_object = objects_.new_id();
+        // through the driver, which cannot hand it on: theirs come back inline), and so may
+        // each of a num_returns call's results (result_object + its index).
+        if (config_.role == ClusterRole::kDriver) {
+          if (call->remote_materializer() != nullptr) {
+            msg.result_object = objects_.new_id();
+          } else if (const size_t n = call->remote_elements(); n != 0 && n <= kMaxElements) {
+            msg.num_returns = static_cast<uint32_t>(n);
+            msg.result_object = objects_.new_ids(n);
+          }
         }
         pending_.emplace(msg.call_id, Pending{call, peer, ResourceRequest{}, peers_[peer].name,
                                               {}, msg.result_object});
@@ -2943,8 +2955,9 @@ class Link final : public internal::ClusterLink {
         entry = method(key, handle, msg.args, &write);
       }
       const uint64_t result_object = msg.result_object;
-      internal::when_done(std::move(entry), [this, peer, id, write,
-                                             result_object](internal::ObjectEntry* e) {
+      const uint32_t num_returns = msg.num_returns;
+      internal::when_done(std::move(entry), [this, peer, id, write, result_object,
+                                             num_returns](internal::ObjectEntry* e) {
         if (e->state() == internal::ObjState::kFailed) {
           send(peer, Message(error_result(id, e->error())));
           return;
@@ -2952,16 +2965,23 @@ class Link final : public internal::ClusterLink {
         ResultMsg r;
         r.call_id = id;
         RefContext refs(this);  // (its result's refs: lent to the caller)
+        std::vector<std::string> elements;  // a num_returns call's results, one by one
         try {
           internal::RefScopeGuard scope(&refs);
+          ElementsSink sink(num_returns != 0 ? &elements : nullptr);
           write(e, &r.payload);
         } catch (...) {
           send(peer, Message(error_result(id, std::current_exception())));
           return;
         }
         // A large result stays here, as a task's does (the driver pulls it when it is read),
-        // unless it holds refs (lent with it, inline).
-        if (refs.lends.empty() && result_object != 0 && r.payload.size() >= kInlineObjectBytes) {
+        // unless it holds refs (lent with it, inline); so does each large one of a num_returns
+        // call's (no lineage: an actor's results are not computed again).
+        if (num_returns != 0 && elements.size() == num_returns && r.payload.empty()) {
+          keep_elements(&r, &elements, result_object, /*only_element=*/-1,
+                        /*inline_only=*/!refs.lends.empty());
+        } else if (refs.lends.empty() && result_object != 0 && num_returns == 0 &&
+                   r.payload.size() >= kInlineObjectBytes) {
           r.object = result_object;
           r.object_bytes = r.payload.size();
           objects_.hold(result_object, make_blob(std::move(r.payload)), /*primary=*/true);
@@ -3135,6 +3155,7 @@ class Link final : public internal::ClusterLink {
   // node that holds the actor (the answer goes back under the caller's call id).
   void on_node_actor_call(PeerId origin, ActorCallMsg msg) {
     msg.result_object = 0;  // (its result goes back to the node inline)
+    msg.num_returns = 0;
     PeerId holder = 0;
     std::shared_ptr<ActorCore> actor;  // (let go after mu_: a last handle's finalization takes it)
     {

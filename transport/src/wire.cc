@@ -339,6 +339,7 @@ void write_body(Writer* w, const ActorCallMsg& m) {
   w->str(m.task_name);
   w->str(m.args);
   w->u64(m.result_object);
+  w->u32(m.num_returns);
   write_keys(w, m.refs);
 }
 
@@ -724,7 +725,7 @@ bool read_body(Reader* r, ActorCreateMsg* m) {
 bool read_body(Reader* r, ActorCallMsg* m) {
   return r->u64(&m->call_id) && r->u64(&m->actor) && r->str(&m->method) &&
          r->str(&m->task_name) && r->str(&m->args) && r->u64(&m->result_object) &&
-         read_keys(r, &m->refs);
+         r->u32(&m->num_returns) && read_keys(r, &m->refs);
 }
 
 bool read_body(Reader* r, RefReadyMsg* m) {

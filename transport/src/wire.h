@@ -31,7 +31,7 @@
 namespace prism::cluster {
 
 inline constexpr uint32_t kWireMagic = 0x4D535250;
-inline constexpr uint8_t kWireVersion = 8;
+inline constexpr uint8_t kWireVersion = 9;
 inline constexpr size_t kHeaderBytes = 16;
 // Bodies above this are refused (values larger than the inline threshold travel in part 2's
 // transfers; until then a task's arguments or result must fit in one frame).
@@ -184,6 +184,9 @@ struct ActorCallMsg {
   std::string task_name;  // for errors and the timeline
   std::string args;
   uint64_t result_object = 0;  // nonzero: a large result stays on the node under this number
+  // Nonzero: a num_returns call of this many results, written one by one (as CallMsg's); a
+  // large one stays on the node under result_object + its index.
+  uint32_t num_returns = 0;
   std::vector<uint64_t> refs;  // the ObjectRefs inside `args` (as CallMsg::refs)
 };
 

@@ -331,11 +331,24 @@ namespace internal {
 // through an ActorHandle<T> the cluster module keeps; these instantiate, for each constructor
 // and each method registered with PRISM_ACTOR, what turns a message into a local call.
 
+// The method's result, serialized into `out`; with result_elements_sink set (a num_returns
+// call of the driver's), a tuple-like result is written there element by element instead, and
+// `out` stays empty (remote_call.h). The sink is taken for this result only.
 template <typename R>
 void write_entry_value(ObjectEntry* entry, std::string* out) {
+  [[maybe_unused]] std::vector<std::string>* const elements =
+      std::exchange(result_elements_sink(), nullptr);
   if constexpr (std::is_void_v<R>) {
     out->clear();
   } else {
+    if constexpr (is_tuple_like_v<R>) {
+      if (elements != nullptr) {
+        out->clear();
+        encode_elements(value_of<R>(entry), elements,
+                        std::make_index_sequence<std::tuple_size_v<R>>());
+        return;
+      }
+    }
     serialize_entry_value<R>(entry, out);
   }
 }
