@@ -144,6 +144,21 @@ class Tally {
 };
 PRISM_ACTOR(Tally, &Tally::add, &Tally::where, &Tally::pid, &Tally::slow_add);
 
+// An actor whose constructor reads a large value through an ObjectRef, and keeps the ref.
+class Summer {
+ public:
+  explicit Summer(prism::ObjectRef<std::vector<uint8_t>> data)
+      : data_(std::move(data)), sum_(block_sum(prism::get(data_, 60s))) {}
+  uint64_t sum() const { return sum_; }
+  uint64_t sum_again() const { return block_sum(prism::get(data_, 60s)); }
+  int pid() const { return static_cast<int>(getpid()); }
+
+ private:
+  prism::ObjectRef<std::vector<uint8_t>> data_;
+  uint64_t sum_;
+};
+PRISM_ACTOR(Summer, &Summer::sum, &Summer::sum_again, &Summer::pid);
+
 // Calls made from a task on a node (relayed by the driver to the actor's node): a slow add, and
 // what reading it gives ("value <n>", or the error's kind and text).
 std::string slow_add_from(const prism::ActorHandle<Tally>& a, const std::string& dir, int ms) {
@@ -605,6 +620,48 @@ TEST_F(FaultTest, ActorsRestartUnderMaxRestartsAndDieWithout) {
   ASSERT_TRUE(node_count_becomes(1, 20s)) << "the driver did not see node2 die";
   EXPECT_THROW(prism::get(kept.task(&Tally::add).remote(1), 60s), prism::ActorDiedError);
   EXPECT_EQ(prism::cluster::link_counters().actor_restarts, before.actor_restarts + 2);
+}
+
+// Case 3, with a ref: an actor whose constructor takes an ObjectRef restarts too. The object
+// stays pinned while the actor may restart (the caller kept no ref of its own), is lent to the
+// new node with the creation, and read there again; once the actor is gone it is freed.
+TEST_F(FaultTest, AnActorWhoseConstructorTakesARefRestartsAndReadsItAgain) {
+  start(1, {{{"PRISM_RESOURCES", "vault:3"}}});
+  expect_clean_exit_ = false;
+  const uint64_t n = 3 << 20;
+  const uint64_t expected = block_sum(make_block(n, 4));
+  const uint64_t objects_before = prism::cluster::object_stats().primary_objects;
+  {
+    auto summer = prism::actor<Summer>(prism::put(make_block(n, 4)))
+                      .resource("vault", 1)
+                      .max_restarts(1)
+                      .remote();
+    EXPECT_EQ(prism::get(summer.task(&Summer::sum).remote(), 60s), expected);
+    EXPECT_EQ(prism::cluster::object_stats().primary_objects, objects_before + 1)
+        << "the driver does not hold the value for its borrower";
+    Child& first = children_.front();
+    ASSERT_EQ(prism::get(summer.task(&Summer::pid).remote(), 60s), first.pid());
+    Child& second = add_node({{"PRISM_RESOURCES", "vault:3"}});
+    prism::wait_for_nodes(2, 60s);
+    const auto before = prism::cluster::link_counters();
+    first.kill_now();
+    ASSERT_TRUE(first.wait_exit(20s));
+    ASSERT_TRUE(node_count_becomes(2, 20s)) << "the driver did not see node1 die";
+    // Built again on node2 from the same ref: its constructor read the value there.
+    EXPECT_EQ(prism::get(summer.task(&Summer::sum).remote(), 60s), expected);
+    EXPECT_EQ(prism::get(summer.task(&Summer::sum_again).remote(), 60s), expected);
+    EXPECT_EQ(prism::get(summer.task(&Summer::pid).remote(), 60s), second.pid());
+    EXPECT_EQ(prism::cluster::link_counters().actor_restarts, before.actor_restarts + 1);
+    prism::kill(summer);
+  }
+  // The actor gone (its node released the ref, its recipe let it go), the value is freed.
+  const auto deadline = std::chrono::steady_clock::now() + 20s;
+  while (prism::cluster::object_stats().primary_objects != objects_before &&
+         std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(10ms);  // (the node's release and the watchdog: no event here)
+  }
+  EXPECT_EQ(prism::cluster::object_stats().primary_objects, objects_before)
+      << "the value outlived the actor";
 }
 
 // Case 3, called from nodes: a call that a task on another node made, in flight when the actor's

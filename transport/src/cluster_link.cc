@@ -324,10 +324,14 @@ struct RemoteActor {
   PeerId peer = 0;
   ResourceRequest request;  // held there for its life (counted in the node's `used`)
   // An actor that may be restarted when its node dies (ActorOptions::max_restarts): its
-  // creation as first sent (call id aside), sent again to the node chosen then, and the
+  // creation as first sent (call id and refs aside), sent again to the node chosen then, and the
   // restarts left (-1: no limit). Null: it dies with its node.
   std::shared_ptr<const ActorCreateMsg> recipe;
   int restarts_left = 0;
+  // The objects its constructor's arguments lend (null: none), pinned while it may restart and
+  // lent again to the node it restarts on, under the same keys (the recipe's bytes name them).
+  // Let go with no lock held (Link::drop_deferred): the last pin may free an entry.
+  std::shared_ptr<const std::vector<RefTable::Lend>> recipe_lends;
 };
 
 // Node: a get_actor waiting for the driver's answer. The answer is written before `done` is set.
@@ -1016,8 +1020,8 @@ class Link final : public internal::ClusterLink {
 
   // Sends the creation of `actor` (msg: its call id, number, constructor and arguments set) to
   // `peer`, where it is built, and makes `actor` forward its calls there under that number.
-  // `lends`: the objects its arguments' refs lend (such an actor is not restarted: its recipe
-  // would name refs that are no longer lent).
+  // `lends`: the objects its arguments' refs lend (this process's entries: kept pinned with the
+  // recipe of an actor that may restart, to lend them again to its next node).
   void send_actor_create(ActorCore* actor, TaskRecord* create, PeerId peer, ActorCreateMsg msg,
                          const std::vector<RefTable::Lend>& lends) {
     msg.type_name = actor->type_name();
@@ -1026,16 +1030,20 @@ class Link final : public internal::ClusterLink {
     msg.request = to_wire(actor->request());
     const uint64_t key = msg.actor;
     if (config_.role == ClusterRole::kDriver && actor->options().max_restarts != 0 &&
-        lends.empty()) {
+        std::all_of(lends.begin(), lends.end(),
+                    [](const RefTable::Lend& l) { return static_cast<bool>(l.entry); })) {
+      std::shared_ptr<const std::vector<RefTable::Lend>> pins;  // (let go here if not kept)
       try {
         auto recipe = std::make_shared<const ActorCreateMsg>(msg);
+        if (!lends.empty()) pins = std::make_shared<const std::vector<RefTable::Lend>>(lends);
         MutexLock lock(mu_);
         if (auto it = remote_actors_.find(key); it != remote_actors_.end()) {
           it->second.recipe = std::move(recipe);
+          it->second.recipe_lends = std::move(pins);
           it->second.restarts_left = actor->options().max_restarts;
         }
       } catch (...) {
-        // Out of memory for the copy: it dies with its node instead.
+        // Out of memory for the copies: it dies with its node instead.
       }
     }
     send_lending(peer, std::move(msg), lends);
@@ -1167,7 +1175,7 @@ class Link final : public internal::ClusterLink {
       peer = it->second.peer;
       auto p = peers_.find(peer);
       if (p != peers_.end()) add(&p->second.used, it->second.request, -1);
-      remote_actors_.erase(it);
+      forget_actor_locked(it);
     }
     // A node's proxy of an imported handle dropping its last handle tells nobody (the driver
     // keeps what it exported until the job ends); killing through it does reach the actor. An
@@ -1505,6 +1513,7 @@ class Link final : public internal::ClusterLink {
     std::map<ActorCore*, uint64_t> restarted;  // actors built again on another node: their keys
     std::vector<uint64_t> lost_rebuilds;       // objects it was computing again (lineage)
     std::vector<std::shared_ptr<ActorCore>> keep_alive;  // let go after mu_ (retry_relay_locked)
+    std::vector<RefTable::Effects> restart_fx;  // of restarted actors' refs (restart_actor_locked)
     std::string name;
     bool was_node = false;
     bool expected = false;  // the job is over: peers going away is no news
@@ -1550,12 +1559,12 @@ class Link final : public internal::ClusterLink {
       }
       for (auto a = remote_actors_.begin(); a != remote_actors_.end();) {
         if (a->second.peer == peer) {
-          if (!expected && restart_actor_locked(a->first, a->second, &restarted)) {
+          if (!expected && restart_actor_locked(a->first, a->second, &restarted, &restart_fx)) {
             ++a;
             continue;
           }
           lost_actors.push_back(a->second.actor);
-          a = remote_actors_.erase(a);
+          a = forget_actor_locked(a);
         } else {
           ++a;
         }
@@ -1591,6 +1600,8 @@ class Link final : public internal::ClusterLink {
       died.message = "its owner, " + node_name(name) + ", was lost (" + why + ")";
       apply(refs_.lose_peer(peer, died));
     }
+    // (The refs of actors restarted elsewhere: announced to their new nodes, or taken back.)
+    for (RefTable::Effects& fx : restart_fx) apply(std::move(fx));
     changed();
     // Tasks lost there run again (elsewhere, or here) under their max_retries, unless the job
     // is ending; the others fail naming the node.
@@ -1730,31 +1741,50 @@ class Link final : public internal::ClusterLink {
   // now, under mu_, so that it precedes every call forwarded there after `a.peer` changes
   // (sending only queues the frame). Its key stays: its handles keep working, and calls made
   // meanwhile wait on that node behind the constructor. False: it dies.
+  // The refs its constructor's arguments pass (recipe_lends) are lent to the new node as the
+  // creation is sent (RefTable::prepare, then announce once sent); `effects`: what that leaves
+  // for the caller to apply with mu_ released.
   bool restart_actor_locked(uint64_t key, RemoteActor& a,
-                            std::map<ActorCore*, uint64_t>* restarted) PRISM_REQUIRES(mu_) {
+                            std::map<ActorCore*, uint64_t>* restarted,
+                            std::vector<RefTable::Effects>* effects) PRISM_REQUIRES(mu_) {
     if (config_.role != ClusterRole::kDriver || !a.recipe || a.restarts_left == 0) return false;
     std::shared_ptr<ActorCore> actor = a.actor.lock();
     if (!actor) return false;
     const PeerId to = choose_node_locked(a.request, /*runs_here=*/false, {});
     auto p = peers_.find(to);
     if (to == 0 || p == peers_.end()) return false;  // no live node can hold it
+    const std::vector<RefTable::Lend>* lends = a.recipe_lends.get();
     ActorCreateMsg msg = *a.recipe;
     msg.call_id = next_call_++;
     std::string frame;
+    bool prepared = false;
+    bool sent = false;
     try {
+      if (lends != nullptr) msg.refs = refs_.prepare(*lends, to);
+      prepared = true;
       encode(Message(msg), &frame);
       pending_.emplace(msg.call_id, Pending{nullptr, to, ResourceRequest{}, p->second.name,
                                             a.actor});
+      sent = comm_->send(to, std::move(frame));
+      if (!sent) pending_.erase(msg.call_id);
     } catch (...) {
-      return false;
-    }
-    if (!comm_->send(to, std::move(frame))) {
       pending_.erase(msg.call_id);
-      return false;
     }
+    if (lends != nullptr && prepared) {
+      try {
+        effects->push_back(sent ? refs_.announce(*lends, to) : refs_.unprepare(*lends, to));
+      } catch (...) {
+        // (Out of memory for the list: the objects stay lent, which loses nothing.)
+      }
+    }
+    if (!sent) return false;
     add(&p->second.used, a.request, +1);
     a.peer = to;
     if (a.restarts_left > 0) --a.restarts_left;
+    if (a.restarts_left == 0 && a.recipe_lends) {
+      // (No restart left: the objects stay only as long as this node borrows them.)
+      dropped_pins_.push_back(std::move(a.recipe_lends));
+    }
     (*restarted)[actor.get()] = key;
     actor_restarts_.fetch_add(1, std::memory_order_relaxed);
     PRISM_LOG(kWarning) << "cluster: actor " << actor->type_name() << " restarts on "
@@ -3144,7 +3174,7 @@ class Link final : public internal::ClusterLink {
         if (auto p = peers_.find(holder); p != peers_.end()) {
           add(&p->second.used, it->second.request, -1);
         }
-        remote_actors_.erase(it);
+        forget_actor_locked(it);
       }
     }
     if (holder != 0) return send(holder, ActorKillMsg{key, release});
@@ -3502,7 +3532,7 @@ class Link final : public internal::ClusterLink {
           declare_dead(id);
         }
       }
-      drop_lineages();
+      drop_deferred();
     } while (!watchdog_stop_.wait_until(internal::deadline_after(interval)));
   }
 
@@ -3523,17 +3553,31 @@ class Link final : public internal::ClusterLink {
     comm_->close(peer);
   }
 
-  // Destroys the lineages of freed objects (release_object), with no lock held.
-  void drop_lineages() {
+  // Destroys the lineages of freed objects (release_object) and lets go of the objects pinned
+  // for actors that are gone (forget_actor_locked), with no lock held.
+  void drop_deferred() {
     for (;;) {
       std::vector<std::shared_ptr<Lineage>> dropped;
+      std::vector<std::shared_ptr<const std::vector<RefTable::Lend>>> pins;
       {
         MutexLock lock(mu_);
         dropped.swap(dropped_lineages_);
+        pins.swap(dropped_pins_);
       }
-      if (dropped.empty()) return;
+      if (dropped.empty() && pins.empty()) return;
       dropped.clear();  // (may free more: the loop takes those too)
+      pins.clear();
     }
+  }
+
+  // The record of an actor on a node goes. The objects its recipe pins are let go later, on the
+  // watchdog's thread (drop_deferred): this may run where freeing an entry must not (under mu_,
+  // or in a keeper's destructor that holds ObjectService::mu, as an actor's last handle inside
+  // a freed value goes).
+  std::map<uint64_t, RemoteActor>::iterator forget_actor_locked(
+      std::map<uint64_t, RemoteActor>::iterator it) PRISM_REQUIRES(mu_) {
+    if (it->second.recipe_lends) dropped_pins_.push_back(std::move(it->second.recipe_lends));
+    return remote_actors_.erase(it);
   }
 
   void stop_watchdog() noexcept {
@@ -5138,6 +5182,9 @@ class Link final : public internal::ClusterLink {
   std::unordered_map<uint64_t, std::shared_ptr<Lineage>> lineages_ PRISM_GUARDED_BY(mu_);
   std::unordered_map<uint64_t, Rebuild> rebuilds_ PRISM_GUARDED_BY(mu_);
   std::vector<std::shared_ptr<Lineage>> dropped_lineages_ PRISM_GUARDED_BY(mu_);
+  // Objects the recipes of forgotten actors pinned, let go by drop_deferred.
+  std::vector<std::shared_ptr<const std::vector<RefTable::Lend>>> dropped_pins_
+      PRISM_GUARDED_BY(mu_);
   std::unordered_map<uint64_t, uint64_t> rebuild_calls_ PRISM_GUARDED_BY(mu_);
   std::atomic<uint64_t> rebuilt_{0};  // runs of rebuilds sent
   internal::Event watchdog_stop_;  // set by stop_watchdog()
