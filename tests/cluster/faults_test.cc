@@ -144,18 +144,22 @@ class Tally {
 };
 PRISM_ACTOR(Tally, &Tally::add, &Tally::where, &Tally::pid, &Tally::slow_add);
 
-// An actor whose constructor reads a large value through an ObjectRef, and keeps the ref.
+// An actor whose constructor reads a large value through an ObjectRef, and keeps the ref (its
+// node borrows it for the actor's life) or not (the borrow ends with the constructor).
 class Summer {
  public:
-  explicit Summer(prism::ObjectRef<std::vector<uint8_t>> data)
-      : data_(std::move(data)), sum_(block_sum(prism::get(data_, 60s))) {}
+  Summer(prism::ObjectRef<std::vector<uint8_t>> data, bool keep)
+      : sum_(block_sum(prism::get(data, 60s))) {
+    if (keep) data_ = std::move(data);
+  }
   uint64_t sum() const { return sum_; }
-  uint64_t sum_again() const { return block_sum(prism::get(data_, 60s)); }
+  // The kept ref read again (the sum when none is kept).
+  uint64_t sum_again() const { return data_.valid() ? block_sum(prism::get(data_, 60s)) : sum_; }
   int pid() const { return static_cast<int>(getpid()); }
 
  private:
-  prism::ObjectRef<std::vector<uint8_t>> data_;
   uint64_t sum_;
+  prism::ObjectRef<std::vector<uint8_t>> data_;
 };
 PRISM_ACTOR(Summer, &Summer::sum, &Summer::sum_again, &Summer::pid);
 
@@ -622,46 +626,61 @@ TEST_F(FaultTest, ActorsRestartUnderMaxRestartsAndDieWithout) {
   EXPECT_EQ(prism::cluster::link_counters().actor_restarts, before.actor_restarts + 2);
 }
 
-// Case 3, with a ref: an actor whose constructor takes an ObjectRef restarts too. The object
-// stays pinned while the actor may restart (the caller kept no ref of its own), is lent to the
-// new node with the creation, and read there again; once the actor is gone it is freed.
+// Case 3, with refs: an actor whose constructor takes an ObjectRef restarts too. The object
+// stays while the actor may restart (the caller kept no ref of its own, and the constructor
+// may not keep it either), is lent to the new node with the creation, and read there again;
+// once the actor is gone it is freed.
 TEST_F(FaultTest, AnActorWhoseConstructorTakesARefRestartsAndReadsItAgain) {
   start(1, {{{"PRISM_RESOURCES", "vault:3"}}});
   expect_clean_exit_ = false;
   const uint64_t n = 3 << 20;
-  const uint64_t expected = block_sum(make_block(n, 4));
-  const uint64_t objects_before = prism::cluster::object_stats().primary_objects;
+  const uint64_t sum_kept = block_sum(make_block(n, 4)), sum_read = block_sum(make_block(n, 5));
+  const uint64_t objects_before = prism::stats().objects.objects;
   {
-    auto summer = prism::actor<Summer>(prism::put(make_block(n, 4)))
-                      .resource("vault", 1)
-                      .max_restarts(1)
-                      .remote();
-    EXPECT_EQ(prism::get(summer.task(&Summer::sum).remote(), 60s), expected);
-    EXPECT_EQ(prism::cluster::object_stats().primary_objects, objects_before + 1)
-        << "the driver does not hold the value for its borrower";
+    // One keeps the ref (its node borrows it throughout), one only reads it (its node's borrow
+    // ends with its constructor: only the restart recipe keeps the value then).
+    auto kept = prism::actor<Summer>(prism::put(make_block(n, 4)), true)
+                    .resource("vault", 1)
+                    .max_restarts(1)
+                    .remote();
+    auto read = prism::actor<Summer>(prism::put(make_block(n, 5)), false)
+                    .resource("vault", 1)
+                    .max_restarts(2)
+                    .remote();
+    EXPECT_EQ(prism::get(kept.task(&Summer::sum_again).remote(), 60s), sum_kept);
+    EXPECT_EQ(prism::get(read.task(&Summer::sum).remote(), 60s), sum_read);
+    EXPECT_EQ(prism::stats().objects.objects, objects_before + 2)
+        << "a value an actor may need again was freed (or another one kept)";
     Child& first = children_.front();
-    ASSERT_EQ(prism::get(summer.task(&Summer::pid).remote(), 60s), first.pid());
+    ASSERT_EQ(prism::get(kept.task(&Summer::pid).remote(), 60s), first.pid());
+    ASSERT_EQ(prism::get(read.task(&Summer::pid).remote(), 60s), first.pid());
     Child& second = add_node({{"PRISM_RESOURCES", "vault:3"}});
     prism::wait_for_nodes(2, 60s);
     const auto before = prism::cluster::link_counters();
     first.kill_now();
     ASSERT_TRUE(first.wait_exit(20s));
     ASSERT_TRUE(node_count_becomes(2, 20s)) << "the driver did not see node1 die";
-    // Built again on node2 from the same ref: its constructor read the value there.
-    EXPECT_EQ(prism::get(summer.task(&Summer::sum).remote(), 60s), expected);
-    EXPECT_EQ(prism::get(summer.task(&Summer::sum_again).remote(), 60s), expected);
-    EXPECT_EQ(prism::get(summer.task(&Summer::pid).remote(), 60s), second.pid());
-    EXPECT_EQ(prism::cluster::link_counters().actor_restarts, before.actor_restarts + 1);
-    prism::kill(summer);
+    // Built again on node2 from the same refs: their constructors read the values there.
+    EXPECT_EQ(prism::get(kept.task(&Summer::sum).remote(), 60s), sum_kept);
+    EXPECT_EQ(prism::get(kept.task(&Summer::sum_again).remote(), 60s), sum_kept);
+    EXPECT_EQ(prism::get(read.task(&Summer::sum).remote(), 60s), sum_read);
+    EXPECT_EQ(prism::get(kept.task(&Summer::pid).remote(), 60s), second.pid());
+    EXPECT_EQ(prism::get(read.task(&Summer::pid).remote(), 60s), second.pid());
+    EXPECT_EQ(prism::cluster::link_counters().actor_restarts, before.actor_restarts + 2);
+    EXPECT_EQ(prism::stats().objects.objects, objects_before + 2)
+        << "a value a restarted actor may need again was freed";
+    prism::kill(kept);
+    prism::kill(read);
   }
-  // The actor gone (its node released the ref, its recipe let it go), the value is freed.
+  // The actors gone (node2 released its borrow, the recipes let theirs go), the values are freed.
   const auto deadline = std::chrono::steady_clock::now() + 20s;
-  while (prism::cluster::object_stats().primary_objects != objects_before &&
+  while (prism::stats().objects.objects != objects_before &&
          std::chrono::steady_clock::now() < deadline) {
     std::this_thread::sleep_for(10ms);  // (the node's release and the watchdog: no event here)
   }
-  EXPECT_EQ(prism::cluster::object_stats().primary_objects, objects_before)
-      << "the value outlived the actor";
+  EXPECT_EQ(prism::stats().objects.objects, objects_before) << "a value outlived its actor";
+  EXPECT_EQ(prism::cluster::object_stats().primary_objects, 0u)
+      << "a copy kept for the borrowers outlived them";
 }
 
 // Case 3, called from nodes: a call that a task on another node made, in flight when the actor's

@@ -107,6 +107,39 @@ TEST(RefTableTest, LentEntryIsPinnedUntilReleasedAndAnnouncedOnceDone) {
   EXPECT_TRUE(t.release(kA, one).empty());
 }
 
+// A record that ended while its entry was pending leaves a watch behind; lent again under the
+// same key (an actor restarted with its constructor's refs), the entry is watched twice. Both
+// watches hold a copy under the key (the holder keeps the first and ignores the second) and
+// say so: the second must not free the copy the first one announced.
+TEST(RefTableTest, ASecondDoneWithTheSameCopyKeepsIt) {
+  RefTable t;
+  t.set_self(0);
+  EntryPtr e = new_entry(1);
+  const std::vector<RefTable::Lend> lends = {lend(&t, e)};
+  const uint64_t key = lends[0].key;
+  t.prepare(lends, kA);
+  EXPECT_EQ(t.announce(lends, kA).watch.size(), 1u);
+  RefReleaseMsg one;
+  one.keys = {{key, 1}};
+  EXPECT_EQ(t.release(kA, one).unpinned.size(), 1u);  // the record ends, its watch waits on
+  EXPECT_EQ(t.lent_count(), 0u);
+  t.prepare(lends, kB);  // the same key, lent again
+  EXPECT_EQ(t.announce(lends, kB).watch.size(), 1u);  // watched a second time
+  RefTable::Effects fx = t.done(key, ok_ready(key, key, 3), /*held_here=*/true);
+  ASSERT_EQ(fx.readies.size(), 1u);
+  EXPECT_EQ(fx.readies[0].first, kB);
+  EXPECT_TRUE(fx.freed_pulls.empty());
+  fx = t.done(key, ok_ready(key, key, 3), /*held_here=*/true);  // the second watch
+  EXPECT_TRUE(fx.freed_pulls.empty()) << "the announced copy was freed";
+  EXPECT_TRUE(fx.readies.empty());
+  // With the record gone, a late done frees the copy it made (nothing keeps it).
+  one.keys = {{key, 1}};
+  fx = t.release(kB, one);
+  EXPECT_EQ(fx.freed_pulls, std::vector<uint64_t>{key});
+  EXPECT_EQ(t.done(key, ok_ready(key, key, 3), /*held_here=*/true).freed_pulls,
+            std::vector<uint64_t>{key});
+}
+
 TEST(RefTableTest, AnEntryDoneBeforeItIsLentIsAnnouncedAtOnce) {
   RefTable t;
   EntryPtr e = new_entry(1);

@@ -262,12 +262,13 @@ void invoke_remote_variant(const FunctionKey& key, std::string_view args, std::s
   const Set* set = nullptr;
   std::memcpy(&set, key.bytes, sizeof set);
   using Sig = typename Set::Signature;
+  // (Taken for this call's result only, before anything of the user's runs: the arguments'
+  // deserializers and the body may run other calls on this thread.)
+  std::vector<std::string>* const elements = std::exchange(result_elements_sink(), nullptr);
   typename Sig::Params params = from_bytes<typename Sig::Params>(args);
   const auto& v = std::get<I>(set->variants());
   auto f = v.callable();  // (a copy: its operator() may be non-const)
   result->clear();
-  // (Taken for this call's result only: the body may run other calls on this thread.)
-  std::vector<std::string>* const elements = std::exchange(result_elements_sink(), nullptr);
   if constexpr (std::is_void_v<typename Sig::Result>) {
     std::apply(f, std::move(params));
     if (v.gpu()) finish_device_work();

@@ -139,12 +139,13 @@ void invoke_remote(const FunctionKey& key, std::string_view args, std::string* r
   F f;
   static_assert(sizeof(F) <= sizeof(key.bytes));
   std::memcpy(&f, key.bytes, sizeof(F));
+  // (Taken for this call's result only, before anything of the user's runs: the arguments'
+  // deserializers and the body may run other calls on this thread.)
+  std::vector<std::string>* const elements = std::exchange(result_elements_sink(), nullptr);
   // The caller's RefScope (object_entry.h), if any, reads the arguments and writes the result;
   // the body runs outside it (its own serialization is its own business).
   typename Sig::Params params = from_bytes<typename Sig::Params>(args);
   result->clear();
-  // (Taken for this call's result only: the body may run other calls on this thread.)
-  std::vector<std::string>* const elements = std::exchange(result_elements_sink(), nullptr);
   if constexpr (std::is_void_v<typename Sig::Result>) {
     RefScopeGuard body(nullptr);
     std::apply(f, std::move(params));
