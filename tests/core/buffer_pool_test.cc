@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "prism/internal/buffer_pool.h"
@@ -111,6 +112,55 @@ TEST(BufferPoolTest, ARemoteCallsArgumentsAndResultGoBackToThePool) {
   EXPECT_EQ(strings.size(), 1u << 20);  // (not a pooled kind: left alone)
   static_assert(!PoolableVector<std::vector<bool>>::value, "bits are not a pooled buffer");
   static_assert(PoolableVector<std::vector<uint8_t>>::value);
+}
+
+// The serialized form of a large value: a string's buffer offered back is what the next value
+// of about its size is written into (emptied first); other sizes, and small strings, are not.
+TEST(BufferPoolTest, ALargeValueIsSerializedIntoTheStringBufferOfferedBefore) {
+  Capacity cap(64 * kMiB);
+  std::string old(4 * kMiB, 'x');
+  const char* buffer = old.data();
+  BufferPool::offer_string(old);
+  EXPECT_TRUE(old.empty());  // taken
+  const auto before = BufferPool::stats();
+  std::string out;
+  ASSERT_TRUE(BufferPool::reserve_large(&out, 4 * kMiB - 100));
+  EXPECT_EQ(out.data(), buffer);
+  EXPECT_TRUE(out.empty());
+  EXPECT_GE(out.capacity(), 4 * kMiB - 100 + 64);
+  EXPECT_EQ(BufferPool::stats().reused, before.reused + 1);
+  out.append(4 * kMiB - 100, 'y');  // (within its capacity: no reallocation)
+  EXPECT_EQ(out.data(), buffer);
+  BufferPool::fit_reserved(&out);
+  EXPECT_EQ(out, std::string(4 * kMiB - 100, 'y'));
+  // Back again; a value of less than 4/5 of it gets a fresh buffer, as a vector would.
+  BufferPool::offer_string(out);
+  std::string small_value;
+  ASSERT_TRUE(BufferPool::reserve_large(&small_value, 2 * kMiB));
+  EXPECT_NE(small_value.data(), buffer);
+  // A string that is not empty keeps its contents (it is only given room).
+  std::string started = "head";
+  ASSERT_TRUE(BufferPool::reserve_large(&started, 4 * kMiB - 100));
+  EXPECT_EQ(started, "head");
+  EXPECT_NE(started.data(), buffer);
+  // Small values and small strings are left alone.
+  std::string tiny;
+  EXPECT_FALSE(BufferPool::reserve_large(&tiny, 1000));
+  std::string short_one(100, 'z');
+  BufferPool::offer_string(short_one);
+  EXPECT_EQ(short_one, std::string(100, 'z'));
+}
+
+TEST(BufferPoolTest, ReleaseHeldFreesEverythingThePoolHolds) {
+  Capacity cap(64 * kMiB);
+  std::vector<float> v = filled(4 * kMiB, 1.0f);
+  std::string s(2 * kMiB, 's');
+  BufferPool::offer(v);
+  BufferPool::offer_string(s);
+  EXPECT_GE(BufferPool::stats().buffers, 2);
+  BufferPool::release_held();
+  EXPECT_EQ(BufferPool::stats().buffers, 0);
+  EXPECT_EQ(BufferPool::stats().bytes, 0);
 }
 
 TEST(BufferPoolTest, SmallBuffersAreNotKept) {

@@ -14,6 +14,8 @@
 
 #include <gtest/gtest.h>
 
+#include "prism/internal/buffer_pool.h"
+
 namespace prism::cluster {
 namespace {
 
@@ -63,6 +65,45 @@ size_t files_in(const std::string& dir) {
     n += e.is_regular_file() ? 1 : 0;
   }
   return n;
+}
+
+// A large copy's buffer goes back to the buffer pool when its last reader lets go, and the next
+// large value is serialized into it; a table that spills (memory is short) empties the pool.
+TEST(ObjectTableSpillTest, ALargeCopysBufferIsPooledAndSpillingEmptiesThePool) {
+  constexpr size_t kMiB = 1 << 20;
+  internal::BufferPool::add_capacity(64 * kMiB);
+  std::string bytes(4 * kMiB, 'a');
+  const char* buffer = bytes.data();
+  {
+    Blob b = make_blob(std::move(bytes));
+    EXPECT_EQ(b->view.data(), buffer);  // (no copy)
+    Blob reader = b;
+    b.reset();
+    EXPECT_EQ(internal::BufferPool::stats().buffers, 0) << "pooled while a reader holds it";
+  }
+  EXPECT_EQ(internal::BufferPool::stats().buffers, 1);
+  std::string next;
+  ASSERT_TRUE(internal::BufferPool::reserve_large(&next, 4 * kMiB - 100));
+  EXPECT_EQ(next.data(), buffer);
+  // A small copy is not pooled.
+  blob(1000).reset();
+  EXPECT_EQ(internal::BufferPool::stats().buffers, 0);
+
+  const std::string root = spill_root();
+  {
+    ObjectTable t;
+    t.set_spill(2 * kMiB, root);
+    internal::BufferPool::offer_string(next);
+    EXPECT_EQ(internal::BufferPool::stats().buffers, 1);
+    t.hold(1, make_blob(pattern(kMiB, 1)), /*primary=*/true);
+    EXPECT_EQ(internal::BufferPool::stats().buffers, 1) << "emptied with nothing spilled";
+    t.hold(2, make_blob(pattern(3 * kMiB, 2)), /*primary=*/true);  // over the capacity
+    EXPECT_GE(t.stats().spilled_objects, 1u);
+    EXPECT_EQ(internal::BufferPool::stats().buffers, 0)
+        << "the pool kept memory as the table spilled";
+  }
+  std::filesystem::remove_all(root);
+  internal::BufferPool::add_capacity(-64 * static_cast<int64_t>(kMiB));
 }
 
 TEST(ObjectTableSpillTest, CopiesBeyondTheCapacityGoToFilesAndComeBackIntact) {

@@ -4188,8 +4188,9 @@ class Link final : public internal::ClusterLink {
         if (id == 0) {
           std::string bytes;
           try {
-            // Into memory asked for in huge pages (PLATFORM.md: first touch costs more here).
-            const bool reserved = internal::BufferPool::reserve_fresh(&bytes, estimate);
+            // Into a pooled buffer, or memory asked for in huge pages (PLATFORM.md: first touch
+            // costs more here); the buffer goes back to the pool with the copy (make_blob).
+            const bool reserved = internal::BufferPool::reserve_large(&bytes, estimate);
             // (Kept for any node that pulls it: refs inside it cannot be lent to one node.)
             internal::RefScopeGuard none(nullptr);
             write(e, &bytes);

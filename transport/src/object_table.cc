@@ -22,7 +22,19 @@ namespace prism::cluster {
 using internal::MutexLock;
 
 Blob make_blob(std::string bytes) {
-  auto owned = std::make_shared<const std::string>(std::move(bytes));
+  std::shared_ptr<const std::string> owned;
+  if (bytes.capacity() >= internal::BufferPool::kMinBytes) {
+    // A large value's serialized form: its buffer goes back to the pool when the last reader
+    // lets go (the next large result or lent value is written into it, already faulted in).
+    owned = std::shared_ptr<const std::string>(new std::string(std::move(bytes)),
+                                               [](const std::string* s) {
+                                                 auto* mine = const_cast<std::string*>(s);
+                                                 internal::BufferPool::offer_string(*mine);
+                                                 delete mine;
+                                               });
+  } else {
+    owned = std::make_shared<const std::string>(std::move(bytes));
+  }
   const std::string_view view = *owned;
   return std::make_shared<const Bytes>(view, std::move(owned));
 }
@@ -143,7 +155,8 @@ void ObjectTable::hold(uint64_t id, Blob blob, bool primary, bool may_block) {
     auto [it, inserted] = held_.try_emplace(id);
     if (!inserted) return;
     const uint64_t bytes = blob->size();
-    it->second = Copy{blob, primary, false, bytes, ++use_clock_, {}};
+    // (Moved in: a copy spilled below lets its memory go at once.)
+    it->second = Copy{std::move(blob), primary, false, bytes, ++use_clock_, {}};
     memory_bytes_ += bytes;
     if (primary) {
       ++stats_.primary_objects;
@@ -167,6 +180,14 @@ void ObjectTable::hold(uint64_t id, Blob blob, bool primary, bool may_block) {
 
 void ObjectTable::spill_over() {
   MutexLock one(spill_mu_);
+  // Memory is short: once copies were let go here, what the buffer pool holds goes too (a copy
+  // let go may land there: make_blob's strings, UcxComm's receive buffers).
+  struct ReleasePool {
+    bool let_go = false;
+    ~ReleasePool() {
+      if (let_go) internal::BufferPool::release_held();
+    }
+  } pool;
   for (;;) {
     uint64_t id = 0;
     Blob blob;
@@ -193,6 +214,7 @@ void ObjectTable::spill_over() {
         stats_.evicted_bytes += held_[secondary].bytes;
         blob = held_[secondary].blob;  // (freed outside the lock, at the next turn)
         drop_locked(secondary);
+        pool.let_go = true;
         continue;
       }
       if (id == 0) return;
@@ -221,6 +243,7 @@ void ObjectTable::spill_over() {
     Copy& c = it->second;
     c.spilling = false;
     c.blob.reset();  // (a reader holding it keeps its bytes until done)
+    pool.let_go = true;
     c.file = path;
     memory_bytes_ -= c.bytes;
     ++stats_.spilled_objects;

@@ -94,12 +94,16 @@ const T& value_of(ObjectEntry* e) {
   return static_cast<const TypedEntry<T>*>(e)->value();
 }
 
-// ArgTransfer's and RefScope's `write`: the entry's value, serialized.
+// ArgTransfer's and RefScope's `write`: the entry's value, serialized (a large one into a
+// pooled buffer, or fresh memory asked for in huge pages: BufferPool::reserve_large).
 template <typename T>
 void serialize_entry_value(ObjectEntry* e, std::string* out) {
   out->clear();
+  const T& v = value_of<T>(e);
+  const bool reserved = BufferPool::reserve_large(out, ObjectSize<T>::bytes(v));
   Writer w(out);
-  w.put(value_of<T>(e));
+  w.put(v);
+  if (reserved) BufferPool::fit_reserved(out);
 }
 
 template <typename T>

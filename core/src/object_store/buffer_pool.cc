@@ -4,6 +4,8 @@
 
 #include <algorithm>
 #include <deque>
+#include <memory>
+#include <string>
 
 #include "prism/internal/thread_annotations.h"
 
@@ -46,6 +48,10 @@ class Pool {
     MutexLock lock(mu_);
     capacity_ = std::max<int64_t>(0, capacity_ + delta);
     trim_locked(capacity_, evicted);
+  }
+  void release_all(std::vector<Entry>* evicted) {
+    MutexLock lock(mu_);
+    trim_locked(0, evicted);
   }
   BufferPool::Stats stats() {
     MutexLock lock(mu_);
@@ -118,11 +124,45 @@ void BufferPool::add_capacity(int64_t bytes) noexcept {
 
 BufferPool::Stats BufferPool::stats() noexcept { return pool().stats(); }
 
-bool BufferPool::reserve_fresh(std::string* out, size_t estimate) {
-  if (estimate < kMinBytes || out->capacity() >= estimate + 64) return false;
-  out->reserve(estimate + 64);  // (+64: the serialized form's own counts and headers)
+bool BufferPool::reserve_large(std::string* out, size_t estimate) {
+  const size_t want = estimate + 64;  // (+64: the serialized form's own counts and headers)
+  if (estimate < kMinBytes || out->capacity() >= want) return false;
+  if (out->empty()) {
+    const Held h = take(typeid(std::string), want, want + want / 4);
+    if (h.vector != nullptr) {
+      std::unique_ptr<std::string> held(static_cast<std::string*>(h.vector));
+      held->clear();
+      out->swap(*held);  // (out's own small buffer goes with the holder)
+      return true;
+    }
+  }
+  out->reserve(want);
   advise_fresh(out->data(), out->capacity());
   return true;
+}
+
+void BufferPool::offer_string(std::string& s) noexcept {
+  const size_t bytes = s.capacity();
+  if (bytes < kMinBytes) return;
+  try {
+    auto* held = new std::string(std::move(s));  // (takes the buffer: no copy)
+    if (!store(Held{&typeid(std::string), bytes, held,
+                    [](void* p) { delete static_cast<std::string*>(p); }})) {
+      s = std::move(*held);  // refused: the caller frees it
+      delete held;
+    }
+  } catch (...) {
+    // Out of memory for the holder: the buffer is simply freed.
+  }
+}
+
+void BufferPool::release_held() noexcept {
+  std::vector<Pool::Entry> evicted;
+  try {
+    pool().release_all(&evicted);
+  } catch (...) {
+  }
+  destroy_all(evicted);
 }
 
 void BufferPool::fit_reserved(std::string* out) {

@@ -10,9 +10,15 @@
 // put that finds none allocates fresh, asking for transparent huge pages on the new buffer
 // (512 times fewer faults where the kernel has THP in madvise mode).
 //
+// The serialized form of a large value (a task's result kept on a node, a value kept there for
+// the nodes that pull it) is written into a std::string: reserve_large() gives it a pooled
+// string's buffer when one fits, and such strings are offered back (offer_string) when the
+// bytes are let go (cluster/object_table.cc: make_blob).
+//
 // Bounded: the pool holds at most capacity() bytes (a quarter of the object store of the
-// runtimes alive; 0 when none is), oldest buffers are freed first, and it is emptied when the
-// last runtime shuts down. Pooled bytes are process memory, not object store contents: they
+// runtimes alive; 0 when none is), oldest buffers are freed first, it is emptied when the
+// last runtime shuts down, and release_held() empties it (memory pressure: an object store
+// that spills gives back what the pool holds). Pooled bytes are process memory, not object store contents: they
 // are not counted in object_store_memory. stats() says what it holds.
 //
 // Thread-safe: one mutex; buffers are freed outside it.
@@ -101,11 +107,16 @@ class BufferPool {
   // 512 times fewer page faults where the kernel has THP in madvise mode).
   static void advise_fresh(void* p, size_t bytes) noexcept;
 
-  // A value about to be serialized into `out` (appended after clear()) that is estimated at
-  // `estimate` bytes: when large, `out` gets that room first, in memory asked for in huge pages
-  // (a string grown into fresh 4 KiB pages pays a fault per page). Returns whether it did; then
+  // A value about to be serialized into `out` (empty) that is estimated at `estimate` bytes:
+  // when large, `out` gets that room first, from a pooled string's buffer of a capacity between
+  // that and 5/4 of it (already faulted in), else in fresh memory asked for in huge pages (a
+  // string grown into fresh 4 KiB pages pays a fault per page). Returns whether it did; then
   // call fit_reserved() after writing.
-  static bool reserve_fresh(std::string* out, size_t estimate);
+  static bool reserve_large(std::string* out, size_t estimate);
+  // Keeps `s`'s buffer (emptied) if it is large enough and fits; else leaves `s` alone.
+  static void offer_string(std::string& s) noexcept;
+  // Frees every buffer the pool holds (with no lock held).
+  static void release_held() noexcept;
   // Gives back room beyond a quarter more than was written: an estimate (ObjectSize counts
   // sizeof per element) can be far above the wire bytes, e.g. for short strings, and the
   // serialized copy is usually kept.

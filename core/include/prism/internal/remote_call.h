@@ -104,7 +104,7 @@ void encode_elements(const R& r, std::vector<std::string>* elements, std::index_
         using E = std::decay_t<std::tuple_element_t<I, R>>;
         const E& e = std::get<I>(r);
         std::string s;
-        const bool reserved = BufferPool::reserve_fresh(&s, ObjectSize<E>::bytes(e));
+        const bool reserved = BufferPool::reserve_large(&s, ObjectSize<E>::bytes(e));
         Writer w(&s);
         w.put(e);
         if (reserved) BufferPool::fit_reserved(&s);
@@ -113,10 +113,10 @@ void encode_elements(const R& r, std::vector<std::string>* elements, std::index_
       ...);
 }
 
-// Writes the call's result `r` into `out`, which is first given room for it in memory asked
-// for in huge pages when it is large (BufferPool::reserve_fresh); then `r`'s buffer goes back to
-// the pool as above. With `elements` (result_elements_sink) a tuple-like result is written
-// there, element by element, and `out` stays empty.
+// Writes the call's result `r` into `out`, which is first given room for it when it is large (a
+// pooled buffer, or memory asked for in huge pages: BufferPool::reserve_large); then `r`'s
+// buffer goes back to the pool as above. With `elements` (result_elements_sink) a tuple-like
+// result is written there, element by element, and `out` stays empty.
 template <typename R>
 void encode_result(R& r, std::string* out, std::vector<std::string>* elements = nullptr) {
   out->clear();
@@ -126,7 +126,7 @@ void encode_result(R& r, std::string* out, std::vector<std::string>* elements = 
       return;
     }
   }
-  const bool reserved = BufferPool::reserve_fresh(out, ObjectSize<R>::bytes(r));
+  const bool reserved = BufferPool::reserve_large(out, ObjectSize<R>::bytes(r));
   Writer w(out);
   w.put(static_cast<const R&>(r));
   if (reserved) BufferPool::fit_reserved(out);
