@@ -1,5 +1,6 @@
 #include "observability/task_counters.h"
 
+#include <atomic>
 #include <mutex>
 #include <vector>
 
@@ -17,8 +18,15 @@ class ShardIndices {
       free_.pop_back();
       return i;
     }
-    return next_ < TaskCounters::kShards ? next_++ : TaskCounters::kShards;
+    if (next_ >= TaskCounters::kShards) return TaskCounters::kShards;
+    const size_t i = next_++;
+    handed_out_.store(next_, std::memory_order_release);
+    return i;
   }
+  // Indices below this were handed out (they may be free again: their shards keep their counts).
+  // A thread's shard is written only after its index was taken, so a sum that reads this first
+  // misses no count made before it began.
+  size_t handed_out() const noexcept { return handed_out_.load(std::memory_order_acquire); }
   void give_back(size_t i) noexcept {
     if (i >= TaskCounters::kShards) return;
     std::lock_guard<std::mutex> lock(mu_);
@@ -33,6 +41,7 @@ class ShardIndices {
   std::mutex mu_;
   std::vector<size_t> free_;
   size_t next_ = 0;
+  std::atomic<size_t> handed_out_{0};
 };
 
 ShardIndices& indices() {
@@ -54,7 +63,9 @@ size_t TaskCounters::thread_shard() noexcept {
 
 std::array<uint64_t, TaskCounters::kKinds> TaskCounters::sum() const noexcept {
   std::array<uint64_t, kKinds> out{};
-  for (const Shard& s : shards_) {
+  const size_t used = indices().handed_out();
+  for (size_t i = 0; i < used && i < kShards; ++i) {
+    const Shard& s = shards_[i];
     for (size_t k = 0; k < kKinds; ++k) out[k] += s.v[k].load(std::memory_order_relaxed);
   }
   for (size_t k = 0; k < kKinds; ++k) out[k] += overflow_.v[k].load(std::memory_order_relaxed);

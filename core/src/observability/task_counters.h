@@ -4,7 +4,9 @@
 // store, no locked instruction); readers sum the shards with relaxed loads. A thread takes a shard
 // index on its first count and gives it back when it exits. Threads beyond kShards share an
 // overflow shard with atomic increments. Sums taken while tasks move are per-counter exact at some
-// moment, not a consistent cut across counters: derived counts must be clamped.
+// moment, not a consistent cut across counters: derived counts must be clamped. A sum reads only
+// the shards whose index was ever handed out (the process's high-water mark of threads that
+// counted), not all kShards: a node checks it per call it serves.
 //
 // Thread-safe: add() from any thread, sum() from any thread.
 #pragma once
