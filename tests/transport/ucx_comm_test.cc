@@ -596,6 +596,8 @@ TEST_F(UcxCommTest, ATailIsSentWithoutACopyAndARendezvousBufferMayBeKept) {
   tail.reset();
   ASSERT_EQ(kept_view.size(), 5 + kTail);
   EXPECT_EQ(kept_view.substr(0, 5), "head:");
+  // The tail landed at a 64-byte boundary (the head came in the AM header, before it).
+  EXPECT_EQ(reinterpret_cast<uintptr_t>(kept_view.data() + 5) % 64, 0u);
   size_t bad = 0;
   for (size_t i = 0; i < kTail; ++i) {
     bad += kept_view[5 + i] != static_cast<char>(i * 131 + (i >> 11));

@@ -362,6 +362,7 @@ struct UcxComm::Impl::RecvOp {
   bool bye = false;
   std::unique_ptr<char[]> data{};
   std::shared_ptr<std::vector<char>> pooled{};  // a rendezvous message's buffer (data is null)
+  size_t offset = 0;  // where the message starts in `pooled`
   size_t size = 0;
   bool done = false;
   bool ok = true;
@@ -1232,20 +1233,25 @@ ucs_status_t UcxComm::Impl::on_am(const void* header, size_t header_length, void
     return UCS_OK;
   }
 
-  // Rendezvous: receive into a pooled buffer of the message's size (already faulted in when
+  // Rendezvous: receive into a pooled buffer of about the message's size (already faulted in when
   // the pool had one; the receiver may keep it: message_owner), after the head if it came in
   // the AM header. No exception may unwind through UCX.
   std::shared_ptr<std::vector<char>> buffer;
   try {
-    buffer = pooled_buffer(total);
+    buffer = pooled_buffer(total + 64);  // (room to align the bytes after the head: below)
   } catch (...) {
     lp.remote_gone = true;
     fail(id, "out of memory for a " + std::to_string(total) + "-byte message");
     return UCS_ERR_NO_MEMORY;  // drops the descriptor; the sender's request fails
   }
-  if (!head.empty()) std::memcpy(buffer->data(), head.data(), head.size());
+  // The bytes after the head land at a 64-byte boundary, as a page-aligned buffer's would: the
+  // kernel's receive copy into an odd address ran ~10% slower here (bench/cluster, 64 MiB get).
+  const size_t pad =
+      (64 - (reinterpret_cast<uintptr_t>(buffer->data()) + head.size()) % 64) % 64;
+  if (!head.empty()) std::memcpy(buffer->data() + pad, head.data(), head.size());
   auto* op = new RecvOp{this, id};
   op->pooled = std::move(buffer);
+  op->offset = pad;
   op->size = total;
   op->in_queue = true;
   lp.recv_order.push_back(op);
@@ -1263,8 +1269,8 @@ ucs_status_t UcxComm::Impl::on_am(const void* header, size_t header_length, void
   op->arriving = true;
   lp.arriving += total;
   if (callbacks_.on_activity) invoke_user("on_activity", callbacks_.on_activity, id, lp.arriving);
-  const ucs_status_ptr_t r =
-      ucp_am_recv_data_nbx(worker_.get(), data, op->pooled->data() + head.size(), length, &rparam);
+  char* const into = op->pooled->data() + op->offset + head.size();
+  const ucs_status_ptr_t r = ucp_am_recv_data_nbx(worker_.get(), data, into, length, &rparam);
   if (r == nullptr || UCS_PTR_IS_ERR(r)) {  // done in place (no callback) or failed
     recvs_in_ucx_.erase(op);
     op->in_ucx = false;
@@ -1331,7 +1337,7 @@ void UcxComm::Impl::deliver_ready(PeerId id) {
     if (op->pooled) {
       tls_message_owner = op->pooled;
       invoke_user("on_message", callbacks_.on_message, id,
-                  std::string_view(op->pooled->data(), op->size));
+                  std::string_view(op->pooled->data() + op->offset, op->size));
       tls_message_owner = nullptr;
     } else {
       invoke_user("on_message", callbacks_.on_message, id,
