@@ -208,6 +208,33 @@ void write_tensor(Writer& w, const Tensor& t) {
   storage_of(t)->read_chunks([&w](const char* p, size_t n) { w.bytes(p, n); });
 }
 
+// A tensor kept live on its node (Placement<Tensor>::kKeepsLive): its stub, in the bytes the
+// node keeps for the object, is write_tensor's header with flag 2 and no elements; the node's
+// readers find the tensor itself in the object's DecodedSlot, under this tag.
+namespace {
+constexpr uint8_t kStubFlag = 2;
+const char kLiveTag = 0;
+}  // namespace
+
+bool keep_live(const Tensor& t) { return t.defined() && !t.device().is_host(); }
+
+uint64_t wire_bytes(const Tensor& t) noexcept {
+  if (!t.defined()) return 1;
+  return 1 + 1 + sizeof(uint32_t) + sizeof(int64_t) * t.shape().size() + sizeof(uint64_t) +
+         t.nbytes();
+}
+
+const void* live_tag() noexcept { return &kLiveTag; }
+
+void write_stub(Writer& w, const Tensor& t) {
+  on_produced(t);  // (its readers wait for the work that made it: its ready event)
+  w.put(kStubFlag);
+  w.put(static_cast<uint8_t>(t.dtype()));
+  w.u32(static_cast<uint32_t>(t.shape().size()));
+  for (const int64_t d : t.shape()) w.put(d);
+  w.put(static_cast<uint64_t>(t.nbytes()));
+}
+
 void read_tensor(Reader& r, Tensor* t) {
   const char* const object_start = r.position();
   uint8_t defined = 0;
@@ -216,7 +243,7 @@ void read_tensor(Reader& r, Tensor* t) {
     *t = Tensor();
     return;
   }
-  if (defined != 1) prism::internal::throw_malformed("tensor: bad flag");
+  if (defined != 1 && defined != kStubFlag) prism::internal::throw_malformed("tensor: bad flag");
   uint8_t dtype = 0;
   r.get(&dtype);
   if (dtype > static_cast<uint8_t>(DType::kFloat64)) {
@@ -248,10 +275,26 @@ void read_tensor(Reader& r, Tensor* t) {
   if (numel > std::numeric_limits<uint64_t>::max() / element || numel * element != bytes) {
     prism::internal::throw_malformed("tensor: the elements do not fill the shape");
   }
-  if (bytes > r.remaining()) prism::internal::throw_malformed("truncated value");
   // A task's argument lands where the task runs; a value stored in an entry stays on the host.
   const Device where =
       prism::internal::decoding_to_store() ? Device::host() : current_device();
+  if (defined == kStubFlag) {
+    // Only where the object was made, which keeps the tensor itself beside its bytes (and only
+    // as the whole object: a stub is never written inside another value).
+    prism::internal::DecodedSlot* slot = prism::internal::decoded_slot_at(object_start);
+    Tensor kept;
+    if (slot != nullptr) {
+      prism::internal::MutexLock lock(slot->mu);
+      if (slot->type == &kLiveTag) kept = *static_cast<const Tensor*>(slot->value.get());
+    }
+    if (!kept.defined() || kept.dtype() != static_cast<DType>(dtype) || kept.shape() != shape) {
+      prism::internal::throw_malformed(
+          "tensor: a stub of a tensor kept on another node (its elements are not here)");
+    }
+    *t = kept.to(where);
+    return;
+  }
+  if (bytes > r.remaining()) prism::internal::throw_malformed("truncated value");
   // A new host tensor of the elements; for a GPU reader its copy there is made at the same
   // time, chunk by chunk (Storage::fill_and_copy_to: the host copies overlap the uploads).
   auto decode = [&] {

@@ -1,6 +1,7 @@
 // GPU tensors across nodes (cluster mode), on the staged path: a tensor crosses through host
-// memory (downloaded once on its node, sent by UCX, placed where its reader runs on the other
-// node: on the reader's granted GPU, else on the host). GPUs here are logical ones (the host
+// memory (kept on its node's GPU, downloaded there when another process pulls it, sent by UCX,
+// placed where its reader runs on the other node: on the reader's granted GPU, else on the
+// host). GPUs here are logical ones (the host
 // backend), as in CI. Same driver/node set-up as cluster_test.cc (part of the same binary).
 #include <signal.h>
 
@@ -208,6 +209,51 @@ TEST_F(ClusterTest, AGpuChainAcrossNodesMakesExactlyTheExpectedCopies) {
   const auto d = minus(driver_copies(), d0);
   EXPECT_EQ(d[0] + d[1] + d[2], 0u) << "the driver has no GPU: no device copy";
   EXPECT_EQ(d[4], 1u) << "the driver built one tensor: the result its get() read ";
+}
+
+// A GPU chain on one node stays on its GPU: the node keeps its tasks' tensor results there as
+// they are, and downloads one only for a reader elsewhere (or its first host reader there).
+TEST_F(ClusterTest, AGpuChainOnOneNodeStaysOnItsGpuUntilAReaderElsewhereNeedsIt) {
+  start(1, {{{"PRISM_NUM_GPUS", "1"}, {"PRISM_RESOURCES", "a:100"}, {"PRISM_NUM_CPUS", "2"}},
+            {{"PRISM_RESOURCES", "b:100"}}});
+  const int64_t n = int64_t{1} << 17;  // 1 MiB of float64: kept by reference
+  auto on_a = [] { return prism::get(prism::task(copies_here).resource("a", 1).remote(), 60s); };
+  auto on_b = [] { return prism::get(prism::task(copies_here).resource("b", 1).remote(), 60s); };
+  const auto a0 = on_a(), b0 = on_b(), d0 = driver_copies();
+  auto made = prism::task(counted_on_gpu).num_gpus(1).resource("a", 1).remote(n);
+  auto doubled = prism::task(doubled_here).num_gpus(1).resource("a", 1).remote(made);
+  auto twice = prism::task(doubled_here).num_gpus(1).resource("a", 1).remote(doubled);
+  ASSERT_EQ(prism::wait(std::vector{twice}, 1, 60s).first.size(), 1u);
+  // (uploads, downloads, peer copies, tensors sent, tensors received, pulls)
+  EXPECT_EQ(minus(on_a(), a0), (std::vector<uint64_t>{1, 0, 0, 0, 0, 0}))
+      << "node1: made on its GPU and read there twice, nothing serialized";
+
+  const Tensor got = prism::get(twice, 60s);
+  ASSERT_TRUE(got.device().is_host());
+  const std::vector<double> v = got.to_vector<double>();
+  ASSERT_EQ(v.size(), static_cast<size_t>(n));
+  for (size_t i = 0; i < v.size(); ++i) ASSERT_EQ(v[i], 4 * (static_cast<double>(i) + 0.5)) << i;
+  EXPECT_EQ(minus(on_a(), a0), (std::vector<uint64_t>{1, 1, 0, 1, 0, 0}))
+      << "node1: the result get() read downloaded once, to be sent";
+
+  // The first tensor, read by a CPU task on node2 (pulled), by one on node1 (a host copy there),
+  // and by get() here (sent from that host copy: no second download).
+  std::vector<double> first(static_cast<size_t>(n));
+  for (size_t i = 0; i < first.size(); ++i) first[i] = static_cast<double>(i) + 0.5;
+  const std::string expected = contents(Tensor::from_vector(first, {n}, Device::host()));
+  const std::string node1 = prism::get(prism::task(node_name).resource("a", 1).remote(), 60s);
+  const std::string node2 = prism::get(prism::task(node_name).resource("b", 1).remote(), 60s);
+  EXPECT_EQ(prism::get(prism::task(tensor_arrived).resource("b", 1).remote(made), 60s),
+            node2 + " host " + expected);
+  EXPECT_EQ(minus(on_a(), a0), (std::vector<uint64_t>{1, 2, 0, 2, 0, 0}));
+  EXPECT_EQ(minus(on_b(), b0), (std::vector<uint64_t>{0, 0, 0, 0, 1, 1}));
+  EXPECT_EQ(prism::get(prism::task(tensor_arrived).resource("a", 1).remote(made), 60s),
+            node1 + " host " + expected);
+  EXPECT_EQ(minus(on_a(), a0), (std::vector<uint64_t>{1, 3, 0, 2, 0, 0}));
+  EXPECT_EQ(contents(prism::get(made, 60s)), expected);
+  EXPECT_EQ(minus(on_a(), a0), (std::vector<uint64_t>{1, 3, 0, 3, 0, 0}));
+  const auto d = minus(driver_copies(), d0);
+  EXPECT_EQ(d[4], 2u) << "the driver built two tensors: the results its get() read";
 }
 
 // Two GPU readers of one tensor on the same node share its one transfer.

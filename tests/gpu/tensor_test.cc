@@ -28,6 +28,7 @@
 #include "backend.h"  // gpu/src: the backend's current device, for the CUDA tests
 #include "core/test_util.h"
 #include "prism/gpu.h"
+#include "prism/internal/remote_call.h"
 #include "prism/prism.h"
 
 namespace {
@@ -457,6 +458,101 @@ TEST_F(TensorTest, MalformedTensorBytesAreRefused) {
   std::memcpy(&zero_dim[6], &big, sizeof big);
   std::memcpy(&zero_dim[14], &three_again, sizeof three_again);
   refused(zero_dim, "a zero dimension beside an overflowing product");
+}
+
+// A GPU task's large tensor result kept on its node (cluster mode, prism/internal/remote_call.h:
+// LiveResult): the node's bytes are a stub, the tensor itself stays where it was made, and its
+// serialized form is written only when asked for.
+struct SlotScope final : prism::internal::RefScope {
+  const void* at = nullptr;
+  prism::internal::DecodedSlot* slot = nullptr;
+  prism::internal::DecodedSlot* decoded_at(const void* p) noexcept override {
+    return p == at ? slot : nullptr;
+  }
+  uint64_t export_ref(prism::internal::ObjectEntry*,
+                      void (*)(prism::internal::ObjectEntry*, std::string*)) override {
+    throw std::logic_error("no refs here");
+  }
+  prism::internal::EntryPtr import_ref(uint64_t, prism::internal::ObjectEntry* (*)(prism::ObjectId),
+                                       prism::internal::RemoteMaterializer) override {
+    throw std::logic_error("no refs here");
+  }
+};
+
+TEST_F(TensorTest, AResultKeptLiveIsAStubReadOnlyBesideTheTensor) {
+  prism::Runtime rt({.num_cpus = 2, .num_gpus = 1});
+  auto on_gpu = rt.task([] { return Tensor::from_vector(iota(1000), {10, 100}); })
+                    .num_gpus(1)
+                    .remote();
+  const Tensor made = *prism::get_shared(on_gpu, kTimeout);
+  ASSERT_EQ(made.device(), Device::gpu(0));
+  const std::string wire = prism::to_bytes(made);
+
+  prism::internal::LiveResult live;
+  live.min_bytes = 1000;
+  Tensor result = made;
+  std::string stub;
+  prism::internal::encode_result(result, &stub, nullptr, &live);
+  ASSERT_NE(live.value, nullptr) << "a GPU tensor of 8000 bytes is kept as it is";
+  EXPECT_EQ(live.wire_bytes, wire.size());
+  EXPECT_LT(stub.size(), 64u) << "the stub is a header, without the elements";
+  const CopyStats before = prism::gpu::copy_stats();
+  std::string written;
+  live.write(live.value.get(), &written);
+  EXPECT_EQ(written, wire) << "its serialized form, made when asked for";
+  EXPECT_EQ((prism::gpu::copy_stats() - before).network_sends, 1u);
+
+  // Away from the tensor (another node, a spill file, a malformed message) the stub is refused.
+  try {
+    (void)prism::from_bytes<Tensor>(stub);
+    ADD_FAILURE() << "a stub was read without its tensor";
+  } catch (const prism::Error& e) {
+    EXPECT_EQ(e.code(), prism::ErrorCode::kInvalidArgument);
+    EXPECT_NE(std::string(e.what()).find("kept on another node"), std::string::npos) << e.what();
+  }
+  // Beside it (the object's slot, as the node's readers find it): a GPU task gets the tensor
+  // itself; a reader outside tasks gets a host copy.
+  prism::internal::DecodedSlot slot;
+  {
+    prism::internal::MutexLock lock(slot.mu);
+    slot.type = live.tag;
+    slot.value = live.value;
+  }
+  SlotScope scope;
+  scope.at = stub.data();
+  scope.slot = &slot;
+  auto shared = rt.task([&] {
+                    prism::internal::RefScopeGuard guard(&scope);
+                    return prism::from_bytes<Tensor>(stub).shares_storage(made);
+                  }).num_gpus(1).remote();
+  EXPECT_TRUE(prism::get(shared, kTimeout));
+  {
+    prism::internal::RefScopeGuard guard(&scope);
+    const Tensor on_host = prism::from_bytes<Tensor>(stub);
+    EXPECT_TRUE(on_host.device().is_host());
+    EXPECT_EQ(on_host.to_vector<int64_t>(), iota(1000));
+    // A slot holding something else (a reader's host copy of bytes that came from elsewhere).
+    prism::internal::MutexLock lock(slot.mu);
+    slot.type = nullptr;
+  }
+  {
+    prism::internal::RefScopeGuard guard(&scope);
+    EXPECT_THROW((void)prism::from_bytes<Tensor>(stub), prism::Error);
+  }
+
+  // Below the threshold, or on the host: written whole, as before.
+  prism::internal::LiveResult small;
+  small.min_bytes = wire.size() + 1;
+  Tensor again = made;
+  std::string bytes;
+  prism::internal::encode_result(again, &bytes, nullptr, &small);
+  EXPECT_EQ(small.value, nullptr);
+  EXPECT_EQ(bytes, wire);
+  prism::internal::LiveResult host_live;
+  Tensor host = made.to_host();
+  prism::internal::encode_result(host, &bytes, nullptr, &host_live);
+  EXPECT_EQ(host_live.value, nullptr);
+  EXPECT_EQ(bytes, wire);
 }
 
 TEST_F(TensorTest, PeerCopyToAnotherGpuIsMadeOnce) {

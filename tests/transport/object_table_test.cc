@@ -177,6 +177,52 @@ TEST(ObjectTableSpillTest, SecondaryCopiesAreLetGoBeforePrimariesSpill) {
   std::filesystem::remove_all(root);
 }
 
+// A result kept live (remote_call.h: LiveResult, a GPU tensor on its GPU): its stub is never
+// written to a file (the value is not in the bytes), and its wire form is made when asked for.
+TEST(ObjectTableSpillTest, ALiveResultStaysAndItsWireFormIsMadeOnDemand) {
+  const std::string root = spill_root();
+  {
+    internal::LiveResult live;
+    live.value = std::make_shared<std::string>(pattern(1000, 7));
+    live.wire_bytes = 1000;
+    live.write = [](const void* value, std::string* out) {
+      *out = *static_cast<const std::string*>(value);
+    };
+    live.tag = &live;  // (any tag: only its reader looks)
+    const void* const tag = live.tag;
+    ObjectTable t;
+    t.set_spill(1, root);  // every copy in memory is over the capacity
+    t.hold(1, make_live_blob("stub", live), /*primary=*/true);
+    t.hold(2, make_blob(pattern(100, 2)), /*primary=*/true);
+    EXPECT_EQ(files_in(root), 1u) << "the plain copy spilled, the live one stayed";
+    auto s = t.stats();
+    EXPECT_EQ(s.spilled_objects, 1u);
+    EXPECT_EQ(s.primary_objects, 2u);
+    Blob b = t.find(1);
+    ASSERT_NE(b, nullptr);
+    EXPECT_EQ(b->view, "stub");
+    {
+      internal::MutexLock lock(b->decoded.mu);
+      EXPECT_EQ(b->decoded.type, tag) << "the value beside its stub, for the node's readers";
+      EXPECT_EQ(b->decoded.value, live.value);
+    }
+    std::string error;
+    Blob wire = wire_form(b, &error);
+    ASSERT_NE(wire, nullptr) << error;
+    EXPECT_EQ(wire->view, pattern(1000, 7));
+    EXPECT_EQ(wire->live, nullptr);
+    const Blob plain = t.find(2);  // (mapped back from its file)
+    ASSERT_NE(plain, nullptr);
+    EXPECT_EQ(plain->view, pattern(100, 2));
+    EXPECT_EQ(wire_form(plain, &error), plain) << "a plain copy is its own wire form";
+    // A form of another size than the one announced is refused (a reader expects that many).
+    live.wire_bytes = 999;
+    EXPECT_EQ(wire_form(make_live_blob("stub", live), &error), nullptr);
+    EXPECT_NE(error.find("1000 bytes, not 999"), std::string::npos) << error;
+  }
+  std::filesystem::remove_all(root);
+}
+
 TEST(ObjectTableTest, ARemovedHolderIsNoLongerNamed) {
   ObjectTable t;
   t.locate(7, 100, 3);

@@ -220,6 +220,22 @@ class ElementsSink {
   const bool set_;
 };
 
+// The same for a result that may stay here live (live_result_sink: a GPU tensor kept on its GPU).
+class LiveSink {
+ public:
+  explicit LiveSink(internal::LiveResult* live) noexcept : set_(live != nullptr) {
+    if (set_) internal::live_result_sink() = live;
+  }
+  ~LiveSink() {
+    if (set_) internal::live_result_sink() = nullptr;
+  }
+  LiveSink(const LiveSink&) = delete;
+  LiveSink& operator=(const LiveSink&) = delete;
+
+ private:
+  const bool set_;
+};
+
 // PRISM_NESTED_SPILL: "0" keeps every task a node can run on that node (default: busy nodes
 // spill nested tasks).
 bool nested_spill_enabled() {
@@ -2855,9 +2871,12 @@ class Link final : public internal::ClusterLink {
             RefContext refs(this, in);  // (reads the arguments' refs, lends the result's)
             refs.objects = objects;
             std::vector<std::string> elements;  // a num_returns call's results, one by one
+            internal::LiveResult live;  // a result kept here as it is (a GPU tensor)
+            live.min_bytes = kInlineObjectBytes;
             {
               internal::RefScopeGuard scope(&refs);
               ElementsSink sink(num_returns != 0 ? &elements : nullptr);
+              LiveSink live_sink(result_object != 0 && num_returns == 0 ? &live : nullptr);
               invoker(key, args->view, &r.payload);
             }
             r.run_ns = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
@@ -2867,7 +2886,16 @@ class Link final : public internal::ClusterLink {
               keep_elements(&r, &elements, result_object, only_element,
                             /*inline_only=*/!refs.lends.empty());
             }
-            if (!refs.lends.empty()) {
+            if (live.value != nullptr) {
+              // Kept here as it is, its stub as the object's bytes: this node's tasks read the
+              // value itself; a reader elsewhere pulls its serialized form (wire_form). (Such a
+              // value holds no refs: a tensor.)
+              r.object = result_object;
+              r.object_bytes = live.wire_bytes;
+              objects_.hold(result_object, make_live_blob(std::move(r.payload), std::move(live)),
+                            /*primary=*/true);
+              r.payload.clear();
+            } else if (!refs.lends.empty()) {
               // (A result holding refs goes inline: its refs are lent to the caller with it.)
               r.refs = refs_.prepare(refs.lends, peer);
               answer->lends = std::move(refs.lends);
@@ -3779,7 +3807,12 @@ class Link final : public internal::ClusterLink {
   // The value of a borrowed object, lent by `from` as `pull`: from a copy here, or pulled (the
   // driver pulls from the node that lent it, a node from the driver, which passes it on).
   void pull_borrowed(PeerId from, uint64_t pull, uint64_t bytes, ObjectTable::Waiter waiter) {
-    if (Blob b = objects_.find(pull)) return waiter(b, {});
+    if (Blob b = objects_.find(pull)) {
+      // (Decoded into an entry, away from the task that would find a live result's value.)
+      std::string error;
+      Blob wire = wire_form(b, &error);
+      return waiter(wire, wire ? std::string() : "object " + std::to_string(pull) + ": " + error);
+    }
     if (config_.role == ClusterRole::kDriver) return pull_here(pull, std::move(waiter));
     if (objects_.await(pull, from, std::move(waiter), bytes)) {
       send(from, Message(ObjectPullMsg{pull, /*may_redirect=*/true}));
@@ -5007,13 +5040,17 @@ class Link final : public internal::ClusterLink {
 
   // Node: the driver asks for an object held here.
   void on_node_pull(PeerId peer, const ObjectPullMsg& pull) {
-    Blob b = objects_.find(pull.object);
+    const Blob held = objects_.find(pull.object);
+    // (A live result is serialized here, on the network thread: a GPU tensor is downloaded
+    // through the staging buffers, as it was when its task ended before.)
+    std::string error = "it could not be sent";
+    const Blob b = wire_form(held, &error);
     if (b && send_object(peer, pull.object, b)) return;
     ObjectDataMsg data;
     data.object = pull.object;
-    data.error = b ? "it could not be sent"
-                   : std::string(kNotHeld) + "object " + std::to_string(pull.object) +
-                         " is not held on " + rt_->node_id();
+    data.error = held ? error
+                      : std::string(kNotHeld) + "object " + std::to_string(pull.object) +
+                            " is not held on " + rt_->node_id();
     send(peer, Message(std::move(data)));
   }
 

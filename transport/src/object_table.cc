@@ -43,6 +43,36 @@ Blob make_blob(std::string_view view, std::shared_ptr<const void> owner) {
   return std::make_shared<const Bytes>(view, std::move(owner));
 }
 
+Blob make_live_blob(std::string stub, internal::LiveResult live) {
+  auto owned = std::make_shared<const std::string>(std::move(stub));
+  const std::string_view view = *owned;
+  auto b = std::make_shared<Bytes>(view, std::move(owned));
+  {
+    MutexLock lock(b->decoded.mu);
+    b->decoded.type = live.tag;
+    b->decoded.value = live.value;
+  }
+  b->live = std::make_shared<const internal::LiveResult>(std::move(live));
+  return b;
+}
+
+Blob wire_form(const Blob& b, std::string* error) {
+  if (!b || !b->live) return b;
+  try {
+    std::string bytes;
+    b->live->write(b->live->value.get(), &bytes);
+    if (bytes.size() != b->live->wire_bytes) {
+      *error = "its serialized form has " + std::to_string(bytes.size()) + " bytes, not " +
+               std::to_string(b->live->wire_bytes);
+      return nullptr;
+    }
+    return make_blob(std::move(bytes));
+  } catch (const std::exception& e) {
+    *error = std::string("it could not be serialized: ") + e.what();
+    return nullptr;
+  }
+}
+
 namespace {
 
 // The bytes of a spilled copy, mapped from its file (read-only; unmapped with the last Blob).
@@ -200,7 +230,8 @@ void ObjectTable::spill_over() {
       uint64_t oldest_secondary = UINT64_MAX;
       uint64_t secondary = 0;
       for (auto& [n, c] : held_) {
-        if (!c.blob || c.spilling || c.bytes == 0) continue;
+        // (A live result's memory is not the host's: its stub stays, and the value with it.)
+        if (!c.blob || c.spilling || c.bytes == 0 || c.blob->live) continue;
         if (!c.primary && c.last_use < oldest_secondary) {
           oldest_secondary = c.last_use;
           secondary = n;

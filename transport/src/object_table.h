@@ -52,6 +52,7 @@
 
 #include "prism/internal/ids.h"
 #include "prism/internal/object_entry.h"
+#include "prism/internal/remote_call.h"
 #include "prism/internal/thread_annotations.h"
 
 namespace prism::cluster {
@@ -64,11 +65,21 @@ struct Bytes {
   std::shared_ptr<const void> owner;
   // What this node's readers decoded from the bytes, shared by them (a GPU tensor's host copy).
   mutable internal::DecodedSlot decoded;
+  // A result kept live here (remote_call.h, LiveResult: a GPU tensor on its GPU): `view` is its
+  // stub, which only this node's tasks read (the value is in `decoded`); anything that sends
+  // the bytes elsewhere or writes them to a file asks for wire_form() instead. Null otherwise.
+  std::shared_ptr<const internal::LiveResult> live;
   size_t size() const noexcept { return view.size(); }
 };
 using Blob = std::shared_ptr<const Bytes>;
 Blob make_blob(std::string bytes);
 Blob make_blob(std::string_view view, std::shared_ptr<const void> owner);
+// A live result's object: `stub` as its bytes, the value in its DecodedSlot.
+Blob make_live_blob(std::string stub, internal::LiveResult live);
+// The bytes to send to another process: `b` itself, or a live result's serialized form, made
+// now (a GPU tensor downloaded: not kept, each reader elsewhere pulls once). Null, with
+// *error, if it cannot be made.
+Blob wire_form(const Blob& b, std::string* error);
 using PeerId = uint64_t;
 inline constexpr PeerId kHere = 0;  // "this process" among holders
 

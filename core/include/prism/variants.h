@@ -265,6 +265,7 @@ void invoke_remote_variant(const FunctionKey& key, std::string_view args, std::s
   // (Taken for this call's result only, before anything of the user's runs: the arguments'
   // deserializers and the body may run other calls on this thread.)
   std::vector<std::string>* const elements = std::exchange(result_elements_sink(), nullptr);
+  LiveResult* const live = std::exchange(live_result_sink(), nullptr);
   typename Sig::Params params = from_bytes<typename Sig::Params>(args);
   const auto& v = std::get<I>(set->variants());
   auto f = v.callable();  // (a copy: its operator() may be non-const)
@@ -276,7 +277,7 @@ void invoke_remote_variant(const FunctionKey& key, std::string_view args, std::s
   } else {
     typename Sig::Result r = std::apply(f, std::move(params));
     if (v.gpu()) finish_device_work();
-    encode_result(r, result, elements);  // (before: a user's serializer may read the arguments)
+    encode_result(r, result, elements, live);  // (before: a user's serializer may read the arguments)
     recycle_params(params);
   }
 }

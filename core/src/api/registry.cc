@@ -218,4 +218,9 @@ std::vector<std::string>*& result_elements_sink() noexcept {
   return sink;
 }
 
+LiveResult*& live_result_sink() noexcept {
+  thread_local LiveResult* sink = nullptr;
+  return sink;
+}
+
 }  // namespace prism::internal

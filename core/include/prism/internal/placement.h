@@ -7,6 +7,13 @@
 // device. Types without a specialization are untouched (readers get const T&).
 // A specialization may also say where a value's bytes are, `static DataWhere where(const T&)`,
 // for the planner of heterogeneous tasks (prism/variants.h); without it a value is on the host.
+// And with `static constexpr bool kKeepsLive = true` a task result kept on a cluster node stays
+// there as it is (a GPU tensor on its GPU) rather than serialized when the task ends
+// (remote_call.h, LiveResult): `static bool keep_live(const T&)` (whether this value should),
+// `static uint64_t wire_bytes(const T&)` (the size of its serialized form, without making it),
+// `static void write_stub(Writer&, const T&)` (what stands for it in the node's bytes: its
+// reader there finds the value itself in the object's DecodedSlot, object_entry.h, under
+// `static const void* live_tag()`, and refuses the stub anywhere else).
 //
 // Not for users.
 #pragma once
@@ -26,5 +33,8 @@ template <typename T>
 struct Placement {
   static constexpr bool kCustom = false;
 };
+
+template <typename T>
+concept KeepsLive = Placement<T>::kCustom && requires { requires Placement<T>::kKeepsLive; };
 
 }  // namespace prism::internal

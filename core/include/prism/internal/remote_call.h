@@ -12,6 +12,7 @@
 #pragma once
 
 #include <cstring>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <tuple>
@@ -20,6 +21,7 @@
 #include <vector>
 
 #include "prism/internal/call_diagnosis.h"
+#include "prism/internal/placement.h"
 #include "prism/internal/runtime_hooks.h"
 #include "prism/serialize.h"
 
@@ -96,6 +98,22 @@ void recycle_params(Params& params) noexcept {
 // own string, so that each may stay on the node as an object of its own. Null: one string.
 std::vector<std::string>*& result_elements_sink() noexcept;
 
+// Node side of a call whose large result stays on the node (the cluster link sets it, as the
+// sink above, for one call of one result): a result whose type keeps live (placement.h:
+// KeepsLive, a GPU tensor) and whose serialized form would be at least `min_bytes` is kept as
+// it is: encode_result writes its stub and fills in the rest. The node keeps the value with
+// the stub as the object's bytes, its own tasks read the value itself (DecodedSlot), and
+// `write` makes the serialized form only for a reader elsewhere (a pull).
+struct LiveResult {
+  uint64_t min_bytes = 0;       // (set by the caller)
+  std::shared_ptr<void> value;  // the result, as the task returned it (null: not kept live)
+  const void* tag = nullptr;    // what `value` is, for its reader (Placement<R>::live_tag())
+  uint64_t wire_bytes = 0;      // the size of its serialized form
+  // Writes the serialized form of `value` into `out` (the bytes a reader elsewhere decodes).
+  void (*write)(const void* value, std::string* out) = nullptr;
+};
+LiveResult*& live_result_sink() noexcept;
+
 template <typename R, size_t... I>
 void encode_elements(const R& r, std::vector<std::string>* elements, std::index_sequence<I...>) {
   elements->clear();
@@ -117,8 +135,19 @@ void encode_elements(const R& r, std::vector<std::string>* elements, std::index_
 // pooled buffer, or memory asked for in huge pages: BufferPool::reserve_large); then `r`'s
 // buffer goes back to the pool as above. With `elements` (result_elements_sink) a tuple-like
 // result is written there, element by element, and `out` stays empty.
+//
+// With `live` (live_result_sink) a result that keeps live is moved there and `out` gets its stub.
 template <typename R>
-void encode_result(R& r, std::string* out, std::vector<std::string>* elements = nullptr) {
+void encode_value(const R& r, std::string* out) {
+  out->clear();
+  const bool reserved = BufferPool::reserve_large(out, ObjectSize<R>::bytes(r));
+  Writer w(out);
+  w.put(r);
+  if (reserved) BufferPool::fit_reserved(out);
+}
+template <typename R>
+void encode_result(R& r, std::string* out, std::vector<std::string>* elements = nullptr,
+                   LiveResult* live = nullptr) {
   out->clear();
   if constexpr (is_tuple_like_v<R>) {
     if (elements != nullptr) {
@@ -126,10 +155,23 @@ void encode_result(R& r, std::string* out, std::vector<std::string>* elements = 
       return;
     }
   }
-  const bool reserved = BufferPool::reserve_large(out, ObjectSize<R>::bytes(r));
-  Writer w(out);
-  w.put(static_cast<const R&>(r));
-  if (reserved) BufferPool::fit_reserved(out);
+  if constexpr (KeepsLive<R>) {
+    if (live != nullptr && Placement<R>::keep_live(r)) {
+      const uint64_t wire_bytes = Placement<R>::wire_bytes(r);
+      if (wire_bytes >= live->min_bytes) {
+        Writer w(out);
+        Placement<R>::write_stub(w, r);
+        live->tag = Placement<R>::live_tag();
+        live->wire_bytes = wire_bytes;
+        live->write = [](const void* value, std::string* bytes) {
+          encode_value(*static_cast<const R*>(value), bytes);
+        };
+        live->value = std::make_shared<R>(std::move(r));
+        return;
+      }
+    }
+  }
+  encode_value(static_cast<const R&>(r), out);
   if constexpr (PoolableVector<R>::value) BufferPool::offer(r);
 }
 
@@ -142,6 +184,7 @@ void invoke_remote(const FunctionKey& key, std::string_view args, std::string* r
   // (Taken for this call's result only, before anything of the user's runs: the arguments'
   // deserializers and the body may run other calls on this thread.)
   std::vector<std::string>* const elements = std::exchange(result_elements_sink(), nullptr);
+  LiveResult* const live = std::exchange(live_result_sink(), nullptr);
   // The caller's RefScope (object_entry.h), if any, reads the arguments and writes the result;
   // the body runs outside it (its own serialization is its own business).
   typename Sig::Params params = from_bytes<typename Sig::Params>(args);
@@ -156,7 +199,7 @@ void invoke_remote(const FunctionKey& key, std::string_view args, std::string* r
       return std::apply(f, std::move(params));
     }();
     // (Encoded before the arguments are recycled: a user's serializer may read them.)
-    encode_result(r, result, elements);
+    encode_result(r, result, elements, live);
     recycle_params(params);
   }
 }

@@ -186,6 +186,12 @@ bool link_gpu_module() noexcept;
 // from device memory through one host copy.
 void write_tensor(Writer& w, const Tensor& t);
 void read_tensor(Reader& r, Tensor* t);
+// A large result kept on its node's GPU (prism/internal/placement.h, KeepsLive): only a tensor
+// on a GPU is; its stub is the header of write_tensor's form (flag 2, no elements).
+bool keep_live(const Tensor& t);
+uint64_t wire_bytes(const Tensor& t) noexcept;
+void write_stub(Writer& w, const Tensor& t);
+const void* live_tag() noexcept;
 inline const bool kGpuModuleLinked = link_gpu_module();
 }  // namespace internal
 
@@ -211,6 +217,17 @@ struct prism::internal::Placement<prism::gpu::Tensor> {
   static prism::internal::DataWhere where(const prism::gpu::Tensor& t) {
     return prism::gpu::internal::where(t);
   }
+  // Cluster mode: a GPU task's large tensor result stays on its node's GPU, as it is; the
+  // node's tasks read it there, and it is serialized (downloaded) only for a reader elsewhere.
+  static constexpr bool kKeepsLive = true;
+  static bool keep_live(const prism::gpu::Tensor& t) { return prism::gpu::internal::keep_live(t); }
+  static uint64_t wire_bytes(const prism::gpu::Tensor& t) {
+    return prism::gpu::internal::wire_bytes(t);
+  }
+  static void write_stub(prism::Writer& w, const prism::gpu::Tensor& t) {
+    prism::gpu::internal::write_stub(w, t);
+  }
+  static const void* live_tag() { return prism::gpu::internal::live_tag(); }
 };
 
 // Cluster mode: a tensor crosses nodes through host memory (for now: no GPU-to-GPU transport).
@@ -219,7 +236,8 @@ struct prism::internal::Placement<prism::gpu::Tensor> {
 // read, as for any reader (see above): on the GPU granted to the task that reads it (uploaded
 // chunk by chunk as the host copy is written), else on the host (get() on the driver, a CPU
 // task). PRISM_STAGE_CHUNK_BYTES sets the chunk (default 4 MiB; 0: whole). Malformed bytes (an unknown dtype, a
-// negative dimension, a shape the elements do not fill) throw prism::Error (kInvalidArgument).
+// negative dimension, a shape the elements do not fill, the stub of a tensor kept on another
+// node's GPU) throw prism::Error (kInvalidArgument).
 template <>
 struct prism::Serializer<prism::gpu::Tensor> {
   static void write(prism::Writer& w, const prism::gpu::Tensor& t) {
