@@ -1,8 +1,11 @@
 #include "prism/gpu/tensor.h"
 
 #include <cstdint>
+#include <cstring>
+#include <functional>
 #include <limits>
 #include <sstream>
+#include <string>
 #include <utility>
 
 #include "backend.h"
@@ -189,17 +192,23 @@ prism::internal::DataWhere where(const Tensor& t) noexcept {
 
 // Format: a flag (0: an empty Tensor(), 1: defined), then dtype (1 byte), rank (u32), the
 // dimensions (int64 each), the elements' byte count (u64) and the elements, row-major.
+namespace {
+void write_header(Writer& w, uint8_t flag, const Tensor& t) {
+  w.put(flag);
+  w.put(static_cast<uint8_t>(t.dtype()));
+  w.u32(static_cast<uint32_t>(t.shape().size()));
+  for (const int64_t d : t.shape()) w.put(d);
+  w.put(static_cast<uint64_t>(t.nbytes()));
+}
+}  // namespace
+
 void write_tensor(Writer& w, const Tensor& t) {
   if (!t.defined()) {
     w.put(uint8_t{0});
     return;
   }
-  w.put(uint8_t{1});
-  w.put(static_cast<uint8_t>(t.dtype()));
-  w.u32(static_cast<uint32_t>(t.shape().size()));
-  for (const int64_t d : t.shape()) w.put(d);
+  write_header(w, 1, t);
   const uint64_t bytes = t.nbytes();
-  w.put(bytes);
   count_network(/*sent=*/true, bytes);
   if (bytes == 0) return;
   // A GPU tensor is downloaded after its contents are complete, in chunks through pinned
@@ -228,11 +237,29 @@ const void* live_tag() noexcept { return &kLiveTag; }
 
 void write_stub(Writer& w, const Tensor& t) {
   on_produced(t);  // (its readers wait for the work that made it: its ready event)
-  w.put(kStubFlag);
-  w.put(static_cast<uint8_t>(t.dtype()));
-  w.u32(static_cast<uint32_t>(t.shape().size()));
-  for (const int64_t d : t.shape()) w.put(d);
-  w.put(static_cast<uint64_t>(t.nbytes()));
+  write_header(w, kStubFlag, t);
+}
+
+void write_into(const Tensor& t, char* out, const std::function<void(uint64_t)>& written) {
+  std::string head;
+  Writer w(&head);
+  if (!t.defined()) {
+    w.put(uint8_t{0});
+  } else {
+    write_header(w, 1, t);
+  }
+  std::memcpy(out, head.data(), head.size());
+  uint64_t at = head.size();
+  written(at);
+  if (!t.defined()) return;
+  count_network(/*sent=*/true, t.nbytes());
+  if (t.nbytes() == 0) return;
+  // (As write_tensor: after its contents, chunk by chunk through the staging buffers.)
+  storage_of(t)->read_chunks([&](const char* p, size_t n) {
+    std::memcpy(out + at, p, n);
+    at += n;
+    written(at);
+  });
 }
 
 void read_tensor(Reader& r, Tensor* t) {

@@ -433,8 +433,10 @@ TEST_F(TensorTest, MalformedTensorBytesAreRefused) {
   for (size_t n = 0; n < good.size(); ++n) refused(good.substr(0, n), "a truncated tensor");
   refused(good + "x", "a byte left over");
   std::string bad = good;
-  bad[0] = 2;
+  bad[0] = 3;
   refused(bad, "an unknown flag");
+  bad[0] = 2;
+  refused(bad, "the stub of a tensor kept on another node");
   bad = good;
   bad[1] = 9;
   refused(bad, "an unknown dtype");

@@ -202,6 +202,10 @@ constexpr std::chrono::milliseconds kSpillBackoff{20};
 // back inline, in one piece).
 constexpr size_t kMaxElements = 1024;
 
+// A live result (a GPU tensor kept on its GPU) goes to a puller in parts of this many bytes (at
+// most): each part is sent as soon as it is written, while the next one downloads.
+constexpr size_t kStagedPartBytes = size_t{16} << 20;
+
 // Points the invoker (or an actor's result writer) run on this thread at `elements` for its
 // result (result_elements_sink), and unpoints it however the call ends. Null: the sink is left
 // as it is outside every such call, null (no thread-local write for a call of one result).
@@ -572,6 +576,7 @@ class Link final : public internal::ClusterLink {
     output_.stop();  // its reader sends through comm_
     stop_reporter();  // (and so does the reporter)
     stop_watchdog();  // (and the watchdog)
+    stop_stager();    // (and the stager)
     Link* self = this;
     g_link.compare_exchange_strong(self, nullptr);
     {
@@ -962,6 +967,7 @@ class Link final : public internal::ClusterLink {
     output_.stop();  // (node) what was printed so far goes out first
     stop_reporter();
     stop_watchdog();
+    stop_stager();
     std::vector<Pending> lost;
     std::vector<PeerId> nodes;
     {
@@ -5040,18 +5046,111 @@ class Link final : public internal::ClusterLink {
 
   // Node: the driver asks for an object held here.
   void on_node_pull(PeerId peer, const ObjectPullMsg& pull) {
-    const Blob held = objects_.find(pull.object);
-    // (A live result is serialized here, on the network thread: a GPU tensor is downloaded
-    // through the staging buffers, as it was when its task ended before.)
-    std::string error = "it could not be sent";
-    const Blob b = wire_form(held, &error);
+    Blob b = objects_.find(pull.object);
+    if (b && b->live) return queue_stage(StageJob{peer, pull.object, std::move(b)});
     if (b && send_object(peer, pull.object, b)) return;
     ObjectDataMsg data;
     data.object = pull.object;
-    data.error = held ? error
-                      : std::string(kNotHeld) + "object " + std::to_string(pull.object) +
-                            " is not held on " + rt_->node_id();
+    data.error = b ? "it could not be sent"
+                   : std::string(kNotHeld) + "object " + std::to_string(pull.object) +
+                         " is not held on " + rt_->node_id();
     send(peer, Message(std::move(data)));
+  }
+
+  // ---- live results sent to pullers (node) ----
+  // The stager thread serializes a live result (a GPU tensor kept on its GPU: downloaded) for
+  // each pull of it, into a buffer of its own (not kept: the next pull downloads again), and
+  // sends it in parts of kStagedPartBytes, each queued as soon as it is written: UCX sends a part
+  // while the next one downloads, and no download runs on the network thread.
+  // Invariants: jobs are queued and taken under stage_mu_; none is queued once stage_stop_ is
+  // set (a pull then fails with the link, as every pull in flight does); the thread is joined
+  // before comm_ goes (stop_stager), and a job it runs then still ends (its download is bounded
+  // by the value's size; sending to a closed peer fails at once).
+  struct StageJob {
+    PeerId peer;
+    uint64_t id;
+    Blob held;
+  };
+
+  void queue_stage(StageJob job) {
+    {
+      MutexLock lock(stage_mu_);
+      if (stage_stop_) return;
+      stage_jobs_.push_back(std::move(job));
+      if (!stager_.joinable()) stager_ = std::thread([this] { run_stager(); });
+    }
+    stage_word_.fetch_add(1, std::memory_order_release);
+    internal::futex_wake_all(&stage_word_);
+  }
+
+  void run_stager() {
+    for (;;) {
+      const uint32_t seen = stage_word_.load(std::memory_order_acquire);
+      std::deque<StageJob> jobs;
+      {
+        MutexLock lock(stage_mu_);
+        if (stage_stop_) return;
+        jobs.swap(stage_jobs_);
+      }
+      for (StageJob& job : jobs) send_live(job);
+      if (jobs.empty()) internal::futex_wait(&stage_word_, seen, internal::kNoDeadline);
+    }
+  }
+
+  void stop_stager() noexcept {
+    {
+      MutexLock lock(stage_mu_);
+      stage_stop_ = true;
+      stage_jobs_.clear();
+    }
+    stage_word_.fetch_add(1, std::memory_order_release);
+    internal::futex_wake_all(&stage_word_);
+    if (stager_.joinable() && stager_.get_id() != std::this_thread::get_id()) stager_.join();
+  }
+
+  void send_live(const StageJob& job) {
+    const internal::LiveResult& live = *job.held->live;
+    const uint64_t total = live.wire_bytes;
+    const size_t part = std::min(part_bytes_, kStagedPartBytes);
+    uint64_t sent = 0;
+    bool gone = false;  // the peer is closed: nothing more to send
+    std::string error;
+    try {
+      // (Given back to the pool when the last part has been sent.)
+      auto buffer = std::shared_ptr<std::vector<char>>(
+          new std::vector<char>(internal::BufferPool::sized<char>(total)),
+          [](std::vector<char>* v) {
+            internal::BufferPool::offer(*v);
+            delete v;
+          });
+      // Sends every whole part of the first `written` bytes not sent yet (all of them at the end).
+      auto send_written = [&](uint64_t written) {
+        while (!gone && sent < written && (written - sent >= part || written == total)) {
+          const size_t n = static_cast<size_t>(std::min<uint64_t>(part, written - sent));
+          std::string head = encode_object_data_head(job.id, sent, n, total);
+          gone = !comm_->send(job.peer, std::move(head), buffer,
+                              std::string_view(buffer->data() + sent, n));
+          sent += n;
+        }
+      };
+      live.write_into(live.value.get(), buffer->data(), send_written);
+      if (sent != total && !gone) {
+        error = "its serialized form ended after " + std::to_string(sent) + " of " +
+                std::to_string(total) + " bytes";
+      }
+    } catch (const std::exception& e) {
+      error = std::string("it could not be serialized: ") + e.what();
+    }
+    if (gone) return;
+    if (error.empty()) {
+      objects_.count_served(total);
+      return;
+    }
+    PRISM_LOG(kWarning) << "cluster: object " << job.id << " cannot be sent: " << error;
+    ObjectDataMsg data;  // (fails the pull, parts already sent or not)
+    data.object = job.id;
+    data.error = error;
+    send(job.peer, Message(std::move(data)));
   }
 
   // Sends object `id`'s bytes straight from where they are (no copy into the frame): in one
@@ -5229,6 +5328,12 @@ class Link final : public internal::ClusterLink {
   std::thread watchdog_;           // watch_peers() (joined before comm_ goes)
   internal::Event reporter_stop_;  // node: set by stop_reporter()
   std::thread reporter_;           // node: report_stats() (joined before comm_ goes)
+  // Node: live results sent to pullers (queue_stage; the thread starts with the first).
+  Mutex stage_mu_;
+  std::deque<StageJob> stage_jobs_ PRISM_GUARDED_BY(stage_mu_);
+  bool stage_stop_ PRISM_GUARDED_BY(stage_mu_) = false;
+  std::atomic<uint32_t> stage_word_{0};  // bumped for each job and for the stop
+  std::thread stager_;                   // run_stager() (joined before comm_ goes)
   OutputPrinter printer_;   // driver: what nodes printed, written off the progress thread
   // Last: destroyed first (see ~Link). Set once in the constructor, before any peer exists.
   std::unique_ptr<UcxComm> comm_;

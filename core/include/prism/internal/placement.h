@@ -11,6 +11,8 @@
 // there as it is (a GPU tensor on its GPU) rather than serialized when the task ends
 // (remote_call.h, LiveResult): `static bool keep_live(const T&)` (whether this value should),
 // `static uint64_t wire_bytes(const T&)` (the size of its serialized form, without making it),
+// `static void write_into(const T&, char* out, const std::function<void(uint64_t)>& written)`
+// (its serialized form written into `out`, reporting each prefix that is complete),
 // `static void write_stub(Writer&, const T&)` (what stands for it in the node's bytes: its
 // reader there finds the value itself in the object's DecodedSlot, object_entry.h, under
 // `static const void* live_tag()`, and refuses the stub anywhere else).

@@ -12,6 +12,7 @@
 #pragma once
 
 #include <cstring>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -111,6 +112,11 @@ struct LiveResult {
   uint64_t wire_bytes = 0;      // the size of its serialized form
   // Writes the serialized form of `value` into `out` (the bytes a reader elsewhere decodes).
   void (*write)(const void* value, std::string* out) = nullptr;
+  // The same into `out` (wire_bytes long), calling `written(n)` each time its first n bytes are
+  // complete (a GPU tensor: after each downloaded chunk): they may be sent while the rest is
+  // written.
+  void (*write_into)(const void* value, char* out,
+                     const std::function<void(uint64_t)>& written) = nullptr;
 };
 LiveResult*& live_result_sink() noexcept;
 
@@ -137,10 +143,12 @@ void encode_elements(const R& r, std::vector<std::string>* elements, std::index_
 // result is written there, element by element, and `out` stays empty.
 //
 // With `live` (live_result_sink) a result that keeps live is moved there and `out` gets its stub.
+// (`estimate`: the serialized size, when known better than the value's size in memory.)
 template <typename R>
-void encode_value(const R& r, std::string* out) {
+void encode_value(const R& r, std::string* out, size_t estimate = 0) {
   out->clear();
-  const bool reserved = BufferPool::reserve_large(out, ObjectSize<R>::bytes(r));
+  const bool reserved =
+      BufferPool::reserve_large(out, estimate != 0 ? estimate : ObjectSize<R>::bytes(r));
   Writer w(out);
   w.put(r);
   if (reserved) BufferPool::fit_reserved(out);
@@ -164,7 +172,12 @@ void encode_result(R& r, std::string* out, std::vector<std::string>* elements = 
         live->tag = Placement<R>::live_tag();
         live->wire_bytes = wire_bytes;
         live->write = [](const void* value, std::string* bytes) {
-          encode_value(*static_cast<const R*>(value), bytes);
+          const R& v = *static_cast<const R*>(value);
+          encode_value(v, bytes, Placement<R>::wire_bytes(v));
+        };
+        live->write_into = [](const void* value, char* bytes,
+                              const std::function<void(uint64_t)>& written) {
+          Placement<R>::write_into(*static_cast<const R*>(value), bytes, written);
         };
         live->value = std::make_shared<R>(std::move(r));
         return;

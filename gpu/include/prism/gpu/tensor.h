@@ -31,6 +31,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <initializer_list>
 #include <memory>
 #include <string>
@@ -192,6 +193,9 @@ bool keep_live(const Tensor& t);
 uint64_t wire_bytes(const Tensor& t) noexcept;
 void write_stub(Writer& w, const Tensor& t);
 const void* live_tag() noexcept;
+// write_tensor's form into `out` (wire_bytes(t) long), reporting each prefix written (after
+// the header, then after each downloaded chunk).
+void write_into(const Tensor& t, char* out, const std::function<void(uint64_t)>& written);
 inline const bool kGpuModuleLinked = link_gpu_module();
 }  // namespace internal
 
@@ -226,6 +230,10 @@ struct prism::internal::Placement<prism::gpu::Tensor> {
   }
   static void write_stub(prism::Writer& w, const prism::gpu::Tensor& t) {
     prism::gpu::internal::write_stub(w, t);
+  }
+  static void write_into(const prism::gpu::Tensor& t, char* out,
+                         const std::function<void(uint64_t)>& written) {
+    prism::gpu::internal::write_into(t, out, written);
   }
   static const void* live_tag() { return prism::gpu::internal::live_tag(); }
 };
