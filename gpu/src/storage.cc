@@ -11,6 +11,7 @@
 #include "prism/errors.h"
 #include "device_context.h"
 #include "prism/gpu/tensor.h"
+#include "prism/internal/placement.h"
 
 namespace prism::gpu {
 namespace internal {
@@ -138,8 +139,10 @@ Storage::Storage(Device device, size_t bytes, Stream stream)
         data_ = b.allocate(device.index, bytes, stream.handle());
         break;
       } catch (const Error& e) {
+        // (Then a cluster node turns the results it keeps live there into host bytes.)
         if (e.code() != ErrorCode::kResourceExhausted || round == kEvictionRounds ||
-            CopyCache::instance().evict(device.index, bytes) == 0) {
+            (CopyCache::instance().evict(device.index, bytes) == 0 &&
+             prism::internal::release_live_results(device.index, bytes) == 0)) {
           throw;
         }
       }

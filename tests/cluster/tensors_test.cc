@@ -111,8 +111,10 @@ std::vector<uint64_t> hashes_of(const std::vector<std::vector<uint8_t>>& values)
   for (const auto& v : values) out.push_back(fnv(v.data(), v.size()));
   return out;
 }
+// How many results this node kept on a GPU became host bytes under memory pressure.
+uint64_t live_released() { return prism::cluster::object_stats().released_live; }
 PRISM_REMOTE(tensor_arrived, node_name, same_here, counted_on_gpu, doubled_here, summed_here, copies_here, bytes_after,
-             hashes_of);
+             hashes_of, live_released);
 
 // Differences of two copies_here() readings.
 std::vector<uint64_t> minus(const std::vector<uint64_t>& after, const std::vector<uint64_t>& before) {
@@ -257,6 +259,37 @@ TEST_F(ClusterTest, AGpuChainOnOneNodeStaysOnItsGpuUntilAReaderElsewhereNeedsIt)
             node2 + " host " + expected);
   EXPECT_EQ(minus(on_b(), b0), (std::vector<uint64_t>{0, 0, 0, 0, 1, 1}));
   EXPECT_EQ(minus(on_a(), a0)[1], 2u) << "node1 downloaded the tensor again";
+}
+
+// A node's GPU full of the results it keeps there: the least recently used become host bytes
+// (device memory pressure) and the next allocation succeeds; every result reads back whole, on
+// the host and in a GPU task.
+TEST_F(ClusterTest, AGpuFullOfKeptResultsTurnsTheOldestIntoHostBytes) {
+  start(1, {{{"PRISM_NUM_GPUS", "1"},
+             {"PRISM_RESOURCES", "a:100"},
+             {"PRISM_LOGICAL_GPU_MEMORY", std::to_string(40 * kMiB)}}});
+  const int64_t n = int64_t{12} << 17;  // 12 MiB of float64: three fit on the GPU, not four
+  std::vector<prism::ObjectRef<Tensor>> made;
+  for (int i = 0; i < 6; ++i) {
+    made.push_back(prism::task(counted_on_gpu).num_gpus(1).resource("a", 1).remote(n));
+    ASSERT_EQ(prism::wait(std::vector{made.back()}, 1, 60s).first.size(), 1u) << i;
+  }
+  const uint64_t released =
+      prism::get(prism::task(live_released).resource("a", 1).remote(), 60s);
+  EXPECT_GE(released, 3u) << "six results of 12 MiB on a GPU of 40 MiB";
+  EXPECT_LE(released, 5u);
+  const double expected = static_cast<double>(n) * static_cast<double>(n) / 2;
+  for (size_t i = 0; i < made.size(); ++i) {
+    // (The first ones were made host bytes: read on the GPU, they are uploaded again.)
+    EXPECT_EQ(prism::get(prism::task(summed_here).num_gpus(1).resource("a", 1).remote(made[i]),
+                         60s),
+              expected)
+        << i;
+    const std::vector<double> v = prism::get(made[i], 60s).to_vector<double>();
+    ASSERT_EQ(v.size(), static_cast<size_t>(n)) << i;
+    EXPECT_EQ(v.front(), 0.5) << i;
+    EXPECT_EQ(v.back(), static_cast<double>(n) - 0.5) << i;
+  }
 }
 
 // Two GPU readers of one tensor on the same node share its one transfer.

@@ -223,6 +223,47 @@ TEST(ObjectTableSpillTest, ALiveResultStaysAndItsWireFormIsMadeOnDemand) {
   std::filesystem::remove_all(root);
 }
 
+// Device memory pressure (release_live_results): the live copies on that GPU become their wire
+// form, least recently used first, until enough was let go; others stay live.
+TEST(ObjectTableTest, DevicePressureTurnsTheOldestLiveCopiesOnThatGpuIntoBytes) {
+  auto live_on = [](int device, int seed) {
+    internal::LiveResult live;
+    live.value = std::make_shared<std::string>(pattern(1000, seed));
+    live.wire_bytes = 1000;
+    live.device = device;
+    live.write = [](const void* value, std::string* out) {
+      *out = *static_cast<const std::string*>(value);
+    };
+    return make_live_blob("stub", live);
+  };
+  ObjectTable t;
+  t.hold(1, live_on(0, 1), /*primary=*/true);
+  t.hold(2, live_on(1, 2), /*primary=*/true);
+  t.hold(3, live_on(0, 3), /*primary=*/true);
+  t.hold(4, live_on(0, 4), /*primary=*/true);
+  const Blob reader = t.find(1);  // (its reader keeps what it has)
+  (void)t.find(3);                // used last: 4 is the oldest on GPU 0, then 1, then 3
+  // Through the process's releaser (what the GPU module calls): 1500 bytes on GPU 0.
+  EXPECT_EQ(internal::release_live_results(0, 1500), 2000u);
+  auto s = t.stats();
+  EXPECT_EQ(s.released_live, 2u);
+  EXPECT_EQ(s.primary_objects, 4u);
+  EXPECT_EQ(s.primary_bytes, 2 * 1000u + 2 * 4u) << "two now whole, two stubs";
+  for (uint64_t id : {1, 4}) {
+    const Blob b = t.find(id);
+    ASSERT_NE(b, nullptr);
+    EXPECT_EQ(b->live, nullptr) << id;
+    EXPECT_EQ(b->view, pattern(1000, static_cast<int>(id))) << id;
+  }
+  EXPECT_NE(t.find(2)->live, nullptr) << "on another GPU";
+  EXPECT_NE(t.find(3)->live, nullptr) << "used more recently";
+  EXPECT_EQ(reader->view, "stub");
+  EXPECT_NE(reader->live, nullptr);
+  EXPECT_EQ(t.release_live(1, 1), 1000u);
+  EXPECT_EQ(t.release_live(1, 1), 0u) << "nothing live left on GPU 1";
+  EXPECT_EQ(t.stats().released_live, 3u);
+}
+
 TEST(ObjectTableTest, ARemovedHolderIsNoLongerNamed) {
   ObjectTable t;
   t.locate(7, 100, 3);

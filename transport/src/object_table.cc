@@ -11,6 +11,7 @@
 #include <cstring>
 #include <exception>
 #include <filesystem>
+#include <set>
 
 #include "common/log.h"
 #include "object_store/spill_dir.h"
@@ -122,7 +123,46 @@ bool write_file(const std::string& path, const Bytes& b, std::string* error) {
 
 }  // namespace
 
+namespace {
+
+// Every ObjectTable of the process, for device memory pressure (release_live_results). A table
+// is in the set from its construction to the start of its destruction: the releaser holds the
+// set's mutex while it uses one.
+struct Tables {
+  internal::Mutex mu;
+  std::set<ObjectTable*> all PRISM_GUARDED_BY(mu);
+};
+Tables& tables() {
+  static Tables* t = new Tables;  // (never destroyed: tables may outlive static destructors)
+  return *t;
+}
+
+size_t release_live_everywhere(int device, size_t bytes) noexcept {
+  Tables& t = tables();
+  MutexLock lock(t.mu);
+  size_t released = 0;
+  for (ObjectTable* table : t.all) {
+    if (released >= bytes) break;
+    released += table->release_live(device, bytes - released);
+  }
+  return released;
+}
+
+}  // namespace
+
+ObjectTable::ObjectTable() {
+  internal::set_live_results_releaser(&release_live_everywhere);
+  Tables& t = tables();
+  MutexLock lock(t.mu);
+  t.all.insert(this);
+}
+
 ObjectTable::~ObjectTable() {
+  {
+    Tables& t = tables();
+    MutexLock lock(t.mu);  // (waits for a releaser using this table)
+    t.all.erase(this);
+  }
   {
     std::lock_guard<std::mutex> lock(wake_mu_);
     stop_ = true;
@@ -199,6 +239,10 @@ void ObjectTable::hold(uint64_t id, Blob blob, bool primary, bool may_block) {
   }
   if (!over) return;
   if (may_block) return spill_over();
+  wake_spiller();
+}
+
+void ObjectTable::wake_spiller() {
   {
     std::lock_guard<std::mutex> lock(wake_mu_);
     if (stop_) return;
@@ -206,6 +250,53 @@ void ObjectTable::hold(uint64_t id, Blob blob, bool primary, bool may_block) {
     if (!spiller_.joinable()) spiller_ = std::thread([this] { run_spiller(); });
   }
   wake_cv_.notify_one();
+}
+
+size_t ObjectTable::release_live(int device, size_t bytes) noexcept {
+  size_t released = 0;
+  while (released < bytes) {
+    uint64_t id = 0;
+    Blob live;
+    {
+      MutexLock lock(mu_);
+      uint64_t oldest = UINT64_MAX;
+      for (auto& [n, c] : held_) {
+        if (c.blob && c.blob->live && c.blob->live->device == device && c.last_use < oldest) {
+          oldest = c.last_use;
+          id = n;
+        }
+      }
+      if (id == 0) break;
+      live = held_[id].blob;
+    }
+    // (Outside the lock: a download.)
+    std::string error;
+    Blob plain = wire_form(live, &error);
+    if (!plain) {
+      PRISM_LOG(kWarning) << "object store: object " << id << " stays on GPU " << device
+                          << " under memory pressure: " << error;
+      break;
+    }
+    bool over = false;
+    {
+      MutexLock lock(mu_);
+      auto it = held_.find(id);
+      if (it != held_.end() && it->second.blob == live) {
+        Copy& c = it->second;
+        const uint64_t before = c.bytes;
+        c.blob = std::move(plain);
+        c.bytes = c.blob->size();
+        memory_bytes_ += c.bytes - before;
+        (c.primary ? stats_.primary_bytes : stats_.secondary_bytes) += c.bytes - before;
+        ++stats_.released_live;
+        over = spill_capacity_ > 0 && memory_bytes_ > spill_capacity_;
+      }  // (else freed meanwhile: its memory goes with `live` all the same)
+    }
+    released += static_cast<size_t>(live->live->wire_bytes);
+    live.reset();  // the value goes, unless a reader still holds it
+    if (over) wake_spiller();
+  }
+  return released;
 }
 
 void ObjectTable::spill_over() {

@@ -85,6 +85,7 @@ inline constexpr PeerId kHere = 0;  // "this process" among holders
 
 class ObjectTable {
  public:
+  ObjectTable();
   ~ObjectTable();
 
   // --- copies held here ---
@@ -101,6 +102,12 @@ class ObjectTable {
   // Frees the copy of `id` held here, if any; a pull of `id` in flight then ends without
   // keeping a copy (its waiters still get the bytes): the owner freed it meanwhile.
   void drop(uint64_t id);
+  // Device memory pressure on GPU `device` (placement.h: release_live_results, which calls this
+  // for every table of the process): the live copies kept on it become their wire form (host
+  // bytes, spilled as any copy when over the capacity), least recently used first, until
+  // `bytes` of device memory were let go or none is left. Returns the bytes let go. Their
+  // readers keep what they hold; later ones decode the bytes.
+  size_t release_live(int device, size_t bytes) noexcept;
 
   struct Stats {
     uint64_t primary_objects = 0;    // produced here (in memory or spilled)
@@ -118,6 +125,7 @@ class ObjectTable {
     uint64_t restored_bytes = 0;    // bytes read back from files (cumulative)
     uint64_t evicted_objects = 0;   // secondary copies let go to make room, and their bytes
     uint64_t evicted_bytes = 0;     // (cumulative)
+    uint64_t released_live = 0;     // live copies made host bytes by device pressure (cumulative)
     // ObjectRefs (filled by the cluster link, from its RefTable): objects this process lends
     // to others, and objects it borrows from others.
     uint64_t lent_refs = 0;
@@ -220,6 +228,7 @@ class ObjectTable {
   void drop_locked(uint64_t id) PRISM_REQUIRES(mu_);
   // Writes the least recently used copies to files until those in memory fit the capacity.
   void spill_over();
+  void wake_spiller();
   std::string spill_path(uint64_t id);
 
   mutable internal::Mutex mu_;

@@ -223,4 +223,17 @@ LiveResult*& live_result_sink() noexcept {
   return sink;
 }
 
+namespace {
+std::atomic<LiveResultsReleaser> g_live_releaser{nullptr};
+}  // namespace
+
+void set_live_results_releaser(LiveResultsReleaser releaser) noexcept {
+  g_live_releaser.store(releaser, std::memory_order_release);
+}
+
+size_t release_live_results(int device, size_t bytes) noexcept {
+  const LiveResultsReleaser f = g_live_releaser.load(std::memory_order_acquire);
+  return f == nullptr ? 0 : f(device, bytes);
+}
+
 }  // namespace prism::internal

@@ -15,11 +15,14 @@
 // (its serialized form written into `out`, reporting each prefix that is complete),
 // `static void write_stub(Writer&, const T&)` (what stands for it in the node's bytes: its
 // reader there finds the value itself in the object's DecodedSlot, object_entry.h, under
-// `static const void* live_tag()`, and refuses the stub anywhere else).
+// `static const void* live_tag()`, and refuses the stub anywhere else). Its `where()` names the
+// GPU it is kept on: under that device's memory pressure the node turns it into host bytes
+// (release_live_results below).
 //
 // Not for users.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 
 namespace prism::internal {
@@ -38,5 +41,15 @@ struct Placement {
 
 template <typename T>
 concept KeepsLive = Placement<T>::kCustom && requires { requires Placement<T>::kKeepsLive; };
+
+// Device memory pressure (cluster mode): the GPU module calls release_live_results when an
+// allocation on GPU `device` fails after its cached copies were given back. The cluster module
+// (set_live_results_releaser, once per process) then turns the results its node keeps live on
+// that device into host bytes, least recently used first, until about `bytes` of it were let
+// go. Returns the device bytes let go (0: none, or no releaser: the allocation fails). Device
+// memory a reader still holds goes when that reader lets go.
+using LiveResultsReleaser = size_t (*)(int device, size_t bytes);
+void set_live_results_releaser(LiveResultsReleaser releaser) noexcept;
+size_t release_live_results(int device, size_t bytes) noexcept;
 
 }  // namespace prism::internal

@@ -110,6 +110,7 @@ struct LiveResult {
   std::shared_ptr<void> value;  // the result, as the task returned it (null: not kept live)
   const void* tag = nullptr;    // what `value` is, for its reader (Placement<R>::live_tag())
   uint64_t wire_bytes = 0;      // the size of its serialized form
+  int device = -1;              // the GPU it is kept on (Placement<R>::where)
   // Writes the serialized form of `value` into `out` (the bytes a reader elsewhere decodes).
   void (*write)(const void* value, std::string* out) = nullptr;
   // The same into `out` (wire_bytes long), calling `written(n)` each time its first n bytes are
@@ -171,6 +172,7 @@ void encode_result(R& r, std::string* out, std::vector<std::string>* elements = 
         Placement<R>::write_stub(w, r);
         live->tag = Placement<R>::live_tag();
         live->wire_bytes = wire_bytes;
+        live->device = Placement<R>::where(r).device;
         live->write = [](const void* value, std::string* bytes) {
           const R& v = *static_cast<const R*>(value);
           encode_value(v, bytes, Placement<R>::wire_bytes(v));
