@@ -111,10 +111,20 @@ std::vector<uint64_t> hashes_of(const std::vector<std::vector<uint8_t>>& values)
   for (const auto& v : values) out.push_back(fnv(v.data(), v.size()));
   return out;
 }
+// GPU task: n float64 elements 0.5, 1.5, ... made on GPU `device` of its node (one upload).
+Tensor counted_on(int device, int64_t n) {
+  std::vector<double> v(static_cast<size_t>(n));
+  for (size_t i = 0; i < v.size(); ++i) v[i] = static_cast<double>(i) + 0.5;
+  return Tensor::from_vector(v, {n}, Device::gpu(device));
+}
+// GPU task: the GPU its argument arrived on, and its own.
+std::vector<int> devices_of(const Tensor& t) {
+  return {t.device().index, prism::gpu::current_device().index};
+}
 // How many results this node kept on a GPU became host bytes under memory pressure.
 uint64_t live_released() { return prism::cluster::object_stats().released_live; }
 PRISM_REMOTE(tensor_arrived, node_name, same_here, counted_on_gpu, doubled_here, summed_here, copies_here, bytes_after,
-             hashes_of, live_released);
+             hashes_of, live_released, counted_on, devices_of);
 
 // Differences of two copies_here() readings.
 std::vector<uint64_t> minus(const std::vector<uint64_t>& after, const std::vector<uint64_t>& before) {
@@ -289,6 +299,22 @@ TEST_F(ClusterTest, AGpuFullOfKeptResultsTurnsTheOldestIntoHostBytes) {
     ASSERT_EQ(v.size(), static_cast<size_t>(n)) << i;
     EXPECT_EQ(v.front(), 0.5) << i;
     EXPECT_EQ(v.back(), static_cast<double>(n) - 0.5) << i;
+  }
+}
+
+// A GPU task reading a result its node keeps on one of its GPUs runs on that GPU: no peer copy.
+TEST_F(ClusterTest, AGpuTaskRunsOnTheGpuItsNodeKeepsItsArgumentOn) {
+  start(1, {{{"PRISM_NUM_GPUS", "2"}, {"PRISM_RESOURCES", "a:100"}}});
+  auto on_a = [] { return prism::get(prism::task(copies_here).resource("a", 1).remote(), 60s); };
+  const int64_t n = int64_t{1} << 17;  // 1 MiB of float64: kept on the node
+  for (const int device : {1, 0, 1, 1, 0}) {
+    auto made = prism::task(counted_on).num_gpus(1).resource("a", 1).remote(device, n);
+    ASSERT_EQ(prism::wait(std::vector{made}, 1, 60s).first.size(), 1u);
+    const auto before = on_a();
+    EXPECT_EQ(prism::get(prism::task(devices_of).num_gpus(1).resource("a", 1).remote(made), 60s),
+              (std::vector<int>{device, device}));
+    EXPECT_EQ(minus(on_a(), before), (std::vector<uint64_t>{0, 0, 0, 0, 0, 0}))
+        << "made on gpu:" << device << ", read with a copy";
   }
 }
 

@@ -2818,12 +2818,31 @@ class Link final : public internal::ClusterLink {
     if (served->remaining.fetch_sub(1, std::memory_order_acq_rel) == 1) run_served(served);
   }
 
+  // The GPU of this node on which the results kept live among `blobs` have the most bytes (-1:
+  // none): a GPU call reading them runs there when it has room.
+  static int live_device(const std::vector<Blob>& blobs) {
+    std::map<int, uint64_t> bytes;
+    for (const Blob& b : blobs) {
+      if (b && b->live && b->live->device >= 0) bytes[b->live->device] += b->live->wire_bytes;
+    }
+    int best = -1;
+    uint64_t most = 0;
+    for (const auto& [device, n] : bytes) {
+      if (n > most) {
+        most = n;
+        best = device;
+      }
+    }
+    return best;
+  }
+
   // Node: a call whose arguments are all here. Its large result stays here.
   void run_served(const std::shared_ptr<ServedCall>& served) {
     if (served->failed.load()) return;
     CallMsg& call = served->call;
     Blob args;
     std::vector<std::pair<const char*, Blob>> objects;  // (RefContext::objects)
+    const int preferred_gpu = live_device(served->blobs);
     if (call.objects.empty()) {
       args = make_blob(std::move(call.args));
     } else if (call.objects.size() == 1 && call.args.empty()) {
@@ -2919,7 +2938,8 @@ class Link final : public internal::ClusterLink {
           [this, peer, answer] {
             served_.fetch_sub(1, std::memory_order_acq_rel);
             send_result_lending(peer, std::move(answer->result), answer->lends);
-          });
+          },
+          preferred_gpu);
     } catch (...) {  // (no record was made: out of memory)
       served_.fetch_sub(1, std::memory_order_acq_rel);
       send(peer, Message(error_result(id, std::current_exception())));

@@ -57,12 +57,13 @@ class ServedCall final : public TaskRecord {
  public:
   ServedCall(RuntimeCore* rt, ExtrasPtr extras, std::string name, std::function<void()> body,
              std::function<void(const std::exception_ptr&)> on_fail,
-             std::function<void()> on_released)
+             std::function<void()> on_released, int preferred_gpu)
       : TaskRecord(rt, next_task_id(rt), nullptr, std::move(extras)),
         name_(std::move(name)),
         body_(std::move(body)),
         on_fail_(std::move(on_fail)),
-        on_released_(std::move(on_released)) {}
+        on_released_(std::move(on_released)),
+        preferred_gpu_(preferred_gpu) {}
   // The record goes once the call ran or failed (its resources are given back right after).
   ~ServedCall() override {
     if (!on_released_) return;
@@ -83,12 +84,14 @@ class ServedCall final : public TaskRecord {
   void fail(const std::exception_ptr& error) noexcept override { on_fail_(error); }
   bool cancel_requested() const noexcept override { return false; }
   std::string function_name() const override { return name_; }
+  int preferred_gpu() const noexcept override { return preferred_gpu_; }
 
  private:
   std::string name_;
   std::function<void()> body_;
   std::function<void(const std::exception_ptr&)> on_fail_;
   std::function<void()> on_released_;
+  const int preferred_gpu_;
 };
 
 // A one-shot dependent of one entry (when_done).
@@ -243,7 +246,7 @@ const ClusterModule* cluster_module() noexcept { return g_module.load(std::memor
 void run_served_call(RuntimeCore* rt, const ResourceRequest& request, std::string name,
                      std::function<void()> body,
                      std::function<void(const std::exception_ptr&)> on_fail,
-                     std::function<void()> on_released) {
+                     std::function<void()> on_released, int preferred_gpu) {
   const std::string reason = rt->scheduler().infeasible_reason(request);
   if (!reason.empty()) {
     on_fail(std::make_exception_ptr(
@@ -259,7 +262,7 @@ void run_served_call(RuntimeCore* rt, const ResourceRequest& request, std::strin
     extras->shape = rt->scheduler().shape_for(request);
   }
   auto* task = new ServedCall(rt, ExtrasPtr(std::move(extras)), std::move(name), std::move(body),
-                              std::move(on_fail), std::move(on_released));
+                              std::move(on_fail), std::move(on_released), preferred_gpu);
   rt->counters().add(TaskCounters::kSubmitted);
   if (task->release_guard()) rt->dispatch(task);
 }

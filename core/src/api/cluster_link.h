@@ -206,10 +206,12 @@ const ClusterModule* cluster_module() noexcept;
 // call's record is gone (its resources are given back right after), `on_released` runs, exactly
 // once, on whichever thread let the record go: the place to answer the caller, so that a caller
 // who places more work by what it knows is running never hears of the end before it happened.
+// `preferred_gpu` (>= 0): a GPU of this node holding most of the call's argument bytes (results
+// kept live there), where a GPU call runs when it has room (TaskRecord::preferred_gpu).
 void run_served_call(RuntimeCore* rt, const ResourceRequest& request, std::string name,
                      std::function<void()> body,
                      std::function<void(const std::exception_ptr&)> on_fail,
-                     std::function<void()> on_released = nullptr);
+                     std::function<void()> on_released = nullptr, int preferred_gpu = -1);
 
 // The node's resources as core counts them (for a node's join message).
 ResourceRequest node_totals(RuntimeCore* rt);
