@@ -16,8 +16,9 @@
 //     GB/s;
 //   - GPU tensors (the nodes have one logical GPU each: the host backend, so device copies are
 //     memcpy): get here of a 64 MiB tensor made on a node's GPU, and the same tensor read by a
-//     GPU task on the other node, in GB/s. Staged through host memory, not pipelined (the
-//     download, the UCX transfer and the upload run one after the other).
+//     GPU task on the other node, in GB/s. Staged through host memory: the node keeps the
+//     tensor on its GPU and downloads it for each pull, in parts sent as they are written; the
+//     reader's upload follows the transfer. And a chain of 8 GPU tasks on one node (ms).
 // The peers of the latency and transfer rows are ucx_perftest's figures on the same machine,
 // transports (tcp on lo: what Prism's endpoints, connected by address with peer error handling,
 // get from UCX 1.13), error handling and wait mode (sleeping: Prism's progress thread sleeps in
@@ -58,7 +59,9 @@ int64_t tensor_elements(const prism::gpu::Tensor& t) {
   if (t.device().is_host()) std::fprintf(stderr, "cluster: the tensor arrived on the host\n");
   return t.numel();
 }
-PRISM_REMOTE(make_tensor, tensor_elements);
+// GPU task: t + t on the task's GPU (a link of a chain).
+prism::gpu::Tensor doubled(const prism::gpu::Tensor& t) { return prism::gpu::add(t, t); }
+PRISM_REMOTE(make_tensor, tensor_elements, doubled);
 
 struct Echo {
   int echo(int x) { return x; }
@@ -159,6 +162,21 @@ double tensor_get_rate(uint64_t n) {
   const double s = bench::now_s() - t0;
   bench::keep(t.raw_data());
   return static_cast<double>(n) / s / 1e9;
+}
+
+// Milliseconds of a chain of GPU tasks on the first node: an `n`-byte tensor made there, then
+// `links` tasks each reading the one before, the last one's result got here.
+double gpu_chain_ms(uint64_t n, int links) {
+  const double t0 = bench::now_s();
+  auto ref = prism::task(make_tensor).num_gpus(1).resource("first", 0.0001).remote(
+      static_cast<int64_t>(n / 4));
+  for (int i = 0; i < links; ++i) {
+    ref = prism::task(doubled).num_gpus(1).resource("first", 0.0001).remote(ref);
+  }
+  const prism::gpu::Tensor t = prism::get(ref, 60s);
+  const double s = bench::now_s() - t0;
+  if (t.numel() != static_cast<int64_t>(n / 4)) std::fprintf(stderr, "cluster: wrong chain\n");
+  return s * 1e3;
 }
 
 // GB/s of a GPU task on the second node reading an `n`-byte tensor made on the first node's GPU
@@ -322,6 +340,18 @@ int main(int argc, char** argv) {
     });
     if (!bw.empty()) row.peer = bench::stats_of(bw);
     report.add(std::move(row));
+  }
+
+  // A chain of GPU tasks on one node: its tensors stay on the node's GPU (only the last one is
+  // downloaded, for get() here).
+  {
+    bench::Row row = bench::Row("GPU chain on a node: 8 links of a 16 MiB tensor, then get", "ms")
+                         .with_note("logical GPUs; each link reads the tensor before it on the "
+                                    "node's GPU");
+    if (flags.wants(row.name)) {
+      row.prism = bench::repeat(flags.runs, [&] { return gpu_chain_ms(16 * kMiB, 8); });
+      report.add(std::move(row));
+    }
   }
 
   prism::shutdown();  // the nodes exit
