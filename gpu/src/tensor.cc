@@ -255,7 +255,9 @@ void write_into(const Tensor& t, char* out, const std::function<void(uint64_t)>&
   count_network(/*sent=*/true, t.nbytes());
   if (t.nbytes() == 0) return;
   // (As write_tensor: after its contents, chunk by chunk through the staging buffers.)
+  const uint64_t total = wire_bytes(t);
   storage_of(t)->read_chunks([&](const char* p, size_t n) {
+    if (n > total - at) throw Error(ErrorCode::kInternal, "a tensor's storage outgrew its shape");
     std::memcpy(out + at, p, n);
     at += n;
     written(at);

@@ -302,6 +302,25 @@ TEST_F(ClusterTest, AGpuFullOfKeptResultsTurnsTheOldestIntoHostBytes) {
   }
 }
 
+// Two pulls of a result kept on a node's GPU at about the same time (a task's on another node,
+// get() here), each served by the node's stager in parts: each reader gets every byte.
+TEST_F(ClusterTest, TwoPullsOfAKeptGpuResultEachGetTheWholeValue) {
+  start(1, {{{"PRISM_NUM_GPUS", "1"}, {"PRISM_RESOURCES", "a:100"}},
+            {{"PRISM_RESOURCES", "b:100"}}});
+  const int64_t n = (int64_t{5} << 20) + 3;  // 40 MiB + 24 bytes of float64: three parts
+  std::vector<double> v(static_cast<size_t>(n));
+  for (size_t i = 0; i < v.size(); ++i) v[i] = static_cast<double>(i) + 0.5;
+  const std::string expected = contents(Tensor::from_vector(v, {n}, Device::host()));
+  const std::string node2 = prism::get(prism::task(node_name).resource("b", 1).remote(), 60s);
+  for (int round = 0; round < 3; ++round) {
+    auto made = prism::task(counted_on_gpu).num_gpus(1).resource("a", 1).remote(n);
+    ASSERT_EQ(prism::wait(std::vector{made}, 1, 60s).first.size(), 1u);
+    auto on_b = prism::task(tensor_arrived).resource("b", 1).remote(made);
+    EXPECT_EQ(contents(prism::get(made, 60s)), expected) << round;
+    EXPECT_EQ(prism::get(on_b, 60s), node2 + " host " + expected) << round;
+  }
+}
+
 // A GPU task reading a result its node keeps on one of its GPUs runs on that GPU: no peer copy.
 TEST_F(ClusterTest, AGpuTaskRunsOnTheGpuItsNodeKeepsItsArgumentOn) {
   start(1, {{{"PRISM_NUM_GPUS", "2"}, {"PRISM_RESOURCES", "a:100"}}});

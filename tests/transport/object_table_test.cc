@@ -241,27 +241,30 @@ TEST(ObjectTableTest, DevicePressureTurnsTheOldestLiveCopiesOnThatGpuIntoBytes) 
   t.hold(2, live_on(1, 2), /*primary=*/true);
   t.hold(3, live_on(0, 3), /*primary=*/true);
   t.hold(4, live_on(0, 4), /*primary=*/true);
-  const Blob reader = t.find(1);  // (its reader keeps what it has)
-  (void)t.find(3);                // used last: 4 is the oldest on GPU 0, then 1, then 3
+  (void)t.find(3);  // used last: on GPU 0, 4 is the oldest, then 1, then 3
+  Blob reader = t.find(1);  // read now (the most recent), and held: its memory would not go
   // Through the process's releaser (what the GPU module calls): 1500 bytes on GPU 0.
   EXPECT_EQ(internal::release_live_results(0, 1500), 2000u);
   auto s = t.stats();
   EXPECT_EQ(s.released_live, 2u);
   EXPECT_EQ(s.primary_objects, 4u);
   EXPECT_EQ(s.primary_bytes, 2 * 1000u + 2 * 4u) << "two now whole, two stubs";
-  for (uint64_t id : {1, 4}) {
+  for (uint64_t id : {4, 3}) {
     const Blob b = t.find(id);
     ASSERT_NE(b, nullptr);
     EXPECT_EQ(b->live, nullptr) << id;
     EXPECT_EQ(b->view, pattern(1000, static_cast<int>(id))) << id;
   }
   EXPECT_NE(t.find(2)->live, nullptr) << "on another GPU";
-  EXPECT_NE(t.find(3)->live, nullptr) << "used more recently";
+  EXPECT_EQ(t.release_live(0, 1), 0u) << "the one left is held by its reader";
   EXPECT_EQ(reader->view, "stub");
   EXPECT_NE(reader->live, nullptr);
+  reader.reset();
+  EXPECT_EQ(t.release_live(0, 1), 1000u) << "let go by its reader";
+  EXPECT_EQ(t.find(1)->view, pattern(1000, 1));
   EXPECT_EQ(t.release_live(1, 1), 1000u);
   EXPECT_EQ(t.release_live(1, 1), 0u) << "nothing live left on GPU 1";
-  EXPECT_EQ(t.stats().released_live, 3u);
+  EXPECT_EQ(t.stats().released_live, 4u);
 }
 
 TEST(ObjectTableTest, ARemovedHolderIsNoLongerNamed) {

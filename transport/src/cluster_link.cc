@@ -5112,23 +5112,51 @@ class Link final : public internal::ClusterLink {
         if (stage_stop_) return;
         jobs.swap(stage_jobs_);
       }
-      for (StageJob& job : jobs) send_live(job);
-      if (jobs.empty()) internal::futex_wait(&stage_word_, seen, internal::kNoDeadline);
+      while (!jobs.empty()) {
+        StageJob job = std::move(jobs.front());
+        jobs.pop_front();
+        if (stage_stopping_.load(std::memory_order_acquire)) {
+          refuse_stage(job);
+        } else {
+          send_live(job);
+        }
+      }
+      internal::futex_wait(&stage_word_, seen, internal::kNoDeadline);
+    }
+  }
+
+  // A pull the stager will not answer (the node is shutting down): told so, as a value not
+  // held here (the driver then reads it elsewhere or computes it again).
+  void refuse_stage(const StageJob& job) noexcept {
+    try {
+      ObjectDataMsg data;
+      data.object = job.id;
+      data.error = std::string(kNotHeld) + "object " + std::to_string(job.id) + " is on " +
+                   rt_->node_id() + ", which is shutting down";
+      send(job.peer, Message(std::move(data)));
+    } catch (...) {  // (no memory: the puller hears of it when the connection closes)
     }
   }
 
   void stop_stager() noexcept {
+    std::deque<StageJob> dropped;
+    stage_stopping_.store(true, std::memory_order_release);  // (a job running stops early)
     {
       MutexLock lock(stage_mu_);
       stage_stop_ = true;
-      stage_jobs_.clear();
+      dropped.swap(stage_jobs_);
     }
     stage_word_.fetch_add(1, std::memory_order_release);
     internal::futex_wake_all(&stage_word_);
     if (stager_.joinable() && stager_.get_id() != std::this_thread::get_id()) stager_.join();
+    for (const StageJob& job : dropped) refuse_stage(job);
   }
 
-  void send_live(const StageJob& job) {
+  // Thrown out of a live result's write when its sending stops (the link stops, the peer is
+  // gone): the download ends there (the staging buffers are given back as for any throw).
+  struct StageStopped {};
+
+  void send_live(const StageJob& job) noexcept {
     const internal::LiveResult& live = *job.held->live;
     const uint64_t total = live.wire_bytes;
     const size_t part = std::min(part_bytes_, kStagedPartBytes);
@@ -5145,6 +5173,7 @@ class Link final : public internal::ClusterLink {
           });
       // Sends every whole part of the first `written` bytes not sent yet (all of them at the end).
       auto send_written = [&](uint64_t written) {
+        if (written > total) throw Error(ErrorCode::kInternal, "it is larger than announced");
         while (!gone && sent < written && (written - sent >= part || written == total)) {
           const size_t n = static_cast<size_t>(std::min<uint64_t>(part, written - sent));
           std::string head = encode_object_data_head(job.id, sent, n, total);
@@ -5152,25 +5181,37 @@ class Link final : public internal::ClusterLink {
                               std::string_view(buffer->data() + sent, n));
           sent += n;
         }
+        if (gone || stage_stopping_.load(std::memory_order_acquire)) throw StageStopped{};
       };
       live.write_into(live.value.get(), buffer->data(), send_written);
-      if (sent != total && !gone) {
+      if (sent != total) {
         error = "its serialized form ended after " + std::to_string(sent) + " of " +
                 std::to_string(total) + " bytes";
       }
+    } catch (const StageStopped&) {
+      if (gone) return;
+      if (sent == total) {
+        objects_.count_served(total);
+        return;
+      }
+      return refuse_stage(job);
     } catch (const std::exception& e) {
       error = std::string("it could not be serialized: ") + e.what();
+    } catch (...) {
+      error = "it could not be serialized";
     }
-    if (gone) return;
     if (error.empty()) {
       objects_.count_served(total);
       return;
     }
-    PRISM_LOG(kWarning) << "cluster: object " << job.id << " cannot be sent: " << error;
-    ObjectDataMsg data;  // (fails the pull, parts already sent or not)
-    data.object = job.id;
-    data.error = error;
-    send(job.peer, Message(std::move(data)));
+    try {
+      PRISM_LOG(kWarning) << "cluster: object " << job.id << " cannot be sent: " << error;
+      ObjectDataMsg data;  // (fails the pull, parts already sent or not)
+      data.object = job.id;
+      data.error = error;
+      send(job.peer, Message(std::move(data)));
+    } catch (...) {  // (no memory: the puller hears of it when the connection closes)
+    }
   }
 
   // Sends object `id`'s bytes straight from where they are (no copy into the frame): in one
@@ -5352,6 +5393,7 @@ class Link final : public internal::ClusterLink {
   Mutex stage_mu_;
   std::deque<StageJob> stage_jobs_ PRISM_GUARDED_BY(stage_mu_);
   bool stage_stop_ PRISM_GUARDED_BY(stage_mu_) = false;
+  std::atomic<bool> stage_stopping_{false};  // set first by stop_stager: a running job ends
   std::atomic<uint32_t> stage_word_{0};  // bumped for each job and for the stop
   std::thread stager_;                   // run_stager() (joined before comm_ goes)
   OutputPrinter printer_;   // driver: what nodes printed, written off the progress thread

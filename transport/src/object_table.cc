@@ -138,6 +138,14 @@ Tables& tables() {
 }
 
 size_t release_live_everywhere(int device, size_t bytes) noexcept {
+  // (An allocation on a GPU inside a release, were a value's serializer to make one, gets no
+  // second release: the set's mutex is held.)
+  thread_local bool releasing = false;
+  if (releasing) return 0;
+  releasing = true;
+  struct Reset {
+    ~Reset() { releasing = false; }
+  } reset;
   Tables& t = tables();
   MutexLock lock(t.mu);
   size_t released = 0;
@@ -254,47 +262,60 @@ void ObjectTable::wake_spiller() {
 
 size_t ObjectTable::release_live(int device, size_t bytes) noexcept {
   size_t released = 0;
-  while (released < bytes) {
-    uint64_t id = 0;
-    Blob live;
-    {
-      MutexLock lock(mu_);
-      uint64_t oldest = UINT64_MAX;
-      for (auto& [n, c] : held_) {
-        if (c.blob && c.blob->live && c.blob->live->device == device && c.last_use < oldest) {
-          oldest = c.last_use;
-          id = n;
+  std::set<uint64_t> passed;  // copies a reader holds too, or that cannot be written
+  try {
+    while (released < bytes) {
+      uint64_t id = 0;
+      Blob live;
+      {
+        MutexLock lock(mu_);
+        uint64_t oldest = UINT64_MAX;
+        for (auto& [n, c] : held_) {
+          // Only a copy nobody else holds: a reader's Blob (a task running with it, a pull
+          // being sent) keeps the value and its memory. A new holder gets one only through
+          // find(), under mu_.
+          if (c.blob && c.blob->live && c.blob->live->device == device &&
+              c.blob.use_count() == 1 && c.last_use < oldest && passed.count(n) == 0) {
+            oldest = c.last_use;
+            id = n;
+          }
         }
+        if (id == 0) break;
+        live = held_[id].blob;
       }
-      if (id == 0) break;
-      live = held_[id].blob;
+      // (Outside the lock: a download.)
+      std::string error;
+      Blob plain = wire_form(live, &error);
+      if (!plain) {
+        PRISM_LOG(kWarning) << "object store: object " << id << " stays on GPU " << device
+                            << " under memory pressure: " << error;
+        passed.insert(id);
+        continue;
+      }
+      bool over = false;
+      bool freed = false;
+      {
+        MutexLock lock(mu_);
+        auto it = held_.find(id);
+        if (it != held_.end() && it->second.blob == live) {
+          Copy& c = it->second;
+          const uint64_t before = c.bytes;
+          c.blob = std::move(plain);
+          c.bytes = c.blob->size();
+          memory_bytes_ += c.bytes - before;
+          (c.primary ? stats_.primary_bytes : stats_.secondary_bytes) += c.bytes - before;
+          ++stats_.released_live;
+          over = spill_capacity_ > 0 && memory_bytes_ > spill_capacity_;
+        }  // (else dropped meanwhile)
+        // (A reader that took it meanwhile keeps the value: its memory goes when it is done.)
+        freed = live.use_count() == 1;
+        if (!freed) passed.insert(id);
+      }
+      if (freed) released += static_cast<size_t>(live->live->wire_bytes);
+      live.reset();  // the value goes, unless a task still holds a handle of its own
+      if (over) wake_spiller();
     }
-    // (Outside the lock: a download.)
-    std::string error;
-    Blob plain = wire_form(live, &error);
-    if (!plain) {
-      PRISM_LOG(kWarning) << "object store: object " << id << " stays on GPU " << device
-                          << " under memory pressure: " << error;
-      break;
-    }
-    bool over = false;
-    {
-      MutexLock lock(mu_);
-      auto it = held_.find(id);
-      if (it != held_.end() && it->second.blob == live) {
-        Copy& c = it->second;
-        const uint64_t before = c.bytes;
-        c.blob = std::move(plain);
-        c.bytes = c.blob->size();
-        memory_bytes_ += c.bytes - before;
-        (c.primary ? stats_.primary_bytes : stats_.secondary_bytes) += c.bytes - before;
-        ++stats_.released_live;
-        over = spill_capacity_ > 0 && memory_bytes_ > spill_capacity_;
-      }  // (else freed meanwhile: its memory goes with `live` all the same)
-    }
-    released += static_cast<size_t>(live->live->wire_bytes);
-    live.reset();  // the value goes, unless a reader still holds it
-    if (over) wake_spiller();
+  } catch (...) {  // (no memory for the bytes: what was let go so far stands)
   }
   return released;
 }

@@ -105,8 +105,9 @@ class ObjectTable {
   // Device memory pressure on GPU `device` (placement.h: release_live_results, which calls this
   // for every table of the process): the live copies kept on it become their wire form (host
   // bytes, spilled as any copy when over the capacity), least recently used first, until
-  // `bytes` of device memory were let go or none is left. Returns the bytes let go. Their
-  // readers keep what they hold; later ones decode the bytes.
+  // `bytes` of device memory were let go or none is left. Returns the bytes let go. Only copies
+  // no reader holds (a running task, a pull being sent) are taken: their memory would not go.
+  // Later readers decode the bytes.
   size_t release_live(int device, size_t bytes) noexcept;
 
   struct Stats {

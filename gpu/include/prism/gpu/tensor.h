@@ -79,7 +79,8 @@ struct CopyStats {
   uint64_t device_to_device = 0;  // between two GPUs of the node (peer copies)
   uint64_t bytes = 0;             // of those device copies
   // Tensors serialized for other nodes (a tensor sent again, e.g. with a retried call, counts
-  // again; so does one written to a spill file) and tensors built from bytes that came from
+  // again; so does one written to a spill file, or one a node keeps on a GPU made host bytes
+  // under that GPU's memory pressure) and tensors built from bytes that came from
   // another node (or a spill file); the tasks of a node that read one object share one.
   uint64_t network_sends = 0;
   uint64_t network_receives = 0;
