@@ -328,7 +328,7 @@ int main(int argc, char** argv) {
                           : "get of a node's 64 MiB GPU tensor" + staged,
                    "GB/s")
             .goal(0.8)
-            .with_note(to_gpu ? "logical GPUs; download on the node, pull through the driver, "
+            .with_note(to_gpu ? "logical GPUs; download on the node, pulled node to node, "
                                 "upload as the host tensor is written"
                               : "logical GPUs; the download on the node, the pull, the tensor "
                                 "built here");
