@@ -14,9 +14,13 @@
 #      address test excluded: the tool reports its deliberate fault); the check
 #      fails if compute-sanitizer (part of the CUDA toolkit) cannot be found;
 #   4. the --gpu examples at full size (they check their results and exit non-zero otherwise);
-#   5. with 2 or more GPUs: the peer-copy tests 50 times over (a 256 MiB peer copy whose source is
+#   5. GPU tensors across nodes: the cluster tests of tensors with node processes on this machine
+#      (UCX on loopback); with 2 or more GPUs, two nodes with a GPU each send tensors GPU to GPU
+#      on NCCL device channels (AGpuChainAcrossNodesGoesGpuToGpuOnADeviceChannel), the only
+#      test that runs NCCL's joins and transfers (gpu/src/cuda/nccl_pairs.cc);
+#   6. with 2 or more GPUs: the peer-copy tests 50 times over (a 256 MiB peer copy whose source is
 #      dropped at once, a kernel reading a peer's tensor through its pointer, ...).
-# Each step has a time limit (120 + 150 + 2 x 90 + 90 s at most); a healthy run takes a few
+# Each step has a time limit (120 + 150 + 2 x 90 + 240 + 90 s at most); a healthy run takes a few
 # minutes, so a rerun fits in a 15-minute device session.
 # Exit status: 0 only if every step ran and passed.
 set -uo pipefail
@@ -101,6 +105,18 @@ run_example() {
 }
 run_example matmul_tree --gpu
 run_example image_preprocess --gpu "--dir=$scratch/images"
+
+step "GPU tensors across nodes (cluster tests; NCCL device channels with 2+ GPUs)"
+cluster_tests="$build/tests/prism_cluster_tests"
+if [ -x "$cluster_tests" ]; then
+  UCX_NET_DEVICES=lo timeout 240 "$cluster_tests" \
+    --gtest_filter='ClusterTest.*Gpu*:ClusterTest.*Tensor*:ClusterTest.*DeviceChannel*:ClusterTest.TwoPulls*' \
+    2>&1 | tail -n 40
+  rc=${PIPESTATUS[0]}
+  [ "$rc" -eq 0 ] || fail "cluster GPU tests (exit $rc)"
+else
+  fail "no cluster test binary at $cluster_tests (built without UCX?)"
+fi
 
 if [ "$gpus" -ge 2 ]; then
   step "peer copies, 50 times over"

@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "backend.h"
+#include "device_channels.h"
 #include "device_context.h"
 #include "device_health.h"
 #include "device_timing.h"
@@ -139,6 +140,7 @@ bool link_gpu_module() noexcept {
   // Never destroyed: a runtime shut down during static destruction may still run GPU tasks.
   static GpuSupport* const support = new GpuSupport;
   prism::internal::install_device_support(support);
+  register_device_channels();
   return true;
 }
 

@@ -6,9 +6,11 @@
 #include <limits>
 #include <sstream>
 #include <string>
+#include <string_view>
 #include <utility>
 
 #include "backend.h"
+#include "device_channels.h"
 #include "device_context.h"
 #include "prism/errors.h"
 #include "storage.h"
@@ -264,15 +266,14 @@ void write_into(const Tensor& t, char* out, const std::function<void(uint64_t)>&
   });
 }
 
-void read_tensor(Reader& r, Tensor* t) {
-  const char* const object_start = r.position();
-  uint8_t defined = 0;
-  r.get(&defined);
-  if (defined == 0) {
-    *t = Tensor();
-    return;
-  }
-  if (defined != 1 && defined != kStubFlag) prism::internal::throw_malformed("tensor: bad flag");
+namespace {
+// The header after a flag of 1 or 2 (write_header): checked whole, as read_tensor needs it.
+struct Header {
+  DType dtype = DType::kFloat32;
+  std::vector<int64_t> shape;
+  uint64_t bytes = 0;
+};
+Header read_header(Reader& r) {
   uint8_t dtype = 0;
   r.get(&dtype);
   if (dtype > static_cast<uint8_t>(DType::kFloat64)) {
@@ -304,6 +305,34 @@ void read_tensor(Reader& r, Tensor* t) {
   if (numel > std::numeric_limits<uint64_t>::max() / element || numel * element != bytes) {
     prism::internal::throw_malformed("tensor: the elements do not fill the shape");
   }
+  return Header{static_cast<DType>(dtype), std::move(shape), bytes};
+}
+}  // namespace
+
+void read_stub(std::string_view stub, DType* dtype, std::vector<int64_t>* shape) {
+  Reader r(stub);
+  uint8_t flag = 0;
+  r.get(&flag);
+  if (flag != kStubFlag) prism::internal::throw_malformed("tensor: not the stub of a kept tensor");
+  Header h = read_header(r);
+  if (r.remaining() != 0) prism::internal::throw_malformed("tensor: bytes after a stub");
+  *dtype = h.dtype;
+  *shape = std::move(h.shape);
+}
+
+void read_tensor(Reader& r, Tensor* t) {
+  const char* const object_start = r.position();
+  uint8_t defined = 0;
+  r.get(&defined);
+  if (defined == 0) {
+    *t = Tensor();
+    return;
+  }
+  if (defined != 1 && defined != kStubFlag) prism::internal::throw_malformed("tensor: bad flag");
+  Header header = read_header(r);
+  const DType dtype = header.dtype;
+  std::vector<int64_t>& shape = header.shape;
+  const uint64_t bytes = header.bytes;
   // A task's argument lands where the task runs; a value stored in an entry stays on the host.
   const Device where =
       prism::internal::decoding_to_store() ? Device::host() : current_device();
@@ -316,7 +345,7 @@ void read_tensor(Reader& r, Tensor* t) {
       prism::internal::MutexLock lock(slot->mu);
       if (slot->type == &kLiveTag) kept = *static_cast<const Tensor*>(slot->value.get());
     }
-    if (!kept.defined() || kept.dtype() != static_cast<DType>(dtype) || kept.shape() != shape) {
+    if (!kept.defined() || kept.dtype() != dtype || kept.shape() != shape) {
       prism::internal::throw_malformed(
           "tensor: a stub of a tensor kept on another node (its elements are not here)");
     }
@@ -327,7 +356,7 @@ void read_tensor(Reader& r, Tensor* t) {
   // A new host tensor of the elements; for a GPU reader its copy there is made at the same
   // time, chunk by chunk (Storage::fill_and_copy_to: the host copies overlap the uploads).
   auto decode = [&] {
-    Tensor h = Tensor::empty(static_cast<DType>(dtype), std::move(shape), Device::host());
+    Tensor h = Tensor::empty(dtype, std::move(shape), Device::host());
     if (where.is_host() || bytes == 0) {
       r.bytes(h.raw_data(), bytes);
     } else {
@@ -345,7 +374,7 @@ void read_tensor(Reader& r, Tensor* t) {
     prism::internal::MutexLock lock(slot->mu);
     const Tensor* cached =
         slot->type == &kTag ? static_cast<const Tensor*>(slot->value.get()) : nullptr;
-    if (cached != nullptr && cached->dtype() == static_cast<DType>(dtype) &&
+    if (cached != nullptr && cached->dtype() == dtype &&
         cached->shape() == shape && cached->nbytes() == bytes) {
       host = *cached;
       r.skip(bytes);

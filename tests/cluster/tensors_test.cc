@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cstdint>
 #include <cstring>
+#include <map>
 #include <string>
 #include <thread>
 #include <vector>
@@ -123,8 +124,14 @@ std::vector<int> devices_of(const Tensor& t) {
 }
 // How many results this node kept on a GPU became host bytes under memory pressure.
 uint64_t live_released() { return prism::cluster::object_stats().released_live; }
+// This node's GPU values sent and received on device channels, and its pulls that fell back to
+// the driver.
+std::vector<uint64_t> channel_counts() {
+  const prism::cluster::LinkCounters c = prism::cluster::link_counters();
+  return {c.device_sends, c.device_receives, c.direct_fallbacks};
+}
 PRISM_REMOTE(tensor_arrived, node_name, same_here, counted_on_gpu, doubled_here, summed_here, copies_here, bytes_after,
-             hashes_of, live_released, counted_on, devices_of);
+             hashes_of, live_released, counted_on, devices_of, channel_counts);
 
 // Differences of two copies_here() readings.
 std::vector<uint64_t> minus(const std::vector<uint64_t>& after, const std::vector<uint64_t>& before) {
@@ -269,6 +276,121 @@ TEST_F(ClusterTest, AGpuChainOnOneNodeStaysOnItsGpuUntilAReaderElsewhereNeedsIt)
             node2 + " host " + expected);
   EXPECT_EQ(minus(on_b(), b0), (std::vector<uint64_t>{0, 0, 0, 0, 1, 1}));
   EXPECT_EQ(minus(on_a(), a0)[1], 2u) << "node1 downloaded the tensor again";
+}
+
+// The environment of the `node`-th node (0 or 1) of a test of device channels: loopback sockets
+// between logical GPUs with the host backend (they run the channels' protocol, as NCCL would);
+// NCCL on CUDA, each node with a GPU of its own (NCCL refuses two ranks on one GPU).
+std::map<std::string, std::string> channel_env(int node, std::map<std::string, std::string> env) {
+  if (prism::gpu::backend() == prism::gpu::Backend::kHost) {
+    env["PRISM_DEVICE_CHANNEL"] = "sockets";
+  } else {
+    env["PRISM_DEVICE_CHANNEL"] = "nccl";
+    env["CUDA_VISIBLE_DEVICES"] = std::to_string(node);
+    env["PRISM_NUM_GPUS"] = "1";
+  }
+  return env;
+}
+
+// Device channels: a GPU task's result kept on node1's GPU, read by a GPU task on node2, goes GPU
+// to GPU: no download on node1, no upload on node2.
+TEST_F(ClusterTest, AGpuChainAcrossNodesGoesGpuToGpuOnADeviceChannel) {
+  if (prism::gpu::backend() != prism::gpu::Backend::kHost && prism::gpu::cuda_device_count() < 2) {
+    GTEST_SKIP() << "NCCL between two nodes needs 2 GPUs (one each)";
+  }
+  start(1, {channel_env(0, {{"PRISM_NUM_GPUS", "1"}, {"PRISM_RESOURCES", "a:100"}}),
+            channel_env(1, {{"PRISM_NUM_GPUS", "2"}, {"PRISM_RESOURCES", "b:100"},
+                            {"PRISM_NUM_CPUS", "2"}})});
+  const int64_t n = int64_t{1} << 17;  // 1 MiB of float64: kept on node1
+  auto on_a = [] { return prism::get(prism::task(copies_here).resource("a", 1).remote(), 60s); };
+  auto on_b = [] { return prism::get(prism::task(copies_here).resource("b", 1).remote(), 60s); };
+  auto channels_b = [] {
+    return prism::get(prism::task(channel_counts).resource("b", 1).remote(), 60s);
+  };
+  const auto a0 = on_a(), b0 = on_b(), d0 = driver_copies();
+
+  auto made = prism::task(counted_on_gpu).num_gpus(1).resource("a", 1).remote(n);
+  auto doubled = prism::task(doubled_here).num_gpus(1).resource("b", 1).remote(made);
+  const Tensor got = prism::get(doubled, 60s);
+  ASSERT_TRUE(got.device().is_host());
+  const std::vector<double> v = got.to_vector<double>();
+  ASSERT_EQ(v.size(), static_cast<size_t>(n));
+  for (size_t i = 0; i < v.size(); ++i) ASSERT_EQ(v[i], 2 * (static_cast<double>(i) + 0.5)) << i;
+  // (uploads, downloads, peer copies, tensors sent, tensors received, pulls)
+  EXPECT_EQ(minus(on_a(), a0), (std::vector<uint64_t>{1, 0, 0, 1, 0, 0}))
+      << "node1: made on its GPU (upload), sent from there";
+  EXPECT_EQ(minus(on_b(), b0), (std::vector<uint64_t>{0, 1, 0, 1, 1, 1}))
+      << "node2: received on its GPU, its result downloaded once to be sent";
+  EXPECT_EQ(minus(driver_copies(), d0)[4], 1u);
+  EXPECT_EQ(channels_b(), (std::vector<uint64_t>{0, 1, 0}));
+  EXPECT_EQ(prism::get(prism::task(channel_counts).resource("a", 1).remote(), 60s),
+            (std::vector<uint64_t>{1, 0, 0}));
+
+  // Two GPU readers on node2 share one transfer; the GPU it landed on runs both.
+  auto again = prism::task(counted_on_gpu).num_gpus(1).resource("a", 1).remote(n);
+  auto s1 = prism::task(summed_here).num_gpus(0.5).resource("b", 1).remote(again);
+  auto s2 = prism::task(summed_here).num_gpus(0.5).resource("b", 1).remote(again);
+  const double expected = static_cast<double>(n) * static_cast<double>(n) / 2;
+  EXPECT_EQ(prism::get(s1, 60s), expected);
+  EXPECT_EQ(prism::get(s2, 60s), expected);
+  EXPECT_EQ(channels_b(), (std::vector<uint64_t>{0, 2, 0}));
+
+  // Tensors of every dtype and awkward sizes, byte for byte, on one communicator in order (and
+  // a CPU reader on node2 still gets host bytes: no channel).
+  const std::string node2 = prism::get(prism::task(node_name).resource("b", 1).remote(), 60s);
+  struct Case {
+    DType dtype;
+    std::vector<int64_t> shape;
+  };
+  const std::vector<Case> cases = {{DType::kUInt8, {150001}},
+                                   {DType::kFloat64, {257, 131}},
+                                   {DType::kInt32, {3, 0, 5}},  // (empty: inline, no channel)
+                                   {DType::kInt64, {1, 1, 40013}},
+                                   {DType::kFloat32, {(int64_t{4} << 20) + 1}}};
+  uint64_t channelled = 2;
+  uint32_t seed = 7;
+  for (const Case& c : cases) {
+    const Tensor t = patterned(c.dtype, c.shape, seed++);
+    const std::string expected_contents = contents(t);
+    SCOPED_TRACE(expected_contents);
+    // (Made on node1's GPU by a task, so that node1 keeps it there.)
+    auto kept = prism::task(same_here).num_gpus(1).resource("a", 1).remote(prism::put(t));
+    ASSERT_EQ(prism::wait(std::vector{kept}, 1, 60s).first.size(), 1u);
+    const std::string arrived =
+        prism::get(prism::task(tensor_arrived).num_gpus(1).resource("b", 1).remote(kept), 60s);
+    const std::string on_a_gpu = node2 + " gpu:";  // ("<node> gpu:<k> <contents>")
+    ASSERT_EQ(arrived.substr(0, on_a_gpu.size()), on_a_gpu) << arrived;
+    EXPECT_EQ(arrived.substr(arrived.find(' ', on_a_gpu.size()) + 1), expected_contents);
+    EXPECT_EQ(prism::get(prism::task(tensor_arrived).resource("b", 1).remote(kept), 60s),
+              node2 + " host " + expected_contents);
+    if (t.nbytes() > 0) ++channelled;
+    EXPECT_EQ(channels_b()[1], channelled);
+  }
+  EXPECT_EQ(channels_b()[2], 0u) << "a transfer fell back to the driver";
+}
+
+// A device channel that cannot be joined (NCCL failing to initialise on one side): the reader
+// pulls the value as bytes instead, and every later one crosses staged; nothing is lost.
+TEST_F(ClusterTest, ADeviceChannelThatCannotBeJoinedFallsBackToHostBytes) {
+  if (prism::gpu::backend() != prism::gpu::Backend::kHost) {
+    GTEST_SKIP() << "logical GPUs only on the host backend: the failing join is arranged with "
+                    "the sockets channel (PRISM_DEVICE_CHANNEL_FAIL)";
+  }
+  start(1, {{{"PRISM_NUM_GPUS", "1"}, {"PRISM_RESOURCES", "a:100"},
+             {"PRISM_DEVICE_CHANNEL", "sockets"}},
+            {{"PRISM_NUM_GPUS", "1"}, {"PRISM_RESOURCES", "b:100"},
+             {"PRISM_DEVICE_CHANNEL", "sockets"}, {"PRISM_DEVICE_CHANNEL_FAIL", "join"}}});
+  const int64_t n = int64_t{1} << 17;
+  const double expected = static_cast<double>(n) * static_cast<double>(n) / 2;
+  for (int round = 0; round < 4; ++round) {
+    auto made = prism::task(counted_on_gpu).num_gpus(1).resource("a", 1).remote(n);
+    EXPECT_EQ(prism::get(prism::task(summed_here).num_gpus(1).resource("b", 1).remote(made), 60s),
+              expected)
+        << round;
+  }
+  const auto counts = prism::get(prism::task(channel_counts).resource("b", 1).remote(), 60s);
+  EXPECT_EQ(counts[1], 0u) << "node2 received on a channel it could not join";
+  EXPECT_GE(counts[2], 1u) << "node2 never fell back to the driver";
 }
 
 // A node's GPU full of the results it keeps there: the least recently used become host bytes

@@ -17,6 +17,7 @@
 #include <random>
 #include <string>
 #include <string_view>
+#include <tuple>
 #include <utility>
 #include <vector>
 
@@ -171,7 +172,8 @@ std::vector<Message> samples() {
           ActorCallMsg{3, 2, "T::m", "m", "xyz", 0, 0, {5}}, ActorKillMsg{2, true}, ActorLookupMsg{4, "name", "T"},
           RefReadyMsg{7, CallStatus::kOk, 9, 100, 0, "", "", ""}, RefReleaseMsg{{{7, 2}}},
           ObjectPullMsg{8, true}, ObjectWhereMsg{8, 1 << 20, 2, "127.0.0.1:40000"},
-          ObjectHeldMsg{8, 1 << 20, 2, 100, 200}};
+          ObjectHeldMsg{8, 1 << 20, 2, 100, 200}, ObjectPullMsg{9, false, 1, 2},
+          DeviceOfferMsg{8, 1 << 20, 1, 3, "id", std::string("\x02\x00\x00\x00\x00\x00", 6)}};
 }
 
 // --- Helpers -----------------------------------------------------------------------------------
@@ -367,8 +369,34 @@ TEST(WireTest, ObjectMessagesRoundTrip) {
   EXPECT_FALSE(round_trip(ObjectPullMsg{1}, MsgType::kObjectPull).may_redirect);
   EXPECT_TRUE(round_trip(ObjectPullMsg{1, true}, MsgType::kObjectPull).may_redirect);
   // A redirect flag is 0 or 1.
-  expect_error(frame(MsgType::kObjectPull, Bytes().u64(1).u8(2).get()),
+  expect_error(frame(MsgType::kObjectPull, Bytes().u64(1).u8(2).i32(-1).u8(0).get()),
                DecodeError::kMalformedBody);
+  // A direct pull may name the reader's GPU and its kind of device channel; no GPU is -1, and
+  // nothing below.
+  const ObjectPullMsg on_gpu = round_trip(ObjectPullMsg{4, false, 3, 1}, MsgType::kObjectPull);
+  EXPECT_EQ(on_gpu.reader_gpu, 3);
+  EXPECT_EQ(on_gpu.channel, 1);
+  EXPECT_EQ(round_trip(ObjectPullMsg{4}, MsgType::kObjectPull).reader_gpu, -1);
+  expect_error(frame(MsgType::kObjectPull, Bytes().u64(1).u8(0).i32(-2).u8(0).get()),
+               DecodeError::kMalformedBody);
+  expect_error(frame(MsgType::kObjectPull, Bytes().u64(1).u8(0).get()),
+               DecodeError::kMalformedBody);  // (a version 9 pull: the fields are not optional)
+  const DeviceOfferMsg offer{7, 5u << 20, 2, 9, std::string(128, '\x01'), "stub"};
+  const DeviceOfferMsg offer_out = round_trip(offer, MsgType::kDeviceOffer);
+  EXPECT_EQ(offer_out.object, offer.object);
+  EXPECT_EQ(offer_out.bytes, offer.bytes);
+  EXPECT_EQ(offer_out.comm, offer.comm);
+  EXPECT_EQ(offer_out.seq, offer.seq);
+  EXPECT_EQ(offer_out.id, offer.id);
+  EXPECT_EQ(offer_out.stub, offer.stub);
+  // Communicators and transfers count from 1, and an offer stands for some value.
+  for (const auto& [comm, seq, stub] : {std::tuple<uint64_t, uint64_t, std::string>{0, 1, "s"},
+                                        {1, 0, "s"},
+                                        {1, 1, ""}}) {
+    expect_error(frame(MsgType::kDeviceOffer,
+                       Bytes().u64(7).u64(9).u64(comm).u64(seq).str("").str(stub).get()),
+                 DecodeError::kMalformedBody);
+  }
   const ObjectWhereMsg where{0xFFFFFFFFFFFFFFFFull, 100u << 20, 7, "192.168.0.9:51000"};
   const ObjectWhereMsg where_out = round_trip(where, MsgType::kObjectWhere);
   EXPECT_EQ(where_out.object, where.object);
@@ -640,7 +668,7 @@ TEST(WireTest, StatusReplyRoundTrips) {
 
 TEST(WireTest, HeaderLayoutIsExact) {
   const std::string expected =
-      std::string("PRSM") + '\x09' + '\x07' + std::string(2, '\0') + std::string(4, '\0') +
+      std::string("PRSM") + '\x0a' + '\x07' + std::string(2, '\0') + std::string(4, '\0') +
       std::string(4, '\0');
   EXPECT_EQ(encode_one(ShutdownMsg{}), expected);
 }
@@ -863,11 +891,11 @@ TEST(WireTest, OversizedLength) {
 }
 
 TEST(WireTest, UnknownType) {
-  for (int type : {0, 28, 29, 128, 255}) {
+  for (int type : {0, 29, 30, 128, 255}) {
     expect_error(header(static_cast<uint8_t>(type), 0), DecodeError::kUnknownType);
   }
   // split_frames stops there too.
-  EXPECT_EQ(split_frames(header(28, 0), [](std::string_view) {}), DecodeError::kUnknownType);
+  EXPECT_EQ(split_frames(header(29, 0), [](std::string_view) {}), DecodeError::kUnknownType);
 }
 
 // A Call body up to (not including) its request's custom-resource count.

@@ -43,6 +43,7 @@
 #include "job_dir.h"
 #include "prism/serialize.h"
 #include "launcher.h"
+#include "prism/internal/device_channel.h"
 #include "prism/internal/device_support.h"
 #include "object_table.h"
 #include "output_forwarder.h"
@@ -565,6 +566,8 @@ class Link final : public internal::ClusterLink {
       objects_.set_spill(capacity > 0 ? static_cast<uint64_t>(capacity) : 0,
                          dir != nullptr && *dir ? dir : (tmp != nullptr && *tmp ? tmp : "/tmp"));
     }
+    // A node's GPU values may cross to other nodes' GPUs directly (NCCL), when it has channels.
+    if (config_.role == ClusterRole::kNode) channels_ = internal::make_device_channels();
     if (config_.role == ClusterRole::kDriver) {
       start_driver();
     } else {
@@ -577,6 +580,7 @@ class Link final : public internal::ClusterLink {
     stop_reporter();  // (and so does the reporter)
     stop_watchdog();  // (and the watchdog)
     stop_stager();    // (and the stager)
+    if (channels_) channels_->close();  // (and the device channels' threads)
     Link* self = this;
     g_link.compare_exchange_strong(self, nullptr);
     {
@@ -968,6 +972,7 @@ class Link final : public internal::ClusterLink {
     stop_reporter();
     stop_watchdog();
     stop_stager();
+    if (channels_) channels_->close();
     std::vector<Pending> lost;
     std::vector<PeerId> nodes;
     {
@@ -1363,6 +1368,8 @@ class Link final : public internal::ClusterLink {
     c.redirected = redirected_.load(std::memory_order_relaxed);
     c.direct_fallbacks = direct_fallbacks_.load(std::memory_order_relaxed);
     c.direct_closed_idle = direct_closed_idle_.load(std::memory_order_relaxed);
+    c.device_sends = device_sends_.load(std::memory_order_relaxed);
+    c.device_receives = device_receives_.load(std::memory_order_relaxed);
     {
       MutexLock lock(mu_);
       c.epoch = epoch_;
@@ -2102,6 +2109,8 @@ class Link final : public internal::ClusterLink {
       if (config_.role == ClusterRole::kNode && peer == driver_id()) return on_object_where(*where);
     } else if (auto* held = std::get_if<ObjectHeldMsg>(&msg)) {
       if (config_.role == ClusterRole::kDriver && is_node(peer)) return on_object_held(peer, *held);
+    } else if (auto* offer = std::get_if<DeviceOfferMsg>(&msg)) {
+      if (config_.role == ClusterRole::kNode && is_direct(peer)) return on_device_offer(peer, *offer);
     } else if (auto* free = std::get_if<ObjectFreeMsg>(&msg)) {
       if (config_.role == ClusterRole::kNode && peer == driver_id()) {
         for (uint64_t id : free->objects) objects_.drop(id);
@@ -2789,7 +2798,10 @@ class Link final : public internal::ClusterLink {
     served->call = std::move(call);
     served->refs = incoming();
     // Arguments passed by reference: those held here are used as they are; the others are
-    // pulled from the driver, once per object however many calls wait for it.
+    // pulled from the driver, once per object however many calls wait for it. A GPU call's
+    // pulls name the GPU they should land on (reader_gpu), for a holder that can send there
+    // directly (device channels).
+    const int reader_gpu = pulls_land_on(served->call);
     for (size_t i = 0; i < served->call.objects.size(); ++i) {
       const uint64_t object = served->call.objects[i].object;
       if (Blob b = objects_.find(object)) {
@@ -2813,9 +2825,32 @@ class Link final : public internal::ClusterLink {
         served->blobs[i] = b;
         if (served->remaining.fetch_sub(1, std::memory_order_acq_rel) == 1) run_served(served);
       }, served->call.objects[i].bytes);
+      if (first && reader_gpu >= 0) {
+        MutexLock lock(mu_);
+        gpu_pulls_[object] = reader_gpu;
+      }
       if (first) send(peer, Message(ObjectPullMsg{object, /*may_redirect=*/true}));
     }
     if (served->remaining.fetch_sub(1, std::memory_order_acq_rel) == 1) run_served(served);
+  }
+
+  // The GPU of this node on which a GPU call's pulled arguments should land (-1: the host, for
+  // a CPU call or without device channels): the one already keeping most of its other arguments,
+  // else the next in turn. The scheduler then prefers that GPU for the call (live_device).
+  int pulls_land_on(const CallMsg& call) {
+    if (!channels_ || call.request.gpu <= 0 || call.objects.empty()) return -1;
+    std::vector<Blob> held;
+    for (const WireObjectRef& o : call.objects) {
+      if (Blob b = objects_.find(o.object)) held.push_back(std::move(b));
+    }
+    int device = live_device(held);
+    if (device < 0) {
+      const int64_t gpus = internal::node_totals(rt_).gpu / internal::kUnitsPerResource;
+      if (gpus <= 0) return -1;
+      device = static_cast<int>(next_reader_gpu_.fetch_add(1, std::memory_order_relaxed) %
+                                static_cast<uint64_t>(gpus));
+    }
+    return channels_->usable(device) ? device : -1;
   }
 
   // The GPU of this node on which the results kept live among `blobs` have the most bytes (-1:
@@ -4820,7 +4855,7 @@ class Link final : public internal::ClusterLink {
       ready = it != peers_.end();
     }
     if (ready) {
-      send(holder, Message(ObjectPullMsg{where.object}));
+      send(holder, Message(direct_pull(where.object)));
     } else {
       refetch_through_driver(where.object, holder, "its direct connection closed");
     }
@@ -4855,6 +4890,7 @@ class Link final : public internal::ClusterLink {
       if (it == peers_.end()) return true;
       erase_direct_locked(it);
     }
+    if (channels_) channels_->forget(peer);  // (a transfer on its way fails: pulled again)
     move_direct_pulls(peer, driver, why);
     return true;
   }
@@ -5061,13 +5097,27 @@ class Link final : public internal::ClusterLink {
       queued.swap(it->second.queued);
       detector_.watch(peer);
     }
-    for (uint64_t id : queued) send(peer, Message(ObjectPullMsg{id}));
+    for (uint64_t id : queued) send(peer, Message(direct_pull(id)));
+  }
+
+  // Node: the direct pull of `id`, naming the GPU it should land on when a GPU call waits for it.
+  ObjectPullMsg direct_pull(uint64_t id) {
+    ObjectPullMsg pull{id};
+    MutexLock lock(mu_);
+    if (auto it = gpu_pulls_.find(id); it != gpu_pulls_.end() && channels_) {
+      pull.reader_gpu = it->second;
+      pull.channel = channels_->kind();
+    }
+    return pull;
   }
 
   // Node: the driver asks for an object held here.
   void on_node_pull(PeerId peer, const ObjectPullMsg& pull) {
     Blob b = objects_.find(pull.object);
-    if (b && b->live) return queue_stage(StageJob{peer, pull.object, std::move(b)});
+    if (b && b->live) {
+      if (offer_on_channel(peer, pull, b)) return;
+      return queue_stage(StageJob{peer, pull.object, std::move(b)});
+    }
     if (b && send_object(peer, pull.object, b)) return;
     ObjectDataMsg data;
     data.object = pull.object;
@@ -5075,6 +5125,75 @@ class Link final : public internal::ClusterLink {
                    : std::string(kNotHeld) + "object " + std::to_string(pull.object) +
                          " is not held on " + rt_->node_id();
     send(peer, Message(std::move(data)));
+  }
+
+  // ---- GPU values sent on device channels (node; prism/internal/device_channel.h) ----
+  // A direct pull naming a GPU of the reader, for a value kept live on a GPU here, is answered
+  // with a kDeviceOffer when this node has channels of the reader's kind: the transfer is queued
+  // on the communicator for that pair of GPUs, and the reader receives it on its side. The held
+  // Blob rides with the transfer, so the value stays (device memory pressure does not take it)
+  // until the transfer ended. False: the pull is answered with the bytes (staged).
+  bool offer_on_channel(PeerId peer, const ObjectPullMsg& pull, const Blob& b) {
+    if (!channels_ || pull.reader_gpu < 0 || pull.channel != channels_->kind() ||
+        !is_direct(peer)) {
+      return false;
+    }
+    const internal::LiveResult& live = *b->live;
+    if (live.device < 0 || !channels_->usable(live.device)) return false;
+    const uint64_t id = pull.object;
+    const internal::DeviceChannels::Offer offer = channels_->send(
+        peer, live.value, live.tag, live.device, pull.reader_gpu,
+        [this, id, held = b](const std::string& error) {
+          if (error.empty()) {
+            objects_.count_served(held->live->wire_bytes);
+            device_sends_.fetch_add(1, std::memory_order_relaxed);
+          } else {
+            PRISM_LOG(kDebug) << "cluster: object " << id
+                              << " did not go on a device channel: " << error;
+          }
+        });
+    if (offer.comm == 0) return false;
+    DeviceOfferMsg m;
+    m.object = id;
+    m.bytes = live.wire_bytes;
+    m.comm = offer.comm;
+    m.seq = offer.seq;
+    m.id = offer.id;
+    m.stub = std::string(b->view);
+    send(peer, Message(std::move(m)));
+    return true;
+  }
+
+  // Node: a holder's answer to a direct pull that named a GPU: the value comes on a device
+  // channel. It lands live on that GPU (kept as the holder keeps it: stub and value); if the
+  // channel fails, the value is pulled again from the driver, as bytes.
+  void on_device_offer(PeerId peer, const DeviceOfferMsg& m) {
+    int device = -1;
+    {
+      MutexLock lock(mu_);
+      if (auto it = gpu_pulls_.find(m.object); it != gpu_pulls_.end()) device = it->second;
+    }
+    if (!channels_ || device < 0) {
+      return refetch_through_driver(m.object, peer, "a device channel offer it did not ask for");
+    }
+    const uint64_t id = m.object;
+    const uint64_t bytes = m.bytes;
+    channels_->receive(
+        peer, internal::DeviceChannels::Offer{m.comm, m.seq, m.id}, m.stub, device,
+        [this, peer, id, bytes](internal::LiveResult* live, std::string* stub,
+                                const std::string& error) {
+          if (live == nullptr) {
+            return refetch_through_driver(id, peer, "its device channel failed: " + error);
+          }
+          if (live->wire_bytes != bytes) {
+            return refetch_through_driver(id, peer, "it came on a device channel as " +
+                                                        std::to_string(live->wire_bytes) +
+                                                        " bytes, not the " +
+                                                        std::to_string(bytes) + " offered");
+          }
+          device_receives_.fetch_add(1, std::memory_order_relaxed);
+          finish_pull(peer, id, make_live_blob(std::move(*stub), std::move(*live)), {}, bytes);
+        });
   }
 
   // ---- live results sent to pullers (node) ----
@@ -5253,19 +5372,32 @@ class Link final : public internal::ClusterLink {
       return refetch_through_driver(data.object, peer,
                                     !part_error.empty() ? part_error : data.error);
     }
-    const bool keep = config_.role == ClusterRole::kNode;
-    auto waiters = objects_.finish(data.object, peer, blob, keep);
-    if (waiters.empty()) unknown_results_.fetch_add(1, std::memory_order_relaxed);
-    if (blob && !waiters.empty() && config_.role == ClusterRole::kNode) {
-      held_directly(data.object, blob->size());
-    }
     const std::string why = !part_error.empty() ? part_error : data.ok ? std::string() : data.error;
+    finish_pull(peer, data.object, blob, why, blob ? blob->size() : 0);
+  }
+
+  // The pull of `id` from `peer` ended: with `blob` (`bytes` long serialized; a node keeps it),
+  // or why not.
+  void finish_pull(PeerId peer, uint64_t id, const Blob& blob, const std::string& why,
+                   uint64_t bytes) {
+    const bool keep = config_.role == ClusterRole::kNode;
+    if (keep) {
+      MutexLock lock(mu_);
+      gpu_pulls_.erase(id);
+    }
+    auto waiters = objects_.finish(id, peer, blob, keep);
+    if (waiters.empty()) unknown_results_.fetch_add(1, std::memory_order_relaxed);
+    if (blob && !waiters.empty() && keep) held_directly(id, bytes);
     for (auto& w : waiters) w(blob, why);
   }
 
   // Pulls sent to `peer` (all pulls for kHere) fail.
   void fail_pulls(PeerId peer, const std::string& why) {
     for (auto& [id, waiters] : objects_.fail_from(peer)) {
+      {
+        MutexLock lock(mu_);
+        gpu_pulls_.erase(id);
+      }
       for (auto& w : waiters) w(nullptr, why);
     }
   }
@@ -5310,6 +5442,8 @@ class Link final : public internal::ClusterLink {
     int64_t start_ns = 0;
   };
   std::unordered_map<uint64_t, DirectPull> direct_pulls_ PRISM_GUARDED_BY(mu_);
+  // Node: the pulls a GPU call waits for, and the GPU each should land on (pulls_land_on).
+  std::unordered_map<uint64_t, int> gpu_pulls_ PRISM_GUARDED_BY(mu_);
   uint32_t self_index_ PRISM_GUARDED_BY(mu_) = 0;                // node: its index (welcome)
   // Driver: the actors nodes had created, by (node, the node's number): the driver's number.
   std::map<std::pair<PeerId, uint64_t>, uint64_t> node_actors_ PRISM_GUARDED_BY(mu_);
@@ -5356,6 +5490,9 @@ class Link final : public internal::ClusterLink {
   std::atomic<uint64_t> unknown_results_{0};
   std::atomic<uint64_t> redirected_{0};        // driver: pulls answered with a holder to ask
   std::atomic<uint64_t> direct_fallbacks_{0};
+  std::atomic<uint64_t> device_sends_{0};     // node: values sent on a device channel
+  std::atomic<uint64_t> device_receives_{0};  // node: values received on one
+  std::atomic<uint64_t> next_reader_gpu_{0};  // node: pulls_land_on's turn
   std::atomic<uint64_t> direct_closed_idle_{0};  // node: direct connections closed when idle  // node: direct pulls asked of the driver after all
   // Objects that stay where they were produced (object_table.h), and what entries reach the
   // link through.
@@ -5396,6 +5533,9 @@ class Link final : public internal::ClusterLink {
   std::atomic<bool> stage_stopping_{false};  // set first by stop_stager: a running job ends
   std::atomic<uint32_t> stage_word_{0};  // bumped for each job and for the stop
   std::thread stager_;                   // run_stager() (joined before comm_ goes)
+  // Node: its device channels (null: none). Made in the constructor; closed (threads joined)
+  // where the stager stops, before comm_ goes.
+  std::unique_ptr<internal::DeviceChannels> channels_;
   OutputPrinter printer_;   // driver: what nodes printed, written off the progress thread
   // Last: destroyed first (see ~Link). Set once in the constructor, before any peer exists.
   std::unique_ptr<UcxComm> comm_;

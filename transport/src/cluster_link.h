@@ -77,6 +77,11 @@ struct LinkCounters {
   // here), and those it closed after they went unused (PRISM_PEER_IDLE_CLOSE_S).
   uint64_t direct_connections = 0;
   uint64_t direct_closed_idle = 0;
+  // Node: GPU values sent to other nodes' GPUs on a device channel (prism/internal/
+  // device_channel.h), and received from them so (a failed one is pulled again as bytes: a
+  // direct fallback).
+  uint64_t device_sends = 0;
+  uint64_t device_receives = 0;
 };
 // The counters of the global runtime's link; zeros in embedded mode.
 LinkCounters link_counters();

@@ -35,7 +35,7 @@ static_assert(kReservedAt + 4 == kHeaderBytes);
 
 bool known_type(uint8_t type) noexcept {
   return type >= static_cast<uint8_t>(MsgType::kHello) &&
-         type <= static_cast<uint8_t>(MsgType::kObjectHeld);
+         type <= static_cast<uint8_t>(MsgType::kDeviceOffer);
 }
 
 // The wire type of each message struct.
@@ -66,6 +66,7 @@ MsgType type_of(const RefReadyMsg&) { return MsgType::kRefReady; }
 MsgType type_of(const RefReleaseMsg&) { return MsgType::kRefRelease; }
 MsgType type_of(const ObjectWhereMsg&) { return MsgType::kObjectWhere; }
 MsgType type_of(const ObjectHeldMsg&) { return MsgType::kObjectHeld; }
+MsgType type_of(const DeviceOfferMsg&) { return MsgType::kDeviceOffer; }
 
 const char* type_name(MsgType type) {
   switch (type) {
@@ -96,6 +97,7 @@ const char* type_name(MsgType type) {
     case MsgType::kRefRelease: return "RefRelease";
     case MsgType::kObjectWhere: return "ObjectWhere";
     case MsgType::kObjectHeld: return "ObjectHeld";
+    case MsgType::kDeviceOffer: return "DeviceOffer";
   }
   return "?";
 }
@@ -242,6 +244,17 @@ void write_body(Writer* w, const ResultMsg& m) {
 void write_body(Writer* w, const ObjectPullMsg& m) {
   w->u64(m.object);
   w->u8(m.may_redirect ? 1 : 0);
+  w->u32(static_cast<uint32_t>(m.reader_gpu));
+  w->u8(m.channel);
+}
+
+void write_body(Writer* w, const DeviceOfferMsg& m) {
+  w->u64(m.object);
+  w->u64(m.bytes);
+  w->u64(m.comm);
+  w->u64(m.seq);
+  w->str(m.id);
+  w->str(m.stub);
 }
 
 void write_body(Writer* w, const ObjectWhereMsg& m) {
@@ -595,9 +608,21 @@ bool read_body(Reader* r, ResultMsg* m) {
 
 bool read_body(Reader* r, ObjectPullMsg* m) {
   uint8_t may_redirect = 0;
-  if (!r->u64(&m->object) || !r->u8(&may_redirect) || may_redirect > 1) return false;
+  uint32_t reader_gpu = 0;
+  if (!r->u64(&m->object) || !r->u8(&may_redirect) || may_redirect > 1 || !r->u32(&reader_gpu) ||
+      !r->u8(&m->channel)) {
+    return false;
+  }
   m->may_redirect = may_redirect == 1;
-  return true;
+  m->reader_gpu = static_cast<int32_t>(reader_gpu);
+  return m->reader_gpu >= -1 && m->reader_gpu < (1 << 16);
+}
+
+bool read_body(Reader* r, DeviceOfferMsg* m) {
+  // (An offer names a communicator and a transfer: both count from 1.)
+  return r->u64(&m->object) && r->u64(&m->bytes) && r->u64(&m->comm) && r->u64(&m->seq) &&
+         r->str(&m->id) && r->str(&m->stub) && m->comm != 0 && m->seq != 0 &&
+         !m->stub.empty();
 }
 
 bool read_body(Reader* r, ObjectWhereMsg* m) {
@@ -799,6 +824,7 @@ std::optional<Message> read_message(MsgType type, std::string_view body) {
     case MsgType::kRefRelease: return read_whole_body<RefReleaseMsg>(body);
     case MsgType::kObjectWhere: return read_whole_body<ObjectWhereMsg>(body);
     case MsgType::kObjectHeld: return read_whole_body<ObjectHeldMsg>(body);
+    case MsgType::kDeviceOffer: return read_whole_body<DeviceOfferMsg>(body);
   }
   return std::nullopt;  // unreachable: check_header refused unknown types
 }

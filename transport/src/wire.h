@@ -31,7 +31,7 @@
 namespace prism::cluster {
 
 inline constexpr uint32_t kWireMagic = 0x4D535250;
-inline constexpr uint8_t kWireVersion = 9;
+inline constexpr uint8_t kWireVersion = 10;
 inline constexpr size_t kHeaderBytes = 16;
 // Bodies above this are refused (values larger than the inline threshold travel in part 2's
 // transfers; until then a task's arguments or result must fit in one frame).
@@ -67,6 +67,7 @@ enum class MsgType : uint8_t {
   kRefRelease = 25,   // borrower -> lender: its last ref of lent objects dropped
   kObjectWhere = 26,  // driver -> node: pull this object from that node directly (a redirect)
   kObjectHeld = 27,   // node -> driver: a direct pull landed; this node keeps a copy
+  kDeviceOffer = 28,  // node -> node: a pulled GPU value comes on a device channel (not bytes)
 };
 
 // A resource amount in core's units (CPU/GPU in 1/10000, memory in bytes).
@@ -208,6 +209,26 @@ struct ObjectPullMsg {
   // object from, instead of the bytes (false: the bytes, relayed if need be; a node asks so
   // after a direct pull failed).
   bool may_redirect = false;
+  // node -> node (a direct pull): the reader wants the value on its GPU `reader_gpu` (-1: in
+  // host memory) and has device channels of kind `channel` (prism/internal/device_channel.h; 0:
+  // none). A holder keeping the value live on a GPU with channels of that kind answers with a
+  // kDeviceOffer; otherwise with the bytes, as always.
+  int32_t reader_gpu = -1;
+  uint8_t channel = 0;
+};
+
+// node -> node, the answer to a direct pull naming a GPU: object `object` (`bytes` long
+// serialized) comes as transfer `seq` of the holder's communicator `comm` (`id`: how to join it,
+// when it is new), to land on the reader's GPU; `stub` is what stands for it in its bytes
+// (Placement::write_stub). The transfer failing is the reader's to notice (it pulls the bytes
+// from the driver instead).
+struct DeviceOfferMsg {
+  uint64_t object = 0;
+  uint64_t bytes = 0;
+  uint64_t comm = 0;
+  uint64_t seq = 0;
+  std::string id;
+  std::string stub;
 };
 
 // driver -> node, the answer to a kObjectPull with may_redirect: pull `object` (`bytes` long)
@@ -343,7 +364,8 @@ using Message = std::variant<HelloMsg, AuthMsg, WelcomeMsg, RefusedMsg, CallMsg,
                              ActorCallMsg, ActorKillMsg, ActorLookupMsg, ObjectPullMsg,
                              ObjectDataMsg, ObjectFreeMsg, OutputMsg, ClockPingMsg, ClockPongMsg,
                              SpansQueryMsg, SpansReplyMsg, NodeStatsMsg, HeartbeatMsg,
-                             RefReadyMsg, RefReleaseMsg, ObjectWhereMsg, ObjectHeldMsg>;
+                             RefReadyMsg, RefReleaseMsg, ObjectWhereMsg, ObjectHeldMsg,
+                             DeviceOfferMsg>;
 
 // Appends one whole frame (header + body) for `msg` to `out`.
 void encode(const Message& msg, std::string* out);

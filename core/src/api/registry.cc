@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "api/registry_internal.h"
+#include "prism/internal/device_channel.h"
 #include "prism/internal/remote_call.h"
 #include "prism/internal/variant_run.h"
 #include "prism/errors.h"
@@ -234,6 +235,19 @@ void set_live_results_releaser(LiveResultsReleaser releaser) noexcept {
 size_t release_live_results(int device, size_t bytes) noexcept {
   const LiveResultsReleaser f = g_live_releaser.load(std::memory_order_acquire);
   return f == nullptr ? 0 : f(device, bytes);
+}
+
+namespace {
+std::atomic<DeviceChannelsFactory> g_channels_factory{nullptr};
+}  // namespace
+
+void set_device_channels_factory(DeviceChannelsFactory factory) noexcept {
+  g_channels_factory.store(factory, std::memory_order_release);
+}
+
+std::unique_ptr<DeviceChannels> make_device_channels() {
+  const DeviceChannelsFactory f = g_channels_factory.load(std::memory_order_acquire);
+  return f == nullptr ? nullptr : f();
 }
 
 }  // namespace prism::internal
