@@ -102,7 +102,8 @@ function(prism_example_cluster_test test_name example)
 endfunction()
 # GPU paths on a cluster of nodes of different shapes, with logical GPUs (the host backend): the
 # driver has none, node1 two, node2 one, so every tensor the driver reads crosses nodes and
-# tensors move between nodes' GPUs.
+# tensors move between nodes' GPUs (on device channels where a GPU task reads a tensor another
+# node keeps on its GPU: loopback sockets here, as NCCL would on real GPUs).
 function(prism_example_gpu_cluster_test test_name example)
   if(NOT TARGET example_${example} OR NOT TARGET prism_cluster OR NOT PRISM_MPIRUN
      OR NOT PRISM_PMIX_FOUND)
@@ -111,7 +112,7 @@ function(prism_example_gpu_cluster_test test_name example)
   set(exe $<TARGET_FILE:example_${example}>)
   add_test(NAME ${test_name}
     COMMAND "${PRISM_MPIRUN}" --allow-run-as-root --oversubscribe
-      -x UCX_NET_DEVICES=lo -x UCX_MEM_EVENTS=no
+      -x UCX_NET_DEVICES=lo -x UCX_MEM_EVENTS=no -x PRISM_DEVICE_CHANNEL=sockets
       -np 1 -x PRISM_NUM_GPUS=0 ${exe} --gpu ${ARGN}
       : -np 1 -x PRISM_NUM_GPUS=2 ${exe} --gpu ${ARGN}
       : -np 1 -x PRISM_NUM_GPUS=1 ${exe} --gpu ${ARGN})

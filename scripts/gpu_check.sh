@@ -110,7 +110,7 @@ step "GPU tensors across nodes (cluster tests; NCCL device channels with 2+ GPUs
 cluster_tests="$build/tests/prism_cluster_tests"
 if [ -x "$cluster_tests" ]; then
   UCX_NET_DEVICES=lo timeout 240 "$cluster_tests" \
-    --gtest_filter='ClusterTest.*Gpu*:ClusterTest.*Tensor*:ClusterTest.*DeviceChannel*:ClusterTest.TwoPulls*' \
+    --gtest_filter='ClusterTest.*Gpu*:ClusterTest.*Tensor*:ClusterTest.*DeviceChannel*:ClusterTest.TwoPulls*:DyingHolderTest.*' \
     2>&1 | tail -n 40
   rc=${PIPESTATUS[0]}
   [ "$rc" -eq 0 ] || fail "cluster GPU tests (exit $rc)"

@@ -4,7 +4,9 @@
 #include <atomic>
 #include <cstdlib>
 #include <functional>
+#include <iterator>
 #include <map>
+#include <set>
 #include <memory>
 #include <string>
 #include <thread>
@@ -49,64 +51,63 @@ std::chrono::steady_clock::duration channel_timeout() {
 }
 
 // One communicator and the thread that joins it and runs its transfers.
-// Invariants: jobs_, next_, broken_ and closing_ are under mu_. The thread runs job `next_`
-// (from 1, one at a time, mu_ released while it runs) and calls each job's `done` exactly once:
-// "" after its transfer, or why not. Once broken_ is set (the join or a transfer failed, or
-// abort()), every job queued, or queued later, is done with that reason, and the communicator is
-// destroyed (aborted) by the thread, the only one that touches it. The destructor aborts, wakes
-// the thread and joins it: a transfer in flight gives up at its next check of abort_.
+// Invariants: jobs_, id_, next_, next_free_ and broken_ are under mu_. The thread runs
+// job `next_` (from 1, one at a time, mu_ released while it runs) and calls each job's `done`
+// exactly once: "" after its transfer, or why not. Once broken_ is set (the join or a transfer
+// failed, a transfer it waits for did not come within the timeout, or abort()), no job is
+// queued any more, every job queued is done with that reason, the communicator is destroyed
+// (aborted) by the thread, the only one that touches it, and the thread ends (finished()). A
+// transfer that failed is aborted before its job (and the tensor it holds) goes, and the tensor
+// was marked used by the transfer's stream, so its memory is not reused under a kernel still
+// running. The destructor aborts and joins the thread: a transfer in flight gives up at its next
+// check of abort_.
 class Channel {
  public:
   using Run = std::function<void(PairComm&, const Stop&)>;  // throws when it failed
   using Done = std::function<void(const std::string& error)>;
 
+  // (The receiving side may be made before the offer with the id arrives: `id` empty.)
   Channel(PairTransport& transport, std::string id, int rank, int device)
-      : transport_(transport), id_(std::move(id)), rank_(rank), device_(device) {
+      : transport_(transport), rank_(rank), device_(device), id_(std::move(id)) {
     thread_ = std::thread([this] { loop(); });
   }
   ~Channel() {
-    abort("the channel was closed");
-    {
-      MutexLock lock(mu_);
-      closing_ = true;
-    }
-    wake();
+    abort("the channel was closed");  // (the thread ends on it)
     thread_.join();
   }
   Channel(const Channel&) = delete;
   Channel& operator=(const Channel&) = delete;
 
   int device() const noexcept { return device_; }
+  bool finished() const noexcept { return finished_.load(std::memory_order_acquire); }
 
   // Queues the next transfer in order (the sending side); 0: broken, nothing queued.
-  uint64_t queue_next(Run run, Done done) {
+  uint64_t queue_next(uint64_t bytes, Run run, Done done) {
     uint64_t seq = 0;
     {
       MutexLock lock(mu_);
       if (!broken_.empty()) return 0;
       seq = next_free_++;
-      jobs_.emplace(seq, Job{std::move(run), std::move(done)});
+      jobs_.emplace(seq, Job{bytes, std::move(run), std::move(done)});
     }
     wake();
     return seq;
   }
-  // Queues transfer `seq` (the receiving side: the sender's order). Returns why not if broken
-  // or `seq` was queued before (then `done` is not called).
-  std::string queue_at(uint64_t seq, Run run, Done done) {
+  // Queues transfer `seq` (the receiving side: the sender's order), with the communicator's id
+  // when the offer carries it. Returns why not (then `done` is not called).
+  std::string queue_at(uint64_t seq, const std::string& id, uint64_t bytes, Run run, Done done) {
     {
       MutexLock lock(mu_);
       if (!broken_.empty()) return broken_;
+      if (!id.empty() && !id_.empty()) return "a communicator offered twice";
       if (seq < next_ || jobs_.count(seq) != 0) {
         return "transfer " + std::to_string(seq) + " was offered twice";
       }
-      jobs_.emplace(seq, Job{std::move(run), std::move(done)});
+      if (!id.empty()) id_ = id;
+      jobs_.emplace(seq, Job{bytes, std::move(run), std::move(done)});
     }
     wake();
     return {};
-  }
-  bool broken() const {
-    MutexLock lock(mu_);
-    return !broken_.empty();
   }
   void abort(const std::string& why) noexcept {
     abort_.store(true, std::memory_order_release);
@@ -119,6 +120,7 @@ class Channel {
 
  private:
   struct Job {
+    uint64_t bytes = 0;
     Run run;
     Done done;
   };
@@ -128,16 +130,30 @@ class Channel {
     prism::internal::futex_wake_all(&word_);
   }
 
+  // How long `bytes` may take: the timeout, and a second more per 64 MiB.
+  static std::chrono::steady_clock::duration allowance(uint64_t bytes) {
+    return channel_timeout() + std::chrono::seconds(bytes >> 26);
+  }
+
   void loop() noexcept {
     std::unique_ptr<PairComm> comm;
+    // While later transfers wait for transfer next_ (its offer not here yet): since when.
+    prism::internal::Deadline gap_until = prism::internal::kNoDeadline;
     for (;;) {
       const uint32_t seen = word_.load(std::memory_order_acquire);
       std::vector<Job> failed;
       std::string why;
       Job job;
-      bool closing = false;
+      std::string id;
       {
         MutexLock lock(mu_);
+        if (broken_.empty() && !jobs_.empty() && jobs_.count(next_) == 0) {
+          if (gap_until == prism::internal::kNoDeadline) {
+            gap_until = std::chrono::steady_clock::now() + channel_timeout();
+          } else if (std::chrono::steady_clock::now() >= gap_until) {
+            broken_ = "transfer " + std::to_string(next_) + " was never offered";
+          }
+        }
         if (!broken_.empty()) {
           why = broken_;
           for (auto& [seq, j] : jobs_) failed.push_back(std::move(j));
@@ -146,25 +162,32 @@ class Channel {
           job = std::move(it->second);
           jobs_.erase(it);
           ++next_;
+          id = id_;
+          gap_until = prism::internal::kNoDeadline;
         }
-        closing = closing_;
       }
-      if (!why.empty()) comm.reset();  // (aborts it)
-      for (Job& j : failed) finish(j, why);
+      if (!why.empty()) {
+        comm.reset();  // (aborts it)
+        for (Job& j : failed) finish(j, why);
+        finished_.store(true, std::memory_order_release);
+        return;  // (broken for good: nothing more is queued)
+      }
       if (job.run) {
-        run(job, &comm);
+        run(job, id, &comm);
         continue;
       }
-      if (closing) return;
-      prism::internal::futex_wait(&word_, seen, prism::internal::kNoDeadline);
+      prism::internal::futex_wait(&word_, seen, gap_until);
     }
   }
 
-  void run(Job& job, std::unique_ptr<PairComm>* comm) noexcept {
+  void run(Job& job, const std::string& id, std::unique_ptr<PairComm>* comm) noexcept {
     std::string error;
     try {
-      const Stop stop{&abort_, std::chrono::steady_clock::now() + channel_timeout()};
-      if (!*comm) *comm = transport_.join(id_, rank_, device_, stop);
+      const Stop stop{&abort_, std::chrono::steady_clock::now() + allowance(job.bytes)};
+      if (!*comm) {
+        if (id.empty()) throw Error(ErrorCode::kUnavailable, "a communicator without its id");
+        *comm = transport_.join(id, rank_, device_, stop);
+      }
       job.run(**comm, stop);
     } catch (const std::exception& e) {
       error = e.what();
@@ -172,6 +195,7 @@ class Channel {
       error = "unknown error";
     }
     if (!error.empty()) {
+      comm->reset();  // (aborted before the job's tensor can go)
       PRISM_LOG(kWarning) << "gpu: a device channel on gpu:" << device_ << " failed (" << error
                           << "); values it would carry go through host memory";
       MutexLock lock(mu_);
@@ -191,17 +215,17 @@ class Channel {
   }
 
   PairTransport& transport_;
-  const std::string id_;
   const int rank_;
   const int device_;
   std::atomic<bool> abort_{false};
+  std::atomic<bool> finished_{false};
   std::atomic<uint32_t> word_{0};
   mutable Mutex mu_;
+  std::string id_ PRISM_GUARDED_BY(mu_);
   std::map<uint64_t, Job> jobs_ PRISM_GUARDED_BY(mu_);
   uint64_t next_ PRISM_GUARDED_BY(mu_) = 1;       // the transfer to run next
   uint64_t next_free_ PRISM_GUARDED_BY(mu_) = 1;  // (sending side) the next one queued
   std::string broken_ PRISM_GUARDED_BY(mu_);
-  bool closing_ PRISM_GUARDED_BY(mu_) = false;
   std::thread thread_;
 };
 
@@ -226,6 +250,7 @@ class Channels final : public prism::internal::DeviceChannels {
       sending_.clear();
       receiving_.clear();
       retired_.clear();
+      refused_.clear();
     }
     for (auto& channel : all) channel->abort("the cluster link closed");
     all.clear();  // (joins each thread: what was queued is done with that reason)
@@ -240,34 +265,42 @@ class Channels final : public prism::internal::DeviceChannels {
     auto tensor = std::static_pointer_cast<const Tensor>(value);
     if (!tensor->defined() || !(tensor->device() == Device::gpu(device))) return {};
     Offer offer;
+    std::vector<std::unique_ptr<Channel>> reaped;  // (joined after mu_)
     MutexLock lock(mu_);
+    reap_locked(&reaped);
     if (closed_) return {};
     const SendKey key{peer, device, peer_device};
     auto it = sending_.find(key);
     if (it == sending_.end()) {
-      std::string id;
       try {
-        id = transport_.new_id();
+        std::string id = transport_.new_id();
+        SendSide side;
+        side.comm = next_comm_++;
+        side.channel = std::make_unique<Channel>(transport_, id, /*rank=*/0, device);
+        it = sending_.emplace(key, std::move(side)).first;
+        offer.id = std::move(id);
       } catch (const std::exception& e) {
         PRISM_LOG(kWarning) << "gpu: no device channel from gpu:" << device << " (" << e.what()
                             << "); values go through host memory";
         return {};
       }
-      SendSide side;
-      side.comm = next_comm_++;
-      side.channel = std::make_unique<Channel>(transport_, id, /*rank=*/0, device);
-      it = sending_.emplace(key, std::move(side)).first;
-      offer.id = std::move(id);
     }
     offer.comm = it->second.comm;
     offer.seq = it->second.channel->queue_next(
+        tensor->nbytes(),
         [tensor](PairComm& comm, const Stop& stop) {
           // After its contents are complete (the producer's ready event), on this thread's own
-          // stream: the producer's stream is not waited for on the host.
+          // stream: the producer's stream is not waited for on the host. The memory is marked
+          // used by the stream whether the send completes or not (a failed one may still run).
           const Stream s = task_stream(tensor->device());
           tensor->wait_on(s);
-          comm.send(tensor->raw_data(), tensor->nbytes(), tensor->device().index, s.handle(),
-                    stop);
+          try {
+            comm.send(tensor->raw_data(), tensor->nbytes(), tensor->device().index, s.handle(),
+                      stop);
+          } catch (...) {
+            tensor->record_use(s);
+            throw;
+          }
           tensor->record_use(s);
           count_network(/*sent=*/true, tensor->nbytes());
         },
@@ -276,71 +309,95 @@ class Channels final : public prism::internal::DeviceChannels {
     return offer;
   }
 
+  // An offer this side refuses breaks its communicator (or marks it refused, if this side has
+  // none yet): the transfers after it would wait for it forever; they are refused at once.
   void receive(uint64_t peer, const Offer& offer, std::string_view stub, int device,
                ReceiveDone done) override {
-    auto refuse = [&](const std::string& why) { done(nullptr, nullptr, why); };
-    if (!usable(device)) return refuse("gpu:" + std::to_string(device) + " has no device channel");
-    // The tensor is made on the channel's thread (its allocation may wait for memory); its stub
-    // is checked here.
     auto made = std::make_shared<Tensor>();
     DType dtype = DType::kUInt8;
     std::vector<int64_t> shape;
-    try {
-      read_stub(stub, &dtype, &shape);
-    } catch (const std::exception& e) {
-      return refuse(e.what());
-    }
     std::string why;
+    if (!usable(device)) why = "gpu:" + std::to_string(device) + " has no device channel";
+    uint64_t bytes = 0;  // (of its elements)
+    if (why.empty()) {
+      try {
+        read_stub(stub, &dtype, &shape);
+        bytes = dtype_size(dtype);
+        for (const int64_t d : shape) bytes *= static_cast<uint64_t>(d);
+      } catch (const std::exception& e) {
+        why = e.what();
+      }
+    }
+    std::vector<std::unique_ptr<Channel>> reaped;  // (joined after mu_)
     {
       MutexLock lock(mu_);
+      reap_locked(&reaped);
       const std::pair<uint64_t, uint64_t> key{peer, offer.comm};
       auto it = receiving_.find(key);
       if (closed_) {
         why = "the cluster link closed";
-      } else if (it == receiving_.end() && offer.id.empty()) {
-        why = "an offer on a communicator this process never joined";
-      } else if (it != receiving_.end() && !offer.id.empty()) {
-        why = "a communicator offered twice";
-      } else {
-        if (it == receiving_.end()) {
+      } else if (refused_.count(key) != 0) {
+        why = "an earlier transfer on its communicator was refused";
+      } else if (why.empty() && it != receiving_.end() && it->second->device() != device) {
+        why = "a communicator's transfers go to one GPU";
+      }
+      if (why.empty() && it == receiving_.end()) {
+        try {
           it = receiving_
-                   .emplace(key, std::make_unique<Channel>(transport_, offer.id, /*rank=*/1,
-                                                           device))
+                   .emplace(key, std::make_unique<Channel>(transport_, /*id=*/"", /*rank=*/1,
+                                                           device))  // (queue_at gives the id)
                    .first;
+        } catch (const std::exception& e) {
+          why = std::string("no channel: ") + e.what();
         }
-        if (it->second->device() != device) {
-          why = "a communicator's transfers go to one GPU";
-        } else {
-          why = it->second->queue_at(
-              offer.seq,
-              [made, dtype, shape, device](PairComm& comm, const Stop& stop) {
-                Tensor t = Tensor::empty(dtype, shape, Device::gpu(device));
-                const Stream s = task_stream(t.device());
+      }
+      if (why.empty()) {
+        why = it->second->queue_at(
+            offer.seq, offer.id, bytes,
+            [made, dtype, shape, device](PairComm& comm, const Stop& stop) {
+              Tensor t = Tensor::empty(dtype, shape, Device::gpu(device));
+              const Stream s = task_stream(t.device());
+              try {
                 comm.recv(t.raw_data(), t.nbytes(), device, s.handle(), stop);
-                t.record(s);  // (its readers on other streams wait for the transfer)
-                count_network(/*sent=*/false, t.nbytes());
-                *made = std::move(t);
-              },
-              [made, done](const std::string& error) {
-                if (!error.empty()) return done(nullptr, nullptr, error);
-                // Kept here as a task's result would be: its stub, the tensor beside it.
-                LiveResult live;
-                live.min_bytes = 0;
-                std::string kept_stub;
-                prism::internal::encode_result(*made, &kept_stub, nullptr, &live);
-                if (live.value == nullptr) {
-                  return done(nullptr, nullptr, "the received tensor could not be kept");
-                }
-                done(&live, &kept_stub, {});
-              });
+              } catch (...) {
+                t.record_use(s);  // (a failed receive may still be writing)
+                throw;
+              }
+              t.record(s);  // (its readers on other streams wait for the transfer)
+              count_network(/*sent=*/false, t.nbytes());
+              *made = std::move(t);
+            },
+            [made, done](const std::string& error) {
+              if (!error.empty()) return done(nullptr, nullptr, error);
+              // Kept here as a task's result would be: its stub, the tensor beside it.
+              LiveResult live;
+              live.min_bytes = 0;
+              std::string kept_stub;
+              prism::internal::encode_result(*made, &kept_stub, nullptr, &live);
+              if (live.value == nullptr) {
+                return done(nullptr, nullptr, "the received tensor could not be kept");
+              }
+              done(&live, &kept_stub, {});
+            });
+      }
+      if (!why.empty() && !closed_) {
+        if (it != receiving_.end()) {
+          it->second->abort("a transfer on it was refused: " + why);
+        } else {
+          refused_.insert(key);
         }
       }
     }
-    if (!why.empty()) refuse(why);
+    if (!why.empty()) done(nullptr, nullptr, why);
   }
 
   void forget(uint64_t peer) noexcept override {
+    std::vector<std::unique_ptr<Channel>> reaped;  // (joined after mu_)
     MutexLock lock(mu_);
+    reap_locked(&reaped);
+    for (auto it = refused_.begin(); it != refused_.end();) {
+      it = it->first == peer ? refused_.erase(it) : std::next(it);
+    }
     for (auto it = sending_.begin(); it != sending_.end();) {
       if (it->first.peer == peer) {
         it->second.channel->abort("the peer went away");
@@ -362,6 +419,19 @@ class Channels final : public prism::internal::DeviceChannels {
   }
 
  private:
+  // Moves the forgotten channels whose threads have ended to `out` (joined, at once, when the
+  // caller lets go of them after mu_).
+  void reap_locked(std::vector<std::unique_ptr<Channel>>* out) PRISM_REQUIRES(mu_) {
+    for (auto it = retired_.begin(); it != retired_.end();) {
+      if ((*it)->finished()) {
+        out->push_back(std::move(*it));
+        it = retired_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+
   struct SendKey {
     uint64_t peer;
     int device;
@@ -381,6 +451,7 @@ class Channels final : public prism::internal::DeviceChannels {
   std::map<std::pair<uint64_t, uint64_t>, std::unique_ptr<Channel>> receiving_
       PRISM_GUARDED_BY(mu_);
   std::vector<std::unique_ptr<Channel>> retired_ PRISM_GUARDED_BY(mu_);
+  std::set<std::pair<uint64_t, uint64_t>> refused_ PRISM_GUARDED_BY(mu_);  // (peer, comm)
   uint64_t next_comm_ PRISM_GUARDED_BY(mu_) = 1;
   bool closed_ PRISM_GUARDED_BY(mu_) = false;
 };
@@ -416,7 +487,10 @@ PairTransport* pair_transport() {
     if (backend == Backend::kCuda) {
       std::string why;
       std::unique_ptr<PairTransport> nccl = make_nccl_transport(&why);
-      if (!nccl) {
+      if (!nccl && want == "nccl") {
+        PRISM_LOG(kWarning) << "gpu: PRISM_DEVICE_CHANNEL=nccl, but " << why
+                            << ": GPU values cross nodes through host memory";
+      } else if (!nccl) {
         PRISM_LOG(kInfo) << "gpu: no NCCL (" << why
                          << "): GPU values cross nodes through host memory";
       }

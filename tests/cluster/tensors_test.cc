@@ -516,40 +516,71 @@ TEST_F(ClusterTest, AVectorOfRefsToValuesOnOtherNodesReachesATaskElsewhere) {
 namespace {
 
 // The node holding a large GPU tensor dies as a GPU task on another node starts reading it: the
-// reader gets the value (computed again) or an error that says what was lost, never a hang.
-TEST_F(ClusterTest, AReaderOfATensorWhoseNodeDiesGetsAnErrorOrTheValueNeverAHang) {
-  // (A lost object is computed again where it can run; only node1 can, so it waits for such a
-  // node to join: 2 s here, then fails.)
-  setenv("PRISM_INFEASIBLE_TIMEOUT", "2", 1);
-  start(1, {{{"PRISM_NUM_GPUS", "1"}, {"PRISM_RESOURCES", "a:100"}},
-            {{"PRISM_NUM_GPUS", "1"}, {"PRISM_RESOURCES", "b:100"}}});
-  unsetenv("PRISM_INFEASIBLE_TIMEOUT");
-  expect_clean_exit_ = false;
+// reader gets the value (computed again) or an error that says what was lost, never a hang. On
+// the staged path (killed as the reader starts) and on a device channel (it dies halfway through
+// sending the tensor: PRISM_DEVICE_CHANNEL_FAIL=die-mid-send).
+class DyingHolderTest : public ClusterTest {
+ protected:
+  void reader_of_a_dying_holder(bool channels) {
+    if (channels && prism::gpu::backend() != prism::gpu::Backend::kHost) {
+      GTEST_SKIP() << "logical GPUs only on the host backend: the death mid-transfer is arranged "
+                      "with the sockets channel";
+    }
+    // (A lost object is computed again where it can run; only node1 can, so it waits for such a
+    // node to join: 2 s here, then fails.)
+    setenv("PRISM_INFEASIBLE_TIMEOUT", "2", 1);
+    std::map<std::string, std::string> a = {{"PRISM_NUM_GPUS", "1"}, {"PRISM_RESOURCES", "a:100"}};
+    std::map<std::string, std::string> b = {{"PRISM_NUM_GPUS", "1"}, {"PRISM_RESOURCES", "b:100"}};
+    if (channels) {
+      a = channel_env(0, a);
+      a["PRISM_DEVICE_CHANNEL_FAIL"] = "die-mid-send";
+      b = channel_env(1, b);
+    }
+    start(1, {a, b});
+    unsetenv("PRISM_INFEASIBLE_TIMEOUT");
+    expect_clean_exit_ = false;
 #ifdef PRISM_TEST_SANITIZED
-  const int64_t n = int64_t{8} << 20;  // 64 MiB of float64
+    const int64_t n = int64_t{8} << 20;  // 64 MiB of float64
 #else
-  const int64_t n = int64_t{32} << 20;  // 256 MiB of float64
+    const int64_t n = int64_t{32} << 20;  // 256 MiB of float64
 #endif
-  auto made = prism::task(counted_on_gpu).num_gpus(1).resource("a", 1).remote(n);
-  ASSERT_EQ(prism::wait(std::vector{made}, 1, 120s).first.size(), 1u);
-  auto sum = prism::task(summed_here).num_gpus(1).resource("b", 1).remote(made);
-  ASSERT_EQ(kill(children_.front().pid(), SIGKILL), 0);  // node1, the holder
-  const double expected = static_cast<double>(n) * static_cast<double>(n) / 2;
-  try {
-    EXPECT_EQ(prism::get(sum, 60s), expected);  // it had arrived before the kill
-  } catch (const prism::TimeoutError& e) {
-    ADD_FAILURE() << "the reader hung: " << e.what();
-  } catch (const prism::Error& e) {
-    const std::string what = e.what();
-    EXPECT_FALSE(what.empty());
-    EXPECT_NE(what.find("summed_here"), std::string::npos) << what;
+    auto made = prism::task(counted_on_gpu).num_gpus(1).resource("a", 1).remote(n);
+    ASSERT_EQ(prism::wait(std::vector{made}, 1, 120s).first.size(), 1u);
+    auto sum = prism::task(summed_here).num_gpus(1).resource("b", 1).remote(made);
+    // node1, the holder (on a channel it kills itself as it sends)
+    if (!channels) ASSERT_EQ(kill(children_.front().pid(), SIGKILL), 0);
+    const double expected = static_cast<double>(n) * static_cast<double>(n) / 2;
+    try {
+      const double got = prism::get(sum, 60s);
+      EXPECT_FALSE(channels) << "the value came from a node that died sending it";
+      EXPECT_EQ(got, expected);  // it had arrived before the kill
+    } catch (const prism::TimeoutError& e) {
+      ADD_FAILURE() << "the reader hung: " << e.what();
+    } catch (const prism::Error& e) {
+      const std::string what = e.what();
+      EXPECT_FALSE(what.empty());
+      EXPECT_NE(what.find("summed_here"), std::string::npos) << what;
+    }
+    // The cluster keeps serving: node2 still runs GPU tasks.
+    EXPECT_EQ(prism::get(prism::task(summed_here).num_gpus(1).resource("b", 1).remote(
+                             prism::put(Tensor::from_vector(std::vector<double>{1, 2}, {2},
+                                                            Device::host()))),
+                         60s),
+              3.0);
+    if (channels) {
+      const auto counts = prism::get(prism::task(channel_counts).resource("b", 1).remote(), 60s);
+      EXPECT_EQ(counts[1], 0u);
+      EXPECT_GE(counts[2], 1u) << "node2's pull never fell back to the driver";
+    }
   }
-  // The cluster keeps serving: node2 still runs GPU tasks.
-  EXPECT_EQ(prism::get(prism::task(summed_here).num_gpus(1).resource("b", 1).remote(
-                           prism::put(Tensor::from_vector(std::vector<double>{1, 2}, {2},
-                                                          Device::host()))),
-                       60s),
-            3.0);
+};
+
+TEST_F(DyingHolderTest, AReaderOfATensorWhoseNodeDiesGetsAnErrorOrTheValueNeverAHang) {
+  reader_of_a_dying_holder(/*channels=*/false);
+}
+
+TEST_F(DyingHolderTest, AReaderOnADeviceChannelWhoseSenderDiesGetsAnErrorOrTheValueNeverAHang) {
+  reader_of_a_dying_holder(/*channels=*/true);
 }
 
 }  // namespace

@@ -36,10 +36,12 @@ struct Received {
   std::string error;
 };
 
+// (The promises are shared with the callbacks: a callback that comes after a failed wait, when
+// the channels close at the test's end, finds its promise still there.)
 struct ReceiveWaiter {
-  std::promise<Received> promise;
+  std::shared_ptr<std::promise<Received>> promise = std::make_shared<std::promise<Received>>();
   DeviceChannels::ReceiveDone callback() {
-    return [this](LiveResult* live, std::string* stub, const std::string& error) {
+    return [p = promise](LiveResult* live, std::string* stub, const std::string& error) {
       Received r;
       r.error = error;
       if (live != nullptr) {
@@ -48,11 +50,11 @@ struct ReceiveWaiter {
         r.wire_bytes = live->wire_bytes;
         r.stub = *stub;
       }
-      promise.set_value(std::move(r));
+      p->set_value(std::move(r));
     };
   }
   Received get() {
-    auto f = promise.get_future();
+    auto f = promise->get_future();
     if (f.wait_for(30s) != std::future_status::ready) {
       ADD_FAILURE() << "a receive never ended";
       return Received{Tensor(), nullptr, 0, "", "timed out"};
@@ -62,12 +64,13 @@ struct ReceiveWaiter {
 };
 
 struct SendWaiter {
-  std::promise<std::string> promise;
+  std::shared_ptr<std::promise<std::string>> promise =
+      std::make_shared<std::promise<std::string>>();
   DeviceChannels::SendDone callback() {
-    return [this](const std::string& error) { promise.set_value(error); };
+    return [p = promise](const std::string& error) { p->set_value(error); };
   }
   std::string get() {
-    auto f = promise.get_future();
+    auto f = promise->get_future();
     if (f.wait_for(30s) != std::future_status::ready) return "a send never ended";
     return f.get();
   }
@@ -145,7 +148,8 @@ TEST_F(DeviceChannelsTest, ATensorCrossesToAnotherGpuAndIsKeptLiveThere) {
   EXPECT_EQ(sent3.get(), "");
 }
 
-// Offers may arrive in any order: each side runs its transfers in the sender's order.
+// Offers may arrive in any order, the one with the communicator's id included: each side runs
+// its transfers in the sender's order.
 TEST_F(DeviceChannelsTest, TransfersRunInTheSendersOrderWhateverOrderTheOffersArriveIn) {
   constexpr int kTransfers = 6;
   std::vector<Kept> kept;
@@ -158,8 +162,7 @@ TEST_F(DeviceChannelsTest, TransfersRunInTheSendersOrderWhateverOrderTheOffersAr
     ASSERT_EQ(offers.back().seq, static_cast<uint64_t>(i + 1));
   }
   std::vector<std::unique_ptr<ReceiveWaiter>> received(kTransfers);
-  // The first offer carries the id: it comes first; the others in reverse.
-  for (int i : {0, 5, 4, 3, 2, 1}) {
+  for (int i : {3, 5, 0, 4, 2, 1}) {
     received[i] = std::make_unique<ReceiveWaiter>();
     receiver_->receive(9, offers[i], kept[i].stub, 0, received[i]->callback());
   }
@@ -171,28 +174,48 @@ TEST_F(DeviceChannelsTest, TransfersRunInTheSendersOrderWhateverOrderTheOffersAr
   }
 }
 
+// An offer the receiving side refuses (here a stub that is not a kept tensor's) breaks its
+// communicator there: the transfers after it are refused at once rather than wait for it.
+TEST_F(DeviceChannelsTest, ARefusedOfferBreaksItsCommunicatorSoTheNextOnesAreRefusedAtOnce) {
+  const Kept k = kept_on(0, 1000, 1.0f);
+  for (const bool joined_first : {false, true}) {
+    SCOPED_TRACE(joined_first ? "refused after a transfer" : "refused first");
+    const int gpu = joined_first ? 2 : 1;  // (a pair of its own: a communicator of its own)
+    std::vector<DeviceChannels::Offer> offers;
+    for (int i = 0; i < 3; ++i) {
+      offers.push_back(sender_->send(4, k.tensor, tag_, 0, gpu, [](const std::string&) {}));
+    }
+    size_t next = 0;
+    if (joined_first) {
+      ReceiveWaiter good;
+      receiver_->receive(4, offers[next++], k.stub, gpu, good.callback());
+      EXPECT_EQ(good.get().error, "");
+    }
+    ReceiveWaiter bad_stub;
+    receiver_->receive(4, offers[next++], "\x01", gpu, bad_stub.callback());
+    EXPECT_NE(bad_stub.get().error.find("malformed"), std::string::npos);
+    ReceiveWaiter after;
+    receiver_->receive(4, offers[next], k.stub, gpu, after.callback());
+    EXPECT_NE(after.get().error.find("refused"), std::string::npos);
+  }
+}
+
 TEST_F(DeviceChannelsTest, OffersThatBreakTheProtocolAreRefusedAtOnce) {
   const Kept k = kept_on(0, 1000, 1.0f);
   SendWaiter sent;
   DeviceChannels::Offer offer = sender_->send(4, k.tensor, tag_, 0, 1, sent.callback());
-  // Without the id, on a communicator this side never joined.
-  DeviceChannels::Offer no_id = offer;
-  no_id.id.clear();
-  ReceiveWaiter unknown;
-  receiver_->receive(4, no_id, k.stub, 1, unknown.callback());
-  EXPECT_NE(unknown.get().error.find("never joined"), std::string::npos);
-  // A stub that is not a kept tensor's.
-  ReceiveWaiter bad_stub;
-  receiver_->receive(4, offer, "\x01", 1, bad_stub.callback());
-  EXPECT_NE(bad_stub.get().error.find("malformed"), std::string::npos);
-  // The real one, then the same transfer again.
   ReceiveWaiter good;
   receiver_->receive(4, offer, k.stub, 1, good.callback());
   EXPECT_EQ(good.get().error, "");
   EXPECT_EQ(sent.get(), "");
+  // The same transfer again, and its communicator's id again.
   ReceiveWaiter twice;
   receiver_->receive(4, offer, k.stub, 1, twice.callback());
   EXPECT_NE(twice.get().error, "");
+  // On a GPU of this side without channels.
+  ReceiveWaiter no_gpu;
+  receiver_->receive(4, DeviceChannels::Offer{99, 1, "x"}, k.stub, -1, no_gpu.callback());
+  EXPECT_NE(no_gpu.get().error.find("no device channel"), std::string::npos);
   // Values the channels do not move are not offered: a host tensor, another type, a mismatched
   // GPU.
   auto host = std::make_shared<Tensor>(Tensor::from_vector(std::vector<float>{1}, {1},

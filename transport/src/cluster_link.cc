@@ -4948,6 +4948,7 @@ class Link final : public internal::ClusterLink {
     PRISM_LOG(kDebug) << "cluster: closing " << name << ": unused for "
                       << config_.peer_idle_close_s << " s (PRISM_PEER_IDLE_CLOSE_S)";
     direct_closed_idle_.fetch_add(1, std::memory_order_relaxed);
+    if (channels_) channels_->forget(peer);
     comm_->close(peer);
     move_direct_pulls(peer, driver, "closed when idle");  // (none: kept as a safeguard)
   }
@@ -5173,9 +5174,11 @@ class Link final : public internal::ClusterLink {
       MutexLock lock(mu_);
       if (auto it = gpu_pulls_.find(m.object); it != gpu_pulls_.end()) device = it->second;
     }
-    if (!channels_ || device < 0) {
+    if (!channels_) {
       return refetch_through_driver(m.object, peer, "a device channel offer it did not ask for");
     }
+    // (An offer not asked for is refused by receive() as for a GPU without channels: its
+    // communicator takes no more.)
     const uint64_t id = m.object;
     const uint64_t bytes = m.bytes;
     channels_->receive(

@@ -4,6 +4,13 @@
 // one ncclSend/ncclRecv of the tensor's bytes on the channel thread's own stream, after the
 // tensor's ready event, and complete when an event recorded after it is.
 //
+// Known risk (from NCCL's documentation, "Using multiple NCCL communicators concurrently"): the
+// communicators of one GPU (one per peer GPU and direction) run their kernels on streams of their
+// own, unordered with each other; NCCL may deadlock if such kernels cannot all be resident at
+// once. Serializing them per GPU here would deadlock for certain across two processes sending
+// each other values at the same time, so they are not; a stall ends at the transfer's deadline
+// (the communicator is aborted and its values go staged).
+//
 // libnccl.so.2 is loaded with dlopen when the first channel is made (PRISM_NCCL_LIBRARY, else
 // the system's, else the CUDA toolkit's this was built with): a program on a machine without
 // NCCL runs as before, its GPU values staged through host memory.

@@ -1,13 +1,15 @@
 // Device channels between logical GPUs (the host backend, whose device memory is host memory)
 // over loopback TCP: what runs the channel protocol in tests where NCCL cannot run
 // (PRISM_DEVICE_CHANNEL=sockets). A communicator's id is the address rank 0 listens at; rank 1
-// connects there. PRISM_DEVICE_CHANNEL_FAIL=join makes rank 1's joins fail after reaching rank 0
-// (as an NCCL init failing on one side), for the tests of the fallback.
+// connects there. Faults for the tests of the fallback, PRISM_DEVICE_CHANNEL_FAIL: `join` makes
+// rank 1's joins fail after reaching rank 0 (as an NCCL init failing on one side);
+// `die-mid-send` kills the sending process (SIGKILL) halfway through its first transfer.
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <poll.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -24,6 +26,11 @@
 
 namespace prism::gpu::internal {
 namespace {
+
+bool failing(const char* what) {
+  const char* v = std::getenv("PRISM_DEVICE_CHANNEL_FAIL");
+  return v != nullptr && std::strcmp(v, what) == 0;
+}
 
 using prism::internal::Mutex;
 using prism::internal::MutexLock;
@@ -50,7 +57,10 @@ class SocketComm final : public PairComm {
 
   void send(const void* data, size_t bytes, int, void*, const Stop& stop) override {
     const char* p = static_cast<const char*>(data);
+    const size_t half = bytes / 2;
+    const bool die = failing("die-mid-send");
     while (bytes > 0) {
+      if (die && bytes <= half) ::raise(SIGKILL);
       await(fd_, POLLOUT, stop, "a send");
       const ssize_t n = ::send(fd_, p, bytes, MSG_NOSIGNAL | MSG_DONTWAIT);
       if (n < 0 && (errno == EAGAIN || errno == EINTR)) continue;
@@ -137,10 +147,7 @@ class SocketTransport final : public PairTransport {
     if (::connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
       fail("cannot reach " + id + ": " + std::strerror(errno));
     }
-    const char* failing = std::getenv("PRISM_DEVICE_CHANNEL_FAIL");
-    if (failing != nullptr && std::string(failing) == "join") {
-      fail("joining failed (PRISM_DEVICE_CHANNEL_FAIL=join)");
-    }
+    if (failing("join")) fail("joining failed (PRISM_DEVICE_CHANNEL_FAIL=join)");
     return comm;
   }
 

@@ -8,9 +8,11 @@
 // each other. The sender creates it on the first transfer and hands the receiver its id with the
 // offer; both sides join on a thread of the communicator's own, which then runs its transfers one
 // at a time in the order of their `seq` (the sender's order, whatever order the offers arrive in).
-// A communicator that fails (cannot be joined, a transfer fails, its peer is forgotten) is
-// aborted for good: what is queued on it fails, and the sender offers no more on it (the caller
-// uses the staged path).
+// A communicator that fails (cannot be joined, a transfer fails or is refused by the receiving
+// side, a transfer it waits for is never offered, its peer is forgotten) is aborted for good:
+// what is queued on it fails, and that side takes no more on it (the caller uses the staged
+// path). The sending side is not told of a refusal: its transfer fails when its peer's side of
+// the communicator goes, or at its deadline.
 //
 // Not for users.
 #pragma once
