@@ -318,18 +318,27 @@ int main(int argc, char** argv) {
   // path's chunk is PRISM_STAGE_CHUNK_BYTES of every process (inherited by the nodes): default
   // 4 MiB (the device copies overlap the host copies), 0 for one whole copy each (run_all.sh
   // runs these rows both ways).
+  // With PRISM_DEVICE_CHANNEL=sockets (inherited by the nodes) the GPU-to-GPU row goes on a
+  // device channel: loopback TCP between the logical GPUs, standing in for NCCL (no download,
+  // no upload, no host tensor).
   const char* chunk_env = std::getenv("PRISM_STAGE_CHUNK_BYTES");
+  const char* channel_env = std::getenv("PRISM_DEVICE_CHANNEL");
   const bool whole = chunk_env != nullptr && std::string(chunk_env) == "0";
+  const bool channel = channel_env != nullptr && std::string(channel_env) == "sockets";
   const std::string staged = whole ? " (staged, whole)" : " (staged, 4 MiB chunks)";
   for (const bool to_gpu : {false, true}) {
     if (to_gpu && nodes < 2) break;
     bench::Row row =
-        bench::Row(to_gpu ? "64 MiB tensor, node GPU -> other node's GPU task" + staged
+        bench::Row(to_gpu ? "64 MiB tensor, node GPU -> other node's GPU task" +
+                                (channel ? std::string(" (device channel, loopback sockets)")
+                                         : staged)
                           : "get of a node's 64 MiB GPU tensor" + staged,
                    "GB/s")
             .goal(0.8)
-            .with_note(to_gpu ? "logical GPUs; download on the node, pulled node to node, "
-                                "upload as the host tensor is written"
+            .with_note(to_gpu ? channel ? "logical GPUs; offered node to node, sent GPU to GPU "
+                                          "over TCP as NCCL would send it"
+                                        : "logical GPUs; download on the node, pulled node to "
+                                          "node, upload as the host tensor is written"
                               : "logical GPUs; the download on the node, the pull, the tensor "
                                 "built here");
     if (!flags.wants(row.name)) continue;

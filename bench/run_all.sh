@@ -145,6 +145,8 @@ if [[ -x "$build/bench/cluster" ]]; then
   run cluster "${peers[@]}"
   # The staged tensor rows again with each device copy whole (not in chunks), for comparison.
   PRISM_STAGE_CHUNK_BYTES=0 run cluster_whole:cluster --filter="(staged" "${peers[@]}"
+  # And GPU to GPU on device channels (loopback sockets between logical GPUs, as NCCL would).
+  PRISM_DEVICE_CHANNEL=sockets run cluster_channel:cluster --filter="(device channel" "${peers[@]}"
   # The variants bench again, its two processors in two processes (the driver's CPU, a node's
   # GPU): the driver's planner places each call (~15 s).
   run variants_cluster:variants --cluster
