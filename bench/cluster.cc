@@ -19,6 +19,9 @@
 //     GPU task on the other node, in GB/s. Staged through host memory: the node keeps the
 //     tensor on its GPU and downloads it for each pull, in parts sent as they are written; the
 //     reader's upload follows the transfer. And a chain of 8 GPU tasks on one node (ms).
+//   - the tutorial's matmul tree as GPU tasks (examples/workloads/matmul_gpu.h, n = 1000 on
+//     logical GPUs: Eigen's products on the CPU) on the two nodes, beside the same tree in one
+//     process with one logical GPU, same run (s).
 // The peers of the latency and transfer rows are ucx_perftest's figures on the same machine,
 // transports (tcp on lo: what Prism's endpoints, connected by address with peer error handling,
 // get from UCX 1.13), error handling and wait mode (sleeping: Prism's progress thread sleeps in
@@ -39,6 +42,9 @@
 
 #include "bench_nodes.h"
 #include "bench_util.h"
+#ifdef PRISM_HAVE_EIGEN3
+#include "../examples/workloads/matmul_gpu.h"
+#endif
 
 namespace {
 
@@ -181,6 +187,17 @@ double gpu_chain_ms(uint64_t n, int links) {
 
 // GB/s of a GPU task on the second node reading an `n`-byte tensor made on the first node's GPU
 // (its pull from the first node, the upload, the task, the answer).
+#ifdef PRISM_HAVE_EIGEN3
+// Seconds for the tutorial's tree as GPU tasks (4 matrices made, 2 products, the sum, get).
+double matmul_tree_s(int n) {
+  const double t0 = bench::now_s();
+  const examples::matmul::Matrix z = examples::matmul_gpu::tree_gpu(n, /*seed=*/1);
+  const double s = bench::now_s() - t0;
+  if (z.rows() != n) std::fprintf(stderr, "cluster: wrong matmul tree result\n");
+  return s;
+}
+#endif
+
 double tensor_gpu_to_gpu_rate(uint64_t n) {
   auto ref = prism::task(make_tensor).num_gpus(1).resource("first", 0.0001).remote(
       static_cast<int64_t>(n / 4));
@@ -208,6 +225,18 @@ int main(int argc, char** argv) {
   prism::init({.num_cpus = 1});
   const bench::Stats embedded = bench::repeat(flags.runs, [&] { return async_tasks(tasks, false); });
   prism::shutdown();
+#ifdef PRISM_HAVE_EIGEN3
+  // The matmul tree in one process with one logical GPU (its GPU tasks hold the CPU each).
+  const int matmul_n = flags.quick ? 300 : 1000;
+  const std::string tree_name = "GPU matmul tree, n=" + std::to_string(matmul_n) +
+                                " (logical GPUs): 2 nodes";
+  bench::Stats tree_here;
+  if (flags.wants(tree_name)) {
+    prism::init({.num_cpus = 1, .num_gpus = 1});
+    tree_here = bench::repeat(flags.runs, [&] { return matmul_tree_s(matmul_n); });
+    prism::shutdown();
+  }
+#endif
 
   const std::string dir = "/tmp/prism-bench-cluster-" + std::to_string(getpid());
   setenv("PRISM_JOB_DIR", dir.c_str(), 1);
@@ -362,6 +391,20 @@ int main(int argc, char** argv) {
       report.add(std::move(row));
     }
   }
+
+#ifdef PRISM_HAVE_EIGEN3
+  if (nodes >= 2) {
+    bench::Row row = bench::Row(tree_name, "s")
+                         .with_note("matmul_gpu.h's tree: 4 matrices made, 2 products, the sum, "
+                                    "get; each node 1 CPU and 1 logical GPU");
+    if (flags.wants(row.name)) {
+      row.prism = bench::repeat(flags.runs, [&] { return matmul_tree_s(matmul_n); });
+      row.extras.emplace_back("one process, 1 CPU, 1 logical GPU, same run (s)",
+                              tree_here.median);
+      report.add(std::move(row));
+    }
+  }
+#endif
 
   prism::shutdown();  // the nodes exit
   bench::reap(children);
