@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
+#include <deque>
 #include <functional>
 #include <iterator>
 #include <map>
@@ -241,6 +242,7 @@ class Channels final : public prism::internal::DeviceChannels {
 
   void close() noexcept override {
     std::vector<std::unique_ptr<Channel>> all;
+    lander_.stop();  // (what it had queued is dropped: its landings' `done` say so)
     {
       MutexLock lock(mu_);
       closed_ = true;
@@ -391,6 +393,22 @@ class Channels final : public prism::internal::DeviceChannels {
     if (!why.empty()) done(nullptr, nullptr, why);
   }
 
+  std::unique_ptr<Landing> land(std::string_view head, uint64_t total, int device) override {
+    auto st = std::make_shared<LandingState>();
+    if (device < 0 || (backend_instance().kind() == Backend::kCuda &&
+                       device >= backend_instance().device_count())) {
+      return nullptr;
+    }
+    uint64_t elements = 0;
+    if (!read_wire_header(head, &st->dtype, &st->shape, &st->head, &elements) ||
+        st->head + elements != total) {
+      return nullptr;
+    }
+    st->device = device;
+    st->total = total;
+    return std::make_unique<LandingImpl>(lander_, std::move(st));
+  }
+
   void forget(uint64_t peer) noexcept override {
     std::vector<std::unique_ptr<Channel>> reaped;  // (joined after mu_)
     MutexLock lock(mu_);
@@ -419,6 +437,155 @@ class Channels final : public prism::internal::DeviceChannels {
   }
 
  private:
+  // The thread of the landings' uploads: jobs run in order; stop() joins it, and the jobs left
+  // are called with run == false (dropped). Invariants: jobs_ and stopped_ under mu_; no job is
+  // queued once stopped_ is set (post() drops it at once).
+  class Lander {
+   public:
+    using Job = std::function<void(bool run)>;
+    ~Lander() { stop(); }
+    void post(Job job) {
+      {
+        MutexLock lock(mu_);
+        if (!stopped_) {
+          jobs_.push_back(std::move(job));
+          if (!thread_.joinable()) thread_ = std::thread([this] { loop(); });
+          job = nullptr;
+        }
+      }
+      if (job) return job(false);
+      word_.fetch_add(1, std::memory_order_release);
+      prism::internal::futex_wake_all(&word_);
+    }
+    void stop() noexcept {
+      std::deque<Job> dropped;
+      {
+        MutexLock lock(mu_);
+        stopped_ = true;
+      }
+      word_.fetch_add(1, std::memory_order_release);
+      prism::internal::futex_wake_all(&word_);
+      if (thread_.joinable()) thread_.join();
+      {
+        MutexLock lock(mu_);
+        dropped.swap(jobs_);
+      }
+      for (Job& j : dropped) j(false);
+    }
+
+   private:
+    void loop() noexcept {
+      for (;;) {
+        const uint32_t seen = word_.load(std::memory_order_acquire);
+        Job job;
+        {
+          MutexLock lock(mu_);
+          if (stopped_) return;
+          if (!jobs_.empty()) {
+            job = std::move(jobs_.front());
+            jobs_.pop_front();
+          }
+        }
+        if (job) {
+          job(true);
+          continue;
+        }
+        prism::internal::futex_wait(&word_, seen, prism::internal::kNoDeadline);
+      }
+    }
+    Mutex mu_;
+    std::deque<Job> jobs_ PRISM_GUARDED_BY(mu_);
+    bool stopped_ PRISM_GUARDED_BY(mu_) = false;
+    std::atomic<uint32_t> word_{0};
+    std::thread thread_;
+  };
+
+  // A landing's tensor and how far it is. The lander's jobs touch tensor and error only; next is
+  // the writer's (one thread at a time: write() is called in order).
+  struct LandingState {
+    DType dtype = DType::kUInt8;
+    std::vector<int64_t> shape;
+    uint64_t head = 0;   // the header's bytes, before the elements
+    uint64_t total = 0;  // the serialized form's
+    int device = -1;
+    uint64_t next = 0;   // the offset of the next part
+    std::atomic<bool> cancelled{false};
+    Tensor tensor;       // made by the first upload
+    std::string error;   // the first failure
+  };
+
+  class LandingImpl final : public Landing {
+   public:
+    LandingImpl(Lander& lander, std::shared_ptr<LandingState> st)
+        : lander_(lander), st_(std::move(st)) {}
+    ~LandingImpl() override {
+      if (!finished_) st_->cancelled.store(true, std::memory_order_release);
+    }
+
+    void write(uint64_t offset, std::string_view data, std::shared_ptr<const void> keep) override {
+      LandingState& st = *st_;
+      if (finished_ || offset != st.next || data.size() > st.total - st.next) {
+        throw Error(ErrorCode::kInvalidArgument,
+                    "a part at " + std::to_string(offset) + " of " + std::to_string(data.size()) +
+                        " bytes, not the next of a value of " + std::to_string(st.total));
+      }
+      st.next += data.size();
+      lander_.post([st = st_, offset, data, keep = std::move(keep)](bool run) {
+        if (!run || st->cancelled.load(std::memory_order_acquire) || !st->error.empty()) return;
+        try {
+          const Device gpu = Device::gpu(st->device);
+          if (!st->tensor.defined()) st->tensor = Tensor::empty(st->dtype, st->shape, gpu);
+          // The elements in this part: [from, to) of the form, at from - head in the tensor.
+          const uint64_t from = std::max<uint64_t>(offset, st->head);
+          const uint64_t to = offset + data.size();
+          if (to <= from) return;
+          const Stream s = task_stream(gpu);
+          DeviceGuard on(gpu);
+          DeviceBackend& b = backend_instance();
+          b.copy(static_cast<char*>(st->tensor.raw_data()) + (from - st->head), gpu,
+                 data.data() + (from - offset), Device::host(), to - from, s.handle());
+          b.stream_synchronize(s.handle());  // (the part's buffer goes with `keep`)
+        } catch (const std::exception& e) {
+          st->error = e.what();
+        }
+      });
+    }
+
+    void finish(ReceiveDone done) override {
+      if (finished_) throw Error(ErrorCode::kInvalidArgument, "a landing finished twice");
+      finished_ = true;
+      if (st_->next != st_->total) {
+        return done(nullptr, nullptr,
+                    "its parts ended after " + std::to_string(st_->next) + " of " +
+                        std::to_string(st_->total) + " bytes");
+      }
+      lander_.post([st = st_, done = std::move(done)](bool run) {
+        if (!run) return done(nullptr, nullptr, "the cluster link closed");
+        if (!st->error.empty()) return done(nullptr, nullptr, "its upload failed: " + st->error);
+        try {
+          const Device gpu = Device::gpu(st->device);
+          if (!st->tensor.defined()) st->tensor = Tensor::empty(st->dtype, st->shape, gpu);
+          st->tensor.record(task_stream(gpu));  // (its uploads, complete already)
+          count_copy(Device::host(), gpu, st->tensor.nbytes());
+          count_network(/*sent=*/false, st->tensor.nbytes());
+          LiveResult live;
+          live.min_bytes = 0;
+          std::string stub;
+          prism::internal::encode_result(st->tensor, &stub, nullptr, &live);
+          if (live.value == nullptr) return done(nullptr, nullptr, "it could not be kept");
+          done(&live, &stub, {});
+        } catch (const std::exception& e) {
+          done(nullptr, nullptr, std::string("it could not be kept: ") + e.what());
+        }
+      });
+    }
+
+   private:
+    Lander& lander_;
+    std::shared_ptr<LandingState> st_;
+    bool finished_ = false;
+  };
+
   // Moves the forgotten channels whose threads have ended to `out` (joined, at once, when the
   // caller lets go of them after mu_).
   void reap_locked(std::vector<std::unique_ptr<Channel>>* out) PRISM_REQUIRES(mu_) {
@@ -446,6 +613,7 @@ class Channels final : public prism::internal::DeviceChannels {
   };
 
   PairTransport& transport_;
+  Lander lander_;
   Mutex mu_;
   std::map<SendKey, SendSide> sending_ PRISM_GUARDED_BY(mu_);
   std::map<std::pair<uint64_t, uint64_t>, std::unique_ptr<Channel>> receiving_
@@ -456,10 +624,22 @@ class Channels final : public prism::internal::DeviceChannels {
   bool closed_ PRISM_GUARDED_BY(mu_) = false;
 };
 
+// No transport between GPUs: channels that only land values (kind 0, nothing usable).
+class NoTransport final : public PairTransport {
+ public:
+  uint8_t kind() const noexcept override { return 0; }
+  bool usable(int) const noexcept override { return false; }
+  std::string new_id() override {
+    throw Error(ErrorCode::kUnavailable, "no transport between GPUs");
+  }
+  std::unique_ptr<PairComm> join(const std::string&, int, int, const Stop&) override {
+    throw Error(ErrorCode::kUnavailable, "no transport between GPUs");
+  }
+};
+
 std::unique_ptr<prism::internal::DeviceChannels> make_process_channels() {
   PairTransport* transport = pair_transport();
-  if (transport == nullptr) return nullptr;
-  return make_channels(*transport);
+  return make_channels(transport != nullptr ? *transport : no_transport());
 }
 
 }  // namespace
@@ -500,6 +680,11 @@ PairTransport* pair_transport() {
     return nullptr;
   }();
   return transport;
+}
+
+PairTransport& no_transport() {
+  static NoTransport none;
+  return none;
 }
 
 std::unique_ptr<prism::internal::DeviceChannels> make_channels(PairTransport& transport) {

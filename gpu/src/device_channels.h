@@ -74,10 +74,16 @@ std::unique_ptr<PairTransport> make_nccl_transport(std::string* why);
 // The dtype and shape that `stub` (a kept tensor's stub, Placement<Tensor>::write_stub) names;
 // anything else is refused as a malformed value.
 void read_stub(std::string_view stub, DType* dtype, std::vector<int64_t>* shape);
+// The header of a tensor's serialized form (write_tensor) at the start of `head`: its dtype,
+// shape, the header's size and the elements' byte count. False when `head` does not start with
+// a whole header of a defined tensor.
+bool read_wire_header(std::string_view head, DType* dtype, std::vector<int64_t>* shape,
+                      uint64_t* header_bytes, uint64_t* element_bytes);
 
 // DeviceChannels over `transport` (which must outlive them), for tests; make_device_channels()
-// uses pair_transport().
+// uses pair_transport(), or no_transport() (kind 0: only landings) when there is none.
 std::unique_ptr<prism::internal::DeviceChannels> make_channels(PairTransport& transport);
+PairTransport& no_transport();
 
 // Registers the factory (gpu_support.cc, when the module is linked).
 void register_device_channels() noexcept;

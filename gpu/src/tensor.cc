@@ -309,6 +309,24 @@ Header read_header(Reader& r) {
 }
 }  // namespace
 
+bool read_wire_header(std::string_view head, DType* dtype, std::vector<int64_t>* shape,
+                      uint64_t* header_bytes, uint64_t* element_bytes) {
+  try {
+    Reader r(head);
+    uint8_t flag = 0;
+    r.get(&flag);
+    if (flag != 1) return false;
+    Header h = read_header(r);
+    *dtype = h.dtype;
+    *shape = std::move(h.shape);
+    *header_bytes = head.size() - r.remaining();
+    *element_bytes = h.bytes;
+    return true;
+  } catch (const Error&) {  // (malformed, or not all in `head`)
+    return false;
+  }
+}
+
 void read_stub(std::string_view stub, DType* dtype, std::vector<int64_t>* shape) {
   Reader r(stub);
   uint8_t flag = 0;

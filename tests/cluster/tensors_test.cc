@@ -128,7 +128,7 @@ uint64_t live_released() { return prism::cluster::object_stats().released_live; 
 // the driver.
 std::vector<uint64_t> channel_counts() {
   const prism::cluster::LinkCounters c = prism::cluster::link_counters();
-  return {c.device_sends, c.device_receives, c.direct_fallbacks};
+  return {c.device_sends, c.device_receives, c.direct_fallbacks, c.device_landings};
 }
 PRISM_REMOTE(tensor_arrived, node_name, same_here, counted_on_gpu, doubled_here, summed_here, copies_here, bytes_after,
              hashes_of, live_released, counted_on, devices_of, channel_counts);
@@ -322,9 +322,9 @@ TEST_F(ClusterTest, AGpuChainAcrossNodesGoesGpuToGpuOnADeviceChannel) {
   EXPECT_EQ(minus(on_b(), b0), (std::vector<uint64_t>{0, 1, 0, 1, 1, 1}))
       << "node2: received on its GPU, its result downloaded once to be sent";
   EXPECT_EQ(minus(driver_copies(), d0)[4], 1u);
-  EXPECT_EQ(channels_b(), (std::vector<uint64_t>{0, 1, 0}));
+  EXPECT_EQ(channels_b(), (std::vector<uint64_t>{0, 1, 0, 0}));
   EXPECT_EQ(prism::get(prism::task(channel_counts).resource("a", 1).remote(), 60s),
-            (std::vector<uint64_t>{1, 0, 0}));
+            (std::vector<uint64_t>{1, 0, 0, 0}));
 
   // Two GPU readers on node2 share one transfer; the GPU it landed on runs both.
   auto again = prism::task(counted_on_gpu).num_gpus(1).resource("a", 1).remote(n);
@@ -333,7 +333,7 @@ TEST_F(ClusterTest, AGpuChainAcrossNodesGoesGpuToGpuOnADeviceChannel) {
   const double expected = static_cast<double>(n) * static_cast<double>(n) / 2;
   EXPECT_EQ(prism::get(s1, 60s), expected);
   EXPECT_EQ(prism::get(s2, 60s), expected);
-  EXPECT_EQ(channels_b(), (std::vector<uint64_t>{0, 2, 0}));
+  EXPECT_EQ(channels_b(), (std::vector<uint64_t>{0, 2, 0, 0}));
 
   // Tensors of every dtype and awkward sizes, byte for byte, on one communicator in order (and
   // a CPU reader on node2 still gets host bytes: no channel).
@@ -447,6 +447,43 @@ TEST_F(ClusterTest, TwoPullsOfAKeptGpuResultEachGetTheWholeValue) {
   }
 }
 
+// Without a device channel, a GPU task on another node reads a kept GPU result as bytes, in the
+// stager's parts; each part is uploaded to the GPU it lands on as it arrives (the upload of one
+// overlaps the transfer of the next), and the node keeps the tensor there: its next GPU readers
+// use it in place, its CPU readers get a host copy.
+TEST_F(ClusterTest, AKeptGpuResultPulledAsBytesLandsOnTheReadersGpuPartByPart) {
+  start(1, {{{"PRISM_NUM_GPUS", "1"}, {"PRISM_RESOURCES", "a:100"}},
+            {{"PRISM_NUM_GPUS", "2"}, {"PRISM_RESOURCES", "b:100"}}});
+  auto on_b = [] { return prism::get(prism::task(copies_here).resource("b", 1).remote(), 60s); };
+  const int64_t n = (int64_t{5} << 20) + 3;  // 40 MiB + 24 bytes of float64: three parts
+  std::vector<double> v(static_cast<size_t>(n));
+  for (size_t i = 0; i < v.size(); ++i) v[i] = static_cast<double>(i) + 0.5;
+  const std::string expected = contents(Tensor::from_vector(v, {n}, Device::host()));
+  const double sum = static_cast<double>(n) * static_cast<double>(n) / 2;
+  const std::string node2 = prism::get(prism::task(node_name).resource("b", 1).remote(), 60s);
+  for (int round = 0; round < 2; ++round) {
+    SCOPED_TRACE(round);
+    const auto b0 = on_b();
+    const auto c0 = prism::get(prism::task(channel_counts).resource("b", 1).remote(), 60s);
+    auto made = prism::task(counted_on_gpu).num_gpus(1).resource("a", 1).remote(n);
+    EXPECT_EQ(prism::get(prism::task(summed_here).num_gpus(1).resource("b", 1).remote(made), 60s),
+              sum);
+    const auto c1 = prism::get(prism::task(channel_counts).resource("b", 1).remote(), 60s);
+    EXPECT_EQ(c1[3] - c0[3], 1u) << "node2 did not land the tensor on its GPU";
+    EXPECT_EQ(c1[1], c0[1]) << "no device channel here";
+    // (uploads, downloads, peer copies, tensors sent, tensors received, pulls)
+    EXPECT_EQ(minus(on_b(), b0), (std::vector<uint64_t>{1, 0, 0, 0, 1, 1}));
+    // A second GPU reader uses it where it landed; a CPU reader gets a host copy of it.
+    const std::string arrived =
+        prism::get(prism::task(tensor_arrived).num_gpus(1).resource("b", 1).remote(made), 60s);
+    EXPECT_EQ(arrived.substr(arrived.find(' ', node2.size() + 1) + 1), expected);
+    EXPECT_EQ(minus(on_b(), b0), (std::vector<uint64_t>{1, 1, 0, 0, 1, 1}))
+        << "(the one download: tensor_arrived's host copy for its contents)";
+    EXPECT_EQ(prism::get(prism::task(tensor_arrived).resource("b", 1).remote(made), 60s),
+              node2 + " host " + expected);
+  }
+}
+
 // A GPU task reading a result its node keeps on one of its GPUs runs on that GPU: no peer copy.
 TEST_F(ClusterTest, AGpuTaskRunsOnTheGpuItsNodeKeepsItsArgumentOn) {
   start(1, {{{"PRISM_NUM_GPUS", "2"}, {"PRISM_RESOURCES", "a:100"}}});
@@ -548,7 +585,9 @@ class DyingHolderTest : public ClusterTest {
     ASSERT_EQ(prism::wait(std::vector{made}, 1, 120s).first.size(), 1u);
     auto sum = prism::task(summed_here).num_gpus(1).resource("b", 1).remote(made);
     // node1, the holder (on a channel it kills itself as it sends)
-    if (!channels) ASSERT_EQ(kill(children_.front().pid(), SIGKILL), 0);
+    if (!channels) {
+      ASSERT_EQ(kill(children_.front().pid(), SIGKILL), 0);
+    }
     const double expected = static_cast<double>(n) * static_cast<double>(n) / 2;
     try {
       const double got = prism::get(sum, 60s);

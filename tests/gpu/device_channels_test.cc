@@ -251,6 +251,63 @@ TEST_F(DeviceChannelsTest, ForgettingAPeerOrClosingEndsEveryTransferWaitingOnIt)
   EXPECT_NE(after.get().error, "");
 }
 
+// The staged path's receiving end: a tensor's serialized form, in parts, lands on a GPU as the
+// parts are written; it is kept as a received one is (same stub, a live value on that GPU).
+TEST_F(DeviceChannelsTest, ATensorsFormInPartsLandsOnAGpuPartByPart) {
+  const Kept k = kept_on(0, 300001, 3.0f);
+  std::string form;
+  prism::internal::encode_value(*k.tensor, &form);
+  ASSERT_EQ(form.size(), prism::internal::Placement<Tensor>::wire_bytes(*k.tensor));
+  auto landing = receiver_->land(std::string_view(form).substr(0, 1000), form.size(), 2);
+  ASSERT_NE(landing, nullptr);
+  // Parts of odd sizes, the first one header and a few elements; each kept by its own owner.
+  for (const auto& [from, to] : {std::pair<size_t, size_t>{0, 1000}, {1000, 500003},
+                                 {500003, form.size()}}) {
+    auto part = std::make_shared<std::string>(form.substr(from, to - from));
+    landing->write(from, *part, part);
+  }
+  EXPECT_THROW(landing->write(0, "x", nullptr), prism::Error) << "a part after the last";
+  ReceiveWaiter landed;
+  landing->finish(landed.callback());
+  const Received r = landed.get();
+  ASSERT_EQ(r.error, "");
+  EXPECT_EQ(r.tensor.device(), Device::gpu(2));
+  EXPECT_EQ(host_values(r.tensor), host_values(*k.tensor));
+  EXPECT_EQ(r.stub, k.stub);
+  EXPECT_EQ(r.wire_bytes, form.size());
+
+  // Not a tensor's form, a header cut short, a size that does not add up: not landed.
+  EXPECT_EQ(receiver_->land(std::string("\x00", 1), 1, 0), nullptr);
+  EXPECT_EQ(receiver_->land("hello, world", 100, 0), nullptr);
+  EXPECT_EQ(receiver_->land(std::string_view(form).substr(0, 5), form.size(), 0), nullptr);
+  EXPECT_EQ(receiver_->land(std::string_view(form).substr(0, 1000), form.size() + 1, 0), nullptr);
+  EXPECT_EQ(receiver_->land(std::string_view(form).substr(0, 1000), form.size(), -1), nullptr);
+
+  // Parts out of order are refused; a landing finished short of its size fails; one dropped
+  // half-way calls nothing.
+  auto out_of_order = receiver_->land(std::string_view(form).substr(0, 1000), form.size(), 0);
+  ASSERT_NE(out_of_order, nullptr);
+  EXPECT_THROW(out_of_order->write(1000, std::string_view(form).substr(1000, 10), nullptr),
+               prism::Error);
+  auto part = std::make_shared<std::string>(form.substr(0, 1000));
+  out_of_order->write(0, *part, part);
+  ReceiveWaiter short_one;
+  out_of_order->finish(short_one.callback());
+  EXPECT_NE(short_one.get().error.find("ended after 1000"), std::string::npos);
+  auto dropped = receiver_->land(std::string_view(form).substr(0, 1000), form.size(), 0);
+  dropped->write(0, *part, part);
+  dropped.reset();
+  // Closing drops what the landing thread had not run: a landing finished then hears of it.
+  auto closing = receiver_->land(std::string_view(form).substr(0, 1000), form.size(), 1);
+  auto whole = std::make_shared<std::string>(form);
+  closing->write(0, *whole, whole);
+  ReceiveWaiter at_close;
+  closing->finish(at_close.callback());
+  receiver_->close();
+  const Received c = at_close.get();
+  EXPECT_TRUE(c.error.empty() || c.error.find("closed") != std::string::npos) << c.error;
+}
+
 // A transport whose joins fail (NCCL failing to initialise): the transfer fails, the pair's
 // channel is broken for good, and later values for that pair are not offered (staged instead).
 class FailingJoins final : public PairTransport {

@@ -1370,6 +1370,7 @@ class Link final : public internal::ClusterLink {
     c.direct_closed_idle = direct_closed_idle_.load(std::memory_order_relaxed);
     c.device_sends = device_sends_.load(std::memory_order_relaxed);
     c.device_receives = device_receives_.load(std::memory_order_relaxed);
+    c.device_landings = device_landings_.load(std::memory_order_relaxed);
     {
       MutexLock lock(mu_);
       c.epoch = epoch_;
@@ -2835,8 +2836,9 @@ class Link final : public internal::ClusterLink {
   }
 
   // The GPU of this node on which a GPU call's pulled arguments should land (-1: the host, for
-  // a CPU call or without device channels): the one already keeping most of its other arguments,
-  // else the next in turn. The scheduler then prefers that GPU for the call (live_device).
+  // a CPU call or without the GPU module): the one already keeping most of its other arguments,
+  // else the next in turn. They come there on a device channel, or as bytes in parts uploaded as
+  // they arrive (land_part); the scheduler then prefers that GPU for the call (live_device).
   int pulls_land_on(const CallMsg& call) {
     if (!channels_ || call.request.gpu <= 0 || call.objects.empty()) return -1;
     std::vector<Blob> held;
@@ -2850,7 +2852,7 @@ class Link final : public internal::ClusterLink {
       device = static_cast<int>(next_reader_gpu_.fetch_add(1, std::memory_order_relaxed) %
                                 static_cast<uint64_t>(gpus));
     }
-    return channels_->usable(device) ? device : -1;
+    return device;
   }
 
   // The GPU of this node on which the results kept live among `blobs` have the most bytes (-1:
@@ -5105,7 +5107,9 @@ class Link final : public internal::ClusterLink {
   ObjectPullMsg direct_pull(uint64_t id) {
     ObjectPullMsg pull{id};
     MutexLock lock(mu_);
-    if (auto it = gpu_pulls_.find(id); it != gpu_pulls_.end() && channels_) {
+    if (auto it = gpu_pulls_.find(id);
+        it != gpu_pulls_.end() && channels_ && channels_->kind() != 0 &&
+        channels_->usable(it->second)) {
       pull.reader_gpu = it->second;
       pull.channel = channels_->kind();
     }
@@ -5363,7 +5367,10 @@ class Link final : public internal::ClusterLink {
   void on_object_data(PeerId peer, const ObjectDataView& data) {
     Blob blob;
     std::string part_error;
-    if (data.ok && !data.whole()) {  // a part of a value larger than one message
+    if (data.ok && !data.whole() && land_part(peer, data, &part_error)) return;
+    if (!part_error.empty()) {
+      // (a landing refused the part: the pull fails below)
+    } else if (data.ok && !data.whole()) {  // a part of a value larger than one message
       blob = objects_.add_part(data.object, peer, data.offset, data.total, data.bytes, &part_error);
       if (!blob && part_error.empty()) return;  // more parts to come
     } else if (data.ok) {
@@ -5379,6 +5386,68 @@ class Link final : public internal::ClusterLink {
     finish_pull(peer, data.object, blob, why, blob ? blob->size() : 0);
   }
 
+  // Node: a part of a value a GPU call here waits for (gpu_pulls_), as it arrives: a whole
+  // tensor's form lands on that GPU part by part (DeviceChannels::land: each part's upload runs
+  // on the channels' thread while the next part arrives), and is kept there as a live value, as
+  // one received on a device channel is. True if a landing took the part (the pull ends when the
+  // last part's upload has); false: the part is gathered as any (`*error` set: refused).
+  // Invariants: landings_ under mu_, written by the network thread (the parts' thread); a
+  // landing's parts are written outside mu_, in order, by that thread; a landing dropped from
+  // the map (its pull failed or moved, the link stops) is cancelled when its last handle goes.
+  bool land_part(PeerId peer, const ObjectDataView& data, std::string* error) {
+    if (config_.role != ClusterRole::kNode || !channels_) return false;
+    std::shared_ptr<internal::DeviceChannels::Landing> landing;
+    int device = -1;
+    {
+      MutexLock lock(mu_);
+      auto it = landings_.find(data.object);
+      if (data.offset == 0) {
+        if (it != landings_.end()) landings_.erase(it);  // (its pull was asked again)
+        if (auto g = gpu_pulls_.find(data.object); g != gpu_pulls_.end()) device = g->second;
+      } else if (it != landings_.end() && it->second.from == peer) {
+        landing = it->second.landing;
+        if (data.offset + data.bytes.size() >= data.total) landings_.erase(it);  // (the last)
+      }
+    }
+    if (data.offset == 0) {
+      if (device < 0 || !objects_.awaits(data.object, peer)) return false;
+      landing = channels_->land(data.bytes, data.total, device);
+      if (!landing) return false;
+      MutexLock lock(mu_);
+      landings_[data.object] = Landing{peer, landing};
+    }
+    if (!landing) return false;
+    std::shared_ptr<const void> owner = UcxComm::message_owner();
+    std::string_view bytes = data.bytes;
+    if (!owner) {  // (the part's bytes are copied: the upload runs after this returns)
+      auto copy = std::make_shared<std::string>(data.bytes);
+      bytes = *copy;
+      owner = std::move(copy);
+    }
+    try {
+      landing->write(data.offset, bytes, std::move(owner));
+    } catch (const std::exception& e) {
+      MutexLock lock(mu_);
+      landings_.erase(data.object);
+      *error = e.what();
+      return false;
+    }
+    if (data.offset + data.bytes.size() < data.total) return true;  // more parts to come
+    const uint64_t id = data.object;
+    const uint64_t total = data.total;
+    landing->finish([this, peer, id, total](internal::LiveResult* live, std::string* stub,
+                                            const std::string& why) {
+      if (live != nullptr) {
+        device_landings_.fetch_add(1, std::memory_order_relaxed);
+        return finish_pull(peer, id, make_live_blob(std::move(*stub), std::move(*live)), {},
+                           total);
+      }
+      if (peer != driver_id()) return refetch_through_driver(id, peer, why);
+      finish_pull(peer, id, nullptr, "it could not be placed on its GPU: " + why, 0);
+    });
+    return true;
+  }
+
   // The pull of `id` from `peer` ended: with `blob` (`bytes` long serialized; a node keeps it),
   // or why not.
   void finish_pull(PeerId peer, uint64_t id, const Blob& blob, const std::string& why,
@@ -5387,6 +5456,7 @@ class Link final : public internal::ClusterLink {
     if (keep) {
       MutexLock lock(mu_);
       gpu_pulls_.erase(id);
+      landings_.erase(id);  // (one from where the pull was sent first, if it moved)
     }
     auto waiters = objects_.finish(id, peer, blob, keep);
     if (waiters.empty()) unknown_results_.fetch_add(1, std::memory_order_relaxed);
@@ -5400,6 +5470,7 @@ class Link final : public internal::ClusterLink {
       {
         MutexLock lock(mu_);
         gpu_pulls_.erase(id);
+        landings_.erase(id);
       }
       for (auto& w : waiters) w(nullptr, why);
     }
@@ -5447,6 +5518,12 @@ class Link final : public internal::ClusterLink {
   std::unordered_map<uint64_t, DirectPull> direct_pulls_ PRISM_GUARDED_BY(mu_);
   // Node: the pulls a GPU call waits for, and the GPU each should land on (pulls_land_on).
   std::unordered_map<uint64_t, int> gpu_pulls_ PRISM_GUARDED_BY(mu_);
+  // Node: the values landing on a GPU part by part (land_part), and where their parts come from.
+  struct Landing {
+    PeerId from = 0;
+    std::shared_ptr<internal::DeviceChannels::Landing> landing;
+  };
+  std::unordered_map<uint64_t, Landing> landings_ PRISM_GUARDED_BY(mu_);
   uint32_t self_index_ PRISM_GUARDED_BY(mu_) = 0;                // node: its index (welcome)
   // Driver: the actors nodes had created, by (node, the node's number): the driver's number.
   std::map<std::pair<PeerId, uint64_t>, uint64_t> node_actors_ PRISM_GUARDED_BY(mu_);
@@ -5495,6 +5572,7 @@ class Link final : public internal::ClusterLink {
   std::atomic<uint64_t> direct_fallbacks_{0};
   std::atomic<uint64_t> device_sends_{0};     // node: values sent on a device channel
   std::atomic<uint64_t> device_receives_{0};  // node: values received on one
+  std::atomic<uint64_t> device_landings_{0};  // node: values landed part by part (land_part)
   std::atomic<uint64_t> next_reader_gpu_{0};  // node: pulls_land_on's turn
   std::atomic<uint64_t> direct_closed_idle_{0};  // node: direct connections closed when idle  // node: direct pulls asked of the driver after all
   // Objects that stay where they were produced (object_table.h), and what entries reach the

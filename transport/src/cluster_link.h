@@ -82,6 +82,9 @@ struct LinkCounters {
   // direct fallback).
   uint64_t device_sends = 0;
   uint64_t device_receives = 0;
+  // Node: GPU values pulled as bytes in parts for a GPU call, uploaded to its GPU part by part
+  // as they arrived (the staged path's receiving end, pipelined).
+  uint64_t device_landings = 0;
 };
 // The counters of the global runtime's link; zeros in embedded mode.
 LinkCounters link_counters();

@@ -613,6 +613,12 @@ size_t ObjectTable::pulls_from(PeerId from) const {
   return n;
 }
 
+bool ObjectTable::awaits(uint64_t id, PeerId from) const {
+  MutexLock lock(mu_);
+  auto it = pulls_.find(id);
+  return it != pulls_.end() && it->second.from == from;
+}
+
 uint64_t ObjectTable::new_id() {
   MutexLock lock(mu_);
   return next_id_++;

@@ -168,6 +168,8 @@ class ObjectTable {
   // How many pulls in flight were sent to `from` (those freed on their way included: their
   // answer is still to come).
   size_t pulls_from(PeerId from) const;
+  // Whether a pull of `id` waits for its answer from `from`.
+  bool awaits(uint64_t id, PeerId from) const;
 
   // --- the driver's directory ---
   uint64_t new_id();

@@ -65,13 +65,31 @@ class DeviceChannels {
 
   // `peer` is gone: its communicators are aborted and what is queued on them fails.
   virtual void forget(uint64_t peer) noexcept = 0;
+
+  // The staged path's receiving end, pipelined: a value kept on another node's GPU, pulled as
+  // bytes in parts for a GPU call here (no channel between the two), lands on GPU `device` part
+  // by part, each part's upload running on a thread of the channels' own while the next part
+  // arrives, and is kept there as a received value is.
+  class Landing {
+   public:
+    virtual ~Landing() = default;  // (unfinished: its uploads queued are dropped)
+    // The part at `offset` of the value's serialized form (parts come in order, each written
+    // once); `data` stays valid while `keep` lives. Throws prism::Error if it is not the next.
+    virtual void write(uint64_t offset, std::string_view data, std::shared_ptr<const void> keep) = 0;
+    // After the last part: `done` as for receive(), on the landing thread.
+    virtual void finish(ReceiveDone done) = 0;
+  };
+  // A landing for a value of `total` bytes whose first part is `head`; null when it is not one
+  // this lands (a value that is not a whole tensor, or no such GPU).
+  virtual std::unique_ptr<Landing> land(std::string_view head, uint64_t total, int device) = 0;
   // Every communicator is aborted and its thread joined (what was queued fails); from then on
   // send() offers nothing and receive() refuses. The destructor does it too.
   virtual void close() noexcept = 0;
 };
 
-// New channels for one cluster link (null: this process has none, and values kept on a GPU
-// travel staged through host memory). Set by the GPU module when it is linked.
+// New channels for one cluster link (null: the GPU module is not linked). kind() is 0 when this
+// process has no transport between GPUs (values kept on a GPU then travel staged through host
+// memory, landing on GPUs with land()). Set by the GPU module when it is linked.
 using DeviceChannelsFactory = std::unique_ptr<DeviceChannels> (*)();
 void set_device_channels_factory(DeviceChannelsFactory factory) noexcept;
 std::unique_ptr<DeviceChannels> make_device_channels();
