@@ -294,8 +294,11 @@ class Channels final : public prism::internal::DeviceChannels {
           // After its contents are complete (the producer's ready event), on this thread's own
           // stream: the producer's stream is not waited for on the host. The memory is marked
           // used by the stream whether the send completes or not (a failed one may still run).
+          // (Counted before it goes, as the staged path counts: a reader that has it finds it
+          // counted here.)
           const Stream s = task_stream(tensor->device());
           tensor->wait_on(s);
+          count_network(/*sent=*/true, tensor->nbytes());
           try {
             comm.send(tensor->raw_data(), tensor->nbytes(), tensor->device().index, s.handle(),
                       stop);
@@ -304,7 +307,6 @@ class Channels final : public prism::internal::DeviceChannels {
             throw;
           }
           tensor->record_use(s);
-          count_network(/*sent=*/true, tensor->nbytes());
         },
         std::move(done));
     if (offer.seq == 0) return {};  // (broken: staged)
@@ -394,6 +396,10 @@ class Channels final : public prism::internal::DeviceChannels {
   }
 
   std::unique_ptr<Landing> land(std::string_view head, uint64_t total, int device) override {
+    {
+      MutexLock lock(mu_);
+      if (closed_) return nullptr;
+    }
     auto st = std::make_shared<LandingState>();
     if (device < 0 || (backend_instance().kind() == Backend::kCuda &&
                        device >= backend_instance().device_count())) {

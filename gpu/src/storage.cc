@@ -371,13 +371,15 @@ void Storage::read_chunks(const std::function<void(const char*, size_t)>& sink) 
   };
   // Invariant: when chunk i is handed to the sink, the download of chunk i+1 is queued into the
   // other buffer, whose previous chunk (i-1) the sink has already consumed.
+  // (Counted before the last chunk reaches the sink, which may send it: a reader elsewhere that
+  // has every byte finds the download counted.)
   queue(0);
   for (size_t i = 0; i < chunks; ++i) {
     if (i + 1 < chunks) queue(i + 1);
     staging.wait(i % 2);
+    if (i + 1 == chunks) count_copy(device_, Device::host(), bytes_);
     sink(staging.buffer[i % 2], length(i));
   }
-  count_copy(device_, Device::host(), bytes_);
 }
 
 void Storage::fill_and_copy_to(const void* src, Device to) {

@@ -473,6 +473,32 @@ TEST(ObjectTableTest, ARedirectedPullHearsOnlyItsNewHolder) {
   EXPECT_EQ(t.fail_from(21).size(), 1u);
 }
 
+// A pull whose every byte has come (a GPU value landing on its GPU) stays with its sender when
+// that sender goes away: only its finish() answers it, or a redirect that asks anew.
+TEST(ObjectTableTest, APullWhoseBytesHaveAllComeStaysWhenItsSenderGoes) {
+  ObjectTable t;
+  int answered = 0;
+  ASSERT_TRUE(t.await(3, 30, [&](const Blob& b, const std::string&) { answered += b ? 1 : 0; }));
+  ASSERT_TRUE(t.await(4, 30, [](const Blob&, const std::string&) {}));
+  EXPECT_FALSE(t.arrived(3, 31)) << "not sent to 31";
+  EXPECT_FALSE(t.arrived(9, 30)) << "no pull of 9";
+  ASSERT_TRUE(t.arrived(3, 30));
+  EXPECT_TRUE(t.awaits(3, 30));
+  EXPECT_EQ(t.redirect_all(30, 1), (std::vector<uint64_t>{4}));  // (4 had not arrived)
+  EXPECT_TRUE(t.fail_from(30).empty());
+  EXPECT_TRUE(t.awaits(3, 30));
+  for (auto& w : t.finish(3, 30, make_blob(std::string("value")), /*keep=*/true)) {
+    w(make_blob(std::string("value")), {});
+  }
+  EXPECT_EQ(answered, 1);
+  // A redirect asks anew: the pull can move and fail again.
+  ASSERT_TRUE(t.await(5, 30, [](const Blob&, const std::string&) {}));
+  ASSERT_TRUE(t.arrived(5, 30));
+  ASSERT_TRUE(t.redirect(5, 30, 30));
+  EXPECT_EQ(t.fail_from(30).size(), 1u);
+  EXPECT_EQ(t.fail_from(kHere).size(), 1u) << "(4, at 1)";
+}
+
 // A copy freed while its pull was on its way (the owner's free came by another connection
 // than the bytes) is not kept when the bytes arrive; its readers still get them.
 TEST(ObjectTableTest, AValueFreedWhileOnItsWayIsNotKept) {

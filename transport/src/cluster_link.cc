@@ -4870,6 +4870,9 @@ class Link final : public internal::ClusterLink {
       MutexLock lock(mu_);
       driver = driver_;
       direct_pulls_.erase(id);
+      if (auto l = landings_.find(id); l != landings_.end() && l->second.from == holder) {
+        landings_.erase(l);  // (its device memory goes now)
+      }
     }
     if (!objects_.redirect(id, holder, driver)) return;  // (moved already, or not waited for)
     direct_fallbacks_.fetch_add(1, std::memory_order_relaxed);
@@ -5391,6 +5394,10 @@ class Link final : public internal::ClusterLink {
   // on the channels' thread while the next part arrives), and is kept there as a live value, as
   // one received on a device channel is. True if a landing took the part (the pull ends when the
   // last part's upload has); false: the part is gathered as any (`*error` set: refused).
+  // Whether the value is a whole tensor is read from its first part (a tensor's header, and a
+  // size that adds up): a value whose form is exactly a tensor's, such as a struct holding only
+  // a tensor, lands as that tensor, which its reader finds at the value's start as it finds a
+  // kept one.
   // Invariants: landings_ under mu_, written by the network thread (the parts' thread); a
   // landing's parts are written outside mu_, in order, by that thread; a landing dropped from
   // the map (its pull failed or moved, the link stops) is cancelled when its last handle goes.
@@ -5402,7 +5409,6 @@ class Link final : public internal::ClusterLink {
       MutexLock lock(mu_);
       auto it = landings_.find(data.object);
       if (data.offset == 0) {
-        if (it != landings_.end()) landings_.erase(it);  // (its pull was asked again)
         if (auto g = gpu_pulls_.find(data.object); g != gpu_pulls_.end()) device = g->second;
       } else if (it != landings_.end() && it->second.from == peer) {
         landing = it->second.landing;
@@ -5410,7 +5416,12 @@ class Link final : public internal::ClusterLink {
       }
     }
     if (data.offset == 0) {
-      if (device < 0 || !objects_.awaits(data.object, peer)) return false;
+      if (!objects_.awaits(data.object, peer)) return false;  // (add_part refuses it)
+      {
+        MutexLock lock(mu_);
+        landings_.erase(data.object);  // (a landing from where the pull was sent first)
+      }
+      if (device < 0) return false;
       landing = channels_->land(data.bytes, data.total, device);
       if (!landing) return false;
       MutexLock lock(mu_);
@@ -5435,6 +5446,9 @@ class Link final : public internal::ClusterLink {
     if (data.offset + data.bytes.size() < data.total) return true;  // more parts to come
     const uint64_t id = data.object;
     const uint64_t total = data.total;
+    // (Every byte is here: the sender going away now does not move the pull elsewhere, which
+    // would drop the value landing.)
+    objects_.arrived(id, peer);
     landing->finish([this, peer, id, total](internal::LiveResult* live, std::string* stub,
                                             const std::string& why) {
       if (live != nullptr) {
@@ -5442,8 +5456,17 @@ class Link final : public internal::ClusterLink {
         return finish_pull(peer, id, make_live_blob(std::move(*stub), std::move(*live)), {},
                            total);
       }
+      // Asked again of the driver, to be gathered in host memory this time.
+      PRISM_LOG(kDebug) << "cluster: object " << id << " could not land on its GPU (" << why
+                        << "); pulling it as bytes";
+      {
+        MutexLock lock(mu_);
+        gpu_pulls_.erase(id);
+      }
       if (peer != driver_id()) return refetch_through_driver(id, peer, why);
-      finish_pull(peer, id, nullptr, "it could not be placed on its GPU: " + why, 0);
+      if (objects_.redirect(id, peer, peer)) {
+        send(peer, Message(ObjectPullMsg{id, /*may_redirect=*/false}));
+      }
     });
     return true;
   }
@@ -5453,12 +5476,12 @@ class Link final : public internal::ClusterLink {
   void finish_pull(PeerId peer, uint64_t id, const Blob& blob, const std::string& why,
                    uint64_t bytes) {
     const bool keep = config_.role == ClusterRole::kNode;
-    if (keep) {
+    auto waiters = objects_.finish(id, peer, blob, keep);
+    if (keep && !waiters.empty()) {  // (the pull it was: what it left is let go)
       MutexLock lock(mu_);
       gpu_pulls_.erase(id);
       landings_.erase(id);  // (one from where the pull was sent first, if it moved)
     }
-    auto waiters = objects_.finish(id, peer, blob, keep);
     if (waiters.empty()) unknown_results_.fetch_add(1, std::memory_order_relaxed);
     if (blob && !waiters.empty() && keep) held_directly(id, bytes);
     for (auto& w : waiters) w(blob, why);

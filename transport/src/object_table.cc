@@ -569,7 +569,7 @@ std::vector<std::pair<uint64_t, std::vector<ObjectTable::Waiter>>> ObjectTable::
   std::vector<std::pair<uint64_t, std::vector<Waiter>>> out;
   MutexLock lock(mu_);
   for (auto it = pulls_.begin(); it != pulls_.end();) {
-    if (peer == kHere || it->second.from == peer) {
+    if (peer == kHere || (it->second.from == peer && !it->second.arrived)) {
       out.emplace_back(it->first, std::move(it->second.waiters));
       it = pulls_.erase(it);
     } else {
@@ -588,6 +588,7 @@ bool ObjectTable::redirect(uint64_t id, PeerId from, PeerId to, uint64_t expecte
   p.from = to;
   parts = std::move(p.parts);
   p.received = 0;
+  p.arrived = false;
   if (p.expected == 0) p.expected = expected_bytes;
   return true;
 }
@@ -597,7 +598,7 @@ std::vector<uint64_t> ObjectTable::redirect_all(PeerId from, PeerId to) {
   std::vector<std::shared_ptr<std::vector<char>>> parts;
   MutexLock lock(mu_);
   for (auto& [id, p] : pulls_) {
-    if (p.from != from) continue;
+    if (p.from != from || p.arrived) continue;
     p.from = to;
     if (p.parts) parts.push_back(std::move(p.parts));
     p.received = 0;
@@ -611,6 +612,14 @@ size_t ObjectTable::pulls_from(PeerId from) const {
   size_t n = 0;
   for (const auto& [id, p] : pulls_) n += p.from == from ? 1 : 0;
   return n;
+}
+
+bool ObjectTable::arrived(uint64_t id, PeerId from) {
+  MutexLock lock(mu_);
+  auto it = pulls_.find(id);
+  if (it == pulls_.end() || it->second.from != from) return false;
+  it->second.arrived = true;
+  return true;
 }
 
 bool ObjectTable::awaits(uint64_t id, PeerId from) const {

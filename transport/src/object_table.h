@@ -170,6 +170,10 @@ class ObjectTable {
   size_t pulls_from(PeerId from) const;
   // Whether a pull of `id` waits for its answer from `from`.
   bool awaits(uint64_t id, PeerId from) const;
+  // Every byte of the pull of `id` from `from` has come (it is being placed: a GPU value
+  // landing): `from` going away no longer moves or fails it (redirect_all, fail_from of that
+  // peer); its finish() does. False if no such pull.
+  bool arrived(uint64_t id, PeerId from);
 
   // --- the driver's directory ---
   uint64_t new_id();
@@ -220,6 +224,7 @@ class ObjectTable {
     uint64_t received = 0;
     uint64_t expected = 0;  // the value's size, when the asker knew it (0: unknown)
     bool dropped = false;   // freed while on its way (drop): not kept when it arrives
+    bool arrived = false;   // every byte is here, still being placed (arrived())
   };
   struct Location {
     uint64_t bytes = 0;
