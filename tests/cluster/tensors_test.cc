@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <cstring>
 #include <map>
+#include <random>
 #include <string>
 #include <thread>
 #include <vector>
@@ -92,6 +93,13 @@ double summed_here(const Tensor& t) {
   }
   return prism::gpu::sum(t);
 }
+// CPU task: the sum of t's elements, read in host memory.
+double summed_on_host(const Tensor& t) {
+  if (!t.device().is_host()) throw std::runtime_error("a CPU task's tensor is on " + t.device().to_string());
+  double sum = 0;
+  for (double x : t.to_vector<double>()) sum += x;
+  return sum;
+}
 // This process's copy counters: uploads, downloads, peer copies, tensors sent to other nodes,
 // tensors received from them, and the object pulls it sent.
 std::vector<uint64_t> copies_here() {
@@ -131,7 +139,7 @@ std::vector<uint64_t> channel_counts() {
   return {c.device_sends, c.device_receives, c.direct_fallbacks, c.device_landings};
 }
 PRISM_REMOTE(tensor_arrived, node_name, same_here, counted_on_gpu, doubled_here, summed_here, copies_here, bytes_after,
-             hashes_of, live_released, counted_on, devices_of, channel_counts);
+             hashes_of, live_released, counted_on, devices_of, channel_counts, summed_on_host);
 
 // Differences of two copies_here() readings.
 std::vector<uint64_t> minus(const std::vector<uint64_t>& after, const std::vector<uint64_t>& before) {
@@ -291,6 +299,68 @@ std::map<std::string, std::string> channel_env(int node, std::map<std::string, s
   }
   return env;
 }
+
+// A long random mix: tensors of random sizes (inline, kept, in parts) made on either node's GPU,
+// read by GPU and CPU tasks on both nodes and by get(), several at once, on device channels or
+// staged (landing part by part); every reader gets every element.
+class GpuMixTest : public ClusterTest {
+ protected:
+  void mix(bool channels) {
+    if (prism::gpu::backend() != prism::gpu::Backend::kHost) {
+      GTEST_SKIP() << "logical GPUs only on the host backend: node2 has two";
+    }
+    std::map<std::string, std::string> a = {{"PRISM_NUM_GPUS", "1"}, {"PRISM_RESOURCES", "a:100"},
+                                            {"PRISM_NUM_CPUS", "2"}};
+    std::map<std::string, std::string> b = {{"PRISM_NUM_GPUS", "2"}, {"PRISM_RESOURCES", "b:100"},
+                                            {"PRISM_NUM_CPUS", "2"}};
+    if (channels) {
+      a = channel_env(0, a);
+      b = channel_env(1, b);
+    }
+    start(1, {a, b});
+    std::mt19937 rng(20261206);
+    const std::vector<int64_t> sizes = {1000, 20000, 131072, (int64_t{2} << 20) + 7,
+                                        (int64_t{5} << 20) + 3};
+    const char* const nodes[] = {"a", "b"};
+#ifdef PRISM_TEST_SANITIZED
+    constexpr int kRounds = 8;
+#else
+    constexpr int kRounds = 24;
+#endif
+    for (int round = 0; round < kRounds; ++round) {
+      const int64_t n = sizes[rng() % sizes.size()];
+      const char* maker = nodes[rng() % 2];
+      SCOPED_TRACE("round " + std::to_string(round) + ": " + std::to_string(n) + " on " + maker);
+      auto made = prism::task(counted_on_gpu).num_gpus(1).resource(maker, 1).remote(n);
+      const double expected = static_cast<double>(n) * static_cast<double>(n) / 2;
+      std::vector<prism::ObjectRef<double>> sums;
+      const int readers = 1 + static_cast<int>(rng() % 3);
+      for (int r = 0; r < readers; ++r) {
+        const char* where = nodes[rng() % 2];
+        if (rng() % 3 != 0) {
+          sums.push_back(prism::task(summed_here).num_gpus(0.5).resource(where, 1).remote(made));
+        } else {
+          sums.push_back(prism::task(summed_on_host).resource(where, 1).remote(made));
+        }
+      }
+      for (auto& sum : sums) EXPECT_EQ(prism::get(sum, 60s), expected);
+      if (rng() % 4 == 0) {
+        EXPECT_EQ(summed_on_host(prism::get(made, 60s)), expected);
+      }
+    }
+    const auto on_a = prism::get(prism::task(channel_counts).resource("a", 1).remote(), 60s);
+    const auto on_b = prism::get(prism::task(channel_counts).resource("b", 1).remote(), 60s);
+    EXPECT_EQ(on_a[2] + on_b[2], 0u) << "a node fell back to the driver";
+    // (device receives on channels; else values landed part by part)
+    EXPECT_GE(channels ? on_a[1] + on_b[1] : on_a[3] + on_b[3], 2u);
+    if (!channels) {
+      EXPECT_EQ(on_a[1] + on_b[1], 0u);
+    }
+  }
+};
+
+TEST_F(GpuMixTest, OnDeviceChannels) { mix(/*channels=*/true); }
+TEST_F(GpuMixTest, StagedLandingPartByPart) { mix(/*channels=*/false); }
 
 // Device channels: a GPU task's result kept on node1's GPU, read by a GPU task on node2, goes GPU
 // to GPU: no download on node1, no upload on node2.
