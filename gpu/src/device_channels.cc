@@ -373,15 +373,7 @@ class Channels final : public prism::internal::DeviceChannels {
             },
             [made, done](const std::string& error) {
               if (!error.empty()) return done(nullptr, nullptr, error);
-              // Kept here as a task's result would be: its stub, the tensor beside it.
-              LiveResult live;
-              live.min_bytes = 0;
-              std::string kept_stub;
-              prism::internal::encode_result(*made, &kept_stub, nullptr, &live);
-              if (live.value == nullptr) {
-                return done(nullptr, nullptr, "the received tensor could not be kept");
-              }
-              done(&live, &kept_stub, {});
+              deliver_live(*made, done);
             });
       }
       if (!why.empty() && !closed_) {
@@ -574,12 +566,7 @@ class Channels final : public prism::internal::DeviceChannels {
           st->tensor.record(task_stream(gpu));  // (its uploads, complete already)
           count_copy(Device::host(), gpu, st->tensor.nbytes());
           count_network(/*sent=*/false, st->tensor.nbytes());
-          LiveResult live;
-          live.min_bytes = 0;
-          std::string stub;
-          prism::internal::encode_result(st->tensor, &stub, nullptr, &live);
-          if (live.value == nullptr) return done(nullptr, nullptr, "it could not be kept");
-          done(&live, &stub, {});
+          deliver_live(st->tensor, done);
         } catch (const std::exception& e) {
           done(nullptr, nullptr, std::string("it could not be kept: ") + e.what());
         }
@@ -642,6 +629,20 @@ class NoTransport final : public PairTransport {
     throw Error(ErrorCode::kUnavailable, "no transport between GPUs");
   }
 };
+
+}  // namespace
+
+// (device_channels.h) A const Tensor would not keep live: `t` is a handle of its own.
+void deliver_live(Tensor t, const prism::internal::DeviceChannels::ReceiveDone& done) {
+  LiveResult live;
+  live.min_bytes = 0;
+  std::string stub;
+  prism::internal::encode_result(t, &stub, nullptr, &live);
+  if (live.value == nullptr) return done(nullptr, nullptr, "the tensor that came could not be kept");
+  done(&live, &stub, {});
+}
+
+namespace {
 
 std::unique_ptr<prism::internal::DeviceChannels> make_process_channels() {
   PairTransport* transport = pair_transport();

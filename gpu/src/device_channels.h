@@ -80,6 +80,10 @@ void read_stub(std::string_view stub, DType* dtype, std::vector<int64_t>* shape)
 bool read_wire_header(std::string_view head, DType* dtype, std::vector<int64_t>* shape,
                       uint64_t* header_bytes, uint64_t* element_bytes);
 
+// Hands `t` (arrived on its GPU from another process; a handle, moved into the value) to `done`
+// as a value kept live here, as a task's result is kept: its stub, the tensor beside it.
+void deliver_live(Tensor t, const prism::internal::DeviceChannels::ReceiveDone& done);
+
 // DeviceChannels over `transport` (which must outlive them), for tests; make_device_channels()
 // uses pair_transport(), or no_transport() (kind 0: only landings) when there is none.
 std::unique_ptr<prism::internal::DeviceChannels> make_channels(PairTransport& transport);

@@ -149,6 +149,19 @@ std::vector<uint64_t> minus(const std::vector<uint64_t>& after, const std::vecto
 }
 std::vector<uint64_t> driver_copies() { return copies_here(); }
 
+// A GPU task on the node with resource "a" makes n float64 elements 0.5, 1.5, ..., a GPU task on
+// the node with "b" doubles them, and get() here reads the result on the host: every element
+// checked.
+void chain_from_a_to_b(int64_t n) {
+  auto made = prism::task(counted_on_gpu).num_gpus(1).resource("a", 1).remote(n);
+  auto doubled = prism::task(doubled_here).num_gpus(1).resource("b", 1).remote(made);
+  const Tensor got = prism::get(doubled, 60s);
+  ASSERT_TRUE(got.device().is_host());
+  const std::vector<double> v = got.to_vector<double>();
+  ASSERT_EQ(v.size(), static_cast<size_t>(n));
+  for (size_t i = 0; i < v.size(); ++i) ASSERT_EQ(v[i], 2 * (static_cast<double>(i) + 0.5)) << i;
+}
+
 // Tensors of every dtype and of awkward shapes cross byte for byte, to a GPU task's GPU and to a
 // CPU task's host memory.
 TEST_F(ClusterTest, TensorsOfEveryDtypeAndShapeCrossToGpuAndCpuReaders) {
@@ -223,13 +236,7 @@ TEST_F(ClusterTest, AGpuChainAcrossNodesMakesExactlyTheExpectedCopies) {
   auto on_b = [] { return prism::get(prism::task(copies_here).resource("b", 1).remote(), 60s); };
   const auto a0 = on_a(), b0 = on_b(), d0 = driver_copies();
 
-  auto made = prism::task(counted_on_gpu).num_gpus(1).resource("a", 1).remote(n);
-  auto doubled = prism::task(doubled_here).num_gpus(1).resource("b", 1).remote(made);
-  const Tensor got = prism::get(doubled, 60s);
-  ASSERT_TRUE(got.device().is_host());
-  const std::vector<double> v = got.to_vector<double>();
-  ASSERT_EQ(v.size(), static_cast<size_t>(n));
-  for (size_t i = 0; i < v.size(); ++i) ASSERT_EQ(v[i], 2 * (static_cast<double>(i) + 0.5)) << i;
+  ASSERT_NO_FATAL_FAILURE(chain_from_a_to_b(n));
 
   // (uploads, downloads, peer copies, tensors sent, tensors received, pulls)
   EXPECT_EQ(minus(on_a(), a0), (std::vector<uint64_t>{1, 1, 0, 1, 0, 0}))
@@ -379,13 +386,7 @@ TEST_F(ClusterTest, AGpuChainAcrossNodesGoesGpuToGpuOnADeviceChannel) {
   };
   const auto a0 = on_a(), b0 = on_b(), d0 = driver_copies();
 
-  auto made = prism::task(counted_on_gpu).num_gpus(1).resource("a", 1).remote(n);
-  auto doubled = prism::task(doubled_here).num_gpus(1).resource("b", 1).remote(made);
-  const Tensor got = prism::get(doubled, 60s);
-  ASSERT_TRUE(got.device().is_host());
-  const std::vector<double> v = got.to_vector<double>();
-  ASSERT_EQ(v.size(), static_cast<size_t>(n));
-  for (size_t i = 0; i < v.size(); ++i) ASSERT_EQ(v[i], 2 * (static_cast<double>(i) + 0.5)) << i;
+  ASSERT_NO_FATAL_FAILURE(chain_from_a_to_b(n));
   // (uploads, downloads, peer copies, tensors sent, tensors received, pulls)
   EXPECT_EQ(minus(on_a(), a0), (std::vector<uint64_t>{1, 0, 0, 1, 0, 0}))
       << "node1: made on its GPU (upload), sent from there";
