@@ -689,10 +689,17 @@ class Link final : public internal::ClusterLink {
     call.request = to_wire(request);
     call.args = std::move(args);
     std::string why;
-    const bool sent = send_lending(peer, std::move(call), refs.lends, &why);
+    bool gone = false;
+    const bool sent = send_lending(peer, std::move(call), refs.lends, &why, &gone);
     if (!sent) {
-      // The node went away (its failure handler may already have failed the call), or the call
-      // cannot be encoded: arguments passed by value larger than one message.
+      // The node went away between the choice and the send, or the call cannot be encoded:
+      // arguments passed by value larger than one message.
+      // A node that went away: the call stays in pending_ for its failure handler, which takes
+      // it with the others in flight there and runs it again elsewhere (under max_retries), as
+      // a call lost there. The handler runs after this: the call was recorded under mu_ while
+      // the node was ready, and the handler marks it dead and takes its calls under mu_ (or it
+      // ran already and took this one). Unless it could run here: then it does.
+      if (gone && !runs_here && to == 0) return true;
       Pending pending{};
       if (!take_pending(call_id, &pending)) return true;  // failed by the handler
       // (A variant call placed on that node by the planner goes back to it: another variant may
@@ -3964,11 +3971,13 @@ class Link final : public internal::ClusterLink {
 
   // Sends `msg`, whose refs lend `lends` to `peer` (they are recorded first, and announced once
   // it went); false if it could not be sent (then nothing stays lent).
-  template <typename M>
   // `why` (if given): set when the message was refused as too large, left empty when it could
   // not be sent otherwise (the peer is gone, out of memory).
+  // `gone`: set when the transport refused the message because the peer's connection is
+  // closed or failed (its failure handler runs, or ran: on_peer_error).
+  template <typename M>
   bool send_lending(PeerId peer, M msg, const std::vector<RefTable::Lend>& lends,
-                    std::string* why = nullptr) {
+                    std::string* why = nullptr, bool* gone = nullptr) {
     bool sent = false;
     bool prepared = false;
     try {
@@ -3979,6 +3988,7 @@ class Link final : public internal::ClusterLink {
       std::string frame;
       encode(Message(std::move(msg)), &frame);
       sent = comm_->send(peer, std::move(frame));
+      if (!sent && gone != nullptr) *gone = true;
     } catch (const Error& e) {
       // (The wire refuses a message larger than kMaxBodyBytes with kInvalidArgument.)
       if (why != nullptr && e.code() == ErrorCode::kInvalidArgument) {
