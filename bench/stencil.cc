@@ -16,12 +16,16 @@
 // efficiency falls through 50%, interpolated in log space between the two lengths around it.
 //
 //   build/bench/bench/stencil [--runs=N] [--quick] [--filter=stencil|trivial|nearest5]
+//                             [--lengths=0.5,0.2] [--prism_only]
+// --lengths: only these kernel lengths (us; the first is the peak's), --prism_only: no peers
+// (both for profiling one point: bench/profile.sh "stencil" stencil --lengths=0.2 --prism_only).
 #include <prism/prism.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <functional>
 #include <map>
 #include <memory>
@@ -232,7 +236,18 @@ int main(int argc, char** argv) {
   const double per_us = bench::spin_kernel_iters_per_us();
   const int width = std::max(8, 4 * cpus);
   const int steps = flags.quick ? 100 : 1000;
-  const std::vector<double> lengths_us = {100, 30, 10, 5, 3, 2, 1.5, 1, 0.7, 0.5, 0.3, 0.2, 0.1};
+  std::vector<double> lengths_us = {100, 30, 10, 5, 3, 2, 1.5, 1, 0.7, 0.5, 0.3, 0.2, 0.1};
+  if (const std::string only = flags.get("--lengths", ""); !only.empty()) {
+    lengths_us.clear();
+    for (size_t at = 0; at < only.size();) {
+      const size_t comma = std::min(only.find(',', at), only.size());
+      lengths_us.push_back(std::atof(only.substr(at, comma - at).c_str()));
+      at = comma + 1;
+    }
+  }
+  const bool prism_only = flags.get("--prism_only", "") == "1" ||
+                          std::find(flags.rest.begin(), flags.rest.end(), "--prism_only") !=
+                              flags.rest.end();
   const int runs = std::max(3, flags.runs);
   std::printf("stencil sweep: width %d, %d steps, %d CPUs, kernel %.0f iterations per us\n",
               width, steps, cpus, per_us);
@@ -249,11 +264,16 @@ int main(int argc, char** argv) {
     std::vector<System> systems;
     systems.push_back({"Prism", [&](uint64_t it, uint64_t* s) { return run_prism(g, it, s); }, {}});
 #ifdef PRISM_HAVE_OPENMP
-    systems.push_back(
-        {"OpenMP tasks", [&](uint64_t it, uint64_t* s) { return run_openmp(g, it, cpus, s); }, {}});
+    if (!prism_only) {
+      systems.push_back({"OpenMP tasks",
+                         [&](uint64_t it, uint64_t* s) { return run_openmp(g, it, cpus, s); }, {}});
+    }
 #endif
 #ifdef PRISM_HAVE_TBB
-    systems.push_back({"oneTBB flow graph", [&](uint64_t it, uint64_t* s) { return run_tbb(g, it, s); }, {}});
+    if (!prism_only) {
+      systems.push_back(
+          {"oneTBB flow graph", [&](uint64_t it, uint64_t* s) { return run_tbb(g, it, s); }, {}});
+    }
 #endif
     std::printf("\n%s: kernel us | per system: efficiency later; median wall s (granularity us)\n",
                 name.c_str());

@@ -166,6 +166,71 @@ TEST(ManyInputsTest, PointersToAFailedInputFailTheTaskWithoutRunningIt) {
   EXPECT_FALSE(ran->load());
 }
 
+// ---- C2b: refs as separate arguments ----
+// A call with a bounded number of ref arguments keeps the nodes it waits with in its own record
+// (up to 8 refs), one with more or with a vector of refs allocates them: each waits for every
+// pending argument, skips the done ones and fails with the first that failed, whichever it is.
+
+int sum3(int a, int b, int c) { return a + b + c; }
+int sum8(int a, int b, int c, int d, int e, int f, int g, int h) {
+  return a + b + c + d + e + f + g + h;
+}
+int sum9(int a, int b, int c, int d, int e, int f, int g, int h, int i) {
+  return a + b + c + d + e + f + g + h + i;
+}
+int sum_vector_and_two(const std::vector<int>& v, int a, int b) {
+  int s = a + b;
+  for (int x : v) s += x;
+  return s;
+}
+
+TEST(ManyInputsTest, SeparateRefArgumentsWaitForEveryPendingOneWhateverTheirNumber) {
+  prism::Runtime rt({.num_cpus = 2});
+  prism_test::Gate gate;
+  std::vector<prism::ObjectRef<int>> p;  // pending until the gate opens: 1, 2, ..., 10
+  for (int i = 1; i <= 10; ++i) {
+    p.push_back(rt.task([gate, i] {
+                    if (!gate.wait()) throw std::runtime_error("the gate never opened");
+                    return i;
+                  }).remote());
+  }
+  auto done = rt.put(100);
+  auto failed = rt.task([gate]() -> int {
+                      if (!gate.wait()) throw std::runtime_error("the gate never opened");
+                      throw std::runtime_error("separate refs: producer failed");
+                    }).remote();
+  auto three = rt.task(sum3).remote(p[0], done, p[1]);                       // 1 + 100 + 2
+  auto eight = rt.task(sum8).remote(p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7]);  // 36
+  auto nine = rt.task(sum9).remote(p[0], p[1], p[2], p[3], p[4], p[5], p[6], p[7], p[8]);
+  auto same = rt.task(sum3).remote(p[9], p[9], p[9]);                         // one ref, 3 times
+  auto mixed = rt.task(sum_vector_and_two).remote(std::vector{p[2], p[3], done}, p[4], p[5]);
+  auto ran = std::make_shared<std::atomic<int>>(0);
+  auto fails = rt.task([ran](int a, int b, int c) {
+                   ran->fetch_add(1);
+                   return a + b + c;
+                 }).remote(p[0], failed, done);
+  const std::vector<prism::ObjectRef<int>> all{three, eight, nine, same, mixed};
+  EXPECT_TRUE(prism::wait(all, 1, std::chrono::milliseconds(0)).first.empty())
+      << "a call ran before its arguments were ready";
+  gate.open();
+  EXPECT_EQ(prism::get(three, kTimeout), 103);
+  EXPECT_EQ(prism::get(eight, kTimeout), 36);
+  EXPECT_EQ(prism::get(nine, kTimeout), 45);
+  EXPECT_EQ(prism::get(same, kTimeout), 30);
+  EXPECT_EQ(prism::get(mixed, kTimeout), 3 + 4 + 100 + 5 + 6);
+  try {
+    prism::get(fails, kTimeout);
+    ADD_FAILURE() << "a call with a failed argument returned a value";
+  } catch (const prism::TaskError& e) {
+    EXPECT_EQ(e.message(), "separate refs: producer failed");
+  }
+  EXPECT_EQ(ran->load(), 0);
+  // Every argument done at submission: no wait at all.
+  EXPECT_EQ(prism::get(rt.task(sum8).remote(done, done, done, done, done, done, done, done),
+                       kTimeout),
+            800);
+}
+
 // ---- C3: const std::vector<ObjectRef<T>>& is passed as it is ----
 
 TEST(ManyInputsTest, VectorOfRefsTakenAsRefsIsNotWaitedFor) {

@@ -13,7 +13,9 @@ const ResourceRequest& one_cpu_request() noexcept {
   return r;
 }
 
-TaskRecord::~TaskRecord() = default;
+TaskRecord::~TaskRecord() {
+  if (deps_owned_) delete[] extra_deps_;
+}
 
 bool TaskRecord::take_from_queue() noexcept {
   uint8_t s = run_state_.load(std::memory_order_acquire);
@@ -42,7 +44,10 @@ TaskId TaskRecord::id() const noexcept {
 
 void TaskRecord::reserve_deps(size_t n) {
   if (n <= deps_capacity_) return;
-  extra_deps_.reset(new DepNode[n - 1]);
+  DepNode* extra = new DepNode[n - 1];
+  if (deps_owned_) delete[] extra_deps_;
+  extra_deps_ = extra;
+  deps_owned_ = true;
   deps_capacity_ = static_cast<uint32_t>(n);
 }
 

@@ -40,8 +40,11 @@ namespace prism::internal {
 
 // ---- argument resolution ----
 
+// Each form says how many dependencies it adds at most (kMaxDeps; -1: as many as it holds), so
+// that a call whose count is bounded keeps its DepNodes in its record.
 template <int Tier, typename A, typename = void>
 struct Arg {
+  static constexpr int kMaxDeps = 0;
   using type = const A&;
   static const A& resolve(const A& a) noexcept { return a; }
   static size_t count(const A&, RuntimeCore*) { return 0; }
@@ -52,6 +55,7 @@ struct Arg {
 // where the task runs, as a ref to it would be.
 template <int Tier, typename A>
 struct Arg<Tier, A, std::enable_if_t<Placement<A>::kCustom>> {
+  static constexpr int kMaxDeps = 0;
   using type = A;
   static A resolve(const A& a) { return Placement<A>::for_reader(a); }
   static size_t count(const A&, RuntimeCore*) { return 0; }
@@ -62,6 +66,7 @@ struct Arg<Tier, A, std::enable_if_t<Placement<A>::kCustom>> {
 // where the task runs; others as a reference to the stored value.
 template <int Tier, typename T>
 struct Arg<Tier, ObjectRef<T>, std::enable_if_t<(Tier >= 1) && !std::is_void_v<T>>> {
+  static constexpr int kMaxDeps = 1;
   using type = std::conditional_t<Placement<T>::kCustom, T, const T&>;
   static type resolve(const ObjectRef<T>& r) { return read_value<T>(r.entry()); }
   static size_t count(const ObjectRef<T>& r, RuntimeCore* rt) {
@@ -73,6 +78,7 @@ struct Arg<Tier, ObjectRef<T>, std::enable_if_t<(Tier >= 1) && !std::is_void_v<T
 
 template <int Tier>
 struct Arg<Tier, ObjectRef<void>, std::enable_if_t<(Tier >= 1)>> {
+  static constexpr int kMaxDeps = 1;
   using type = const ObjectRef<void>&;
   static const ObjectRef<void>& resolve(const ObjectRef<void>& r) noexcept { return r; }
   static size_t count(const ObjectRef<void>& r, RuntimeCore* rt) {
@@ -85,6 +91,7 @@ struct Arg<Tier, ObjectRef<void>, std::enable_if_t<(Tier >= 1)>> {
 // A vector of refs resolved to its values: every ref is a dependency.
 template <typename T>
 struct VectorOfRefsArg {
+  static constexpr int kMaxDeps = -1;
   static size_t count(const std::vector<ObjectRef<T>>& v, RuntimeCore* rt) {
     for (const auto& r : v) check_arg_ref(r.entry(), rt);
     return v.size();
@@ -421,7 +428,11 @@ class TaskImpl final : public TaskRecord {
     size_t n = 0;
     std::apply([&](const auto&... a) { ((n += Arg<Tier, A>::count(a, runtime())), ...); }, args_);
     if (n == 0) return;
-    reserve_deps(n);
+    if constexpr (kInlineDeps > 0) {
+      use_deps(inline_deps_.data(), kInlineDeps + 1);  // (n <= kMaxDeps = kInlineDeps + 1)
+    } else {
+      reserve_deps(n);
+    }
     std::apply([&](const auto&... a) { (Arg<Tier, A>::add(this, a), ...); }, args_);
   }
 
@@ -626,9 +637,26 @@ class TaskImpl final : public TaskRecord {
     }
   }
 
+  // At most how many dependencies the arguments add (-1: unbounded, a vector of refs), and the
+  // DepNodes kept here beyond the record's own one (none when unbounded or above 8: those are
+  // allocated when registered).
+  static constexpr int kMaxDeps = [] {
+    int n = 0;
+    bool bounded = true;
+    ((Arg<Tier, A>::kMaxDeps < 0 ? (bounded = false) : (n += Arg<Tier, A>::kMaxDeps, true)), ...);
+    return bounded ? n : -1;
+  }();
+  static constexpr size_t kInlineDeps =
+      kMaxDeps > 1 && kMaxDeps <= 8 ? static_cast<size_t>(kMaxDeps - 1) : 0;
+  struct NoDeps {
+    DepNode* data() noexcept { return nullptr; }
+  };
+
   Target target_;
   Slots slots_;
   std::tuple<A...> args_;
+  [[no_unique_address]] std::conditional_t<(kInlineDeps > 0), std::array<DepNode, kInlineDeps>,
+                                           NoDeps> inline_deps_;
 };
 
 // A plain callable.

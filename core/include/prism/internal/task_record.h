@@ -181,8 +181,15 @@ class TaskRecord : public Dependent {
   void on_ready(ObjectEntry* entry) noexcept final;
 
   // --- registration, by the submitter (template code) ---
-  // Reserves DepNodes for `n` possibly pending arguments.
+  // Reserves DepNodes for `n` possibly pending arguments (allocated beyond the first)...
   void reserve_deps(size_t n);
+  // ... or gives the record `capacity - 1` DepNodes beyond its own one that live as long as it
+  // (the derived record's: no allocation). Once, before the first add_dep.
+  void use_deps(DepNode* extra, uint32_t capacity) noexcept {
+    extra_deps_ = extra;
+    deps_capacity_ = capacity;
+    deps_owned_ = false;
+  }
   // Adds an argument; if it is pending, the task waits for it.
   void add_dep(ObjectEntry* entry) noexcept;
   // Drops the submitter's guard; returns true if the task is ready now (the caller dispatches).
@@ -254,6 +261,7 @@ class TaskRecord : public Dependent {
   uint8_t default_retries_used = 0;
 
  private:
+  bool deps_owned_ = false;  // extra_deps_ was allocated by reserve_deps (else: use_deps, or none)
   std::atomic<ObjectEntry*> failed_dep_{nullptr};
   RuntimeCore* runtime_;
   uint64_t sequence_;  // the id's owner is the runtime's
@@ -262,7 +270,7 @@ class TaskRecord : public Dependent {
   uint32_t deps_used_ = 0;
   uint32_t deps_capacity_ = 1;
   DepNode inline_dep_;
-  std::unique_ptr<DepNode[]> extra_deps_;
+  DepNode* extra_deps_ = nullptr;
 };
 
 }  // namespace prism::internal
