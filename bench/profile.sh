@@ -5,6 +5,8 @@
 #
 #   bench/profile.sh "single client tasks async"          # flat profile + callers
 #   bench/profile.sh "queued tasks" scale                  # a row of another program
+#   bench/profile.sh "(stencil)" stencil --lengths=0.2 --prism_only --runs=100
+#                                                          # further flags go to the program
 #
 # Environment: BUILD_DIR (default build/bench-fp, configured RelWithDebInfo with
 # -fno-omit-frame-pointer), TRIAL_S (seconds per run, default 2), OUT (default /tmp).
@@ -14,6 +16,7 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 row="${1:?usage: bench/profile.sh ROW [PROGRAM]}"
 program="${2:-microbench}"
+shift $(( $# < 2 ? $# : 2 ))
 build="${BUILD_DIR:-build/bench-fp}"
 out="${OUT:-/tmp}/prism-profile-$(echo "$row" | tr -c 'A-Za-z0-9' '_').data"
 
@@ -27,6 +30,7 @@ cmake --build "$build" -j "${JOBS:-2}" --target "bench_$program" >/dev/null
 
 args=(--filter="$row" --runs=1)
 [[ "$program" == microbench ]] && args+=(--trial_s="${TRIAL_S:-2}" --no_peer)
+args+=("$@")  # (a later --runs=N overrides the one above)
 perf record -q -e cpu-clock -F 4000 --call-graph fp -o "$out" -- "$build/bench/$program" "${args[@]}"
 
 echo

@@ -18,7 +18,8 @@
 //   build/bench/bench/stencil [--runs=N] [--quick] [--filter=stencil|trivial|nearest5]
 //                             [--lengths=0.5,0.2] [--prism_only]
 // --lengths: only these kernel lengths (us; the first is the peak's), --prism_only: no peers
-// (both for profiling one point: bench/profile.sh "stencil" stencil --lengths=0.2 --prism_only).
+// (both for profiling one point: bench/profile.sh "(stencil)" stencil --lengths=0.2 --prism_only
+// --runs=100).
 #include <prism/prism.h>
 
 #include <algorithm>
