@@ -8,6 +8,7 @@
 #   bench/profile.sh "(stencil)" stencil --lengths=0.2 --prism_only --runs=100
 #                                                          # further flags go to the program
 #
+# Flags after the program go to it (e.g. --runs=100, or the stencil's --lengths and --prism_only).
 # Environment: BUILD_DIR (default build/bench-fp, configured RelWithDebInfo with
 # -fno-omit-frame-pointer), TRIAL_S (seconds per run, default 2), OUT (default /tmp).
 set -euo pipefail

@@ -238,7 +238,9 @@ int main(int argc, char** argv) {
   const int width = std::max(8, 4 * cpus);
   const int steps = flags.quick ? 100 : 1000;
   std::vector<double> lengths_us = {100, 30, 10, 5, 3, 2, 1.5, 1, 0.7, 0.5, 0.3, 0.2, 0.1};
-  if (const std::string only = flags.get("--lengths", ""); !only.empty()) {
+  const std::string only = flags.get("--lengths", "");
+  const bool full_sweep = only.empty();
+  if (!full_sweep) {
     lengths_us.clear();
     for (size_t at = 0; at < only.size();) {
       const size_t comma = std::min(only.find(',', at), only.size());
@@ -246,7 +248,7 @@ int main(int argc, char** argv) {
       at = comma + 1;
     }
   }
-  const bool prism_only = flags.get("--prism_only", "") == "1" ||
+  [[maybe_unused]] const bool prism_only = flags.get("--prism_only", "") == "1" ||
                           std::find(flags.rest.begin(), flags.rest.end(), "--prism_only") !=
                               flags.rest.end();
   const int runs = std::max(3, flags.runs);
@@ -316,7 +318,12 @@ int main(int argc, char** argv) {
       }
       std::printf("\n");
     }
-    // One row per peer: Prism's METG beside that peer's, from the same run.
+    // One row per peer: Prism's METG beside that peer's, from the same run (not for a few
+    // lengths of --lengths: the first of them would stand for the peak).
+    if (!full_sweep) {
+      std::printf("  (--lengths: no METG)\n");
+      continue;
+    }
     const double prism_metg = metg(systems[0].curve, peak);
     for (size_t s = 1; s < std::max<size_t>(systems.size(), 2); ++s) {
       const bool has_peer = s < systems.size();

@@ -397,6 +397,12 @@ TEST_F(FaultTest, ManyPendingTasksSurviveANodesDeath) {
   ASSERT_EQ(mkfifo(fifo.c_str(), 0600), 0) << std::strerror(errno);
   const int gate_writer = open(fifo.c_str(), O_RDWR | O_CLOEXEC);  // (does not wait for a reader)
   ASSERT_GE(gate_writer, 0) << std::strerror(errno);
+  // Closed however the test ends: a gate still waiting then reads end-of-file and returns, so
+  // its node can exit.
+  struct CloseAtEnd {
+    int fd;
+    ~CloseAtEnd() { close(fd); }
+  } close_gate{gate_writer};
   const auto before = prism::cluster::link_counters();
   auto gated = prism::task(gate).num_cpus(0).resource("g", 1).remote(fifo);
   add_node({{"PRISM_RESOURCES", "n:1,g:1"}});
@@ -417,7 +423,6 @@ TEST_F(FaultTest, ManyPendingTasksSurviveANodesDeath) {
   ASSERT_TRUE(children_.front().wait_exit(20s));
   ASSERT_EQ(write(gate_writer, "G", 1), 1);  // (for the gate run again on node2)
   EXPECT_EQ(prism::get(gated, 60s), 'G');
-  close(gate_writer);
   const auto deadline = std::chrono::steady_clock::now() + 300s;
   int64_t sum = 0, wrong = 0;
   for (int64_t i = 0; i < kTasks; ++i) {

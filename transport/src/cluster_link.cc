@@ -650,6 +650,7 @@ class Link final : public internal::ClusterLink {
     PeerId peer = 0;
     {
       MutexLock lock(mu_);
+      if (shut_down_) return false;  // (pending_ was emptied: a call recorded now would wait)
       if (to != 0) {
         auto it = peers_.find(to);
         if (it == peers_.end() || it->second.state != Peer::State::kReady || shut_down_) {
