@@ -356,6 +356,128 @@ TEST_P(ActorsTest, ThousandActorsCreatedAndCalled) {
 
 PRISM_TEST_SWEEP_CPUS(ActorsTest);
 
+// ---- a caller that waits for a call runs it itself (ActorCore::run_here) ----
+
+struct ActorsWhere {
+  // The thread that ran the call, and whether it ran as a task.
+  std::pair<std::thread::id, bool> where() { return {std::this_thread::get_id(), prism::in_task()}; }
+  int block(prism_test::Gate started, prism_test::Gate release) {
+    started.open();
+    return release.wait() ? ++calls : -1;
+  }
+  // Calls must never overlap, and each caller's calls come in its order.
+  int count(prism_test::ConcurrencyTracker t) {
+    prism_test::ConcurrencyTracker::Scope inside(t);
+    return ++calls;
+  }
+  int calls = 0;
+};
+PRISM_ACTOR(ActorsWhere, &ActorsWhere::where, &ActorsWhere::block, &ActorsWhere::count);
+
+int actors_hold_thread(prism_test::Gate started, prism_test::Gate release) {
+  started.open();
+  return release.wait() ? 1 : 0;
+}
+PRISM_REMOTE(actors_hold_thread);
+
+// A runtime whose only worker thread is held by a task until `release` opens (or the test ends):
+// an actor's drain job cannot start meanwhile.
+class ActorsCallerRunsTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    // Built with the thread free (its constructor runs on it).
+    ASSERT_TRUE(prism::get(actor_.task(&ActorsWhere::where).remote(), kTimeout).second);
+    holder_ = rt_.task(actors_hold_thread).remote(held_, release_);
+    ASSERT_TRUE(held_.wait());
+  }
+  void TearDown() override {
+    release_.open();
+    EXPECT_EQ(prism::get(holder_, kTimeout), 1);
+  }
+
+  prism::Runtime rt_{{.num_cpus = 1, .max_threads = 1}};
+  prism::ActorHandle<ActorsWhere> actor_ = rt_.actor<ActorsWhere>().remote();
+  prism_test::Gate held_;
+  prism_test::Gate release_;
+  prism::ObjectRef<int> holder_;
+};
+
+TEST_F(ActorsCallerRunsTest, AWaitWithoutDeadlineRunsTheNextCallOnTheCallersThread) {
+  // Guard: if the call did not run here, the worker is freed after kTimeout and runs it there,
+  // which the assertion below reports (instead of a hang).
+  prism_test::Gate done;
+  std::thread guard([&] {
+    if (!done.wait()) release_.open();
+  });
+  const auto [thread, in_task] = prism::get(actor_.task(&ActorsWhere::where).remote());
+  done.open();
+  guard.join();
+  EXPECT_EQ(thread, std::this_thread::get_id());
+  EXPECT_TRUE(in_task) << "it runs as the actor's task, with its context";
+  EXPECT_FALSE(prism::in_task()) << "the caller's context is back after it";
+}
+
+TEST_F(ActorsCallerRunsTest, AWaitWithADeadlineLeavesTheCallToTheActor) {
+  auto r = actor_.task(&ActorsWhere::where).remote();
+  EXPECT_THROW(prism::get(r, std::chrono::milliseconds(50)), prism::TimeoutError);
+  release_.open();
+  EXPECT_NE(prism::get(r, kTimeout).first, std::this_thread::get_id());
+}
+
+TEST_F(ActorsCallerRunsTest, KilledWhileItsCallerRunsACallThatCallFinishes) {
+  prism_test::Gate started;
+  prism_test::Gate release;
+  int value = 0;
+  std::thread caller([&] {
+    value = prism::get(actor_.task(&ActorsWhere::block).remote(started, release));
+  });
+  const bool call_started = started.wait();
+  prism::kill(actor_);
+  release.open();
+  caller.join();
+  ASSERT_TRUE(call_started);
+  EXPECT_EQ(value, 1) << "the running call finished";
+  EXPECT_THROW(prism::get(actor_.task(&ActorsWhere::where).remote(), kTimeout),
+               prism::ActorDiedError);
+}
+
+TEST(ActorsCallerRunsRaceTest, CallersAndDrainsNeverOverlapOrReorderCalls) {
+  // Threads mixing waits that may run the call (no deadline) with waits that may not, and
+  // calls left to the actor: callers and drains race for the mailbox's front.
+  prism::Runtime rt({.num_cpus = 2});
+  auto h = rt.actor<ActorsWhere>().remote();
+  prism_test::ConcurrencyTracker tracker;
+  constexpr int kThreads = 4;
+  constexpr int kCalls = 2000;
+  std::atomic<int> disorder{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      int last = 0;
+      std::vector<prism::ObjectRef<int>> later;
+      for (int i = 0; i < kCalls; ++i) {
+        auto r = h.task(&ActorsWhere::count).remote(tracker);
+        int v;
+        switch ((i + t) % 3) {
+          case 0: v = prism::get(r); break;
+          case 1: v = prism::get(r, kTimeout); break;
+          default: later.push_back(r); continue;
+        }
+        if (v <= last) disorder.fetch_add(1);
+        last = v;
+      }
+      for (auto& r : later) {
+        if (prism::get(r, kTimeout) <= 0) disorder.fetch_add(1);
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(disorder.load(), 0);
+  EXPECT_EQ(tracker.max(), 1) << "two calls of a max_concurrency 1 actor overlapped";
+  EXPECT_EQ(prism::get(h.task(&ActorsWhere::count).remote(tracker), kTimeout),
+            kThreads * kCalls + 1);
+}
+
 TEST(ActorsEmptyHandleTest, CallOrKillOnAnEmptyHandleIsAnError) {
   prism::ActorHandle<ActorsCounter> empty;
   EXPECT_FALSE(empty.valid());

@@ -165,7 +165,7 @@ TEST(ObjectEntryTest, ClaimProducerOnlyWhilePendingQueuedAndAccepted) {
   auto* producer = new InertTask(&destroyed);
   auto* e = new TypedEntry<int>(id_of(3));
   EntryPtr hold(e);
-  e->set_producer(producer);
+  e->set_producer(producer, /*actor_call=*/false);
   // Not queued yet (waiting for its arguments): nobody may claim it.
   EXPECT_EQ(e->claim_producer(&accept_all, nullptr), nullptr);
   producer->mark_queued();
@@ -191,7 +191,7 @@ TEST(TaskRecordTest, QueueAndClaimantRaceToTakeATask) {
     auto* t = new InertTask(&destroyed);
     auto* e = new TypedEntry<int>(id_of(1000 + round));
     EntryPtr hold(e);
-    e->set_producer(t);
+    e->set_producer(t, /*actor_call=*/false);
     t->mark_queued();
     // Whoever owns it runs it: completes the result (under the entry's lock), then releases it.
     auto run = [&](TaskRecord* task) {

@@ -31,11 +31,28 @@ ActorCore::~ActorCore() {
   if (instance_ != nullptr && deleter_ != nullptr) deleter_(instance_);
 }
 
-void ActorCore::enqueue_call(TaskRecord* call) noexcept {
+void ActorCore::submit_call(TaskRecord* call) noexcept {
+  rt_->counters().add(TaskCounters::kSubmitted);
   MutexLock lock(mu_);
-  if (state_ == State::kDead) return;  // on_call_ready fails it
-  call->in_mailbox = true;
-  mailbox_.push_back(call);
+  if (state_ != State::kDead) {
+    call->in_mailbox = true;
+    mailbox_.push_back(call);
+    if (!call->release_guard()) return;  // waits for arguments: on_call_ready comes later
+    // Ready at once (the usual case): made ready under the same lock (RuntimeCore::dispatch).
+    rt_->counters().add(TaskCounters::kReady);
+    const bool start = mark_ready_locked(call);
+    lock.unlock();
+    if (start) start_drain();
+    return;
+  }
+  lock.unlock();
+  if (call->release_guard()) rt_->dispatch(call);  // on_call_ready fails it
+}
+
+bool ActorCore::mark_ready_locked(TaskRecord* call) {
+  call->actor_ready = true;
+  ready_calls_.fetch_add(1, std::memory_order_relaxed);  // for a lingering drain
+  return claim_drain_locked();
 }
 
 void ActorCore::on_call_ready(TaskRecord* call) noexcept {
@@ -46,9 +63,7 @@ void ActorCore::on_call_ready(TaskRecord* call) noexcept {
     rt_->fail_task(call, why ? why : rt_->lost_error("the actor is dead"));
     return;
   }
-  call->actor_ready = true;
-  ready_calls_.fetch_add(1, std::memory_order_relaxed);  // for a lingering drain
-  const bool start = claim_drain_locked();
+  const bool start = mark_ready_locked(call);
   lock.unlock();
   if (start) start_drain();
 }
@@ -183,7 +198,10 @@ void ActorCore::die_locked(std::exception_ptr error, std::vector<TaskRecord*>* t
   death_ = std::move(error);
   for (TaskRecord* call : mailbox_) {
     call->in_mailbox = false;
-    if (call->actor_ready) to_fail->push_back(call);  // others fail when their args are ready
+    if (call->actor_ready) {
+      to_fail->push_back(call);  // others fail when their args are ready
+      taken_calls_.fetch_add(1, std::memory_order_relaxed);
+    }
   }
   mailbox_.clear();
 }
@@ -201,6 +219,8 @@ namespace {
 // Drains staying awake for their actor's next call, in this process (at most one at a time).
 std::atomic<int> g_drain_spinners{0};
 constexpr std::chrono::microseconds kDrainSpin{5};
+// How long a lingering drain leaves a new call to a caller that has been running calls itself.
+constexpr std::chrono::microseconds kCallerGrace{2};
 }  // namespace
 
 bool ActorCore::linger_for_next_call() {
@@ -213,13 +233,69 @@ bool ActorCore::linger_for_next_call() {
     g_drain_spinners.fetch_sub(1, std::memory_order_relaxed);
     return false;
   }
-  const uint32_t seen = ready_calls_.load(std::memory_order_relaxed);
   mu_.unlock();
-  spin_for(kDrainSpin, [this, seen] {
-    return ready_calls_.load(std::memory_order_relaxed) != seen;
-  });
+  const auto waiting = [this] {
+    return ready_calls_.load(std::memory_order_relaxed) !=
+           taken_calls_.load(std::memory_order_relaxed);
+  };
+  for (;;) {
+    if (!spin_for(kDrainSpin, waiting)) break;  // lingered out: look once more
+    if (!caller_runs_.load(std::memory_order_relaxed)) break;
+    // Its caller is probably about to wait for it and run it itself (run_here): leave it a
+    // moment, and linger on for the next one if it does.
+    if (spin_for(kCallerGrace, [&waiting] { return !waiting(); })) continue;
+    // It did not: this actor's callers do not wait for each call now. Take it, and the next ones
+    // at once.
+    caller_runs_.store(false, std::memory_order_relaxed);
+    break;
+  }
   g_drain_spinners.fetch_sub(1, std::memory_order_relaxed);
   mu_.lock();
+  return true;
+}
+
+bool ActorCore::run_producer_here(ObjectEntry* result) noexcept {
+  struct Found {
+    std::shared_ptr<ActorCore> actor;
+    const TaskRecord* call = nullptr;
+  } found;
+  const bool is_call = result->look_at_producer(
+      [](TaskRecord& t, void* p) {
+        ActorCore* a = t.actor();
+        if (a == nullptr || t.actor_creation || !a->runs_on_callers_) return false;
+        auto& f = *static_cast<Found*>(p);
+        f.actor = a->weak_from_this().lock();  // (null while it is being destroyed)
+        f.call = &t;
+        return f.actor != nullptr;
+      },
+      &found);
+  return is_call && found.actor->run_here(found.call);
+}
+
+bool ActorCore::run_here(const TaskRecord* call) noexcept {
+  MutexLock lock(mu_);
+  // (The record may be gone by now: it is compared, and read only once it is the front.)
+  if (state_ != State::kAlive || remote_key_ != 0 || running_ > 0 || mailbox_.empty() ||
+      mailbox_.front() != call || !mailbox_.front()->actor_ready) {
+    return false;
+  }
+  TaskRecord* next = mailbox_.front();
+  mailbox_.pop_front();
+  next->in_mailbox = false;
+  taken_calls_.fetch_add(1, std::memory_order_relaxed);
+  caller_runs_.store(true, std::memory_order_relaxed);
+  ++drains_;  // counted as a drain, so that no drain job starts for the next call meanwhile
+  ++running_;
+  lock.unlock();
+  rt_->execute(next, &alloc_);
+  lock.lock();
+  --running_;
+  --drains_;
+  const bool start = claim_drain_locked();
+  const bool fin = should_finalize_locked();  // never with a drain claimed
+  lock.unlock();
+  if (start) start_drain();
+  if (fin) finalize();
   return true;
 }
 
@@ -227,8 +303,12 @@ void ActorCore::drain() noexcept {
   MutexLock lock(mu_);
   bool lingered = false;
   for (;;) {
-    if (state_ != State::kAlive || mailbox_.empty() || !mailbox_.front()->actor_ready) {
-      if (lingered || state_ != State::kAlive || !mailbox_.empty()) break;
+    if (state_ != State::kAlive || mailbox_.empty() || !mailbox_.front()->actor_ready ||
+        running_ >= options_.max_concurrency) {
+      // Linger only for what will come: a next call, or the end of one a caller runs (that
+      // caller starts no drain while this one is counted, and this one looks again after).
+      const bool coming = state_ == State::kAlive && (mailbox_.empty() || running_ > 0);
+      if (lingered || !coming) break;
       lingered = true;
       if (linger_for_next_call()) continue;
       break;
@@ -237,6 +317,7 @@ void ActorCore::drain() noexcept {
     TaskRecord* call = mailbox_.front();
     mailbox_.pop_front();
     call->in_mailbox = false;
+    taken_calls_.fetch_add(1, std::memory_order_relaxed);
     ++running_;
     const bool start = claim_drain_locked();  // with max_concurrency > 1 the next may start now
     const uint64_t remote = remote_key_;

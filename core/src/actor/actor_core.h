@@ -3,13 +3,26 @@
 // Life: created (constructor task pending) -> alive -> dead. Method calls enter the mailbox in
 // submission order; a call runs once its arguments are ready and every call before it has
 // started. Calls are run by "drain" jobs on scheduler threads: one at a time, or up to
-// max_concurrency drains at once. The actor holds its Allocation from construction until it is
+// max_concurrency drains at once (or by a waiting caller, below). A call is taken from the
+// mailbox only under mu_ and only while running_ < max_concurrency, so callers and drains never
+// run more at once than that, and take calls in mailbox order. The actor holds its Allocation from construction until it is
 // finalized: killed, its constructor (or one of its arguments) failed, the runtime shut down, or
 // (unnamed actors) its last handle went away with nothing queued. Finalizing destroys the
 // instance (outside any lock) and returns the resources. A killed actor's name is free at once.
 //
 // Its CPU is one CpuLease shared by its running calls: when every running call is blocked in
 // get()/wait(), the scheduler lends it to tasks (never to another actor) until a call goes on.
+//
+// A caller that waits for a call's result without a deadline runs the call on its own thread
+// (run_here) when the call is next in the mailbox and nothing of the actor runs, as a blocked
+// parent runs a task it waits for: a caller waiting for each result then pays no hand-over
+// between threads. Only for actors that hold nothing a thread would have to lend or make current
+// (no CPU, no GPU) and run one call at a time. A drain lingering for the next call leaves such a
+// call a moment to its caller (caller_runs_) before it takes it.
+//
+// Counts (ready_calls_, taken_calls_): every call made ready is taken from the mailbox once, by a
+// drain or a caller, or dropped by die_locked; the lingering drain reads "ready != taken" as
+// "something to start" (a hint: it looks again under mu_).
 //
 // Thread-safe: every public method may be called from any thread.
 #pragma once
@@ -68,8 +81,10 @@ class ActorCore : public std::enable_shared_from_this<ActorCore> {
     return handle_ops_.load(std::memory_order_acquire);
   }
 
-  // Submission (by the templates, through the hooks).
-  void enqueue_call(TaskRecord* call) noexcept;
+  // Submission (by the templates, through the hooks): the call enters the mailbox, and is
+  // dispatched (on_call_ready) once its arguments are ready; at once, under the same lock, if
+  // they are. The call holds its submitter's guard (TaskRecord::release_guard) until then.
+  void submit_call(TaskRecord* call) noexcept;
   // Dispatch: the task's arguments are ready.
   void on_call_ready(TaskRecord* call) noexcept;
   void on_create_ready(TaskRecord* create) noexcept;
@@ -80,6 +95,10 @@ class ActorCore : public std::enable_shared_from_this<ActorCore> {
   // Scheduler jobs.
   void run_creation(Job& job) noexcept;
   void drain() noexcept;
+  // A caller about to wait, without a deadline, for `result`: if an actor call produces it and
+  // is this actor's next call with nothing of the actor running, runs it on the calling thread
+  // and returns true (the result is then done); else false, changing nothing.
+  static bool run_producer_here(ObjectEntry* result) noexcept;
 
   // From the constructor task.
   void set_instance(void* instance, void (*deleter)(void*)) noexcept;
@@ -100,10 +119,16 @@ class ActorCore : public std::enable_shared_from_this<ActorCore> {
   // True if a drain job should start now (counted in drains_); the caller then calls
   // start_drain() after releasing mu_.
   bool claim_drain_locked() PRISM_REQUIRES(mu_);
+  // The call's arguments are ready: it may start once it is the front. Returns
+  // claim_drain_locked().
+  bool mark_ready_locked(TaskRecord* call) PRISM_REQUIRES(mu_);
   void start_drain() noexcept;
   // A drain whose mailbox ran empty may wait a few microseconds for the next call (lock released
   // meanwhile); true if it waited (the caller looks at the mailbox again).
   bool linger_for_next_call() PRISM_REQUIRES(mu_);
+  // run_producer_here for one of this actor's calls (`call` is only compared, never read, unless
+  // it is the mailbox's front).
+  bool run_here(const TaskRecord* call) noexcept;
   bool should_finalize_locked() PRISM_REQUIRES(mu_);
   void finalize() noexcept;
   void fail_all(const std::vector<TaskRecord*>& calls) noexcept;
@@ -121,9 +146,15 @@ class ActorCore : public std::enable_shared_from_this<ActorCore> {
   bool creating_ PRISM_GUARDED_BY(mu_) = true;  // the constructor task has not finished
   bool finalized_ PRISM_GUARDED_BY(mu_) = false;
   std::deque<TaskRecord*> mailbox_ PRISM_GUARDED_BY(mu_);
-  std::atomic<uint32_t> ready_calls_{0};  // calls made ready so far (a lingering drain watches it)
-  int drains_ PRISM_GUARDED_BY(mu_) = 0;   // drain jobs scheduled or running
-  int running_ PRISM_GUARDED_BY(mu_) = 0;  // calls running
+  // Read by a lingering drain while callers write them: a cache line of their own.
+  alignas(64) std::atomic<uint32_t> ready_calls_{0};  // calls made ready so far
+  std::atomic<uint32_t> taken_calls_{0};  // calls taken from the mailbox, or dropped, so far
+  std::atomic<bool> caller_runs_{false};  // a caller ran a call itself since a drain last had to
+  // Written once at construction: calls may run on their callers' threads (run_here).
+  const bool runs_on_callers_ =
+      options_.max_concurrency == 1 && request_.cpu == 0 && request_.gpu == 0;
+  int drains_ PRISM_GUARDED_BY(mu_) = 0;   // drain jobs scheduled or running, callers running a call
+  int running_ PRISM_GUARDED_BY(mu_) = 0;  // calls running (on drains or their callers)
   int handles_ PRISM_GUARDED_BY(mu_) = 0;
   std::exception_ptr death_ PRISM_GUARDED_BY(mu_);
   // Written once by the constructor (before the actor is alive), freed by finalize().

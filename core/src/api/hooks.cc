@@ -275,6 +275,11 @@ void spin_paid(bool paid) noexcept {
 }  // namespace
 
 void await(ObjectEntry* entry, Deadline deadline) {
+  // An actor's next call, with nothing of the actor running: run it here (the waiting thread has
+  // nothing else to do). Not under a deadline: a call that runs cannot be left when it passes.
+  if (deadline == kNoDeadline && entry->produced_by_actor_call() && !entry->is_done()) {
+    ActorCore::run_producer_here(entry);
+  }
   // A result that is a few microseconds away is cheaper to spin for than to sleep for, but a
   // spin that does not pay takes a core from the workers: spin only while spins keep paying,
   // and only while some core is not running a task.
@@ -535,10 +540,7 @@ void submit_actor_creation(ActorCore* actor, TaskRecord* task) noexcept {
   submit(task);
 }
 
-void submit_actor_call(ActorCore* actor, TaskRecord* task) noexcept {
-  actor->enqueue_call(task);
-  submit(task);
-}
+void submit_actor_call(ActorCore* actor, TaskRecord* task) noexcept { actor->submit_call(task); }
 
 void set_actor_instance(ActorCore* actor, void* instance, void (*deleter)(void*)) noexcept {
   actor->set_instance(instance, deleter);

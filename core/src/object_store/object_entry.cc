@@ -121,16 +121,31 @@ bool ObjectEntry::add_dependent(DepNode* node) noexcept {
   return true;
 }
 
+bool ObjectEntry::look_at_producer(bool (*look)(TaskRecord&, void*), void* ctx) noexcept {
+  lock_.lock();
+  const bool r =
+      state_.load(std::memory_order_relaxed) == static_cast<uint32_t>(ObjState::kPending) &&
+      producer_ != nullptr && look(*producer_, ctx);
+  lock_.unlock();
+  return r;
+}
+
 TaskRecord* ObjectEntry::claim_producer(bool (*accept)(const TaskRecord&, const void*),
                                         const void* ctx) noexcept {
-  lock_.lock();
-  TaskRecord* t = nullptr;
-  if (state_.load(std::memory_order_relaxed) == static_cast<uint32_t>(ObjState::kPending) &&
-      producer_ != nullptr && accept(*producer_, ctx) && producer_->try_claim()) {
-    t = producer_;
-  }
-  lock_.unlock();
-  return t;
+  struct Claim {
+    bool (*accept)(const TaskRecord&, const void*);
+    const void* ctx;
+    TaskRecord* claimed = nullptr;
+  } c{accept, ctx};
+  look_at_producer(
+      [](TaskRecord& t, void* p) {
+        auto& claim = *static_cast<Claim*>(p);
+        if (!claim.accept(t, claim.ctx) || !t.try_claim()) return false;
+        claim.claimed = &t;
+        return true;
+      },
+      &c);
+  return c.claimed;
 }
 
 bool ObjectEntry::remove_dependent(DepNode* node) noexcept {

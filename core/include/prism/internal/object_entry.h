@@ -284,16 +284,24 @@ class ObjectEntry {
     return cancel_requested_.load(std::memory_order_relaxed);
   }
 
-  // The task that completes this entry; set once by the submitter before the ref is shared (so
-  // without the lock: nobody else can see the entry yet).
-  void set_producer(TaskRecord* task) noexcept PRISM_NO_THREAD_SAFETY_ANALYSIS {
+  // The task that completes this entry (`actor_call`: a method call of an actor); set once by
+  // the submitter before the ref is shared (so without the lock: nobody else can see the entry
+  // yet).
+  void set_producer(TaskRecord* task, bool actor_call) noexcept PRISM_NO_THREAD_SAFETY_ANALYSIS {
     producer_ = task;
+    actor_call_ = actor_call;
   }
+  // Set once before the ref is shared: an actor's method call produces it.
+  bool produced_by_actor_call() const noexcept { return actor_call_; }
   // If the entry is pending and `accept(producer, ctx)` agrees, claims the producer for the
   // caller to run (TaskRecord::try_claim) and returns it; else null. `accept` runs under the
   // entry's spinlock: it must be short and must not block.
   TaskRecord* claim_producer(bool (*accept)(const TaskRecord&, const void*),
                              const void* ctx) noexcept;
+  // If the entry is pending and has a producer, calls `look(producer, ctx)` under the entry's
+  // spinlock (the producer is alive meanwhile; short, must not block) and returns what it
+  // returns; else false.
+  bool look_at_producer(bool (*look)(TaskRecord&, void*), void* ctx) noexcept;
 
  protected:
   explicit ObjectEntry(ObjectId id) noexcept : id_(id) {}
@@ -338,6 +346,9 @@ class ObjectEntry {
 
  protected:
   bool value_constructed_ = false;  // TypedEntry: the value exists (owned by the producer)
+
+ private:
+  bool actor_call_ = false;  // see produced_by_actor_call()
 
  private:
   DepNode* dependents_ PRISM_GUARDED_BY(lock_) = nullptr;

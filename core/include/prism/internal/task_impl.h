@@ -194,7 +194,7 @@ struct SingleResult {
 
   explicit SingleResult(RuntimeCore* rt) : entry(new TypedEntry<R>(next_object_id(rt))) {}
   Refs refs() const { return Refs::adopt(entry); }
-  void set_producer(TaskRecord* t) noexcept { entry->set_producer(t); }
+  void set_producer(TaskRecord* t) noexcept { entry->set_producer(t, t->actor() != nullptr); }
   TypedEntry<R>* typed() const noexcept { return static_cast<TypedEntry<R>*>(entry.get()); }
   template <typename Call>
   void run(Call&& call) {
@@ -233,7 +233,7 @@ struct MultiResult {
   }
   Refs refs() const { return make_refs(std::make_index_sequence<N>()); }
   void set_producer(TaskRecord* t) noexcept {
-    for (auto& x : entries) x->set_producer(t);
+    for (auto& x : entries) x->set_producer(t, t->actor() != nullptr);
   }
   template <typename Call>
   void run(Call&& call) {
