@@ -361,18 +361,19 @@ PRISM_TEST_SWEEP_CPUS(ActorsTest);
 struct ActorsWhere {
   // The thread that ran the call, and whether it ran as a task.
   std::pair<std::thread::id, bool> where() { return {std::this_thread::get_id(), prism::in_task()}; }
-  int block(prism_test::Gate started, prism_test::Gate release) {
+  // Signals `started`, then blocks until `release` opens; returns the thread it ran on.
+  std::thread::id hold(prism_test::Gate started, prism_test::Gate release) {
     started.open();
-    return release.wait() ? ++calls : -1;
+    return release.wait() ? std::this_thread::get_id() : std::thread::id();
   }
-  // Calls must never overlap, and each caller's calls come in its order.
-  int count(prism_test::ConcurrencyTracker t) {
+  // Calls must never overlap: the call's number and the thread it ran on.
+  std::pair<int, std::thread::id> count(prism_test::ConcurrencyTracker t) {
     prism_test::ConcurrencyTracker::Scope inside(t);
-    return ++calls;
+    return {++calls, std::this_thread::get_id()};
   }
   int calls = 0;
 };
-PRISM_ACTOR(ActorsWhere, &ActorsWhere::where, &ActorsWhere::block, &ActorsWhere::count);
+PRISM_ACTOR(ActorsWhere, &ActorsWhere::where, &ActorsWhere::hold, &ActorsWhere::count);
 
 int actors_hold_thread(prism_test::Gate started, prism_test::Gate release) {
   started.open();
@@ -427,18 +428,100 @@ TEST_F(ActorsCallerRunsTest, AWaitWithADeadlineLeavesTheCallToTheActor) {
 TEST_F(ActorsCallerRunsTest, KilledWhileItsCallerRunsACallThatCallFinishes) {
   prism_test::Gate started;
   prism_test::Gate release;
-  int value = 0;
+  std::thread::id caller_id;
+  std::thread::id ran_on;
+  std::string error;
   std::thread caller([&] {
-    value = prism::get(actor_.task(&ActorsWhere::block).remote(started, release));
+    caller_id = std::this_thread::get_id();
+    try {
+      ran_on = prism::get(actor_.task(&ActorsWhere::hold).remote(started, release));
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
   });
+  // If the caller does not run it, it never starts (the worker is held): the kill then fails it,
+  // and the caller's get returns.
   const bool call_started = started.wait();
   prism::kill(actor_);
   release.open();
   caller.join();
-  ASSERT_TRUE(call_started);
-  EXPECT_EQ(value, 1) << "the running call finished";
+  ASSERT_TRUE(call_started) << error;
+  EXPECT_EQ(error, "");
+  EXPECT_EQ(ran_on, caller_id) << "the running call finished, on its caller's thread";
   EXPECT_THROW(prism::get(actor_.task(&ActorsWhere::where).remote(), kTimeout),
                prism::ActorDiedError);
+}
+
+// When things happened, in order (0: not yet).
+struct ActorsOrder {
+  std::atomic<int> next{1};
+  std::atomic<int> call_ended{0};
+  std::atomic<int> destroyed{0};
+};
+
+struct ActorsOrdered {
+  explicit ActorsOrdered(std::shared_ptr<ActorsOrder> o) : order(std::move(o)) {}
+  ~ActorsOrdered() { order->destroyed = order->next++; }
+  ActorsOrdered(const ActorsOrdered&) = delete;
+  ActorsOrdered& operator=(const ActorsOrdered&) = delete;
+  // Touches only its arguments once `release` opens (so a bug that destroys the instance
+  // meanwhile shows in the order, not as a crash).
+  std::thread::id hold(prism_test::Gate started, prism_test::Gate release,
+                       std::shared_ptr<ActorsOrder> o) {
+    started.open();
+    const bool opened = release.wait();
+    o->call_ended = o->next++;
+    return opened ? std::this_thread::get_id() : std::thread::id();
+  }
+  int ping() { return 1; }
+  std::shared_ptr<ActorsOrder> order;
+};
+PRISM_ACTOR(ActorsOrdered, &ActorsOrdered::hold, &ActorsOrdered::ping);
+
+TEST(ActorsCallerRunsShutdownTest, ShutdownWaitsForACallItsCallerRuns) {
+  auto order = std::make_shared<ActorsOrder>();
+  auto rt = std::make_unique<prism::Runtime>(prism::InitOptions{.num_cpus = 1, .max_threads = 1});
+  auto h = rt->actor<ActorsOrdered>(order).remote();
+  ASSERT_EQ(prism::get(h.task(&ActorsOrdered::ping).remote(), kTimeout), 1);  // built
+  // The only worker is held while the call is submitted: its caller runs it.
+  prism_test::Gate held;
+  prism_test::Gate free_thread;
+  auto holder = rt->task(actors_hold_thread).remote(held, free_thread);
+  ASSERT_TRUE(held.wait());
+  prism_test::Gate started;
+  prism_test::Gate release;
+  std::thread::id caller_id;
+  std::thread::id ran_on;
+  std::string error;
+  std::thread caller([&] {
+    caller_id = std::this_thread::get_id();
+    try {
+      ran_on = prism::get(h.task(&ActorsOrdered::hold).remote(started, release, order));
+    } catch (const std::exception& e) {
+      error = e.what();
+    }
+  });
+  const bool call_started = started.wait();
+  free_thread.open();
+  std::atomic<bool> closed{false};
+  std::thread closer([&] {
+    rt.reset();
+    closed = true;
+  });
+  // A shutdown that did not wait for the call would finish, or destroy the actor, meanwhile:
+  // give it the time to (a correct one waits, and this passes after the timeout).
+  EXPECT_FALSE(prism_test::eventually(
+      [&] { return closed.load() || order->destroyed.load() != 0; },
+      std::chrono::milliseconds(200)))
+      << "the runtime shut down, or destroyed the actor, while its caller ran a call";
+  release.open();
+  closer.join();
+  caller.join();
+  ASSERT_TRUE(call_started) << error;
+  EXPECT_EQ(error, "");
+  EXPECT_EQ(ran_on, caller_id);
+  EXPECT_GT(order->destroyed.load(), order->call_ended.load()) << "destroyed after the call";
+  EXPECT_GT(order->call_ended.load(), 0);
 }
 
 TEST(ActorsCallerRunsRaceTest, CallersAndDrainsNeverOverlapOrReorderCalls) {
@@ -450,31 +533,55 @@ TEST(ActorsCallerRunsRaceTest, CallersAndDrainsNeverOverlapOrReorderCalls) {
   constexpr int kThreads = 4;
   constexpr int kCalls = 2000;
   std::atomic<int> disorder{0};
+  std::atomic<int> errors{0};
+  std::atomic<int> run_by_callers{0};
+  // The waits without a deadline: should a call be stranded, the actor is killed after kTimeout,
+  // which fails its calls (counted as errors) instead of hanging.
+  prism_test::Gate done;
+  std::atomic<bool> timed_out{false};
+  std::thread guard([&] {
+    if (done.wait()) return;
+    timed_out = true;
+    prism::kill(h);
+  });
   std::vector<std::thread> threads;
   for (int t = 0; t < kThreads; ++t) {
     threads.emplace_back([&, t] {
-      int last = 0;
-      std::vector<prism::ObjectRef<int>> later;
-      for (int i = 0; i < kCalls; ++i) {
-        auto r = h.task(&ActorsWhere::count).remote(tracker);
-        int v;
-        switch ((i + t) % 3) {
-          case 0: v = prism::get(r); break;
-          case 1: v = prism::get(r, kTimeout); break;
-          default: later.push_back(r); continue;
+      std::vector<prism::ObjectRef<std::pair<int, std::thread::id>>> refs;
+      try {
+        for (int i = 0; i < kCalls; ++i) {
+          refs.push_back(h.task(&ActorsWhere::count).remote(tracker));
+          switch ((i + t) % 3) {
+            case 0: {
+              const auto [n, ran_on] = prism::get(refs.back());
+              if (ran_on == std::this_thread::get_id()) run_by_callers.fetch_add(1);
+              break;
+            }
+            case 1: (void)prism::get(refs.back(), kTimeout); break;
+            default: break;  // left to the actor; read below
+          }
         }
-        if (v <= last) disorder.fetch_add(1);
-        last = v;
-      }
-      for (auto& r : later) {
-        if (prism::get(r, kTimeout) <= 0) disorder.fetch_add(1);
+        // This thread's calls, in its order, ran in that order.
+        int last = 0;
+        for (const auto& r : refs) {
+          const int n = prism::get(r, kTimeout).first;
+          if (n <= last) disorder.fetch_add(1);
+          last = n;
+        }
+      } catch (const std::exception&) {
+        errors.fetch_add(1);
       }
     });
   }
   for (auto& t : threads) t.join();
+  done.open();
+  guard.join();
+  ASSERT_FALSE(timed_out.load()) << "a call was never run";
+  EXPECT_EQ(errors.load(), 0);
   EXPECT_EQ(disorder.load(), 0);
   EXPECT_EQ(tracker.max(), 1) << "two calls of a max_concurrency 1 actor overlapped";
-  EXPECT_EQ(prism::get(h.task(&ActorsWhere::count).remote(tracker), kTimeout),
+  EXPECT_GT(run_by_callers.load(), 0) << "no caller ever ran the call it waited for";
+  EXPECT_EQ(prism::get(h.task(&ActorsWhere::count).remote(tracker), kTimeout).first,
             kThreads * kCalls + 1);
 }
 

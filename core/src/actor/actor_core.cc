@@ -11,6 +11,7 @@
 #include "prism/errors.h"
 #include "prism/internal/device_support.h"
 #include "scheduler/scheduler.h"
+#include "worker/exec_context.h"
 
 namespace prism::internal {
 
@@ -219,8 +220,11 @@ namespace {
 // Drains staying awake for their actor's next call, in this process (at most one at a time).
 std::atomic<int> g_drain_spinners{0};
 constexpr std::chrono::microseconds kDrainSpin{5};
-// How long a lingering drain leaves a new call to a caller that has been running calls itself.
+// How long a lingering drain leaves a new call to a caller that has been running calls itself,
+// and how many such calls it waits through before it gives its thread back (a new drain then
+// starts for the next call).
 constexpr std::chrono::microseconds kCallerGrace{2};
+constexpr int kMaxCallsLeftToCallers = 256;
 }  // namespace
 
 bool ActorCore::linger_for_next_call() {
@@ -238,12 +242,15 @@ bool ActorCore::linger_for_next_call() {
     return ready_calls_.load(std::memory_order_relaxed) !=
            taken_calls_.load(std::memory_order_relaxed);
   };
-  for (;;) {
+  for (int left = 0;;) {
     if (!spin_for(kDrainSpin, waiting)) break;  // lingered out: look once more
     if (!caller_runs_.load(std::memory_order_relaxed)) break;
     // Its caller is probably about to wait for it and run it itself (run_here): leave it a
-    // moment, and linger on for the next one if it does.
-    if (spin_for(kCallerGrace, [&waiting] { return !waiting(); })) continue;
+    // moment, and linger on for the next one if it does (while a core is still to spare).
+    if (spin_for(kCallerGrace, [&waiting] { return !waiting(); })) {
+      if (++left < kMaxCallsLeftToCallers && Scheduler::has_idle_core()) continue;
+      break;
+    }
     // It did not: this actor's callers do not wait for each call now. Take it, and the next ones
     // at once.
     caller_runs_.store(false, std::memory_order_relaxed);
@@ -273,6 +280,12 @@ bool ActorCore::run_producer_here(ObjectEntry* result) noexcept {
 }
 
 bool ActorCore::run_here(const TaskRecord* call) noexcept {
+  // Not inside a task of another runtime (its waits would go through that runtime's scheduler).
+  if (RuntimeCore* in = exec_context().runtime; in != nullptr && in != rt_) return false;
+  // A caller's thread is not one the runtime waits for at shutdown: the pin makes it wait for
+  // this call (and refuses it once the runtime stops).
+  const RuntimePin pin = try_pin_runtime(rt_ref_);
+  if (!pin || !rt_->accepting()) return false;
   MutexLock lock(mu_);
   // (The record may be gone by now: it is compared, and read only once it is the front.)
   if (state_ != State::kAlive || remote_key_ != 0 || running_ > 0 || mailbox_.empty() ||
