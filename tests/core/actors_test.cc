@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <functional>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -375,6 +376,29 @@ struct ActorsWhere {
 };
 PRISM_ACTOR(ActorsWhere, &ActorsWhere::where, &ActorsWhere::hold, &ActorsWhere::count);
 
+// A thread that waits (no deadline) for a call returning the thread it ran on: where the call
+// ran, the waiting thread's id, and the error text if the get threw.
+class WaitingCaller {
+ public:
+  explicit WaitingCaller(std::function<std::thread::id()> wait_for_call)
+      : thread_([this, wait = std::move(wait_for_call)] {
+          caller_id = std::this_thread::get_id();
+          try {
+            ran_on = wait();
+          } catch (const std::exception& e) {
+            error = e.what();
+          }
+        }) {}
+  void join() { thread_.join(); }
+
+  std::thread::id caller_id;
+  std::thread::id ran_on;
+  std::string error;
+
+ private:
+  std::thread thread_;  // last: starts once the fields exist
+};
+
 int actors_hold_thread(prism_test::Gate started, prism_test::Gate release) {
   started.open();
   return release.wait() ? 1 : 0;
@@ -428,26 +452,17 @@ TEST_F(ActorsCallerRunsTest, AWaitWithADeadlineLeavesTheCallToTheActor) {
 TEST_F(ActorsCallerRunsTest, KilledWhileItsCallerRunsACallThatCallFinishes) {
   prism_test::Gate started;
   prism_test::Gate release;
-  std::thread::id caller_id;
-  std::thread::id ran_on;
-  std::string error;
-  std::thread caller([&] {
-    caller_id = std::this_thread::get_id();
-    try {
-      ran_on = prism::get(actor_.task(&ActorsWhere::hold).remote(started, release));
-    } catch (const std::exception& e) {
-      error = e.what();
-    }
-  });
+  WaitingCaller caller(
+      [&] { return prism::get(actor_.task(&ActorsWhere::hold).remote(started, release)); });
   // If the caller does not run it, it never starts (the worker is held): the kill then fails it,
   // and the caller's get returns.
   const bool call_started = started.wait();
   prism::kill(actor_);
   release.open();
   caller.join();
-  ASSERT_TRUE(call_started) << error;
-  EXPECT_EQ(error, "");
-  EXPECT_EQ(ran_on, caller_id) << "the running call finished, on its caller's thread";
+  ASSERT_TRUE(call_started) << caller.error;
+  EXPECT_EQ(caller.error, "");
+  EXPECT_EQ(caller.ran_on, caller.caller_id) << "the running call finished, on its caller's thread";
   EXPECT_THROW(prism::get(actor_.task(&ActorsWhere::where).remote(), kTimeout),
                prism::ActorDiedError);
 }
@@ -490,17 +505,8 @@ TEST(ActorsCallerRunsShutdownTest, ShutdownWaitsForACallItsCallerRuns) {
   ASSERT_TRUE(held.wait());
   prism_test::Gate started;
   prism_test::Gate release;
-  std::thread::id caller_id;
-  std::thread::id ran_on;
-  std::string error;
-  std::thread caller([&] {
-    caller_id = std::this_thread::get_id();
-    try {
-      ran_on = prism::get(h.task(&ActorsOrdered::hold).remote(started, release, order));
-    } catch (const std::exception& e) {
-      error = e.what();
-    }
-  });
+  WaitingCaller caller(
+      [&] { return prism::get(h.task(&ActorsOrdered::hold).remote(started, release, order)); });
   const bool call_started = started.wait();
   free_thread.open();
   std::atomic<bool> closed{false};
@@ -517,9 +523,9 @@ TEST(ActorsCallerRunsShutdownTest, ShutdownWaitsForACallItsCallerRuns) {
   release.open();
   closer.join();
   caller.join();
-  ASSERT_TRUE(call_started) << error;
-  EXPECT_EQ(error, "");
-  EXPECT_EQ(ran_on, caller_id);
+  ASSERT_TRUE(call_started) << caller.error;
+  EXPECT_EQ(caller.error, "");
+  EXPECT_EQ(caller.ran_on, caller.caller_id);
   EXPECT_GT(order->destroyed.load(), order->call_ended.load()) << "destroyed after the call";
   EXPECT_GT(order->call_ended.load(), 0);
 }
