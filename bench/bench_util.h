@@ -143,7 +143,7 @@ struct Flags {
   std::string json;      // --json=PATH: where the JSON goes (none if empty)
   int runs = 5;          // --runs=N: measured runs per row (plus one warm-up)
   double trial_s = 0.2;  // --trial_s=S: minimum length of one run of a rate row
-  std::string filter;    // --filter=X: only rows whose name contains X
+  std::string filter;    // --filter=X: only rows whose name contains X; --filter==X: named X
   bool quick = false;    // --quick: smaller sizes, for smoke tests
   int64_t max_n = 0;     // --max_n=N: largest size of scaling rows (0: the program's default)
   std::vector<std::string> rest;  // other --key=value flags, for the program
@@ -169,7 +169,7 @@ struct Flags {
       else if (a == "--quick")
         quick = true;
       else if (a == "--help" || a == "-h") {
-        std::printf("flags: --json=PATH --runs=N --trial_s=S --filter=SUBSTR --max_n=N --quick\n");
+        std::printf("flags: --json=PATH --runs=N --trial_s=S --filter=SUBSTR|=NAME --max_n=N --quick\n");
         std::exit(0);
       } else {
         rest.push_back(a);
@@ -177,6 +177,7 @@ struct Flags {
     }
   }
   bool wants(const std::string& row) const {
+    if (!filter.empty() && filter[0] == '=') return row == filter.substr(1);
     return filter.empty() || row.find(filter) != std::string::npos;
   }
   // The value of a program-specific --key=value flag, or `fallback`.

@@ -276,7 +276,65 @@ TEST(ReadyQueueTest, ManyProducersAndConsumersPopEachTaskOnce) {
     for (auto& t : ts) t.join();
     ASSERT_EQ(popped.load(), static_cast<int64_t>(tasks.size())) << threads << " threads";
     for (size_t i = 0; i < seen.size(); ++i) ASSERT_EQ(seen[i].load(), 1) << "task " << i;
+    EXPECT_EQ(q.size(), 0);
+    EXPECT_FALSE(q.maybe_nonempty());
   }
+}
+
+// What the scheduler's wake-ups rest on (a Dekker pair): a producer pushes and then looks for
+// an idle consumer; a consumer announces itself idle and then looks at the queue. However the
+// two interleave, at least one of them sees the other (otherwise a task waits with every
+// thread asleep). Rounds are run in lock step, each with a fresh push and announcement.
+TEST(ReadyQueueTest, APushAndAnIdleConsumerAlwaysSeeEachOther) {
+  constexpr int kRounds = 5000;
+  ReadyQueue q;
+  InertTask task;
+  std::atomic<int> idle{0};
+  std::atomic<int> producer_round{-1}, consumer_round{-1};
+  std::atomic<int> start{0};
+  std::vector<char> producer_saw_idle(kRounds), consumer_saw_task(kRounds);
+  const auto deadline = Clock::now() + kTimeout;
+  auto wait_for = [&](const std::atomic<int>& a, int value) {
+    while (a.load() < value) {
+      if (Clock::now() > deadline) return false;
+      std::this_thread::yield();  // (three threads, perhaps fewer cores)
+    }
+    return true;
+  };
+  std::thread producer([&] {
+    for (int r = 0; r < kRounds; ++r) {
+      if (!wait_for(start, r + 1)) return;
+      q.push(&task);
+      producer_saw_idle[r] = idle.load(std::memory_order_seq_cst) != 0;
+      producer_round.store(r);
+    }
+  });
+  std::thread consumer([&] {
+    for (int r = 0; r < kRounds; ++r) {
+      if (!wait_for(start, r + 1)) return;
+      idle.store(1, std::memory_order_seq_cst);
+      consumer_saw_task[r] = q.maybe_nonempty();
+      consumer_round.store(r);
+    }
+  });
+  bool in_time = true;
+  int popped = 0;
+  for (int r = 0; r < kRounds && in_time; ++r) {
+    start.store(r + 1);
+    in_time = wait_for(producer_round, r) && wait_for(consumer_round, r);
+    // (Between rounds: both threads wait for the next start.)
+    if (in_time && q.pop() == &task) ++popped;
+    idle.store(0);
+  }
+  if (!in_time) start.store(kRounds + 1);  // (let both threads run out their loops)
+  producer.join();
+  consumer.join();
+  ASSERT_TRUE(in_time) << "the rounds did not finish in time";
+  ASSERT_EQ(popped, kRounds);
+  for (int r = 0; r < kRounds; ++r) {
+    ASSERT_TRUE(producer_saw_idle[r] || consumer_saw_task[r]) << "round " << r;
+  }
+  EXPECT_FALSE(q.maybe_nonempty());
 }
 
 }  // namespace

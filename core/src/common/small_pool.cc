@@ -4,6 +4,7 @@
 #include <pthread.h>
 
 #include <array>
+#include <cstdint>
 #include <new>
 
 #include "prism/internal/thread_annotations.h"
@@ -86,6 +87,22 @@ Central* centrals() {
   return c;
 }
 
+// Asks for the lines of [p, p + bytes) in a writable state (PREFETCHW, a no-op on x86 CPUs
+// older than it; a plain prefetch elsewhere). A hint: never faults, never changes memory.
+inline void prefetch_for_write(const void* p, size_t bytes) noexcept {
+  constexpr uintptr_t kLine = 64;
+  const uintptr_t first = reinterpret_cast<uintptr_t>(p) & ~(kLine - 1);
+  const uintptr_t end = reinterpret_cast<uintptr_t>(p) + bytes;
+  for (uintptr_t line = first; line < end; line += kLine) {
+    const auto* at = reinterpret_cast<const char*>(line);
+#if defined(__x86_64__)
+    asm volatile("prefetchw %0" : : "m"(*at));
+#else
+    __builtin_prefetch(at, 1, 3);
+#endif
+  }
+}
+
 struct Bin {
   Block* head = nullptr;
   size_t count = 0;
@@ -165,6 +182,11 @@ void* allocate(size_t bytes) {
   Block* b = bin.head;
   bin.head = b->next;
   --bin.count;
+  // The next block was most likely freed by another thread (a worker that ran a task) and its
+  // lines sit modified in that core's cache: ask for them in the exclusive state now, so that
+  // the next allocation's read of its link and the caller's writes of the object do not wait
+  // for the transfer.
+  if (bin.head != nullptr) prefetch_for_write(bin.head, class_bytes(c));
   return b;
 }
 
