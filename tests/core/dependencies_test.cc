@@ -47,6 +47,32 @@ TEST_P(DependenciesTest, ChainSubmittedBeforeItsRootIsReady) {
   EXPECT_EQ(prism::get(r, kTimeout), 100);
 }
 
+// A chain submitted before its root is ready: each link becomes ready when the link before it
+// publishes its result, on the thread that ran it, which runs it next (the hand-off) instead of
+// queueing it for whichever thread comes. A link that blocks hands nothing off.
+TEST_P(DependenciesTest, AChainsLinksAreHandedToTheThreadThatMadeTheirInput) {
+  prism_test::Gate gate;
+  auto root = prism::task([gate] { return gate.wait() ? 0 : -1000; }).remote();
+  constexpr int kLinks = 200;
+  prism::ObjectRef<int> r = root;
+  for (int i = 0; i < kLinks; ++i) r = prism::task(deps_inc).remote(r);
+  const uint64_t before = prism::stats().tasks.handed_off;
+  gate.open();
+  EXPECT_EQ(prism::get(r, kTimeout), kLinks);
+  // Every link but those after kMaxHandOffs in a row (1 in 33): the root's result readies the
+  // first link too.
+  EXPECT_GE(prism::stats().tasks.handed_off - before, uint64_t{kLinks * 9 / 10});
+
+  // A task that waits inside its body for a task it made ready: nothing is handed off to a
+  // thread that blocks, the chain still finishes.
+  auto parent = prism::task([] {
+    auto a = prism::task(deps_add).remote(1, 2);
+    auto b = prism::task(deps_inc).remote(a);
+    return prism::get(b, kTimeout) + prism::get(prism::task(deps_inc).remote(b), kTimeout);
+  }).remote();
+  EXPECT_EQ(prism::get(parent, kTimeout), 9);
+}
+
 TEST_P(DependenciesTest, Diamond) {
   auto top = prism::task(deps_add).remote(2, 3);        // 5
   auto left = prism::task(deps_mul).remote(top, 2);     // 10

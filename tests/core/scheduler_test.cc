@@ -34,8 +34,15 @@ class FnTask final : public TaskRecord {
  public:
   explicit FnTask(std::function<void()> body, ExtrasPtr extras = nullptr)
       : TaskRecord(nullptr, TaskId{}, nullptr, std::move(extras)), body_(std::move(body)) {}
+  // A body that is given the task's own record.
+  FnTask(std::function<void()>, std::function<void(FnTask*)> self_body)
+      : TaskRecord(nullptr, TaskId{}, nullptr, nullptr), self_body_(std::move(self_body)) {}
   std::exception_ptr run() noexcept override {
-    body_();
+    if (self_body_) {
+      self_body_(this);
+    } else {
+      body_();
+    }
     return nullptr;
   }
   void fail(const std::exception_ptr&) noexcept override { failed = true; }
@@ -45,6 +52,7 @@ class FnTask final : public TaskRecord {
 
  private:
   std::function<void()> body_;
+  std::function<void(FnTask*)> self_body_;
 };
 
 class FakeRunner final : public JobRunner {
@@ -260,6 +268,104 @@ TEST(SchedulerTest, BlockedTaskRunsItsQueuedChildItself) {
     EXPECT_EQ(child_thread, parent_thread);
     EXPECT_EQ(runner.inline_runs.load(), 1);
     EXPECT_EQ(runner.last_inline_cpu.load(), kCpu);  // a slot holds one CPU
+  }
+}
+
+// ---- hand-off: a task made ready by the results of the task a slot runs runs next there ----
+
+// A task that knows its own record (to name itself as the finished task in hand_off).
+FnTask* self_aware(std::function<void(FnTask*)> body) {
+  return new FnTask(std::function<void()>{}, std::move(body));
+}
+
+TEST(SchedulerTest, AHandedOffTaskRunsNextOnTheSameThread) {
+  for (int threads : {1, 2, 4}) {
+    SCOPED_TRACE(sweep_name(2, threads));
+    FakeRunner runner;
+    std::thread::id first_thread, next_thread;
+    bool handed = false, other_refused = true;
+    Event next_done;
+    Scheduler sched(&runner, node(2), threads);  // last: destroyed (joined) first
+    // From a thread that is no worker: refused.
+    auto* stray = new FnTask([] {});
+    EXPECT_FALSE(sched.hand_off(stray, stray));
+    delete stray;
+    sched.enqueue_ready(self_aware([&](FnTask* self) {
+      first_thread = std::this_thread::get_id();
+      // Naming another task than the one this slot runs: refused.
+      auto* other = new FnTask([] {});
+      other_refused = !sched.hand_off(other, other);
+      delete other;
+      handed = sched.hand_off(new FnTask([&] {
+        next_thread = std::this_thread::get_id();
+        next_done.set();
+      }), self);
+    }));
+    ASSERT_TRUE(next_done.wait_until(Clock::now() + kTimeout));
+    EXPECT_TRUE(handed);
+    EXPECT_TRUE(other_refused);
+    EXPECT_EQ(next_thread, first_thread);
+  }
+}
+
+TEST(SchedulerTest, HandOffsInARowLeaveTheQueueItsTurn) {
+  // One CPU, one thread: a chain of tasks, each handing off the next, and an independent task
+  // queued behind the chain's head. The independent one runs after at most kMaxHandOffs links.
+  constexpr int kLinks = 4 * Scheduler::kMaxHandOffs;
+  FakeRunner runner;
+  std::atomic<int> links_run{0};
+  std::atomic<int> links_before_other{-1};
+  CountDown all(kLinks + 1);
+  Scheduler sched(&runner, node(1), 1);  // last: destroyed (joined) first
+  // (A link that is not handed off, after kMaxHandOffs in a row, is queued.)
+  std::function<FnTask*(int)> link = [&](int i) {
+    return self_aware([&, i](FnTask* self) {
+      links_run.fetch_add(1);
+      if (i + 1 < kLinks) {
+        FnTask* next = link(i + 1);
+        if (!sched.hand_off(next, self)) sched.enqueue_ready(next);
+      }
+      all.arrive();
+    });
+  };
+  Event head_running, go;
+  sched.enqueue_ready(new FnTask([&] {
+    head_running.set();
+    (void)go.wait_until(Clock::now() + kTimeout);
+  }));
+  ASSERT_TRUE(head_running.wait_until(Clock::now() + kTimeout));
+  // While the only thread is busy: the chain's head, then the independent task, are queued.
+  sched.enqueue_ready(link(0));
+  sched.enqueue_ready(new FnTask([&] {
+    links_before_other.store(links_run.load());
+    all.arrive();
+  }));
+  go.set();
+  ASSERT_TRUE(all.wait());
+  EXPECT_EQ(links_run.load(), kLinks);
+  EXPECT_GE(links_before_other.load(), 1);
+  EXPECT_LE(links_before_other.load(), Scheduler::kMaxHandOffs + 1);
+}
+
+TEST(SchedulerTest, ATaskThatBlocksAfterAHandOffLeavesTheHandedTaskToOthers) {
+  // The task hands off a task and then waits for it (without claiming it): blocking must queue
+  // the handed task, or it would wait on this thread behind the very task that waits for it.
+  for (int threads : {1, 2, 4}) {
+    SCOPED_TRACE(sweep_name(1, threads));
+    FakeRunner runner;
+    Flag handed_ran;
+    Event first_done;
+    bool handed = false, ready_after = false;
+    Scheduler sched(&runner, node(1), threads);  // last: destroyed (joined) first
+    sched.enqueue_ready(self_aware([&](FnTask* self) {
+      handed = sched.hand_off(new FnTask([&] { handed_ran.set(); }), self);
+      FlagWait wait(handed_ran);
+      ready_after = sched.block(wait, Clock::now() + kTimeout);
+      first_done.set();
+    }));
+    ASSERT_TRUE(first_done.wait_until(Clock::now() + kTimeout));
+    EXPECT_TRUE(handed);
+    EXPECT_TRUE(ready_after);
   }
 }
 

@@ -40,6 +40,10 @@ struct TaskCounts {
   // out of device memory) or, with retry_exceptions, after it threw. A retried task counts
   // once in the other fields.
   uint64_t retried = 0;
+  // Tasks run next by the thread whose task's result made them ready, without a queue (a
+  // chain's next link runs where its input was just made: Scheduler::hand_off). Also counted
+  // in the other fields.
+  uint64_t handed_off = 0;
 };
 
 // One node: its resources, totals and what is free now (as cluster_resources() names them;

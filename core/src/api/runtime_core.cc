@@ -375,7 +375,13 @@ void RuntimeCore::dispatch(TaskRecord* task) noexcept {
                         "PRISM_REMOTE whose parameters and result are serializable "
                         "(prism/serialize.h) runs on other nodes")));
   } else if (task->has_default_request()) {
-    scheduler_->enqueue_ready(task);
+    // Made ready by the results of the task this thread has just run: run it next, here.
+    const ExecContext& c = exec_context();
+    if (c.returned && ObjectEntry::notifying_dependents() && scheduler_->hand_off(task, c.task)) {
+      counters_.add(TaskCounters::kHandedOff);
+    } else {
+      scheduler_->enqueue_ready(task);
+    }
   } else if (ResourceShape* shape = task->extras()->shape) {
     scheduler_->enqueue_shaped(task, shape);
   } else {
@@ -651,6 +657,7 @@ void RuntimeCore::record_span(TaskRecord* task, const Allocation* alloc,
 
 void run_returned() noexcept {
   ExecContext& c = exec_context();
+  c.returned = c.task != nullptr;
   if (c.device_annotate != nullptr) {  // the device work's end first: it is inside the run
     c.device_annotate->task_end();
     c.device_annotate = nullptr;
@@ -795,6 +802,7 @@ Stats RuntimeCore::stats() const {
   t.done = at(TaskCounters::kDone) + at(TaskCounters::kRemoteDone);
   t.failed = at(TaskCounters::kFailedRunning) + at(TaskCounters::kFailedOther);
   t.retried = at(TaskCounters::kRetried);
+  t.handed_off = at(TaskCounters::kHandedOff);
 
   s.objects.objects = static_cast<uint64_t>(std::max<int64_t>(0, store_->objects()));
   s.objects.primary_bytes = static_cast<uint64_t>(std::max<int64_t>(0, store_->used()));

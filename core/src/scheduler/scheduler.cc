@@ -33,6 +33,13 @@ struct Scheduler::Worker final : Waker {
   // while `running_shape` (cleared while blocked).
   ResourceShape* shape = nullptr;
   bool running_shape = false;
+  // The hand-off (Scheduler::hand_off): the task the innermost slot loop of this thread runs,
+  // the ready task its results handed this thread (marked queued, so a blocked parent may still
+  // claim it), and how many hand-offs ran in a row. `handed` is empty whenever the slot loop
+  // is not between a task's run and the next pop.
+  const TaskRecord* slot_task = nullptr;
+  TaskRecord* handed = nullptr;
+  int hand_offs = 0;
 
   void wake() noexcept override {
     signal.store(1, std::memory_order_release);
@@ -154,6 +161,25 @@ void Scheduler::holders_add(int64_t n) noexcept {
 
 void Scheduler::enqueue_ready(TaskRecord* task) noexcept {
   task->mark_queued();
+  push_ready(task);
+}
+
+bool Scheduler::hand_off(TaskRecord* task, const TaskRecord* finished) noexcept {
+  Worker* w = tls_worker;
+  if (w == nullptr || w->sched != this || w->slot_task != finished || finished == nullptr ||
+      w->handed != nullptr || w->hand_offs >= kMaxHandOffs || stopping_.load()) {
+    return false;
+  }
+  task->mark_queued();
+  w->handed = task;
+  return true;
+}
+
+void Scheduler::requeue_handed_off(Worker* w) noexcept {
+  if (TaskRecord* t = std::exchange(w->handed, nullptr)) push_ready(t);  // (still kQueued)
+}
+
+void Scheduler::push_ready(TaskRecord* task) noexcept {
   ready_.push(task);  // seq_cst on the queue's size: pairs with the holder's re-check
   // Every slot is busy, or an idle holder is spinning and will take it: no wake-up needed.
   // (A holder that stops spinning or gives its slot back re-checks the queue afterwards.)
@@ -618,7 +644,7 @@ void Scheduler::run_slot_locked(Worker* w, bool one_task) {
   holders_add(1);
   CpuLease* outer = std::exchange(w->lease, &slot);
   mu_.unlock();
-  run_slot_loop(one_task);
+  run_slot_loop(w, one_task);
   mu_.lock();
   w->lease = outer;
   holders_add(-1);
@@ -627,9 +653,17 @@ void Scheduler::run_slot_locked(Worker* w, bool one_task) {
   distribute_locked(/*wake_for_ready=*/one_task);
 }
 
-void Scheduler::run_slot_loop(bool one_task) noexcept {
+void Scheduler::run_slot_loop(Worker* w, bool one_task) noexcept {
+  // (A helper's loop runs inside a blocked task's: it keeps the outer loop's task aside.)
+  const TaskRecord* const outer_task = w->slot_task;
   for (;;) {
-    TaskRecord* t = ready_.pop();
+    TaskRecord* t = std::exchange(w->handed, nullptr);
+    if (t != nullptr) {
+      ++w->hand_offs;
+    } else {
+      w->hand_offs = 0;
+      t = ready_.pop();
+    }
     if (t == nullptr) {
       if (one_task) return;
       // Stay awake a few microseconds before giving the slot back: a submitter that waits for
@@ -654,10 +688,15 @@ void Scheduler::run_slot_loop(bool one_task) noexcept {
       }
     }
     if (!t->take_from_queue()) continue;  // claimed by a blocked parent, which runs it
+    w->slot_task = t;
     runner_->run_task(t);
-    if (one_task) return;
-    // Someone waits for CPU that this slot holds (a resumer, a job): give it back.
-    if (cpu_wanted_.load(std::memory_order_relaxed)) return;
+    w->slot_task = outer_task;
+    // Someone waits for CPU that this slot holds (a resumer, a job): give it back, and what its
+    // task handed this thread with it.
+    if (one_task || cpu_wanted_.load(std::memory_order_relaxed)) {
+      requeue_handed_off(w);
+      return;
+    }
   }
 }
 
@@ -718,6 +757,7 @@ bool Scheduler::block(BlockedWait& wait, Deadline deadline) noexcept {
     PRISM_LOG(kError) << "Scheduler::block called outside one of its tasks";
     std::terminate();
   }
+  requeue_handed_off(w);  // (none normally: a task is handed one only after its body returned)
   // 1. Run what the wait needs on this thread, while it fits in what the thread holds.
   for (;;) {
     if (wait.ready()) return true;

@@ -15,6 +15,18 @@
 //    drains, which need no resources.
 //  * Resumers: threads whose blocked task can go on and must first take back the CPU it lent.
 //
+// ---- Hand-off (hand_off()) ----
+// A default task made ready by the results of the task a slot loop runs (its body has returned,
+// its results are being published) is handed to that thread instead of queued: the loop runs it
+// next, with no queue, no wake-up, and its input still in the core's cache (a chain, or a
+// stencil's neighbour, runs where its input was made; Tokio's LIFO slot, oneTBB's bypass task).
+// Invariants: a thread holds at most one handed task, marked queued (a blocked parent may still
+// claim it; the loop then skips it, as it skips a claimed task it pops); the loop runs it or
+// queues it before it leaves (one task done, CPU wanted) and before its thread blocks, so no
+// handed task waits behind a wait; after kMaxHandOffs in a row the loop takes from the queue,
+// so a chain cannot starve what is queued. Tasks made ready by a task run inline inside a
+// blocked one, or by an actor call, are queued as before (their thread is in another task).
+//
 // ---- Blocking inside a task (block()) ----
 // Rejected designs: keeping the CPU while blocked deadlocks nested graphs; lending the CPU and
 // starting a thread per blocked task (the design this replaces) needs a thread per level of
@@ -187,6 +199,13 @@ class Scheduler {
 
   // A ready task with the default request.
   void enqueue_ready(TaskRecord* task) noexcept;
+  // A ready task with the default request, made ready by the results of `finished`: true if the
+  // calling thread runs it next, as `finished`'s slot holder (a hand-off: no queue, no wake-up,
+  // and the results it reads are still in this core's cache); false (nothing done) otherwise.
+  // Only for the results of the task a slot loop runs (not one run inline inside it), and only
+  // while the thread has not handed off kMaxHandOffs in a row (the queue is not starved).
+  bool hand_off(TaskRecord* task, const TaskRecord* finished) noexcept;
+  static constexpr int kMaxHandOffs = 32;
   // A ready plain task with `shape`'s request (shape_for; feasible).
   void enqueue_shaped(TaskRecord* task, ResourceShape* shape) noexcept;
   // A job that first waits for `request` (copied).
@@ -239,7 +258,11 @@ class Scheduler {
   void take_shaped_locked(std::vector<TaskRecord*>* tasks) PRISM_REQUIRES(mu_);
   // Takes a CPU slot and runs ready tasks (one, or until the queue is empty or CPU is wanted).
   void run_slot_locked(Worker* w, bool one_task) PRISM_REQUIRES(mu_);
-  void run_slot_loop(bool one_task) noexcept;
+  void run_slot_loop(Worker* w, bool one_task) noexcept;
+  // Queues a task a slot loop was handed (hand_off) and will not run itself.
+  void requeue_handed_off(Worker* w) noexcept;
+  // Pushes a task already marked queued, waking a thread for it if none will look.
+  void push_ready(TaskRecord* task) noexcept;
   bool can_take_slot_locked() const PRISM_REQUIRES(mu_);
   // One piece of work for a blocked thread asked to help.
   void help_locked(Worker* w) PRISM_REQUIRES(mu_);

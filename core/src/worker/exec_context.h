@@ -28,6 +28,9 @@ struct ExecContext {
   // run_returned() (or the run's end, when it threw) closes them: before the host span is
   // recorded and before the results are published, so the device span ends within the run.
   DeviceSupport* device_annotate = nullptr;
+  // Set by run_returned(): `task`'s body has returned and its results are being published (a
+  // task they make ready may be handed to this thread: Scheduler::hand_off).
+  bool returned = false;
 };
 
 ExecContext& exec_context() noexcept;
