@@ -89,13 +89,17 @@ TEST(SmallPool, BlocksFreedOnOneThreadReachAnotherInBatches) {
 TEST(SmallPool, TheCentralListIsBounded) {
   if (!sp::enabled()) GTEST_SKIP() << "the pool is off under AddressSanitizer";
   drain_central(kSize);
-  const size_t n = (sp::kMaxCentralBatches + 5) * sp::kBatch;
+  const size_t n = (sp::max_central_batches(kSize) + 5) * sp::kBatch;
   std::vector<void*> blocks;
   for (size_t i = 0; i < n; ++i) blocks.push_back(::operator new(kSize));
   std::thread([&] {
     for (void* p : blocks) sp::deallocate(p, kSize);
   }).join();
-  EXPECT_EQ(sp::central_blocks(kSize), sp::kMaxCentralBatches * sp::kBatch);
+  EXPECT_EQ(sp::central_blocks(kSize), sp::max_central_batches(kSize) * sp::kBatch);
+  // About a megabyte per class, within bounds.
+  static_assert(sp::max_central_batches(16) == sp::kMaxCentralBatches);
+  static_assert(sp::max_central_batches(128) == 128);
+  static_assert(sp::max_central_batches(sp::kMaxPooledBytes) == 32);
   drain_central(kSize);
 }
 

@@ -47,6 +47,7 @@ struct Central {
   Mutex mu;
   std::array<Block*, kMaxCentralBatches> batches PRISM_GUARDED_BY(mu){};  // [0, count): full
   size_t count PRISM_GUARDED_BY(mu) = 0;
+  size_t limit = kMaxCentralBatches;  // max_central_batches of the class (set once)
 
   // Takes a batch (null if none).
   Block* take() noexcept {
@@ -57,7 +58,7 @@ struct Central {
   void give(Block* batch) noexcept {
     {
       MutexLock lock(mu);
-      if (count < kMaxCentralBatches) {
+      if (count < limit) {
         batches[count++] = batch;
         return;
       }
@@ -81,6 +82,7 @@ void unlock_all_after_fork() PRISM_NO_THREAD_SAFETY_ANALYSIS {
 Central* centrals() {
   static Central* c = [] {
     auto* made = new Central[kClasses];
+    for (size_t c = 0; c < kClasses; ++c) made[c].limit = max_central_batches(class_bytes(c));
     pthread_atfork(lock_all_for_fork, unlock_all_after_fork, unlock_all_after_fork);
     return made;
   }();

@@ -7,7 +7,8 @@
 // to kMaxPooledBytes) in a per-thread list; a list that grows past 2 * kBatch hands kBatch
 // blocks to a central list, and a thread whose list is empty takes a batch from there, so
 // blocks flow from the threads that free to the threads that allocate with one short lock per
-// kBatch blocks. The central list keeps at most kMaxCentralBatches per class (beyond that,
+// kBatch blocks. The central list keeps at most about kCentralBytes per class, between
+// kMinCentralBatches and kMaxCentralBatches batches (max_central_batches; beyond that,
 // blocks go back to the system), and a thread's list goes to it when the thread exits (a
 // pthread key's destructor: no C++ thread_local destructor, whose registration would take a
 // lock that a forked child may find held). fork() is safe: the central locks are taken
@@ -35,7 +36,19 @@ namespace prism::internal::small_pool {
 inline constexpr size_t kGranule = 16;
 inline constexpr size_t kMaxPooledBytes = 512;
 inline constexpr size_t kBatch = 64;
-inline constexpr size_t kMaxCentralBatches = 64;
+// A submitter that runs thousands of tasks ahead of the workers (a task graph submitted whole)
+// takes that many blocks from the central list, and the workers give them back: the list keeps
+// about a megabyte per class so that such bursts come from the pool, not from malloc.
+inline constexpr size_t kCentralBytes = size_t{1} << 20;
+inline constexpr size_t kMinCentralBatches = 16;
+inline constexpr size_t kMaxCentralBatches = 256;
+// The most batches the central list keeps for blocks of `bytes` (<= kMaxPooledBytes).
+constexpr size_t max_central_batches(size_t bytes) noexcept {
+  const size_t block = bytes == 0 ? kGranule : (bytes + kGranule - 1) / kGranule * kGranule;
+  const size_t fit = kCentralBytes / (kBatch * block);
+  return fit < kMinCentralBatches ? kMinCentralBatches
+                                  : fit > kMaxCentralBatches ? kMaxCentralBatches : fit;
+}
 
 // `bytes` of memory aligned to __STDCPP_DEFAULT_NEW_ALIGNMENT__; throws std::bad_alloc.
 void* allocate(size_t bytes);
