@@ -63,8 +63,8 @@ TEST_P(DependenciesTest, AChainsLinksAreHandedToTheThreadThatMadeTheirInput) {
   // first link too.
   EXPECT_GE(prism::stats().tasks.handed_off - before, uint64_t{kLinks * 9 / 10});
 
-  // A task that waits inside its body for a task it made ready: nothing is handed off to a
-  // thread that blocks, the chain still finishes.
+  // A task that waits inside its body for tasks it submitted, whose results ready one another
+  // (while it blocks, they run inline or on other threads): the chain still finishes.
   auto parent = prism::task([] {
     auto a = prism::task(deps_add).remote(1, 2);
     auto b = prism::task(deps_inc).remote(a);

@@ -316,9 +316,11 @@ TEST(SchedulerTest, HandOffsInARowLeaveTheQueueItsTurn) {
   std::atomic<int> links_run{0};
   std::atomic<int> links_before_other{-1};
   CountDown all(kLinks + 1);
+  Event head_running, go;
+  std::function<FnTask*(int)> link;
   Scheduler sched(&runner, node(1), 1);  // last: destroyed (joined) first
   // (A link that is not handed off, after kMaxHandOffs in a row, is queued.)
-  std::function<FnTask*(int)> link = [&](int i) {
+  link = [&](int i) {
     return self_aware([&, i](FnTask* self) {
       links_run.fetch_add(1);
       if (i + 1 < kLinks) {
@@ -328,7 +330,6 @@ TEST(SchedulerTest, HandOffsInARowLeaveTheQueueItsTurn) {
       all.arrive();
     });
   };
-  Event head_running, go;
   sched.enqueue_ready(new FnTask([&] {
     head_running.set();
     (void)go.wait_until(Clock::now() + kTimeout);

@@ -41,8 +41,7 @@ struct TaskCounts {
   // once in the other fields.
   uint64_t retried = 0;
   // Tasks run next by the thread whose task's result made them ready, without a queue (a
-  // chain's next link runs where its input was just made: Scheduler::hand_off). Also counted
-  // in the other fields.
+  // chain's next link runs where its input was just made). Also counted in the other fields.
   uint64_t handed_off = 0;
 };
 

@@ -377,9 +377,8 @@ void RuntimeCore::dispatch(TaskRecord* task) noexcept {
   } else if (task->has_default_request()) {
     // Made ready by the results of the task this thread has just run: run it next, here.
     const ExecContext& c = exec_context();
-    if (c.returned && ObjectEntry::notifying_dependents() && scheduler_->hand_off(task, c.task)) {
-      counters_.add(TaskCounters::kHandedOff);
-    } else {
+    if (!c.returned || !ObjectEntry::notifying_dependents() ||
+        !scheduler_->hand_off(task, c.task)) {
       scheduler_->enqueue_ready(task);
     }
   } else if (ResourceShape* shape = task->extras()->shape) {
@@ -561,6 +560,7 @@ void RuntimeCore::execute(TaskRecord* task, const Allocation* alloc) noexcept {
     }
     if (timeline_) exec_context().span_start = &start;
     if (variant != nullptr) variant_run_starts(task, *variant);
+    exec_context().returned = false;  // (set again when this attempt's body returns)
     std::exception_ptr thrown = task->run();
     if (annotate != nullptr) {  // (run_returned() closed it when the run returned a value)
       ExecContext& c = exec_context();
@@ -802,7 +802,7 @@ Stats RuntimeCore::stats() const {
   t.done = at(TaskCounters::kDone) + at(TaskCounters::kRemoteDone);
   t.failed = at(TaskCounters::kFailedRunning) + at(TaskCounters::kFailedOther);
   t.retried = at(TaskCounters::kRetried);
-  t.handed_off = at(TaskCounters::kHandedOff);
+  t.handed_off = scheduler_->handed_off_runs();
 
   s.objects.objects = static_cast<uint64_t>(std::max<int64_t>(0, store_->objects()));
   s.objects.primary_bytes = static_cast<uint64_t>(std::max<int64_t>(0, store_->used()));

@@ -37,7 +37,6 @@ class TaskCounters {
                      // are not new
     kRetried,        // a run that failed for a system reason (a lost node, out of memory) or threw
                      // (retry_exceptions) given another one under max_retries
-    kHandedOff,      // ready, and run next by the thread whose task's result made it ready
     kKinds
   };
   static constexpr size_t kShards = 64;

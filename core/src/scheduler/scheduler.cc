@@ -40,6 +40,7 @@ struct Scheduler::Worker final : Waker {
   const TaskRecord* slot_task = nullptr;
   TaskRecord* handed = nullptr;
   int hand_offs = 0;
+  std::atomic<uint64_t> handed_runs{0};  // written by the thread only, read by stats
 
   void wake() noexcept override {
     signal.store(1, std::memory_order_release);
@@ -128,6 +129,13 @@ std::string Scheduler::infeasible_reason(const ResourceRequest& request) const {
 int Scheduler::thread_count() const {
   MutexLock lock(mu_);
   return static_cast<int>(workers_.size());
+}
+
+uint64_t Scheduler::handed_off_runs() const {
+  MutexLock lock(mu_);
+  uint64_t n = 0;
+  for (const auto& w : workers_) n += w->handed_runs.load(std::memory_order_relaxed);
+  return n;
 }
 
 std::map<std::string, double> Scheduler::totals() const {
@@ -688,7 +696,12 @@ void Scheduler::run_slot_loop(Worker* w, bool one_task) noexcept {
       }
     }
     if (!t->take_from_queue()) continue;  // claimed by a blocked parent, which runs it
-    w->slot_task = t;
+    if (w->hand_offs > 0) {
+      w->handed_runs.store(w->handed_runs.load(std::memory_order_relaxed) + 1,
+                           std::memory_order_relaxed);
+    }
+    // (A loop that runs one task gives back what it would be handed: it takes none.)
+    w->slot_task = one_task ? nullptr : t;
     runner_->run_task(t);
     w->slot_task = outer_task;
     // Someone waits for CPU that this slot holds (a resumer, a job): give it back, and what its

@@ -234,6 +234,8 @@ class Scheduler {
   std::map<std::string, double> available() const;
   // Threads started so far (they only exit in join()).
   int thread_count() const;
+  // Handed-off tasks that slot loops ran (hand_off), since the scheduler started.
+  uint64_t handed_off_runs() const;
   // Leases begun so far (each ran one or more tasks of a shape under one grant).
   uint64_t leases_started() const noexcept {
     return leases_started_.load(std::memory_order_relaxed);
