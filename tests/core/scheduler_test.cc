@@ -308,6 +308,23 @@ TEST(SchedulerTest, AHandedOffTaskRunsNextOnTheSameThread) {
   }
 }
 
+TEST(SchedulerTest, ALongTaskHandsNothingOff) {
+  // After a task that ran longer than kHandOffLongRun, its dependents keep the queue's order.
+  FakeRunner runner;
+  bool handed = true;
+  Event next_done;
+  Scheduler sched(&runner, node(1), 1);  // last: destroyed (joined) first
+  sched.enqueue_ready(self_aware([&](FnTask* self) {
+    // (Measured on a clock of a few ms resolution.)
+    busy_for(Scheduler::kHandOffLongRun + std::chrono::milliseconds(20));
+    auto* next = new FnTask([&] { next_done.set(); });
+    handed = sched.hand_off(next, self);
+    if (!handed) sched.enqueue_ready(next);
+  }));
+  ASSERT_TRUE(next_done.wait_until(Clock::now() + kTimeout));
+  EXPECT_FALSE(handed);
+}
+
 TEST(SchedulerTest, HandOffsInARowLeaveTheQueueItsTurn) {
   // One CPU, one thread: a chain of tasks, each handing off the next, and an independent task
   // queued behind the chain's head. The independent one runs after at most kMaxHandOffs links.

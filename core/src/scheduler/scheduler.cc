@@ -1,6 +1,9 @@
 #include "scheduler/scheduler.h"
 
+#include <time.h>
+
 #include <algorithm>
+#include <chrono>
 #include <exception>
 #include <utility>
 
@@ -40,6 +43,7 @@ struct Scheduler::Worker final : Waker {
   const TaskRecord* slot_task = nullptr;
   TaskRecord* handed = nullptr;
   int hand_offs = 0;
+  int64_t last_hand_off_look = 0;  // coarse_now_ns() at the previous hand_off or loop start
   std::atomic<uint64_t> handed_runs{0};  // written by the thread only, read by stats
 
   void wake() noexcept override {
@@ -172,12 +176,24 @@ void Scheduler::enqueue_ready(TaskRecord* task) noexcept {
   push_ready(task);
 }
 
+namespace {
+// The kernel's coarse monotonic clock (no TSC read: a few ns; resolution a tick, 1-4 ms).
+int64_t coarse_now_ns() noexcept {
+  timespec ts{};
+  clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+}
+}  // namespace
+
 bool Scheduler::hand_off(TaskRecord* task, const TaskRecord* finished) noexcept {
   Worker* w = tls_worker;
   if (w == nullptr || w->sched != this || w->slot_task != finished || finished == nullptr ||
       w->handed != nullptr || w->hand_offs >= kMaxHandOffs || stopping_.load()) {
     return false;
   }
+  const int64_t now = coarse_now_ns();
+  const int64_t since = now - std::exchange(w->last_hand_off_look, now);
+  if (since >= std::chrono::nanoseconds(kHandOffLongRun).count()) return false;
   task->mark_queued();
   w->handed = task;
   return true;
@@ -664,6 +680,7 @@ void Scheduler::run_slot_locked(Worker* w, bool one_task) {
 void Scheduler::run_slot_loop(Worker* w, bool one_task) noexcept {
   // (A helper's loop runs inside a blocked task's: it keeps the outer loop's task aside.)
   const TaskRecord* const outer_task = w->slot_task;
+  if (!one_task) w->last_hand_off_look = coarse_now_ns();
   for (;;) {
     TaskRecord* t = std::exchange(w->handed, nullptr);
     if (t != nullptr) {

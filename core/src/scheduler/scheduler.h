@@ -91,6 +91,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <deque>
 #include <functional>
@@ -202,10 +203,16 @@ class Scheduler {
   // A ready task with the default request, made ready by the results of `finished`: true if the
   // calling thread runs it next, as `finished`'s slot holder (a hand-off: no queue, no wake-up,
   // and the results it reads are still in this core's cache); false (nothing done) otherwise.
-  // Only for the results of the task a slot loop runs (not one run inline inside it), and only
-  // while the thread has not handed off kMaxHandOffs in a row (the queue is not starved).
+  // Only for the results of the task a slot loop runs (not one run inline inside it), only
+  // while the thread has not handed off kMaxHandOffs in a row (the queue is not starved), and
+  // not after a long task: the hand-off saves under a microsecond, which matters for short
+  // tasks; after a long one the queue's order (oldest first) is worth more (a tree of long adds
+  // would otherwise run depth-first, leaving a thread idle). "Long": kHandOffLongRun or more
+  // since the thread's previous hand_off (or since its loop began), on the kernel's coarse
+  // clock (a few ns to read, 1-4 ms resolution), read once per hand_off, not per task.
   bool hand_off(TaskRecord* task, const TaskRecord* finished) noexcept;
   static constexpr int kMaxHandOffs = 32;
+  static constexpr std::chrono::milliseconds kHandOffLongRun{10};
   // A ready plain task with `shape`'s request (shape_for; feasible).
   void enqueue_shaped(TaskRecord* task, ResourceShape* shape) noexcept;
   // A job that first waits for `request` (copied).
