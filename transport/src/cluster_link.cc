@@ -1440,11 +1440,16 @@ class Link final : public internal::ClusterLink {
   }
 
   void join_driver() {
-    const PeerId driver = comm_->connect(driver_address_);
     {
+      // Connected under mu_: the connection is made on the progress thread, which may take the
+      // driver's hello (or the connection's failure) before connect() returns here; its
+      // handler waits for mu_ and so finds driver_ set. (Set after the lock, a hello that came
+      // first was dropped as a stranger's, and this node waited for the welcome until the
+      // driver ended: seen once in CI under ASan. connect() takes only the comm's own lock and
+      // waits for nothing; the comm calls no handler under its lock.)
       MutexLock lock(mu_);
-      driver_ = driver;
-      Peer& p = peers_[driver];
+      driver_ = comm_->connect(driver_address_);
+      Peer& p = peers_[driver_];
       p.name = "the driver at " + driver_address_;
     }
     // The driver speaks first (kHello); the handshake completes on the progress thread.
