@@ -1396,6 +1396,7 @@ class Link final : public internal::ClusterLink {
 
   void start_driver() {
     token_ = new_token();
+    rt_->set_node_id("node0");  // (before a node can join and read it on another thread)
     const std::string bound = comm_->listen(config_.listen);
     job_dir_ = write_job_dir(config_.job_dir, bound, token_);
     if (LauncherSession* l = launcher()) {
@@ -1404,7 +1405,6 @@ class Link final : public internal::ClusterLink {
       l->publish("prism.token", token_);
       l->fence();
     }
-    rt_->set_node_id("node0");
     PRISM_LOG(kInfo) << "cluster: driver listening on " << bound << ", job directory " << job_dir_;
     watchdog_ = std::thread([this] { watch_peers(); });
     if (config_.min_nodes > 0) {
@@ -2220,6 +2220,21 @@ class Link final : public internal::ClusterLink {
     changed();
   }
 
+  // Queued under mu_, in the critical section that made `peer` ready: from then on another
+  // thread may send it work (a task placed on the new node), and the peer drops whatever comes
+  // before the welcome; queued here, the welcome goes first (the comm sends a peer's messages in
+  // the order they were queued). (comm_->send takes only the comm's lock and waits for nothing.)
+  void send_welcome_locked(PeerId peer, const WelcomeMsg& welcome) PRISM_REQUIRES(mu_) {
+    std::string frame;
+    try {
+      encode(Message(welcome), &frame);
+    } catch (const std::exception& e) {
+      PRISM_LOG(kWarning) << "cluster: cannot encode a message: " << e.what();
+      return;
+    }
+    comm_->send(peer, std::move(frame));
+  }
+
   // Driver: a joiner's proof and description.
   void on_auth(PeerId peer, const AuthMsg& auth) {
     if (config_.role == ClusterRole::kNode) return on_peer_auth(peer, auth);
@@ -2276,8 +2291,8 @@ class Link final : public internal::ClusterLink {
         p.name = "client (" + who + ")";
       }
       welcome.node_index = static_cast<uint32_t>(p.index);
+      send_welcome_locked(peer, welcome);
     }
-    send(peer, welcome);
     if (auth.role == PeerRole::kNode) {
       ping_clock(peer, /*restart=*/false);  // (the first of a few: on_clock_pong)
       ready_nodes_.fetch_add(1, std::memory_order_acq_rel);
@@ -4687,6 +4702,9 @@ class Link final : public internal::ClusterLink {
           objects_.remove_holder(id, source);
           return on_driver_pull(peer, pull);
         }
+        // Named as a pending holder before the copy goes: if the object is freed between the
+        // send and add_holder, the free reaches the asker too (else its copy would stay).
+        if (b) objects_.add_pending_holder(id, peer);
         if (b && send_object(peer, id, b)) {
           // (Not if freed meanwhile: the copy there is a task's. A value a node lent under a
           // key, the asker may drop with its borrow without a word: live_holder reads those
@@ -5099,8 +5117,8 @@ class Link final : public internal::ClusterLink {
       p.name = "a node pulling directly (" + who + ")";
       detector_.watch(peer);
       welcome.node_index = self_index_;
+      send_welcome_locked(peer, welcome);
     }
-    send(peer, welcome);
   }
 
   // Node: the node we connected to proved the token too: the pulls waiting for it go.

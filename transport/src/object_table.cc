@@ -230,24 +230,28 @@ void ObjectTable::hold(uint64_t id, Blob blob, bool primary, bool may_block) {
   bool over = false;
   {
     MutexLock lock(mu_);
-    auto [it, inserted] = held_.try_emplace(id);
-    if (!inserted) return;
-    const uint64_t bytes = blob->size();
-    // (Moved in: a copy spilled below lets its memory go at once.)
-    it->second = Copy{std::move(blob), primary, false, bytes, ++use_clock_, {}};
-    memory_bytes_ += bytes;
-    if (primary) {
-      ++stats_.primary_objects;
-      stats_.primary_bytes += bytes;
-    } else {
-      ++stats_.secondary_objects;
-      stats_.secondary_bytes += bytes;
-    }
-    over = spill_capacity_ > 0 && memory_bytes_ > spill_capacity_;
+    over = hold_locked(id, std::move(blob), primary);
   }
   if (!over) return;
   if (may_block) return spill_over();
   wake_spiller();
+}
+
+bool ObjectTable::hold_locked(uint64_t id, Blob blob, bool primary) {
+  auto [it, inserted] = held_.try_emplace(id);
+  if (!inserted) return false;
+  const uint64_t bytes = blob->size();
+  // (Moved in: a copy spilled later lets its memory go at once.)
+  it->second = Copy{std::move(blob), primary, false, bytes, ++use_clock_, {}};
+  memory_bytes_ += bytes;
+  if (primary) {
+    ++stats_.primary_objects;
+    stats_.primary_bytes += bytes;
+  } else {
+    ++stats_.secondary_objects;
+    stats_.secondary_bytes += bytes;
+  }
+  return spill_capacity_ > 0 && memory_bytes_ > spill_capacity_;
 }
 
 void ObjectTable::wake_spiller() {
@@ -479,6 +483,7 @@ bool ObjectTable::await(uint64_t id, PeerId from, Waiter waiter, uint64_t expect
 std::vector<ObjectTable::Waiter> ObjectTable::finish(uint64_t id, PeerId from, const Blob& blob,
                                                      bool keep) {
   std::vector<Waiter> waiters;
+  bool over = false;
   {
     MutexLock lock(mu_);
     auto it = pulls_.find(id);
@@ -487,9 +492,12 @@ std::vector<ObjectTable::Waiter> ObjectTable::finish(uint64_t id, PeerId from, c
     waiters = std::move(it->second.waiters);
     pulls_.erase(it);
     if (blob) stats_.pulled_bytes += blob->size();
+    // Kept in the critical section that ends the pull: a drop() (the object freed) between the
+    // two would find neither the pull to mark nor the copy to let go, and the copy would stay.
+    if (blob && keep) over = hold_locked(id, blob, /*primary=*/false);
   }
-  // (on the network thread: files, if any, are written by the spiller thread)
-  if (blob && keep) hold(id, blob, /*primary=*/false, /*may_block=*/false);
+  // (Maybe on the network thread: files, if any, are written by the spiller thread.)
+  if (over) wake_spiller();
   return waiters;
 }
 
