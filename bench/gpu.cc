@@ -1,7 +1,7 @@
 // bench/gpu.cc — the GPU module's hot paths: GPU task dispatch, tensor handover between GPU
 // tasks, host<->device copies, and GEMM, each beside a peer measured in the same process.
 //
-//   build/bench/bench/gpu [--runs=5] [--json=PATH] [--quick] [--gpus=N]
+//   build/bench/bench/gpu [--runs=5] [--json=PATH] [--quick] [--gpus=N] [--no_peer]
 //
 // On a machine without a CUDA device the GPUs are logical (host backend): the rows then measure
 // Prism's own overhead on the GPU path (resources, device hooks, events, placement) and memcpy
@@ -10,6 +10,7 @@
 #include <prism/prism.h>
 #include <prism/gpu.h>
 
+#include <algorithm>
 #include <cstring>
 #include <memory>
 #include <string>
@@ -34,6 +35,11 @@ std::shared_ptr<const std::vector<float>> pass_on_cpu(const std::shared_ptr<cons
   return v;
 }
 Tensor make_tensor(int64_t elements) { return Tensor::zeros(DType::kFloat32, {elements}); }
+
+// --no_peer: Prism's runs only (e.g. under perf).
+bool no_peer(const bench::Flags& flags) {
+  return std::find(flags.rest.begin(), flags.rest.end(), "--no_peer") != flags.rest.end();
+}
 
 void task_rows(const bench::Flags& flags, bench::Report& report) {
   const int n = flags.quick ? 2'000 : 20'000;
@@ -78,7 +84,7 @@ void task_rows(const bench::Flags& flags, bench::Report& report) {
       return rate;
     });
     hand.extras.emplace_back("copies in the last run", static_cast<double>(copies));
-    hand.peer = bench::repeat(flags.runs, [&] {
+    if (!no_peer(flags)) hand.peer = bench::repeat(flags.runs, [&] {
       const double t0 = bench::now_s();
       auto ref = prism::put(std::make_shared<const std::vector<float>>(size_t{1} << 18));
       for (int i = 0; i < chain; ++i) ref = prism::task(pass_on_cpu).remote(ref);
@@ -92,6 +98,12 @@ void task_rows(const bench::Flags& flags, bench::Report& report) {
 void copy_rows(const bench::Flags& flags, bench::Report& report) {
   const size_t bytes = flags.quick ? (size_t{16} << 20) : (size_t{256} << 20);
   const double gb = static_cast<double>(bytes) / 1e9;
+  bench::Row up = bench::Row("tensor upload (Tensor::from_host)", "GB/s").with_peer("memcpy").with_note(std::to_string(bytes >> 20) +
+                                                   " MiB from pageable host memory to gpu:0");
+  bench::Row down = bench::Row("device tensor read on the host (first get)", "GB/s").with_peer("memcpy").with_note(
+      "get of a GPU task's " + std::to_string(bytes >> 20) +
+      " MiB result: the host copy (made once, then cached)");
+  if (!flags.wants(up.name) && !flags.wants(down.name)) return;  // (no buffers to fault in)
   std::vector<float> host(bytes / sizeof(float), 1.0f);
   std::vector<float> dst(bytes / sizeof(float));
   auto memcpy_rate = [&] {
@@ -103,8 +115,6 @@ void copy_rows(const bench::Flags& flags, bench::Report& report) {
     });
   };
 
-  bench::Row up = bench::Row("tensor upload (Tensor::from_host)", "GB/s").with_peer("memcpy").with_note(std::to_string(bytes >> 20) +
-                                                   " MiB from pageable host memory to gpu:0");
   if (flags.wants(up.name)) {
     up.prism = bench::repeat(flags.runs, [&] {
       const double t0 = bench::now_s();
@@ -118,9 +128,6 @@ void copy_rows(const bench::Flags& flags, bench::Report& report) {
     report.add(std::move(up));
   }
 
-  bench::Row down = bench::Row("device tensor read on the host (first get)", "GB/s").with_peer("memcpy").with_note(
-      "get of a GPU task's " + std::to_string(bytes >> 20) +
-      " MiB result: the host copy (made once, then cached)");
   if (flags.wants(down.name)) {
     down.prism = bench::repeat(flags.runs, [&] {
       auto ref = prism::task(make_tensor)
@@ -142,13 +149,13 @@ void copy_rows(const bench::Flags& flags, bench::Report& report) {
 void gemm_rows(const bench::Flags& flags, bench::Report& report) {
   const int n = flags.quick ? 256 : 1024;
   const double flop = 2.0 * n * n * n;
-  std::vector<float> a(static_cast<size_t>(n) * n, 0.5f), b(static_cast<size_t>(n) * n, 0.25f);
   bench::Row row = bench::Row("gpu::matmul float32 " + std::to_string(n) + "^3", "GFLOP/s")
                        .with_note("inputs already on gpu:0; includes waiting for the result");
 #ifdef PRISM_HAVE_EIGEN3
   row.peer_name = "Eigen on one CPU thread";
 #endif
   if (!flags.wants(row.name)) return;
+  std::vector<float> a(static_cast<size_t>(n) * n, 0.5f), b(static_cast<size_t>(n) * n, 0.25f);
   const Tensor ta = Tensor::from_host(a.data(), a.size(), {n, n}, Device::gpu(0));
   const Tensor tb = Tensor::from_host(b.data(), b.size(), {n, n}, Device::gpu(0));
   row.prism = bench::repeat(flags.runs, [&] {

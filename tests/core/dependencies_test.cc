@@ -73,6 +73,21 @@ TEST_P(DependenciesTest, AChainsLinksAreHandedToTheThreadThatMadeTheirInput) {
   EXPECT_EQ(prism::get(parent, kTimeout), 9);
 }
 
+// The same for tasks with a resource request: a lease of their shape runs each link after the
+// one that made its input, on the same thread and grant, instead of queueing it for another
+// lease.
+TEST_P(DependenciesTest, AShapedChainsLinksAreHandedToTheLeaseThatMadeTheirInput) {
+  prism_test::Gate gate;
+  auto root = prism::task([gate] { return gate.wait() ? 0 : -1000; }).num_cpus(0.25).remote();
+  constexpr int kLinks = 200;
+  prism::ObjectRef<int> r = root;
+  for (int i = 0; i < kLinks; ++i) r = prism::task(deps_inc).num_cpus(0.25).remote(r);
+  const uint64_t before = prism::stats().tasks.handed_off;
+  gate.open();
+  EXPECT_EQ(prism::get(r, kTimeout), kLinks);
+  EXPECT_GE(prism::stats().tasks.handed_off - before, uint64_t{kLinks * 9 / 10});
+}
+
 TEST_P(DependenciesTest, Diamond) {
   auto top = prism::task(deps_add).remote(2, 3);        // 5
   auto left = prism::task(deps_mul).remote(top, 2);     // 10

@@ -315,7 +315,9 @@ TEST(SchedulerTest, AHandedOffTaskRunsNextOnTheSameThread) {
       ASSERT_TRUE(at->next_done.wait_until(Clock::now() + kTimeout));
       EXPECT_TRUE(at->other_refused);
       handed = at->handed;
-      if (handed) EXPECT_EQ(at->next_thread, at->first_thread);
+      if (handed) {
+        EXPECT_EQ(at->next_thread, at->first_thread);
+      }
     }
     EXPECT_TRUE(handed) << "refused " << kHandOffAttempts << " times";
   }

@@ -382,7 +382,12 @@ void RuntimeCore::dispatch(TaskRecord* task) noexcept {
       scheduler_->enqueue_ready(task);
     }
   } else if (ResourceShape* shape = task->extras()->shape) {
-    scheduler_->enqueue_shaped(task, shape);
+    // (As above, for a lease loop of the same shape.)
+    const ExecContext& c = exec_context();
+    if (!c.returned || !ObjectEntry::notifying_dependents() ||
+        !scheduler_->hand_off(task, c.task, shape)) {
+      scheduler_->enqueue_shaped(task, shape);
+    }
   } else {
     Job job;
     job.kind = Job::Kind::kTask;

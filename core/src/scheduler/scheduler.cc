@@ -14,7 +14,10 @@
 
 namespace prism::internal {
 
-struct Scheduler::Worker final : Waker {
+// Cache-line aligned, and its per-task fields (written by the thread at every task) on a line of
+// their own: no other thread's reads of a worker (its signal, its flags under mu_), nor a
+// neighbouring worker, share a line with them.
+struct alignas(64) Scheduler::Worker final : Waker {
   Scheduler* sched = nullptr;
   std::thread thread;
   // Futex word: set to 1 (then woken) when the thread should look at its state again.
@@ -36,11 +39,13 @@ struct Scheduler::Worker final : Waker {
   // while `running_shape` (cleared while blocked).
   ResourceShape* shape = nullptr;
   bool running_shape = false;
-  // The hand-off (Scheduler::hand_off): the task the innermost slot loop of this thread runs,
-  // the ready task its results handed this thread (marked queued, so a blocked parent may still
-  // claim it), and how many hand-offs ran in a row. `handed` is empty whenever the slot loop
-  // is not between a task's run and the next pop.
-  const TaskRecord* slot_task = nullptr;
+  // The hand-off (Scheduler::hand_off): the task the innermost slot or lease loop of this
+  // thread runs (null while none, or in a loop that runs one task), that loop's shape (null: a
+  // slot loop), the ready task its results handed this thread (marked queued, so a blocked
+  // parent may still claim it; of `loop_shape`), and how many hand-offs ran in a row. `handed`
+  // is empty whenever the loop is not between a task's run and the next pop.
+  alignas(64) const TaskRecord* slot_task = nullptr;
+  ResourceShape* loop_shape = nullptr;
   TaskRecord* handed = nullptr;
   int hand_offs = 0;
   int64_t last_hand_off_look = 0;  // coarse_now_ns() at the previous hand_off or loop start
@@ -185,10 +190,12 @@ int64_t coarse_now_ns() noexcept {
 }
 }  // namespace
 
-bool Scheduler::hand_off(TaskRecord* task, const TaskRecord* finished) noexcept {
+bool Scheduler::hand_off(TaskRecord* task, const TaskRecord* finished,
+                         ResourceShape* shape) noexcept {
   Worker* w = tls_worker;
   if (w == nullptr || w->sched != this || w->slot_task != finished || finished == nullptr ||
-      w->handed != nullptr || w->hand_offs >= kMaxHandOffs || stopping_.load()) {
+      w->loop_shape != shape || w->handed != nullptr || w->hand_offs >= kMaxHandOffs ||
+      stopping_.load()) {
     return false;
   }
   const int64_t now = coarse_now_ns();
@@ -200,7 +207,13 @@ bool Scheduler::hand_off(TaskRecord* task, const TaskRecord* finished) noexcept 
 }
 
 void Scheduler::requeue_handed_off(Worker* w) noexcept {
-  if (TaskRecord* t = std::exchange(w->handed, nullptr)) push_ready(t);  // (still kQueued)
+  TaskRecord* t = std::exchange(w->handed, nullptr);
+  if (t == nullptr) return;
+  if (w->loop_shape != nullptr) {  // (still kQueued)
+    push_shaped(t, w->loop_shape);
+  } else {
+    push_ready(t);
+  }
 }
 
 void Scheduler::push_ready(TaskRecord* task) noexcept {
@@ -251,6 +264,10 @@ ResourceShape* Scheduler::shape_for(const ResourceRequest& request) {
 
 void Scheduler::enqueue_shaped(TaskRecord* task, ResourceShape* shape) noexcept {
   task->mark_queued();
+  push_shaped(task, shape);
+}
+
+void Scheduler::push_shaped(TaskRecord* task, ResourceShape* shape) noexcept {
   shape->ready.push(task);  // seq_cst on the queue's size: pairs with the holders' re-checks
   // A spinner pops once more after its spin; an asked-for lease pops after it begins.
   if (shape->spinners.load(std::memory_order_seq_cst) > 0) return;
@@ -606,11 +623,32 @@ void Scheduler::run_lease_locked(Worker* w, Job& job, bool one_task) {
 
 void Scheduler::run_lease_loop(ResourceShape* shape, Job& job, bool one_task,
                                bool watch_failures) noexcept {
+  // The hand-off, as in run_slot_loop: this loop runs what its tasks' results hand it (of its
+  // shape), and queues it again on every way out. (A helper's loop, inside a blocked task,
+  // keeps the outer loop's task and shape aside; it is handed nothing.)
+  Worker* const w = tls_worker;
+  const TaskRecord* const outer_task = w->slot_task;
+  ResourceShape* const outer_shape = std::exchange(w->loop_shape, shape);
+  if (!one_task) w->last_hand_off_look = coarse_now_ns();
+  run_lease_tasks(w, shape, job, one_task, watch_failures);
+  requeue_handed_off(w);
+  w->slot_task = outer_task;
+  w->loop_shape = outer_shape;
+}
+
+void Scheduler::run_lease_tasks(Worker* w, ResourceShape* shape, Job& job, bool one_task,
+                                bool watch_failures) noexcept {
   for (;;) {
     // A device of the grant failed meanwhile: run_lease_locked decides, under the lock, whether
     // the lease goes on there (reads only the failure mask here).
     if (watch_failures && uses_failed_gpu(job.alloc)) return;
-    TaskRecord* t = shape->ready.pop();
+    TaskRecord* t = std::exchange(w->handed, nullptr);
+    if (t != nullptr) {
+      ++w->hand_offs;
+    } else {
+      w->hand_offs = 0;
+      t = shape->ready.pop();
+    }
     if (t == nullptr) {
       if (one_task) return;
       // As a slot holder does: stay awake a few microseconds for the next task (one spinner).
@@ -644,8 +682,14 @@ void Scheduler::run_lease_loop(ResourceShape* shape, Job& job, bool one_task,
         }
       }
     }
+    if (w->hand_offs > 0) {
+      w->handed_runs.store(w->handed_runs.load(std::memory_order_relaxed) + 1,
+                           std::memory_order_relaxed);
+    }
     job.task = t;
+    w->slot_task = one_task ? nullptr : t;
     runner_->run_job(job);
+    w->slot_task = nullptr;
     job.task = nullptr;
     if (one_task || shape->yield.load(std::memory_order_relaxed)) return;
   }
@@ -678,9 +722,18 @@ void Scheduler::run_slot_locked(Worker* w, bool one_task) {
 }
 
 void Scheduler::run_slot_loop(Worker* w, bool one_task) noexcept {
-  // (A helper's loop runs inside a blocked task's: it keeps the outer loop's task aside.)
+  // (A helper's loop runs inside a blocked task's: it keeps the outer loop's task and shape
+  // aside.)
   const TaskRecord* const outer_task = w->slot_task;
+  ResourceShape* const outer_shape = std::exchange(w->loop_shape, nullptr);
   if (!one_task) w->last_hand_off_look = coarse_now_ns();
+  run_slot_tasks(w, one_task);
+  requeue_handed_off(w);
+  w->slot_task = outer_task;
+  w->loop_shape = outer_shape;
+}
+
+void Scheduler::run_slot_tasks(Worker* w, bool one_task) noexcept {
   for (;;) {
     TaskRecord* t = std::exchange(w->handed, nullptr);
     if (t != nullptr) {
@@ -720,13 +773,10 @@ void Scheduler::run_slot_loop(Worker* w, bool one_task) noexcept {
     // (A loop that runs one task gives back what it would be handed: it takes none.)
     w->slot_task = one_task ? nullptr : t;
     runner_->run_task(t);
-    w->slot_task = outer_task;
+    w->slot_task = nullptr;
     // Someone waits for CPU that this slot holds (a resumer, a job): give it back, and what its
-    // task handed this thread with it.
-    if (one_task || cpu_wanted_.load(std::memory_order_relaxed)) {
-      requeue_handed_off(w);
-      return;
-    }
+    // task handed this thread with it (run_slot_loop queues it).
+    if (one_task || cpu_wanted_.load(std::memory_order_relaxed)) return;
   }
 }
 

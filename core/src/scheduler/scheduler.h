@@ -20,6 +20,9 @@
 // its results are being published) is handed to that thread instead of queued: the loop runs it
 // next, with no queue, no wake-up, and its input still in the core's cache (a chain, or a
 // stencil's neighbour, runs where its input was made; Tokio's LIFO slot, oneTBB's bypass task).
+// A lease loop does the same for a task of its own shape (a chain of GPU tasks stays on the
+// thread and device share that made its input, instead of going to another lease's spinner);
+// a loop takes only tasks it may run: the slot loop default ones, a lease loop its shape's.
 // Invariants: a thread holds at most one handed task, marked queued (a blocked parent may still
 // claim it; the loop then skips it, as it skips a claimed task it pops); the loop runs it or
 // queues it before it leaves (one task done, CPU wanted) and before its thread blocks, so no
@@ -210,7 +213,10 @@ class Scheduler {
   // would otherwise run depth-first, leaving a thread idle). "Long": kHandOffLongRun or more
   // since the thread's previous hand_off (or since its loop began), on the kernel's coarse
   // clock (a few ns to read, 1-4 ms resolution), read once per hand_off, not per task.
-  bool hand_off(TaskRecord* task, const TaskRecord* finished) noexcept;
+  // `shape`: a task of that shape (enqueue_shaped's), handed to a lease loop of the shape;
+  // null: a default task, handed to a slot loop.
+  bool hand_off(TaskRecord* task, const TaskRecord* finished,
+                ResourceShape* shape = nullptr) noexcept;
   static constexpr int kMaxHandOffs = 32;
   static constexpr std::chrono::milliseconds kHandOffLongRun{10};
   // A ready plain task with `shape`'s request (shape_for; feasible).
@@ -241,7 +247,7 @@ class Scheduler {
   std::map<std::string, double> available() const;
   // Threads started so far (they only exit in join()).
   int thread_count() const;
-  // Handed-off tasks that slot loops ran (hand_off), since the scheduler started.
+  // Handed-off tasks that slot and lease loops ran (hand_off), since the scheduler started.
   uint64_t handed_off_runs() const;
   // Leases begun so far (each ran one or more tasks of a shape under one grant).
   uint64_t leases_started() const noexcept {
@@ -259,6 +265,8 @@ class Scheduler {
   void run_lease_locked(Worker* w, Job& job, bool one_task) PRISM_REQUIRES(mu_);
   // `watch_failures`: return as soon as a device of the grant is reported failed.
   void run_lease_loop(ResourceShape* shape, Job& job, bool one_task, bool watch_failures) noexcept;
+  void run_lease_tasks(Worker* w, ResourceShape* shape, Job& job, bool one_task,
+                       bool watch_failures) noexcept;
   // Asks for a lease of `shape` if none is asked for yet.
   void request_lease_locked(ResourceShape* shape) PRISM_REQUIRES(mu_);
   // Sets each leased shape's `yield` (see resource_shape.h).
@@ -268,10 +276,13 @@ class Scheduler {
   // Takes a CPU slot and runs ready tasks (one, or until the queue is empty or CPU is wanted).
   void run_slot_locked(Worker* w, bool one_task) PRISM_REQUIRES(mu_);
   void run_slot_loop(Worker* w, bool one_task) noexcept;
-  // Queues a task a slot loop was handed (hand_off) and will not run itself.
+  void run_slot_tasks(Worker* w, bool one_task) noexcept;  // (run_slot_loop's loop)
+  // Queues a task a slot or lease loop was handed (hand_off) and will not run itself.
   void requeue_handed_off(Worker* w) noexcept;
   // Pushes a task already marked queued, waking a thread for it if none will look.
   void push_ready(TaskRecord* task) noexcept;
+  // The same for a task of `shape`: a lease runs it.
+  void push_shaped(TaskRecord* task, ResourceShape* shape) noexcept;
   bool can_take_slot_locked() const PRISM_REQUIRES(mu_);
   // One piece of work for a blocked thread asked to help.
   void help_locked(Worker* w) PRISM_REQUIRES(mu_);
