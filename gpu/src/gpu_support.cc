@@ -69,6 +69,9 @@ class GpuSupport final : public prism::internal::DeviceSupport {
     }
     device_timing_begin(owner, name, device, stream);
   }
+  bool names_runs() const noexcept override {
+    return backend_instance().kind() == Backend::kCuda;  // (NVTX ranges; the host has none)
+  }
   void task_end() noexcept override {
     device_timing_end();
     backend_instance().range_pop();

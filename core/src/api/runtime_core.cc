@@ -547,7 +547,7 @@ void RuntimeCore::execute(TaskRecord* task, const Allocation* alloc) noexcept {
   DeviceSupport* const annotate =
       alloc != nullptr && !alloc->gpus.empty() ? device_support() : nullptr;
   std::string gpu_task_name;
-  if (annotate != nullptr) {
+  if (annotate != nullptr && (timeline_ || annotate->names_runs())) {
     try {
       gpu_task_name = task->function_name();
     } catch (...) {

@@ -41,6 +41,9 @@ class DeviceSupport {
   // device's stream, for the timeline of runtime `owner` (collect_device_spans). Runs nest (a
   // child run inline); each begin has one end.
   virtual void task_begin(const char* name, uint64_t owner, bool time_device) noexcept = 0;
+  // Whether task_begin() shows the name to a profiler (else it reads it only with
+  // `time_device`, and the runtime passes "" instead of making the name for every run).
+  virtual bool names_runs() const noexcept { return true; }
   virtual void task_end() noexcept = 0;
   // When timed runs' work ran on their device (host steady clock), once it has completed:
   // runtime `owner`'s, oldest first, each returned once.
