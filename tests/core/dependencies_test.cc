@@ -88,6 +88,73 @@ TEST_P(DependenciesTest, AShapedChainsLinksAreHandedToTheLeaseThatMadeTheirInput
   EXPECT_GE(prism::stats().tasks.handed_off - before, uint64_t{kLinks * 9 / 10});
 }
 
+// A chain whose links ask for different resources (default, fractions of a CPU, half a GPU, a
+// custom resource): a link handed to the thread that made its input runs only in a loop of its
+// own request, so each runs under its own grant (a GPU link has its GPU; the link holding "x"
+// sees none left, the others see it free).
+TEST(DependenciesMixedTest, AMixedChainRunsEachLinkUnderItsOwnRequest) {
+  prism::Runtime rt({.num_cpus = 2, .num_gpus = 1, .resources = {{"x", 1}}});
+  prism_test::Gate gate;
+  std::atomic<int> wrong{0};
+  auto check = [&wrong](bool gpu, bool x) {
+    if (prism::gpu_ids().size() != (gpu ? 1u : 0u)) wrong.fetch_add(1);
+    if (prism::available_resources()["x"] != (x ? 0.0 : 1.0)) wrong.fetch_add(1);
+  };
+  prism::ObjectRef<int> r = rt.task([gate] { return gate.wait() ? 0 : -1000; }).remote();
+  constexpr int kLinks = 100;
+  for (int i = 0; i < kLinks; ++i) {
+    auto link = [check](int v, bool gpu, bool x) {
+      check(gpu, x);
+      return v + 1;
+    };
+    switch ((i / 2) % 5) {  // (each twice in a row: the second is handed over)
+      case 0: r = rt.task([link](int v) { return link(v, false, false); }).remote(r); break;
+      case 1:
+        r = rt.task([link](int v) { return link(v, false, false); }).num_cpus(0.25).remote(r);
+        break;
+      case 2:
+        r = rt.task([link](int v) { return link(v, false, false); }).num_cpus(0.5).remote(r);
+        break;
+      case 3:
+        r = rt.task([link](int v) { return link(v, true, false); })
+                .num_gpus(0.5)
+                .num_cpus(0)
+                .remote(r);
+        break;
+      default:
+        r = rt.task([link](int v) { return link(v, false, true); })
+                .resource("x", 1)
+                .num_cpus(0.25)
+                .remote(r);
+    }
+  }
+  gate.open();
+  EXPECT_EQ(prism::get(r, kTimeout), kLinks);
+  EXPECT_EQ(wrong.load(), 0);
+}
+
+// A chain of half-GPU tasks whose lease must yield (a whole-GPU task waits for the device): the
+// task handed to the yielding lease is queued again, and both the chain and the task finish.
+TEST(DependenciesMixedTest, AHandedTaskOfAYieldingLeaseStillRuns) {
+  prism::Runtime rt({.num_cpus = 2, .num_gpus = 1});
+  for (int round = 0; round < 5; ++round) {
+    prism_test::Gate gate;
+    prism::ObjectRef<int> r =
+        rt.task([gate] { return gate.wait() ? 0 : -1000; }).num_gpus(0.5).num_cpus(0).remote();
+    constexpr int kLinks = 300;
+    for (int i = 0; i < kLinks; ++i) {
+      r = rt.task([](int v) { return v + 1; }).num_gpus(0.5).num_cpus(0).remote(r);
+    }
+    gate.open();
+    auto whole = rt.task([] { return static_cast<int>(prism::gpu_ids().size()); })
+                     .num_gpus(1)
+                     .num_cpus(0)
+                     .remote();
+    EXPECT_EQ(prism::get(whole, kTimeout), 1);
+    EXPECT_EQ(prism::get(r, kTimeout), kLinks);
+  }
+}
+
 TEST_P(DependenciesTest, Diamond) {
   auto top = prism::task(deps_add).remote(2, 3);        // 5
   auto left = prism::task(deps_mul).remote(top, 2);     // 10

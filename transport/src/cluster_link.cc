@@ -4703,8 +4703,9 @@ class Link final : public internal::ClusterLink {
           return on_driver_pull(peer, pull);
         }
         // Named as a pending holder before the copy goes: if the object is freed between the
-        // send and add_holder, the free reaches the asker too (else its copy would stay).
-        if (b) objects_.add_pending_holder(id, peer);
+        // send and add_holder, the free reaches the asker too (else its copy would stay). (Not
+        // when the bytes came from the asker itself, a rebuild's round trip: it holds them.)
+        if (b && source != peer) objects_.add_pending_holder(id, peer);
         if (b && send_object(peer, id, b)) {
           // (Not if freed meanwhile: the copy there is a task's. A value a node lent under a
           // key, the asker may drop with its borrow without a word: live_holder reads those

@@ -230,18 +230,18 @@ void ObjectTable::hold(uint64_t id, Blob blob, bool primary, bool may_block) {
   bool over = false;
   {
     MutexLock lock(mu_);
-    over = hold_locked(id, std::move(blob), primary);
+    over = hold_locked(id, std::move(blob), primary);  // (`blob` let go after the lock if not kept)
   }
   if (!over) return;
   if (may_block) return spill_over();
   wake_spiller();
 }
 
-bool ObjectTable::hold_locked(uint64_t id, Blob blob, bool primary) {
+bool ObjectTable::hold_locked(uint64_t id, Blob&& blob, bool primary) {
   auto [it, inserted] = held_.try_emplace(id);
   if (!inserted) return false;
   const uint64_t bytes = blob->size();
-  // (Moved in: a copy spilled later lets its memory go at once.)
+  // (Moved in, and only when kept: a copy spilled later lets its memory go at once.)
   it->second = Copy{std::move(blob), primary, false, bytes, ++use_clock_, {}};
   memory_bytes_ += bytes;
   if (primary) {
@@ -494,7 +494,7 @@ std::vector<ObjectTable::Waiter> ObjectTable::finish(uint64_t id, PeerId from, c
     if (blob) stats_.pulled_bytes += blob->size();
     // Kept in the critical section that ends the pull: a drop() (the object freed) between the
     // two would find neither the pull to mark nor the copy to let go, and the copy would stay.
-    if (blob && keep) over = hold_locked(id, blob, /*primary=*/false);
+    if (blob && keep) over = hold_locked(id, Blob(blob), /*primary=*/false);
   }
   // (Maybe on the network thread: files, if any, are written by the spiller thread.)
   if (over) wake_spiller();

@@ -235,7 +235,8 @@ class ObjectTable {
 
   void drop_locked(uint64_t id) PRISM_REQUIRES(mu_);
   // hold()'s bookkeeping; true if memory is now over the spill capacity (the caller spills).
-  bool hold_locked(uint64_t id, Blob blob, bool primary) PRISM_REQUIRES(mu_);
+  // `blob` is moved from only when kept.
+  bool hold_locked(uint64_t id, Blob&& blob, bool primary) PRISM_REQUIRES(mu_);
   // Writes the least recently used copies to files until those in memory fit the capacity.
   void spill_over();
   void wake_spiller();

@@ -33,7 +33,9 @@
 // spinner decrements spinners before it pops once more; a lease decrements requested before its
 // first pop; a holder that leaves decrements running and then re-checks the queue under the
 // lock, and asks for a new lease if tasks are left. So a pushed task is always seen by a holder
-// that pops after the push, or by a lease asked for after it.
+// that pops after the push, or by a lease asked for after it. A task handed to a holder
+// (Scheduler::hand_off) is in no queue: the holder runs it next, or pushes it as above before it
+// leaves or blocks.
 //
 // Thread-safe: the atomics as above; `leases` under the scheduler's lock; the rest is immutable
 // after interning.

@@ -15,8 +15,9 @@
 namespace prism::internal {
 
 // Cache-line aligned, and its per-task fields (written by the thread at every task) on a line of
-// their own: no other thread's reads of a worker (its signal, its flags under mu_), nor a
-// neighbouring worker, share a line with them.
+// their own: neither another thread's accesses to a worker's other fields (its signal, its
+// flags under mu_) nor a neighbouring worker share a line with them (only stats() reads
+// handed_runs there, rarely).
 struct alignas(64) Scheduler::Worker final : Waker {
   Scheduler* sched = nullptr;
   std::thread thread;

@@ -25,7 +25,9 @@
 // a loop takes only tasks it may run: the slot loop default ones, a lease loop its shape's.
 // Invariants: a thread holds at most one handed task, marked queued (a blocked parent may still
 // claim it; the loop then skips it, as it skips a claimed task it pops); the loop runs it or
-// queues it before it leaves (one task done, CPU wanted) and before its thread blocks, so no
+// queues it (to its shape's queue, for a lease loop) before it leaves, whatever the way out (one
+// task done, CPU wanted; a lease's yield, failed device or dry queue), and before its thread
+// blocks, so no
 // handed task waits behind a wait; after kMaxHandOffs in a row the loop takes from the queue,
 // so a chain cannot starve what is queued. Tasks made ready by a task run inline inside a
 // blocked one, or by an actor call, are queued as before (their thread is in another task).
@@ -278,11 +280,11 @@ class Scheduler {
   void run_slot_loop(Worker* w, bool one_task) noexcept;
   void run_slot_tasks(Worker* w, bool one_task) noexcept;  // (run_slot_loop's loop)
   // Queues a task a slot or lease loop was handed (hand_off) and will not run itself.
-  void requeue_handed_off(Worker* w) noexcept;
+  void requeue_handed_off(Worker* w) noexcept PRISM_EXCLUDES(mu_);
   // Pushes a task already marked queued, waking a thread for it if none will look.
-  void push_ready(TaskRecord* task) noexcept;
+  void push_ready(TaskRecord* task) noexcept PRISM_EXCLUDES(mu_);
   // The same for a task of `shape`: a lease runs it.
-  void push_shaped(TaskRecord* task, ResourceShape* shape) noexcept;
+  void push_shaped(TaskRecord* task, ResourceShape* shape) noexcept PRISM_EXCLUDES(mu_);
   bool can_take_slot_locked() const PRISM_REQUIRES(mu_);
   // One piece of work for a blocked thread asked to help.
   void help_locked(Worker* w) PRISM_REQUIRES(mu_);
