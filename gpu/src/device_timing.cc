@@ -76,6 +76,7 @@ std::shared_ptr<Reference> reference(int device) {
 // A run being timed on this thread (valid: its begin event was recorded).
 struct Open {
   bool valid = false;
+  uint32_t untimed_below = 0;  // the untimed runs open under it (restored when it ends)
   uint64_t owner = 0;
   std::string name;
   int device = 0;
@@ -84,22 +85,35 @@ struct Open {
   std::shared_ptr<Reference> reference;
 };
 
-std::vector<Open>& open_runs() {
-  thread_local std::vector<Open> runs;
+// This thread's open runs, innermost last: `timed` holds a frame for each run begun with a
+// device (valid or not), `untimed` counts the runs begun without one since the innermost of
+// those (most runs: a frame each would cost every GPU task a push and a pop of an Open).
+struct OpenRuns {
+  std::vector<Open> timed;
+  uint32_t untimed = 0;
+};
+
+OpenRuns& open_runs() {
+  thread_local OpenRuns runs;
   return runs;
 }
 
 }  // namespace
 
 void device_timing_begin(uint64_t owner, const char* name, int device, void* stream) noexcept {
-  std::vector<Open>& runs = open_runs();
-  try {
-    runs.emplace_back();
-  } catch (...) {
-    return;  // (end() then pops an outer run's entry early: its span is lost, nothing breaks)
+  OpenRuns& runs = open_runs();
+  if (device < 0) {
+    ++runs.untimed;
+    return;
   }
-  if (device < 0) return;
-  Open& o = runs.back();
+  try {
+    runs.timed.emplace_back();
+  } catch (...) {
+    ++runs.untimed;  // (not timed)
+    return;
+  }
+  Open& o = runs.timed.back();
+  o.untimed_below = std::exchange(runs.untimed, 0);
   DeviceBackend& b = backend_instance();
   try {
     o.reference = reference(device);
@@ -112,15 +126,22 @@ void device_timing_begin(uint64_t owner, const char* name, int device, void* str
     o.valid = true;
   } catch (...) {
     if (o.begin != nullptr) b.timing_event_destroy(device, o.begin);
+    const uint32_t below = o.untimed_below;
     o = Open{};  // not timed
+    o.untimed_below = below;
   }
 }
 
 void device_timing_end() noexcept {
-  std::vector<Open>& runs = open_runs();
-  if (runs.empty()) return;
-  Open o = std::move(runs.back());
-  runs.pop_back();
+  OpenRuns& runs = open_runs();
+  if (runs.untimed > 0) {
+    --runs.untimed;
+    return;
+  }
+  if (runs.timed.empty()) return;
+  Open o = std::move(runs.timed.back());
+  runs.timed.pop_back();
+  runs.untimed = o.untimed_below;
   if (!o.valid) return;
   DeviceBackend& b = backend_instance();
   Pending p;

@@ -50,6 +50,20 @@ TEST(DeviceTiming, ARunsWorkBecomesASpanOnceCollectedOnlyByItsOwner) {
   EXPECT_LE(spans[0].end, t1 + slack);
   EXPECT_GE(spans[0].end - spans[0].start, std::chrono::milliseconds(2) - slack);
   EXPECT_TRUE(gi::device_timing_collect(owner).empty()) << "each span is returned once";
+  // A timed run inside an untimed one, with untimed runs inside it: each end closes its own.
+  gi::device_timing_begin(owner, "untimed outer", -1, nullptr);
+  gi::device_timing_begin(owner, "untimed outer 2", -1, nullptr);
+  gi::device_timing_begin(owner, "inner", 0, stream);
+  gi::device_timing_begin(owner, "untimed inner", -1, nullptr);
+  gi::device_timing_end();
+  EXPECT_TRUE(gi::device_timing_collect(owner).empty()) << "closed the timed run early";
+  gi::device_timing_end();
+  gi::device_timing_end();
+  gi::device_timing_end();
+  gi::device_timing_end();  // (one too many: nothing open, nothing happens)
+  spans = gi::device_timing_collect(owner);
+  ASSERT_EQ(spans.size(), 1u);
+  EXPECT_EQ(spans[0].name, "inner");
   // Dropped with its runtime.
   gi::device_timing_begin(owner, "dropped", 0, stream);
   gi::device_timing_end();
