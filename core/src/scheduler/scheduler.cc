@@ -102,6 +102,7 @@ Scheduler::Scheduler(JobRunner* runner, const NodeResources& totals, int max_thr
       waiting_(starvation_bound),
       id_(g_next_scheduler_id.fetch_add(1, std::memory_order_relaxed)) {
   cpu_slots_ = totals.cpu / kUnitsPerResource;
+  gpu_devices_ = totals.num_gpus + (totals.gpu_fraction > 0 ? 1 : 0);
 }
 
 Scheduler::~Scheduler() {
@@ -554,7 +555,8 @@ bool Scheduler::run_one_job_locked(Worker* w, bool one_task) {
   }
   // A GPU task granted one device runs on the one holding most of its arguments when the same
   // share is free there (as a lease holder moves its lease: run_lease_loop).
-  if (job.kind == Job::Kind::kTask && job.task != nullptr && job.alloc.gpus.size() == 1) {
+  if (job.kind == Job::Kind::kTask && job.task != nullptr && job.alloc.gpus.size() == 1 &&
+      gpu_devices_ > 1) {
     mu_.unlock();  // (preferred_gpu reads the arguments: not under the scheduler's lock)
     const int want = job.task->preferred_gpu();
     mu_.lock();
@@ -673,7 +675,7 @@ void Scheduler::run_lease_tasks(Worker* w, ResourceShape* shape, Job& job, bool 
     if (!t->take_from_queue()) continue;  // claimed by a blocked parent, which runs it
     // A GPU task runs where its arguments are when that device has room now: the lease moves
     // there (its old device's share goes to whoever waits for it), and stays for the next tasks.
-    if (job.alloc.gpus.size() == 1) {
+    if (job.alloc.gpus.size() == 1 && gpu_devices_ > 1) {
       const int want = t->preferred_gpu();
       if (want >= 0 && want != job.alloc.gpus.front().first) {
         MutexLock lock(mu_);

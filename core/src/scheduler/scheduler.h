@@ -314,6 +314,9 @@ class Scheduler {
   ThreadStarter* const starter_;
   const int max_threads_;
   int64_t cpu_slots_ = 0;
+  // The node's GPU devices (a fractional last one counts): with fewer than 2, a GPU task has no
+  // other device to prefer, and its arguments' placement is not looked at.
+  int gpu_devices_ = 0;
   ReadyQueue ready_;
   // Read by spinning threads: kept off the line of mu_, which submitters write.
   std::atomic<int64_t> holders_{0};
