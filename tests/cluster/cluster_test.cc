@@ -232,6 +232,16 @@ std::string unsendable_elsewhere() {
 PRISM_REMOTE(account_elsewhere, account_on_two_cpus, bad_account_elsewhere, killed_elsewhere,
              unsendable_elsewhere);
 
+// CI once lost a node's join: the driver's hello reached the node's progress thread before the
+// node's main thread had recorded that connection as its driver's, and was dropped; the node
+// then waited for a welcome until the driver gave up. Here the node pauses 300 ms right after it
+// connects (PRISM_TESTING_JOIN_PAUSE_MS, as preemption on a loaded machine would): it joins.
+TEST_F(ClusterTest, ANodeSlowToRecordItsDriverStillJoins) {
+  start(0, {{{"PRISM_TESTING_JOIN_PAUSE_MS", "300"}}});
+  EXPECT_EQ(prism::node_count(), 2);
+  EXPECT_EQ(prism::get(prism::task(where_after).remote(0), 60s), "node1");
+}
+
 TEST_F(ClusterTest, TasksSpreadOverNodesWhenTheDriverIsBusy) {
   start(1, {{}, {}});
   EXPECT_EQ(prism::node_count(), 3);

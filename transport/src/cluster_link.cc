@@ -170,6 +170,18 @@ std::string describe_difference(const std::vector<std::string>& mine,
          "driver has [" + list(only_mine) + "], only the node has [" + list(only_theirs) + "]";
 }
 
+// For tests only: PRISM_TESTING_JOIN_PAUSE_MS (1 to 10,000) pauses a joining node right after
+// it connects to its driver, widening the window in which the driver's hello reaches the node's
+// progress thread first (as preemption on a loaded machine does). Unset: nothing.
+void testing_join_pause() {
+  static const int ms = [] {
+    const char* v = std::getenv("PRISM_TESTING_JOIN_PAUSE_MS");
+    const int n = v != nullptr ? std::atoi(v) : 0;
+    return n >= 1 && n <= 10'000 ? n : 0;
+  }();
+  if (ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+}
+
 // PRISM_TRANSFER_PART_BYTES: the part size of values sent in parts (at least 4 KiB, at most
 // what one message carries, which is the default).
 size_t transfer_part_bytes() {
@@ -1449,6 +1461,7 @@ class Link final : public internal::ClusterLink {
       // waits for nothing; the comm calls no handler under its lock.)
       MutexLock lock(mu_);
       driver_ = comm_->connect(driver_address_);
+      testing_join_pause();
       Peer& p = peers_[driver_];
       p.name = "the driver at " + driver_address_;
     }
