@@ -242,6 +242,32 @@ TEST_F(ClusterTest, ANodeSlowToRecordItsDriverStillJoins) {
   EXPECT_EQ(prism::get(prism::task(where_after).remote(0), 60s), "node1");
 }
 
+// The driver makes a joining node ready, then welcomes it; a task another thread places on the
+// node in between must not reach it before the welcome (a node drops what comes first). Here the
+// driver pauses 300 ms between the two (PRISM_TESTING_WELCOME_PAUSE_MS) while this thread
+// submits tasks only the new node can run: every one of them runs there.
+TEST_F(ClusterTest, TasksPlacedOnANodeAsItJoinsRunThere) {
+  setenv("PRISM_TESTING_WELCOME_PAUSE_MS", "300", 1);  // (read by the driver at each join)
+  struct Unset {
+    ~Unset() { unsetenv("PRISM_TESTING_WELCOME_PAUSE_MS"); }
+  } unset_at_the_end;
+  start(1, {});
+  add_node({{"PRISM_RESOURCES", "gadget:1"}});
+  std::vector<prism::ObjectRef<std::string>> refs;
+  const auto give_up = std::chrono::steady_clock::now() + 60s;
+  for (;;) {
+    refs.push_back(prism::task(node_of_gadget_task).resource("gadget", 1).remote());
+    try {
+      prism::wait_for_nodes(1, 2ms);  // (paces the submissions until the node is in)
+      break;
+    } catch (const prism::TimeoutError&) {
+      ASSERT_LT(std::chrono::steady_clock::now(), give_up) << "the node never joined";
+    }
+  }
+  refs.push_back(prism::task(node_of_gadget_task).resource("gadget", 1).remote());
+  for (auto& r : refs) EXPECT_EQ(prism::get(r, 60s), "node1 with gadget");
+}
+
 TEST_F(ClusterTest, TasksSpreadOverNodesWhenTheDriverIsBusy) {
   start(1, {{}, {}});
   EXPECT_EQ(prism::node_count(), 3);

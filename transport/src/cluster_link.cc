@@ -170,16 +170,16 @@ std::string describe_difference(const std::vector<std::string>& mine,
          "driver has [" + list(only_mine) + "], only the node has [" + list(only_theirs) + "]";
 }
 
-// For tests only: PRISM_TESTING_JOIN_PAUSE_MS (1 to 10,000) pauses a joining node right after
-// it connects to its driver, widening the window in which the driver's hello reaches the node's
-// progress thread first (as preemption on a loaded machine does). Unset: nothing.
-void testing_join_pause() {
-  static const int ms = [] {
-    const char* v = std::getenv("PRISM_TESTING_JOIN_PAUSE_MS");
-    const int n = v != nullptr ? std::atoi(v) : 0;
-    return n >= 1 && n <= 10'000 ? n : 0;
-  }();
-  if (ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+// For tests only, read at each join (rare): a pause of `var` milliseconds (1 to 10,000; unset:
+// none) at a point of the handshake where a loaded machine's preemption could stop a thread,
+// widening a window that must be safe. PRISM_TESTING_JOIN_PAUSE_MS: a joining node, right after
+// it connects to its driver (the driver's hello may reach its progress thread first).
+// PRISM_TESTING_WELCOME_PAUSE_MS: the driver, between making a joining node ready and queueing
+// its welcome (another thread may place a task on the node meanwhile).
+void testing_pause(const char* var) {
+  const char* v = std::getenv(var);
+  const int ms = v != nullptr ? std::atoi(v) : 0;
+  if (ms >= 1 && ms <= 10'000) std::this_thread::sleep_for(std::chrono::milliseconds(ms));
 }
 
 // PRISM_TRANSFER_PART_BYTES: the part size of values sent in parts (at least 4 KiB, at most
@@ -1461,7 +1461,7 @@ class Link final : public internal::ClusterLink {
       // waits for nothing; the comm calls no handler under its lock.)
       MutexLock lock(mu_);
       driver_ = comm_->connect(driver_address_);
-      testing_join_pause();
+      testing_pause("PRISM_TESTING_JOIN_PAUSE_MS");
       Peer& p = peers_[driver_];
       p.name = "the driver at " + driver_address_;
     }
@@ -2304,6 +2304,7 @@ class Link final : public internal::ClusterLink {
         p.name = "client (" + who + ")";
       }
       welcome.node_index = static_cast<uint32_t>(p.index);
+      testing_pause("PRISM_TESTING_WELCOME_PAUSE_MS");
       send_welcome_locked(peer, welcome);
     }
     if (auth.role == PeerRole::kNode) {
