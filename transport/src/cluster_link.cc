@@ -1461,7 +1461,7 @@ class Link final : public internal::ClusterLink {
       // waits for nothing; the comm calls no handler under its lock.)
       MutexLock lock(mu_);
       driver_ = comm_->connect(driver_address_);
-      testing_pause("PRISM_TESTING_JOIN_PAUSE_MS");
+      testing_pause("PRISM_TESTING_JOIN_PAUSE_MS");  // (keep it right after connect())
       Peer& p = peers_[driver_];
       p.name = "the driver at " + driver_address_;
     }
@@ -2304,7 +2304,7 @@ class Link final : public internal::ClusterLink {
         p.name = "client (" + who + ")";
       }
       welcome.node_index = static_cast<uint32_t>(p.index);
-      testing_pause("PRISM_TESTING_WELCOME_PAUSE_MS");
+      testing_pause("PRISM_TESTING_WELCOME_PAUSE_MS");  // (keep it right before the send)
       send_welcome_locked(peer, welcome);
     }
     if (auth.role == PeerRole::kNode) {
