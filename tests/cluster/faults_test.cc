@@ -361,6 +361,9 @@ TEST_P(DirectPullFaultTest, APullFromAStoppedNodeEndsThroughTheDriver) {
   const auto before = prism::cluster::link_counters();
   Child& holder = children_.front();
   ASSERT_EQ(kill(holder.pid(), SIGSTOP), 0);
+  // kill() returns before every thread has stopped: a pull sent meanwhile could be answered
+  // (CI, under load, once saw the holder's progress thread answer the direct pull).
+  ASSERT_TRUE(prism_test::all_threads_stopped(holder.pid(), 10s));
   EXPECT_EQ(prism::get(prism::task(block_sum).resource("b", 1).remote(made), 60s),
             block_sum(make_block(kBytes, 77)));
   const auto after = prism::cluster::link_counters();
