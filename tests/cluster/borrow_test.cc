@@ -56,6 +56,12 @@ std::vector<uint64_t> digests_of(const std::vector<BytesRef>& refs) {
   for (const BytesRef& r : refs) out.push_back(r.valid() ? digest(prism::get(r, 60s)) : 0);
   return out;
 }
+// Reads every ref's value here, then keeps the borrows `ms` longer.
+std::vector<uint64_t> digests_then_hold(const std::vector<BytesRef>& refs, int ms) {
+  std::vector<uint64_t> out = digests_of(refs);
+  std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+  return out;
+}
 // A value put on the node that runs this: the node owns it, the caller borrows it.
 BytesRef put_here(uint64_t n, uint32_t seed) { return prism::put(pattern(n, seed)); }
 // A value a task launched here makes (pending when returned).
@@ -86,7 +92,7 @@ std::vector<uint64_t> ref_counts() {
   const auto s = prism::cluster::object_stats();
   return {s.lent_refs, s.borrowed_refs, s.primary_objects, s.secondary_objects};
 }
-PRISM_REMOTE(pattern, digest, pattern_later, digests_of, put_here, made_here, same_refs, breaks,
+PRISM_REMOTE(pattern, digest, pattern_later, digests_of, digests_then_hold, put_here, made_here, same_refs, breaks,
              read_outcome, ref_counts, lend_to_other);
 
 // An actor that keeps the refs it is given.
@@ -167,6 +173,38 @@ TEST_F(ClusterTest, RefsInsideArgumentsAreReadWhereTheTaskRuns) {
     EXPECT_EQ(prism::get(prism::task(digests_of).resource("b", 1).remote(refs), 60s), expected);
   }
   expect_all_freed({"a", "b"});
+}
+
+// Refs lent again under their keys after the last borrow of them ended: the copies held for the
+// new borrow are not the ones the old borrow's end frees. The driver pauses 1.5 s between
+// encoding a call (its refs' keys chosen) and recording what it lends
+// (PRISM_TESTING_LEND_PAUSE_MS), and 2.5 s between ending a borrow and freeing what it held
+// (PRISM_TESTING_RELEASE_PAUSE_MS). So the second call is encoded under the first call's keys
+// while the first one runs, recorded after the first one's borrow ended, and its copies are held
+// before the first one's are freed. With each copy held under its key (as before this test), the
+// old borrow's end freed the new copies and the second call failed ("lost with its node"), as
+// CI's ASan run once saw with RefsInsideArgumentsAreReadWhereTheTaskRuns.
+TEST_F(ClusterTest, RefsLentAgainAfterTheirBorrowEndedKeepTheirNewCopies) {
+  setenv("PRISM_TESTING_LEND_PAUSE_MS", "1500", 1);  // (read by the driver at each lend)
+  setenv("PRISM_TESTING_RELEASE_PAUSE_MS", "2500", 1);
+  struct Unset {
+    ~Unset() {
+      unsetenv("PRISM_TESTING_LEND_PAUSE_MS");
+      unsetenv("PRISM_TESTING_RELEASE_PAUSE_MS");
+    }
+  } unset_at_the_end;
+  start(1, {{{"PRISM_RESOURCES", "b:100"}}});
+  {
+    const std::vector<BytesRef> refs = {prism::put(pattern(200 * kKiB, 1)),
+                                        prism::put(pattern(10, 2))};
+    const std::vector<uint64_t> expected = {digest(pattern(200 * kKiB, 1)),
+                                            digest(pattern(10, 2))};
+    auto first = prism::task(digests_then_hold).resource("b", 1).remote(refs, 300);
+    auto second = prism::task(digests_of).resource("b", 1).remote(refs);
+    EXPECT_EQ(prism::get(first, 60s), expected);
+    EXPECT_EQ(prism::get(second, 60s), expected);
+  }
+  expect_all_freed({"b"});
 }
 
 // A node returns refs of objects it owns (a put, a pending nested result): the driver reads

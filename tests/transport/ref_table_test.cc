@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdint>
+#include <set>
 #include <vector>
 
 #include "prism/internal/object_entry.h"
@@ -108,10 +109,10 @@ TEST(RefTableTest, LentEntryIsPinnedUntilReleasedAndAnnouncedOnceDone) {
 }
 
 // A record that ended while its entry was pending leaves a watch behind; lent again under the
-// same key (an actor restarted with its constructor's refs), the entry is watched twice. Both
-// watches hold a copy under the key (the holder keeps the first and ignores the second) and
-// say so: the second must not free the copy the first one announced.
-TEST(RefTableTest, ASecondDoneWithTheSameCopyKeepsIt) {
+// same key (an actor restarted with its constructor's refs), the entry is watched twice. Each
+// watch holds a copy under a number of its own (new_pull): the first is announced and kept, the
+// second freed, and the ended record's free never names the new record's copy.
+TEST(RefTableTest, ASecondDoneFreesOnlyItsOwnCopy) {
   RefTable t;
   t.set_self(0);
   EntryPtr e = new_entry(1);
@@ -121,23 +122,45 @@ TEST(RefTableTest, ASecondDoneWithTheSameCopyKeepsIt) {
   EXPECT_EQ(t.announce(lends, kA).watch.size(), 1u);
   RefReleaseMsg one;
   one.keys = {{key, 1}};
-  EXPECT_EQ(t.release(kA, one).unpinned.size(), 1u);  // the record ends, its watch waits on
+  RefTable::Effects fx = t.release(kA, one);  // the record ends, its watch waits on
+  EXPECT_EQ(fx.unpinned.size(), 1u);
+  EXPECT_TRUE(fx.freed_pulls.empty());  // (it had no copy yet)
   EXPECT_EQ(t.lent_count(), 0u);
   t.prepare(lends, kB);  // the same key, lent again
   EXPECT_EQ(t.announce(lends, kB).watch.size(), 1u);  // watched a second time
-  RefTable::Effects fx = t.done(key, ok_ready(key, key, 3), /*held_here=*/true);
+  const uint64_t first = t.new_pull();
+  const uint64_t second = t.new_pull();
+  fx = t.done(key, ok_ready(key, first, 3), /*held_here=*/true);
   ASSERT_EQ(fx.readies.size(), 1u);
   EXPECT_EQ(fx.readies[0].first, kB);
+  EXPECT_EQ(fx.readies[0].second.pull, first);
   EXPECT_TRUE(fx.freed_pulls.empty());
-  fx = t.done(key, ok_ready(key, key, 3), /*held_here=*/true);  // the second watch
-  EXPECT_TRUE(fx.freed_pulls.empty()) << "the announced copy was freed";
+  fx = t.done(key, ok_ready(key, second, 3), /*held_here=*/true);  // the second watch
+  EXPECT_EQ(fx.freed_pulls, std::vector<uint64_t>{second}) << "the second copy stays";
   EXPECT_TRUE(fx.readies.empty());
-  // With the record gone, a late done frees the copy it made (nothing keeps it).
-  one.keys = {{key, 1}};
+  // The record's end frees the copy it announced.
   fx = t.release(kB, one);
-  EXPECT_EQ(fx.freed_pulls, std::vector<uint64_t>{key});
-  EXPECT_EQ(t.done(key, ok_ready(key, key, 3), /*held_here=*/true).freed_pulls,
-            std::vector<uint64_t>{key});
+  EXPECT_EQ(fx.freed_pulls, std::vector<uint64_t>{first});
+  // With the record gone, a late done frees the copy it made (nothing keeps it).
+  const uint64_t late = t.new_pull();
+  EXPECT_EQ(t.done(key, ok_ready(key, late, 3), /*held_here=*/true).freed_pulls,
+            std::vector<uint64_t>{late});
+}
+
+// Pull numbers name one copy each, for good: they are never made twice, never a key, and name
+// the process that holds the copy (as its keys do: a driver finds a node's lent copies by it).
+TEST(RefTableTest, PullNumbersAreNeverMadeTwiceAndNameTheirHolder) {
+  RefTable t;
+  t.set_self(3);
+  EntryPtr e = new_entry(1);
+  std::set<uint64_t> seen;
+  for (int i = 0; i < 100; ++i) {
+    const uint64_t pull = t.new_pull();
+    EXPECT_TRUE(RefTable::is_key(pull));
+    EXPECT_EQ(RefTable::owner_index(pull), 3u);
+    EXPECT_TRUE(seen.insert(pull).second) << "made twice: " << pull;
+    if (i % 10 == 0) EXPECT_TRUE(seen.insert(lend(&t, e).key).second) << "a key's number";
+  }
 }
 
 TEST(RefTableTest, AnEntryDoneBeforeItIsLentIsAnnouncedAtOnce) {

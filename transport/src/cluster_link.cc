@@ -26,6 +26,7 @@
 #include <typeinfo>
 #include <thread>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -170,12 +171,16 @@ std::string describe_difference(const std::vector<std::string>& mine,
          "driver has [" + list(only_mine) + "], only the node has [" + list(only_theirs) + "]";
 }
 
-// For tests only, read at each join (rare): a pause of `var` milliseconds (1 to 10,000; unset:
-// none) at a point of the handshake where a loaded machine's preemption could stop a thread,
-// widening a window that must be safe. PRISM_TESTING_JOIN_PAUSE_MS: a joining node, right after
-// it connects to its driver (the driver's hello may reach its progress thread first).
-// PRISM_TESTING_WELCOME_PAUSE_MS: the driver, between making a joining node ready and queueing
-// its welcome (another thread may place a task on the node meanwhile).
+// For tests only, read each time (a join, a message that lends refs, a borrow's release: each
+// costs far more than a getenv): a pause of `var` milliseconds (1 to 10,000; unset: none) at a
+// point where a loaded machine's preemption could stop a thread, widening a window that must be
+// safe. PRISM_TESTING_JOIN_PAUSE_MS: a joining node, right after it connects to its driver (the
+// driver's hello may reach its progress thread first). PRISM_TESTING_WELCOME_PAUSE_MS: the
+// driver, between making a joining node ready and queueing its welcome (another thread may
+// place a task on the node meanwhile). PRISM_TESTING_LEND_PAUSE_MS: between encoding a message
+// whose refs lend objects (their keys chosen) and recording the lends (a borrow of the same
+// keys may end meanwhile). PRISM_TESTING_RELEASE_PAUSE_MS: between ending a borrow in the
+// table and freeing what it held (the same keys may be lent again meanwhile).
 void testing_pause(const char* var) {
   const char* v = std::getenv(var);
   const int ms = v != nullptr ? std::atoi(v) : 0;
@@ -2083,7 +2088,11 @@ class Link final : public internal::ClusterLink {
       if (is_counterpart(peer) && plausible_ready(peer, *ready)) apply(refs_.ready(peer, *ready));
       return;
     } else if (auto* release = std::get_if<RefReleaseMsg>(&msg)) {
-      if (is_counterpart(peer)) apply(refs_.release(peer, *release));
+      if (is_counterpart(peer)) {
+        RefTable::Effects fx = refs_.release(peer, *release);
+        testing_pause("PRISM_TESTING_RELEASE_PAUSE_MS");  // (keep it between the two)
+        apply(std::move(fx));
+      }
       return;
     }
     std::shared_ptr<const RefTable::Incoming> in;
@@ -4015,6 +4024,7 @@ class Link final : public internal::ClusterLink {
                     std::string* why = nullptr, bool* gone = nullptr) {
     bool sent = false;
     bool prepared = false;
+    if (!lends.empty()) testing_pause("PRISM_TESTING_LEND_PAUSE_MS");  // (keep it before prepare)
     try {
       // (Out of memory inside prepare() leaves what it recorded: the objects stay pinned, which
       // loses nothing.)
@@ -4096,11 +4106,12 @@ class Link final : public internal::ClusterLink {
     apply(refs_.done(key, r, held));
   }
 
-  // Serializes `e`'s value for the borrowers' pulls (true: held here under r->key), or says in
-  // `r` why it cannot be read elsewhere.
+  // Serializes `e`'s value for the borrowers' pulls (true: held here under r->pull, a number of
+  // its own: RefTable::new_pull), or says in `r` why it cannot be read elsewhere.
   bool hold_for_borrowers(RefReadyMsg* r, internal::ObjectEntry* e, RefTable::ValueWriter write) {
     r->pull = r->key;
     if (write == nullptr) return false;  // an untyped ref: its borrowers wait, never read it
+    r->pull = refs_.new_pull();
     std::string bytes;
     try {
       internal::RefScopeGuard none(nullptr);  // (refs inside a pulled value cannot be lent)
@@ -4114,7 +4125,7 @@ class Link final : public internal::ClusterLink {
       return false;
     }
     r->bytes = bytes.size();
-    objects_.hold(r->key, make_blob(std::move(bytes)), /*primary=*/true);
+    objects_.hold(r->pull, make_blob(std::move(bytes)), /*primary=*/true);
     return true;
   }
 
@@ -5548,8 +5559,13 @@ class Link final : public internal::ClusterLink {
     }
   }
 
-  // "node2 (host pid 7)" -> "node2".
+  // "node2 (host pid 7)" -> "node2"; "the driver at 127.0.0.1:4000" (a node's name for its
+  // driver) -> "the driver".
   static std::string node_name(const std::string& peer_name) {
+    static constexpr std::string_view kDriver = "the driver";
+    if (std::string_view(peer_name).substr(0, kDriver.size()) == kDriver) {
+      return std::string(kDriver);
+    }
     return peer_name.substr(0, peer_name.find(' '));
   }
 

@@ -21,6 +21,11 @@ uint64_t RefTable::key_of(ObjectEntry* entry) {
   return (static_cast<uint64_t>(self_ + 1) << kKeyShift) | next_++;
 }
 
+uint64_t RefTable::new_pull() {
+  MutexLock lock(mu_);
+  return (static_cast<uint64_t>(self_ + 1) << kKeyShift) | next_++;
+}
+
 std::vector<uint64_t> RefTable::prepare(const std::vector<Lend>& lends, PeerId to) {
   std::vector<uint64_t> refs;
   refs.reserve(lends.size());
@@ -120,13 +125,11 @@ RefTable::Effects RefTable::done(uint64_t key, const RefReadyMsg& ready, bool he
   MutexLock lock(mu_);
   auto it = lent_.find(key);
   if (it == lent_.end() || it->second.ready) {
-    // (No longer lent, or known already: nothing keeps the copy made for it. Unless it is the
-    // record's own copy, under the same number: a second watch of one entry, left by a record
-    // that ended while it waited, when the key is lent again (an actor restarted with the refs
-    // of its constructor) - its holder kept the first copy and ignored the second.)
-    const bool same_copy = it != lent_.end() && it->second.own_pull &&
-                           it->second.ready->pull == ready.pull;
-    if (held_here && !same_copy) fx.freed_pulls.push_back(ready.pull);
+    // No longer lent, or known already (a second watch of one entry, left by a record that
+    // ended while it waited, when the key is lent again: an actor restarted with the refs of
+    // its constructor): nothing keeps the copy made for it. (Each copy has its own number: this
+    // frees this one only.)
+    if (held_here) fx.freed_pulls.push_back(ready.pull);
     return fx;
   }
   Lent& r = it->second;

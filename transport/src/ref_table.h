@@ -106,6 +106,12 @@ class RefTable {
   // --- lending ---
   // The key `entry` travels under: its borrowed key, else its own (made now).
   uint64_t key_of(internal::ObjectEntry* entry);
+  // A number for a copy of a lent value held here for its borrowers' pulls (RefReadyMsg::pull):
+  // made like a key (its owner_index is this process's), never made twice. Not the key itself:
+  // a key is lent again after its record ended (its keys were chosen while it lived: a message
+  // encoded meanwhile, an actor's constructor), and the ended record's free (freed_pulls, carried
+  // out after the table's lock) must not reach the copy held for the new record.
+  uint64_t new_pull();
   // A key borrowed from `from` (in a message being decoded) lent on to another peer.
   static Lend forward(PeerId from, uint64_t key) {
     Lend l;
@@ -121,8 +127,9 @@ class RefTable {
   // It was not sent: prepare() undone.
   Effects unprepare(const std::vector<Lend>& lends, PeerId to);
   // The entry lent as `key` is done (`ready`: where to pull it, or its error). `held_here`: its
-  // value is held here for the borrowers' pulls under ready.pull, to free with the record (a
-  // borrowed entry lent on names its lender's copy instead, under the same number).
+  // value is held here for the borrowers' pulls under ready.pull (a new_pull()), to free with the
+  // record, or at once if the record is gone or has its copy already (a borrowed entry lent on
+  // names its lender's copy instead, under the same number).
   Effects done(uint64_t key, const RefReadyMsg& ready, bool held_here);
   // `from` dropped its last refs of these keys.
   Effects release(PeerId from, const RefReleaseMsg& msg);
