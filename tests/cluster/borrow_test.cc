@@ -178,19 +178,23 @@ TEST_F(ClusterTest, RefsInsideArgumentsAreReadWhereTheTaskRuns) {
 // Refs lent again under their keys after the last borrow of them ended: the copies held for the
 // new borrow are not the ones the old borrow's end frees. The driver pauses 1.5 s between
 // encoding a call (its refs' keys chosen) and recording what it lends
-// (PRISM_TESTING_LEND_PAUSE_MS), and 2.5 s between ending a borrow and freeing what it held
-// (PRISM_TESTING_RELEASE_PAUSE_MS). So the second call is encoded under the first call's keys
-// while the first one runs, recorded after the first one's borrow ended, and its copies are held
-// before the first one's are freed. With each copy held under its key (as before this test), the
-// old borrow's end freed the new copies and the second call failed ("lost with its node"), as
-// CI's ASan run once saw with RefsInsideArgumentsAreReadWhereTheTaskRuns.
+// (PRISM_TESTING_LEND_PAUSE_MS), and 1.5 s between ending a borrow and freeing what it held
+// (PRISM_TESTING_RELEASE_PAUSE_MS, on its network thread: each ref's release pauses it, so the
+// heartbeat deadline is raised to 30 s). So the second call is encoded under the first call's
+// keys while the first one runs, recorded after the first one's borrow of a key ended, and the
+// copy it lends is held before the first one's is freed. With each copy held under its key (as
+// before this test), the old borrow's end freed the new copy and the second call failed ("lost
+// with its node"), as CI's ASan run once saw with RefsInsideArgumentsAreReadWhereTheTaskRuns.
+// (The node inherits the knobs; it lends nothing and receives no release here.)
 TEST_F(ClusterTest, RefsLentAgainAfterTheirBorrowEndedKeepTheirNewCopies) {
-  setenv("PRISM_TESTING_LEND_PAUSE_MS", "1500", 1);  // (read by the driver at each lend)
-  setenv("PRISM_TESTING_RELEASE_PAUSE_MS", "2500", 1);
+  setenv("PRISM_TESTING_LEND_PAUSE_MS", "1500", 1);
+  setenv("PRISM_TESTING_RELEASE_PAUSE_MS", "1500", 1);
+  setenv("PRISM_HEARTBEAT_TIMEOUT", "30", 1);
   struct Unset {
     ~Unset() {
       unsetenv("PRISM_TESTING_LEND_PAUSE_MS");
       unsetenv("PRISM_TESTING_RELEASE_PAUSE_MS");
+      unsetenv("PRISM_HEARTBEAT_TIMEOUT");
     }
   } unset_at_the_end;
   start(1, {{{"PRISM_RESOURCES", "b:100"}}});

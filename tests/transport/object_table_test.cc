@@ -278,6 +278,79 @@ TEST(ObjectTableTest, ARemovedHolderIsNoLongerNamed) {
   t.remove_holder(8, 4);  // (an unknown number: nothing)
 }
 
+// The driver's borrows of a value a node lent, begun and ended in the order the link's threads
+// carry them out: the end of one borrow after the beginning of the next keeps the location (the
+// new borrow reads from it); the last end forgets it with the driver's copy, naming the other
+// holders to tell.
+TEST(ObjectTableTest, ABorrowsEndAfterTheNextBeganKeepsTheLocation) {
+  constexpr uint64_t kPull = (uint64_t{2} << 48) | 5;  // (node1's number)
+  ObjectTable t;
+  std::vector<PeerId> others;
+  EXPECT_FALSE(t.begin_borrow(kPull, 100, 3, &others));
+  t.hold(kPull, blob(100), /*primary=*/false);  // the driver read it
+  ASSERT_TRUE(t.add_pending_holder(kPull, 4));  // and passed it on to node 4
+  EXPECT_FALSE(t.begin_borrow(kPull, 100, 3, &others));  // the next borrow began first
+  EXPECT_FALSE(t.end_borrow(kPull, &others));            // then the first one's end
+  EXPECT_TRUE(others.empty());
+  std::vector<PeerId> holders;
+  ASSERT_TRUE(t.where(kPull, &holders, nullptr));
+  EXPECT_EQ(holders, std::vector<PeerId>{3});
+  EXPECT_NE(t.find(kPull), nullptr);
+  EXPECT_TRUE(t.end_borrow(kPull, &others));  // the last borrow ended
+  std::sort(others.begin(), others.end());
+  EXPECT_EQ(others, (std::vector<PeerId>{3, 4}));
+  EXPECT_FALSE(t.where(kPull, nullptr, nullptr));
+  EXPECT_EQ(t.find(kPull), nullptr);
+  EXPECT_EQ(t.stats().secondary_objects, 0u);
+}
+
+// A borrow's end carried out before its own beginning (its RefReady's thread was preempted
+// between the table and the link): the beginning, when it comes, leaves nothing recorded.
+TEST(ObjectTableTest, ABorrowsEndBeforeItsBeginningLeavesNothing) {
+  constexpr uint64_t kPull = (uint64_t{3} << 48) | 9;
+  ObjectTable t;
+  std::vector<PeerId> others;
+  EXPECT_FALSE(t.end_borrow(kPull, &others));
+  EXPECT_TRUE(t.begin_borrow(kPull, 100, 3, &others));
+  EXPECT_TRUE(others.empty()) << "no other holder was told";
+  EXPECT_FALSE(t.where(kPull, nullptr, nullptr));
+  // A borrow after that one starts afresh.
+  EXPECT_FALSE(t.begin_borrow(kPull, 100, 3, &others));
+  EXPECT_TRUE(t.where(kPull, nullptr, nullptr));
+  EXPECT_TRUE(t.end_borrow(kPull, &others));
+  EXPECT_EQ(others, std::vector<PeerId>{3});
+}
+
+// Many borrows of one number begun by one thread (the network thread, in order) while another
+// ends them (each end after its own beginning, in any order with later beginnings): the location
+// lives while one does, and goes with the last.
+TEST(ObjectTableTest, BorrowsBegunAndEndedOnTwoThreadsLeaveNothingWhenAllEnded) {
+  constexpr uint64_t kPull = (uint64_t{2} << 48) | 77;
+  constexpr int kBorrows = 20000;
+  ObjectTable t;
+  std::atomic<int> begun{0};
+  std::atomic<int> forgotten{0};
+  std::atomic<bool> lost{false};
+  std::thread ender([&] {
+    for (int i = 0; i < kBorrows; ++i) {
+      while (begun.load(std::memory_order_acquire) <= i) std::this_thread::yield();
+      std::vector<PeerId> others;
+      if (t.end_borrow(kPull, &others)) forgotten.fetch_add(1);
+    }
+  });
+  for (int i = 0; i < kBorrows; ++i) {
+    std::vector<PeerId> others;
+    if (t.begin_borrow(kPull, 8, 3, &others)) lost.store(true);
+    // (While this borrow lives, its location must: its end has not been carried out.)
+    if (begun.load() == i && !t.where(kPull, nullptr, nullptr)) lost.store(true);
+    begun.store(i + 1, std::memory_order_release);
+  }
+  ender.join();
+  EXPECT_FALSE(lost.load()) << "a live borrow's location was forgotten";
+  EXPECT_GE(forgotten.load(), 1);
+  EXPECT_FALSE(t.where(kPull, nullptr, nullptr));
+}
+
 TEST(ObjectTableSpillTest, TheLeastRecentlyUsedGoFirstAndReadersKeepTheirBytes) {
   constexpr size_t kKiB = 1 << 10;
   const std::string root = spill_root();

@@ -1960,6 +1960,7 @@ class Link final : public internal::ClusterLink {
   }
 #endif
 
+  // Encodes and queues `msg` (takes no lock of the link's: may be called under mu_).
   void send(PeerId peer, Message msg) {
     std::string frame;
     try {
@@ -2245,16 +2246,10 @@ class Link final : public internal::ClusterLink {
   // Queued under mu_, in the critical section that made `peer` ready: from then on another
   // thread may send it work (a task placed on the new node), and the peer drops whatever comes
   // before the welcome; queued here, the welcome goes first (the comm sends a peer's messages in
-  // the order they were queued). (comm_->send takes only the comm's lock and waits for nothing.)
+  // the order they were queued). (send() takes no lock of the link's, and comm_->send only the
+  // comm's, waiting for nothing.)
   void send_welcome_locked(PeerId peer, const WelcomeMsg& welcome) PRISM_REQUIRES(mu_) {
-    std::string frame;
-    try {
-      encode(Message(welcome), &frame);
-    } catch (const std::exception& e) {
-      PRISM_LOG(kWarning) << "cluster: cannot encode a message: " << e.what();
-      return;
-    }
-    comm_->send(peer, std::move(frame));
+    send(peer, Message(welcome));
   }
 
   // Driver: a joiner's proof and description.
@@ -3895,9 +3890,17 @@ class Link final : public internal::ClusterLink {
     if (fx.empty()) return;
     // (The driver passes borrowed values on to the nodes it lends them to: it records where
     // they are. Numbers of its own, a node's copy of the driver's object, it knows already.)
-    if (config_.role == ClusterRole::kDriver) {
+    // (Counted, not just recorded and forgotten: the end of one borrow of a number may be
+    // carried out, on another thread, after the next borrow of it began. ObjectTable::
+    // begin_borrow.)
+    const bool driver = config_.role == ClusterRole::kDriver;
+    if (driver) {
       for (const auto& [from, ready] : fx.located) {
-        if (owned_by_node(ready.pull)) objects_.locate(ready.pull, ready.bytes, from);
+        std::vector<PeerId> others;
+        if (owned_by_node(ready.pull) &&
+            objects_.begin_borrow(ready.pull, ready.bytes, from, &others)) {
+          tell_freed(ready.pull, others, from);
+        }
       }
     }
     for (RefTable::Completion& c : fx.completions) complete_borrowed(c);
@@ -3906,7 +3909,14 @@ class Link final : public internal::ClusterLink {
       if (is_ready(peer)) send(peer, Message(std::move(msg)));
     }
     for (uint64_t pull : fx.freed_pulls) free_pull(pull, kHere);
-    for (auto& [from, pull] : fx.forgotten_pulls) free_pull(pull, from);
+    for (auto& [from, pull] : fx.forgotten_pulls) {
+      std::vector<PeerId> others;
+      if (!driver || !owned_by_node(pull)) {
+        free_pull(pull, from);  // (a node's copy: a stale free costs a transfer, loses nothing)
+      } else if (objects_.end_borrow(pull, &others)) {
+        tell_freed(pull, others, from);
+      }
+    }
     for (RefTable::Lend& w : fx.watch) watch_lent(std::move(w));
     // (fx.unpinned goes here)
   }
@@ -3935,8 +3945,8 @@ class Link final : public internal::ClusterLink {
   }
 
  private:
-  // Driver: whether a node's RefReady names a value it can hold: one of its own keys, or one of
-  // the driver's numbers (what it lends the driver it never borrowed from another process: that
+  // Driver: whether a node's RefReady names a value it can hold: one of its own numbers (a key's
+  // or a pull's, made by its RefTable), or one of the driver's numbers (what it lends the driver it never borrowed from another process: that
   // would be a pass-back). Another would have the driver free copies that are not the node's.
   bool plausible_ready(PeerId peer, const RefReadyMsg& r) {
     if (config_.role != ClusterRole::kDriver || r.status != CallStatus::kOk) return true;
@@ -3947,8 +3957,8 @@ class Link final : public internal::ClusterLink {
     return false;
   }
 
-  // A number made by a node for a value it lent (RefTable keys: its index + 1 on top): nothing
-  // can compute it again once that node is gone.
+  // A number made by a node for a value it lent (RefTable keys and pull numbers: its index + 1
+  // on top): nothing can compute it again once that node is gone.
   static bool owned_by_node(uint64_t id) noexcept { return (id >> 48) >= 2; }
 
   // The local entry for a ref of a message being decoded: the one this process has for it (its
@@ -4075,7 +4085,7 @@ class Link final : public internal::ClusterLink {
   }
 
   // The entry lent as `key` is done: where borrowers pull its value from (a value here is
-  // serialized once, held under `key`), or its error.
+  // serialized once, held under a pull number of its own: RefTable::new_pull), or its error.
   void lent_done(uint64_t key, internal::ObjectEntry* e, RefTable::ValueWriter write) {
     if (std::optional<RefReadyMsg> borrowed = refs_.borrowed_ready(e)) {
       // A borrowed entry lent on (read here or not): its lender's copy, under the same number.
@@ -4171,8 +4181,10 @@ class Link final : public internal::ClusterLink {
   }
 
   // Frees this process's copy of `id` and tells the other holders (not `except`) to free theirs.
-  void free_pull(uint64_t id, PeerId except) {
-    for (PeerId p : objects_.forget(id)) {
+  void free_pull(uint64_t id, PeerId except) { tell_freed(id, objects_.forget(id), except); }
+  // `id` was forgotten here: its other holders (`others`, not `except`) free their copies.
+  void tell_freed(uint64_t id, const std::vector<PeerId>& others, PeerId except) {
+    for (PeerId p : others) {
       if (p != kHere && p != except && is_ready(p)) send(p, Message(ObjectFreeMsg{{id}}));
     }
   }
@@ -4698,8 +4710,8 @@ class Link final : public internal::ClusterLink {
     uint64_t bytes = 0;
     if (!objects_.where(id, &holders, &bytes)) return 0;
     if (owned_by_node(id)) {
-      // A value a node lent under its key: held by that node for as long as it is lent (other
-      // copies come and go with their borrows).
+      // A value a node lent (under a pull number of its own): held by that node for as long as
+      // it is lent (other copies come and go with their borrows).
       const PeerId lender = peer_of_index(RefTable::owner_index(id));
       const bool listed = std::find(holders.begin(), holders.end(), lender) != holders.end();
       return listed && lender != except && is_ready(lender) ? lender : 0;
@@ -4732,9 +4744,9 @@ class Link final : public internal::ClusterLink {
         // when the bytes came from the asker itself, a rebuild's round trip: it holds them.)
         if (b && source != peer) objects_.add_pending_holder(id, peer);
         if (b && send_object(peer, id, b)) {
-          // (Not if freed meanwhile: the copy there is a task's. A value a node lent under a
-          // key, the asker may drop with its borrow without a word: live_holder reads those
-          // from their lender only.)
+          // (Not if freed meanwhile: the copy there is a task's. A value a node lent (a pull
+          // number of its own), the asker may drop with its borrow without a word: live_holder
+          // reads those from their lender only.)
           objects_.add_holder(id, peer);
           log_transfer(id, b->size(), source, peer, start);
           return;

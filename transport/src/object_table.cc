@@ -714,22 +714,50 @@ void ObjectTable::bind(const ObjectId& entry, uint64_t id) {
 
 std::vector<PeerId> ObjectTable::forget(uint64_t id) {
   std::vector<PeerId> others;
-  Blob freed;
+  Blob freed;  // (the last reference goes after the lock)
   MutexLock lock(mu_);
+  forget_locked(id, &others, &freed);
+  return others;
+}
+
+void ObjectTable::forget_locked(uint64_t id, std::vector<PeerId>* others, Blob* freed) {
   auto it = locations_.find(id);
   if (it != locations_.end()) {
     for (PeerId p : it->second.holders) {
-      if (p != kHere) others.push_back(p);
+      if (p != kHere) others->push_back(p);
     }
-    for (PeerId p : it->second.pending) others.push_back(p);
+    for (PeerId p : it->second.pending) others->push_back(p);
     if (!(it->second.entry == ObjectId{})) by_entry_.erase(it->second.entry);
     locations_.erase(it);
   }
   if (auto h = held_.find(id); h != held_.end()) {
-    freed = h->second.blob;  // (the last reference goes after the lock, with `freed`)
+    *freed = h->second.blob;
     drop_locked(id);
   }
-  return others;
+}
+
+bool ObjectTable::begin_borrow(uint64_t id, uint64_t bytes, PeerId holder,
+                               std::vector<PeerId>* others) {
+  Blob freed;  // (the last reference goes after the lock)
+  MutexLock lock(mu_);
+  Location& l = locations_[id];
+  if (++l.borrows == 0) {  // its end came first: nothing borrows it
+    forget_locked(id, others, &freed);
+    return true;
+  }
+  l.bytes = bytes;
+  l.holders.insert(holder);
+  l.pending.erase(holder);
+  return false;
+}
+
+bool ObjectTable::end_borrow(uint64_t id, std::vector<PeerId>* others) {
+  Blob freed;  // (the last reference goes after the lock)
+  MutexLock lock(mu_);
+  Location& l = locations_[id];
+  if (--l.borrows != 0) return false;  // another borrow lives, or this one's beginning is to come
+  forget_locked(id, others, &freed);
+  return true;
 }
 
 std::vector<uint64_t> ObjectTable::lose_peer(PeerId peer) {

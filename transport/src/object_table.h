@@ -202,6 +202,15 @@ class ObjectTable {
   // The last ref of `id` dropped: forgets it and frees the copy here. Returns the other holders,
   // pending ones included (to be told to free theirs).
   std::vector<PeerId> forget(uint64_t id);
+  // Driver: the borrows of a value a node lent (`id`: that node's pull number, RefReadyMsg).
+  // One borrow of a number follows another (the RefTable has one record per lender and key),
+  // but a borrow's beginning (its RefReady named `holder`, of `bytes`) and its end are carried
+  // out on different threads after the RefTable's lock, so the end of one may come after the
+  // beginning of the next, or before its own beginning: a count, not their order, says whether
+  // a borrow lives. True when none is left: `id` was forgotten as by forget(), and *others are
+  // the holders to tell.
+  bool begin_borrow(uint64_t id, uint64_t bytes, PeerId holder, std::vector<PeerId>* others);
+  bool end_borrow(uint64_t id, std::vector<PeerId>* others);
   // `peer` is gone: it holds nothing any more. Returns the numbers it was the only holder of.
   std::vector<uint64_t> lose_peer(PeerId peer);
   // Bytes of the records held by each peer (for `prism status`).
@@ -231,9 +240,12 @@ class ObjectTable {
     std::set<PeerId> holders;
     std::set<PeerId> pending;  // add_pending_holder: never also in holders
     ObjectId entry{};  // the local entry it belongs to (bind), or zero
+    int64_t borrows = 0;  // begin_borrow less end_borrow (below 0: an end came first)
   };
 
   void drop_locked(uint64_t id) PRISM_REQUIRES(mu_);
+  // forget()'s work; the copy here (if any) goes to *freed, to be let go after the lock.
+  void forget_locked(uint64_t id, std::vector<PeerId>* others, Blob* freed) PRISM_REQUIRES(mu_);
   // hold()'s bookkeeping; true if memory is now over the spill capacity (the caller spills).
   // `blob` is moved from only when kept.
   bool hold_locked(uint64_t id, Blob&& blob, bool primary) PRISM_REQUIRES(mu_);

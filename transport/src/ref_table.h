@@ -64,8 +64,8 @@ class RefTable {
   static uint32_t owner_index(uint64_t key) noexcept {
     return static_cast<uint32_t>(key >> kKeyShift) - 1;
   }
-  // Whether an object number is a key (a value a lender holds for its borrowers, under its key),
-  // not one of the driver's object numbers (ObjectTable::new_id: below 2^48), whose copies the
+  // Whether an object number is a key or a pull number (new_pull: a copy a lender holds for its
+  // borrowers), not one of the driver's object numbers (ObjectTable::new_id: below 2^48), whose copies the
   // driver's own table frees.
   static bool is_key(uint64_t number) noexcept { return (number >> kKeyShift) != 0; }
 
@@ -87,7 +87,7 @@ class RefTable {
   struct Effects {
     std::vector<internal::EntryPtr> unpinned;  // drop them (may free entries)
     std::vector<uint64_t> freed_pulls;         // values held here for borrowers' pulls: free
-    // (lender, pull): a borrow's copy of its value here (a key: see is_key), to free
+    // (lender, pull): a borrow's copy of its value here (a pull number: see is_key), to free
     std::vector<std::pair<PeerId, uint64_t>> forgotten_pulls;
     std::vector<std::pair<PeerId, RefReleaseMsg>> releases;     // send
     std::vector<std::pair<PeerId, RefReadyMsg>> readies;        // send
