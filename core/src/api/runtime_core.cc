@@ -337,6 +337,12 @@ ExtrasPtr RuntimeCore::make_extras(const TaskOptions& o, const LazyName& functio
   return ExtrasPtr(std::move(x));
 }
 
+bool RuntimeCore::hand_off_here(TaskRecord* task, ResourceShape* shape) noexcept {
+  const ExecContext& c = exec_context();
+  return c.returned && ObjectEntry::notifying_dependents() &&
+         scheduler_->hand_off(task, c.task, shape);
+}
+
 void RuntimeCore::dispatch(TaskRecord* task) noexcept {
   counters_.add(TaskCounters::kReady);
   if (ActorCore* actor = task->actor()) {
@@ -375,19 +381,9 @@ void RuntimeCore::dispatch(TaskRecord* task) noexcept {
                         "PRISM_REMOTE whose parameters and result are serializable "
                         "(prism/serialize.h) runs on other nodes")));
   } else if (task->has_default_request()) {
-    // Made ready by the results of the task this thread has just run: run it next, here.
-    const ExecContext& c = exec_context();
-    if (!c.returned || !ObjectEntry::notifying_dependents() ||
-        !scheduler_->hand_off(task, c.task)) {
-      scheduler_->enqueue_ready(task);
-    }
+    if (!hand_off_here(task, nullptr)) scheduler_->enqueue_ready(task);
   } else if (ResourceShape* shape = task->extras()->shape) {
-    // (As above, for a lease loop of the same shape.)
-    const ExecContext& c = exec_context();
-    if (!c.returned || !ObjectEntry::notifying_dependents() ||
-        !scheduler_->hand_off(task, c.task, shape)) {
-      scheduler_->enqueue_shaped(task, shape);
-    }
+    if (!hand_off_here(task, shape)) scheduler_->enqueue_shaped(task, shape);
   } else {
     Job job;
     job.kind = Job::Kind::kTask;

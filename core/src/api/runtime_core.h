@@ -155,6 +155,10 @@ class RuntimeCore final : public JobRunner {
   bool runs_here(TaskRecord* task) const;
 
  private:
+  // `task` (ready, with shape `shape`; null: the default request) made ready by the results of
+  // the task this thread has just run: handed to this thread's loop to run next (true), if the
+  // scheduler takes it (Scheduler::hand_off).
+  bool hand_off_here(TaskRecord* task, ResourceShape* shape) noexcept;
   void record_span(TaskRecord* task, const Allocation* alloc,
                    Timeline::Clock::time_point start) noexcept;
   friend void run_returned() noexcept;
