@@ -1,5 +1,7 @@
 #include "device_context.h"
 
+#include <array>
+#include <atomic>
 #include <memory>
 #include <string>
 #include <unordered_map>
@@ -60,19 +62,29 @@ StreamPool& pool() {
 
 // One stream per device, taken from the pool on first use.
 // Thread contract: a thread's set is used by that thread only; an actor's set by its calls,
-// which may run on several threads at once (max_concurrency > 1): `mu` guards it.
+// which may run on several threads at once (max_concurrency > 1): `mu` guards it. A stream, once
+// taken, stays the set's until give_back(): `fast` mirrors the first devices' entries (written
+// under `mu`, once each), so that a task asking for its stream again (each tensor it reads and
+// returns) does not take the lock.
 struct StreamSet {
+  static constexpr size_t kFast = 16;
+  std::array<std::atomic<void*>, kFast> fast{};  // by_device[d] for d < kFast once taken
   prism::internal::Mutex mu;
   std::vector<void*> by_device PRISM_GUARDED_BY(mu);  // null: none yet
 
   Stream get(Device device) {
     const size_t d = static_cast<size_t>(device.index);
+    if (d < kFast) {
+      if (void* s = fast[d].load(std::memory_order_acquire)) return Stream(device, s);
+    }
     prism::internal::MutexLock lock(mu);
     if (d >= by_device.size()) by_device.resize(d + 1, nullptr);
     if (by_device[d] == nullptr) by_device[d] = pool().take(device.index);
+    if (d < kFast) fast[d].store(by_device[d], std::memory_order_release);
     return Stream(device, by_device[d]);
   }
   void give_back() noexcept PRISM_NO_THREAD_SAFETY_ANALYSIS {  // no user is left
+    for (auto& f : fast) f.store(nullptr, std::memory_order_relaxed);
     for (size_t d = 0; d < by_device.size(); ++d) {
       if (by_device[d] != nullptr) pool().give_back(static_cast<int>(d), by_device[d]);
     }

@@ -124,7 +124,8 @@ void count_network(bool sent, size_t bytes) noexcept {
 }
 
 Storage::Storage(Device device, size_t bytes, Stream stream)
-    : device_(device), bytes_(bytes), home_(stream), writer_(stream) {
+    : device_(device), bytes_(bytes), home_(stream), writer_(stream),
+      writer_stream_(stream.handle()) {
   DeviceBackend& b = backend_instance();
   if (device.is_host()) {
     data_ = b.host_allocate(bytes);
@@ -207,11 +208,14 @@ void Storage::record(Stream stream) {
   }
   b.event_record(event_, stream.handle());
   writer_ = stream;
+  writer_stream_.store(stream.handle(), std::memory_order_release);
   add_user_locked(stream);
 }
 
 void Storage::wait_on(Stream stream) {
   if (device_.is_host()) return;
+  // (The writer's own stream: ordered after its work already, and a user. Locks, above.)
+  if (stream.handle() == writer_stream_.load(std::memory_order_acquire)) return;
   prism::internal::MutexLock lock(mu_);
   DeviceBackend& b = backend_instance();
   if (event_ != nullptr) {
@@ -268,17 +272,17 @@ size_t Storage::users_for_testing() {
 }
 
 void Storage::placed(bool* on_host, bool* on_device) {
-  prism::internal::MutexLock lock(mu_);
-  *on_host = device_.is_host();
-  *on_device = !device_.is_host();
+  const uint8_t copies = placed_.load(std::memory_order_relaxed);
+  *on_host = device_.is_host() || (copies & kHostCopy) != 0;
+  *on_device = !device_.is_host() || (copies & kDeviceCopy) != 0;
+}
+
+void Storage::note_copies_locked() {
+  uint8_t copies = 0;
   for (const Copy& c : copies_) {
-    if (!c.storage) continue;
-    if (c.device < 0) {
-      *on_host = true;
-    } else {
-      *on_device = true;
-    }
+    if (c.storage) copies |= c.device < 0 ? kHostCopy : kDeviceCopy;
   }
+  placed_.store(copies, std::memory_order_relaxed);
 }
 
 std::shared_ptr<Storage> Storage::take_unused_copy(int device) {
@@ -286,7 +290,9 @@ std::shared_ptr<Storage> Storage::take_unused_copy(int device) {
   for (Copy& c : copies_) {
     // (Handles are made from copies_ only under mu_: a count of 1 stays 1 while it is held.)
     if (c.device == device && c.storage && c.storage.use_count() == 1) {
-      return std::move(c.storage);
+      std::shared_ptr<Storage> taken = std::move(c.storage);
+      note_copies_locked();
+      return taken;
     }
   }
   return nullptr;
@@ -325,6 +331,7 @@ std::shared_ptr<Storage> Storage::copy_to(Device to, const std::shared_ptr<Stora
   {
     prism::internal::MutexLock lock(mu_);
     copy_entry_locked(to.index).storage = copy;
+    note_copies_locked();
   }
   if (!to.is_host()) CopyCache::instance().added(self, to.index, bytes_);
   return copy;
@@ -420,6 +427,7 @@ void Storage::fill_and_copy_to(const void* src, Device to) {
   {
     prism::internal::MutexLock lock(mu_);
     copy_entry_locked(to.index).storage = copy;
+    note_copies_locked();
   }
   CopyCache::instance().added(self, to.index, bytes_);
 }

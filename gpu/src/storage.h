@@ -34,12 +34,21 @@
 //
 // Locks: mu_ guards the state above and is never held while the host waits for the GPU. Making a
 // copy holds only that destination's maker lock (readers of the same destination wait for the
-// one copy; readers of other destinations do not).
+// one copy; readers of other destinations do not). Two atomics, written under mu_ with what they
+// mirror, spare a reader the lock where it would do nothing (a chain of tasks on one device
+// takes it once per link, in record()):
+//   - writer_stream_ is writer_'s handle. The writer's stream is always a user already (record,
+//     or home_ at construction), and a stream is ordered after its own earlier work: wait_on()
+//     of that stream has nothing to do, whatever the event.
+//   - placed_ has kHostCopy / kDeviceCopy set while copies_ holds a made copy there: placed()
+//     reads it alone (a placement hint: a copy made or dropped meanwhile changes only a choice).
 //
 // Thread-safe: every method may be called from any thread.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
+#include <cstdint>
 #include <functional>
 #include <memory>
 #include <utility>
@@ -105,6 +114,8 @@ class Storage : public std::enable_shared_from_this<Storage> {
     std::shared_ptr<prism::internal::Mutex> maker;      // held while it is made
   };
   void add_user_locked(Stream stream) PRISM_REQUIRES(mu_);
+  // placed_ from copies_, after a copy was made or dropped.
+  void note_copies_locked() PRISM_REQUIRES(mu_);
   // The entry of copies_ for `device`, added (not made yet) if there is none.
   Copy& copy_entry_locked(int device) PRISM_REQUIRES(mu_);
   std::shared_ptr<Storage> make_copy(Device to);
@@ -121,6 +132,9 @@ class Storage : public std::enable_shared_from_this<Storage> {
   std::vector<Stream> users_ PRISM_GUARDED_BY(mu_);      // Prism streams other than home_
   std::vector<void*> use_events_ PRISM_GUARDED_BY(mu_);  // record_use() events
   std::vector<Copy> copies_ PRISM_GUARDED_BY(mu_);
+  std::atomic<void*> writer_stream_;  // writer_.handle() (see Locks above)
+  static constexpr uint8_t kHostCopy = 1, kDeviceCopy = 2;
+  std::atomic<uint8_t> placed_{0};  // copies made (see Locks above)
 };
 
 // The staged transfers' chunk (default 4 MiB); 0: one chunk, not pipelined. For tests and the

@@ -74,6 +74,33 @@ TEST(StorageFreeOrderTest, RemembersEveryPrismStreamThatReadIt) {
   EXPECT_EQ(t.to_vector<float>(), std::vector<float>(1024, 0.f));
 }
 
+// The writer's stream needs no wait and is a user already (wait_on answers it without the
+// storage's lock); a stream that wrote it later becomes the writer, and another reader's stream
+// is still remembered.
+TEST(StorageFreeOrderTest, AReaderOnTheWritersStreamIsAUserAlready) {
+  if (!on_host_backend()) GTEST_SKIP() << "logical GPUs only on the host backend";
+  const Tensor t = Tensor::zeros(DType::kFloat32, {256}, Device::gpu(0));
+  prism::gpu::internal::Storage* s = prism::gpu::internal::storage_of(t);
+  ASSERT_NE(s, nullptr);
+  const prism::gpu::Stream home = prism::gpu::internal::task_stream(Device::gpu(0));
+  t.wait_on(home);
+  EXPECT_EQ(s->users_for_testing(), 0u) << "its home stream wrote it";
+  std::thread writer([&t, s] {
+    const prism::gpu::Stream mine = prism::gpu::internal::task_stream(Device::gpu(0));
+    t.record(mine);  // written again here: this stream is the writer, and a user
+    EXPECT_EQ(s->users_for_testing(), 1u);
+    t.wait_on(mine);
+    EXPECT_EQ(s->users_for_testing(), 1u);
+    // (Started while this thread holds its stream: the reader's is another one.)
+    std::thread reader([&t] { t.wait_on(prism::gpu::internal::task_stream(Device::gpu(0))); });
+    reader.join();
+    EXPECT_EQ(s->users_for_testing(), 2u);
+  });
+  writer.join();
+  t.wait_on(home);
+  EXPECT_EQ(s->users_for_testing(), 2u) << "the home stream is never a user";
+}
+
 TEST(StorageFreeOrderTest, ConcurrentReadersOfOneDestinationShareOneCopy) {
   if (!on_host_backend()) GTEST_SKIP() << "logical GPUs only on the host backend";
   std::vector<float> values(1 << 16);
