@@ -138,11 +138,14 @@ Tensor Tensor::reshape(std::vector<int64_t> shape) const {
 Tensor Tensor::to(Device device) const {
   if (!storage_) return *this;
   check_device(device);
-  Tensor t = *this;
-  t.storage_ = storage_->copy_to(device, storage_);
+  std::shared_ptr<internal::Storage> there = storage_->copy_to(device, storage_);
   // A reader on a GPU queues its work on its own stream for that device: order it after the
   // contents (the producer's event, or the copy's).
-  if (!device.is_host()) t.storage_->wait_on(internal::task_stream(device));
+  if (!device.is_host()) there->wait_on(internal::task_stream(device));
+  Tensor t;  // (built from `there`: the storage handle is copied once, not twice)
+  t.storage_ = std::move(there);
+  t.shape_ = shape_;
+  t.dtype_ = dtype_;
   return t;
 }
 
