@@ -98,9 +98,24 @@ TEST(SmallPool, TheCentralListIsBounded) {
   EXPECT_EQ(sp::central_blocks(kSize), sp::max_central_batches(kSize) * sp::kBatch);
   // About a megabyte per class, within bounds.
   static_assert(sp::max_central_batches(16) == sp::kMaxCentralBatches);
-  static_assert(sp::max_central_batches(128) == 128);
-  static_assert(sp::max_central_batches(sp::kMaxPooledBytes) == 32);
+  static_assert(sp::max_central_batches(120) == 136);  // (blocks of 120 bytes)
+  static_assert(sp::max_central_batches(sp::kMaxPooledBytes) == 31);  // (of 520)
   drain_central(kSize);
+}
+
+// Blocks fill glibc's chunks: 16k + 8 bytes, the smallest such size that holds the request (an
+// 88-byte entry gets 88, a 128-byte record 136).
+TEST(SmallPool, ClassesAreEightBytesShortOfMultiplesOfSixteen) {
+  static_assert(sp::block_bytes(0) == 8 && sp::block_bytes(1) == 8 && sp::block_bytes(8) == 8);
+  static_assert(sp::block_bytes(9) == 24 && sp::block_bytes(24) == 24);
+  static_assert(sp::block_bytes(88) == 88 && sp::block_bytes(89) == 104);
+  static_assert(sp::block_bytes(120) == 120 && sp::block_bytes(128) == 136);
+  static_assert(sp::block_bytes(sp::kMaxPooledBytes) == sp::kMaxPooledBytes + 8);
+  for (size_t n = 0; n <= sp::kMaxPooledBytes; ++n) {
+    ASSERT_GE(sp::block_bytes(n), n);
+    ASSERT_LT(sp::block_bytes(n), n + sp::kGranule + 8);
+    ASSERT_EQ(sp::block_bytes(n) % sp::kGranule, 8u);
+  }
 }
 
 TEST(SmallPool, LargeAndEmptyRequests) {

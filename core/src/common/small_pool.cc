@@ -24,15 +24,15 @@ constexpr bool kEnabled = true;
 constexpr bool kEnabled = true;
 #endif
 
-constexpr size_t kClasses = kMaxPooledBytes / kGranule;
+constexpr size_t kClasses = class_of(kMaxPooledBytes) + 1;
 
 struct Block {
   Block* next;
 };
+static_assert(sizeof(Block) <= block_bytes(0));
 
-// Class c holds blocks of (c + 1) * kGranule bytes.
-size_t class_of(size_t bytes) noexcept { return bytes == 0 ? 0 : (bytes - 1) / kGranule; }
-size_t class_bytes(size_t c) noexcept { return (c + 1) * kGranule; }
+// Class c holds blocks of c * kGranule + 8 bytes (block_bytes).
+size_t class_bytes(size_t c) noexcept { return c * kGranule + 8; }
 
 void free_list(Block* b) noexcept {
   while (b != nullptr) {

@@ -3,8 +3,8 @@
 // Every call allocates a task record and a result entry, usually on the submitting thread, and
 // frees them on the worker that ran the task. Through malloc, such a producer/consumer pattern
 // misses the thread caches on both sides (the submitter's cache empties, the worker's fills and
-// spills to a locked arena). This pool keeps freed blocks of each size class (16-byte steps up
-// to kMaxPooledBytes) in a per-thread list; a list that grows past 2 * kBatch hands kBatch
+// spills to a locked arena). This pool keeps freed blocks of each size class (block_bytes: 8,
+// 24, 40, ... in 16-byte steps up to kMaxPooledBytes) in a per-thread list; a list that grows past 2 * kBatch hands kBatch
 // blocks to a central list, and a thread whose list is empty takes a batch from there, so
 // blocks flow from the threads that free to the threads that allocate with one short lock per
 // kBatch blocks. The central list keeps at most about kCentralBytes per class, between
@@ -15,7 +15,10 @@
 // before it and released after, in parent and child (pthread_atfork).
 //
 // Every block is a plain ::operator new of its class's size, so a block may always be freed
-// with ::operator delete instead (as happens after the thread's cache is gone, during thread
+// with ::operator delete instead. (The classes are 8 bytes short of multiples of 16 because
+// glibc's malloc adds an 8-byte header to a block and rounds the whole to 16 bytes: a block of
+// 16k + 8 bytes fills its chunk, where one of 16k would leave 8 bytes unused - 16 bytes a task
+// for an 88-byte result entry pooled as 96.) Blocks are aligned as malloc's, whatever the size (as happens after the thread's cache is gone, during thread
 // exit). Larger requests, and every request in AddressSanitizer builds (so that use after free
 // stays detected), go straight to ::operator new.
 //
@@ -35,6 +38,10 @@ namespace prism::internal::small_pool {
 
 inline constexpr size_t kGranule = 16;
 inline constexpr size_t kMaxPooledBytes = 512;
+// The class of a request of `bytes`, and the size of its blocks: 16 * class + 8, the smallest
+// such size >= bytes.
+constexpr size_t class_of(size_t bytes) noexcept { return (bytes + 7) / kGranule; }
+constexpr size_t block_bytes(size_t bytes) noexcept { return class_of(bytes) * kGranule + 8; }
 inline constexpr size_t kBatch = 64;
 // A submitter that runs thousands of tasks ahead of the workers (a task graph submitted whole)
 // takes that many blocks from the central list, and the workers give them back: the list keeps
@@ -44,8 +51,7 @@ inline constexpr size_t kMinCentralBatches = 16;
 inline constexpr size_t kMaxCentralBatches = 256;
 // The most batches the central list keeps for blocks of `bytes` (<= kMaxPooledBytes).
 constexpr size_t max_central_batches(size_t bytes) noexcept {
-  const size_t block = bytes == 0 ? kGranule : (bytes + kGranule - 1) / kGranule * kGranule;
-  const size_t fit = kCentralBytes / (kBatch * block);
+  const size_t fit = kCentralBytes / (kBatch * block_bytes(bytes));
   return fit < kMinCentralBatches ? kMinCentralBatches
                                   : fit > kMaxCentralBatches ? kMaxCentralBatches : fit;
 }
