@@ -208,14 +208,29 @@ void Storage::record(Stream stream) {
   }
   b.event_record(event_, stream.handle());
   writer_ = stream;
-  writer_stream_.store(stream.handle(), std::memory_order_release);
   add_user_locked(stream);
+  // (Published once it is a user, and only if it is one of Prism's streams: Locks, above.)
+  writer_stream_.store(prism_stream_locked(stream) ? stream.handle() : nullptr,
+                       std::memory_order_release);
+}
+
+bool Storage::prism_stream_locked(Stream stream) const {
+  if (stream.handle() == nullptr) return false;
+  if (stream.handle() == home_.handle()) return true;
+  for (const Stream& u : users_) {
+    if (u.handle() == stream.handle()) return true;
+  }
+  return false;
 }
 
 void Storage::wait_on(Stream stream) {
   if (device_.is_host()) return;
-  // (The writer's own stream: ordered after its work already, and a user. Locks, above.)
-  if (stream.handle() == writer_stream_.load(std::memory_order_acquire)) return;
+  // (The writer's own stream, one of Prism's: ordered after its work already, and a user. Locks,
+  // above.)
+  if (stream.handle() != nullptr &&
+      stream.handle() == writer_stream_.load(std::memory_order_acquire)) {
+    return;
+  }
   prism::internal::MutexLock lock(mu_);
   DeviceBackend& b = backend_instance();
   if (event_ != nullptr) {

@@ -37,9 +37,12 @@
 // one copy; readers of other destinations do not). Two atomics, written under mu_ with what they
 // mirror, spare a reader the lock where it would do nothing (a chain of tasks on one device
 // takes it once per link, in record()):
-//   - writer_stream_ is writer_'s handle. The writer's stream is always a user already (record,
-//     or home_ at construction), and a stream is ordered after its own earlier work: wait_on()
-//     of that stream has nothing to do, whatever the event.
+//   - writer_stream_ is writer_'s handle when the writer is one of Prism's streams (home_, or a
+//     user: add_user_locked keeps only Prism's), else null. Such a stream is a user already (or
+//     home_), never destroyed (its handle never names another stream) and of one device, and a
+//     stream is ordered after its own earlier work: wait_on() of it has nothing to do, whatever
+//     the event. (Not a user's stream, which may be destroyed and its handle reused, nor the
+//     null handle, which names the legacy stream of every device.)
 //   - placed_ has kHostCopy / kDeviceCopy set while copies_ holds a made copy there: placed()
 //     reads it alone (a placement hint: a copy made or dropped meanwhile changes only a choice).
 //
@@ -116,6 +119,8 @@ class Storage : public std::enable_shared_from_this<Storage> {
   void add_user_locked(Stream stream) PRISM_REQUIRES(mu_);
   // placed_ from copies_, after a copy was made or dropped.
   void note_copies_locked() PRISM_REQUIRES(mu_);
+  // Whether `stream` is one of Prism's (home_, or a user: see add_user_locked).
+  bool prism_stream_locked(Stream stream) const PRISM_REQUIRES(mu_);
   // The entry of copies_ for `device`, added (not made yet) if there is none.
   Copy& copy_entry_locked(int device) PRISM_REQUIRES(mu_);
   std::shared_ptr<Storage> make_copy(Device to);

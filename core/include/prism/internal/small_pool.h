@@ -3,8 +3,8 @@
 // Every call allocates a task record and a result entry, usually on the submitting thread, and
 // frees them on the worker that ran the task. Through malloc, such a producer/consumer pattern
 // misses the thread caches on both sides (the submitter's cache empties, the worker's fills and
-// spills to a locked arena). This pool keeps freed blocks of each size class (block_bytes: 8,
-// 24, 40, ... in 16-byte steps up to kMaxPooledBytes) in a per-thread list; a list that grows past 2 * kBatch hands kBatch
+// spills to a locked arena). This pool keeps freed blocks of each size class (block_bytes:
+// 8, 24, 40, ... up to kMaxPooledBytes + 8) in a per-thread list; a list that grows past 2 * kBatch hands kBatch
 // blocks to a central list, and a thread whose list is empty takes a batch from there, so
 // blocks flow from the threads that free to the threads that allocate with one short lock per
 // kBatch blocks. The central list keeps at most about kCentralBytes per class, between
@@ -15,12 +15,16 @@
 // before it and released after, in parent and child (pthread_atfork).
 //
 // Every block is a plain ::operator new of its class's size, so a block may always be freed
-// with ::operator delete instead. (The classes are 8 bytes short of multiples of 16 because
-// glibc's malloc adds an 8-byte header to a block and rounds the whole to 16 bytes: a block of
-// 16k + 8 bytes fills its chunk, where one of 16k would leave 8 bytes unused - 16 bytes a task
-// for an 88-byte result entry pooled as 96.) Blocks are aligned as malloc's, whatever the size (as happens after the thread's cache is gone, during thread
+// with ::operator delete instead (as happens after the thread's cache is gone, during thread
 // exit). Larger requests, and every request in AddressSanitizer builds (so that use after free
 // stays detected), go straight to ::operator new.
+//
+// The classes are 8 bytes short of multiples of 16: glibc's malloc adds an 8-byte header to a
+// block and rounds the whole to 16 bytes, so a block of 16k + 8 bytes fills its chunk where one
+// of 16k leaves 8 bytes unused (16 bytes a task for an 88-byte result entry pooled as 96). The
+// pool relies on the allocator's 16-byte alignment of every block, which glibc (and musl and
+// jemalloc) give whatever the size; the standard promises only what an object of that size
+// needs, 8 bytes for 16k + 8 (a test checks it here).
 //
 // Invariants: a thread's list holds only blocks of that list's class, at most 2 * kBatch of
 // them; a central batch holds exactly kBatch blocks of its class; the central lists change
