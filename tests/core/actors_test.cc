@@ -52,6 +52,19 @@ struct ActorsProbe {
 };
 PRISM_ACTOR(ActorsProbe, &ActorsProbe::ping, &ActorsProbe::block);
 
+// Built once `go` opens: calls made before then wait in its mailbox, all ready.
+struct ActorsLateStart {
+  explicit ActorsLateStart(prism_test::Gate go) : built(go.wait()) {}
+  int block(prism_test::Gate started, prism_test::Gate release) {
+    started.open();
+    return built && release.wait() ? ++calls : -1;
+  }
+  int ping() { return ++calls; }
+  bool built;
+  int calls = 0;
+};
+PRISM_ACTOR(ActorsLateStart, &ActorsLateStart::block, &ActorsLateStart::ping);
+
 struct ActorsRecorder {
   size_t append(int v) {
     seen.push_back(v);
@@ -233,6 +246,27 @@ TEST_P(ActorsTest, KillLetsTheRunningCallFinishAndFailsQueuedCalls) {
     EXPECT_THROW(prism::get(q, kTimeout), prism::ActorDiedError);
   }
   EXPECT_TRUE(prism_test::eventually([&] { return life->destroyed.load() == 1; }));
+}
+
+TEST_P(ActorsTest, KillFailsTheCallsTakenWithTheRunningOneAtOnce) {
+  // Calls made before the actor is built are all ready when its first drain looks: it takes them
+  // together (one run of calls) and starts the first. Killing it then must fail the others at
+  // once, as if they were still in the mailbox: they never start, even after the first ends.
+  prism_test::Gate build;
+  prism_test::Gate started;
+  prism_test::Gate release;
+  auto h = prism::actor<ActorsLateStart>(build).remote();
+  auto running = h.task(&ActorsLateStart::block).remote(started, release);
+  std::vector<prism::ObjectRef<int>> queued;
+  for (int i = 0; i < 5; ++i) queued.push_back(h.task(&ActorsLateStart::ping).remote());
+  build.open();
+  ASSERT_TRUE(started.wait());
+  prism::kill(h);
+  for (const auto& q : queued) {  // (with a deadline: the caller does not run the call itself)
+    ASSERT_THROW(prism::get(q, kTimeout), prism::ActorDiedError);
+  }
+  release.open();
+  EXPECT_EQ(prism::get(running, kTimeout), 1);
 }
 
 TEST_P(ActorsTest, ThrowingConstructorKillsTheActor) {
