@@ -60,10 +60,15 @@ struct ActorsLateStart {
     return built && release.wait() ? ++calls : -1;
   }
   int ping() { return ++calls; }
+  int kill_self(prism::ActorHandle<ActorsLateStart> self) {
+    prism::kill(self);
+    return ++calls;
+  }
   bool built;
   int calls = 0;
 };
-PRISM_ACTOR(ActorsLateStart, &ActorsLateStart::block, &ActorsLateStart::ping);
+PRISM_ACTOR(ActorsLateStart, &ActorsLateStart::block, &ActorsLateStart::ping,
+            &ActorsLateStart::kill_self);
 
 struct ActorsRecorder {
   size_t append(int v) {
@@ -248,10 +253,10 @@ TEST_P(ActorsTest, KillLetsTheRunningCallFinishAndFailsQueuedCalls) {
   EXPECT_TRUE(prism_test::eventually([&] { return life->destroyed.load() == 1; }));
 }
 
-TEST_P(ActorsTest, KillFailsTheCallsTakenWithTheRunningOneAtOnce) {
-  // Calls made before the actor is built are all ready when its first drain looks: it takes them
-  // together (one run of calls) and starts the first. Killing it then must fail the others at
-  // once, as if they were still in the mailbox: they never start, even after the first ends.
+TEST_P(ActorsTest, KillFailsCallsQueuedBeforeTheActorWasBuiltAtOnce) {
+  // Calls made before the actor is built are all ready when its first drain looks; it starts the
+  // first. Killing it then must fail the others at once (however a drain holds them): they never
+  // start, even after the first ends.
   prism_test::Gate build;
   prism_test::Gate started;
   prism_test::Gate release;
@@ -267,6 +272,21 @@ TEST_P(ActorsTest, KillFailsTheCallsTakenWithTheRunningOneAtOnce) {
   }
   release.open();
   EXPECT_EQ(prism::get(running, kTimeout), 1);
+}
+
+TEST_P(ActorsTest, ACallThatKillsItsActorFailsTheCallsQueuedBehindIt) {
+  prism_test::Gate build;
+  auto h = prism::actor<ActorsLateStart>(build).remote();
+  auto before = h.task(&ActorsLateStart::ping).remote();
+  auto killer = h.task(&ActorsLateStart::kill_self).remote(h);
+  std::vector<prism::ObjectRef<int>> after;
+  for (int i = 0; i < 5; ++i) after.push_back(h.task(&ActorsLateStart::ping).remote());
+  build.open();  // all seven calls are ready when the first drain looks
+  EXPECT_EQ(prism::get(before, kTimeout), 1);
+  EXPECT_EQ(prism::get(killer, kTimeout), 2);  // the running call finishes
+  for (const auto& a : after) ASSERT_THROW(prism::get(a, kTimeout), prism::ActorDiedError);
+  EXPECT_THROW(prism::get(h.task(&ActorsLateStart::ping).remote(), kTimeout),
+               prism::ActorDiedError);
 }
 
 TEST_P(ActorsTest, ThrowingConstructorKillsTheActor) {

@@ -205,11 +205,6 @@ void ActorCore::die_locked(std::exception_ptr error, std::vector<TaskRecord*>* t
     }
   }
   mailbox_.clear();
-  // The calls a drain took but has not started: claimed here, so that the drain starts none.
-  for (uint32_t i = batch_next_.exchange(batch_size_, std::memory_order_acq_rel); i < batch_size_;
-       ++i) {
-    to_fail->push_back(batch_[i]);
-  }
 }
 
 void ActorCore::fail_all(const std::vector<TaskRecord*>& calls) noexcept {
@@ -332,44 +327,24 @@ void ActorCore::drain() noexcept {
       break;
     }
     lingered = false;
-    const uint64_t remote = remote_key_;
+    TaskRecord* call = mailbox_.front();
+    mailbox_.pop_front();
+    call->in_mailbox = false;
+    taken_calls_.fetch_add(1, std::memory_order_relaxed);
     ++running_;
-    if (options_.max_concurrency == 1 && remote == 0) {
-      // The only drain: it takes a run of ready calls at once (see the header).
-      uint32_t n = 0;
-      do {
-        TaskRecord* call = mailbox_.front();
-        mailbox_.pop_front();
-        call->in_mailbox = false;
-        batch_[n++] = call;
-      } while (n < kDrainBatch && !mailbox_.empty() && mailbox_.front()->actor_ready);
-      taken_calls_.fetch_add(n, std::memory_order_relaxed);
-      batch_size_ = n;
-      batch_next_.store(0, std::memory_order_relaxed);  // (die_locked reads it under mu_ only)
-      lock.unlock();
-      // Each call is claimed before it starts; die_locked claims (and fails) those left.
-      for (uint32_t i; (i = batch_next_.fetch_add(1, std::memory_order_acq_rel)) < n;) {
-        rt_->execute(batch_[i], &alloc_);
-      }
+    const bool start = claim_drain_locked();  // with max_concurrency > 1 the next may start now
+    const uint64_t remote = remote_key_;
+    lock.unlock();
+    if (start) start_drain();
+    if (remote == 0) {
+      rt_->execute(call, &alloc_);
+    } else if (ClusterLink* link = rt_->link()) {
+      rt_->counters().add(TaskCounters::kRemote);
+      link->forward_actor_call(this, remote, call);  // in order; its result comes back later
     } else {
-      TaskRecord* call = mailbox_.front();
-      mailbox_.pop_front();
-      call->in_mailbox = false;
-      taken_calls_.fetch_add(1, std::memory_order_relaxed);
-      const bool start = claim_drain_locked();  // with max_concurrency > 1 the next may start now
-      lock.unlock();
-      if (start) start_drain();
-      if (remote == 0) {
-        rt_->execute(call, &alloc_);
-      } else if (ClusterLink* link = rt_->link()) {
-        rt_->counters().add(TaskCounters::kRemote);
-        link->forward_actor_call(this, remote, call);  // in order; its result comes back later
-      } else {
-        rt_->fail_task(call, rt_->lost_error("the cluster link is gone (the runtime shut down)"));
-      }
+      rt_->fail_task(call, rt_->lost_error("the cluster link is gone (the runtime shut down)"));
     }
     lock.lock();
-    batch_size_ = 0;
     --running_;
   }
   --drains_;

@@ -5,11 +5,9 @@
 // started. Calls are run by "drain" jobs on scheduler threads: one at a time, or up to
 // max_concurrency drains at once (or by a waiting caller, below). A call is taken from the
 // mailbox only under mu_ and only while running_ < max_concurrency, so callers and drains never
-// run more at once than that, and take calls in mailbox order (the only drain of an actor that
-// runs one call at a time takes a run of them at once, below). The actor holds its Allocation
-// from construction until it is finalized: killed, its constructor (or one of its arguments)
-// failed, the runtime shut down, or (unnamed actors) its last handle went away with nothing
-// queued. Finalizing destroys the
+// run more at once than that, and take calls in mailbox order. The actor holds its Allocation from construction until it is
+// finalized: killed, its constructor (or one of its arguments) failed, the runtime shut down, or
+// (unnamed actors) its last handle went away with nothing queued. Finalizing destroys the
 // instance (outside any lock) and returns the resources. A killed actor's name is free at once.
 //
 // Its CPU is one CpuLease shared by its running calls: when every running call is blocked in
@@ -21,12 +19,6 @@
 // between threads. Only for actors that hold nothing a thread would have to lend or make current
 // (no CPU, no GPU) and run one call at a time. A drain lingering for the next call leaves such a
 // call a moment to its caller (caller_runs_) before it takes it.
-//
-// A drain of an actor that runs one call at a time takes the ready calls at the mailbox's front
-// at once (up to kDrainBatch), and runs them one after another without mu_: one lock round trip
-// per run of calls rather than per call, so that a caller submitting calls rarely finds the lock
-// held. Killing the actor fails the calls taken and not yet started (batch_next_ below), as it
-// fails those in the mailbox.
 //
 // Counts (ready_calls_, taken_calls_): every call made ready is taken from the mailbox once, by a
 // drain or a caller, or dropped by die_locked; the lingering drain reads "ready != taken" as
@@ -164,14 +156,6 @@ class ActorCore : public std::enable_shared_from_this<ActorCore> {
   int drains_ PRISM_GUARDED_BY(mu_) = 0;   // drain jobs scheduled or running, callers running a call
   int running_ PRISM_GUARDED_BY(mu_) = 0;  // calls running (on drains or their callers)
   int handles_ PRISM_GUARDED_BY(mu_) = 0;
-  // The run of calls the drain took at once (max_concurrency 1, local actors): batch_[0,
-  // batch_size_) is written under mu_ by the drain, which then runs each call it claims by
-  // batch_next_.fetch_add, without mu_; die_locked (under mu_) claims every call not yet claimed
-  // with one exchange, and fails them. Each call is claimed exactly once, so run or failed once.
-  static constexpr uint32_t kDrainBatch = 32;
-  TaskRecord* batch_[kDrainBatch] = {};
-  uint32_t batch_size_ PRISM_GUARDED_BY(mu_) = 0;  // 0: no batch is being run
-  std::atomic<uint32_t> batch_next_{0};
   std::exception_ptr death_ PRISM_GUARDED_BY(mu_);
   // Written once by the constructor (before the actor is alive), freed by finalize().
   uint64_t remote_key_ PRISM_GUARDED_BY(mu_) = 0;  // non-zero: the actor lives on another node
