@@ -110,6 +110,25 @@ Stats repeat(int runs, F&& one_run) {
   return stats_of(std::move(v));
 }
 
+// Runs `a` and `b` (each returns its figure) once each to warm up, then `runs` rounds of both,
+// the order alternating from round to round, so that drifting load and warm-up bias neither.
+template <typename A, typename B>
+std::pair<Stats, Stats> repeat_interleaved(int runs, A&& a, B&& b) {
+  (void)a();
+  (void)b();
+  std::vector<double> va, vb;
+  for (int i = 0; i < runs; ++i) {
+    if (i % 2 == 0) {
+      va.push_back(a());
+      vb.push_back(b());
+    } else {
+      vb.push_back(b());
+      va.push_back(a());
+    }
+  }
+  return {stats_of(std::move(va)), stats_of(std::move(vb))};
+}
+
 // Ray's timeit: calls `op` (which does `multiplier` operations) until at least `trial_s` has
 // passed and returns operations per second.
 template <typename F>

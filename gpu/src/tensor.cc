@@ -67,7 +67,7 @@ Tensor Tensor::empty(DType dtype, std::vector<int64_t> shape, Device device) {
   Tensor t;
   const int64_t n = count_of(shape);
   t.dtype_ = dtype;
-  t.shape_ = std::move(shape);
+  t.shape_ = std::make_shared<const std::vector<int64_t>>(std::move(shape));
   const Stream s = internal::task_stream(device);
   t.storage_ = std::make_shared<internal::Storage>(device, static_cast<size_t>(n) * dtype_size(dtype), s);
   return t;
@@ -107,10 +107,15 @@ Tensor Tensor::from_host_bytes(DType dtype, const void* data, size_t bytes,
   return t;
 }
 
+const std::vector<int64_t>& Tensor::no_shape() noexcept {
+  static const std::vector<int64_t> none;
+  return none;
+}
+
 int64_t Tensor::numel() const noexcept {
   if (!storage_) return 0;
   int64_t n = 1;
-  for (int64_t d : shape_) n *= d;
+  for (int64_t d : shape()) n *= d;
   return n;
 }
 
@@ -131,7 +136,7 @@ Tensor Tensor::reshape(std::vector<int64_t> shape) const {
                                                  " elements do not fit the new shape");
   }
   Tensor t = *this;
-  t.shape_ = std::move(shape);
+  t.shape_ = std::make_shared<const std::vector<int64_t>>(std::move(shape));
   return t;
 }
 
@@ -168,7 +173,8 @@ void Tensor::synchronize() const {
 std::string Tensor::to_string() const {
   std::ostringstream o;
   o << "Tensor(" << dtype_name(dtype_) << ", [";
-  for (size_t i = 0; i < shape_.size(); ++i) o << (i ? ", " : "") << shape_[i];
+  const std::vector<int64_t>& shape = this->shape();
+  for (size_t i = 0; i < shape.size(); ++i) o << (i ? ", " : "") << shape[i];
   o << "], " << device().to_string() << ")";
   return o.str();
 }

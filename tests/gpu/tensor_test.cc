@@ -90,6 +90,8 @@ TEST_F(TensorTest, EmptyTensorHasNoStorage) {
   EXPECT_EQ(t.nbytes(), 0u);
   EXPECT_EQ(t.raw_data(), nullptr);
   EXPECT_TRUE(t.device().is_host());
+  EXPECT_TRUE(t.shape().empty());
+  EXPECT_THROW((void)t.dim(0), std::out_of_range);
   // Moving an empty tensor anywhere is an empty tensor.
   EXPECT_FALSE(t.to(Device::gpu(0)).defined());
 }
@@ -173,9 +175,14 @@ TEST_F(TensorTest, ReshapeSharesStorage) {
   } catch (const prism::Error& e) {
     EXPECT_EQ(e.code(), prism::ErrorCode::kInvalidArgument);
   }
-  // A copy of the handle is the same storage too; a new tensor is not.
+  // A copy of the handle is the same storage too, and the same shape (a handover between tasks
+  // allocates nothing for it); a new tensor is not.
   const Tensor same = t;
   EXPECT_TRUE(same.shares_storage(t));
+  EXPECT_EQ(&same.shape(), &t.shape());
+  EXPECT_NE(&r.shape(), &t.shape());
+  EXPECT_EQ(same.to(Device::gpu(0)).shape(), t.shape());
+  EXPECT_EQ(same.to(Device::host()).shape(), t.shape());
   EXPECT_FALSE(Tensor::from_vector(iota(6), {2, 3}, Device::gpu(0)).shares_storage(t));
 }
 

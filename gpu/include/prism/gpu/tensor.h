@@ -120,8 +120,8 @@ class Tensor {
 
   bool defined() const noexcept { return static_cast<bool>(storage_); }
   DType dtype() const noexcept { return dtype_; }
-  const std::vector<int64_t>& shape() const noexcept { return shape_; }
-  int64_t dim(size_t i) const { return shape_.at(i); }
+  const std::vector<int64_t>& shape() const noexcept { return shape_ ? *shape_ : no_shape(); }
+  int64_t dim(size_t i) const { return shape().at(i); }
   int64_t numel() const noexcept;
   size_t nbytes() const noexcept { return static_cast<size_t>(numel()) * dtype_size(dtype_); }
   Device device() const noexcept;
@@ -169,10 +169,13 @@ class Tensor {
 
  private:
   void check_type(DType t) const;
+  static const std::vector<int64_t>& no_shape() noexcept;
   friend internal::Storage* internal::storage_of(const Tensor& t) noexcept;
 
   std::shared_ptr<internal::Storage> storage_;
-  std::vector<int64_t> shape_;
+  // Never changed once made (reshape makes another): copies of a tensor share it, so that
+  // handing a tensor from task to task allocates nothing. Null: no dimensions.
+  std::shared_ptr<const std::vector<int64_t>> shape_;
   DType dtype_ = DType::kFloat32;
 };
 
