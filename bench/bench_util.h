@@ -117,6 +117,8 @@ std::pair<Stats, Stats> repeat_interleaved(int runs, A&& a, B&& b) {
   (void)a();
   (void)b();
   std::vector<double> va, vb;
+  va.reserve(static_cast<size_t>(runs));
+  vb.reserve(static_cast<size_t>(runs));
   for (int i = 0; i < runs; ++i) {
     if (i % 2 == 0) {
       va.push_back(a());

@@ -181,8 +181,8 @@ TEST_F(TensorTest, ReshapeSharesStorage) {
   EXPECT_TRUE(same.shares_storage(t));
   EXPECT_EQ(&same.shape(), &t.shape());
   EXPECT_NE(&r.shape(), &t.shape());
-  EXPECT_EQ(same.to(Device::gpu(0)).shape(), t.shape());
-  EXPECT_EQ(same.to(Device::host()).shape(), t.shape());
+  EXPECT_EQ(&same.to(Device::gpu(0)).shape(), &t.shape());
+  EXPECT_EQ(&same.to(Device::host()).shape(), &t.shape());
   EXPECT_FALSE(Tensor::from_vector(iota(6), {2, 3}, Device::gpu(0)).shares_storage(t));
 }
 
