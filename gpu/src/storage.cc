@@ -185,13 +185,16 @@ Storage::~Storage() {
   if (event_ != nullptr) b.event_destroy(device_.index, event_);
 }
 
-void Storage::add_user_locked(Stream stream) {
-  if (stream.handle() == nullptr || stream.handle() == home_.handle()) return;
+bool Storage::add_user_locked(Stream stream) {
+  if (stream.handle() == nullptr) return false;
+  if (stream.handle() == home_.handle()) return true;
   for (const Stream& u : users_) {
-    if (u.handle() == stream.handle()) return;
+    if (u.handle() == stream.handle()) return true;
   }
   // Only Prism's streams outlive the storage for sure: others must call record_use().
-  if (is_pool_stream(stream.handle())) users_.push_back(stream);
+  if (!is_pool_stream(stream.handle())) return false;
+  users_.push_back(stream);
+  return true;
 }
 
 void Storage::record(Stream stream) {
@@ -208,19 +211,9 @@ void Storage::record(Stream stream) {
   }
   b.event_record(event_, stream.handle());
   writer_ = stream;
-  add_user_locked(stream);
   // (Published once it is a user, and only if it is one of Prism's streams: Locks, above.)
-  writer_stream_.store(prism_stream_locked(stream) ? stream.handle() : nullptr,
-                       std::memory_order_release);
-}
-
-bool Storage::prism_stream_locked(Stream stream) const {
-  if (stream.handle() == nullptr) return false;
-  if (stream.handle() == home_.handle()) return true;
-  for (const Stream& u : users_) {
-    if (u.handle() == stream.handle()) return true;
-  }
-  return false;
+  const bool prisms = add_user_locked(stream);
+  writer_stream_.store(prisms ? stream.handle() : nullptr, std::memory_order_release);
 }
 
 void Storage::wait_on(Stream stream) {

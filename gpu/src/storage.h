@@ -116,11 +116,11 @@ class Storage : public std::enable_shared_from_this<Storage> {
     std::shared_ptr<Storage> storage;                   // null until made
     std::shared_ptr<prism::internal::Mutex> maker;      // held while it is made
   };
-  void add_user_locked(Stream stream) PRISM_REQUIRES(mu_);
+  // Keeps `stream` among the users if it is one of Prism's streams (the free waits for those);
+  // returns whether it is one of Prism's: home_, or a user now. Not the null handle.
+  bool add_user_locked(Stream stream) PRISM_REQUIRES(mu_);
   // placed_ from copies_, after a copy was made or dropped.
   void note_copies_locked() PRISM_REQUIRES(mu_);
-  // Whether `stream` is one of Prism's (home_, or a user: see add_user_locked).
-  bool prism_stream_locked(Stream stream) const PRISM_REQUIRES(mu_);
   // The entry of copies_ for `device`, added (not made yet) if there is none.
   Copy& copy_entry_locked(int device) PRISM_REQUIRES(mu_);
   std::shared_ptr<Storage> make_copy(Device to);

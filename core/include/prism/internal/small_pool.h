@@ -4,10 +4,10 @@
 // frees them on the worker that ran the task. Through malloc, such a producer/consumer pattern
 // misses the thread caches on both sides (the submitter's cache empties, the worker's fills and
 // spills to a locked arena). This pool keeps freed blocks of each size class (block_bytes:
-// 8, 24, 40, ... up to kMaxPooledBytes + 8) in a per-thread list; a list that grows past 2 * kBatch hands kBatch
-// blocks to a central list, and a thread whose list is empty takes a batch from there, so
-// blocks flow from the threads that free to the threads that allocate with one short lock per
-// kBatch blocks. The central list keeps at most about kCentralBytes per class, between
+// 8, 24, 40, ... up to kMaxPooledBytes + 8) in a per-thread list; a list that grows past
+// 2 * kBatch hands kBatch blocks to a central list, and a thread whose list is empty takes a
+// batch from there, so blocks flow from the threads that free to the threads that allocate with
+// one short lock per kBatch blocks. The central list keeps at most about kCentralBytes per class, between
 // kMinCentralBatches and kMaxCentralBatches batches (max_central_batches; beyond that,
 // blocks go back to the system), and a thread's list goes to it when the thread exits (a
 // pthread key's destructor: no C++ thread_local destructor, whose registration would take a
