@@ -12,6 +12,7 @@
 #include <utility>
 #include <vector>
 
+#include "actor/actor_core.h"
 #include "prism/prism.h"
 #include "test_util.h"
 
@@ -643,6 +644,25 @@ TEST(ActorsCallerRunsRaceTest, CallersAndDrainsNeverOverlapOrReorderCalls) {
   EXPECT_GT(run_by_callers.load(), 0) << "no caller ever ran the call it waited for";
   EXPECT_EQ(prism::get(h.task(&ActorsWhere::count).remote(tracker), kTimeout).first,
             kThreads * kCalls + 1);
+}
+
+// The cluster link finds a node's proxy of an imported actor again by its number while the
+// proxy's last handle may be going: it takes a handle only if the actor is not finalized.
+TEST(ActorsHandleTest, NoHandleIsTakenOfAnActorWhoseLastHandleWent) {
+  prism::Runtime rt({.num_cpus = 1});
+  auto life = std::make_shared<Lifecycle>();
+  auto h = rt.actor<ActorsProbe>(life).remote();
+  ASSERT_EQ(prism::get(h.task(&ActorsProbe::ping).remote(), kTimeout), 1);
+  const std::shared_ptr<prism::internal::ActorCore> core = h.core()->shared_from_this();
+  // Alive with a handle: one more is taken, and given back without stopping it.
+  ASSERT_TRUE(core->try_acquire_handle());
+  core->handle_released();
+  EXPECT_EQ(prism::get(h.task(&ActorsProbe::ping).remote(), kTimeout), 2);
+  // Its last handle gone, it stops (the instance is destroyed after it was finalized): though
+  // still reachable through `core`, no handle is taken of it.
+  h = {};
+  ASSERT_TRUE(prism_test::eventually([&] { return life->destroyed.load() == 1; }));
+  EXPECT_FALSE(core->try_acquire_handle());
 }
 
 TEST(ActorsEmptyHandleTest, CallOrKillOnAnEmptyHandleIsAnError) {

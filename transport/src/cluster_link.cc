@@ -1353,24 +1353,28 @@ class Link final : public internal::ClusterLink {
 
   std::shared_ptr<ActorCore> import_actor(uint64_t key, const std::type_info& type,
                                           const char* type_name) override {
+    std::shared_ptr<ActorCore> known;
     {
       MutexLock lock(mu_);
       if (config_.role != ClusterRole::kNode) {
         throw Error(ErrorCode::kInvalidArgument, "actor handles arrive only on nodes");
       }
       auto it = remote_actors_.find(key);
-      if (it != remote_actors_.end()) {
-        if (auto proxy = it->second.actor.lock()) return proxy;
-      }
+      if (it != remote_actors_.end()) known = it->second.actor.lock();
     }
-    // A proxy here: its calls go to the driver, which runs or relays them.
+    // The proxy here may be finalizing, its last handle gone (it is still reachable until its
+    // last reference goes): it is reused only if a handle can still be taken of it.
+    if (known != nullptr && known->try_acquire_handle()) return known;
+    // A new proxy: its calls go to the driver, which runs or relays them. Its handle is counted
+    // before anyone else can find it.
     std::shared_ptr<ActorCore> proxy = internal::new_actor(rt_, internal::ActorOptions{}, type,
                                                            type_name);
+    proxy->handle_acquired();
     {
       MutexLock lock(mu_);
       remote_actors_[key] = RemoteActor{proxy, driver_, ResourceRequest{}};
     }
-    proxy->become_remote(key, /*imported=*/true);
+    proxy->become_remote(key);
     return proxy;
   }
 

@@ -55,6 +55,8 @@ class HandleToken {
   explicit HandleToken(std::shared_ptr<ActorCore> core) : core_(std::move(core)) {
     actor_handle_acquired(core_.get());
   }
+  // Of an actor whose handle was already counted for it (find_named_actor, import_actor).
+  HandleToken(std::shared_ptr<ActorCore> core, AdoptHandle) noexcept : core_(std::move(core)) {}
   ~HandleToken() { actor_handle_released(core_.get()); }
   HandleToken(const HandleToken&) = delete;
   HandleToken& operator=(const HandleToken&) = delete;
@@ -197,6 +199,9 @@ class ActorHandle {
   ActorHandle() = default;
   explicit ActorHandle(std::shared_ptr<internal::ActorCore> core)
       : token_(std::make_shared<internal::HandleToken>(std::move(core))) {}
+  // Of an actor whose handle was counted for this one already (runtime_hooks.h).
+  ActorHandle(std::shared_ptr<internal::ActorCore> core, internal::AdoptHandle adopt)
+      : token_(std::make_shared<internal::HandleToken>(std::move(core), adopt)) {}
 
   template <typename M>
   ActorMethodCaller<T, M> task(M method) const {
@@ -312,7 +317,8 @@ ActorCreator<T, std::decay_t<A>...> actor(A&&... args) {
 template <typename T>
 ActorHandle<T> get_actor(const std::string& name) {
   const internal::RuntimePin pin = internal::pin_current_runtime();
-  return ActorHandle<T>(internal::find_named_actor(pin.get(), name, typeid(T)));
+  return ActorHandle<T>(internal::find_named_actor(pin.get(), name, typeid(T)),
+                        internal::AdoptHandle{});
 }
 
 // Stops the actor: queued calls fail with ActorDiedError, a running call finishes, then the
@@ -410,7 +416,8 @@ struct Serializer<ActorHandle<T>> {
   static void read(Reader& r, ActorHandle<T>* h) {
     uint64_t key = 0;
     r.get(&key);
-    *h = ActorHandle<T>(internal::import_actor(key, typeid(T), typeid(T).name()));
+    *h = ActorHandle<T>(internal::import_actor(key, typeid(T), typeid(T).name()),
+                        internal::AdoptHandle{});
   }
 };
 

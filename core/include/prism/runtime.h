@@ -69,7 +69,8 @@ class Runtime {
   }
   template <typename T>
   ActorHandle<T> get_actor(const std::string& name) {
-    return ActorHandle<T>(internal::find_named_actor(core_.get(), name, typeid(T)));
+    return ActorHandle<T>(internal::find_named_actor(core_.get(), name, typeid(T)),
+                          internal::AdoptHandle{});
   }
 
   // Totals and what is free now: "CPU", "GPU", "memory", "object_store_memory" and the custom

@@ -154,13 +154,13 @@ void ActorCore::run_creation(Job& job) noexcept {
   if (fin) finalize();
 }
 
-void ActorCore::become_remote(uint64_t key, bool imported) noexcept {
+void ActorCore::become_remote(uint64_t key) noexcept {
   MutexLock lock(mu_);
   remote_key_ = key;
   creating_ = false;
   if (state_ == State::kCreating) state_ = State::kAlive;
   const bool start = claim_drain_locked();
-  const bool fin = !imported && should_finalize_locked();
+  const bool fin = should_finalize_locked();
   lock.unlock();
   if (start) start_drain();
   if (fin) finalize();
@@ -387,6 +387,13 @@ void ActorCore::finalize() noexcept {
 void ActorCore::handle_acquired() noexcept {
   MutexLock lock(mu_);
   ++handles_;
+}
+
+bool ActorCore::try_acquire_handle() noexcept {
+  MutexLock lock(mu_);
+  if (finalized_) return false;
+  ++handles_;
+  return true;
 }
 
 void ActorCore::handle_released() noexcept {

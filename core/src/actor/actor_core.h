@@ -70,9 +70,7 @@ class ActorCore : public std::enable_shared_from_this<ActorCore> {
   // (instead of running its constructor here). It holds nothing here; its calls are forwarded
   // there in submission order as their arguments become ready (ClusterLink::forward_actor_call),
   // and killing or dropping it here stops it there.
-  // `imported`: a proxy made for a handle that arrived from another node, before the handle
-  // exists (it is not finalized for having no handle yet).
-  void become_remote(uint64_t key, bool imported = false) noexcept;
+  void become_remote(uint64_t key) noexcept;
   // Set at creation by the typed code (null for proxies of imported handles).
   void set_handle_ops(const ActorHandleOps* ops) noexcept {
     handle_ops_.store(ops, std::memory_order_release);
@@ -106,6 +104,10 @@ class ActorCore : public std::enable_shared_from_this<ActorCore> {
 
   void handle_acquired() noexcept;
   void handle_released() noexcept;
+  // handle_acquired(), unless the actor is already finalized (its last handle went, or it was
+  // killed and has stopped): then false, changing nothing. For a proxy found again by the cluster
+  // link, which must not hand out one that is being torn down.
+  bool try_acquire_handle() noexcept;
   // Stops the actor; `why` ends up in the ActorDiedError of calls that will not run.
   void kill(const std::string& why) noexcept;
   // After the scheduler stopped: destroys what is left (shutdown only).

@@ -148,11 +148,12 @@ class ClusterLink {
   // the number other nodes call it by. Throws prism::Error(kInvalidArgument) if it cannot.
   virtual uint64_t export_actor(ActorCore* actor, void* typed_handle, void (*kill)(void*),
                                 void (*drop)(void*)) = 0;
-  // ... and arrives here: a proxy actor whose calls go through the driver.
+  // ... and arrives here: a proxy actor whose calls go through the driver, with one handle
+  // counted for the caller (AdoptHandle, runtime_hooks.h).
   virtual std::shared_ptr<ActorCore> import_actor(uint64_t key, const std::type_info& type,
                                                   const char* type_name) = 0;
-  // Node: the driver's actor named `name` (a proxy), or throws prism::Error(kInvalidArgument)
-  // if there is none (of that type).
+  // Node: the driver's actor named `name` (a proxy, its handle counted as import_actor's), or
+  // throws prism::Error(kInvalidArgument) if there is none (of that type).
   virtual std::shared_ptr<ActorCore> find_named_actor(const std::string& name,
                                                       const std::type_info& type) = 0;
 

@@ -568,13 +568,19 @@ void kill_actor(ActorCore* actor) noexcept {
 std::shared_ptr<ActorCore> find_named_actor(RuntimeCore* rt, const std::string& name,
                                             const std::type_info& type) {
   ClusterLink* link = rt->link();
-  if (link == nullptr || rt->role() != ClusterRole::kNode) return rt->actors().find(name, type);
-  // On a node: its own actors first, then the driver's (named actors are cluster-wide).
-  try {
-    return rt->actors().find(name, type);
-  } catch (const Error&) {
-    return link->find_named_actor(name, type);
+  std::shared_ptr<ActorCore> found;
+  if (link == nullptr || rt->role() != ClusterRole::kNode) {
+    found = rt->actors().find(name, type);
+  } else {
+    // On a node: its own actors first, then the driver's (named actors are cluster-wide).
+    try {
+      found = rt->actors().find(name, type);
+    } catch (const Error&) {
+      return link->find_named_actor(name, type);  // (counted there)
+    }
   }
+  found->handle_acquired();  // (a named actor is not finalized for lack of handles)
+  return found;
 }
 
 void set_actor_handle_ops(ActorCore* actor, const ActorHandleOps* ops) noexcept {

@@ -189,6 +189,10 @@ const std::string& actor_type_name(ActorCore* actor) noexcept;
 void actor_handle_acquired(ActorCore* actor) noexcept;
 void actor_handle_released(ActorCore* actor) noexcept;
 void kill_actor(ActorCore* actor) noexcept;
+// What find_named_actor and import_actor return comes with one handle already counted for the
+// caller, who adopts it: ActorHandle<T>(core, AdoptHandle{}). (Counted where the actor is found,
+// so that no proxy whose last handle is going can be handed out.)
+struct AdoptHandle {};
 // The named actor, or throws prism::Error(kInvalidArgument) if none (or of another type).
 std::shared_ptr<ActorCore> find_named_actor(RuntimeCore* rt, const std::string& name,
                                             const std::type_info& type);
@@ -226,7 +230,8 @@ using ActorCtorInvoker = void* (*)(RuntimeRef rt, const ActorOptions& options,
 // Cluster mode: an actor handle passed to a task on another node. export_actor (on the sender)
 // returns the number the cluster knows the actor by (keeping `typed_handle`, a new
 // ActorHandle<T> deleted by `drop`, for calls that arrive from other nodes); import_actor (on
-// the receiver) returns a proxy whose calls go to the actor wherever it is. Both throw
+// the receiver) returns a proxy whose calls go to the actor wherever it is (its handle counted,
+// see AdoptHandle). Both throw
 // prism::Error(kInvalidArgument) outside cluster mode or where the handle cannot travel.
 uint64_t export_actor(ActorCore* actor, void* typed_handle, void (*kill)(void*),
                       void (*drop)(void*));
