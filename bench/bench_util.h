@@ -43,6 +43,12 @@ inline double now_s() {
   return duration<double>(steady_clock::now().time_since_epoch()).count();
 }
 
+// Lets another runtime's threads go idle before a measurement starts: libgomp's and oneTBB's
+// workers spin for a while after their work ends (libgomp's GOMP_SPINCOUNT, some hundred
+// microseconds and more), and a run of a few milliseconds started meanwhile shares the cores
+// with them.
+inline void settle() { std::this_thread::sleep_for(std::chrono::milliseconds(20)); }
+
 // Keeps the compiler from discarding a value computed only for timing.
 template <typename T>
 inline void keep(const T& v) {

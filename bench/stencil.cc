@@ -9,7 +9,9 @@
 //   stencil    (t, i) depends on (t-1, i-1), (t-1, i), (t-1, i+1)
 //   nearest5   (t, i) depends on (t-1, i-2) .. (t-1, i+2)
 // (clamped at the edges, duplicates removed). For each kernel length, from long to tiny, every
-// system runs the whole graph `runs` times, interleaved; a run's rate is kernel work per second
+// system runs the whole graph `runs` times (more for short graphs: at least 0.3 s of each
+// system's runs), interleaved, each measured run right after a discarded one of the same system
+// (the other systems' threads idle, its own warm); a run's rate is kernel work per second
 // (tasks x length / wall time). Efficiency = rate / peak, the peak being the best median rate
 // any system reached at the longest kernel (one common peak: a slow system is not flattered by
 // its own). Task granularity = wall time x CPUs / tasks. METG(50%) = the granularity where the
@@ -45,6 +47,8 @@
 
 namespace {
 
+constexpr double kMinMeasured_s = 0.3;  // per system and kernel length, at least
+constexpr int kMaxRounds = 60;
 
 enum class Pattern { kTrivial, kStencil, kNearest5 };
 
@@ -291,10 +295,20 @@ int main(int argc, char** argv) {
       const double work_us = static_cast<double>(g.tasks()) * static_cast<double>(iters) / per_us;
       std::vector<std::vector<double>> walls(systems.size());
       uint64_t reference = 0;
-      for (size_t s = 0; s < systems.size(); ++s) systems[s].run(iters, &reference);  // warm-up
-      for (int r = 0; r < runs; ++r) {  // interleaved: drifting load hits every system alike
+      double longest = 0;  // warm-up; the slowest system's run sets the number of rounds
+      for (size_t s = 0; s < systems.size(); ++s) {
+        longest = std::max(longest, systems[s].run(iters, &reference));
+      }
+      // Short graphs (a few ms) run more rounds, at least kMinMeasured_s of each system's runs,
+      // so that the points where efficiency crosses 50% are medians of many runs, not noise.
+      const int rounds = std::clamp(static_cast<int>(std::ceil(kMinMeasured_s / longest)), runs,
+                                    kMaxRounds);
+      for (int r = 0; r < rounds; ++r) {  // interleaved: drifting load hits every system alike
         for (size_t s = 0; s < systems.size(); ++s) {
           uint64_t sum = 0;
+          // A run of its own first, discarded: the last system's threads (libgomp's and oneTBB's
+          // spin for a while after their work) are idle by its end, and this system's are warm.
+          (void)systems[s].run(iters, &sum);
           walls[s].push_back(systems[s].run(iters, &sum));
           if (sum != reference) {
             std::fprintf(stderr, "%s %s: wrong result (%llu, expected %llu)\n", name.c_str(),
