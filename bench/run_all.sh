@@ -93,7 +93,9 @@ run() {  # run NAME[:PROGRAM] ARGS...: prints as it goes, keeps a log, writes NA
 # Sizes chosen so that the whole suite fits in 10 minutes on 2 vCPUs: microbench ~2 min,
 # scale (10^4..10^6 tasks, 10^3..10^5 actors, a child process per run) ~1 min, workloads
 # (sleeps at 0.2x, matmul 400 pairs of 500x500, 50 JPEGs of 3000x3000 generated once) ~4 min,
-# gpu a few seconds, variants (1 CPU + 1 GPU, mixed calls, 5 x 3 rounds) ~10 s, stencil (3 patterns x 13 kernel lengths x 3 systems) ~30 s.
+# gpu a few seconds, variants (1 CPU + 1 GPU, mixed calls, 5 x 3 rounds) ~10 s, stencil (3 patterns
+# x 13 kernel lengths x 3 systems, each measured run after a discarded one, short graphs at least
+# 0.3 s of runs) ~2 min.
 run microbench
 run scale
 run workloads --scale=0.2 --matmul_n=500 --pairs=400 --images=50 --image_size=3000
