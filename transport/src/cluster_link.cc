@@ -1353,29 +1353,41 @@ class Link final : public internal::ClusterLink {
 
   std::shared_ptr<ActorCore> import_actor(uint64_t key, const std::type_info& type,
                                           const char* type_name) override {
-    std::shared_ptr<ActorCore> known;
-    {
-      MutexLock lock(mu_);
-      if (config_.role != ClusterRole::kNode) {
-        throw Error(ErrorCode::kInvalidArgument, "actor handles arrive only on nodes");
+    for (;;) {
+      std::shared_ptr<ActorCore> known;
+      {
+        MutexLock lock(mu_);
+        if (config_.role != ClusterRole::kNode) {
+          throw Error(ErrorCode::kInvalidArgument, "actor handles arrive only on nodes");
+        }
+        auto it = remote_actors_.find(key);
+        if (it != remote_actors_.end()) known = it->second.actor.lock();
       }
-      auto it = remote_actors_.find(key);
-      if (it != remote_actors_.end()) known = it->second.actor.lock();
+      // The proxy here may be finalizing, its last handle gone (it is still reachable until its
+      // last reference goes): it is reused only if a handle can still be taken of it.
+      if (known != nullptr && known->try_acquire_handle()) return known;
+      // A new proxy, its calls bound for the driver (which runs or relays them), made whole
+      // (its handle counted, its number set: a kill through it reaches the actor) before anyone
+      // can find it.
+      std::shared_ptr<ActorCore> proxy = internal::new_actor(rt_, internal::ActorOptions{}, type,
+                                                             type_name);
+      proxy->handle_acquired();
+      proxy->become_remote(key);
+      {
+        MutexLock lock(mu_);
+        auto it = remote_actors_.find(key);
+        const std::shared_ptr<ActorCore> now =
+            it == remote_actors_.end() ? nullptr : it->second.actor.lock();
+        if (now == nullptr || now == known) {
+          remote_actors_[key] = RemoteActor{proxy, driver_, ResourceRequest{}};
+          return proxy;
+        }
+      }
+      // Another task's import recorded its new proxy meanwhile: that one serves both (of two
+      // proxies, only one could own the record). Ours was never seen: its handle's release
+      // finalizes it, and as the record is not its own, that sends nothing.
+      proxy->handle_released();
     }
-    // The proxy here may be finalizing, its last handle gone (it is still reachable until its
-    // last reference goes): it is reused only if a handle can still be taken of it.
-    if (known != nullptr && known->try_acquire_handle()) return known;
-    // A new proxy: its calls go to the driver, which runs or relays them. Its handle is counted
-    // before anyone else can find it.
-    std::shared_ptr<ActorCore> proxy = internal::new_actor(rt_, internal::ActorOptions{}, type,
-                                                           type_name);
-    proxy->handle_acquired();
-    {
-      MutexLock lock(mu_);
-      remote_actors_[key] = RemoteActor{proxy, driver_, ResourceRequest{}};
-    }
-    proxy->become_remote(key);
-    return proxy;
   }
 
   LinkCounters counters() const {

@@ -200,8 +200,14 @@ class ActorHandle {
   explicit ActorHandle(std::shared_ptr<internal::ActorCore> core)
       : token_(std::make_shared<internal::HandleToken>(std::move(core))) {}
   // Of an actor whose handle was counted for this one already (runtime_hooks.h).
-  ActorHandle(std::shared_ptr<internal::ActorCore> core, internal::AdoptHandle adopt)
-      : token_(std::make_shared<internal::HandleToken>(std::move(core), adopt)) {}
+  ActorHandle(std::shared_ptr<internal::ActorCore> core, internal::AdoptHandle adopt) {
+    try {
+      token_ = std::make_shared<internal::HandleToken>(core, adopt);
+    } catch (...) {
+      internal::actor_handle_released(core.get());  // the handle it was given goes with it
+      throw;
+    }
+  }
 
   template <typename M>
   ActorMethodCaller<T, M> task(M method) const {
