@@ -20,6 +20,12 @@
 // (no CPU, no GPU) and run one call at a time. A drain lingering for the next call leaves such a
 // call a moment to its caller (caller_runs_) before it takes it.
 //
+// Handles (handles_): the live HandleTokens, plus handles counted for a caller that has not
+// adopted them yet (find_named_actor, import_actor). The decision "no handle left: dead" and
+// finalized_ are made together under mu_, and once finalized_ is set no handle is taken any more
+// (try_acquire_handle refuses): a proxy still reachable while its last handle goes is never
+// handed out again.
+//
 // Counts (ready_calls_, taken_calls_): every call made ready is taken from the mailbox once, by a
 // drain or a caller, or dropped by die_locked; the lingering drain reads "ready != taken" as
 // "something to start" (a hint: it looks again under mu_).
