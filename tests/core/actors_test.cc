@@ -3,6 +3,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <functional>
 #include <memory>
@@ -674,3 +675,122 @@ TEST(ActorsEmptyHandleTest, CallOrKillOnAnEmptyHandleIsAnError) {
 }
 
 }  // namespace
+
+// ---- The inbox: calls ready when submitted enter without the actor's lock (actor_core.h) ----
+
+int actors_after(prism_test::Gate g, int v) { return g.wait() ? v : -1; }
+PRISM_REMOTE(actors_after);
+
+TEST(ActorsInboxTest, CallsReadyAtOnceAndCallsWaitingForArgumentsKeepTheirOrder) {
+  // Every third call waits for an argument (through the locked path, which takes the inbox
+  // first); the others are ready at once (through the inbox). The actor runs them all in the
+  // order they were made, whichever path each took.
+  prism::Runtime rt({.num_cpus = 2});
+  auto h = rt.actor<ActorsRecorder>().remote();
+  constexpr int kCalls = 600;
+  for (int round = 0; round < 3; ++round) {
+    prism_test::Gate go;
+    std::vector<prism::ObjectRef<size_t>> sizes;
+    for (int i = 0; i < kCalls; ++i) {
+      if (i % 3 == 1) {
+        sizes.push_back(h.task(&ActorsRecorder::append).remote(rt.task(actors_after).remote(go, i)));
+      } else {
+        sizes.push_back(h.task(&ActorsRecorder::append).remote(i));
+      }
+    }
+    go.open();
+    const std::vector<size_t> after = prism::get(sizes, kTimeout);
+    ASSERT_EQ(after.back(), static_cast<size_t>((round + 1) * kCalls));
+    const std::vector<int> seen = prism::get(h.task(&ActorsRecorder::snapshot).remote(), kTimeout);
+    ASSERT_EQ(seen.size(), static_cast<size_t>((round + 1) * kCalls));
+    for (int i = 0; i < kCalls; ++i) ASSERT_EQ(seen[static_cast<size_t>(round * kCalls + i)], i);
+  }
+}
+
+// Every ref of `refs` is ready within one deadline; returns how many hold ActorDiedError, and the
+// values of the others in `values`.
+int died_or_values(const std::vector<prism::ObjectRef<int>>& refs, std::vector<int>* values) {
+  const auto [ready, not_ready] = prism::wait(refs, refs.size(), kTimeout);
+  EXPECT_TRUE(not_ready.empty()) << not_ready.size() << " calls never ran nor failed";
+  int died = 0;
+  for (const auto& r : ready) {
+    try {
+      values->push_back(prism::get(r, kTimeout));
+    } catch (const prism::ActorDiedError&) {
+      ++died;
+    }
+  }
+  return died;
+}
+
+TEST(ActorsInboxTest, AKillWhileThreadsSubmitLosesNoCall) {
+  // Threads submit ready calls while one call runs and while the actor is killed: those pushed
+  // before the kill are taken by it, those after find the actor dead; all fail, none is left in
+  // the inbox. The running call finishes.
+  prism::Runtime rt({.num_cpus = 2});
+  constexpr int kThreads = 4;
+  constexpr int kCalls = 2000;
+  for (int round = 0; round < 4; ++round) {
+    auto life = std::make_shared<Lifecycle>();
+    auto h = rt.actor<ActorsProbe>(life).remote();
+    ASSERT_EQ(prism::get(h.task(&ActorsProbe::ping).remote(), kTimeout), 1);
+    prism_test::Gate started;
+    prism_test::Gate release;
+    auto running = h.task(&ActorsProbe::block).remote(started, release);
+    ASSERT_TRUE(started.wait());
+    std::atomic<int> submitted{0};
+    std::vector<std::vector<prism::ObjectRef<int>>> refs(kThreads);
+    std::vector<std::thread> threads;
+    for (int t = 0; t < kThreads; ++t) {
+      threads.emplace_back([&, t] {
+        for (int i = 0; i < kCalls; ++i) {
+          refs[static_cast<size_t>(t)].push_back(h.task(&ActorsProbe::ping).remote());
+          submitted.fetch_add(1, std::memory_order_relaxed);
+        }
+      });
+    }
+    // Somewhere in the middle of the submissions (a different point each round).
+    ASSERT_TRUE(prism_test::eventually(
+        [&] { return submitted.load() >= (round + 1) * kThreads * kCalls / 6; }));
+    prism::kill(h);
+    release.open();
+    for (auto& t : threads) t.join();
+    EXPECT_EQ(prism::get(running, kTimeout), 2);
+    std::vector<prism::ObjectRef<int>> all;
+    for (const auto& mine : refs) all.insert(all.end(), mine.begin(), mine.end());
+    std::vector<int> values;
+    EXPECT_EQ(died_or_values(all, &values), kThreads * kCalls);
+    EXPECT_TRUE(values.empty());
+    EXPECT_TRUE(prism_test::eventually([&] { return life->destroyed.load() == 1; }));
+  }
+}
+
+TEST(ActorsInboxTest, CallsRacingTheLastHandleRunOrFailAndNoneIsLeft) {
+  // A caller keeps calling through its method caller (which holds the actor, not a handle) while
+  // the last handle goes: the actor may stop between two calls. Every call runs (in order, its
+  // count one more than the last that ran) or fails with ActorDiedError ("no handles left");
+  // none is left in the inbox.
+  prism::Runtime rt({.num_cpus = 2});
+  for (int round = 0; round < 20; ++round) {
+    auto life = std::make_shared<Lifecycle>();
+    auto h = rt.actor<ActorsProbe>(life).remote();
+    ASSERT_EQ(prism::get(h.task(&ActorsProbe::ping).remote(), kTimeout), 1);
+    auto ping = h.task(&ActorsProbe::ping);
+    std::atomic<int> submitted{0};
+    std::vector<prism::ObjectRef<int>> refs;
+    std::thread caller([&] {
+      for (int i = 0; i < 3000; ++i) {
+        refs.push_back(ping.remote());
+        submitted.fetch_add(1, std::memory_order_relaxed);
+      }
+    });
+    ASSERT_TRUE(prism_test::eventually([&] { return submitted.load() >= 100 * (round % 10); }));
+    h = {};
+    caller.join();
+    std::vector<int> values;
+    const int died = died_or_values(refs, &values);
+    EXPECT_EQ(died + static_cast<int>(values.size()), 3000);
+    for (size_t i = 0; i < values.size(); ++i) ASSERT_EQ(values[i], static_cast<int>(i) + 2);
+    EXPECT_TRUE(prism_test::eventually([&] { return life->destroyed.load() == 1; }));
+  }
+}

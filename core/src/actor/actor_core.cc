@@ -1,6 +1,7 @@
 #include "actor/actor_core.h"
 
 #include <atomic>
+#include <cassert>
 #include <chrono>
 #include <utility>
 #include <vector>
@@ -28,18 +29,52 @@ ActorCore::ActorCore(RuntimeCore* rt, ActorId id, std::string type_name,
 }
 
 ActorCore::~ActorCore() {
+  assert(inbox_.load(std::memory_order_relaxed) == nullptr);  // (no call is ever left there)
   // Normally finalize() ran; if not (a runtime torn down abruptly), free the instance here.
   if (instance_ != nullptr && deleter_ != nullptr) deleter_(instance_);
 }
 
 void ActorCore::submit_call(TaskRecord* call) noexcept {
   rt_->counters().add(TaskCounters::kSubmitted);
+  if (options_.max_concurrency == 1 && call->only_guard_left() &&
+      !dead_.load(std::memory_order_relaxed)) {
+    // Ready at once (the usual case): through the inbox, without mu_ while a drain is counted.
+    call->release_guard();  // (true: nothing else holds the call back)
+    rt_->counters().add(TaskCounters::kReady);
+    call->in_mailbox = true;
+    call->actor_ready = true;
+    ready_calls_.fetch_add(1, std::memory_order_relaxed);  // (counted before it can be taken)
+    TaskRecord* head = inbox_.load(std::memory_order_relaxed);
+    do {
+      call->next_in_queue = head;
+    } while (!inbox_.compare_exchange_weak(head, call, std::memory_order_seq_cst,
+                                           std::memory_order_relaxed));
+    // (`call` may have run and be gone by now: not touched again.)
+    if (dead_.load(std::memory_order_seq_cst)) {
+      fail_inbox();  // died meanwhile: die_locked may have taken the inbox before the push
+      return;
+    }
+    if (drains_seen_.load(std::memory_order_seq_cst) > 0) return;  // that drain will look
+    MutexLock lock(mu_);
+    if (state_ == State::kDead) {
+      // Finalized meanwhile: its last handle went (a caller may outlive the handles; it holds
+      // the core), and should_finalize_locked found the inbox empty before the push.
+      lock.unlock();
+      fail_inbox();
+      return;
+    }
+    const bool start = claim_drain_locked();  // (absorbs the inbox)
+    lock.unlock();
+    if (start) start_drain();
+    return;
+  }
   MutexLock lock(mu_);
   if (state_ != State::kDead) {
+    take_inbox_locked();  // calls submitted before this one go first
     call->in_mailbox = true;
     mailbox_.push_back(call);
     if (!call->release_guard()) return;  // waits for arguments: on_call_ready comes later
-    // Ready at once (the usual case): made ready under the same lock (RuntimeCore::dispatch).
+    // Its last argument came meanwhile: made ready under the same lock (RuntimeCore::dispatch).
     rt_->counters().add(TaskCounters::kReady);
     const bool start = mark_ready_locked(call);
     lock.unlock();
@@ -69,10 +104,54 @@ void ActorCore::on_call_ready(TaskRecord* call) noexcept {
   if (start) start_drain();
 }
 
+void ActorCore::take_inbox_locked() {
+  // (A seq_cst load: it is the look that pairs with a submitter's push, see the file comment.)
+  if (inbox_.load(std::memory_order_seq_cst) == nullptr) return;
+  TaskRecord* list = inbox_.exchange(nullptr, std::memory_order_seq_cst);
+  if (list == nullptr) return;
+  TaskRecord* oldest_first = nullptr;  // (the stack holds the newest first)
+  while (list != nullptr) {
+    TaskRecord* next = list->next_in_queue;
+    list->next_in_queue = oldest_first;
+    oldest_first = list;
+    list = next;
+  }
+  while (oldest_first != nullptr) {
+    TaskRecord* next = oldest_first->next_in_queue;
+    oldest_first->next_in_queue = nullptr;
+    mailbox_.push_back(oldest_first);
+    oldest_first = next;
+  }
+}
+
+void ActorCore::absorb_locked() {
+  // Whatever the inbox holds came after everything in the mailbox (a call put in the mailbox
+  // under mu_ takes the inbox first): needed only once the mailbox is empty.
+  if (state_ != State::kDead && mailbox_.empty()) take_inbox_locked();
+}
+
+void ActorCore::fail_inbox() noexcept {
+  std::vector<TaskRecord*> to_fail;
+  std::exception_ptr why;
+  {
+    MutexLock lock(mu_);
+    take_inbox_locked();  // (dead: the mailbox held nothing before)
+    for (TaskRecord* call : mailbox_) {
+      call->in_mailbox = false;
+      to_fail.push_back(call);  // (every call of the inbox is ready)
+      taken_calls_.fetch_add(1, std::memory_order_relaxed);
+    }
+    mailbox_.clear();
+    why = death_;
+  }
+  for (TaskRecord* call : to_fail) rt_->fail_task(call, why);
+}
+
 bool ActorCore::claim_drain_locked() {
+  absorb_locked();
   if (state_ != State::kAlive || mailbox_.empty() || !mailbox_.front()->actor_ready) return false;
   if (drains_ >= options_.max_concurrency || drains_ > running_) return false;  // one is on its way
-  ++drains_;
+  set_drains_locked(drains_ + 1);
   return true;
 }
 
@@ -195,6 +274,9 @@ void ActorCore::creation_failed(const std::exception_ptr& error) noexcept {
 
 void ActorCore::die_locked(std::exception_ptr error, std::vector<TaskRecord*>* to_fail) {
   if (state_ == State::kDead) return;
+  // Before the inbox is taken: a call pushed after this finds dead_ and fails itself.
+  dead_.store(true, std::memory_order_seq_cst);
+  take_inbox_locked();
   state_ = State::kDead;
   death_ = std::move(error);
   for (TaskRecord* call : mailbox_) {
@@ -287,6 +369,7 @@ bool ActorCore::run_here(const TaskRecord* call) noexcept {
   const RuntimePin pin = try_pin_runtime(rt_ref_);
   if (!pin || !rt_->accepting()) return false;
   MutexLock lock(mu_);
+  absorb_locked();  // (the call itself may still be in the inbox)
   // (The record may be gone by now: it is compared, and read only once it is the front.)
   if (state_ != State::kAlive || remote_key_ != 0 || running_ > 0 || mailbox_.empty() ||
       mailbox_.front() != call || !mailbox_.front()->actor_ready) {
@@ -297,14 +380,15 @@ bool ActorCore::run_here(const TaskRecord* call) noexcept {
   next->in_mailbox = false;
   taken_calls_.fetch_add(1, std::memory_order_relaxed);
   caller_runs_.store(true, std::memory_order_relaxed);
-  ++drains_;  // counted as a drain, so that no drain job starts for the next call meanwhile
+  // Counted as a drain, so that no drain job starts for the next call meanwhile.
+  set_drains_locked(drains_ + 1);
   ++running_;
   lock.unlock();
   rt_->execute(next, &alloc_);
   lock.lock();
   --running_;
-  --drains_;
-  const bool start = claim_drain_locked();
+  set_drains_locked(drains_ - 1);
+  const bool start = claim_drain_locked();  // (absorbs what came meanwhile)
   const bool fin = should_finalize_locked();  // never with a drain claimed
   lock.unlock();
   if (start) start_drain();
@@ -316,14 +400,21 @@ void ActorCore::drain() noexcept {
   MutexLock lock(mu_);
   bool lingered = false;
   for (;;) {
+    absorb_locked();
     if (state_ != State::kAlive || mailbox_.empty() || !mailbox_.front()->actor_ready ||
         running_ >= options_.max_concurrency) {
       // Linger only for what will come: a next call, or the end of one a caller runs (that
       // caller starts no drain while this one is counted, and this one looks again after).
       const bool coming = state_ == State::kAlive && (mailbox_.empty() || running_ > 0);
-      if (lingered || !coming) break;
-      lingered = true;
-      if (linger_for_next_call()) continue;
+      if (!lingered && coming) {
+        lingered = true;
+        if (linger_for_next_call()) continue;
+      }
+      // Stop being counted, then look once more: a call pushed to the inbox while this drain was
+      // counted was left to it by its submitter (claim_drain_locked absorbs it, after the change
+      // is published). Counted again: go on as that drain.
+      set_drains_locked(drains_ - 1);
+      if (claim_drain_locked()) continue;
       break;
     }
     lingered = false;
@@ -347,7 +438,6 @@ void ActorCore::drain() noexcept {
     lock.lock();
     --running_;
   }
-  --drains_;
   const bool fin = should_finalize_locked();
   lock.unlock();
   if (fin) finalize();
@@ -356,7 +446,11 @@ void ActorCore::drain() noexcept {
 bool ActorCore::should_finalize_locked() {
   if (finalized_ || creating_ || drains_ > 0 || running_ > 0) return false;
   if (state_ != State::kDead) {
-    if (handles_ > 0 || !options_.name.empty() || !mailbox_.empty()) return false;
+    if (handles_ > 0 || !options_.name.empty() || !mailbox_.empty() ||
+        inbox_.load(std::memory_order_seq_cst) != nullptr) {
+      return false;
+    }
+    dead_.store(true, std::memory_order_seq_cst);
     state_ = State::kDead;  // no handle can reach it any more
     death_ = std::make_exception_ptr(ActorDiedError("actor " + type_name_ + " has no handles left"));
   }

@@ -30,6 +30,21 @@
 // drain or a caller, or dropped by die_locked; the lingering drain reads "ready != taken" as
 // "something to start" (a hint: it looks again under mu_).
 //
+// The inbox (inbox_), for actors that run one call at a time: a call whose arguments are all
+// ready when it is submitted enters without mu_, pushed on a lock-free stack. Whoever holds mu_
+// moves the stack into the mailbox, oldest first, before it puts a call there or finds the
+// mailbox empty (take_inbox_locked, absorb_locked): the mailbox's order is the order of
+// submission. The submitter then takes mu_ only if no drain is counted (drains_seen_: drains_
+// as last written); else that drain will look. No lost call: every change of drains_ is
+// published (seq_cst) before its writer looks at the inbox (a seq_cst load), and the submitter
+// pushes (seq_cst) before it reads drains_seen_; so either the submitter sees no drain and claims
+// one itself, or the drain that stops being counted finds the call (claim_drain_locked absorbs
+// first; a drain that finds one goes on). Death: dead_ is set (seq_cst) before die_locked takes
+// the inbox, and a submitter reads it after its push; one that finds it set, or that takes mu_
+// and finds the actor dead (finalized when its last handle went: a caller holds the core, not a
+// handle), fails what is left in the inbox itself (fail_inbox). absorb_locked never takes a dead
+// actor's inbox.
+//
 // Thread-safe: every public method may be called from any thread.
 #pragma once
 
@@ -127,6 +142,17 @@ class ActorCore : public std::enable_shared_from_this<ActorCore> {
   // True if a drain job should start now (counted in drains_); the caller then calls
   // start_drain() after releasing mu_.
   bool claim_drain_locked() PRISM_REQUIRES(mu_);
+  // Moves the inbox into the mailbox, oldest first.
+  void take_inbox_locked() PRISM_REQUIRES(mu_);
+  // take_inbox_locked() where the mailbox is empty (the inbox holds only later calls), unless the
+  // actor is dead.
+  void absorb_locked() PRISM_REQUIRES(mu_);
+  // Fails the calls left in a dead actor's inbox (a submitter that pushed after the death).
+  void fail_inbox() noexcept PRISM_EXCLUDES(mu_);
+  void set_drains_locked(int drains) PRISM_REQUIRES(mu_) {
+    drains_ = drains;
+    drains_seen_.store(drains, std::memory_order_seq_cst);
+  }
   // The call's arguments are ready: it may start once it is the front. Returns
   // claim_drain_locked().
   bool mark_ready_locked(TaskRecord* call) PRISM_REQUIRES(mu_);
@@ -161,7 +187,12 @@ class ActorCore : public std::enable_shared_from_this<ActorCore> {
   // Written once at construction: calls may run on their callers' threads (run_here).
   const bool runs_on_callers_ =
       options_.max_concurrency == 1 && request_.cpu == 0 && request_.gpu == 0;
-  int drains_ PRISM_GUARDED_BY(mu_) = 0;   // drain jobs scheduled or running, callers running a call
+  // Calls pushed without mu_, newest first, linked by next_in_queue (see the file comment).
+  alignas(64) std::atomic<TaskRecord*> inbox_{nullptr};
+  std::atomic<int> drains_seen_{0};  // drains_, as last written (set_drains_locked)
+  std::atomic<bool> dead_{false};    // state_ is kDead (set before die_locked takes the inbox)
+  // Drain jobs scheduled or running, callers running a call. Written by set_drains_locked only.
+  int drains_ PRISM_GUARDED_BY(mu_) = 0;
   int running_ PRISM_GUARDED_BY(mu_) = 0;  // calls running (on drains or their callers)
   int handles_ PRISM_GUARDED_BY(mu_) = 0;
   std::exception_ptr death_ PRISM_GUARDED_BY(mu_);

@@ -194,6 +194,11 @@ class TaskRecord : public Dependent {
   void add_dep(ObjectEntry* entry) noexcept;
   // Drops the submitter's guard; returns true if the task is ready now (the caller dispatches).
   bool release_guard() noexcept { return pending_.fetch_sub(1, std::memory_order_acq_rel) == 1; }
+  // Every argument is ready: only the submitter's guard is left (release_guard will return
+  // true). Only the submitter may ask, before it releases the guard.
+  bool only_guard_left() const noexcept {
+    return pending_.load(std::memory_order_acquire) == 1;
+  }
 
   // --- run state (see the class comment) ---
   // Before the task is published in a scheduler queue.
@@ -236,7 +241,8 @@ class TaskRecord : public Dependent {
     return has_default_request() ? one_cpu_request() : extras_->request;
   }
 
-  // Intrusive link for the scheduler's queues (owned by whoever queues the task).
+  // Intrusive link for the scheduler's queues and an actor's inbox (owned by whoever queues the
+  // task; an actor call is never in a scheduler queue).
   TaskRecord* next_in_queue = nullptr;
 
  protected:
