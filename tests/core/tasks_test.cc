@@ -2,9 +2,11 @@
 // value, by ObjectRef (resolved to const T&), vectors of refs, and refs passed unresolved.
 
 #include <gtest/gtest.h>
+#include <sched.h>
 
 #include <atomic>
 #include <cstdint>
+#include <cstdlib>
 #include <memory>
 #include <numeric>
 #include <string>
@@ -221,3 +223,17 @@ TEST(TasksLocalRuntimeTest, TasksRunOnAnExplicitRuntime) {
 }
 
 }  // namespace
+
+// Worker threads run under SCHED_BATCH (docs/semantics.md, "Threads"), unless the environment
+// asks for the default policy.
+int tasks_sched_policy() { return sched_getscheduler(0); }
+PRISM_REMOTE(tasks_sched_policy);
+
+TEST(TasksWorkerPolicyTest, TasksRunUnderTheBatchPolicy) {
+  const char* env = std::getenv("PRISM_WORKER_SCHED");
+  if (env != nullptr && std::string(env) == "normal") GTEST_SKIP() << "PRISM_WORKER_SCHED=normal";
+  prism::Runtime rt({.num_cpus = 2});
+  EXPECT_EQ(prism::get(rt.task(tasks_sched_policy).remote(), prism_test::kTimeout), SCHED_BATCH);
+  // The caller's own thread keeps its policy.
+  EXPECT_NE(sched_getscheduler(0), SCHED_BATCH);
+}
