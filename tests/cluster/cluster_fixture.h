@@ -105,6 +105,17 @@ inline std::string job_root() {
   return std::string(tmp != nullptr && *tmp ? tmp : "/tmp") + "/prism-cluster-tests";
 }
 
+// A job directory for this process, `name`-pid under job_root(), empty: one left by an earlier
+// process with the same pid is removed first (its address or ready file would be taken for this
+// run's).
+inline std::string fresh_job_dir(const std::string& name) {
+  mkdir(job_root().c_str(), 0700);
+  const std::string dir = job_root() + "/" + name + "-" + std::to_string(getpid());
+  std::error_code ignored;
+  std::filesystem::remove_all(dir, ignored);
+  return dir;
+}
+
 // A driver (this process) and nodes started by address.
 class ClusterTest : public ::testing::Test {
  protected:
@@ -113,8 +124,7 @@ class ClusterTest : public ::testing::Test {
   void start(double cpus, const std::vector<std::map<std::string, std::string>>& nodes) {
     std::string name = ::testing::UnitTest::GetInstance()->current_test_info()->name();
     std::replace(name.begin(), name.end(), '/', '-');  // parameterized tests: "Test/Param"
-    job_dir_ = job_root() + "/" + name + "-" + std::to_string(getpid());
-    mkdir(job_root().c_str(), 0700);
+    job_dir_ = fresh_job_dir(name);
     setenv("PRISM_JOB_DIR", job_dir_.c_str(), 1);
     prism::init({.num_cpus = cpus, .listen = "127.0.0.1:0"});
     address_ = read_file_line(job_dir_ + "/address");

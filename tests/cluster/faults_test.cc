@@ -226,7 +226,7 @@ class FaultTest : public ClusterTest {
   }
   // A spill directory for this test's nodes (made now: the job directory comes with start()).
   static std::string job_dir_root_spill() {
-    const std::string dir = prism_test::job_root() + "/spill-" + std::to_string(getpid());
+    const std::string dir = prism_test::fresh_job_dir("spill");
     std::filesystem::create_directories(dir);
     return dir;
   }
@@ -809,8 +809,7 @@ TEST(FaultOptions, NegativeRestartCountsAreRefused) {
 
 // Case 4: the driver is killed: its node exits (a peer error, no timer needed).
 TEST(FaultDriverDeath, NodesExitWhenTheDriverIsKilled) {
-  const std::string dir = prism_test::job_root() + "/driver-death-" + std::to_string(getpid());
-  mkdir(prism_test::job_root().c_str(), 0700);
+  const std::string dir = prism_test::fresh_job_dir("driver-death");
   Child driver(prism_test::self_exe(), {{"PRISM_TEST_DRIVER", "1"}, {"PRISM_JOB_DIR", dir}});
   ASSERT_TRUE(driver.started());
   ASSERT_TRUE(prism_test::wait_for_file(dir + "/address", 60s)) << "the driver did not start";
@@ -827,8 +826,7 @@ TEST(FaultDriverDeath, NodesExitWhenTheDriverIsKilled) {
 // Case 4, stopped instead of killed: its connections stay open, so only the silence shows; the
 // node declares the driver dead past the deadline and exits.
 TEST(FaultDriverDeath, NodesExitWhenTheDriverStopsAnswering) {
-  const std::string dir = prism_test::job_root() + "/driver-stop-" + std::to_string(getpid());
-  mkdir(prism_test::job_root().c_str(), 0700);
+  const std::string dir = prism_test::fresh_job_dir("driver-stop");
   Child driver(prism_test::self_exe(), {{"PRISM_TEST_DRIVER", "1"}, {"PRISM_JOB_DIR", dir},
                                         {"PRISM_HEARTBEAT_TIMEOUT", "2"}});
   ASSERT_TRUE(driver.started());
