@@ -21,6 +21,7 @@
 #include "device_context.h"
 #include "prism/errors.h"
 #include "prism/internal/thread_annotations.h"
+#include "prism/internal/thread_policy.h"
 #include "storage.h"
 
 namespace prism::gpu::internal {
@@ -70,7 +71,10 @@ class Channel {
   // (The receiving side may be made before the offer with the id arrives: `id` empty.)
   Channel(PairTransport& transport, std::string id, int rank, int device)
       : transport_(transport), rank_(rank), device_(device), id_(std::move(id)) {
-    thread_ = std::thread([this] { loop(); });
+    thread_ = std::thread([this] {
+      prism::internal::use_default_thread_policy();
+      loop();
+    });
   }
   ~Channel() {
     abort("the channel was closed");  // (the thread ends on it)
@@ -447,7 +451,10 @@ class Channels final : public prism::internal::DeviceChannels {
         MutexLock lock(mu_);
         if (!stopped_) {
           jobs_.push_back(std::move(job));
-          if (!thread_.joinable()) thread_ = std::thread([this] { loop(); });
+          if (!thread_.joinable()) thread_ = std::thread([this] {
+      prism::internal::use_default_thread_policy();
+      loop();
+    });
           job = nullptr;
         }
       }

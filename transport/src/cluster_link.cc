@@ -35,6 +35,7 @@
 #include "api/runtime_core.h"
 #include "api/runtime_registry.h"
 #include "prism/internal/remote_call.h"
+#include "prism/internal/thread_policy.h"
 #include "prism/internal/variant_run.h"
 #include "auth.h"
 #include "clock_offset.h"
@@ -3750,7 +3751,12 @@ class Link final : public internal::ClusterLink {
   void start_waiting_timer_locked() PRISM_REQUIRES(mu_) {
     timer_word_.fetch_add(1, std::memory_order_release);
     internal::futex_wake_all(&timer_word_);
-    if (!waiting_timer_.joinable()) waiting_timer_ = std::thread([this] { wait_for_fit(); });
+    if (!waiting_timer_.joinable()) {
+      waiting_timer_ = std::thread([this] {
+        prism::internal::use_default_thread_policy();
+        wait_for_fit();
+      });
+    }
   }
 
   // The timer thread: fails the tasks whose wait ran out, naming the nodes' shapes.
@@ -5314,7 +5320,12 @@ class Link final : public internal::ClusterLink {
       MutexLock lock(stage_mu_);
       if (stage_stop_) return;
       stage_jobs_.push_back(std::move(job));
-      if (!stager_.joinable()) stager_ = std::thread([this] { run_stager(); });
+      if (!stager_.joinable()) {
+        stager_ = std::thread([this] {
+          prism::internal::use_default_thread_policy();
+          run_stager();
+        });
+      }
     }
     stage_word_.fetch_add(1, std::memory_order_release);
     internal::futex_wake_all(&stage_word_);

@@ -17,6 +17,7 @@
 #include "object_store/spill_dir.h"
 
 #include "prism/internal/buffer_pool.h"
+#include "prism/internal/thread_policy.h"
 
 namespace prism::cluster {
 
@@ -259,7 +260,10 @@ void ObjectTable::wake_spiller() {
     std::lock_guard<std::mutex> lock(wake_mu_);
     if (stop_) return;
     wake_ = true;
-    if (!spiller_.joinable()) spiller_ = std::thread([this] { run_spiller(); });
+    if (!spiller_.joinable()) spiller_ = std::thread([this] {
+      prism::internal::use_default_thread_policy();
+      run_spiller();
+    });
   }
   wake_cv_.notify_one();
 }

@@ -11,6 +11,7 @@
 #include <cstdio>
 
 #include "common/event.h"
+#include "prism/internal/thread_policy.h"
 
 namespace prism::cluster {
 
@@ -208,7 +209,10 @@ bool OutputPrinter::print(int stream, std::string text) {
     }
     if (!started_) {
       try {
-        thread_ = std::thread([this] { loop(); });
+        thread_ = std::thread([this] {
+          prism::internal::use_default_thread_policy();
+          loop();
+        });
       } catch (...) {
         dropped_.fetch_add(1, std::memory_order_relaxed);
         return false;

@@ -73,25 +73,31 @@ struct alignas(64) Scheduler::Worker final : Waker {
 namespace {
 
 // Worker threads run under SCHED_BATCH (Linux; PRISM_WORKER_SCHED=normal keeps the default
-// policy): a worker woken for work does not preempt the thread running where it wakes, which
-// the kernel does for a normal thread that slept; it takes a free core, or runs when the running
-// thread sleeps or at the next tick. The running thread is often the caller submitting that very
-// work: on 2 cores a caller submitting round robin to 4 actors was preempted about 47,000 times in
-// 10 runs of bench/microbench's 1:n row and got a third of the machine (perf sched_switch).
-// Threads a task starts inherit the policy (as they would a nice value).
-void enter_batch_policy() noexcept {
-  static const bool batch = [] {
+// policy): a woken worker does not preempt the thread running where it wakes, which the kernel
+// does for a normal thread that slept; it takes a free core, or runs when the running thread
+// sleeps or at the next tick. The running thread is often the caller submitting that very work:
+// on 2 cores a caller submitting round robin to 4 actors was preempted about 47,000 times in 10
+// runs of bench/microbench's 1:n row and got a third of the machine (perf sched_switch). Only
+// from SCHED_OTHER: a policy the user chose (real-time, idle, batch) is kept. Threads and
+// processes a task starts inherit it; the runtime's own service threads go back to SCHED_OTHER
+// (prism/internal/thread_policy.h).
+bool batch_workers_wanted() noexcept {
+  // (Read once, first by a Scheduler's constructor, before any worker starts.)
+  static const bool wanted = [] {
     const char* env = std::getenv("PRISM_WORKER_SCHED");
     return env == nullptr || std::string_view(env) != "normal";
   }();
+  return wanted;
+}
+
+void enter_batch_policy() noexcept {
 #ifdef SCHED_BATCH
-  if (!batch) return;
+  if (!batch_workers_wanted() || sched_getscheduler(0) != SCHED_OTHER) return;
   sched_param none{};
   if (sched_setscheduler(0, SCHED_BATCH, &none) != 0) {
-    PRISM_LOG(kDebug) << "worker thread: SCHED_BATCH refused (errno " << errno << ")";
+    const int error = errno;
+    PRISM_LOG(kDebug) << "worker thread: SCHED_BATCH refused (errno " << error << ")";
   }
-#else
-  (void)batch;
 #endif
 }
 
@@ -128,6 +134,7 @@ Scheduler::Scheduler(JobRunner* runner, const NodeResources& totals, int max_thr
       pool_(totals),
       waiting_(starvation_bound),
       id_(g_next_scheduler_id.fetch_add(1, std::memory_order_relaxed)) {
+  (void)batch_workers_wanted();  // (the environment read here, not by a worker thread)
   cpu_slots_ = totals.cpu / kUnitsPerResource;
   gpu_devices_ = totals.num_gpus + (totals.gpu_fraction > 0 ? 1 : 0);
 }

@@ -88,7 +88,8 @@
 // ---- Threads ----
 // Threads start on demand up to max_threads and never exit before stop(): thread_count() is the
 // peak. They run under SCHED_BATCH on Linux (enter_batch_policy in scheduler.cc): a woken worker
-// takes a free core but never preempts the thread running where it wakes (often the submitter). A thread is woken or started for work only when no parked thread is already on its way
+// takes a free core but does not preempt, on waking, the thread running where it wakes (often
+// the submitter). A thread is woken or started for work only when no parked thread is already on its way
 // (waking_for_*), and a thread that cannot be started (max_threads, or std::thread throwing
 // EAGAIN) never aborts: the work waits for a thread that finishes, blocked threads help with it,
 // and if no thread exists at all the queued tasks fail with a ResourceExhausted error.
