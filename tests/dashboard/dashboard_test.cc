@@ -260,6 +260,11 @@ TEST(DashboardServer, ShowsTasksErrorsAndTheTimelineOfARunningJob) {
   for (auto& r : done) prism::get(r, kTimeout);
   auto bad = rt.task(pixel_check).remote(42);
   EXPECT_THROW(prism::get(bad, kTimeout), prism::TaskError);
+  // (A task's result is published before its worker counts it done.)
+  ASSERT_TRUE(prism_test::eventually([&] {
+    const prism::Stats st = rt.stats();
+    return st.tasks.done == 20 && st.tasks.failed == 1;
+  }));
 
   auto s = c.Get("/api/summary", auth);
   ASSERT_TRUE(s);
