@@ -199,8 +199,13 @@ bool Storage::add_user_locked(Stream stream) {
 
 void Storage::record(Stream stream) {
   if (device_.is_host()) return;
-  prism::internal::MutexLock lock(mu_);
   DeviceBackend& b = backend_instance();
+  // The host backend has no events and its streams' work has run already: written again on the
+  // Prism stream that wrote it last (a chain of tasks on one device), nothing would change.
+  // (On CUDA the event is recorded again, under mu_: a record on another stream meanwhile must
+  // fold that stream's work into the same event.)
+  if (b.kind() != Backend::kCuda && ordered_on(stream)) return;
+  prism::internal::MutexLock lock(mu_);
   DeviceGuard on(device_);
   if (event_ == nullptr) {
     event_ = b.event_create(device_.index);
@@ -220,10 +225,7 @@ void Storage::wait_on(Stream stream) {
   if (device_.is_host()) return;
   // (The writer's own stream, one of Prism's: ordered after its work already, and a user. Locks,
   // above.)
-  if (stream.handle() != nullptr &&
-      stream.handle() == writer_stream_.load(std::memory_order_acquire)) {
-    return;
-  }
+  if (ordered_on(stream)) return;
   prism::internal::MutexLock lock(mu_);
   DeviceBackend& b = backend_instance();
   if (event_ != nullptr) {

@@ -36,7 +36,8 @@
 // copy holds only that destination's maker lock (readers of the same destination wait for the
 // one copy; readers of other destinations do not). Two atomics, written under mu_ with what they
 // mirror, spare a reader the lock where it would do nothing (a chain of tasks on one device
-// takes it once per link, in record()):
+// takes it once per link, in record(); on the host backend, where such a record() changes
+// nothing, not even that):
 //   - writer_stream_ is writer_'s handle when the writer is one of Prism's streams (home_, or a
 //     user: add_user_locked keeps only Prism's), else null. Such a stream is a user already (or
 //     home_), never destroyed (its handle never names another stream) and of one device, and a
@@ -80,6 +81,12 @@ class Storage : public std::enable_shared_from_this<Storage> {
   void record(Stream stream);
   // `stream` waits for the contents (no host blocking); a Prism stream is remembered as a user.
   void wait_on(Stream stream);
+  // Whether wait_on(stream) has nothing to do: `stream` is the Prism stream that wrote the
+  // contents last (Locks, below).
+  bool ordered_on(Stream stream) const noexcept {
+    return stream.handle() != nullptr &&
+           stream.handle() == writer_stream_.load(std::memory_order_acquire);
+  }
   // The work queued on `stream` so far uses the memory: it is not freed before that work ran.
   void record_use(Stream stream);
   // The host waits for the contents.

@@ -189,6 +189,19 @@ void on_produced(const Tensor& t) {
 
 Tensor for_reader(const Tensor& t) { return t.to(current_device()); }
 
+bool reads_in_place(const Tensor& t) noexcept {
+  Storage* s = storage_of(t);
+  if (s == nullptr) return true;
+  const Device d = current_device();
+  if (s->device() != d) return false;  // to() would copy
+  if (d.is_host()) return true;
+  try {
+    return s->ordered_on(task_stream(d));  // to()'s wait_on would do nothing
+  } catch (...) {
+    return false;  // (no stream yet, and none could be made: to() reports it)
+  }
+}
+
 Storage* storage_of(const Tensor& t) noexcept { return t.storage_.get(); }
 
 prism::internal::DataWhere where(const Tensor& t) noexcept {

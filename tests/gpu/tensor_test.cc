@@ -315,6 +315,66 @@ TEST_F(TensorTest, HandoverOnOneDeviceCopiesNothing) {
   EXPECT_EQ(stored->to_vector<int64_t>(), iota(1000));
 }
 
+// The object a task's parameter refers to.
+uintptr_t object_of(const Tensor& t) { return reinterpret_cast<uintptr_t>(&t); }
+
+// An actor with a GPU: its calls run on streams of its own, not the thread's.
+struct TensorReader {
+  uintptr_t object(const Tensor& t) { return object_of(t); }
+  uint64_t data(const Tensor& t) { return address_of(t); }
+};
+PRISM_ACTOR(TensorReader, &TensorReader::object, &TensorReader::data);
+
+TEST_F(TensorTest, ATaskTakingAConstReferenceReadsTheStoredTensorWhenNothingIsToBeMoved) {
+  // One worker thread: the producer and the readers run on its stream for gpu:0, so a reader
+  // there needs neither a copy nor an ordering, and is handed the stored tensor itself.
+  prism::Runtime rt({.num_cpus = 1, .num_gpus = 1, .max_threads = 1});
+  auto made = rt.task([] { return Tensor::from_vector(iota(100), {100}); }).num_gpus(1).remote();
+  const std::shared_ptr<const Tensor> stored = prism::get_shared(made, kTimeout);
+  const uintptr_t stored_object = reinterpret_cast<uintptr_t>(stored.get());
+  const CopyStats before = prism::gpu::copy_stats();
+
+  EXPECT_EQ(prism::get(rt.task(object_of).num_gpus(1).remote(made), kTimeout), stored_object)
+      << "a const Tensor& parameter got a copy of the handle";
+  auto generic = rt.task([](const auto& t) { return object_of(t); }).num_gpus(1).remote(made);
+  EXPECT_EQ(prism::get(generic, kTimeout), stored_object);
+  // Other parameter forms get their own handle to the same memory, as before.
+  auto by_value = rt.task([](Tensor t) { return std::pair(object_of(t), address_of(t)); })
+                      .num_gpus(1)
+                      .remote(made);
+  auto by_rvalue = rt.task([](Tensor&& t) { return std::pair(object_of(t), address_of(t)); })
+                       .num_gpus(1)
+                       .remote(made);
+  for (auto* r : {&by_value, &by_rvalue}) {
+    const auto [object, data] = prism::get(*r, kTimeout);
+    EXPECT_NE(object, stored_object);
+    EXPECT_EQ(data, address_of(*stored));
+  }
+  // A tensor passed as a value (not a ref) is read where it is too, beside other arguments.
+  auto mixed = rt.task([](const Tensor& t, int k, const std::vector<int>& v) {
+                   return static_cast<int64_t>(t.numel()) + k + static_cast<int64_t>(v.size());
+                 })
+                   .num_gpus(1)
+                   .remote(*stored, 7, rt.put(std::vector<int>{1, 2, 3}));
+  EXPECT_EQ(prism::get(mixed, kTimeout), 110);
+  EXPECT_EQ(copies_since(before).total(), 0u);
+
+  // Written on another stream (an actor's calls have their own): the reader's stream must be
+  // ordered after the writer's, so it gets a placed handle, still with no copy of the memory.
+  auto reader = rt.actor<TensorReader>().num_gpus(1).num_cpus(0).remote();
+  EXPECT_NE(prism::get(reader.task(&TensorReader::object).remote(made), kTimeout), stored_object);
+  EXPECT_EQ(prism::get(reader.task(&TensorReader::data).remote(made), kTimeout),
+            address_of(*stored));
+  EXPECT_EQ(copies_since(before).total(), 0u);
+  // A host reader is given the host copy, made once.
+  auto on_host = rt.task([](const Tensor& t) { return std::pair(object_of(t), t.device()); })
+                     .remote(made);
+  const auto [host_object, host_device] = prism::get(on_host, kTimeout);
+  EXPECT_NE(host_object, stored_object);
+  EXPECT_TRUE(host_device.is_host());
+  EXPECT_EQ(copies_since(before).device_to_host, 1u);
+}
+
 TEST_F(TensorTest, HostCopyIsMadeOnceForAllHostReaders) {
   prism::Runtime rt({.num_cpus = 2, .num_gpus = 1});
   auto made = rt.task([] { return Tensor::from_vector(iota(4096), {64, 64}); })

@@ -80,6 +80,9 @@ struct MethodTarget {
     return n.empty() ? actor_type_name(actor.get()) + "::<method>" : n;
   }
 };
+template <typename T, typename M, typename... X>
+struct TargetAccepts<MethodTarget<T, M>, X...>
+    : std::bool_constant<std::is_invocable_v<M&, T&, X...>> {};
 
 // Calls `new T(args...)` for the constructor task.
 template <typename T>

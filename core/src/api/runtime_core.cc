@@ -539,11 +539,12 @@ void RuntimeCore::execute(TaskRecord* task, const Allocation* alloc) noexcept {
     timeline_->run_started();
     start = Timeline::Clock::now();
   }
-  // A GPU task's runs are named for profilers (NVTX ranges on CUDA).
-  DeviceSupport* const annotate =
-      alloc != nullptr && !alloc->gpus.empty() ? device_support() : nullptr;
+  // A GPU task's runs are named for profilers (NVTX ranges on CUDA) and, with a timeline, timed
+  // on its device; otherwise (the host backend without a timeline) there is nothing to note.
+  DeviceSupport* annotate = alloc != nullptr && !alloc->gpus.empty() ? device_support() : nullptr;
+  if (annotate != nullptr && !timeline_ && !annotate->names_runs()) annotate = nullptr;
   std::string gpu_task_name;
-  if (annotate != nullptr && (timeline_ || annotate->names_runs())) {
+  if (annotate != nullptr) {
     try {
       gpu_task_name = task->function_name();
     } catch (...) {

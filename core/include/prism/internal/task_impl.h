@@ -330,6 +330,56 @@ struct MethodTarget;
 template <typename T>
 struct ConstructTarget;
 
+// ---- values with a place, read where they are ----
+
+// A call that accepts its values with a place (Placement<T>::kCustom: a GPU tensor, passed as
+// such or as a ref) as const T& is handed the value itself where Placement<T>::reads_in_place
+// says a reader here may use it as it is (a tensor already on the task's device, its contents
+// ordered for the task's stream): no copy of the handle, which for_reader would make. Otherwise
+// the placed copy, held in the run's frame (`Holder`). Other arguments resolve as Arg does.
+template <typename T>
+const T& placed_for_reader(const T& stored, std::optional<T>& holder) {
+  if constexpr (requires { Placement<T>::reads_in_place(stored); }) {
+    if (Placement<T>::reads_in_place(stored)) return stored;
+  }
+  return holder.emplace(Placement<T>::for_reader(stored));
+}
+
+template <int Tier, typename A, typename = void>
+struct Borrow {
+  static constexpr bool kPlaced = false;
+  using type = typename Arg<Tier, A>::type;
+  struct Holder {};
+  static type resolve(const A& a, Holder&) { return Arg<Tier, A>::resolve(a); }
+};
+
+template <int Tier, typename A>
+struct Borrow<Tier, A, std::enable_if_t<Placement<A>::kCustom>> {
+  static constexpr bool kPlaced = true;
+  using type = const A&;
+  using Holder = std::optional<A>;
+  static const A& resolve(const A& a, Holder& h) { return placed_for_reader(a, h); }
+};
+
+template <int Tier, typename T>
+struct Borrow<Tier, ObjectRef<T>,
+              std::enable_if_t<(Tier >= 1) && !std::is_void_v<T> && Placement<T>::kCustom>> {
+  static constexpr bool kPlaced = true;
+  using type = const T&;
+  using Holder = std::optional<T>;
+  static const T& resolve(const ObjectRef<T>& r, Holder& h) {
+    return placed_for_reader(value_of<T>(r.entry()), h);
+  }
+};
+
+// Whether a task's `Target` (FunctionTarget, MethodTarget) can be called with arguments `X...`;
+// false for targets that do not say (they are called as Arg resolves).
+template <typename Target, typename... X>
+struct TargetAccepts : std::false_type {};
+template <typename F, typename... X>
+struct TargetAccepts<FunctionTarget<F>, X...> : std::bool_constant<std::is_invocable_v<F&, X...>> {};
+
+
 // Creates an actor of type T on this node from serialized constructor arguments `Params`
 // (defined in prism/actor.h; an ActorCtorInvoker).
 template <typename T, typename Params>
@@ -440,19 +490,23 @@ class TaskImpl final : public TaskRecord {
     try {
       // Results are returned by value: a callable that returns a reference to one of its
       // (resolved, possibly temporary) arguments must not leave a dangling reference.
-      slots_.run([&]() -> auto {
-        return std::apply(
-            [&](const auto&... a) -> auto {
-              // Resolved arguments live in this frame until the call returns.
-              std::tuple<typename Arg<Tier, A>::type...> resolved{Arg<Tier, A>::resolve(a)...};
-              return std::apply(
-                  [&](auto&&... r) -> auto {
-                    return target_.invoke(std::forward<decltype(r)>(r)...);
-                  },
-                  std::move(resolved));
-            },
-            args_);
-      });
+      if constexpr (kBorrows) {
+        slots_.run([&]() -> auto { return call_borrowing(std::index_sequence_for<A...>()); });
+      } else {
+        slots_.run([&]() -> auto {
+          return std::apply(
+              [&](const auto&... a) -> auto {
+                // Resolved arguments live in this frame until the call returns.
+                std::tuple<typename Arg<Tier, A>::type...> resolved{Arg<Tier, A>::resolve(a)...};
+                return std::apply(
+                    [&](auto&&... r) -> auto {
+                      return target_.invoke(std::forward<decltype(r)>(r)...);
+                    },
+                    std::move(resolved));
+              },
+              args_);
+        });
+      }
       return nullptr;
     } catch (...) {
       return std::current_exception();
@@ -635,6 +689,21 @@ class TaskImpl final : public TaskRecord {
       const P p(resolved);
       w.put(p);
     }
+  }
+
+  // Whether the call takes its values with a place as const references (Borrow, above).
+  static constexpr bool kBorrows = (Borrow<Tier, A>::kPlaced || ...) &&
+                                   TargetAccepts<Target, typename Borrow<Tier, A>::type...>::value;
+
+  template <size_t... I>
+  auto call_borrowing(std::index_sequence<I...>) {
+    // Placed copies, where one is needed, live in this frame until the call returns.
+    std::tuple<typename Borrow<Tier, A>::Holder...> holders;
+    std::tuple<typename Borrow<Tier, A>::type...> resolved{
+        Borrow<Tier, A>::resolve(std::get<I>(args_), std::get<I>(holders))...};
+    return std::apply(
+        [&](auto&&... r) -> auto { return target_.invoke(std::forward<decltype(r)>(r)...); },
+        std::move(resolved));
   }
 
   // At most how many dependencies the arguments add (-1: unbounded, a vector of refs), and the

@@ -184,6 +184,9 @@ namespace internal {
 // reads it (places it where the reader runs). Not for users.
 void on_produced(const Tensor& t);
 Tensor for_reader(const Tensor& t);
+// Whether a reader here may use `t` itself, as for_reader would give it (the same storage,
+// nothing to order): on the reader's device, and on a GPU written last on the reader's stream.
+bool reads_in_place(const Tensor& t) noexcept;
 prism::internal::DataWhere where(const Tensor& t) noexcept;
 // Makes sure this program's runtimes use the GPU module (see prism/internal/placement.h).
 bool link_gpu_module() noexcept;
@@ -220,6 +223,9 @@ struct prism::internal::Placement<prism::gpu::Tensor> {
   static void on_produced(const prism::gpu::Tensor& t) { prism::gpu::internal::on_produced(t); }
   static prism::gpu::Tensor for_reader(const prism::gpu::Tensor& t) {
     return prism::gpu::internal::for_reader(t);
+  }
+  static bool reads_in_place(const prism::gpu::Tensor& t) noexcept {
+    return prism::gpu::internal::reads_in_place(t);
   }
   // Where its elements are (a heterogeneous task's planner counts what a variant would copy).
   static prism::internal::DataWhere where(const prism::gpu::Tensor& t) {
