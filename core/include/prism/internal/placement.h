@@ -5,6 +5,10 @@
 // stored value: task arguments (ObjectRef<T> resolved for the task) and get(). The GPU module
 // specializes it for prism::gpu::Tensor so that a tensor reaches each reader on the reader's
 // device. Types without a specialization are untouched (readers get const T&).
+// With `static bool reads_in_place(const T&)` a specialization says when a reader here may use
+// the stored value as it is (for_reader would give the same thing, with nothing to do): a task
+// whose callable accepts the value as const T& is then handed the stored value itself
+// (task_impl.h, Borrow), sparing the copy.
 // A specialization may also say where a value's bytes are, `static DataWhere where(const T&)`,
 // for the planner of heterogeneous tasks (prism/variants.h); without it a value is on the host.
 // And with `static constexpr bool kKeepsLive = true` a task result kept on a cluster node stays
