@@ -123,8 +123,8 @@ void count_network(bool sent, size_t bytes) noexcept {
   c.network_bytes.fetch_add(bytes, std::memory_order_relaxed);
 }
 
-Storage::Storage(Device device, size_t bytes, Stream stream)
-    : device_(device), bytes_(bytes), home_(stream), writer_(stream),
+Storage::Storage(Device device, size_t bytes, Stream stream, Shape shape)
+    : device_(device), bytes_(bytes), shape_(std::move(shape)), home_(stream), writer_(stream),
       writer_stream_(stream.handle()) {
   DeviceBackend& b = backend_instance();
   if (device.is_host()) {
@@ -407,7 +407,7 @@ void Storage::fill_and_copy_to(const void* src, Device to) {
   DeviceBackend& b = backend_instance();
   DeviceGuard on(to);
   Stream s = task_stream(to);
-  auto copy = std::make_shared<Storage>(to, bytes_, s);
+  auto copy = std::make_shared<Storage>(to, bytes_, s, shape_);
   const size_t want = stage_chunk_bytes();
   const size_t chunk = want == 0 || bytes_ == 0 ? std::max<size_t>(bytes_, 1)
                                                 : std::min(want, bytes_);
@@ -451,7 +451,7 @@ std::shared_ptr<Storage> Storage::make_copy(Device to) {
     DeviceGuard on(device_);
     Stream s = task_stream(device_);
     wait_on(s);
-    copy = std::make_shared<Storage>(to, bytes_, Stream());
+    copy = std::make_shared<Storage>(to, bytes_, Stream(), shape_);
     b.copy(copy->data(), to, data_, device_, bytes_, s.handle());
     b.stream_synchronize(s.handle());
   } else {
@@ -461,7 +461,7 @@ std::shared_ptr<Storage> Storage::make_copy(Device to) {
     DeviceGuard on(to);
     Stream s = task_stream(to);
     if (!device_.is_host()) wait_on(s);
-    copy = std::make_shared<Storage>(to, bytes_, s);
+    copy = std::make_shared<Storage>(to, bytes_, s, shape_);
     b.copy(copy->data(), to, data_, device_, bytes_, s.handle());
     copy->record(s);
     // An upload reads host memory that the pool may hand out again as soon as this storage is

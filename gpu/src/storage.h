@@ -67,14 +67,17 @@ namespace prism::gpu::internal {
 class Storage : public std::enable_shared_from_this<Storage> {
  public:
   // Allocates `bytes` on `device`, stream-ordered on `stream` (one of Prism's streams for that
-  // device: the running task's).
-  Storage(Device device, size_t bytes, Stream stream);
+  // device: the running task's), for a tensor of `shape` (its handles' shape unless reshaped;
+  // copies of it keep it).
+  using Shape = std::shared_ptr<const std::vector<int64_t>>;
+  Storage(Device device, size_t bytes, Stream stream, Shape shape);
   ~Storage() PRISM_NO_THREAD_SAFETY_ANALYSIS;  // the last handle is gone: no other user
   Storage(const Storage&) = delete;
   Storage& operator=(const Storage&) = delete;
 
   Device device() const noexcept { return device_; }
   size_t bytes() const noexcept { return bytes_; }
+  const Shape& shape() const noexcept { return shape_; }
   void* data() const noexcept { return data_; }
 
   // The contents are complete once the work queued on `stream` so far has run.
@@ -134,6 +137,7 @@ class Storage : public std::enable_shared_from_this<Storage> {
 
   const Device device_;
   const size_t bytes_;
+  const Shape shape_;
   const Stream home_;  // allocated (and freed) on this stream
   void* data_ = nullptr;
 

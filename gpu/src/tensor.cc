@@ -67,9 +67,11 @@ Tensor Tensor::empty(DType dtype, std::vector<int64_t> shape, Device device) {
   Tensor t;
   const int64_t n = count_of(shape);
   t.dtype_ = dtype;
-  t.shape_ = std::make_shared<const std::vector<int64_t>>(std::move(shape));
   const Stream s = internal::task_stream(device);
-  t.storage_ = std::make_shared<internal::Storage>(device, static_cast<size_t>(n) * dtype_size(dtype), s);
+  // (The shape is the storage's: the handle's own stays null until a reshape.)
+  t.storage_ = std::make_shared<internal::Storage>(
+      device, static_cast<size_t>(n) * dtype_size(dtype), s,
+      std::make_shared<const std::vector<int64_t>>(std::move(shape)));
   return t;
 }
 
@@ -120,6 +122,12 @@ int64_t Tensor::numel() const noexcept {
 }
 
 Device Tensor::device() const noexcept { return storage_ ? storage_->device() : Device::host(); }
+
+const std::vector<int64_t>& Tensor::shape() const noexcept {
+  if (shape_) return *shape_;
+  if (storage_ && storage_->shape()) return *storage_->shape();
+  return no_shape();
+}
 
 void* Tensor::raw_data() const noexcept { return storage_ ? storage_->data() : nullptr; }
 

@@ -183,6 +183,10 @@ TEST_F(TensorTest, ReshapeSharesStorage) {
   EXPECT_NE(&r.shape(), &t.shape());
   EXPECT_EQ(&same.to(Device::gpu(0)).shape(), &t.shape());
   EXPECT_EQ(&same.to(Device::host()).shape(), &t.shape());
+  // One host copy serves both views, each with its own shape.
+  EXPECT_TRUE(r.to(Device::host()).shares_storage(t.to(Device::host())));
+  EXPECT_EQ(r.to(Device::host()).shape(), (std::vector<int64_t>{3, 2}));
+  EXPECT_EQ(t.to(Device::host()).shape(), (std::vector<int64_t>{2, 3}));
   EXPECT_FALSE(Tensor::from_vector(iota(6), {2, 3}, Device::gpu(0)).shares_storage(t));
 }
 

@@ -120,7 +120,7 @@ class Tensor {
 
   bool defined() const noexcept { return static_cast<bool>(storage_); }
   DType dtype() const noexcept { return dtype_; }
-  const std::vector<int64_t>& shape() const noexcept { return shape_ ? *shape_ : no_shape(); }
+  const std::vector<int64_t>& shape() const noexcept;
   int64_t dim(size_t i) const { return shape().at(i); }
   int64_t numel() const noexcept;
   size_t nbytes() const noexcept { return static_cast<size_t>(numel()) * dtype_size(dtype_); }
@@ -173,8 +173,9 @@ class Tensor {
   friend internal::Storage* internal::storage_of(const Tensor& t) noexcept;
 
   std::shared_ptr<internal::Storage> storage_;
-  // Never changed once made (reshape makes another): copies of a tensor share it, so that
-  // handing a tensor from task to task allocates nothing. Null: no dimensions.
+  // The shape given by reshape(); null: the shape the storage was made for (kept with it, and
+  // with its copies on other devices), so that a copy of a tensor handle is one reference count
+  // and handing a tensor from task to task allocates nothing. Never changed once made.
   std::shared_ptr<const std::vector<int64_t>> shape_;
   DType dtype_ = DType::kFloat32;
 };
