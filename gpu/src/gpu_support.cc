@@ -25,28 +25,31 @@ class GpuSupport final : public prism::internal::DeviceSupport {
   }
   std::string describe() override { return "prism: " + backend_instance().describe(); }
 
-  bool enter(const int* devices, size_t count, uint64_t owner, std::string* why) noexcept override {
+  bool enter(const int* devices, size_t count, uint64_t owner, Saved* saved,
+             std::string* why) noexcept override {
     const int first = count > 0 ? devices[0] : -1;
-    // The frame first, so that nothing is changed when there is no memory for it.
-    try {
-      frames().push_back(Frame{});
-    } catch (...) {
-      ++unpushed();  // leave() restores nothing for this call
-      if (why != nullptr) *why = "out of memory entering a GPU task";
-      return false;
-    }
-    Frame& f = frames().back();
-    f.task = set_task_devices(TaskDevices{Device::gpu(first), count > 0 ? owner : 0});
+    const TaskDevices before =
+        set_task_devices(TaskDevices{Device::gpu(first), count > 0 ? owner : 0});
+    saved->device = before.device.index;
+    saved->owner = before.owner;
+    saved->cuda_device = -1;
     bool ok = true;
+    // (The failure mask read once: a healthy process asks device_failed nothing.)
+    const uint64_t failed = prism::internal::failed_devices();
     try {
-      for (size_t i = 0; i < count && ok; ++i) ok = !device_failed(devices[i], why);
+      for (size_t i = 0; i < count && ok; ++i) {
+        const int d = devices[i];
+        if (d >= 0 && d < 64 && ((failed >> d) & 1) == 0) continue;
+        ok = !device_failed(d, why);
+      }
     } catch (...) {
       ok = false;  // out of memory for the message
     }
-    DeviceBackend& b = backend_instance();
-    if (ok && first >= 0 && b.kind() == Backend::kCuda) {
+    static const bool on_cuda = backend_instance().kind() == Backend::kCuda;  // (chosen once)
+    if (ok && first >= 0 && on_cuda) {
+      DeviceBackend& b = backend_instance();
       try {
-        f.cuda_device = b.get_device();
+        saved->cuda_device = b.get_device();
         b.set_device(first);
       } catch (...) {
         // A device that cannot be made current: the task's own CUDA calls will report it.
@@ -58,7 +61,7 @@ class GpuSupport final : public prism::internal::DeviceSupport {
     backend_instance().range_push(name);
     int device = -1;
     void* stream = nullptr;
-    const Device d = task_devices().device;  // (the frame holds what enter() replaced)
+    const Device d = task_devices().device;  // (set by enter())
     if (time_device && !d.is_host()) {
       try {
         stream = task_stream(d).handle();
@@ -87,19 +90,11 @@ class GpuSupport final : public prism::internal::DeviceSupport {
     }
   }
   void drop_device_spans(uint64_t owner) noexcept override { device_timing_drop(owner); }
-  void leave() noexcept override {
-    if (unpushed() > 0) {
-      --unpushed();
-      return;
-    }
-    auto& fs = frames();
-    if (fs.empty()) return;
-    const Frame f = fs.back();
-    fs.pop_back();
-    set_task_devices(f.task);
-    if (f.cuda_device >= 0) {
+  void leave(const Saved& saved) noexcept override {
+    set_task_devices(TaskDevices{Device::gpu(saved.device), saved.owner});
+    if (saved.cuda_device >= 0) {
       try {
-        backend_instance().set_device(f.cuda_device);
+        backend_instance().set_device(saved.cuda_device);
       } catch (...) {
       }
     }
@@ -118,22 +113,6 @@ class GpuSupport final : public prism::internal::DeviceSupport {
     const CopyStats c = copy_stats();
     *copies = c.total();
     *bytes = c.bytes;
-  }
-
- private:
-  struct Frame {
-    TaskDevices task;
-    int cuda_device = -1;
-  };
-  static std::vector<Frame>& frames() {
-    thread_local std::vector<Frame> f;
-    return f;
-  }
-  // enter() calls that could not push their frame and changed nothing (nesting keeps them
-  // last).
-  static int& unpushed() {
-    thread_local int n = 0;
-    return n;
   }
 };
 

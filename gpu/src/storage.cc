@@ -199,12 +199,13 @@ bool Storage::add_user_locked(Stream stream) {
 
 void Storage::record(Stream stream) {
   if (device_.is_host()) return;
-  DeviceBackend& b = backend_instance();
   // The host backend has no events and its streams' work has run already: written again on the
   // Prism stream that wrote it last (a chain of tasks on one device), nothing would change.
   // (On CUDA the event is recorded again, under mu_: a record on another stream meanwhile must
   // fold that stream's work into the same event.)
-  if (b.kind() != Backend::kCuda && ordered_on(stream)) return;
+  static const bool has_events = backend_instance().kind() == Backend::kCuda;  // (chosen once)
+  if (!has_events && ordered_on(stream)) return;
+  DeviceBackend& b = backend_instance();
   prism::internal::MutexLock lock(mu_);
   DeviceGuard on(device_);
   if (event_ == nullptr) {

@@ -190,9 +190,10 @@ std::string Tensor::to_string() const {
 namespace internal {
 
 void on_produced(const Tensor& t) {
-  if (!t.defined() || t.device().is_host()) return;
+  Storage* s = storage_of(t);
+  if (s == nullptr || s->device().is_host()) return;
   // The task queued the tensor's work on this thread's stream for its device.
-  t.record(task_stream(t.device()));
+  s->record(task_stream(s->device()));
 }
 
 Tensor for_reader(const Tensor& t) { return t.to(current_device()); }

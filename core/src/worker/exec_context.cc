@@ -44,10 +44,10 @@ DeviceScope::DeviceScope(const Allocation* alloc, const Allocation* outer) noexc
       }
     }
   }
-  ok_ = support_->enter(list, count, has_gpu ? alloc->device_owner : 0, &why_);
+  ok_ = support_->enter(list, count, has_gpu ? alloc->device_owner : 0, &saved_, &why_);
 }
 DeviceScope::~DeviceScope() {
-  if (support_ != nullptr) support_->leave();
+  if (support_ != nullptr) support_->leave(saved_);
 }
 
 }  // namespace internal

@@ -71,6 +71,7 @@ class DeviceScope {
 
  private:
   DeviceSupport* support_ = nullptr;
+  DeviceSupport::Saved saved_;
   bool ok_ = true;
   std::string why_;
 };

@@ -29,12 +29,18 @@ class DeviceSupport {
   // (a child task run inline by its blocked parent): its device is the host until leave().
   // `owner` names whose streams the task queues its work on: 0 for the thread's own, else an
   // actor's number (new_device_owner()), whose streams all its calls share so that one call's
-  // raw kernels are ordered before the next call's. Calls nest; leave() restores what was current
-  // before. Returns false, with *why set, if a granted device has failed for good: the task must
-  // not run (leave() is still called).
-  virtual bool enter(const int* devices, size_t count, uint64_t owner,
+  // raw kernels are ordered before the next call's. Calls nest: enter() writes what it replaced
+  // into *saved, which the caller keeps and hands to the matching leave() (the thread keeps no
+  // stack of its own). Returns false, with *why set, if a granted device has failed for good:
+  // the task must not run (leave() is still called).
+  struct Saved {
+    int device = -1;       // the thread's task device before (-1: the host)
+    int cuda_device = -1;  // the backend's current device before, if enter() changed it
+    uint64_t owner = 0;    // the stream owner before
+  };
+  virtual bool enter(const int* devices, size_t count, uint64_t owner, Saved* saved,
                      std::string* why) noexcept = 0;
-  virtual void leave() noexcept = 0;
+  virtual void leave(const Saved& saved) noexcept = 0;
   // A GPU task's run begins / ends on the calling thread (between enter() and leave()): the
   // backend names it for profilers (CUDA: an NVTX range, so Nsight Systems shows task names over
   // the device work they launched), and with `time_device` times the work it queues on its first
