@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "backend.h"  // gpu/src: the backend's current device, for the CUDA tests
+#include "storage.h"  // gpu/src: a storage's users, for the in-place reads
 #include "core/test_util.h"
 #include "prism/gpu.h"
 #include "prism/internal/remote_call.h"
@@ -336,32 +337,48 @@ TEST_F(TensorTest, ATaskTakingAConstReferenceReadsTheStoredTensorWhenNothingIsTo
   auto made = rt.task([] { return Tensor::from_vector(iota(100), {100}); }).num_gpus(1).remote();
   const std::shared_ptr<const Tensor> stored = prism::get_shared(made, kTimeout);
   const uintptr_t stored_object = reinterpret_cast<uintptr_t>(stored.get());
+  prism::gpu::internal::Storage* storage = prism::gpu::internal::storage_of(*stored);
+  const size_t users = storage->users_for_testing();
   const CopyStats before = prism::gpu::copy_stats();
 
   EXPECT_EQ(prism::get(rt.task(object_of).num_gpus(1).remote(made), kTimeout), stored_object)
       << "a const Tensor& parameter got a copy of the handle";
-  auto generic = rt.task([](const auto& t) { return object_of(t); }).num_gpus(1).remote(made);
-  EXPECT_EQ(prism::get(generic, kTimeout), stored_object);
-  // Other parameter forms get their own handle to the same memory, as before.
-  auto by_value = rt.task([](Tensor t) { return std::pair(object_of(t), address_of(t)); })
-                      .num_gpus(1)
-                      .remote(made);
-  auto by_rvalue = rt.task([](Tensor&& t) { return std::pair(object_of(t), address_of(t)); })
-                       .num_gpus(1)
-                       .remote(made);
-  for (auto* r : {&by_value, &by_rvalue}) {
-    const auto [object, data] = prism::get(*r, kTimeout);
-    EXPECT_NE(object, stored_object);
-    EXPECT_EQ(data, address_of(*stored));
+  auto lambda = rt.task([](const Tensor& t) { return object_of(t); }).num_gpus(1).remote(made);
+  EXPECT_EQ(prism::get(lambda, kTimeout), stored_object);
+  // A tensor returned as it came (a link of a chain) is read in place by the next link.
+  auto passed = rt.task([](const Tensor& t) { return t; }).num_gpus(1).remote(made);
+  EXPECT_EQ(prism::get(rt.task(object_of).num_gpus(1).remote(passed), kTimeout),
+            reinterpret_cast<uintptr_t>(prism::get_shared(passed, kTimeout).get()));
+  // Other parameter forms (and a generic lambda, whose body is not compiled for const T& to
+  // ask) get a handle of their own to the same memory.
+  auto by_value = rt.task([](Tensor t) { return address_of(t); }).num_gpus(1).remote(made);
+  auto by_rvalue = rt.task([](Tensor&& t) { return address_of(t); }).num_gpus(1).remote(made);
+  auto generic = rt.task([](auto&& t) {
+                     t = t.reshape({10, 10});  // (a body that could not take a const T&)
+                     return address_of(t);
+                   })
+                     .num_gpus(1)
+                     .remote(made);
+  for (auto* r : {&by_value, &by_rvalue, &generic}) {
+    EXPECT_EQ(prism::get(*r, kTimeout), address_of(*stored));
   }
-  // A tensor passed as a value (not a ref) is read where it is too, beside other arguments.
-  auto mixed = rt.task([](const Tensor& t, int k, const std::vector<int>& v) {
-                   return static_cast<int64_t>(t.numel()) + k + static_cast<int64_t>(v.size());
+  // Reading in place orders nothing: the storage's users are those it had.
+  EXPECT_EQ(storage->users_for_testing(), users);
+  EXPECT_EQ(copies_since(before).total(), 0u);
+
+  // In one call, a tensor read in place beside one that must be placed (a host tensor, uploaded)
+  // and plain arguments.
+  const Tensor host = Tensor::from_vector(iota(8), {8}, Device::host());
+  auto mixed = rt.task([](const Tensor& t, const Tensor& h, int k) {
+                   return std::tuple(object_of(t), h.device().index, h.numel() + k);
                  })
                    .num_gpus(1)
-                   .remote(*stored, 7, rt.put(std::vector<int>{1, 2, 3}));
-  EXPECT_EQ(prism::get(mixed, kTimeout), 110);
-  EXPECT_EQ(copies_since(before).total(), 0u);
+                   .remote(made, rt.put(host), 2);
+  const auto [mixed_object, mixed_device, mixed_count] = prism::get(mixed, kTimeout);
+  EXPECT_EQ(mixed_object, stored_object);
+  EXPECT_EQ(mixed_device, 0) << "the host tensor was not placed on the task's GPU";
+  EXPECT_EQ(mixed_count, 10);
+  EXPECT_EQ(copies_since(before).host_to_device, 1u);
 
   // Written on another stream (an actor's calls have their own): the reader's stream must be
   // ordered after the writer's, so it gets a placed handle, still with no copy of the memory.
@@ -369,7 +386,8 @@ TEST_F(TensorTest, ATaskTakingAConstReferenceReadsTheStoredTensorWhenNothingIsTo
   EXPECT_NE(prism::get(reader.task(&TensorReader::object).remote(made), kTimeout), stored_object);
   EXPECT_EQ(prism::get(reader.task(&TensorReader::data).remote(made), kTimeout),
             address_of(*stored));
-  EXPECT_EQ(copies_since(before).total(), 0u);
+  EXPECT_EQ(storage->users_for_testing(), users + 1) << "the actor's stream waited on it";
+  EXPECT_EQ(copies_since(before).total(), 1u);
   // A host reader is given the host copy, made once.
   auto on_host = rt.task([](const Tensor& t) { return std::pair(object_of(t), t.device()); })
                      .remote(made);

@@ -373,12 +373,19 @@ struct Borrow<Tier, ObjectRef<T>,
 };
 
 // Whether a task's `Target` (FunctionTarget, MethodTarget) can be called with arguments `X...`;
-// false for targets that do not say (they are called as Arg resolves).
+// false for targets that do not say (they are called as Arg resolves). Asked only of callables
+// with one signature (a function, a member function, a lambda or functor whose operator() is
+// neither a template nor overloaded): asking a generic lambda would compile its body for those
+// arguments, a hard error where that body cannot take them (e.g. assigns to a const T&).
+template <typename F>
+concept HasOneSignature = std::is_pointer_v<F> || std::is_member_function_pointer_v<F> ||
+                          requires { &F::operator(); };
 template <typename Target, typename... X>
 struct TargetAccepts : std::false_type {};
 template <typename F, typename... X>
-struct TargetAccepts<FunctionTarget<F>, X...> : std::bool_constant<std::is_invocable_v<F&, X...>> {};
-
+  requires HasOneSignature<F>
+struct TargetAccepts<FunctionTarget<F>, X...>
+    : std::bool_constant<std::is_invocable_v<F&, X...>> {};
 
 // Creates an actor of type T on this node from serialized constructor arguments `Params`
 // (defined in prism/actor.h; an ActorCtorInvoker).
