@@ -107,6 +107,9 @@ void set_logical_gpu_memory(size_t bytes) noexcept;
 // The process's backend: CUDA when built with it and a device is usable, else host. Never null;
 // lives until the process exits.
 DeviceBackend& backend_instance();
+// backend_instance().kind() == Backend::kCuda, read once (the backend is chosen once): for paths
+// run per task.
+bool on_cuda_backend() noexcept;
 
 // Backend factories (cuda_backend.cc is built only with CUDA). make_cuda_backend uses the
 // process's share of the visible devices (ranks sharing a machine: prism::internal::DeviceShare)

@@ -51,4 +51,9 @@ DeviceBackend& backend_instance() {
   return *instance;
 }
 
+bool on_cuda_backend() noexcept {
+  static const bool cuda = backend_instance().kind() == Backend::kCuda;
+  return cuda;
+}
+
 }  // namespace prism::gpu::internal

@@ -45,8 +45,7 @@ class GpuSupport final : public prism::internal::DeviceSupport {
     } catch (...) {
       ok = false;  // out of memory for the message
     }
-    static const bool on_cuda = backend_instance().kind() == Backend::kCuda;  // (chosen once)
-    if (ok && first >= 0 && on_cuda) {
+    if (ok && first >= 0 && on_cuda_backend()) {
       DeviceBackend& b = backend_instance();
       try {
         saved->cuda_device = b.get_device();
@@ -73,7 +72,7 @@ class GpuSupport final : public prism::internal::DeviceSupport {
     device_timing_begin(owner, name, device, stream);
   }
   bool names_runs() const noexcept override {
-    return backend_instance().kind() == Backend::kCuda;  // (NVTX ranges; the host has none)
+    return on_cuda_backend();  // (NVTX ranges; the host has none)
   }
   void task_end() noexcept override {
     device_timing_end();

@@ -203,8 +203,7 @@ void Storage::record(Stream stream) {
   // Prism stream that wrote it last (a chain of tasks on one device), nothing would change.
   // (On CUDA the event is recorded again, under mu_: a record on another stream meanwhile must
   // fold that stream's work into the same event.)
-  static const bool has_events = backend_instance().kind() == Backend::kCuda;  // (chosen once)
-  if (!has_events && ordered_on(stream)) return;
+  if (!on_cuda_backend() && ordered_on(stream)) return;
   DeviceBackend& b = backend_instance();
   prism::internal::MutexLock lock(mu_);
   DeviceGuard on(device_);
