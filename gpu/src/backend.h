@@ -20,6 +20,7 @@
 // Thread-safe: every method may be called from any thread.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <string>
 #include <vector>
@@ -108,8 +109,15 @@ void set_logical_gpu_memory(size_t bytes) noexcept;
 // lives until the process exits.
 DeviceBackend& backend_instance();
 // backend_instance().kind() == Backend::kCuda, read once (the backend is chosen once): for paths
-// run per task.
+// run per task, a load of the answer kept after the first call.
 bool on_cuda_backend() noexcept;
+bool find_cuda_backend() noexcept;  // (the first call's part)
+inline constinit std::atomic<int> g_backend_kind{0};  // 0: not asked yet; 1: host; 2: CUDA
+inline bool on_cuda_backend() noexcept {
+  // (Relaxed: the answer never changes once set, and says nothing about other memory.)
+  const int kind = g_backend_kind.load(std::memory_order_relaxed);
+  return kind != 0 ? kind == 2 : find_cuda_backend();
+}
 
 // Backend factories (cuda_backend.cc is built only with CUDA). make_cuda_backend uses the
 // process's share of the visible devices (ranks sharing a machine: prism::internal::DeviceShare)

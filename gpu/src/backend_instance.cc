@@ -51,8 +51,9 @@ DeviceBackend& backend_instance() {
   return *instance;
 }
 
-bool on_cuda_backend() noexcept {
-  static const bool cuda = backend_instance().kind() == Backend::kCuda;
+bool find_cuda_backend() noexcept {
+  const bool cuda = backend_instance().kind() == Backend::kCuda;
+  g_backend_kind.store(cuda ? 2 : 1, std::memory_order_relaxed);
   return cuda;
 }
 

@@ -60,6 +60,8 @@ StreamPool& pool() {
   return *p;
 }
 
+}  // namespace
+
 // One stream per device, taken from the pool on first use.
 // Thread contract: a thread's set is used by that thread only; an actor's set by its calls,
 // which may run on several threads at once (max_concurrency > 1): `mu` guards it. A stream, once
@@ -92,6 +94,9 @@ struct StreamSet {
   }
 };
 
+namespace {
+
+
 // Actors' stream sets by owner number.
 class Owners {
  public:
@@ -123,12 +128,11 @@ Owners& owners() {
   return *o;
 }
 
+// The thread's own streams, handed back when the thread exits.
 struct ThreadState {
-  TaskDevices task;
-  StreamSet* owner_set = nullptr;  // the actor's streams while task.owner != 0
   StreamSet own;
 
-  ~ThreadState() { own.give_back(); }
+  ~ThreadState();
 };
 
 ThreadState& state() {
@@ -138,10 +142,24 @@ ThreadState& state() {
 
 }  // namespace
 
-Stream task_stream(Device device) {
+// Plain data (constant-initialized, no destructor): reading it per task is a thread-local load,
+// with no initialization check.
+constinit thread_local TaskView tls_task_view;
+
+ThreadState::~ThreadState() {
+  tls_task_view.own_device = Device::host();  // (its stream is the pool's again)
+  tls_task_view.own_stream = nullptr;
+  own.give_back();
+}
+
+Stream task_stream_lookup(Device device) {
   if (device.is_host()) return Stream();
-  ThreadState& s = state();
-  return s.owner_set != nullptr ? s.owner_set->get(device) : s.own.get(device);
+  TaskView& v = tls_task_view;
+  if (v.owner_set != nullptr) return v.owner_set->get(device);
+  const Stream s = state().own.get(device);
+  v.own_device = device;
+  v.own_stream = s.handle();
+  return s;
 }
 
 bool is_pool_stream(void* stream) noexcept {
@@ -154,21 +172,21 @@ bool is_pool_stream(void* stream) noexcept {
 }
 
 TaskDevices set_task_devices(TaskDevices now) noexcept {
-  ThreadState& s = state();
-  const TaskDevices before = s.task;
-  s.task = now;
-  s.owner_set = nullptr;
+  TaskView& v = tls_task_view;
+  const TaskDevices before = v.task;
+  v.task = now;
+  v.owner_set = nullptr;
   if (now.owner != 0) {
     try {
-      s.owner_set = owners().get(now.owner);
+      v.owner_set = owners().get(now.owner);
     } catch (...) {
-      s.owner_set = nullptr;  // out of memory: the thread's streams serve (less ordering)
+      v.owner_set = nullptr;  // out of memory: the thread's streams serve (less ordering)
     }
   }
   return before;
 }
 
-TaskDevices task_devices() noexcept { return state().task; }
+TaskDevices task_devices() noexcept { return tls_task_view.task; }
 
 void release_owner_streams(uint64_t owner) noexcept { owners().release(owner); }
 
@@ -222,7 +240,7 @@ int cuda_ordinal(Device device) {
   return internal::backend_instance().ordinal(device.index);
 }
 
-Device current_device() noexcept { return internal::state().task.device; }
+Device current_device() noexcept { return internal::tls_task_view.task.device; }
 
 Stream current_stream() { return internal::task_stream(current_device()); }
 

@@ -21,8 +21,9 @@
 namespace prism::gpu::internal {
 
 // The stream the calling thread's running task (or actor) uses for `device` (the host stream for
-// the host).
+// the host). Inline below: the thread's own stream for the device it asked for last.
 Stream task_stream(Device device);
+Stream task_stream_lookup(Device device);  // (the rest)
 
 // True if `stream` is one of Prism's pooled streams (which live as long as the process).
 bool is_pool_stream(void* stream) noexcept;
@@ -49,6 +50,27 @@ struct TaskDevices {
 };
 TaskDevices set_task_devices(TaskDevices now) noexcept;
 TaskDevices task_devices() noexcept;
+
+// The calling thread's running task as this module sees it (set_task_devices), and the thread's
+// own stream for the device it last asked for: a thread's streams stay its own until it exits,
+// so that stream is kept here and a task asking for it again (each tensor it reads and returns)
+// does a thread-local load. An actor's streams are not kept (the set goes when the actor does).
+// Plain data, constant-initialized: no initialization check on access.
+struct StreamSet;
+struct TaskView {
+  TaskDevices task;
+  StreamSet* owner_set = nullptr;     // the actor's streams while task.owner != 0
+  Device own_device = Device::host(); // own_stream's device
+  void* own_stream = nullptr;         // the thread's stream for own_device
+};
+extern constinit thread_local TaskView tls_task_view;
+
+inline Stream task_stream(Device device) {
+  const TaskView& v = tls_task_view;
+  // (own_device is the host until a stream is kept: then the answer is the host stream too.)
+  if (v.owner_set == nullptr && device == v.own_device) return Stream(device, v.own_stream);
+  return task_stream_lookup(device);
+}
 
 // The actor numbered `owner` is gone: its streams go back to the pool.
 void release_owner_streams(uint64_t owner) noexcept;

@@ -28,11 +28,15 @@ class GpuSupport final : public prism::internal::DeviceSupport {
   bool enter(const int* devices, size_t count, uint64_t owner, Saved* saved,
              std::string* why) noexcept override {
     const int first = count > 0 ? devices[0] : -1;
-    const TaskDevices before =
-        set_task_devices(TaskDevices{Device::gpu(first), count > 0 ? owner : 0});
-    saved->device = before.device.index;
-    saved->owner = before.owner;
+    const TaskDevices want{Device::gpu(first), count > 0 ? owner : 0};
+    const TaskDevices& now = tls_task_view.task;
+    saved->kept = now.device == want.device && now.owner == want.owner;
     saved->cuda_device = -1;
+    if (!saved->kept) {
+      const TaskDevices before = set_task_devices(want);
+      saved->device = before.device.index;
+      saved->owner = before.owner;
+    }
     bool ok = true;
     // (The failure mask read once: a healthy process asks device_failed nothing.)
     const uint64_t failed = prism::internal::failed_devices();
@@ -48,8 +52,11 @@ class GpuSupport final : public prism::internal::DeviceSupport {
     if (ok && first >= 0 && on_cuda_backend()) {
       DeviceBackend& b = backend_instance();
       try {
-        saved->cuda_device = b.get_device();
-        b.set_device(first);
+        // (Kept: the enclosing scope restores what it replaced; a task before this one in it
+        // may have left another device current.)
+        const int current = b.get_device();
+        if (!saved->kept) saved->cuda_device = current;
+        if (current != first) b.set_device(first);
       } catch (...) {
         // A device that cannot be made current: the task's own CUDA calls will report it.
       }
@@ -90,6 +97,7 @@ class GpuSupport final : public prism::internal::DeviceSupport {
   }
   void drop_device_spans(uint64_t owner) noexcept override { device_timing_drop(owner); }
   void leave(const Saved& saved) noexcept override {
+    if (saved.kept) return;
     set_task_devices(TaskDevices{Device::gpu(saved.device), saved.owner});
     if (saved.cuda_device >= 0) {
       try {

@@ -193,7 +193,9 @@ void on_produced(const Tensor& t) {
   Storage* s = storage_of(t);
   if (s == nullptr || s->device().is_host()) return;
   // The task queued the tensor's work on this thread's stream for its device.
-  s->record(task_stream(s->device()));
+  const Stream stream = task_stream(s->device());
+  if (!on_cuda_backend() && s->ordered_on(stream)) return;  // (record() would change nothing)
+  s->record(stream);
 }
 
 Tensor for_reader(const Tensor& t) { return t.to(current_device()); }
@@ -201,7 +203,7 @@ Tensor for_reader(const Tensor& t) { return t.to(current_device()); }
 bool reads_in_place(const Tensor& t) noexcept {
   Storage* s = storage_of(t);
   if (s == nullptr) return true;
-  const Device d = current_device();
+  const Device d = tls_task_view.task.device;  // (current_device())
   if (s->device() != d) return false;  // to() would copy
   if (d.is_host()) return true;
   try {

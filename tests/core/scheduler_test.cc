@@ -59,6 +59,7 @@ class FakeRunner final : public JobRunner {
  public:
   void run_task(TaskRecord* t) noexcept override { finish(t); }
   void run_job(Job& job) noexcept override {
+    if (!open_frames().empty()) jobs_in_lease.fetch_add(1);
     if (job.task != nullptr) finish(job.task);
   }
   void run_inline(TaskRecord* t, int64_t held_cpu) noexcept override {
@@ -75,6 +76,26 @@ class FakeRunner final : public JobRunner {
     t->release_run();
     rejected.set();
   }
+  // Leases bracket their tasks: every begin is ended, with its frame, on its thread, and the
+  // jobs a lease runs run inside its bracket.
+  void lease_begin(const Allocation&, LeaseFrame* frame) noexcept override {
+    lease_begins.fetch_add(1);
+    open_frames().push_back(frame);
+  }
+  void lease_end(LeaseFrame* frame) noexcept override {
+    lease_ends.fetch_add(1);
+    if (open_frames().empty() || open_frames().back() != frame) {
+      unmatched_ends.fetch_add(1);
+      return;
+    }
+    open_frames().pop_back();
+  }
+  static std::vector<LeaseFrame*>& open_frames() {
+    thread_local std::vector<LeaseFrame*> frames;
+    return frames;
+  }
+  std::atomic<int> lease_begins{0}, lease_ends{0}, unmatched_ends{0};
+  std::atomic<int> jobs_in_lease{0};
   std::atomic<int> inline_runs{0};
   std::atomic<int64_t> last_inline_cpu{0};
   std::mutex mu;
@@ -715,6 +736,38 @@ TEST(SchedulerShapeTest, ALeaseRunsManyTasksUnderOneGrant) {
   ASSERT_TRUE(done.wait());
   EXPECT_LE(before, 1u);  // nothing ran while the node was held
   EXPECT_LE(sched.leases_started(), 64u) << "one lease per few tasks: the lock per task is back";
+}
+
+TEST(SchedulerShapeTest, ALeaseBracketsItsTasksWithTheRunnersLeaseHooks) {
+  // What a lease's tasks share is set up once around them (JobRunner::lease_begin/lease_end:
+  // the runtime enters the grant's GPUs there): each begin ended on its thread, every task the
+  // leases ran inside a bracket.
+  FakeRunner runner;
+  constexpr int kTasks = 2000;
+  {
+    CountDown done(kTasks);
+    Flag release;
+    Event holding;
+    Scheduler sched(&runner, node(2), 16);
+    ResourceShape* quarter = sched.shape_for(make_request(0.25, 0, 0, 0, {}));
+    Job hog;
+    hog.task = new FnTask([&] {
+      holding.set();
+      FlagWait wait(release);
+      while (!wait.ready()) std::this_thread::yield();  // (keeps the CPUs: no lending)
+    });
+    sched.enqueue_with_resources(std::move(hog), make_request(2, 0, 0, 0, {}));
+    ASSERT_TRUE(holding.wait_until(Clock::now() + kTimeout));
+    for (int i = 0; i < kTasks; ++i) {
+      sched.enqueue_shaped(new FnTask([&] { done.arrive(); }), quarter);
+    }
+    release.set();
+    ASSERT_TRUE(done.wait());
+  }  // (the scheduler's threads joined: every lease has ended)
+  EXPECT_GE(runner.lease_begins.load(), 1);
+  EXPECT_EQ(runner.lease_ends.load(), runner.lease_begins.load());
+  EXPECT_EQ(runner.unmatched_ends.load(), 0);
+  EXPECT_EQ(runner.jobs_in_lease.load(), kTasks) << "a shaped task ran outside its lease's bracket";
 }
 
 TEST(SchedulerShapeTest, ALeaseMakesWayForAnOlderRequestOfAnotherShape) {

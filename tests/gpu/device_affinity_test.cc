@@ -86,6 +86,60 @@ TEST_F(DeviceAffinityTest, GpuTasksRunWhereTheirTensorIsAndMakeNoPeerCopy) {
   }
 }
 
+// What a GPU task saw: its device, its stream's device and its grant, and its tensor's sum.
+struct Placed {
+  int device = -2;
+  int stream_device = -2;
+  std::vector<int> gpus;
+  double sum = 0;
+};
+Placed placed(const Tensor& t) {
+  double s = 0;
+  for (const float x : t.to_vector<float>()) s += x;
+  return Placed{prism::gpu::current_device().index,
+                prism::gpu::current_stream().device().index, prism::gpu_ids(), s};
+}
+
+// One lease runs a burst of tasks whose tensors alternate between the devices: the lease moves
+// with them (its devices entered once for its tasks, and again after each move), and every task
+// still sees the device it was granted, its stream there, and its tensor in place; a CPU task on
+// the same thread afterwards sees the host.
+TEST_F(DeviceAffinityTest, ALeaseFollowingItsTasksTensorsGivesEachItsOwnDevice) {
+  prism::Runtime rt({.num_cpus = 1, .num_gpus = 2});
+  const std::vector<float> values = ramp(256);
+  const double want = 255.0 * 256.0 / 2;
+  const prism::ObjectRef<Tensor> on[2] = {rt.put(Tensor::from_vector(values, {256}, Device::gpu(0))),
+                                          rt.put(Tensor::from_vector(values, {256}, Device::gpu(1)))};
+  const prism::gpu::CopyStats before = prism::gpu::copy_stats();
+  // The only CPU held while the burst is submitted: one lease then runs it.
+  prism_test::Gate gate;
+  auto holder = rt.task([gate] { return gate.wait(); }).remote();
+  std::vector<prism::ObjectRef<Placed>> refs;
+  std::vector<int> homes;
+  for (int i = 0; i < 120; ++i) {
+    const int home = (i / 3) % 2;  // three tasks on one device, three on the other, ...
+    homes.push_back(home);
+    refs.push_back(rt.task(placed).num_gpus(0.5).remote(on[home]));
+  }
+  gate.open();
+  EXPECT_TRUE(prism::get(holder, kTimeout));
+  const std::vector<Placed> seen = prism::get(refs, kTimeout);
+  for (size_t i = 0; i < seen.size(); ++i) {
+    EXPECT_EQ(seen[i].device, homes[i]) << "task " << i;
+    EXPECT_EQ(seen[i].stream_device, seen[i].device) << "task " << i;
+    EXPECT_EQ(seen[i].gpus, std::vector<int>{seen[i].device}) << "task " << i;
+    EXPECT_EQ(seen[i].sum, want) << "task " << i;
+  }
+  EXPECT_EQ((prism::gpu::copy_stats() - before).device_to_device, 0u);
+  const auto cpu_side = prism::get(rt.task([] {
+                                     return std::make_pair(prism::gpu::current_device().index,
+                                                           prism::gpu::current_stream().device().index);
+                                   }).remote(),
+                                   kTimeout);
+  EXPECT_EQ(cpu_side.first, Device::host().index);
+  EXPECT_EQ(cpu_side.second, Device::host().index);
+}
+
 // A node keeps at most 256 request shapes; a request beyond them is granted per task, not
 // through a lease: moved to the tensor's device the same way.
 TEST_F(DeviceAffinityTest, AGpuTaskGrantedOnItsOwnRunsWhereItsTensorIs) {

@@ -750,6 +750,18 @@ void RuntimeCore::reject(TaskRecord* task, const std::string& why) noexcept {
   fail_task(task, std::make_exception_ptr(Error(ErrorCode::kResourceExhausted, why)));
 }
 
+void RuntimeCore::lease_begin(const Allocation& alloc, LeaseFrame* frame) noexcept {
+  if (alloc.gpus.empty()) return;  // (a CPU lease: its tasks have no devices to enter)
+  bool ok = true;
+  std::string why;  // (a failed device: each task's own entry fails it)
+  frame->support = enter_devices(&alloc, exec_context().alloc, &frame->saved, &ok, &why);
+}
+
+void RuntimeCore::lease_end(LeaseFrame* frame) noexcept {
+  if (frame->support != nullptr) frame->support->leave(frame->saved);
+  frame->support = nullptr;
+}
+
 void RuntimeCore::run_job(Job& job) noexcept {
   switch (job.kind) {
     case Job::Kind::kTask:

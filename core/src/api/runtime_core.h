@@ -143,6 +143,8 @@ class RuntimeCore final : public JobRunner {
   void run_job(Job& job) noexcept override;
   void run_inline(TaskRecord* task, int64_t held_cpu) noexcept override;
   void reject(TaskRecord* task, const std::string& why) noexcept override;
+  void lease_begin(const Allocation& alloc, LeaseFrame* frame) noexcept override;
+  void lease_end(LeaseFrame* frame) noexcept override;
 
   // ---- heterogeneous tasks (prism/variants.h; runtime_variants.cc) ----
   ExtrasPtr make_variant_extras(std::shared_ptr<VariantRun> run);

@@ -667,14 +667,18 @@ void Scheduler::run_lease_loop(ResourceShape* shape, Job& job, bool one_task,
   const TaskRecord* const outer_task = w->slot_task;
   ResourceShape* const outer_shape = std::exchange(w->loop_shape, shape);
   if (!one_task) w->last_hand_off_look = coarse_now_ns();
-  run_lease_tasks(w, shape, job, one_task, watch_failures);
+  // The grant's devices entered once for the loop's tasks (not for one task: it enters them).
+  JobRunner::LeaseFrame devices;
+  if (!one_task) runner_->lease_begin(job.alloc, &devices);
+  run_lease_tasks(w, shape, job, one_task, watch_failures, one_task ? nullptr : &devices);
+  if (!one_task) runner_->lease_end(&devices);
   requeue_handed_off(w);
   w->slot_task = outer_task;
   w->loop_shape = outer_shape;
 }
 
 void Scheduler::run_lease_tasks(Worker* w, ResourceShape* shape, Job& job, bool one_task,
-                                bool watch_failures) noexcept {
+                                bool watch_failures, JobRunner::LeaseFrame* devices) noexcept {
   for (;;) {
     // A device of the grant failed meanwhile: run_lease_locked decides, under the lock, whether
     // the lease goes on there (reads only the failure mask here).
@@ -712,10 +716,18 @@ void Scheduler::run_lease_tasks(Worker* w, ResourceShape* shape, Job& job, bool 
     if (job.alloc.gpus.size() == 1 && gpu_devices_ > 1) {
       const int want = t->preferred_gpu();
       if (want >= 0 && want != job.alloc.gpus.front().first) {
-        MutexLock lock(mu_);
-        if (pool_.move_gpu(&job.alloc, want)) {
-          watch_failures = true;  // (a healthy device now: watch it)
-          distribute_locked();
+        bool moved = false;
+        {
+          MutexLock lock(mu_);
+          if (pool_.move_gpu(&job.alloc, want)) {
+            moved = true;
+            watch_failures = true;  // (a healthy device now: watch it)
+            distribute_locked();
+          }
+        }
+        if (moved && devices != nullptr) {  // the loop's next tasks run on the new device
+          runner_->lease_end(devices);
+          runner_->lease_begin(job.alloc, devices);
         }
       }
     }

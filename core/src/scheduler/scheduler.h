@@ -108,6 +108,7 @@
 #include <thread>
 #include <vector>
 
+#include "prism/internal/device_support.h"
 #include "prism/internal/thread_annotations.h"
 #include "prism/internal/runtime_hooks.h"
 #include "prism/internal/task_record.h"
@@ -132,6 +133,19 @@ class JobRunner {
   virtual void run_inline(TaskRecord* task, int64_t held_cpu) noexcept = 0;
   // A task that cannot run: no thread exists and none could be started. Fail it with `why`.
   virtual void reject(TaskRecord* task, const std::string& why) noexcept = 0;
+  // A lease's holder runs its tasks one after another on the calling thread (run_job, each with
+  // `alloc`, the lease's grant) between lease_begin and lease_end: what they share is set up
+  // once for them all (the grant's GPUs made current, so that each task's own entry finds them
+  // so: DeviceSupport::Saved::kept). `frame` keeps what lease_begin replaced until lease_end.
+  struct LeaseFrame {
+    DeviceSupport* support = nullptr;  // null: nothing entered
+    DeviceSupport::Saved saved;
+  };
+  virtual void lease_begin(const Allocation& alloc, LeaseFrame* frame) noexcept {
+    (void)alloc;
+    (void)frame;
+  }
+  virtual void lease_end(LeaseFrame* frame) noexcept { (void)frame; }
 
  protected:
   ~JobRunner() = default;
@@ -269,8 +283,9 @@ class Scheduler {
   void run_lease_locked(Worker* w, Job& job, bool one_task) PRISM_REQUIRES(mu_);
   // `watch_failures`: return as soon as a device of the grant is reported failed.
   void run_lease_loop(ResourceShape* shape, Job& job, bool one_task, bool watch_failures) noexcept;
+  // `devices`: the loop's lease frame (JobRunner::lease_begin), null for one task.
   void run_lease_tasks(Worker* w, ResourceShape* shape, Job& job, bool one_task,
-                       bool watch_failures) noexcept;
+                       bool watch_failures, JobRunner::LeaseFrame* devices) noexcept;
   // Asks for a lease of `shape` if none is asked for yet.
   void request_lease_locked(ResourceShape* shape) PRISM_REQUIRES(mu_);
   // Sets each leased shape's `yield` (see resource_shape.h).

@@ -17,12 +17,14 @@ ExecContext& exec_context() noexcept {
   return ctx;
 }
 
-DeviceScope::DeviceScope(const Allocation* alloc, const Allocation* outer) noexcept {
+DeviceSupport* enter_devices(const Allocation* alloc, const Allocation* outer,
+                             DeviceSupport::Saved* saved, bool* ok, std::string* why) noexcept {
+  *ok = true;
   const bool has_gpu = alloc != nullptr && !alloc->gpus.empty();
   const bool outer_gpu = outer != nullptr && !outer->gpus.empty();
-  if (!has_gpu && !outer_gpu) return;
-  support_ = device_support();
-  if (support_ == nullptr) return;
+  if (!has_gpu && !outer_gpu) return nullptr;
+  DeviceSupport* support = device_support();
+  if (support == nullptr) return nullptr;
   int devices[8];
   size_t count = 0;
   std::vector<int> many;
@@ -44,8 +46,10 @@ DeviceScope::DeviceScope(const Allocation* alloc, const Allocation* outer) noexc
       }
     }
   }
-  ok_ = support_->enter(list, count, has_gpu ? alloc->device_owner : 0, &saved_, &why_);
+  *ok = support->enter(list, count, has_gpu ? alloc->device_owner : 0, saved, why);
+  return support;
 }
+
 DeviceScope::~DeviceScope() {
   if (support_ != nullptr) support_->leave(saved_);
 }

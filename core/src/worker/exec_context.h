@@ -54,6 +54,11 @@ class ExecScope {
 
 namespace prism::internal {
 
+// DeviceSupport::enter for a run with `alloc` inside one with `outer` (DeviceScope, below):
+// returns the support it entered (leave it with *saved), or null if there was nothing to enter.
+DeviceSupport* enter_devices(const Allocation* alloc, const Allocation* outer,
+                             DeviceSupport::Saved* saved, bool* ok, std::string* why) noexcept;
+
 // Brackets a task run with DeviceSupport::enter/leave: the task's GPUs if it was granted any
 // (the first made current, streams of the allocation's device_owner); the host if it has none
 // but runs inside a GPU task (`outer`: the allocation of the task the thread was running, e.g. a
@@ -61,7 +66,8 @@ namespace prism::internal {
 // when a granted device has failed for good; why() then says which and why.
 class DeviceScope {
  public:
-  DeviceScope(const Allocation* alloc, const Allocation* outer) noexcept;
+  DeviceScope(const Allocation* alloc, const Allocation* outer) noexcept
+      : support_(enter_devices(alloc, outer, &saved_, &ok_, &why_)) {}
   ~DeviceScope();
   DeviceScope(const DeviceScope&) = delete;
   DeviceScope& operator=(const DeviceScope&) = delete;
@@ -70,10 +76,11 @@ class DeviceScope {
   const std::string& why() const noexcept { return why_; }
 
  private:
-  DeviceSupport* support_ = nullptr;
+  // (Declared in the order the constructor's initializer fills them: support_ last.)
   DeviceSupport::Saved saved_;
   bool ok_ = true;
   std::string why_;
+  DeviceSupport* support_ = nullptr;
 };
 
 }  // namespace prism::internal
