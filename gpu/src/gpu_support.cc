@@ -30,7 +30,7 @@ class GpuSupport final : public prism::internal::DeviceSupport {
     const int first = count > 0 ? devices[0] : -1;
     const TaskDevices want{Device::gpu(first), count > 0 ? owner : 0};
     const TaskDevices& now = tls_task_view.task;
-    saved->kept = now.device == want.device && now.owner == want.owner;
+    saved->kept = saved->may_keep && now.device == want.device && now.owner == want.owner;
     saved->cuda_device = -1;
     if (!saved->kept) {
       const TaskDevices before = set_task_devices(want);
@@ -52,8 +52,8 @@ class GpuSupport final : public prism::internal::DeviceSupport {
     if (ok && first >= 0 && on_cuda_backend()) {
       DeviceBackend& b = backend_instance();
       try {
-        // (Kept: the enclosing scope restores what it replaced; a task before this one in it
-        // may have left another device current.)
+        // (Kept: the lease's entry restores what it replaced; a task before this one in the
+        // lease may have left another device current.)
         const int current = b.get_device();
         if (!saved->kept) saved->cuda_device = current;
         if (current != first) b.set_device(first);

@@ -59,7 +59,13 @@ class FakeRunner final : public JobRunner {
  public:
   void run_task(TaskRecord* t) noexcept override { finish(t); }
   void run_job(Job& job) noexcept override {
-    if (!open_frames().empty()) jobs_in_lease.fetch_add(1);
+    if (!open_frames().empty()) {
+      jobs_in_lease.fetch_add(1);
+      // (A lease that moved to another GPU began again there before its next task.)
+      if (!job.alloc.gpus.empty() && job.alloc.gpus.front().first != frame_gpu()) {
+        jobs_off_frame_gpu.fetch_add(1);
+      }
+    }
     if (job.task != nullptr) finish(job.task);
   }
   void run_inline(TaskRecord* t, int64_t held_cpu) noexcept override {
@@ -78,9 +84,15 @@ class FakeRunner final : public JobRunner {
   }
   // Leases bracket their tasks: every begin is ended, with its frame, on its thread, and the
   // jobs a lease runs run inside its bracket.
-  void lease_begin(const Allocation&, LeaseFrame* frame) noexcept override {
+  void lease_begin(const Allocation& alloc, LeaseFrame* frame) noexcept override {
     lease_begins.fetch_add(1);
     open_frames().push_back(frame);
+    frame_gpu() = alloc.gpus.empty() ? -1 : alloc.gpus.front().first;
+  }
+  // The first GPU of the grant the innermost open lease began with.
+  static int& frame_gpu() {
+    thread_local int gpu = -1;
+    return gpu;
   }
   void lease_end(LeaseFrame* frame) noexcept override {
     lease_ends.fetch_add(1);
@@ -95,7 +107,7 @@ class FakeRunner final : public JobRunner {
     return frames;
   }
   std::atomic<int> lease_begins{0}, lease_ends{0}, unmatched_ends{0};
-  std::atomic<int> jobs_in_lease{0};
+  std::atomic<int> jobs_in_lease{0}, jobs_off_frame_gpu{0};
   std::atomic<int> inline_runs{0};
   std::atomic<int64_t> last_inline_cpu{0};
   std::mutex mu;
@@ -768,6 +780,62 @@ TEST(SchedulerShapeTest, ALeaseBracketsItsTasksWithTheRunnersLeaseHooks) {
   EXPECT_EQ(runner.lease_ends.load(), runner.lease_begins.load());
   EXPECT_EQ(runner.unmatched_ends.load(), 0);
   EXPECT_EQ(runner.jobs_in_lease.load(), kTasks) << "a shaped task ran outside its lease's bracket";
+}
+
+// A GPU task that prefers a device (as one whose tensor is there does).
+class GpuPreferringTask final : public TaskRecord {
+ public:
+  GpuPreferringTask(int gpu, CountDown* done)
+      : TaskRecord(nullptr, TaskId{}, nullptr, nullptr), gpu_(gpu), done_(done) {}
+  std::exception_ptr run() noexcept override {
+    done_->arrive();
+    return nullptr;
+  }
+  void fail(const std::exception_ptr&) noexcept override {}
+  bool cancel_requested() const noexcept override { return false; }
+  std::string function_name() const override { return "prefers"; }
+  int preferred_gpu() const noexcept override { return gpu_; }
+
+ private:
+  int gpu_;
+  CountDown* done_;
+};
+
+TEST(SchedulerShapeTest, ALeaseThatMovesToAnotherGpuBracketsItsNextTasksThere) {
+  // One CPU: one lease of the shape at a time, so every move finds room. Its tasks prefer the
+  // two GPUs in turns of three: the lease moves, and begins again on the new device before the
+  // next task runs there.
+  FakeRunner runner;
+  constexpr int kTasks = 300;
+  {
+    CountDown done(kTasks);
+    Flag release;
+    Event holding;
+    NodeResources two_gpus = node(1);
+    two_gpus.num_gpus = 2;
+    Scheduler sched(&runner, two_gpus, 16);
+    ResourceShape* half_gpu = sched.shape_for(make_request(1, 0.5, 0, 0, {}));
+    Job hog;
+    hog.task = new FnTask([&] {
+      holding.set();
+      FlagWait wait(release);
+      while (!wait.ready()) std::this_thread::yield();  // (keeps the CPU: no lending)
+    });
+    sched.enqueue_with_resources(std::move(hog), make_request(1, 0, 0, 0, {}));
+    ASSERT_TRUE(holding.wait_until(Clock::now() + kTimeout));
+    for (int i = 0; i < kTasks; ++i) {
+      sched.enqueue_shaped(new GpuPreferringTask((i / 3) % 2, &done), half_gpu);
+    }
+    release.set();
+    ASSERT_TRUE(done.wait());
+  }
+  EXPECT_EQ(runner.jobs_in_lease.load(), kTasks);
+  EXPECT_EQ(runner.jobs_off_frame_gpu.load(), 0)
+      << "a task ran on a device its lease's bracket did not begin on";
+  EXPECT_EQ(runner.lease_ends.load(), runner.lease_begins.load());
+  EXPECT_EQ(runner.unmatched_ends.load(), 0);
+  // Moves: about one per three tasks, each ended and begun again.
+  EXPECT_GE(runner.lease_begins.load(), kTasks / 3 / 2) << "the lease never moved";
 }
 
 TEST(SchedulerShapeTest, ALeaseMakesWayForAnOlderRequestOfAnotherShape) {

@@ -100,10 +100,11 @@ Placed placed(const Tensor& t) {
                 prism::gpu::current_stream().device().index, prism::gpu_ids(), s};
 }
 
-// One lease runs a burst of tasks whose tensors alternate between the devices: the lease moves
-// with them (its devices entered once for its tasks, and again after each move), and every task
-// still sees the device it was granted, its stream there, and its tensor in place; a CPU task on
-// the same thread afterwards sees the host.
+// A burst of tasks whose tensors alternate between the devices, run by leases (one at a time:
+// one CPU) that move with them. However their devices were entered (once by the lease and again
+// after each move, JobRunner::lease_begin; or by the task itself), every task sees the device it
+// was granted, its stream there, and its tensor in place (no copy); a CPU task afterwards sees
+// the host. (The entries themselves: device_entry_test.cc; the brackets: scheduler_test.cc.)
 TEST_F(DeviceAffinityTest, ALeaseFollowingItsTasksTensorsGivesEachItsOwnDevice) {
   prism::Runtime rt({.num_cpus = 1, .num_gpus = 2});
   const std::vector<float> values = ramp(256);
@@ -111,7 +112,7 @@ TEST_F(DeviceAffinityTest, ALeaseFollowingItsTasksTensorsGivesEachItsOwnDevice) 
   const prism::ObjectRef<Tensor> on[2] = {rt.put(Tensor::from_vector(values, {256}, Device::gpu(0))),
                                           rt.put(Tensor::from_vector(values, {256}, Device::gpu(1)))};
   const prism::gpu::CopyStats before = prism::gpu::copy_stats();
-  // The only CPU held while the burst is submitted: one lease then runs it.
+  // The only CPU held while the burst is submitted: a lease then runs it, not a task at a time.
   prism_test::Gate gate;
   auto holder = rt.task([gate] { return gate.wait(); }).remote();
   std::vector<prism::ObjectRef<Placed>> refs;

@@ -137,6 +137,8 @@ class JobRunner {
   // `alloc`, the lease's grant) between lease_begin and lease_end: what they share is set up
   // once for them all (the grant's GPUs made current, so that each task's own entry finds them
   // so: DeviceSupport::Saved::kept). `frame` keeps what lease_begin replaced until lease_end.
+  // Between the tasks the thread is on those devices: what runs there outside a task (a task
+  // failed before it ran, records and arguments destroyed) sees them as current.
   struct LeaseFrame {
     DeviceSupport* support = nullptr;  // null: nothing entered
     DeviceSupport::Saved saved;

@@ -46,6 +46,9 @@ DeviceSupport* enter_devices(const Allocation* alloc, const Allocation* outer,
       }
     }
   }
+  // Inside no other task's run (a lease's task, or the lease's own entry): an entry that finds
+  // its devices current may keep them (DeviceSupport::Saved::may_keep).
+  saved->may_keep = outer == nullptr;
   *ok = support->enter(list, count, has_gpu ? alloc->device_owner : 0, saved, why);
   return support;
 }

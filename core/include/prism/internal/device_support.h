@@ -33,15 +33,19 @@ class DeviceSupport {
   // into *saved, which the caller keeps and hands to the matching leave() (the thread keeps no
   // stack of its own). Returns false, with *why set, if a granted device has failed for good:
   // the task must not run (leave() is still called).
-  // If the thread runs with these devices and owner already (an enclosing enter() made them so:
-  // the lease the task runs in, JobRunner::lease_begin), enter() replaces nothing
-  // (saved->kept; leave() then restores nothing) and only checks them: failed devices, and on
+  // With saved->may_keep (set by the caller: the run is a lease's task, inside no other task's
+  // run), if the thread runs with these devices and owner already (the lease's own enter() made
+  // them so: JobRunner::lease_begin), enter() replaces nothing (saved->kept; leave() then
+  // restores nothing: the lease's leave() does) and only checks them: failed devices, and on
   // CUDA that the first is still current (a task before may have made another one current).
+  // A run inside another task's (a child run inline, a helper's) never keeps: what it changes,
+  // the CUDA current device included, is restored for the task around it.
   struct Saved {
-    int device = -1;       // the thread's task device before (-1: the host)
-    int cuda_device = -1;  // the backend's current device before, if enter() changed it
-    uint64_t owner = 0;    // the stream owner before
-    bool kept = false;     // nothing replaced (see above)
+    bool may_keep = false;  // in: see above
+    int device = -1;        // the thread's task device before (-1: the host)
+    int cuda_device = -1;   // the backend's current device before, if enter() changed it
+    uint64_t owner = 0;     // the stream owner before
+    bool kept = false;      // nothing replaced (see above)
   };
   virtual bool enter(const int* devices, size_t count, uint64_t owner, Saved* saved,
                      std::string* why) noexcept = 0;
