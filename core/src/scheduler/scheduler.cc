@@ -667,11 +667,11 @@ void Scheduler::run_lease_loop(ResourceShape* shape, Job& job, bool one_task,
   const TaskRecord* const outer_task = w->slot_task;
   ResourceShape* const outer_shape = std::exchange(w->loop_shape, shape);
   if (!one_task) w->last_hand_off_look = coarse_now_ns();
-  // The grant's devices entered once for the loop's tasks (not for one task: it enters them).
+  // The grant's devices entered once for the loop's tasks (not for one task: it enters them),
+  // at the first (run_lease_tasks).
   JobRunner::LeaseFrame devices;
-  if (!one_task) runner_->lease_begin(job.alloc, &devices);
   run_lease_tasks(w, shape, job, one_task, watch_failures, one_task ? nullptr : &devices);
-  if (!one_task) runner_->lease_end(&devices);
+  if (devices.begun) runner_->lease_end(&devices);
   requeue_handed_off(w);
   w->slot_task = outer_task;
   w->loop_shape = outer_shape;
@@ -725,15 +725,19 @@ void Scheduler::run_lease_tasks(Worker* w, ResourceShape* shape, Job& job, bool 
             distribute_locked();
           }
         }
-        if (moved && devices != nullptr) {  // the loop's next tasks run on the new device
+        if (moved && devices != nullptr && devices->begun) {  // (begun again there, below)
           runner_->lease_end(devices);
-          runner_->lease_begin(job.alloc, devices);
+          devices->begun = false;
         }
       }
     }
     if (w->hand_offs > 0) {
       w->handed_runs.store(w->handed_runs.load(std::memory_order_relaxed) + 1,
                            std::memory_order_relaxed);
+    }
+    if (devices != nullptr && !devices->begun) {  // (a lease that runs nothing enters nothing)
+      runner_->lease_begin(job.alloc, devices);
+      devices->begun = true;
     }
     job.task = t;
     w->slot_task = one_task ? nullptr : t;

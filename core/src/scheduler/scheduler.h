@@ -134,14 +134,16 @@ class JobRunner {
   // A task that cannot run: no thread exists and none could be started. Fail it with `why`.
   virtual void reject(TaskRecord* task, const std::string& why) noexcept = 0;
   // A lease's holder runs its tasks one after another on the calling thread (run_job, each with
-  // `alloc`, the lease's grant) between lease_begin and lease_end: what they share is set up
-  // once for them all (the grant's GPUs made current, so that each task's own entry finds them
-  // so: DeviceSupport::Saved::kept). `frame` keeps what lease_begin replaced until lease_end.
-  // Between the tasks the thread is on those devices: what runs there outside a task (a task
-  // failed before it ran, records and arguments destroyed) sees them as current.
+  // `alloc`, the lease's grant) between lease_begin (before the first) and lease_end (after the
+  // last, or when the lease moves to another GPU: begun again before the next task). What the
+  // tasks share is set up once for them all (the grant's GPUs made current, so that each task's
+  // own entry finds them so: DeviceSupport::Saved::kept). `frame` keeps what lease_begin
+  // replaced until lease_end. Between the tasks the thread is on those devices: what runs there
+  // outside a task (a task failed before it ran, records and arguments destroyed) sees them.
   struct LeaseFrame {
     DeviceSupport* support = nullptr;  // null: nothing entered
     DeviceSupport::Saved saved;
+    bool begun = false;  // (the scheduler's: lease_begin called, lease_end not yet)
   };
   virtual void lease_begin(const Allocation& alloc, LeaseFrame* frame) noexcept {
     (void)alloc;
