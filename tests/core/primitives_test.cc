@@ -98,6 +98,31 @@ TEST(ObjectEntryTest, CompletesOnceAndNotifiesEachDependentOnce) {
   EXPECT_EQ(c.calls.load(), 2);
 }
 
+TEST(ObjectEntryTest, APutsValueIsPublishedBeforeAnyoneSeesTheEntry) {
+  // A put's entry is its caller's alone until the ref is returned: published without the lock
+  // (publish_unshared), it is done for everyone who gets it afterwards, on any thread.
+  auto* e = new TypedEntry<int>(id_of(4));
+  EntryPtr hold(e);
+  e->set_put_value(nullptr, 41);
+  EXPECT_EQ(e->state(), ObjState::kReady);
+  EXPECT_FALSE(e->set_value(8));  // already complete: the put's value stays
+  EXPECT_FALSE(e->complete_error(std::make_exception_ptr(std::runtime_error("late"))));
+  Counter c;
+  DepNode n;
+  n.owner = &c;
+  EXPECT_FALSE(e->add_dependent(&n));  // done: the caller reads it at once
+  int seen = 0;
+  ObjState state = ObjState::kPending;
+  std::thread reader([&, entry = EntryPtr(hold)] {
+    state = entry->state();
+    seen = static_cast<TypedEntry<int>*>(entry.get())->value();
+  });
+  reader.join();
+  EXPECT_EQ(state, ObjState::kReady);
+  EXPECT_EQ(seen, 41);
+  EXPECT_EQ(c.calls.load(), 0);
+}
+
 TEST(ObjectEntryTest, RemovedDependentIsNotNotified) {
   auto* e = new TypedEntry<int>(id_of(2));
   EntryPtr hold(e);

@@ -48,6 +48,14 @@ bool ObjectEntry::publish_value(size_t bytes, std::shared_ptr<void> token) noexc
   return complete(ObjState::kReady, [&] { store_account_ = std::move(token); });
 }
 
+void ObjectEntry::publish_unshared(size_t bytes, std::shared_ptr<void> token) noexcept {
+  if (!token && bytes >= kInlineObjectBytes) token = account_result(bytes);
+  store_account_ = std::move(token);
+  // (Release: the value and its accounting before the state, for whoever gets the ref later;
+  // handing the ref to another thread orders it too.)
+  state_.store(static_cast<uint32_t>(ObjState::kReady), std::memory_order_release);
+}
+
 bool ObjectEntry::complete_remote(std::shared_ptr<RemoteValue> where) noexcept {
   return complete(ObjState::kRemote, [&] {
     if (store_account_) where->kept_ = std::move(store_account_);  // (attached while pending)

@@ -312,6 +312,9 @@ class ObjectEntry {
   // the calling thread's task. Returns false if the entry was already completed (the caller then
   // destroys its value).
   bool publish_value(size_t bytes, std::shared_ptr<void> token = nullptr) noexcept;
+  // publish_value for an entry no other thread can reach yet (a put's, before its ref is
+  // returned): nobody can be waiting on it or completing it, so no lock and no dependents.
+  void publish_unshared(size_t bytes, std::shared_ptr<void> token) noexcept;
   // True if a value was published (as opposed to pending or failed).
   bool has_value() const noexcept { return state() == ObjState::kReady; }
   // kRemote -> kReady, once the value was built here (RemoteValue::fetch serializes callers).
@@ -431,7 +434,7 @@ class TypedEntry final : public ObjectEntry {
       p = ::new (static_cast<void*>(storage_)) T(std::forward<U>(v));
     }
     value_constructed_ = true;
-    publish_value(ObjectSize<T>::bytes(*p), std::move(token));
+    publish_unshared(ObjectSize<T>::bytes(*p), std::move(token));  // (the caller's alone)
   }
 
   const T& value() const noexcept { return *std::launder(reinterpret_cast<const T*>(storage_)); }
