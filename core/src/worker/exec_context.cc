@@ -47,7 +47,11 @@ DeviceSupport* enter_devices(const Allocation* alloc, const Allocation* outer,
     }
   }
   // Inside no other task's run (a lease's task, or the lease's own entry): an entry that finds
-  // its devices current may keep them (DeviceSupport::Saved::may_keep).
+  // its devices current may keep them (DeviceSupport::Saved::may_keep). A null `outer` also
+  // comes with runs inside a default CPU task (run with no allocation) or a caller-run actor
+  // call; those never keep, since the thread's devices are then the host or another owner's:
+  // a GPU device set with no task around it exists only between a lease's tasks, and leases run
+  // at a thread's top level only (helpers run one task at a time, with no lease frame).
   saved->may_keep = outer == nullptr;
   *ok = support->enter(list, count, has_gpu ? alloc->device_owner : 0, saved, why);
   return support;
