@@ -721,6 +721,20 @@ TEST(SchedulerShapeTest, AsManyFractionalTasksRunAtOnceAsFit) {
   EXPECT_EQ(met.load(), 8) << "fewer than 8 quarter-CPU tasks ran at once on 2 CPUs";
 }
 
+// Enqueues a job holding `cpus` CPUs until `release` is set, spinning (Scheduler::block would
+// lend them); returns once it holds them (false at the deadline).
+bool hold_the_node(Scheduler& sched, double cpus, Flag& release) {
+  auto holding = std::make_shared<Event>();  // (the job's to set: it may outlive this call)
+  Job hog;
+  hog.task = new FnTask([holding, &release] {
+    holding->set();
+    FlagWait wait(release);
+    while (!wait.ready()) std::this_thread::yield();
+  });
+  sched.enqueue_with_resources(std::move(hog), make_request(cpus, 0, 0, 0, {}));
+  return holding->wait_until(Clock::now() + kTimeout);
+}
+
 TEST(SchedulerShapeTest, ALeaseRunsManyTasksUnderOneGrant) {
   // The tasks queue while a 2-CPU job holds the node; once it ends, at most 8 leases (0.25 CPU
   // on 2 CPUs) run them, each until the queue is dry.
@@ -728,18 +742,9 @@ TEST(SchedulerShapeTest, ALeaseRunsManyTasksUnderOneGrant) {
   constexpr int kTasks = 20000;
   CountDown done(kTasks);
   Flag release;
-  Event holding;
   Scheduler sched(&runner, node(2), 16);  // last: destroyed (joined) first
   ResourceShape* quarter = sched.shape_for(make_request(0.25, 0, 0, 0, {}));
-  Job hog;
-  hog.task = new FnTask([&] {
-    holding.set();
-    FlagWait wait(release);
-    // Keep the CPUs while waiting: spin instead of Scheduler::block, which would lend them.
-    while (!wait.ready()) std::this_thread::yield();
-  });
-  sched.enqueue_with_resources(std::move(hog), make_request(2, 0, 0, 0, {}));
-  ASSERT_TRUE(holding.wait_until(Clock::now() + kTimeout));
+  ASSERT_TRUE(hold_the_node(sched, 2, release));
   for (int i = 0; i < kTasks; ++i) {
     sched.enqueue_shaped(new FnTask([&] { done.arrive(); }), quarter);
   }
@@ -759,17 +764,9 @@ TEST(SchedulerShapeTest, ALeaseBracketsItsTasksWithTheRunnersLeaseHooks) {
   {
     CountDown done(kTasks);
     Flag release;
-    Event holding;
     Scheduler sched(&runner, node(2), 16);
     ResourceShape* quarter = sched.shape_for(make_request(0.25, 0, 0, 0, {}));
-    Job hog;
-    hog.task = new FnTask([&] {
-      holding.set();
-      FlagWait wait(release);
-      while (!wait.ready()) std::this_thread::yield();  // (keeps the CPUs: no lending)
-    });
-    sched.enqueue_with_resources(std::move(hog), make_request(2, 0, 0, 0, {}));
-    ASSERT_TRUE(holding.wait_until(Clock::now() + kTimeout));
+    ASSERT_TRUE(hold_the_node(sched, 2, release));
     for (int i = 0; i < kTasks; ++i) {
       sched.enqueue_shaped(new FnTask([&] { done.arrive(); }), quarter);
     }
@@ -810,19 +807,11 @@ TEST(SchedulerShapeTest, ALeaseThatMovesToAnotherGpuBracketsItsNextTasksThere) {
   {
     CountDown done(kTasks);
     Flag release;
-    Event holding;
     NodeResources two_gpus = node(1);
     two_gpus.num_gpus = 2;
     Scheduler sched(&runner, two_gpus, 16);
     ResourceShape* half_gpu = sched.shape_for(make_request(1, 0.5, 0, 0, {}));
-    Job hog;
-    hog.task = new FnTask([&] {
-      holding.set();
-      FlagWait wait(release);
-      while (!wait.ready()) std::this_thread::yield();  // (keeps the CPU: no lending)
-    });
-    sched.enqueue_with_resources(std::move(hog), make_request(1, 0, 0, 0, {}));
-    ASSERT_TRUE(holding.wait_until(Clock::now() + kTimeout));
+    ASSERT_TRUE(hold_the_node(sched, 1, release));
     for (int i = 0; i < kTasks; ++i) {
       sched.enqueue_shaped(new GpuPreferringTask((i / 3) % 2, &done), half_gpu);
     }
