@@ -254,9 +254,13 @@ void Scheduler::requeue_handed_off(Worker* w) noexcept {
 
 void Scheduler::push_ready(TaskRecord* task) noexcept {
   ready_.push(task);  // seq_cst on the queue's size: pairs with the holder's re-check
-  // Every slot is busy, or an idle holder is spinning and will take it: no wake-up needed.
-  // (A holder that stops spinning or gives its slot back re-checks the queue afterwards.)
-  if (holders_.load(std::memory_order_seq_cst) >= cpu_slots_) return;
+  // Every slot is busy or has a thread on its way to it, or an idle holder is spinning and will
+  // take the task: no wake-up needed. (A holder that stops spinning or gives its slot back, and a
+  // woken thread once it stops counting as on its way, re-check the queue afterwards.)
+  if (holders_.load(std::memory_order_seq_cst) + ready_wakers_.load(std::memory_order_seq_cst) >=
+      cpu_slots_) {
+    return;
+  }
   if (spinners_.load(std::memory_order_seq_cst) > 0) return;
   {
     MutexLock lock(mu_);
@@ -429,7 +433,7 @@ bool Scheduler::provide_thread_locked(bool for_ready) {
     parked_.pop_back();
     w->parked = false;
     (for_ready ? w->woken_for_ready : w->woken_for_job) = true;
-    ++(for_ready ? waking_for_ready_ : waking_for_jobs_);
+    count_waking_locked(for_ready, 1);
     w->wake();
     return true;
   }
@@ -440,7 +444,7 @@ bool Scheduler::provide_thread_locked(bool for_ready) {
     if (!b->help_asked && b->resuming == nullptr) {
       b->help_asked = true;
       b->help_for_ready = for_ready;
-      ++(for_ready ? waking_for_ready_ : waking_for_jobs_);
+      count_waking_locked(for_ready, 1);
       b->wake();
       return true;
     }
@@ -475,7 +479,7 @@ bool Scheduler::spawn_locked(bool for_ready) {
   }
   raw->sched->mu_.assert_held();  // a worker of this scheduler: its lock is mu_
   (for_ready ? raw->woken_for_ready : raw->woken_for_job) = true;
-  ++(for_ready ? waking_for_ready_ : waking_for_jobs_);
+  count_waking_locked(for_ready, 1);
   workers_.push_back(std::move(w));
   return true;
 }
@@ -513,6 +517,15 @@ void Scheduler::reject_if_no_threads() noexcept {
   for (TaskRecord* t : tasks) runner_->reject(t, why);
 }
 
+void Scheduler::count_waking_locked(bool for_ready, int64_t n) {
+  if (!for_ready) {
+    waking_for_jobs_ += n;
+    return;
+  }
+  waking_for_ready_ += n;
+  ready_wakers_.store(waking_for_ready_, std::memory_order_seq_cst);
+}
+
 void Scheduler::clear_woken_locked(Worker* w) {
   w->sched->mu_.assert_held();  // a worker of this scheduler: its lock is mu_
   if (w->woken_for_job) {
@@ -521,7 +534,7 @@ void Scheduler::clear_woken_locked(Worker* w) {
   }
   if (w->woken_for_ready) {
     w->woken_for_ready = false;
-    --waking_for_ready_;
+    count_waking_locked(/*for_ready=*/true, -1);
   }
 }
 
@@ -944,7 +957,7 @@ bool Scheduler::block(BlockedWait& wait, Deadline deadline) noexcept {
     if (w->help_asked) {
       // Going on instead: the work it was asked for needs another thread.
       w->help_asked = false;
-      --(w->help_for_ready ? waking_for_ready_ : waking_for_jobs_);
+      count_waking_locked(w->help_for_ready, -1);
       wake_for_jobs_locked();
       wake_for_ready_locked();
     }
@@ -963,7 +976,7 @@ bool Scheduler::block(BlockedWait& wait, Deadline deadline) noexcept {
 void Scheduler::help_locked(Worker* w) {
   w->sched->mu_.assert_held();  // a worker of this scheduler: its lock is mu_
   w->help_asked = false;
-  --(w->help_for_ready ? waking_for_ready_ : waking_for_jobs_);
+  count_waking_locked(w->help_for_ready, -1);
   // While it works it is no candidate for another help request: a sleeping one is.
   blocked_.erase(std::find(blocked_.begin(), blocked_.end(), w));
   if (!run_one_job_locked(w, /*one_task=*/true) && ready_.maybe_nonempty() &&

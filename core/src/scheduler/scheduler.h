@@ -73,6 +73,9 @@
 // under mu_ after giving its own slot back): two threads would only compete for each task. A
 // woken thread is counted in waking_for_ready_ until it looks at the queue, so that one task
 // wakes one thread, and a thread that finds more work than it can take passes the wake-up on.
+// Submitters read that count too (ready_wakers_, seq_cst, stored under mu_): holders plus
+// threads on their way covering every slot, a push wakes no one. A woken thread stops counting
+// (seq_cst) before it re-checks the queue (seq_cst), so it sees any push that saw it counted.
 // get() outside a task spins for its result only while some core runs no task: a spinning
 // holder counts as idle (g_slot_spinners), a holder running a task does not.
 // Shaped tasks: see resource_shape.h. A lease holder blocked in get()/wait() stops counting as
@@ -330,6 +333,9 @@ class Scheduler {
   void reject_if_no_threads() noexcept;
 
   void holders_add(int64_t n) noexcept;
+  // Counts a thread woken (n = 1) or no longer on its way (n = -1) for the ready queue
+  // (for_ready) or for jobs.
+  void count_waking_locked(bool for_ready, int64_t n) PRISM_REQUIRES(mu_);
 
   JobRunner* const runner_;
   ThreadStarter* const starter_;
@@ -341,6 +347,7 @@ class Scheduler {
   ReadyQueue ready_;
   // Read by spinning threads: kept off the line of mu_, which submitters write.
   std::atomic<int64_t> holders_{0};
+  std::atomic<int64_t> ready_wakers_{0};  // waking_for_ready_, for submitters (written under mu_)
   std::atomic<int> spinners_{0};
   std::atomic<bool> cpu_wanted_{false};
   std::atomic<bool> stopping_{false};
