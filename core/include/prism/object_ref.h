@@ -167,16 +167,20 @@ std::vector<T> get_all_until(const std::vector<ObjectRef<T>>& refs, Deadline dea
     check_ref(r.entry(), "prism::get");
     entries.push_back(r.entry());
   }
-  // One wait for all of them (one wake-up, not one per object); then each in order, which
-  // rethrows the first error or throws TimeoutError if the deadline passed first.
-  if (entries.size() > 1) await_some(entries, entries.size(), deadline);
-  for (ObjectEntry* e : entries) await(e, deadline);
-  for (ObjectEntry* e : entries) {
-    if (e->state() == ObjState::kRemote) fetch_remote(e, deadline);
-  }
+  // One wait for all of them (one or two wake-ups, not one per object); then each in order, in
+  // one pass: the first that failed rethrows its error, the first not done by the deadline
+  // throws TimeoutError (await), one held by another node is fetched, and the values are read.
+  if (entries.size() > 1) await_all(entries, deadline);
   std::vector<T> out;
   out.reserve(refs.size());
-  for (const auto& r : refs) out.push_back(read_value<T>(r.entry()));
+  for (ObjectEntry* e : entries) {
+    const ObjState state = e->state();
+    if (state != ObjState::kReady) {
+      if (state != ObjState::kRemote) await(e, deadline);  // (not done, or failed: throws)
+      if (e->state() == ObjState::kRemote) fetch_remote(e, deadline);
+    }
+    out.push_back(read_value<T>(e));
+  }
   return out;
 }
 

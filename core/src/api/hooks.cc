@@ -293,19 +293,44 @@ void await(ObjectEntry* entry, Deadline deadline) {
   if (entry->state() == ObjState::kFailed) std::rethrow_exception(entry->error());
 }
 
+bool await_all(const std::vector<ObjectEntry*>& entries, Deadline deadline) {
+  // The last one not done: tasks mostly finish in the order they were queued, so it is usually
+  // the last entry, found at once.
+  size_t last = entries.size();
+  while (last > 0 && entries[last - 1]->is_done()) --last;
+  if (last == 0) return true;
+  // On a thread that is not running a task, first that one alone: once it is done the others
+  // mostly are too, and the wait below registers with the few left instead of with every entry
+  // (each registration is a lock on an entry, and each notification an atomic on the waiter's
+  // shared count, on the completing threads' hot path). At most one wake-up more than a single
+  // wait. (A task's wait stays one: its scheduler runs the producers of any of them meanwhile.)
+  if (Scheduler::current() == nullptr || exec_context().task == nullptr) {
+    OneWait wait(entries[last - 1]);
+    if (!block_on(wait, deadline)) return false;
+    --last;
+  }
+  std::vector<ObjectEntry*> pending;
+  for (size_t i = 0; i < last; ++i) {
+    if (!entries[i]->is_done()) pending.push_back(entries[i]);
+  }
+  if (pending.empty()) return true;
+  SomeWait wait(pending, pending.size());
+  return block_on(wait, deadline);
+}
+
 std::vector<bool> await_some(const std::vector<ObjectEntry*>& entries, size_t num_ready,
                              Deadline deadline) {
   std::vector<bool> done(entries.size(), false);
-  size_t ready = 0;
-  for (size_t i = 0; i < entries.size(); ++i) {
-    if (entries[i]->is_done()) {
-      done[i] = true;
-      ++ready;
+  if (num_ready == entries.size()) {
+    await_all(entries, deadline);
+  } else {
+    size_t ready = 0;
+    for (ObjectEntry* e : entries) ready += e->is_done() ? 1 : 0;
+    if (ready < num_ready) {
+      SomeWait wait(entries, num_ready);
+      block_on(wait, deadline);
     }
   }
-  if (ready >= num_ready) return done;
-  SomeWait wait(entries, num_ready);
-  block_on(wait, deadline);
   for (size_t i = 0; i < entries.size(); ++i) done[i] = entries[i]->is_done();
   return done;
 }

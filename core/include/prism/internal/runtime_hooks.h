@@ -128,6 +128,9 @@ void submit(TaskRecord* task) noexcept;
 // Blocks until `entry` is done or `deadline` passes. A task that blocks here lends its CPU slot
 // back while it waits. Throws TimeoutError on deadline; rethrows the stored error if failed.
 void await(ObjectEntry* entry, Deadline deadline);
+// Blocks until every one of `entries` is done or `deadline` passes; true if all are done.
+// (Neither rethrows an error nor throws on the deadline: the caller looks at each entry.)
+bool await_all(const std::vector<ObjectEntry*>& entries, Deadline deadline);
 // Blocks until at least `num_ready` of `entries` are done or `deadline` passes; returns which
 // are done (entries done at the moment of return).
 std::vector<bool> await_some(const std::vector<ObjectEntry*>& entries, size_t num_ready,
