@@ -44,9 +44,16 @@ class ReadyQueue {
  private:
   struct alignas(64) Cell {
     std::atomic<size_t> seq;
-    TaskRecord* task;
+    // (Atomic only so that a consumer may read it ahead, for a prefetch, while it changes.)
+    std::atomic<TaskRecord*> task;
   };
   static constexpr size_t kPrefetchAhead = 4;
+  // A consumer that popped position p asks for the lines the pops a few positions on will
+  // need: the cell at p + 2 * kPopAhead, and the task record in the cell at p + kPopAhead (whose
+  // line the pop kPopAhead before asked for). Two consumers take turns on a long queue, so each
+  // pop serves the other's next one too. Hints: never faults, never changes memory.
+  static constexpr size_t kPopAhead = 2;
+  void prefetch_after_pop(size_t pos) const noexcept;
   bool ring_push(TaskRecord* task) noexcept;
   TaskRecord* ring_pop() noexcept;
   TaskRecord* overflow_pop() noexcept;
