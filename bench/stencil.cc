@@ -103,8 +103,12 @@ double run_prism(const Graph& g, uint64_t iters, uint64_t* checksum) {
   if (g.pattern == Pattern::kTrivial) all.reserve(static_cast<size_t>(g.tasks()));
   for (int t = 0; t < g.steps; ++t) {
     for (int i = 0; i < g.width; ++i) {
+      if (g.pattern == Pattern::kTrivial) {  // (no step reads another: the refs go to `all` only)
+        all.push_back(prism::task(cell0).remote(iters, static_cast<uint64_t>(t * g.width + i)));
+        continue;
+      }
       Ref r;
-      if (t == 0 || g.pattern == Pattern::kTrivial) {
+      if (t == 0) {
         r = prism::task(cell0).remote(iters, static_cast<uint64_t>(t * g.width + i));
       } else {
         const std::vector<int>& in = g.inputs(i);
@@ -117,7 +121,6 @@ double run_prism(const Graph& g, uint64_t iters, uint64_t* checksum) {
           default: r = prism::task(cell5).remote(iters, p(0), p(1), p(2), p(3), p(4)); break;
         }
       }
-      if (g.pattern == Pattern::kTrivial) all.push_back(r);
       cur[static_cast<size_t>(i)] = std::move(r);
     }
     std::swap(prev, cur);
