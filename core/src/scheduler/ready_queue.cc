@@ -6,7 +6,7 @@ ReadyQueue::ReadyQueue(size_t capacity_pow2)
     : cells_(new Cell[capacity_pow2]), mask_(capacity_pow2 - 1) {
   for (size_t i = 0; i < capacity_pow2; ++i) {
     cells_[i].seq.store(i, std::memory_order_relaxed);
-    cells_[i].task.store(nullptr, std::memory_order_relaxed);
+    cells_[i].task = nullptr;
   }
 }
 
@@ -18,7 +18,7 @@ bool ReadyQueue::ring_push(TaskRecord* task) noexcept {
     const auto diff = static_cast<intptr_t>(seq) - static_cast<intptr_t>(pos);
     if (diff == 0) {
       if (tail_.compare_exchange_weak(pos, pos + 1, std::memory_order_relaxed)) {
-        c.task.store(task, std::memory_order_relaxed);
+        c.task = task;
         c.seq.store(pos + 1, std::memory_order_release);
         // A cell a few pushes ahead was last written when it was popped, a ring's length ago,
         // and has most likely left this core's caches: fetch it for writing now (a hint).
@@ -41,12 +41,8 @@ TaskRecord* ReadyQueue::ring_pop() noexcept {
     const auto diff = static_cast<intptr_t>(seq) - static_cast<intptr_t>(pos + 1);
     if (diff == 0) {
       if (head_.compare_exchange_weak(pos, pos + 1, std::memory_order_relaxed)) {
-        // Counted at once, while this core still holds the line of head_ and popped_ (reading
-        // the cell next may take long enough for another consumer to take that line away).
-        popped_.fetch_add(1, std::memory_order_seq_cst);
-        TaskRecord* t = c.task.load(std::memory_order_relaxed);
+        TaskRecord* t = c.task;
         c.seq.store(pos + mask_ + 1, std::memory_order_release);
-        prefetch_after_pop(pos);
         return t;
       }
     } else if (diff < 0) {
@@ -55,27 +51,6 @@ TaskRecord* ReadyQueue::ring_pop() noexcept {
       pos = head_.load(std::memory_order_relaxed);
     }
   }
-}
-
-namespace {
-// The line of `p` in a writable state (PREFETCHW; a plain prefetch where there is none).
-inline void prefetch_for_write(const void* p) noexcept {
-#if defined(__x86_64__)
-  asm volatile("prefetchw %0" : : "m"(*static_cast<const char*>(p)));
-#else
-  __builtin_prefetch(p, 1, 3);
-#endif
-}
-}  // namespace
-
-void ReadyQueue::prefetch_after_pop(size_t pos) const noexcept {
-  const Cell& near = cells_[(pos + kPopAhead) & mask_];
-  // Only on a queue at least that long: a cell not yet filled is the producer's to write next,
-  // and taking its line away would make the producer wait for it instead.
-  if (near.seq.load(std::memory_order_relaxed) != pos + kPopAhead + 1) return;
-  // (The task may be taken and even freed meanwhile: a prefetch of freed memory is harmless.)
-  if (TaskRecord* t = near.task.load(std::memory_order_relaxed)) prefetch_for_write(t);
-  prefetch_for_write(&cells_[(pos + 2 * kPopAhead) & mask_]);
 }
 
 TaskRecord* ReadyQueue::overflow_pop() noexcept {
@@ -87,7 +62,6 @@ TaskRecord* ReadyQueue::overflow_pop() noexcept {
   if (overflow_head_ == nullptr) overflow_tail_ = nullptr;
   t->next_in_queue = nullptr;
   overflow_size_.fetch_sub(1, std::memory_order_relaxed);
-  popped_.fetch_add(1, std::memory_order_seq_cst);
   return t;
 }
 
@@ -112,6 +86,7 @@ TaskRecord* ReadyQueue::pop() noexcept {
   if ((++pops & 31) == 0) t = overflow_pop();
   if (t == nullptr) t = ring_pop();
   if (t == nullptr) t = overflow_pop();
+  if (t != nullptr) popped_.fetch_add(1, std::memory_order_seq_cst);
   return t;
 }
 

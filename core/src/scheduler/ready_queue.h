@@ -44,31 +44,21 @@ class ReadyQueue {
  private:
   struct alignas(64) Cell {
     std::atomic<size_t> seq;
-    // (Atomic only so that a consumer may read it ahead, for a prefetch, while it changes.)
-    std::atomic<TaskRecord*> task;
+    TaskRecord* task;
   };
   static constexpr size_t kPrefetchAhead = 4;
-  // A consumer that popped position p asks for the lines the pops a few positions on will
-  // need: the cell at p + 2 * kPopAhead, and the task record in the cell at p + kPopAhead (whose
-  // line the pop kPopAhead before asked for). Two consumers take turns on a long queue, so each
-  // pop serves the other's next one too. Hints: never faults, never changes memory.
-  static constexpr size_t kPopAhead = 2;
-  void prefetch_after_pop(size_t pos) const noexcept;
   bool ring_push(TaskRecord* task) noexcept;
   TaskRecord* ring_pop() noexcept;
   TaskRecord* overflow_pop() noexcept;
 
   std::unique_ptr<Cell[]> cells_;
   const size_t mask_;
-  // The size is pushes minus pops, counted apart: a producer's count stays in its core's cache
-  // while consumers count theirs, instead of one line moving between them on every task. Each
-  // count shares a line with its side's index: a pop's compare-and-swap of head_ brings the line
-  // that its count of pops then finds in this core's cache (one line moving between consumers per
-  // pop, not two).
   alignas(64) std::atomic<size_t> head_{0};  // next to pop
-  std::atomic<uint64_t> popped_{0};
   alignas(64) std::atomic<size_t> tail_{0};  // next to push
-  std::atomic<uint64_t> pushed_{0};
+  // The size is pushes minus pops, counted apart: a producer's count stays in its core's cache
+  // while consumers count theirs, instead of one line moving between them on every task.
+  alignas(64) std::atomic<uint64_t> pushed_{0};
+  alignas(64) std::atomic<uint64_t> popped_{0};
   alignas(64) std::atomic<int64_t> overflow_size_{0};
   Mutex overflow_mu_;
   TaskRecord* overflow_head_ PRISM_GUARDED_BY(overflow_mu_) = nullptr;
