@@ -34,6 +34,16 @@ class ReadyQueue {
     const uint64_t popped = popped_.load(std::memory_order_seq_cst);
     return pushed_.load(std::memory_order_seq_cst) != popped;
   }
+  // A hint for a consumer that polls: whether the next cell to pop is filled, or the overflow
+  // holds tasks. It reads the consumers' index and one cell, which the producer writes once per
+  // lap of the ring, instead of the count of pushes, which the producer writes on every push: a
+  // consumer polling that count takes its line from the producer each time. Not for the no-lost-
+  // wake-up checks (use maybe_nonempty): a false here may miss a push in flight.
+  bool next_is_filled() const noexcept {
+    const size_t pos = head_.load(std::memory_order_relaxed);
+    if (cells_[pos & mask_].seq.load(std::memory_order_acquire) == pos + 1) return true;
+    return overflow_size_.load(std::memory_order_relaxed) > 0;
+  }
   // About how many tasks are queued (a hint, never negative).
   int64_t size() const noexcept {
     const uint64_t popped = popped_.load(std::memory_order_relaxed);

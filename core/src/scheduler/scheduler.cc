@@ -530,7 +530,7 @@ void Scheduler::clear_woken_locked(Worker* w) {
   w->sched->mu_.assert_held();  // a worker of this scheduler: its lock is mu_
   if (w->woken_for_job) {
     w->woken_for_job = false;
-    --waking_for_jobs_;
+    count_waking_locked(/*for_ready=*/false, -1);
   }
   if (w->woken_for_ready) {
     w->woken_for_ready = false;
@@ -708,7 +708,7 @@ void Scheduler::run_lease_tasks(Worker* w, ResourceShape* shape, Job& job, bool 
       // As a slot holder does: stay awake a few microseconds for the next task (one spinner).
       if (shape->spinners.fetch_add(1, std::memory_order_seq_cst) == 0) {
         spin_for(kSpinBeforePark, [shape] {
-          return shape->ready.maybe_nonempty() || shape->yield.load(std::memory_order_relaxed);
+          return shape->ready.next_is_filled() || shape->yield.load(std::memory_order_relaxed);
         });
       }
       shape->spinners.fetch_sub(1, std::memory_order_seq_cst);
@@ -717,7 +717,7 @@ void Scheduler::run_lease_tasks(Worker* w, ResourceShape* shape, Job& job, bool 
     }
     // More tasks than this holder takes: ask for another lease (once at a time) so that a burst
     // runs on as many leases as the node grants.
-    if (!one_task && shape->ready.maybe_nonempty() &&
+    if (!one_task && shape->ready.next_is_filled() &&
         shape->requested.load(std::memory_order_relaxed) == 0 &&
         shape->spinners.load(std::memory_order_relaxed) == 0) {
       MutexLock lock(mu_);
@@ -817,7 +817,7 @@ void Scheduler::run_slot_tasks(Worker* w, bool one_task) noexcept {
       if (spinners_.fetch_add(1, std::memory_order_seq_cst) == 0) {
         g_slot_spinners.fetch_add(1, std::memory_order_relaxed);
         spin_for(kSpinBeforePark, [this] {
-          return ready_.maybe_nonempty() || cpu_wanted_.load(std::memory_order_relaxed);
+          return ready_.next_is_filled() || cpu_wanted_.load(std::memory_order_relaxed);
         });
         g_slot_spinners.fetch_sub(1, std::memory_order_relaxed);
       }
@@ -877,7 +877,7 @@ void Scheduler::thread_main(Worker* w) noexcept {
       ++job_spinners_;
       lock.unlock();
       spin_for(kSpinBeforePark, [this] {
-        return jobs_count_.load(std::memory_order_relaxed) > 0 || ready_.maybe_nonempty();
+        return jobs_count_.load(std::memory_order_relaxed) > 0 || ready_.next_is_filled();
       });
       lock.lock();
       --job_spinners_;
