@@ -299,6 +299,23 @@ ExtrasPtr RuntimeCore::make_extras(const TaskOptions& o, const LazyName& functio
     throw Error(ErrorCode::kInvalidArgument, "max_retries must be >= 0 (or -1 for no limit)");
   }
   const bool default_request = o.is_default_request();
+  // The calling thread's last request that needs only its shape's shared record (no name, no
+  // custom resource, default retries), and that shape: a submitter repeats one caller's options
+  // many times, and converting and interning the request cost more than the rest of the
+  // submission's bookkeeping. (Only a shape this node can run is kept; that never changes.)
+  struct LastRequest {
+    uint64_t owner = 0;  // the runtime's generation: never that of another runtime
+    double num_cpus = 0, num_gpus = 0;
+    int64_t memory = 0, gpu_memory = 0;
+    ResourceShape* shape = nullptr;
+  };
+  thread_local LastRequest last;
+  const bool plain = !default_request && o.resources.empty() && o.name.empty() &&
+                     o.max_retries == kDefaultMaxRetries && !o.retry_exceptions;
+  if (plain && last.owner == owner_ && last.num_cpus == o.num_cpus &&
+      last.num_gpus == o.num_gpus && last.memory == o.memory && last.gpu_memory == o.gpu_memory) {
+    return ExtrasPtr::shared(&last.shape->extras);
+  }
   ResourceRequest request;
   if (!default_request) {
     request = make_request(o.num_cpus, o.num_gpus, o.memory, o.gpu_memory, o.resources);
@@ -323,6 +340,9 @@ ExtrasPtr RuntimeCore::make_extras(const TaskOptions& o, const LazyName& functio
   // Only a request: every task of the shape shares the shape's record (no allocation).
   if (!default_request && shape != nullptr && o.name.empty() &&
       o.max_retries == kDefaultMaxRetries && !o.retry_exceptions) {
+    if (plain && shape->infeasible.empty()) {
+      last = LastRequest{owner_, o.num_cpus, o.num_gpus, o.memory, o.gpu_memory, shape};
+    }
     return ExtrasPtr::shared(&shape->extras);
   }
   auto x = std::make_unique<TaskExtras>();
