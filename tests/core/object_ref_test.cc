@@ -11,6 +11,7 @@
 #include <memory>
 #include <stdexcept>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -127,6 +128,106 @@ TEST_P(ObjectRefTest, GetManyWithTimeoutThrowsTimeoutError) {
   EXPECT_THROW(prism::get(refs, 20ms), prism::TimeoutError);
   gate.open();
   EXPECT_EQ(prism::get(refs, kTimeout), (std::vector<int>{1, 2}));
+}
+
+// get() of several waits for the last one not done first, then for the rest (await_all): each
+// order of completion returns every value, in the order given, or throws for the first ref (in
+// that order) that failed or was not done in time. (Openers are jthreads: joined even when an
+// assertion throws.)
+TEST_P(ObjectRefTest, GetManyWaitsForEveryOneWhateverOrderTheyFinishIn) {
+  prism_test::Gate first, middle;
+  auto gated = [](prism_test::Gate g, int v) {
+    return prism::task([g, v] { return g.wait() ? v : -1; }).remote();
+  };
+  {
+    // The last is done before the get, the others are not: it waits for them too.
+    std::vector<prism::ObjectRef<int>> refs{gated(first, 1), gated(middle, 2), prism::put(3)};
+    EXPECT_THROW(prism::get(refs, 20ms), prism::TimeoutError);
+    std::jthread opener([&] {
+      middle.open();
+      first.open();
+    });
+    EXPECT_EQ(prism::get(refs, kTimeout), (std::vector<int>{1, 2, 3}));
+  }
+  {
+    // Only the last is pending.
+    prism_test::Gate last;
+    std::vector<prism::ObjectRef<int>> refs{prism::put(1), prism::put(2), gated(last, 3)};
+    EXPECT_THROW(prism::get(refs, 20ms), prism::TimeoutError);
+    std::jthread opener([&] { last.open(); });
+    EXPECT_EQ(prism::get(refs, kTimeout), (std::vector<int>{1, 2, 3}));
+  }
+}
+
+TEST_P(ObjectRefTest, GetManyThrowsForTheFirstRefInOrderThatFailedOrIsLate) {
+  auto fails = [](const char* what) {
+    return prism::task([what]() -> int { throw std::runtime_error(what); }).remote();
+  };
+  auto expect_task_error = [](const std::vector<prism::ObjectRef<int>>& refs, const char* what) {
+    try {
+      (void)prism::get(refs, kTimeout);
+      ADD_FAILURE() << "get() of a failed ref returned";
+    } catch (const prism::TaskError& e) {
+      EXPECT_NE(std::string(e.what()).find(what), std::string::npos) << e.what();
+    }
+  };
+  // A failure in the middle, the last done: the failure is what get() says.
+  expect_task_error({prism::put(1), fails("boom"), prism::put(3)}, "boom");
+  {
+    // The first is late, a later one failed: the deadline is what get() says, until the first
+    // is done; then the failure.
+    prism_test::Gate gate;
+    std::vector<prism::ObjectRef<int>> refs{
+        prism::task([gate] { return gate.wait() ? 1 : -1; }).remote(), fails("boom"),
+        prism::put(3)};
+    EXPECT_THROW(prism::get(refs, 20ms), prism::TimeoutError);
+    gate.open();
+    expect_task_error(refs, "boom");
+  }
+  {
+    // Two failures, the later one in the order given first: the earlier one is what get() says.
+    // (The later one is submitted first, so that it runs first on one CPU too.)
+    prism_test::Gate gate;
+    auto second = fails("the second in order");
+    auto first = prism::task([gate]() -> int {
+                   (void)gate.wait();
+                   throw std::runtime_error("the first in order");
+                 }).remote();
+    std::vector<prism::ObjectRef<int>> refs{first, second};
+    std::jthread opener([&] {
+      // (After the second failed: the first fails last.)
+      (void)prism::wait(std::vector<prism::ObjectRef<int>>{refs[1]}, 1, kTimeout);
+      gate.open();
+    });
+    expect_task_error(refs, "the first in order");
+  }
+}
+
+// wait() for all of them returns only once every one is done, the first after the last.
+TEST_P(ObjectRefTest, WaitForAllOfThemReportsEveryOneReadyInOrder) {
+  prism_test::Gate a, b;
+  // (The last is submitted first: on one CPU it runs first, and its gate opens first.)
+  auto last = prism::task([b] { return b.wait() ? 2 : -1; }).remote();
+  std::vector<prism::ObjectRef<int>> refs{prism::task([a] { return a.wait() ? 0 : -1; }).remote(),
+                                          prism::put(1), last};
+  {
+    auto [ready, not_ready] = prism::wait(refs, refs.size(), 20ms);
+    // (The deadline passed with both gated: fewer than all are ready.)
+    EXPECT_EQ(ready.size(), 1u);
+    EXPECT_EQ(ready.size() + not_ready.size(), refs.size());
+  }
+  std::jthread opener([&] {
+    b.open();
+    (void)prism::wait(std::vector<prism::ObjectRef<int>>{refs[2]}, 1, kTimeout);
+    // The waiter below, woken by the last, now waits for the first: a pause so that it does so
+    // before the first is done (a shorter one only makes that less likely, never fails the test).
+    std::this_thread::sleep_for(50ms);
+    a.open();
+  });
+  auto [ready, not_ready] = prism::wait(refs, refs.size(), kTimeout);
+  ASSERT_EQ(ready.size(), refs.size());
+  EXPECT_TRUE(not_ready.empty());
+  for (size_t i = 0; i < refs.size(); ++i) EXPECT_TRUE(ready[i] == refs[i]) << i;
 }
 
 TEST_P(ObjectRefTest, ZeroTimeoutOnAReadyObjectReturnsTheValue) {

@@ -167,20 +167,27 @@ std::vector<T> get_all_until(const std::vector<ObjectRef<T>>& refs, Deadline dea
     check_ref(r.entry(), "prism::get");
     entries.push_back(r.entry());
   }
-  // One wait for all of them (one or two wake-ups, not one per object); then each in order, in
-  // one pass: the first that failed rethrows its error, the first not done by the deadline
-  // throws TimeoutError (await), one held by another node is fetched, and the values are read.
+  // One wait for all of them (one or two wake-ups, not one per object); then each in order: the
+  // first that failed rethrows its error, the first not done by the deadline throws TimeoutError
+  // (await), before anything is fetched from another node or read.
   if (entries.size() > 1) await_all(entries, deadline);
-  std::vector<T> out;
-  out.reserve(refs.size());
+  bool remote = false;
   for (ObjectEntry* e : entries) {
-    const ObjState state = e->state();
-    if (state != ObjState::kReady) {
-      if (state != ObjState::kRemote) await(e, deadline);  // (not done, or failed: throws)
+    ObjState state = e->state();
+    if (state == ObjState::kPending || state == ObjState::kFailed) {
+      await(e, deadline);  // (throws unless it is now done and not failed)
+      state = e->state();
+    }
+    remote = remote || state == ObjState::kRemote;
+  }
+  if (remote) {
+    for (ObjectEntry* e : entries) {
       if (e->state() == ObjState::kRemote) fetch_remote(e, deadline);
     }
-    out.push_back(read_value<T>(e));
   }
+  std::vector<T> out;
+  out.reserve(refs.size());
+  for (ObjectEntry* e : entries) out.push_back(read_value<T>(e));
   return out;
 }
 
