@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <new>
 
+#include "common/prefetch.h"
 #include "prism/internal/thread_annotations.h"
 
 namespace prism::internal::small_pool {
@@ -87,22 +88,6 @@ Central* centrals() {
     return made;
   }();
   return c;
-}
-
-// Asks for the lines of [p, p + bytes) in a writable state (PREFETCHW, a no-op on x86 CPUs
-// older than it; a plain prefetch elsewhere). A hint: never faults, never changes memory.
-inline void prefetch_for_write(const void* p, size_t bytes) noexcept {
-  constexpr uintptr_t kLine = 64;
-  const uintptr_t first = reinterpret_cast<uintptr_t>(p) & ~(kLine - 1);
-  const uintptr_t end = reinterpret_cast<uintptr_t>(p) + bytes;
-  for (uintptr_t line = first; line < end; line += kLine) {
-    const auto* at = reinterpret_cast<const char*>(line);
-#if defined(__x86_64__)
-    asm volatile("prefetchw %0" : : "m"(*at));
-#else
-    __builtin_prefetch(at, 1, 3);
-#endif
-  }
 }
 
 struct Bin {
