@@ -584,6 +584,73 @@ TEST(SchedulerTest, RefusedThreadsMeanBlockedTasksHelpInstead) {
   }
 }
 
+// Starts threads that wait at a gate before they run: a thread woken for the ready queue that has
+// not yet reached it (as one waiting for a core does).
+class GatedStarter final : public ThreadStarter {
+ public:
+  std::thread start(std::function<void()> body) override {
+    started_.fetch_add(1);
+    return std::thread([this, body = std::move(body)] {
+      (void)gate_.wait_until(Clock::now() + kTimeout);  // (opened at the latest by the dtor)
+      body();
+    });
+  }
+  void open() { gate_.set(); }
+  int started() const { return started_.load(); }
+  ~GatedStarter() { open(); }
+
+ private:
+  Event gate_;
+  std::atomic<int> started_{0};
+};
+
+// Pushes while the threads already woken cover every free slot wake no one more (they skip the
+// lock: ready_wakers_), and lose nothing: each woken thread looks at the queue once it gets there.
+TEST(SchedulerTest, PushesWhileWokenThreadsAreOnTheirWayWakeNoMoreAndLoseNothing) {
+  for (int cpus : {1, 2}) {
+    SCOPED_TRACE(std::to_string(cpus) + " CPUs");
+    FakeRunner runner;
+    GatedStarter starter;  // (outlives the scheduler's threads, which wait at its gate)
+    constexpr int kTasks = 500;
+    CountDown done(kTasks);
+    Scheduler sched(&runner, node(cpus), /*max_threads=*/8, &starter);  // destroyed first
+    struct Opener {  // (opens the gate before the scheduler joins, even after a failed ASSERT)
+      GatedStarter& s;
+      ~Opener() { s.open(); }
+    } opener{starter};
+    for (int i = 0; i < kTasks; ++i) sched.enqueue_ready(new FnTask([&] { done.arrive(); }));
+    // One thread per free slot was started for the burst, none more, and none has run a task.
+    EXPECT_EQ(starter.started(), cpus);
+    starter.open();
+    ASSERT_TRUE(done.wait());
+    EXPECT_EQ(sched.thread_count(), cpus);
+    // The count of threads on their way came back down: once the threads have parked (a gap
+    // past their spin), a single push wakes one again. (Had they not parked yet, the push finds
+    // one awake: the test passes either way then, and never fails falsely.)
+    for (int round = 0; round < 50; ++round) {
+      busy_for(std::chrono::microseconds(200));
+      auto one = std::make_shared<CountDown>(1);  // (shared: a failed wait leaves nothing)
+      sched.enqueue_ready(new FnTask([one] { one->arrive(); }));
+      ASSERT_TRUE(one->wait()) << "round " << round;
+    }
+  }
+}
+
+// The same, with real timing: bursts of one to three tasks, each after the threads had time to
+// give their slots back (or not), so that pushes meet threads in every state: running, spinning,
+// parked, woken and not yet at the queue. Every burst must run in full.
+TEST(SchedulerTest, BurstsAfterIdleGapsAllRun) {
+  FakeRunner runner;
+  Scheduler sched(&runner, node(2), /*max_threads=*/4);  // last: destroyed (joined) first
+  for (int round = 0; round < 3000; ++round) {
+    const int burst = 1 + round % 3;
+    auto done = std::make_shared<CountDown>(burst);  // (shared: a failed wait leaves nothing)
+    for (int i = 0; i < burst; ++i) sched.enqueue_ready(new FnTask([done] { done->arrive(); }));
+    ASSERT_TRUE(done->wait()) << "round " << round;
+    if (round % 7 == 0) busy_for(std::chrono::microseconds(round % 50));  // (around the spin)
+  }
+}
+
 // ---- starvation ----
 
 constexpr int kStreamCap = 200000;  // a stream stops here if the job never runs
