@@ -41,6 +41,9 @@ TaskRecord* ReadyQueue::ring_pop() noexcept {
     const auto diff = static_cast<intptr_t>(seq) - static_cast<intptr_t>(pos + 1);
     if (diff == 0) {
       if (head_.compare_exchange_weak(pos, pos + 1, std::memory_order_relaxed)) {
+        // Counted at once, while this core still holds the line of head_ and popped_ (reading
+        // the cell next may take long enough for another consumer to take that line away).
+        popped_.fetch_add(1, std::memory_order_seq_cst);
         TaskRecord* t = c.task;
         c.seq.store(pos + mask_ + 1, std::memory_order_release);
         return t;
@@ -62,6 +65,7 @@ TaskRecord* ReadyQueue::overflow_pop() noexcept {
   if (overflow_head_ == nullptr) overflow_tail_ = nullptr;
   t->next_in_queue = nullptr;
   overflow_size_.fetch_sub(1, std::memory_order_relaxed);
+  popped_.fetch_add(1, std::memory_order_seq_cst);
   return t;
 }
 
@@ -86,7 +90,6 @@ TaskRecord* ReadyQueue::pop() noexcept {
   if ((++pops & 31) == 0) t = overflow_pop();
   if (t == nullptr) t = ring_pop();
   if (t == nullptr) t = overflow_pop();
-  if (t != nullptr) popped_.fetch_add(1, std::memory_order_seq_cst);
   return t;
 }
 

@@ -63,12 +63,15 @@ class ReadyQueue {
 
   std::unique_ptr<Cell[]> cells_;
   const size_t mask_;
-  alignas(64) std::atomic<size_t> head_{0};  // next to pop
-  alignas(64) std::atomic<size_t> tail_{0};  // next to push
   // The size is pushes minus pops, counted apart: a producer's count stays in its core's cache
-  // while consumers count theirs, instead of one line moving between them on every task.
-  alignas(64) std::atomic<uint64_t> pushed_{0};
-  alignas(64) std::atomic<uint64_t> popped_{0};
+  // while consumers count theirs, instead of one line moving between them on every task. Each
+  // count shares a line with its side's index: a pop's compare-and-swap of head_ brings the line
+  // that its count of pops then finds in this core's cache (one line moving between consumers per
+  // pop, not two).
+  alignas(64) std::atomic<size_t> head_{0};  // next to pop
+  std::atomic<uint64_t> popped_{0};
+  alignas(64) std::atomic<size_t> tail_{0};  // next to push
+  std::atomic<uint64_t> pushed_{0};
   alignas(64) std::atomic<int64_t> overflow_size_{0};
   Mutex overflow_mu_;
   TaskRecord* overflow_head_ PRISM_GUARDED_BY(overflow_mu_) = nullptr;
