@@ -321,15 +321,19 @@ bool await_all(const std::vector<ObjectEntry*>& entries, Deadline deadline) {
 std::vector<bool> await_some(const std::vector<ObjectEntry*>& entries, size_t num_ready,
                              Deadline deadline) {
   std::vector<bool> done(entries.size(), false);
+  size_t ready = 0;
+  for (size_t i = 0; i < entries.size(); ++i) {
+    if (entries[i]->is_done()) {
+      done[i] = true;
+      ++ready;
+    }
+  }
+  if (ready >= num_ready) return done;
   if (num_ready == entries.size()) {
     await_all(entries, deadline);
   } else {
-    size_t ready = 0;
-    for (ObjectEntry* e : entries) ready += e->is_done() ? 1 : 0;
-    if (ready < num_ready) {
-      SomeWait wait(entries, num_ready);
-      block_on(wait, deadline);
-    }
+    SomeWait wait(entries, num_ready);
+    block_on(wait, deadline);
   }
   for (size_t i = 0; i < entries.size(); ++i) done[i] = entries[i]->is_done();
   return done;
