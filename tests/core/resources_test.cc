@@ -332,45 +332,48 @@ TEST(ResourcesViewTest, TotalsAndAvailability) {
   EXPECT_TRUE(prism_test::eventually([&] { return rt.available_resources() == total; }));
 }
 
+// The CPU a gated task asking for `n` CPUs holds while it runs on `rt` (of `cpus` CPUs).
+double cpu_held_by_a_task_of(prism::Runtime& rt, double cpus, double n) {
+  // (The last task's lease may still be held for a moment after its result is in.)
+  EXPECT_TRUE(prism_test::eventually([&] { return rt.available_resources().at("CPU") == cpus; }));
+  prism_test::Gate started, release;
+  auto r = rt.task([started, release] {
+               started.open();
+               return release.wait();
+             })
+               .num_cpus(n)
+               .remote();
+  EXPECT_TRUE(started.wait());
+  const double held = cpus - rt.available_resources().at("CPU");
+  release.open();
+  EXPECT_TRUE(prism::get(r, kTimeout));
+  return held;
+}
+
 // A thread keeps its last request's shape (RuntimeCore::make_extras): the same request again,
-// on a runtime made after the last one went, or between other requests, still holds exactly
-// what it asks for, and an infeasible one is refused every time.
+// on a runtime made after the last one went, on another runtime alive beside it, or between
+// other requests, still holds exactly what it asks for, and an infeasible one is refused every
+// time.
 TEST(ResourcesViewTest, ARepeatedRequestHoldsWhatItAsksAcrossRuntimesAndOtherRequests) {
   for (int round = 0; round < 3; ++round) {
     SCOPED_TRACE("runtime " + std::to_string(round));
     const double cpus = 2 + round;  // (another node shape each time)
     prism::Runtime rt({.num_cpus = cpus});
-    // The CPU a gated task holds while it runs, with the request of `caller`.
-    auto held_by = [&](const auto& caller) {
-      // (The last task's lease may still be held for a moment after its result is in.)
-      EXPECT_TRUE(prism_test::eventually([&] { return rt.available_resources().at("CPU") == cpus; }));
-      prism_test::Gate started, release;
-      auto r = caller(started, release);
-      EXPECT_TRUE(started.wait());
-      const double held = cpus - rt.available_resources().at("CPU");
-      release.open();
-      EXPECT_TRUE(prism::get(r, kTimeout));
-      return held;
-    };
-    auto with = [&](double n) {
-      return [&rt, n](prism_test::Gate started, prism_test::Gate release) {
-        return rt.task([started, release] {
-                   started.open();
-                   return release.wait();
-                 })
-            .num_cpus(n)
-            .remote();
-      };
-    };
     // (Each round begins with the request the last one ended with: the thread's cached one,
     // whose shape belonged to the runtime before.)
-    EXPECT_DOUBLE_EQ(held_by(with(0.5)), 0.5);
-    EXPECT_DOUBLE_EQ(held_by(with(0.5)), 0.5);
-    EXPECT_DOUBLE_EQ(held_by(with(1.5)), 1.5);
+    EXPECT_DOUBLE_EQ(cpu_held_by_a_task_of(rt, cpus, 0.5), 0.5);
+    EXPECT_DOUBLE_EQ(cpu_held_by_a_task_of(rt, cpus, 0.5), 0.5);
+    EXPECT_DOUBLE_EQ(cpu_held_by_a_task_of(rt, cpus, 1.5), 1.5);
     for (int i = 0; i < 2; ++i) {
       EXPECT_THROW(rt.task(resources_noop).num_cpus(cpus + 1).remote(), prism::InfeasibleError);
     }
-    EXPECT_DOUBLE_EQ(held_by(with(0.5)), 0.5);
+    EXPECT_DOUBLE_EQ(cpu_held_by_a_task_of(rt, cpus, 0.5), 0.5);
+  }
+  // Two runtimes alive at once, the same request on each in turn.
+  prism::Runtime two({.num_cpus = 2}), three({.num_cpus = 3});
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_DOUBLE_EQ(cpu_held_by_a_task_of(two, 2, 0.5), 0.5);
+    EXPECT_DOUBLE_EQ(cpu_held_by_a_task_of(three, 3, 0.5), 0.5);
   }
 }
 

@@ -692,6 +692,11 @@ void Scheduler::run_lease_loop(ResourceShape* shape, Job& job, bool one_task,
 
 void Scheduler::run_lease_tasks(Worker* w, ResourceShape* shape, Job& job, bool one_task,
                                 bool watch_failures, JobRunner::LeaseFrame* devices) noexcept {
+  // Pushes may have skipped asking for a lease while this one was asked for and not yet begun, or
+  // while this holder spun: the first check after either reads the pushes' count (seq_cst, which
+  // any such push updated before it looked); the others, while pushes ask for themselves, only
+  // the next cell (off the submitter's line).
+  bool check_pushes = true;
   for (;;) {
     // A device of the grant failed meanwhile: run_lease_locked decides, under the lock, whether
     // the lease goes on there (reads only the failure mask here).
@@ -714,11 +719,13 @@ void Scheduler::run_lease_tasks(Worker* w, ResourceShape* shape, Job& job, bool 
       shape->spinners.fetch_sub(1, std::memory_order_seq_cst);
       t = shape->ready.pop();
       if (t == nullptr) return;
+      check_pushes = true;
     }
     // More tasks than this holder takes: ask for another lease (once at a time) so that a burst
     // runs on as many leases as the node grants.
-    if (!one_task && shape->ready.next_is_filled() &&
-        shape->requested.load(std::memory_order_relaxed) == 0 &&
+    const bool more = std::exchange(check_pushes, false) ? shape->ready.maybe_nonempty()
+                                                         : shape->ready.next_is_filled();
+    if (!one_task && more && shape->requested.load(std::memory_order_relaxed) == 0 &&
         shape->spinners.load(std::memory_order_relaxed) == 0) {
       MutexLock lock(mu_);
       if (!stopping_.load()) request_lease_locked(shape);

@@ -77,7 +77,8 @@
 // threads on their way covering every slot, a push wakes no one. A woken thread stops counting
 // (seq_cst) before it re-checks the queue (seq_cst), so it sees any push that saw it counted.
 // A spin only polls a hint (ReadyQueue::next_is_filled: the next cell, not the producer's count,
-// whose line the producer writes on every push); what decides is the pop after it.
+// whose line the producer writes on every push); what decides is the seq_cst re-check
+// (maybe_nonempty) once the holder leaves its loop.
 // get() outside a task spins for its result only while some core runs no task: a spinning
 // holder counts as idle (g_slot_spinners), a holder running a task does not.
 // Shaped tasks: see resource_shape.h. A lease holder blocked in get()/wait() stops counting as
