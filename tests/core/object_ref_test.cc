@@ -206,9 +206,14 @@ TEST_P(ObjectRefTest, GetManyThrowsForTheFirstRefInOrderThatFailedOrIsLate) {
 // wait() for all of them returns only once every one is done, the first after the last.
 TEST_P(ObjectRefTest, WaitForAllOfThemReportsEveryOneReadyInOrder) {
   prism_test::Gate a, b;
-  // (The last is submitted first: on one CPU it runs first, and its gate opens first.)
+  // (The last is submitted first: on one CPU it runs first.) The first does 50 ms of work once
+  // its gate opens, so it is still running when the waiter, woken by the last, turns to it.
   auto last = prism::task([b] { return b.wait() ? 2 : -1; }).remote();
-  std::vector<prism::ObjectRef<int>> refs{prism::task([a] { return a.wait() ? 0 : -1; }).remote(),
+  std::vector<prism::ObjectRef<int>> refs{prism::task([a] {
+                                            if (!a.wait()) return -1;
+                                            std::this_thread::sleep_for(50ms);  // (its work)
+                                            return 0;
+                                          }).remote(),
                                           prism::put(1), last};
   {
     auto [ready, not_ready] = prism::wait(refs, refs.size(), 20ms);
@@ -218,10 +223,6 @@ TEST_P(ObjectRefTest, WaitForAllOfThemReportsEveryOneReadyInOrder) {
   }
   std::jthread opener([&] {
     b.open();
-    (void)prism::wait(std::vector<prism::ObjectRef<int>>{refs[2]}, 1, kTimeout);
-    // The waiter below, woken by the last, now waits for the first: a pause so that it does so
-    // before the first is done (a shorter one only makes that less likely, never fails the test).
-    std::this_thread::sleep_for(50ms);
     a.open();
   });
   auto [ready, not_ready] = prism::wait(refs, refs.size(), kTimeout);

@@ -605,7 +605,7 @@ class GatedStarter final : public ThreadStarter {
 };
 
 // Pushes while the threads already woken cover every free slot wake no one more (they skip the
-// lock: ready_wakers_), and lose nothing: each woken thread looks at the queue once it gets there.
+// lock: waking_for_ready_), and lose nothing: each woken thread looks at the queue once it gets there.
 TEST(SchedulerTest, PushesWhileWokenThreadsAreOnTheirWayWakeNoMoreAndLoseNothing) {
   for (int cpus : {1, 2}) {
     SCOPED_TRACE(std::to_string(cpus) + " CPUs");

@@ -310,8 +310,10 @@ ExtrasPtr RuntimeCore::make_extras(const TaskOptions& o, const LazyName& functio
     ResourceShape* shape = nullptr;
   };
   thread_local LastRequest last;
-  const bool plain = !default_request && o.resources.empty() && o.name.empty() &&
-                     o.max_retries == kDefaultMaxRetries && !o.retry_exceptions;
+  // Only a request: every task of the shape shares the shape's record (no allocation).
+  const bool shares_record = !default_request && o.name.empty() &&
+                             o.max_retries == kDefaultMaxRetries && !o.retry_exceptions;
+  const bool plain = shares_record && o.resources.empty();
   if (plain && last.owner == owner_ && last.num_cpus == o.num_cpus &&
       last.num_gpus == o.num_gpus && last.memory == o.memory && last.gpu_memory == o.gpu_memory) {
     return ExtrasPtr::shared(&last.shape->extras);
@@ -337,9 +339,7 @@ ExtrasPtr RuntimeCore::make_extras(const TaskOptions& o, const LazyName& functio
     throw InfeasibleError("infeasible task '" + (o.name.empty() ? function_name() : o.name) +
                           "': " + reason + "; no node can ever run it");
   }
-  // Only a request: every task of the shape shares the shape's record (no allocation).
-  if (!default_request && shape != nullptr && o.name.empty() &&
-      o.max_retries == kDefaultMaxRetries && !o.retry_exceptions) {
+  if (shares_record && shape != nullptr) {
     if (plain && shape->infeasible.empty()) {
       last = LastRequest{owner_, o.num_cpus, o.num_gpus, o.memory, o.gpu_memory, shape};
     }

@@ -162,7 +162,7 @@ bool Scheduler::fits_now(const ResourceRequest& request) const {
   MutexLock lock(mu_);
   if (!pool_.fits(request, /*long_lived=*/false)) return false;
   // Default tasks queued but not yet picked up will take the free slots first.
-  const int64_t queued = ready_.size() + waking_for_ready_;
+  const int64_t queued = ready_.size() + waking_for_ready_.load(std::memory_order_relaxed);
   return queued == 0 || (queued + 1) * kUnitsPerResource <= pool_.cpu_free();
 }
 
@@ -257,7 +257,8 @@ void Scheduler::push_ready(TaskRecord* task) noexcept {
   // Every slot is busy or has a thread on its way to it, or an idle holder is spinning and will
   // take the task: no wake-up needed. (A holder that stops spinning or gives its slot back, and a
   // woken thread once it stops counting as on its way, re-check the queue afterwards.)
-  if (holders_.load(std::memory_order_seq_cst) + ready_wakers_.load(std::memory_order_seq_cst) >=
+  if (holders_.load(std::memory_order_seq_cst) +
+          waking_for_ready_.load(std::memory_order_seq_cst) >=
       cpu_slots_) {
     return;
   }
@@ -415,7 +416,7 @@ void Scheduler::serve_resumers_locked() {
 void Scheduler::wake_for_ready_locked() {
   if (!ready_.maybe_nonempty() || !resumers_.empty()) return;
   const int64_t free_slots = pool_.cpu_free() / kUnitsPerResource;
-  if (free_slots <= waking_for_ready_) return;  // enough threads are already on their way
+  if (free_slots <= waking_for_ready_.load(std::memory_order_relaxed)) return;  // enough threads are already on their way
   provide_thread_locked(/*for_ready=*/true);
 }
 
@@ -522,8 +523,7 @@ void Scheduler::count_waking_locked(bool for_ready, int64_t n) {
     waking_for_jobs_ += n;
     return;
   }
-  waking_for_ready_ += n;
-  ready_wakers_.store(waking_for_ready_, std::memory_order_seq_cst);
+  waking_for_ready_.fetch_add(n, std::memory_order_seq_cst);
 }
 
 void Scheduler::clear_woken_locked(Worker* w) {

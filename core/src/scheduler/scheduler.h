@@ -73,7 +73,7 @@
 // under mu_ after giving its own slot back): two threads would only compete for each task. A
 // woken thread is counted in waking_for_ready_ until it looks at the queue, so that one task
 // wakes one thread, and a thread that finds more work than it can take passes the wake-up on.
-// Submitters read that count too (ready_wakers_, seq_cst, stored under mu_): holders plus
+// Submitters read that count too (an atomic, changed only under mu_, seq_cst): holders plus
 // threads on their way covering every slot, a push wakes no one. A woken thread stops counting
 // (seq_cst) before it re-checks the queue (seq_cst), so it sees any push that saw it counted.
 // A spin only polls a hint (ReadyQueue::next_is_filled: the next cell, not the producer's count,
@@ -350,7 +350,9 @@ class Scheduler {
   ReadyQueue ready_;
   // Read by spinning threads: kept off the line of mu_, which submitters write.
   std::atomic<int64_t> holders_{0};
-  std::atomic<int64_t> ready_wakers_{0};  // waking_for_ready_, for submitters (written under mu_)
+  // Threads woken for the ready queue that have not looked at it yet: changed only under mu_,
+  // read without it by submitters (push_ready).
+  std::atomic<int64_t> waking_for_ready_{0};
   std::atomic<int> spinners_{0};
   std::atomic<bool> cpu_wanted_{false};
   std::atomic<bool> stopping_{false};
@@ -366,7 +368,6 @@ class Scheduler {
   std::vector<Worker*> parked_ PRISM_GUARDED_BY(mu_);
   std::vector<Worker*> blocked_ PRISM_GUARDED_BY(mu_);  // sleeping blocked threads (helpers)
   int64_t blocked_tasks_ PRISM_GUARDED_BY(mu_) = 0;     // waits in block(), helping or not
-  int64_t waking_for_ready_ PRISM_GUARDED_BY(mu_) = 0;
   int64_t waking_for_jobs_ PRISM_GUARDED_BY(mu_) = 0;
   int64_t job_spinners_ PRISM_GUARDED_BY(mu_) = 0;  // threads spinning after a job
   bool warned_thread_cap_ PRISM_GUARDED_BY(mu_) = false;
